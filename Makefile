@@ -1,0 +1,48 @@
+# devmlops: `make run` shows the local stack, `make test` checks everything. `make help` lists the targets.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The folder with etcd, kube-apiserver, helm and opa; hack/tools.sh builds it (or takes KUBEBUILDER_ASSETS).
+TOOLS_DIR = $(shell bash hack/tools.sh)
+
+.PHONY: help venv tools lint test test-unit test-integration run clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv with devmlops and its dev tools
+
+tools: ## Build kube-apiserver, etcd, helm and opa into ~/.cache/devmlops (once; then a no-op)
+	@bash hack/tools.sh
+
+lint: $(STAMP) ## ruff, mypy --strict and the import-linter layer contracts
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test-unit: $(STAMP) ## Unit tests only (no control plane)
+	$(PY) -m pytest tests/unit
+
+test-integration: $(STAMP) ## Integration tests against a real kube-apiserver + etcd
+	DEVMLOPS_TOOLS_DIR="$(TOOLS_DIR)" DEVMLOPS_REQUIRE_INTEGRATION=1 $(PY) -m pytest tests/integration
+
+test: lint $(STAMP) ## Lint, type check, unit and integration tests (what CI runs)
+	DEVMLOPS_TOOLS_DIR="$(TOOLS_DIR)" DEVMLOPS_REQUIRE_INTEGRATION=1 $(PY) -m pytest
+
+run: $(STAMP) ## Local control plane + webhook + operator, samples applied, outcome table (RUN_ONCE=1 exits)
+	DEVMLOPS_TOOLS_DIR="$(TOOLS_DIR)" $(VENV)/bin/devmlops local --project-dir "$(CURDIR)"
+
+clean: ## Remove the venv and caches in the repo (the tool cache in ~/.cache/devmlops stays)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

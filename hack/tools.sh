@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Build the local control-plane tools (kube-apiserver, etcd, helm, opa) from Go modules into a versioned
+# cache outside the repository, then print the folder that holds them.
+#
+# - KUBEBUILDER_ASSETS naming a folder with kube-apiserver and etcd: those are used and nothing is built
+#   (helm and opa are still looked up there first, then built if missing).
+# - DEVMLOPS_TOOLS_CACHE overrides the cache root (default: ~/.cache/devmlops/tools).
+# - A second run finds every binary in place and returns within seconds.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=hack/versions.env
+source "$here/versions.env"
+
+cache_root="${DEVMLOPS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/devmlops/tools}"
+bin_dir="$cache_root/k8s-${KUBERNETES_VERSION}_etcd-${ETCD_VERSION}_helm-${HELM_VERSION}_opa-${OPA_VERSION}"
+work_root="$cache_root/build"
+
+say() { printf '[tools] %s\n' "$*" >&2; }
+die() { printf '[tools] error: %s\n' "$*" >&2; exit 1; }
+
+require_go() {
+    command -v go >/dev/null 2>&1 || die "Go is not installed. Install Go >= 1.24 (https://go.dev/doc/install, or 'apt-get install golang'), or set KUBEBUILDER_ASSETS to a folder holding kube-apiserver and etcd."
+}
+
+# Run a long build step with a heartbeat so that the first (multi-minute) build shows progress.
+with_progress() {
+    local label="$1"; shift
+    local started=$SECONDS
+    "$@" &
+    local pid=$!
+    while kill -0 "$pid" 2>/dev/null; do
+        sleep 15
+        kill -0 "$pid" 2>/dev/null && say "$label: still building ($((SECONDS - started))s)"
+    done
+    wait "$pid" || die "$label: build failed (see the go output above)"
+    say "$label: done in $((SECONDS - started))s"
+}
+
+# Write a wrapper module that requires $module@$version and replaces every module the upstream go.mod
+# replaces with a local ./staging path by its published version ($staging_version).
+write_wrapper() {
+    local dir="$1" module="$2" version="$3" staging_version="$4"
+    mkdir -p "$dir"
+    local upstream_mod
+    upstream_mod="$(go mod download -json "$module@$version" | sed -n 's/^\s*"GoMod": "\(.*\)",$/\1/p')"
+    [[ -f "$upstream_mod" ]] || die "could not download $module@$version from the Go module proxy"
+    local go_line
+    go_line="$(grep -m1 '^go ' "$upstream_mod")"
+    {
+        echo "module devmlops.local/tools/$(basename "$dir")"
+        echo
+        echo "$go_line"
+        echo
+        echo "require $module $version"
+        # Local-path replaces such as "k8s.io/api => ./staging/src/k8s.io/api" become
+        # "k8s.io/api => k8s.io/api v0.X.Y" (etcd's "=> ../api" likewise); placeholders are skipped.
+        { grep -E '=> \.\.?/' "$upstream_mod" || true; } | grep -v FORBIDDEN |
+            awk -v v="$staging_version" '{m = ($1 == "replace") ? $2 : $1; print "replace " m " => " m " " v}'
+    } >"$dir/go.mod"
+}
+
+build_main() {
+    # build_main LABEL WRAPPER_DIR MODULE VERSION STAGING_VERSION PACKAGE OUTPUT [LDFLAGS]
+    local label="$1" dir="$2" module="$3" version="$4" staging_version="$5" package="$6" output="$7"
+    local ldflags="-s -w ${8:-}"
+    say "$label: preparing wrapper module for $module@$version"
+    write_wrapper "$dir" "$module" "$version" "$staging_version"
+    (cd "$dir" && GOFLAGS=-mod=mod go get "$package@$version" >/dev/null 2>&1 || (cd "$dir" && GOFLAGS=-mod=mod go get "$package@$version"))
+    with_progress "$label" bash -c "cd '$dir' && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags='$ldflags' -o '$output.tmp' '$package' && mv '$output.tmp' '$output'"
+}
+
+build_kube_apiserver() {
+    local minor="${KUBERNETES_VERSION#v1.}"
+    # Stamp the version the binary reports (/version, --version), as the release build does.
+    local pkg=k8s.io/component-base/version
+    local stamp="-X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=${minor%%.*}"
+    stamp+=" -X $pkg.gitTreeState=clean"
+    build_main kube-apiserver "$work_root/kube-apiserver-$KUBERNETES_VERSION" k8s.io/kubernetes "$KUBERNETES_VERSION" \
+        "v0.$minor" k8s.io/kubernetes/cmd/kube-apiserver "$bin_dir/kube-apiserver" "$stamp"
+}
+
+build_etcd() {
+    build_main etcd "$work_root/etcd-$ETCD_VERSION" go.etcd.io/etcd/server/v3 "$ETCD_VERSION" \
+        "$ETCD_VERSION" go.etcd.io/etcd/server/v3 "$bin_dir/etcd"
+}
+
+go_install() {
+    # go_install LABEL PACKAGE@VERSION OUTPUT_NAME
+    local label="$1" package="$2" name="$3"
+    local gobin="$work_root/gobin-$label"
+    mkdir -p "$gobin"
+    with_progress "$label" env GOBIN="$gobin" CGO_ENABLED=0 go install -trimpath -ldflags='-s -w' "$package"
+    mv "$gobin/$name" "$bin_dir/$name"
+}
+
+main() {
+    mkdir -p "$bin_dir" "$work_root"
+    local assets="${KUBEBUILDER_ASSETS:-}"
+    if [[ -n "$assets" ]]; then
+        [[ -x "$assets/kube-apiserver" && -x "$assets/etcd" ]] ||
+            die "KUBEBUILDER_ASSETS=$assets lacks an executable kube-apiserver and etcd"
+        say "using kube-apiserver and etcd from KUBEBUILDER_ASSETS=$assets"
+        for tool in kube-apiserver etcd; do ln -sf "$assets/$tool" "$bin_dir/$tool"; done
+        for tool in helm opa; do [[ -x "$assets/$tool" ]] && ln -sf "$assets/$tool" "$bin_dir/$tool"; done
+    fi
+    local missing=()
+    for tool in etcd kube-apiserver helm opa; do [[ -x "$bin_dir/$tool" ]] || missing+=("$tool"); done
+    if ((${#missing[@]} == 0)); then
+        say "all tools present in $bin_dir"
+        echo "$bin_dir"
+        return
+    fi
+    require_go
+    say "building ${missing[*]} into $bin_dir (the first build of kube-apiserver takes 10-20 minutes on 2 cores)"
+    for tool in "${missing[@]}"; do
+        case "$tool" in
+            etcd) build_etcd ;;
+            kube-apiserver) build_kube_apiserver ;;
+            helm) go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" helm ;;
+            opa) go_install opa "github.com/open-policy-agent/opa@$OPA_VERSION" opa ;;
+        esac
+    done
+    echo "$bin_dir"
+}
+
+main "$@"

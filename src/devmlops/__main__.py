@@ -1,0 +1,3 @@
+from devmlops.cli import main
+
+main()

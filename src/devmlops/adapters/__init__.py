@@ -1,0 +1,1 @@
+"""I/O behind the core's ports: verification libraries, OPA, Kubernetes caches, certificates."""

@@ -1,0 +1,1 @@
+"""The pure core: decisions from data, with no network, environment, clock or Kubernetes client."""

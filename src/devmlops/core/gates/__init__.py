@@ -1,0 +1,1 @@
+"""One module per admission gate; each takes data and returns a ``GateResult``."""

@@ -1,0 +1,33 @@
+"""One error hierarchy for devmlops.
+
+Each error carries text for the person who must act on it (``user_message``) apart from the context that only
+helps whoever reads the logs (``context``), so that a denial never leaks internals and a log never lacks them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["ConfigurationError", "DevmlopsError", "HarnessError", "InvalidInputError"]
+
+
+class DevmlopsError(Exception):
+    """Base of every error devmlops raises on purpose."""
+
+    def __init__(self, user_message: str, *, context: Mapping[str, Any] | None = None) -> None:
+        super().__init__(user_message)
+        self.user_message = user_message
+        self.context: dict[str, Any] = dict(context or {})
+
+
+class InvalidInputError(DevmlopsError):
+    """An input (manifest, bundle, SBOM, policy, request) is malformed; the message names the field."""
+
+
+class ConfigurationError(DevmlopsError):
+    """The process was started with settings that cannot work."""
+
+
+class HarnessError(DevmlopsError):
+    """The local control plane could not be built, started or stopped."""

@@ -1,0 +1,264 @@
+"""etcd + kube-apiserver on free loopback ports in a temporary folder, as controller-runtime's envtest does.
+
+There is no kubelet, scheduler or controller-manager: Deployments make no Pods and owner garbage collection does
+not run. What the API server stores and what it does with CRDs and admission webhooks is real.
+"""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import yaml
+
+from devmlops.adapters.pki import KeyPair, new_ca, new_signing_key
+from devmlops.errors import HarnessError
+from devmlops.harness.processes import ManagedProcess, free_port
+
+__all__ = ["DEFAULT_USERS", "ControlPlane", "User", "find_tools"]
+
+REQUIRED_TOOLS = ("etcd", "kube-apiserver")
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A user the API server knows through its static token file."""
+
+    name: str
+    groups: tuple[str, ...] = ()
+    token: str = field(default="", compare=False)
+
+
+DEFAULT_USERS: tuple[User, ...] = (
+    User("admin", ("system:masters",)),
+    User("alice", ("devmlops:ml-engineers",)),
+    User("bob", ("devmlops:approvers",)),
+    User("carol", ("devmlops:ml-engineers", "devmlops:approvers")),
+)
+
+
+def find_tools(bin_dir: Path | None) -> Path:
+    """The folder with etcd and kube-apiserver, or a ``HarnessError`` that says how to get them."""
+    if bin_dir is None:
+        raise HarnessError(
+            "no control-plane tools: run `make tools` (needs Go >= 1.24) and set DEVMLOPS_TOOLS_DIR to the "
+            "folder it prints, or set KUBEBUILDER_ASSETS to a folder with kube-apiserver and etcd"
+        )
+    missing = [tool for tool in REQUIRED_TOOLS if not (bin_dir / tool).exists()]
+    if missing:
+        raise HarnessError(f"{bin_dir} lacks {', '.join(missing)}: run `make tools`")
+    return bin_dir
+
+
+class ControlPlane:
+    """Start with ``start()`` or ``with ControlPlane(...) as cp:``; ``stop()`` leaves no process behind."""
+
+    def __init__(
+        self,
+        *,
+        bin_dir: Path,
+        crd_paths: Sequence[Path] = (),
+        users: Iterable[User] = DEFAULT_USERS,
+        workdir: Path | None = None,
+        log: Callable[[str], None] = lambda _msg: None,
+    ) -> None:
+        self.bin_dir = find_tools(bin_dir)
+        self.crd_paths = list(crd_paths)
+        self._own_workdir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="devmlops-cp-"))
+        self._log = log
+        self.users = {user.name: User(user.name, user.groups, _token(user.name)) for user in users}
+        if "admin" not in self.users:
+            raise HarnessError("the control plane needs a user named 'admin' in system:masters")
+        self.port = 0
+        self._etcd: ManagedProcess | None = None
+        self._apiserver: ManagedProcess | None = None
+        self.ca_file = self.workdir / "pki" / "ca.crt"
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> Self:
+        started = time.monotonic()
+        try:
+            self._write_pki()
+            self._start_etcd()
+            self._start_apiserver()
+            self._wait_ready()
+            for user in self.users:
+                self.write_kubeconfig(user)
+            self._log(f"control plane ready at {self.url} in {time.monotonic() - started:.1f}s")
+            if self.crd_paths:
+                self.install_crds(self.crd_paths)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for proc in (self._apiserver, self._etcd):
+            if proc is not None:
+                proc.stop()
+        self._apiserver = self._etcd = None
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def restart_apiserver(self) -> None:
+        """Stop and start kube-apiserver on the same port and etcd (for fault tests)."""
+        if self._apiserver is not None:
+            self._apiserver.stop()
+        self._start_apiserver(port=self.port)
+        self._wait_ready()
+
+    # -- facts -----------------------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def token(self, user: str = "admin") -> str:
+        return self.users[user].token
+
+    def kubeconfig(self, user: str = "admin") -> Path:
+        return self.workdir / f"kubeconfig-{user}.yaml"
+
+    @property
+    def apiserver_log(self) -> Path:
+        return self.workdir / "kube-apiserver.log"
+
+    # -- steps -----------------------------------------------------------------------------------------------
+    def _write_pki(self) -> None:
+        pki = self.workdir / "pki"
+        pki.mkdir(parents=True, exist_ok=True)
+        ca = new_ca("devmlops-local-ca")
+        ca.pair.write(pki, "ca")
+        ca.issue("kube-apiserver", hosts=["127.0.0.1", "localhost", "kubernetes.default.svc"]).write(pki, "apiserver")
+        sa: KeyPair = new_signing_key()
+        (pki / "sa.pub").write_bytes(sa.cert_pem)
+        (pki / "sa.key").write_bytes(sa.key_pem)
+        (pki / "sa.key").chmod(0o600)
+        rows = [f'{u.token},{u.name},{u.name},"{",".join(u.groups)}"' for u in self.users.values()]
+        tokens = pki / "tokens.csv"
+        tokens.write_text("\n".join(rows) + "\n")
+        tokens.chmod(0o600)
+
+    def _start_etcd(self) -> None:
+        client, peer = free_port(), free_port()
+        self.etcd_url = f"http://127.0.0.1:{client}"
+        argv = [
+            str(self.bin_dir / "etcd"),
+            "--name=devmlops",
+            f"--data-dir={self.workdir / 'etcd'}",
+            f"--listen-client-urls={self.etcd_url}",
+            f"--advertise-client-urls={self.etcd_url}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-cluster=devmlops=http://127.0.0.1:{peer}",
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+        ]
+        self._etcd = ManagedProcess("etcd", argv, log_path=self.workdir / "etcd.log").start()
+
+    def _start_apiserver(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        pki = self.workdir / "pki"
+        argv = [
+            str(self.bin_dir / "kube-apiserver"),
+            f"--etcd-servers={self.etcd_url}",
+            f"--cert-dir={pki}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--secure-port={self.port}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            f"--service-account-issuer={self.url}",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--token-auth-file={pki / 'tokens.csv'}",
+            "--authorization-mode=RBAC",
+            "--disable-admission-plugins=ServiceAccount",
+            "--allow-privileged=true",
+            "--enable-priority-and-fairness=false",
+            "--v=1",
+        ]
+        self._apiserver = ManagedProcess("kube-apiserver", argv, log_path=self.apiserver_log).start()
+
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        if self._apiserver is None or self._etcd is None:
+            raise HarnessError("the control plane was not started")
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        headers = {"Authorization": f"Bearer {self.token()}"}
+        request = urllib.request.Request(f"{self.url}/readyz", headers=headers)  # noqa: S310 - our https URL
+
+        def ready() -> bool:
+            assert self._etcd is not None
+            self._etcd.ensure_running()
+            try:
+                with urllib.request.urlopen(request, context=context, timeout=2) as response:  # noqa: S310
+                    return bool(response.status == 200)
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                return False
+
+        self._apiserver.wait_until(ready, timeout=timeout, what="/readyz")
+
+    def write_kubeconfig(self, user: str) -> Path:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "devmlops-local",
+                    "cluster": {"server": self.url, "certificate-authority": str(self.ca_file)},
+                }
+            ],
+            "users": [{"name": user, "user": {"token": self.token(user)}}],
+            "contexts": [{"name": user, "context": {"cluster": "devmlops-local", "user": user}}],
+            "current-context": user,
+        }
+        path = self.kubeconfig(user)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        path.chmod(0o600)
+        return path
+
+    def install_crds(self, paths: Iterable[Path], timeout: float = 30.0) -> list[str]:
+        """Create (or replace) the CRDs in ``paths`` and wait until each is Established and served."""
+        from devmlops.adapters.kube import api_client, apply_crds
+
+        documents = [doc for path in paths for doc in load_yaml_documents(path)]
+        with api_client(self.kubeconfig()) as client:
+            names = apply_crds(client, documents, timeout=timeout)
+        self._log(f"installed {len(names)} CRDs")
+        return names
+
+
+def load_yaml_documents(path: Path) -> list[dict[str, Any]]:
+    """Every mapping document in a YAML file (or in every *.yaml file of a folder, sorted)."""
+    files = sorted(path.glob("**/*.yaml")) if path.is_dir() else [path]
+    documents: list[dict[str, Any]] = []
+    for file in files:
+        try:
+            documents.extend(doc for doc in yaml.safe_load_all(file.read_text()) if isinstance(doc, dict))
+        except yaml.YAMLError as exc:
+            raise HarnessError(f"{file}: not valid YAML: {exc}") from exc
+    return documents
+
+
+def _token(name: str) -> str:
+    import secrets
+
+    return f"{name}-{secrets.token_hex(16)}"

@@ -1,0 +1,223 @@
+"""The devmlops processes beside a local control plane: the TLS webhook (registered with the API server
+through a ValidatingWebhookConfiguration) and the kopf operator, each a real ``devmlops`` subprocess."""
+
+from __future__ import annotations
+
+import base64
+import os
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.request
+from types import TracebackType
+from typing import Any, Self
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from devmlops.adapters.kube import api_client
+from devmlops.adapters.pki import new_ca
+from devmlops.errors import HarnessError
+from devmlops.harness.controlplane import ControlPlane
+from devmlops.harness.processes import ManagedProcess, free_port
+
+__all__ = ["WEBHOOK_CONFIG_NAME", "DevmlopsStack", "validating_webhook_configuration"]
+
+WEBHOOK_CONFIG_NAME = "devmlops-validating"
+EXCLUDED_NAMESPACES = ("kube-system", "devmlops-system")
+
+
+def validating_webhook_configuration(url: str, ca_pem: bytes, *, timeout_seconds: int = 10) -> dict[str, Any]:
+    """Register ``url`` for ModelDeployment creates and updates; failurePolicy Fail (fail closed)."""
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": WEBHOOK_CONFIG_NAME, "labels": {"app.kubernetes.io/part-of": "devmlops"}},
+        "webhooks": [
+            {
+                "name": "modeldeployments.validate.devmlops.io",
+                "clientConfig": {"url": url, "caBundle": base64.b64encode(ca_pem).decode()},
+                "rules": [
+                    {
+                        "apiGroups": ["devmlops.io"],
+                        "apiVersions": ["v1alpha1"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["modeldeployments"],
+                        "scope": "Namespaced",
+                    }
+                ],
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "failurePolicy": "Fail",
+                "timeoutSeconds": timeout_seconds,
+                "namespaceSelector": {
+                    "matchExpressions": [
+                        {
+                            "key": "kubernetes.io/metadata.name",
+                            "operator": "NotIn",
+                            "values": list(EXCLUDED_NAMESPACES),
+                        }
+                    ]
+                },
+            }
+        ],
+    }
+
+
+def _https_ok(url: str, context: ssl.SSLContext) -> bool:
+    try:
+        with urllib.request.urlopen(url, context=context, timeout=2) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+class DevmlopsStack:
+    """Webhook and operator for one control plane; ``stop()`` ends both and removes the registration."""
+
+    def __init__(self, control_plane: ControlPlane) -> None:
+        self.cp = control_plane
+        self.workdir = control_plane.workdir / "devmlops"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.webhook: ManagedProcess | None = None
+        self.operator: ManagedProcess | None = None
+        self.webhook_port = 0
+        self.ca = new_ca("devmlops-webhook-ca")
+        self.ca_file = self.workdir / "webhook-ca.crt"
+        self.ca_file.write_bytes(self.ca.cert_pem)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> Self:
+        try:
+            self.start_webhook()
+            self.register_webhook()
+            self.start_operator()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for proc in (self.operator, self.webhook):
+            if proc is not None:
+                proc.stop()
+        self.operator = self.webhook = None
+
+    @property
+    def webhook_url(self) -> str:
+        return f"https://127.0.0.1:{self.webhook_port}"
+
+    def _python_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(self.cp.kubeconfig("admin"))
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def start_webhook(self, *, port: int | None = None) -> None:
+        cert, key = self.ca.issue("devmlops-webhook", hosts=["127.0.0.1", "localhost"]).write(self.workdir, "webhook")
+        self.webhook_port = port or free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "devmlops",
+            "webhook",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.webhook_port),
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
+        ]
+        self.webhook = ManagedProcess(
+            "webhook", argv, log_path=self.workdir / "webhook.log", env=self._python_env()
+        ).start()
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        self.webhook.wait_until(
+            lambda: _https_ok(f"{self.webhook_url}/readyz", context), timeout=30, what="webhook /readyz"
+        )
+
+    def restart_webhook(self) -> None:
+        """Stop the webhook process (if running) and start it again where the registration points."""
+        if self.webhook is not None:
+            self.webhook.stop()
+        self.start_webhook(port=self.webhook_port)
+
+    def register_webhook(self, *, timeout: float = 20.0) -> None:
+        """Create the ValidatingWebhookConfiguration and wait until the API server calls the webhook."""
+        config: Any = validating_webhook_configuration(f"{self.webhook_url}/validate", self.ca.cert_pem)
+        with api_client(self.cp.kubeconfig()) as client:
+            api = k8s.AdmissionregistrationV1Api(client)
+            try:
+                api.create_validating_webhook_configuration(config)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                api.delete_validating_webhook_configuration(WEBHOOK_CONFIG_NAME)
+                api.create_validating_webhook_configuration(config)
+            self._wait_webhook_active(client, timeout)
+
+    def _wait_webhook_active(self, client: k8s.ApiClient, timeout: float) -> None:
+        """Dry-run an unsigned ModelDeployment until our denial comes back: then the registration is live."""
+        probe = {
+            "apiVersion": "devmlops.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "devmlops-webhook-probe"},
+            "spec": {
+                "model": {"name": "probe", "uri": "s3://probe/model", "digest": "sha256:" + "0" * 64},
+                "runtime": {"kind": "kserve"},
+            },
+        }
+        api = k8s.CustomObjectsApi(client)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                api.create_namespaced_custom_object(
+                    "devmlops.io", "v1alpha1", "default", "modeldeployments", probe, dry_run="All"
+                )
+            except ApiException as exc:
+                if exc.status == 403 and "devmlops" in (exc.body or ""):
+                    return
+            time.sleep(0.2)
+        raise HarnessError(f"the API server did not call the webhook within {timeout:.0f}s")
+
+    def unregister_webhook(self) -> None:
+        with api_client(self.cp.kubeconfig()) as client:
+            try:
+                k8s.AdmissionregistrationV1Api(client).delete_validating_webhook_configuration(WEBHOOK_CONFIG_NAME)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+    def start_operator(self) -> None:
+        port = free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "devmlops",
+            "operator",
+            "--standalone",
+            "--liveness",
+            f"http://127.0.0.1:{port}/healthz",
+        ]
+        self.operator = ManagedProcess(
+            "operator", argv, log_path=self.workdir / "operator.log", env=self._python_env()
+        ).start()
+
+        def alive() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                    return bool(response.status == 200)
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                return False
+
+        self.operator.wait_until(alive, timeout=30, what="operator liveness")

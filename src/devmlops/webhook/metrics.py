@@ -1,0 +1,54 @@
+"""Prometheus metrics of the webhook (names as in DESIGN.md; low-cardinality labels only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from devmlops.core.model import Decision
+
+__all__ = ["WebhookMetrics"]
+
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookMetrics:
+    registry: CollectorRegistry
+    requests: Counter
+    duration: Histogram
+    gate_results: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> WebhookMetrics:
+        registry = registry or CollectorRegistry()
+        return cls(
+            registry=registry,
+            requests=Counter(
+                "devmlops_admission_requests_total",
+                "Admission reviews answered, by kind, operation, verdict and policy mode.",
+                ["kind", "operation", "allowed", "mode"],
+                registry=registry,
+            ),
+            duration=Histogram(
+                "devmlops_admission_duration_seconds",
+                "Time to answer one admission review.",
+                ["kind"],
+                buckets=_BUCKETS,
+                registry=registry,
+            ),
+            gate_results=Counter(
+                "devmlops_gate_results_total",
+                "Gate results, by gate and result (pass, fail, skip, error).",
+                ["gate", "result"],
+                registry=registry,
+            ),
+        )
+
+    def observe(self, *, kind: str, operation: str, decision: Decision, seconds: float) -> None:
+        mode = "warn" if decision.warnings else "enforce"
+        self.requests.labels(kind, operation, str(decision.allowed).lower(), mode).inc()
+        self.duration.labels(kind).observe(seconds)
+        for result in decision.results:
+            self.gate_results.labels(result.gate, result.outcome).inc()

@@ -1,0 +1,60 @@
+"""The session-scoped local control plane and devmlops stack that integration tests share."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client as k8s
+
+from devmlops.adapters.kube import api_client
+from devmlops.harness.controlplane import ControlPlane
+from devmlops.harness.stack import DevmlopsStack
+from tests.conftest import ROOT
+
+
+def _tools_dir() -> Path:
+    configured = os.environ.get("DEVMLOPS_TOOLS_DIR") or os.environ.get("KUBEBUILDER_ASSETS")
+    if configured and Path(configured, "kube-apiserver").exists():
+        return Path(configured)
+    message = "no control-plane tools: run `make tools` and set DEVMLOPS_TOOLS_DIR (`make test` does both)"
+    if os.environ.get("DEVMLOPS_REQUIRE_INTEGRATION"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.path):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[ControlPlane]:
+    with ControlPlane(bin_dir=_tools_dir(), crd_paths=[ROOT / "crds"]) as cp:
+        yield cp
+
+
+@pytest.fixture(scope="session")
+def stack(control_plane: ControlPlane) -> Iterator[DevmlopsStack]:
+    with DevmlopsStack(control_plane) as running:
+        yield running
+
+
+@pytest.fixture
+def admin(control_plane: ControlPlane) -> Iterator[k8s.ApiClient]:
+    with api_client(control_plane.kubeconfig("admin")) as client:
+        yield client
+
+
+@pytest.fixture
+def namespace(admin: k8s.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per test, so tests do not see each other's objects."""
+    name = "t-" + re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower())[:50].strip("-")
+    core = k8s.CoreV1Api(admin)
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    core.delete_namespace(name)

@@ -1,0 +1,85 @@
+"""`make run` end to end: the demo's table, its exit code with RUN_ONCE, and a clean Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from devmlops.harness.controlplane import ControlPlane
+from tests.conftest import ROOT
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def demo(control_plane: ControlPlane, *, once: bool) -> subprocess.Popen[str]:
+    env = {**os.environ, "DEVMLOPS_TOOLS_DIR": str(control_plane.bin_dir), "PYTHONUNBUFFERED": "1"}
+    if once:
+        env["RUN_ONCE"] = "1"
+    else:
+        env.pop("RUN_ONCE", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "devmlops", "local", "--project-dir", str(ROOT)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_run_once_prints_what_was_admitted_denied_and_rejected_and_exits_zero(
+    control_plane: ControlPlane,
+) -> None:
+    proc = demo(control_plane, once=True)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    rows = {line.split()[0]: line for line in output.splitlines() if line.startswith("ModelDeployment/")}
+    assert rows["ModelDeployment/fraud-detector"].split()[1:4] == [
+        "admitted",
+        "admitted",
+        "InferenceService/fraud-detector",
+    ]
+    assert rows["ModelDeployment/unsigned-model"].split()[1:3] == ["denied", "denied"]
+    assert "spec.signature is missing" in rows["ModelDeployment/unsigned-model"]
+    assert rows["ModelDeployment/malformed-digest"].split()[1:3] == ["rejected", "rejected"]
+    assert "UNEXPECTED" not in output
+
+
+def test_ctrl_c_stops_the_demo_and_every_process_it_started(control_plane: ControlPlane) -> None:
+    proc = demo(control_plane, once=False)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 120
+    seen = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        seen.append(line)
+        if "press Ctrl-C" in line or not line:
+            break
+    assert any("press Ctrl-C" in line for line in seen), "".join(seen)
+    started = children_of(proc.pid)
+    assert len(started) >= 4, f"expected etcd, kube-apiserver, webhook and operator, got {started}"
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    time.sleep(0.5)
+    assert [pid for pid in started if alive(pid)] == []

@@ -1,0 +1,196 @@
+"""The thin slice through every layer: the API server calls our TLS webhook, which denies an unsigned model;
+the operator turns an admitted ModelDeployment into an owned InferenceService and writes status."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from devmlops.adapters.kube import api_client, denial_message
+from devmlops.harness.controlplane import ControlPlane
+from devmlops.harness.stack import DevmlopsStack
+
+DIGEST = "sha256:" + "7e" * 32
+
+
+def model_deployment(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "devmlops.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"name": name, "uri": f"s3://models/{name}", "format": "sklearn", "digest": DIGEST},
+            "runtime": {"kind": "kserve"},
+            **spec,
+        },
+    }
+
+
+def eventually(probe: Callable[[], Any], *, timeout: float = 30.0, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"{what} did not happen within {timeout:.0f}s")
+
+
+def test_the_api_server_returns_the_webhooks_denial_for_an_unsigned_model(
+    stack: DevmlopsStack, admin: k8s.ApiClient, namespace: str
+) -> None:
+    api = k8s.CustomObjectsApi(admin)
+    with pytest.raises(ApiException) as caught:
+        api.create_namespaced_custom_object(
+            "devmlops.io", "v1alpha1", namespace, "modeldeployments", model_deployment("unsigned")
+        )
+    assert caught.value.status == 403
+    assert denial_message(caught.value) == (
+        'admission webhook "modeldeployments.validate.devmlops.io" denied the request: denied by devmlops: '
+        "signature gate: spec.signature is missing: got no signature bundle, expected the model's OMS "
+        "signature; fix: sign the model with `devmlops sign` (or model_signing) and set spec.signature.inline, "
+        "spec.signature.configMapKeyRef or spec.signature.secretKeyRef"
+    )
+    stored = api.list_namespaced_custom_object("devmlops.io", "v1alpha1", namespace, "modeldeployments")
+    assert stored["items"] == []
+
+
+def test_an_admitted_model_gets_an_owned_inference_service_and_status(
+    stack: DevmlopsStack, admin: k8s.ApiClient, namespace: str
+) -> None:
+    api = k8s.CustomObjectsApi(admin)
+    created = api.create_namespaced_custom_object(
+        "devmlops.io",
+        "v1alpha1",
+        namespace,
+        "modeldeployments",
+        model_deployment("fraud", signature={"inline": "{}"}),
+    )
+
+    def child() -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = api.get_namespaced_custom_object(
+                "serving.kserve.io", "v1beta1", namespace, "inferenceservices", "fraud"
+            )
+            return found
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    isvc = eventually(child, what="InferenceService creation")
+    (owner,) = isvc["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"]) == (
+        "ModelDeployment",
+        "fraud",
+        created["metadata"]["uid"],
+    )
+    assert owner["controller"] is True
+    assert isvc["metadata"]["annotations"]["devmlops.io/model-digest"] == DIGEST
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == "s3://models/fraud"
+
+    def status() -> dict[str, Any] | None:
+        md = api.get_namespaced_custom_object("devmlops.io", "v1alpha1", namespace, "modeldeployments", "fraud")
+        found: dict[str, Any] | None = md.get("status") if md.get("status", {}).get("conditions") else None
+        return found
+
+    observed = eventually(status, what="status conditions")
+    admitted = next(c for c in observed["conditions"] if c["type"] == "Admitted")
+    assert admitted["status"] == "True"
+    assert observed["child"] == {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "name": "fraud",
+    }
+    assert observed["observedGeneration"] == 1
+
+
+def test_a_spec_change_rolls_out_to_the_child(stack: DevmlopsStack, admin: k8s.ApiClient, namespace: str) -> None:
+    api = k8s.CustomObjectsApi(admin)
+    api.create_namespaced_custom_object(
+        "devmlops.io",
+        "v1alpha1",
+        namespace,
+        "modeldeployments",
+        model_deployment("churn", signature={"inline": "{}"}),
+    )
+
+    def isvc_uri() -> str | None:
+        try:
+            isvc = api.get_namespaced_custom_object(
+                "serving.kserve.io", "v1beta1", namespace, "inferenceservices", "churn"
+            )
+        except ApiException:
+            return None
+        uri: str = isvc["spec"]["predictor"]["model"]["storageUri"]
+        return uri
+
+    assert eventually(isvc_uri, what="first child") == "s3://models/churn"
+    api.patch_namespaced_custom_object(
+        "devmlops.io",
+        "v1alpha1",
+        namespace,
+        "modeldeployments",
+        "churn",
+        {"spec": {"model": {"uri": "s3://models/churn-v2"}}},
+    )
+    eventually(lambda: isvc_uri() == "s3://models/churn-v2", what="child update")
+
+
+def test_removing_the_signature_in_an_update_is_denied(
+    stack: DevmlopsStack, admin: k8s.ApiClient, namespace: str
+) -> None:
+    api = k8s.CustomObjectsApi(admin)
+    api.create_namespaced_custom_object(
+        "devmlops.io",
+        "v1alpha1",
+        namespace,
+        "modeldeployments",
+        model_deployment("keep", signature={"inline": "{}"}),
+    )
+    with pytest.raises(ApiException) as caught:
+        api.patch_namespaced_custom_object(
+            "devmlops.io", "v1alpha1", namespace, "modeldeployments", "keep", {"spec": {"signature": None}}
+        )
+    assert caught.value.status == 403
+    assert "spec.signature is missing" in denial_message(caught.value)
+
+
+def test_ordinary_users_are_authenticated_with_their_groups_and_held_by_rbac(
+    control_plane: ControlPlane,
+) -> None:
+    for user, groups in (("alice", ["devmlops:ml-engineers"]), ("bob", ["devmlops:approvers"])):
+        with api_client(control_plane.kubeconfig(user)) as client:
+            review = k8s.AuthenticationV1Api(client).create_self_subject_review({})
+            assert review.status.user_info.username == user
+            assert set(groups) <= set(review.status.user_info.groups)
+            with pytest.raises(ApiException) as caught:
+                k8s.CustomObjectsApi(client).list_namespaced_custom_object(
+                    "devmlops.io", "v1alpha1", "default", "modeldeployments"
+                )
+            assert caught.value.status == 403
+
+
+def test_a_webhook_that_is_down_makes_the_api_server_fail_closed(
+    control_plane: ControlPlane, stack: DevmlopsStack, admin: k8s.ApiClient, namespace: str
+) -> None:
+    assert stack.webhook is not None
+    stack.webhook.stop()
+    try:
+        with pytest.raises(ApiException) as caught:
+            k8s.CustomObjectsApi(admin).create_namespaced_custom_object(
+                "devmlops.io",
+                "v1alpha1",
+                namespace,
+                "modeldeployments",
+                model_deployment("while-down", signature={"inline": "{}"}),
+            )
+        assert caught.value.status == 500
+        assert 'failed calling webhook "modeldeployments.validate.devmlops.io"' in denial_message(caught.value)
+    finally:
+        stack.restart_webhook()

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from typing import Any
+
+from devmlops.operator.kserve import ANNOTATION_DIGEST, build_inference_service
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def md(**spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "model": {"name": "fraud", "uri": "s3://models/fraud", "format": "sklearn", "digest": DIGEST},
+        "runtime": {"kind": "kserve", "replicas": 2},
+    }
+    base.update(spec)
+    return {"metadata": {"name": "fraud", "namespace": "team-a"}, "spec": base}
+
+
+def test_the_inference_service_serves_the_model_uri_and_format_with_the_digest_stamped() -> None:
+    child = build_inference_service(md())
+    assert child["apiVersion"] == "serving.kserve.io/v1beta1"
+    assert child["metadata"]["namespace"] == "team-a"
+    assert child["metadata"]["annotations"][ANNOTATION_DIGEST] == DIGEST
+    assert child["spec"]["predictor"] == {
+        "model": {"storageUri": "s3://models/fraud", "modelFormat": {"name": "sklearn"}},
+        "minReplicas": 2,
+    }
+
+
+def test_a_canary_rollout_sets_the_traffic_percent() -> None:
+    child = build_inference_service(md(rollout={"strategy": "canary", "canary": {"trafficPercent": 10}}))
+    assert child["spec"]["predictor"]["canaryTrafficPercent"] == 10
+
+
+def test_serving_runtime_and_resources_pass_through() -> None:
+    resources = {"limits": {"cpu": "1"}}
+    runtime = {"kind": "kserve", "servingRuntime": "kserve-sklearnserver", "resources": resources}
+    model = build_inference_service(md(runtime=runtime))["spec"]["predictor"]["model"]
+    assert model["runtime"] == "kserve-sklearnserver"
+    assert model["resources"] == resources

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from devmlops.core.review import AdmissionRequest
+from devmlops.webhook import WebhookDeps, WebhookSettings, create_app
+
+
+def review(obj: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "req-1",
+            "kind": {"group": "devmlops.io", "version": "v1alpha1", "kind": "ModelDeployment"},
+            "operation": "CREATE",
+            "namespace": "ns",
+            "name": "m",
+            "userInfo": {"username": "alice"},
+            "object": obj,
+        },
+    }
+
+
+SIGNED = {"spec": {"model": {}, "runtime": {}, "signature": {"inline": "{}"}}}
+UNSIGNED = {"spec": {"model": {}, "runtime": {}}}
+
+
+@pytest.fixture
+def audit_lines() -> list[dict[str, Any]]:
+    return []
+
+
+def make_client(audit_lines: list[dict[str, Any]], **deps: Any) -> TestClient:
+    settings = WebhookSettings(tls_cert=Path("unused.crt"), tls_key=Path("unused.key"), max_body_bytes=4096)
+    return TestClient(create_app(settings, WebhookDeps(audit=audit_lines.append, **deps)))
+
+
+def test_validate_admits_a_signed_model_and_writes_one_audit_line(audit_lines: list[dict[str, Any]]) -> None:
+    response = make_client(audit_lines).post("/validate", json=review(SIGNED))
+    assert response.status_code == 200
+    assert response.json()["response"] == {
+        "uid": "req-1",
+        "allowed": True,
+        "auditAnnotations": {"signature.request": "pass: spec.signature names a bundle (inline)"},
+    }
+    assert len(audit_lines) == 1
+    assert audit_lines[0]["allowed"] is True
+    assert audit_lines[0]["user"] == "alice"
+
+
+def test_validate_denies_an_unsigned_model_with_the_reason(audit_lines: list[dict[str, Any]]) -> None:
+    body = make_client(audit_lines).post("/validate", json=review(UNSIGNED)).json()["response"]
+    assert body["allowed"] is False
+    assert body["status"]["code"] == 403
+    assert "spec.signature is missing" in body["status"]["message"]
+
+
+def test_a_body_over_the_size_limit_is_denied_unread(audit_lines: list[dict[str, Any]]) -> None:
+    huge = review({"spec": {"signature": {"inline": "x" * 10_000}}})
+    response = make_client(audit_lines).post("/validate", content=json.dumps(huge))
+    assert response.status_code == 413
+    assert response.json()["response"]["allowed"] is False
+    assert "larger than the limit of 4096 bytes" in response.json()["response"]["status"]["message"]
+
+
+def test_a_body_that_is_not_json_is_denied(audit_lines: list[dict[str, Any]]) -> None:
+    response = make_client(audit_lines).post("/validate", content=b"{not json")
+    assert response.status_code == 400
+    assert response.json()["response"]["allowed"] is False
+
+
+def test_a_malformed_review_with_a_uid_gets_a_denial_for_that_uid(audit_lines: list[dict[str, Any]]) -> None:
+    body = review(SIGNED)
+    body["request"]["operation"] = "MERGE"
+    answer = make_client(audit_lines).post("/validate", json=body).json()["response"]
+    assert answer["uid"] == "req-1"
+    assert answer["allowed"] is False
+    assert "request.operation" in answer["status"]["message"]
+
+
+def test_an_internal_error_in_decide_fails_closed(audit_lines: list[dict[str, Any]]) -> None:
+    def broken(_request: AdmissionRequest) -> Any:
+        raise RuntimeError("boom")
+
+    answer = make_client(audit_lines, decide=broken).post("/validate", json=review(SIGNED)).json()["response"]
+    assert answer["allowed"] is False
+    assert "internal error" in answer["status"]["message"]
+    assert "boom" not in answer["status"]["message"]
+
+
+def test_readyz_follows_the_readiness_dependency(audit_lines: list[dict[str, Any]]) -> None:
+    assert make_client(audit_lines, ready=lambda: False).get("/readyz").status_code == 503
+    assert make_client(audit_lines).get("/readyz").status_code == 200
+    assert make_client(audit_lines).get("/healthz").status_code == 200
+
+
+def test_metrics_count_requests_and_gate_results(audit_lines: list[dict[str, Any]]) -> None:
+    client = make_client(audit_lines)
+    client.post("/validate", json=review(UNSIGNED))
+    client.post("/validate", json=review(SIGNED))
+    text = client.get("/metrics").text
+    assert (
+        'devmlops_admission_requests_total{allowed="false",kind="ModelDeployment",mode="enforce",'
+        'operation="CREATE"} 1.0' in text
+    )
+    assert 'devmlops_gate_results_total{gate="signature",result="fail"} 1.0' in text
+    assert 'devmlops_admission_duration_seconds_count{kind="ModelDeployment"} 2.0' in text
