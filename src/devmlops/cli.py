@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from devmlops import __version__
-from devmlops.errors import DevmlopsError
+from devmlops.errors import DevmlopsError, InvalidInputError
+
+if TYPE_CHECKING:
+    from devmlops.core.policy import Authority
 
 __all__ = ["main"]
 
@@ -26,12 +32,52 @@ def cli() -> None:
 @click.option("--tls-cert", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--tls-key", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--max-body-bytes", default=3 * 1024 * 1024, show_default=True, type=click.IntRange(1024))
-def webhook(host: str, port: int, tls_cert: Path, tls_key: Path, max_body_bytes: int) -> None:
-    """Serve the admission webhook over TLS (/validate, /healthz, /readyz, /metrics)."""
-    from devmlops.webhook.server import serve
+@click.option(
+    "--decision-timeout", default=8.0, show_default=True, help="Seconds before a request is denied unanswered."
+)
+@click.option("--verification-timeout", default=3.0, show_default=True, help="Seconds allowed for one verification.")
+@click.option(
+    "--no-match",
+    type=click.Choice(["deny", "warn", "allow"]),
+    default="deny",
+    show_default=True,
+    help="What to do with a ModelDeployment that no ClusterModelPolicy selects.",
+)
+@click.option("--cert-reload-interval", default=10.0, show_default=True, help="Seconds between TLS file checks.")
+def webhook(
+    host: str,
+    port: int,
+    tls_cert: Path,
+    tls_key: Path,
+    max_body_bytes: int,
+    decision_timeout: float,
+    verification_timeout: float,
+    no_match: str,
+    cert_reload_interval: float,
+) -> None:
+    """Serve the admission webhook over TLS (/validate, /healthz, /readyz, /metrics).
+
+    Reads ClusterModelPolicies, namespaces, and ConfigMaps/Secrets labelled devmlops.io/evidence=true through
+    watches (KUBECONFIG or the in-cluster account).
+    """
+    from devmlops.webhook.main import run
     from devmlops.webhook.settings import WebhookSettings
 
-    serve(WebhookSettings(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key, max_body_bytes=max_body_bytes))
+    run(
+        WebhookSettings.model_validate(
+            {
+                "host": host,
+                "port": port,
+                "tls_cert": tls_cert,
+                "tls_key": tls_key,
+                "max_body_bytes": max_body_bytes,
+                "decision_timeout_seconds": decision_timeout,
+                "verification_timeout_seconds": verification_timeout,
+                "no_match": no_match,
+                "cert_reload_seconds": cert_reload_interval,
+            }
+        )
+    )
 
 
 @cli.command()
@@ -78,6 +124,290 @@ def local(tools_dir: Path | None, project_dir: Path, once: bool) -> None:
     from devmlops.harness.demo import run_demo
 
     run_demo(tools_dir=tools_dir or _kubebuilder_assets(), project_dir=project_dir, once=once)
+
+
+# -- verification commands (a stable contract: scripts and CI depend on the flags and exit codes) --------------
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _authority(
+    public_key: Path | None,
+    certificate_chain: tuple[Path, ...],
+    identity: str | None,
+    issuer: str | None,
+    trust_config: Path | None,
+) -> Authority:
+    from devmlops.core.policy import Authority
+
+    modes = [bool(public_key), bool(certificate_chain), bool(identity or issuer)]
+    if sum(modes) != 1:
+        raise click.UsageError("give exactly one of --public-key, --certificate-chain, or --identity with --issuer")
+    if public_key:
+        return Authority(name="public-key", kind="key", public_key=_read(public_key))
+    if certificate_chain:
+        return Authority(
+            name="certificate-chain", kind="certificateChain", certificates="".join(_read(p) for p in certificate_chain)
+        )
+    if not (identity and issuer):
+        raise click.UsageError("--identity and --issuer go together")
+    return Authority(
+        name="sigstore",
+        kind="keyless",
+        identity=identity,
+        issuer=issuer,
+        trust_config=_read(trust_config) if trust_config else "",
+    )
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"{path}: cannot be read ({exc})") from exc
+
+
+def _finish(ok: bool, payload: dict[str, Any], text: str, as_json: bool) -> NoReturn:
+    if as_json:
+        click.echo(json.dumps(payload, indent=2, sort_keys=True))
+    else:
+        click.echo(text, err=not ok)
+    sys.exit(EXIT_OK if ok else EXIT_FAILED)
+
+
+_PATH = click.Path(exists=True, dir_okay=False, path_type=Path)
+_key_options = [
+    click.option("--public-key", type=_PATH, help="EC public key (PEM) that signed."),
+    click.option("--identity", help="Sigstore keyless: the signer identity (e-mail, URI)."),
+    click.option("--issuer", help="Sigstore keyless: the OIDC issuer URL."),
+    click.option(
+        "--trust-config",
+        type=_PATH,
+        help="Sigstore ClientTrustConfig for a private instance "
+        "(default: the public-good root shipped with sigstore, used offline).",
+    ),
+    click.option("--json", "as_json", is_flag=True, help="Print a JSON result on stdout."),
+]
+
+
+def _with_key_options(func: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(_key_options):
+        func = option(func)
+    return func
+
+
+@cli.command()
+@click.argument("model_path", type=click.Path(exists=True, path_type=Path))
+@click.option("--signature", required=True, type=_PATH, help="The OMS signature (model.sig).")
+@click.option("--certificate-chain", multiple=True, type=_PATH, help="CA certificates (PEM), repeatable.")
+@click.option("--ignore-path", multiple=True, help="Path relative to MODEL_PATH to leave out (repeatable).")
+@_with_key_options
+def verify(
+    model_path: Path,
+    signature: Path,
+    certificate_chain: tuple[Path, ...],
+    ignore_path: tuple[str, ...],
+    public_key: Path | None,
+    identity: str | None,
+    issuer: str | None,
+    trust_config: Path | None,
+    as_json: bool,
+) -> None:
+    """Verify MODEL_PATH's bytes against an OMS signature.
+
+    Exit 0 verified, 1 not verified (reason on stderr or in the JSON), 2 usage or input error. Hashing runs on
+    every core; a terminal shows progress.
+    """
+    from devmlops.adapters.modelverify import check_model_bytes
+    from devmlops.adapters.oms import OmsVerifier
+    from devmlops.core.ports import VerificationFailed, VerificationUnavailable
+
+    authority = _authority(public_key, certificate_chain, identity, issuer, trust_config)
+    result: dict[str, Any] = {"verified": False, "model_path": str(model_path)}
+    try:
+        signed = OmsVerifier().verify_model(_read(signature), authority)
+        result.update(model=signed.model_name, digest=signed.digest, signer=signed.signer)
+        ignore = [*ignore_path, *_inside(signature, model_path)]
+        check = check_model_bytes(model_path, signed, ignore_paths=ignore, progress=sys.stderr)
+    except (VerificationFailed, VerificationUnavailable) as exc:
+        result["reason"] = exc.user_message
+        _finish(False, result, f"devmlops verify: NOT verified: {exc.user_message}", as_json)
+    result.update(files=check.files, bytes=check.bytes, seconds=round(check.seconds, 3), problems=list(check.problems))
+    if not check.ok:
+        result["reason"] = f"{len(check.problems)} file(s) differ from the signature"
+        text = "devmlops verify: NOT verified: " + "; ".join(check.problems[:10])
+        _finish(False, result, text, as_json)
+    result["verified"] = True
+    text = (
+        f"verified: {signed.model_name} {signed.digest} signed by {signed.signer}; "
+        f"{check.files} files, {check.bytes / 2**20:.1f} MiB in {check.seconds:.2f}s"
+    )
+    _finish(True, result, text, as_json)
+
+
+def _inside(signature: Path, model_path: Path) -> list[str]:
+    """The signature file itself is never part of the model."""
+    try:
+        return [str(signature.resolve().relative_to(model_path.resolve()))]
+    except ValueError:
+        return []
+
+
+@cli.command("verify-bundle")
+@click.argument("artifact", type=_PATH)
+@click.option("--bundle", required=True, type=_PATH, help="Sigstore bundle over ARTIFACT.")
+@_with_key_options
+def verify_bundle(
+    artifact: Path,
+    bundle: Path,
+    public_key: Path | None,
+    identity: str | None,
+    issuer: str | None,
+    trust_config: Path | None,
+    as_json: bool,
+) -> None:
+    """Verify a plain Sigstore bundle over one file (an SBOM, say). Exit codes as for verify."""
+    from devmlops.adapters.oms import OmsVerifier
+    from devmlops.core.ports import VerificationFailed, VerificationUnavailable
+
+    authority = _authority(public_key, (), identity, issuer, trust_config)
+    try:
+        signer = OmsVerifier().verify_blob(artifact.read_bytes(), _read(bundle), authority)
+    except (VerificationFailed, VerificationUnavailable) as exc:
+        _finish(False, {"verified": False, "reason": exc.user_message}, f"NOT verified: {exc.user_message}", as_json)
+    _finish(True, {"verified": True, "signer": signer}, f"verified: {artifact} signed by {signer}", as_json)
+
+
+@cli.group()
+def sbom() -> None:
+    """ML-BOM (CycloneDX, SPDX) tools."""
+
+
+@sbom.command("check")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+def sbom_check(file: Path, as_json: bool) -> None:
+    """Detect the format, validate, and summarize. Exit 0 valid, 1 invalid, 2 unreadable."""
+    from devmlops.adapters.sbom import SbomError, parse_sbom
+
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        click.echo(f"devmlops: {file}: cannot be read ({exc.strerror})", err=True)
+        sys.exit(EXIT_USAGE)
+    try:
+        summary = parse_sbom(data)
+    except SbomError as exc:
+        _finish(False, {"valid": False, "reason": exc.user_message}, f"{file}: invalid: {exc.user_message}", as_json)
+    components = [
+        {
+            "name": c.name,
+            "kind": c.kind,
+            "version": c.version,
+            "hashes": [f"{a}:{h}" for a, h in c.hashes],
+            "licenses": list(c.licenses),
+            "modelCardFields": sorted(c.model_card_fields),
+            "risk": c.risk,
+        }
+        for c in summary.components
+    ]
+    payload = {"valid": True, "format": summary.format, "specVersion": summary.spec_version, "components": components}
+    lines = [f"{file}: valid {summary.format} {summary.spec_version}, {len(components)} component(s)"]
+    for c in summary.models or summary.components[:10]:
+        lines.append(
+            f"  {c.kind} {c.name} {c.version} hashes={[a + ':' + h[:12] for a, h in c.hashes]} "
+            f"licenses={list(c.licenses)} model-card={sorted(c.model_card_fields)}"
+        )
+    _finish(True, payload, "\n".join(lines), as_json)
+
+
+@cli.command()
+@click.option(
+    "-f",
+    "--filename",
+    "files",
+    multiple=True,
+    required=True,
+    type=_PATH,
+    help="Manifests: ModelDeployments and the ConfigMaps, Secrets, Namespaces and policies they use.",
+)
+@click.option("--policy", "policy_files", multiple=True, type=_PATH, help="Files with ClusterModelPolicies.")
+@click.option("--no-match", type=click.Choice(["deny", "warn", "allow"]), default="deny", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON results on stdout.")
+def check(files: tuple[Path, ...], policy_files: tuple[Path, ...], no_match: str, as_json: bool) -> None:
+    """Run the admission decision offline over ModelDeployment manifests (like `kyverno apply`).
+
+    Exit 0 all admitted, 1 any denied, 2 error.
+    """
+    from devmlops.offline import check_manifests, load_manifests
+
+    documents = load_manifests([*files, *policy_files])
+    results = check_manifests(documents, no_match=no_match)  # type: ignore[arg-type]
+    if not results:
+        raise InvalidInputError("no ModelDeployment in the given files")
+    payload = [
+        {
+            "namespace": r.namespace,
+            "name": r.name,
+            "allowed": r.decision.allowed,
+            "message": r.decision.message,
+            "warnings": list(r.decision.warnings),
+            "gates": [
+                {"gate": g.gate, "policy": g.policy, "result": g.outcome, "reason": g.reason, "hint": g.hint}
+                for g in r.decision.results
+            ],
+        }
+        for r in results
+    ]
+    text = "\n".join(
+        f"{'ADMITTED' if r.decision.allowed else 'DENIED  '} {r.namespace}/{r.name}: {r.decision.message}"
+        + "".join(f"\n  warning: {w}" for w in r.decision.warnings)
+        for r in results
+    )
+    ok = all(r.decision.allowed for r in results)
+    if as_json:
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        click.echo(text)
+    sys.exit(EXIT_OK if ok else EXIT_FAILED)
+
+
+@cli.command()
+@click.argument("model_path", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write the signature."
+)
+@click.option("--private-key", type=_PATH, help="EC private key (PEM).")
+@click.option(
+    "--certificate-chain",
+    multiple=True,
+    type=_PATH,
+    help="Signing certificate first, then intermediates (PEM); with --private-key.",
+)
+@click.option("--sigstore", "use_sigstore", is_flag=True, help="Sign keyless with Sigstore (needs network and OIDC).")
+@click.option("--ignore-path", multiple=True, help="Path relative to MODEL_PATH to leave out (repeatable).")
+def sign(
+    model_path: Path,
+    output: Path,
+    private_key: Path | None,
+    certificate_chain: tuple[Path, ...],
+    use_sigstore: bool,
+    ignore_path: tuple[str, ...],
+) -> None:
+    """Sign MODEL_PATH with model_signing (OMS format); a thin wrapper for ML engineers."""
+    from devmlops.adapters.modelsign import sign_model
+
+    if use_sigstore == bool(private_key):
+        raise click.UsageError("give either --private-key (optionally with --certificate-chain) or --sigstore")
+    signed = sign_model(
+        model_path,
+        output,
+        private_key=private_key,
+        certificate_chain=certificate_chain,
+        ignore_paths=[*ignore_path, *_inside(output, model_path)],
+    )
+    click.echo(f"signed {signed.model_name}: {signed.digest} -> {output}")
+    click.echo(f"set spec.model.digest: {signed.digest}")
 
 
 def _kubebuilder_assets() -> Path | None:

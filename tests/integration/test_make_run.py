@@ -60,8 +60,15 @@ def test_run_once_prints_what_was_admitted_denied_and_rejected_and_exits_zero(
         "admitted",
         "InferenceService/fraud-detector",
     ]
-    assert rows["ModelDeployment/unsigned-model"].split()[1:3] == ["denied", "denied"]
-    assert "spec.signature is missing" in rows["ModelDeployment/unsigned-model"]
+    reasons = {
+        "churn-predictor": "spec.signature is missing",
+        "fraud-detector-canary": "spec.model.digest: got sha256:",
+        "fraud-detector-scratch": "allowlist gate (policy production-models): spec.model.uri",
+        "fraud-detector-rogue": "got 0 verified authorities",
+    }
+    for name, reason in reasons.items():
+        assert rows[f"ModelDeployment/{name}"].split()[1:3] == ["denied", "denied"]
+        assert reason in rows[f"ModelDeployment/{name}"]
     assert rows["ModelDeployment/malformed-digest"].split()[1:3] == ["rejected", "rejected"]
     assert "UNEXPECTED" not in output
 

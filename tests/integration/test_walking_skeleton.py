@@ -4,7 +4,7 @@ the operator turns an admitted ModelDeployment into an owned InferenceService an
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -14,21 +14,34 @@ from kubernetes.client.exceptions import ApiException
 from devmlops.adapters.kube import api_client, denial_message
 from devmlops.harness.controlplane import ControlPlane
 from devmlops.harness.stack import DevmlopsStack
+from tests.integration.support import (
+    SignedModel,
+    cluster_policy,
+    evidence_config_map,
+    from_config_map,
+    installed_policy,
+    model_deployment,
+    signed_model,
+)
 
-DIGEST = "sha256:" + "7e" * 32
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> SignedModel:
+    return signed_model(tmp_path_factory.mktemp("skeleton"))
 
 
-def model_deployment(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "devmlops.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"name": name, "uri": f"s3://models/{name}", "format": "sklearn", "digest": DIGEST},
-            "runtime": {"kind": "kserve"},
-            **spec,
-        },
-    }
+@pytest.fixture
+def trusted(admin: k8s.ApiClient, stack: DevmlopsStack, namespace: str, model: SignedModel) -> Iterator[str]:
+    """A policy trusting the model's key for this namespace, and the bundle in a labelled ConfigMap."""
+    k8s.CoreV1Api(admin).create_namespaced_config_map(
+        namespace, evidence_config_map("evidence", namespace, {"model.sig": model.bundle})
+    )
+    with installed_policy(admin, stack, cluster_policy(f"skeleton-{namespace}"[:63], namespace, model.key.public_pem)):
+        yield namespace
+
+
+def signed_md(name: str, model: SignedModel, **spec: Any) -> dict[str, Any]:
+    return model_deployment(name, model.digest, signature=from_config_map("evidence", "model.sig"), **spec)
 
 
 def eventually(probe: Callable[[], Any], *, timeout: float = 30.0, what: str) -> Any:
@@ -42,17 +55,19 @@ def eventually(probe: Callable[[], Any], *, timeout: float = 30.0, what: str) ->
 
 
 def test_the_api_server_returns_the_webhooks_denial_for_an_unsigned_model(
-    stack: DevmlopsStack, admin: k8s.ApiClient, namespace: str
+    admin: k8s.ApiClient, trusted: str, model: SignedModel
 ) -> None:
+    namespace = trusted
     api = k8s.CustomObjectsApi(admin)
     with pytest.raises(ApiException) as caught:
         api.create_namespaced_custom_object(
-            "devmlops.io", "v1alpha1", namespace, "modeldeployments", model_deployment("unsigned")
+            "devmlops.io", "v1alpha1", namespace, "modeldeployments", model_deployment("unsigned", model.digest)
         )
     assert caught.value.status == 403
     assert denial_message(caught.value) == (
         'admission webhook "modeldeployments.validate.devmlops.io" denied the request: denied by devmlops: '
-        "signature gate: spec.signature is missing: got no signature bundle, expected the model's OMS "
+        f"signature gate (policy skeleton-{namespace}): spec.signature is missing: got no signature bundle, "
+        "expected the model's OMS "
         "signature; fix: sign the model with `devmlops sign` (or model_signing) and set spec.signature.inline, "
         "spec.signature.configMapKeyRef or spec.signature.secretKeyRef"
     )
@@ -61,15 +76,12 @@ def test_the_api_server_returns_the_webhooks_denial_for_an_unsigned_model(
 
 
 def test_an_admitted_model_gets_an_owned_inference_service_and_status(
-    stack: DevmlopsStack, admin: k8s.ApiClient, namespace: str
+    admin: k8s.ApiClient, trusted: str, model: SignedModel
 ) -> None:
+    namespace = trusted
     api = k8s.CustomObjectsApi(admin)
     created = api.create_namespaced_custom_object(
-        "devmlops.io",
-        "v1alpha1",
-        namespace,
-        "modeldeployments",
-        model_deployment("fraud", signature={"inline": "{}"}),
+        "devmlops.io", "v1alpha1", namespace, "modeldeployments", signed_md("fraud", model)
     )
 
     def child() -> dict[str, Any] | None:
@@ -91,7 +103,7 @@ def test_an_admitted_model_gets_an_owned_inference_service_and_status(
         created["metadata"]["uid"],
     )
     assert owner["controller"] is True
-    assert isvc["metadata"]["annotations"]["devmlops.io/model-digest"] == DIGEST
+    assert isvc["metadata"]["annotations"]["devmlops.io/model-digest"] == model.digest
     assert isvc["spec"]["predictor"]["model"]["storageUri"] == "s3://models/fraud"
 
     def status() -> dict[str, Any] | None:
@@ -110,14 +122,11 @@ def test_an_admitted_model_gets_an_owned_inference_service_and_status(
     assert observed["observedGeneration"] == 1
 
 
-def test_a_spec_change_rolls_out_to_the_child(stack: DevmlopsStack, admin: k8s.ApiClient, namespace: str) -> None:
+def test_a_spec_change_rolls_out_to_the_child(admin: k8s.ApiClient, trusted: str, model: SignedModel) -> None:
+    namespace = trusted
     api = k8s.CustomObjectsApi(admin)
     api.create_namespaced_custom_object(
-        "devmlops.io",
-        "v1alpha1",
-        namespace,
-        "modeldeployments",
-        model_deployment("churn", signature={"inline": "{}"}),
+        "devmlops.io", "v1alpha1", namespace, "modeldeployments", signed_md("churn", model)
     )
 
     def isvc_uri() -> str | None:
@@ -142,16 +151,11 @@ def test_a_spec_change_rolls_out_to_the_child(stack: DevmlopsStack, admin: k8s.A
     eventually(lambda: isvc_uri() == "s3://models/churn-v2", what="child update")
 
 
-def test_removing_the_signature_in_an_update_is_denied(
-    stack: DevmlopsStack, admin: k8s.ApiClient, namespace: str
-) -> None:
+def test_removing_the_signature_in_an_update_is_denied(admin: k8s.ApiClient, trusted: str, model: SignedModel) -> None:
+    namespace = trusted
     api = k8s.CustomObjectsApi(admin)
     api.create_namespaced_custom_object(
-        "devmlops.io",
-        "v1alpha1",
-        namespace,
-        "modeldeployments",
-        model_deployment("keep", signature={"inline": "{}"}),
+        "devmlops.io", "v1alpha1", namespace, "modeldeployments", signed_md("keep", model)
     )
     with pytest.raises(ApiException) as caught:
         api.patch_namespaced_custom_object(
@@ -177,8 +181,9 @@ def test_ordinary_users_are_authenticated_with_their_groups_and_held_by_rbac(
 
 
 def test_a_webhook_that_is_down_makes_the_api_server_fail_closed(
-    control_plane: ControlPlane, stack: DevmlopsStack, admin: k8s.ApiClient, namespace: str
+    stack: DevmlopsStack, admin: k8s.ApiClient, trusted: str, model: SignedModel
 ) -> None:
+    namespace = trusted
     assert stack.webhook is not None
     stack.webhook.stop()
     try:
@@ -188,7 +193,7 @@ def test_a_webhook_that_is_down_makes_the_api_server_fail_closed(
                 "v1alpha1",
                 namespace,
                 "modeldeployments",
-                model_deployment("while-down", signature={"inline": "{}"}),
+                signed_md("while-down", model),
             )
         assert caught.value.status == 500
         assert 'failed calling webhook "modeldeployments.validate.devmlops.io"' in denial_message(caught.value)

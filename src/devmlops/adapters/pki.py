@@ -143,7 +143,11 @@ def _sans(hosts: Sequence[str]) -> list[x509.GeneralName]:
 
 
 def new_ca(
-    common_name: str, *, lifetime: dt.timedelta = dt.timedelta(days=365), now: dt.datetime | None = None
+    common_name: str,
+    *,
+    lifetime: dt.timedelta = dt.timedelta(days=365),
+    now: dt.datetime | None = None,
+    path_length: int = 0,
 ) -> CertificateAuthority:
     """A self-signed CA (P-256) valid for at most a year."""
     key = generate_ec_key()
@@ -157,7 +161,7 @@ def new_ca(
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,

@@ -1,49 +1,130 @@
-"""``decide()``: the one decision function that the webhook, the operator and the CLI share."""
+"""``decide()``: the one decision function that the webhook, the operator and the CLI share.
+
+Gates run in order per matching policy: signature, sbom, allow-list. Every policy that selects a ModelDeployment
+must pass; a ModelDeployment no policy selects gets the configured no-match action (deny by default).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from devmlops.core.gates.signature import check_signature_present
-from devmlops.core.model import Decision, GateResult
+from devmlops.core.evidence import Evidence
+from devmlops.core.gates.allowlist import check_allowlist
+from devmlops.core.gates.sbom import check_sbom
+from devmlops.core.gates.signature import check_signature
+from devmlops.core.globs import matching_glob
+from devmlops.core.model import Decision, GateResult, Outcome
+from devmlops.core.policy import Policy, PolicySet, compile_policy
+from devmlops.core.ports import SignatureVerifier
 from devmlops.core.review import AdmissionRequest
+from devmlops.errors import InvalidInputError
 
-__all__ = ["MODEL_DEPLOYMENT", "decide"]
+__all__ = ["CLUSTER_MODEL_POLICY", "MODEL_DEPLOYMENT", "decide", "select_policies"]
 
 MODEL_DEPLOYMENT = ("devmlops.io", "ModelDeployment")
+CLUSTER_MODEL_POLICY = ("devmlops.io", "ClusterModelPolicy")
 
 
-def decide(request: AdmissionRequest) -> Decision:
-    """Run the gates that apply to the request's kind and operation, in order."""
+def _single(gate: str, outcome: Outcome, reason: str, hint: str = "") -> Decision:
+    return Decision((GateResult(gate=gate, outcome=outcome, reason=reason, hint=hint),))
+
+
+def decide(
+    request: AdmissionRequest,
+    policies: PolicySet,
+    evidence: Evidence,
+    verifier: SignatureVerifier,
+) -> Decision:
+    """Run the gates that apply to the request's kind and operation."""
     if request.operation == "DELETE":
-        return Decision((GateResult(gate="operation", outcome="pass", reason="deletion is always allowed"),))
-    if (request.kind.group, request.kind.kind) == MODEL_DEPLOYMENT:
-        return _decide_model_deployment(request)
-    kind = f"{request.kind.kind}.{request.kind.group or 'core'}"
-    return Decision(
-        (
-            GateResult(
-                gate="kind",
-                outcome="error",
-                reason=f"devmlops has no rule for kind {kind}: got {kind}, expected ModelDeployment.devmlops.io",
-                hint="remove this kind from the devmlops webhook configuration's rules",
-            ),
+        return _single("operation", "pass", "deletion is always allowed")
+    kind = (request.kind.group, request.kind.kind)
+    if kind == CLUSTER_MODEL_POLICY:
+        return _decide_policy(request)
+    if kind != MODEL_DEPLOYMENT:
+        name = f"{request.kind.kind}.{request.kind.group or 'core'}"
+        return _single(
+            "kind", "error", f"devmlops has no rule for kind {name}", "remove it from the webhook configuration"
         )
+    spec = request.object.get("spec") if request.object is not None else None
+    if not isinstance(spec, Mapping):
+        return _single("manifest", "error", "the ModelDeployment has no spec object: expected spec.model, spec.runtime")
+    if _is_scale_down(request, spec):
+        return _single("operation", "pass", "scaling down is always allowed")
+    return _decide_model_deployment(request, spec, policies, evidence, verifier)
+
+
+def _decide_policy(request: AdmissionRequest) -> Decision:
+    """A ClusterModelPolicy must compile; otherwise it is refused with the field that is wrong."""
+    try:
+        policy = compile_policy(request.object or {})
+    except InvalidInputError as exc:
+        return _single("policy", "fail", exc.user_message, "fix the ClusterModelPolicy field named above")
+    return _single(
+        "policy", "pass", f"ClusterModelPolicy {policy.name} compiles ({len(policy.authorities)} authorities)"
     )
 
 
-def _decide_model_deployment(request: AdmissionRequest) -> Decision:
-    obj = request.object
-    spec: Any = obj.get("spec") if obj is not None else None
-    if not isinstance(spec, Mapping):
-        return Decision(
-            (
-                GateResult(
-                    gate="manifest",
-                    outcome="error",
-                    reason="the ModelDeployment has no spec object: got nothing, expected spec.model and spec.runtime",
-                ),
+def _is_scale_down(request: AdmissionRequest, spec: Mapping[str, Any]) -> bool:
+    old = request.old_object.get("spec") if request.operation == "UPDATE" and request.old_object else None
+    if not isinstance(old, Mapping):
+        return False
+    old_runtime, new_runtime = dict(old.get("runtime") or {}), dict(spec.get("runtime") or {})
+    old_replicas, new_replicas = old_runtime.pop("replicas", 1), new_runtime.pop("replicas", 1)
+    same_otherwise = {**old, "runtime": old_runtime} == {**spec, "runtime": new_runtime}
+    return (
+        same_otherwise
+        and isinstance(new_replicas, int)
+        and isinstance(old_replicas, int)
+        and new_replicas < old_replicas
+    )
+
+
+def select_policies(policies: PolicySet, *, namespace_labels: Mapping[str, str], model_name: str) -> list[Policy]:
+    return [
+        policy
+        for policy in policies.policies
+        if (policy.namespace_selector is None or policy.namespace_selector.matches(namespace_labels))
+        and (not policy.model_globs or matching_glob(policy.model_globs, model_name) is not None)
+    ]
+
+
+def _decide_model_deployment(
+    request: AdmissionRequest,
+    spec: Mapping[str, Any],
+    policies: PolicySet,
+    evidence: Evidence,
+    verifier: SignatureVerifier,
+) -> Decision:
+    results: list[GateResult] = [
+        GateResult(
+            gate="policy",
+            policy=name,
+            outcome="error",
+            reason=f"policy cannot be compiled: {reason}",
+            hint="fix the ClusterModelPolicy; until then devmlops fails closed",
+        )
+        for name, reason in sorted(policies.broken.items())
+    ]
+    model_name = str((spec.get("model") or {}).get("name") or "")
+    matched = select_policies(policies, namespace_labels=evidence.namespace_labels, model_name=model_name)
+    if not matched:
+        outcome: Outcome = "pass" if policies.no_match == "allow" else "fail"
+        reason = f"no ClusterModelPolicy selects model '{model_name}' in namespace '{request.namespace}'"
+        results.append(
+            GateResult(
+                gate="policy",
+                outcome=outcome,
+                mode="warn" if policies.no_match == "warn" else "enforce",
+                reason=reason + ("" if policies.no_match == "allow" else "; nothing matched means deny"),
+                hint="ask the platform team for a ClusterModelPolicy that selects this namespace and model",
             )
         )
-    return Decision((check_signature_present(spec),))
+        return Decision(tuple(results))
+    for policy in matched:
+        signature, signed = check_signature(spec, policy, evidence, verifier)
+        results.append(signature)
+        results.append(check_sbom(spec, policy, evidence, signed, verifier))
+        results.append(check_allowlist(spec, policy))
+    return Decision(tuple(results))

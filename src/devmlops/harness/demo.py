@@ -104,7 +104,7 @@ def run_demo(*, tools_dir: Path | None, project_dir: Path, once: bool) -> None:
             DevmlopsStack(cp) as stack,
         ):
             _say(f"webhook at {stack.webhook_url} (TLS), operator running; up in {time.monotonic() - started:.1f}s")
-            unexpected = _show_samples(cp, project_dir / "config" / "samples")
+            unexpected = _show_samples(cp, stack, project_dir / "config" / "samples")
             if once:
                 if unexpected:
                     sys.exit(1)
@@ -120,10 +120,16 @@ def run_demo(*, tools_dir: Path | None, project_dir: Path, once: bool) -> None:
         _say("stopped")
 
 
-def _show_samples(cp: ControlPlane, samples: Path) -> list[Outcome]:
+def _show_samples(cp: ControlPlane, stack: DevmlopsStack, samples: Path) -> list[Outcome]:
     """Apply the samples, print the table, return the outcomes that differ from what the samples expect."""
+    documents = load_yaml_documents(samples)
+    models = [doc for doc in documents if doc.get("kind") == "ModelDeployment"]
+    others = [doc for doc in documents if doc.get("kind") != "ModelDeployment"]
     with api_client(cp.kubeconfig()) as client:
-        outcomes = attach_children(client, apply_samples(client, load_yaml_documents(samples)), timeout=30)
+        outcomes = apply_samples(client, others)
+        # The webhook learns policies through a watch: wait until it has them before models arrive.
+        stack.wait_for_policies(sum(o.kind == "ClusterModelPolicy" and o.result == "admitted" for o in outcomes))
+        outcomes += attach_children(client, apply_samples(client, models), timeout=30)
     print(format_table(outcomes), flush=True)
     unexpected = [o for o in outcomes if o.expected and o.expected != o.result]
     for o in unexpected:

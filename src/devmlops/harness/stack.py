@@ -4,12 +4,14 @@ through a ValidatingWebhookConfiguration) and the kopf operator, each a real ``d
 from __future__ import annotations
 
 import base64
+import json
 import os
 import ssl
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Self
 
@@ -28,39 +30,43 @@ WEBHOOK_CONFIG_NAME = "devmlops-validating"
 EXCLUDED_NAMESPACES = ("kube-system", "devmlops-system")
 
 
+def _webhook(resource: str, url: str, ca_pem: bytes, timeout_seconds: int) -> dict[str, Any]:
+    namespaced = resource == "modeldeployments"
+    webhook: dict[str, Any] = {
+        "name": f"{resource}.validate.devmlops.io",
+        "clientConfig": {"url": url, "caBundle": base64.b64encode(ca_pem).decode()},
+        "rules": [
+            {
+                "apiGroups": ["devmlops.io"],
+                "apiVersions": ["v1alpha1"],
+                "operations": ["CREATE", "UPDATE"],
+                "resources": [resource],
+                "scope": "Namespaced" if namespaced else "Cluster",
+            }
+        ],
+        "admissionReviewVersions": ["v1"],
+        "sideEffects": "None",
+        "failurePolicy": "Fail",
+        "timeoutSeconds": timeout_seconds,
+    }
+    if namespaced:
+        excluded = {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": list(EXCLUDED_NAMESPACES)}
+        webhook["namespaceSelector"] = {"matchExpressions": [excluded]}
+    return webhook
+
+
 def validating_webhook_configuration(url: str, ca_pem: bytes, *, timeout_seconds: int = 10) -> dict[str, Any]:
-    """Register ``url`` for ModelDeployment creates and updates; failurePolicy Fail (fail closed)."""
+    """ModelDeployments and ClusterModelPolicies on create and update; failurePolicy Fail (fail closed).
+
+    The webhook's own namespace and kube-system are excluded so that devmlops can never lock itself out.
+    """
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": WEBHOOK_CONFIG_NAME, "labels": {"app.kubernetes.io/part-of": "devmlops"}},
         "webhooks": [
-            {
-                "name": "modeldeployments.validate.devmlops.io",
-                "clientConfig": {"url": url, "caBundle": base64.b64encode(ca_pem).decode()},
-                "rules": [
-                    {
-                        "apiGroups": ["devmlops.io"],
-                        "apiVersions": ["v1alpha1"],
-                        "operations": ["CREATE", "UPDATE"],
-                        "resources": ["modeldeployments"],
-                        "scope": "Namespaced",
-                    }
-                ],
-                "admissionReviewVersions": ["v1"],
-                "sideEffects": "None",
-                "failurePolicy": "Fail",
-                "timeoutSeconds": timeout_seconds,
-                "namespaceSelector": {
-                    "matchExpressions": [
-                        {
-                            "key": "kubernetes.io/metadata.name",
-                            "operator": "NotIn",
-                            "values": list(EXCLUDED_NAMESPACES),
-                        }
-                    ]
-                },
-            }
+            _webhook(resource, url, ca_pem, timeout_seconds)
+            for resource in ("modeldeployments", "clustermodelpolicies")
         ],
     }
 
@@ -189,6 +195,43 @@ class DevmlopsStack:
                     return
             time.sleep(0.2)
         raise HarnessError(f"the API server did not call the webhook within {timeout:.0f}s")
+
+    def webhook_status(self) -> dict[str, Any]:
+        """The webhook's /readyz document (policies loaded, revision), or {} when it does not answer."""
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        try:
+            with urllib.request.urlopen(f"{self.webhook_url}/readyz", context=context, timeout=2) as response:  # noqa: S310
+                status: dict[str, Any] = json.loads(response.read())
+                return status
+        except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
+            return {}
+
+    def wait_for_policies(
+        self,
+        count: int | None = None,
+        *,
+        present: Iterable[str] = (),
+        absent: Iterable[str] = (),
+        revision_not: str = "",
+        timeout: float = 10.0,
+    ) -> dict[str, Any]:
+        """Block until the webhook's compiled policies look as asked (its watch is asynchronous)."""
+        wanted, unwanted = set(present), set(absent)
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status = self.webhook_status()
+            names = set(status.get("policyNames", ())) | set(status.get("brokenPolicies", ()))
+            if (
+                status
+                and (count is None or status.get("policies") == count)
+                and wanted <= names
+                and not (unwanted & names)
+                and (not revision_not or status.get("policyRevision") != revision_not)
+            ):
+                return status
+            time.sleep(0.05)
+        raise HarnessError(f"the webhook's policies did not settle within {timeout:.0f}s (last status {status})")
 
     def unregister_webhook(self) -> None:
         with api_client(self.cp.kubeconfig()) as client:

@@ -6,6 +6,8 @@ a timeout all become a denial with a reason (fail closed), never an admission.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import logging
 import time
@@ -18,7 +20,6 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from devmlops.core.audit import audit_record
-from devmlops.core.decision import decide
 from devmlops.core.model import Decision, GateResult
 from devmlops.core.review import AdmissionRequest, build_response, parse_review
 from devmlops.errors import DevmlopsError, InvalidInputError
@@ -43,10 +44,11 @@ def _emit_audit(record: dict[str, Any]) -> None:
 class WebhookDeps:
     """What the webhook calls out to; tests pass their own."""
 
-    decide: Callable[[AdmissionRequest], Decision] = decide
+    decide: Callable[[AdmissionRequest], Decision]
     metrics: WebhookMetrics = field(default_factory=WebhookMetrics.create)
     audit: Callable[[dict[str, Any]], None] = _emit_audit
     ready: Callable[[], bool] = lambda: True
+    status: Callable[[], dict[str, Any]] = dict
 
 
 def _denial(uid: str, gate: str, reason: str) -> dict[str, Any]:
@@ -76,8 +78,8 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(settings: WebhookSettings, deps: WebhookDeps | None = None) -> FastAPI:
-    deps = deps or WebhookDeps()
+def create_app(settings: WebhookSettings, deps: WebhookDeps) -> FastAPI:
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=settings.decision_workers, thread_name_prefix="decide")
     app = FastAPI(title="devmlops admission webhook", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.post("/validate")
@@ -98,7 +100,13 @@ def create_app(settings: WebhookSettings, deps: WebhookDeps | None = None) -> Fa
         except InvalidInputError as exc:
             return JSONResponse(_denial(uid, "request", exc.user_message), status_code=200 if uid else 400)
         try:
-            decision = deps.decide(admission)
+            decision = await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(pool, deps.decide, admission),
+                timeout=settings.decision_timeout_seconds,
+            )
+        except TimeoutError:
+            reason = f"no decision within {settings.decision_timeout_seconds:g}s (fail closed)"
+            decision = Decision((GateResult(gate="internal", outcome="error", reason=reason),))
         except DevmlopsError as exc:
             _log.warning("decision failed for %s: %s %s", uid, exc.user_message, exc.context)
             decision = Decision((GateResult(gate="internal", outcome="error", reason=exc.user_message),))
@@ -121,8 +129,8 @@ def create_app(settings: WebhookSettings, deps: WebhookDeps | None = None) -> Fa
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         if deps.ready():
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "not ready"}, status_code=503)
+            return JSONResponse({"status": "ready", **deps.status()})
+        return JSONResponse({"status": "not ready", **deps.status()}, status_code=503)
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -19,6 +19,8 @@ class WebhookMetrics:
     requests: Counter
     duration: Histogram
     gate_results: Counter
+    gate_duration: Histogram
+    cache_events: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> WebhookMetrics:
@@ -42,6 +44,19 @@ class WebhookMetrics:
                 "devmlops_gate_results_total",
                 "Gate results, by gate and result (pass, fail, skip, error).",
                 ["gate", "result"],
+                registry=registry,
+            ),
+            gate_duration=Histogram(
+                "devmlops_gate_duration_seconds",
+                "Time spent in the cryptographic work of a gate.",
+                ["gate"],
+                buckets=_BUCKETS,
+                registry=registry,
+            ),
+            cache_events=Counter(
+                "devmlops_verification_cache_events_total",
+                "Verification cache hits, misses, negative hits and evictions.",
+                ["event"],
                 registry=registry,
             ),
         )

@@ -1,9 +1,15 @@
-"""Serve the webhook over TLS (1.2 or newer) with uvicorn; there is no plaintext port."""
+"""Serve the webhook over TLS (1.2 or newer) with uvicorn; there is no plaintext port.
+
+A rotated certificate is picked up without a restart: a thread watches the files and loads the new chain into
+the live ``SSLContext``, which new handshakes then use.
+"""
 
 from __future__ import annotations
 
 import logging
 import ssl
+import threading
+from pathlib import Path
 
 import uvicorn
 
@@ -11,11 +17,52 @@ from devmlops.errors import ConfigurationError
 from devmlops.webhook.app import WebhookDeps, create_app
 from devmlops.webhook.settings import WebhookSettings
 
-__all__ = ["serve"]
+__all__ = ["CertReloader", "serve"]
+
+_log = logging.getLogger("devmlops.webhook.tls")
 
 
-def serve(settings: WebhookSettings, deps: WebhookDeps | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+class CertReloader:
+    """Reload ``cert``/``key`` into ``context`` whenever either file changes (checked every ``interval`` s)."""
+
+    def __init__(self, context: ssl.SSLContext, cert: Path, key: Path, *, interval: float) -> None:
+        self._context, self._cert, self._key, self._interval = context, cert, key, interval
+        self._stamp = self._current()
+        self._stop = threading.Event()
+        self.reloads = 0
+
+    def _current(self) -> tuple[float, float, int, int]:
+        cert, key = self._cert.stat(), self._key.stat()
+        return (cert.st_mtime, key.st_mtime, cert.st_size, key.st_size)
+
+    def check(self) -> bool:
+        """Reload if the files changed; a half-written pair is retried on the next check."""
+        try:
+            stamp = self._current()
+            if stamp == self._stamp:
+                return False
+            self._context.load_cert_chain(str(self._cert), str(self._key))
+        except (OSError, ssl.SSLError) as exc:
+            _log.warning("TLS files changed but could not be loaded yet: %s", exc)
+            return False
+        self._stamp = stamp
+        self.reloads += 1
+        _log.info("TLS certificate reloaded from %s", self._cert)
+        return True
+
+    def start(self) -> CertReloader:
+        def loop() -> None:
+            while not self._stop.wait(self._interval):
+                self.check()
+
+        threading.Thread(target=loop, name="cert-reloader", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def serve(settings: WebhookSettings, deps: WebhookDeps) -> None:
     config = uvicorn.Config(
         create_app(settings, deps),
         host=settings.host,
@@ -30,4 +77,8 @@ def serve(settings: WebhookSettings, deps: WebhookDeps | None = None) -> None:
     if context is None:
         raise ConfigurationError("uvicorn built no TLS context; the webhook never serves plaintext")
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    uvicorn.Server(config).run()
+    reloader = CertReloader(context, settings.tls_cert, settings.tls_key, interval=settings.cert_reload_seconds).start()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        reloader.stop()

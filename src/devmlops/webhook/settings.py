@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,6 +17,16 @@ class WebhookSettings(BaseModel):
     port: int = Field(default=8443, ge=1, le=65535)
     tls_cert: Path
     tls_key: Path
+    decision_timeout_seconds: float = Field(
+        default=8.0,
+        gt=0,
+        description="Deny (fail closed) when no decision is ready by then; keep it below the "
+        "webhook configuration's timeoutSeconds.",
+    )
+    verification_timeout_seconds: float = Field(default=3.0, gt=0, description="Deadline of one verification.")
+    decision_workers: int = Field(default=8, ge=1)
+    no_match: Literal["allow", "warn", "deny"] = "deny"
+    cert_reload_seconds: float = Field(default=10.0, gt=0, description="How often the TLS files are checked.")
     max_body_bytes: int = Field(
         default=3 * 1024 * 1024, ge=1024, description="Larger AdmissionReviews are denied unread (413)."
     )

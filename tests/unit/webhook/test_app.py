@@ -7,8 +7,32 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from devmlops.core.policy import PolicySet, compile_policy
 from devmlops.core.review import AdmissionRequest
 from devmlops.webhook import WebhookDeps, WebhookSettings, create_app
+from devmlops.webhook.service import AdmissionService
+from tests.unit.core.fakes import DIGEST, FakeVerifier, bundle
+
+POLICY = compile_policy(
+    {
+        "metadata": {"name": "prod", "resourceVersion": "1"},
+        "spec": {"authorities": [{"name": "release", "key": {"publicKey": "-----BEGIN PUBLIC KEY-----"}}]},
+    }
+)
+
+
+class Lookup:
+    def config_map(self, namespace: str, name: str) -> dict[str, str] | None:
+        return {"model.sig": bundle("release")} if (namespace, name) == ("ns", "sig") else None
+
+    def secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        return None
+
+    def namespace_labels(self, namespace: str) -> dict[str, str]:
+        return {}
+
+
+SERVICE = AdmissionService(policies=lambda: PolicySet((POLICY,)), lookup=Lookup(), verifier=FakeVerifier())
 
 
 def review(obj: dict[str, Any]) -> dict[str, Any]:
@@ -27,8 +51,15 @@ def review(obj: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-SIGNED = {"spec": {"model": {}, "runtime": {}, "signature": {"inline": "{}"}}}
-UNSIGNED = {"spec": {"model": {}, "runtime": {}}}
+MODEL = {"name": "fraud", "uri": "s3://m/fraud", "digest": DIGEST}
+SIGNED = {
+    "spec": {
+        "model": MODEL,
+        "runtime": {"kind": "kserve"},
+        "signature": {"configMapKeyRef": {"name": "sig", "key": "model.sig"}},
+    }
+}
+UNSIGNED = {"spec": {"model": MODEL, "runtime": {"kind": "kserve"}}}
 
 
 @pytest.fixture
@@ -38,17 +69,16 @@ def audit_lines() -> list[dict[str, Any]]:
 
 def make_client(audit_lines: list[dict[str, Any]], **deps: Any) -> TestClient:
     settings = WebhookSettings(tls_cert=Path("unused.crt"), tls_key=Path("unused.key"), max_body_bytes=4096)
+    deps.setdefault("decide", SERVICE.decide)
     return TestClient(create_app(settings, WebhookDeps(audit=audit_lines.append, **deps)))
 
 
 def test_validate_admits_a_signed_model_and_writes_one_audit_line(audit_lines: list[dict[str, Any]]) -> None:
     response = make_client(audit_lines).post("/validate", json=review(SIGNED))
     assert response.status_code == 200
-    assert response.json()["response"] == {
-        "uid": "req-1",
-        "allowed": True,
-        "auditAnnotations": {"signature.request": "pass: spec.signature names a bundle (inline)"},
-    }
+    body = response.json()["response"]
+    assert (body["uid"], body["allowed"]) == ("req-1", True)
+    assert body["auditAnnotations"]["signature.prod"].startswith("pass: OMS signature verified for release")
     assert len(audit_lines) == 1
     assert audit_lines[0]["allowed"] is True
     assert audit_lines[0]["user"] == "alice"
@@ -110,4 +140,5 @@ def test_metrics_count_requests_and_gate_results(audit_lines: list[dict[str, Any
         'operation="CREATE"} 1.0' in text
     )
     assert 'devmlops_gate_results_total{gate="signature",result="fail"} 1.0' in text
+    assert 'devmlops_gate_results_total{gate="signature",result="pass"} 1.0' in text
     assert 'devmlops_admission_duration_seconds_count{kind="ModelDeployment"} 2.0' in text

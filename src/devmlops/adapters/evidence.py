@@ -1,0 +1,84 @@
+"""Resolve the documents a ModelDeployment refers to (inline, ConfigMap or Secret key) into core ``Evidence``.
+
+Lookups go through a ``DocumentLookup`` (watch-backed caches in the webhook, manifest files in the CLI), never
+one API call per admission request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from devmlops.adapters.sbom import SbomError, parse_sbom
+from devmlops.core.evidence import Document, Evidence
+
+__all__ = ["EVIDENCE_LABEL", "DocumentLookup", "resolve_evidence", "resolve_source"]
+
+EVIDENCE_LABEL = "devmlops.io/evidence"
+
+
+class DocumentLookup(Protocol):
+    def config_map(self, namespace: str, name: str) -> Mapping[str, str] | None: ...
+
+    def secret(self, namespace: str, name: str) -> Mapping[str, str] | None: ...
+
+    def namespace_labels(self, namespace: str) -> Mapping[str, str]: ...
+
+
+def resolve_source(source: Any, namespace: str, lookup: DocumentLookup, *, field: str) -> Document:
+    """One ``inline`` / ``configMapKeyRef`` / ``secretKeyRef`` source as a ``Document`` (text or the reason why not)."""
+    if not isinstance(source, Mapping):
+        return Document(field, error=f"{field}: expected an object with inline, configMapKeyRef or secretKeyRef")
+    if isinstance(source.get("inline"), str) and source["inline"]:
+        return Document(f"{field}.inline", text=source["inline"])
+    for key, kind, read in (
+        ("configMapKeyRef", "ConfigMap", lookup.config_map),
+        ("secretKeyRef", "Secret", lookup.secret),
+    ):
+        ref = source.get(key)
+        if isinstance(ref, Mapping):
+            name, item = str(ref.get("name") or ""), str(ref.get("key") or "")
+            where = f"{kind} {namespace}/{name} key {item!r}"
+            data = read(namespace, name)
+            if data is None:
+                return Document(
+                    where,
+                    error=f"{field}.{key}: {kind} {namespace}/{name} not found among {kind}s labelled "
+                    f"{EVIDENCE_LABEL}=true (label it so devmlops can read it)",
+                )
+            if item not in data:
+                return Document(
+                    where, error=f"{field}.{key}: {kind} {namespace}/{name} has no key {item!r} (keys: {sorted(data)})"
+                )
+            return Document(where, text=data[item])
+    return Document(field, error=f"{field}: set one of inline, configMapKeyRef or secretKeyRef")
+
+
+def resolve_evidence(obj: Mapping[str, Any], lookup: DocumentLookup) -> Evidence:
+    metadata, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+    namespace = str(metadata.get("namespace") or "default")
+    signatures = []
+    if spec.get("signature") is not None:
+        signatures.append(resolve_source(spec["signature"], namespace, lookup, field="spec.signature"))
+    for index, extra in enumerate(spec.get("additionalSignatures") or []):
+        signatures.append(resolve_source(extra, namespace, lookup, field=f"spec.additionalSignatures[{index}]"))
+    sbom_spec = spec.get("sbom")
+    sbom = sbom_signature = summary = None
+    sbom_error = ""
+    if isinstance(sbom_spec, Mapping):
+        sbom = resolve_source(sbom_spec.get("document"), namespace, lookup, field="spec.sbom.document")
+        if sbom_spec.get("signature") is not None:
+            sbom_signature = resolve_source(sbom_spec["signature"], namespace, lookup, field="spec.sbom.signature")
+        if sbom.text is not None:
+            try:
+                summary = parse_sbom(sbom.text, declared_format=sbom_spec.get("format"))
+            except SbomError as exc:
+                sbom_error = exc.user_message
+    return Evidence(
+        signatures=tuple(signatures),
+        sbom=sbom,
+        sbom_summary=summary,
+        sbom_error=sbom_error,
+        sbom_signature=sbom_signature,
+        namespace_labels=dict(lookup.namespace_labels(namespace)),
+    )

@@ -1,0 +1,218 @@
+"""Watch-backed caches of Kubernetes objects: list once, then follow the watch; re-list when it expires.
+
+The webhook reads ConfigMaps and Secrets (labelled ``devmlops.io/evidence=true``), namespace labels and
+ClusterModelPolicies from here, so an admission request costs no API call.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import watch
+from kubernetes.client.exceptions import ApiException
+
+__all__ = ["ClusterCaches", "WatchCache"]
+
+_log = logging.getLogger("devmlops.cache")
+Key = tuple[str, str]
+
+
+def _key(obj: Mapping[str, Any]) -> Key:
+    metadata = obj.get("metadata") or {}
+    return (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
+
+
+class WatchCache:
+    """One resource kind, kept as plain dicts (``transform``ed) by (namespace, name)."""
+
+    def __init__(
+        self,
+        name: str,
+        list_call: Callable[..., Any],
+        serialize: Callable[[Any], Any],
+        *,
+        label_selector: str = "",
+        transform: Callable[[dict[str, Any]], Any] = lambda obj: obj,
+        on_change: Callable[[str, dict[str, Any]], None] = lambda _event, _obj: None,
+        watch_timeout: int = 300,
+    ) -> None:
+        self.name = name
+        self._list = list_call
+        self._serialize = serialize
+        self._selector = label_selector
+        self._transform = transform
+        self._on_change = on_change
+        self._timeout = watch_timeout
+        self._items: dict[Key, Any] = {}
+        self._lock = threading.Lock()
+        self._synced = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"watch-{name}", daemon=True)
+
+    def start(self) -> WatchCache:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def synced(self) -> bool:
+        return self._synced.is_set()
+
+    def wait_synced(self, timeout: float) -> bool:
+        return self._synced.wait(timeout)
+
+    def get(self, namespace: str, name: str) -> Any:
+        with self._lock:
+            return self._items.get((namespace, name))
+
+    def values(self) -> list[Any]:
+        with self._lock:
+            return list(self._items.values())
+
+    def _relist(self) -> str:
+        kwargs = {"label_selector": self._selector} if self._selector else {}
+        listing = self._serialize(self._list(**kwargs))
+        items = {_key(obj): obj for obj in listing.get("items", [])}
+        with self._lock:
+            gone = set(self._items) - set(items)
+            self._items = {key: self._transform(obj) for key, obj in items.items()}
+        for key in gone:
+            self._on_change("DELETED", {"metadata": {"namespace": key[0], "name": key[1]}})
+        for obj in items.values():
+            self._on_change("ADDED", obj)
+        self._synced.set()
+        return str((listing.get("metadata") or {}).get("resourceVersion") or "")
+
+    def _run(self) -> None:
+        backoff = 0.5
+        version = ""
+        while not self._stop.is_set():
+            try:
+                if not version:
+                    version = self._relist()
+                version = self._follow(version)
+                backoff = 0.5
+            except ApiException as exc:
+                if exc.status == 410:  # the watch expired: list again
+                    version = ""
+                    continue
+                _log.warning("%s watch failed (%s); retrying in %.1fs", self.name, exc.status, backoff)
+            except Exception as exc:  # network errors of many kinds: keep the last state, retry
+                _log.warning("%s watch failed (%s); retrying in %.1fs", self.name, exc, backoff)
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    def _follow(self, version: str) -> str:
+        kwargs: dict[str, Any] = {
+            "resource_version": version,
+            "timeout_seconds": self._timeout,
+            "allow_watch_bookmarks": True,
+        }
+        if self._selector:
+            kwargs["label_selector"] = self._selector
+        stream = watch.Watch()
+        for event in stream.stream(self._list, **kwargs):
+            if self._stop.is_set():
+                stream.stop()
+                break
+            obj = self._serialize(event["object"])
+            kind = event["type"]
+            version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+            if kind == "BOOKMARK":
+                continue
+            with self._lock:
+                if kind == "DELETED":
+                    self._items.pop(_key(obj), None)
+                else:
+                    self._items[_key(obj)] = self._transform(obj)
+            self._on_change(kind, obj)
+        return version
+
+
+def _decoded_secret(obj: dict[str, Any]) -> dict[str, str]:
+    data = {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (obj.get("data") or {}).items()}
+    return {**data, **(obj.get("stringData") or {})}
+
+
+def _config_map(obj: dict[str, Any]) -> dict[str, str]:
+    binary = {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (obj.get("binaryData") or {}).items()}
+    return {**binary, **(obj.get("data") or {})}
+
+
+class ClusterCaches:
+    """The caches the webhook needs, and the ``DocumentLookup`` over them."""
+
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        *,
+        evidence_selector: str = "devmlops.io/evidence=true",
+        on_policy_change: Callable[[str, dict[str, Any]], None] = lambda _e, _o: None,
+    ) -> None:
+        core = k8s.CoreV1Api(api_client)
+        custom = k8s.CustomObjectsApi(api_client)
+        serialize = api_client.sanitize_for_serialization
+
+        def list_policies(**kwargs: Any) -> Any:
+            return custom.list_cluster_custom_object("devmlops.io", "v1alpha1", "clustermodelpolicies", **kwargs)
+
+        self.config_maps = WatchCache(
+            "configmaps",
+            core.list_config_map_for_all_namespaces,
+            serialize,
+            label_selector=evidence_selector,
+            transform=_config_map,
+        )
+        self.secrets = WatchCache(
+            "secrets",
+            core.list_secret_for_all_namespaces,
+            serialize,
+            label_selector=evidence_selector,
+            transform=_decoded_secret,
+        )
+        self.namespaces = WatchCache(
+            "namespaces",
+            core.list_namespace,
+            serialize,
+            transform=lambda obj: dict((obj.get("metadata") or {}).get("labels") or {}),
+        )
+        self.policies = WatchCache("clustermodelpolicies", list_policies, serialize, on_change=on_policy_change)
+        self._all = (self.config_maps, self.secrets, self.namespaces, self.policies)
+
+    def start(self) -> ClusterCaches:
+        for cache in self._all:
+            cache.start()
+        return self
+
+    def stop(self) -> None:
+        for cache in self._all:
+            cache.stop()
+
+    @property
+    def synced(self) -> bool:
+        return all(cache.synced for cache in self._all)
+
+    def wait_synced(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        return all(cache.wait_synced(max(0.0, deadline - time.monotonic())) for cache in self._all)
+
+    # DocumentLookup
+    def config_map(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        found: Mapping[str, str] | None = self.config_maps.get(namespace, name)
+        return found
+
+    def secret(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        found: Mapping[str, str] | None = self.secrets.get(namespace, name)
+        return found
+
+    def namespace_labels(self, namespace: str) -> Mapping[str, str]:
+        found: Mapping[str, str] | None = self.namespaces.get("", namespace)
+        return found or {}

@@ -1,0 +1,64 @@
+"""The allow-list gate: storage URI, runtime kind, serving image and model format are ones the policy allows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from devmlops.core.globs import matching_glob
+from devmlops.core.model import GateResult
+from devmlops.core.policy import Policy
+
+__all__ = ["GATE", "check_allowlist"]
+
+GATE = "allowlist"
+
+
+def check_allowlist(spec: Mapping[str, Any], policy: Policy) -> GateResult:
+    model, runtime = spec.get("model") or {}, spec.get("runtime") or {}
+    allow = policy.allow
+    uri, kind = str(model.get("uri") or ""), str(runtime.get("kind") or "")
+    image, fmt = str(runtime.get("image") or ""), str(model.get("format") or "")
+    problems: list[tuple[str, str]] = []
+    if allow.storage_uris is not None and matching_glob(allow.storage_uris, uri) is None:
+        problems.append(
+            (
+                f"spec.model.uri: got '{uri}', expected one of {list(allow.storage_uris)}",
+                "store the model in an allowed location",
+            )
+        )
+    if allow.runtimes is not None and kind not in allow.runtimes:
+        problems.append(
+            (f"spec.runtime.kind: got '{kind}', expected one of {list(allow.runtimes)}", "use an allowed runtime")
+        )
+    if kind == "triton" and "@sha256:" not in image:
+        problems.append(
+            (
+                f"spec.runtime.image: got '{image}', expected a Triton image pinned by digest (repo@sha256:...)",
+                "pin the image by digest",
+            )
+        )
+    if image and allow.images is not None and matching_glob(allow.images, image) is None:
+        problems.append(
+            (f"spec.runtime.image: got '{image}', expected one of {list(allow.images)}", "use an allowed serving image")
+        )
+    if allow.formats is not None and fmt not in allow.formats:
+        problems.append(
+            (
+                f"spec.model.format: got '{fmt or 'none'}', expected one of {list(allow.formats)}",
+                "use an allowed model format",
+            )
+        )
+    if problems:
+        reason, hint = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return GateResult(
+            gate=GATE, policy=policy.name, mode=policy.mode, outcome="fail", reason=reason + more, hint=hint
+        )
+    return GateResult(
+        gate=GATE,
+        policy=policy.name,
+        mode=policy.mode,
+        outcome="pass",
+        reason=f"source '{uri}', runtime {kind}{' ' + image if image else ''} and format '{fmt or 'none'}' allowed",
+    )

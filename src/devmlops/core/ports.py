@@ -1,0 +1,47 @@
+"""Protocols through which the pure core calls out, and the values and errors that cross them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from devmlops.core.policy import Authority
+from devmlops.errors import DevmlopsError
+
+__all__ = ["SignatureVerifier", "SignedModel", "VerificationFailed", "VerificationUnavailable"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignedModel:
+    """What a verified OMS signature says: the model, its root digest, its files, and who signed it."""
+
+    model_name: str
+    digest: str  # sha256:<hex> over the file digests, the in-toto subject
+    files: tuple[tuple[str, str], ...]  # (path, sha256:<hex>)
+    signer: str
+    predicate_type: str = ""
+    serialization: Mapping[str, Any] = field(default_factory=dict)  # how the signer hashed the files
+
+    @property
+    def signed_digests(self) -> frozenset[str]:
+        """The root digest and every file digest, as ``sha256:<hex>``."""
+        return frozenset({self.digest, *(digest for _name, digest in self.files)})
+
+
+class VerificationFailed(DevmlopsError):
+    """The bundle does not verify for this authority: a deterministic answer that may be cached."""
+
+
+class VerificationUnavailable(DevmlopsError):
+    """Verification could not run (timeout, missing trust root): never cached, always a denial."""
+
+
+class SignatureVerifier(Protocol):
+    def verify_model(self, bundle: str, authority: Authority) -> SignedModel:
+        """Verify an OMS bundle cryptographically (no model bytes) and return its signed manifest."""
+        ...
+
+    def verify_blob(self, artifact: bytes, bundle: str, authority: Authority) -> str:
+        """Verify a plain Sigstore bundle over ``artifact``; return the signer's identity."""
+        ...

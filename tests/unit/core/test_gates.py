@@ -1,0 +1,313 @@
+"""decide() and the signature, sbom and allow-list gates, with the verifier port faked."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from devmlops.core.decision import decide
+from devmlops.core.evidence import Document, Evidence
+from devmlops.core.policy import PolicySet, compile_policy
+from devmlops.core.review import AdmissionRequest, GroupVersionKind
+from devmlops.core.sbom import SbomComponent, SbomSummary
+from tests.unit.core.fakes import DIGEST, FILE_DIGEST, FakeVerifier, bundle
+
+MD = GroupVersionKind("devmlops.io", "v1alpha1", "ModelDeployment")
+PEM = "-----BEGIN PUBLIC KEY-----\nMFk=\n-----END PUBLIC KEY-----"
+
+
+def policy(name: str = "prod", **spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"authorities": [{"name": "release", "key": {"publicKey": PEM}}]}
+    base.update(spec)
+    return {"metadata": {"name": name, "resourceVersion": "7"}, "spec": base}
+
+
+def policies(*objs: dict[str, Any], no_match: str = "deny") -> PolicySet:
+    return PolicySet(tuple(compile_policy(o) for o in objs), no_match=no_match)  # type: ignore[arg-type]
+
+
+def request(spec: dict[str, Any], *, operation: str = "CREATE", old: dict[str, Any] | None = None) -> AdmissionRequest:
+    return AdmissionRequest(
+        uid="u",
+        kind=MD,
+        operation=operation,
+        namespace="team-a",
+        name="fraud",
+        username="alice",
+        groups=(),  # type: ignore[arg-type]
+        object={"spec": spec},
+        old_object={"spec": old} if old else None,
+    )
+
+
+def spec(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "model": {"name": "fraud", "uri": "s3://models-prod/fraud/1", "format": "sklearn", "digest": DIGEST},
+        "runtime": {"kind": "kserve"},
+        "signature": {"inline": "x"},
+    }
+    base.update(overrides)
+    return base
+
+
+def evidence(*bundles: str, labels: dict[str, str] | None = None, **kw: Any) -> Evidence:
+    return Evidence(
+        signatures=tuple(Document("spec.signature.inline", text=b) for b in bundles),
+        namespace_labels=labels or {"team": "a"},
+        **kw,
+    )
+
+
+def run(spec_: dict[str, Any], pset: PolicySet, ev: Evidence, verifier: FakeVerifier | None = None) -> Any:
+    return decide(request(spec_), pset, ev, verifier or FakeVerifier())
+
+
+# -- signature -------------------------------------------------------------------------------------------
+
+
+def test_a_model_signed_by_a_trusted_authority_for_its_digest_is_admitted() -> None:
+    decision = run(spec(), policies(policy()), evidence(bundle("release")))
+    assert decision.allowed, decision.message
+    signature = decision.results[0]
+    assert (signature.gate, signature.outcome, signature.policy) == ("signature", "pass", "prod")
+    assert "verified for release" in signature.reason
+
+
+def test_a_signature_by_an_untrusted_signer_is_denied_naming_who_was_expected() -> None:
+    decision = run(spec(), policies(policy()), evidence(bundle("mallory")))
+    assert not decision.allowed
+    assert decision.message.startswith("denied by devmlops: signature gate (policy prod): got 0 verified authorities")
+    assert "expected one of: release (EC public key)" in decision.message
+
+
+def test_a_digest_the_signature_does_not_cover_is_denied_with_both_digests() -> None:
+    other = "sha256:" + "ef" * 32
+    decision = run(spec(model={**spec()["model"], "digest": other}), policies(policy()), evidence(bundle("release")))
+    assert not decision.allowed
+    assert f"spec.model.digest: got {other[:19]}..., but bundle 0 verified for release but signs {DIGEST[:19]}..." in (
+        decision.message
+    )
+
+
+def test_k_of_n_needs_distinct_authorities() -> None:
+    two = policy(
+        authorities=[{"name": "release", "key": {"publicKey": PEM}}, {"name": "security", "key": {"publicKey": PEM}}],
+        threshold=2,
+    )
+    assert not run(spec(), policies(two), evidence(bundle("release"), bundle("release"))).allowed
+    assert run(spec(), policies(two), evidence(bundle("release"), bundle("security"))).allowed
+
+
+def test_a_missing_signature_and_an_unresolved_reference_are_denied() -> None:
+    assert "spec.signature is missing" in run(spec(), policies(policy()), evidence()).message
+    unresolved = Evidence(signatures=(Document("ConfigMap a/b key 'k'", error="ConfigMap a/b not found"),))
+    assert "signature bundle not found: ConfigMap a/b not found" in run(spec(), policies(policy()), unresolved).message
+
+
+def test_a_verification_timeout_is_an_error_that_denies_and_is_never_a_pass() -> None:
+    decision = run(spec(), policies(policy()), evidence(bundle("release")), FakeVerifier(unavailable=True))
+    assert not decision.allowed
+    assert decision.results[0].outcome == "error"
+    assert "timed out" in decision.message
+
+
+# -- policy matching -------------------------------------------------------------------------------------
+
+
+def test_no_matching_policy_denies_by_default_and_follows_the_configured_action() -> None:
+    narrow = policy(selector={"models": ["churn-*"]})
+    denied = run(spec(), policies(narrow), evidence(bundle("release")))
+    assert not denied.allowed
+    assert "no ClusterModelPolicy selects model 'fraud' in namespace 'team-a'" in denied.message
+    warned = run(spec(), policies(narrow, no_match="warn"), evidence(bundle("release")))
+    assert warned.allowed
+    assert warned.warnings
+    assert run(spec(), policies(narrow, no_match="allow"), evidence(bundle("release"))).allowed
+
+
+def test_policies_select_by_namespace_labels_and_model_globs_and_all_must_pass() -> None:
+    team_a = policy("team-a", selector={"namespaceSelector": {"matchLabels": {"team": "a"}}})
+    strict = policy("strict", selector={"models": ["fraud*"]}, allow={"storageUris": ["gs://**"]})
+    team_b = policy("team-b", selector={"namespaceSelector": {"matchLabels": {"team": "b"}}})
+    decision = run(spec(), policies(team_a, strict, team_b), evidence(bundle("release")))
+    assert {r.policy for r in decision.results} == {"team-a", "strict"}
+    assert not decision.allowed
+    assert "allowlist gate (policy strict): spec.model.uri: got 's3://models-prod/fraud/1'" in decision.message
+
+
+def test_warn_mode_admits_and_returns_every_failure_as_a_warning() -> None:
+    decision = run(spec(), policies(policy(mode="warn")), evidence(bundle("mallory")))
+    assert decision.allowed
+    assert decision.warnings[0].startswith("signature gate (policy prod): got 0 verified authorities")
+
+
+def test_a_policy_that_does_not_compile_fails_closed() -> None:
+    broken = PolicySet(policies=(compile_policy(policy()),), broken={"typo": "spec.threshold: got 5"})
+    decision = run(spec(), broken, evidence(bundle("release")))
+    assert not decision.allowed
+    assert "policy gate (policy typo): policy cannot be compiled: spec.threshold: got 5" in decision.message
+
+
+# -- allow-list -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("allow", "overrides", "complaint"),
+    [
+        ({"storageUris": ["s3://models-prod/*"]}, {}, "spec.model.uri"),  # * stays within one segment
+        ({"runtimes": ["triton"]}, {}, "spec.runtime.kind: got 'kserve'"),
+        ({"formats": ["onnx"]}, {}, "spec.model.format: got 'sklearn'"),
+        ({}, {"runtime": {"kind": "triton", "image": "nvcr.io/nvidia/tritonserver:24.01"}}, "pinned by digest"),
+        ({"images": ["nvcr.io/nvidia/**"]}, {"runtime": {"kind": "kserve", "image": "docker.io/evil/server"}}, "image"),
+    ],
+)
+def test_the_allow_list_denies_what_it_does_not_name(
+    allow: dict[str, Any], overrides: dict[str, Any], complaint: str
+) -> None:
+    decision = run(spec(**overrides), policies(policy(allow=allow)), evidence(bundle("release")))
+    assert not decision.allowed
+    assert complaint in decision.message
+
+
+def test_double_star_globs_cross_path_segments() -> None:
+    allowed = policy(allow={"storageUris": ["s3://models-prod/**"], "runtimes": ["kserve"], "formats": ["sklearn"]})
+    assert run(spec(), policies(allowed), evidence(bundle("release"))).allowed
+
+
+def test_an_empty_allow_list_allows_nothing() -> None:
+    assert not run(spec(), policies(policy(allow={"storageUris": []})), evidence(bundle("release"))).allowed
+
+
+# -- sbom -------------------------------------------------------------------------------------------------
+
+
+def summary(*components: SbomComponent, fmt: str = "cyclonedx") -> SbomSummary:
+    return SbomSummary(format=fmt, spec_version="1.6", components=components)  # type: ignore[arg-type]
+
+
+def model_component(**kw: Any) -> SbomComponent:
+    defaults: dict[str, Any] = {"name": "fraud", "kind": "machine-learning-model", "hashes": (("sha256", DIGEST[7:]),)}
+    defaults.update(kw)
+    return SbomComponent(**defaults)
+
+
+def sbom_evidence(sbom_summary: SbomSummary | None, error: str = "", **kw: Any) -> Evidence:
+    return evidence(
+        bundle("release"),
+        sbom=Document("spec.sbom.document.inline", text="{}"),
+        sbom_summary=sbom_summary,
+        sbom_error=error,
+        **kw,
+    )
+
+
+def sbom_policy(**sbom: Any) -> PolicySet:
+    return policies(policy(sbom={"required": True, **sbom}))
+
+
+def test_an_sbom_whose_model_component_carries_the_signed_digest_binds() -> None:
+    decision = run(spec(), sbom_policy(), sbom_evidence(summary(model_component())))
+    assert decision.allowed, decision.message
+    assert next(r for r in decision.results if r.gate == "sbom").reason == "cyclonedx 1.6 SBOM valid (fraud)"
+
+
+def test_a_file_digest_from_the_manifest_also_binds() -> None:
+    component = model_component(hashes=(("sha256", FILE_DIGEST[7:]),))
+    assert run(spec(), sbom_policy(), sbom_evidence(summary(component))).allowed
+
+
+def test_an_sbom_for_other_weights_is_denied_and_name_binding_needs_the_policys_consent() -> None:
+    other = model_component(hashes=(("sha256", "00" * 32),))
+    decision = run(spec(), sbom_policy(), sbom_evidence(summary(other)))
+    assert not decision.allowed
+    assert "SBOM binding: got model component(s) fraud" in decision.message
+    nameless = model_component(hashes=())
+    assert not run(spec(), sbom_policy(), sbom_evidence(summary(nameless))).allowed
+    assert run(spec(), sbom_policy(allowNameBinding=True), sbom_evidence(summary(nameless))).allowed
+
+
+def test_a_required_sbom_that_is_missing_or_invalid_is_denied() -> None:
+    assert "spec.sbom is missing" in run(spec(), sbom_policy(), evidence(bundle("release"))).message
+    invalid = run(spec(), sbom_policy(), sbom_evidence(None, error="components[0].hashes[0].content: 'x' is bad"))
+    assert "SBOM invalid: components[0].hashes[0].content" in invalid.message
+
+
+def test_an_sbom_is_optional_when_the_policy_says_nothing_about_it() -> None:
+    decision = run(spec(), policies(policy()), evidence(bundle("release")))
+    assert next(r for r in decision.results if r.gate == "sbom").outcome == "skip"
+
+
+def test_denied_licenses_are_found_inside_license_expressions() -> None:
+    licensed = model_component(licenses=("Apache-2.0 OR (AGPL-3.0-only WITH Classpath-exception-2.0)",))
+    decision = run(spec(), sbom_policy(deniedLicenses=["agpl-3.0-only"]), sbom_evidence(summary(licensed)))
+    assert not decision.allowed
+    assert "which the policy denies (AGPL-3.0-ONLY)" in decision.message
+
+
+def test_required_model_card_fields_must_be_present() -> None:
+    partial = model_component(model_card_fields=frozenset({"modelParameters", "modelParameters.task"}))
+    decision = run(
+        spec(),
+        sbom_policy(requiredModelCardFields=["modelParameters.task", "considerations.ethicalConsiderations"]),
+        sbom_evidence(summary(partial)),
+    )
+    assert not decision.allowed
+    assert "missing considerations.ethicalConsiderations" in decision.message
+
+
+def test_an_sbom_format_the_policy_does_not_accept_is_denied() -> None:
+    decision = run(spec(), sbom_policy(formats=["spdx"]), sbom_evidence(summary(model_component())))
+    assert "SBOM format: got cyclonedx, expected one of spdx" in decision.message
+
+
+def test_spdx_2_documents_bind_through_any_component_because_spdx_2_has_no_ai_profile() -> None:
+    file = SbomComponent(name="weights.bin", kind="file", hashes=(("sha256", FILE_DIGEST[7:]),))
+    assert run(spec(), sbom_policy(), sbom_evidence(summary(file, fmt="spdx"))).allowed
+
+
+def test_a_required_sbom_signature_must_verify() -> None:
+    good = json.dumps({"authority": "release", "sha": 2})
+    bad = json.dumps({"authority": "mallory", "sha": 2})
+    pset = sbom_policy(requireSignature=True)
+    assert "policy requires a signed SBOM" in run(spec(), pset, sbom_evidence(summary(model_component()))).message
+    signed = sbom_evidence(summary(model_component()), sbom_signature=Document("s", text=good))
+    assert run(spec(), pset, signed).allowed
+    forged = sbom_evidence(summary(model_component()), sbom_signature=Document("s", text=bad))
+    assert "SBOM signature does not verify" in run(spec(), pset, forged).message
+
+
+# -- operations ------------------------------------------------------------------------------------------
+
+
+def test_scaling_down_is_always_allowed_even_when_the_signature_no_longer_passes() -> None:
+    old = spec(runtime={"kind": "kserve", "replicas": 3})
+    new = spec(runtime={"kind": "kserve", "replicas": 1})
+    decision = decide(request(new, operation="UPDATE", old=old), policies(policy()), evidence(), FakeVerifier())
+    assert decision.allowed
+    assert decision.results[0].reason == "scaling down is always allowed"
+    up = decide(request(old, operation="UPDATE", old=new), policies(policy()), evidence(), FakeVerifier())
+    assert not up.allowed
+
+
+def test_a_cluster_model_policy_is_admitted_only_when_it_compiles() -> None:
+    kind = GroupVersionKind("devmlops.io", "v1alpha1", "ClusterModelPolicy")
+    broken = policy(threshold=3)
+
+    def review(obj: dict[str, Any]) -> AdmissionRequest:
+        return AdmissionRequest(
+            uid="u",
+            kind=kind,
+            operation="CREATE",
+            namespace="",
+            name="p",
+            username="admin",
+            groups=(),
+            object=obj,
+            old_object=None,
+        )
+
+    assert decide(review(policy()), PolicySet(), Evidence(), FakeVerifier()).allowed
+    denied = decide(review(broken), PolicySet(), Evidence(), FakeVerifier())
+    assert "spec.threshold: got 3, expected 1 to 1" in denied.message
