@@ -143,6 +143,8 @@ class DevmlopsStack:
             str(cert),
             "--tls-key",
             str(key),
+            "--cert-reload-interval",
+            "0.5",
         ]
         self.webhook = ManagedProcess(
             "webhook", argv, log_path=self.workdir / "webhook.log", env=self._python_env()
@@ -151,6 +153,12 @@ class DevmlopsStack:
         self.webhook.wait_until(
             lambda: _https_ok(f"{self.webhook_url}/readyz", context), timeout=30, what="webhook /readyz"
         )
+
+    def rotate_webhook_certificate(self) -> bytes:
+        """Write a new serving certificate (same CA) over the old files; the webhook reloads it by itself."""
+        pair = self.ca.issue("devmlops-webhook", hosts=["127.0.0.1", "localhost"])
+        pair.write(self.workdir, "webhook")
+        return pair.cert_pem
 
     def restart_webhook(self) -> None:
         """Stop the webhook process (if running) and start it again where the registration points."""

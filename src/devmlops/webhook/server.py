@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import tempfile
 import threading
 from pathlib import Path
 
@@ -36,12 +37,22 @@ class CertReloader:
         return (cert.st_mtime, key.st_mtime, cert.st_size, key.st_size)
 
     def check(self) -> bool:
-        """Reload if the files changed; a half-written pair is retried on the next check."""
+        """Reload if the files changed; a half-written pair is retried on the next check.
+
+        OpenSSL sets the certificate before it checks the key, so loading a mismatched pair straight into the live
+        context would leave it serving a certificate without its key. The pair is therefore snapshotted, proven
+        on a scratch context, and only then loaded into the live one from the same snapshot.
+        """
         try:
             stamp = self._current()
             if stamp == self._stamp:
                 return False
-            self._context.load_cert_chain(str(self._cert), str(self._key))
+            with tempfile.TemporaryDirectory(prefix="devmlops-tls-") as tmp:
+                cert, key = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
+                cert.write_bytes(self._cert.read_bytes())
+                key.write_bytes(self._key.read_bytes())
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(cert), str(key))
+                self._context.load_cert_chain(str(cert), str(key))
         except (OSError, ssl.SSLError) as exc:
             _log.warning("TLS files changed but could not be loaded yet: %s", exc)
             return False
