@@ -142,3 +142,24 @@ def test_metrics_count_requests_and_gate_results(audit_lines: list[dict[str, Any
     assert 'devmlops_gate_results_total{gate="signature",result="fail"} 1.0' in text
     assert 'devmlops_gate_results_total{gate="signature",result="pass"} 1.0' in text
     assert 'devmlops_admission_duration_seconds_count{kind="ModelDeployment"} 2.0' in text
+
+
+def test_the_audit_line_names_the_decision_but_never_the_evidence(audit_lines: list[dict[str, Any]]) -> None:
+    body = review({"spec": {**SIGNED["spec"], "signature": {"inline": "SECRET-BUNDLE-CONTENT"}}})
+    make_client(audit_lines).post("/validate", json=body, headers={"Authorization": "Bearer token-123"})
+    (line,) = audit_lines
+    text = json.dumps(line)
+    assert "SECRET-BUNDLE-CONTENT" not in text
+    assert "token-123" not in text
+    assert set(line) == {
+        "uid",
+        "kind",
+        "operation",
+        "namespace",
+        "name",
+        "user",
+        "allowed",
+        "dryRun",
+        "gates",
+        "latencyMs",
+    }
