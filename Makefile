@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # The folder with etcd, kube-apiserver, helm and opa; hack/tools.sh builds it (or takes KUBEBUILDER_ASSETS).
 TOOLS_DIR = $(shell bash hack/tools.sh)
 
-.PHONY: help venv tools lint test test-unit test-integration run bench clean
+.PHONY: help venv tools lint test test-rego test-unit test-integration run bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -38,14 +38,22 @@ test-unit: $(STAMP) ## Unit tests only (no control plane)
 test-integration: $(STAMP) ## Integration tests against a real kube-apiserver + etcd
 	DEVMLOPS_TOOLS_DIR="$(TOOLS_DIR)" DEVMLOPS_REQUIRE_INTEGRATION=1 $(PY) -m pytest tests/integration
 
-test: lint $(STAMP) ## Lint, type check, unit and integration tests (what CI runs)
+test-rego: ## opa fmt, opa check --strict and opa test with at least 90% coverage over policies/
+	@opa="$(TOOLS_DIR)/opa"; \
+	"$$opa" fmt --list --fail policies; \
+	"$$opa" check --strict --ignore samples policies; \
+	"$$opa" test --coverage --threshold 90 --ignore samples --format json policies > .rego-coverage.json || \
+		{ "$$opa" test --ignore samples policies; echo "opa test failed or coverage is under 90%"; exit 1; }; \
+	$(PY) -c 'import json; print("rego coverage: %.1f%%" % json.load(open(".rego-coverage.json"))["coverage"])'
+
+test: lint test-rego $(STAMP) ## Lint, type check, Rego tests, unit and integration tests (what CI runs)
 	DEVMLOPS_TOOLS_DIR="$(TOOLS_DIR)" DEVMLOPS_REQUIRE_INTEGRATION=1 $(PY) -m pytest
 
 run: $(STAMP) ## Local control plane + webhook + operator, samples applied, outcome table (RUN_ONCE=1 exits)
 	DEVMLOPS_TOOLS_DIR="$(TOOLS_DIR)" $(VENV)/bin/devmlops local --project-dir "$(CURDIR)"
 
 clean: ## Remove the venv and caches in the repo (the tool cache in ~/.cache/devmlops stays)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .rego-coverage.json
 
 bench: $(STAMP) ## Benchmarks (not part of make test); writes docs/benchmarks.md
 	$(PY) -m tests.bench.bench_webhook

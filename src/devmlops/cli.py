@@ -44,6 +44,8 @@ def cli() -> None:
     help="What to do with a ModelDeployment that no ClusterModelPolicy selects.",
 )
 @click.option("--cert-reload-interval", default=10.0, show_default=True, help="Seconds between TLS file checks.")
+@click.option("--opa-url", default=None, help="OPA server for the rego gate, e.g. http://127.0.0.1:8181.")
+@click.option("--opa-timeout", default=2.0, show_default=True, help="Seconds allowed for one OPA query.")
 def webhook(
     host: str,
     port: int,
@@ -54,6 +56,8 @@ def webhook(
     verification_timeout: float,
     no_match: str,
     cert_reload_interval: float,
+    opa_url: str | None,
+    opa_timeout: float,
 ) -> None:
     """Serve the admission webhook over TLS (/validate, /healthz, /readyz, /metrics).
 
@@ -75,6 +79,8 @@ def webhook(
                 "verification_timeout_seconds": verification_timeout,
                 "no_match": no_match,
                 "cert_reload_seconds": cert_reload_interval,
+                "opa_url": opa_url,
+                "opa_timeout_seconds": opa_timeout,
             }
         )
     )

@@ -42,7 +42,14 @@ def _review(bundle: str, digest: str, sbom: str, uid: int) -> dict[str, Any]:
             "namespace": "bench",
             "name": "fraud",
             "userInfo": {"username": "bench"},
-            "object": {"metadata": {"name": "fraud", "namespace": "bench"}, "spec": spec},
+            "object": {
+                "metadata": {
+                    "name": "fraud",
+                    "namespace": "bench",
+                    "annotations": {"devmlops.io/requested-by": "bench"},
+                },
+                "spec": spec,
+            },
         },
     }
 
@@ -83,6 +90,12 @@ def _serve(workdir: str, port: int, cached: bool) -> None:
 
         def namespace_labels(self, namespace: str) -> dict[str, str]:
             return {}
+
+        def model_deployment(self, namespace: str, name: str) -> None:
+            return None
+
+        def approvals(self) -> list[dict[str, Any]]:
+            return []
 
     verifier: Any = CachingVerifier(OmsVerifier()) if cached else OmsVerifier()
     service = AdmissionService(policies=lambda: PolicySet((policy,)), lookup=NoLookup(), verifier=verifier)

@@ -33,14 +33,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def control_plane() -> Iterator[ControlPlane]:
-    with ControlPlane(bin_dir=_tools_dir(), crd_paths=[ROOT / "crds"]) as cp:
+def tools_dir() -> Path:
+    return _tools_dir()
+
+
+@pytest.fixture(scope="session")
+def control_plane(tools_dir: Path) -> Iterator[ControlPlane]:
+    with ControlPlane(bin_dir=tools_dir, crd_paths=[ROOT / "crds"]) as cp:
         yield cp
 
 
 @pytest.fixture(scope="session")
 def stack(control_plane: ControlPlane) -> Iterator[DevmlopsStack]:
-    with DevmlopsStack(control_plane) as running:
+    with DevmlopsStack(control_plane, policies=ROOT / "policies") as running:
         yield running
 
 

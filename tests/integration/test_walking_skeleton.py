@@ -196,6 +196,6 @@ def test_a_webhook_that_is_down_makes_the_api_server_fail_closed(
                 signed_md("while-down", model),
             )
         assert caught.value.status == 500
-        assert 'failed calling webhook "modeldeployments.validate.devmlops.io"' in denial_message(caught.value)
+        assert 'failed calling webhook "modeldeployments.mutate.devmlops.io"' in denial_message(caught.value)
     finally:
         stack.restart_webhook()

@@ -161,8 +161,14 @@ class ClusterCaches:
         custom = k8s.CustomObjectsApi(api_client)
         serialize = api_client.sanitize_for_serialization
 
-        def list_policies(**kwargs: Any) -> Any:
-            return custom.list_cluster_custom_object("devmlops.io", "v1alpha1", "clustermodelpolicies", **kwargs)
+        def lister(plural: str) -> Callable[..., Any]:
+            def call(**kwargs: Any) -> Any:
+                if plural == "clustermodelpolicies":
+                    return custom.list_cluster_custom_object("devmlops.io", "v1alpha1", plural, **kwargs)
+                return custom.list_custom_object_for_all_namespaces("devmlops.io", "v1alpha1", plural, **kwargs)
+
+            call.__name__ = f"list_{plural}"  # the watch helper names the call in its errors
+            return call
 
         self.config_maps = WatchCache(
             "configmaps",
@@ -184,8 +190,29 @@ class ClusterCaches:
             serialize,
             transform=lambda obj: dict((obj.get("metadata") or {}).get("labels") or {}),
         )
-        self.policies = WatchCache("clustermodelpolicies", list_policies, serialize, on_change=on_policy_change)
-        self._all = (self.config_maps, self.secrets, self.namespaces, self.policies)
+        self.policies = WatchCache(
+            "clustermodelpolicies",
+            lister("clustermodelpolicies"),
+            serialize,
+            on_change=lambda event, obj: on_policy_change(event, {**obj, "kind": "ClusterModelPolicy"}),
+        )
+        self.team_policies = WatchCache(
+            "modelpolicies",
+            lister("modelpolicies"),
+            serialize,
+            on_change=lambda event, obj: on_policy_change(event, {**obj, "kind": "ModelPolicy"}),
+        )
+        self.model_deployments = WatchCache("modeldeployments", lister("modeldeployments"), serialize)
+        self.approvals_watch = WatchCache("modelapprovals", lister("modelapprovals"), serialize)
+        self._all = (
+            self.config_maps,
+            self.secrets,
+            self.namespaces,
+            self.policies,
+            self.team_policies,
+            self.model_deployments,
+            self.approvals_watch,
+        )
 
     def start(self) -> ClusterCaches:
         for cache in self._all:
@@ -216,3 +243,11 @@ class ClusterCaches:
     def namespace_labels(self, namespace: str) -> Mapping[str, str]:
         found: Mapping[str, str] | None = self.namespaces.get("", namespace)
         return found or {}
+
+    def model_deployment(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        found: Mapping[str, Any] | None = self.model_deployments.get(namespace, name)
+        return found
+
+    def approvals(self) -> list[Mapping[str, Any]]:
+        values: list[Mapping[str, Any]] = self.approvals_watch.values()
+        return values

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from devmlops.core.policy import NoMatchAction, Policy, PolicySet, compile_policy
+from devmlops.core.policy import NoMatchAction, Policy, PolicySet, compile_model_policy, compile_policy
 from devmlops.errors import InvalidInputError
 
 __all__ = ["PolicyStore"]
@@ -30,13 +30,15 @@ class PolicyStore:
 
     def apply(self, event: str, obj: dict[str, Any]) -> None:
         """Compile an ADDED/MODIFIED policy or drop a DELETED one; a broken policy is kept as broken."""
-        name = str((obj.get("metadata") or {}).get("name") or "")
+        metadata = obj.get("metadata") or {}
+        team = obj.get("kind") == "ModelPolicy"
+        name = f"{metadata.get('namespace')}/{metadata.get('name')}" if team else str(metadata.get("name") or "")
         with self._lock:
             self._compiled.pop(name, None)
             self._broken.pop(name, None)
             if event != "DELETED":
                 try:
-                    self._compiled[name] = compile_policy(obj)
+                    self._compiled[name] = compile_model_policy(obj) if team else compile_policy(obj)
                 except InvalidInputError as exc:
                     self._broken[name] = exc.user_message
                     _log.warning("ClusterModelPolicy %s does not compile: %s", name, exc.user_message)

@@ -9,21 +9,29 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from devmlops.core.approvalreview import review_approval
 from devmlops.core.evidence import Evidence
 from devmlops.core.gates.allowlist import check_allowlist
+from devmlops.core.gates.approval import check_approval
+from devmlops.core.gates.compliance import check_compliance
+from devmlops.core.gates.rego import Stage, check_rego, rego_input
+from devmlops.core.gates.requester import check_requester
 from devmlops.core.gates.sbom import check_sbom
 from devmlops.core.gates.signature import check_signature
 from devmlops.core.globs import matching_glob
 from devmlops.core.model import Decision, GateResult, Outcome
-from devmlops.core.policy import Policy, PolicySet, compile_policy
-from devmlops.core.ports import SignatureVerifier
+from devmlops.core.narrowing import widenings
+from devmlops.core.policy import Policy, PolicySet, compile_model_policy, compile_policy
+from devmlops.core.ports import PolicyEngine, SignatureVerifier, SignedModel
 from devmlops.core.review import AdmissionRequest
 from devmlops.errors import InvalidInputError
 
-__all__ = ["CLUSTER_MODEL_POLICY", "MODEL_DEPLOYMENT", "decide", "select_policies"]
+__all__ = ["CLUSTER_MODEL_POLICY", "MODEL_APPROVAL", "MODEL_DEPLOYMENT", "MODEL_POLICY", "decide", "select_policies"]
 
 MODEL_DEPLOYMENT = ("devmlops.io", "ModelDeployment")
 CLUSTER_MODEL_POLICY = ("devmlops.io", "ClusterModelPolicy")
+MODEL_POLICY = ("devmlops.io", "ModelPolicy")
+MODEL_APPROVAL = ("devmlops.io", "ModelApproval")
 
 
 def _single(gate: str, outcome: Outcome, reason: str, hint: str = "") -> Decision:
@@ -35,6 +43,9 @@ def decide(
     policies: PolicySet,
     evidence: Evidence,
     verifier: SignatureVerifier,
+    engine: PolicyEngine | None = None,
+    *,
+    stage: Stage = "admission",
 ) -> Decision:
     """Run the gates that apply to the request's kind and operation."""
     if request.operation == "DELETE":
@@ -42,6 +53,15 @@ def decide(
     kind = (request.kind.group, request.kind.kind)
     if kind == CLUSTER_MODEL_POLICY:
         return _decide_policy(request)
+    if kind == MODEL_POLICY:
+        return _decide_team_policy(request, policies, evidence)
+    if kind == MODEL_APPROVAL:
+        target = evidence.target or {}
+        model_name = str(((target.get("spec") or {}).get("model") or {}).get("name") or "")
+        selecting = select_policies(
+            policies, namespace=request.namespace, namespace_labels=evidence.namespace_labels, model_name=model_name
+        )
+        return review_approval(request, evidence.target, selecting, now=evidence.now)
     if kind != MODEL_DEPLOYMENT:
         name = f"{request.kind.kind}.{request.kind.group or 'core'}"
         return _single(
@@ -52,7 +72,11 @@ def decide(
         return _single("manifest", "error", "the ModelDeployment has no spec object: expected spec.model, spec.runtime")
     if _is_scale_down(request, spec):
         return _single("operation", "pass", "scaling down is always allowed")
-    return _decide_model_deployment(request, spec, policies, evidence, verifier)
+    if evidence.requester_stamped:
+        requester = check_requester(request)
+        if requester.blocking:
+            return Decision((requester,))
+    return _decide_model_deployment(request, spec, policies, evidence, verifier, engine, stage)
 
 
 def _decide_policy(request: AdmissionRequest) -> Decision:
@@ -64,6 +88,34 @@ def _decide_policy(request: AdmissionRequest) -> Decision:
     return _single(
         "policy", "pass", f"ClusterModelPolicy {policy.name} compiles ({len(policy.authorities)} authorities)"
     )
+
+
+def _decide_team_policy(request: AdmissionRequest, policies: PolicySet, evidence: Evidence) -> Decision:
+    """A ModelPolicy must compile and may only add requirements to the cluster policies of its namespace."""
+    try:
+        team = compile_model_policy(
+            {
+                **(request.object or {}),
+                "metadata": {**((request.object or {}).get("metadata") or {}), "namespace": request.namespace},
+            }
+        )
+    except InvalidInputError as exc:
+        return _single("policy", "fail", exc.user_message, "fix the ModelPolicy field named above")
+    cluster = [
+        p
+        for p in policies.policies
+        if not p.namespace and (p.namespace_selector is None or p.namespace_selector.matches(evidence.namespace_labels))
+    ]
+    problems = widenings((request.object or {}).get("spec") or {}, cluster)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return _single(
+            "policy",
+            "fail",
+            f"a ModelPolicy can only add requirements: {problems[0]}{more}",
+            "narrow the ModelPolicy to what the cluster policies allow",
+        )
+    return _single("policy", "pass", f"ModelPolicy {team.name} only adds requirements")
 
 
 def _is_scale_down(request: AdmissionRequest, spec: Mapping[str, Any]) -> bool:
@@ -81,11 +133,15 @@ def _is_scale_down(request: AdmissionRequest, spec: Mapping[str, Any]) -> bool:
     )
 
 
-def select_policies(policies: PolicySet, *, namespace_labels: Mapping[str, str], model_name: str) -> list[Policy]:
+def select_policies(
+    policies: PolicySet, *, namespace: str, namespace_labels: Mapping[str, str], model_name: str
+) -> list[Policy]:
+    """Cluster policies by namespace selector and model globs; a team's ModelPolicy only in its own namespace."""
     return [
         policy
         for policy in policies.policies
-        if (policy.namespace_selector is None or policy.namespace_selector.matches(namespace_labels))
+        if (not policy.namespace or policy.namespace == namespace)
+        and (policy.namespace_selector is None or policy.namespace_selector.matches(namespace_labels))
         and (not policy.model_globs or matching_glob(policy.model_globs, model_name) is not None)
     ]
 
@@ -96,7 +152,10 @@ def _decide_model_deployment(
     policies: PolicySet,
     evidence: Evidence,
     verifier: SignatureVerifier,
+    engine: PolicyEngine | None,
+    stage: Stage,
 ) -> Decision:
+    obj = request.object or {}
     results: list[GateResult] = [
         GateResult(
             gate="policy",
@@ -108,7 +167,9 @@ def _decide_model_deployment(
         for name, reason in sorted(policies.broken.items())
     ]
     model_name = str((spec.get("model") or {}).get("name") or "")
-    matched = select_policies(policies, namespace_labels=evidence.namespace_labels, model_name=model_name)
+    matched = select_policies(
+        policies, namespace=request.namespace, namespace_labels=evidence.namespace_labels, model_name=model_name
+    )
     if not matched:
         outcome: Outcome = "pass" if policies.no_match == "allow" else "fail"
         reason = f"no ClusterModelPolicy selects model '{model_name}' in namespace '{request.namespace}'"
@@ -122,9 +183,16 @@ def _decide_model_deployment(
             )
         )
         return Decision(tuple(results))
-    for policy in matched:
+    verified: SignedModel | None = None
+    for policy in sorted(matched, key=lambda p: bool(p.namespace)):  # cluster policies first
         signature, signed = check_signature(spec, policy, evidence, verifier)
         results.append(signature)
-        results.append(check_sbom(spec, policy, evidence, signed, verifier))
+        verified = signed or verified  # a team policy without signers binds to the cluster-verified signature
+        results.append(check_sbom(spec, policy, evidence, signed or verified, verifier))
         results.append(check_allowlist(spec, policy))
+        results.append(check_compliance(obj, policy, evidence))
+        if stage == "serving":
+            results.append(check_approval(obj, policy, evidence))
+        document = rego_input(request, obj, policy, evidence, signed or verified, stage=stage)
+        results.extend(check_rego(policy, document, engine))
     return Decision(tuple(results))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from devmlops.core.sbom import SbomSummary
 
-__all__ = ["Document", "Evidence"]
+__all__ = ["ApprovalState", "Document", "Evidence"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,16 @@ class Document:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalState:
+    """The valid ModelApproval for this ModelDeployment's digest, as the shell found it (it owns the clock)."""
+
+    approved: bool
+    approver: str = ""
+    name: str = ""
+    expires: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Evidence:
     signatures: tuple[Document, ...] = ()
     sbom: Document | None = None
@@ -27,3 +38,7 @@ class Evidence:
     sbom_error: str = ""
     sbom_signature: Document | None = None
     namespace_labels: Mapping[str, str] = field(default_factory=dict)
+    approval: ApprovalState | None = None
+    target: Mapping[str, Any] | None = None  # the ModelDeployment a ModelApproval names
+    now: str = ""  # RFC 3339, from the shell's clock (the core has none)
+    requester_stamped: bool = False  # the mutating webhook stamps devmlops.io/requested-by

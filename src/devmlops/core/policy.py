@@ -17,14 +17,18 @@ from devmlops.core.model import Mode
 from devmlops.errors import InvalidInputError
 
 __all__ = [
+    "RISK_TIERS",
     "AllowList",
     "Authority",
     "AuthorityKind",
+    "ComplianceRules",
     "LabelSelector",
     "NoMatchAction",
     "Policy",
     "PolicySet",
     "SbomRequirements",
+    "TierRules",
+    "compile_model_policy",
     "compile_policy",
 ]
 
@@ -111,6 +115,29 @@ class AllowList:
     formats: tuple[str, ...] | None = None
 
 
+RISK_TIERS = ("minimal", "limited", "high", "prohibited")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TierRules:
+    deny: bool = False
+    require_approval: bool = False
+    required_annotations: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ComplianceRules:
+    """What the EU AI Act risk tiers demand under this policy, and who may approve."""
+
+    require_risk_label: bool = True
+    tiers: Mapping[str, TierRules] = field(default_factory=dict)
+    approver_users: tuple[str, ...] = ()
+    approver_groups: tuple[str, ...] = ()
+
+    def may_approve(self, username: str, groups: Sequence[str]) -> bool:
+        return username in self.approver_users or bool(set(groups) & set(self.approver_groups))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Policy:
     name: str
@@ -124,7 +151,8 @@ class Policy:
     allow: AllowList = field(default_factory=AllowList)
     rego_packages: tuple[str, ...] = ()
     rego_parameters: Mapping[str, Any] = field(default_factory=dict)
-    compliance: Mapping[str, Any] = field(default_factory=dict)
+    compliance: ComplianceRules | None = None
+    namespace: str = ""  # set for a team's namespaced ModelPolicy; empty for a ClusterModelPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,21 +252,36 @@ def _selector(raw: Any, path: str) -> LabelSelector:
 
 def compile_policy(obj: Mapping[str, Any]) -> Policy:
     """A ``Policy`` from a ClusterModelPolicy object, or ``InvalidInputError`` naming the wrong field."""
+    return _compile(obj, kind="ClusterModelPolicy")
+
+
+def compile_model_policy(obj: Mapping[str, Any]) -> Policy:
+    """A team's namespaced ModelPolicy: the same rules, authorities optional, bound to its namespace."""
+    return _compile(obj, kind="ModelPolicy")
+
+
+def _compile(obj: Mapping[str, Any], *, kind: str) -> Policy:
     metadata = obj.get("metadata") or {}
     name = str(metadata.get("name") or "")
     spec = obj.get("spec")
     if not name or not isinstance(spec, Mapping):
-        raise InvalidInputError(f"ClusterModelPolicy {name or '?'}: expected metadata.name and a spec object")
-    where = f"ClusterModelPolicy {name}: spec"
+        raise InvalidInputError(f"{kind} {name or '?'}: expected metadata.name and a spec object")
+    namespace = str(metadata.get("namespace") or "") if kind == "ModelPolicy" else ""
+    if namespace:
+        name = f"{namespace}/{name}"
+    where = f"{kind} {name}: spec"
     raw_authorities = spec.get("authorities")
-    if not isinstance(raw_authorities, Sequence) or isinstance(raw_authorities, str) or not raw_authorities:
+    team_without_signers = kind == "ModelPolicy" and raw_authorities is None
+    if not team_without_signers and (
+        not isinstance(raw_authorities, Sequence) or isinstance(raw_authorities, str) or not raw_authorities
+    ):
         raise InvalidInputError(f"{where}.authorities: expected at least one authority (an empty list never passes)")
-    authorities = tuple(_authority(a, f"{where}.authorities[{i}]") for i, a in enumerate(raw_authorities))
+    authorities = tuple(_authority(a, f"{where}.authorities[{i}]") for i, a in enumerate(raw_authorities or ()))
     names = [a.name for a in authorities]
     if len(set(names)) != len(names):
         raise InvalidInputError(f"{where}.authorities: names must be unique, got {names}")
     threshold = spec.get("threshold", 1)
-    if not isinstance(threshold, int) or not 1 <= threshold <= len(authorities):
+    if not isinstance(threshold, int) or not 1 <= threshold <= max(len(authorities), 1):
         raise InvalidInputError(
             f"{where}.threshold: got {threshold!r}, expected 1 to {len(authorities)} (the number of authorities)"
         )
@@ -253,6 +296,7 @@ def compile_policy(obj: Mapping[str, Any]) -> Policy:
     rego = spec.get("rego") or {}
     return Policy(
         name=name,
+        namespace=namespace,
         revision=str(metadata.get("resourceVersion") or metadata.get("generation") or "0"),
         mode=mode,
         namespace_selector=_selector(raw_ns, f"{where}.selector.namespaceSelector") if raw_ns is not None else None,
@@ -278,5 +322,33 @@ def compile_policy(obj: Mapping[str, Any]) -> Policy:
         ),
         rego_packages=_strings(rego.get("packages"), f"{where}.rego.packages"),
         rego_parameters=dict(rego.get("parameters") or {}),
-        compliance=dict(spec.get("compliance") or {}),
+        compliance=_compliance(spec.get("compliance"), f"{where}.compliance"),
     )
+
+
+def _compliance(raw: Any, path: str) -> ComplianceRules | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise InvalidInputError(f"{path}: expected an object")
+    tiers: dict[str, TierRules] = {}
+    for tier, rules in (raw.get("tiers") or {}).items():
+        if tier not in RISK_TIERS:
+            raise InvalidInputError(f"{path}.tiers: got tier {tier!r}, expected one of {', '.join(RISK_TIERS)}")
+        if not isinstance(rules, Mapping):
+            raise InvalidInputError(f"{path}.tiers.{tier}: expected an object")
+        tiers[tier] = TierRules(
+            deny=bool(rules.get("deny", False)),
+            require_approval=bool(rules.get("requireApproval", False)),
+            required_annotations=_strings(rules.get("requiredAnnotations"), f"{path}.tiers.{tier}.requiredAnnotations"),
+        )
+    approvers = raw.get("approvers") or {}
+    rules = ComplianceRules(
+        require_risk_label=bool(raw.get("requireRiskLabel", True)),
+        tiers=tiers,
+        approver_users=_strings(approvers.get("users"), f"{path}.approvers.users"),
+        approver_groups=_strings(approvers.get("groups"), f"{path}.approvers.groups"),
+    )
+    if any(t.require_approval for t in tiers.values()) and not (rules.approver_users or rules.approver_groups):
+        raise InvalidInputError(f"{path}.approvers: a tier requires approval, so name at least one user or group")
+    return rules

@@ -9,7 +9,15 @@ from typing import Any, Protocol
 from devmlops.core.policy import Authority
 from devmlops.errors import DevmlopsError
 
-__all__ = ["SignatureVerifier", "SignedModel", "VerificationFailed", "VerificationUnavailable"]
+__all__ = [
+    "PolicyEngine",
+    "PolicyEngineUnavailable",
+    "RegoVerdict",
+    "SignatureVerifier",
+    "SignedModel",
+    "VerificationFailed",
+    "VerificationUnavailable",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,4 +52,22 @@ class SignatureVerifier(Protocol):
 
     def verify_blob(self, artifact: bytes, bundle: str, authority: Authority) -> str:
         """Verify a plain Sigstore bundle over ``artifact``; return the signer's identity."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RegoVerdict:
+    """What one Rego package said: ``deny`` messages deny, ``warn`` messages become warnings."""
+
+    deny: tuple[str, ...] = ()
+    warn: tuple[str, ...] = ()
+
+
+class PolicyEngineUnavailable(DevmlopsError):
+    """OPA is down, slow, or answered with an error: always a denial (fail closed), never cached."""
+
+
+class PolicyEngine(Protocol):
+    def evaluate(self, package: str, document: Mapping[str, Any]) -> RegoVerdict:
+        """Evaluate ``data.<package>`` with ``document`` as input."""
         ...

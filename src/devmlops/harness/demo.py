@@ -101,7 +101,7 @@ def run_demo(*, tools_dir: Path | None, project_dir: Path, once: bool) -> None:
     try:
         with (
             ControlPlane(bin_dir=bin_dir, crd_paths=[project_dir / "crds"], log=_say) as cp,
-            DevmlopsStack(cp) as stack,
+            DevmlopsStack(cp, policies=project_dir / "policies") as stack,
         ):
             _say(f"webhook at {stack.webhook_url} (TLS), operator running; up in {time.monotonic() - started:.1f}s")
             unexpected = _show_samples(cp, stack, project_dir / "config" / "samples")

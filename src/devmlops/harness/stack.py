@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -22,24 +23,37 @@ from devmlops.adapters.kube import api_client
 from devmlops.adapters.pki import new_ca
 from devmlops.errors import HarnessError
 from devmlops.harness.controlplane import ControlPlane
+from devmlops.harness.opa import OpaServer
 from devmlops.harness.processes import ManagedProcess, free_port
 
-__all__ = ["WEBHOOK_CONFIG_NAME", "DevmlopsStack", "validating_webhook_configuration"]
+__all__ = [
+    "MUTATING_CONFIG_NAME",
+    "WEBHOOK_CONFIG_NAME",
+    "DevmlopsStack",
+    "mutating_webhook_configuration",
+    "validating_webhook_configuration",
+]
 
 WEBHOOK_CONFIG_NAME = "devmlops-validating"
+MUTATING_CONFIG_NAME = "devmlops-mutating"
 EXCLUDED_NAMESPACES = ("kube-system", "devmlops-system")
 
 
-def _webhook(resource: str, url: str, ca_pem: bytes, timeout_seconds: int) -> dict[str, Any]:
-    namespaced = resource == "modeldeployments"
+_NAMESPACED = {"modeldeployments", "modelpolicies", "modelapprovals"}
+
+
+def _webhook(
+    resource: str, url: str, ca_pem: bytes, timeout_seconds: int, *, operations: tuple[str, ...] = ("CREATE", "UPDATE")
+) -> dict[str, Any]:
+    namespaced = resource in _NAMESPACED
     webhook: dict[str, Any] = {
-        "name": f"{resource}.validate.devmlops.io",
+        "name": f"{resource}.{url.rsplit('/', 1)[-1]}.devmlops.io",
         "clientConfig": {"url": url, "caBundle": base64.b64encode(ca_pem).decode()},
         "rules": [
             {
                 "apiGroups": ["devmlops.io"],
                 "apiVersions": ["v1alpha1"],
-                "operations": ["CREATE", "UPDATE"],
+                "operations": list(operations),
                 "resources": [resource],
                 "scope": "Namespaced" if namespaced else "Cluster",
             }
@@ -56,7 +70,7 @@ def _webhook(resource: str, url: str, ca_pem: bytes, timeout_seconds: int) -> di
 
 
 def validating_webhook_configuration(url: str, ca_pem: bytes, *, timeout_seconds: int = 10) -> dict[str, Any]:
-    """ModelDeployments and ClusterModelPolicies on create and update; failurePolicy Fail (fail closed).
+    """Every devmlops kind on create and update; failurePolicy Fail (fail closed).
 
     The webhook's own namespace and kube-system are excluded so that devmlops can never lock itself out.
     """
@@ -66,8 +80,24 @@ def validating_webhook_configuration(url: str, ca_pem: bytes, *, timeout_seconds
         "metadata": {"name": WEBHOOK_CONFIG_NAME, "labels": {"app.kubernetes.io/part-of": "devmlops"}},
         "webhooks": [
             _webhook(resource, url, ca_pem, timeout_seconds)
-            for resource in ("modeldeployments", "clustermodelpolicies")
+            for resource in ("modeldeployments", "clustermodelpolicies", "modelpolicies", "modelapprovals")
         ],
+    }
+
+
+def mutating_webhook_configuration(url: str, ca_pem: bytes, *, timeout_seconds: int = 5) -> dict[str, Any]:
+    """Stamp devmlops.io/requested-by on ModelDeployments and devmlops.io/approved-by on ModelApprovals."""
+    webhooks = [
+        _webhook("modeldeployments", url, ca_pem, timeout_seconds),
+        _webhook("modelapprovals", url, ca_pem, timeout_seconds, operations=("CREATE",)),
+    ]
+    for webhook in webhooks:
+        webhook["reinvocationPolicy"] = "Never"
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": MUTATING_CONFIG_NAME, "labels": {"app.kubernetes.io/part-of": "devmlops"}},
+        "webhooks": webhooks,
     }
 
 
@@ -82,8 +112,10 @@ def _https_ok(url: str, context: ssl.SSLContext) -> bool:
 class DevmlopsStack:
     """Webhook and operator for one control plane; ``stop()`` ends both and removes the registration."""
 
-    def __init__(self, control_plane: ControlPlane) -> None:
+    def __init__(self, control_plane: ControlPlane, *, policies: Path | None = None) -> None:
         self.cp = control_plane
+        self.policies = policies
+        self.opa: OpaServer | None = None
         self.workdir = control_plane.workdir / "devmlops"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.webhook: ManagedProcess | None = None
@@ -103,6 +135,8 @@ class DevmlopsStack:
 
     def start(self) -> Self:
         try:
+            if self.policies is not None:
+                self.opa = OpaServer(bin_dir=self.cp.bin_dir, policies=self.policies, workdir=self.workdir).start()
             self.start_webhook()
             self.register_webhook()
             self.start_operator()
@@ -116,6 +150,9 @@ class DevmlopsStack:
             if proc is not None:
                 proc.stop()
         self.operator = self.webhook = None
+        if self.opa is not None:
+            self.opa.stop()
+            self.opa = None
 
     @property
     def webhook_url(self) -> str:
@@ -145,6 +182,7 @@ class DevmlopsStack:
             str(key),
             "--cert-reload-interval",
             "0.5",
+            *(["--opa-url", self.opa.url] if self.opa else []),
         ]
         self.webhook = ManagedProcess(
             "webhook", argv, log_path=self.workdir / "webhook.log", env=self._python_env()
@@ -168,16 +206,21 @@ class DevmlopsStack:
 
     def register_webhook(self, *, timeout: float = 20.0) -> None:
         """Create the ValidatingWebhookConfiguration and wait until the API server calls the webhook."""
-        config: Any = validating_webhook_configuration(f"{self.webhook_url}/validate", self.ca.cert_pem)
+        validating: Any = validating_webhook_configuration(f"{self.webhook_url}/validate", self.ca.cert_pem)
+        mutating: Any = mutating_webhook_configuration(f"{self.webhook_url}/mutate", self.ca.cert_pem)
         with api_client(self.cp.kubeconfig()) as client:
             api = k8s.AdmissionregistrationV1Api(client)
-            try:
-                api.create_validating_webhook_configuration(config)
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-                api.delete_validating_webhook_configuration(WEBHOOK_CONFIG_NAME)
-                api.create_validating_webhook_configuration(config)
+            for create, delete, config in (
+                (api.create_mutating_webhook_configuration, api.delete_mutating_webhook_configuration, mutating),
+                (api.create_validating_webhook_configuration, api.delete_validating_webhook_configuration, validating),
+            ):
+                try:
+                    create(config)
+                except ApiException as exc:
+                    if exc.status != 409:
+                        raise
+                    delete(config["metadata"]["name"])
+                    create(config)
             self._wait_webhook_active(client, timeout)
 
     def _wait_webhook_active(self, client: k8s.ApiClient, timeout: float) -> None:
@@ -243,11 +286,16 @@ class DevmlopsStack:
 
     def unregister_webhook(self) -> None:
         with api_client(self.cp.kubeconfig()) as client:
-            try:
-                k8s.AdmissionregistrationV1Api(client).delete_validating_webhook_configuration(WEBHOOK_CONFIG_NAME)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
+            api = k8s.AdmissionregistrationV1Api(client)
+            for delete, name in (
+                (api.delete_validating_webhook_configuration, WEBHOOK_CONFIG_NAME),
+                (api.delete_mutating_webhook_configuration, MUTATING_CONFIG_NAME),
+            ):
+                try:
+                    delete(name)
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
 
     def start_operator(self) -> None:
         port = free_port()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any, cast
 
 import kopf
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from devmlops.operator.conditions import set_condition
+from devmlops.operator.approvals import check_approval_state
+from devmlops.operator.conditions import ConditionStatus, set_condition
 from devmlops.operator.kserve import build_inference_service
 
 __all__ = ["build_registry"]
@@ -66,62 +68,89 @@ def build_registry(api_client: k8s.ApiClient) -> kopf.OperatorRegistry:
         )
         return info
 
+    def reconcile_model(body: Mapping[str, Any], logger: Any) -> dict[str, Any]:
+        """Bring the child in line with an admitted ModelDeployment; return the status to write."""
+        status = body.get("status") or {}
+        generation = int(body["metadata"].get("generation") or 0)
+        now = _now()
+
+        def condition(
+            conditions: list[dict[str, Any]], type_: str, value: ConditionStatus, reason: str, message: str
+        ) -> list[dict[str, Any]]:
+            return set_condition(
+                conditions, type_=type_, status=value, reason=reason, message=message, generation=generation, now=now
+            )
+
+        conditions = condition(
+            list(status.get("conditions") or []),
+            "Admitted",
+            "True",
+            "AdmissionWebhook",
+            "the devmlops admission webhook admitted this ModelDeployment",
+        )
+        kind = (body.get("spec") or {}).get("runtime", {}).get("kind")
+        if kind != "kserve":
+            message = f"runtime.kind {kind!r} has no child builder yet; expected 'kserve'"
+            conditions = condition(conditions, "Degraded", "True", "UnsupportedRuntime", message)
+            return {"conditions": conditions, "observedGeneration": generation, "phase": "Degraded"}
+        approval = check_approval_state(api_client, body)
+        if approval.waiting:
+            digest = body["spec"]["model"]["digest"]
+            message = (
+                f"risk tier requires a ModelApproval for {digest} by a second person "
+                f"({', '.join(approval.required_by)}); not served until then"
+            )
+            conditions = condition(conditions, "AwaitingApproval", "True", "NoValidApproval", message)
+            conditions = condition(conditions, "ServingReady", "False", "AwaitingApproval", "no child until approved")
+            return {"conditions": conditions, "observedGeneration": generation, "phase": "AwaitingApproval"}
+        if approval.required_by:
+            conditions = condition(
+                conditions,
+                "AwaitingApproval",
+                "False",
+                "Approved",
+                f"approved by {approval.state.approver} ({approval.state.name})",
+            )
+        child = build_inference_service(body)
+        kopf.adopt(child, owner=kopf.Body(cast(kopf.RawBody, dict(body))))
+        action = _upsert_inference_service(custom, child)
+        logger.info("InferenceService %s %s", child["metadata"]["name"], action)
+        conditions = condition(
+            conditions, "ServingReady", "Unknown", "WaitingForChild", "waiting for the InferenceService to report Ready"
+        )
+        return {
+            "conditions": conditions,
+            "observedGeneration": generation,
+            "phase": "Admitted",
+            "child": {"apiVersion": child["apiVersion"], "kind": child["kind"], "name": child["metadata"]["name"]},
+        }
+
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
-    def reconcile(body: kopf.Body, status: kopf.Status, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
-        generation = int(body.metadata.get("generation") or 0)
-        conditions: list[dict[str, Any]] = list(status.get("conditions") or [])
-        now = _now()
-        conditions = set_condition(
-            conditions,
-            type_="Admitted",
-            status="True",
-            reason="AdmissionWebhook",
-            message="the devmlops admission webhook admitted this ModelDeployment",
-            generation=generation,
-            now=now,
-        )
-        kind = body.spec.get("runtime", {}).get("kind")
-        if kind != "kserve":
-            conditions = set_condition(
-                conditions,
-                type_="Degraded",
-                status="True",
-                reason="UnsupportedRuntime",
-                message=f"runtime.kind {kind!r} has no child builder yet; expected 'kserve'",
-                generation=generation,
-                now=now,
-            )
-            patch.status.update({"conditions": conditions, "observedGeneration": generation, "phase": "Degraded"})
-            kopf.warn(body, reason="UnsupportedRuntime", message=f"runtime.kind {kind!r} is not served yet")
+    def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+        before = (body.get("status") or {}).get("phase")
+        result = reconcile_model(dict(body), logger)
+        patch.status.update(result)
+        if result["phase"] != before:
+            kopf.info(body, reason=result["phase"], message=result["conditions"][-1]["message"])
+
+    @kopf.on.resume(GROUP, VERSION, "modelapprovals", registry=registry)
+    @kopf.on.create(GROUP, VERSION, "modelapprovals", registry=registry)
+    def approved(spec: kopf.Spec, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
+        """A new approval may release a ModelDeployment that waits for it."""
+        name, namespace = str(spec.get("modelDeployment") or ""), str(namespace or "")
+        try:
+            model = cast(dict[str, Any], custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        if (model.get("status") or {}).get("phase") != "AwaitingApproval":
             return
-        child = build_inference_service(dict(body))
-        kopf.adopt(child, owner=body)
-        action = _upsert_inference_service(custom, child)
-        logger.info("InferenceService %s %s", child["metadata"]["name"], action)
-        if action != "unchanged":
-            kopf.info(body, reason=f"Child{action.capitalize()}", message=f"InferenceService {action}")
-        conditions = set_condition(
-            conditions,
-            type_="ServingReady",
-            status="Unknown",
-            reason="WaitingForChild",
-            message="waiting for the InferenceService to report Ready",
-            generation=generation,
-            now=now,
-        )
-        patch.status.update(
-            {
-                "conditions": conditions,
-                "observedGeneration": generation,
-                "phase": "Admitted",
-                "child": {
-                    "apiVersion": child["apiVersion"],
-                    "kind": child["kind"],
-                    "name": child["metadata"]["name"],
-                },
-            }
-        )
+        result = reconcile_model(model, logger)
+        custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": result})
+        if result["phase"] != "AwaitingApproval":
+            logger.info("ModelDeployment %s/%s released by its approval", namespace, name)
 
     return registry

@@ -7,6 +7,7 @@ a timeout all become a denial with a reason (fail closed), never an admission.
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import json
 import logging
@@ -21,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from devmlops.core.audit import audit_record
 from devmlops.core.model import Decision, GateResult
+from devmlops.core.mutation import stamp_patch
 from devmlops.core.review import AdmissionRequest, build_response, parse_review
 from devmlops.errors import DevmlopsError, InvalidInputError
 from devmlops.webhook.metrics import WebhookMetrics
@@ -121,6 +123,27 @@ def create_app(settings: WebhookSettings, deps: WebhookDeps) -> FastAPI:
         )
         deps.audit(audit_record(admission, decision, latency_seconds=elapsed))
         return JSONResponse(dict(build_response(decision, admission.uid)))
+
+    @app.post("/mutate")
+    async def mutate(request: Request) -> JSONResponse:
+        """Stamp requested-by / approved-by from userInfo; anything unreadable is refused (fail closed)."""
+        try:
+            raw = await _read_limited(request, settings.max_body_bytes)
+        except _BodyTooLarge:
+            return JSONResponse(_denial("", "request", "AdmissionReview larger than the limit"), status_code=413)
+        body: object = None
+        try:
+            body = json.loads(raw)
+            admission = parse_review(body)
+        except (ValueError, UnicodeDecodeError, InvalidInputError) as exc:
+            reason = exc.user_message if isinstance(exc, InvalidInputError) else f"not valid JSON: {exc}"
+            return JSONResponse(_denial(_uid_of(body), "request", reason))
+        patch = stamp_patch(admission)
+        response: dict[str, Any] = {"uid": admission.uid, "allowed": True}
+        if patch:
+            response["patchType"] = "JSONPatch"
+            response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
+        return JSONResponse({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

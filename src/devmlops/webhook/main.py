@@ -10,6 +10,7 @@ from kubernetes import config as k8s_config
 
 from devmlops.adapters.kubecache import ClusterCaches
 from devmlops.adapters.oms import OmsVerifier
+from devmlops.adapters.opa import OpaEngine
 from devmlops.adapters.policystore import PolicyStore
 from devmlops.adapters.verifycache import CachingVerifier, DeadlineVerifier
 from devmlops.webhook.app import WebhookDeps
@@ -39,7 +40,8 @@ def run(settings: WebhookSettings) -> None:
         DeadlineVerifier(timed, seconds=settings.verification_timeout_seconds),
         on_event=lambda event: metrics.cache_events.labels(event).inc(),
     )
-    service = AdmissionService(policies=store.snapshot, lookup=caches, verifier=verifier)
+    engine = OpaEngine(settings.opa_url, timeout=settings.opa_timeout_seconds) if settings.opa_url else None
+    service = AdmissionService(policies=store.snapshot, lookup=caches, verifier=verifier, engine=engine)
 
     # Ready only once policies and evidence caches have been listed: before that every answer would be a guess.
     def status() -> dict[str, Any]:
@@ -49,6 +51,10 @@ def run(settings: WebhookSettings) -> None:
             "policyNames": sorted(p.name for p in snapshot.policies),
             "brokenPolicies": sorted(snapshot.broken),
             "policyRevision": snapshot.revision,
+            "opa": "none" if engine is None else ("up" if engine.healthy() else "down"),
         }
 
-    serve(settings, WebhookDeps(decide=service.decide, metrics=metrics, ready=lambda: caches.synced, status=status))
+    def ready() -> bool:
+        return caches.synced and (engine is None or engine.healthy())
+
+    serve(settings, WebhookDeps(decide=service.decide, metrics=metrics, ready=ready, status=status))

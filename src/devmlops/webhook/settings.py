@@ -26,6 +26,8 @@ class WebhookSettings(BaseModel):
     verification_timeout_seconds: float = Field(default=3.0, gt=0, description="Deadline of one verification.")
     decision_workers: int = Field(default=8, ge=1)
     no_match: Literal["allow", "warn", "deny"] = "deny"
+    opa_url: str | None = Field(default=None, description="OPA for the rego gate, e.g. http://127.0.0.1:8181.")
+    opa_timeout_seconds: float = Field(default=2.0, gt=0, description="Deadline of one OPA query.")
     cert_reload_seconds: float = Field(default=10.0, gt=0, description="How often the TLS files are checked.")
     max_body_bytes: int = Field(
         default=3 * 1024 * 1024, ge=1024, description="Larger AdmissionReviews are denied unread (413)."

@@ -31,6 +31,12 @@ class Lookup:
     def namespace_labels(self, namespace: str) -> dict[str, str]:
         return {}
 
+    def model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return None
+
+    def approvals(self) -> list[dict[str, Any]]:
+        return []
+
 
 SERVICE = AdmissionService(policies=lambda: PolicySet((POLICY,)), lookup=Lookup(), verifier=FakeVerifier())
 
@@ -46,7 +52,7 @@ def review(obj: dict[str, Any]) -> dict[str, Any]:
             "namespace": "ns",
             "name": "m",
             "userInfo": {"username": "alice"},
-            "object": obj,
+            "object": {"metadata": {"annotations": {"devmlops.io/requested-by": "alice"}}, **obj},
         },
     }
 
