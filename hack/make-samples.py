@@ -19,6 +19,11 @@ from devmlops.adapters.blobsign import sign_blob_with_key
 from devmlops.adapters.modelsign import sign_model
 
 ROOT = Path(__file__).resolve().parent.parent
+LIMITED = {"devmlops.io/transparency-notice": "https://example.com/ai-notice"}
+HIGH = {
+    "devmlops.io/logging-sink": "loki://ml-audit/credit-scoring",
+    "devmlops.io/conformity-evidence": "https://docs.example.com/conformity/credit-scoring",
+}
 SAMPLES, DEMO = ROOT / "config" / "samples", ROOT / "config" / "demo"
 MODEL = DEMO / "fraud-detector"
 
@@ -68,7 +73,16 @@ def dump(path: Path, comment: str, *docs: dict[str, object]) -> None:
     path.write_text(f"# {comment}\n{body}")
 
 
-def model_deployment(name: str, expect: str, *, digest: str, uri: str, signature_key: str | None) -> dict[str, object]:
+def model_deployment(
+    name: str,
+    expect: str,
+    *,
+    digest: str,
+    uri: str,
+    signature_key: str | None,
+    tier: str = "limited",
+    annotations: dict[str, str] | None = None,
+) -> dict[str, object]:
     spec: dict[str, object] = {
         "model": {"name": name, "version": "2.3.0", "uri": uri, "format": "sklearn", "digest": digest},
         "runtime": {"kind": "kserve", "replicas": 2},
@@ -81,8 +95,8 @@ def model_deployment(name: str, expect: str, *, digest: str, uri: str, signature
     return {
         "apiVersion": "devmlops.io/v1alpha1",
         "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": "default", "labels": {"devmlops.io/eu-ai-act-risk": "limited"},
-                     "annotations": {"devmlops.io/expect": expect}},
+        "metadata": {"name": name, "namespace": "default", "labels": {"devmlops.io/eu-ai-act-risk": tier},
+                     "annotations": {"devmlops.io/expect": expect, **(annotations or LIMITED)}},
         "spec": spec,
     }
 
@@ -111,11 +125,17 @@ def main() -> None:
         "metadata": {"name": "production-models"},
         "spec": {
             "mode": "enforce",
-            "selector": {"models": ["fraud-*", "churn-*"]},
+            "selector": {"models": ["fraud-*", "churn-*", "credit-*", "face-*"]},
             "authorities": [{"name": "release-key", "key": {"publicKey": release_pub.decode()}}],
             "sbom": {"required": True, "formats": ["cyclonedx", "spdx"], "bindToDigest": True,
                      "deniedLicenses": ["AGPL-3.0-only"], "requiredModelCardFields": ["modelParameters.task"]},
             "allow": {"storageUris": ["s3://models-prod/**", "hf://example-org/**"], "runtimes": ["kserve", "triton"]},
+            "compliance": {
+                "requireRiskLabel": True,
+                "approvers": {"groups": ["devmlops:approvers"]},
+                "tiers": {"prohibited": {"deny": True}, "high": {"requireApproval": True}},
+            },
+            "rego": {"packages": ["devmlops.eu_ai_act", "devmlops.licenses"]},
         },
     }
     dump(SAMPLES / "00-policy.yaml", "Who may sign production models, what their SBOM must say, where they may come from.",
@@ -145,6 +165,13 @@ def main() -> None:
     dump(SAMPLES / "23-fraud-rogue-signer.yaml", "Signed by a key the policy does not trust: denied.",
          model_deployment("fraud-detector-rogue", "denied", digest=signed.digest,
                           uri="s3://models-prod/fraud-detector/2.3.0", signature_key="rogue.sig"))
+    dump(SAMPLES / "40-credit-scoring-high-risk.yaml",
+         "High risk (EU AI Act): admitted with a warning, served only after a second person's ModelApproval.",
+         model_deployment("credit-scoring", "admitted", digest=signed.digest, uri="s3://models-prod/credit-scoring/1.0",
+                          signature_key="model.sig", tier="high", annotations=HIGH))
+    dump(SAMPLES / "41-face-recognition-prohibited.yaml", "Prohibited (EU AI Act Art. 5): always denied.",
+         model_deployment("face-recognition-public", "denied", digest=signed.digest,
+                          uri="s3://models-prod/face-recognition/1.0", signature_key="model.sig", tier="prohibited"))
     print(f"demo model {MODEL} signed: {signed.digest}")
 
 

@@ -339,16 +339,21 @@ def sbom_check(file: Path, as_json: bool) -> None:
 )
 @click.option("--policy", "policy_files", multiple=True, type=_PATH, help="Files with ClusterModelPolicies.")
 @click.option("--no-match", type=click.Choice(["deny", "warn", "allow"]), default="deny", show_default=True)
+@click.option("--opa-url", default=None, help="OPA that holds the Rego packages the policies name.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON results on stdout.")
-def check(files: tuple[Path, ...], policy_files: tuple[Path, ...], no_match: str, as_json: bool) -> None:
+def check(
+    files: tuple[Path, ...], policy_files: tuple[Path, ...], no_match: str, opa_url: str | None, as_json: bool
+) -> None:
     """Run the admission decision offline over ModelDeployment manifests (like `kyverno apply`).
 
     Exit 0 all admitted, 1 any denied, 2 error.
     """
+    from devmlops.adapters.opa import OpaEngine
     from devmlops.offline import check_manifests, load_manifests
 
     documents = load_manifests([*files, *policy_files])
-    results = check_manifests(documents, no_match=no_match)  # type: ignore[arg-type]
+    engine = OpaEngine(opa_url) if opa_url else None
+    results = check_manifests(documents, no_match=no_match, engine=engine)  # type: ignore[arg-type]
     if not results:
         raise InvalidInputError("no ModelDeployment in the given files")
     payload = [

@@ -18,6 +18,7 @@ from devmlops.adapters.oms import OmsVerifier
 from devmlops.core.decision import decide
 from devmlops.core.model import Decision
 from devmlops.core.policy import NoMatchAction, PolicySet, compile_policy
+from devmlops.core.ports import PolicyEngine
 from devmlops.core.review import AdmissionRequest, GroupVersionKind
 from devmlops.errors import InvalidInputError
 
@@ -74,7 +75,9 @@ class _FileLookup:
         return {**labels, **((doc or {}).get("metadata", {}).get("labels") or {})}
 
 
-def check_manifests(documents: list[dict[str, Any]], *, no_match: NoMatchAction = "deny") -> list[CheckResult]:
+def check_manifests(
+    documents: list[dict[str, Any]], *, no_match: NoMatchAction = "deny", engine: PolicyEngine | None = None
+) -> list[CheckResult]:
     policies = PolicySet(
         tuple(compile_policy(d) for d in documents if d["kind"] == "ClusterModelPolicy"), no_match=no_match
     )
@@ -97,6 +100,6 @@ def check_manifests(documents: list[dict[str, Any]], *, no_match: NoMatchAction 
             object=obj,
             old_object=None,
         )
-        decision = decide(request, policies, resolve_evidence(obj, lookup), verifier)
+        decision = decide(request, policies, resolve_evidence(obj, lookup), verifier, engine)
         results.append(CheckResult(namespace, name, decision))
     return results

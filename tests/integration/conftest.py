@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,8 +45,16 @@ def control_plane(tools_dir: Path) -> Iterator[ControlPlane]:
 
 
 @pytest.fixture(scope="session")
-def stack(control_plane: ControlPlane) -> Iterator[DevmlopsStack]:
-    with DevmlopsStack(control_plane, policies=ROOT / "policies") as running:
+def policies_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of policies/ that OPA watches, so tests may edit Rego live without touching the checkout."""
+    copy = tmp_path_factory.mktemp("rego") / "policies"
+    shutil.copytree(ROOT / "policies", copy)
+    return copy
+
+
+@pytest.fixture(scope="session")
+def stack(control_plane: ControlPlane, policies_dir: Path) -> Iterator[DevmlopsStack]:
+    with DevmlopsStack(control_plane, policies=policies_dir) as running:
         yield running
 
 

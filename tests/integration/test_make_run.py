@@ -70,6 +70,15 @@ def test_run_once_prints_what_was_admitted_denied_and_rejected_and_exits_zero(
         assert rows[f"ModelDeployment/{name}"].split()[1:3] == ["denied", "denied"]
         assert reason in rows[f"ModelDeployment/{name}"]
     assert rows["ModelDeployment/malformed-digest"].split()[1:3] == ["rejected", "rejected"]
+    assert rows["ModelDeployment/credit-scoring"].split()[1:4] == ["admitted", "admitted", "(awaiting"]
+    assert "risk tier prohibited: the policy never admits this tier" in rows["ModelDeployment/face-recognition-public"]
+    assert "credit-scoring (high risk) is AwaitingApproval" in output
+    assert "bob approved it (requested by admin): now served by InferenceService/credit-scoring" in output
+    assert "fraud-detector-v2 before the Rego edit: admitted" in output
+    assert (
+        "(no restart): denied by devmlops: rego gate (policy production-models): devmlops.eu_ai_act: change freeze"
+        in output
+    )
     assert "UNEXPECTED" not in output
 
 

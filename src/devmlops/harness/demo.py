@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sys
 import time
@@ -71,8 +72,11 @@ def attach_children(client: k8s.ApiClient, outcomes: list[Outcome], *, timeout: 
                         "devmlops.io", "v1alpha1", "default", "modeldeployments", outcome.name
                     ),
                 )
-                ref = md.get("status", {}).get("child")
+                status = md.get("status") or {}
+                ref = status.get("child")
                 child = f"{ref['kind']}/{ref['name']}" if ref else ""
+                if not child and status.get("phase") == "AwaitingApproval":
+                    child = "(awaiting approval)"
             result.append(replace(outcome, child=child) if child else outcome)
         waiting = [o for o in result if o.kind == "ModelDeployment" and o.result == "admitted" and not o.child]
         if not waiting:
@@ -99,25 +103,36 @@ def run_demo(*, tools_dir: Path | None, project_dir: Path, once: bool) -> None:
     bin_dir = find_tools(tools_dir)
     started = time.monotonic()
     try:
-        with (
-            ControlPlane(bin_dir=bin_dir, crd_paths=[project_dir / "crds"], log=_say) as cp,
-            DevmlopsStack(cp, policies=project_dir / "policies") as stack,
-        ):
-            _say(f"webhook at {stack.webhook_url} (TLS), operator running; up in {time.monotonic() - started:.1f}s")
-            unexpected = _show_samples(cp, stack, project_dir / "config" / "samples")
-            if once:
-                if unexpected:
-                    sys.exit(1)
-                return
-            _say(f"kubeconfig: export KUBECONFIG={cp.kubeconfig()}  (users: {', '.join(cp.users)})")
-            _say("running; press Ctrl-C to stop")
-            while True:
-                for proc in (stack.webhook, stack.operator):
-                    if proc is not None:
-                        proc.ensure_running()
-                time.sleep(1)
+        with ControlPlane(bin_dir=bin_dir, crd_paths=[project_dir / "crds"], log=_say) as cp:
+            # OPA watches a copy of policies/, so the live Rego edit below never touches the checkout.
+            policies = cp.workdir / "policies"
+            shutil.copytree(project_dir / "policies", policies)
+            with DevmlopsStack(cp, policies=policies) as stack:
+                _run(cp, stack, project_dir, policies, once=once, started=started)
     except KeyboardInterrupt:
         _say("stopped")
+
+
+def _run(
+    cp: ControlPlane, stack: DevmlopsStack, project_dir: Path, policies: Path, *, once: bool, started: float
+) -> None:
+    _say(
+        f"webhook at {stack.webhook_url} (TLS), OPA at {stack.opa.url if stack.opa else '-'}, operator "
+        f"running; up in {time.monotonic() - started:.1f}s"
+    )
+    unexpected = _show_samples(cp, stack, project_dir / "config" / "samples")
+    unexpected += _compliance_story(cp, policies)
+    if once:
+        if unexpected:
+            sys.exit(1)
+        return
+    _say(f"kubeconfig: export KUBECONFIG={cp.kubeconfig()}  (users: {', '.join(cp.users)})")
+    _say("running; press Ctrl-C to stop")
+    while True:
+        for proc in (stack.webhook, stack.operator):
+            if proc is not None:
+                proc.ensure_running()
+        time.sleep(1)
 
 
 def _show_samples(cp: ControlPlane, stack: DevmlopsStack, samples: Path) -> list[Outcome]:
@@ -135,3 +150,128 @@ def _show_samples(cp: ControlPlane, stack: DevmlopsStack, samples: Path) -> list
     for o in unexpected:
         _say(f"UNEXPECTED: {o.kind}/{o.name} was {o.result}, expected {o.expected}")
     return unexpected
+
+
+GROUP, VERSION = "devmlops.io", "v1alpha1"
+FREEZE_RULE = (
+    "package devmlops.eu_ai_act\n\nimport rego.v1\n\n"
+    'deny contains "change freeze: no model rollouts until Monday"\n'
+    '\tif input.object.metadata.name == "fraud-detector-v2"\n'
+)
+
+
+def _compliance_story(cp: ControlPlane, policies: Path) -> list[Outcome]:
+    """High risk waits for a second person; a Rego rule edited live changes a decision. Returns surprises."""
+    surprises: list[Outcome] = []
+    with api_client(cp.kubeconfig()) as admin, api_client(cp.kubeconfig("bob")) as bob:
+        _grant_approvers(admin)
+        custom = k8s.CustomObjectsApi(admin)
+        phase = _wait_phase(custom, "credit-scoring", {"AwaitingApproval", "Admitted"})
+        _say(f"credit-scoring (high risk) is {phase}: no model server until a second person approves")
+        md = cast(
+            dict[str, Any],
+            custom.get_namespaced_custom_object(GROUP, VERSION, "default", "modeldeployments", "credit-scoring"),
+        )
+        approval = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ModelApproval",
+            "metadata": {"name": "credit-scoring"},
+            "spec": {
+                "modelDeployment": "credit-scoring",
+                "digest": md["spec"]["model"]["digest"],
+                "comment": "reviewed the conformity assessment",
+            },
+        }
+        k8s.CustomObjectsApi(bob).create_namespaced_custom_object(GROUP, VERSION, "default", "modelapprovals", approval)
+        child = _wait_child(custom, "credit-scoring")
+        _say(
+            f"bob approved it (requested by {md['metadata']['annotations'].get('devmlops.io/requested-by')}): "
+            f"now served by {child or 'nothing yet'}"
+        )
+        if not child:
+            surprises.append(Outcome("ModelDeployment", "credit-scoring", "served", "not served", "no child"))
+        probe = _probe_model(md)
+        before = _dry_run(custom, probe)
+        rule = policies / "eu_ai_act" / "demo_freeze.rego"
+        rule.write_text(FREEZE_RULE)
+        try:
+            after = _wait_changed(custom, probe, before)
+        finally:
+            rule.unlink()
+        _say(f"fraud-detector-v2 before the Rego edit: {before or 'admitted'}")
+        _say(f"after adding {rule.name} (no restart): {after or 'admitted'}")
+        if before or "change freeze" not in after:
+            surprises.append(Outcome("ModelDeployment", "fraud-detector-v2", "denied by the new rule", after, ""))
+    return surprises
+
+
+def _grant_approvers(admin: k8s.ApiClient) -> None:
+    rbac = k8s.RbacAuthorizationV1Api(admin)
+    rules = [
+        {"apiGroups": [GROUP], "resources": ["modelapprovals", "modeldeployments"], "verbs": ["create", "get", "list"]}
+    ]
+    role: Any = {"metadata": {"name": "devmlops-approvers"}, "rules": rules}
+    binding: Any = {
+        "metadata": {"name": "devmlops-approvers"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "devmlops-approvers"},
+        "subjects": [{"kind": "Group", "name": "devmlops:approvers", "apiGroup": "rbac.authorization.k8s.io"}],
+    }
+    rbac.create_namespaced_role("default", role)
+    rbac.create_namespaced_role_binding("default", binding)
+
+
+def _wait_phase(custom: k8s.CustomObjectsApi, name: str, phases: set[str], timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    phase = ""
+    while time.monotonic() < deadline:
+        md = cast(
+            dict[str, Any], custom.get_namespaced_custom_object(GROUP, VERSION, "default", "modeldeployments", name)
+        )
+        phase = str((md.get("status") or {}).get("phase") or "")
+        if phase in phases:
+            return phase
+        time.sleep(0.3)
+    return phase or "Pending"
+
+
+def _wait_child(custom: k8s.CustomObjectsApi, name: str, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        md = cast(
+            dict[str, Any], custom.get_namespaced_custom_object(GROUP, VERSION, "default", "modeldeployments", name)
+        )
+        child = (md.get("status") or {}).get("child")
+        if child:
+            return f"{child['kind']}/{child['name']}"
+        time.sleep(0.3)
+    return ""
+
+
+def _probe_model(template: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelDeployment",
+        "metadata": {
+            "name": "fraud-detector-v2",
+            "labels": {"devmlops.io/eu-ai-act-risk": "limited"},
+            "annotations": {"devmlops.io/transparency-notice": "https://example.com/ai-notice"},
+        },
+        "spec": {**template["spec"], "model": {**template["spec"]["model"], "name": "fraud-detector-v2"}},
+    }
+
+
+def _dry_run(custom: k8s.CustomObjectsApi, doc: dict[str, Any]) -> str:
+    try:
+        custom.create_namespaced_custom_object(GROUP, VERSION, "default", "modeldeployments", doc, dry_run="All")
+    except ApiException as exc:
+        return denial_message(exc).partition(" denied the request: ")[2] or denial_message(exc)
+    return ""
+
+
+def _wait_changed(custom: k8s.CustomObjectsApi, doc: dict[str, Any], before: str, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    now = before
+    while time.monotonic() < deadline and now == before:
+        time.sleep(0.3)
+        now = _dry_run(custom, doc)
+    return now

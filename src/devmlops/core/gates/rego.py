@@ -114,9 +114,9 @@ def check_rego(policy: Policy, document: Mapping[str, Any], engine: PolicyEngine
         return [
             result(
                 "error",
-                "no OPA is configured for this webhook (fail closed)",
+                "no OPA is configured (fail closed)",
                 package=policy.rego_packages[0],
-                hint="start the webhook with --opa-url",
+                hint="give the webhook or `devmlops check` an --opa-url",
             )
         ]
     results: list[GateResult] = []
