@@ -1,0 +1,157 @@
+"""The compliance gate, ModelApproval review, requester stamping and team-policy narrowing, in the pure core."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from devmlops.core.approvalreview import review_approval
+from devmlops.core.evidence import Evidence
+from devmlops.core.gates.compliance import check_compliance
+from devmlops.core.gates.requester import check_requester
+from devmlops.core.mutation import stamp_patch
+from devmlops.core.narrowing import widenings
+from devmlops.core.policy import compile_policy
+from devmlops.core.review import AdmissionRequest, GroupVersionKind
+from devmlops.core.sbom import SbomComponent, SbomSummary
+
+PEM = "-----BEGIN PUBLIC KEY-----\nMFk=\n-----END PUBLIC KEY-----"
+DIGEST = "sha256:" + "ab" * 32
+COMPLIANCE = {
+    "approvers": {"groups": ["approvers"], "users": ["dana"]},
+    "tiers": {
+        "prohibited": {"deny": True},
+        "high": {"requireApproval": True, "requiredAnnotations": ["devmlops.io/dpia"]},
+    },
+}
+POLICY = compile_policy(
+    {
+        "metadata": {"name": "eu"},
+        "spec": {
+            "authorities": [{"name": "k", "key": {"publicKey": PEM}}],
+            "compliance": COMPLIANCE,
+            "allow": {"storageUris": ["s3://models/**"], "runtimes": ["kserve"]},
+            "sbom": {"required": True},
+        },
+    }
+)
+
+
+def md(tier: str | None, annotations: dict[str, str] | None = None, requester: str = "alice") -> dict[str, Any]:
+    labels = {"devmlops.io/eu-ai-act-risk": tier} if tier else {}
+    return {
+        "metadata": {
+            "name": "fraud",
+            "labels": labels,
+            "annotations": {"devmlops.io/requested-by": requester, **(annotations or {})},
+        },
+        "spec": {"model": {"name": "fraud", "digest": DIGEST}},
+    }
+
+
+def test_the_risk_label_is_required_and_must_be_a_known_tier() -> None:
+    assert "label devmlops.io/eu-ai-act-risk is missing" in check_compliance(md(None), POLICY, Evidence()).reason
+    assert "got 'extreme'" in check_compliance(md("extreme"), POLICY, Evidence()).reason
+
+
+def test_tier_demands_come_from_policy() -> None:
+    assert check_compliance(md("prohibited"), POLICY, Evidence()).outcome == "fail"
+    missing = check_compliance(md("high"), POLICY, Evidence())
+    assert "annotation(s) devmlops.io/dpia missing" in missing.reason
+    ok = check_compliance(md("high", {"devmlops.io/dpia": "https://dpia"}), POLICY, Evidence())
+    assert ok.outcome == "pass"
+    assert "served only after a ModelApproval" in ok.reason
+    assert check_compliance(md("minimal"), POLICY, Evidence()).outcome == "pass"
+
+
+def test_a_label_lower_than_the_sboms_risk_assessment_is_refused() -> None:
+    summary = SbomSummary(
+        format="spdx",
+        spec_version="3.0.1",
+        components=(SbomComponent(name="m", kind="machine-learning-model", risk="high"),),
+    )
+    result = check_compliance(md("limited"), POLICY, Evidence(sbom_summary=summary))
+    assert "the SBOM's safetyRiskAssessment is 'high', which needs at least 'high'" in result.reason
+
+
+def approval_request(user: str, groups: tuple[str, ...], digest: str = DIGEST, **spec: Any) -> AdmissionRequest:
+    return AdmissionRequest(
+        uid="u",
+        kind=GroupVersionKind("devmlops.io", "v1alpha1", "ModelApproval"),
+        operation="CREATE",
+        namespace="ml",
+        name="a",
+        username=user,
+        groups=groups,
+        old_object=None,
+        object={"metadata": {"name": "a"}, "spec": {"modelDeployment": "fraud", "digest": digest, **spec}},
+    )
+
+
+def test_an_approval_needs_a_named_approver_who_is_not_the_requester_for_the_current_digest() -> None:
+    now = "2026-11-26T12:00:00+00:00"
+    target = md("high")
+    assert review_approval(approval_request("bob", ("approvers",)), target, [POLICY], now=now).allowed
+    assert review_approval(approval_request("dana", ()), target, [POLICY], now=now).allowed
+    own = review_approval(approval_request("alice", ("approvers",)), target, [POLICY], now=now)
+    assert "a second person must approve" in own.message
+    outsider = review_approval(approval_request("eve", ("devs",)), target, [POLICY], now=now)
+    assert "is not an approver under eu" in outsider.message
+    stale = review_approval(
+        approval_request("bob", ("approvers",), digest="sha256:" + "cd" * 32), target, [POLICY], now=now
+    )
+    assert "spec.digest" in stale.message
+    expired = review_approval(
+        approval_request("bob", ("approvers",), expires="2026-11-01T00:00:00Z"), target, [POLICY], now=now
+    )
+    assert "already past" in expired.message
+    assert "does not exist" in review_approval(approval_request("bob", ("approvers",)), None, [POLICY], now=now).message
+    nothing = review_approval(approval_request("bob", ("approvers",)), md("minimal"), [POLICY], now=now)
+    assert "nothing to approve" in nothing.message
+
+
+def md_request(
+    operation: str, obj: dict[str, Any], old: dict[str, Any] | None = None, user: str = "alice"
+) -> AdmissionRequest:
+    return AdmissionRequest(
+        uid="u",
+        kind=GroupVersionKind("devmlops.io", "v1alpha1", "ModelDeployment"),
+        operation=operation,
+        namespace="ml",
+        name="fraud",
+        username=user,
+        groups=(),  # type: ignore[arg-type]
+        object=obj,
+        old_object=old,
+    )
+
+
+def test_the_requester_is_stamped_from_the_request_and_kept_on_metadata_only_updates() -> None:
+    bare = {"metadata": {"name": "fraud"}, "spec": {"model": {"digest": DIGEST}}}
+    assert stamp_patch(md_request("CREATE", bare)) == [
+        {"op": "add", "path": "/metadata/annotations", "value": {"devmlops.io/requested-by": "alice"}}
+    ]
+    forged = md("high", requester="bob")
+    assert stamp_patch(md_request("CREATE", forged)) == [
+        {"op": "add", "path": "/metadata/annotations/devmlops.io~1requested-by", "value": "alice"}
+    ]
+    assert check_requester(md_request("CREATE", forged)).blocking
+    relabel = md_request("UPDATE", md("high", {"x": "1"}, requester="alice"), old=md("high"), user="operator")
+    assert stamp_patch(relabel) == []
+    assert check_requester(relabel).outcome == "pass"
+
+
+def test_a_team_policy_that_widens_is_found_out() -> None:
+    problems = widenings(
+        {
+            "allow": {"storageUris": ["s3://models/team/**", "gs://other/**"], "runtimes": ["triton"]},
+            "sbom": {"required": False},
+            "compliance": {"tiers": {"prohibited": {"deny": False}, "high": {"requireApproval": False}}},
+        },
+        [POLICY],
+    )
+    assert len(problems) == 5
+    assert (
+        problems[0]
+        == "spec.allow.storageUris 'gs://other/**' is outside what ClusterModelPolicy eu allows ['s3://models/**']"
+    )
+    assert widenings({"allow": {"storageUris": ["s3://models/team/**"]}, "sbom": {"required": True}}, [POLICY]) == []
