@@ -421,6 +421,26 @@ def sign(
     click.echo(f"set spec.model.digest: {signed.digest}")
 
 
+@cli.command("storage-initializer")
+@click.argument("source_uri")
+@click.argument("destination", type=click.Path(file_okay=False, path_type=Path))
+def storage_initializer(source_uri: str, destination: Path) -> None:
+    """Fetch a model, then verify its signature and bytes against the plan in $DEVMLOPS_VERIFICATION.
+
+    Runs as the serving pod's storage initializer (KServe ClusterStorageContainer for devmlops+ URIs, or the
+    Triton init container): a non-zero exit keeps the model server from starting.
+    """
+    from devmlops.adapters.servingverify import ENV_PLAN, VerificationPlan, run_plan
+    from devmlops.core.ports import VerificationFailed, VerificationUnavailable
+
+    plan = VerificationPlan.from_json(os.environ.get(ENV_PLAN, ""))
+    try:
+        run_plan(source_uri, destination, plan)
+    except (VerificationFailed, VerificationUnavailable) as exc:
+        click.echo(f"devmlops: NOT serving {source_uri}: {exc.user_message}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
 def _kubebuilder_assets() -> Path | None:
     assets = os.environ.get("KUBEBUILDER_ASSETS")
     return Path(assets) if assets else None

@@ -12,6 +12,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.kube import api_client, denial_message
+from devmlops.adapters.servingverify import VerificationPlan
 from devmlops.harness.controlplane import ControlPlane
 from devmlops.harness.stack import DevmlopsStack
 from tests.integration.support import (
@@ -104,7 +105,9 @@ def test_an_admitted_model_gets_an_owned_inference_service_and_status(
     )
     assert owner["controller"] is True
     assert isvc["metadata"]["annotations"]["devmlops.io/model-digest"] == model.digest
-    assert isvc["spec"]["predictor"]["model"]["storageUri"] == "s3://models/fraud"
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == "devmlops+s3://models/fraud"
+    plan = VerificationPlan.from_json(isvc["spec"]["predictor"]["annotations"]["devmlops.io/verification"])
+    assert (plan.bundle, plan.digest) == (model.bundle, model.digest)
 
     def status() -> dict[str, Any] | None:
         md = api.get_namespaced_custom_object("devmlops.io", "v1alpha1", namespace, "modeldeployments", "fraud")
@@ -139,7 +142,7 @@ def test_a_spec_change_rolls_out_to_the_child(admin: k8s.ApiClient, trusted: str
         uri: str = isvc["spec"]["predictor"]["model"]["storageUri"]
         return uri
 
-    assert eventually(isvc_uri, what="first child") == "s3://models/churn"
+    assert eventually(isvc_uri, what="first child") == "devmlops+s3://models/churn"
     api.patch_namespaced_custom_object(
         "devmlops.io",
         "v1alpha1",
@@ -148,7 +151,7 @@ def test_a_spec_change_rolls_out_to_the_child(admin: k8s.ApiClient, trusted: str
         "churn",
         {"spec": {"model": {"uri": "s3://models/churn-v2"}}},
     )
-    eventually(lambda: isvc_uri() == "s3://models/churn-v2", what="child update")
+    eventually(lambda: isvc_uri() == "devmlops+s3://models/churn-v2", what="child update")
 
 
 def test_removing_the_signature_in_an_update_is_denied(admin: k8s.ApiClient, trusted: str, model: SignedModel) -> None:
@@ -199,3 +202,36 @@ def test_a_webhook_that_is_down_makes_the_api_server_fail_closed(
         assert 'failed calling webhook "modeldeployments.mutate.devmlops.io"' in denial_message(caught.value)
     finally:
         stack.restart_webhook()
+
+
+def test_a_triton_model_gets_an_owned_deployment_and_service_that_verify_before_serving(
+    admin: k8s.ApiClient, trusted: str, model: SignedModel
+) -> None:
+    namespace = trusted
+    image = "nvcr.io/nvidia/tritonserver@sha256:" + "1" * 64
+    k8s.CustomObjectsApi(admin).create_namespaced_custom_object(
+        "devmlops.io",
+        "v1alpha1",
+        namespace,
+        "modeldeployments",
+        signed_md("resnet", model, runtime={"kind": "triton", "image": image, "replicas": 2}),
+    )
+    apps, core = k8s.AppsV1Api(admin), k8s.CoreV1Api(admin)
+
+    def deployment() -> Any:
+        try:
+            return apps.read_namespaced_deployment("resnet", namespace)
+        except ApiException:
+            return None
+
+    found = eventually(deployment, what="Triton Deployment")
+    assert found.metadata.owner_references[0].kind == "ModelDeployment"
+    pod = found.spec.template.spec
+    assert pod.init_containers[0].args[0] == "storage-initializer"
+    plan = VerificationPlan.from_json(pod.init_containers[0].env[0].value)
+    assert plan.digest == model.digest
+    assert pod.containers[0].image == image
+    assert "--model-control-mode=none" in pod.containers[0].args
+    service = core.read_namespaced_service("resnet", namespace)
+    assert sorted(p.port for p in service.spec.ports) == [8000, 8001, 8002]
+    assert service.metadata.owner_references[0].name == "resnet"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -10,55 +11,37 @@ import kopf
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from devmlops.operator.approvals import check_approval_state
+from devmlops.adapters.servingverify import VerificationPlan
+from devmlops.operator.children import dynamic_client, upsert
 from devmlops.operator.conditions import ConditionStatus, set_condition
+from devmlops.operator.context import load_context
 from devmlops.operator.kserve import build_inference_service
+from devmlops.operator.triton import build_triton
 
 __all__ = ["build_registry"]
 
 GROUP, VERSION, PLURAL = "devmlops.io", "v1alpha1", "modeldeployments"
-_KSERVE = ("serving.kserve.io", "v1beta1", "inferenceservices")
+VERIFIER_IMAGE = os.environ.get("DEVMLOPS_VERIFIER_IMAGE", "devmlops:0.1.0")
 
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _upsert_inference_service(api: k8s.CustomObjectsApi, child: dict[str, Any]) -> str:
-    """Create the child, or patch it to the wanted spec; return what was done."""
-    group, version, plural = _KSERVE
-    namespace, name = child["metadata"]["namespace"], child["metadata"]["name"]
-    try:
-        api.create_namespaced_custom_object(group, version, namespace, plural, child)
-        return "created"
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-    current = cast(dict[str, Any], api.get_namespaced_custom_object(group, version, namespace, plural, name))
-    if current.get("spec") == child["spec"] and all(
-        current["metadata"].get("annotations", {}).get(k) == v for k, v in child["metadata"]["annotations"].items()
-    ):
-        return "unchanged"
-    api.patch_namespaced_custom_object(
-        group,
-        version,
-        namespace,
-        plural,
-        name,
-        {
-            "metadata": {
-                "annotations": child["metadata"]["annotations"],
-                "labels": child["metadata"]["labels"],
-            },
-            "spec": child["spec"],
-        },
-    )
-    return "updated"
+def build_children(model: Mapping[str, Any], plan_json: str, revision: str) -> list[dict[str, Any]]:
+    """The model server objects for the runtime kind; the first one is the child named in status."""
+    if model["spec"]["runtime"]["kind"] == "triton":
+        deployment, service = build_triton(
+            model, plan_json=plan_json, verifier_image=VERIFIER_IMAGE, policy_revision=revision
+        )
+        return [deployment, service]
+    return [build_inference_service(model, plan_json=plan_json, policy_revision=revision)]
 
 
 def build_registry(api_client: k8s.ApiClient) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     custom = k8s.CustomObjectsApi(api_client)
+    dynamic = dynamic_client(api_client)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -88,35 +71,29 @@ def build_registry(api_client: k8s.ApiClient) -> kopf.OperatorRegistry:
             "AdmissionWebhook",
             "the devmlops admission webhook admitted this ModelDeployment",
         )
-        kind = (body.get("spec") or {}).get("runtime", {}).get("kind")
-        if kind != "kserve":
-            message = f"runtime.kind {kind!r} has no child builder yet; expected 'kserve'"
-            conditions = condition(conditions, "Degraded", "True", "UnsupportedRuntime", message)
-            return {"conditions": conditions, "observedGeneration": generation, "phase": "Degraded"}
-        approval = check_approval_state(api_client, body)
-        if approval.waiting:
+        context = load_context(api_client, body)
+        if context.awaiting_approval:
             digest = body["spec"]["model"]["digest"]
             message = (
                 f"risk tier requires a ModelApproval for {digest} by a second person "
-                f"({', '.join(approval.required_by)}); not served until then"
+                f"({', '.join(context.approval_required_by)}); not served until then"
             )
             conditions = condition(conditions, "AwaitingApproval", "True", "NoValidApproval", message)
             conditions = condition(conditions, "ServingReady", "False", "AwaitingApproval", "no child until approved")
             return {"conditions": conditions, "observedGeneration": generation, "phase": "AwaitingApproval"}
-        if approval.required_by:
-            conditions = condition(
-                conditions,
-                "AwaitingApproval",
-                "False",
-                "Approved",
-                f"approved by {approval.state.approver} ({approval.state.name})",
-            )
-        child = build_inference_service(body)
-        kopf.adopt(child, owner=kopf.Body(cast(kopf.RawBody, dict(body))))
-        action = _upsert_inference_service(custom, child)
-        logger.info("InferenceService %s %s", child["metadata"]["name"], action)
+        if context.approval_required_by:
+            approved_by = f"approved by {context.approval.approver} ({context.approval.name})"
+            conditions = condition(conditions, "AwaitingApproval", "False", "Approved", approved_by)
+        plan = VerificationPlan.for_policies(context.bundle, body["spec"]["model"]["digest"], context.policies)
+        children = build_children(body, plan.to_json(), context.revision)
+        owner = kopf.Body(cast(kopf.RawBody, dict(body)))
+        for item in children:
+            kopf.adopt(item, owner=owner)
+            action = upsert(dynamic, item)
+            logger.info("%s %s %s", item["kind"], item["metadata"]["name"], action)
+        child = children[0]
         conditions = condition(
-            conditions, "ServingReady", "Unknown", "WaitingForChild", "waiting for the InferenceService to report Ready"
+            conditions, "ServingReady", "Unknown", "WaitingForChild", f"waiting for the {child['kind']} to report Ready"
         )
         return {
             "conditions": conditions,

@@ -22,7 +22,7 @@ def test_the_inference_service_serves_the_model_uri_and_format_with_the_digest_s
     assert child["metadata"]["namespace"] == "team-a"
     assert child["metadata"]["annotations"][ANNOTATION_DIGEST] == DIGEST
     assert child["spec"]["predictor"] == {
-        "model": {"storageUri": "s3://models/fraud", "modelFormat": {"name": "sklearn"}},
+        "model": {"storageUri": "devmlops+s3://models/fraud", "modelFormat": {"name": "sklearn"}},
         "minReplicas": 2,
     }
 

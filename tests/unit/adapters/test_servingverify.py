@@ -1,0 +1,80 @@
+"""The serving pod's check, run as the real command on real model folders: bytes served == bytes signed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from devmlops.adapters.oms import OmsVerifier
+from devmlops.adapters.servingverify import ENV_PLAN, VerificationPlan
+from devmlops.core.policy import Authority, compile_policy
+from tests.support.models import make_key, make_model, sign_with_key
+
+
+def plan_for(tmp_path: Path) -> tuple[Path, str]:
+    key = make_key(tmp_path)
+    model = make_model(tmp_path / "source")
+    bundle = sign_with_key(model, key, tmp_path / "model.sig")
+    digest = OmsVerifier().verify_model(bundle, Authority(name="k", kind="key", public_key=key.public_pem)).digest
+    policy = compile_policy(
+        {
+            "metadata": {"name": "p"},
+            "spec": {"authorities": [{"name": "release", "key": {"publicKey": key.public_pem}}]},
+        }
+    )
+    return model, VerificationPlan.for_policies(bundle, digest, [policy]).to_json()
+
+
+def initializer(source: str, dest: Path, plan: str | None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != ENV_PLAN}
+    if plan is not None:
+        env[ENV_PLAN] = plan
+    return subprocess.run(
+        [sys.executable, "-m", "devmlops", "storage-initializer", source, str(dest)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_an_untouched_model_is_fetched_verified_and_reported(tmp_path: Path) -> None:
+    model, plan = plan_for(tmp_path)
+    result = initializer(f"file://{model}", tmp_path / "served", plan)
+    assert result.returncode == 0, result.stderr
+    assert "2 files of source match sha256:" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "served").iterdir()) == ["config.json", "weights.bin"]
+
+
+def test_a_tampered_source_keeps_the_server_from_starting(tmp_path: Path) -> None:
+    model, plan = plan_for(tmp_path)
+    (model / "weights.bin").write_bytes(b"poisoned")
+    result = initializer(f"devmlops+file://{model}", tmp_path / "served", plan)
+    assert result.returncode == 1
+    assert "NOT serving" in result.stderr
+    assert "weights.bin: got sha256:" in result.stderr
+
+
+def test_a_plan_for_another_digest_or_key_fails(tmp_path: Path) -> None:
+    model, plan_json = plan_for(tmp_path)
+    plan = VerificationPlan.from_json(plan_json)
+    moved = replace(plan, digest="sha256:" + "0" * 64)
+    result = initializer(str(model), tmp_path / "a", moved.to_json())
+    assert result.returncode == 1
+    assert f"the signature covers {plan.digest}, but sha256:000" in result.stderr
+    stranger = Authority(name="x", kind="key", public_key=make_key(tmp_path, "stranger").public_pem)
+    foreign = replace(plan, groups=((1, (stranger,)),))
+    result = initializer(str(model), tmp_path / "b", foreign.to_json())
+    assert result.returncode == 1
+    assert "signature verified for 0 of 1 required authorities" in result.stderr
+
+
+def test_without_a_plan_nothing_is_served(tmp_path: Path) -> None:
+    model, _plan = plan_for(tmp_path)
+    result = initializer(str(model), tmp_path / "served", None)
+    assert result.returncode == 2
+    assert "DEVMLOPS_VERIFICATION: not a verification plan" in result.stderr

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from typing import Any
+
+from devmlops.adapters.servingverify import ENV_PLAN
+from devmlops.operator.kserve import ANNOTATION_VERIFICATION, build_inference_service
+from devmlops.operator.triton import build_triton
+
+DIGEST = "sha256:" + "ab" * 32
+IMAGE = "nvcr.io/nvidia/tritonserver@sha256:" + "0" * 64
+
+
+def md(kind: str = "triton") -> dict[str, Any]:
+    return {
+        "metadata": {"name": "resnet", "namespace": "vision"},
+        "spec": {
+            "model": {"name": "resnet", "uri": "s3://models/resnet", "format": "onnx", "digest": DIGEST},
+            "runtime": {"kind": kind, "image": IMAGE, "replicas": 3, "resources": {"limits": {"nvidia.com/gpu": 1}}},
+        },
+    }
+
+
+def test_the_triton_pod_verifies_the_model_before_the_pinned_server_reads_it_read_only() -> None:
+    deployment, service = build_triton(md(), plan_json='{"plan": 1}', verifier_image="devmlops:1", policy_revision="r1")
+    pod = deployment["spec"]["template"]["spec"]
+    (verify,) = pod["initContainers"]
+    (server,) = pod["containers"]
+    assert verify["args"] == ["storage-initializer", "s3://models/resnet", "/mnt/models"]
+    assert verify["env"] == [{"name": ENV_PLAN, "value": '{"plan": 1}'}]
+    assert server["image"] == IMAGE
+    assert server["args"] == ["tritonserver", "--model-repository=/mnt/models", "--model-control-mode=none"]
+    assert {p["containerPort"] for p in server["ports"]} == {8000, 8001, 8002}
+    assert server["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert server["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert {"name": "model", "mountPath": "/mnt/models", "readOnly": True} in server["volumeMounts"]
+    for container in (verify, server):
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["runAsNonRoot"] is True
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["capabilities"] == {"drop": ["ALL"]}
+    assert pod["automountServiceAccountToken"] is False
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["metadata"]["annotations"] == {
+        "devmlops.io/model-digest": DIGEST,
+        "devmlops.io/policy-revision": "r1",
+    }
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert [p["port"] for p in service["spec"]["ports"]] == [8000, 8001, 8002]
+
+
+def test_kserve_children_route_through_the_verifying_storage_initializer() -> None:
+    isvc = build_inference_service(md("kserve"), plan_json='{"plan": 1}', policy_revision="r2")
+    predictor = isvc["spec"]["predictor"]
+    assert predictor["model"]["storageUri"] == "devmlops+s3://models/resnet"
+    assert predictor["annotations"] == {ANNOTATION_VERIFICATION: '{"plan": 1}'}
+    assert isvc["metadata"]["annotations"]["devmlops.io/policy-revision"] == "r2"
