@@ -172,7 +172,7 @@ def test_the_minimal_kserve_kinds_keep_unknown_fields(admin: k8s.ApiClient) -> N
         "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": "gs://kfserving/iris"}}},
     }
     stored = k8s.CustomObjectsApi(admin).create_namespaced_custom_object(
-        "serving.kserve.io", "v1beta1", "default", "inferenceservices", isvc, dry_run="All"
+        "serving.kserve.io", "v1beta1", SCHEMA_ONLY_NAMESPACE, "inferenceservices", isvc, dry_run="All"
     )
     assert stored["spec"] == isvc["spec"]
 
@@ -189,6 +189,6 @@ def test_kserves_own_sample_inference_services_fit_our_minimal_definition(
                 continue
             group, version = doc["apiVersion"].split("/")
             stored = api.create_namespaced_custom_object(
-                group, version, "default", "inferenceservices", doc, dry_run="All"
+                group, version, SCHEMA_ONLY_NAMESPACE, "inferenceservices", doc, dry_run="All"
             )
             assert stored["spec"] == doc["spec"], sample

@@ -41,6 +41,7 @@ class WatchCache:
         transform: Callable[[dict[str, Any]], Any] = lambda obj: obj,
         on_change: Callable[[str, dict[str, Any]], None] = lambda _event, _obj: None,
         watch_timeout: int = 300,
+        optional: bool = False,
     ) -> None:
         self.name = name
         self._list = list_call
@@ -49,6 +50,7 @@ class WatchCache:
         self._transform = transform
         self._on_change = on_change
         self._timeout = watch_timeout
+        self._optional = optional
         self._items: dict[Key, Any] = {}
         self._lock = threading.Lock()
         self._synced = threading.Event()
@@ -103,6 +105,10 @@ class WatchCache:
             except ApiException as exc:
                 if exc.status == 410:  # the watch expired: list again
                     version = ""
+                    continue
+                if exc.status == 404 and self._optional:  # the kind is not installed (no KServe): nothing to hold
+                    self._synced.set()
+                    self._stop.wait(30)
                     continue
                 _log.warning("%s watch failed (%s); retrying in %.1fs", self.name, exc.status, backoff)
             except Exception as exc:  # network errors of many kinds: keep the last state, retry
@@ -204,6 +210,13 @@ class ClusterCaches:
         )
         self.model_deployments = WatchCache("modeldeployments", lister("modeldeployments"), serialize)
         self.approvals_watch = WatchCache("modelapprovals", lister("modelapprovals"), serialize)
+
+        def list_inference_services(**kwargs: Any) -> Any:
+            return custom.list_custom_object_for_all_namespaces(
+                "serving.kserve.io", "v1beta1", "inferenceservices", **kwargs
+            )
+
+        self.inference_services = WatchCache("inferenceservices", list_inference_services, serialize, optional=True)
         self._all = (
             self.config_maps,
             self.secrets,
@@ -212,6 +225,7 @@ class ClusterCaches:
             self.team_policies,
             self.model_deployments,
             self.approvals_watch,
+            self.inference_services,
         )
 
     def start(self) -> ClusterCaches:
@@ -246,6 +260,10 @@ class ClusterCaches:
 
     def model_deployment(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         found: Mapping[str, Any] | None = self.model_deployments.get(namespace, name)
+        return found
+
+    def inference_service(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        found: Mapping[str, Any] | None = self.inference_services.get(namespace, name)
         return found
 
     def approvals(self) -> list[Mapping[str, Any]]:

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from devmlops.adapters.modelverify import ByteCheck, check_model_bytes
 from devmlops.adapters.oms import OmsVerifier
+from devmlops.core.childreview import VERIFY_URI_PREFIX
 from devmlops.core.policy import Authority, Policy
 from devmlops.core.ports import SignedModel, VerificationFailed
 from devmlops.errors import InvalidInputError
@@ -24,7 +25,7 @@ from devmlops.errors import InvalidInputError
 __all__ = ["ENV_PLAN", "PREFIX", "VerificationPlan", "fetch_model", "run_plan"]
 
 ENV_PLAN = "DEVMLOPS_VERIFICATION"
-PREFIX = "devmlops+"  # storageUri scheme prefix that routes KServe to the devmlops storage initializer
+PREFIX = VERIFY_URI_PREFIX  # storageUri scheme prefix that routes KServe to the devmlops storage initializer
 
 
 def _authority_json(a: Authority) -> dict[str, str]:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from devmlops.core.approvalreview import review_approval
+from devmlops.core.childreview import review_child
 from devmlops.core.evidence import Evidence
 from devmlops.core.gates.allowlist import check_allowlist
 from devmlops.core.gates.approval import check_approval
@@ -32,6 +33,14 @@ MODEL_DEPLOYMENT = ("devmlops.io", "ModelDeployment")
 CLUSTER_MODEL_POLICY = ("devmlops.io", "ClusterModelPolicy")
 MODEL_POLICY = ("devmlops.io", "ModelPolicy")
 MODEL_APPROVAL = ("devmlops.io", "ModelApproval")
+MODEL_SERVER_KINDS = frozenset(
+    {
+        ("serving.kserve.io", "InferenceService"),
+        ("serving.kserve.io", "ServingRuntime"),
+        ("apps", "Deployment"),
+        ("apps", "StatefulSet"),
+    }
+)
 
 
 def _single(gate: str, outcome: Outcome, reason: str, hint: str = "") -> Decision:
@@ -48,13 +57,17 @@ def decide(
     stage: Stage = "admission",
 ) -> Decision:
     """Run the gates that apply to the request's kind and operation."""
+    kind = (request.kind.group, request.kind.kind)
     if request.operation == "DELETE":
         return _single("operation", "pass", "deletion is always allowed")
-    kind = (request.kind.group, request.kind.kind)
     if kind == CLUSTER_MODEL_POLICY:
         return _decide_policy(request)
     if kind == MODEL_POLICY:
         return _decide_team_policy(request, policies, evidence)
+    if kind in MODEL_SERVER_KINDS:
+        return review_child(
+            request, evidence.owner, evidence.owner_decision, image_patterns=evidence.model_server_images
+        )
     if kind == MODEL_APPROVAL:
         target = evidence.target or {}
         model_name = str(((target.get("spec") or {}).get("model") or {}).get("name") or "")

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from devmlops.core.childreview import DEFAULT_SERVER_IMAGES
+from devmlops.core.model import Decision
 from devmlops.core.sbom import SbomSummary
 
 __all__ = ["ApprovalState", "Document", "Evidence"]
@@ -42,3 +44,6 @@ class Evidence:
     target: Mapping[str, Any] | None = None  # the ModelDeployment a ModelApproval names
     now: str = ""  # RFC 3339, from the shell's clock (the core has none)
     requester_stamped: bool = False  # the mutating webhook stamps devmlops.io/requested-by
+    owner: Mapping[str, Any] | None = None  # for a model server: the ModelDeployment its controller chain leads to
+    owner_decision: Decision | None = None  # that ModelDeployment decided again at the serving stage
+    model_server_images: tuple[str, ...] = DEFAULT_SERVER_IMAGES

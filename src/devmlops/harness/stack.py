@@ -21,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.kube import api_client
 from devmlops.adapters.pki import new_ca
+from devmlops.core.childreview import DEFAULT_SERVER_IMAGES, MODEL_SERVER_LABEL
 from devmlops.errors import HarnessError
 from devmlops.harness.controlplane import ControlPlane
 from devmlops.harness.opa import OpaServer
@@ -39,20 +40,38 @@ MUTATING_CONFIG_NAME = "devmlops-mutating"
 EXCLUDED_NAMESPACES = ("kube-system", "devmlops-system")
 
 
-_NAMESPACED = {"modeldeployments", "modelpolicies", "modelapprovals"}
+_CLUSTER_SCOPED = {"clustermodelpolicies"}
+_GROUPS = {
+    "inferenceservices": ("serving.kserve.io", ["v1beta1"]),
+    "servingruntimes": ("serving.kserve.io", ["v1alpha1"]),
+    "deployments": ("apps", ["v1"]),
+    "statefulsets": ("apps", ["v1"]),
+}
+
+
+def model_server_condition(image_patterns: Iterable[str] = DEFAULT_SERVER_IMAGES) -> str:
+    """CEL for matchConditions: only workloads labelled as, or running, a model server reach the webhook."""
+    images = " || ".join(f"c.image.contains('{p}')" for p in image_patterns)
+    return (
+        f"(has(object.metadata.labels) && '{MODEL_SERVER_LABEL}' in object.metadata.labels) || "
+        f"object.spec.template.spec.containers.exists(c, {images}) || "
+        f"(has(object.spec.template.spec.initContainers) && "
+        f"object.spec.template.spec.initContainers.exists(c, {images}))"
+    )
 
 
 def _webhook(
     resource: str, url: str, ca_pem: bytes, timeout_seconds: int, *, operations: tuple[str, ...] = ("CREATE", "UPDATE")
 ) -> dict[str, Any]:
-    namespaced = resource in _NAMESPACED
+    namespaced = resource not in _CLUSTER_SCOPED
+    group, versions = _GROUPS.get(resource, ("devmlops.io", ["v1alpha1"]))
     webhook: dict[str, Any] = {
         "name": f"{resource}.{url.rsplit('/', 1)[-1]}.devmlops.io",
         "clientConfig": {"url": url, "caBundle": base64.b64encode(ca_pem).decode()},
         "rules": [
             {
-                "apiGroups": ["devmlops.io"],
-                "apiVersions": ["v1alpha1"],
+                "apiGroups": [group],
+                "apiVersions": versions,
                 "operations": list(operations),
                 "resources": [resource],
                 "scope": "Namespaced" if namespaced else "Cluster",
@@ -66,6 +85,8 @@ def _webhook(
     if namespaced:
         excluded = {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": list(EXCLUDED_NAMESPACES)}
         webhook["namespaceSelector"] = {"matchExpressions": [excluded]}
+    if group == "apps":
+        webhook["matchConditions"] = [{"name": "runs-a-model-server", "expression": model_server_condition()}]
     return webhook
 
 
@@ -80,7 +101,16 @@ def validating_webhook_configuration(url: str, ca_pem: bytes, *, timeout_seconds
         "metadata": {"name": WEBHOOK_CONFIG_NAME, "labels": {"app.kubernetes.io/part-of": "devmlops"}},
         "webhooks": [
             _webhook(resource, url, ca_pem, timeout_seconds)
-            for resource in ("modeldeployments", "clustermodelpolicies", "modelpolicies", "modelapprovals")
+            for resource in (
+                "modeldeployments",
+                "clustermodelpolicies",
+                "modelpolicies",
+                "modelapprovals",
+                "inferenceservices",
+                "servingruntimes",
+                "deployments",
+                "statefulsets",
+            )
         ],
     }
 

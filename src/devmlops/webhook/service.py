@@ -10,12 +10,13 @@ from typing import Any, Protocol
 
 from devmlops.adapters.approvals import find_approval
 from devmlops.adapters.evidence import DocumentLookup, resolve_evidence
-from devmlops.core.decision import MODEL_APPROVAL, MODEL_DEPLOYMENT, decide
+from devmlops.core.childreview import controller_of
+from devmlops.core.decision import MODEL_APPROVAL, MODEL_DEPLOYMENT, MODEL_SERVER_KINDS, decide
 from devmlops.core.evidence import Evidence
 from devmlops.core.model import Decision
 from devmlops.core.policy import Authority, PolicySet
 from devmlops.core.ports import PolicyEngine, SignatureVerifier, SignedModel
-from devmlops.core.review import AdmissionRequest
+from devmlops.core.review import AdmissionRequest, GroupVersionKind
 from devmlops.webhook.metrics import WebhookMetrics
 
 __all__ = ["AdmissionService", "TimedVerifier"]
@@ -50,6 +51,8 @@ class ClusterLookup(DocumentLookup, Protocol):
 
     def approvals(self) -> Iterable[Mapping[str, Any]]: ...
 
+    def inference_service(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
 
 class AdmissionService:
     def __init__(
@@ -81,9 +84,50 @@ class AdmissionService:
             resolved = resolve_evidence(obj, self._lookup)
             approval = find_approval(self._lookup.approvals(), obj, now)
             return replace(resolved, approval=approval, now=stamp, requester_stamped=True)
+        if kind in MODEL_SERVER_KINDS:
+            owner = self._owner_model(request.namespace, obj)
+            decision = self._serving_decision(owner, request) if owner else None
+            return Evidence(owner=owner, owner_decision=decision, now=stamp)
         if kind == MODEL_APPROVAL:
             name = str((obj.get("spec") or {}).get("modelDeployment") or "")
             return Evidence(
                 target=self._lookup.model_deployment(request.namespace, name), namespace_labels=labels, now=stamp
             )
         return Evidence(namespace_labels=labels, now=stamp)
+
+    def _owner_model(self, namespace: str, obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """Follow the controller chain (InferenceService -> ModelDeployment), requiring matching uids."""
+        ref = controller_of(obj)
+        if ref and ref.get("kind") == "InferenceService":
+            isvc = self._lookup.inference_service(namespace, str(ref.get("name")))
+            if isvc is None or (isvc.get("metadata") or {}).get("uid") != ref.get("uid"):
+                return None
+            ref = controller_of(isvc)
+        if (
+            not ref
+            or ref.get("kind") != "ModelDeployment"
+            or not str(ref.get("apiVersion", "")).startswith("devmlops.io/")
+        ):
+            return None
+        model = self._lookup.model_deployment(namespace, str(ref.get("name")))
+        if model is None or (model.get("metadata") or {}).get("uid") != ref.get("uid"):
+            return None  # a copied ownerReference that names another object
+        return model
+
+    def _serving_decision(self, model: Mapping[str, Any], child: AdmissionRequest) -> Decision:
+        """The owner decided again at the serving stage: signature, policies, approval, Rego."""
+        metadata = model.get("metadata") or {}
+        request = AdmissionRequest(
+            uid=child.uid,
+            kind=GroupVersionKind("devmlops.io", "v1alpha1", "ModelDeployment"),
+            operation="UPDATE",
+            namespace=child.namespace,
+            name=str(metadata.get("name")),
+            username=child.username,
+            groups=child.groups,
+            object=model,
+            old_object=model,
+        )
+        approval = find_approval(self._lookup.approvals(), model, dt.datetime.now(dt.UTC))
+        evidence = replace(resolve_evidence(model, self._lookup), approval=approval)
+        return decide(request, self._policies(), evidence, self._verifier, self._engine, stage="serving")

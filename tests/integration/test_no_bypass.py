@@ -1,0 +1,211 @@
+"""Nobody reaches a model server around the gates: the bypasses a user would try, through the real API server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any, cast
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from devmlops.adapters.kube import denial_message
+from devmlops.harness.stack import DevmlopsStack
+from tests.integration.support import (
+    GROUP,
+    VERSION,
+    SignedModel,
+    cluster_policy,
+    evidence_config_map,
+    from_config_map,
+    installed_policy,
+    model_deployment,
+    signed_model,
+)
+
+TRITON = "nvcr.io/nvidia/tritonserver@sha256:" + "2" * 64
+
+
+@pytest.fixture(autouse=True)
+def _webhook_running(stack: DevmlopsStack) -> None:
+    """Every test here goes through the registered webhook."""
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> SignedModel:
+    return signed_model(tmp_path_factory.mktemp("bypass"), "fraud")
+
+
+@pytest.fixture
+def served(admin: k8s.ApiClient, stack: DevmlopsStack, namespace: str, model: SignedModel) -> Iterator[dict[str, Any]]:
+    """An admitted ModelDeployment whose InferenceService the operator created."""
+    k8s.CoreV1Api(admin).create_namespaced_config_map(
+        namespace, evidence_config_map("evidence", namespace, {"model.sig": model.bundle})
+    )
+    spec = {
+        "compliance": {"approvers": {"groups": ["devmlops:approvers"]}, "tiers": {"high": {"requireApproval": True}}}
+    }
+    with installed_policy(
+        admin, stack, cluster_policy(f"bypass-{namespace}"[:63], namespace, model.key.public_pem, **spec)
+    ):
+        api = k8s.CustomObjectsApi(admin)
+        doc = model_deployment("fraud", model.digest, signature=from_config_map("evidence", "model.sig"))
+        doc["metadata"]["labels"] = {"devmlops.io/eu-ai-act-risk": "minimal"}
+        md = cast(
+            dict[str, Any], api.create_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", doc)
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                api.get_namespaced_custom_object(
+                    "serving.kserve.io", "v1beta1", namespace, "inferenceservices", "fraud"
+                )
+                break
+            except ApiException:
+                time.sleep(0.2)
+        yield md
+
+
+def isvc(name: str, uri: str, owner: dict[str, Any] | None = None, digest: str = "") -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "annotations": {"devmlops.io/model-digest": digest} if digest else {}}
+    if owner:
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "ModelDeployment",
+                "controller": True,
+                "name": owner["metadata"]["name"],
+                "uid": owner["metadata"]["uid"],
+            }
+        ]
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": metadata,
+        "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": uri}}},
+    }
+
+
+def refused(create: Any, *args: Any) -> str:
+    with pytest.raises(ApiException) as caught:
+        create(*args)
+    assert caught.value.status == 403, denial_message(caught.value)
+    return denial_message(caught.value)
+
+
+def test_a_hand_written_inference_service_is_denied_and_pointed_to_modeldeployment(
+    admin: k8s.ApiClient, namespace: str
+) -> None:
+    api = k8s.CustomObjectsApi(admin)
+    message = refused(
+        api.create_namespaced_custom_object,
+        "serving.kserve.io",
+        "v1beta1",
+        namespace,
+        "inferenceservices",
+        isvc("sneaky", "s3://models/anything"),
+    )
+    assert (
+        f"bypass gate: InferenceService {namespace}/sneaky is not owned by anything; expected the child of an "
+        "admitted ModelDeployment; fix: create a ModelDeployment" in message
+    )
+
+
+def test_a_copied_owner_reference_with_another_storage_uri_is_denied(
+    admin: k8s.ApiClient, namespace: str, served: dict[str, Any], model: SignedModel
+) -> None:
+    api = k8s.CustomObjectsApi(admin)
+    copy = isvc("fraud-copy", "devmlops+s3://models/poisoned", owner=served, digest=model.digest)
+    message = refused(
+        api.create_namespaced_custom_object, "serving.kserve.io", "v1beta1", namespace, "inferenceservices", copy
+    )
+    assert "storageUri got 'devmlops+s3://models/poisoned', expected 'devmlops+s3://models/fraud'" in message
+
+
+def test_a_copied_owner_reference_with_a_forged_uid_is_denied(
+    admin: k8s.ApiClient, namespace: str, served: dict[str, Any], model: SignedModel
+) -> None:
+    forged = {**served, "metadata": {**served["metadata"], "uid": "00000000-0000-0000-0000-000000000000"}}
+    copy = isvc("fraud-forged", "devmlops+s3://models/fraud", owner=forged, digest=model.digest)
+    message = refused(
+        k8s.CustomObjectsApi(admin).create_namespaced_custom_object,
+        "serving.kserve.io",
+        "v1beta1",
+        namespace,
+        "inferenceservices",
+        copy,
+    )
+    assert "is owned by ModelDeployment fraud; expected the child of an admitted ModelDeployment" in message
+
+
+def test_the_operators_child_cannot_be_repointed_but_can_be_scaled_down_and_deleted(
+    admin: k8s.ApiClient, namespace: str, served: dict[str, Any]
+) -> None:
+    api = k8s.CustomObjectsApi(admin)
+    args = ("serving.kserve.io", "v1beta1", namespace, "inferenceservices", "fraud")
+    message = refused(
+        api.patch_namespaced_custom_object,
+        *args,
+        {"spec": {"predictor": {"model": {"storageUri": "devmlops+s3://models/other"}}}},
+    )
+    assert "storageUri got 'devmlops+s3://models/other'" in message
+    api.patch_namespaced_custom_object(*args, {"spec": {"predictor": {"minReplicas": 0}}})
+    api.delete_namespaced_custom_object(*args)
+
+
+def deployment(name: str, image: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    pod_labels = {"app": name}
+    return {
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": pod_labels},
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {"containers": [{"name": "server", "image": image}]},
+            },
+        },
+    }
+
+
+def test_a_model_server_deployment_without_the_label_is_still_caught_by_its_image(
+    admin: k8s.ApiClient, namespace: str
+) -> None:
+    apps = k8s.AppsV1Api(admin)
+    message = refused(apps.create_namespaced_deployment, namespace, deployment("triton-by-hand", TRITON))
+    assert f"Deployment {namespace}/triton-by-hand is not owned by anything" in message
+    labelled = deployment("custom-server", "registry.example.com/my-server:1", {"devmlops.io/model-server": "custom"})
+    assert "is not owned by anything" in refused(apps.create_namespaced_deployment, namespace, labelled)
+    apps.create_namespaced_deployment(namespace, deployment("web", "nginx:1.27"))  # not a model server: untouched
+
+
+def test_a_hand_made_child_of_a_high_risk_model_without_approval_is_denied(
+    admin: k8s.ApiClient, namespace: str, served: dict[str, Any], model: SignedModel
+) -> None:
+    api = k8s.CustomObjectsApi(admin)
+    api.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "modeldeployments",
+        "fraud",
+        {"metadata": {"labels": {"devmlops.io/eu-ai-act-risk": "high"}}},
+    )
+    current = cast(
+        dict[str, Any], api.get_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", "fraud")
+    )
+    copy = isvc("fraud-unapproved", "devmlops+s3://models/fraud", owner=current, digest=model.digest)
+    deadline = time.monotonic() + 10
+    message = ""
+    while time.monotonic() < deadline and "ModelApproval" not in message:  # the webhook's cache follows the label
+        try:
+            api.create_namespaced_custom_object(
+                "serving.kserve.io", "v1beta1", namespace, "inferenceservices", copy, dry_run="All"
+            )
+            message = "admitted"
+        except ApiException as exc:
+            message = denial_message(exc)
+        time.sleep(0.2)
+    assert "may not be served now" in message
+    assert "requires a ModelApproval" in message
