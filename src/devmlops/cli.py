@@ -96,7 +96,18 @@ def webhook(
     default=None,
     help="Liveness endpoint, e.g. http://0.0.0.0:8080/healthz.",
 )
-def operator(namespaces: tuple[str, ...], standalone: bool, priority: int, liveness_endpoint: str | None) -> None:
+@click.option("--opa-url", default=None, help="OPA holding the Rego packages, to re-check them.")
+@click.option("--recheck-interval", default=300.0, show_default=True, help="Seconds between re-checks of each model.")
+@click.option("--metrics-port", default=0, show_default=True, help="Serve Prometheus /metrics on this port (0: off).")
+def operator(
+    namespaces: tuple[str, ...],
+    standalone: bool,
+    priority: int,
+    liveness_endpoint: str | None,
+    opa_url: str | None,
+    recheck_interval: float,
+    metrics_port: int,
+) -> None:
     """Reconcile ModelDeployments into model servers (uses KUBECONFIG or the in-cluster account)."""
     from devmlops.operator.main import run
     from devmlops.operator.settings import OperatorSettings
@@ -107,6 +118,9 @@ def operator(namespaces: tuple[str, ...], standalone: bool, priority: int, liven
             standalone=standalone,
             priority=priority,
             liveness_endpoint=liveness_endpoint,
+            opa_url=opa_url,
+            recheck_seconds=recheck_interval,
+            metrics_port=metrics_port,
         )
     )
 

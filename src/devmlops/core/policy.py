@@ -153,6 +153,7 @@ class Policy:
     rego_parameters: Mapping[str, Any] = field(default_factory=dict)
     compliance: ComplianceRules | None = None
     namespace: str = ""  # set for a team's namespaced ModelPolicy; empty for a ClusterModelPolicy
+    on_violation: Literal["degrade", "scaleToZero"] = "degrade"
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +324,7 @@ def _compile(obj: Mapping[str, Any], *, kind: str) -> Policy:
         rego_packages=_strings(rego.get("packages"), f"{where}.rego.packages"),
         rego_parameters=dict(rego.get("parameters") or {}),
         compliance=_compliance(spec.get("compliance"), f"{where}.compliance"),
+        on_violation="scaleToZero" if spec.get("onViolation") == "scaleToZero" else "degrade",
     )
 
 

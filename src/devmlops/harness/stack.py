@@ -151,6 +151,7 @@ class DevmlopsStack:
         self.webhook: ManagedProcess | None = None
         self.operator: ManagedProcess | None = None
         self.webhook_port = 0
+        self.operator_metrics_port = 0
         self.ca = new_ca("devmlops-webhook-ca")
         self.ca_file = self.workdir / "webhook-ca.crt"
         self.ca_file.write_bytes(self.ca.cert_pem)
@@ -327,8 +328,9 @@ class DevmlopsStack:
                     if exc.status != 404:
                         raise
 
-    def start_operator(self) -> None:
+    def start_operator(self, *, recheck_seconds: float = 300.0) -> None:
         port = free_port()
+        self.operator_metrics_port = free_port()
         argv = [
             sys.executable,
             "-m",
@@ -337,6 +339,11 @@ class DevmlopsStack:
             "--standalone",
             "--liveness",
             f"http://127.0.0.1:{port}/healthz",
+            "--metrics-port",
+            str(self.operator_metrics_port),
+            *(["--opa-url", self.opa.url] if self.opa else []),
+            "--recheck-interval",
+            str(recheck_seconds),
         ]
         self.operator = ManagedProcess(
             "operator", argv, log_path=self.workdir / "operator.log", env=self._python_env()

@@ -11,11 +11,18 @@ import kopf
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from devmlops.adapters.oms import OmsVerifier
+from devmlops.adapters.opa import OpaEngine
 from devmlops.adapters.servingverify import VerificationPlan
+from devmlops.adapters.verifycache import CachingVerifier
+from devmlops.errors import DevmlopsError
 from devmlops.operator.children import dynamic_client, upsert
 from devmlops.operator.conditions import ConditionStatus, set_condition
-from devmlops.operator.context import load_context
-from devmlops.operator.kserve import build_inference_service
+from devmlops.operator.context import load_context, load_policies
+from devmlops.operator.drift import ApiLookup, reevaluate
+from devmlops.operator.kserve import LABEL_MODEL_DEPLOYMENT, build_inference_service
+from devmlops.operator.metrics import metrics
+from devmlops.operator.settings import OperatorSettings
 from devmlops.operator.triton import build_triton
 
 __all__ = ["build_registry"]
@@ -38,10 +45,36 @@ def build_children(model: Mapping[str, Any], plan_json: str, revision: str) -> l
     return [build_inference_service(model, plan_json=plan_json, policy_revision=revision)]
 
 
-def build_registry(api_client: k8s.ApiClient) -> kopf.OperatorRegistry:
+def scale_children_to_zero(dynamic: Any, model: Mapping[str, Any]) -> str:
+    """Scale the model server down (always allowed by the webhook); return what was scaled."""
+    status_child = (model.get("status") or {}).get("child") or {}
+    if not status_child:
+        return "no child yet"
+    resource = dynamic.resources.get(api_version=status_child["apiVersion"], kind=status_child["kind"])
+    patch = (
+        {"spec": {"predictor": {"minReplicas": 0}}}
+        if status_child["kind"] == "InferenceService"
+        else {"spec": {"replicas": 0}}
+    )
+    try:
+        resource.patch(
+            body=patch,
+            name=status_child["name"],
+            namespace=model["metadata"]["namespace"],
+            content_type="application/merge-patch+json",
+        )
+    except ApiException as exc:
+        return f"scaling failed: {exc.status}"
+    return f"{status_child['kind']}/{status_child['name']} scaled to zero"
+
+
+def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     custom = k8s.CustomObjectsApi(api_client)
     dynamic = dynamic_client(api_client)
+    lookup = ApiLookup(api_client)
+    verifier = CachingVerifier(OmsVerifier())
+    engine = OpaEngine(settings.opa_url) if settings.opa_url else None
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -71,7 +104,23 @@ def build_registry(api_client: k8s.ApiClient) -> kopf.OperatorRegistry:
             "AdmissionWebhook",
             "the devmlops admission webhook admitted this ModelDeployment",
         )
-        context = load_context(api_client, body)
+        namespace = str(body["metadata"]["namespace"])
+        policies = load_policies(api_client, namespace)
+        context = load_context(api_client, body, policies)
+        decision = reevaluate(body, policies, lookup, verifier=verifier, engine=engine)
+        metrics.reconciles.labels("ModelDeployment", "allowed" if decision.allowed else "violation").inc()
+        if not decision.allowed:
+            conditions = condition(conditions, "Degraded", "True", "PolicyViolation", decision.message)
+            failed_signature = any(r.gate == "signature" and r.blocking for r in decision.results)
+            if failed_signature:
+                conditions = condition(conditions, "SignatureVerified", "False", "VerificationFailed", decision.message)
+            if any(p.on_violation == "scaleToZero" for p in context.policies):
+                scaled = scale_children_to_zero(dynamic, body)
+                conditions = condition(
+                    conditions, "ServingReady", "False", "ScaledToZero", f"policy onViolation: scaleToZero ({scaled})"
+                )
+            return {"conditions": conditions, "observedGeneration": generation, "phase": "Degraded"}
+        conditions = condition(conditions, "Degraded", "False", "PoliciesPass", "every selecting policy passes")
         if context.awaiting_approval:
             digest = body["spec"]["model"]["digest"]
             message = (
@@ -85,6 +134,10 @@ def build_registry(api_client: k8s.ApiClient) -> kopf.OperatorRegistry:
             approved_by = f"approved by {context.approval.approver} ({context.approval.name})"
             conditions = condition(conditions, "AwaitingApproval", "False", "Approved", approved_by)
         plan = VerificationPlan.for_policies(context.bundle, body["spec"]["model"]["digest"], context.policies)
+        signed = plan.verify_signature()
+        conditions = condition(
+            conditions, "SignatureVerified", "True", "Verified", f"{signed.digest} signed by {signed.signer}"
+        )
         children = build_children(body, plan.to_json(), context.revision)
         owner = kopf.Body(cast(kopf.RawBody, dict(body)))
         for item in children:
@@ -99,18 +152,120 @@ def build_registry(api_client: k8s.ApiClient) -> kopf.OperatorRegistry:
             "conditions": conditions,
             "observedGeneration": generation,
             "phase": "Admitted",
+            "verifiedDigest": signed.digest,
+            "signer": signed.signer,
             "child": {"apiVersion": child["apiVersion"], "kind": child["kind"], "name": child["metadata"]["name"]},
         }
+
+    def publish(body: kopf.Body, result: dict[str, Any]) -> None:
+        """Events on phase transitions, and the phase gauge."""
+        before = (body.get("status") or {}).get("phase")
+        metrics.record_phase(f"{body.metadata.namespace}/{body.metadata.name}", result["phase"])
+        if result["phase"] == before:
+            return
+        message = next((c["message"] for c in reversed(result["conditions"]) if c["type"] != "ServingReady"), "")
+        if result["phase"] == "Degraded":
+            kopf.warn(body, reason="Degraded", message=message)
+        else:
+            kopf.info(body, reason=result["phase"], message=message)
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
     def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
-        before = (body.get("status") or {}).get("phase")
         result = reconcile_model(dict(body), logger)
         patch.status.update(result)
-        if result["phase"] != before:
-            kopf.info(body, reason=result["phase"], message=result["conditions"][-1]["message"])
+        publish(body, result)
+
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        interval=settings.recheck_seconds,
+        initial_delay=settings.recheck_seconds,
+        registry=registry,
+    )
+    def recheck(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+        """Trust roots expire and keys are revoked: re-decide on a timer, not only on change."""
+        result = reconcile_model(dict(body), logger)
+        patch.status.update(result)
+        publish(body, result)
+
+    @kopf.on.event(GROUP, VERSION, "clustermodelpolicies", registry=registry)
+    @kopf.on.event(GROUP, VERSION, "modelpolicies", registry=registry)
+    def policy_changed(type: str | None, logger: kopf.Logger, **_: Any) -> None:
+        """A changed policy re-decides every ModelDeployment at once (a revoked key takes effect now)."""
+        if type not in ("ADDED", "MODIFIED", "DELETED", None):
+            return
+        listing = cast(dict[str, Any], custom.list_cluster_custom_object(GROUP, VERSION, PLURAL))
+        for item in listing["items"]:
+            if not (item.get("status") or {}).get("phase"):
+                continue  # not reconciled yet: its create handler will decide
+            try:
+                result = reconcile_model(item, logger)
+            except (ApiException, DevmlopsError) as exc:
+                logger.warning("re-check of %s failed: %s", item["metadata"]["name"], exc)
+                continue
+            if result["phase"] != (item.get("status") or {}).get("phase"):
+                custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, item["metadata"]["namespace"], PLURAL, item["metadata"]["name"], {"status": result}
+                )
+                publish(kopf.Body(cast(kopf.RawBody, item)), result)
+
+    def mirror_ready(owner_name: str, namespace: str, ready: bool, message: str) -> None:
+        try:
+            model = cast(
+                dict[str, Any], custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, owner_name)
+            )
+        except ApiException:
+            return
+        status = model.get("status") or {}
+        if status.get("phase") != "Admitted":
+            return
+        value: ConditionStatus = "True" if ready else "False"
+        current: dict[str, Any] = next((c for c in status.get("conditions") or [] if c["type"] == "ServingReady"), {})
+        if current.get("status") == value and current.get("message") == message:
+            return
+        conditions = set_condition(
+            status.get("conditions") or [],
+            type_="ServingReady",
+            status=value,
+            reason="ChildReady" if ready else "ChildNotReady",
+            message=message,
+            generation=int(model["metadata"].get("generation") or 0),
+            now=_now(),
+        )
+        custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, owner_name, {"status": {"conditions": conditions}}
+        )
+
+    @kopf.on.event(
+        "serving.kserve.io",
+        "v1beta1",
+        "inferenceservices",
+        registry=registry,
+        labels={LABEL_MODEL_DEPLOYMENT: kopf.PRESENT},
+    )
+    def isvc_status(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+        ready = next((c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
+        if ready is None:
+            return
+        message = f"InferenceService Ready={ready.get('status')}: {ready.get('message') or ready.get('reason') or ''}"
+        mirror_ready(
+            str(body.metadata.labels[LABEL_MODEL_DEPLOYMENT]),
+            str(namespace),
+            ready.get("status") == "True",
+            message.strip(),
+        )
+
+    @kopf.on.event("apps", "v1", "deployments", registry=registry, labels={LABEL_MODEL_DEPLOYMENT: kopf.PRESENT})
+    def deployment_status(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+        wanted = int((body.get("spec") or {}).get("replicas") or 0)
+        ready = int((body.get("status") or {}).get("readyReplicas") or 0)
+        message = f"Deployment has {ready} of {wanted} replicas ready"
+        mirror_ready(
+            str(body.metadata.labels[LABEL_MODEL_DEPLOYMENT]), str(namespace), wanted > 0 and ready >= wanted, message
+        )
 
     @kopf.on.resume(GROUP, VERSION, "modelapprovals", registry=registry)
     @kopf.on.create(GROUP, VERSION, "modelapprovals", registry=registry)

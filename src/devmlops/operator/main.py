@@ -6,8 +6,10 @@ import logging
 
 import kopf
 from kubernetes import config as k8s_config
+from prometheus_client import start_http_server
 
 from devmlops.operator.handlers import build_registry
+from devmlops.operator.metrics import metrics
 from devmlops.operator.settings import OperatorSettings, kopf_settings
 
 __all__ = ["run"]
@@ -21,7 +23,9 @@ def run(settings: OperatorSettings) -> None:
         k8s_config.load_kube_config()
     from kubernetes import client as k8s
 
-    registry = build_registry(k8s.ApiClient())
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.metrics_address, registry=metrics.registry)
+    registry = build_registry(k8s.ApiClient(), settings)
     kopf.run(
         registry=registry,
         settings=kopf_settings(),

@@ -18,6 +18,10 @@ class OperatorSettings(BaseModel):
     peering_name: str = "devmlops"
     priority: int = 0
     liveness_endpoint: str | None = Field(default=None, description="e.g. http://0.0.0.0:8080/healthz")
+    opa_url: str | None = Field(default=None, description="OPA for re-checking Rego policies.")
+    recheck_seconds: float = Field(default=300.0, gt=0, description="Re-evaluate every ModelDeployment this often.")
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus /metrics port; 0: off.")
+    metrics_address: str = "0.0.0.0"  # noqa: S104 - a pod listens on its own address
 
 
 def kopf_settings() -> kopf.OperatorSettings:

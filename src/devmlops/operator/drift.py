@@ -1,0 +1,77 @@
+"""Re-evaluation of an admitted ModelDeployment with the same ``decide()`` as admission, reading what it refers
+to straight from the API server (the operator is not in the admission path, so a few reads are fine)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from devmlops.adapters.evidence import resolve_evidence
+from devmlops.adapters.oms import OmsVerifier
+from devmlops.core.decision import decide
+from devmlops.core.model import Decision
+from devmlops.core.policy import PolicySet
+from devmlops.core.ports import PolicyEngine, SignatureVerifier
+from devmlops.core.review import AdmissionRequest, GroupVersionKind
+
+__all__ = ["ApiLookup", "reevaluate"]
+
+
+class ApiLookup:
+    """``DocumentLookup`` over direct API reads (evidence objects must carry the evidence label, as for the webhook)."""
+
+    def __init__(self, api_client: k8s.ApiClient, label: str = "devmlops.io/evidence") -> None:
+        self._core = k8s.CoreV1Api(api_client)
+        self._label = label
+
+    def _labelled(self, obj: Any) -> bool:
+        return (obj.metadata.labels or {}).get(self._label) == "true"
+
+    def config_map(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        try:
+            found: Any = self._core.read_namespaced_config_map(name, namespace)
+        except ApiException:
+            return None
+        return dict(found.data or {}) if self._labelled(found) else None
+
+    def secret(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        try:
+            found: Any = self._core.read_namespaced_secret(name, namespace)
+        except ApiException:
+            return None
+        if not self._labelled(found):
+            return None
+        return {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (found.data or {}).items()}
+
+    def namespace_labels(self, namespace: str) -> Mapping[str, str]:
+        found: Any = self._core.read_namespace(namespace)
+        return dict(found.metadata.labels or {})
+
+
+def reevaluate(
+    model: Mapping[str, Any],
+    policies: PolicySet,
+    lookup: ApiLookup,
+    *,
+    verifier: SignatureVerifier | None = None,
+    engine: PolicyEngine | None = None,
+) -> Decision:
+    """The admission decision again, as of now's policies and trust roots (approval is the operator's own check)."""
+    metadata = model.get("metadata") or {}
+    request = AdmissionRequest(
+        uid=f"recheck-{metadata.get('uid', '')}",
+        kind=GroupVersionKind("devmlops.io", "v1alpha1", "ModelDeployment"),
+        operation="UPDATE",
+        namespace=str(metadata.get("namespace")),
+        name=str(metadata.get("name")),
+        username="devmlops-operator",
+        groups=(),
+        object=model,
+        old_object=model,
+    )
+    evidence = resolve_evidence(model, lookup)
+    return decide(request, policies, evidence, verifier or OmsVerifier(), engine)

@@ -1,0 +1,43 @@
+"""Prometheus metrics of the operator (names as in DESIGN.md; low-cardinality labels only)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+__all__ = ["OperatorMetrics", "metrics"]
+
+
+@dataclass
+class OperatorMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.reconciles = Counter(
+            "devmlops_reconcile_total",
+            "Reconciliations, by kind and result.",
+            ["kind", "result"],
+            registry=self.registry,
+        )
+        self.model_deployments = Gauge(
+            "devmlops_model_deployments", "ModelDeployments by phase.", ["phase"], registry=self.registry
+        )
+        self._phases: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def record_phase(self, key: str, phase: str | None) -> None:
+        with self._lock:
+            if phase is None:
+                self._phases.pop(key, None)
+            else:
+                self._phases[key] = phase
+            counts: dict[str, int] = {}
+            for value in self._phases.values():
+                counts[value] = counts.get(value, 0) + 1
+        for known in ("Admitted", "AwaitingApproval", "Degraded", *counts):
+            self.model_deployments.labels(known).set(counts.get(known, 0))
+
+
+metrics = OperatorMetrics()

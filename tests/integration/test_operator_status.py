@@ -1,0 +1,128 @@
+"""Status that tells the truth: verified signer and digest, ServingReady mirrored from the child (whose status
+the test writes, as no KServe controller or kubelet runs), and revocation: a policy change degrades an admitted
+model, emits an Event and, where the policy says so, scales its server to zero."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any, cast
+
+import pytest
+from kubernetes import client as k8s
+
+from devmlops.harness.stack import DevmlopsStack
+from tests.integration.support import (
+    GROUP,
+    VERSION,
+    SignedModel,
+    cluster_policy,
+    evidence_config_map,
+    from_config_map,
+    installed_policy,
+    model_deployment,
+    signed_model,
+)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> SignedModel:
+    return signed_model(tmp_path_factory.mktemp("status"), "fraud")
+
+
+@pytest.fixture(scope="module")
+def other(tmp_path_factory: pytest.TempPathFactory) -> SignedModel:
+    return signed_model(tmp_path_factory.mktemp("other"), "fraud")
+
+
+def eventually(probe: Callable[[], Any], *, timeout: float = 30.0, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"{what} did not happen within {timeout:.0f}s")
+
+
+def md_status(admin: k8s.ApiClient, namespace: str, name: str = "fraud") -> dict[str, Any]:
+    md = cast(
+        dict[str, Any],
+        k8s.CustomObjectsApi(admin).get_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", name),
+    )
+    return cast(dict[str, Any], md.get("status") or {})
+
+
+def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c["type"] == kind), {})
+
+
+@pytest.fixture
+def admitted(admin: k8s.ApiClient, stack: DevmlopsStack, namespace: str, model: SignedModel) -> Iterator[str]:
+    k8s.CoreV1Api(admin).create_namespaced_config_map(
+        namespace, evidence_config_map("evidence", namespace, {"model.sig": model.bundle})
+    )
+    policy = cluster_policy(f"status-{namespace}"[:63], namespace, model.key.public_pem, onViolation="scaleToZero")
+    with installed_policy(admin, stack, policy):
+        doc = model_deployment("fraud", model.digest, signature=from_config_map("evidence", "model.sig"))
+        k8s.CustomObjectsApi(admin).create_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", doc)
+        eventually(lambda: md_status(admin, namespace).get("child"), what="child")
+        yield policy["metadata"]["name"]
+
+
+def test_status_names_the_verified_signer_and_digest(admin: k8s.ApiClient, admitted: str, model: SignedModel) -> None:
+    namespace = admitted.removeprefix("status-")
+    status = md_status(admin, namespace)
+    assert status["verifiedDigest"] == model.digest
+    assert status["signer"].startswith("key sha256:")
+    assert condition(status, "SignatureVerified")["status"] == "True"
+    assert condition(status, "Degraded")["status"] == "False"
+
+
+def test_serving_ready_follows_the_inference_services_ready_condition(admin: k8s.ApiClient, admitted: str) -> None:
+    namespace = admitted.removeprefix("status-")
+    assert condition(md_status(admin, namespace), "ServingReady")["status"] == "Unknown"
+    k8s.CustomObjectsApi(admin).patch_namespaced_custom_object_status(
+        "serving.kserve.io",
+        "v1beta1",
+        namespace,
+        "inferenceservices",
+        "fraud",
+        {"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "PredictorReady"}]}},
+    )
+    eventually(
+        lambda: condition(md_status(admin, namespace), "ServingReady").get("status") == "True", what="ServingReady=True"
+    )
+
+
+def test_revoking_the_key_degrades_the_model_emits_an_event_and_scales_it_to_zero(
+    admin: k8s.ApiClient, stack: DevmlopsStack, admitted: str, other: SignedModel
+) -> None:
+    namespace = admitted.removeprefix("status-")
+    api = k8s.CustomObjectsApi(admin)
+    policy = cast(dict[str, Any], api.get_cluster_custom_object(GROUP, VERSION, "clustermodelpolicies", admitted))
+    policy["spec"]["authorities"] = [{"name": "rotated-key", "key": {"publicKey": other.key.public_pem}}]
+    api.replace_cluster_custom_object(GROUP, VERSION, "clustermodelpolicies", admitted, policy)
+    degraded = eventually(
+        lambda: condition(md_status(admin, namespace), "Degraded").get("status") == "True", what="Degraded=True"
+    )
+    assert degraded
+    status = md_status(admin, namespace)
+    assert status["phase"] == "Degraded"
+    assert "got 0 verified authorities" in condition(status, "Degraded")["message"]
+    assert condition(status, "SignatureVerified")["status"] == "False"
+    isvc = cast(
+        dict[str, Any],
+        api.get_namespaced_custom_object("serving.kserve.io", "v1beta1", namespace, "inferenceservices", "fraud"),
+    )
+    assert isvc["spec"]["predictor"]["minReplicas"] == 0
+    events = k8s.CoreV1Api(admin).list_namespaced_event(namespace, field_selector="involvedObject.name=fraud").items
+    assert any(e.reason == "Degraded" and e.type == "Warning" for e in events)
+
+
+def test_the_operator_exposes_its_metrics(admin: k8s.ApiClient, stack: DevmlopsStack, admitted: str) -> None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.operator_metrics_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    assert 'devmlops_reconcile_total{kind="ModelDeployment",result="allowed"}' in text
+    assert 'devmlops_model_deployments{phase="Admitted"}' in text
