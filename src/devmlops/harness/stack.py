@@ -329,25 +329,32 @@ class DevmlopsStack:
                         raise
 
     def start_operator(self, *, recheck_seconds: float = 300.0) -> None:
-        port = free_port()
         self.operator_metrics_port = free_port()
+        self.operator = self.operator_process("operator", recheck_seconds=recheck_seconds)
+
+    def operator_process(
+        self, name: str, *, priority: int | None = None, recheck_seconds: float = 300.0
+    ) -> ManagedProcess:
+        """An operator process; with ``priority`` it joins kopf peering (HA) instead of running standalone."""
+        port = free_port()
+        if priority is not None:
+            ensure_cluster_peering(self.cp)
+        mode = ["--standalone"] if priority is None else ["--peering", "--priority", str(priority)]
         argv = [
             sys.executable,
             "-m",
             "devmlops",
             "operator",
-            "--standalone",
+            *mode,
             "--liveness",
             f"http://127.0.0.1:{port}/healthz",
             "--metrics-port",
-            str(self.operator_metrics_port),
+            str(self.operator_metrics_port if priority is None else free_port()),
             *(["--opa-url", self.opa.url] if self.opa else []),
             "--recheck-interval",
             str(recheck_seconds),
         ]
-        self.operator = ManagedProcess(
-            "operator", argv, log_path=self.workdir / "operator.log", env=self._python_env()
-        ).start()
+        process = ManagedProcess(name, argv, log_path=self.workdir / f"{name}.log", env=self._python_env()).start()
 
         def alive() -> bool:
             try:
@@ -356,4 +363,16 @@ class DevmlopsStack:
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 return False
 
-        self.operator.wait_until(alive, timeout=30, what="operator liveness")
+        process.wait_until(alive, timeout=30, what=f"{name} liveness")
+        return process
+
+
+def ensure_cluster_peering(cp: ControlPlane, name: str = "devmlops") -> None:
+    """The ClusterKopfPeering object that operator replicas elect a leader through."""
+    body: Any = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
+    with api_client(cp.kubeconfig()) as client:
+        try:
+            k8s.CustomObjectsApi(client).create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise

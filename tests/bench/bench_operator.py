@@ -1,0 +1,160 @@
+"""Benchmark: N ModelDeployments through the real API server (webhook and OPA in the path), time from create to
+child created (p50, p99, all), and the operator's and webhook's memory. Run with `make bench-operator`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import watch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def rss_mib(pid: int | None, field: str = "VmRSS") -> float:
+    if pid is None:
+        return 0.0
+    total = 0
+    pids = (
+        [pid] + [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        if Path(f"/proc/{pid}/task/{pid}/children").exists()
+        else [pid]
+    )
+    for one in pids:
+        for line in Path(f"/proc/{one}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from devmlops.adapters.kube import api_client
+    from devmlops.harness.controlplane import ControlPlane, find_tools
+    from devmlops.harness.stack import DevmlopsStack
+    from tests.integration.support import (
+        cluster_policy,
+        evidence_config_map,
+        from_config_map,
+        model_deployment,
+        signed_model,
+    )
+
+    tools = find_tools(Path(os.environ["DEVMLOPS_TOOLS_DIR"]))
+    namespace = "bench"
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        ControlPlane(bin_dir=tools, crd_paths=[ROOT / "crds"]) as cp,
+        DevmlopsStack(cp, policies=ROOT / "policies") as stack,
+        api_client(cp.kubeconfig()) as admin,
+    ):
+        model = signed_model(Path(tmp), "fraud")
+        core, custom = k8s.CoreV1Api(admin), k8s.CustomObjectsApi(admin)
+        core.create_namespace({"metadata": {"name": namespace}})
+        core.create_namespaced_config_map(
+            namespace, evidence_config_map("evidence", namespace, {"model.sig": model.bundle})
+        )
+        policy = cluster_policy("bench", namespace, model.key.public_pem)
+        custom.create_cluster_custom_object("devmlops.io", "v1alpha1", "clustermodelpolicies", policy)
+        stack.wait_for_policies(present=["bench"])
+        created: dict[str, float] = {}
+        children: dict[str, float] = {}
+        done = threading.Event()
+
+        def watch_children() -> None:
+            stream = watch.Watch()
+            for event in stream.stream(
+                custom.list_namespaced_custom_object,
+                "serving.kserve.io",
+                "v1beta1",
+                namespace,
+                "inferenceservices",
+                timeout_seconds=600,
+            ):
+                name = event["object"]["metadata"]["name"]
+                children.setdefault(name, time.monotonic())
+                if len(children) >= args.count or done.is_set():
+                    stream.stop()
+
+        watcher = threading.Thread(target=watch_children, daemon=True)
+        watcher.start()
+        time.sleep(0.5)
+
+        def create(index: int) -> None:
+            name = f"fraud-{index:05d}"
+            doc = model_deployment(name, model.digest, signature=from_config_map("evidence", "model.sig"))
+            with api_client(cp.kubeconfig()) as client:
+                created[name] = time.monotonic()
+                k8s.CustomObjectsApi(client).create_namespaced_custom_object(
+                    "devmlops.io", "v1alpha1", namespace, "modeldeployments", doc
+                )
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(args.clients) as pool:
+            list(pool.map(create, range(args.count)))
+        created_in = time.monotonic() - started
+        deadline = time.monotonic() + 600
+        while len(children) < args.count and time.monotonic() < deadline:
+            time.sleep(0.5)
+        done.set()
+        all_in = max(children.values(), default=started) - started
+        delays = sorted(children[n] - created[n] for n in created if n in children)
+        operator_pid = stack.operator.pid if stack.operator else None
+        webhook_pid = stack.webhook.pid if stack.webhook else None
+        result: dict[str, Any] = {
+            "count": args.count,
+            "children": len(children),
+            "created_s": created_in,
+            "all_children_s": all_in,
+            "p50_s": statistics.median(delays) if delays else float("nan"),
+            "p99_s": delays[min(len(delays) - 1, int(0.99 * len(delays)))] if delays else float("nan"),
+            "operator_rss": rss_mib(operator_pid),
+            "operator_peak": rss_mib(operator_pid, "VmHWM"),
+            "webhook_rss": rss_mib(webhook_pid),
+            "webhook_peak": rss_mib(webhook_pid, "VmHWM"),
+        }
+    text = "\n".join(
+        [
+            "",
+            "## Operator at scale: ModelDeployments through the real API server",
+            "",
+            f"Command: `make bench-operator` (python -m tests.bench.bench_operator --count {args.count} "
+            f"--clients {args.clients})  ",
+            "Every create goes through the real kube-apiserver, the TLS webhook (signature verified, OPA up) and the "
+            "operator (kopf), all on this machine.",
+            "",
+            "| figure | value |",
+            "|---|---:|",
+            f"| ModelDeployments created (admitted) | {result['count']} in {result['created_s']:.1f} s |",
+            f"| children created | {result['children']} |",
+            f"| all children within | {result['all_children_s']:.1f} s of the first create |",
+            f"| create to child, p50 / p99 | {result['p50_s']:.2f} s / {result['p99_s']:.2f} s |",
+            f"| operator RSS at the end / peak | {result['operator_rss']:.0f} / {result['operator_peak']:.0f} MiB |",
+            f"| webhook RSS at the end / peak | {result['webhook_rss']:.0f} / {result['webhook_peak']:.0f} MiB |",
+            "",
+            "Goal: all children within 60 s and the operator under 150 MiB.",
+            "",
+        ]
+    )
+    print(text)
+    existing = args.output.read_text() if args.output.exists() else "# Benchmarks\n"
+    marker = "\n## Operator at scale"
+    args.output.write_text(existing.split(marker)[0].rstrip("\n") + "\n" + text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""HA: two operator replicas with kopf peering; the one with the higher priority acts, the other stands by and
+takes over when the first goes away."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from devmlops.harness.processes import ManagedProcess
+from devmlops.harness.stack import DevmlopsStack
+from tests.integration.support import (
+    GROUP,
+    VERSION,
+    SignedModel,
+    cluster_policy,
+    evidence_config_map,
+    from_config_map,
+    installed_policy,
+    model_deployment,
+    signed_model,
+)
+
+
+def eventually(probe: Callable[[], Any], *, timeout: float = 45.0, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.3)
+    pytest.fail(f"{what} did not happen within {timeout:.0f}s")
+
+
+@pytest.fixture
+def replicas(stack: DevmlopsStack) -> Iterator[tuple[ManagedProcess, ManagedProcess]]:
+    """Swap the standalone operator for two peering replicas; put it back afterwards."""
+    assert stack.operator is not None
+    stack.operator.stop()
+    high = stack.operator_process("operator-high", priority=100)
+    low = stack.operator_process("operator-low", priority=10)
+    try:
+        yield high, low
+    finally:
+        high.stop()
+        low.stop()
+        stack.start_operator()
+
+
+def child_exists(admin: k8s.ApiClient, namespace: str, name: str) -> bool:
+    try:
+        k8s.CustomObjectsApi(admin).get_namespaced_custom_object(
+            "serving.kserve.io", "v1beta1", namespace, "inferenceservices", name
+        )
+    except ApiException:
+        return False
+    return True
+
+
+def test_the_higher_priority_replica_acts_and_the_other_takes_over_when_it_leaves(
+    admin: k8s.ApiClient,
+    stack: DevmlopsStack,
+    namespace: str,
+    replicas: tuple[ManagedProcess, ManagedProcess],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    high, low = replicas
+    model: SignedModel = signed_model(tmp_path_factory.mktemp("ha"), "fraud")
+    # kopf starts every replica paused; only the highest priority resumes.
+    eventually(lambda: "Resuming operations" in high.log_tail(200), what="the high replica becoming active")
+    assert "Resuming operations" not in low.log_tail(200)
+    k8s.CoreV1Api(admin).create_namespaced_config_map(
+        namespace, evidence_config_map("evidence", namespace, {"model.sig": model.bundle})
+    )
+    api = k8s.CustomObjectsApi(admin)
+    with installed_policy(admin, stack, cluster_policy(f"ha-{namespace}"[:63], namespace, model.key.public_pem)):
+        doc = model_deployment("first", model.digest, signature=from_config_map("evidence", "model.sig"))
+        api.create_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", doc)
+        eventually(lambda: child_exists(admin, namespace, "first"), what="child from the active replica")
+        assert "InferenceService first created" in high.log_tail(400)
+        assert "InferenceService first created" not in low.log_tail(400)
+
+        high.stop()
+        eventually(lambda: "Resuming operations" in low.log_tail(400), what="the standby resuming")
+        doc = model_deployment("second", model.digest, signature=from_config_map("evidence", "model.sig"))
+        api.create_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", doc)
+        eventually(lambda: child_exists(admin, namespace, "second"), what="child from the standby")
+        assert "InferenceService second created" in low.log_tail(400)
