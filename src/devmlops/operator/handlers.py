@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 from collections.abc import Mapping
@@ -70,6 +71,7 @@ def scale_children_to_zero(dynamic: Any, model: Mapping[str, Any]) -> str:
 
 def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
+    background: set[asyncio.Task[None]] = set()
     custom = k8s.CustomObjectsApi(api_client)
     dynamic = dynamic_client(api_client)
     lookup = ApiLookup(api_client)
@@ -177,26 +179,29 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
         patch.status.update(result)
         publish(body, result)
 
-    @kopf.timer(
-        GROUP,
-        VERSION,
-        PLURAL,
-        interval=settings.recheck_seconds,
-        initial_delay=settings.recheck_seconds,
-        registry=registry,
-    )
-    def recheck(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
-        """Trust roots expire and keys are revoked: re-decide on a timer, not only on change."""
-        result = reconcile_model(dict(body), logger)
-        patch.status.update(result)
-        publish(body, result)
+    @kopf.on.startup(registry=registry)
+    async def start_rechecks(logger: kopf.Logger, **_: Any) -> None:
+        """Trust roots expire and keys are revoked: re-decide everything on a timer, not only on change. One loop
+        for all ModelDeployments (a kopf timer per object would cost a task and its memory per object)."""
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(settings.recheck_seconds)
+                try:
+                    await asyncio.get_running_loop().run_in_executor(None, recheck_all, logger)
+                except Exception:  # a failed round is retried at the next one
+                    logger.exception("periodic re-check failed")
+
+        background.add(asyncio.create_task(loop()))
 
     @kopf.on.event(GROUP, VERSION, "clustermodelpolicies", registry=registry)
     @kopf.on.event(GROUP, VERSION, "modelpolicies", registry=registry)
     def policy_changed(type: str | None, logger: kopf.Logger, **_: Any) -> None:
         """A changed policy re-decides every ModelDeployment at once (a revoked key takes effect now)."""
-        if type not in ("ADDED", "MODIFIED", "DELETED", None):
-            return
+        if type in ("ADDED", "MODIFIED", "DELETED", None):
+            recheck_all(logger)
+
+    def recheck_all(logger: Any) -> None:
         listing = cast(dict[str, Any], custom.list_cluster_custom_object(GROUP, VERSION, PLURAL))
         for item in listing["items"]:
             if not (item.get("status") or {}).get("phase"):
