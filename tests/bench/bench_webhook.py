@@ -256,10 +256,9 @@ def main() -> None:
         args.concurrency,
     )
     print(text)
-    header = (
-        "# Benchmarks\n\nMeasured side by side in one run on the same machine; compare ratios, not absolute times.\n\n"
-    )
-    args.output.write_text(header + text)
+    from tests.bench.report import write_section
+
+    write_section(args.output, text)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,15 @@ one API call per admission request.
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from devmlops.adapters.sbom import SbomError, parse_sbom
 from devmlops.core.evidence import Document, Evidence
+from devmlops.core.sbom import SbomSummary
 
 __all__ = ["EVIDENCE_LABEL", "DocumentLookup", "resolve_evidence", "resolve_source"]
 
@@ -54,6 +58,29 @@ def resolve_source(source: Any, namespace: str, lookup: DocumentLookup, *, field
     return Document(field, error=f"{field}: set one of inline, configMapKeyRef or secretKeyRef")
 
 
+_PARSED: OrderedDict[tuple[str, str], tuple[SbomSummary | None, str]] = OrderedDict()
+_PARSED_LOCK = threading.Lock()
+_PARSED_MAX = 512
+
+
+def _parsed(text: str, declared: Any) -> tuple[SbomSummary | None, str]:
+    """Parse and validate an SBOM once per distinct document (schema validation is the costly part)."""
+    key = (hashlib.sha256(text.encode()).hexdigest(), str(declared or ""))
+    with _PARSED_LOCK:
+        if key in _PARSED:
+            _PARSED.move_to_end(key)
+            return _PARSED[key]
+    try:
+        value: tuple[SbomSummary | None, str] = (parse_sbom(text, declared_format=declared), "")
+    except SbomError as exc:
+        value = (None, exc.user_message)
+    with _PARSED_LOCK:
+        _PARSED[key] = value
+        while len(_PARSED) > _PARSED_MAX:
+            _PARSED.popitem(last=False)
+    return value
+
+
 def resolve_evidence(obj: Mapping[str, Any], lookup: DocumentLookup) -> Evidence:
     metadata, spec = obj.get("metadata") or {}, obj.get("spec") or {}
     namespace = str(metadata.get("namespace") or "default")
@@ -70,10 +97,7 @@ def resolve_evidence(obj: Mapping[str, Any], lookup: DocumentLookup) -> Evidence
         if sbom_spec.get("signature") is not None:
             sbom_signature = resolve_source(sbom_spec["signature"], namespace, lookup, field="spec.sbom.signature")
         if sbom.text is not None:
-            try:
-                summary = parse_sbom(sbom.text, declared_format=sbom_spec.get("format"))
-            except SbomError as exc:
-                sbom_error = exc.user_message
+            summary, sbom_error = _parsed(sbom.text, sbom_spec.get("format"))
     return Evidence(
         signatures=tuple(signatures),
         sbom=sbom,
