@@ -1,5 +1,5 @@
-"""A real OPA server for ``make run`` and the tests: ``opa run --server --watch`` over ``policies/``, so an edited
-Rego file changes decisions without restarting OPA or the webhook."""
+"""A real OPA server for ``make run`` and the tests: ``opa run --server --bundle --watch`` with ``policies/`` as the
+bundle root, so an edited Rego file changes decisions without restarting OPA or the webhook."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ class OpaServer:
             str(self.bin_dir / "opa"),
             "run",
             "--server",
+            "--bundle",
             "--addr",
             f"127.0.0.1:{self.port}",
             "--watch",
