@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
@@ -112,3 +114,14 @@ def create_md(admin: k8s.ApiClient, namespace: str, doc: dict[str, Any]) -> tupl
     )
     raw = headers.get("Warning", "") if headers else ""
     return data, re.findall(r'299 - "((?:[^"\\]|\\.)*)"', raw)
+
+
+def eventually(probe: Callable[[], Any], *, timeout: float = 30.0, what: str) -> Any:
+    """Poll ``probe`` until it returns something true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"{what} did not happen within {timeout:.0f}s")

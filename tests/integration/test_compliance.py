@@ -4,8 +4,7 @@ only narrow. Distinct API server users play the ML engineer and the approver."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,6 +21,7 @@ from tests.integration.support import (
     SignedModel,
     cluster_policy,
     create_md,
+    eventually,
     evidence_config_map,
     from_config_map,
     installed_policy,
@@ -90,16 +90,6 @@ def high_risk(name: str, model: SignedModel, tier: str = "high", **annotations: 
     doc["metadata"]["labels"] = {"devmlops.io/eu-ai-act-risk": tier}
     doc["metadata"]["annotations"] = {**HIGH_RISK_EVIDENCE, **annotations}
     return doc
-
-
-def eventually(probe: Callable[[], Any], *, timeout: float = 30.0, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"{what} did not happen within {timeout:.0f}s")
 
 
 def status_of(admin: k8s.ApiClient, namespace: str, name: str) -> dict[str, Any]:

@@ -3,9 +3,7 @@ takes over when the first goes away."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from kubernetes import client as k8s
@@ -18,22 +16,13 @@ from tests.integration.support import (
     VERSION,
     SignedModel,
     cluster_policy,
+    eventually,
     evidence_config_map,
     from_config_map,
     installed_policy,
     model_deployment,
     signed_model,
 )
-
-
-def eventually(probe: Callable[[], Any], *, timeout: float = 45.0, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.3)
-    pytest.fail(f"{what} did not happen within {timeout:.0f}s")
 
 
 @pytest.fixture
@@ -71,7 +60,7 @@ def test_the_higher_priority_replica_acts_and_the_other_takes_over_when_it_leave
     high, low = replicas
     model: SignedModel = signed_model(tmp_path_factory.mktemp("ha"), "fraud")
     # kopf starts every replica paused; only the highest priority resumes.
-    eventually(lambda: "Resuming operations" in high.log_tail(200), what="the high replica becoming active")
+    eventually(lambda: "Resuming operations" in high.log_tail(200), timeout=45, what="the high replica becoming active")
     assert "Resuming operations" not in low.log_tail(200)
     k8s.CoreV1Api(admin).create_namespaced_config_map(
         namespace, evidence_config_map("evidence", namespace, {"model.sig": model.bundle})
@@ -80,13 +69,13 @@ def test_the_higher_priority_replica_acts_and_the_other_takes_over_when_it_leave
     with installed_policy(admin, stack, cluster_policy(f"ha-{namespace}"[:63], namespace, model.key.public_pem)):
         doc = model_deployment("first", model.digest, signature=from_config_map("evidence", "model.sig"))
         api.create_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", doc)
-        eventually(lambda: child_exists(admin, namespace, "first"), what="child from the active replica")
+        eventually(lambda: child_exists(admin, namespace, "first"), timeout=45, what="child from the active replica")
         assert "InferenceService first created" in high.log_tail(400)
         assert "InferenceService first created" not in low.log_tail(400)
 
         high.stop()
-        eventually(lambda: "Resuming operations" in low.log_tail(400), what="the standby resuming")
+        eventually(lambda: "Resuming operations" in low.log_tail(400), timeout=45, what="the standby resuming")
         doc = model_deployment("second", model.digest, signature=from_config_map("evidence", "model.sig"))
         api.create_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", doc)
-        eventually(lambda: child_exists(admin, namespace, "second"), what="child from the standby")
+        eventually(lambda: child_exists(admin, namespace, "second"), timeout=45, what="child from the standby")
         assert "InferenceService second created" in low.log_tail(400)

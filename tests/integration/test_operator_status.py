@@ -4,9 +4,8 @@ model, emits an Event and, where the policy says so, scales its server to zero."
 
 from __future__ import annotations
 
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
@@ -18,6 +17,7 @@ from tests.integration.support import (
     VERSION,
     SignedModel,
     cluster_policy,
+    eventually,
     evidence_config_map,
     from_config_map,
     installed_policy,
@@ -34,16 +34,6 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> SignedModel:
 @pytest.fixture(scope="module")
 def other(tmp_path_factory: pytest.TempPathFactory) -> SignedModel:
     return signed_model(tmp_path_factory.mktemp("other"), "fraud")
-
-
-def eventually(probe: Callable[[], Any], *, timeout: float = 30.0, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"{what} did not happen within {timeout:.0f}s")
 
 
 def md_status(admin: k8s.ApiClient, namespace: str, name: str = "fraud") -> dict[str, Any]:

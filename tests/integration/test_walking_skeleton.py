@@ -3,8 +3,7 @@ the operator turns an admitted ModelDeployment into an owned InferenceService an
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from devmlops.harness.stack import DevmlopsStack
 from tests.integration.support import (
     SignedModel,
     cluster_policy,
+    eventually,
     evidence_config_map,
     from_config_map,
     installed_policy,
@@ -43,16 +43,6 @@ def trusted(admin: k8s.ApiClient, stack: DevmlopsStack, namespace: str, model: S
 
 def signed_md(name: str, model: SignedModel, **spec: Any) -> dict[str, Any]:
     return model_deployment(name, model.digest, signature=from_config_map("evidence", "model.sig"), **spec)
-
-
-def eventually(probe: Callable[[], Any], *, timeout: float = 30.0, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"{what} did not happen within {timeout:.0f}s")
 
 
 def test_the_api_server_returns_the_webhooks_denial_for_an_unsigned_model(

@@ -15,14 +15,13 @@ import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import yaml
 
 from devmlops.adapters.pki import KeyPair, new_ca, new_signing_key
 from devmlops.errors import HarnessError
-from devmlops.harness.processes import ManagedProcess, free_port
+from devmlops.harness.processes import Lifecycle, ManagedProcess, free_port
 
 __all__ = ["DEFAULT_USERS", "ControlPlane", "User", "find_tools"]
 
@@ -59,7 +58,7 @@ def find_tools(bin_dir: Path | None) -> Path:
     return bin_dir
 
 
-class ControlPlane:
+class ControlPlane(Lifecycle):
     """Start with ``start()`` or ``with ControlPlane(...) as cp:``; ``stop()`` leaves no process behind."""
 
     def __init__(
@@ -85,13 +84,6 @@ class ControlPlane:
         self.ca_file = self.workdir / "pki" / "ca.crt"
 
     # -- lifecycle -------------------------------------------------------------------------------------------
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def start(self) -> Self:
         started = time.monotonic()

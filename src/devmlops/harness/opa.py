@@ -6,15 +6,14 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
-from devmlops.harness.processes import ManagedProcess, free_port
+from devmlops.harness.processes import Lifecycle, ManagedProcess, free_port
 
 __all__ = ["OpaServer"]
 
 
-class OpaServer:
+class OpaServer(Lifecycle):
     def __init__(self, *, bin_dir: Path, policies: Path, workdir: Path) -> None:
         self.bin_dir, self.policies, self.workdir = bin_dir, policies, workdir
         self.port = 0
@@ -23,14 +22,6 @@ class OpaServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def start(self, *, port: int | None = None) -> Self:
         self.port = port or free_port()

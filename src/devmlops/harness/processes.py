@@ -12,13 +12,32 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from types import TracebackType
+from typing import IO, Self
 
 from devmlops.errors import HarnessError
 
-__all__ = ["ManagedProcess", "free_port"]
+__all__ = ["Lifecycle", "ManagedProcess", "free_port"]
 
 _PR_SET_PDEATHSIG = 1
+
+
+class Lifecycle:
+    """``with X(...) as x:`` starts and always stops (also on errors and Ctrl-C)."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
 
 
 def free_port() -> int:

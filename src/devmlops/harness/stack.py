@@ -13,7 +13,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from kubernetes import client as k8s
@@ -25,7 +24,7 @@ from devmlops.core.childreview import DEFAULT_SERVER_IMAGES, MODEL_SERVER_LABEL
 from devmlops.errors import HarnessError
 from devmlops.harness.controlplane import ControlPlane
 from devmlops.harness.opa import OpaServer
-from devmlops.harness.processes import ManagedProcess, free_port
+from devmlops.harness.processes import Lifecycle, ManagedProcess, free_port
 
 __all__ = [
     "MUTATING_CONFIG_NAME",
@@ -139,7 +138,7 @@ def _https_ok(url: str, context: ssl.SSLContext) -> bool:
         return False
 
 
-class DevmlopsStack:
+class DevmlopsStack(Lifecycle):
     """Webhook and operator for one control plane; ``stop()`` ends both and removes the registration."""
 
     def __init__(self, control_plane: ControlPlane, *, policies: Path | None = None) -> None:
@@ -155,14 +154,6 @@ class DevmlopsStack:
         self.ca = new_ca("devmlops-webhook-ca")
         self.ca_file = self.workdir / "webhook-ca.crt"
         self.ca_file.write_bytes(self.ca.cert_pem)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def start(self) -> Self:
         try:

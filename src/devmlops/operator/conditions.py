@@ -21,33 +21,24 @@ def set_condition(
     now: str,
 ) -> list[dict[str, Any]]:
     """Return a new list with condition ``type_`` set; the others are kept as they were."""
-    merged: list[dict[str, Any]] = []
-    found = False
-    for condition in conditions:
-        if condition.get("type") != type_:
-            merged.append(dict(condition))
-            continue
-        found = True
-        changed = condition.get("status") != status
-        merged.append(
-            {
-                "type": type_,
-                "status": status,
-                "reason": reason,
-                "message": message,
-                "observedGeneration": generation,
-                "lastTransitionTime": now if changed else condition.get("lastTransitionTime", now),
-            }
-        )
-    if not found:
-        merged.append(
-            {
-                "type": type_,
-                "status": status,
-                "reason": reason,
-                "message": message,
-                "observedGeneration": generation,
-                "lastTransitionTime": now,
-            }
-        )
+
+    def fresh(transition: str) -> dict[str, Any]:
+        return {
+            "type": type_,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "observedGeneration": generation,
+            "lastTransitionTime": transition,
+        }
+
+    merged = [dict(c) for c in conditions if c.get("type") != type_]
+    previous = next((c for c in conditions if c.get("type") == type_), None)
+    if previous is None or previous.get("status") != status:
+        transition = now
+    else:
+        transition = str(previous.get("lastTransitionTime", now))
+    # Keep the condition's place in the list when it was there already.
+    position = next((i for i, c in enumerate(conditions) if c.get("type") == type_), len(merged))
+    merged.insert(position, fresh(transition))
     return merged
