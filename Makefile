@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # The folder with etcd, kube-apiserver, helm and opa; hack/tools.sh builds it (or takes KUBEBUILDER_ASSETS).
 TOOLS_DIR = $(shell bash hack/tools.sh)
 
-.PHONY: help venv tools lint test test-rego test-unit test-integration run bench bench-operator clean
+.PHONY: help venv tools lint test test-rego test-unit test-integration run fuzz bench bench-operator clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ run: $(STAMP) ## Local control plane + webhook + operator, samples applied, outc
 
 clean: ## Remove the venv and caches in the repo (the tool cache in ~/.cache/devmlops stays)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .rego-coverage.json
+
+fuzz: $(STAMP) ## Hypothesis fuzzing, at least 100,000 cases (make test runs a short pass)
+	DEVMLOPS_FUZZ_EXAMPLES=15000 $(PY) -m pytest tests/unit/fuzz -q -s --timeout=3600
 
 bench: $(STAMP) ## Benchmarks (not part of make test); writes docs/benchmarks.md
 	$(PY) -m tests.bench.bench_webhook

@@ -23,6 +23,22 @@ def _fail(reason: str, hint: str = "") -> Decision:
     return Decision((GateResult(gate=GATE, outcome="fail", reason=reason, hint=hint),))
 
 
+def _review_update(request: AdmissionRequest) -> Decision:
+    """An approval is immutable: only metadata may change, and never who approved."""
+    old, new = request.old_object, request.object or {}
+    if old is None:
+        return _fail("an update of a ModelApproval must carry the old object")
+    if (new.get("spec") or {}) != (old.get("spec") or {}):
+        return _fail("spec: a ModelApproval is immutable; create a new one")
+
+    def approved_by(obj: Mapping[str, Any]) -> Any:
+        return ((obj.get("metadata") or {}).get("annotations") or {}).get(APPROVED_BY)
+
+    if approved_by(new) != approved_by(old):
+        return _fail(f"annotation {APPROVED_BY}: got {approved_by(new)!r}, expected {approved_by(old)!r} (unchanged)")
+    return Decision((GateResult(gate=GATE, outcome="pass", reason="metadata change of an approval"),))
+
+
 def review_approval(
     request: AdmissionRequest, target: Mapping[str, Any] | None, policies: Sequence[Policy], *, now: str
 ) -> Decision:
@@ -31,13 +47,13 @@ def review_approval(
     spec = obj.get("spec") or {}
     annotations = (obj.get("metadata") or {}).get("annotations") or {}
     approver = request.username
+    if request.operation == "UPDATE":
+        return _review_update(request)
     if annotations.get(APPROVED_BY, approver) != approver:
         return _fail(
             f"annotation {APPROVED_BY}: got {annotations[APPROVED_BY]!r}, expected {approver!r} (the request's user)",
             f"do not set {APPROVED_BY}; it is stamped from the request",
         )
-    if request.operation == "UPDATE":
-        return Decision((GateResult(gate=GATE, outcome="pass", reason="metadata change of an approval"),))
     name = str(spec.get("modelDeployment") or "")
     if target is None:
         return _fail(

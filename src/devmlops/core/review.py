@@ -82,9 +82,15 @@ def _field(mapping: Mapping[str, Any], key: str, path: str, kind: type) -> Any:
 
 def _optional_object(request: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
     value = request.get(key)
-    if value is None or isinstance(value, dict):
-        return value
-    raise InvalidInputError(f"AdmissionReview field request.{key}: got {type(value).__name__}, expected object")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"AdmissionReview field request.{key}: got {type(value).__name__}, expected object")
+    metadata = value.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        found = type(metadata).__name__
+        raise InvalidInputError(f"AdmissionReview field request.{key}.metadata: got {found}, expected object")
+    return value
 
 
 def parse_review(body: object) -> AdmissionRequest:

@@ -155,3 +155,30 @@ def test_a_team_policy_that_widens_is_found_out() -> None:
         == "spec.allow.storageUris 'gs://other/**' is outside what ClusterModelPolicy eu allows ['s3://models/**']"
     )
     assert widenings({"allow": {"storageUris": ["s3://models/team/**"]}, "sbom": {"required": True}}, [POLICY]) == []
+
+
+def test_an_approval_is_immutable_and_keeps_who_approved() -> None:
+    original = {
+        "metadata": {"annotations": {"devmlops.io/approved-by": "bob"}},
+        "spec": {"modelDeployment": "fraud", "digest": DIGEST},
+    }
+
+    def update(new: dict[str, Any]) -> str:
+        request = AdmissionRequest(
+            uid="u",
+            kind=GroupVersionKind("devmlops.io", "v1alpha1", "ModelApproval"),
+            operation="UPDATE",
+            namespace="ml",
+            name="a",
+            username="operator",
+            groups=(),
+            object=new,
+            old_object=original,
+        )
+        return review_approval(request, md("high"), [POLICY], now="2026-11-26T00:00:00+00:00").message
+
+    relabelled = {**original, "metadata": {**original["metadata"], "labels": {"team": "a"}}}
+    assert update(relabelled) == "admitted by devmlops"
+    assert "immutable" in update({**original, "spec": {"modelDeployment": "fraud", "digest": "sha256:" + "0" * 64}})
+    forged = {**original, "metadata": {"annotations": {"devmlops.io/approved-by": "mallory"}}}
+    assert "expected 'bob' (unchanged)" in update(forged)
