@@ -4,6 +4,7 @@ only narrow. Distinct API server users play the ML engineer and the approver."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -285,3 +286,28 @@ def test_a_team_policy_may_narrow_but_not_widen(
         finally:
             api.delete_namespaced_custom_object(GROUP, VERSION, team, "modelpolicies", "onnx-only")
             stack.wait_for_policies(absent=[f"{team}/onnx-only"])
+
+
+def test_an_expired_approval_takes_the_model_server_down_at_the_next_re_check(
+    control_plane: ControlPlane, admin: k8s.ApiClient, team: str, eu_policy: str, model: SignedModel
+) -> None:
+    import datetime as dt
+
+    with api_client(control_plane.kubeconfig("carol")) as carol, api_client(control_plane.kubeconfig("bob")) as bob:
+        create_md(carol, team, high_risk("fraud", model))
+        soon = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=4)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        create_approval(bob, team, approval("short", "fraud", model.digest, expires=soon))
+    eventually(lambda: status_of(admin, team, "fraud").get("child"), what="child while approved")
+    time.sleep(5)
+    api = k8s.CustomObjectsApi(admin)
+    api.patch_cluster_custom_object(
+        GROUP, VERSION, "clustermodelpolicies", eu_policy, {"metadata": {"labels": {"touched": "1"}}}
+    )  # any policy change re-checks now
+    eventually(lambda: status_of(admin, team, "fraud").get("phase") == "AwaitingApproval", what="re-check")
+    isvc = cast(
+        dict[str, Any],
+        api.get_namespaced_custom_object("serving.kserve.io", "v1beta1", team, "inferenceservices", "fraud"),
+    )
+    assert isvc["spec"]["predictor"]["minReplicas"] == 0
+    serving = next(c for c in status_of(admin, team, "fraud")["conditions"] if c["type"] == "ServingReady")
+    assert serving["message"].startswith("approval no longer valid: InferenceService/fraud scaled to zero")

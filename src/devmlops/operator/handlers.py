@@ -130,7 +130,10 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
                 f"({', '.join(context.approval_required_by)}); not served until then"
             )
             conditions = condition(conditions, "AwaitingApproval", "True", "NoValidApproval", message)
-            conditions = condition(conditions, "ServingReady", "False", "AwaitingApproval", "no child until approved")
+            serving = "no child until approved"
+            if (body.get("status") or {}).get("child"):  # the approval expired or a new digest awaits one
+                serving = f"approval no longer valid: {scale_children_to_zero(dynamic, body)}"
+            conditions = condition(conditions, "ServingReady", "False", "AwaitingApproval", serving)
             return {"conditions": conditions, "observedGeneration": generation, "phase": "AwaitingApproval"}
         if context.approval_required_by:
             approved_by = f"approved by {context.approval.approver} ({context.approval.name})"
@@ -283,8 +286,8 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
             if exc.status == 404:
                 return
             raise
-        if (model.get("status") or {}).get("phase") != "AwaitingApproval":
-            return
+        if (model.get("status") or {}).get("phase") not in (None, "", "AwaitingApproval"):
+            return  # already served (or degraded): the approval changes nothing now
         result = reconcile_model(model, logger)
         custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": result})
         if result["phase"] != "AwaitingApproval":
