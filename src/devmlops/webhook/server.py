@@ -6,7 +6,9 @@ the live ``SSLContext``, which new handshakes then use.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 import ssl
 import tempfile
 import threading
@@ -61,16 +63,28 @@ class CertReloader:
         _log.info("TLS certificate reloaded from %s", self._cert)
         return True
 
-    def start(self) -> CertReloader:
-        def loop() -> None:
-            while not self._stop.wait(self._interval):
-                self.check()
-
-        threading.Thread(target=loop, name="cert-reloader", daemon=True).start()
-        return self
+    async def run(self) -> None:
+        """Check in the event loop's own thread: OpenSSL contexts must not change under a handshake in progress,
+        and the server's handshakes run in this loop."""
+        while not self._stop.is_set():
+            await asyncio.sleep(self._interval)
+            self.check()
 
     def stop(self) -> None:
         self._stop.set()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server plus the certificate reloader running inside its event loop."""
+
+    def __init__(self, config: uvicorn.Config, reloader: CertReloader) -> None:
+        super().__init__(config)
+        self._reloader = reloader
+        self._reload_task: asyncio.Task[None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self._reload_task = asyncio.create_task(self._reloader.run())
 
 
 def serve(settings: WebhookSettings, deps: WebhookDeps) -> None:
@@ -88,8 +102,8 @@ def serve(settings: WebhookSettings, deps: WebhookDeps) -> None:
     if context is None:
         raise ConfigurationError("uvicorn built no TLS context; the webhook never serves plaintext")
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    reloader = CertReloader(context, settings.tls_cert, settings.tls_key, interval=settings.cert_reload_seconds).start()
+    reloader = CertReloader(context, settings.tls_cert, settings.tls_key, interval=settings.cert_reload_seconds)
     try:
-        uvicorn.Server(config).run()
+        _Server(config, reloader).run()
     finally:
         reloader.stop()

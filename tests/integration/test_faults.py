@@ -1,0 +1,114 @@
+"""Faults through the real control plane: bursts, a webhook restarted under load, OPA killed mid-stream.
+Invariant: every request is answered, nothing that should be denied is admitted. Every loop is bounded in count
+and time."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from devmlops.adapters.kube import api_client
+from devmlops.harness.controlplane import ControlPlane
+from devmlops.harness.stack import DevmlopsStack
+from tests.integration.support import (
+    GROUP,
+    VERSION,
+    SignedModel,
+    cluster_policy,
+    evidence_config_map,
+    from_config_map,
+    installed_policy,
+    model_deployment,
+    signed_model,
+)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> SignedModel:
+    return signed_model(tmp_path_factory.mktemp("faults"), "fraud")
+
+
+@pytest.fixture
+def trusted(admin: k8s.ApiClient, stack: DevmlopsStack, namespace: str, model: SignedModel) -> Iterator[str]:
+    k8s.CoreV1Api(admin).create_namespaced_config_map(
+        namespace, evidence_config_map("evidence", namespace, {"model.sig": model.bundle})
+    )
+    spec = {"rego": {"packages": ["devmlops.licenses"]}}
+    with installed_policy(
+        admin, stack, cluster_policy(f"faults-{namespace}"[:63], namespace, model.key.public_pem, **spec)
+    ):
+        yield namespace
+
+
+def attempt(cp: ControlPlane, namespace: str, doc: dict[str, Any]) -> int:
+    """Create once; return the HTTP status (201 admitted, 403 denied, 500 webhook unreachable: fail closed)."""
+    with api_client(cp.kubeconfig()) as client:
+        try:
+            k8s.CustomObjectsApi(client).create_namespaced_custom_object(
+                GROUP, VERSION, namespace, "modeldeployments", doc
+            )
+        except ApiException as exc:
+            return int(exc.status)
+    return 201
+
+
+def signed(name: str, model: SignedModel) -> dict[str, Any]:
+    return model_deployment(name, model.digest, signature=from_config_map("evidence", "model.sig"))
+
+
+def test_a_burst_of_200_from_50_parallel_clients_is_answered_correctly(
+    control_plane: ControlPlane, trusted: str, model: SignedModel
+) -> None:
+    docs = [
+        signed(f"good-{i}", model) if i % 2 == 0 else model_deployment(f"bad-{i}", model.digest) for i in range(200)
+    ]
+    with ThreadPoolExecutor(50) as pool:
+        answers = list(pool.map(lambda d: attempt(control_plane, trusted, d), docs))
+    assert answers[0::2] == [201] * 100
+    assert answers[1::2] == [403] * 100
+
+
+def test_an_unsigned_model_is_never_admitted_while_the_webhook_restarts_under_load(
+    control_plane: ControlPlane, stack: DevmlopsStack, trusted: str, model: SignedModel
+) -> None:
+    answers: list[int] = []
+    stop = threading.Event()
+
+    def stream() -> None:
+        for i in range(400):  # bounded in count ...
+            if stop.is_set():
+                break
+            answers.append(attempt(control_plane, trusted, model_deployment(f"unsigned-{i}", model.digest)))
+
+    worker = threading.Thread(target=stream)
+    worker.start()
+    time.sleep(0.5)
+    stack.restart_webhook()
+    time.sleep(0.5)
+    stop.set()
+    worker.join(60)  # ... and in time
+    assert answers
+    assert 201 not in answers, "an unsigned model was admitted"
+    assert set(answers) <= {403, 500}
+
+
+def test_killing_opa_mid_stream_denies_instead_of_admitting(
+    control_plane: ControlPlane, stack: DevmlopsStack, trusted: str, model: SignedModel
+) -> None:
+    assert stack.opa is not None
+    port = stack.opa.port
+    before = [attempt(control_plane, trusted, signed(f"before-{i}", model)) for i in range(5)]
+    stack.opa.stop()
+    try:
+        during = [attempt(control_plane, trusted, signed(f"during-{i}", model)) for i in range(5)]
+    finally:
+        stack.opa.start(port=port)
+    assert before == [201] * 5
+    assert during == [403] * 5, "with OPA gone, Rego-governed models must be denied"
