@@ -65,8 +65,8 @@ def main() -> None:
             "",
             f"Command: `make bench-verify` (python -m tests.bench.bench_verify --size-mib {args.size_mib} "
             f"--files {args.files})  ",
-            f"A generated {mib:.0f} MiB model in {args.files} files, signed with model_signing (files, sha256), read from "
-            "the page cache; best of two runs each.",
+            f"A generated {mib:.0f} MiB model in {args.files} files, signed with model_signing (files, sha256), "
+            "read from the page cache; best of two runs each.",
             "",
             "| run | seconds | MiB/s | vs hashlib on one core |",
             "|---|---:|---:|---:|",
