@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # The folder with etcd, kube-apiserver, helm and opa; hack/tools.sh builds it (or takes KUBEBUILDER_ASSETS).
 TOOLS_DIR = $(shell bash hack/tools.sh)
 
-.PHONY: help venv tools lint test test-rego test-unit test-integration run fuzz bench bench-verify bench-operator clean
+.PHONY: help venv tools lint test test-rego test-unit test-integration run fuzz bench bench-verify bench-apiserver bench-operator clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ bench: $(STAMP) ## Benchmarks (not part of make test); writes docs/benchmarks.md
 
 bench-verify: $(STAMP) ## devmlops verify on a generated 1 GiB model vs hashlib, one core and every core
 	$(PY) -m tests.bench.bench_verify
+
+bench-apiserver: $(STAMP) ## admission latency from the API server's own metrics at a fixed create rate
+	DEVMLOPS_TOOLS_DIR="$(TOOLS_DIR)" $(PY) -m tests.bench.bench_apiserver
 
 bench-operator: $(STAMP) ## 1,000 ModelDeployments through the real API server: time to child, operator memory
 	DEVMLOPS_TOOLS_DIR="$(TOOLS_DIR)" $(PY) -m tests.bench.bench_operator
