@@ -71,3 +71,36 @@ def test_free_port_returns_a_bindable_loopback_port() -> None:
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_a_child_dies_with_its_parent_even_when_the_parent_is_killed_hard(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+
+    pidfile = tmp_path / "child.pid"
+    parent_script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from devmlops.harness.processes import ManagedProcess\n"
+        f"proc = ManagedProcess('sleeper', ['sleep', '60'], log_path=Path({str(tmp_path / 'log')!r})).start()\n"
+        f"Path({str(pidfile)!r}).write_text(str(proc.pid))\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", parent_script])
+    try:
+        deadline = time.monotonic() + 20
+        while not pidfile.exists() or not pidfile.read_text():
+            assert time.monotonic() < deadline, "the parent never started its child"
+            time.sleep(0.05)
+        child = int(pidfile.read_text())
+        assert alive(child)
+        parent.send_signal(signal.SIGKILL)  # no cleanup code can run in the parent
+        parent.wait(10)
+        deadline = time.monotonic() + 5
+        while alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(child), "the child outlived a SIGKILLed parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(10)
