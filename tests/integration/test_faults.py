@@ -22,6 +22,7 @@ from tests.integration.support import (
     VERSION,
     SignedModel,
     cluster_policy,
+    eventually,
     evidence_config_map,
     from_config_map,
     installed_policy,
@@ -112,3 +113,22 @@ def test_killing_opa_mid_stream_denies_instead_of_admitting(
         stack.opa.start(port=port)
     assert before == [201] * 5
     assert during == [403] * 5, "with OPA gone, Rego-governed models must be denied"
+
+
+def test_after_an_api_server_restart_the_operator_resumes_without_duplicate_children(
+    control_plane: ControlPlane, trusted: str, model: SignedModel
+) -> None:
+    def children() -> list[str]:
+        with api_client(control_plane.kubeconfig()) as client:
+            listing = k8s.CustomObjectsApi(client).list_namespaced_custom_object(
+                "serving.kserve.io", "v1beta1", trusted, "inferenceservices"
+            )
+        return sorted(item["metadata"]["name"] for item in listing["items"])
+
+    assert attempt(control_plane, trusted, signed("before-restart", model)) == 201
+    eventually(lambda: children() == ["before-restart"], what="first child")
+    control_plane.restart_apiserver()
+    assert attempt(control_plane, trusted, signed("after-restart", model)) == 201
+    eventually(lambda: children() == ["after-restart", "before-restart"], timeout=60, what="child after the restart")
+    time.sleep(2)  # room for a confused operator to create a duplicate
+    assert children() == ["after-restart", "before-restart"]

@@ -31,4 +31,8 @@ def kopf_settings() -> kopf.OperatorSettings:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
+    # After an API server restart, watches resumed at the old resourceVersion get 429 "storage is (re)initializing"
+    # for a long while and kopf starts a fresh list + watch only once its retries run out: keep those short
+    # (handlers retry on their own, every 5 s, see handlers.py).
+    settings.networking.error_backoffs = [1, 2, 3, 5]
     return settings
