@@ -182,3 +182,41 @@ def test_an_approval_is_immutable_and_keeps_who_approved() -> None:
     assert "immutable" in update({**original, "spec": {"modelDeployment": "fraud", "digest": "sha256:" + "0" * 64}})
     forged = {**original, "metadata": {"annotations": {"devmlops.io/approved-by": "mallory"}}}
     assert "expected 'bob' (unchanged)" in update(forged)
+
+
+def test_a_workload_kserve_derives_from_an_admitted_inference_service_is_admitted() -> None:
+    from devmlops.core.childreview import review_child
+    from devmlops.core.model import Decision, GateResult
+
+    owner = {
+        "metadata": {"name": "fraud", "uid": "u1"},
+        "spec": {"model": {"uri": "s3://m/fraud", "digest": DIGEST}, "runtime": {"kind": "kserve"}},
+    }
+    deployment = {
+        "metadata": {
+            "name": "fraud-predictor",
+            "ownerReferences": [{"kind": "InferenceService", "name": "fraud", "uid": "i1", "controller": True}],
+        },
+        "spec": {
+            "replicas": 1,
+            "template": {"spec": {"containers": [{"name": "kserve-container", "image": "kserve/sklearnserver:v0.15"}]}},
+        },
+    }
+    request = AdmissionRequest(
+        uid="u",
+        kind=GroupVersionKind("apps", "v1", "Deployment"),
+        operation="CREATE",
+        namespace="ml",
+        name="fraud-predictor",
+        username="kserve",
+        groups=(),
+        object=deployment,
+        old_object=None,
+    )
+    ok = Decision((GateResult(gate="signature", outcome="pass", reason="ok"),))
+    assert review_child(request, owner, ok).allowed
+    refused = Decision((GateResult(gate="approval", outcome="fail", reason="no approval"),))
+    assert "may not be served now" in review_child(request, owner, refused).message
+    orphan = review_child(request, None, None)
+    assert not orphan.allowed
+    assert "is owned by InferenceService fraud; expected the child of an admitted ModelDeployment" in orphan.message
