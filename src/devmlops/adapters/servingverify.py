@@ -19,7 +19,7 @@ from devmlops.adapters.modelverify import ByteCheck, check_model_bytes
 from devmlops.adapters.oms import OmsVerifier
 from devmlops.core.childreview import VERIFY_URI_PREFIX
 from devmlops.core.policy import Authority, Policy
-from devmlops.core.ports import SignedModel, VerificationFailed
+from devmlops.core.ports import SignatureVerifier, SignedModel, VerificationFailed
 from devmlops.errors import InvalidInputError
 
 __all__ = ["ENV_PLAN", "PREFIX", "VerificationPlan", "fetch_model", "run_plan"]
@@ -83,9 +83,9 @@ class VerificationPlan:
             raise InvalidInputError(f"{ENV_PLAN}: names no authority; refusing to serve unverified bytes")
         return plan
 
-    def verify_signature(self) -> SignedModel:
+    def verify_signature(self, verifier: SignatureVerifier | None = None) -> SignedModel:
         """Every admitting policy's threshold must be met again, and the bundle must sign the admitted digest."""
-        verifier = OmsVerifier()
+        verifier = verifier or OmsVerifier()
         signed: SignedModel | None = None
         for threshold, authorities in self.groups:
             passed = 0

@@ -3,16 +3,15 @@ reconciles (not in the admission path): the policies that select it, its approva
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.approvals import find_approval
+from devmlops.adapters.evidence import DocumentLookup, resolve_source
 from devmlops.core.decision import select_policies
 from devmlops.core.evidence import ApprovalState
 from devmlops.core.gates.approval import approval_required
@@ -57,31 +56,13 @@ def load_policies(api_client: k8s.ApiClient, namespace: str | None = None) -> Po
     return PolicySet(tuple(_compiled(cluster["items"], team=False) + _compiled(team["items"], team=True)))
 
 
-def _bundle(api_client: k8s.ApiClient, namespace: str, source: Mapping[str, Any]) -> str:
-    """The signature bundle text from inline, a ConfigMap key or a Secret key."""
-    core = k8s.CoreV1Api(api_client)
-    if source.get("inline"):
-        return str(source["inline"])
-    try:
-        if ref := source.get("configMapKeyRef"):
-            config_map: Any = core.read_namespaced_config_map(ref["name"], namespace)
-            return str((config_map.data or {})[ref["key"]])
-        if ref := source.get("secretKeyRef"):
-            secret: Any = core.read_namespaced_secret(ref["name"], namespace)
-            return base64.b64decode((secret.data or {})[ref["key"]]).decode()
-    except (ApiException, KeyError) as exc:
-        raise DevmlopsError(f"spec.signature cannot be read for the serving pod: {exc}") from exc
-    raise DevmlopsError("spec.signature names no bundle")
-
-
 def load_context(
-    api_client: k8s.ApiClient, model: Mapping[str, Any], policies: PolicySet | None = None
+    api_client: k8s.ApiClient, model: Mapping[str, Any], lookup: DocumentLookup, policies: PolicySet | None = None
 ) -> ModelContext:
-    custom, core = k8s.CustomObjectsApi(api_client), k8s.CoreV1Api(api_client)
+    custom = k8s.CustomObjectsApi(api_client)
     namespace = str(model["metadata"]["namespace"])
     policies = policies or load_policies(api_client, namespace)
-    namespace_object: Any = core.read_namespace(namespace)
-    labels = namespace_object.metadata.labels or {}
+    labels = lookup.namespace_labels(namespace)
     name = str(((model.get("spec") or {}).get("model") or {}).get("name") or "")
     selecting = tuple(select_policies(policies, namespace=namespace, namespace_labels=labels, model_name=name))
     required_by = tuple(p.name for p in selecting if approval_required(model, p))
@@ -92,5 +73,8 @@ def load_context(
         )
         approval = find_approval(approvals["items"], model, dt.datetime.now(dt.UTC))
     revision = PolicySet(selecting).revision
-    bundle = _bundle(api_client, namespace, (model.get("spec") or {}).get("signature") or {})
-    return ModelContext(selecting, revision, required_by, approval, bundle)
+    # The same resolution (and evidence label) as admission; reconcile re-decided with it just before.
+    signature = resolve_source((model.get("spec") or {}).get("signature"), namespace, lookup, field="spec.signature")
+    if signature.text is None:
+        raise DevmlopsError(f"spec.signature cannot be read for the serving pod: {signature.error}")
+    return ModelContext(selecting, revision, required_by, approval, signature.text)

@@ -108,7 +108,7 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
         )
         namespace = str(body["metadata"]["namespace"])
         policies = load_policies(api_client, namespace)
-        context = load_context(api_client, body, policies)
+        context = load_context(api_client, body, lookup, policies)
         decision = reevaluate(body, policies, lookup, verifier=verifier, engine=engine)
         metrics.reconciles.labels("ModelDeployment", "allowed" if decision.allowed else "violation").inc()
         if not decision.allowed:
@@ -139,7 +139,7 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
             approved_by = f"approved by {context.approval.approver} ({context.approval.name})"
             conditions = condition(conditions, "AwaitingApproval", "False", "Approved", approved_by)
         plan = VerificationPlan.for_policies(context.bundle, body["spec"]["model"]["digest"], context.policies)
-        signed = plan.verify_signature()
+        signed = plan.verify_signature(verifier)  # cached: reevaluate() verified the same bundle
         conditions = condition(
             conditions, "SignatureVerified", "True", "Verified", f"{signed.digest} signed by {signed.signer}"
         )
