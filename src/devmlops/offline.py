@@ -5,7 +5,6 @@ ClusterModelPolicies, ConfigMaps, Secrets and Namespaces in the given files take
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from devmlops.adapters.evidence import resolve_evidence
+from devmlops.adapters.evidence import decode_values, resolve_evidence
 from devmlops.adapters.oms import OmsVerifier
 from devmlops.core.decision import decide
 from devmlops.core.model import Decision
@@ -66,7 +65,7 @@ class _FileLookup:
         doc = self._objects.get(("Secret", namespace, name))
         if doc is None:
             return None
-        data = {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (doc.get("data") or {}).items()}
+        data = decode_values(doc.get("data"))
         return {**data, **(doc.get("stringData") or {})}
 
     def namespace_labels(self, namespace: str) -> Mapping[str, str]:

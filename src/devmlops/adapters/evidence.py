@@ -6,6 +6,7 @@ one API call per admission request.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import threading
 from collections import OrderedDict
@@ -16,7 +17,7 @@ from devmlops.adapters.sbom import SbomError, parse_sbom
 from devmlops.core.evidence import Document, Evidence
 from devmlops.core.sbom import SbomSummary
 
-__all__ = ["EVIDENCE_LABEL", "DocumentLookup", "resolve_evidence", "resolve_source"]
+__all__ = ["EVIDENCE_LABEL", "DocumentLookup", "decode_values", "resolve_evidence", "resolve_source"]
 
 EVIDENCE_LABEL = "devmlops.io/evidence"
 
@@ -27,6 +28,11 @@ class DocumentLookup(Protocol):
     def secret(self, namespace: str, name: str) -> Mapping[str, str] | None: ...
 
     def namespace_labels(self, namespace: str) -> Mapping[str, str]: ...
+
+
+def decode_values(values: Mapping[str, str] | None) -> dict[str, str]:
+    """Secret ``data`` and ConfigMap ``binaryData`` values are base64; evidence documents are text."""
+    return {key: base64.b64decode(value).decode("utf-8", "replace") for key, value in (values or {}).items()}
 
 
 def resolve_source(source: Any, namespace: str, lookup: DocumentLookup, *, field: str) -> Document:

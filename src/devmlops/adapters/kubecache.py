@@ -6,7 +6,6 @@ ClusterModelPolicies from here, so an admission request costs no API call.
 
 from __future__ import annotations
 
-import base64
 import logging
 import threading
 import time
@@ -16,6 +15,8 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
+
+from devmlops.adapters.evidence import decode_values
 
 __all__ = ["ClusterCaches", "WatchCache"]
 
@@ -144,12 +145,12 @@ class WatchCache:
 
 
 def _decoded_secret(obj: dict[str, Any]) -> dict[str, str]:
-    data = {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (obj.get("data") or {}).items()}
+    data = decode_values(obj.get("data"))
     return {**data, **(obj.get("stringData") or {})}
 
 
 def _config_map(obj: dict[str, Any]) -> dict[str, str]:
-    binary = {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (obj.get("binaryData") or {}).items()}
+    binary = decode_values(obj.get("binaryData"))
     return {**binary, **(obj.get("data") or {})}
 
 

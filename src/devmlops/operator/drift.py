@@ -3,14 +3,13 @@ to straight from the API server (the operator is not in the admission path, so a
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from devmlops.adapters.evidence import resolve_evidence
+from devmlops.adapters.evidence import decode_values, resolve_evidence
 from devmlops.adapters.oms import OmsVerifier
 from devmlops.core.decision import decide
 from devmlops.core.model import Decision
@@ -45,7 +44,7 @@ class ApiLookup:
             return None
         if not self._labelled(found):
             return None
-        return {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (found.data or {}).items()}
+        return decode_values(found.data)
 
     def namespace_labels(self, namespace: str) -> Mapping[str, str]:
         found: Any = self._core.read_namespace(namespace)
