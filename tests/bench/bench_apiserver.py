@@ -5,10 +5,8 @@ webhook's share of each request. Run with `make bench-apiserver`."""
 from __future__ import annotations
 
 import argparse
-import os
 import ssl
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -47,36 +45,15 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from devmlops.adapters.kube import api_client
-    from devmlops.harness.controlplane import ControlPlane, find_tools
-    from devmlops.harness.stack import DevmlopsStack
+    from tests.bench.cluster import NAMESPACE as namespace
+    from tests.bench.cluster import bench_cluster
     from tests.bench.report import write_section
-    from tests.integration.support import (
-        cluster_policy,
-        evidence_config_map,
-        from_config_map,
-        model_deployment,
-        signed_model,
-    )
+    from tests.integration.support import from_config_map, model_deployment
 
-    namespace, webhook = "bench", "modeldeployments.validate.devmlops.io"
-    tools = find_tools(Path(os.environ["DEVMLOPS_TOOLS_DIR"]))
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        ControlPlane(bin_dir=tools, crd_paths=[ROOT / "crds"]) as cp,
-        DevmlopsStack(cp, policies=ROOT / "policies") as stack,
-        api_client(cp.kubeconfig()) as admin,
-    ):
-        model = signed_model(Path(tmp), "fraud")
-        core, custom = k8s.CoreV1Api(admin), k8s.CustomObjectsApi(admin)
-        core.create_namespace({"metadata": {"name": namespace}})
-        core.create_namespaced_config_map(
-            namespace, evidence_config_map("evidence", namespace, {"model.sig": model.bundle})
-        )
-        custom.create_cluster_custom_object(
-            "devmlops.io", "v1alpha1", "clustermodelpolicies", cluster_policy("bench", namespace, model.key.public_pem)
-        )
-        stack.wait_for_policies(present=["bench"])
+    webhook = "modeldeployments.validate.devmlops.io"
+    with bench_cluster() as cluster:
+        cp, model = cluster.cp, cluster.model
+        custom = k8s.CustomObjectsApi(cluster.admin)
         context = ssl.create_default_context(cafile=str(cp.ca_file))
         headers = {"Authorization": f"Bearer {cp.token()}"}
         request = urllib.request.Request(f"{cp.url}/metrics", headers=headers)  # noqa: S310 - loopback https

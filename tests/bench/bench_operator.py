@@ -4,10 +4,8 @@ child created (p50, p99, all), and the operator's and webhook's memory. Run with
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -44,33 +42,13 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from devmlops.adapters.kube import api_client
-    from devmlops.harness.controlplane import ControlPlane, find_tools
-    from devmlops.harness.stack import DevmlopsStack
-    from tests.integration.support import (
-        cluster_policy,
-        evidence_config_map,
-        from_config_map,
-        model_deployment,
-        signed_model,
-    )
+    from tests.bench.cluster import NAMESPACE as namespace
+    from tests.bench.cluster import bench_cluster
+    from tests.integration.support import from_config_map, model_deployment
 
-    tools = find_tools(Path(os.environ["DEVMLOPS_TOOLS_DIR"]))
-    namespace = "bench"
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        ControlPlane(bin_dir=tools, crd_paths=[ROOT / "crds"]) as cp,
-        DevmlopsStack(cp, policies=ROOT / "policies") as stack,
-        api_client(cp.kubeconfig()) as admin,
-    ):
-        model = signed_model(Path(tmp), "fraud")
-        core, custom = k8s.CoreV1Api(admin), k8s.CustomObjectsApi(admin)
-        core.create_namespace({"metadata": {"name": namespace}})
-        core.create_namespaced_config_map(
-            namespace, evidence_config_map("evidence", namespace, {"model.sig": model.bundle})
-        )
-        policy = cluster_policy("bench", namespace, model.key.public_pem)
-        custom.create_cluster_custom_object("devmlops.io", "v1alpha1", "clustermodelpolicies", policy)
-        stack.wait_for_policies(present=["bench"])
+    with bench_cluster() as cluster:
+        cp, stack, model = cluster.cp, cluster.stack, cluster.model
+        custom = k8s.CustomObjectsApi(cluster.admin)
         created: dict[str, float] = {}
         children: dict[str, float] = {}
         done = threading.Event()

@@ -67,6 +67,7 @@ def _serve(workdir: str, port: int, cached: bool) -> None:
     from devmlops.webhook.app import WebhookDeps, create_app
     from devmlops.webhook.service import AdmissionService
     from devmlops.webhook.settings import WebhookSettings
+    from tests.support.lookups import EmptyCluster
 
     logging.disable(logging.CRITICAL)
     folder = Path(workdir)
@@ -81,24 +82,8 @@ def _serve(workdir: str, port: int, cached: bool) -> None:
         }
     )
 
-    class NoLookup:
-        def config_map(self, namespace: str, name: str) -> None:
-            return None
-
-        def secret(self, namespace: str, name: str) -> None:
-            return None
-
-        def namespace_labels(self, namespace: str) -> dict[str, str]:
-            return {}
-
-        def model_deployment(self, namespace: str, name: str) -> None:
-            return None
-
-        def approvals(self) -> list[dict[str, Any]]:
-            return []
-
     verifier: Any = CachingVerifier(OmsVerifier()) if cached else OmsVerifier()
-    service = AdmissionService(policies=lambda: PolicySet((policy,)), lookup=NoLookup(), verifier=verifier)
+    service = AdmissionService(policies=lambda: PolicySet((policy,)), lookup=EmptyCluster(), verifier=verifier)
     settings = WebhookSettings(tls_cert=folder / "tls.crt", tls_key=folder / "tls.key", decision_workers=4)
     app = create_app(settings, WebhookDeps(decide=service.decide, audit=lambda _r: None))
     fixed = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": "x", "allowed": True}}

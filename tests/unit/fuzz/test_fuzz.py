@@ -24,6 +24,7 @@ from devmlops.core.review import parse_review
 from devmlops.errors import InvalidInputError
 from devmlops.webhook import WebhookDeps, WebhookSettings, create_app
 from devmlops.webhook.service import AdmissionService
+from tests.support.lookups import EmptyCluster
 from tests.support.models import make_key, make_model, sign_with_key
 
 EXAMPLES = int(os.environ.get("DEVMLOPS_FUZZ_EXAMPLES", "150"))
@@ -65,26 +66,6 @@ def reviews() -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
-class NoLookup:
-    def config_map(self, namespace: str, name: str) -> None:
-        return None
-
-    def secret(self, namespace: str, name: str) -> None:
-        return None
-
-    def namespace_labels(self, namespace: str) -> dict[str, str]:
-        return {}
-
-    def model_deployment(self, namespace: str, name: str) -> None:
-        return None
-
-    def approvals(self) -> list[dict[str, Any]]:
-        return []
-
-    def inference_service(self, namespace: str, name: str) -> None:
-        return None
-
-
 @pytest.fixture(scope="module")
 def signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Authority]:
     folder = tmp_path_factory.mktemp("fuzz")
@@ -102,7 +83,7 @@ def client(signed: tuple[str, Authority]) -> TestClient:
             "spec": {"authorities": [{"name": "k", "key": {"publicKey": signed[1].public_key}}]},
         }
     )
-    service = AdmissionService(policies=lambda: PolicySet((policy,)), lookup=NoLookup(), verifier=OmsVerifier())
+    service = AdmissionService(policies=lambda: PolicySet((policy,)), lookup=EmptyCluster(), verifier=OmsVerifier())
     app = create_app(
         WebhookSettings(tls_cert=Path("x"), tls_key=Path("x"), max_body_bytes=65536),
         WebhookDeps(decide=service.decide, audit=lambda _r: None),
