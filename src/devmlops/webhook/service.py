@@ -79,21 +79,25 @@ class AdmissionService:
         if request.object is None or request.operation == "DELETE":
             return Evidence(now=stamp)
         obj = {**request.object, "metadata": {**(request.object.get("metadata") or {}), "namespace": request.namespace}}
-        labels = dict(self._lookup.namespace_labels(request.namespace))
         if kind == MODEL_DEPLOYMENT:
-            resolved = resolve_evidence(obj, self._lookup)
-            approval = find_approval(self._lookup.approvals(), obj, now)
-            return replace(resolved, approval=approval, now=stamp, requester_stamped=True)
+            return replace(self._model_evidence(obj, now), now=stamp, requester_stamped=True)
         if kind in MODEL_SERVER_KINDS:
             owner = self._owner_model(request.namespace, obj)
             decision = self._serving_decision(owner, request) if owner else None
             return Evidence(owner=owner, owner_decision=decision, now=stamp)
+        labels = dict(self._lookup.namespace_labels(request.namespace))
         if kind == MODEL_APPROVAL:
             name = str((obj.get("spec") or {}).get("modelDeployment") or "")
             return Evidence(
                 target=self._lookup.model_deployment(request.namespace, name), namespace_labels=labels, now=stamp
             )
         return Evidence(namespace_labels=labels, now=stamp)
+
+    def _model_evidence(self, model: Mapping[str, Any], now: dt.datetime) -> Evidence:
+        """A ModelDeployment's documents and its valid approval, for admission and for the serving stage."""
+        return replace(
+            resolve_evidence(model, self._lookup), approval=find_approval(self._lookup.approvals(), model, now)
+        )
 
     def _owner_model(self, namespace: str, obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
         """Follow the controller chain (InferenceService -> ModelDeployment), requiring matching uids."""
@@ -128,6 +132,5 @@ class AdmissionService:
             object=model,
             old_object=model,
         )
-        approval = find_approval(self._lookup.approvals(), model, dt.datetime.now(dt.UTC))
-        evidence = replace(resolve_evidence(model, self._lookup), approval=approval)
+        evidence = self._model_evidence(model, dt.datetime.now(dt.UTC))
         return decide(request, self._policies(), evidence, self._verifier, self._engine, stage="serving")
