@@ -13,7 +13,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/versions.env"
 
 cache_root="${DEVMLOPS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/devmlops/tools}"
-bin_dir="$cache_root/k8s-${KUBERNETES_VERSION}_etcd-${ETCD_VERSION}_helm-${HELM_VERSION}_opa-${OPA_VERSION}"
+bin_dir="$cache_root/k8s-${KUBERNETES_VERSION}_etcd-${ETCD_VERSION}_helm-${HELM_VERSION}_opa-${OPA_VERSION}_r${TOOLS_RECIPE}"
 work_root="$cache_root/build"
 
 say() { printf '[tools] %s\n' "$*" >&2; }
@@ -86,12 +86,22 @@ build_etcd() {
 }
 
 go_install() {
-    # go_install LABEL PACKAGE@VERSION OUTPUT_NAME
-    local label="$1" package="$2" name="$3"
+    # go_install LABEL PACKAGE@VERSION OUTPUT_NAME [LDFLAGS]
+    local label="$1" package="$2" name="$3" ldflags="-s -w ${4:-}"
     local gobin="$work_root/gobin-$label"
     mkdir -p "$gobin"
-    with_progress "$label" env GOBIN="$gobin" CGO_ENABLED=0 go install -trimpath -ldflags='-s -w' "$package"
+    with_progress "$label" env GOBIN="$gobin" CGO_ENABLED=0 go install -trimpath -ldflags="$ldflags" "$package"
     mv "$gobin/$name" "$bin_dir/$name"
+}
+
+build_helm() {
+    # As helm's release build does: its version, and the Kubernetes version `helm template` and `helm lint` assume
+    # without a cluster (unstamped, that is v1.20, older than the chart's kubeVersion). Stamp the one we build.
+    local minor="${KUBERNETES_VERSION#v1.}" pkg=helm.sh/helm/v3
+    local stamp="-X $pkg/internal/version.version=$HELM_VERSION"
+    stamp+=" -X $pkg/pkg/chartutil.k8sVersionMajor=1 -X $pkg/pkg/chartutil.k8sVersionMinor=${minor%%.*}"
+    stamp+=" -X $pkg/pkg/lint/rules.k8sVersionMajor=1 -X $pkg/pkg/lint/rules.k8sVersionMinor=${minor%%.*}"
+    go_install helm "$pkg/cmd/helm@$HELM_VERSION" helm "$stamp"
 }
 
 main() {
@@ -117,7 +127,7 @@ main() {
         case "$tool" in
             etcd) build_etcd ;;
             kube-apiserver) build_kube_apiserver ;;
-            helm) go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" helm ;;
+            helm) build_helm ;;
             opa) go_install opa "github.com/open-policy-agent/opa@$OPA_VERSION" opa ;;
         esac
     done
