@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from devmlops import __version__
+from devmlops.core.childreview import DEFAULT_SERVER_IMAGES
 from devmlops.errors import DevmlopsError, InvalidInputError
 
 if TYPE_CHECKING:
@@ -46,6 +47,20 @@ def cli() -> None:
 @click.option("--cert-reload-interval", default=10.0, show_default=True, help="Seconds between TLS file checks.")
 @click.option("--opa-url", default=None, help="OPA server for the rego gate, e.g. http://127.0.0.1:8181.")
 @click.option("--opa-timeout", default=2.0, show_default=True, help="Seconds allowed for one OPA query.")
+@click.option(
+    "--model-server-image",
+    "model_server_images",
+    multiple=True,
+    help="Image substring that makes a Deployment/StatefulSet a model server (repeatable; keep it in step with the "
+    f"webhook configuration's matchConditions). Default: {', '.join(DEFAULT_SERVER_IMAGES)}.",
+)
+@click.option(
+    "--evidence-secret-namespaces",
+    default="*",
+    show_default=True,
+    help="Comma-separated namespaces whose Secrets labelled devmlops.io/evidence=true are read; '*' every "
+    "namespace (needs cluster-wide Secret access), '' none (secretKeyRef evidence is then denied).",
+)
 def webhook(
     host: str,
     port: int,
@@ -58,6 +73,8 @@ def webhook(
     cert_reload_interval: float,
     opa_url: str | None,
     opa_timeout: float,
+    model_server_images: tuple[str, ...],
+    evidence_secret_namespaces: str,
 ) -> None:
     """Serve the admission webhook over TLS (/validate, /healthz, /readyz, /metrics).
 
@@ -81,15 +98,48 @@ def webhook(
                 "cert_reload_seconds": cert_reload_interval,
                 "opa_url": opa_url,
                 "opa_timeout_seconds": opa_timeout,
+                "model_server_images": model_server_images or DEFAULT_SERVER_IMAGES,
+                "evidence_secret_namespaces": _namespace_list(evidence_secret_namespaces),
             }
         )
     )
+
+
+def _namespace_list(text: str) -> tuple[str, ...] | None:
+    """'*' means every namespace (None); otherwise the comma-separated names, possibly none."""
+    if text.strip() == "*":
+        return None
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _secret_ref(text: str | None, option: str) -> tuple[str, str] | None:
+    if text is None:
+        return None
+    namespace, _, name = text.partition("/")
+    if not namespace or not name:
+        raise click.BadParameter(f"expected NAMESPACE/NAME, got {text!r}", param_hint=option)
+    return namespace, name
+
+
+def _configuration_ref(text: str) -> tuple[str, str]:
+    kind, _, name = text.partition("/")
+    if kind not in ("validating", "mutating") or not name:
+        raise click.BadParameter(
+            f"expected validating/NAME or mutating/NAME, got {text!r}", param_hint="--webhook-configuration"
+        )
+    return kind, name
 
 
 @cli.command()
 @click.option("-n", "--namespace", "namespaces", multiple=True, help="Watch only these namespaces (repeatable).")
 @click.option("--standalone/--peering", default=True, show_default=True, help="Run without or with kopf peering.")
 @click.option("--priority", default=0, show_default=True, help="kopf peering priority (higher acts).")
+@click.option(
+    "--random-priority",
+    is_flag=True,
+    help="Pick a random peering priority (replicas of one Deployment must not share one).",
+)
+@click.option("--peering-name", default="devmlops", show_default=True, help="The (Cluster)KopfPeering object's name.")
 @click.option(
     "--liveness",
     "liveness_endpoint",
@@ -99,28 +149,95 @@ def webhook(
 @click.option("--opa-url", default=None, help="OPA holding the Rego packages, to re-check them.")
 @click.option("--recheck-interval", default=300.0, show_default=True, help="Seconds between re-checks of each model.")
 @click.option("--metrics-port", default=0, show_default=True, help="Serve Prometheus /metrics on this port (0: off).")
+@click.option(
+    "--webhook-tls-secret",
+    metavar="NAMESPACE/NAME",
+    help="Keep the webhook's serving certificate in this kubernetes.io/tls Secret (turns certificate keeping on).",
+)
+@click.option("--webhook-ca-secret", metavar="NAMESPACE/NAME", help="The Secret holding the webhook CA and its key.")
+@click.option("--webhook-host", "webhook_hosts", multiple=True, help="DNS name or IP of the webhook (repeatable).")
+@click.option(
+    "--webhook-configuration",
+    "webhook_configurations",
+    multiple=True,
+    metavar="KIND/NAME",
+    help="validating/NAME or mutating/NAME whose caBundle the operator keeps (repeatable).",
+)
+@click.option("--cert-validity-days", default=90.0, show_default=True, help="Serving certificate lifetime (<= 365).")
+@click.option("--cert-renew-before-days", default=30.0, show_default=True, help="Renew it this long before expiry.")
+@click.option("--ca-validity-days", default=365.0, show_default=True, help="CA lifetime (<= 365).")
+@click.option("--ca-renew-before-days", default=60.0, show_default=True, help="Rotate the CA this long before expiry.")
+@click.option("--ca-overlap-seconds", default=600.0, show_default=True, help="Keep trusting the old CA this long.")
+@click.option(
+    "--ca-propagation-seconds",
+    default=30.0,
+    show_default=True,
+    help="Wait this long after a new CA entered the caBundle before serving a certificate it signed.",
+)
+@click.option("--cert-check-interval", default=60.0, show_default=True, help="Seconds between certificate checks.")
 def operator(
     namespaces: tuple[str, ...],
     standalone: bool,
     priority: int,
+    random_priority: bool,
+    peering_name: str,
     liveness_endpoint: str | None,
     opa_url: str | None,
     recheck_interval: float,
     metrics_port: int,
+    webhook_tls_secret: str | None,
+    webhook_ca_secret: str | None,
+    webhook_hosts: tuple[str, ...],
+    webhook_configurations: tuple[str, ...],
+    cert_validity_days: float,
+    cert_renew_before_days: float,
+    ca_validity_days: float,
+    ca_renew_before_days: float,
+    ca_overlap_seconds: float,
+    ca_propagation_seconds: float,
+    cert_check_interval: float,
 ) -> None:
-    """Reconcile ModelDeployments into model servers (uses KUBECONFIG or the in-cluster account)."""
+    """Reconcile ModelDeployments into model servers (uses KUBECONFIG or the in-cluster account).
+
+    With --webhook-tls-secret it also keeps the webhook's certificates: a CA and a serving certificate in Secrets,
+    renewed before they expire, and the CA patched into the webhook configurations' caBundle.
+    """
+    import secrets
+
+    from devmlops.operator.certificates import CertificateSettings
     from devmlops.operator.main import run
     from devmlops.operator.settings import OperatorSettings
 
+    certificates = None
+    tls_secret = _secret_ref(webhook_tls_secret, "--webhook-tls-secret")
+    if tls_secret is not None:
+        ca_secret = _secret_ref(webhook_ca_secret, "--webhook-ca-secret")
+        if ca_secret is None or not webhook_hosts:
+            raise click.UsageError("--webhook-tls-secret needs --webhook-ca-secret and at least one --webhook-host")
+        certificates = CertificateSettings(
+            tls_secret=tls_secret,
+            ca_secret=ca_secret,
+            hosts=webhook_hosts,
+            configurations=tuple(_configuration_ref(c) for c in webhook_configurations),
+            validity_days=cert_validity_days,
+            renew_before_days=cert_renew_before_days,
+            ca_validity_days=ca_validity_days,
+            ca_renew_before_days=ca_renew_before_days,
+            ca_overlap_seconds=ca_overlap_seconds,
+            ca_propagation_seconds=ca_propagation_seconds,
+            check_seconds=cert_check_interval,
+        )
     run(
         OperatorSettings(
             namespaces=namespaces,
             standalone=standalone,
-            priority=priority,
+            priority=1 + secrets.randbelow(1_000_000) if random_priority else priority,
+            peering_name=peering_name,
             liveness_endpoint=liveness_endpoint,
             opa_url=opa_url,
             recheck_seconds=recheck_interval,
             metrics_port=metrics_port,
+            certificates=certificates,
         )
     )
 

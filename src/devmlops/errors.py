@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ConfigurationError", "DevmlopsError", "HarnessError", "InvalidInputError"]
+__all__ = ["ConfigurationError", "DevmlopsError", "EvidenceUnavailableError", "HarnessError", "InvalidInputError"]
 
 
 class DevmlopsError(Exception):
@@ -31,3 +31,7 @@ class ConfigurationError(DevmlopsError):
 
 class HarnessError(DevmlopsError):
     """The local control plane could not be built, started or stopped."""
+
+
+class EvidenceUnavailableError(DevmlopsError):
+    """An evidence source this installation may not read (e.g. a Secret outside the configured namespaces)."""

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from devmlops.adapters.sbom import SbomError, parse_sbom
 from devmlops.core.evidence import Document, Evidence
 from devmlops.core.sbom import SbomSummary
+from devmlops.errors import EvidenceUnavailableError
 
 __all__ = ["EVIDENCE_LABEL", "DocumentLookup", "decode_values", "resolve_evidence", "resolve_source"]
 
@@ -49,7 +50,10 @@ def resolve_source(source: Any, namespace: str, lookup: DocumentLookup, *, field
         if isinstance(ref, Mapping):
             name, item = str(ref.get("name") or ""), str(ref.get("key") or "")
             where = f"{kind} {namespace}/{name} key {item!r}"
-            data = read(namespace, name)
+            try:
+                data = read(namespace, name)
+            except EvidenceUnavailableError as exc:
+                return Document(where, error=f"{field}.{key}: {exc.user_message}")
             if data is None:
                 return Document(
                     where,

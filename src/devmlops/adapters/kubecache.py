@@ -17,6 +17,7 @@ from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.evidence import decode_values
+from devmlops.errors import EvidenceUnavailableError
 
 __all__ = ["ClusterCaches", "WatchCache"]
 
@@ -144,6 +145,17 @@ class WatchCache:
         return version
 
 
+def _secret_lister(core: k8s.CoreV1Api, namespace: str) -> Callable[..., Any]:
+    if not namespace:
+        return core.list_secret_for_all_namespaces
+
+    def call(**kwargs: Any) -> Any:
+        return core.list_namespaced_secret(namespace, **kwargs)
+
+    call.__name__ = "list_namespaced_secret"  # the watch helper names the call in its errors
+    return call
+
+
 def _decoded_secret(obj: dict[str, Any]) -> dict[str, str]:
     data = decode_values(obj.get("data"))
     return {**data, **(obj.get("stringData") or {})}
@@ -163,7 +175,10 @@ class ClusterCaches:
         *,
         evidence_selector: str = "devmlops.io/evidence=true",
         on_policy_change: Callable[[str, dict[str, Any]], None] = lambda _e, _o: None,
+        secret_namespaces: tuple[str, ...] | None = None,
     ) -> None:
+        """``secret_namespaces``: None watches labelled Secrets in every namespace (cluster-wide access); a tuple
+        watches only those namespaces (a Role in each is enough), and an empty one reads no Secret at all."""
         core = k8s.CoreV1Api(api_client)
         custom = k8s.CustomObjectsApi(api_client)
         serialize = api_client.sanitize_for_serialization
@@ -184,13 +199,17 @@ class ClusterCaches:
             label_selector=evidence_selector,
             transform=_config_map,
         )
-        self.secrets = WatchCache(
-            "secrets",
-            core.list_secret_for_all_namespaces,
-            serialize,
-            label_selector=evidence_selector,
-            transform=_decoded_secret,
-        )
+        self._secret_namespaces = secret_namespaces
+        self.secret_caches = {
+            namespace: WatchCache(
+                f"secrets-{namespace or 'all'}",
+                _secret_lister(core, namespace),
+                serialize,
+                label_selector=evidence_selector,
+                transform=_decoded_secret,
+            )
+            for namespace in (("",) if secret_namespaces is None else secret_namespaces)
+        }
         self.namespaces = WatchCache(
             "namespaces",
             core.list_namespace,
@@ -220,7 +239,7 @@ class ClusterCaches:
         self.inference_services = WatchCache("inferenceservices", list_inference_services, serialize, optional=True)
         self._all = (
             self.config_maps,
-            self.secrets,
+            *self.secret_caches.values(),
             self.namespaces,
             self.policies,
             self.team_policies,
@@ -252,7 +271,15 @@ class ClusterCaches:
         return found
 
     def secret(self, namespace: str, name: str) -> Mapping[str, str] | None:
-        found: Mapping[str, str] | None = self.secrets.get(namespace, name)
+        allowed = self._secret_namespaces
+        if allowed is not None and namespace not in allowed:
+            where = f"only in: {', '.join(allowed)}" if allowed else "in no namespace"
+            raise EvidenceUnavailableError(
+                f"this installation reads evidence Secrets {where}; put the document in a ConfigMap labelled "
+                "devmlops.io/evidence=true, or ask the platform team to add the namespace (evidence.secretNamespaces)"
+            )
+        cache = self.secret_caches["" if allowed is None else namespace]
+        found: Mapping[str, str] | None = cache.get(namespace, name)
         return found
 
     def namespace_labels(self, namespace: str) -> Mapping[str, str]:

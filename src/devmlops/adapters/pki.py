@@ -78,6 +78,15 @@ class CertificateAuthority:
     def cert_pem(self) -> bytes:
         return self.cert.public_bytes(serialization.Encoding.PEM)
 
+    @classmethod
+    def from_pem(cls, cert_pem: bytes, key_pem: bytes) -> CertificateAuthority:
+        """Load a CA kept elsewhere (e.g. in a Secret); raises ``ValueError`` on anything but a P-256 CA pair."""
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
+            raise ValueError("the CA key is not an EC key matching the CA certificate")
+        return cls(key=key, cert=cert)
+
     @property
     def pair(self) -> KeyPair:
         return KeyPair(self.cert_pem, _private_pem(self.key))

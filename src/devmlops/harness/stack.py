@@ -25,6 +25,7 @@ from devmlops.errors import HarnessError
 from devmlops.harness.controlplane import ControlPlane
 from devmlops.harness.opa import OpaServer
 from devmlops.harness.processes import Lifecycle, ManagedProcess, free_port
+from devmlops.harness.secretvolume import SecretVolume
 
 __all__ = [
     "MUTATING_CONFIG_NAME",
@@ -36,6 +37,25 @@ __all__ = [
 
 WEBHOOK_CONFIG_NAME = "devmlops-validating"
 MUTATING_CONFIG_NAME = "devmlops-mutating"
+WEBHOOK_HOSTS = ("127.0.0.1", "localhost")
+MANAGED_TLS_SECRET = ("devmlops-system", "devmlops-webhook-tls")
+MANAGED_CA_SECRET = ("devmlops-system", "devmlops-webhook-ca")
+
+
+def managed_certificate_args(*, check_seconds: float, overlap_seconds: float = 5.0) -> list[str]:
+    """The operator's certificate-keeping options for the local stack (seconds where a cluster has minutes)."""
+    return [
+        f"--webhook-tls-secret={'/'.join(MANAGED_TLS_SECRET)}",
+        f"--webhook-ca-secret={'/'.join(MANAGED_CA_SECRET)}",
+        *(f"--webhook-host={host}" for host in WEBHOOK_HOSTS),
+        f"--webhook-configuration=validating/{WEBHOOK_CONFIG_NAME}",
+        f"--webhook-configuration=mutating/{MUTATING_CONFIG_NAME}",
+        f"--cert-check-interval={check_seconds}",
+        f"--ca-overlap-seconds={overlap_seconds}",
+        "--ca-propagation-seconds=1",
+    ]
+
+
 EXCLUDED_NAMESPACES = ("kube-system", "devmlops-system")
 
 
@@ -62,11 +82,15 @@ def model_server_condition(image_patterns: Iterable[str] = DEFAULT_SERVER_IMAGES
 def _webhook(
     resource: str, url: str, ca_pem: bytes, timeout_seconds: int, *, operations: tuple[str, ...] = ("CREATE", "UPDATE")
 ) -> dict[str, Any]:
+    """One webhook entry; an empty ``ca_pem`` leaves the caBundle to the operator's certificate keeper."""
     namespaced = resource not in _CLUSTER_SCOPED
     group, versions = _GROUPS.get(resource, ("devmlops.io", ["v1alpha1"]))
+    client_config: dict[str, Any] = {"url": url}
+    if ca_pem:
+        client_config["caBundle"] = base64.b64encode(ca_pem).decode()
     webhook: dict[str, Any] = {
         "name": f"{resource}.{url.rsplit('/', 1)[-1]}.devmlops.io",
-        "clientConfig": {"url": url, "caBundle": base64.b64encode(ca_pem).decode()},
+        "clientConfig": client_config,
         "rules": [
             {
                 "apiGroups": [group],
@@ -141,8 +165,14 @@ def _https_ok(url: str, context: ssl.SSLContext) -> bool:
 class DevmlopsStack(Lifecycle):
     """Webhook and operator for one control plane; ``stop()`` ends both and removes the registration."""
 
-    def __init__(self, control_plane: ControlPlane, *, policies: Path | None = None) -> None:
+    def __init__(
+        self, control_plane: ControlPlane, *, policies: Path | None = None, managed_certificates: bool = False
+    ) -> None:
+        """With ``managed_certificates`` the operator keeps the webhook's TLS as in a Helm install: it makes the CA
+        and serving certificate Secrets and the caBundles; a ``SecretVolume`` plays the kubelet for the webhook."""
         self.cp = control_plane
+        self.managed_certificates = managed_certificates
+        self.tls_volume: SecretVolume | None = None
         self.policies = policies
         self.opa: OpaServer | None = None
         self.workdir = control_plane.workdir / "devmlops"
@@ -159,9 +189,21 @@ class DevmlopsStack(Lifecycle):
         try:
             if self.policies is not None:
                 self.opa = OpaServer(bin_dir=self.cp.bin_dir, policies=self.policies, workdir=self.workdir).start()
-            self.start_webhook()
-            self.register_webhook()
-            self.start_operator()
+            if self.managed_certificates:
+                ensure_namespace(self.cp, MANAGED_TLS_SECRET[0])
+                self.register_webhook(wait=False)
+                self.start_operator()
+                self.tls_volume = SecretVolume(
+                    self.cp.kubeconfig(), *MANAGED_TLS_SECRET, self.workdir / "tls-volume"
+                ).start()
+                self.ca_file = self.tls_volume.path("ca.crt")
+                self.start_webhook()
+                with api_client(self.cp.kubeconfig()) as client:
+                    self._wait_webhook_active(client, 30.0)
+            else:
+                self.start_webhook()
+                self.register_webhook()
+                self.start_operator()
         except BaseException:
             self.stop()
             raise
@@ -172,6 +214,8 @@ class DevmlopsStack(Lifecycle):
             if proc is not None:
                 proc.stop()
         self.operator = self.webhook = None
+        if self.tls_volume is not None:
+            self.tls_volume.stop()
         if self.opa is not None:
             self.opa.stop()
             self.opa = None
@@ -187,8 +231,11 @@ class DevmlopsStack(Lifecycle):
         return env
 
     def start_webhook(self, *, port: int | None = None) -> None:
-        cert, key = self.ca.issue("devmlops-webhook", hosts=["127.0.0.1", "localhost"]).write(self.workdir, "webhook")
-        self.webhook_port = port or free_port()
+        if self.tls_volume is not None:
+            cert, key = self.tls_volume.path("tls.crt"), self.tls_volume.path("tls.key")
+        else:
+            cert, key = self.ca.issue("devmlops-webhook", hosts=list(WEBHOOK_HOSTS)).write(self.workdir, "webhook")
+        self.webhook_port = port or self.webhook_port or free_port()
         argv = [
             sys.executable,
             "-m",
@@ -216,7 +263,7 @@ class DevmlopsStack(Lifecycle):
 
     def rotate_webhook_certificate(self) -> bytes:
         """Write a new serving certificate (same CA) over the old files; the webhook reloads it by itself."""
-        pair = self.ca.issue("devmlops-webhook", hosts=["127.0.0.1", "localhost"])
+        pair = self.ca.issue("devmlops-webhook", hosts=list(WEBHOOK_HOSTS))
         pair.write(self.workdir, "webhook")
         return pair.cert_pem
 
@@ -226,10 +273,13 @@ class DevmlopsStack(Lifecycle):
             self.webhook.stop()
         self.start_webhook(port=self.webhook_port)
 
-    def register_webhook(self, *, timeout: float = 20.0) -> None:
-        """Create the ValidatingWebhookConfiguration and wait until the API server calls the webhook."""
-        validating: Any = validating_webhook_configuration(f"{self.webhook_url}/validate", self.ca.cert_pem)
-        mutating: Any = mutating_webhook_configuration(f"{self.webhook_url}/mutate", self.ca.cert_pem)
+    def register_webhook(self, *, timeout: float = 20.0, wait: bool = True) -> None:
+        """Create the webhook configurations and (``wait``) block until the API server calls the webhook."""
+        if self.managed_certificates and not self.webhook_port:
+            self.webhook_port = free_port()  # the configurations point here before the webhook starts
+        ca_pem = b"" if self.managed_certificates else self.ca.cert_pem
+        validating: Any = validating_webhook_configuration(f"{self.webhook_url}/validate", ca_pem)
+        mutating: Any = mutating_webhook_configuration(f"{self.webhook_url}/mutate", ca_pem)
         with api_client(self.cp.kubeconfig()) as client:
             api = k8s.AdmissionregistrationV1Api(client)
             for create, delete, config in (
@@ -243,7 +293,8 @@ class DevmlopsStack(Lifecycle):
                         raise
                     delete(config["metadata"]["name"])
                     create(config)
-            self._wait_webhook_active(client, timeout)
+            if wait:
+                self._wait_webhook_active(client, timeout)
 
     def _wait_webhook_active(self, client: k8s.ApiClient, timeout: float) -> None:
         """Dry-run an unsigned ModelDeployment until our denial comes back: then the registration is live."""
@@ -331,6 +382,8 @@ class DevmlopsStack(Lifecycle):
         if priority is not None:
             ensure_cluster_peering(self.cp)
         mode = ["--standalone"] if priority is None else ["--peering", "--priority", str(priority)]
+        if self.managed_certificates:
+            mode += managed_certificate_args(check_seconds=0.5)
         argv = [
             sys.executable,
             "-m",
@@ -364,6 +417,16 @@ def ensure_cluster_peering(cp: ControlPlane, name: str = "devmlops") -> None:
     with api_client(cp.kubeconfig()) as client:
         try:
             k8s.CustomObjectsApi(client).create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+
+def ensure_namespace(cp: ControlPlane, name: str) -> None:
+    with api_client(cp.kubeconfig()) as client:
+        try:
+            body: Any = {"metadata": {"name": name}}
+            k8s.CoreV1Api(client).create_namespace(body)
         except ApiException as exc:
             if exc.status != 409:
                 raise

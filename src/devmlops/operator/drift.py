@@ -16,6 +16,7 @@ from devmlops.core.model import Decision
 from devmlops.core.policy import PolicySet
 from devmlops.core.ports import PolicyEngine, SignatureVerifier
 from devmlops.core.review import AdmissionRequest, GroupVersionKind
+from devmlops.errors import EvidenceUnavailableError
 
 __all__ = ["ApiLookup", "reevaluate"]
 
@@ -40,7 +41,11 @@ class ApiLookup:
     def secret(self, namespace: str, name: str) -> Mapping[str, str] | None:
         try:
             found: Any = self._core.read_namespaced_secret(name, namespace)
-        except ApiException:
+        except ApiException as exc:
+            if exc.status == 403:
+                raise EvidenceUnavailableError(
+                    f"the operator may not read Secrets in namespace {namespace} (evidence.secretNamespaces)"
+                ) from exc
             return None
         if not self._labelled(found):
             return None

@@ -180,7 +180,11 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
     @kopf.on.create(GROUP, VERSION, PLURAL, backoff=5, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", backoff=5, registry=registry)
     def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
-        result = reconcile_model(dict(body), logger)
+        try:
+            result = reconcile_model(dict(body), logger)
+        except Exception:
+            metrics.reconciles.labels("ModelDeployment", "error").inc()  # kopf logs it and retries
+            raise
         patch.status.update(result)
         publish(body, result)
 
@@ -214,6 +218,7 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
             try:
                 result = reconcile_model(item, logger)
             except (ApiException, DevmlopsError) as exc:
+                metrics.reconciles.labels("ModelDeployment", "error").inc()
                 logger.warning("re-check of %s failed: %s", item["metadata"]["name"], exc)
                 continue
             if result["phase"] != (item.get("status") or {}).get("phase"):

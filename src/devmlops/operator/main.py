@@ -8,6 +8,7 @@ import kopf
 from kubernetes import config as k8s_config
 from prometheus_client import start_http_server
 
+from devmlops.operator.certificates import CertificateKeeper
 from devmlops.operator.handlers import build_registry
 from devmlops.operator.metrics import metrics
 from devmlops.operator.settings import OperatorSettings, kopf_settings
@@ -26,6 +27,9 @@ def run(settings: OperatorSettings) -> None:
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_address, registry=metrics.registry)
     registry = build_registry(k8s.ApiClient(), settings)
+    if settings.certificates is not None:
+        # Every replica keeps the certificates, not only the peering leader: writes are optimistic (see the module).
+        CertificateKeeper(k8s.ApiClient(), settings.certificates, metrics=metrics).start()
     kopf.run(
         registry=registry,
         settings=kopf_settings(),

@@ -24,6 +24,18 @@ class OperatorMetrics:
         self.model_deployments = Gauge(
             "devmlops_model_deployments", "ModelDeployments by phase.", ["phase"], registry=self.registry
         )
+        self.certificate_expiry = Gauge(
+            "devmlops_certificate_expiry_timestamp_seconds",
+            "notAfter (unix seconds) of the webhook certificates the operator keeps, by certificate (ca, serving).",
+            ["certificate"],
+            registry=self.registry,
+        )
+        self.certificate_rotations = Counter(
+            "devmlops_certificate_rotations_total",
+            "Certificates the operator issued, by certificate (ca, serving).",
+            ["certificate"],
+            registry=self.registry,
+        )
         self._phases: dict[str, str] = {}
         self._lock = threading.Lock()
 

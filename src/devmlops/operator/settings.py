@@ -7,6 +7,8 @@ import logging
 import kopf
 from pydantic import BaseModel, ConfigDict, Field
 
+from devmlops.operator.certificates import CertificateSettings
+
 __all__ = ["OperatorSettings", "kopf_settings"]
 
 
@@ -22,6 +24,7 @@ class OperatorSettings(BaseModel):
     recheck_seconds: float = Field(default=300.0, gt=0, description="Re-evaluate every ModelDeployment this often.")
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus /metrics port; 0: off.")
     metrics_address: str = "0.0.0.0"  # noqa: S104 - a pod listens on its own address
+    certificates: CertificateSettings | None = Field(default=None, description="Keep the webhook's TLS (or not).")
 
 
 def kopf_settings() -> kopf.OperatorSettings:

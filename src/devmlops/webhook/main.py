@@ -34,14 +34,22 @@ def run(settings: WebhookSettings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     metrics = WebhookMetrics.create()
     store = PolicyStore(no_match=settings.no_match)
-    caches = ClusterCaches(_api_client(), on_policy_change=store.apply).start()
+    caches = ClusterCaches(
+        _api_client(), on_policy_change=store.apply, secret_namespaces=settings.evidence_secret_namespaces
+    ).start()
     timed = TimedVerifier(OmsVerifier(), metrics)
     verifier = CachingVerifier(
         DeadlineVerifier(timed, seconds=settings.verification_timeout_seconds),
         on_event=lambda event: metrics.cache_events.labels(event).inc(),
     )
     engine = OpaEngine(settings.opa_url, timeout=settings.opa_timeout_seconds) if settings.opa_url else None
-    service = AdmissionService(policies=store.snapshot, lookup=caches, verifier=verifier, engine=engine)
+    service = AdmissionService(
+        policies=store.snapshot,
+        lookup=caches,
+        verifier=verifier,
+        engine=engine,
+        model_server_images=settings.model_server_images,
+    )
 
     # Ready only once policies and evidence caches have been listed: before that every answer would be a guess.
     def status() -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from devmlops.core.model import Decision
 
@@ -21,6 +21,7 @@ class WebhookMetrics:
     gate_results: Counter
     gate_duration: Histogram
     cache_events: Counter
+    certificate_expiry: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> WebhookMetrics:
@@ -57,6 +58,11 @@ class WebhookMetrics:
                 "devmlops_verification_cache_events_total",
                 "Verification cache hits, misses, negative hits and evictions.",
                 ["event"],
+                registry=registry,
+            ),
+            certificate_expiry=Gauge(
+                "devmlops_webhook_certificate_expiry_timestamp_seconds",
+                "notAfter (unix seconds) of the TLS certificate the webhook serves now.",
                 registry=registry,
             ),
         )

@@ -12,9 +12,11 @@ import socket
 import ssl
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
+from cryptography import x509
 
 from devmlops.errors import ConfigurationError
 from devmlops.webhook.app import WebhookDeps, create_app
@@ -28,8 +30,17 @@ _log = logging.getLogger("devmlops.webhook.tls")
 class CertReloader:
     """Reload ``cert``/``key`` into ``context`` whenever either file changes (checked every ``interval`` s)."""
 
-    def __init__(self, context: ssl.SSLContext, cert: Path, key: Path, *, interval: float) -> None:
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        cert: Path,
+        key: Path,
+        *,
+        interval: float,
+        on_load: Callable[[bytes], None] = lambda _pem: None,
+    ) -> None:
         self._context, self._cert, self._key, self._interval = context, cert, key, interval
+        self._on_load = on_load
         self._stamp = self._current()
         self._stop = threading.Event()
         self.reloads = 0
@@ -51,7 +62,8 @@ class CertReloader:
                 return False
             with tempfile.TemporaryDirectory(prefix="devmlops-tls-") as tmp:
                 cert, key = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
-                cert.write_bytes(self._cert.read_bytes())
+                pem = self._cert.read_bytes()
+                cert.write_bytes(pem)
                 key.write_bytes(self._key.read_bytes())
                 ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(cert), str(key))
                 self._context.load_cert_chain(str(cert), str(key))
@@ -60,6 +72,7 @@ class CertReloader:
             return False
         self._stamp = stamp
         self.reloads += 1
+        self._on_load(pem)
         _log.info("TLS certificate reloaded from %s", self._cert)
         return True
 
@@ -102,7 +115,18 @@ def serve(settings: WebhookSettings, deps: WebhookDeps) -> None:
     if context is None:
         raise ConfigurationError("uvicorn built no TLS context; the webhook never serves plaintext")
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    reloader = CertReloader(context, settings.tls_cert, settings.tls_key, interval=settings.cert_reload_seconds)
+
+    def record_expiry(pem: bytes) -> None:
+        try:
+            expiry = x509.load_pem_x509_certificate(pem).not_valid_after_utc.timestamp()
+        except ValueError:
+            return
+        deps.metrics.certificate_expiry.set(expiry)
+
+    record_expiry(settings.tls_cert.read_bytes())
+    reloader = CertReloader(
+        context, settings.tls_cert, settings.tls_key, interval=settings.cert_reload_seconds, on_load=record_expiry
+    )
     try:
         _Server(config, reloader).run()
     finally:

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from devmlops.adapters.approvals import find_approval
 from devmlops.adapters.evidence import DocumentLookup, resolve_evidence
-from devmlops.core.childreview import controller_of
+from devmlops.core.childreview import DEFAULT_SERVER_IMAGES, controller_of
 from devmlops.core.decision import MODEL_APPROVAL, MODEL_DEPLOYMENT, MODEL_SERVER_KINDS, decide
 from devmlops.core.evidence import Evidence
 from devmlops.core.model import Decision
@@ -62,11 +62,13 @@ class AdmissionService:
         lookup: ClusterLookup,
         verifier: SignatureVerifier,
         engine: PolicyEngine | None = None,
+        model_server_images: tuple[str, ...] = DEFAULT_SERVER_IMAGES,
     ) -> None:
         self._policies = policies
         self._lookup = lookup
         self._verifier = verifier
         self._engine = engine
+        self._model_server_images = model_server_images
 
     def decide(self, request: AdmissionRequest) -> Decision:
         return decide(request, self._policies(), self.evidence(request), self._verifier, self._engine)
@@ -84,7 +86,9 @@ class AdmissionService:
         if kind in MODEL_SERVER_KINDS:
             owner = self._owner_model(request.namespace, obj)
             decision = self._serving_decision(owner, request) if owner else None
-            return Evidence(owner=owner, owner_decision=decision, now=stamp)
+            return Evidence(
+                owner=owner, owner_decision=decision, now=stamp, model_server_images=self._model_server_images
+            )
         labels = dict(self._lookup.namespace_labels(request.namespace))
         if kind == MODEL_APPROVAL:
             name = str((obj.get("spec") or {}).get("modelDeployment") or "")

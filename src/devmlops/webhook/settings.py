@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from devmlops.core.childreview import DEFAULT_SERVER_IMAGES
+
 __all__ = ["WebhookSettings"]
 
 
@@ -31,4 +33,13 @@ class WebhookSettings(BaseModel):
     cert_reload_seconds: float = Field(default=10.0, gt=0, description="How often the TLS files are checked.")
     max_body_bytes: int = Field(
         default=3 * 1024 * 1024, ge=1024, description="Larger AdmissionReviews are denied unread (413)."
+    )
+    model_server_images: tuple[str, ...] = Field(
+        default=DEFAULT_SERVER_IMAGES,
+        min_length=1,
+        description="Image substrings that make a Deployment or StatefulSet a model server (as in matchConditions).",
+    )
+    evidence_secret_namespaces: tuple[str, ...] | None = Field(
+        default=None,
+        description="Namespaces whose labelled Secrets are evidence; None: every namespace; empty: Secrets are off.",
     )

@@ -1,0 +1,201 @@
+"""The operator keeps the webhook's TLS as the Helm install has it: CA and serving certificate in Secrets, the CA in
+the caBundles, a forced CA rotation in the middle of a stream of admissions with none of them failing.
+
+A control plane of its own: the managed stack registers the same webhook configuration names as the shared one.
+The kubelet's Secret volume is played by ``SecretVolume``."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import socket
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cryptography import x509
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from devmlops.adapters.kube import api_client
+from devmlops.harness.controlplane import ControlPlane
+from devmlops.harness.stack import (
+    MANAGED_CA_SECRET,
+    MANAGED_TLS_SECRET,
+    MUTATING_CONFIG_NAME,
+    WEBHOOK_CONFIG_NAME,
+    DevmlopsStack,
+)
+from devmlops.operator.certificates import ROTATE_ANNOTATION
+from tests.conftest import ROOT
+from tests.integration.support import (
+    GROUP,
+    VERSION,
+    SignedModel,
+    cluster_policy,
+    eventually,
+    evidence_config_map,
+    from_config_map,
+    installed_policy,
+    model_deployment,
+    signed_model,
+)
+
+
+@pytest.fixture(scope="module")
+def managed(tools_dir: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevmlopsStack]:
+    with (
+        ControlPlane(bin_dir=tools_dir, crd_paths=[ROOT / "crds"]) as cp,
+        DevmlopsStack(cp, managed_certificates=True) as stack,
+    ):
+        yield stack
+
+
+@pytest.fixture
+def client(managed: DevmlopsStack) -> Iterator[k8s.ApiClient]:
+    with api_client(managed.cp.kubeconfig()) as api:
+        yield api
+
+
+def secret(client: k8s.ApiClient, where: tuple[str, str]) -> Any:
+    return k8s.CoreV1Api(client).read_namespaced_secret(where[1], where[0])
+
+
+def decoded(obj: Any, key: str) -> bytes:
+    return base64.b64decode(obj.data[key])
+
+
+def ca_bundles(client: k8s.ApiClient) -> list[bytes]:
+    api = k8s.AdmissionregistrationV1Api(client)
+    configs = [
+        api.read_validating_webhook_configuration(WEBHOOK_CONFIG_NAME),
+        api.read_mutating_webhook_configuration(MUTATING_CONFIG_NAME),
+    ]
+    return [base64.b64decode(w.client_config.ca_bundle or "") for c in configs for w in c.webhooks]
+
+
+def pem_certificates(bundle: bytes) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(bundle) if bundle.strip() else []
+
+
+def served(stack: DevmlopsStack) -> x509.Certificate:
+    context = ssl.create_default_context(cafile=str(stack.ca_file))
+    with (
+        socket.create_connection(("127.0.0.1", stack.webhook_port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def test_the_operator_makes_a_ca_and_serving_certificate_and_patches_every_ca_bundle(
+    managed: DevmlopsStack, client: k8s.ApiClient
+) -> None:
+    ca_secret, tls_secret = secret(client, MANAGED_CA_SECRET), secret(client, MANAGED_TLS_SECRET)
+    ca = x509.load_pem_x509_certificate(decoded(ca_secret, "ca.crt"))
+    leaf = x509.load_pem_x509_certificate(decoded(tls_secret, "tls.crt"))
+    assert tls_secret.type == "kubernetes.io/tls"
+    assert all(bundle == decoded(ca_secret, "ca.crt") for bundle in ca_bundles(client))
+    assert len(ca_bundles(client)) == 10  # 8 validating + 2 mutating webhooks
+    leaf.verify_directly_issued_by(ca)
+    assert served(managed).serial_number == leaf.serial_number
+    # No certificate valid for more than a year; the serving one for the default 90 days.
+    assert ca.not_valid_after_utc - ca.not_valid_before_utc <= dt.timedelta(days=365, minutes=5)
+    assert leaf.not_valid_after_utc - leaf.not_valid_before_utc <= dt.timedelta(days=90, minutes=5)
+    # The webhook never sees the CA key; uninstalling (deleting the configuration) lets the collector take both.
+    assert "ca.key" not in tls_secret.data
+    config = k8s.AdmissionregistrationV1Api(client).read_validating_webhook_configuration(WEBHOOK_CONFIG_NAME)
+    for obj in (ca_secret, tls_secret):
+        assert [(o.kind, o.uid) for o in obj.metadata.owner_references] == [
+            ("ValidatingWebhookConfiguration", config.metadata.uid)
+        ]
+
+
+def test_a_ca_bundle_reset_by_an_upgrade_is_patched_back(managed: DevmlopsStack, client: k8s.ApiClient) -> None:
+    api = k8s.AdmissionregistrationV1Api(client)
+    config = api.read_mutating_webhook_configuration(MUTATING_CONFIG_NAME)
+    for webhook in config.webhooks:
+        webhook.client_config.ca_bundle = None
+    api.replace_mutating_webhook_configuration(MUTATING_CONFIG_NAME, config)
+    expected = decoded(secret(client, MANAGED_CA_SECRET), "ca.crt")
+    eventually(lambda: all(b == expected for b in ca_bundles(client)), timeout=15, what="caBundle patched back")
+
+
+@pytest.fixture
+def trusted(managed: DevmlopsStack, client: k8s.ApiClient, tmp_path: Any) -> Iterator[tuple[str, SignedModel]]:
+    namespace = "rotation"
+    model = signed_model(tmp_path, "fraud")
+    core = k8s.CoreV1Api(client)
+    core.create_namespace({"metadata": {"name": namespace}})
+    core.create_namespaced_config_map(
+        namespace, evidence_config_map("evidence", namespace, {"model.sig": model.bundle})
+    )
+    with installed_policy(client, managed, cluster_policy("rotation", namespace, model.key.public_pem)):
+        yield namespace, model
+    core.delete_namespace(namespace)
+
+
+def test_a_forced_ca_rotation_during_a_stream_of_admissions_fails_none_of_them(
+    managed: DevmlopsStack, client: k8s.ApiClient, trusted: tuple[str, SignedModel]
+) -> None:
+    namespace, model = trusted
+    assert managed.webhook is not None
+    pid = managed.webhook.pid
+    old_ca = x509.load_pem_x509_certificate(decoded(secret(client, MANAGED_CA_SECRET), "ca.crt"))
+    answers: list[tuple[str, int, str]] = []
+    stop = threading.Event()
+
+    def stream() -> None:
+        api = k8s.CustomObjectsApi(client)
+        for i in range(2000):  # bounded; stopped much earlier
+            if stop.is_set():
+                return
+            good = i % 2 == 0
+            doc = model_deployment(
+                f"m-{i}", model.digest, **({"signature": from_config_map("evidence", "model.sig")} if good else {})
+            )
+            try:
+                api.create_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", doc, dry_run="All")
+                answers.append(("signed" if good else "unsigned", 201, ""))
+            except ApiException as exc:
+                answers.append(("signed" if good else "unsigned", int(exc.status), (exc.body or "")[:300]))
+
+    worker = threading.Thread(target=stream)
+    worker.start()
+    try:
+        time.sleep(1)
+        ca_obj = secret(client, MANAGED_CA_SECRET)
+        ca_obj.metadata.annotations = {**(ca_obj.metadata.annotations or {}), ROTATE_ANNOTATION: str(uuid.uuid4())}
+        k8s.CoreV1Api(client).replace_namespaced_secret(MANAGED_CA_SECRET[1], MANAGED_CA_SECRET[0], ca_obj)
+
+        def rotated() -> bool:
+            new_ca = x509.load_pem_x509_certificate(decoded(secret(client, MANAGED_CA_SECRET), "ca.crt"))
+            if new_ca.serial_number == old_ca.serial_number:
+                return False
+            bundles = [pem_certificates(b) for b in ca_bundles(client)]
+            only_new = all([c.serial_number for c in b] == [new_ca.serial_number] for b in bundles)
+            return only_new and served(managed).issuer == new_ca.subject and _signed_by(served(managed), new_ca)
+
+        eventually(rotated, timeout=60, what="the CA rotated, served and the old CA dropped from every caBundle")
+        time.sleep(2)  # keep admitting after the old CA is gone
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+    wrong = [a for a in answers if (a[0] == "signed" and a[1] != 201) or (a[0] == "unsigned" and a[1] != 403)]
+    assert len(answers) > 20
+    assert wrong == [], f"{len(wrong)} of {len(answers)} admissions failed during the rotation: {wrong[:3]}"
+    assert all("denied by devmlops" in body for kind, _status, body in answers if kind == "unsigned")
+    assert managed.webhook.pid == pid
+
+
+def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, Exception):
+        return False
+    return True

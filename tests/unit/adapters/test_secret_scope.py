@@ -1,0 +1,36 @@
+"""Evidence Secrets are read only in the namespaces the installation allows (the chart's evidence.secretNamespaces),
+so the webhook never needs to read Secrets cluster-wide; a reference outside them is denied with that reason."""
+
+from __future__ import annotations
+
+import pytest
+from kubernetes import client as k8s
+
+from devmlops.adapters.evidence import resolve_source
+from devmlops.adapters.kubecache import ClusterCaches
+from devmlops.errors import EvidenceUnavailableError
+
+REF = {"secretKeyRef": {"name": "evidence", "key": "model.sig"}}
+
+
+def test_with_no_secret_namespaces_a_secret_reference_is_refused_with_the_reason() -> None:
+    caches = ClusterCaches(k8s.ApiClient(), secret_namespaces=())
+    assert caches.secret_caches == {}
+    document = resolve_source(REF, "team-a", caches, field="spec.signature")
+    assert document.text is None
+    assert "reads evidence Secrets in no namespace" in document.error
+    assert "ConfigMap labelled devmlops.io/evidence=true" in document.error
+
+
+def test_listed_namespaces_are_watched_one_by_one_and_others_refused() -> None:
+    caches = ClusterCaches(k8s.ApiClient(), secret_namespaces=("team-a", "team-b"))
+    assert sorted(caches.secret_caches) == ["team-a", "team-b"]
+    assert caches.secret("team-a", "evidence") is None  # allowed, just not there (the cache is empty)
+    with pytest.raises(EvidenceUnavailableError, match="only in: team-a, team-b"):
+        caches.secret("team-c", "evidence")
+
+
+def test_by_default_every_namespace_is_watched_through_one_cluster_wide_cache() -> None:
+    caches = ClusterCaches(k8s.ApiClient())
+    assert list(caches.secret_caches) == [""]
+    assert caches.secret("anywhere", "evidence") is None
