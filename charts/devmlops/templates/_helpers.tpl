@@ -1,0 +1,67 @@
+{{/* Names, labels and the image reference shared by every template. */}}
+
+{{- define "devmlops.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "devmlops.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains (include "devmlops.name" .) .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name (include "devmlops.name" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels of every object; pass (dict "root" $ "component" "webhook"). */}}
+{{- define "devmlops.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: devmlops
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+{{ include "devmlops.selectorLabels" . }}
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "devmlops.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "devmlops.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "devmlops.webhookName" -}}{{ include "devmlops.fullname" . }}-webhook{{- end -}}
+{{- define "devmlops.operatorName" -}}{{ include "devmlops.fullname" . }}-operator{{- end -}}
+{{- define "devmlops.tlsSecret" -}}{{ include "devmlops.fullname" . }}-webhook-tls{{- end -}}
+{{- define "devmlops.caSecret" -}}{{ include "devmlops.fullname" . }}-webhook-ca{{- end -}}
+{{- define "devmlops.validatingName" -}}{{ include "devmlops.fullname" . }}-validating{{- end -}}
+{{- define "devmlops.mutatingName" -}}{{ include "devmlops.fullname" . }}-mutating{{- end -}}
+{{- define "devmlops.peeringName" -}}{{ include "devmlops.fullname" . }}{{- end -}}
+
+{{/* repository@digest, or repository:tag (tag defaults to the appVersion); pass an image dict and the root. */}}
+{{- define "devmlops.imageRef" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "devmlops.image" -}}{{ include "devmlops.imageRef" (dict "image" .Values.image "root" .) }}{{- end -}}
+
+{{/* Namespaces the webhooks never see: kube-system, the release namespace and any the user adds. */}}
+{{- define "devmlops.excludedNamespaces" -}}
+{{- $excluded := list "kube-system" .Release.Namespace -}}
+{{- range .Values.webhook.excludedNamespaces }}{{ $excluded = append $excluded . }}{{ end -}}
+{{- toJson (uniq $excluded) -}}
+{{- end -}}
+
+{{/* CEL of the matchConditions for Deployments and StatefulSets: labelled as a model server or running one. */}}
+{{- define "devmlops.modelServerCondition" -}}
+{{- $images := list -}}
+{{- range .Values.webhook.modelServerImages }}{{ $images = append $images (printf "c.image.contains('%s')" .) }}{{ end -}}
+{{- $any := join " || " $images -}}
+(has(object.metadata.labels) && 'devmlops.io/model-server' in object.metadata.labels) || object.spec.template.spec.containers.exists(c, {{ $any }}) || (has(object.spec.template.spec.initContainers) && object.spec.template.spec.initContainers.exists(c, {{ $any }}))
+{{- end -}}
