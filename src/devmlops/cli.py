@@ -38,6 +38,13 @@ def cli() -> None:
 )
 @click.option("--verification-timeout", default=3.0, show_default=True, help="Seconds allowed for one verification.")
 @click.option(
+    "--max-pending-decisions",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Reviews in or waiting for a decision at once; more are denied at once (overloaded, fail closed).",
+)
+@click.option(
     "--no-match",
     type=click.Choice(["deny", "warn", "allow"]),
     default="deny",
@@ -69,6 +76,7 @@ def webhook(
     max_body_bytes: int,
     decision_timeout: float,
     verification_timeout: float,
+    max_pending_decisions: int,
     no_match: str,
     cert_reload_interval: float,
     opa_url: str | None,
@@ -94,6 +102,7 @@ def webhook(
                 "max_body_bytes": max_body_bytes,
                 "decision_timeout_seconds": decision_timeout,
                 "verification_timeout_seconds": verification_timeout,
+                "max_pending_decisions": max_pending_decisions,
                 "no_match": no_match,
                 "cert_reload_seconds": cert_reload_interval,
                 "opa_url": opa_url,

@@ -53,6 +53,10 @@ class WebhookDeps:
     status: Callable[[], dict[str, Any]] = dict
 
 
+class _Overloaded(Exception):
+    """More reviews pending than settings.max_pending_decisions."""
+
+
 def _denial(uid: str, gate: str, reason: str) -> dict[str, Any]:
     decision = Decision((GateResult(gate=gate, outcome="error", reason=reason),))
     return dict(build_response(decision, uid))
@@ -83,6 +87,7 @@ async def _read_limited(request: Request, limit: int) -> bytes:
 def create_app(settings: WebhookSettings, deps: WebhookDeps) -> FastAPI:
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=settings.decision_workers, thread_name_prefix="decide")
     app = FastAPI(title="devmlops admission webhook", docs_url=None, redoc_url=None, openapi_url=None)
+    pending = 0  # reviews in or waiting for the decision pool; only the event loop's thread touches it
 
     @app.post("/validate")
     async def validate(request: Request) -> JSONResponse:
@@ -101,11 +106,25 @@ def create_app(settings: WebhookSettings, deps: WebhookDeps) -> FastAPI:
             admission = parse_review(body)
         except InvalidInputError as exc:
             return JSONResponse(_denial(uid, "request", exc.user_message), status_code=200 if uid else 400)
+        nonlocal pending
         try:
-            decision = await asyncio.wait_for(
-                asyncio.get_running_loop().run_in_executor(pool, deps.decide, admission),
-                timeout=settings.decision_timeout_seconds,
+            if pending >= settings.max_pending_decisions:
+                # Bounded queueing: past the limit a review would only wait towards the API server's timeout.
+                raise _Overloaded
+            pending += 1
+            try:
+                decision = await asyncio.wait_for(
+                    asyncio.get_running_loop().run_in_executor(pool, deps.decide, admission),
+                    timeout=settings.decision_timeout_seconds,
+                )
+            finally:
+                pending -= 1
+        except _Overloaded:
+            reason = (
+                f"webhook overloaded: {settings.max_pending_decisions} decisions already pending (fail closed); "
+                "retry the request"
             )
+            decision = Decision((GateResult(gate="internal", outcome="error", reason=reason),))
         except TimeoutError:
             reason = f"no decision within {settings.decision_timeout_seconds:g}s (fail closed)"
             decision = Decision((GateResult(gate="internal", outcome="error", reason=reason),))

@@ -27,6 +27,12 @@ class WebhookSettings(BaseModel):
     )
     verification_timeout_seconds: float = Field(default=3.0, gt=0, description="Deadline of one verification.")
     decision_workers: int = Field(default=8, ge=1)
+    max_pending_decisions: int = Field(
+        default=64,
+        ge=1,
+        description="Reviews waiting for or in a decision at once; beyond it a review is denied at once (overloaded, "
+        "fail closed) instead of queueing towards the API server's timeout.",
+    )
     no_match: Literal["allow", "warn", "deny"] = "deny"
     opa_url: str | None = Field(default=None, description="OPA for the rego gate, e.g. http://127.0.0.1:8181.")
     opa_timeout_seconds: float = Field(default=2.0, gt=0, description="Deadline of one OPA query.")

@@ -169,3 +169,31 @@ def test_the_audit_line_names_the_decision_but_never_the_evidence(audit_lines: l
         "gates",
         "latencyMs",
     }
+
+
+def test_past_the_pending_limit_a_review_is_denied_at_once_instead_of_queueing(
+    audit_lines: list[dict[str, Any]],
+) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    release, entered = threading.Event(), threading.Semaphore(0)
+
+    def slow(request: AdmissionRequest) -> Any:
+        entered.release()
+        release.wait(10)
+        return SERVICE.decide(request)
+
+    settings = WebhookSettings(tls_cert=Path("unused.crt"), tls_key=Path("unused.key"), max_pending_decisions=2)
+    app = create_app(settings, WebhookDeps(decide=slow, audit=audit_lines.append))
+    with TestClient(app) as client, ThreadPoolExecutor(2) as pool:
+        held = [pool.submit(client.post, "/validate", json=review(SIGNED)) for _ in range(2)]
+        assert entered.acquire(timeout=5)
+        assert entered.acquire(timeout=5)
+        shed = client.post("/validate", json=review(SIGNED)).json()["response"]
+        release.set()
+        answers = [future.result(timeout=10).json()["response"] for future in held]
+    assert shed["allowed"] is False
+    assert "webhook overloaded: 2 decisions already pending (fail closed)" in shed["status"]["message"]
+    assert [a["allowed"] for a in answers] == [True, True]
+    assert sum(1 for line in audit_lines if not line["allowed"]) == 1
