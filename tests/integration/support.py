@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
@@ -125,3 +128,15 @@ def eventually(probe: Callable[[], Any], *, timeout: float = 30.0, what: str) ->
             return value
         time.sleep(0.2)
     pytest.fail(f"{what} did not happen within {timeout:.0f}s")
+
+
+def served_certificate(ca_file: Path, port: int) -> x509.Certificate:
+    """The certificate the webhook on ``port`` serves now (verified against ``ca_file``)."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import socket
-import ssl
 import threading
 import time
 import uuid
@@ -31,6 +29,7 @@ from devmlops.harness.stack import (
     DevmlopsStack,
 )
 from devmlops.operator.certificates import ROTATE_ANNOTATION
+from devmlops.operator.certplan import signed_by
 from tests.conftest import ROOT
 from tests.integration.support import (
     GROUP,
@@ -42,6 +41,7 @@ from tests.integration.support import (
     from_config_map,
     installed_policy,
     model_deployment,
+    served_certificate,
     signed_model,
 )
 
@@ -83,14 +83,7 @@ def pem_certificates(bundle: bytes) -> list[x509.Certificate]:
 
 
 def served(stack: DevmlopsStack) -> x509.Certificate:
-    context = ssl.create_default_context(cafile=str(stack.ca_file))
-    with (
-        socket.create_connection(("127.0.0.1", stack.webhook_port), timeout=5) as raw,
-        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return x509.load_der_x509_certificate(der)
+    return served_certificate(stack.ca_file, stack.webhook_port)
 
 
 def test_the_operator_makes_a_ca_and_serving_certificate_and_patches_every_ca_bundle(
@@ -124,6 +117,25 @@ def test_a_ca_bundle_reset_by_an_upgrade_is_patched_back(managed: DevmlopsStack,
     api.replace_mutating_webhook_configuration(MUTATING_CONFIG_NAME, config)
     expected = decoded(secret(client, MANAGED_CA_SECRET), "ca.crt")
     eventually(lambda: all(b == expected for b in ca_bundles(client)), timeout=15, what="caBundle patched back")
+
+
+def test_a_re_created_webhook_configuration_owns_the_secrets_again(
+    managed: DevmlopsStack, client: k8s.ApiClient
+) -> None:
+    api = k8s.AdmissionregistrationV1Api(client)
+    old = api.read_validating_webhook_configuration(WEBHOOK_CONFIG_NAME)
+    body = client.sanitize_for_serialization(old)
+    for key in ("uid", "resourceVersion", "creationTimestamp", "managedFields", "generation"):
+        body["metadata"].pop(key, None)
+    api.delete_validating_webhook_configuration(WEBHOOK_CONFIG_NAME)
+    new_uid = api.create_validating_webhook_configuration(body).metadata.uid
+
+    def owned() -> bool:
+        secrets = (secret(client, MANAGED_CA_SECRET), secret(client, MANAGED_TLS_SECRET))
+        return all([o.uid for o in s.metadata.owner_references or []] == [new_uid] for s in secrets)
+
+    eventually(owned, timeout=15, what="the Secrets adopted by the re-created configuration")
+    assert new_uid != old.metadata.uid
 
 
 @pytest.fixture
@@ -179,7 +191,7 @@ def test_a_forced_ca_rotation_during_a_stream_of_admissions_fails_none_of_them(
                 return False
             bundles = [pem_certificates(b) for b in ca_bundles(client)]
             only_new = all([c.serial_number for c in b] == [new_ca.serial_number] for b in bundles)
-            return only_new and served(managed).issuer == new_ca.subject and _signed_by(served(managed), new_ca)
+            return only_new and served(managed).issuer == new_ca.subject and signed_by(served(managed), new_ca)
 
         eventually(rotated, timeout=60, what="the CA rotated, served and the old CA dropped from every caBundle")
         time.sleep(2)  # keep admitting after the old CA is gone
@@ -191,11 +203,3 @@ def test_a_forced_ca_rotation_during_a_stream_of_admissions_fails_none_of_them(
     assert wrong == [], f"{len(wrong)} of {len(answers)} admissions failed during the rotation: {wrong[:3]}"
     assert all("denied by devmlops" in body for kind, _status, body in answers if kind == "unsigned")
     assert managed.webhook.pid == pid
-
-
-def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, Exception):
-        return False
-    return True

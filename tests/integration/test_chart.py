@@ -402,45 +402,69 @@ def chart_args(tools_dir: Path, component: str) -> list[str]:
     return args
 
 
+def chart_process(
+    tools_dir: Path,
+    cluster: ControlPlane,
+    admin: k8s.ApiClient,
+    component: str,
+    *,
+    drop: tuple[str, ...],
+    add: list[str],
+) -> ManagedProcess:
+    """``devmlops <component>`` with the chart's arguments (less ``drop``, plus ``add``) as its service account."""
+    args = [a for a in chart_args(tools_dir, component) if not a.startswith(drop)] + add
+    kubeconfig = account_kubeconfig(cluster, admin, f"devmlops-{component}")
+    return ManagedProcess(
+        component,
+        [sys.executable, "-m", "devmlops", *args],
+        log_path=cluster.workdir / "as-accounts" / f"{component}.log",
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+    ).start()
+
+
 @pytest.fixture
 def as_accounts(cluster: ControlPlane, admin_client: k8s.ApiClient, tools_dir: Path) -> Iterator[dict[str, Any]]:
     """The operator and the webhook with the chart's own arguments, each logged in as its service account."""
     workdir = cluster.workdir / "as-accounts"
     workdir.mkdir(exist_ok=True)
     health, metrics, port = free_port(), free_port(), free_port()
-    operator_args = [
-        a
-        for a in chart_args(tools_dir, "operator")
-        if not a.startswith(("--liveness", "--metrics-port", "--opa-url", "--webhook-host", "--random-priority"))
-    ]
-    operator_args += [f"--liveness=http://127.0.0.1:{health}/healthz", f"--metrics-port={metrics}"]
-    operator_args += ["--webhook-host=127.0.0.1", "--cert-check-interval=0.5", "--priority=10"]
     processes = []
     volume = None
     try:
-        operator = ManagedProcess(
-            "operator",
-            [sys.executable, "-m", "devmlops", *operator_args],
-            log_path=workdir / "operator.log",
-            env={**os.environ, "KUBECONFIG": str(account_kubeconfig(cluster, admin_client, "devmlops-operator"))},
-        ).start()
-        processes.append(operator)
+        processes.append(
+            chart_process(
+                tools_dir,
+                cluster,
+                admin_client,
+                "operator",
+                drop=("--liveness", "--metrics-port", "--opa-url", "--webhook-host", "--random-priority"),
+                add=[
+                    f"--liveness=http://127.0.0.1:{health}/healthz",
+                    f"--metrics-port={metrics}",
+                    "--webhook-host=127.0.0.1",
+                    "--cert-check-interval=0.5",
+                    "--priority=10",
+                ],
+            )
+        )
         volume = SecretVolume(cluster.kubeconfig(), NAMESPACE, "devmlops-webhook-tls", workdir / "tls").start()
-        webhook_args = [
-            a
-            for a in chart_args(tools_dir, "webhook")
-            if not a.startswith(("--host", "--port", "--tls-", "--opa-url", "--cert-reload-interval"))
-        ]
-        webhook_args += ["--host=127.0.0.1", f"--port={port}", "--cert-reload-interval=0.5"]
-        webhook_args += [f"--tls-cert={volume.path('tls.crt')}", f"--tls-key={volume.path('tls.key')}"]
-        webhook = ManagedProcess(
-            "webhook",
-            [sys.executable, "-m", "devmlops", *webhook_args],
-            log_path=workdir / "webhook.log",
-            env={**os.environ, "KUBECONFIG": str(account_kubeconfig(cluster, admin_client, "devmlops-webhook"))},
-        ).start()
-        processes.append(webhook)
-        yield {"operator": operator, "webhook": webhook, "port": port, "ca": volume.path("ca.crt"), "dir": workdir}
+        processes.append(
+            chart_process(
+                tools_dir,
+                cluster,
+                admin_client,
+                "webhook",
+                drop=("--host", "--port", "--tls-", "--opa-url", "--cert-reload-interval"),
+                add=[
+                    "--host=127.0.0.1",
+                    f"--port={port}",
+                    "--cert-reload-interval=0.5",
+                    f"--tls-cert={volume.path('tls.crt')}",
+                    f"--tls-key={volume.path('tls.key')}",
+                ],
+            )
+        )
+        yield {"port": port, "ca": volume.path("ca.crt"), "dir": workdir}
     finally:
         for process in reversed(processes):
             process.stop()

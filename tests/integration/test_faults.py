@@ -106,13 +106,31 @@ def test_killing_opa_mid_stream_denies_instead_of_admitting(
     assert stack.opa is not None
     port = stack.opa.port
     before = [attempt(control_plane, trusted, signed(f"before-{i}", model)) for i in range(5)]
+    eventually(lambda: phase(control_plane, trusted, "before-0") == "Admitted", what="before-0 admitted")
     stack.opa.stop()
     try:
         during = [attempt(control_plane, trusted, signed(f"during-{i}", model)) for i in range(5)]
+        # A policy change makes the operator re-decide every model at once: with OPA gone that is no verdict, so
+        # the running model must stay admitted (not Degraded, not scaled to zero).
+        with api_client(control_plane.kubeconfig()) as client:
+            k8s.CustomObjectsApi(client).patch_cluster_custom_object(
+                GROUP, VERSION, "clustermodelpolicies", f"faults-{trusted}"[:63], {"metadata": {"labels": {"t": "1"}}}
+            )
+        time.sleep(3)
+        kept = phase(control_plane, trusted, "before-0")
     finally:
         stack.opa.start(port=port)
     assert before == [201] * 5
     assert during == [403] * 5, "with OPA gone, Rego-governed models must be denied"
+    assert kept == "Admitted"
+
+
+def phase(cp: ControlPlane, namespace: str, name: str) -> str:
+    with api_client(cp.kubeconfig()) as client:
+        body: Any = k8s.CustomObjectsApi(client).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "modeldeployments", name
+        )
+    return str((body.get("status") or {}).get("phase") or "")
 
 
 def test_after_an_api_server_restart_the_operator_resumes_without_duplicate_children(

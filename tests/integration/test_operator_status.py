@@ -92,6 +92,16 @@ def test_revoking_the_key_degrades_the_model_emits_an_event_and_scales_it_to_zer
     namespace = admitted.removeprefix("status-")
     api = k8s.CustomObjectsApi(admin)
     policy = cast(dict[str, Any], api.get_cluster_custom_object(GROUP, VERSION, "clustermodelpolicies", admitted))
+    trusted = policy["spec"]["authorities"]
+
+    def isvc() -> dict[str, Any]:
+        return cast(
+            dict[str, Any],
+            api.get_namespaced_custom_object("serving.kserve.io", "v1beta1", namespace, "inferenceservices", "fraud"),
+        )
+
+    serving_replicas = isvc()["spec"]["predictor"]["minReplicas"]
+    assert serving_replicas > 0
     policy["spec"]["authorities"] = [{"name": "rotated-key", "key": {"publicKey": other.key.public_pem}}]
     api.replace_cluster_custom_object(GROUP, VERSION, "clustermodelpolicies", admitted, policy)
     degraded = eventually(
@@ -102,13 +112,15 @@ def test_revoking_the_key_degrades_the_model_emits_an_event_and_scales_it_to_zer
     assert status["phase"] == "Degraded"
     assert "got 0 verified authorities" in condition(status, "Degraded")["message"]
     assert condition(status, "SignatureVerified")["status"] == "False"
-    isvc = cast(
-        dict[str, Any],
-        api.get_namespaced_custom_object("serving.kserve.io", "v1beta1", namespace, "inferenceservices", "fraud"),
-    )
-    assert isvc["spec"]["predictor"]["minReplicas"] == 0
+    assert isvc()["spec"]["predictor"]["minReplicas"] == 0
     events = k8s.CoreV1Api(admin).list_namespaced_event(namespace, field_selector="involvedObject.name=fraud").items
     assert any(e.reason == "Degraded" and e.type == "Warning" for e in events)
+    # Trusting the key again brings the model back, and its server with it (not left at zero).
+    policy = cast(dict[str, Any], api.get_cluster_custom_object(GROUP, VERSION, "clustermodelpolicies", admitted))
+    policy["spec"]["authorities"] = trusted
+    api.replace_cluster_custom_object(GROUP, VERSION, "clustermodelpolicies", admitted, policy)
+    eventually(lambda: md_status(admin, namespace)["phase"] == "Admitted", what="Admitted again")
+    eventually(lambda: isvc()["spec"]["predictor"]["minReplicas"] == serving_replicas, what="replicas restored")
 
 
 def test_the_operator_exposes_its_metrics(admin: k8s.ApiClient, stack: DevmlopsStack, admitted: str) -> None:

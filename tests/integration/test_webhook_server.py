@@ -16,17 +16,11 @@ from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.kube import denial_message
 from devmlops.harness.stack import DevmlopsStack
+from tests.integration import support
 
 
 def served_certificate(stack: DevmlopsStack) -> x509.Certificate:
-    context = ssl.create_default_context(cafile=str(stack.ca_file))
-    with (
-        socket.create_connection(("127.0.0.1", stack.webhook_port), timeout=5) as raw,
-        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return x509.load_der_x509_certificate(der)
+    return support.served_certificate(stack.ca_file, stack.webhook_port)
 
 
 def test_a_rotated_certificate_is_served_without_a_restart_and_no_admission_fails(

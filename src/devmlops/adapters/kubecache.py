@@ -19,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from devmlops.adapters.evidence import decode_values
 from devmlops.errors import EvidenceUnavailableError
 
-__all__ = ["ClusterCaches", "WatchCache"]
+__all__ = ["ClusterCaches", "WatchCache", "trimmed"]
 
 _log = logging.getLogger("devmlops.cache")
 Key = tuple[str, str]
@@ -28,6 +28,20 @@ Key = tuple[str, str]
 def _key(obj: Mapping[str, Any]) -> Key:
     metadata = obj.get("metadata") or {}
     return (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
+
+
+_BOOKKEEPING = ("kopf.zalando.org/", "kubectl.kubernetes.io/last-applied-configuration")
+
+
+def trimmed(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object without what no decision reads: managedFields, kopf's and kubectl's copies of earlier specs.
+    They are most of an object's size, and a cache holds thousands of objects."""
+    metadata = dict(obj.get("metadata") or {})
+    metadata.pop("managedFields", None)
+    annotations = metadata.get("annotations")
+    if isinstance(annotations, dict):
+        metadata["annotations"] = {k: v for k, v in annotations.items() if not k.startswith(_BOOKKEEPING)}
+    return {**obj, "metadata": metadata}
 
 
 class WatchCache:
@@ -40,7 +54,7 @@ class WatchCache:
         serialize: Callable[[Any], Any],
         *,
         label_selector: str = "",
-        transform: Callable[[dict[str, Any]], Any] = lambda obj: obj,
+        transform: Callable[[dict[str, Any]], Any] = lambda obj: trimmed(obj),
         on_change: Callable[[str, dict[str, Any]], None] = lambda _event, _obj: None,
         watch_timeout: int = 300,
         optional: bool = False,

@@ -14,13 +14,13 @@ import functools
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
-
-from cyclonedx.schema import SchemaVersion
-from cyclonedx.validation.json import JsonStrictValidator
+from typing import TYPE_CHECKING, Any
 
 from devmlops.core.sbom import MODEL_KIND, SbomComponent, SbomFormat, SbomSummary
 from devmlops.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from cyclonedx.validation.json import JsonStrictValidator
 
 __all__ = ["CYCLONEDX_VERSIONS", "SPDX2_VERSIONS", "SbomError", "detect_format", "parse_sbom"]
 
@@ -131,7 +131,12 @@ def _no_constant(name: str) -> Any:
 
 @functools.cache
 def _cyclonedx_validator(version: str) -> JsonStrictValidator:
-    """One validator per version: each loads and compiles its schema on first use."""
+    """One validator per version: each loads and compiles its schema on first use. Imported here, not at the top:
+    cyclonedx's validation stack (jsonschema and its format grammars) costs some 20 MiB and a second of start-up,
+    which a process whose policies never ask for an SBOM need not pay."""
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
     return JsonStrictValidator(SchemaVersion.from_version(version))
 
 

@@ -178,6 +178,9 @@ def _decide_model_deployment(
             hint="fix the ClusterModelPolicy; until then devmlops fails closed",
         )
         for name, reason in sorted(policies.broken.items())
+        # A broken ClusterModelPolicy may have selected anything; a team's ModelPolicy ("namespace/name") only
+        # ever narrows its own namespace, so it fails closed there and nowhere else.
+        if "/" not in name or name.split("/", 1)[0] == request.namespace
     ]
     model_name = str((spec.get("model") or {}).get("name") or "")
     matched = select_policies(

@@ -79,6 +79,7 @@ class _Read:
     data: Mapping[str, str]
     annotations: Mapping[str, str]
     version: str | None
+    owners: tuple[str, ...] = ()  # uids of the ownerReferences
 
 
 class CertificateKeeper:
@@ -121,6 +122,8 @@ class CertificateKeeper:
         ca_read = self._read(self._settings.ca_secret)
         ca_state, authority = _ca_state(ca_read)
         action = ca_action(ca_state, self._policy, now)
+        if action == "keep" and _orphaned(ca_read, owner):
+            action = "adopt"  # the configuration was re-created (e.g. deleted by hand, then by helm upgrade)
         if action != "keep":
             written = self._write_ca(action, ca_read, ca_state, authority, owner, now)
             if written is None:
@@ -147,7 +150,9 @@ class CertificateKeeper:
         now: dt.datetime,
     ) -> tuple[CaState, CertificateAuthority | None] | None:
         annotations = dict(read.annotations)
-        if action == "drop-previous" and state.cert is not None:
+        if action == "adopt":
+            data, new_state, new_authority = dict(read.data), state, authority
+        elif action == "drop-previous" and state.cert is not None:
             data = {"ca.crt": _pem(state.cert), "ca.key": read.data["ca.key"]}
             annotations.pop(_PREVIOUS_UNTIL, None)
             new_state, new_authority = CaState(cert=state.cert, introduced_at=state.introduced_at), authority
@@ -240,7 +245,7 @@ class CertificateKeeper:
                 self._metrics.certificate_rotations.labels("serving").inc()
             _log.info("webhook serving certificate issued for %s", ", ".join(self._settings.hosts))
         data["ca.crt"] = bundle.decode()
-        if data != dict(read.data):
+        if data != dict(read.data) or _orphaned(read, owner):
             self._write(self._settings.tls_secret, read, data, dict(read.annotations), owner, kind="kubernetes.io/tls")
         cert = _certificate(data.get("tls.crt"))
         if self._metrics is not None and cert is not None:
@@ -256,7 +261,10 @@ class CertificateKeeper:
             if exc.status == 404:
                 return _Read({}, {}, None)
             raise
-        return _Read(decode_values(found.data), dict(found.metadata.annotations or {}), found.metadata.resource_version)
+        owners = tuple(ref.uid for ref in found.metadata.owner_references or [])
+        return _Read(
+            decode_values(found.data), dict(found.metadata.annotations or {}), found.metadata.resource_version, owners
+        )
 
     def _write(
         self,
@@ -316,6 +324,11 @@ class CertificateKeeper:
                 }
             ]
         return []
+
+
+def _orphaned(read: _Read, owner: list[dict[str, Any]]) -> bool:
+    """The Secret exists but is not owned by the current validating configuration (uninstall would leave it)."""
+    return read.version is not None and bool(owner) and read.owners != tuple(ref["uid"] for ref in owner)
 
 
 def _ca_state(read: _Read) -> tuple[CaState, CertificateAuthority | None]:

@@ -16,7 +16,16 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-__all__ = ["CaState", "CertPolicy", "ServingState", "ca_action", "serving_action", "serving_lifetime", "trusted_bundle"]
+__all__ = [
+    "CaState",
+    "CertPolicy",
+    "ServingState",
+    "ca_action",
+    "serving_action",
+    "serving_lifetime",
+    "signed_by",
+    "trusted_bundle",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,10 +83,10 @@ def serving_action(
         return "issue"
     if cert.not_valid_after_utc > ca.cert.not_valid_after_utc:
         return "issue"  # never outlive the CA
-    if cert.issuer == ca.cert.subject and _signed_by(cert, ca.cert):
+    if cert.issuer == ca.cert.subject and signed_by(cert, ca.cert):
         return "keep"
     # Signed by the previous CA: keep serving it until the API server has had time to trust the new one.
-    if ca.previous is not None and _signed_by(cert, ca.previous) and cert.not_valid_after_utc > now:
+    if ca.previous is not None and signed_by(cert, ca.previous) and cert.not_valid_after_utc > now:
         introduced = ca.introduced_at or now
         return "wait" if now - introduced < policy.propagation else "issue"
     return "issue"
@@ -102,7 +111,8 @@ def _hosts(cert: x509.Certificate) -> list[str]:
     return [str(name.value) for name in sans]
 
 
-def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """``issuer``'s key signed ``cert`` (and the names chain up)."""
     try:
         cert.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature):

@@ -15,10 +15,10 @@ from devmlops.adapters.evidence import DocumentLookup, resolve_source
 from devmlops.core.decision import select_policies
 from devmlops.core.evidence import ApprovalState
 from devmlops.core.gates.approval import approval_required
-from devmlops.core.policy import Policy, PolicySet, compile_model_policy, compile_policy
-from devmlops.errors import DevmlopsError, InvalidInputError
+from devmlops.core.policy import Policy, PolicySet
+from devmlops.errors import DevmlopsError
 
-__all__ = ["ModelContext", "load_context", "load_policies"]
+__all__ = ["ModelContext", "load_context"]
 
 GROUP, VERSION = "devmlops.io", "v1alpha1"
 
@@ -36,32 +36,11 @@ class ModelContext:
         return bool(self.approval_required_by) and not self.approval.approved
 
 
-def _compiled(items: list[Mapping[str, Any]], *, team: bool) -> list[Policy]:
-    policies = []
-    for item in items:
-        try:
-            policies.append(compile_model_policy(item) if team else compile_policy(item))
-        except InvalidInputError:
-            continue  # the webhook refuses broken policies and reports one that slipped in
-    return policies
-
-
-def load_policies(api_client: k8s.ApiClient, namespace: str | None = None) -> PolicySet:
-    custom = k8s.CustomObjectsApi(api_client)
-    cluster = cast(dict[str, Any], custom.list_cluster_custom_object(GROUP, VERSION, "clustermodelpolicies"))
-    if namespace is None:
-        team = cast(dict[str, Any], custom.list_custom_object_for_all_namespaces(GROUP, VERSION, "modelpolicies"))
-    else:
-        team = cast(dict[str, Any], custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "modelpolicies"))
-    return PolicySet(tuple(_compiled(cluster["items"], team=False) + _compiled(team["items"], team=True)))
-
-
 def load_context(
-    api_client: k8s.ApiClient, model: Mapping[str, Any], lookup: DocumentLookup, policies: PolicySet | None = None
+    api_client: k8s.ApiClient, model: Mapping[str, Any], lookup: DocumentLookup, policies: PolicySet
 ) -> ModelContext:
     custom = k8s.CustomObjectsApi(api_client)
     namespace = str(model["metadata"]["namespace"])
-    policies = policies or load_policies(api_client, namespace)
     labels = lookup.namespace_labels(namespace)
     name = str(((model.get("spec") or {}).get("model") or {}).get("name") or "")
     selecting = tuple(select_policies(policies, namespace=namespace, namespace_labels=labels, model_name=name))

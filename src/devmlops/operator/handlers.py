@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import time
 from collections.abc import Mapping
 from typing import Any, cast
 
+import aiohttp
 import kopf
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
@@ -17,18 +19,20 @@ from devmlops.adapters.opa import OpaEngine
 from devmlops.adapters.servingverify import VerificationPlan
 from devmlops.adapters.verifycache import CachingVerifier
 from devmlops.errors import DevmlopsError
-from devmlops.operator.children import dynamic_client, upsert
+from devmlops.operator.children import SPEC_HASH, dynamic_client, upsert
 from devmlops.operator.conditions import ConditionStatus, set_condition
-from devmlops.operator.context import load_context, load_policies
+from devmlops.operator.context import load_context
 from devmlops.operator.drift import ApiLookup, reevaluate
 from devmlops.operator.kserve import LABEL_MODEL_DEPLOYMENT, build_inference_service
 from devmlops.operator.metrics import metrics
+from devmlops.operator.policies import PolicyWatch
 from devmlops.operator.settings import OperatorSettings
 from devmlops.operator.triton import build_triton
 
 __all__ = ["build_registry"]
 
 GROUP, VERSION, PLURAL = "devmlops.io", "v1alpha1", "modeldeployments"
+API_CONNECTIONS = 24  # kopf's watch streams (one per watched kind) hold a connection each; the rest serve requests
 VERIFIER_IMAGE = os.environ.get("DEVMLOPS_VERIFIER_IMAGE", "devmlops:0.1.0")
 
 
@@ -46,17 +50,46 @@ def build_children(model: Mapping[str, Any], plan_json: str, revision: str) -> l
     return [build_inference_service(model, plan_json=plan_json, policy_revision=revision)]
 
 
+def post_event(core: k8s.CoreV1Api, body: Mapping[str, Any], *, kind: str, reason: str, message: str) -> None:
+    """A core/v1 Event about a ModelDeployment, as kopf writes them (kopf's own posting needs a handler context)."""
+    metadata = body["metadata"]
+    now = dt.datetime.now(dt.UTC)
+    event: Any = {
+        "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
+        "involvedObject": {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ModelDeployment",
+            "name": metadata["name"],
+            "namespace": metadata["namespace"],
+            "uid": metadata.get("uid"),
+        },
+        "reason": reason,
+        "message": message[:1024],
+        "type": kind,
+        "source": {"component": "devmlops-operator"},
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    try:
+        core.create_namespaced_event(metadata["namespace"], event)
+    except ApiException:
+        return  # an Event is a courtesy; the status condition carries the same message
+
+
 def scale_children_to_zero(dynamic: Any, model: Mapping[str, Any]) -> str:
     """Scale the model server down (always allowed by the webhook); return what was scaled."""
     status_child = (model.get("status") or {}).get("child") or {}
     if not status_child:
         return "no child yet"
     resource = dynamic.resources.get(api_version=status_child["apiVersion"], kind=status_child["kind"])
-    patch = (
+    patch: dict[str, Any] = (
         {"spec": {"predictor": {"minReplicas": 0}}}
         if status_child["kind"] == "InferenceService"
         else {"spec": {"replicas": 0}}
     )
+    # Not the spec the operator wants: the next reconcile that passes writes the child back in full.
+    patch["metadata"] = {"annotations": {SPEC_HASH: "scaled-to-zero"}}
     try:
         resource.patch(
             body=patch,
@@ -73,18 +106,37 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
     registry = kopf.OperatorRegistry()
     background: set[asyncio.Task[None]] = set()
     custom = k8s.CustomObjectsApi(api_client)
+    core = k8s.CoreV1Api(api_client)
     dynamic = dynamic_client(api_client)
     lookup = ApiLookup(api_client)
     verifier = CachingVerifier(OmsVerifier())
     engine = OpaEngine(settings.opa_url) if settings.opa_url else None
+    # A changed policy re-decides every ModelDeployment within a second (a revoked key takes effect now).
+    policy_watch = PolicyWatch(api_client).start()
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        """An explicit registry has no default login: in-cluster account first, then KUBECONFIG."""
+    async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
+        """An explicit registry has no default login: in-cluster account first, then KUBECONFIG. kopf's own session
+        opens a TLS connection per concurrent request without limit (a burst of 1,000 status patches kept some 250
+        open, each with asyncio's 256 KiB TLS buffer); ours is capped, and requests past the cap wait their turn."""
         info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(
             **kwargs
         )
-        return info
+        if info is None:
+            return None
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=API_CONNECTIONS, ssl=info.as_ssl_context()),
+            headers=info.as_http_headers(),
+            proxy=info.proxy_url,
+            trust_env=info.trust_env,
+        )
+        return kopf.AiohttpSession(
+            server=info.server,
+            default_namespace=info.default_namespace,
+            priority=info.priority,
+            expiration=info.expiration,
+            aiohttp_session=session,
+        )
 
     def reconcile_model(body: Mapping[str, Any], logger: Any) -> dict[str, Any]:
         """Bring the child in line with an admitted ModelDeployment; return the status to write."""
@@ -106,10 +158,14 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
             "AdmissionWebhook",
             "the devmlops admission webhook admitted this ModelDeployment",
         )
-        namespace = str(body["metadata"]["namespace"])
-        policies = load_policies(api_client, namespace)
+        policies = policy_watch.snapshot()
         context = load_context(api_client, body, lookup, policies)
         decision = reevaluate(body, policies, lookup, verifier=verifier, engine=engine)
+        blocking = [r for r in decision.results if r.blocking]
+        if blocking and all(r.outcome == "error" for r in blocking):
+            # OPA down, a deadline, the API unreachable: not a verdict on the model. Keep the server as it is and
+            # try again (kopf's backoff, or the next re-check round) instead of degrading or scaling it to zero.
+            raise DevmlopsError(f"could not re-decide, state kept and retried: {decision.message}")
         metrics.reconciles.labels("ModelDeployment", "allowed" if decision.allowed else "violation").inc()
         if not decision.allowed:
             conditions = condition(conditions, "Degraded", "True", "PolicyViolation", decision.message)
@@ -162,17 +218,19 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
             "child": {"apiVersion": child["apiVersion"], "kind": child["kind"], "name": child["metadata"]["name"]},
         }
 
-    def publish(body: kopf.Body, result: dict[str, Any]) -> None:
-        """Events on phase transitions, and the phase gauge."""
+    def publish(body: kopf.Body, result: dict[str, Any], *, in_handler: bool = True) -> None:
+        """Events on phase transitions, and the phase gauge. Outside a kopf handler (the re-check loop) kopf cannot
+        post, so the Event is written through the API."""
         before = (body.get("status") or {}).get("phase")
         metrics.record_phase(f"{body.metadata.namespace}/{body.metadata.name}", result["phase"])
         if result["phase"] == before:
             return
         message = next((c["message"] for c in reversed(result["conditions"]) if c["type"] != "ServingReady"), "")
-        if result["phase"] == "Degraded":
-            kopf.warn(body, reason="Degraded", message=message)
+        kind = "Warning" if result["phase"] == "Degraded" else "Normal"
+        if in_handler:
+            (kopf.warn if kind == "Warning" else kopf.info)(body, reason=result["phase"], message=message)
         else:
-            kopf.info(body, reason=result["phase"], message=message)
+            post_event(core, body, kind=kind, reason=result["phase"], message=message)
 
     # A failed reconcile (say, the API server restarted under a pooled connection) is retried after 5 s, not kopf's
     # default 60 s.
@@ -194,21 +252,19 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
         for all ModelDeployments (a kopf timer per object would cost a task and its memory per object)."""
 
         async def loop() -> None:
+            last = time.monotonic()
             while True:
-                await asyncio.sleep(settings.recheck_seconds)
+                await asyncio.sleep(0.5)  # a burst of policy changes within it costs one round
+                if not policy_watch.changed.is_set() and time.monotonic() - last < settings.recheck_seconds:
+                    continue
+                policy_watch.changed.clear()
+                last = time.monotonic()
                 try:
                     await asyncio.get_running_loop().run_in_executor(None, recheck_all, logger)
                 except Exception:  # a failed round is retried at the next one
-                    logger.exception("periodic re-check failed")
+                    logger.exception("re-check failed")
 
         background.add(asyncio.create_task(loop()))
-
-    @kopf.on.event(GROUP, VERSION, "clustermodelpolicies", registry=registry)
-    @kopf.on.event(GROUP, VERSION, "modelpolicies", registry=registry)
-    def policy_changed(type: str | None, logger: kopf.Logger, **_: Any) -> None:
-        """A changed policy re-decides every ModelDeployment at once (a revoked key takes effect now)."""
-        if type in ("ADDED", "MODIFIED", "DELETED", None):
-            recheck_all(logger)
 
     def recheck_all(logger: Any) -> None:
         listing = cast(dict[str, Any], custom.list_cluster_custom_object(GROUP, VERSION, PLURAL))
@@ -225,7 +281,7 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
                 custom.patch_namespaced_custom_object_status(
                     GROUP, VERSION, item["metadata"]["namespace"], PLURAL, item["metadata"]["name"], {"status": result}
                 )
-                publish(kopf.Body(cast(kopf.RawBody, item)), result)
+                publish(kopf.Body(cast(kopf.RawBody, item)), result, in_handler=False)
 
     def mirror_ready(owner_name: str, namespace: str, ready: bool, message: str) -> None:
         try:

@@ -8,6 +8,7 @@ import kopf
 from kubernetes import config as k8s_config
 from prometheus_client import start_http_server
 
+from devmlops.adapters.memory import start_trimming
 from devmlops.operator.certificates import CertificateKeeper
 from devmlops.operator.handlers import build_registry
 from devmlops.operator.metrics import metrics
@@ -26,6 +27,7 @@ def run(settings: OperatorSettings) -> None:
 
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_address, registry=metrics.registry)
+    start_trimming()
     registry = build_registry(k8s.ApiClient(), settings)
     if settings.certificates is not None:
         # Every replica keeps the certificates, not only the peering leader: writes are optimistic (see the module).

@@ -9,6 +9,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from devmlops.adapters.kubecache import ClusterCaches
+from devmlops.adapters.memory import start_trimming
 from devmlops.adapters.oms import OmsVerifier
 from devmlops.adapters.opa import OpaEngine
 from devmlops.adapters.policystore import PolicyStore
@@ -33,6 +34,7 @@ def _api_client() -> k8s.ApiClient:
 def run(settings: WebhookSettings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     metrics = WebhookMetrics.create()
+    start_trimming()
     store = PolicyStore(no_match=settings.no_match)
     caches = ClusterCaches(
         _api_client(), on_policy_change=store.apply, secret_namespaces=settings.evidence_secret_namespaces

@@ -34,3 +34,24 @@ def test_by_default_every_namespace_is_watched_through_one_cluster_wide_cache() 
     caches = ClusterCaches(k8s.ApiClient())
     assert list(caches.secret_caches) == [""]
     assert caches.secret("anywhere", "evidence") is None
+
+
+def test_cached_objects_drop_managed_fields_and_bookkeeping_annotations_but_keep_ours() -> None:
+    from devmlops.adapters.kubecache import trimmed
+
+    obj = {
+        "metadata": {
+            "name": "m",
+            "managedFields": [{"manager": "kopf", "fieldsV1": {"f:spec": {}}}],
+            "annotations": {
+                "kopf.zalando.org/last-handled-configuration": '{"spec": {}}',
+                "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                "devmlops.io/requested-by": "alice",
+            },
+        },
+        "spec": {"model": {"name": "m"}},
+    }
+    kept = trimmed(obj)
+    assert kept["metadata"] == {"name": "m", "annotations": {"devmlops.io/requested-by": "alice"}}
+    assert kept["spec"] is obj["spec"]
+    assert "managedFields" in obj["metadata"]  # the original is left alone

@@ -150,6 +150,15 @@ def test_a_policy_that_does_not_compile_fails_closed() -> None:
     assert "policy gate (policy typo): policy cannot be compiled: spec.threshold: got 5" in decision.message
 
 
+def test_a_broken_team_policy_fails_closed_in_its_own_namespace_only() -> None:
+    elsewhere = PolicySet(policies=(compile_policy(policy()),), broken={"team-b/narrow": "spec.allow: got 5"})
+    assert run(spec(), elsewhere, evidence(bundle("release"))).allowed
+    here = PolicySet(policies=(compile_policy(policy()),), broken={"team-a/narrow": "spec.allow: got 5"})
+    decision = run(spec(), here, evidence(bundle("release")))
+    assert not decision.allowed
+    assert "policy gate (policy team-a/narrow): policy cannot be compiled" in decision.message
+
+
 # -- allow-list -------------------------------------------------------------------------------------------
 
 
