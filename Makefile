@@ -10,10 +10,10 @@ STAMP := $(VENV)/.installed
 # The folder with etcd, kube-apiserver, helm and opa; hack/tools.sh builds it (or takes KUBEBUILDER_ASSETS).
 TOOLS_DIR = $(shell bash hack/tools.sh)
 
-.PHONY: help venv tools lint test test-rego test-unit test-integration run fuzz bench bench-verify bench-apiserver bench-operator clean
+.PHONY: help venv tools lint test test-rego test-unit test-integration run fuzz bench bench-webhook bench-verify bench-apiserver bench-operator clean image kind-e2e
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,7 +58,10 @@ clean: ## Remove the venv and caches in the repo (the tool cache in ~/.cache/dev
 fuzz: $(STAMP) ## Hypothesis fuzzing, at least 100,000 cases (make test runs a short pass)
 	DEVMLOPS_FUZZ_EXAMPLES=15000 $(PY) -m pytest tests/unit/fuzz -q -s --timeout=3600
 
-bench: $(STAMP) ## Benchmarks (not part of make test); writes docs/benchmarks.md
+bench: bench-webhook bench-verify bench-apiserver bench-operator ## Every benchmark (not in make test); writes docs/benchmarks.md
+	@echo "docs/benchmarks.md updated"
+
+bench-webhook: $(STAMP) ## /validate over TLS vs the bare endpoint, warm and cold, and at 2x saturation (needs Go)
 	$(PY) -m tests.bench.bench_webhook
 
 bench-verify: $(STAMP) ## devmlops verify on a generated 1 GiB model vs hashlib, one core and every core
@@ -67,5 +70,22 @@ bench-verify: $(STAMP) ## devmlops verify on a generated 1 GiB model vs hashlib,
 bench-apiserver: $(STAMP) ## admission latency from the API server's own metrics at a fixed create rate
 	DEVMLOPS_TOOLS_DIR="$(TOOLS_DIR)" $(PY) -m tests.bench.bench_apiserver
 
-bench-operator: $(STAMP) ## 1,000 ModelDeployments through the real API server: time to child, operator memory
+bench-operator: $(STAMP) ## 1,000 policies and 1,000 ModelDeployments through the real API server: time, memory
 	DEVMLOPS_TOOLS_DIR="$(TOOLS_DIR)" $(PY) -m tests.bench.bench_operator
+
+# The container image and the kind end-to-end run (both need a Docker engine; CI: .github/workflows/kind-e2e.yaml).
+IMAGE ?= devmlops:dev
+
+image: ## Build the container image (needs Docker; this machine has none)
+	@if ! command -v docker >/dev/null 2>&1; then \
+		echo "make image: Docker is not installed (no 'docker' on PATH). Install Docker, or let CI build it (.github/workflows/kind-e2e.yaml)." >&2; \
+		exit 2; \
+	fi; \
+	if ! docker info >/dev/null 2>&1; then \
+		echo "make image: the Docker engine is not reachable ('docker info' failed). Start the Docker daemon and retry." >&2; \
+		exit 2; \
+	fi
+	docker build -t $(IMAGE) .
+
+kind-e2e: ## kind cluster, image loaded, chart installed, samples applied and checked (needs Docker and kind)
+	bash hack/kind-e2e.sh

@@ -1,0 +1,3 @@
+module devmlops.local/loadgen
+
+go 1.22
