@@ -24,6 +24,7 @@ from devmlops.operator.conditions import ConditionStatus, set_condition
 from devmlops.operator.context import load_context
 from devmlops.operator.drift import ApiLookup, reevaluate
 from devmlops.operator.kserve import LABEL_MODEL_DEPLOYMENT, build_inference_service
+from devmlops.operator.leadership import leads
 from devmlops.operator.metrics import metrics
 from devmlops.operator.policies import PolicyWatch
 from devmlops.operator.settings import OperatorSettings
@@ -266,7 +267,26 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
 
         background.add(asyncio.create_task(loop()))
 
+    def is_leader() -> bool:
+        """Standalone, or the highest live priority in the peering object (see leadership.py)."""
+        if settings.standalone:
+            return True
+        try:
+            if settings.namespaces:
+                peering = custom.get_namespaced_custom_object(
+                    "kopf.dev", "v1", settings.namespaces[0], "kopfpeerings", settings.peering_name
+                )
+            else:
+                peering = custom.get_cluster_custom_object(
+                    "kopf.dev", "v1", "clusterkopfpeerings", settings.peering_name
+                )
+        except ApiException:
+            return True  # a round too many is harmless; none at all is not
+        return leads(cast(dict[str, Any], peering).get("status") or {}, settings.priority, dt.datetime.now(dt.UTC))
+
     def recheck_all(logger: Any) -> None:
+        if not is_leader():
+            return
         listing = cast(dict[str, Any], custom.list_cluster_custom_object(GROUP, VERSION, PLURAL))
         for item in listing["items"]:
             if not (item.get("status") or {}).get("phase"):
