@@ -110,6 +110,25 @@ def installed_policy(admin: k8s.ApiClient, stack: DevmlopsStack, policy: dict[st
         stack.wait_for_policies(absent=[name])
 
 
+@contextmanager
+def trusting(
+    admin: k8s.ApiClient, stack: DevmlopsStack, namespace: str, model: SignedModel, *, policy: str, **spec: Any
+) -> Iterator[dict[str, Any]]:
+    """The usual setup: ``model``'s bundle in a labelled ConfigMap "evidence" (key model.sig) and a
+    ClusterModelPolicy named ``policy`` that trusts its key for ``namespace`` (plus ``spec``); yields the policy."""
+    k8s.CoreV1Api(admin).create_namespaced_config_map(
+        namespace, evidence_config_map("evidence", namespace, {"model.sig": model.bundle})
+    )
+    body = cluster_policy(policy[:63], namespace, model.key.public_pem, **spec)
+    with installed_policy(admin, stack, body):
+        yield body
+
+
+def signed_by_evidence(name: str, model: SignedModel, **spec: Any) -> dict[str, Any]:
+    """A ModelDeployment of ``model`` whose signature is the "evidence" ConfigMap's model.sig."""
+    return model_deployment(name, model.digest, signature=from_config_map("evidence", "model.sig"), **spec)
+
+
 def create_md(admin: k8s.ApiClient, namespace: str, doc: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Create a ModelDeployment; return what was stored and the warnings the API server passed on."""
     data, _status, headers = k8s.CustomObjectsApi(admin).create_namespaced_custom_object_with_http_info(

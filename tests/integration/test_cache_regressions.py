@@ -8,6 +8,7 @@ from __future__ import annotations
 import ssl
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from kubernetes import client as k8s
@@ -15,16 +16,7 @@ from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.kube import denial_message
 from devmlops.harness.stack import DevmlopsStack
-from tests.integration.support import (
-    SignedModel,
-    cluster_policy,
-    create_md,
-    evidence_config_map,
-    from_config_map,
-    installed_policy,
-    model_deployment,
-    signed_model,
-)
+from tests.integration.support import SignedModel, create_md, signed_by_evidence, signed_model, trusting
 
 
 @pytest.fixture(scope="module")
@@ -35,24 +27,22 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> SignedModel:
 @pytest.fixture
 def warm(admin: k8s.ApiClient, stack: DevmlopsStack, namespace: str, model: SignedModel) -> Iterator[str]:
     """A policy, the evidence, and one admitted ModelDeployment: the bundle's verification is now cached."""
-    k8s.CoreV1Api(admin).create_namespaced_config_map(
-        namespace, evidence_config_map("evidence", namespace, {"model.sig": model.bundle})
-    )
-    policy = cluster_policy(
-        f"cache-{namespace}"[:63],
+    with trusting(
+        admin,
+        stack,
         namespace,
-        model.key.public_pem,
+        model,
+        policy=f"cache-{namespace}",
         allow={"storageUris": ["s3://models/**"]},
         compliance={"requireRiskLabel": False, "tiers": {"prohibited": {"deny": True}}},
-    )
-    with installed_policy(admin, stack, policy):
+    ):
         create_md(admin, namespace, signed("warm", model))
         yield namespace
 
 
-def signed(name: str, model: SignedModel, **spec: object) -> dict[str, object]:
-    doc = model_deployment(name, model.digest, signature=from_config_map("evidence", "model.sig"))
-    doc["spec"]["model"].update(spec)  # type: ignore[index]
+def signed(name: str, model: SignedModel, **fields: object) -> dict[str, Any]:
+    doc = signed_by_evidence(name, model)
+    doc["spec"]["model"].update(fields)
     return doc
 
 
@@ -64,7 +54,7 @@ def cache_hits(stack: DevmlopsStack) -> float:
     return sum(float(x.split()[-1]) for x in text.splitlines() if x.startswith(prefix))  # 0 before the first hit
 
 
-def denial(admin: k8s.ApiClient, namespace: str, doc: dict[str, object]) -> str:
+def denial(admin: k8s.ApiClient, namespace: str, doc: dict[str, Any]) -> str:
     with pytest.raises(ApiException) as caught:
         create_md(admin, namespace, doc)
     assert caught.value.status == 403
@@ -96,7 +86,7 @@ def test_a_deny_rule_still_applies_on_a_cache_hit(
 ) -> None:
     before = cache_hits(stack)
     prohibited = signed("prohibited", model)
-    prohibited["metadata"]["labels"] = {"devmlops.io/eu-ai-act-risk": "prohibited"}  # type: ignore[index]
+    prohibited["metadata"]["labels"] = {"devmlops.io/eu-ai-act-risk": "prohibited"}
     assert "risk tier prohibited: the policy never admits this tier" in denial(admin, warm, prohibited)
     assert cache_hits(stack) > before
     # And the same request without the label is admitted from the same cache entry.

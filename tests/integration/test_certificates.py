@@ -35,14 +35,12 @@ from tests.integration.support import (
     GROUP,
     VERSION,
     SignedModel,
-    cluster_policy,
     eventually,
-    evidence_config_map,
-    from_config_map,
-    installed_policy,
     model_deployment,
     served_certificate,
+    signed_by_evidence,
     signed_model,
+    trusting,
 )
 
 
@@ -144,10 +142,7 @@ def trusted(managed: DevmlopsStack, client: k8s.ApiClient, tmp_path: Any) -> Ite
     model = signed_model(tmp_path, "fraud")
     core = k8s.CoreV1Api(client)
     core.create_namespace({"metadata": {"name": namespace}})
-    core.create_namespaced_config_map(
-        namespace, evidence_config_map("evidence", namespace, {"model.sig": model.bundle})
-    )
-    with installed_policy(client, managed, cluster_policy("rotation", namespace, model.key.public_pem)):
+    with trusting(client, managed, namespace, model, policy="rotation"):
         yield namespace, model
     core.delete_namespace(namespace)
 
@@ -168,9 +163,7 @@ def test_a_forced_ca_rotation_during_a_stream_of_admissions_fails_none_of_them(
             if stop.is_set():
                 return
             good = i % 2 == 0
-            doc = model_deployment(
-                f"m-{i}", model.digest, **({"signature": from_config_map("evidence", "model.sig")} if good else {})
-            )
+            doc = signed_by_evidence(f"m-{i}", model) if good else model_deployment(f"m-{i}", model.digest)
             try:
                 api.create_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", doc, dry_run="All")
                 answers.append(("signed" if good else "unsigned", 201, ""))

@@ -21,13 +21,11 @@ from tests.integration.support import (
     GROUP,
     VERSION,
     SignedModel,
-    cluster_policy,
     eventually,
-    evidence_config_map,
-    from_config_map,
-    installed_policy,
     model_deployment,
+    signed_by_evidence,
     signed_model,
+    trusting,
 )
 
 
@@ -38,13 +36,8 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> SignedModel:
 
 @pytest.fixture
 def trusted(admin: k8s.ApiClient, stack: DevmlopsStack, namespace: str, model: SignedModel) -> Iterator[str]:
-    k8s.CoreV1Api(admin).create_namespaced_config_map(
-        namespace, evidence_config_map("evidence", namespace, {"model.sig": model.bundle})
-    )
     spec = {"rego": {"packages": ["devmlops.licenses"]}}
-    with installed_policy(
-        admin, stack, cluster_policy(f"faults-{namespace}"[:63], namespace, model.key.public_pem, **spec)
-    ):
+    with trusting(admin, stack, namespace, model, policy=f"faults-{namespace}", **spec):
         yield namespace
 
 
@@ -61,7 +54,7 @@ def attempt(cp: ControlPlane, namespace: str, doc: dict[str, Any]) -> int:
 
 
 def signed(name: str, model: SignedModel) -> dict[str, Any]:
-    return model_deployment(name, model.digest, signature=from_config_map("evidence", "model.sig"))
+    return signed_by_evidence(name, model)
 
 
 def test_a_burst_of_200_from_50_parallel_clients_is_answered_correctly(

@@ -16,13 +16,10 @@ from tests.integration.support import (
     GROUP,
     VERSION,
     SignedModel,
-    cluster_policy,
     eventually,
-    evidence_config_map,
-    from_config_map,
-    installed_policy,
-    model_deployment,
+    signed_by_evidence,
     signed_model,
+    trusting,
 )
 
 
@@ -50,12 +47,8 @@ def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
 
 @pytest.fixture
 def admitted(admin: k8s.ApiClient, stack: DevmlopsStack, namespace: str, model: SignedModel) -> Iterator[str]:
-    k8s.CoreV1Api(admin).create_namespaced_config_map(
-        namespace, evidence_config_map("evidence", namespace, {"model.sig": model.bundle})
-    )
-    policy = cluster_policy(f"status-{namespace}"[:63], namespace, model.key.public_pem, onViolation="scaleToZero")
-    with installed_policy(admin, stack, policy):
-        doc = model_deployment("fraud", model.digest, signature=from_config_map("evidence", "model.sig"))
+    with trusting(admin, stack, namespace, model, policy=f"status-{namespace}", onViolation="scaleToZero") as policy:
+        doc = signed_by_evidence("fraud", model)
         k8s.CustomObjectsApi(admin).create_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", doc)
         eventually(lambda: md_status(admin, namespace).get("child"), what="child")
         yield policy["metadata"]["name"]
