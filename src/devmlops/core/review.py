@@ -142,10 +142,13 @@ def build_response(decision: Decision, uid: str) -> AdmissionReviewResponse:
         response["status"] = {"code": 403, "reason": "Forbidden", "message": decision.message}
     if decision.warnings:
         response["warnings"] = list(decision.warnings)
-    annotations = {
-        _annotation_key(result.gate, result.policy): f"{result.outcome}: {result.reason}"[:1024]
-        for result in decision.results
-    }
+    # One key per gate and policy; several results under one key (say, two Rego packages of one policy) are joined,
+    # blocking ones first, so that a deny is never overwritten by a later pass.
+    annotations: dict[str, str] = {}
+    for result in sorted(decision.results, key=lambda r: not r.blocking):
+        key, text = _annotation_key(result.gate, result.policy), f"{result.outcome}: {result.reason}"
+        annotations[key] = f"{annotations[key]} | {text}" if key in annotations else text
+    annotations = {key: text[:1024] for key, text in annotations.items()}
     if annotations:
         response["auditAnnotations"] = annotations
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}

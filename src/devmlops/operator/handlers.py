@@ -287,8 +287,17 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
     def recheck_all(logger: Any) -> None:
         if not is_leader():
             return
-        listing = cast(dict[str, Any], custom.list_cluster_custom_object(GROUP, VERSION, PLURAL))
-        for item in listing["items"]:
+        if settings.namespaces:  # only what this operator watches (and has the rights for)
+            items = [
+                item
+                for namespace in settings.namespaces
+                for item in cast(
+                    dict[str, Any], custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+                )["items"]
+            ]
+        else:
+            items = cast(dict[str, Any], custom.list_cluster_custom_object(GROUP, VERSION, PLURAL))["items"]
+        for item in items:
             if not (item.get("status") or {}).get("phase"):
                 continue  # not reconciled yet: its create handler will decide
             try:

@@ -76,3 +76,16 @@ def test_audit_annotation_keys_are_qualified_names_the_api_server_accepts() -> N
     (key,) = build_response(decision, "u")["response"]["auditAnnotations"]
     assert len(key) <= 63
     assert key.replace("-", "").replace(".", "").replace("_", "").isalnum()
+
+
+def test_results_sharing_an_audit_key_are_joined_with_the_deny_first() -> None:
+    decision = Decision(
+        (
+            GateResult(gate="rego", policy="prod", outcome="pass", reason="devmlops.licenses: no deny"),
+            GateResult(gate="rego", policy="prod", outcome="fail", reason="devmlops.eu_ai_act: risk file missing"),
+        )
+    )
+    annotations = build_response(decision, "u")["response"]["auditAnnotations"]
+    assert annotations == {
+        "rego.prod": "fail: devmlops.eu_ai_act: risk file missing | pass: devmlops.licenses: no deny"
+    }
