@@ -19,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from devmlops.adapters.evidence import decode_values
 from devmlops.errors import EvidenceUnavailableError
 
-__all__ = ["ClusterCaches", "WatchCache", "trimmed"]
+__all__ = ["ClusterCaches", "WatchCache", "policy_caches", "trimmed"]
 
 _log = logging.getLogger("devmlops.cache")
 Key = tuple[str, str]
@@ -159,6 +159,35 @@ class WatchCache:
         return version
 
 
+def _devmlops_lister(custom: k8s.CustomObjectsApi, plural: str) -> Callable[..., Any]:
+    """The list call of one devmlops.io kind, cluster-wide (the watch helper turns it into a watch)."""
+
+    def call(**kwargs: Any) -> Any:
+        if plural == "clustermodelpolicies":
+            return custom.list_cluster_custom_object("devmlops.io", "v1alpha1", plural, **kwargs)
+        return custom.list_custom_object_for_all_namespaces("devmlops.io", "v1alpha1", plural, **kwargs)
+
+    call.__name__ = f"list_{plural}"  # the watch helper names the call in its errors
+    return call
+
+
+def policy_caches(
+    api_client: k8s.ApiClient, on_change: Callable[[str, dict[str, Any]], None]
+) -> tuple[WatchCache, WatchCache]:
+    """ClusterModelPolicies and ModelPolicies, each change passed on with its ``kind`` (for ``PolicyStore.apply``)."""
+    custom = k8s.CustomObjectsApi(api_client)
+
+    def cache(plural: str, kind: str) -> WatchCache:
+        def changed(event: str, obj: dict[str, Any]) -> None:
+            on_change(event, {**obj, "kind": kind})
+
+        return WatchCache(
+            plural, _devmlops_lister(custom, plural), api_client.sanitize_for_serialization, on_change=changed
+        )
+
+    return cache("clustermodelpolicies", "ClusterModelPolicy"), cache("modelpolicies", "ModelPolicy")
+
+
 def _secret_lister(core: k8s.CoreV1Api, namespace: str) -> Callable[..., Any]:
     if not namespace:
         return core.list_secret_for_all_namespaces
@@ -197,15 +226,6 @@ class ClusterCaches:
         custom = k8s.CustomObjectsApi(api_client)
         serialize = api_client.sanitize_for_serialization
 
-        def lister(plural: str) -> Callable[..., Any]:
-            def call(**kwargs: Any) -> Any:
-                if plural == "clustermodelpolicies":
-                    return custom.list_cluster_custom_object("devmlops.io", "v1alpha1", plural, **kwargs)
-                return custom.list_custom_object_for_all_namespaces("devmlops.io", "v1alpha1", plural, **kwargs)
-
-            call.__name__ = f"list_{plural}"  # the watch helper names the call in its errors
-            return call
-
         self.config_maps = WatchCache(
             "configmaps",
             core.list_config_map_for_all_namespaces,
@@ -230,20 +250,9 @@ class ClusterCaches:
             serialize,
             transform=lambda obj: dict((obj.get("metadata") or {}).get("labels") or {}),
         )
-        self.policies = WatchCache(
-            "clustermodelpolicies",
-            lister("clustermodelpolicies"),
-            serialize,
-            on_change=lambda event, obj: on_policy_change(event, {**obj, "kind": "ClusterModelPolicy"}),
-        )
-        self.team_policies = WatchCache(
-            "modelpolicies",
-            lister("modelpolicies"),
-            serialize,
-            on_change=lambda event, obj: on_policy_change(event, {**obj, "kind": "ModelPolicy"}),
-        )
-        self.model_deployments = WatchCache("modeldeployments", lister("modeldeployments"), serialize)
-        self.approvals_watch = WatchCache("modelapprovals", lister("modelapprovals"), serialize)
+        self.policies, self.team_policies = policy_caches(api_client, on_policy_change)
+        self.model_deployments = WatchCache("modeldeployments", _devmlops_lister(custom, "modeldeployments"), serialize)
+        self.approvals_watch = WatchCache("modelapprovals", _devmlops_lister(custom, "modelapprovals"), serialize)
 
         def list_inference_services(**kwargs: Any) -> Any:
             return custom.list_custom_object_for_all_namespaces(

@@ -5,53 +5,27 @@ burst of policy changes re-decides the ModelDeployments once, not once per chang
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client as k8s
 
-from devmlops.adapters.kubecache import WatchCache
+from devmlops.adapters.kubecache import policy_caches
 from devmlops.adapters.policystore import PolicyStore
 from devmlops.core.policy import PolicySet
 from devmlops.errors import DevmlopsError
 
 __all__ = ["PolicyWatch"]
 
-GROUP, VERSION = "devmlops.io", "v1alpha1"
-
 
 class PolicyWatch:
     def __init__(self, api_client: k8s.ApiClient) -> None:
-        custom = k8s.CustomObjectsApi(api_client)
         self._store = PolicyStore()
         self.changed = threading.Event()
+        self._caches = policy_caches(api_client, self._apply)
 
-        def cluster(**kwargs: Any) -> Any:
-            return custom.list_cluster_custom_object(GROUP, VERSION, "clustermodelpolicies", **kwargs)
-
-        def team(**kwargs: Any) -> Any:
-            return custom.list_custom_object_for_all_namespaces(GROUP, VERSION, "modelpolicies", **kwargs)
-
-        cluster.__name__, team.__name__ = "list_clustermodelpolicies", "list_modelpolicies"
-        self._caches = tuple(
-            WatchCache(
-                plural,
-                lister,
-                api_client.sanitize_for_serialization,
-                on_change=self._applier(kind),
-            )
-            for plural, lister, kind in (
-                ("clustermodelpolicies", cluster, "ClusterModelPolicy"),
-                ("modelpolicies", team, "ModelPolicy"),
-            )
-        )
-
-    def _applier(self, kind: str) -> Callable[[str, dict[str, Any]], None]:
-        def apply(event: str, obj: dict[str, Any]) -> None:
-            self._store.apply(event, {**obj, "kind": kind})
-            self.changed.set()
-
-        return apply
+    def _apply(self, event: str, obj: dict[str, Any]) -> None:
+        self._store.apply(event, obj)
+        self.changed.set()
 
     def start(self) -> PolicyWatch:
         for cache in self._caches:
