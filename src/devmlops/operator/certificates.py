@@ -118,7 +118,8 @@ class CertificateKeeper:
     def check(self) -> None:
         """One pass: CA, caBundles, serving certificate, in that order (see certplan.py for why)."""
         now = self._clock()
-        owner = self._owner()
+        configurations = {ref: self._read_configuration(*ref) for ref in self._settings.configurations}
+        owner = _owner(configurations)
         ca_read = self._read(self._settings.ca_secret)
         ca_state, authority = _ca_state(ca_read)
         action = ca_action(ca_state, self._policy, now)
@@ -132,8 +133,9 @@ class CertificateKeeper:
         if authority is None or ca_state.cert is None:
             return
         bundle = trusted_bundle(ca_state)
-        for kind, name in self._settings.configurations:
-            self._patch_bundle(kind, name, bundle)
+        for (kind, name), config in configurations.items():
+            if config is not None:
+                self._patch_bundle(kind, name, config, bundle)
         self._keep_serving(ca_state, authority, bundle, owner, now)
         if self._metrics is not None:
             self._metrics.certificate_expiry.labels("ca").set(ca_state.cert.not_valid_after_utc.timestamp())
@@ -185,25 +187,27 @@ class CertificateKeeper:
 
     # The caBundles
 
-    def _patch_bundle(self, kind: str, name: str, bundle: bytes) -> None:
-        read, replace = (
-            (
-                self._admission.read_validating_webhook_configuration,
-                self._admission.replace_validating_webhook_configuration,
-            )
+    def _read_configuration(self, kind: str, name: str) -> Any:
+        """A webhook configuration as read (its resourceVersion makes the later replace optimistic), or None."""
+        read = (
+            self._admission.read_validating_webhook_configuration
             if kind == "validating"
-            else (
-                self._admission.read_mutating_webhook_configuration,
-                self._admission.replace_mutating_webhook_configuration,
-            )
+            else self._admission.read_mutating_webhook_configuration
         )
         try:
-            config: Any = read(name)
+            return read(name)
         except ApiException as exc:
             if exc.status == 404:
                 _log.warning("%s webhook configuration %s not found; nothing to patch", kind, name)
-                return
+                return None
             raise
+
+    def _patch_bundle(self, kind: str, name: str, config: Any, bundle: bytes) -> None:
+        replace = (
+            self._admission.replace_validating_webhook_configuration
+            if kind == "validating"
+            else self._admission.replace_mutating_webhook_configuration
+        )
         encoded = base64.b64encode(bundle).decode()
         stale = [w for w in config.webhooks or [] if w.client_config.ca_bundle != encoded]
         if not stale:
@@ -306,15 +310,11 @@ class CertificateKeeper:
             raise
         return True
 
-    def _owner(self) -> list[dict[str, Any]]:
-        """The validating configuration owns the Secrets: uninstalling the chart lets the collector remove them."""
-        for kind, name in self._settings.configurations:
-            if kind != "validating":
-                continue
-            try:
-                config: Any = self._admission.read_validating_webhook_configuration(name)
-            except ApiException:
-                return []
+
+def _owner(configurations: Mapping[tuple[str, str], Any]) -> list[dict[str, Any]]:
+    """The validating configuration owns the Secrets: uninstalling the chart lets the collector remove them."""
+    for (kind, name), config in configurations.items():
+        if kind == "validating" and config is not None:
             return [
                 {
                     "apiVersion": "admissionregistration.k8s.io/v1",
@@ -323,7 +323,7 @@ class CertificateKeeper:
                     "uid": config.metadata.uid,
                 }
             ]
-        return []
+    return []
 
 
 def _orphaned(read: _Read, owner: list[dict[str, Any]]) -> bool:
