@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from devmlops.core.gates import policy_result
 from devmlops.core.globs import matching_glob
 from devmlops.core.model import GateResult
 from devmlops.core.policy import Policy
@@ -52,13 +53,10 @@ def check_allowlist(spec: Mapping[str, Any], policy: Policy) -> GateResult:
     if problems:
         reason, hint = problems[0]
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        return GateResult(
-            gate=GATE, policy=policy.name, mode=policy.mode, outcome="fail", reason=reason + more, hint=hint
-        )
-    return GateResult(
-        gate=GATE,
-        policy=policy.name,
-        mode=policy.mode,
-        outcome="pass",
-        reason=f"source '{uri}', runtime {kind}{' ' + image if image else ''} and format '{fmt or 'none'}' allowed",
+        return policy_result(GATE, policy, "fail", reason + more, hint)
+    return policy_result(
+        GATE,
+        policy,
+        "pass",
+        f"source '{uri}', runtime {kind}{' ' + image if image else ''} and format '{fmt or 'none'}' allowed",
     )

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from devmlops.core.evidence import Evidence
+from devmlops.core.gates import policy_result
 from devmlops.core.gates.compliance import risk_tier
 from devmlops.core.model import GateResult
 from devmlops.core.policy import Policy
@@ -24,29 +25,16 @@ def approval_required(obj: Mapping[str, Any], policy: Policy) -> bool:
 
 def check_approval(obj: Mapping[str, Any], policy: Policy, evidence: Evidence) -> GateResult:
     if not approval_required(obj, policy):
-        return GateResult(
-            gate=GATE,
-            policy=policy.name,
-            mode=policy.mode,
-            outcome="skip",
-            reason=f"risk tier {risk_tier(obj) or 'none'} needs no approval",
-        )
+        return policy_result(GATE, policy, "skip", f"risk tier {risk_tier(obj) or 'none'} needs no approval")
     approval = evidence.approval
     if approval is None or not approval.approved:
         digest = str(((obj.get("spec") or {}).get("model") or {}).get("digest") or "")
-        return GateResult(
-            gate=GATE,
-            policy=policy.name,
-            mode=policy.mode,
-            outcome="fail",
-            reason=f"risk tier {risk_tier(obj)} requires a ModelApproval for {digest[:19]}... by a second person; "
+        return policy_result(
+            GATE,
+            policy,
+            "fail",
+            f"risk tier {risk_tier(obj)} requires a ModelApproval for {digest[:19]}... by a second person; "
             "none is valid",
-            hint="ask an approver named by the policy to create a ModelApproval for this digest",
+            "ask an approver named by the policy to create a ModelApproval for this digest",
         )
-    return GateResult(
-        gate=GATE,
-        policy=policy.name,
-        mode=policy.mode,
-        outcome="pass",
-        reason=f"approved by {approval.approver} ({approval.name})",
-    )
+    return policy_result(GATE, policy, "pass", f"approved by {approval.approver} ({approval.name})")

@@ -4,11 +4,13 @@ served (the approval gate), so a high-risk model can be admitted and wait for a 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
 from devmlops.core.evidence import Evidence
-from devmlops.core.model import GateResult, Outcome
+from devmlops.core.gates import policy_result
+from devmlops.core.model import GateResult
 from devmlops.core.policy import RISK_TIERS, Policy
 
 __all__ = ["GATE", "RISK_LABEL", "check_compliance", "risk_tier"]
@@ -26,8 +28,7 @@ def risk_tier(obj: Mapping[str, Any]) -> str:
 def check_compliance(obj: Mapping[str, Any], policy: Policy, evidence: Evidence) -> GateResult:
     rules = policy.compliance
 
-    def result(outcome: Outcome, reason: str, hint: str = "") -> GateResult:
-        return GateResult(gate=GATE, policy=policy.name, mode=policy.mode, outcome=outcome, reason=reason, hint=hint)
+    result = functools.partial(policy_result, GATE, policy)
 
     if rules is None:
         return result("skip", "the policy sets no compliance rules")

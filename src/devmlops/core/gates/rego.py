@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from devmlops.core.evidence import Evidence
+from devmlops.core.gates import policy_result
 from devmlops.core.gates.compliance import risk_tier
 from devmlops.core.model import GateResult, Mode, Outcome
 from devmlops.core.policy import Policy
@@ -101,14 +102,7 @@ def check_rego(policy: Policy, document: Mapping[str, Any], engine: PolicyEngine
         return []
 
     def result(outcome: Outcome, reason: str, *, package: str, mode: Mode | None = None, hint: str = "") -> GateResult:
-        return GateResult(
-            gate=GATE,
-            policy=policy.name,
-            mode=mode or policy.mode,
-            outcome=outcome,
-            reason=f"{package}: {reason}",
-            hint=hint,
-        )
+        return policy_result(GATE, policy, outcome, f"{package}: {reason}", hint, mode=mode)
 
     if engine is None:
         return [

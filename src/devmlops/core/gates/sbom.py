@@ -4,12 +4,14 @@ required, its own signature verifies for one of the policy's authorities."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from devmlops.core.evidence import Evidence
-from devmlops.core.model import GateResult, Outcome
+from devmlops.core.gates import policy_result
+from devmlops.core.model import GateResult
 from devmlops.core.policy import Policy
 from devmlops.core.ports import SignatureVerifier, SignedModel, VerificationFailed, VerificationUnavailable
 from devmlops.core.sbom import SbomComponent, SbomSummary
@@ -34,8 +36,7 @@ def check_sbom(
 ) -> GateResult:
     requirements = policy.sbom
 
-    def result(outcome: Outcome, reason: str, hint: str = "") -> GateResult:
-        return GateResult(gate=GATE, policy=policy.name, mode=policy.mode, outcome=outcome, reason=reason, hint=hint)
+    result = functools.partial(policy_result, GATE, policy)
 
     if evidence.sbom is None:
         if requirements.required:

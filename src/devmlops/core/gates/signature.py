@@ -3,11 +3,13 @@ the digest the ModelDeployment names (``spec.model.digest``). No model bytes are
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
 from devmlops.core.evidence import Evidence
-from devmlops.core.model import GateResult, Outcome
+from devmlops.core.gates import policy_result
+from devmlops.core.model import GateResult
 from devmlops.core.policy import Authority, Policy
 from devmlops.core.ports import SignatureVerifier, SignedModel, VerificationFailed, VerificationUnavailable
 
@@ -29,8 +31,7 @@ def check_signature(
 ) -> tuple[GateResult, SignedModel | None]:
     """Any-of (threshold 1) or k-of-n distinct authorities; every verified bundle must name the spec's digest."""
 
-    def result(outcome: Outcome, reason: str, hint: str = "") -> GateResult:
-        return GateResult(gate=GATE, policy=policy.name, mode=policy.mode, outcome=outcome, reason=reason, hint=hint)
+    result = functools.partial(policy_result, GATE, policy)
 
     if not policy.authorities:
         return result("skip", "this team policy names no signers of its own; the cluster policies check them"), None
