@@ -107,12 +107,16 @@ class ManagedProcess:
             code = self._proc.returncode if self._proc else None
             raise HarnessError(f"{self.name} exited (code {code}); last log lines:\n{self.log_tail()}")
 
-    def log_tail(self, lines: int = 30) -> str:
+    def log_text(self) -> str:
+        """The whole log so far ("" when there is none yet)."""
         try:
-            text = self.log_path.read_text(errors="replace")
+            return self.log_path.read_text(errors="replace")
         except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+            return ""
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log_text()
+        return "\n".join(text.splitlines()[-lines:]) if text else "(no log)"
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the process group, then SIGKILL what is left after ``timeout`` seconds."""
