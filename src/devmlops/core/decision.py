@@ -60,6 +60,10 @@ def decide(
     kind = (request.kind.group, request.kind.kind)
     if request.operation == "DELETE":
         return _single("operation", "pass", "deletion is always allowed")
+    if _finishing_deletion(request):
+        return _single(
+            "operation", "pass", "the object is being deleted and its spec is unchanged; deletion is always allowed"
+        )
     if kind == CLUSTER_MODEL_POLICY:
         return _decide_policy(request)
     if kind == MODEL_POLICY:
@@ -129,6 +133,24 @@ def _decide_team_policy(request: AdmissionRequest, policies: PolicySet, evidence
             "narrow the ModelPolicy to what the cluster policies allow",
         )
     return _single("policy", "pass", f"ModelPolicy {team.name} only adds requirements")
+
+
+def _finishing_deletion(request: AdmissionRequest) -> bool:
+    """An UPDATE of an object the API server is already deleting that leaves its spec alone: controllers removing
+    their finalizers (KServe's on an InferenceService, say). Refusing it would leave the object, and whatever it
+    owns, stuck for ever once its policy no longer admits it."""
+    if request.operation != "UPDATE" or request.object is None or request.old_object is None:
+        return False
+
+    def deleting(obj: Mapping[str, Any]) -> bool:
+        metadata = obj.get("metadata")
+        return isinstance(metadata, Mapping) and bool(metadata.get("deletionTimestamp"))
+
+    return (
+        deleting(request.object)
+        and deleting(request.old_object)
+        and request.object.get("spec") == request.old_object.get("spec")
+    )
 
 
 def _is_scale_down(request: AdmissionRequest, spec: Mapping[str, Any]) -> bool:

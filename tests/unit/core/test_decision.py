@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from devmlops.core.decision import decide
@@ -32,6 +33,29 @@ def run(req: AdmissionRequest) -> Decision:
 
 def test_deletion_is_always_allowed() -> None:
     assert run(request(None, operation="DELETE")).allowed
+
+
+def update(old: dict[str, Any], new: dict[str, Any], kind: GroupVersionKind = MD) -> AdmissionRequest:
+    return dataclasses.replace(request(new, operation="UPDATE", kind=kind), old_object=old)
+
+
+SPEC = {"model": {"name": "m"}, "runtime": {"kind": "kserve"}}
+DELETING = {"deletionTimestamp": "2026-11-26T09:00:00Z"}
+ISVC = GroupVersionKind("serving.kserve.io", "v1beta1", "InferenceService")
+
+
+def test_removing_a_finalizer_from_an_object_being_deleted_is_allowed_although_no_policy_admits_it() -> None:
+    for kind in (MD, ISVC):
+        old = {"metadata": {**DELETING, "finalizers": ["kserve"]}, "spec": SPEC}
+        decision = run(update(old, {"metadata": DELETING, "spec": SPEC}, kind))
+        assert decision.allowed, kind
+        assert "being deleted" in decision.results[0].reason
+
+
+def test_an_object_being_deleted_is_decided_in_full_when_its_spec_changes_or_it_is_not_being_deleted() -> None:
+    changed = {"model": {"name": "other"}, "runtime": {"kind": "kserve"}}
+    assert not run(update({"metadata": DELETING, "spec": SPEC}, {"metadata": DELETING, "spec": changed})).allowed
+    assert not run(update({"metadata": {"finalizers": ["x"]}, "spec": SPEC}, {"metadata": {}, "spec": SPEC})).allowed
 
 
 def test_an_object_without_spec_fails_closed() -> None:
