@@ -303,8 +303,8 @@ def allowed(client: k8s.ApiClient, account: str, verb: str, resource: str, names
 
 OPERATOR_NEEDS = [
     ("watch", "modeldeployments.devmlops.io", ""),
-    ("patch", "modeldeployments.devmlops.io", TEAM),
     ("patch", "modeldeployments.devmlops.io/status", TEAM),
+    ("patch", "modelapprovals.devmlops.io/status", TEAM),
     ("list", "clustermodelpolicies.devmlops.io", ""),
     ("watch", "modelapprovals.devmlops.io", ""),
     ("create", "inferenceservices.serving.kserve.io", TEAM),
@@ -317,6 +317,8 @@ OPERATOR_NEEDS = [
     ("get", "secrets", TEAM),
 ]
 OPERATOR_MUST_NOT = [
+    ("patch", "modeldeployments.devmlops.io", TEAM),
+    ("update", "modelapprovals.devmlops.io", TEAM),
     ("list", "secrets", ""),
     ("get", "secrets", "kube-system"),
     ("get", "secrets", "default"),

@@ -63,6 +63,26 @@ def test_status_names_the_verified_signer_and_digest(admin: k8s.ApiClient, admit
     assert condition(status, "Degraded")["status"] == "False"
 
 
+def test_the_operator_keeps_its_bookkeeping_in_status_and_never_writes_the_model_deployment(
+    admin: k8s.ApiClient, admitted: str
+) -> None:
+    """A write to the object itself is an UPDATE the webhook decides in full: once a policy stops admitting the
+    model, an operator that kept kopf's annotations there was refused on every handler run."""
+    namespace = admitted.removeprefix("status-")
+    md = cast(
+        dict[str, Any],
+        k8s.CustomObjectsApi(admin).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "modeldeployments", "fraud"
+        ),
+    )
+    assert not [key for key in md["metadata"].get("annotations") or {} if key.startswith("kopf.")]
+    assert "last-handled-configuration" in md["status"]["kopf"]
+    kopf_writes = {
+        entry.get("subresource", "") for entry in md["metadata"]["managedFields"] if entry["manager"] == "kopf"
+    }
+    assert kopf_writes == {"status"}
+
+
 def test_serving_ready_follows_the_inference_services_ready_condition(admin: k8s.ApiClient, admitted: str) -> None:
     namespace = admitted.removeprefix("status-")
     assert condition(md_status(admin, namespace), "ServingReady")["status"] == "Unknown"

@@ -27,12 +27,14 @@ from devmlops.operator.kserve import LABEL_MODEL_DEPLOYMENT, build_inference_ser
 from devmlops.operator.leadership import leads
 from devmlops.operator.metrics import metrics
 from devmlops.operator.policies import PolicyWatch
+from devmlops.operator.retries import Key, RetryQueue
 from devmlops.operator.settings import OperatorSettings
 from devmlops.operator.triton import build_triton
 
 __all__ = ["build_registry"]
 
 GROUP, VERSION, PLURAL = "devmlops.io", "v1alpha1", "modeldeployments"
+RETRY_SECONDS = 5.0  # a failed reconcile (say, the API server restarted under a pooled connection) is tried again
 API_CONNECTIONS = 24  # kopf's watch streams (one per watched kind) hold a connection each; the rest serve requests
 VERIFIER_IMAGE = os.environ.get("DEVMLOPS_VERIFIER_IMAGE", "devmlops:0.1.0")
 
@@ -114,6 +116,7 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
     engine = OpaEngine(settings.opa_url) if settings.opa_url else None
     # A changed policy re-decides every ModelDeployment within a second (a revoked key takes effect now).
     policy_watch = PolicyWatch(api_client).start()
+    retries = RetryQueue(RETRY_SECONDS)
 
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
@@ -233,19 +236,47 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
         else:
             post_event(core, body, kind=kind, reason=result["phase"], message=message)
 
-    # A failed reconcile (say, the API server restarted under a pooled connection) is retried after 5 s, not kopf's
-    # default 60 s.
-    @kopf.on.resume(GROUP, VERSION, PLURAL, backoff=5, registry=registry)
-    @kopf.on.create(GROUP, VERSION, PLURAL, backoff=5, registry=registry)
-    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", backoff=5, registry=registry)
+    def park(key: Key, exc: Exception, logger: Any) -> None:
+        """A failed reconcile keeps the object's state and is retried by the background loop (see retries.py)."""
+        metrics.reconciles.labels("ModelDeployment", "error").inc()
+        reason = str(exc) if isinstance(exc, (DevmlopsError, ApiException)) else repr(exc)
+        logger.warning("reconcile of %s/%s failed, retried in %.0f s: %s", *key, retries.delay_seconds, reason)
+        retries.add(key)
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
     def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+        key = (str(body.metadata.namespace), str(body.metadata.name))
         try:
             result = reconcile_model(dict(body), logger)
-        except Exception:
-            metrics.reconciles.labels("ModelDeployment", "error").inc()  # kopf logs it and retries
-            raise
+        except Exception as exc:  # never raised to kopf: its retry would sleep in a capped worker slot
+            park(key, exc, logger)
+            return
+        retries.discard(key)
         patch.status.update(result)
         publish(body, result)
+
+    def retry_due(logger: Any) -> None:
+        for namespace, name in retries.take_due():
+            try:
+                model = cast(
+                    dict[str, Any], custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+                )
+                if model["metadata"].get("deletionTimestamp"):
+                    continue
+                result = reconcile_model(model, logger)
+                custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, namespace, PLURAL, name, {"status": result}
+                )
+            except ApiException as exc:
+                if exc.status != 404:  # gone: nothing to retry
+                    park((namespace, name), exc, logger)
+                continue
+            except Exception as exc:
+                park((namespace, name), exc, logger)
+                continue
+            publish(kopf.Body(cast(kopf.RawBody, model)), result, in_handler=False)
 
     @kopf.on.startup(registry=registry)
     async def start_rechecks(logger: kopf.Logger, **_: Any) -> None:
@@ -256,12 +287,14 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
             last = time.monotonic()
             while True:
                 await asyncio.sleep(0.5)  # a burst of policy changes within it costs one round
-                if not policy_watch.changed.is_set() and time.monotonic() - last < settings.recheck_seconds:
+                recheck = policy_watch.changed.is_set() or time.monotonic() - last >= settings.recheck_seconds
+                if not recheck and not retries.any_due():
                     continue
-                policy_watch.changed.clear()
-                last = time.monotonic()
+                if recheck:
+                    policy_watch.changed.clear()
+                    last = time.monotonic()
                 try:
-                    await asyncio.get_running_loop().run_in_executor(None, recheck_all, logger)
+                    await asyncio.get_running_loop().run_in_executor(None, background_round, logger, recheck)
                 except Exception:  # a failed round is retried at the next one
                     logger.exception("re-check failed")
 
@@ -284,9 +317,15 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
             return True  # a round too many is harmless; none at all is not
         return leads(cast(dict[str, Any], peering).get("status") or {}, settings.priority, dt.datetime.now(dt.UTC))
 
-    def recheck_all(logger: Any) -> None:
+    def background_round(logger: Any, recheck: bool) -> None:
+        """Only in the replica that acts; a standby keeps its parked retries for when it leads."""
         if not is_leader():
             return
+        retry_due(logger)
+        if recheck:
+            recheck_all(logger)
+
+    def recheck_all(logger: Any) -> None:
         if settings.namespaces:  # only what this operator watches (and has the rights for)
             items = [
                 item
@@ -374,14 +413,17 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
         name, namespace = str(spec.get("modelDeployment") or ""), str(namespace or "")
         try:
             model = cast(dict[str, Any], custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
+            if (model.get("status") or {}).get("phase") not in (None, "", "AwaitingApproval"):
+                return  # already served (or degraded): the approval changes nothing now
+            result = reconcile_model(model, logger)
+            custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": result})
         except ApiException as exc:
-            if exc.status == 404:
-                return
-            raise
-        if (model.get("status") or {}).get("phase") not in (None, "", "AwaitingApproval"):
-            return  # already served (or degraded): the approval changes nothing now
-        result = reconcile_model(model, logger)
-        custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": result})
+            if exc.status != 404:  # no such ModelDeployment (yet): its own create handler reads the approval
+                park((namespace, name), exc, logger)
+            return
+        except Exception as exc:
+            park((namespace, name), exc, logger)
+            return
         if result["phase"] != "AwaitingApproval":
             logger.info("ModelDeployment %s/%s released by its approval", namespace, name)
 
