@@ -3,6 +3,7 @@ the operator turns an admitted ModelDeployment into an owned InferenceService an
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -115,6 +116,32 @@ def test_an_admitted_model_gets_an_owned_inference_service_and_status(
     assert observed["observedGeneration"] == 1
 
 
+def test_each_decision_writes_one_audit_line_with_digest_signer_and_policy_revision(
+    admin: k8s.ApiClient, stack: DevmlopsStack, trusted: str, model: SignedModel
+) -> None:
+    namespace = trusted
+    api = k8s.CustomObjectsApi(admin)
+    api.create_namespaced_custom_object(
+        "devmlops.io", "v1alpha1", namespace, "modeldeployments", signed_md("audited", model)
+    )
+    assert stack.webhook is not None
+
+    def audit_lines() -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in stack.webhook.log_text().splitlines() if line.startswith("{")]
+        return [
+            line
+            for line in lines
+            if (line["namespace"], line["name"], line["kind"]) == (namespace, "audited", "ModelDeployment")
+        ]
+
+    (line,) = eventually(audit_lines, timeout=10, what="the audit line")
+    assert (line["allowed"], line["operation"], line["mode"]) == (True, "CREATE", "enforce")
+    assert line["digest"] == model.digest
+    assert line["signer"].startswith("key sha256:")
+    assert line["policyRevision"] == stack.webhook_status()["policyRevision"]
+    assert model.bundle not in json.dumps(line)
+
+
 def test_a_spec_change_rolls_out_to_the_child(admin: k8s.ApiClient, trusted: str, model: SignedModel) -> None:
     namespace = trusted
     api = k8s.CustomObjectsApi(admin)
@@ -222,6 +249,13 @@ def test_a_triton_model_gets_an_owned_deployment_and_service_that_verify_before_
     assert plan.digest == model.digest
     assert pod.containers[0].image == image
     assert "--model-control-mode=none" in pod.containers[0].args
-    service = core.read_namespaced_service("resnet", namespace)
-    assert sorted(p.port for p in service.spec.ports) == [8000, 8001, 8002]
-    assert service.metadata.owner_references[0].name == "resnet"
+
+    def service() -> Any:  # created right after the Deployment
+        try:
+            return core.read_namespaced_service("resnet", namespace)
+        except ApiException:
+            return None
+
+    found_service = eventually(service, what="Triton Service")
+    assert sorted(p.port for p in found_service.spec.ports) == [8000, 8001, 8002]
+    assert found_service.metadata.owner_references[0].name == "resnet"

@@ -7,6 +7,7 @@ must pass; a ModelDeployment no policy selects gets the configured no-match acti
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from devmlops.core.approvalreview import review_approval
@@ -57,6 +58,18 @@ def decide(
     stage: Stage = "admission",
 ) -> Decision:
     """Run the gates that apply to the request's kind and operation."""
+    decision = _decide(request, policies, evidence, verifier, engine, stage)
+    return replace(decision, policy_revision=policies.revision)
+
+
+def _decide(
+    request: AdmissionRequest,
+    policies: PolicySet,
+    evidence: Evidence,
+    verifier: SignatureVerifier,
+    engine: PolicyEngine | None,
+    stage: Stage,
+) -> Decision:
     kind = (request.kind.group, request.kind.kind)
     if request.operation == "DELETE":
         return _single("operation", "pass", "deletion is always allowed")
@@ -233,4 +246,4 @@ def _decide_model_deployment(
             results.append(check_approval(obj, policy, evidence))
         document = rego_input(request, obj, policy, evidence, signed or verified, stage=stage)
         results.extend(check_rego(policy, document, engine))
-    return Decision(tuple(results))
+    return Decision(tuple(results), signer=verified.signer if verified else "")

@@ -44,9 +44,13 @@ class GateResult:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """Per-gate results; admitted only when there is at least one result and none of them blocks."""
+    """Per-gate results; admitted only when there is at least one result and none of them blocks. ``signer`` is
+    the identity whose signature was verified (empty when none was) and ``policy_revision`` the revision of the
+    policies decided under, both for the audit line."""
 
     results: tuple[GateResult, ...]
+    signer: str = ""
+    policy_revision: str = ""
 
     @property
     def allowed(self) -> bool:

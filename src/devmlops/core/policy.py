@@ -163,11 +163,11 @@ class PolicySet:
     policies: tuple[Policy, ...] = ()
     broken: Mapping[str, str] = field(default_factory=dict)
     no_match: NoMatchAction = "deny"
+    revision: str = field(init=False, default="")  # computed once: every decision's audit line names it
 
-    @property
-    def revision(self) -> str:
+    def __post_init__(self) -> None:
         parts = sorted(f"{p.name}@{p.revision}" for p in self.policies) + sorted(self.broken)
-        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+        object.__setattr__(self, "revision", hashlib.sha256("|".join(parts).encode()).hexdigest()[:16])
 
 
 # -- compilation ---------------------------------------------------------------------------------------------

@@ -86,8 +86,17 @@ def test_validate_admits_a_signed_model_and_writes_one_audit_line(audit_lines: l
     assert (body["uid"], body["allowed"]) == ("req-1", True)
     assert body["auditAnnotations"]["signature.prod"].startswith("pass: OMS signature verified for release")
     assert len(audit_lines) == 1
-    assert audit_lines[0]["allowed"] is True
-    assert audit_lines[0]["user"] == "alice"
+    line = audit_lines[0]
+    assert (line["allowed"], line["user"], line["mode"]) == (True, "alice", "enforce")
+    assert (line["digest"], line["signer"]) == (DIGEST, "release")
+    assert line["policyRevision"] == PolicySet((POLICY,)).revision
+
+
+def test_the_audit_line_of_a_denial_names_the_digest_asked_for_and_no_signer(audit_lines: list[dict[str, Any]]) -> None:
+    make_client(audit_lines).post("/validate", json=review(UNSIGNED))
+    (line,) = audit_lines
+    assert (line["allowed"], line["digest"], line["signer"]) == (False, DIGEST, "")
+    assert line["policyRevision"] == PolicySet((POLICY,)).revision
 
 
 def test_validate_denies_an_unsigned_model_with_the_reason(audit_lines: list[dict[str, Any]]) -> None:
@@ -165,6 +174,10 @@ def test_the_audit_line_names_the_decision_but_never_the_evidence(audit_lines: l
         "name",
         "user",
         "allowed",
+        "mode",
+        "digest",
+        "signer",
+        "policyRevision",
         "dryRun",
         "gates",
         "latencyMs",
