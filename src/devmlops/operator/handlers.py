@@ -318,8 +318,11 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
         return leads(cast(dict[str, Any], peering).get("status") or {}, settings.priority, dt.datetime.now(dt.UTC))
 
     def background_round(logger: Any, recheck: bool) -> None:
-        """Only in the replica that acts; a standby keeps its parked retries for when it leads."""
+        """Only in the replica that acts. One that no longer leads keeps its retries for when it leads again (a
+        replica taking over resumes only the objects it has not seen before), asking again in 5 s."""
         if not is_leader():
+            for key in retries.take_due():
+                retries.add(key)
             return
         retry_due(logger)
         if recheck:
