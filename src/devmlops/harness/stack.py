@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -375,9 +375,15 @@ class DevmlopsStack(Lifecycle):
         self.operator = self.operator_process("operator", recheck_seconds=recheck_seconds)
 
     def operator_process(
-        self, name: str, *, priority: int | None = None, recheck_seconds: float = 300.0
+        self,
+        name: str,
+        *,
+        priority: int | None = None,
+        recheck_seconds: float = 300.0,
+        namespaces: Sequence[str] = (),
     ) -> ManagedProcess:
-        """An operator process; with ``priority`` it joins kopf peering (HA) instead of running standalone."""
+        """An operator process; with ``priority`` it joins kopf peering (HA) instead of running standalone; with
+        ``namespaces`` it watches only those."""
         port = free_port()
         if priority is not None:
             ensure_cluster_peering(self.cp)
@@ -397,6 +403,7 @@ class DevmlopsStack(Lifecycle):
             *(["--opa-url", self.opa.url] if self.opa else []),
             "--recheck-interval",
             str(recheck_seconds),
+            *[arg for namespace in namespaces for arg in ("--namespace", namespace)],
         ]
         process = ManagedProcess(name, argv, log_path=self.workdir / f"{name}.log", env=self._python_env()).start()
 

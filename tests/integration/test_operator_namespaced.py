@@ -1,0 +1,89 @@
+"""An operator that watches only some namespaces (the chart's operator.watchNamespaces): it serves and re-checks the
+ModelDeployments there and leaves every other namespace alone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, cast
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from devmlops.harness.processes import ManagedProcess
+from devmlops.harness.stack import DevmlopsStack
+from tests.integration.support import GROUP, VERSION, eventually, signed_by_evidence, signed_model, trusting
+
+
+@pytest.fixture
+def other_namespace(admin: k8s.ApiClient, namespace: str) -> Iterator[str]:
+    name = f"{namespace[:56]}-other"
+    core = k8s.CoreV1Api(admin)
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    core.delete_namespace(name)
+
+
+@pytest.fixture
+def namespaced_operator(stack: DevmlopsStack, namespace: str) -> Iterator[ManagedProcess]:
+    """Swap the cluster-wide operator for one that watches ``namespace`` only; put it back afterwards."""
+    assert stack.operator is not None
+    stack.operator.stop()
+    process = stack.operator_process("operator-namespaced", namespaces=(namespace,))
+    try:
+        yield process
+    finally:
+        process.stop()
+        stack.start_operator()
+
+
+def model_status(admin: k8s.ApiClient, namespace: str) -> dict[str, Any]:
+    md = k8s.CustomObjectsApi(admin).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modeldeployments", "fraud"
+    )
+    return cast(dict[str, Any], md.get("status") or {})
+
+
+def has_child(admin: k8s.ApiClient, namespace: str) -> bool:
+    try:
+        k8s.CustomObjectsApi(admin).get_namespaced_custom_object(
+            "serving.kserve.io", "v1beta1", namespace, "inferenceservices", "fraud"
+        )
+    except ApiException:
+        return False
+    return True
+
+
+def test_a_namespaced_operator_serves_and_rechecks_its_namespace_and_leaves_others_alone(
+    admin: k8s.ApiClient,
+    stack: DevmlopsStack,
+    namespace: str,
+    other_namespace: str,
+    namespaced_operator: ManagedProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    model = signed_model(tmp_path_factory.mktemp("watched"), "fraud")
+    rotated = signed_model(tmp_path_factory.mktemp("rotated"), "fraud")
+    api = k8s.CustomObjectsApi(admin)
+    with (
+        trusting(admin, stack, namespace, model, policy=f"watched-{namespace}") as watched,
+        trusting(admin, stack, other_namespace, model, policy=f"unwatched-{namespace}"),
+    ):
+        for target in (namespace, other_namespace):
+            api.create_namespaced_custom_object(
+                GROUP, VERSION, target, "modeldeployments", signed_by_evidence("fraud", model)
+            )
+        eventually(lambda: has_child(admin, namespace), what="the child in the watched namespace")
+        assert model_status(admin, namespace)["phase"] == "Admitted"
+
+        # A revoked key reaches the watched namespace through the re-check round, which lists only that namespace.
+        name = watched["metadata"]["name"]
+        policy = cast(dict[str, Any], api.get_cluster_custom_object(GROUP, VERSION, "clustermodelpolicies", name))
+        policy["spec"]["authorities"] = [{"name": "rotated", "key": {"publicKey": rotated.key.public_pem}}]
+        api.replace_cluster_custom_object(GROUP, VERSION, "clustermodelpolicies", name, policy)
+        eventually(lambda: model_status(admin, namespace).get("phase") == "Degraded", what="Degraded by the re-check")
+
+        assert model_status(admin, other_namespace) == {}
+        assert not has_child(admin, other_namespace)
+    assert "re-check failed" not in namespaced_operator.log_text()
+    assert "Forbidden" not in namespaced_operator.log_text()
