@@ -75,7 +75,7 @@ def _decide(
         return _single("operation", "pass", "deletion is always allowed")
     if _finishing_deletion(request):
         return _single(
-            "operation", "pass", "the object is being deleted and its spec is unchanged; deletion is always allowed"
+            "operation", "pass", "finalizers removed from an object being deleted; deletion is always allowed"
         )
     if kind == CLUSTER_MODEL_POLICY:
         return _decide_policy(request)
@@ -148,22 +148,33 @@ def _decide_team_policy(request: AdmissionRequest, policies: PolicySet, evidence
     return _single("policy", "pass", f"ModelPolicy {team.name} only adds requirements")
 
 
+_UNCOMPARED_METADATA = ("finalizers", "resourceVersion", "managedFields", "generation")
+
+
 def _finishing_deletion(request: AdmissionRequest) -> bool:
-    """An UPDATE of an object the API server is already deleting that leaves its spec alone: controllers removing
-    their finalizers (KServe's on an InferenceService, say). Refusing it would leave the object, and whatever it
-    owns, stuck for ever once its policy no longer admits it."""
-    if request.operation != "UPDATE" or request.object is None or request.old_object is None:
+    """An UPDATE of an object the API server is already deleting that only removes finalizers: a controller letting
+    go of it (KServe, say, of an InferenceService). Refusing it would leave the object, and whatever it owns, stuck
+    for ever once its policy no longer admits it. Anything else about a deleting object is decided in full, and so
+    is a re-decision of a stored object (old and new the same: no finalizer removed)."""
+    old, new = request.old_object, request.object
+    if request.operation != "UPDATE" or old is None or new is None:
+        return False
+    old_metadata, new_metadata = old.get("metadata"), new.get("metadata")
+    if not isinstance(old_metadata, Mapping) or not isinstance(new_metadata, Mapping):
+        return False
+    if not (old_metadata.get("deletionTimestamp") and new_metadata.get("deletionTimestamp")):
+        return False
+    old_finalizers, new_finalizers = old_metadata.get("finalizers") or [], new_metadata.get("finalizers") or []
+    if not isinstance(old_finalizers, list) or not isinstance(new_finalizers, list):
+        return False
+    if not (set(new_finalizers) < set(old_finalizers) and len(new_finalizers) < len(old_finalizers)):
         return False
 
-    def deleting(obj: Mapping[str, Any]) -> bool:
-        metadata = obj.get("metadata")
-        return isinstance(metadata, Mapping) and bool(metadata.get("deletionTimestamp"))
+    def rest(obj: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict[str, Any]:
+        kept = {key: value for key, value in metadata.items() if key not in _UNCOMPARED_METADATA}
+        return {**obj, "metadata": kept}
 
-    return (
-        deleting(request.object)
-        and deleting(request.old_object)
-        and request.object.get("spec") == request.old_object.get("spec")
-    )
+    return rest(old, old_metadata) == rest(new, new_metadata)
 
 
 def _is_scale_down(request: AdmissionRequest, spec: Mapping[str, Any]) -> bool:

@@ -46,16 +46,39 @@ ISVC = GroupVersionKind("serving.kserve.io", "v1beta1", "InferenceService")
 
 def test_removing_a_finalizer_from_an_object_being_deleted_is_allowed_although_no_policy_admits_it() -> None:
     for kind in (MD, ISVC):
-        old = {"metadata": {**DELETING, "finalizers": ["kserve"]}, "spec": SPEC}
-        decision = run(update(old, {"metadata": DELETING, "spec": SPEC}, kind))
+        old = {"metadata": {**DELETING, "finalizers": ["kserve", "other"], "resourceVersion": "7"}, "spec": SPEC}
+        new = {"metadata": {**DELETING, "finalizers": ["other"], "resourceVersion": "8"}, "spec": SPEC}
+        decision = run(update(old, new, kind))
         assert decision.allowed, kind
         assert "being deleted" in decision.results[0].reason
 
 
-def test_an_object_being_deleted_is_decided_in_full_when_its_spec_changes_or_it_is_not_being_deleted() -> None:
+def test_anything_else_about_an_object_being_deleted_is_decided_in_full() -> None:
+    """Each of these is denied because no policy admits the model: the deletion rule did not let it through."""
+    finalizing = {**DELETING, "finalizers": ["kserve"]}
     changed = {"model": {"name": "other"}, "runtime": {"kind": "kserve"}}
-    assert not run(update({"metadata": DELETING, "spec": SPEC}, {"metadata": DELETING, "spec": changed})).allowed
-    assert not run(update({"metadata": {"finalizers": ["x"]}, "spec": SPEC}, {"metadata": {}, "spec": SPEC})).allowed
+    cases = {
+        "spec changed": ({"metadata": finalizing, "spec": SPEC}, {"metadata": DELETING, "spec": changed}),
+        "label changed": (
+            {"metadata": finalizing, "spec": SPEC},
+            {"metadata": {**DELETING, "labels": {"devmlops.io/eu-ai-act-risk": "minimal"}}, "spec": SPEC},
+        ),
+        "annotation only": (
+            {"metadata": finalizing, "spec": SPEC},
+            {"metadata": {**finalizing, "annotations": {"devmlops.io/approved-by": "mallory"}}, "spec": SPEC},
+        ),
+        "finalizer added": (
+            {"metadata": finalizing, "spec": SPEC},
+            {"metadata": {**DELETING, "finalizers": ["kserve", "x"]}, "spec": SPEC},
+        ),
+        "the stored object decided again": (
+            {"metadata": finalizing, "spec": SPEC},
+            {"metadata": finalizing, "spec": SPEC},
+        ),
+        "not being deleted": ({"metadata": {"finalizers": ["x"]}, "spec": SPEC}, {"metadata": {}, "spec": SPEC}),
+    }
+    for case, (old, new) in cases.items():
+        assert not run(update(old, new)).allowed, case
 
 
 def test_an_object_without_spec_fails_closed() -> None:
