@@ -62,6 +62,13 @@ def test_status_names_the_verified_signer_and_digest(admin: k8s.ApiClient, admit
     assert condition(status, "SignatureVerified")["status"] == "True"
     assert condition(status, "Degraded")["status"] == "False"
 
+    def admitted_events() -> list[Any]:
+        events = k8s.CoreV1Api(admin).list_namespaced_event(namespace, field_selector="involvedObject.name=fraud")
+        return [e for e in events.items if (e.reason, e.type) == ("Admitted", "Normal")]
+
+    (event,) = eventually(admitted_events, timeout=10, what="the Admitted Event from the create handler")
+    assert model.digest in event.message
+
 
 def test_the_operator_keeps_its_bookkeeping_in_status_and_never_writes_the_model_deployment(
     admin: k8s.ApiClient, admitted: str
@@ -69,14 +76,18 @@ def test_the_operator_keeps_its_bookkeeping_in_status_and_never_writes_the_model
     """A write to the object itself is an UPDATE the webhook decides in full: once a policy stops admitting the
     model, an operator that kept kopf's annotations there was refused on every handler run."""
     namespace = admitted.removeprefix("status-")
-    md = cast(
-        dict[str, Any],
-        k8s.CustomObjectsApi(admin).get_namespaced_custom_object(
-            GROUP, VERSION, namespace, "modeldeployments", "fraud"
-        ),
-    )
+
+    def handled() -> dict[str, Any] | None:
+        md = cast(
+            dict[str, Any],
+            k8s.CustomObjectsApi(admin).get_namespaced_custom_object(
+                GROUP, VERSION, namespace, "modeldeployments", "fraud"
+            ),
+        )
+        return md if "last-handled-configuration" in (md.get("status") or {}).get("kopf", {}) else None
+
+    md = eventually(handled, timeout=10, what="kopf's bookkeeping in status.kopf")
     assert not [key for key in md["metadata"].get("annotations") or {} if key.startswith("kopf.")]
-    assert "last-handled-configuration" in md["status"]["kopf"]
     kopf_writes = {
         entry.get("subresource", "") for entry in md["metadata"]["managedFields"] if entry["manager"] == "kopf"
     }

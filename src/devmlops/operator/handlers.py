@@ -23,6 +23,7 @@ from devmlops.operator.children import SPEC_HASH, dynamic_client, upsert
 from devmlops.operator.conditions import ConditionStatus, set_condition
 from devmlops.operator.context import load_context
 from devmlops.operator.drift import ApiLookup, reevaluate
+from devmlops.operator.guard import ReconcileGuard
 from devmlops.operator.kserve import LABEL_MODEL_DEPLOYMENT, build_inference_service
 from devmlops.operator.leadership import leads
 from devmlops.operator.metrics import metrics
@@ -117,6 +118,7 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
     # A changed policy re-decides every ModelDeployment within a second (a revoked key takes effect now).
     policy_watch = PolicyWatch(api_client).start()
     retries = RetryQueue(RETRY_SECONDS)
+    guard = ReconcileGuard()
 
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
@@ -223,8 +225,8 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
         }
 
     def publish(body: kopf.Body, result: dict[str, Any], *, in_handler: bool = True) -> None:
-        """Events on phase transitions, and the phase gauge. Outside a kopf handler (the re-check loop) kopf cannot
-        post, so the Event is written through the API."""
+        """Events on phase transitions, and the phase gauge. Outside a kopf handler (the background loop) kopf cannot
+        post, so the Event is written through the API. kopf.event, not kopf.info: posting.level drops the latter."""
         before = (body.get("status") or {}).get("phase")
         metrics.record_phase(f"{body.metadata.namespace}/{body.metadata.name}", result["phase"])
         if result["phase"] == before:
@@ -232,7 +234,7 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
         message = next((c["message"] for c in reversed(result["conditions"]) if c["type"] != "ServingReady"), "")
         kind = "Warning" if result["phase"] == "Degraded" else "Normal"
         if in_handler:
-            (kopf.warn if kind == "Warning" else kopf.info)(body, reason=result["phase"], message=message)
+            kopf.event(body, type=kind, reason=result["phase"], message=message)
         else:
             post_event(core, body, kind=kind, reason=result["phase"], message=message)
 
@@ -248,35 +250,53 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
     def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
         key = (str(body.metadata.namespace), str(body.metadata.name))
-        try:
-            result = reconcile_model(dict(body), logger)
-        except Exception as exc:  # never raised to kopf: its retry would sleep in a capped worker slot
-            park(key, exc, logger)
-            return
+        generation = int(body.metadata.get("generation") or 0)
+        with guard.turn(key, generation) as current:
+            if not current:
+                return  # the background loop already reconciled a newer spec
+            try:
+                result = reconcile_model(dict(body), logger)
+            except Exception as exc:  # never raised to kopf: its retry would sleep in a capped worker slot
+                park(key, exc, logger)
+                return
+            guard.reconciled(key, generation)
         retries.discard(key)
         patch.status.update(result)
         publish(body, result)
 
+    def reconcile_stored(model: dict[str, Any], logger: Any, *, always_write: bool) -> dict[str, Any] | None:
+        """Reconcile a ModelDeployment read outside kopf's handler for it; write its status when the phase changed or
+        it was of an older spec (or always). None when skipped: it is being deleted, or a handler reconciled a newer
+        spec meanwhile."""
+        metadata = model["metadata"]
+        key = (str(metadata["namespace"]), str(metadata["name"]))
+        generation = int(metadata.get("generation") or 0)
+        if metadata.get("deletionTimestamp"):
+            return None  # never serve (or re-check) what is going away
+        with guard.turn(key, generation) as current:
+            if not current:
+                return None
+            result = reconcile_model(model, logger)
+            status = model.get("status") or {}
+            stale = result["phase"] != status.get("phase") or status.get("observedGeneration") != generation
+            if always_write or stale:
+                custom.patch_namespaced_custom_object_status(GROUP, VERSION, key[0], PLURAL, key[1], {"status": result})
+            guard.reconciled(key, generation)
+        publish(kopf.Body(cast(kopf.RawBody, model)), result, in_handler=False)
+        return result
+
     def retry_due(logger: Any) -> None:
-        for namespace, name in retries.take_due():
+        for key in retries.take_due():
             try:
-                model = cast(
-                    dict[str, Any], custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-                )
-                if model["metadata"].get("deletionTimestamp"):
-                    continue
-                result = reconcile_model(model, logger)
-                custom.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, namespace, PLURAL, name, {"status": result}
-                )
+                model = custom.get_namespaced_custom_object(GROUP, VERSION, key[0], PLURAL, key[1])
+                reconcile_stored(cast(dict[str, Any], model), logger, always_write=True)
             except ApiException as exc:
-                if exc.status != 404:  # gone: nothing to retry
-                    park((namespace, name), exc, logger)
-                continue
+                if exc.status == 404:  # gone: nothing to retry
+                    guard.forget(key)
+                else:
+                    park(key, exc, logger)
             except Exception as exc:
-                park((namespace, name), exc, logger)
-                continue
-            publish(kopf.Body(cast(kopf.RawBody, model)), result, in_handler=False)
+                park(key, exc, logger)
 
     @kopf.on.startup(registry=registry)
     async def start_rechecks(logger: kopf.Logger, **_: Any) -> None:
@@ -341,18 +361,12 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
             items = cast(dict[str, Any], custom.list_cluster_custom_object(GROUP, VERSION, PLURAL))["items"]
         for item in items:
             if not (item.get("status") or {}).get("phase"):
-                continue  # not reconciled yet: its create handler will decide
+                continue  # not decided yet: its create or resume handler (or a parked retry of it) will decide
             try:
-                result = reconcile_model(item, logger)
+                reconcile_stored(item, logger, always_write=False)
             except (ApiException, DevmlopsError) as exc:
                 metrics.reconciles.labels("ModelDeployment", "error").inc()
                 logger.warning("re-check of %s failed: %s", item["metadata"]["name"], exc)
-                continue
-            if result["phase"] != (item.get("status") or {}).get("phase"):
-                custom.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, item["metadata"]["namespace"], PLURAL, item["metadata"]["name"], {"status": result}
-                )
-                publish(kopf.Body(cast(kopf.RawBody, item)), result, in_handler=False)
 
     def mirror_ready(owner_name: str, namespace: str, ready: bool, message: str) -> None:
         try:
@@ -418,8 +432,7 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
             model = cast(dict[str, Any], custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
             if (model.get("status") or {}).get("phase") not in (None, "", "AwaitingApproval"):
                 return  # already served (or degraded): the approval changes nothing now
-            result = reconcile_model(model, logger)
-            custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": result})
+            result = reconcile_stored(model, logger, always_write=True)
         except ApiException as exc:
             if exc.status != 404:  # no such ModelDeployment (yet): its own create handler reads the approval
                 park((namespace, name), exc, logger)
@@ -427,7 +440,7 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
         except Exception as exc:
             park((namespace, name), exc, logger)
             return
-        if result["phase"] != "AwaitingApproval":
+        if result is not None and result["phase"] != "AwaitingApproval":
             logger.info("ModelDeployment %s/%s released by its approval", namespace, name)
 
     return registry
