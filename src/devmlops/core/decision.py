@@ -165,7 +165,7 @@ def _finishing_deletion(request: AdmissionRequest) -> bool:
     if not (old_metadata.get("deletionTimestamp") and new_metadata.get("deletionTimestamp")):
         return False
     old_finalizers, new_finalizers = old_metadata.get("finalizers") or [], new_metadata.get("finalizers") or []
-    if not isinstance(old_finalizers, list) or not isinstance(new_finalizers, list):
+    if not all(isinstance(f, list) and all(isinstance(x, str) for x in f) for f in (old_finalizers, new_finalizers)):
         return False
     if not (set(new_finalizers) < set(old_finalizers) and len(new_finalizers) < len(old_finalizers)):
         return False

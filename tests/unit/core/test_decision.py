@@ -75,6 +75,10 @@ def test_anything_else_about_an_object_being_deleted_is_decided_in_full() -> Non
             {"metadata": finalizing, "spec": SPEC},
             {"metadata": finalizing, "spec": SPEC},
         ),
+        "malformed finalizers": (
+            {"metadata": {**DELETING, "finalizers": [{"a": 1}, "x"]}, "spec": SPEC},
+            {"metadata": {**DELETING, "finalizers": [{"a": 1}]}, "spec": SPEC},
+        ),
         "not being deleted": ({"metadata": {"finalizers": ["x"]}, "spec": SPEC}, {"metadata": {}, "spec": SPEC}),
     }
     for case, (old, new) in cases.items():
