@@ -138,6 +138,23 @@ def create_md(admin: k8s.ApiClient, namespace: str, doc: dict[str, Any]) -> tupl
     return data, re.findall(r'299 - "((?:[^"\\]|\\.)*)"', raw)
 
 
+def md_status(admin: k8s.ApiClient, namespace: str, name: str = "fraud") -> dict[str, Any]:
+    """A ModelDeployment's status ({} before the operator wrote one)."""
+    md = k8s.CustomObjectsApi(admin).get_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", name)
+    return dict(md.get("status") or {})
+
+
+def child_exists(admin: k8s.ApiClient, namespace: str, name: str) -> bool:
+    """Whether the operator created the InferenceService ``name``."""
+    try:
+        k8s.CustomObjectsApi(admin).get_namespaced_custom_object(
+            "serving.kserve.io", "v1beta1", namespace, "inferenceservices", name
+        )
+    except ApiException:
+        return False
+    return True
+
+
 def eventually(probe: Callable[[], Any], *, timeout: float = 30.0, what: str) -> Any:
     """Poll ``probe`` until it returns something true; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -15,6 +15,7 @@ from tests.integration.support import (
     GROUP,
     VERSION,
     SignedModel,
+    child_exists,
     cluster_policy,
     eventually,
     evidence_config_map,
@@ -48,16 +49,6 @@ def peer_priorities(admin: k8s.ApiClient) -> set[int]:
     except ApiException:
         return set()
     return {int(peer["priority"]) for peer in (peering.get("status") or {}).values()}
-
-
-def child_exists(admin: k8s.ApiClient, namespace: str, name: str) -> bool:
-    try:
-        k8s.CustomObjectsApi(admin).get_namespaced_custom_object(
-            "serving.kserve.io", "v1beta1", namespace, "inferenceservices", name
-        )
-    except ApiException:
-        return False
-    return True
 
 
 def test_the_higher_priority_replica_acts_and_the_other_takes_over_when_it_leaves(

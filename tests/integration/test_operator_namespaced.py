@@ -8,11 +8,19 @@ from typing import Any, cast
 
 import pytest
 from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
 
 from devmlops.harness.processes import ManagedProcess
 from devmlops.harness.stack import DevmlopsStack
-from tests.integration.support import GROUP, VERSION, eventually, signed_by_evidence, signed_model, trusting
+from tests.integration.support import (
+    GROUP,
+    VERSION,
+    child_exists,
+    eventually,
+    md_status,
+    signed_by_evidence,
+    signed_model,
+    trusting,
+)
 
 
 @pytest.fixture
@@ -37,23 +45,6 @@ def namespaced_operator(stack: DevmlopsStack, namespace: str) -> Iterator[Manage
         stack.start_operator()
 
 
-def model_status(admin: k8s.ApiClient, namespace: str) -> dict[str, Any]:
-    md = k8s.CustomObjectsApi(admin).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, "modeldeployments", "fraud"
-    )
-    return cast(dict[str, Any], md.get("status") or {})
-
-
-def has_child(admin: k8s.ApiClient, namespace: str) -> bool:
-    try:
-        k8s.CustomObjectsApi(admin).get_namespaced_custom_object(
-            "serving.kserve.io", "v1beta1", namespace, "inferenceservices", "fraud"
-        )
-    except ApiException:
-        return False
-    return True
-
-
 def test_a_namespaced_operator_serves_and_rechecks_its_namespace_and_leaves_others_alone(
     admin: k8s.ApiClient,
     stack: DevmlopsStack,
@@ -73,17 +64,17 @@ def test_a_namespaced_operator_serves_and_rechecks_its_namespace_and_leaves_othe
             api.create_namespaced_custom_object(
                 GROUP, VERSION, target, "modeldeployments", signed_by_evidence("fraud", model)
             )
-        eventually(lambda: has_child(admin, namespace), what="the child in the watched namespace")
-        assert model_status(admin, namespace)["phase"] == "Admitted"
+        eventually(lambda: child_exists(admin, namespace, "fraud"), what="the child in the watched namespace")
+        assert md_status(admin, namespace)["phase"] == "Admitted"
 
         # A revoked key reaches the watched namespace through the re-check round, which lists only that namespace.
         name = watched["metadata"]["name"]
         policy = cast(dict[str, Any], api.get_cluster_custom_object(GROUP, VERSION, "clustermodelpolicies", name))
         policy["spec"]["authorities"] = [{"name": "rotated", "key": {"publicKey": rotated.key.public_pem}}]
         api.replace_cluster_custom_object(GROUP, VERSION, "clustermodelpolicies", name, policy)
-        eventually(lambda: model_status(admin, namespace).get("phase") == "Degraded", what="Degraded by the re-check")
+        eventually(lambda: md_status(admin, namespace).get("phase") == "Degraded", what="Degraded by the re-check")
 
-        assert model_status(admin, other_namespace) == {}
-        assert not has_child(admin, other_namespace)
+        assert md_status(admin, other_namespace) == {}
+        assert not child_exists(admin, other_namespace, "fraud")
     assert "re-check failed" not in namespaced_operator.log_text()
     assert "Forbidden" not in namespaced_operator.log_text()

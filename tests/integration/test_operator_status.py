@@ -17,6 +17,7 @@ from tests.integration.support import (
     VERSION,
     SignedModel,
     eventually,
+    md_status,
     signed_by_evidence,
     signed_model,
     trusting,
@@ -31,14 +32,6 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> SignedModel:
 @pytest.fixture(scope="module")
 def other(tmp_path_factory: pytest.TempPathFactory) -> SignedModel:
     return signed_model(tmp_path_factory.mktemp("other"), "fraud")
-
-
-def md_status(admin: k8s.ApiClient, namespace: str, name: str = "fraud") -> dict[str, Any]:
-    md = cast(
-        dict[str, Any],
-        k8s.CustomObjectsApi(admin).get_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", name),
-    )
-    return cast(dict[str, Any], md.get("status") or {})
 
 
 def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
