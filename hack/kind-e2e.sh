@@ -128,9 +128,14 @@ say "loading $IMAGE into $CLUSTER"
 kind load docker-image "$IMAGE" --name "$CLUSTER"
 
 # --- KServe CRDs (the operator makes InferenceServices) and the chart -------------------------------------------------
-say "applying the minimal KServe CRDs"
-k apply -f crds/kserve/
-k wait --for=condition=Established -f crds/kserve/ --timeout=60s
+# KServe's own CRDs at the version the local stack runs (its kserve-crd chart; the InferenceService CRD is too big for
+# client-side `kubectl apply`).
+# shellcheck source=hack/versions.env
+source hack/versions.env
+say "installing KServe's CRDs ($KSERVE_VERSION)"
+helm upgrade --install kserve-crd oci://ghcr.io/kserve/charts/kserve-crd --version "$KSERVE_VERSION" \
+    --kube-context "$CONTEXT" -n kserve --create-namespace --wait --timeout 120s
+k wait --for=condition=Established crd/inferenceservices.serving.kserve.io --timeout=60s
 
 say "installing the chart"
 helm upgrade --install "$RELEASE" charts/devmlops \

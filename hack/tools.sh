@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Build the local control-plane tools (kube-apiserver, etcd, helm, opa) from Go modules into a versioned
+# Build the local control-plane tools (kube-apiserver, kube-controller-manager, etcd, KServe, helm, opa) from Go modules into a versioned
 # cache outside the repository, then print the folder that holds them.
 #
-# - KUBEBUILDER_ASSETS naming a folder with kube-apiserver and etcd: those are used and nothing is built
-#   (helm and opa are still looked up there first, then built if missing).
+# - KUBEBUILDER_ASSETS naming a folder with kube-apiserver and etcd: those are used (kube-controller-manager,
+#   kserve-manager, helm and opa are still looked up there first, then built if missing).
 # - DEVMLOPS_TOOLS_CACHE overrides the cache root (default: ~/.cache/devmlops/tools).
 # - A second run finds every binary in place and returns within seconds.
 set -euo pipefail
@@ -13,7 +13,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/versions.env"
 
 cache_root="${DEVMLOPS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/devmlops/tools}"
-bin_dir="$cache_root/k8s-${KUBERNETES_VERSION}_etcd-${ETCD_VERSION}_helm-${HELM_VERSION}_opa-${OPA_VERSION}_r${TOOLS_RECIPE}"
+bin_dir="$cache_root/k8s-${KUBERNETES_VERSION}_etcd-${ETCD_VERSION}_kserve-${KSERVE_VERSION}_helm-${HELM_VERSION}_opa-${OPA_VERSION}_r${TOOLS_RECIPE}"
 work_root="$cache_root/build"
 
 say() { printf '[tools] %s\n' "$*" >&2; }
@@ -80,6 +80,69 @@ build_kube_apiserver() {
         "v0.$minor" k8s.io/kubernetes/cmd/kube-apiserver "$bin_dir/kube-apiserver" "$stamp"
 }
 
+build_kube_controller_manager() {
+    # Same wrapper module and version stamp as kube-apiserver: the second build reuses most of the first one's cache.
+    local minor="${KUBERNETES_VERSION#v1.}"
+    local pkg=k8s.io/component-base/version
+    local stamp="-X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=${minor%%.*}"
+    stamp+=" -X $pkg.gitTreeState=clean"
+    build_main kube-controller-manager "$work_root/kube-apiserver-$KUBERNETES_VERSION" k8s.io/kubernetes \
+        "$KUBERNETES_VERSION" "v0.$minor" k8s.io/kubernetes/cmd/kube-controller-manager \
+        "$bin_dir/kube-controller-manager" "$stamp"
+}
+
+build_kserve() {
+    # KServe's controller (cmd/manager). A dependency's replace and exclude directives are ignored, so the wrapper
+    # copies KServe's own (controller-runtime pinned to v0.19.x, an excluded grpc pseudo-version). The files the
+    # harness installs come from the same module download and are kept beside the binary (copy_kserve_files); with
+    # the binary in place, only they are copied again.
+    local module=github.com/kserve/kserve dir="$work_root/kserve-$KSERVE_VERSION"
+    local info upstream_mod upstream_dir
+    info="$(go mod download -json "$module@$KSERVE_VERSION")" || die "could not download $module@$KSERVE_VERSION"
+    upstream_mod="$(sed -n 's/^\s*"GoMod": "\(.*\)",$/\1/p' <<<"$info")"
+    upstream_dir="$(sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p' <<<"$info")"
+    [[ -f "$upstream_mod" && -d "$upstream_dir/config/crd/full" ]] || die "$module@$KSERVE_VERSION: no go.mod or config/crd/full"
+    if [[ -x "$bin_dir/kserve-manager" ]]; then
+        copy_kserve_files "$upstream_dir"
+        return
+    fi
+    say "kserve-manager: preparing wrapper module for $module@$KSERVE_VERSION"
+    mkdir -p "$dir"
+    {
+        echo "module devmlops.local/tools/kserve"
+        echo
+        grep -m1 '^go ' "$upstream_mod"
+        echo
+        echo "require $module $KSERVE_VERSION"
+        { grep -E '^(replace|exclude) ' "$upstream_mod" | grep -v '=> \.' || true; }
+        # Block forms: "replace (" ... ")" and "exclude (" ... ")".
+        awk '/^(replace|exclude) \($/ {kind=$1; next} /^\)/ {kind=""} kind != "" && $0 !~ /=> \./ {print kind, $0}' "$upstream_mod"
+    } >"$dir/go.mod"
+    (cd "$dir" && GOFLAGS=-mod=mod go get "$module/cmd/manager@$KSERVE_VERSION" >/dev/null 2>&1 ||
+        (cd "$dir" && GOFLAGS=-mod=mod go get "$module/cmd/manager@$KSERVE_VERSION"))
+    with_progress kserve-manager bash -c "cd '$dir' && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o '$bin_dir/kserve-manager.tmp' '$module/cmd/manager' && mv '$bin_dir/kserve-manager.tmp' '$bin_dir/kserve-manager'"
+    copy_kserve_files "$upstream_dir"
+}
+
+copy_kserve_files() {
+    # Data the harness reads at run time (never code): every CRD of config/crd/full (LLMInferenceService's in
+    # llmisvc/), the webhook configurations (paths and rules), the inferenceservice-config ConfigMap (the harness
+    # overrides a few keys), the sklearn ClusterServingRuntime and KServe's default ClusterStorageContainer (which a
+    # KServe install adds; tests install it to check that verification does not depend on which one KServe picks).
+    local upstream_dir="$1" crds="$bin_dir/kserve-crds" config="$bin_dir/kserve-config"
+    say "kserve-manager: copying CRDs, webhook configurations and config from the KServe module"
+    rm -rf "$crds.tmp" "$config.tmp" && mkdir -p "$crds.tmp/llmisvc" "$config.tmp"
+    cp "$upstream_dir"/config/crd/full/*.yaml "$crds.tmp/"
+    cp "$upstream_dir"/config/crd/full/llmisvc/*.yaml "$crds.tmp/llmisvc/"
+    cp "$upstream_dir/config/webhook/manifests.yaml" "$config.tmp/webhooks.yaml"
+    cp "$upstream_dir/config/configmap/inferenceservice.yaml" "$config.tmp/inferenceservice-config.yaml"
+    cp "$upstream_dir/config/runtimes/kserve-sklearnserver.yaml" "$config.tmp/kserve-sklearnserver.yaml"
+    cp "$upstream_dir/config/storagecontainers/default.yaml" "$config.tmp/default-storage-container.yaml"
+    chmod -R u+w "$crds.tmp" "$config.tmp"
+    find "$crds.tmp" -name kustomization.yaml -delete
+    rm -rf "$crds" "$config" && mv "$crds.tmp" "$crds" && mv "$config.tmp" "$config"
+}
+
 build_etcd() {
     build_main etcd "$work_root/etcd-$ETCD_VERSION" go.etcd.io/etcd/server/v3 "$ETCD_VERSION" \
         "$ETCD_VERSION" go.etcd.io/etcd/server/v3 "$bin_dir/etcd"
@@ -112,21 +175,33 @@ main() {
             die "KUBEBUILDER_ASSETS=$assets lacks an executable kube-apiserver and etcd"
         say "using kube-apiserver and etcd from KUBEBUILDER_ASSETS=$assets"
         for tool in kube-apiserver etcd; do ln -sf "$assets/$tool" "$bin_dir/$tool"; done
-        for tool in helm opa; do [[ -x "$assets/$tool" ]] && ln -sf "$assets/$tool" "$bin_dir/$tool"; done
+        for tool in kube-controller-manager kserve-manager helm opa; do
+            [[ -x "$assets/$tool" ]] && ln -sf "$assets/$tool" "$bin_dir/$tool"
+        done
+        for data in kserve-crds kserve-config; do
+            [[ -d "$assets/$data" ]] && ln -sfn "$assets/$data" "$bin_dir/$data"
+        done
     fi
     local missing=()
-    for tool in etcd kube-apiserver helm opa; do [[ -x "$bin_dir/$tool" ]] || missing+=("$tool"); done
+    for tool in etcd kube-apiserver kube-controller-manager kserve-manager helm opa; do
+        [[ -x "$bin_dir/$tool" ]] || missing+=("$tool")
+    done
+    # KServe's CRDs and config are copied from its module beside the binary (cheap when the binary is there).
+    [[ -x "$bin_dir/kserve-manager" && ! (-d "$bin_dir/kserve-crds/llmisvc" &&
+        -f "$bin_dir/kserve-config/default-storage-container.yaml") ]] && missing+=(kserve-manager)
     if ((${#missing[@]} == 0)); then
         say "all tools present in $bin_dir"
         echo "$bin_dir"
         return
     fi
     require_go
-    say "building ${missing[*]} into $bin_dir (the first build of kube-apiserver takes 10-20 minutes on 2 cores)"
+    say "building ${missing[*]} into $bin_dir (a cold build of every tool takes about 20 minutes on 2 cores)"
     for tool in "${missing[@]}"; do
         case "$tool" in
             etcd) build_etcd ;;
             kube-apiserver) build_kube_apiserver ;;
+            kube-controller-manager) build_kube_controller_manager ;;
+            kserve-manager) build_kserve ;;
             helm) build_helm ;;
             opa) go_install opa "github.com/open-policy-agent/opa@$OPA_VERSION" opa ;;
         esac

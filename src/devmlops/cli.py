@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from devmlops import __version__
-from devmlops.core.childreview import DEFAULT_SERVER_IMAGES
+from devmlops.core.evidence import DEFAULT_SERVER_IMAGES, Identities
 from devmlops.errors import DevmlopsError, InvalidInputError
 
 if TYPE_CHECKING:
@@ -45,6 +45,14 @@ def cli() -> None:
     help="Reviews in or waiting for a decision at once; more are denied at once (overloaded, fail closed).",
 )
 @click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 32),
+    help="Worker processes on the one port (SO_REUSEPORT); each keeps its own watch caches (about 140 MiB with "
+    "1,000 policies). docs/benchmarks.md has the scaling per worker.",
+)
+@click.option(
     "--no-match",
     type=click.Choice(["deny", "warn", "allow"]),
     default="deny",
@@ -68,6 +76,31 @@ def cli() -> None:
     help="Comma-separated namespaces whose Secrets labelled devmlops.io/evidence=true are read; '*' every "
     "namespace (needs cluster-wide Secret access), '' none (secretKeyRef evidence is then denied).",
 )
+@click.option(
+    "--operator-user",
+    default=Identities().operator,
+    show_default=True,
+    help="The operator's identity: the only one that may write a ModelDeployment's InferenceService or Deployment.",
+)
+@click.option(
+    "--kserve-user",
+    default=Identities().kserve,
+    show_default=True,
+    help="The KServe controller's identity: the only one that may write an InferenceService's Deployment.",
+)
+@click.option(
+    "--controller-user",
+    "controller_users",
+    multiple=True,
+    help="An identity of the cluster's workload controllers, which write ReplicaSets and Pods of a model server "
+    f"(repeatable). Default: {', '.join(Identities().controllers)}.",
+)
+@click.option(
+    "--verifier-image",
+    default="devmlops:0.1.0",
+    show_default=True,
+    help="The devmlops storage initializer's image (as in the ClusterStorageContainer): a KServe Pod must run it.",
+)
 def webhook(
     host: str,
     port: int,
@@ -77,12 +110,17 @@ def webhook(
     decision_timeout: float,
     verification_timeout: float,
     max_pending_decisions: int,
+    workers: int,
     no_match: str,
     cert_reload_interval: float,
     opa_url: str | None,
     opa_timeout: float,
     model_server_images: tuple[str, ...],
     evidence_secret_namespaces: str,
+    operator_user: str,
+    kserve_user: str,
+    controller_users: tuple[str, ...],
+    verifier_image: str,
 ) -> None:
     """Serve the admission webhook over TLS (/validate, /healthz, /readyz, /metrics).
 
@@ -103,12 +141,17 @@ def webhook(
                 "decision_timeout_seconds": decision_timeout,
                 "verification_timeout_seconds": verification_timeout,
                 "max_pending_decisions": max_pending_decisions,
+                "workers": workers,
                 "no_match": no_match,
                 "cert_reload_seconds": cert_reload_interval,
                 "opa_url": opa_url,
                 "opa_timeout_seconds": opa_timeout,
                 "model_server_images": model_server_images or DEFAULT_SERVER_IMAGES,
                 "evidence_secret_namespaces": _namespace_list(evidence_secret_namespaces),
+                "operator_user": operator_user,
+                "kserve_user": kserve_user,
+                "controller_users": controller_users or Identities().controllers,
+                "verifier_image": verifier_image,
             }
         )
     )

@@ -14,11 +14,10 @@ import yaml
 
 from devmlops.adapters.evidence import decode_values, resolve_evidence
 from devmlops.adapters.oms import OmsVerifier
-from devmlops.core.decision import decide
 from devmlops.core.model import Decision
 from devmlops.core.policy import NoMatchAction, PolicySet, compile_policy
 from devmlops.core.ports import PolicyEngine
-from devmlops.core.review import AdmissionRequest, GroupVersionKind
+from devmlops.core.serving import may_serve, model_request
 from devmlops.errors import InvalidInputError
 
 __all__ = ["CheckResult", "check_manifests", "load_manifests"]
@@ -88,17 +87,8 @@ def check_manifests(
         meta = doc.get("metadata") or {}
         namespace, name = str(meta.get("namespace") or "default"), str(meta.get("name") or "")
         obj = {**doc, "metadata": {**meta, "namespace": namespace}}
-        request = AdmissionRequest(
-            uid=f"offline-{namespace}-{name}",
-            kind=GroupVersionKind("devmlops.io", "v1alpha1", "ModelDeployment"),
-            operation="CREATE",
-            namespace=namespace,
-            name=name,
-            username="devmlops-check",
-            groups=(),
-            object=obj,
-            old_object=None,
-        )
-        decision = decide(request, policies, resolve_evidence(obj, lookup), verifier, engine)
+        request = model_request(obj, uid=f"offline-{namespace}-{name}", username="devmlops-check", operation="CREATE")
+        evidence = resolve_evidence(obj, lookup)
+        decision = may_serve(obj, policies, evidence, verifier, engine, stage="admission", request=request)
         results.append(CheckResult(namespace, name, decision))
     return results

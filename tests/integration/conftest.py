@@ -12,7 +12,9 @@ import pytest
 from kubernetes import client as k8s
 
 from devmlops.adapters.kube import api_client
-from devmlops.harness.controlplane import ControlPlane
+from devmlops.errors import HarnessError
+from devmlops.harness.controlplane import CONTROLLER_MANAGER, ControlPlane, find_tools
+from devmlops.harness.kserve import KServe, find_kserve, local_cluster
 from devmlops.harness.stack import DevmlopsStack
 from tests.conftest import ROOT
 
@@ -20,6 +22,15 @@ from tests.conftest import ROOT
 def _tools_dir() -> Path:
     configured = os.environ.get("DEVMLOPS_TOOLS_DIR") or os.environ.get("KUBEBUILDER_ASSETS")
     if configured and Path(configured, "kube-apiserver").exists():
+        # A folder with kube-apiserver but not the controllers (a KUBEBUILDER_ASSETS folder, say) fails: the tests
+        # would otherwise pass or skip without the behaviour they are about.
+        incomplete = ""
+        try:
+            find_kserve(find_tools(Path(configured), (CONTROLLER_MANAGER,)))
+        except HarnessError as exc:
+            incomplete = exc.user_message
+        if incomplete:
+            pytest.fail(incomplete, pytrace=False)
         return Path(configured)
     message = "no control-plane tools: run `make tools` and set DEVMLOPS_TOOLS_DIR (`make test` does both)"
     if os.environ.get("DEVMLOPS_REQUIRE_INTEGRATION"):
@@ -39,9 +50,21 @@ def tools_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def control_plane(tools_dir: Path) -> Iterator[ControlPlane]:
-    with ControlPlane(bin_dir=tools_dir, crd_paths=[ROOT / "crds"]) as cp:
-        yield cp
+def running_cluster(tools_dir: Path) -> Iterator[tuple[ControlPlane, KServe]]:
+    """The API server with kube-controller-manager and the real KServe controller and webhooks (the devmlops
+    ClusterStorageContainer installed): every integration test sees the controllers a cluster has."""
+    with local_cluster(bin_dir=tools_dir, project_dir=ROOT) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def control_plane(running_cluster: tuple[ControlPlane, KServe]) -> ControlPlane:
+    return running_cluster[0]
+
+
+@pytest.fixture(scope="session")
+def kserve(running_cluster: tuple[ControlPlane, KServe]) -> KServe:
+    return running_cluster[1]
 
 
 @pytest.fixture(scope="session")

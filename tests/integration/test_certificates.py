@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.kube import api_client
-from devmlops.harness.controlplane import ControlPlane
+from devmlops.harness.kserve import local_cluster
 from devmlops.harness.stack import (
     MANAGED_CA_SECRET,
     MANAGED_TLS_SECRET,
@@ -30,6 +31,7 @@ from devmlops.harness.stack import (
 )
 from devmlops.operator.certificates import ROTATE_ANNOTATION
 from devmlops.operator.certplan import signed_by
+from devmlops.webhook.registration import MUTATING_ENTRIES, VALIDATING_ENTRIES
 from tests.conftest import ROOT
 from tests.integration.support import (
     GROUP,
@@ -47,7 +49,7 @@ from tests.integration.support import (
 @pytest.fixture(scope="module")
 def managed(tools_dir: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevmlopsStack]:
     with (
-        ControlPlane(bin_dir=tools_dir, crd_paths=[ROOT / "crds"]) as cp,
+        local_cluster(bin_dir=tools_dir, project_dir=ROOT) as (cp, _kserve),
         DevmlopsStack(cp, managed_certificates=True) as stack,
     ):
         yield stack
@@ -92,7 +94,7 @@ def test_the_operator_makes_a_ca_and_serving_certificate_and_patches_every_ca_bu
     leaf = x509.load_pem_x509_certificate(decoded(tls_secret, "tls.crt"))
     assert tls_secret.type == "kubernetes.io/tls"
     assert all(bundle == decoded(ca_secret, "ca.crt") for bundle in ca_bundles(client))
-    assert len(ca_bundles(client)) == 10  # 8 validating + 2 mutating webhooks
+    assert len(ca_bundles(client)) == len(VALIDATING_ENTRIES) + len(MUTATING_ENTRIES)  # every webhook of both
     leaf.verify_directly_issued_by(ca)
     assert served(managed).serial_number == leaf.serial_number
     # No certificate valid for more than a year; the serving one for the default 90 days.
@@ -129,11 +131,31 @@ def test_a_re_created_webhook_configuration_owns_the_secrets_again(
     new_uid = api.create_validating_webhook_configuration(body).metadata.uid
 
     def owned() -> bool:
-        secrets = (secret(client, MANAGED_CA_SECRET), secret(client, MANAGED_TLS_SECRET))
+        # The garbage collector may take the Secrets of the deleted configuration first; the operator then makes
+        # new ones. Either way both end up owned by the new configuration.
+        try:
+            secrets = (secret(client, MANAGED_CA_SECRET), secret(client, MANAGED_TLS_SECRET))
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
         return all([o.uid for o in s.metadata.owner_references or []] == [new_uid] for s in secrets)
 
     eventually(owned, timeout=15, what="the Secrets adopted by the re-created configuration")
     assert new_uid != old.metadata.uid
+
+    def serving_again() -> bool:
+        """After new Secrets, a new CA: the webhook serves its leaf and every caBundle names it (no stale half)."""
+        ca = decoded(secret(client, MANAGED_CA_SECRET), "ca.crt")
+        if not all(bundle == ca for bundle in ca_bundles(client)):
+            return False
+        try:
+            served(managed).verify_directly_issued_by(x509.load_pem_x509_certificate(ca))
+        except (OSError, ValueError, TypeError, InvalidSignature):
+            return False
+        return True
+
+    eventually(serving_again, timeout=30, what="the webhook serving under the Secrets' CA again")
 
 
 @pytest.fixture

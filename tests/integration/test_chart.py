@@ -26,6 +26,7 @@ from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.kube import api_client
 from devmlops.harness.controlplane import ControlPlane
+from devmlops.harness.kserve import install_kserve_crds
 from devmlops.harness.processes import ManagedProcess, free_port
 from devmlops.harness.secretvolume import SecretVolume
 from devmlops.harness.stack import validating_webhook_configuration
@@ -82,11 +83,15 @@ def test_every_ci_values_file_renders_a_fail_closed_restricted_install(tools_dir
             "port": 443,
         }
         if webhook["rules"][0]["scope"] == "Namespaced":
-            (excluded,) = webhook["namespaceSelector"]["matchExpressions"]
+            excluded, *enforcement = webhook["namespaceSelector"]["matchExpressions"]
             assert excluded["operator"] == "NotIn"
             assert {"kube-system", NAMESPACE} <= set(excluded["values"])
-        if webhook["rules"][0]["apiGroups"] == ["apps"]:
+            assert all(e["key"] == "devmlops.io/enforce" and e["values"] == ["true"] for e in enforcement)
+        if webhook["name"].startswith(("deployments.", "statefulsets.")):  # outside enforcement: model servers only
             assert webhook["matchConditions"][0]["name"] == "runs-a-model-server"
+        if webhook["name"].startswith(("pods-", "workloads-")):  # under enforcement: everything
+            assert "matchConditions" not in webhook
+            assert webhook["namespaceSelector"]["matchExpressions"][1]["operator"] == "In"
     for deployment in (d for d in docs if d["kind"] == "Deployment"):
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
@@ -134,7 +139,12 @@ def test_the_chart_and_the_local_stack_register_the_same_webhook_rules(tools_dir
 
     def shape(config: dict[str, Any]) -> list[tuple[str, str, Any]]:
         return [
-            (w["name"], yaml.safe_dump(w["rules"]), [c["expression"] for c in w.get("matchConditions", [])])
+            (
+                w["name"],
+                yaml.safe_dump(w["rules"]),
+                [c["expression"] for c in w.get("matchConditions", [])],
+                yaml.safe_dump(w.get("namespaceSelector")),
+            )
             for w in config["webhooks"]
         ]
 
@@ -218,7 +228,7 @@ def cluster(tools_dir: Path) -> Iterator[ControlPlane]:
     with ControlPlane(bin_dir=tools_dir) as cp:
         with api_client(cp.kubeconfig()) as client:
             k8s.CoreV1Api(client).create_namespace({"metadata": {"name": TEAM}})
-        cp.install_crds([ROOT / "crds" / "kserve"])  # KServe's own kinds: not the chart's to install
+        install_kserve_crds(cp)  # KServe's own kinds: not the chart's to install
         done = helm(
             tools_dir,
             "install",
@@ -339,6 +349,10 @@ WEBHOOK_NEEDS = [
     ("watch", "namespaces", ""),
     ("list", "configmaps", ""),
     ("watch", "secrets", TEAM),
+    ("watch", "replicasets.apps", ""),
+    ("watch", "deployments.apps", ""),
+    ("watch", "clusterworkloadexemptions.devmlops.io", ""),
+    ("watch", "clusterbreakglasses.devmlops.io", ""),
 ]
 WEBHOOK_MUST_NOT = [
     ("list", "secrets", ""),
@@ -350,6 +364,8 @@ WEBHOOK_MUST_NOT = [
     ("create", "roles.rbac.authorization.k8s.io", TEAM),
     ("bind", "clusterroles.rbac.authorization.k8s.io", ""),
     ("create", "deployments.apps", TEAM),
+    ("create", "pods", TEAM),
+    ("create", "clusterworkloadexemptions.devmlops.io", ""),
 ]
 
 
@@ -368,6 +384,50 @@ def test_each_service_account_can_do_what_it_needs_and_no_more(
 ) -> None:
     wrong = [case for case in cases if allowed(admin_client, account, *case) is not expected]
     assert wrong == []
+
+
+def test_the_operator_writes_model_servers_only_in_the_namespaces_it_watches_when_they_are_listed(
+    tools_dir: Path,
+) -> None:
+    docs = render(tools_dir, "--set", f"operator.watchNamespaces={{{TEAM}}}")
+    writers = [
+        d
+        for d in docs
+        if d["kind"] in ("RoleBinding", "ClusterRoleBinding") and d["metadata"]["name"].endswith("-writer")
+    ]
+    assert [(d["kind"], d["metadata"].get("namespace")) for d in writers] == [("RoleBinding", TEAM)]
+    reader = find(docs, "ClusterRole", "devmlops-operator")
+    writes = {"create", "update", "patch", "delete"}
+    assert not [
+        r
+        for r in reader["rules"]
+        if set(r["resources"]) & {"inferenceservices", "deployments", "services"} and writes & set(r["verbs"])
+    ]
+
+
+@pytest.mark.parametrize("namespace", ["kube-system", NAMESPACE])
+def test_the_operator_cannot_write_a_model_server_where_the_webhook_does_not_look(
+    cluster: ControlPlane, namespace: str
+) -> None:
+    """RBAC grants the writes cluster-wide; the chart's ValidatingAdmissionPolicy refuses them in excluded ones (the
+    API server loads a new policy asynchronously: dry runs until it answers, within seconds)."""
+    user, _groups = service_account("devmlops-operator")
+    service = {"metadata": {"name": "smuggled"}, "spec": {"ports": [{"port": 80}]}}
+    with api_client(cluster.kubeconfig()) as client:
+        client.set_default_header("Impersonate-User", user)
+        core = k8s.CoreV1Api(client)
+
+        def refused() -> str:
+            try:
+                core.create_namespaced_service(namespace, service, dry_run="All")
+            except ApiException as exc:
+                return f"{exc.status} {exc.body}"
+            return ""
+
+        message = eventually(refused, timeout=20, what="the operator's write refused in an excluded namespace")
+        assert message.startswith("403")
+        assert "only in namespaces the devmlops webhook reviews" in message
+        assert core.create_namespaced_service(TEAM, service, dry_run="All").metadata.name == "smuggled"
 
 
 def test_the_operator_may_touch_only_its_own_certificate_secrets_and_webhook_configurations(

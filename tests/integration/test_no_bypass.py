@@ -10,7 +10,8 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from devmlops.adapters.kube import denial_message
+from devmlops.adapters.kube import api_client, denial_message
+from devmlops.harness.controlplane import OPERATOR_USER, ControlPlane
 from devmlops.harness.stack import DevmlopsStack
 from tests.integration.support import (
     GROUP,
@@ -112,7 +113,7 @@ def test_a_hand_written_inference_service_is_denied_and_pointed_to_modeldeployme
     )
 
 
-def test_a_copied_owner_reference_with_another_storage_uri_is_denied(
+def test_a_copied_owner_reference_is_denied_to_anyone_but_the_operator(
     admin: k8s.ApiClient, namespace: str, served: dict[str, Any], model: SignedModel
 ) -> None:
     api = k8s.CustomObjectsApi(admin)
@@ -120,7 +121,8 @@ def test_a_copied_owner_reference_with_another_storage_uri_is_denied(
     message = refused(
         api.create_namespaced_custom_object, "serving.kserve.io", "v1beta1", namespace, "inferenceservices", copy
     )
-    assert "storageUri got 'devmlops+s3://models/poisoned', expected 'devmlops+s3://models/fraud'" in message
+    assert f"only the devmlops operator ({OPERATOR_USER}) may write it" in message
+    assert "the request came from 'admin'" in message
 
 
 def test_a_copied_owner_reference_with_a_forged_uid_is_denied(
@@ -136,7 +138,8 @@ def test_a_copied_owner_reference_with_a_forged_uid_is_denied(
         "inferenceservices",
         copy,
     )
-    assert "is owned by ModelDeployment fraud; expected the child of an admitted ModelDeployment" in message
+    assert "is controlled by ModelDeployment fraud (ModelDeployment fraud with uid 00000000" in message
+    assert "expected the child of an admitted ModelDeployment" in message
 
 
 def test_the_operators_child_cannot_be_repointed_but_can_be_scaled_down_and_deleted(
@@ -149,7 +152,7 @@ def test_the_operators_child_cannot_be_repointed_but_can_be_scaled_down_and_dele
         *args,
         {"spec": {"predictor": {"model": {"storageUri": "devmlops+s3://models/other"}}}},
     )
-    assert "storageUri got 'devmlops+s3://models/other'" in message
+    assert "only the devmlops operator" in message
     api.patch_namespaced_custom_object(*args, {"spec": {"predictor": {"minReplicas": 0}}})
     api.delete_namespaced_custom_object(*args)
 
@@ -180,9 +183,11 @@ def test_a_model_server_deployment_without_the_label_is_still_caught_by_its_imag
     apps.create_namespaced_deployment(namespace, deployment("web", "nginx:1.27"))  # not a model server: untouched
 
 
-def test_a_hand_made_child_of_a_high_risk_model_without_approval_is_denied(
-    admin: k8s.ApiClient, namespace: str, served: dict[str, Any], model: SignedModel
+def test_the_operators_own_child_of_a_high_risk_model_without_approval_is_denied(
+    admin: k8s.ApiClient, control_plane: ControlPlane, namespace: str, served: dict[str, Any]
 ) -> None:
+    """Even written by the operator's identity and equal to the rendering, a child is admitted only while its
+    ModelDeployment may be served: here a high-risk tier that waits for a ModelApproval."""
     api = k8s.CustomObjectsApi(admin)
     api.patch_namespaced_custom_object(
         GROUP,
@@ -192,20 +197,26 @@ def test_a_hand_made_child_of_a_high_risk_model_without_approval_is_denied(
         "fraud",
         {"metadata": {"labels": {"devmlops.io/eu-ai-act-risk": "high"}}},
     )
-    current = cast(
-        dict[str, Any], api.get_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", "fraud")
-    )
-    copy = isvc("fraud-unapproved", "devmlops+s3://models/fraud", owner=current, digest=model.digest)
+    stored = api.get_namespaced_custom_object("serving.kserve.io", "v1beta1", namespace, "inferenceservices", "fraud")
+    metadata = {k: stored["metadata"][k] for k in ("labels", "annotations", "ownerReferences")}
+    copy = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {**metadata, "name": "fraud-unapproved"},
+        "spec": {**stored["spec"], "predictor": {**stored["spec"]["predictor"], "minReplicas": 1}},
+    }
     deadline = time.monotonic() + 10
     message = ""
-    while time.monotonic() < deadline and "ModelApproval" not in message:  # the webhook's cache follows the label
-        try:
-            api.create_namespaced_custom_object(
-                "serving.kserve.io", "v1beta1", namespace, "inferenceservices", copy, dry_run="All"
-            )
-            message = "admitted"
-        except ApiException as exc:
-            message = denial_message(exc)
-        time.sleep(0.2)
+    with api_client(control_plane.kubeconfig(OPERATOR_USER)) as operator:
+        as_operator = k8s.CustomObjectsApi(operator)
+        while time.monotonic() < deadline and "ModelApproval" not in message:  # the webhook's cache follows the label
+            try:
+                as_operator.create_namespaced_custom_object(
+                    "serving.kserve.io", "v1beta1", namespace, "inferenceservices", copy, dry_run="All"
+                )
+                message = "admitted"
+            except ApiException as exc:
+                message = denial_message(exc)
+            time.sleep(0.2)
     assert "may not be served now" in message
     assert "requires a ModelApproval" in message

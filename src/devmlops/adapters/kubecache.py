@@ -17,7 +17,8 @@ from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.evidence import decode_values
-from devmlops.errors import EvidenceUnavailableError
+from devmlops.core.exemptions import BreakGlass, Exemption, compile_break_glass, compile_exemption
+from devmlops.errors import EvidenceUnavailableError, InvalidInputError
 
 __all__ = ["ClusterCaches", "WatchCache", "policy_caches", "trimmed"]
 
@@ -61,7 +62,7 @@ class WatchCache:
     ) -> None:
         self.name = name
         self._list = list_call
-        self._serialize = serialize
+        self._serialize: Callable[[Any], Any] = serialize
         self._selector = label_selector
         self._transform = transform
         self._on_change = on_change
@@ -163,7 +164,7 @@ def _devmlops_lister(custom: k8s.CustomObjectsApi, plural: str) -> Callable[...,
     """The list call of one devmlops.io kind, cluster-wide (the watch helper turns it into a watch)."""
 
     def call(**kwargs: Any) -> Any:
-        if plural == "clustermodelpolicies":
+        if plural in ("clustermodelpolicies", "clusterworkloadexemptions", "clusterbreakglasses"):
             return custom.list_cluster_custom_object("devmlops.io", "v1alpha1", plural, **kwargs)
         return custom.list_custom_object_for_all_namespaces("devmlops.io", "v1alpha1", plural, **kwargs)
 
@@ -209,6 +210,24 @@ def _config_map(obj: dict[str, Any]) -> dict[str, str]:
     return {**binary, **(obj.get("data") or {})}
 
 
+def _workload(obj: dict[str, Any]) -> dict[str, Any]:
+    """What a chain decision reads of a ReplicaSet or Deployment: metadata and spec (status changes every second)."""
+    return {"metadata": trimmed(obj)["metadata"], "spec": obj.get("spec") or {}}
+
+
+def _compiled(compile_: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
+    """Cache the compiled form; a broken object (the CRD schema let it through) is logged and grants nothing."""
+
+    def transform(obj: dict[str, Any]) -> Any:
+        try:
+            return compile_(obj)
+        except InvalidInputError as exc:
+            _log.warning("ignoring %s: %s", (obj.get("metadata") or {}).get("name"), exc.user_message)
+            return None
+
+    return transform
+
+
 class ClusterCaches:
     """The caches the webhook needs, and the ``DocumentLookup`` over them."""
 
@@ -225,6 +244,8 @@ class ClusterCaches:
         core = k8s.CoreV1Api(api_client)
         custom = k8s.CustomObjectsApi(api_client)
         serialize = api_client.sanitize_for_serialization
+        self._core = core
+        self._evidence_selector = evidence_selector
 
         self.config_maps = WatchCache(
             "configmaps",
@@ -260,6 +281,31 @@ class ClusterCaches:
             )
 
         self.inference_services = WatchCache("inferenceservices", list_inference_services, serialize, optional=True)
+        apps = k8s.AppsV1Api(api_client)
+        self._apps = apps
+        self._serialize: Callable[[Any], Any] = serialize
+        # Owners a model server's chain passes through (watch-backed: a Pod's review makes no API call).
+        self.replica_sets = WatchCache(
+            "replicasets", apps.list_replica_set_for_all_namespaces, serialize, transform=_workload
+        )
+        self.stateful_sets = WatchCache(
+            "statefulsets", apps.list_stateful_set_for_all_namespaces, serialize, transform=_workload
+        )
+        self.deployments = WatchCache(
+            "deployments", apps.list_deployment_for_all_namespaces, serialize, transform=_workload
+        )
+        self.exemptions_watch = WatchCache(
+            "clusterworkloadexemptions",
+            _devmlops_lister(custom, "clusterworkloadexemptions"),
+            serialize,
+            transform=_compiled(compile_exemption),
+        )
+        self.break_glass_watch = WatchCache(
+            "clusterbreakglasses",
+            _devmlops_lister(custom, "clusterbreakglasses"),
+            serialize,
+            transform=_compiled(compile_break_glass),
+        )
         self._all = (
             self.config_maps,
             *self.secret_caches.values(),
@@ -269,6 +315,11 @@ class ClusterCaches:
             self.model_deployments,
             self.approvals_watch,
             self.inference_services,
+            self.replica_sets,
+            self.stateful_sets,
+            self.deployments,
+            self.exemptions_watch,
+            self.break_glass_watch,
         )
 
     def start(self) -> ClusterCaches:
@@ -290,8 +341,20 @@ class ClusterCaches:
 
     # DocumentLookup
     def config_map(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        """From the watch cache; one created a moment ago (before the watch delivered it) is read once, and counts
+        only when it carries the evidence label, as in the cache."""
         found: Mapping[str, str] | None = self.config_maps.get(namespace, name)
-        return found
+        if found is not None or not self.config_maps.synced:
+            return found
+        try:
+            stored = self._serialize(self._core.read_namespaced_config_map(name, namespace, _request_timeout=2))
+        except ApiException as exc:
+            if exc.status in (403, 404):
+                return None
+            raise EvidenceUnavailableError(f"ConfigMap {namespace}/{name} could not be read ({exc.status})") from exc
+        key, _, value = self._evidence_selector.partition("=")
+        labels = (stored.get("metadata") or {}).get("labels") or {}
+        return _config_map(stored) if labels.get(key) == value else None
 
     def secret(self, namespace: str, name: str) -> Mapping[str, str] | None:
         allowed = self._secret_namespaces
@@ -320,3 +383,32 @@ class ClusterCaches:
     def approvals(self) -> list[Mapping[str, Any]]:
         values: list[Mapping[str, Any]] = self.approvals_watch.values()
         return values
+
+    def workload(self, resource: str, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """A chain owner from its cache; a ReplicaSet or Deployment created a moment ago (its controller makes Pods
+        at once, before the watch delivers it) is read from the API server once."""
+        if resource == "inferenceservices":
+            return self.inference_service(namespace, name)
+        caches = {"replicasets": self.replica_sets, "deployments": self.deployments, "statefulsets": self.stateful_sets}
+        cache = caches.get(resource)
+        if cache is None:
+            return None
+        found: Mapping[str, Any] | None = cache.get(namespace, name)
+        if found is not None or resource == "statefulsets":
+            return found
+        try:
+            if resource == "replicasets":
+                stored: Any = self._apps.read_namespaced_replica_set(name, namespace, _request_timeout=2)
+            else:
+                stored = self._apps.read_namespaced_deployment(name, namespace, _request_timeout=2)
+            return _workload(self._serialize(stored))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise EvidenceUnavailableError(f"{resource} {namespace}/{name} could not be read ({exc.status})") from exc
+
+    def exemptions(self) -> tuple[Exemption, ...]:
+        return tuple(e for e in self.exemptions_watch.values() if e is not None)
+
+    def break_glass(self) -> tuple[BreakGlass, ...]:
+        return tuple(b for b in self.break_glass_watch.values() if b is not None)

@@ -7,103 +7,19 @@ fetches the model, verifies the bundle again and re-hashes every file before the
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from devmlops.adapters.modelverify import ByteCheck, check_model_bytes
 from devmlops.adapters.oms import OmsVerifier
-from devmlops.core.childreview import VERIFY_URI_PREFIX
-from devmlops.core.policy import Authority, Policy
-from devmlops.core.ports import SignatureVerifier, SignedModel, VerificationFailed
+from devmlops.core.plan import ENV_PLAN, VerificationPlan
+from devmlops.core.ports import VerificationFailed
+from devmlops.core.render import VERIFY_URI_PREFIX as PREFIX
 from devmlops.errors import InvalidInputError
 
 __all__ = ["ENV_PLAN", "PREFIX", "VerificationPlan", "fetch_model", "run_plan"]
-
-ENV_PLAN = "DEVMLOPS_VERIFICATION"
-PREFIX = VERIFY_URI_PREFIX  # storageUri scheme prefix that routes KServe to the devmlops storage initializer
-
-
-def _authority_json(a: Authority) -> dict[str, str]:
-    fields = {
-        "name": a.name,
-        "kind": a.kind,
-        "publicKey": a.public_key,
-        "certificates": a.certificates,
-        "identity": a.identity,
-        "identityRegExp": a.identity_regexp,
-        "issuer": a.issuer,
-        "trustConfig": a.trust_config,
-    }
-    return {k: v for k, v in fields.items() if v}
-
-
-def _authority(raw: Mapping[str, Any]) -> Authority:
-    return Authority(
-        name=str(raw["name"]),
-        kind=raw["kind"],
-        public_key=raw.get("publicKey", ""),
-        certificates=raw.get("certificates", ""),
-        identity=raw.get("identity", ""),
-        identity_regexp=raw.get("identityRegExp", ""),
-        issuer=raw.get("issuer", ""),
-        trust_config=raw.get("trustConfig", ""),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class VerificationPlan:
-    bundle: str
-    digest: str
-    groups: tuple[tuple[int, tuple[Authority, ...]], ...]  # (threshold, authorities) per admitting policy
-
-    @classmethod
-    def for_policies(cls, bundle: str, digest: str, policies: Sequence[Policy]) -> VerificationPlan:
-        return cls(bundle, digest, tuple((p.threshold, p.authorities) for p in policies if p.authorities))
-
-    def to_json(self) -> str:
-        groups = [{"threshold": t, "authorities": [_authority_json(a) for a in auths]} for t, auths in self.groups]
-        return json.dumps({"bundle": self.bundle, "digest": self.digest, "policies": groups}, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> VerificationPlan:
-        try:
-            raw = json.loads(text)
-            groups = tuple(
-                (int(g["threshold"]), tuple(_authority(a) for a in g["authorities"])) for g in raw["policies"]
-            )
-            plan = cls(str(raw["bundle"]), str(raw["digest"]), groups)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InvalidInputError(f"{ENV_PLAN}: not a verification plan ({exc})") from exc
-        if not plan.groups:
-            raise InvalidInputError(f"{ENV_PLAN}: names no authority; refusing to serve unverified bytes")
-        return plan
-
-    def verify_signature(self, verifier: SignatureVerifier | None = None) -> SignedModel:
-        """Every admitting policy's threshold must be met again, and the bundle must sign the admitted digest."""
-        verifier = verifier or OmsVerifier()
-        signed: SignedModel | None = None
-        for threshold, authorities in self.groups:
-            passed = 0
-            for authority in authorities:
-                try:
-                    signed = verifier.verify_model(self.bundle, authority)
-                except VerificationFailed:
-                    continue
-                passed += 1
-            if passed < threshold:
-                names = ", ".join(a.name for a in authorities)
-                raise VerificationFailed(
-                    f"signature verified for {passed} of {threshold} required authorities ({names})"
-                )
-        assert signed is not None  # a group with threshold >= 1 passed
-        if signed.digest != self.digest:
-            raise VerificationFailed(f"the signature covers {signed.digest}, but {self.digest} was admitted")
-        return signed
 
 
 def fetch_model(uri: str, destination: Path) -> None:
@@ -130,7 +46,7 @@ def fetch_model(uri: str, destination: Path) -> None:
 
 def run_plan(uri: str, destination: Path, plan: VerificationPlan, *, out: TextIO = sys.stdout) -> ByteCheck:
     """Fetch, verify the signature, re-hash the bytes. Raises VerificationFailed when anything differs."""
-    signed = plan.verify_signature()
+    signed = plan.verify_signature(OmsVerifier())
     fetch_model(uri, destination)
     check = check_model_bytes(destination, signed, progress=sys.stderr)
     if not check.ok:

@@ -1,22 +1,71 @@
 """Admission of a ModelApproval: the approver (from the request) may approve under the policies that select the
-ModelDeployment, is not the one who requested it, and approves its current digest before it expires."""
+ModelDeployment at its effective risk tier, is not the one who requested it, and approves its current digest before
+it expires. The approval is bound to what it was given for: the mutating webhook stamps the target's uid and served
+fingerprint and the approver's groups on create (``approval_stamps``), this review checks that the stamps are those,
+and they never change afterwards. Where the model is served, ``find_approval`` requires the same uid and
+fingerprint and checks the approver against the policies of that moment."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from devmlops.core.gates.approval import approval_required
-from devmlops.core.gates.requester import REQUESTED_BY
+from devmlops.core.gates.approval import approval_required, refusing_approver
+from devmlops.core.gates.compliance import effective_tier
+from devmlops.core.gates.requester import REQUESTED_BY, served_fingerprint
 from devmlops.core.model import Decision, GateResult
 from devmlops.core.policy import Policy
 from devmlops.core.review import AdmissionRequest
+from devmlops.core.sbom import SbomSummary
 
-__all__ = ["APPROVED_BY", "review_approval"]
+__all__ = [
+    "APPROVAL_STAMPS",
+    "APPROVED_BY",
+    "APPROVED_SPEC",
+    "APPROVED_UID",
+    "APPROVER_GROUPS",
+    "approval_stamps",
+    "groups_value",
+    "read_groups",
+    "review_approval",
+]
 
 APPROVED_BY = "devmlops.io/approved-by"
+APPROVED_UID = "devmlops.io/approved-uid"  # metadata.uid of the ModelDeployment approved
+APPROVED_SPEC = "devmlops.io/approved-spec"  # served_fingerprint() of it when approved
+APPROVER_GROUPS = "devmlops.io/approver-groups"  # the approver's groups when approving, a sorted JSON list
+APPROVAL_STAMPS = (APPROVED_BY, APPROVED_UID, APPROVED_SPEC, APPROVER_GROUPS)
 GATE = "approval"
+
+
+def groups_value(groups: Sequence[str]) -> str:
+    return json.dumps(sorted(set(groups)), separators=(",", ":"))
+
+
+def read_groups(value: Any) -> tuple[str, ...]:
+    """The stamped groups; anything unreadable is no groups at all (it never widens who approved)."""
+    try:
+        parsed = json.loads(str(value or ""))
+    except ValueError:
+        return ()
+    return tuple(g for g in parsed if isinstance(g, str)) if isinstance(parsed, list) else ()
+
+
+def approval_stamps(request: AdmissionRequest, target: Mapping[str, Any] | None) -> dict[str, str]:
+    """What the mutating webhook writes on a new ModelApproval: the request's user and groups, and the uid and served
+    fingerprint of ``target`` (the ModelDeployment it names, empty when there is none)."""
+    return {
+        APPROVED_BY: request.username,
+        APPROVER_GROUPS: groups_value(request.groups),
+        APPROVED_UID: str(((target or {}).get("metadata") or {}).get("uid") or ""),
+        APPROVED_SPEC: served_fingerprint(target) if target is not None else "",
+    }
+
+
+def _annotations(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return ((obj or {}).get("metadata") or {}).get("annotations") or {}
 
 
 def _fail(reason: str, hint: str = "") -> Decision:
@@ -24,42 +73,52 @@ def _fail(reason: str, hint: str = "") -> Decision:
 
 
 def _review_update(request: AdmissionRequest) -> Decision:
-    """An approval is immutable: only metadata may change, and never who approved."""
+    """An approval is immutable: only metadata may change, and never who approved, in which groups, or what."""
     old, new = request.old_object, request.object or {}
     if old is None:
         return _fail("an update of a ModelApproval must carry the old object")
     if (new.get("spec") or {}) != (old.get("spec") or {}):
         return _fail("spec: a ModelApproval is immutable; create a new one")
-
-    def approved_by(obj: Mapping[str, Any]) -> Any:
-        return ((obj.get("metadata") or {}).get("annotations") or {}).get(APPROVED_BY)
-
-    if approved_by(new) != approved_by(old):
-        return _fail(f"annotation {APPROVED_BY}: got {approved_by(new)!r}, expected {approved_by(old)!r} (unchanged)")
+    for key in APPROVAL_STAMPS:
+        before, after = _annotations(old).get(key), _annotations(new).get(key)
+        if after != before:
+            return _fail(
+                f"annotation {key}: got {after!r}, expected {before!r} (unchanged): it binds the approval",
+                "create a new ModelApproval instead",
+            )
     return Decision((GateResult(gate=GATE, outcome="pass", reason="metadata change of an approval"),))
 
 
 def review_approval(
-    request: AdmissionRequest, target: Mapping[str, Any] | None, policies: Sequence[Policy], *, now: str
+    request: AdmissionRequest,
+    target: Mapping[str, Any] | None,
+    policies: Sequence[Policy],
+    *,
+    now: str,
+    sbom: SbomSummary | None = None,
 ) -> Decision:
-    """``target`` is the ModelDeployment named by the approval; ``policies`` those that select it; ``now`` RFC 3339."""
+    """``target`` is the ModelDeployment named by the approval; ``policies`` those that select it; ``sbom`` its SBOM
+    (for its effective tier); ``now`` RFC 3339."""
     obj = request.object or {}
     spec = obj.get("spec") or {}
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    annotations = _annotations(obj)
     approver = request.username
     if request.operation == "UPDATE":
         return _review_update(request)
-    if annotations.get(APPROVED_BY, approver) != approver:
-        return _fail(
-            f"annotation {APPROVED_BY}: got {annotations[APPROVED_BY]!r}, expected {approver!r} (the request's user)",
-            f"do not set {APPROVED_BY}; it is stamped from the request",
-        )
     name = str(spec.get("modelDeployment") or "")
     if target is None:
         return _fail(
             f"spec.modelDeployment: ModelDeployment {request.namespace}/{name} does not exist",
             "approve an existing ModelDeployment",
         )
+    for key, expected in approval_stamps(request, target).items():
+        if annotations.get(key) != expected:
+            return _fail(
+                f"annotation {key}: got {annotations.get(key)!r}, expected {expected!r} (taken from the request "
+                f"and ModelDeployment {name} as it is now)",
+                f"do not set {key}; the devmlops mutating webhook stamps it (is it installed?), or retry if "
+                f"ModelDeployment {name} just changed",
+            )
     current = str(((target.get("spec") or {}).get("model") or {}).get("digest") or "")
     if spec.get("digest") != current:
         return _fail(
@@ -67,15 +126,17 @@ def review_approval(
             f"{current[:19]}...",
             "approve the current digest",
         )
-    requester = str(((target.get("metadata") or {}).get("annotations") or {}).get(REQUESTED_BY) or "")
+    requester = str(_annotations(target).get(REQUESTED_BY) or "")
     if not requester:
         return _fail(f"ModelDeployment {name} has no {REQUESTED_BY} annotation, so four eyes cannot be checked")
     if requester == approver:
         return _fail(f"approver {approver!r} requested this ModelDeployment; a second person must approve (four eyes)")
-    demanding = [p for p in policies if approval_required(target, p)]
-    if not demanding:
-        return _fail(f"no policy requires approval for ModelDeployment {name}; nothing to approve")
-    refusing = [p.name for p in demanding if not (p.compliance and p.compliance.may_approve(approver, request.groups))]
+    tier = effective_tier(target, policies, sbom)
+    if not [p for p in policies if approval_required(p, tier)]:
+        return _fail(
+            f"no policy requires approval for ModelDeployment {name} at risk tier {tier.describe()}; nothing to approve"
+        )
+    refusing = refusing_approver(policies, tier, approver, request.groups)
     if refusing:
         return _fail(
             f"{approver!r} (groups {list(request.groups)}) is not an approver under {', '.join(refusing)}",
@@ -94,7 +155,8 @@ def review_approval(
             GateResult(
                 gate=GATE,
                 outcome="pass",
-                reason=f"{approver} approves {name} at {current[:19]}... (requested by {requester})",
+                reason=f"{approver} approves {name} (uid {annotations.get(APPROVED_UID)}) at {current[:19]}... "
+                f"(requested by {requester}; risk tier {tier.describe()})",
             ),
         )
     )

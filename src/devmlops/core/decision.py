@@ -1,21 +1,23 @@
 """``decide()``: the one decision function that the webhook, the operator and the CLI share.
 
-Gates run in order per matching policy: signature, sbom, allow-list. Every policy that selects a ModelDeployment
-must pass; a ModelDeployment no policy selects gets the configured no-match action (deny by default).
+Gates run in order per matching policy: signature, sbom, allow-list, compliance, approval (serving stage), Rego.
+Every policy that selects a ModelDeployment must pass; a team's ModelPolicy joins only where a ClusterModelPolicy
+selects, and a ModelDeployment no ClusterModelPolicy selects gets the configured no-match action (deny by default).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime as dt
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
 from devmlops.core.approvalreview import review_approval
-from devmlops.core.childreview import review_child
 from devmlops.core.evidence import Evidence
+from devmlops.core.exemptions import compile_break_glass, compile_exemption
 from devmlops.core.gates.allowlist import check_allowlist
 from devmlops.core.gates.approval import check_approval
-from devmlops.core.gates.compliance import check_compliance
+from devmlops.core.gates.compliance import RISK_LABEL, check_compliance, effective_tier, risk_tier
 from devmlops.core.gates.rego import Stage, check_rego, rego_input
 from devmlops.core.gates.requester import check_requester
 from devmlops.core.gates.sbom import check_sbom
@@ -23,25 +25,55 @@ from devmlops.core.gates.signature import check_signature
 from devmlops.core.globs import matching_glob
 from devmlops.core.model import Decision, GateResult, Outcome
 from devmlops.core.narrowing import widenings
-from devmlops.core.policy import Policy, PolicySet, compile_model_policy, compile_policy
+from devmlops.core.policy import Policy, PolicySet, compile_model_policy, compile_policy, tier_rank
 from devmlops.core.ports import PolicyEngine, SignatureVerifier, SignedModel
 from devmlops.core.review import AdmissionRequest
+from devmlops.core.workloads import SERVING_RESOURCES, review_serving
 from devmlops.errors import InvalidInputError
 
-__all__ = ["CLUSTER_MODEL_POLICY", "MODEL_APPROVAL", "MODEL_DEPLOYMENT", "MODEL_POLICY", "decide", "select_policies"]
+__all__ = [
+    "CLUSTER_MODEL_POLICY",
+    "MODEL_APPROVAL",
+    "MODEL_DEPLOYMENT",
+    "MODEL_POLICY",
+    "decide",
+    "resource_of",
+    "select_policies",
+]
 
 MODEL_DEPLOYMENT = ("devmlops.io", "ModelDeployment")
 CLUSTER_MODEL_POLICY = ("devmlops.io", "ClusterModelPolicy")
 MODEL_POLICY = ("devmlops.io", "ModelPolicy")
 MODEL_APPROVAL = ("devmlops.io", "ModelApproval")
-MODEL_SERVER_KINDS = frozenset(
-    {
-        ("serving.kserve.io", "InferenceService"),
-        ("serving.kserve.io", "ServingRuntime"),
-        ("apps", "Deployment"),
-        ("apps", "StatefulSet"),
-    }
-)
+# The plural resource of a kind, for requests built inside devmlops (the API server's carry request.resource).
+_RESOURCES = {
+    "Pod": "pods",
+    "Service": "services",
+    "Deployment": "deployments",
+    "ReplicaSet": "replicasets",
+    "StatefulSet": "statefulsets",
+    "DaemonSet": "daemonsets",
+    "Job": "jobs",
+    "CronJob": "cronjobs",
+    "InferenceService": "inferenceservices",
+    "ServingRuntime": "servingruntimes",
+    "ClusterServingRuntime": "clusterservingruntimes",
+    "TrainedModel": "trainedmodels",
+    "InferenceGraph": "inferencegraphs",
+    "LLMInferenceService": "llminferenceservices",
+}
+
+
+def resource_of(request: AdmissionRequest) -> str:
+    return request.resource or _RESOURCES.get(request.kind.kind, "")
+
+
+def _now(evidence: Evidence) -> dt.datetime:
+    """The shell's clock; an unreadable one is the end of time, so nothing that expires still holds (fail closed)."""
+    try:
+        return dt.datetime.fromisoformat(evidence.now)
+    except ValueError:
+        return dt.datetime.max.replace(tzinfo=dt.UTC)
 
 
 def _single(gate: str, outcome: Outcome, reason: str, hint: str = "") -> Decision:
@@ -79,19 +111,19 @@ def _decide(
         )
     if kind == CLUSTER_MODEL_POLICY:
         return _decide_policy(request)
+    if kind in _GRANTS:
+        return _decide_grant(request, _GRANTS[kind])
     if kind == MODEL_POLICY:
         return _decide_team_policy(request, policies, evidence)
-    if kind in MODEL_SERVER_KINDS:
-        return review_child(
-            request, evidence.owner, evidence.owner_decision, image_patterns=evidence.model_server_images
-        )
+    if resource_of(request) in SERVING_RESOURCES:
+        return review_serving(replace(request, resource=resource_of(request)), evidence, now=_now(evidence))
     if kind == MODEL_APPROVAL:
         target = evidence.target or {}
         model_name = str(((target.get("spec") or {}).get("model") or {}).get("name") or "")
         selecting = select_policies(
             policies, namespace=request.namespace, namespace_labels=evidence.namespace_labels, model_name=model_name
         )
-        return review_approval(request, evidence.target, selecting, now=evidence.now)
+        return review_approval(request, evidence.target, selecting, now=evidence.now, sbom=evidence.sbom_summary)
     if kind != MODEL_DEPLOYMENT:
         name = f"{request.kind.kind}.{request.kind.group or 'core'}"
         return _single(
@@ -106,7 +138,25 @@ def _decide(
         requester = check_requester(request)
         if requester.blocking:
             return Decision((requester,))
+        lowered = _lowered_tier(request)
+        if lowered:
+            return Decision((lowered,))
     return _decide_model_deployment(request, spec, policies, evidence, verifier, engine, stage)
+
+
+_GRANTS = {
+    ("devmlops.io", "ClusterWorkloadExemption"): compile_exemption,
+    ("devmlops.io", "ClusterBreakGlass"): compile_break_glass,
+}
+
+
+def _decide_grant(request: AdmissionRequest, compile_: Callable[[Mapping[str, Any]], object]) -> Decision:
+    """An exemption or break-glass grant must compile, or it is refused with the field that is wrong."""
+    try:
+        compile_(request.object or {})
+    except InvalidInputError as exc:
+        return _single("policy", "fail", exc.user_message, f"fix the {request.kind.kind} field named above")
+    return _single("policy", "pass", f"{request.kind.kind} {request.name} compiles")
 
 
 def _decide_policy(request: AdmissionRequest) -> Decision:
@@ -145,6 +195,13 @@ def _decide_team_policy(request: AdmissionRequest, policies: PolicySet, evidence
             f"a ModelPolicy can only add requirements: {problems[0]}{more}",
             "narrow the ModelPolicy to what the cluster policies allow",
         )
+    if not cluster:
+        return _single(
+            "policy",
+            "pass",
+            f"ModelPolicy {team.name} compiles, but no ClusterModelPolicy selects namespace '{request.namespace}': "
+            "it applies to nothing until one does (a team policy only adds to a ClusterModelPolicy)",
+        )
     return _single("policy", "pass", f"ModelPolicy {team.name} only adds requirements")
 
 
@@ -177,10 +234,37 @@ def _finishing_deletion(request: AdmissionRequest) -> bool:
     return rest(old, old_metadata) == rest(new, new_metadata)
 
 
+def _lowered_tier(request: AdmissionRequest) -> GateResult | None:
+    """A label can raise a ModelDeployment's risk tier, never lower it: an edit that lowers (or removes) the label
+    would otherwise take away the approval its requester's model waits for, without anyone approving."""
+    if request.operation != "UPDATE" or request.old_object is None or request.object is None:
+        return None
+    old, new = risk_tier(request.old_object), risk_tier(request.object)
+    if tier_rank(new) >= tier_rank(old) or tier_rank(old) < 0:
+        return None
+    return GateResult(
+        gate="compliance",
+        outcome="fail",
+        reason=f"label {RISK_LABEL}: got {new or 'nothing'!r}, was {old!r}; a label can raise a tier, never lower it",
+        hint="create a new ModelDeployment with the lower tier (it needs the approvals that tier demands)",
+    )
+
+
+def _decided_metadata(obj: Mapping[str, Any] | None) -> tuple[Any, Any]:
+    """Labels and annotations, but kubectl's copy of the last applied manifest (which no decision reads)."""
+    metadata = (obj or {}).get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+    if isinstance(annotations, Mapping):
+        annotations = {k: v for k, v in annotations.items() if not str(k).startswith("kubectl.kubernetes.io/")}
+    return metadata.get("labels"), annotations
+
+
 def _is_scale_down(request: AdmissionRequest, spec: Mapping[str, Any]) -> bool:
     old = request.old_object.get("spec") if request.operation == "UPDATE" and request.old_object else None
     if not isinstance(old, Mapping):
         return False
+    if _decided_metadata(request.old_object) != _decided_metadata(request.object):
+        return False  # the fast path is for the replica count alone, metadata included
     old_runtime, new_runtime = dict(old.get("runtime") or {}), dict(spec.get("runtime") or {})
     old_replicas, new_replicas = old_runtime.pop("replicas", 1), new_runtime.pop("replicas", 1)
     same_otherwise = {**old, "runtime": old_runtime} == {**spec, "runtime": new_runtime}
@@ -195,14 +279,19 @@ def _is_scale_down(request: AdmissionRequest, spec: Mapping[str, Any]) -> bool:
 def select_policies(
     policies: PolicySet, *, namespace: str, namespace_labels: Mapping[str, str], model_name: str
 ) -> list[Policy]:
-    """Cluster policies by namespace selector and model globs; a team's ModelPolicy only in its own namespace."""
-    return [
-        policy
-        for policy in policies.policies
-        if (not policy.namespace or policy.namespace == namespace)
-        and (policy.namespace_selector is None or policy.namespace_selector.matches(namespace_labels))
-        and (not policy.model_globs or matching_glob(policy.model_globs, model_name) is not None)
-    ]
+    """The ClusterModelPolicies that select the model (namespace selector and model globs), then, only when at least
+    one does, the team ModelPolicies of its namespace that select it. A team policy narrows what a cluster policy
+    governs; it never stands alone, so a model no ClusterModelPolicy selects gets the no-match action."""
+
+    def selects(policy: Policy) -> bool:
+        return (policy.namespace_selector is None or policy.namespace_selector.matches(namespace_labels)) and (
+            not policy.model_globs or matching_glob(policy.model_globs, model_name) is not None
+        )
+
+    cluster = [policy for policy in policies.policies if not policy.namespace and selects(policy)]
+    if not cluster:
+        return []
+    return cluster + [policy for policy in policies.policies if policy.namespace == namespace and selects(policy)]
 
 
 def _decide_model_deployment(
@@ -235,6 +324,9 @@ def _decide_model_deployment(
     if not matched:
         outcome: Outcome = "pass" if policies.no_match == "allow" else "fail"
         reason = f"no ClusterModelPolicy selects model '{model_name}' in namespace '{request.namespace}'"
+        teams = sorted(p.name for p in policies.policies if p.namespace == request.namespace)
+        if teams:
+            reason += f" (ModelPolicy {', '.join(teams)} only adds to a ClusterModelPolicy, never applies alone)"
         results.append(
             GateResult(
                 gate="policy",
@@ -245,16 +337,21 @@ def _decide_model_deployment(
             )
         )
         return Decision(tuple(results))
-    verified: SignedModel | None = None
+    tier = effective_tier(obj, matched, evidence.sbom_summary)  # one tier, judged by every selecting policy
+    verified: SignedModel | None = None  # what a ClusterModelPolicy's authorities verified: the signer of record
     for policy in sorted(matched, key=lambda p: bool(p.namespace)):  # cluster policies first
         signature, signed = check_signature(spec, policy, evidence, verifier)
         results.append(signature)
-        verified = signed or verified  # a team policy without signers binds to the cluster-verified signature
-        results.append(check_sbom(spec, policy, evidence, signed or verified, verifier))
+        if not policy.namespace:
+            verified = verified or signed
+        # A team policy's own signers add a requirement; they never replace the cluster-verified signature, which its
+        # SBOM binds to when it names no signers.
+        bound = signed or verified
+        results.append(check_sbom(spec, policy, evidence, bound, verifier))
         results.append(check_allowlist(spec, policy))
-        results.append(check_compliance(obj, policy, evidence))
+        results.append(check_compliance(obj, policy, tier))
         if stage == "serving":
-            results.append(check_approval(obj, policy, evidence))
-        document = rego_input(request, obj, policy, evidence, signed or verified, stage=stage)
+            results.append(check_approval(obj, policy, evidence, tier))
+        document = rego_input(request, obj, policy, evidence, bound, stage=stage, tier=tier)
         results.extend(check_rego(policy, document, engine))
     return Decision(tuple(results), signer=verified.signer if verified else "")

@@ -6,11 +6,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from devmlops.core.childreview import DEFAULT_SERVER_IMAGES
+from devmlops.core.exemptions import BreakGlass, Exemption
 from devmlops.core.model import Decision
 from devmlops.core.sbom import SbomSummary
 
-__all__ = ["ApprovalState", "Document", "Evidence"]
+__all__ = ["DEFAULT_SERVER_IMAGES", "ApprovalState", "Chain", "Document", "Evidence", "Identities"]
+
+# Image substrings that make a workload a model server outside enforced namespaces (a courtesy there: inside an
+# enforced namespace every Pod and workload is reviewed, whatever its image is called).
+DEFAULT_SERVER_IMAGES = ("tritonserver", "vllm-openai", "kserve/sklearnserver", "kserve/huggingfaceserver")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +34,37 @@ class ApprovalState:
     approver: str = ""
     name: str = ""
     expires: str = ""
+    groups: tuple[str, ...] = ()  # the approver's groups when approving, as the mutating webhook stamped them
+    problem: str = ""  # when not approved: why the nearest candidate does not count ('' when there is none)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Identities:
+    """Who may write what in a model server's chain (AdmissionRequest userInfo.username)."""
+
+    operator: str = "system:serviceaccount:devmlops-system:devmlops-operator"
+    kserve: str = "system:serviceaccount:kserve:kserve-controller-manager"
+    controllers: tuple[str, ...] = (
+        "system:kube-controller-manager",
+        "system:serviceaccount:kube-system:replicaset-controller",
+        "system:serviceaccount:kube-system:deployment-controller",
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Chain:
+    """What the shell found following an object's controller ownerReferences upwards, uid by uid, in its caches:
+    the stored owners nearest first (ReplicaSet, Deployment, InferenceService), the ModelDeployment they lead to
+    (None, with ``broken`` saying why, when they do not), that ModelDeployment decided at the serving stage, the
+    verification plan derived again from it and the cluster policies, and the image allow-lists of the policies
+    that select it (policy name, globs)."""
+
+    hops: tuple[Mapping[str, Any], ...] = ()
+    model: Mapping[str, Any] | None = None
+    broken: str = ""
+    decision: Decision | None = None
+    plan_json: str = ""
+    image_allow_lists: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,6 +79,11 @@ class Evidence:
     target: Mapping[str, Any] | None = None  # the ModelDeployment a ModelApproval names
     now: str = ""  # RFC 3339, from the shell's clock (the core has none)
     requester_stamped: bool = False  # the mutating webhook stamps devmlops.io/requested-by
-    owner: Mapping[str, Any] | None = None  # for a model server: the ModelDeployment its controller chain leads to
-    owner_decision: Decision | None = None  # that ModelDeployment decided again at the serving stage
     model_server_images: tuple[str, ...] = DEFAULT_SERVER_IMAGES
+    chain: Chain | None = None  # for a Pod, workload, scale or InferenceService: its controller chain
+    scaled: Mapping[str, Any] | None = None  # for a scale subresource: the stored workload being scaled
+    exemptions: tuple[Exemption, ...] = ()
+    break_glass: tuple[BreakGlass, ...] = ()
+    identities: Identities = field(default_factory=Identities)
+    verifier_image: str = "devmlops:0.1.0"  # the devmlops storage initializer's image, as the cluster installs it
+    image_allow_lists: tuple[tuple[str, tuple[str, ...]], ...] = ()  # cluster policies selecting the namespace

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from devmlops.core.globs import glob_matches
-from devmlops.core.policy import Policy
+from devmlops.core.policy import RISK_TIERS, Policy, tier_rank
 
 __all__ = ["widenings"]
 
@@ -46,6 +46,12 @@ def widenings(team_spec: Mapping[str, Any], cluster: Sequence[Policy]) -> list[s
             if sbom.get(key) is relaxed and cluster_demands:
                 problems.append(f"spec.sbom.{key}: {relaxed}, but {where} requires {what}")
         if policy.compliance is not None:
+            minimum, theirs_minimum = compliance.get("minimumTier"), policy.compliance.minimum_tier
+            if minimum is not None and theirs_minimum and tier_rank(str(minimum)) < tier_rank(theirs_minimum):
+                problems.append(
+                    f"spec.compliance.minimumTier: got {minimum!r}, but {where} assigns at least {theirs_minimum!r} "
+                    f"(a team may only raise it: one of {', '.join(RISK_TIERS[RISK_TIERS.index(theirs_minimum) :])})"
+                )
             if compliance.get("requireRiskLabel") is False and policy.compliance.require_risk_label:
                 problems.append(f"spec.compliance.requireRiskLabel: false, but {where} requires the risk label")
             for tier, rules in (compliance.get("tiers") or {}).items():

@@ -30,6 +30,7 @@ __all__ = [
     "TierRules",
     "compile_model_policy",
     "compile_policy",
+    "tier_rank",
 ]
 
 AuthorityKind = Literal["key", "certificateChain", "keyless"]
@@ -115,7 +116,12 @@ class AllowList:
     formats: tuple[str, ...] | None = None
 
 
-RISK_TIERS = ("minimal", "limited", "high", "prohibited")
+RISK_TIERS = ("minimal", "limited", "high", "prohibited")  # lowest first: a tier's index is its rank
+
+
+def tier_rank(tier: str) -> int:
+    """How high ``tier`` is (-1 for no tier or an unknown word, which never raises anything)."""
+    return RISK_TIERS.index(tier) if tier in RISK_TIERS else -1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,6 +136,7 @@ class ComplianceRules:
     """What the EU AI Act risk tiers demand under this policy, and who may approve."""
 
     require_risk_label: bool = True
+    minimum_tier: str = ""  # the tier this policy assigns to what it selects; '' assigns none
     tiers: Mapping[str, TierRules] = field(default_factory=dict)
     approver_users: tuple[str, ...] = ()
     approver_groups: tuple[str, ...] = ()
@@ -344,9 +351,13 @@ def _compliance(raw: Any, path: str) -> ComplianceRules | None:
             require_approval=bool(rules.get("requireApproval", False)),
             required_annotations=_strings(rules.get("requiredAnnotations"), f"{path}.tiers.{tier}.requiredAnnotations"),
         )
+    minimum = raw.get("minimumTier")
+    if minimum is not None and minimum not in RISK_TIERS:
+        raise InvalidInputError(f"{path}.minimumTier: got {minimum!r}, expected one of {', '.join(RISK_TIERS)}")
     approvers = raw.get("approvers") or {}
     rules = ComplianceRules(
         require_risk_label=bool(raw.get("requireRiskLabel", True)),
+        minimum_tier=str(minimum or ""),
         tiers=tiers,
         approver_users=_strings(approvers.get("users"), f"{path}.approvers.users"),
         approver_groups=_strings(approvers.get("groups"), f"{path}.approvers.groups"),

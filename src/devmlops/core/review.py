@@ -49,6 +49,9 @@ class AdmissionRequest:
     old_object: Mapping[str, Any] | None
     dry_run: bool = False
     sub_resource: str = ""
+    resource: str = (
+        ""  # the plural resource (pods, deployments): a subresource's kind (Scale, PodExecOptions) says less
+    )
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -132,6 +135,9 @@ def parse_review(body: object) -> AdmissionRequest:
         old_object=_optional_object(request, "oldObject"),
         dry_run=bool(request.get("dryRun", False)),
         sub_resource=str(request.get("subResource") or ""),
+        resource=str((request.get("resource") or {}).get("resource") or "")
+        if isinstance(request.get("resource"), dict)
+        else "",
     )
 
 

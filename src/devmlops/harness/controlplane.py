@@ -1,7 +1,9 @@
-"""etcd + kube-apiserver on free loopback ports in a temporary folder, as controller-runtime's envtest does.
+"""etcd + kube-apiserver on free loopback ports in a temporary folder, as controller-runtime's envtest does, and
+kube-controller-manager beside them.
 
-There is no kubelet, scheduler or controller-manager: Deployments make no Pods and owner garbage collection does
-not run. What the API server stores and what it does with CRDs and admission webhooks is real.
+The controller manager makes the objects behave as in a cluster: Deployments make ReplicaSets and Pods, deleting an
+owner garbage-collects its children, deleted namespaces really go away. There is no kubelet or scheduler: Pods stay
+Pending. What the API server stores and what it does with CRDs and admission webhooks is real.
 """
 
 from __future__ import annotations
@@ -23,9 +25,33 @@ from devmlops.adapters.pki import KeyPair, new_ca, new_signing_key
 from devmlops.errors import HarnessError
 from devmlops.harness.processes import Lifecycle, ManagedProcess, free_port
 
-__all__ = ["DEFAULT_USERS", "ControlPlane", "User", "find_tools"]
+__all__ = [
+    "CONTROLLER_MANAGER_USER",
+    "DEFAULT_USERS",
+    "KSERVE_USER",
+    "OPERATOR_USER",
+    "ControlPlane",
+    "User",
+    "find_tools",
+]
 
 REQUIRED_TOOLS = ("etcd", "kube-apiserver")
+CONTROLLER_MANAGER = "kube-controller-manager"
+
+# The controllers a model server's life goes through (workloads, their Pods, garbage collection, namespaces) and
+# the service accounts they act as. Node, volume, endpoint and certificate controllers are left out: there is no node.
+CONTROLLERS = (
+    "garbage-collector-controller",
+    "deployment-controller",
+    "replicaset-controller",
+    "statefulset-controller",
+    "daemonset-controller",
+    "job-controller",
+    "cronjob-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,24 +63,40 @@ class User:
     token: str = field(default="", compare=False)
 
 
+# The identities the webhook trusts to write model servers, as in a cluster: the operator's and KServe's service
+# accounts (here static-token users of those names, in system:masters for their rights) and the controller manager.
+OPERATOR_USER = "system:serviceaccount:devmlops-system:devmlops-operator"
+KSERVE_USER = "system:serviceaccount:kserve:kserve-controller-manager"
+CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
+
 DEFAULT_USERS: tuple[User, ...] = (
     User("admin", ("system:masters",)),
     User("alice", ("devmlops:ml-engineers",)),
     User("bob", ("devmlops:approvers",)),
     User("carol", ("devmlops:ml-engineers", "devmlops:approvers")),
+    # The attacker of docs/threat-model.md: rights come from a namespace editor Role that a test binds.
+    User("mallory", ("devmlops:ml-engineers", "devmlops:approvers")),
+    User(OPERATOR_USER, ("system:masters",)),
+    User(KSERVE_USER, ("system:masters",)),
+    User(CONTROLLER_MANAGER_USER, ()),
 )
 
 
-def find_tools(bin_dir: Path | None) -> Path:
-    """The folder with etcd and kube-apiserver, or a ``HarnessError`` that says how to get them."""
+def find_tools(bin_dir: Path | None, tools: Sequence[str] = REQUIRED_TOOLS) -> Path:
+    """The folder with ``tools`` (etcd and kube-apiserver unless told), or a ``HarnessError`` that says how to get
+    them: a folder from KUBEBUILDER_ASSETS often holds only those two, so name what is missing."""
     if bin_dir is None:
         raise HarnessError(
             "no control-plane tools: run `make tools` (needs Go >= 1.24) and set DEVMLOPS_TOOLS_DIR to the "
             "folder it prints, or set KUBEBUILDER_ASSETS to a folder with kube-apiserver and etcd"
         )
-    missing = [tool for tool in REQUIRED_TOOLS if not (bin_dir / tool).exists()]
+    missing = [tool for tool in tools if not (bin_dir / tool).exists()]
     if missing:
-        raise HarnessError(f"{bin_dir} lacks {', '.join(missing)}: run `make tools`")
+        raise HarnessError(
+            f"{bin_dir} lacks {', '.join(missing)}: run `make tools` and use the folder it prints (it builds what "
+            "is missing into ~/.cache/devmlops/tools, also beside a KUBEBUILDER_ASSETS folder that has only "
+            "kube-apiserver and etcd)"
+        )
     return bin_dir
 
 
@@ -68,9 +110,17 @@ class ControlPlane(Lifecycle):
         crd_paths: Sequence[Path] = (),
         users: Iterable[User] = DEFAULT_USERS,
         workdir: Path | None = None,
+        controller_manager: bool | None = None,
         log: Callable[[str], None] = lambda _msg: None,
     ) -> None:
+        """``controller_manager``: True requires kube-controller-manager in ``bin_dir`` (tests must not lose their
+        controllers silently), False never starts it, None starts it when the binary is there."""
         self.bin_dir = find_tools(bin_dir)
+        if controller_manager:
+            find_tools(bin_dir, (CONTROLLER_MANAGER,))
+        self.with_controller_manager = (
+            (self.bin_dir / CONTROLLER_MANAGER).exists() if controller_manager is None else controller_manager
+        )
         self.crd_paths = list(crd_paths)
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="devmlops-cp-"))
@@ -81,6 +131,7 @@ class ControlPlane(Lifecycle):
         self.port = 0
         self._etcd: ManagedProcess | None = None
         self._apiserver: ManagedProcess | None = None
+        self._controller_manager: ManagedProcess | None = None
         self.ca_file = self.workdir / "pki" / "ca.crt"
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -94,6 +145,8 @@ class ControlPlane(Lifecycle):
             self._wait_ready()
             for user in self.users:
                 self.write_kubeconfig(user)
+            if self.with_controller_manager:
+                self._start_controller_manager()
             self._log(f"control plane ready at {self.url} in {time.monotonic() - started:.1f}s")
             if self.crd_paths:
                 self.install_crds(self.crd_paths)
@@ -103,10 +156,10 @@ class ControlPlane(Lifecycle):
         return self
 
     def stop(self) -> None:
-        for proc in (self._apiserver, self._etcd):
+        for proc in (self._controller_manager, self._apiserver, self._etcd):
             if proc is not None:
                 proc.stop()
-        self._apiserver = self._etcd = None
+        self._controller_manager = self._apiserver = self._etcd = None
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -126,11 +179,21 @@ class ControlPlane(Lifecycle):
         return self.users[user].token
 
     def kubeconfig(self, user: str = "admin") -> Path:
-        return self.workdir / f"kubeconfig-{user}.yaml"
+        # KUBECONFIG is a colon-separated list: a service account's name must not split the path.
+        return self.workdir / f"kubeconfig-{user.replace(':', '_')}.yaml"
 
     @property
     def apiserver_log(self) -> Path:
         return self.workdir / "kube-apiserver.log"
+
+    @property
+    def controller_manager_log(self) -> Path:
+        return self.workdir / "kube-controller-manager.log"
+
+    def processes(self) -> dict[str, ManagedProcess]:
+        """The started processes by name (to check or measure them, or to read their logs when a test fails)."""
+        named = {"etcd": self._etcd, "kube-apiserver": self._apiserver, CONTROLLER_MANAGER: self._controller_manager}
+        return {name: proc for name, proc in named.items() if proc is not None}
 
     # -- steps -----------------------------------------------------------------------------------------------
     def _write_pki(self) -> None:
@@ -190,6 +253,46 @@ class ControlPlane(Lifecycle):
         ]
         self._apiserver = ManagedProcess("kube-apiserver", argv, log_path=self.apiserver_log).start()
 
+    def _start_controller_manager(self) -> None:
+        """Each controller acts as its own service account (--use-service-account-credentials), as in a cluster:
+        the admission webhook trusts exactly those identities (system:serviceaccount:kube-system:<controller>), so
+        a test sees the same requests a cluster would send."""
+        pki = self.workdir / "pki"
+        argv = [
+            str(self.bin_dir / CONTROLLER_MANAGER),
+            f"--kubeconfig={self.kubeconfig(CONTROLLER_MANAGER_USER)}",
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={self.ca_file}",
+            f"--controllers={','.join(CONTROLLERS)}",
+            "--leader-elect=false",
+            "--secure-port=0",
+            "--v=1",
+        ]
+        self._controller_manager = ManagedProcess(
+            CONTROLLER_MANAGER, argv, log_path=self.controller_manager_log
+        ).start()
+        self._wait_controllers()
+
+    def _wait_controllers(self, timeout: float = 60.0) -> None:
+        """Ready when the service-account controller has made kube-system's default ServiceAccount: by then the
+        controllers have their credentials and informers (a Deployment created earlier would still be handled, but
+        a test asserting on it would wait out its own timeout instead of this one)."""
+        assert self._controller_manager is not None
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        headers = {"Authorization": f"Bearer {self.token()}"}
+        url = f"{self.url}/api/v1/namespaces/kube-system/serviceaccounts/default"
+        request = urllib.request.Request(url, headers=headers)  # noqa: S310 - our https URL
+
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(request, context=context, timeout=2) as response:  # noqa: S310
+                    return bool(response.status == 200)
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                return False
+
+        self._controller_manager.wait_until(ready, timeout=timeout, what="kube-system's default ServiceAccount")
+
     def _wait_ready(self, timeout: float = 60.0) -> None:
         if self._apiserver is None or self._etcd is None:
             raise HarnessError("the control plane was not started")
@@ -238,13 +341,18 @@ class ControlPlane(Lifecycle):
         return names
 
 
+# libyaml's safe loader when PyYAML has it: KServe's CRDs are 3.5 MB of YAML, 4 s with the pure-Python loader.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_yaml_documents(path: Path) -> list[dict[str, Any]]:
     """Every mapping document in a YAML file (or in every *.yaml file of a folder, sorted)."""
     files = sorted(path.glob("**/*.yaml")) if path.is_dir() else [path]
     documents: list[dict[str, Any]] = []
     for file in files:
         try:
-            documents.extend(doc for doc in yaml.safe_load_all(file.read_text()) if isinstance(doc, dict))
+            loaded = yaml.load_all(file.read_text(), Loader=_YAML_LOADER)
+            documents.extend(doc for doc in loaded if isinstance(doc, dict))
         except yaml.YAMLError as exc:
             raise HarnessError(f"{file}: not valid YAML: {exc}") from exc
     return documents

@@ -17,6 +17,7 @@ from kubernetes.dynamic import DynamicClient
 
 from devmlops.adapters.kube import api_client, create_object, denial_message
 from devmlops.harness.controlplane import ControlPlane, find_tools, load_yaml_documents
+from devmlops.harness.kserve import KServe, local_cluster
 from devmlops.harness.stack import DevmlopsStack
 
 __all__ = ["Outcome", "apply_samples", "format_table", "run_demo"]
@@ -100,21 +101,33 @@ def _raise_keyboard_interrupt(_signum: int, _frame: FrameType | None) -> None:
 
 def run_demo(*, tools_dir: Path | None, project_dir: Path, once: bool) -> None:
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    # Also when started with SIGINT ignored (a background job of a non-interactive shell, some CI runners): Python
+    # then keeps it ignored, and Ctrl-C would leave the demo and every process it started running.
+    signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
     bin_dir = find_tools(tools_dir)
     started = time.monotonic()
     try:
-        with ControlPlane(bin_dir=bin_dir, crd_paths=[project_dir / "crds"], log=_say) as cp:
+        # kube-controller-manager and the real KServe (controller and webhooks) run beside the API server, so an
+        # admitted model becomes an InferenceService, a predictor Deployment, a ReplicaSet and a (Pending) Pod.
+        with local_cluster(bin_dir=bin_dir, project_dir=project_dir, log=_say) as (cp, kserve):
             # OPA watches a copy of policies/, so the live Rego edit below never touches the checkout.
             policies = cp.workdir / "policies"
             shutil.copytree(project_dir / "policies", policies)
             with DevmlopsStack(cp, policies=policies) as stack:
-                _run(cp, stack, project_dir, policies, once=once, started=started)
+                _run(cp, kserve, stack, project_dir, policies, once=once, started=started)
     except KeyboardInterrupt:
         _say("stopped")
 
 
 def _run(
-    cp: ControlPlane, stack: DevmlopsStack, project_dir: Path, policies: Path, *, once: bool, started: float
+    cp: ControlPlane,
+    kserve: KServe,
+    stack: DevmlopsStack,
+    project_dir: Path,
+    policies: Path,
+    *,
+    once: bool,
+    started: float,
 ) -> None:
     _say(
         f"webhook at {stack.webhook_url} (TLS), OPA at {stack.opa.url if stack.opa else '-'}, operator "
@@ -129,7 +142,7 @@ def _run(
     _say(f"kubeconfig: export KUBECONFIG={cp.kubeconfig()}  (users: {', '.join(cp.users)})")
     _say("running; press Ctrl-C to stop")
     while True:
-        for proc in (stack.webhook, stack.operator):
+        for proc in (stack.webhook, stack.operator, kserve.process, *cp.processes().values()):
             if proc is not None:
                 proc.ensure_running()
         time.sleep(1)

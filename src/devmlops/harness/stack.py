@@ -3,7 +3,6 @@ through a ValidatingWebhookConfiguration) and the kopf operator, each a real ``d
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import ssl
@@ -20,12 +19,12 @@ from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.kube import api_client
 from devmlops.adapters.pki import new_ca
-from devmlops.core.childreview import DEFAULT_SERVER_IMAGES, MODEL_SERVER_LABEL
 from devmlops.errors import HarnessError
-from devmlops.harness.controlplane import ControlPlane
+from devmlops.harness.controlplane import OPERATOR_USER, ControlPlane
 from devmlops.harness.opa import OpaServer
 from devmlops.harness.processes import Lifecycle, ManagedProcess, free_port
 from devmlops.harness.secretvolume import SecretVolume
+from devmlops.webhook.registration import MUTATING_ENTRIES, VALIDATING_ENTRIES, webhook_entry
 
 __all__ = [
     "MUTATING_CONFIG_NAME",
@@ -56,65 +55,8 @@ def managed_certificate_args(*, check_seconds: float, overlap_seconds: float = 5
     ]
 
 
-EXCLUDED_NAMESPACES = ("kube-system", "devmlops-system")
-
-
-_CLUSTER_SCOPED = {"clustermodelpolicies"}
-_GROUPS = {
-    "inferenceservices": ("serving.kserve.io", ["v1beta1"]),
-    "servingruntimes": ("serving.kserve.io", ["v1alpha1"]),
-    "deployments": ("apps", ["v1"]),
-    "statefulsets": ("apps", ["v1"]),
-}
-
-
-def model_server_condition(image_patterns: Iterable[str] = DEFAULT_SERVER_IMAGES) -> str:
-    """CEL for matchConditions: only workloads labelled as, or running, a model server reach the webhook."""
-    images = " || ".join(f"c.image.contains('{p}')" for p in image_patterns)
-    return (
-        f"(has(object.metadata.labels) && '{MODEL_SERVER_LABEL}' in object.metadata.labels) || "
-        f"object.spec.template.spec.containers.exists(c, {images}) || "
-        f"(has(object.spec.template.spec.initContainers) && "
-        f"object.spec.template.spec.initContainers.exists(c, {images}))"
-    )
-
-
-def _webhook(
-    resource: str, url: str, ca_pem: bytes, timeout_seconds: int, *, operations: tuple[str, ...] = ("CREATE", "UPDATE")
-) -> dict[str, Any]:
-    """One webhook entry; an empty ``ca_pem`` leaves the caBundle to the operator's certificate keeper."""
-    namespaced = resource not in _CLUSTER_SCOPED
-    group, versions = _GROUPS.get(resource, ("devmlops.io", ["v1alpha1"]))
-    client_config: dict[str, Any] = {"url": url}
-    if ca_pem:
-        client_config["caBundle"] = base64.b64encode(ca_pem).decode()
-    webhook: dict[str, Any] = {
-        "name": f"{resource}.{url.rsplit('/', 1)[-1]}.devmlops.io",
-        "clientConfig": client_config,
-        "rules": [
-            {
-                "apiGroups": [group],
-                "apiVersions": versions,
-                "operations": list(operations),
-                "resources": [resource],
-                "scope": "Namespaced" if namespaced else "Cluster",
-            }
-        ],
-        "admissionReviewVersions": ["v1"],
-        "sideEffects": "None",
-        "failurePolicy": "Fail",
-        "timeoutSeconds": timeout_seconds,
-    }
-    if namespaced:
-        excluded = {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": list(EXCLUDED_NAMESPACES)}
-        webhook["namespaceSelector"] = {"matchExpressions": [excluded]}
-    if group == "apps":
-        webhook["matchConditions"] = [{"name": "runs-a-model-server", "expression": model_server_condition()}]
-    return webhook
-
-
 def validating_webhook_configuration(url: str, ca_pem: bytes, *, timeout_seconds: int = 10) -> dict[str, Any]:
-    """Every devmlops kind on create and update; failurePolicy Fail (fail closed).
+    """Every entry of ``webhook/registration.py``; failurePolicy Fail (fail closed).
 
     The webhook's own namespace and kube-system are excluded so that devmlops can never lock itself out.
     """
@@ -122,28 +64,13 @@ def validating_webhook_configuration(url: str, ca_pem: bytes, *, timeout_seconds
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": WEBHOOK_CONFIG_NAME, "labels": {"app.kubernetes.io/part-of": "devmlops"}},
-        "webhooks": [
-            _webhook(resource, url, ca_pem, timeout_seconds)
-            for resource in (
-                "modeldeployments",
-                "clustermodelpolicies",
-                "modelpolicies",
-                "modelapprovals",
-                "inferenceservices",
-                "servingruntimes",
-                "deployments",
-                "statefulsets",
-            )
-        ],
+        "webhooks": [webhook_entry(e, url, ca_pem, timeout_seconds, "validate") for e in VALIDATING_ENTRIES],
     }
 
 
 def mutating_webhook_configuration(url: str, ca_pem: bytes, *, timeout_seconds: int = 5) -> dict[str, Any]:
     """Stamp devmlops.io/requested-by on ModelDeployments and devmlops.io/approved-by on ModelApprovals."""
-    webhooks = [
-        _webhook("modeldeployments", url, ca_pem, timeout_seconds),
-        _webhook("modelapprovals", url, ca_pem, timeout_seconds, operations=("CREATE",)),
-    ]
+    webhooks = [webhook_entry(e, url, ca_pem, timeout_seconds, "mutate") for e in MUTATING_ENTRIES]
     for webhook in webhooks:
         webhook["reinvocationPolicy"] = "Never"
     return {
@@ -224,9 +151,9 @@ class DevmlopsStack(Lifecycle):
     def webhook_url(self) -> str:
         return f"https://127.0.0.1:{self.webhook_port}"
 
-    def _python_env(self) -> dict[str, str]:
+    def _python_env(self, user: str = "admin") -> dict[str, str]:
         env = dict(os.environ)
-        env["KUBECONFIG"] = str(self.cp.kubeconfig("admin"))
+        env["KUBECONFIG"] = str(self.cp.kubeconfig(user))
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
@@ -405,7 +332,9 @@ class DevmlopsStack(Lifecycle):
             str(recheck_seconds),
             *[arg for namespace in namespaces for arg in ("--namespace", namespace)],
         ]
-        process = ManagedProcess(name, argv, log_path=self.workdir / f"{name}.log", env=self._python_env()).start()
+        # As in a cluster, the operator acts as its own identity: the webhook lets only it write a model's children.
+        env = self._python_env(OPERATOR_USER)
+        process = ManagedProcess(name, argv, log_path=self.workdir / f"{name}.log", env=env).start()
 
         def alive() -> bool:
             try:

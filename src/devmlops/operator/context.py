@@ -11,10 +11,11 @@ from typing import Any, cast
 from kubernetes import client as k8s
 
 from devmlops.adapters.approvals import find_approval
-from devmlops.adapters.evidence import DocumentLookup, resolve_source
+from devmlops.adapters.evidence import DocumentLookup, resolve_evidence, resolve_source
 from devmlops.core.decision import select_policies
 from devmlops.core.evidence import ApprovalState
 from devmlops.core.gates.approval import approval_required
+from devmlops.core.gates.compliance import EffectiveTier, effective_tier
 from devmlops.core.policy import Policy, PolicySet
 from devmlops.errors import DevmlopsError
 
@@ -30,6 +31,7 @@ class ModelContext:
     approval_required_by: tuple[str, ...]
     approval: ApprovalState
     bundle: str
+    tier: EffectiveTier  # the effective risk tier, which the approval demands follow
 
     @property
     def awaiting_approval(self) -> bool:
@@ -44,16 +46,18 @@ def load_context(
     labels = lookup.namespace_labels(namespace)
     name = str(((model.get("spec") or {}).get("model") or {}).get("name") or "")
     selecting = tuple(select_policies(policies, namespace=namespace, namespace_labels=labels, model_name=name))
-    required_by = tuple(p.name for p in selecting if approval_required(model, p))
+    # The effective tier, as admission and the webhook's serving stage compute it (label, SBOM, policies).
+    tier = effective_tier(model, selecting, resolve_evidence(model, lookup).sbom_summary)
+    required_by = tuple(p.name for p in selecting if approval_required(p, tier))
     approval = ApprovalState(approved=False)
     if required_by:
         approvals = cast(
             dict[str, Any], custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "modelapprovals")
         )
-        approval = find_approval(approvals["items"], model, dt.datetime.now(dt.UTC))
+        approval = find_approval(approvals["items"], model, dt.datetime.now(dt.UTC), policies=selecting, tier=tier)
     revision = PolicySet(selecting).revision
     # The same resolution (and evidence label) as admission; reconcile re-decided with it just before.
     signature = resolve_source((model.get("spec") or {}).get("signature"), namespace, lookup, field="spec.signature")
     if signature.text is None:
         raise DevmlopsError(f"spec.signature cannot be read for the serving pod: {signature.error}")
-    return ModelContext(selecting, revision, required_by, approval, signature.text)
+    return ModelContext(selecting, revision, required_by, approval, signature.text, tier)

@@ -11,11 +11,10 @@ from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.evidence import decode_values, resolve_evidence
 from devmlops.adapters.oms import OmsVerifier
-from devmlops.core.decision import decide
 from devmlops.core.model import Decision
 from devmlops.core.policy import PolicySet
 from devmlops.core.ports import PolicyEngine, SignatureVerifier
-from devmlops.core.review import AdmissionRequest, GroupVersionKind
+from devmlops.core.serving import may_serve, model_request
 from devmlops.errors import EvidenceUnavailableError
 
 __all__ = ["ApiLookup", "reevaluate"]
@@ -66,16 +65,6 @@ def reevaluate(
 ) -> Decision:
     """The admission decision again, as of now's policies and trust roots (approval is the operator's own check)."""
     metadata = model.get("metadata") or {}
-    request = AdmissionRequest(
-        uid=f"recheck-{metadata.get('uid', '')}",
-        kind=GroupVersionKind("devmlops.io", "v1alpha1", "ModelDeployment"),
-        operation="UPDATE",
-        namespace=str(metadata.get("namespace")),
-        name=str(metadata.get("name")),
-        username="devmlops-operator",
-        groups=(),
-        object=model,
-        old_object=model,
-    )
+    request = model_request(model, uid=f"recheck-{metadata.get('uid', '')}", username="devmlops-operator")
     evidence = resolve_evidence(model, lookup)
-    return decide(request, policies, evidence, verifier or OmsVerifier(), engine)
+    return may_serve(model, policies, evidence, verifier or OmsVerifier(), engine, stage="admission", request=request)

@@ -16,21 +16,20 @@ from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.oms import OmsVerifier
 from devmlops.adapters.opa import OpaEngine
-from devmlops.adapters.servingverify import VerificationPlan
 from devmlops.adapters.verifycache import CachingVerifier
+from devmlops.core.plan import VerificationPlan
+from devmlops.core.render import LABEL_MODEL_DEPLOYMENT, render_children
 from devmlops.errors import DevmlopsError
-from devmlops.operator.children import SPEC_HASH, dynamic_client, upsert
+from devmlops.operator.children import dynamic_client, upsert
 from devmlops.operator.conditions import ConditionStatus, set_condition
 from devmlops.operator.context import load_context
 from devmlops.operator.drift import ApiLookup, reevaluate
 from devmlops.operator.guard import ReconcileGuard
-from devmlops.operator.kserve import LABEL_MODEL_DEPLOYMENT, build_inference_service
 from devmlops.operator.leadership import leads
 from devmlops.operator.metrics import metrics
 from devmlops.operator.policies import PolicyWatch
 from devmlops.operator.retries import Key, RetryQueue
 from devmlops.operator.settings import OperatorSettings
-from devmlops.operator.triton import build_triton
 
 __all__ = ["build_registry"]
 
@@ -42,16 +41,6 @@ VERIFIER_IMAGE = os.environ.get("DEVMLOPS_VERIFIER_IMAGE", "devmlops:0.1.0")
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def build_children(model: Mapping[str, Any], plan_json: str, revision: str) -> list[dict[str, Any]]:
-    """The model server objects for the runtime kind; the first one is the child named in status."""
-    if model["spec"]["runtime"]["kind"] == "triton":
-        deployment, service = build_triton(
-            model, plan_json=plan_json, verifier_image=VERIFIER_IMAGE, policy_revision=revision
-        )
-        return [deployment, service]
-    return [build_inference_service(model, plan_json=plan_json, policy_revision=revision)]
 
 
 def post_event(core: k8s.CoreV1Api, body: Mapping[str, Any], *, kind: str, reason: str, message: str) -> None:
@@ -92,8 +81,8 @@ def scale_children_to_zero(dynamic: Any, model: Mapping[str, Any]) -> str:
         if status_child["kind"] == "InferenceService"
         else {"spec": {"replicas": 0}}
     )
-    # Not the spec the operator wants: the next reconcile that passes writes the child back in full.
-    patch["metadata"] = {"annotations": {SPEC_HASH: "scaled-to-zero"}}
+    # Only the replica field changes (the webhook's scale-down rule); the next reconcile that passes finds the child
+    # differing from the rendering and writes it back whole.
     try:
         resource.patch(
             body=patch,
@@ -205,12 +194,18 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
         conditions = condition(
             conditions, "SignatureVerified", "True", "Verified", f"{signed.digest} signed by {signed.signer}"
         )
-        children = build_children(body, plan.to_json(), context.revision)
-        owner = kopf.Body(cast(kopf.RawBody, dict(body)))
+        children = render_children(
+            body, plan_json=plan.to_json(), verifier_image=VERIFIER_IMAGE, policy_revision=context.revision
+        )
         for item in children:
-            kopf.adopt(item, owner=owner)
-            action = upsert(dynamic, item)
-            logger.info("%s %s %s", item["kind"], item["metadata"]["name"], action)
+            written = upsert(dynamic, item)
+            logger.info("%s %s %s", item["kind"], item["metadata"]["name"], written.action)
+            tampered = [d for d in written.drift if "replicas" not in d.lower()]  # a scale back up is no drift
+            if tampered:
+                metrics.child_drift.labels(item["kind"]).inc()
+                message = f"{item['kind']} {item['metadata']['name']} replaced whole: {'; '.join(tampered[:5])}"
+                logger.warning("drift repaired: %s", message)
+                post_event(core, body, kind="Warning", reason="DriftRepaired", message=message)
         child = children[0]
         conditions = condition(
             conditions, "ServingReady", "Unknown", "WaitingForChild", f"waiting for the {child['kind']} to report Ready"
@@ -368,6 +363,20 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
                 metrics.reconciles.labels("ModelDeployment", "error").inc()
                 logger.warning("re-check of %s failed: %s", item["metadata"]["name"], exc)
 
+    seen_generations: dict[tuple[str, str, str], int] = {}
+
+    def recheck_on_spec_change(body: kopf.Body, namespace: str) -> None:
+        """A child's spec changed (its generation moved): reconcile its ModelDeployment soon, which finds any drift
+        from the rendering and replaces the child whole (our own writes come back as unchanged)."""
+        key = (namespace, str(body.get("kind")), str(body.metadata.name))
+        generation = int(body.metadata.get("generation") or 0)
+        if seen_generations.get(key) == generation:
+            return
+        before = seen_generations.get(key)
+        seen_generations[key] = generation
+        if before is not None:
+            retries.add((namespace, str(body.metadata.labels[LABEL_MODEL_DEPLOYMENT])))
+
     def mirror_ready(owner_name: str, namespace: str, ready: bool, message: str) -> None:
         try:
             model = cast(
@@ -403,6 +412,7 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
         labels={LABEL_MODEL_DEPLOYMENT: kopf.PRESENT},
     )
     def isvc_status(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+        recheck_on_spec_change(body, str(namespace))
         ready = next((c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
         if ready is None:
             return
@@ -416,6 +426,7 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
 
     @kopf.on.event("apps", "v1", "deployments", registry=registry, labels={LABEL_MODEL_DEPLOYMENT: kopf.PRESENT})
     def deployment_status(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+        recheck_on_spec_change(body, str(namespace))
         wanted = int((body.get("spec") or {}).get("replicas") or 0)
         ready = int((body.get("status") or {}).get("readyReplicas") or 0)
         message = f"Deployment has {ready} of {wanted} replicas ready"

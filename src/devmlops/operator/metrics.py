@@ -36,6 +36,12 @@ class OperatorMetrics:
             ["certificate"],
             registry=self.registry,
         )
+        self.child_drift = Counter(
+            "devmlops_child_drift_total",
+            "Children found differing from what devmlops renders and replaced whole, by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
         self._phases: dict[str, str] = {}
         self._lock = threading.Lock()
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from typing import Any
 
 from kubernetes import client as k8s
@@ -15,12 +17,23 @@ from devmlops.adapters.opa import OpaEngine
 from devmlops.adapters.policystore import PolicyStore
 from devmlops.adapters.verifycache import CachingVerifier, DeadlineVerifier
 from devmlops.webhook.app import WebhookDeps
+from devmlops.webhook.inline import InlineGuardEngine, InlineGuardVerifier, WouldBlock, inline_only
 from devmlops.webhook.metrics import WebhookMetrics
-from devmlops.webhook.server import serve
+from devmlops.webhook.server import serve_workers
 from devmlops.webhook.service import AdmissionService, TimedVerifier
 from devmlops.webhook.settings import WebhookSettings
 
-__all__ = ["run"]
+__all__ = ["lean_log_records", "run", "wire"]
+
+
+class _GuardedApiClient(k8s.ApiClient):
+    """An API call from a decision on the event loop (a chain owner the watch has not delivered yet) would hold the
+    loop: it raises WouldBlock, and the review is decided in the pool instead (webhook/inline.py)."""
+
+    def call_api(self, *args: Any, **kwargs: Any) -> Any:
+        if inline_only():
+            raise WouldBlock("Kubernetes API call")
+        return super().call_api(*args, **kwargs)
 
 
 def _api_client() -> k8s.ApiClient:
@@ -28,11 +41,27 @@ def _api_client() -> k8s.ApiClient:
         k8s_config.load_incluster_config()
     except k8s_config.ConfigException:
         k8s_config.load_kube_config()
-    return k8s.ApiClient()
+    return _GuardedApiClient()
+
+
+def lean_log_records() -> None:
+    """The log format is the message alone (one JSON audit line per review): skip what a LogRecord would otherwise
+    look up for every line (caller frame, thread, process), as the logging HOWTO's "Optimization" section shows."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def run(settings: WebhookSettings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    serve_workers(settings, functools.partial(wire, settings))
+
+
+def wire(settings: WebhookSettings) -> WebhookDeps:
+    """One worker's dependencies: its own watch caches, compiled policies and verification cache."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # a spawned worker starts without it
+    lean_log_records()
     metrics = WebhookMetrics.create()
     start_trimming()
     store = PolicyStore(no_match=settings.no_match)
@@ -40,23 +69,31 @@ def run(settings: WebhookSettings) -> None:
         _api_client(), on_policy_change=store.apply, secret_namespaces=settings.evidence_secret_namespaces
     ).start()
     timed = TimedVerifier(OmsVerifier(), metrics)
+
+    def cache_event(event: str) -> None:
+        if event != "miss" or not inline_only():  # an inline miss is tried again in the pool: count it there
+            metrics.cache_events.labels(event).inc()
+
     verifier = CachingVerifier(
-        DeadlineVerifier(timed, seconds=settings.verification_timeout_seconds),
-        on_event=lambda event: metrics.cache_events.labels(event).inc(),
+        InlineGuardVerifier(DeadlineVerifier(timed, seconds=settings.verification_timeout_seconds)),
+        on_event=cache_event,
     )
     engine = OpaEngine(settings.opa_url, timeout=settings.opa_timeout_seconds) if settings.opa_url else None
     service = AdmissionService(
         policies=store.snapshot,
         lookup=caches,
         verifier=verifier,
-        engine=engine,
+        engine=InlineGuardEngine(engine) if engine is not None else None,
         model_server_images=settings.model_server_images,
+        identities=settings.identities,
+        verifier_image=settings.verifier_image,
     )
 
     # Ready only once policies and evidence caches have been listed: before that every answer would be a guess.
     def status() -> dict[str, Any]:
         snapshot = store.snapshot()
         return {
+            "pid": os.getpid(),  # which worker answered (there may be several on the port)
             "policies": len(snapshot.policies),
             "policyNames": sorted(p.name for p in snapshot.policies),
             "brokenPolicies": sorted(snapshot.broken),
@@ -67,4 +104,11 @@ def run(settings: WebhookSettings) -> None:
     def ready() -> bool:
         return caches.synced and (engine is None or engine.healthy())
 
-    serve(settings, WebhookDeps(decide=service.decide, metrics=metrics, ready=ready, status=status))
+    return WebhookDeps(
+        decide=service.decide,
+        stamp=service.stamp,
+        metrics=metrics,
+        ready=ready,
+        status=status,
+        inline_decisions=True,  # every wait above is guarded: the verifier, OPA and the API client
+    )

@@ -10,13 +10,18 @@ from typing import Any, Protocol
 
 from devmlops.adapters.approvals import find_approval
 from devmlops.adapters.evidence import DocumentLookup, resolve_evidence
-from devmlops.core.childreview import DEFAULT_SERVER_IMAGES, controller_of
-from devmlops.core.decision import MODEL_APPROVAL, MODEL_DEPLOYMENT, MODEL_SERVER_KINDS, decide
-from devmlops.core.evidence import Evidence
+from devmlops.core.decision import MODEL_APPROVAL, MODEL_DEPLOYMENT, decide, resource_of, select_policies
+from devmlops.core.evidence import DEFAULT_SERVER_IMAGES, Chain, Evidence, Identities
+from devmlops.core.exemptions import BreakGlass, Exemption
+from devmlops.core.gates.compliance import effective_tier
 from devmlops.core.model import Decision
-from devmlops.core.policy import Authority, PolicySet
+from devmlops.core.mutation import stamp_patch
+from devmlops.core.plan import VerificationPlan
+from devmlops.core.policy import Authority, Policy, PolicySet
 from devmlops.core.ports import PolicyEngine, SignatureVerifier, SignedModel
-from devmlops.core.review import AdmissionRequest, GroupVersionKind
+from devmlops.core.review import AdmissionRequest
+from devmlops.core.serving import may_serve, model_request
+from devmlops.core.workloads import SERVING_RESOURCES, controller_of
 from devmlops.webhook.metrics import WebhookMetrics
 
 __all__ = ["AdmissionService", "TimedVerifier"]
@@ -53,6 +58,21 @@ class ClusterLookup(DocumentLookup, Protocol):
 
     def inference_service(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
 
+    def workload(self, resource: str, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+    def exemptions(self) -> tuple[Exemption, ...]: ...
+
+    def break_glass(self) -> tuple[BreakGlass, ...]: ...
+
+
+# The owners a model server's chain may pass through, and where the webhook finds them: (group, kind) -> resource.
+_CHAIN_OWNERS = {
+    ("apps", "ReplicaSet"): "replicasets",
+    ("apps", "Deployment"): "deployments",
+    ("serving.kserve.io", "InferenceService"): "inferenceservices",
+}
+_MAX_HOPS = 4  # Pod -> ReplicaSet -> Deployment -> InferenceService -> ModelDeployment
+
 
 class AdmissionService:
     def __init__(
@@ -63,12 +83,16 @@ class AdmissionService:
         verifier: SignatureVerifier,
         engine: PolicyEngine | None = None,
         model_server_images: tuple[str, ...] = DEFAULT_SERVER_IMAGES,
+        identities: Identities | None = None,
+        verifier_image: str = "devmlops:0.1.0",
     ) -> None:
         self._policies = policies
         self._lookup = lookup
         self._verifier = verifier
         self._engine = engine
         self._model_server_images = model_server_images
+        self._identities = identities or Identities()
+        self._verifier_image = verifier_image
 
     def decide(self, request: AdmissionRequest) -> Decision:
         return decide(request, self._policies(), self.evidence(request), self._verifier, self._engine)
@@ -78,63 +102,153 @@ class AdmissionService:
         now = dt.datetime.now(dt.UTC)
         stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
         kind = (request.kind.group, request.kind.kind)
-        if request.object is None or request.operation == "DELETE":
+        if request.operation == "DELETE":
+            return Evidence(now=stamp)
+        if resource_of(request) in SERVING_RESOURCES:  # exec and attach may come without an object: still decided
+            raw = request.object or {}
+            obj = {**raw, "metadata": {**(raw.get("metadata") or {}), "namespace": request.namespace}}
+            return self._serving_evidence(request, obj, stamp)
+        if request.object is None:
             return Evidence(now=stamp)
         obj = {**request.object, "metadata": {**(request.object.get("metadata") or {}), "namespace": request.namespace}}
         if kind == MODEL_DEPLOYMENT:
             return replace(self._model_evidence(obj, now), now=stamp, requester_stamped=True)
-        if kind in MODEL_SERVER_KINDS:
-            owner = self._owner_model(request.namespace, obj)
-            decision = self._serving_decision(owner, request) if owner else None
-            return Evidence(
-                owner=owner, owner_decision=decision, now=stamp, model_server_images=self._model_server_images
-            )
         labels = dict(self._lookup.namespace_labels(request.namespace))
         if kind == MODEL_APPROVAL:
-            name = str((obj.get("spec") or {}).get("modelDeployment") or "")
-            return Evidence(
-                target=self._lookup.model_deployment(request.namespace, name), namespace_labels=labels, now=stamp
-            )
+            target = self._approval_target(request)
+            # The target's SBOM, for its effective risk tier (the review decides whether approval is required).
+            summary = resolve_evidence(target, self._lookup).sbom_summary if target is not None else None
+            return Evidence(target=target, sbom_summary=summary, namespace_labels=labels, now=stamp)
         return Evidence(namespace_labels=labels, now=stamp)
 
+    def stamp(self, request: AdmissionRequest) -> list[dict[str, Any]]:
+        """The mutating webhook's JSONPatch: for a new ModelApproval, stamped with the ModelDeployment it names."""
+        target = None
+        if (request.kind.group, request.kind.kind) == MODEL_APPROVAL and request.operation == "CREATE":
+            target = self._approval_target(request)
+        return stamp_patch(request, target=target)
+
+    def _approval_target(self, request: AdmissionRequest) -> Mapping[str, Any] | None:
+        """The ModelDeployment a ModelApproval names, from the cache, with its namespace filled in."""
+        name = str(((request.object or {}).get("spec") or {}).get("modelDeployment") or "")
+        target = self._lookup.model_deployment(request.namespace, name) if name else None
+        if target is None:
+            return None
+        return {**target, "metadata": {**(target.get("metadata") or {}), "namespace": request.namespace}}
+
     def _model_evidence(self, model: Mapping[str, Any], now: dt.datetime) -> Evidence:
-        """A ModelDeployment's documents and its valid approval, for admission and for the serving stage."""
-        return replace(
-            resolve_evidence(model, self._lookup), approval=find_approval(self._lookup.approvals(), model, now)
+        """A ModelDeployment's documents and its valid approval, for admission and for the serving stage: the
+        approval is judged under the policies selecting it at its effective tier, as decide() will judge it."""
+        evidence = resolve_evidence(model, self._lookup)
+        metadata = model.get("metadata") or {}
+        selecting = select_policies(
+            self._policies(),
+            namespace=str(metadata.get("namespace") or ""),
+            namespace_labels=evidence.namespace_labels,
+            model_name=str(((model.get("spec") or {}).get("model") or {}).get("name") or ""),
+        )
+        tier = effective_tier(model, selecting, evidence.sbom_summary)
+        approval = find_approval(self._lookup.approvals(), model, now, policies=selecting, tier=tier)
+        return replace(evidence, approval=approval)
+
+    def _serving_evidence(self, request: AdmissionRequest, obj: Mapping[str, Any], stamp: str) -> Evidence:
+        """For a Pod, workload, subresource or KServe kind: its controller chain (for a scale, the chain of the stored
+        workload it scales), the exemptions and break-glass grants, and the image allow-lists for runtimes."""
+        namespace = request.namespace
+        labels = dict(self._lookup.namespace_labels(namespace)) if namespace else {}
+        resource = resource_of(request)
+        scaled = None
+        subject: Mapping[str, Any] | None = obj
+        if request.sub_resource == "scale":
+            scaled = self._lookup.workload(resource, namespace, request.name)
+            subject = scaled
+        elif request.sub_resource:
+            subject = None
+        chain = self._chain(namespace, subject, request) if subject is not None else None
+        return Evidence(
+            namespace_labels=labels,
+            now=stamp,
+            chain=chain,
+            scaled=scaled,
+            exemptions=self._lookup.exemptions(),
+            break_glass=self._lookup.break_glass(),
+            identities=self._identities,
+            verifier_image=self._verifier_image,
+            model_server_images=self._model_server_images,
+            image_allow_lists=_image_allow_lists(self._cluster_policies(namespace, labels)),
         )
 
-    def _owner_model(self, namespace: str, obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
-        """Follow the controller chain (InferenceService -> ModelDeployment), requiring matching uids."""
-        ref = controller_of(obj)
-        if ref and ref.get("kind") == "InferenceService":
-            isvc = self._lookup.inference_service(namespace, str(ref.get("name")))
-            if isvc is None or (isvc.get("metadata") or {}).get("uid") != ref.get("uid"):
-                return None
-            ref = controller_of(isvc)
-        if (
-            not ref
-            or ref.get("kind") != "ModelDeployment"
-            or not str(ref.get("apiVersion", "")).startswith("devmlops.io/")
-        ):
-            return None
-        model = self._lookup.model_deployment(namespace, str(ref.get("name")))
-        if model is None or (model.get("metadata") or {}).get("uid") != ref.get("uid"):
-            return None  # a copied ownerReference that names another object
-        return model
+    def _cluster_policies(self, namespace: str, labels: Mapping[str, str]) -> list[Policy]:
+        """The ClusterModelPolicies that select a namespace (every one for a cluster-scoped object)."""
+        return [
+            p
+            for p in self._policies().policies
+            if not p.namespace
+            and (not namespace or p.namespace_selector is None or p.namespace_selector.matches(labels))
+        ]
 
-    def _serving_decision(self, model: Mapping[str, Any], child: AdmissionRequest) -> Decision:
-        """The owner decided again at the serving stage: signature, policies, approval, Rego."""
+    def _chain(self, namespace: str, obj: Mapping[str, Any], request: AdmissionRequest) -> Chain | None:
+        """Follow controller ownerReferences up to a ModelDeployment, each owner found in the caches with the uid the
+        reference names (a copied reference to another object, or to one that does not exist, breaks the chain)."""
+        if controller_of(obj) is None:
+            return None
+        hops: list[Mapping[str, Any]] = []
+        current = obj
+        for _ in range(_MAX_HOPS):
+            ref = controller_of(current)
+            if ref is None:
+                return Chain(hops=tuple(hops), broken=f"{current.get('kind')} {_name(current)} has no controller")
+            group = str(ref.get("apiVersion") or "").partition("/")[0] if "/" in str(ref.get("apiVersion")) else ""
+            kind, name, uid = str(ref.get("kind")), str(ref.get("name")), ref.get("uid")
+            if (group, kind) == ("devmlops.io", "ModelDeployment"):
+                model = self._lookup.model_deployment(namespace, name)
+                if model is None or (model.get("metadata") or {}).get("uid") != uid:
+                    return Chain(hops=tuple(hops), broken=f"ModelDeployment {name} with uid {uid} does not exist")
+                return self._model_chain(tuple(hops), model, request)
+            resource = _CHAIN_OWNERS.get((group, kind))
+            if resource is None:
+                return Chain(
+                    hops=tuple(hops), broken=f"its controller {kind} {name} is no part of a model server chain"
+                )
+            owner = self._lookup.workload(resource, namespace, name)
+            if owner is None or (owner.get("metadata") or {}).get("uid") != uid:
+                return Chain(hops=tuple(hops), broken=f"{kind} {name} with uid {uid} does not exist")
+            current = {**owner, "kind": kind}
+            hops.append(current)
+        return Chain(hops=tuple(hops), broken=f"a controller chain longer than {_MAX_HOPS} owners")
+
+    def _model_chain(
+        self, hops: tuple[Mapping[str, Any], ...], model: Mapping[str, Any], child: AdmissionRequest
+    ) -> Chain:
+        """The ModelDeployment decided at the serving stage, with the plan and image allow-lists derived again."""
         metadata = model.get("metadata") or {}
-        request = AdmissionRequest(
-            uid=child.uid,
-            kind=GroupVersionKind("devmlops.io", "v1alpha1", "ModelDeployment"),
-            operation="UPDATE",
-            namespace=child.namespace,
-            name=str(metadata.get("name")),
-            username=child.username,
-            groups=child.groups,
-            object=model,
-            old_object=model,
+        namespace = str(metadata.get("namespace") or child.namespace)
+        model = {**model, "metadata": {**metadata, "namespace": namespace}}
+        model_name = str(((model.get("spec") or {}).get("model") or {}).get("name") or "")
+        labels = self._lookup.namespace_labels(namespace)
+        selecting = select_policies(
+            self._policies(), namespace=namespace, namespace_labels=labels, model_name=model_name
         )
         evidence = self._model_evidence(model, dt.datetime.now(dt.UTC))
-        return decide(request, self._policies(), evidence, self._verifier, self._engine, stage="serving")
+        bundle = evidence.signatures[0].text if evidence.signatures and evidence.signatures[0].text else ""
+        digest = str(((model.get("spec") or {}).get("model") or {}).get("digest") or "")
+        return Chain(
+            hops=hops,
+            model=model,
+            decision=self._serving_decision(model, child, evidence),
+            plan_json=VerificationPlan.for_policies(bundle, digest, selecting).to_json(),
+            image_allow_lists=_image_allow_lists(selecting),
+        )
+
+    def _serving_decision(self, model: Mapping[str, Any], child: AdmissionRequest, evidence: Evidence) -> Decision:
+        """The owner decided again at the serving stage: signature, policies, approval, Rego."""
+        request = model_request(model, uid=child.uid, username=child.username, groups=child.groups)
+        return may_serve(model, self._policies(), evidence, self._verifier, self._engine, request=request)
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name") or "")
+
+
+def _image_allow_lists(policies: Iterable[Policy]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    return tuple((p.name, p.allow.images) for p in policies if p.allow.images is not None)

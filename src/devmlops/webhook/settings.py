@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from devmlops.core.childreview import DEFAULT_SERVER_IMAGES
+from devmlops.core.evidence import DEFAULT_SERVER_IMAGES, Identities
 
 __all__ = ["WebhookSettings"]
 
@@ -27,6 +27,12 @@ class WebhookSettings(BaseModel):
     )
     verification_timeout_seconds: float = Field(default=3.0, gt=0, description="Deadline of one verification.")
     decision_workers: int = Field(default=8, ge=1)
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="Worker processes on one port (SO_REUSEPORT), each with its own caches built from the API server.",
+    )
     max_pending_decisions: int = Field(
         default=64,
         ge=1,
@@ -45,7 +51,15 @@ class WebhookSettings(BaseModel):
         min_length=1,
         description="Image substrings that make a Deployment or StatefulSet a model server (as in matchConditions).",
     )
+    operator_user: str = Field(default=Identities().operator, min_length=1)
+    kserve_user: str = Field(default=Identities().kserve, min_length=1)
+    controller_users: tuple[str, ...] = Field(default=Identities().controllers, min_length=1)
+    verifier_image: str = Field(default="devmlops:0.1.0", min_length=1)
     evidence_secret_namespaces: tuple[str, ...] | None = Field(
         default=None,
         description="Namespaces whose labelled Secrets are evidence; None: every namespace; empty: Secrets are off.",
     )
+
+    @property
+    def identities(self) -> Identities:
+        return Identities(operator=self.operator_user, kserve=self.kserve_user, controllers=self.controller_users)

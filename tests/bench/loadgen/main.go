@@ -1,7 +1,9 @@
 // loadgen: the load generator of the webhook benchmark, in Go so that the load it offers is not bounded by a
 // Python client on the same two cores. Closed loop (-rate 0: -conns workers send -requests bodies back to back)
 // measures saturation; open loop (-rate R for -duration) offers a fixed arrival rate whatever the server does, so
-// queueing shows up as latency, timeouts or shed requests. Standard library only; prints one JSON summary.
+// queueing shows up as latency, timeouts or shed requests. -warmup sends that many requests on the same
+// connections before the measured run. The summary includes the CPU time this process used (user + system), so a
+// benchmark can show that the client was not what limited the server. Standard library only; prints one JSON summary.
 package main
 
 import (
@@ -19,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -38,6 +41,8 @@ type summary struct {
 	P99Ms       float64        `json:"p99_ms"`
 	MaxMs       float64        `json:"max_ms"`
 	MaxInFlight int64          `json:"max_in_flight"`
+	CPUSeconds  float64        `json:"cpu_seconds"`
+	Connections int            `json:"connections"`
 }
 
 func main() {
@@ -45,9 +50,12 @@ func main() {
 	caFile := flag.String("ca", "", "CA certificate (PEM) of the server")
 	bodiesFile := flag.String("bodies", "", "file with one AdmissionReview JSON per line")
 	conns := flag.Int("conns", 16, "closed loop: workers; open loop: maximum connections")
-	requests := flag.Int("requests", 2000, "closed loop: requests in all")
+	requests := flag.Int("requests", 2000, "closed loop: requests in all (0: as many as fit in -duration)")
 	rate := flag.Float64("rate", 0, "open loop: requests per second (0: closed loop)")
-	duration := flag.Duration("duration", 5*time.Second, "open loop: how long to offer load")
+	duration := flag.Duration("duration", 5*time.Second, "open loop, or closed loop with -requests 0: how long")
+	warmup := flag.Int("warmup", 0, "closed loop: requests sent first on the same connections, not measured")
+	unique := flag.String("unique", "", "every occurrence of this text in a body is replaced by the request's "+
+		"sequence number, zero-padded to the same length, so that no two requests are alike")
 	timeout := flag.Duration("timeout", 10*time.Second, "per-request timeout (the webhook configuration's)")
 	flag.Parse()
 
@@ -56,8 +64,19 @@ func main() {
 	client, err := newClient(*caFile, *conns, *timeout)
 	check(err)
 
+	var sequence atomic.Int64
+	mark := []byte(*unique)
+	stamp := func(body []byte) []byte {
+		if len(mark) == 0 || !bytes.Contains(body, mark) {
+			return body
+		}
+		number := []byte(fmt.Sprintf("%0*d", len(mark), sequence.Add(1)))
+		return bytes.ReplaceAll(body, mark, number[len(number)-len(mark):])
+	}
+
 	var inFlight, maxInFlight atomic.Int64
 	send := func(body []byte) result {
+		body = stamp(body)
 		now := inFlight.Add(1)
 		for {
 			seen := maxInFlight.Load()
@@ -74,9 +93,7 @@ func main() {
 	var results []result
 	var mu sync.Mutex
 	record := func(r result) { mu.Lock(); results = append(results, r); mu.Unlock() }
-	started := time.Now()
-	mode := "closed"
-	if *rate <= 0 {
+	closedLoop := func(count int, until time.Time, keep bool) {
 		var next atomic.Int64
 		var wg sync.WaitGroup
 		for w := 0; w < *conns; w++ {
@@ -85,14 +102,27 @@ func main() {
 				defer wg.Done()
 				for {
 					i := int(next.Add(1)) - 1
-					if i >= *requests {
+					if (count > 0 && i >= count) || (count == 0 && !time.Now().Before(until)) {
 						return
 					}
-					record(send(bodies[i%len(bodies)]))
+					r := send(bodies[i%len(bodies)])
+					if keep {
+						record(r)
+					}
 				}
 			}()
 		}
 		wg.Wait()
+	}
+	if *rate <= 0 && *warmup > 0 {
+		closedLoop(*warmup, time.Time{}, false)
+		maxInFlight.Store(0)
+	}
+	cpuBefore := cpuSeconds()
+	started := time.Now()
+	mode := "closed"
+	if *rate <= 0 {
+		closedLoop(*requests, started.Add(*duration), true)
 	} else {
 		mode = "open"
 		total := int(*rate * duration.Seconds())
@@ -110,7 +140,10 @@ func main() {
 	}
 	elapsed := time.Since(started).Seconds()
 
-	out := summary{Mode: mode, Sent: len(results), Seconds: elapsed, Outcomes: map[string]int{}, MaxInFlight: maxInFlight.Load()}
+	out := summary{
+		Mode: mode, Sent: len(results), Seconds: elapsed, Outcomes: map[string]int{}, MaxInFlight: maxInFlight.Load(),
+		CPUSeconds: cpuSeconds() - cpuBefore, Connections: *conns,
+	}
 	latencies := make([]float64, 0, len(results))
 	for _, r := range results {
 		out.Outcomes[r.outcome]++
@@ -200,6 +233,16 @@ func readBodies(path string) ([][]byte, error) {
 		return nil, fmt.Errorf("no bodies in %s", path)
 	}
 	return bodies, scanner.Err()
+}
+
+// cpuSeconds is the user and system CPU time of this process so far.
+func cpuSeconds() float64 {
+	var usage syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &usage) != nil {
+		return 0
+	}
+	seconds := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+	return seconds(usage.Utime) + seconds(usage.Stime)
 }
 
 func check(err error) {

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from devmlops.core.approvalreview import review_approval
-from devmlops.core.evidence import Evidence
-from devmlops.core.gates.compliance import check_compliance
+from devmlops.core.gates.compliance import check_compliance, effective_tier
 from devmlops.core.gates.requester import check_requester
+from devmlops.core.model import GateResult
 from devmlops.core.mutation import stamp_patch
 from devmlops.core.narrowing import widenings
 from devmlops.core.policy import compile_policy
@@ -48,33 +49,49 @@ def md(tier: str | None, annotations: dict[str, str] | None = None, requester: s
     }
 
 
+def comply(obj: dict[str, Any], sbom: SbomSummary | None = None) -> GateResult:
+    """The compliance gate under POLICY alone, at the effective tier."""
+    return check_compliance(obj, POLICY, effective_tier(obj, [POLICY], sbom))
+
+
 def test_the_risk_label_is_required_and_must_be_a_known_tier() -> None:
-    assert "label devmlops.io/eu-ai-act-risk is missing" in check_compliance(md(None), POLICY, Evidence()).reason
-    assert "got 'extreme'" in check_compliance(md("extreme"), POLICY, Evidence()).reason
+    assert "label devmlops.io/eu-ai-act-risk is missing" in comply(md(None)).reason
+    assert "got 'extreme'" in comply(md("extreme")).reason
 
 
 def test_tier_demands_come_from_policy() -> None:
-    assert check_compliance(md("prohibited"), POLICY, Evidence()).outcome == "fail"
-    missing = check_compliance(md("high"), POLICY, Evidence())
+    assert comply(md("prohibited")).outcome == "fail"
+    missing = comply(md("high"))
     assert "annotation(s) devmlops.io/dpia missing" in missing.reason
-    ok = check_compliance(md("high", {"devmlops.io/dpia": "https://dpia"}), POLICY, Evidence())
+    ok = comply(md("high", {"devmlops.io/dpia": "https://dpia"}))
     assert ok.outcome == "pass"
     assert "served only after a ModelApproval" in ok.reason
-    assert check_compliance(md("minimal"), POLICY, Evidence()).outcome == "pass"
+    assert comply(md("minimal")).outcome == "pass"
 
 
-def test_a_label_lower_than_the_sboms_risk_assessment_is_refused() -> None:
+def test_a_label_lower_than_the_sboms_risk_assessment_does_not_lower_the_tier() -> None:
+    # Before issue 13 this was refused; now the SBOM's stated risk counts as the tier (property 8).
     summary = SbomSummary(
         format="spdx",
         spec_version="3.0.1",
         components=(SbomComponent(name="m", kind="machine-learning-model", risk="high"),),
     )
-    result = check_compliance(md("limited"), POLICY, Evidence(sbom_summary=summary))
-    assert "the SBOM's safetyRiskAssessment is 'high', which needs at least 'high'" in result.reason
+    result = comply(md("limited"), summary)
+    assert result.outcome == "fail"
+    assert result.reason == (
+        "risk tier high (label 'limited'; SBOM model 'm' safetyRiskAssessment 'high' states 'high'): "
+        "annotation(s) devmlops.io/dpia missing"
+    )
+    ok = comply(md("limited", {"devmlops.io/dpia": "https://dpia"}), summary)
+    assert ok.outcome == "pass"
+    assert "served only after a ModelApproval" in ok.reason
 
 
-def approval_request(user: str, groups: tuple[str, ...], digest: str = DIGEST, **spec: Any) -> AdmissionRequest:
-    return AdmissionRequest(
+def approval_request(
+    user: str, groups: tuple[str, ...], digest: str = DIGEST, target: dict[str, Any] | None = None, **spec: Any
+) -> AdmissionRequest:
+    """A ModelApproval CREATE as the validating webhook sees it: stamped by the mutating webhook for ``target``."""
+    request = AdmissionRequest(
         uid="u",
         kind=GroupVersionKind("devmlops.io", "v1alpha1", "ModelApproval"),
         operation="CREATE",
@@ -85,6 +102,9 @@ def approval_request(user: str, groups: tuple[str, ...], digest: str = DIGEST, *
         old_object=None,
         object={"metadata": {"name": "a"}, "spec": {"modelDeployment": "fraud", "digest": digest, **spec}},
     )
+    (patch,) = stamp_patch(request, target=target if target is not None else md("high"))
+    assert request.object is not None
+    return replace(request, object={**request.object, "metadata": {"name": "a", "annotations": patch["value"]}})
 
 
 def test_an_approval_needs_a_named_approver_who_is_not_the_requester_for_the_current_digest() -> None:
@@ -105,7 +125,9 @@ def test_an_approval_needs_a_named_approver_who_is_not_the_requester_for_the_cur
     )
     assert "already past" in expired.message
     assert "does not exist" in review_approval(approval_request("bob", ("approvers",)), None, [POLICY], now=now).message
-    nothing = review_approval(approval_request("bob", ("approvers",)), md("minimal"), [POLICY], now=now)
+    nothing = review_approval(
+        approval_request("bob", ("approvers",), target=md("minimal")), md("minimal"), [POLICY], now=now
+    )
     assert "nothing to approve" in nothing.message
 
 
@@ -182,41 +204,3 @@ def test_an_approval_is_immutable_and_keeps_who_approved() -> None:
     assert "immutable" in update({**original, "spec": {"modelDeployment": "fraud", "digest": "sha256:" + "0" * 64}})
     forged = {**original, "metadata": {"annotations": {"devmlops.io/approved-by": "mallory"}}}
     assert "expected 'bob' (unchanged)" in update(forged)
-
-
-def test_a_workload_kserve_derives_from_an_admitted_inference_service_is_admitted() -> None:
-    from devmlops.core.childreview import review_child
-    from devmlops.core.model import Decision, GateResult
-
-    owner = {
-        "metadata": {"name": "fraud", "uid": "u1"},
-        "spec": {"model": {"uri": "s3://m/fraud", "digest": DIGEST}, "runtime": {"kind": "kserve"}},
-    }
-    deployment = {
-        "metadata": {
-            "name": "fraud-predictor",
-            "ownerReferences": [{"kind": "InferenceService", "name": "fraud", "uid": "i1", "controller": True}],
-        },
-        "spec": {
-            "replicas": 1,
-            "template": {"spec": {"containers": [{"name": "kserve-container", "image": "kserve/sklearnserver:v0.15"}]}},
-        },
-    }
-    request = AdmissionRequest(
-        uid="u",
-        kind=GroupVersionKind("apps", "v1", "Deployment"),
-        operation="CREATE",
-        namespace="ml",
-        name="fraud-predictor",
-        username="kserve",
-        groups=(),
-        object=deployment,
-        old_object=None,
-    )
-    ok = Decision((GateResult(gate="signature", outcome="pass", reason="ok"),))
-    assert review_child(request, owner, ok).allowed
-    refused = Decision((GateResult(gate="approval", outcome="fail", reason="no approval"),))
-    assert "may not be served now" in review_child(request, owner, refused).message
-    orphan = review_child(request, None, None)
-    assert not orphan.allowed
-    assert "is owned by InferenceService fraud; expected the child of an admitted ModelDeployment" in orphan.message

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from devmlops.operator.kserve import ANNOTATION_DIGEST, build_inference_service
+from devmlops.core.render import ANNOTATION_DIGEST, build_inference_service
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -2,9 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from devmlops.adapters.servingverify import ENV_PLAN
-from devmlops.operator.kserve import ANNOTATION_VERIFICATION, build_inference_service
-from devmlops.operator.triton import build_triton
+from devmlops.core.plan import ENV_PLAN
+from devmlops.core.render import ANNOTATION_VERIFICATION, build_inference_service, build_triton
 
 DIGEST = "sha256:" + "ab" * 32
 IMAGE = "nvcr.io/nvidia/tritonserver@sha256:" + "0" * 64

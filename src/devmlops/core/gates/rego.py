@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from devmlops.core.evidence import Evidence
 from devmlops.core.gates import policy_result
-from devmlops.core.gates.compliance import risk_tier
+from devmlops.core.gates.compliance import EffectiveTier, effective_tier
 from devmlops.core.model import GateResult, Mode, Outcome
 from devmlops.core.policy import Policy
 from devmlops.core.ports import PolicyEngine, PolicyEngineUnavailable, SignedModel
@@ -29,9 +29,12 @@ def rego_input(
     signed: SignedModel | None,
     *,
     stage: Stage,
+    tier: EffectiveTier | None = None,
 ) -> dict[str, Any]:
-    """The input document every package sees (stable: security teams write Rego against it)."""
+    """The input document every package sees (stable: security teams write Rego against it). ``compliance.tier`` is
+    the effective tier (``effective_tier()`` under every selecting policy; under ``policy`` alone when not given)."""
     summary = evidence.sbom_summary
+    tier = tier or effective_tier(obj, [policy], summary)
     metadata = obj.get("metadata") or {}
     return {
         "stage": stage,
@@ -82,7 +85,13 @@ def rego_input(
             if summary
             else None
         ),
-        "compliance": {"tier": risk_tier(obj), "labels": dict(metadata.get("labels") or {})},
+        "compliance": {
+            "tier": tier.tier,
+            "declaredTier": tier.label,
+            "statedTier": tier.stated,
+            "assignedTier": tier.assigned,
+            "labels": dict(metadata.get("labels") or {}),
+        },
         "approval": (
             {
                 "approved": evidence.approval.approved,

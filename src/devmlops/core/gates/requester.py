@@ -1,18 +1,22 @@
 """Who asked for a ModelDeployment: ``devmlops.io/requested-by`` comes from the API request, never from the user.
 
-The mutating webhook stamps it; this gate refuses any other value, so four-eyes approval cannot be gamed by
-writing someone else's name into the object.
+The requester is whoever set what is served: the spec, all of it but the replica count (the model, its signature
+and SBOM, the runtime, the rollout). The mutating webhook stamps it on create and on a change of what is served;
+scaling, relabelling or annotating keeps the recorded requester, so nobody becomes "the other person" of four eyes
+by touching a model someone else asked for. This gate refuses any other value.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from devmlops.core.model import GateResult
 from devmlops.core.review import AdmissionRequest
 
-__all__ = ["GATE", "REQUESTED_BY", "check_requester", "expected_requester"]
+__all__ = ["GATE", "REQUESTED_BY", "check_requester", "expected_requester", "served_fingerprint", "served_spec"]
 
 GATE = "requester"
 REQUESTED_BY = "devmlops.io/requested-by"
@@ -22,13 +26,29 @@ def _annotation(obj: Mapping[str, Any] | None) -> str:
     return str((((obj or {}).get("metadata") or {}).get("annotations") or {}).get(REQUESTED_BY) or "")
 
 
+def served_spec(obj: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What a ModelDeployment serves: its spec without ``runtime.replicas`` (how many copies is not what)."""
+    spec = dict((obj or {}).get("spec") or {})
+    runtime = spec.get("runtime")
+    if isinstance(runtime, Mapping):
+        spec["runtime"] = {key: value for key, value in runtime.items() if key != "replicas"}
+    return spec
+
+
+def served_fingerprint(obj: Mapping[str, Any] | None) -> str:
+    """``sha256:<hex>`` of ``served_spec()`` as canonical JSON: what an approval binds besides uid and digest."""
+    text = json.dumps(served_spec(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
 def expected_requester(request: AdmissionRequest) -> str:
-    """The requester a create or a spec change records; other updates keep the recorded one."""
-    if request.operation == "UPDATE" and request.old_object is not None:
-        old_spec = request.old_object.get("spec")
-        new_spec = (request.object or {}).get("spec")
-        if old_spec == new_spec:
-            return _annotation(request.old_object) or request.username
+    """The requester a create or a change of what is served records; other updates keep the recorded one."""
+    if (
+        request.operation == "UPDATE"
+        and request.old_object is not None
+        and served_spec(request.old_object) == served_spec(request.object)
+    ):
+        return _annotation(request.old_object) or request.username
     return request.username
 
 

@@ -1,0 +1,109 @@
+"""The verification plan: what a serving pod needs to check that the bytes it loads are the bytes that were signed.
+
+The operator renders it into the pod (the OMS bundle, the digest admission verified, and the authorities with
+thresholds of the policies that admitted it); the webhook derives it again from the admitted ModelDeployment and
+the cluster policies and compares, so a plan is never trusted because an editable object carries it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from devmlops.core.policy import Authority, Policy
+from devmlops.core.ports import SignatureVerifier, SignedModel, VerificationFailed
+from devmlops.errors import InvalidInputError
+
+__all__ = ["ENV_PLAN", "VerificationPlan"]
+
+ENV_PLAN = "DEVMLOPS_VERIFICATION"
+
+
+def _authority_json(a: Authority) -> dict[str, str]:
+    fields = {
+        "name": a.name,
+        "kind": a.kind,
+        "publicKey": a.public_key,
+        "certificates": a.certificates,
+        "identity": a.identity,
+        "identityRegExp": a.identity_regexp,
+        "issuer": a.issuer,
+        "trustConfig": a.trust_config,
+    }
+    return {k: v for k, v in fields.items() if v}
+
+
+def _authority(raw: Mapping[str, Any]) -> Authority:
+    return Authority(
+        name=str(raw["name"]),
+        kind=raw["kind"],
+        public_key=raw.get("publicKey", ""),
+        certificates=raw.get("certificates", ""),
+        identity=raw.get("identity", ""),
+        identity_regexp=raw.get("identityRegExp", ""),
+        issuer=raw.get("issuer", ""),
+        trust_config=raw.get("trustConfig", ""),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationPlan:
+    bundle: str
+    digest: str
+    groups: tuple[tuple[int, tuple[Authority, ...]], ...]  # (threshold, authorities) per admitting policy
+
+    @classmethod
+    def for_policies(cls, bundle: str, digest: str, policies: Sequence[Policy]) -> VerificationPlan:
+        ordered = sorted(policies, key=lambda p: (p.namespace, p.name))  # one plan, whatever order policies came in
+        return cls(bundle, digest, tuple((p.threshold, p.authorities) for p in ordered if p.authorities))
+
+    def to_json(self) -> str:
+        groups = [{"threshold": t, "authorities": [_authority_json(a) for a in auths]} for t, auths in self.groups]
+        return json.dumps({"bundle": self.bundle, "digest": self.digest, "policies": groups}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> VerificationPlan:
+        try:
+            raw = json.loads(text)
+            groups = tuple(
+                (int(g["threshold"]), tuple(_authority(a) for a in g["authorities"])) for g in raw["policies"]
+            )
+            plan = cls(str(raw["bundle"]), str(raw["digest"]), groups)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidInputError(f"{ENV_PLAN}: not a verification plan ({exc})") from exc
+        if not plan.groups:
+            raise InvalidInputError(f"{ENV_PLAN}: names no authority; refusing to serve unverified bytes")
+        return plan
+
+    def same_as(self, other: VerificationPlan) -> bool:
+        """Equal bundle, digest and authority groups, whatever the order the policies were listed in."""
+
+        def groups(plan: VerificationPlan) -> list[str]:
+            return sorted(
+                json.dumps([t, [_authority_json(a) for a in auths]], sort_keys=True) for t, auths in plan.groups
+            )
+
+        return (self.bundle, self.digest, groups(self)) == (other.bundle, other.digest, groups(other))
+
+    def verify_signature(self, verifier: SignatureVerifier) -> SignedModel:
+        """Every admitting policy's threshold must be met again, and the bundle must sign the admitted digest."""
+        signed: SignedModel | None = None
+        for threshold, authorities in self.groups:
+            passed = 0
+            for authority in authorities:
+                try:
+                    signed = verifier.verify_model(self.bundle, authority)
+                except VerificationFailed:
+                    continue
+                passed += 1
+            if passed < threshold:
+                names = ", ".join(a.name for a in authorities)
+                raise VerificationFailed(
+                    f"signature verified for {passed} of {threshold} required authorities ({names})"
+                )
+        assert signed is not None  # a group with threshold >= 1 passed
+        if signed.digest != self.digest:
+            raise VerificationFailed(f"the signature covers {signed.digest}, but {self.digest} was admitted")
+        return signed

@@ -1,0 +1,185 @@
+"""The one renderer: the children that serve an admitted ModelDeployment, as pure data.
+
+The operator writes exactly what ``render_children`` returns; the webhook compares every child it is asked to
+admit against the same rendering (``core/compare.py``), field by field. Nothing here reads the cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from devmlops.core.plan import ENV_PLAN
+
+__all__ = [
+    "ANNOTATION_DIGEST",
+    "ANNOTATION_POLICY_REVISION",
+    "ANNOTATION_VERIFICATION",
+    "LABEL_MODEL_DEPLOYMENT",
+    "LABEL_MODEL_SERVER",
+    "MODEL_DIR",
+    "VERIFY_URI_PREFIX",
+    "build_inference_service",
+    "build_triton",
+    "owner_reference",
+    "render_children",
+]
+
+VERIFY_URI_PREFIX = "devmlops+"  # storageUri scheme prefix that routes KServe to the devmlops storage initializer
+ANNOTATION_DIGEST = "devmlops.io/model-digest"
+ANNOTATION_POLICY_REVISION = "devmlops.io/policy-revision"
+ANNOTATION_VERIFICATION = "devmlops.io/verification"
+LABEL_MODEL_DEPLOYMENT = "devmlops.io/model-deployment"
+
+
+def build_inference_service(
+    model_deployment: Mapping[str, Any], *, plan_json: str = "", policy_revision: str = ""
+) -> dict[str, Any]:
+    """The InferenceService child.
+
+    The storage URI gets the ``devmlops+`` prefix, which KServe routes to the devmlops ClusterStorageContainer
+    (config/kserve/): it downloads the model and verifies signature and bytes before the predictor starts. The
+    plan reaches that container through a predictor annotation and the downward API.
+    """
+    metadata = model_deployment["metadata"]
+    spec = model_deployment["spec"]
+    model, runtime = spec["model"], spec["runtime"]
+    predictor_model: dict[str, Any] = {"storageUri": VERIFY_URI_PREFIX + model["uri"]}
+    if model.get("format"):
+        predictor_model["modelFormat"] = {"name": model["format"]}
+    if runtime.get("servingRuntime"):
+        predictor_model["runtime"] = runtime["servingRuntime"]
+    if runtime.get("resources"):
+        predictor_model["resources"] = runtime["resources"]
+    predictor: dict[str, Any] = {"model": predictor_model, "minReplicas": int(runtime.get("replicas", 1))}
+    if plan_json:
+        predictor["annotations"] = {ANNOTATION_VERIFICATION: plan_json}
+    rollout = spec.get("rollout") or {}
+    if rollout.get("strategy") == "canary":
+        predictor["canaryTrafficPercent"] = int(rollout["canary"]["trafficPercent"])
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": metadata["name"],
+            "namespace": metadata["namespace"],
+            "labels": {"app.kubernetes.io/managed-by": "devmlops", LABEL_MODEL_DEPLOYMENT: metadata["name"]},
+            "annotations": {ANNOTATION_DIGEST: model["digest"], ANNOTATION_POLICY_REVISION: policy_revision},
+        },
+        "spec": {"predictor": predictor},
+    }
+
+
+LABEL_MODEL_SERVER = "devmlops.io/model-server"
+MODEL_DIR = "/mnt/models"
+PORTS = (("http", 8000), ("grpc", 8001), ("metrics", 8002))
+_RESTRICTED = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _probe(path: str, **timing: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": "http"}, **timing}
+
+
+def build_triton(
+    model_deployment: Mapping[str, Any], *, plan_json: str, verifier_image: str, policy_revision: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Deployment and the Service."""
+    metadata, spec = model_deployment["metadata"], model_deployment["spec"]
+    name, namespace = metadata["name"], metadata["namespace"]
+    model, runtime = spec["model"], spec["runtime"]
+    selector = {LABEL_MODEL_DEPLOYMENT: name}
+    labels = {"app.kubernetes.io/managed-by": "devmlops", LABEL_MODEL_SERVER: "triton", **selector}
+    annotations = {ANNOTATION_DIGEST: model["digest"], ANNOTATION_POLICY_REVISION: policy_revision}
+    mount = {"name": "model", "mountPath": MODEL_DIR}
+    verifier = {
+        "name": "devmlops-verify",
+        "image": verifier_image,
+        "args": ["storage-initializer", model["uri"], MODEL_DIR],
+        "env": [{"name": ENV_PLAN, "value": plan_json}],
+        "volumeMounts": [mount, {"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - a pod mount path
+        "securityContext": _RESTRICTED,
+    }
+    server = {
+        "name": "triton",
+        "image": runtime["image"],
+        "args": ["tritonserver", f"--model-repository={MODEL_DIR}", "--model-control-mode=none"],
+        "ports": [{"name": port_name, "containerPort": port} for port_name, port in PORTS],
+        "readinessProbe": _probe("/v2/health/ready", periodSeconds=5, failureThreshold=3),
+        "livenessProbe": _probe("/v2/health/live", initialDelaySeconds=10, periodSeconds=10),
+        "startupProbe": _probe("/v2/health/ready", periodSeconds=10, failureThreshold=60),
+        "volumeMounts": [{**mount, "readOnly": True}, {"name": "shm", "mountPath": "/dev/shm"}],  # noqa: S108
+        "securityContext": _RESTRICTED,
+    }
+    if runtime.get("resources"):
+        server["resources"] = runtime["resources"]
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels, "annotations": annotations},
+        "spec": {
+            "replicas": int(runtime.get("replicas", 1)),
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": labels, "annotations": {ANNOTATION_DIGEST: model["digest"]}},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "initContainers": [verifier],
+                    "containers": [server],
+                    "volumes": [
+                        {"name": "model", "emptyDir": {}},
+                        {"name": "tmp", "emptyDir": {}},
+                        {"name": "shm", "emptyDir": {"medium": "Memory"}},
+                    ],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels, "annotations": annotations},
+        "spec": {
+            "selector": selector,
+            "ports": [{"name": port_name, "port": port, "targetPort": port_name} for port_name, port in PORTS],
+        },
+    }
+    return deployment, service
+
+
+def owner_reference(model_deployment: Mapping[str, Any]) -> dict[str, Any]:
+    """The controller reference every child carries: the webhook follows it, uid by uid; the garbage collector too."""
+    metadata = model_deployment["metadata"]
+    return {
+        "apiVersion": "devmlops.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "name": metadata["name"],
+        "uid": metadata.get("uid", ""),
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def render_children(
+    model_deployment: Mapping[str, Any], *, plan_json: str, verifier_image: str, policy_revision: str = ""
+) -> list[dict[str, Any]]:
+    """The model server objects for the runtime kind, owned by the ModelDeployment; the first is the child named in
+    status (InferenceService for kserve; Deployment then Service for triton). Nothing of the ModelDeployment's own
+    labels or annotations is copied: what a child carries is decided here."""
+    if model_deployment["spec"]["runtime"]["kind"] == "triton":
+        children = list(
+            build_triton(
+                model_deployment, plan_json=plan_json, verifier_image=verifier_image, policy_revision=policy_revision
+            )
+        )
+    else:
+        children = [build_inference_service(model_deployment, plan_json=plan_json, policy_revision=policy_revision)]
+    for child in children:
+        child["metadata"]["ownerReferences"] = [owner_reference(model_deployment)]
+    return children

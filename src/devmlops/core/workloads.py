@@ -1,0 +1,510 @@
+"""No bypass: what may run, and what may be written into a model server's chain.
+
+In a namespace under enforcement (label ``devmlops.io/enforce: "true"``, which only a cluster admin can set) a Pod
+runs only when it derives from an admitted ModelDeployment, or when a cluster admin's exemption covers it. A Pod
+derives from a ModelDeployment when its controller chain leads there uid by uid (the shell follows it in its caches:
+``Evidence.chain``), it was written by the identity expected for its place in the chain, and what it runs is what the
+chain renders: the chain's objects are compared with devmlops's own rendering (``core/render.py``), field by field.
+Workloads are judged the same way on their pod templates, so a denial comes at ``kubectl apply`` time. The
+InferenceService child is reviewed in every namespace the webhook sees. Image names never decide anything here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from devmlops.core.compare import differences, metadata_differences
+from devmlops.core.evidence import Chain, Evidence
+from devmlops.core.exemptions import pod_images
+from devmlops.core.globs import matching_glob
+from devmlops.core.model import Decision, GateResult, Outcome
+from devmlops.core.plan import VerificationPlan
+from devmlops.core.render import (
+    ANNOTATION_POLICY_REVISION,
+    ANNOTATION_VERIFICATION,
+    LABEL_MODEL_SERVER,
+    MODEL_DIR,
+    VERIFY_URI_PREFIX,
+    render_children,
+)
+from devmlops.core.review import AdmissionRequest
+from devmlops.errors import InvalidInputError
+
+__all__ = [
+    "ENFORCE_LABEL",
+    "RESERVED_LABEL_PREFIXES",
+    "SERVING_RESOURCES",
+    "controller_of",
+    "is_model_server",
+    "reserved_labels",
+    "review_serving",
+]
+
+ENFORCE_LABEL = "devmlops.io/enforce"
+GATE = "bypass"
+_HINT = "create a ModelDeployment; devmlops creates, verifies and serves the model for it"
+_EXEMPT_HINT = "ask a cluster admin for a ClusterWorkloadExemption listing the pinned images and service account"
+# The resources this module decides (plural names, as in AdmissionRequest.resource).
+WORKLOADS = frozenset({"deployments", "replicasets", "statefulsets", "daemonsets", "jobs", "cronjobs"})
+_NEVER_RENDERED = {
+    "trainedmodels": "a TrainedModel loads model bytes into a running server without devmlops verifying them",
+    "llminferenceservices": "an LLMInferenceService serves a model devmlops never verified",
+    "inferencegraphs": "devmlops renders no InferenceGraph",
+}
+SERVING_RESOURCES = frozenset(
+    {"pods", "services", "inferenceservices", "servingruntimes", "clusterservingruntimes", *WORKLOADS, *_NEVER_RENDERED}
+)
+# Keys KServe's controller and defaulter add to an InferenceService's metadata; the API server's own bookkeeping
+# (uid, resourceVersion, finalizers, ...) is never compared.
+_KSERVE_METADATA = ("serving.kserve.io/", "internal.serving.kserve.io/")
+RESERVED_LABEL_PREFIXES = ("devmlops.io/", "serving.kserve.io/", "component.serving.kserve.io/")
+
+
+def _decision(outcome: Outcome, reason: str, hint: str = "", gate: str = GATE) -> Decision:
+    return Decision((GateResult(gate=gate, outcome=outcome, reason=reason, hint=hint),))
+
+
+def _deny(reason: str, hint: str = _HINT) -> Decision:
+    return _decision("fail", reason, hint)
+
+
+def controller_of(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return next((ref for ref in refs if isinstance(ref, Mapping) and ref.get("controller") is True), None)
+
+
+def _template_spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    spec = obj.get("spec") or {}
+    if "jobTemplate" in spec:  # CronJob
+        spec = ((spec.get("jobTemplate") or {}).get("spec")) or {}
+    return ((spec.get("template") or {}).get("spec")) or {}
+
+
+def is_model_server(obj: Mapping[str, Any], image_patterns: Sequence[str]) -> bool:
+    """Outside enforced namespaces only: labelled as one, or an image name containing a known server's name."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    images = pod_images(_template_spec(obj))
+    return LABEL_MODEL_SERVER in labels or any(p in image for p in image_patterns for image in images)
+
+
+def _enforced(evidence: Evidence) -> bool:
+    return evidence.namespace_labels.get(ENFORCE_LABEL) == "true"
+
+
+def _name(request: AdmissionRequest) -> str:
+    kind = request.kind.kind if request.kind.kind not in ("Scale", "PodExecOptions", "PodAttachOptions") else ""
+    what = kind or f"{request.resource}/{request.sub_resource}"
+    return f"{what} {request.namespace}/{request.name}" if request.namespace else f"{what} {request.name}"
+
+
+def review_serving(request: AdmissionRequest, evidence: Evidence, *, now: dt.datetime) -> Decision:
+    """The no-bypass review of Pods, workloads, their subresources and the KServe kinds."""
+    resource, sub = request.resource, request.sub_resource
+    name = _name(request)
+    if sub in ("exec", "attach", "ephemeralcontainers"):
+        return _break_glass(request, evidence, name, now)
+    if sub == "scale":
+        return _review_scale(request, evidence, name)
+    if sub:
+        return _decision("pass", f"{name}: subresource {sub} does not change what runs")
+    if resource in _NEVER_RENDERED:
+        if resource == "inferencegraphs" and not _enforced(evidence):
+            return _decision("pass", f"{name}: InferenceGraphs route to servers; namespace not under enforcement")
+        return _deny(f"{name}: {_NEVER_RENDERED[resource]}; expected only the children devmlops renders")
+    if resource in ("servingruntimes", "clusterservingruntimes"):
+        return _review_runtime(request, evidence, name)
+    if resource in ("inferenceservices", "services"):  # services: only those a ModelDeployment owns(ed) come here
+        return _review_chain_member(request, evidence, name)
+    obj = request.object or {}
+    if not _enforced(evidence):
+        owner_kind = (controller_of(obj) or {}).get("kind")
+        if resource in ("deployments", "statefulsets") and (
+            owner_kind in ("ModelDeployment", "InferenceService") or is_model_server(obj, evidence.model_server_images)
+        ):
+            return _review_chain_member(request, evidence, name)
+        return _decision("pass", f"{name}: namespace {request.namespace} is not under enforcement")
+    if _same_spec(request):
+        return _decision("pass", f"{name}: spec unchanged (metadata only)")
+    if resource in WORKLOADS and _scaled_down_only(request, ("replicas",)):
+        return _decision("pass", "scaling down is always allowed")
+    if evidence.chain is not None and evidence.chain.model is not None:
+        return _review_chain_member(request, evidence, name)  # claims a place in a model server's chain
+    return _exempt_or_deny(request, evidence, name)
+
+
+def _same_spec(request: AdmissionRequest) -> bool:
+    """An UPDATE that changes neither the spec, nor what devmlops reads from metadata (its annotations: a Pod's
+    verification plan among them; the labels that route a model server's traffic), nor adds an owner: what runs
+    stays what it was."""
+    old, new = request.old_object, request.object
+    if request.operation != "UPDATE" or old is None or new is None or old.get("spec") != new.get("spec"):
+        return False
+
+    def kept(obj: Mapping[str, Any]) -> tuple[Any, Any]:
+        metadata = obj.get("metadata") or {}
+        annotations = metadata.get("annotations") or {}
+        ours = {k: v for k, v in annotations.items() if str(k).startswith("devmlops.io/")}
+        labels = metadata.get("labels") or {}
+        return ours, {k: labels[k] for k in reserved_labels(labels)}
+
+    def owners(obj: Mapping[str, Any]) -> list[Any]:
+        refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+        return list(refs) if isinstance(refs, list) else [refs]
+
+    # Owners may only go away (the garbage collector orphaning); a new owner is a new claim, reviewed in full.
+    return kept(old) == kept(new) and all(ref in owners(old) for ref in owners(new))
+
+
+def _scaled_down_only(request: AdmissionRequest, field: tuple[str, ...]) -> bool:
+    """Everything equal but the replica field, which went down (metadata compared too, bookkeeping aside)."""
+    if request.operation != "UPDATE" or request.old_object is None or request.object is None:
+        return False
+
+    def split(obj: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+        spec: dict[str, Any] = dict(obj.get("spec") or {})
+        node = spec
+        for key in field[:-1]:
+            node[key] = dict(node.get(key) or {})
+            node = node[key]
+        value = node.pop(field[-1], None)
+        metadata = obj.get("metadata") or {}
+        kept = {k: metadata.get(k) for k in ("labels", "annotations", "ownerReferences", "name", "namespace")}
+        return spec, kept, value
+
+    new_spec, new_meta, new_value = split(request.object)
+    old_spec, old_meta, old_value = split(request.old_object)
+    return (
+        new_spec == old_spec
+        and new_meta == old_meta
+        and isinstance(new_value, int)
+        and isinstance(old_value, int)
+        and new_value < old_value
+    )
+
+
+def reserved_labels(labels: Any) -> list[str]:
+    """Labels that route a model server's traffic (its Service selects them): only a model server may wear them."""
+    if not isinstance(labels, Mapping):
+        return []
+    return sorted(
+        str(key)
+        for key, value in labels.items()
+        if str(key).startswith(RESERVED_LABEL_PREFIXES) or (key == "app" and str(value).startswith("isvc."))
+    )
+
+
+def _pod_labels(request: AdmissionRequest) -> Any:
+    obj = request.object or {}
+    if request.resource == "pods":
+        return (obj.get("metadata") or {}).get("labels")
+    spec = obj.get("spec") or {}
+    if "jobTemplate" in spec:
+        spec = ((spec.get("jobTemplate") or {}).get("spec")) or {}
+    return ((spec.get("template") or {}).get("metadata") or {}).get("labels")
+
+
+def _exempt_or_deny(request: AdmissionRequest, evidence: Evidence, name: str) -> Decision:
+    spec = (request.object or {}).get("spec") or {}
+    pod_spec = spec if request.resource == "pods" else _template_spec(request.object or {})
+    if not pod_images(pod_spec):
+        return _deny(f"{name}: no pod template or containers found; expected a Pod spec to review")
+    worn = reserved_labels(_pod_labels(request))
+    if worn:
+        return _deny(
+            f"{name}: labels {worn} would route a model server's traffic to it, but it does not derive from an "
+            "admitted ModelDeployment",
+            "remove the devmlops.io/, serving.kserve.io/ and app=isvc.* labels; only model servers devmlops renders "
+            "wear them",
+        )
+    why: list[str] = []
+    for exemption in evidence.exemptions:
+        problems = exemption.problems(request.namespace, pod_spec)
+        if not problems:
+            return _decision(
+                "pass", f"{name}: exempt by ClusterWorkloadExemption {exemption.name} ({exemption.reason})"
+            )
+        why.append("; ".join(problems))
+    ref = controller_of(request.object or {})
+    found = f"controlled by {ref.get('kind')} {ref.get('name')}" if ref else "controlled by nothing"
+    if evidence.chain is not None and evidence.chain.broken:
+        found += f" ({evidence.chain.broken})"
+    detail = f" (exemptions: {' | '.join(why)})" if why else " (no ClusterWorkloadExemption covers this namespace)"
+    return _deny(
+        f"{name} in enforced namespace {request.namespace} is {found}, which does not lead to an admitted "
+        f"ModelDeployment, and no exemption covers it{detail}",
+        f"{_HINT}; for a workload that serves no model, {_EXEMPT_HINT}",
+    )
+
+
+def _break_glass(request: AdmissionRequest, evidence: Evidence, name: str, now: dt.datetime) -> Decision:
+    if not _enforced(evidence):
+        return _decision("pass", f"{name}: namespace {request.namespace} is not under enforcement", gate="breakglass")
+    for glass in evidence.break_glass:
+        if glass.covers(request.namespace, request.username, request.groups, now):
+            return _decision(
+                "pass",
+                f"{name}: break-glass {glass.name} used by {request.username} until {glass.expires.isoformat()} "
+                f"({glass.reason})",
+                gate="breakglass",
+            )
+    return _decision(
+        "fail",
+        f"{name}: {request.sub_resource} changes what runs in a Pod of enforced namespace {request.namespace}; "
+        f"{request.username} holds no unexpired ClusterBreakGlass for it",
+        "ask a cluster admin for a ClusterBreakGlass naming you, the namespace and an expiry (every use is audited)",
+        gate="breakglass",
+    )
+
+
+def _review_scale(request: AdmissionRequest, evidence: Evidence, name: str) -> Decision:
+    def replicas(obj: Mapping[str, Any] | None) -> Any:
+        if obj is None:
+            return None
+        return (obj.get("spec") or {}).get("replicas", 0)  # autoscaling/v1 Scale leaves a zero out
+
+    new, old = replicas(request.object), replicas(request.old_object)
+    if isinstance(new, int) and isinstance(old, int) and new <= old:
+        return _decision("pass", f"{name}: scaling from {old} to {new} replicas is always allowed")
+    target = evidence.scaled
+    if target is None:
+        if not _enforced(evidence) or request.resource not in ("deployments", "replicasets", "statefulsets"):
+            return _decision("pass", f"{name}: scaled up; every Pod it makes is reviewed when it is created")
+        return _deny(f"{name}: scaled up, but the webhook has no record of it; expected a reviewed workload")
+    chain = evidence.chain or Chain()
+    if chain.model is None and not chain.hops:
+        if not _enforced(evidence):
+            return _decision("pass", f"{name}: namespace {request.namespace} is not under enforcement")
+        pod_spec = _template_spec(target)
+        for exemption in evidence.exemptions:
+            if not exemption.problems(request.namespace, pod_spec):
+                return _decision("pass", f"{name}: exempt by ClusterWorkloadExemption {exemption.name}")
+        return _deny(f"{name}: scaling up a workload that neither derives from a ModelDeployment nor is exempt")
+    if chain.model is None:
+        return _deny(f"{name}: scaling up a model server whose chain is broken: {chain.broken}")
+    return _served_or_deny(chain, name, f"scaled from {old} to {new} replicas")
+
+
+def _served_or_deny(chain: Chain, name: str, what: str) -> Decision:
+    model_name = str(((chain.model or {}).get("metadata") or {}).get("name"))
+    if chain.decision is None or not chain.decision.allowed:
+        why = chain.decision.message if chain.decision else "it was not decided"
+        return _deny(f"{name}: {what}, but its ModelDeployment {model_name} may not be served now: {why}")
+    return _decision("pass", f"{name}: {what}; ModelDeployment {model_name} may be served")
+
+
+def _review_runtime(request: AdmissionRequest, evidence: Evidence, name: str) -> Decision:
+    if request.resource == "servingruntimes" and _enforced(evidence):
+        # KServe resolves a runtime name in the namespace before the cluster: a namespaced runtime named like the one
+        # a model uses would be picked instead, with whatever arguments its author chose.
+        return _deny(
+            f"{name}: namespaced ServingRuntimes are not allowed in enforced namespace {request.namespace}, where one "
+            "could shadow the ClusterServingRuntime a model is served by",
+            "ask a cluster admin for a ClusterServingRuntime (pinned, allow-listed images)",
+        )
+    spec = (request.object or {}).get("spec") or {}
+    containers = [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
+    containers += (spec.get("workerSpec") or {}).get("containers") or []
+    images = [str(c.get("image", "")) if isinstance(c, Mapping) else "" for c in containers]
+    problems = [f"image {image!r} is not pinned by digest" for image in images if "@sha256:" not in image]
+    if not evidence.image_allow_lists:
+        problems.append("no ClusterModelPolicy selecting this namespace allow-lists images (spec.allow.images)")
+    for policy, globs in evidence.image_allow_lists:
+        problems += [
+            f"image {i!r} is not allow-listed by {policy} {list(globs)}"
+            for i in images
+            if matching_glob(globs, i) is None
+        ]
+    if problems:
+        return _deny(
+            f"{name}: {'; '.join(problems)}",
+            "pin every serving runtime image by digest and allow-list it in the ClusterModelPolicy (spec.allow.images)",
+        )
+    return _decision("pass", f"{name}: every image pinned by digest and allow-listed")
+
+
+# -- the chain -------------------------------------------------------------------------------------------------
+
+
+def _expected_writer(request: AdmissionRequest, evidence: Evidence) -> tuple[str, tuple[str, ...]]:
+    """Who may write this object in a model server's chain: (role, usernames)."""
+    ids = evidence.identities
+    ref = controller_of(request.object or {}) or {}
+    owner_kind = str(ref.get("kind") or "")
+    if request.resource in ("inferenceservices", "services") or owner_kind == "ModelDeployment":
+        return "the devmlops operator", (ids.operator,)
+    if owner_kind == "InferenceService":
+        return "the KServe controller", (ids.kserve,)
+    return "the cluster's workload controllers", ids.controllers
+
+
+def _review_chain_member(request: AdmissionRequest, evidence: Evidence, name: str) -> Decision:
+    obj = request.object or {}
+    replicas_field = ("predictor", "minReplicas") if request.resource == "inferenceservices" else ("replicas",)
+    if _scaled_down_only(request, replicas_field):
+        return _decision("pass", "scaling down is always allowed")
+    role, writers = _expected_writer(request, evidence)
+    ids = evidence.identities
+    if _same_spec(request) and request.username in (ids.operator, ids.kserve, *ids.controllers):
+        # Controllers keep their bookkeeping: KServe its finalizer, the Deployment controller its revision.
+        return _decision("pass", f"{name}: metadata kept by {request.username}; spec unchanged")
+    chain = evidence.chain or Chain()
+    if chain.model is None:
+        ref = controller_of(obj)
+        found = f"controlled by {ref.get('kind')} {ref.get('name')}" if ref else "not owned by anything"
+        broken = f" ({chain.broken})" if chain.broken else ""
+        return _deny(f"{name} is {found}{broken}; expected the child of an admitted ModelDeployment")
+    if request.username not in writers:
+        return _deny(
+            f"{name}: only {role} ({', '.join(writers)}) may write it as part of a model server's chain; "
+            f"the request came from {request.username!r}"
+        )
+    try:
+        problems = _chain_problems(request, obj, chain, evidence)
+    except (KeyError, TypeError, ValueError, InvalidInputError) as exc:
+        return _deny(f"{name}: its ModelDeployment cannot be rendered for comparison ({exc})")
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        model_name = (chain.model.get("metadata") or {}).get("name")
+        return _deny(
+            f"{name} differs from what devmlops renders for ModelDeployment {model_name}: {problems[0]}{more}",
+            "children are written by devmlops only; change the ModelDeployment instead",
+        )
+    return _served_or_deny(chain, name, "matches what devmlops renders")
+
+
+def _rendered(chain: Chain, evidence: Evidence) -> list[dict[str, Any]]:
+    model = chain.model or {}
+    return render_children(model, plan_json=chain.plan_json, verifier_image=evidence.verifier_image)
+
+
+def _compare_rendered(wanted: Mapping[str, Any], found: Mapping[str, Any], label: str) -> list[str]:
+    problems = [f"{label} {p}" for p in differences(wanted.get("spec") or {}, found.get("spec") or {}, "spec")]
+    problems += [
+        f"{label} {p}"
+        for p in metadata_differences(
+            wanted.get("metadata") or {},
+            found.get("metadata") or {},
+            ignored=(ANNOTATION_POLICY_REVISION, "devmlops.io/spec-hash"),
+            extra_ok=(*_KSERVE_METADATA, "deployment.kubernetes.io/"),
+        )
+    ]
+    return problems
+
+
+def _chain_problems(request: AdmissionRequest, obj: Mapping[str, Any], chain: Chain, evidence: Evidence) -> list[str]:
+    """Compare the object and every stored hop of its chain with what they must be."""
+    rendered = _rendered(chain, evidence)
+    model = chain.model or {}
+    kserve = model["spec"]["runtime"]["kind"] != "triton"
+    problems: list[str] = []
+    members = [obj, *chain.hops]  # nearest first; the last is the ModelDeployment's direct child
+    top = members[-1]
+    top_label = "it" if top is obj else f"its {top.get('kind')} {(top.get('metadata') or {}).get('name')}"
+    wanted = next((child for child in rendered if child["kind"] == top.get("kind")), None)
+    if wanted is None:
+        return [f"{top_label}: devmlops renders no {top.get('kind')} for this ModelDeployment"]
+    problems += _compare_rendered(wanted, top, top_label)
+    for member, owner in itertools.pairwise(members):
+        label = "it" if member is obj else f"its {member.get('kind')}"
+        problems += _member_problems(member, owner, label, chain=chain, evidence=evidence, kserve=kserve)
+    return problems
+
+
+def _member_problems(
+    member: Mapping[str, Any], owner: Mapping[str, Any], label: str, *, chain: Chain, evidence: Evidence, kserve: bool
+) -> list[str]:
+    kind, owner_kind = member.get("kind"), owner.get("kind")
+    if kind == "ReplicaSet" and owner_kind == "Deployment":
+        wanted = (owner.get("spec") or {}).get("template") or {}
+        found = (member.get("spec") or {}).get("template") or {}
+        problems = differences(wanted.get("spec") or {}, found.get("spec") or {}, "spec.template.spec")
+        return [f"{label} {p}" for p in problems]
+    if kind == "Deployment" and owner_kind == "InferenceService":
+        return [f"{label} {p}" for p in _image_problems(pod_images(_template_spec(member)), chain)]
+    if kind == "Pod" and owner_kind == "ReplicaSet":
+        template = (owner.get("spec") or {}).get("template") or {}
+        return [f"{label} {p}" for p in _pod_problems(member, template, chain=chain, evidence=evidence, kserve=kserve)]
+    return [f"{label}: a {kind} controlled by a {owner_kind} is not part of any chain devmlops renders"]
+
+
+def _image_problems(images: Sequence[str], chain: Chain) -> list[str]:
+    problems = [f"image {image!r} is not pinned by digest" for image in images if "@sha256:" not in image]
+    for policy, globs in chain.image_allow_lists:
+        problems += [
+            f"image {i!r} is not allow-listed by {policy} {list(globs)}"
+            for i in images
+            if matching_glob(globs, i) is None
+        ]
+    return problems
+
+
+_RUNS = ("name", "image", "command", "args", "env", "envFrom", "workingDir", "securityContext")
+
+
+def _what_runs(container: Any) -> dict[str, Any]:
+    return {
+        key: container.get(key) for key in _RUNS if isinstance(container, Mapping) and container.get(key) is not None
+    }
+
+
+def _pod_problems(
+    pod: Mapping[str, Any], template: Mapping[str, Any], *, chain: Chain, evidence: Evidence, kserve: bool
+) -> list[str]:
+    """A Pod runs what its ReplicaSet's template says, plus (KServe) the devmlops storage initializer with the plan
+    derived again from the ModelDeployment; nothing from a host path; no ephemeral containers."""
+    spec, wanted = pod.get("spec") or {}, template.get("spec") or {}
+    problems = differences(
+        [_what_runs(c) for c in wanted.get("containers") or []],
+        [_what_runs(c) for c in spec.get("containers") or []],
+        "spec.containers",
+    )
+    init = list(spec.get("initContainers") or [])
+    if kserve:
+        initializers = [c for c in init if isinstance(c, Mapping) and c.get("name") == "storage-initializer"]
+        init = [c for c in init if c not in initializers]
+        problems += _initializer_problems(initializers, pod, chain, evidence)
+    problems += differences(
+        [_what_runs(c) for c in wanted.get("initContainers") or []],
+        [_what_runs(c) for c in init],
+        "spec.initContainers",
+    )
+    if spec.get("ephemeralContainers"):
+        problems.append("spec.ephemeralContainers: present, expected none")
+    host = [v.get("name") for v in spec.get("volumes") or [] if isinstance(v, Mapping) and "hostPath" in v]
+    if host:
+        problems.append(f"spec.volumes: host paths {host}, expected none")
+    return problems
+
+
+def _initializer_problems(
+    initializers: Sequence[Mapping[str, Any]], pod: Mapping[str, Any], chain: Chain, evidence: Evidence
+) -> list[str]:
+    """KServe picks the storage container by URI pattern from an unordered list: check that it picked devmlops's."""
+    model = (chain.model or {}).get("spec", {}).get("model") or {}
+    if len(initializers) != 1:
+        return [f"spec.initContainers: {len(initializers)} storage-initializer(s), expected devmlops's one"]
+    initializer = initializers[0]
+    problems: list[str] = []
+    if initializer.get("image") != evidence.verifier_image:
+        problems.append(
+            f"storage-initializer image {initializer.get('image')!r}, expected the devmlops verifier "
+            f"{evidence.verifier_image!r} (another ClusterStorageContainer matched the URI)"
+        )
+    args = list(initializer.get("args") or [])
+    expected_uri = VERIFY_URI_PREFIX + str(model.get("uri"))
+    if args[:1] != [expected_uri] or MODEL_DIR not in args:
+        problems.append(f"storage-initializer args {args}, expected [{expected_uri!r}, {MODEL_DIR!r}]")
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    try:
+        found = VerificationPlan.from_json(str(annotations.get(ANNOTATION_VERIFICATION) or ""))
+        expected = VerificationPlan.from_json(chain.plan_json)
+    except InvalidInputError as exc:
+        return [*problems, f"annotation {ANNOTATION_VERIFICATION}: {exc.user_message}"]
+    if not found.same_as(expected):
+        problems.append(
+            f"annotation {ANNOTATION_VERIFICATION}: not the plan devmlops derives from the ModelDeployment and policies"
+        )
+    return problems

@@ -1,0 +1,168 @@
+"""What the API server sends to the webhook: the one list of webhook entries that the local stack registers and the
+Helm chart renders (a test holds the two together).
+
+- devmlops kinds and the KServe kinds: every namespace but the excluded ones, every API version ("*"), so that an
+  older or newer version of a kind is no way around the review.
+- In namespaces under enforcement (label ``devmlops.io/enforce: "true"``, set by cluster admins): every Pod, its
+  ephemeral containers, exec and attach, and every workload kind with its scale subresource.
+- Elsewhere, Deployments and StatefulSets that look like model servers (a courtesy, for early denials).
+- Services a ModelDeployment owns (or owned before the update), wherever they are: a Triton model's Service is a
+  child like its Deployment.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from devmlops.core.evidence import DEFAULT_SERVER_IMAGES
+from devmlops.core.render import LABEL_MODEL_SERVER
+from devmlops.core.workloads import ENFORCE_LABEL
+
+__all__ = [
+    "EXCLUDED_NAMESPACES",
+    "MUTATING_ENTRIES",
+    "VALIDATING_ENTRIES",
+    "Entry",
+    "model_server_condition",
+    "webhook_entry",
+]
+
+EXCLUDED_NAMESPACES = ("kube-system", "devmlops-system")
+Where = Literal["all", "enforced", "unenforced"]
+_CREATE_UPDATE = ("CREATE", "UPDATE")
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    group: str
+    resources: tuple[str, ...]
+    operations: tuple[str, ...] = _CREATE_UPDATE
+    versions: tuple[str, ...] = ("*",)
+    scope: Literal["Namespaced", "Cluster"] = "Namespaced"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    name: str
+    rules: tuple[Rule, ...]
+    where: Where = "all"
+    model_servers_only: bool = False  # matchConditions: labelled as, or running, a model server image
+    owned_by_model: bool = False  # matchConditions: a ModelDeployment controls it (or did, before this update)
+
+    @property
+    def namespaced(self) -> bool:
+        return all(rule.scope == "Namespaced" for rule in self.rules)
+
+
+def _devmlops(resource: str, scope: Literal["Namespaced", "Cluster"] = "Namespaced") -> Entry:
+    return Entry(resource, (Rule("devmlops.io", (resource,), scope=scope),))
+
+
+def _kserve(resource: str, scope: Literal["Namespaced", "Cluster"] = "Namespaced") -> Entry:
+    return Entry(resource, (Rule("serving.kserve.io", (resource,), scope=scope),))
+
+
+_WORKLOADS = ("deployments", "replicasets", "statefulsets", "daemonsets")
+VALIDATING_ENTRIES: tuple[Entry, ...] = (
+    _devmlops("modeldeployments"),
+    _devmlops("clustermodelpolicies", "Cluster"),
+    _devmlops("modelpolicies"),
+    _devmlops("modelapprovals"),
+    _devmlops("clusterworkloadexemptions", "Cluster"),
+    _devmlops("clusterbreakglasses", "Cluster"),
+    _kserve("inferenceservices"),
+    _kserve("servingruntimes"),
+    _kserve("clusterservingruntimes", "Cluster"),
+    _kserve("trainedmodels"),
+    _kserve("inferencegraphs"),
+    _kserve("llminferenceservices"),
+    Entry(
+        "pods-enforced",
+        (
+            Rule("", ("pods",)),
+            Rule("", ("pods/ephemeralcontainers",), operations=("UPDATE",)),
+            Rule("", ("pods/exec", "pods/attach"), operations=("CONNECT",)),
+        ),
+        where="enforced",
+    ),
+    Entry(
+        "workloads-enforced",
+        (
+            Rule("apps", _WORKLOADS + tuple(f"{r}/scale" for r in _WORKLOADS if r != "daemonsets")),
+            Rule("batch", ("jobs", "cronjobs")),
+        ),
+        where="enforced",
+    ),
+    Entry("services", (Rule("", ("services",)),), owned_by_model=True),
+    Entry("deployments", (Rule("apps", ("deployments",)),), where="unenforced", model_servers_only=True),
+    Entry("statefulsets", (Rule("apps", ("statefulsets",)),), where="unenforced", model_servers_only=True),
+)
+MUTATING_ENTRIES: tuple[Entry, ...] = (
+    _devmlops("modeldeployments"),
+    Entry("modelapprovals", (Rule("devmlops.io", ("modelapprovals",), operations=("CREATE",)),)),
+)
+
+
+def model_server_condition(image_patterns: Iterable[str] = DEFAULT_SERVER_IMAGES) -> str:
+    """CEL for matchConditions: only workloads labelled as, or running, a model server reach the webhook."""
+    images = " || ".join(f"c.image.contains('{p}')" for p in image_patterns)
+    return (
+        f"(has(object.metadata.labels) && '{LABEL_MODEL_SERVER}' in object.metadata.labels) || "
+        f"object.spec.template.spec.containers.exists(c, {images}) || "
+        f"(has(object.spec.template.spec.initContainers) && "
+        f"object.spec.template.spec.initContainers.exists(c, {images}))"
+    )
+
+
+OWNED_BY_MODEL = (
+    "(has(object.metadata.ownerReferences) && "
+    "object.metadata.ownerReferences.exists(r, r.kind == 'ModelDeployment')) || "
+    "(oldObject != null && has(oldObject.metadata.ownerReferences) && "
+    "oldObject.metadata.ownerReferences.exists(r, r.kind == 'ModelDeployment'))"
+)
+
+
+def namespace_selector(where: Where, excluded: Iterable[str] = EXCLUDED_NAMESPACES) -> dict[str, Any]:
+    expressions: list[dict[str, Any]] = [
+        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": list(excluded)}
+    ]
+    if where == "enforced":
+        expressions.append({"key": ENFORCE_LABEL, "operator": "In", "values": ["true"]})
+    elif where == "unenforced":
+        expressions.append({"key": ENFORCE_LABEL, "operator": "NotIn", "values": ["true"]})
+    return {"matchExpressions": expressions}
+
+
+def webhook_entry(entry: Entry, url: str, ca_pem: bytes, timeout_seconds: int, suffix: str) -> dict[str, Any]:
+    """One webhook of a configuration; an empty ``ca_pem`` leaves the caBundle to the operator's certificate keeper."""
+    client_config: dict[str, Any] = {"url": url}
+    if ca_pem:
+        client_config["caBundle"] = base64.b64encode(ca_pem).decode()
+    webhook: dict[str, Any] = {
+        "name": f"{entry.name}.{suffix}.devmlops.io",
+        "clientConfig": client_config,
+        "rules": [
+            {
+                "apiGroups": [rule.group],
+                "apiVersions": list(rule.versions),
+                "operations": list(rule.operations),
+                "resources": list(rule.resources),
+                "scope": rule.scope,
+            }
+            for rule in entry.rules
+        ],
+        "admissionReviewVersions": ["v1"],
+        "sideEffects": "None",
+        "failurePolicy": "Fail",
+        "timeoutSeconds": timeout_seconds,
+    }
+    if entry.namespaced:
+        webhook["namespaceSelector"] = namespace_selector(entry.where)
+    if entry.model_servers_only:
+        webhook["matchConditions"] = [{"name": "runs-a-model-server", "expression": model_server_condition()}]
+    if entry.owned_by_model:
+        webhook["matchConditions"] = [{"name": "owned-by-a-model-deployment", "expression": OWNED_BY_MODEL}]
+    return webhook

@@ -1,0 +1,309 @@
+"""Property 7 of docs/threat-model.md, four eyes, attacked by a namespace editor (mallory) who is also an approver.
+
+The requester is whoever set what is served (the model, its signature and SBOM, the runtime except its replica
+count); scaling or relabelling does not make anyone the requester. An approval binds the ModelDeployment's uid and
+what it serves, and its approver's groups are checked again against the policy when the model is served.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any, cast
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from devmlops.harness.stack import DevmlopsStack
+from tests.integration.attacks.conftest import ALLOWED_IMAGES, EDITOR_ROLE, denied
+from tests.integration.support import (
+    GROUP,
+    VERSION,
+    SignedModel,
+    cluster_policy,
+    create_md,
+    eventually,
+    evidence_config_map,
+    from_config_map,
+    installed_policy,
+    model_deployment,
+    signed_model,
+)
+
+REQUESTED_BY = "devmlops.io/requested-by"
+
+
+@pytest.fixture
+def editors(admin: k8s.ApiClient, enforced_namespace: str) -> str:
+    """Besides mallory (the attacker, also in devmlops:approvers), alice (an ML engineer) and bob (an approver)
+    edit the namespace: the honest requester and the honest second person."""
+    binding: Any = {
+        "metadata": {"name": "honest-editors"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": EDITOR_ROLE},
+        "subjects": [
+            {"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"} for user in ("alice", "bob")
+        ],
+    }
+    k8s.RbacAuthorizationV1Api(admin).create_namespaced_role_binding(enforced_namespace, binding)
+    return enforced_namespace
+
+
+@pytest.fixture
+def alice(as_user: Callable[[str], k8s.ApiClient], editors: str) -> k8s.ApiClient:
+    return as_user("alice")
+
+
+@pytest.fixture
+def bob(as_user: Callable[[str], k8s.ApiClient], editors: str) -> k8s.ApiClient:
+    return as_user("bob")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> SignedModel:
+    return signed_model(tmp_path_factory.mktemp("four-eyes"), "fraud")
+
+
+@pytest.fixture
+def policy(admin: k8s.ApiClient, stack: DevmlopsStack, editors: str, model: SignedModel) -> Iterator[str]:
+    """High risk needs a ModelApproval by a member of devmlops:approvers other than the requester."""
+    k8s.CoreV1Api(admin).create_namespaced_config_map(
+        editors, evidence_config_map("evidence", editors, {"model.sig": model.bundle})
+    )
+    name = f"four-eyes-{editors}"[:63]
+    compliance = {"approvers": {"groups": ["devmlops:approvers"]}, "tiers": {"high": {"requireApproval": True}}}
+    body = cluster_policy(name, editors, model.key.public_pem, compliance=compliance, allow={"images": ALLOWED_IMAGES})
+    with installed_policy(admin, stack, body):
+        yield name
+
+
+def high_risk(model: SignedModel, name: str = "fraud", **spec: Any) -> dict[str, Any]:
+    doc = model_deployment(name, model.digest, signature=from_config_map("evidence", "model.sig"), **spec)
+    doc["metadata"]["labels"] = {"devmlops.io/eu-ai-act-risk": "high"}
+    return doc
+
+
+def approval(
+    name: str, digest: str, *, target: str = "fraud", annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelApproval",
+        "metadata": {"name": name, "annotations": annotations or {}},
+        "spec": {"modelDeployment": target, "digest": digest},
+    }
+
+
+def approve(client: k8s.ApiClient, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    return cast(
+        dict[str, Any],
+        k8s.CustomObjectsApi(client).create_namespaced_custom_object(GROUP, VERSION, namespace, "modelapprovals", body),
+    )
+
+
+def stored(admin: k8s.ApiClient, namespace: str, name: str = "fraud") -> dict[str, Any]:
+    return cast(
+        dict[str, Any],
+        k8s.CustomObjectsApi(admin).get_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", name),
+    )
+
+
+def phase(admin: k8s.ApiClient, namespace: str, name: str = "fraud") -> str:
+    """The operator's phase for the current generation ('' until it decided that generation)."""
+    md = stored(admin, namespace, name)
+    status = md.get("status") or {}
+    if status.get("observedGeneration") != md["metadata"].get("generation"):
+        return ""
+    return str(status.get("phase") or "")
+
+
+def served_after_approval(admin: k8s.ApiClient, namespace: str) -> None:
+    eventually(lambda: phase(admin, namespace) == "Admitted", what="the approved model being served")
+
+
+def patch_md(client: k8s.ApiClient, namespace: str, body: dict[str, Any], name: str = "fraud") -> dict[str, Any]:
+    return cast(
+        dict[str, Any],
+        k8s.CustomObjectsApi(client).patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "modeldeployments", name, body
+        ),
+    )
+
+
+def requester(admin: k8s.ApiClient, namespace: str, name: str = "fraud") -> str:
+    return str((stored(admin, namespace, name)["metadata"].get("annotations") or {}).get(REQUESTED_BY))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"spec": {"runtime": {"replicas": 3}}},
+        {"metadata": {"labels": {"team": "payments"}, "annotations": {"note": "more replicas for the sale"}}},
+        {"spec": {"runtime": {"replicas": 2}}, "metadata": {"labels": {"team": "payments"}}},
+    ],
+    ids=["scaling", "relabelling", "both"],
+)
+def test_scaling_or_relabelling_a_model_does_not_make_that_person_its_requester(
+    admin: k8s.ApiClient,
+    mallory: k8s.ApiClient,
+    alice: k8s.ApiClient,
+    editors: str,
+    policy: str,
+    model: SignedModel,
+    change: dict[str, Any],
+) -> None:
+    # mallory asks for her model; alice only scales or relabels it. If that made alice the requester, mallory
+    # could approve her own model as "the second person".
+    create_md(mallory, editors, high_risk(model))
+    eventually(lambda: phase(admin, editors) == "AwaitingApproval", what="AwaitingApproval")
+    patch_md(alice, editors, change)
+    assert requester(admin, editors) == "mallory"
+    message = denied(approve, mallory, editors, approval("self", model.digest))
+    assert "approver 'mallory' requested this ModelDeployment; a second person must approve" in message
+    assert phase(admin, editors) in ("AwaitingApproval", "")
+
+
+def test_changing_what_is_served_makes_the_changer_the_requester_who_cannot_approve_it(
+    admin: k8s.ApiClient, mallory: k8s.ApiClient, alice: k8s.ApiClient, editors: str, policy: str, model: SignedModel
+) -> None:
+    create_md(alice, editors, high_risk(model))
+    patch_md(mallory, editors, {"spec": {"model": {"uri": "s3://mallory/fraud"}}})
+    assert requester(admin, editors) == "mallory"
+    message = denied(approve, mallory, editors, approval("self", model.digest))
+    assert "approver 'mallory' requested this ModelDeployment; a second person must approve" in message
+
+
+def test_an_approval_does_not_carry_over_to_a_model_deployment_recreated_under_the_same_name(
+    admin: k8s.ApiClient,
+    mallory: k8s.ApiClient,
+    alice: k8s.ApiClient,
+    bob: k8s.ApiClient,
+    editors: str,
+    policy: str,
+    model: SignedModel,
+) -> None:
+    create_md(alice, editors, high_risk(model))
+    eventually(lambda: phase(admin, editors) == "AwaitingApproval", what="AwaitingApproval")
+    approve(bob, editors, approval("bob-approves", model.digest))
+    served_after_approval(admin, editors)
+    # mallory deletes what bob approved and puts her own ModelDeployment of the same name and digest in its place.
+    api = k8s.CustomObjectsApi(mallory)
+    api.delete_namespaced_custom_object(GROUP, VERSION, editors, "modeldeployments", "fraud")
+    try:  # the garbage collector may have been quicker
+        api.delete_namespaced_custom_object("serving.kserve.io", "v1beta1", editors, "inferenceservices", "fraud")
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+    def gone() -> bool:
+        try:
+            stored(admin, editors)
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    eventually(gone, what="the deletion")
+    create_md(mallory, editors, high_risk(model, uri="s3://mallory/fraud"))
+    eventually(lambda: phase(admin, editors), what="a decision on the recreated ModelDeployment")
+    assert phase(admin, editors) == "AwaitingApproval", stored(admin, editors).get("status")
+    assert "child" not in (stored(admin, editors).get("status") or {})
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda _model: {"spec": {"model": {"uri": "s3://mallory/fraud"}}},
+        lambda _model: {"spec": {"runtime": {"resources": {"limits": {"cpu": "3"}}}}},
+        lambda model: {"spec": {"signature": {"inline": model.bundle, "configMapKeyRef": None}}},
+    ],
+    ids=["model-uri", "runtime-resources", "signature-source"],
+)
+def test_an_approval_does_not_cover_what_someone_changed_after_it_was_given(
+    admin: k8s.ApiClient,
+    mallory: k8s.ApiClient,
+    alice: k8s.ApiClient,
+    bob: k8s.ApiClient,
+    editors: str,
+    policy: str,
+    model: SignedModel,
+    change: Callable[[SignedModel], dict[str, Any]],
+) -> None:
+    create_md(alice, editors, high_risk(model))
+    eventually(lambda: phase(admin, editors) == "AwaitingApproval", what="AwaitingApproval")
+    approve(bob, editors, approval("bob-approves", model.digest))
+    served_after_approval(admin, editors)
+    patch_md(mallory, editors, change(model))
+    eventually(lambda: phase(admin, editors) == "AwaitingApproval", what="the change awaiting a new approval")
+    serving = next(c for c in stored(admin, editors)["status"]["conditions"] if c["type"] == "ServingReady")
+    assert serving["message"].startswith("approval no longer valid"), serving
+
+
+def test_an_approval_stops_counting_when_the_policy_no_longer_names_the_approvers_group(
+    admin: k8s.ApiClient, mallory: k8s.ApiClient, alice: k8s.ApiClient, editors: str, policy: str, model: SignedModel
+) -> None:
+    create_md(alice, editors, high_risk(model))
+    eventually(lambda: phase(admin, editors) == "AwaitingApproval", what="AwaitingApproval")
+    approve(mallory, editors, approval("mallory-approves", model.digest))  # allowed today: she is an approver
+    served_after_approval(admin, editors)
+    # The platform team narrows who may approve; mallory's group is no longer among them.
+    k8s.CustomObjectsApi(admin).patch_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "clustermodelpolicies",
+        policy,
+        {"spec": {"compliance": {"approvers": {"groups": ["devmlops:risk-officers"]}}}},
+    )
+    eventually(lambda: phase(admin, editors) == "AwaitingApproval", what="the approval no longer counting")
+    waiting = next(c for c in stored(admin, editors)["status"]["conditions"] if c["type"] == "AwaitingApproval")
+    assert waiting["status"] == "True"
+
+
+def test_an_approvals_bindings_are_stamped_from_the_request_whatever_the_approver_wrote(
+    admin: k8s.ApiClient, mallory: k8s.ApiClient, alice: k8s.ApiClient, editors: str, policy: str, model: SignedModel
+) -> None:
+    created, _warnings = create_md(alice, editors, high_risk(model))
+    eventually(lambda: phase(admin, editors) == "AwaitingApproval", what="AwaitingApproval")
+    forged = {
+        "devmlops.io/approved-by": "bob",
+        "devmlops.io/approved-uid": "00000000-0000-0000-0000-000000000000",
+        "devmlops.io/approver-groups": json.dumps(["system:masters", "devmlops:approvers"]),
+        "devmlops.io/approved-spec": "sha256:" + "0" * 64,
+    }
+    made = approve(mallory, editors, approval("mallory-approves", model.digest, annotations=forged))
+    annotations = made["metadata"]["annotations"]
+    assert annotations["devmlops.io/approved-by"] == "mallory"
+    assert annotations["devmlops.io/approved-uid"] == created["metadata"]["uid"]
+    groups = json.loads(annotations["devmlops.io/approver-groups"])
+    assert "devmlops:approvers" in groups
+    assert "system:masters" not in groups
+    assert annotations["devmlops.io/approved-spec"] != forged["devmlops.io/approved-spec"]
+
+
+@pytest.mark.parametrize(
+    ("annotation", "value"),
+    [
+        ("devmlops.io/approved-uid", "00000000-0000-0000-0000-000000000000"),
+        ("devmlops.io/approver-groups", json.dumps(["system:masters"])),
+        ("devmlops.io/approved-spec", "sha256:" + "0" * 64),
+    ],
+    ids=["uid", "groups", "served-spec"],
+)
+def test_an_approvals_bindings_cannot_be_edited_after_it_was_given(
+    admin: k8s.ApiClient,
+    mallory: k8s.ApiClient,
+    alice: k8s.ApiClient,
+    editors: str,
+    policy: str,
+    model: SignedModel,
+    annotation: str,
+    value: str,
+) -> None:
+    create_md(alice, editors, high_risk(model))
+    eventually(lambda: phase(admin, editors) == "AwaitingApproval", what="AwaitingApproval")
+    approve(mallory, editors, approval("mallory-approves", model.digest))
+    edit = {"metadata": {"annotations": {annotation: value}}}
+    api = k8s.CustomObjectsApi(mallory)
+    message = denied(
+        api.patch_namespaced_custom_object, GROUP, VERSION, editors, "modelapprovals", "mallory-approves", edit
+    )
+    assert f"annotation {annotation}" in message

@@ -1,0 +1,253 @@
+"""Four eyes (issue 13, property 7), in the pure core: who the requester is, what the mutating webhook stamps on an
+approval, what the approval review checks, and the approval gate's check of the approver where the model is served."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+
+from devmlops.core.approvalreview import (
+    APPROVAL_STAMPS,
+    APPROVED_BY,
+    APPROVED_SPEC,
+    APPROVED_UID,
+    APPROVER_GROUPS,
+    read_groups,
+    review_approval,
+)
+from devmlops.core.evidence import ApprovalState, Evidence
+from devmlops.core.gates.approval import check_approval
+from devmlops.core.gates.compliance import effective_tier
+from devmlops.core.gates.requester import REQUESTED_BY, expected_requester, served_fingerprint
+from devmlops.core.mutation import stamp_patch
+from devmlops.core.policy import compile_policy
+from devmlops.core.review import AdmissionRequest, GroupVersionKind
+
+PEM = "-----BEGIN PUBLIC KEY-----\nMFk=\n-----END PUBLIC KEY-----"
+DIGEST = "sha256:" + "ab" * 32
+UID = "0b7d3a8e-1111-4c2e-9d55-5f1f2a000001"
+NOW = "2026-11-30T12:00:00+00:00"
+POLICY = compile_policy(
+    {
+        "metadata": {"name": "eu"},
+        "spec": {
+            "authorities": [{"name": "k", "key": {"publicKey": PEM}}],
+            "compliance": {"approvers": {"groups": ["approvers"]}, "tiers": {"high": {"requireApproval": True}}},
+        },
+    }
+)
+
+
+def model(requester: str = "alice", **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": {"name": "fraud", "uri": "s3://models/fraud", "digest": DIGEST},
+        "runtime": {"kind": "kserve", "replicas": 1},
+        "signature": {"configMapKeyRef": {"name": "evidence", "key": "model.sig"}},
+    }
+    body.update(spec)
+    return {
+        "metadata": {
+            "name": "fraud",
+            "namespace": "ml",
+            "uid": UID,
+            "labels": {"devmlops.io/eu-ai-act-risk": "high"},
+            "annotations": {REQUESTED_BY: requester},
+        },
+        "spec": body,
+    }
+
+
+def md_update(old: dict[str, Any], new: dict[str, Any], user: str) -> AdmissionRequest:
+    return AdmissionRequest(
+        uid="u",
+        kind=GroupVersionKind("devmlops.io", "v1alpha1", "ModelDeployment"),
+        operation="UPDATE",
+        namespace="ml",
+        name="fraud",
+        username=user,
+        groups=(),
+        object=new,
+        old_object=old,
+    )
+
+
+def changed(path: str, value: Any) -> dict[str, Any]:
+    obj = model()
+    *parents, last = path.split(".")
+    node = obj
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+    return obj
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("spec.runtime.replicas", 5),
+        ("metadata.labels", {"team": "payments", "devmlops.io/eu-ai-act-risk": "high"}),
+        ("metadata.annotations", {REQUESTED_BY: "alice", "note": "for the sale"}),
+    ],
+    ids=["scaling", "relabelling", "annotating"],
+)
+def test_scaling_or_relabelling_keeps_the_recorded_requester(path: str, value: Any) -> None:
+    assert expected_requester(md_update(model(), changed(path, value), "mallory")) == "alice"
+    assert served_fingerprint(changed(path, value)) == served_fingerprint(model())
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("spec.model.uri", "s3://mallory/fraud"),
+        ("spec.model.digest", "sha256:" + "cd" * 32),
+        ("spec.model.format", "onnx"),
+        ("spec.signature", {"inline": "{}"}),
+        ("spec.additionalSignatures", [{"inline": "{}"}]),
+        ("spec.sbom", {"document": {"inline": "{}"}}),
+        ("spec.runtime.image", "registry.example.com/mallory/server:1"),
+        ("spec.runtime.servingRuntime", "mallory-runtime"),
+        ("spec.runtime.resources", {"limits": {"cpu": "3"}}),
+        ("spec.rollout", {"strategy": "canary", "canary": {"trafficPercent": 50}}),
+    ],
+)
+def test_changing_what_is_served_makes_the_changer_the_requester(path: str, value: Any) -> None:
+    assert expected_requester(md_update(model(), changed(path, value), "mallory")) == "mallory"
+    assert served_fingerprint(changed(path, value)) != served_fingerprint(model())
+
+
+def test_scaling_together_with_a_served_change_makes_the_changer_the_requester() -> None:
+    new = changed("spec.model.uri", "s3://mallory/fraud")
+    new["spec"]["runtime"]["replicas"] = 3
+    assert expected_requester(md_update(model(), new, "mallory")) == "mallory"
+
+
+def approval_request(
+    user: str = "bob", groups: tuple[str, ...] = ("approvers",), annotations: dict[str, str] | None = None
+) -> AdmissionRequest:
+    return AdmissionRequest(
+        uid="u",
+        kind=GroupVersionKind("devmlops.io", "v1alpha1", "ModelApproval"),
+        operation="CREATE",
+        namespace="ml",
+        name="a",
+        username=user,
+        groups=groups,
+        object={
+            "metadata": {"name": "a", "annotations": annotations or {}},
+            "spec": {"modelDeployment": "fraud", "digest": DIGEST},
+        },
+        old_object=None,
+    )
+
+
+def stamped(request: AdmissionRequest, target: dict[str, Any] | None) -> AdmissionRequest:
+    """The request as the validating webhook receives it after the mutating webhook's patch."""
+    assert request.object is not None
+    obj = copy.deepcopy(dict(request.object))
+    for op in stamp_patch(request, target=target):
+        if op["path"] == "/metadata/annotations":
+            obj["metadata"]["annotations"] = dict(op["value"])
+        else:
+            key = op["path"].removeprefix("/metadata/annotations/").replace("~1", "/").replace("~0", "~")
+            obj["metadata"]["annotations"][key] = op["value"]
+    return dataclasses.replace(request, object=obj)
+
+
+def test_a_new_approval_is_stamped_with_the_request_and_the_target_whatever_the_approver_wrote() -> None:
+    forged = {
+        APPROVED_BY: "carol",
+        APPROVED_UID: "another",
+        APPROVER_GROUPS: json.dumps(["system:masters"]),
+        APPROVED_SPEC: "sha256:" + "0" * 64,
+    }
+    request = stamped(approval_request("bob", ("approvers", "system:authenticated"), forged), model())
+    assert request.object is not None
+    annotations = request.object["metadata"]["annotations"]
+    assert annotations == {
+        APPROVED_BY: "bob",
+        APPROVED_UID: UID,
+        APPROVER_GROUPS: '["approvers","system:authenticated"]',
+        APPROVED_SPEC: served_fingerprint(model()),
+    }
+    assert review_approval(request, model(), [POLICY], now=NOW).allowed
+
+
+def test_without_a_target_the_approval_is_stamped_as_binding_nothing_and_refused() -> None:
+    request = stamped(approval_request(), None)
+    assert request.object is not None
+    assert request.object["metadata"]["annotations"][APPROVED_UID] == ""
+    assert "does not exist" in review_approval(request, None, [POLICY], now=NOW).message
+
+
+@pytest.mark.parametrize("key", APPROVAL_STAMPS)
+def test_an_approval_whose_stamps_are_not_the_expected_ones_is_refused(key: str) -> None:
+    request = stamped(approval_request(), model())
+    assert request.object is not None
+    request.object["metadata"]["annotations"][key] = "forged"
+    message = review_approval(request, model(), [POLICY], now=NOW).message
+    assert f"annotation {key}: got 'forged', expected" in message
+    assert "the devmlops mutating webhook stamps it" in message
+
+
+def test_an_approval_without_stamps_is_refused_so_a_missing_mutating_webhook_fails_closed() -> None:
+    message = review_approval(approval_request(), model(), [POLICY], now=NOW).message
+    assert "annotation devmlops.io/approved-by: got None, expected 'bob'" in message
+
+
+@pytest.mark.parametrize("key", APPROVAL_STAMPS)
+def test_the_stamps_of_an_approval_never_change(key: str) -> None:
+    created = stamped(approval_request(), model())
+    assert created.object is not None
+    old = copy.deepcopy(dict(created.object))
+    new = copy.deepcopy(old)
+    new["metadata"]["annotations"][key] = "edited"
+    update = AdmissionRequest(
+        uid="u2",
+        kind=created.kind,
+        operation="UPDATE",
+        namespace="ml",
+        name="a",
+        username="mallory",
+        groups=(),
+        object=new,
+        old_object=old,
+    )
+    message = review_approval(update, model(), [POLICY], now=NOW).message
+    assert f"annotation {key}: got 'edited', expected" in message
+    assert "(unchanged): it binds the approval" in message
+
+
+def test_the_approval_gate_checks_the_stamped_approver_against_the_policy_of_now() -> None:
+    tier = effective_tier(model(), [POLICY], None)
+    approved = ApprovalState(approved=True, approver="bob", name="a", groups=("approvers",))
+    assert check_approval(model(), POLICY, Evidence(approval=approved), tier).outcome == "pass"
+    narrowed = compile_policy(
+        {
+            "metadata": {"name": "eu"},
+            "spec": {
+                "authorities": [{"name": "k", "key": {"publicKey": PEM}}],
+                "compliance": {
+                    "approvers": {"groups": ["risk-officers"]},
+                    "tiers": {"high": {"requireApproval": True}},
+                },
+            },
+        }
+    )
+    result = check_approval(model(), narrowed, Evidence(approval=approved), tier)
+    assert result.outcome == "fail"
+    assert result.reason == (
+        "ModelApproval a: approver 'bob' (groups ['approvers'] when approving) is not an approver under this policy now"
+    )
+    missing = check_approval(model(), POLICY, Evidence(approval=ApprovalState(approved=False, problem="why")), tier)
+    assert missing.reason.endswith("by a second person: why")
+
+
+def test_unreadable_stamped_groups_are_no_groups() -> None:
+    assert read_groups('["a","b"]') == ("a", "b")
+    assert read_groups("a,b") == ()
+    assert read_groups('{"a": 1}') == ()
+    assert read_groups(None) == ()

