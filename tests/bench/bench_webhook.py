@@ -380,7 +380,7 @@ CASES = (
     Case("fastest", "ceiling: plain ASGI app, uvloop + httptools (fastest here)", "ceiling", ("asgi",)),
     Case("h11", "reference: minimal FastAPI app, asyncio + h11 (the stack before)", "ceiling", ("fastapi-h11",)),
     Case("warm", "webhook, warm verification cache, every review a new object", "webhook", (True, True, 1)),
-    Case("hop", "webhook, warm, new objects, every decision in the pool (as before)", "webhook", (True, False, 1)),
+    Case("hop", "webhook, warm, new objects, every decision in the pool (no inline path)", "webhook", (True, False, 1)),
     Case("cold", "webhook, cold: every review verifies its signature", "webhook", (False, True, 1)),
     Case("warm2", "webhook, warm, new objects, 2 worker processes", "webhook", (True, True, 2)),
     Case("ceiling2", "ceiling: minimal FastAPI app, shipped stack, 2 processes", "ceiling", ("fastapi",), processes=2),
@@ -651,7 +651,8 @@ def memory_report(result: dict[str, Any] | None, command: str) -> str:
         f"`devmlops webhook --workers {result['workers']}` against a real kube-apiserver holding "
         f"{result['policies'] + 1:,} ClusterModelPolicies (each worker lists and watches them itself); RSS read "
         f"{SETTLE:.0f} s after the policies were compiled, and again {SETTLE:.0f} s after 4,000 reviews (signature and "
-        f"CycloneDX SBOM, straight to the workers: {result['outcomes']}).",
+        "CycloneDX SBOM, straight to the workers: "
+        f"{', '.join(f'{n:,} {outcome}' for outcome, n in sorted(result['outcomes'].items()))}).",
         "",
         "| worker | RSS MiB, policies loaded | RSS MiB, after the reviews | peak MiB |",
         "|---|---:|---:|---:|",
