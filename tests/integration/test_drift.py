@@ -62,9 +62,12 @@ def test_a_child_changed_behind_the_webhooks_back_is_replaced_whole_with_a_warni
             return "transformer" not in spec and spec["predictor"] == rendered["spec"]["predictor"]
 
         eventually(repaired, timeout=30, what="the operator replacing the drifted InferenceService")
-        events = k8s.CoreV1Api(admin).list_namespaced_event(namespace).items
-        warnings = [e for e in events if e.reason == "DriftRepaired" and e.type == "Warning"]
-        assert warnings, [e.reason for e in events]
+
+        def drift_warnings() -> list[k8s.CoreV1Event]:
+            events = k8s.CoreV1Api(admin).list_namespaced_event(namespace).items
+            return [e for e in events if e.reason == "DriftRepaired" and e.type == "Warning"]
+
+        warnings = eventually(drift_warnings, timeout=10, what="the DriftRepaired Warning Event (posted after the PUT)")
         assert "spec.transformer" in warnings[0].message
         assert "storageUri" in warnings[0].message
         assert drift_count(stack) == before + 1

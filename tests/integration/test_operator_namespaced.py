@@ -65,7 +65,8 @@ def test_a_namespaced_operator_serves_and_rechecks_its_namespace_and_leaves_othe
                 GROUP, VERSION, target, "modeldeployments", signed_by_evidence("fraud", model)
             )
         eventually(lambda: child_exists(admin, namespace, "fraud"), what="the child in the watched namespace")
-        assert md_status(admin, namespace)["phase"] == "Admitted"
+        # The status is written just after the child: wait for it rather than read it once.
+        eventually(lambda: md_status(admin, namespace).get("phase") == "Admitted", what="the watched model Admitted")
 
         # A revoked key reaches the watched namespace through the re-check round, which lists only that namespace.
         name = watched["metadata"]["name"]

@@ -42,12 +42,13 @@ def find_approval(
     namespace, name, uid = metadata.get("namespace"), metadata.get("name"), metadata.get("uid")
     digest = ((model.get("spec") or {}).get("model") or {}).get("digest")
     requester = (metadata.get("annotations") or {}).get(REQUESTED_BY)
-    fingerprint = served_fingerprint(model)
+    fingerprint = ""  # computed for the first approval that names this ModelDeployment (most models have none)
     problem = ""
     for approval in approvals:
         meta, spec = approval.get("metadata") or {}, approval.get("spec") or {}
         if meta.get("namespace") != namespace or spec.get("modelDeployment") != name:
             continue
+        fingerprint = fingerprint or served_fingerprint(model)
         annotations = meta.get("annotations") or {}
         approver = str(annotations.get(APPROVED_BY) or "")
         groups = read_groups(annotations.get(APPROVER_GROUPS))

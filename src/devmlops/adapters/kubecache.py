@@ -372,6 +372,15 @@ class ClusterCaches:
         found: Mapping[str, str] | None = self.namespaces.get("", namespace)
         return found or {}
 
+    def namespace_labels_now(self, namespace: str) -> Mapping[str, str]:
+        """The labels as the API server has them now (one read): for a decision that the cache, a moment behind a
+        label a cluster admin just set, would make more lenient."""
+        try:
+            stored: Any = self._core.read_namespace(namespace, _request_timeout=2)
+        except ApiException as exc:
+            raise EvidenceUnavailableError(f"namespace {namespace} could not be read ({exc.status})") from exc
+        return dict(stored.metadata.labels or {})
+
     def model_deployment(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         found: Mapping[str, Any] | None = self.model_deployments.get(namespace, name)
         return found

@@ -352,6 +352,7 @@ def _decide_model_deployment(
         results.append(check_compliance(obj, policy, tier))
         if stage == "serving":
             results.append(check_approval(obj, policy, evidence, tier))
-        document = rego_input(request, obj, policy, evidence, bound, stage=stage, tier=tier)
-        results.extend(check_rego(policy, document, engine))
+        if policy.rego_packages:  # the input document is the largest thing a decision builds: only when asked
+            document = rego_input(request, obj, policy, evidence, bound, stage=stage, tier=tier)
+            results.extend(check_rego(policy, document, engine))
     return Decision(tuple(results), signer=verified.signer if verified else "")

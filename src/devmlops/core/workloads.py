@@ -90,7 +90,14 @@ def is_model_server(obj: Mapping[str, Any], image_patterns: Sequence[str]) -> bo
     return LABEL_MODEL_SERVER in labels or any(p in image for p in image_patterns for image in images)
 
 
-def _enforced(evidence: Evidence) -> bool:
+# What the API server sends only from namespaces under enforcement (webhook/registration.py): enforced whatever the
+# webhook's namespace cache says (it may not have seen the label yet; failing closed, not open).
+_ONLY_FROM_ENFORCED = frozenset({"pods", "replicasets", "daemonsets", "jobs", "cronjobs"})
+
+
+def _enforced(request: AdmissionRequest, evidence: Evidence) -> bool:
+    if request.resource in _ONLY_FROM_ENFORCED or request.sub_resource:
+        return True
     return evidence.namespace_labels.get(ENFORCE_LABEL) == "true"
 
 
@@ -111,7 +118,7 @@ def review_serving(request: AdmissionRequest, evidence: Evidence, *, now: dt.dat
     if sub:
         return _decision("pass", f"{name}: subresource {sub} does not change what runs")
     if resource in _NEVER_RENDERED:
-        if resource == "inferencegraphs" and not _enforced(evidence):
+        if resource == "inferencegraphs" and not _enforced(request, evidence):
             return _decision("pass", f"{name}: InferenceGraphs route to servers; namespace not under enforcement")
         return _deny(f"{name}: {_NEVER_RENDERED[resource]}; expected only the children devmlops renders")
     if resource in ("servingruntimes", "clusterservingruntimes"):
@@ -119,7 +126,7 @@ def review_serving(request: AdmissionRequest, evidence: Evidence, *, now: dt.dat
     if resource in ("inferenceservices", "services"):  # services: only those a ModelDeployment owns(ed) come here
         return _review_chain_member(request, evidence, name)
     obj = request.object or {}
-    if not _enforced(evidence):
+    if not _enforced(request, evidence):
         owner_kind = (controller_of(obj) or {}).get("kind")
         if resource in ("deployments", "statefulsets") and (
             owner_kind in ("ModelDeployment", "InferenceService") or is_model_server(obj, evidence.model_server_images)
@@ -240,7 +247,7 @@ def _exempt_or_deny(request: AdmissionRequest, evidence: Evidence, name: str) ->
 
 
 def _break_glass(request: AdmissionRequest, evidence: Evidence, name: str, now: dt.datetime) -> Decision:
-    if not _enforced(evidence):
+    if not _enforced(request, evidence):
         return _decision("pass", f"{name}: namespace {request.namespace} is not under enforcement", gate="breakglass")
     for glass in evidence.break_glass:
         if glass.covers(request.namespace, request.username, request.groups, now):
@@ -270,12 +277,12 @@ def _review_scale(request: AdmissionRequest, evidence: Evidence, name: str) -> D
         return _decision("pass", f"{name}: scaling from {old} to {new} replicas is always allowed")
     target = evidence.scaled
     if target is None:
-        if not _enforced(evidence) or request.resource not in ("deployments", "replicasets", "statefulsets"):
+        if not _enforced(request, evidence) or request.resource not in ("deployments", "replicasets", "statefulsets"):
             return _decision("pass", f"{name}: scaled up; every Pod it makes is reviewed when it is created")
         return _deny(f"{name}: scaled up, but the webhook has no record of it; expected a reviewed workload")
     chain = evidence.chain or Chain()
     if chain.model is None and not chain.hops:
-        if not _enforced(evidence):
+        if not _enforced(request, evidence):
             return _decision("pass", f"{name}: namespace {request.namespace} is not under enforcement")
         pod_spec = _template_spec(target)
         for exemption in evidence.exemptions:
@@ -296,7 +303,7 @@ def _served_or_deny(chain: Chain, name: str, what: str) -> Decision:
 
 
 def _review_runtime(request: AdmissionRequest, evidence: Evidence, name: str) -> Decision:
-    if request.resource == "servingruntimes" and _enforced(evidence):
+    if request.resource == "servingruntimes" and _enforced(request, evidence):
         # KServe resolves a runtime name in the namespace before the cluster: a namespaced runtime named like the one
         # a model uses would be picked instead, with whatever arguments its author chose.
         return _deny(
@@ -333,10 +340,10 @@ def _expected_writer(request: AdmissionRequest, evidence: Evidence) -> tuple[str
     ids = evidence.identities
     ref = controller_of(request.object or {}) or {}
     owner_kind = str(ref.get("kind") or "")
-    if request.resource in ("inferenceservices", "services") or owner_kind == "ModelDeployment":
-        return "the devmlops operator", (ids.operator,)
     if owner_kind == "InferenceService":
         return "the KServe controller", (ids.kserve,)
+    if request.resource in ("inferenceservices", "services") or owner_kind == "ModelDeployment":
+        return "the devmlops operator", (ids.operator,)
     return "the cluster's workload controllers", ids.controllers
 
 
@@ -422,6 +429,8 @@ def _member_problems(
         found = (member.get("spec") or {}).get("template") or {}
         problems = differences(wanted.get("spec") or {}, found.get("spec") or {}, "spec.template.spec")
         return [f"{label} {p}" for p in problems]
+    if kind == "Service" and owner_kind == "InferenceService":
+        return []  # KServe's predictor Service: only KServe's identity writes it (checked above)
     if kind == "Deployment" and owner_kind == "InferenceService":
         return [f"{label} {p}" for p in _image_problems(pod_images(_template_spec(member)), chain)]
     if kind == "Pod" and owner_kind == "ReplicaSet":

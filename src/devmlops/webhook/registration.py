@@ -6,8 +6,9 @@ Helm chart renders (a test holds the two together).
 - In namespaces under enforcement (label ``devmlops.io/enforce: "true"``, set by cluster admins): every Pod, its
   ephemeral containers, exec and attach, and every workload kind with its scale subresource.
 - Elsewhere, Deployments and StatefulSets that look like model servers (a courtesy, for early denials).
-- Services a ModelDeployment owns (or owned before the update), wherever they are: a Triton model's Service is a
-  child like its Deployment.
+- Services a ModelDeployment or an InferenceService owns (or owned before the update), wherever they are: they
+  route a model server's traffic (a Triton model's Service is a child like its Deployment; KServe's predictor
+  Service is KServe's to write).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class Entry:
     rules: tuple[Rule, ...]
     where: Where = "all"
     model_servers_only: bool = False  # matchConditions: labelled as, or running, a model server image
-    owned_by_model: bool = False  # matchConditions: a ModelDeployment controls it (or did, before this update)
+    owned_by_model: bool = False  # matchConditions: a ModelDeployment or InferenceService owns it (or did, before)
 
     @property
     def namespaced(self) -> bool:
@@ -119,9 +120,9 @@ def model_server_condition(image_patterns: Iterable[str] = DEFAULT_SERVER_IMAGES
 
 OWNED_BY_MODEL = (
     "(has(object.metadata.ownerReferences) && "
-    "object.metadata.ownerReferences.exists(r, r.kind == 'ModelDeployment')) || "
+    "object.metadata.ownerReferences.exists(r, r.kind in ['ModelDeployment', 'InferenceService'])) || "
     "(oldObject != null && has(oldObject.metadata.ownerReferences) && "
-    "oldObject.metadata.ownerReferences.exists(r, r.kind == 'ModelDeployment'))"
+    "oldObject.metadata.ownerReferences.exists(r, r.kind in ['ModelDeployment', 'InferenceService']))"
 )
 
 
@@ -164,5 +165,5 @@ def webhook_entry(entry: Entry, url: str, ca_pem: bytes, timeout_seconds: int, s
     if entry.model_servers_only:
         webhook["matchConditions"] = [{"name": "runs-a-model-server", "expression": model_server_condition()}]
     if entry.owned_by_model:
-        webhook["matchConditions"] = [{"name": "owned-by-a-model-deployment", "expression": OWNED_BY_MODEL}]
+        webhook["matchConditions"] = [{"name": "owned-by-a-model-server", "expression": OWNED_BY_MODEL}]
     return webhook

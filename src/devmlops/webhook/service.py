@@ -21,7 +21,7 @@ from devmlops.core.policy import Authority, Policy, PolicySet
 from devmlops.core.ports import PolicyEngine, SignatureVerifier, SignedModel
 from devmlops.core.review import AdmissionRequest
 from devmlops.core.serving import may_serve, model_request
-from devmlops.core.workloads import SERVING_RESOURCES, controller_of
+from devmlops.core.workloads import ENFORCE_LABEL, SERVING_RESOURCES, controller_of
 from devmlops.webhook.metrics import WebhookMetrics
 
 __all__ = ["AdmissionService", "TimedVerifier"]
@@ -62,6 +62,8 @@ class ClusterLookup(DocumentLookup, Protocol):
 
     def exemptions(self) -> tuple[Exemption, ...]: ...
 
+    def namespace_labels_now(self, namespace: str) -> Mapping[str, str]: ...
+
     def break_glass(self) -> tuple[BreakGlass, ...]: ...
 
 
@@ -72,6 +74,8 @@ _CHAIN_OWNERS = {
     ("serving.kserve.io", "InferenceService"): "inferenceservices",
 }
 _MAX_HOPS = 4  # Pod -> ReplicaSet -> Deployment -> InferenceService -> ModelDeployment
+# Kinds the API server sends from every namespace whose decision is stricter under enforcement.
+_ENFORCEMENT_MATTERS = frozenset({"deployments", "statefulsets", "servingruntimes", "inferencegraphs"})
 
 
 class AdmissionService:
@@ -157,6 +161,8 @@ class AdmissionService:
         namespace = request.namespace
         labels = dict(self._lookup.namespace_labels(namespace)) if namespace else {}
         resource = resource_of(request)
+        if namespace and resource in _ENFORCEMENT_MATTERS and labels.get(ENFORCE_LABEL) != "true":
+            labels = dict(self._lookup.namespace_labels_now(namespace))  # the label may be newer than the cache
         scaled = None
         subject: Mapping[str, Any] | None = obj
         if request.sub_resource == "scale":

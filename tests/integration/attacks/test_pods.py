@@ -5,6 +5,7 @@ image names, annotations and ownerReferences the requester wrote decide nothing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from typing import Any
@@ -14,6 +15,7 @@ from kubernetes import client as k8s
 
 from tests.integration.attacks.conftest import (
     BENIGN,
+    ENFORCE_LABEL,
     LOG_SHIPPER,
     ROGUE,
     TOOLBOX,
@@ -91,6 +93,24 @@ def test_a_pod_that_claims_to_be_a_static_mirror_pod_is_denied(mallory: k8s.ApiC
     spec = {**pod_spec(TRITON), "nodeName": "node-1"}  # the API server insists that a mirror Pod names its node
     body = pod("mirror", spec, annotations={"kubernetes.io/config.mirror": "0" * 32}, owners=[node])
     denied(k8s.CoreV1Api(mallory).create_namespaced_pod, enforced_namespace, body)
+
+
+def test_a_pod_created_the_moment_a_namespace_comes_under_enforcement_is_denied(
+    admin: k8s.ApiClient, request: pytest.FixtureRequest
+) -> None:
+    """The webhook's caches learn of a new namespace a little later than the API server, which already sends its
+    Pods to the webhook: in that window the webhook must fail closed, not treat the namespace as unenforced.
+    (A Pod is sent at once, several times, to hit the window.)"""
+    core = k8s.CoreV1Api(admin)
+    tag = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:6]
+    for attempt in range(3):
+        name = f"atk-fresh-{tag}-{attempt}"
+        namespace: Any = {"metadata": {"name": name, "labels": {ENFORCE_LABEL: "true"}}}
+        core.create_namespace(namespace)
+        try:
+            denied(core.create_namespaced_pod, name, pod("early-bird", pod_spec(BENIGN)))
+        finally:
+            core.delete_namespace(name)
 
 
 # -- ownerReferences the requester wrote: uids copied from the real chain ----------------------------------------
@@ -366,3 +386,28 @@ def test_deleting_a_model_server_pod_is_allowed(
 ) -> None:
     name = triton_pods.pods[0]["metadata"]["name"]
     admitted(k8s.CoreV1Api(mallory).delete_namespaced_pod, name, served_triton.namespace)
+
+
+@pytest.mark.parametrize(
+    "reach",
+    [
+        {"hostPID": True},
+        {"hostNetwork": True},
+        {"volumes": [{"name": "node", "hostPath": {"path": "/var/lib/kubelet"}}]},
+        {"privileged": True},
+    ],
+    ids=["host-pid", "host-network", "host-path", "privileged"],
+)
+def test_an_exempt_pod_that_reaches_the_node_is_denied(
+    admin: k8s.ApiClient, mallory: k8s.ApiClient, enforced_namespace: str, reach: dict[str, Any]
+) -> None:
+    """From the node a Pod could rewrite a model Pod's verified bytes after the storage initializer checked them:
+    an exemption lists images and accounts, never host access."""
+    core = k8s.CoreV1Api(mallory)
+    with installed_exemption(admin, toolbox_exemption([enforced_namespace])):
+        spec = pod_spec(TOOLBOX, service_account="toolbox")
+        if reach.pop("privileged", False):
+            spec["containers"][0]["securityContext"] = {"privileged": True}
+        spec.update(reach)
+        message = denied(core.create_namespaced_pod, enforced_namespace, pod("toolbox-host", spec))
+        assert "exemption" in message.lower()

@@ -265,8 +265,24 @@ def test_in_an_enforced_namespace_a_pod_runs_only_when_an_exemption_covers_every
     assert "no ClusterWorkloadExemption covers" in decide(pod(PINNED)).message
     assert "not one of batch's images" in decide(pod(PINNED, "busybox"), exemptions=(EXEMPTION,)).message
     assert "service account 'default'" in decide(pod(PINNED, account=""), exemptions=(EXEMPTION,)).message
-    outside = review_serving(request(pod("anything"), resource="pods", user="mallory"), evidence(), now=NOW)
-    assert outside.allowed  # not under enforcement
+    # Pods reach the webhook only from enforced namespaces: one whose label the cache has not seen yet is enforced.
+    assert not review_serving(request(pod("anything"), resource="pods", user="mallory"), evidence(), now=NOW).allowed
+    web = {"kind": "Deployment", "metadata": {"name": "web"}, "spec": {"template": pod("nginx")}}
+    assert review_serving(request(web, resource="deployments", user="mallory"), evidence(), now=NOW).allowed
+
+
+def test_no_exemption_covers_a_privileged_pod_or_one_that_reaches_the_host() -> None:
+    def decide(**spec: Any) -> Decision:
+        obj = pod(PINNED)
+        obj["spec"].update(spec)
+        return review_serving(
+            request(obj, resource="pods", user="mallory"), evidence(labels=ENFORCED, exemptions=(EXEMPTION,)), now=NOW
+        )
+
+    assert "spec.hostPID: true" in decide(hostPID=True).message
+    assert "is a hostPath" in decide(volumes=[{"name": "root", "hostPath": {"path": "/"}}]).message
+    privileged = [{"name": "c0", "image": PINNED, "securityContext": {"privileged": True}}]
+    assert "is privileged" in decide(containers=privileged).message
 
 
 def test_a_workload_in_an_enforced_namespace_is_judged_on_its_pod_template() -> None:
