@@ -77,6 +77,13 @@ def cli() -> None:
     "namespace (needs cluster-wide Secret access), '' none (secretKeyRef evidence is then denied).",
 )
 @click.option(
+    "--evidence-configmap-namespaces",
+    default="*",
+    show_default=True,
+    help="Comma-separated namespaces whose ConfigMaps labelled devmlops.io/evidence=true are read; '*' every "
+    "namespace (needs cluster-wide ConfigMap access), '' none (configMapKeyRef evidence is then denied).",
+)
+@click.option(
     "--operator-user",
     default=Identities().operator,
     show_default=True,
@@ -117,6 +124,7 @@ def webhook(
     opa_timeout: float,
     model_server_images: tuple[str, ...],
     evidence_secret_namespaces: str,
+    evidence_configmap_namespaces: str,
     operator_user: str,
     kserve_user: str,
     controller_users: tuple[str, ...],
@@ -148,6 +156,7 @@ def webhook(
                 "opa_timeout_seconds": opa_timeout,
                 "model_server_images": model_server_images or DEFAULT_SERVER_IMAGES,
                 "evidence_secret_namespaces": _namespace_list(evidence_secret_namespaces),
+                "evidence_configmap_namespaces": _namespace_list(evidence_configmap_namespaces),
                 "operator_user": operator_user,
                 "kserve_user": kserve_user,
                 "controller_users": controller_users or Identities().controllers,

@@ -169,6 +169,8 @@ def test_the_builtin_policies_ship_without_their_tests(tools_dir: Path) -> None:
         (["--set", "certificates.renewBeforeDays=90"], "must be below certificates.validityDays"),
         (["--set", "opa.builtinPolicies=false"], "OPA would have no policies"),
         (["--set", "operator.watchNamespaces={devmlops-system}"], "which the webhook excludes"),
+        (["--set", "evidence.configMapNamespaces={*,team-a}"], "stands alone"),
+        (["--set", "evidence.configMapNamespaces={kube-system}"], "must not list kube-system"),
         (["--set", "image.digest=sha256:abc"], "/image/digest"),
     ],
 )
@@ -239,6 +241,8 @@ def cluster(tools_dir: Path) -> Iterator[ControlPlane]:
             "--create-namespace",
             "--set",
             f"evidence.secretNamespaces={{{TEAM}}}",
+            "--set",
+            f"evidence.configMapNamespaces={{{TEAM}}}",
             kubeconfig=cp.kubeconfig(),
         )
         assert done.returncode == 0, done.stderr
@@ -327,6 +331,8 @@ OPERATOR_NEEDS = [
     ("get", "secrets", TEAM),
 ]
 OPERATOR_MUST_NOT = [
+    ("list", "configmaps", ""),
+    ("get", "configmaps", "kube-system"),
     ("patch", "modeldeployments.devmlops.io", TEAM),
     ("update", "modelapprovals.devmlops.io", TEAM),
     ("list", "secrets", ""),
@@ -347,7 +353,8 @@ WEBHOOK_NEEDS = [
     ("list", "modelapprovals.devmlops.io", ""),
     ("watch", "inferenceservices.serving.kserve.io", ""),
     ("watch", "namespaces", ""),
-    ("list", "configmaps", ""),
+    ("list", "configmaps", TEAM),
+    ("watch", "configmaps", TEAM),
     ("watch", "secrets", TEAM),
     ("watch", "replicasets.apps", ""),
     ("watch", "deployments.apps", ""),
@@ -355,6 +362,9 @@ WEBHOOK_NEEDS = [
     ("watch", "clusterbreakglasses.devmlops.io", ""),
 ]
 WEBHOOK_MUST_NOT = [
+    ("list", "configmaps", ""),  # evidence.configMapNamespaces names TEAM: no cluster-wide read of ConfigMaps
+    ("get", "configmaps", "kube-system"),
+    ("get", "configmaps", NAMESPACE),
     ("list", "secrets", ""),
     ("get", "secrets", NAMESPACE),
     ("get", "secrets", "kube-system"),
@@ -458,7 +468,13 @@ def account_kubeconfig(cp: ControlPlane, client: k8s.ApiClient, account: str) ->
 
 
 def chart_args(tools_dir: Path, component: str) -> list[str]:
-    docs = render(tools_dir, "--set", f"evidence.secretNamespaces={{{TEAM}}}")
+    docs = render(
+        tools_dir,
+        "--set",
+        f"evidence.secretNamespaces={{{TEAM}}}",
+        "--set",
+        f"evidence.configMapNamespaces={{{TEAM}}}",
+    )
     deployment = find(docs, "Deployment", f"devmlops-{component}")
     args: list[str] = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     return args

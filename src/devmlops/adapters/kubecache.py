@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client as k8s
 from kubernetes import watch
@@ -189,14 +189,16 @@ def policy_caches(
     return cache("clustermodelpolicies", "ClusterModelPolicy"), cache("modelpolicies", "ModelPolicy")
 
 
-def _secret_lister(core: k8s.CoreV1Api, namespace: str) -> Callable[..., Any]:
+def _namespaced_lister(core: k8s.CoreV1Api, kind: str, namespace: str) -> Callable[..., Any]:
+    """The list call of Secrets or ConfigMaps ("secret", "config_map") in one namespace, or in all ("")."""
     if not namespace:
-        return core.list_secret_for_all_namespaces
+        return cast(Callable[..., Any], getattr(core, f"list_{kind}_for_all_namespaces"))
+    namespaced = getattr(core, f"list_namespaced_{kind}")
 
     def call(**kwargs: Any) -> Any:
-        return core.list_namespaced_secret(namespace, **kwargs)
+        return namespaced(namespace, **kwargs)
 
-    call.__name__ = "list_namespaced_secret"  # the watch helper names the call in its errors
+    call.__name__ = f"list_namespaced_{kind}"  # the watch helper names the call in its errors
     return call
 
 
@@ -238,27 +240,34 @@ class ClusterCaches:
         evidence_selector: str = "devmlops.io/evidence=true",
         on_policy_change: Callable[[str, dict[str, Any]], None] = lambda _e, _o: None,
         secret_namespaces: tuple[str, ...] | None = None,
+        config_map_namespaces: tuple[str, ...] | None = None,
     ) -> None:
         """``secret_namespaces``: None watches labelled Secrets in every namespace (cluster-wide access); a tuple
-        watches only those namespaces (a Role in each is enough), and an empty one reads no Secret at all."""
+        watches only those namespaces (a Role in each is enough), and an empty one reads no Secret at all.
+        ``config_map_namespaces`` the same for evidence ConfigMaps (RBAC cannot limit reads to labelled objects;
+        namespaces it can)."""
         core = k8s.CoreV1Api(api_client)
         custom = k8s.CustomObjectsApi(api_client)
         serialize = api_client.sanitize_for_serialization
         self._core = core
         self._evidence_selector = evidence_selector
 
-        self.config_maps = WatchCache(
-            "configmaps",
-            core.list_config_map_for_all_namespaces,
-            serialize,
-            label_selector=evidence_selector,
-            transform=_config_map,
-        )
+        self._config_map_namespaces = config_map_namespaces
+        self.config_map_caches = {
+            namespace: WatchCache(
+                f"configmaps-{namespace or 'all'}",
+                _namespaced_lister(core, "config_map", namespace),
+                serialize,
+                label_selector=evidence_selector,
+                transform=_config_map,
+            )
+            for namespace in (("",) if config_map_namespaces is None else config_map_namespaces)
+        }
         self._secret_namespaces = secret_namespaces
         self.secret_caches = {
             namespace: WatchCache(
                 f"secrets-{namespace or 'all'}",
-                _secret_lister(core, namespace),
+                _namespaced_lister(core, "secret", namespace),
                 serialize,
                 label_selector=evidence_selector,
                 transform=_decoded_secret,
@@ -307,7 +316,7 @@ class ClusterCaches:
             transform=_compiled(compile_break_glass),
         )
         self._all = (
-            self.config_maps,
+            *self.config_map_caches.values(),
             *self.secret_caches.values(),
             self.namespaces,
             self.policies,
@@ -343,8 +352,16 @@ class ClusterCaches:
     def config_map(self, namespace: str, name: str) -> Mapping[str, str] | None:
         """From the watch cache; one created a moment ago (before the watch delivered it) is read once, and counts
         only when it carries the evidence label, as in the cache."""
-        found: Mapping[str, str] | None = self.config_maps.get(namespace, name)
-        if found is not None or not self.config_maps.synced:
+        allowed = self._config_map_namespaces
+        if allowed is not None and namespace not in allowed:
+            where = f"only in: {', '.join(allowed)}" if allowed else "in no namespace"
+            raise EvidenceUnavailableError(
+                f"this installation reads evidence ConfigMaps {where}; ask the platform team to add namespace "
+                f"{namespace} (evidence.configMapNamespaces), or put the document inline"
+            )
+        cache = self.config_map_caches["" if allowed is None else namespace]
+        found: Mapping[str, str] | None = cache.get(namespace, name)
+        if found is not None or not cache.synced:
             return found
         try:
             stored = self._serialize(self._core.read_namespaced_config_map(name, namespace, _request_timeout=2))

@@ -66,7 +66,10 @@ def wire(settings: WebhookSettings) -> WebhookDeps:
     start_trimming()
     store = PolicyStore(no_match=settings.no_match)
     caches = ClusterCaches(
-        _api_client(), on_policy_change=store.apply, secret_namespaces=settings.evidence_secret_namespaces
+        _api_client(),
+        on_policy_change=store.apply,
+        secret_namespaces=settings.evidence_secret_namespaces,
+        config_map_namespaces=settings.evidence_configmap_namespaces,
     ).start()
     timed = TimedVerifier(OmsVerifier(), metrics)
 

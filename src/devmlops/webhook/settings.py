@@ -59,6 +59,10 @@ class WebhookSettings(BaseModel):
         default=None,
         description="Namespaces whose labelled Secrets are evidence; None: every namespace; empty: Secrets are off.",
     )
+    evidence_configmap_namespaces: tuple[str, ...] | None = Field(
+        default=None,
+        description="Namespaces whose labelled ConfigMaps are evidence; None: every namespace (cluster-wide read).",
+    )
 
     @property
     def identities(self) -> Identities:

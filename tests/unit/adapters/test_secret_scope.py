@@ -55,3 +55,13 @@ def test_cached_objects_drop_managed_fields_and_bookkeeping_annotations_but_keep
     assert kept["metadata"] == {"name": "m", "annotations": {"devmlops.io/requested-by": "alice"}}
     assert kept["spec"] is obj["spec"]
     assert "managedFields" in obj["metadata"]  # the original is left alone
+
+
+def test_evidence_config_maps_too_are_read_only_in_the_listed_namespaces() -> None:
+    caches = ClusterCaches(k8s.ApiClient(), config_map_namespaces=("team-a",))
+    assert list(caches.config_map_caches) == ["team-a"]
+    assert caches.config_map("team-a", "evidence") is None  # allowed; the (unstarted) cache is empty
+    document = resolve_source({"configMapKeyRef": {"name": "evidence", "key": "m"}}, "team-b", caches, field="f")
+    assert document.text is None
+    assert "reads evidence ConfigMaps only in: team-a" in document.error
+    assert list(ClusterCaches(k8s.ApiClient()).config_map_caches) == [""]  # by default one cluster-wide cache
