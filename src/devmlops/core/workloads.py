@@ -303,12 +303,14 @@ def _served_or_deny(chain: Chain, name: str, what: str) -> Decision:
 
 
 def _review_runtime(request: AdmissionRequest, evidence: Evidence, name: str) -> Decision:
-    if request.resource == "servingruntimes" and _enforced(request, evidence):
-        # KServe resolves a runtime name in the namespace before the cluster: a namespaced runtime named like the one
-        # a model uses would be picked instead, with whatever arguments its author chose.
+    if request.resource == "servingruntimes":
+        # KServe resolves a runtime name in the namespace before the cluster, and auto-selects among namespaced
+        # runtimes too: a namespace editor's runtime would be picked for a devmlops model, with whatever command,
+        # arguments or storage settings its author chose. Only devmlops writes InferenceServices, so a namespaced
+        # runtime serves nothing else: devmlops models run on ClusterServingRuntimes, which cluster admins write.
         return _deny(
-            f"{name}: namespaced ServingRuntimes are not allowed in enforced namespace {request.namespace}, where one "
-            "could shadow the ClusterServingRuntime a model is served by",
+            f"{name}: namespaced ServingRuntimes are refused: one could shadow, or be auto-selected instead of, the "
+            "ClusterServingRuntime a model is served by",
             "ask a cluster admin for a ClusterServingRuntime (pinned, allow-listed images)",
         )
     spec = (request.object or {}).get("spec") or {}

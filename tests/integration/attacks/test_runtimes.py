@@ -137,28 +137,15 @@ def test_a_serving_runtime_that_shadows_the_models_cluster_runtime_is_denied_eve
         denied(create_runtime, mallory, enforced_namespace, shadow)
 
 
-def test_swapping_the_image_of_an_admitted_serving_runtime_is_denied(
-    mallory: k8s.ApiClient, selected_plain_namespace: str
+@pytest.mark.parametrize("image", [SKLEARN_SERVER, ROGUE, UNPINNED], ids=["allowed", "rogue", "unpinned"])
+def test_a_namespaced_serving_runtime_is_denied_even_outside_enforcement(
+    mallory: k8s.ApiClient, selected_plain_namespace: str, image: str
 ) -> None:
-    """Where a namespaced runtime may exist at all (a namespace a policy selects, not under enforcement), an update
-    is held to the same allow-list as a create."""
-    namespace = selected_plain_namespace
-    admitted(create_runtime, mallory, namespace, serving_runtime("sklearn", SKLEARN_SERVER))
-    patch = {"spec": {"containers": [{"name": "kserve-container", "image": ROGUE}]}}
-    api = k8s.CustomObjectsApi(mallory)
-    denied(api.patch_namespaced_custom_object, *RUNTIMES, namespace, "servingruntimes", "sklearn", patch)
-    worker = {"spec": {"workerSpec": {"containers": [{"name": "worker", "image": UNPINNED}]}}}
-    denied(api.patch_namespaced_custom_object, *RUNTIMES, namespace, "servingruntimes", "sklearn", worker)
-
-
-def test_a_serving_runtime_with_a_rogue_image_is_denied_where_namespaced_runtimes_may_exist(
-    mallory: k8s.ApiClient, selected_plain_namespace: str
-) -> None:
-    namespace = selected_plain_namespace
-    denied(create_runtime, mallory, namespace, serving_runtime("unpinned", UNPINNED))
-    denied(create_runtime, mallory, namespace, serving_runtime("rogue", ROGUE))
-    denied(create_runtime, mallory, namespace, serving_runtime("rogue-side", SKLEARN_SERVER, sidecar_images=(ROGUE,)))
-    denied(create_runtime, mallory, namespace, serving_runtime("rogue-worker", SKLEARN_SERVER, worker_images=(ROGUE,)))
+    """KServe picks a namespaced runtime by name before the cluster's, and auto-selects among namespaced ones: a
+    namespace editor's runtime (its command, arguments, storage settings) must never serve a devmlops model, so none
+    is admitted, whatever its images. Only devmlops writes InferenceServices: a namespaced runtime serves nothing."""
+    message = denied(create_runtime, mallory, selected_plain_namespace, serving_runtime("sklearn", image))
+    assert "auto-selected" in message
 
 
 def test_pointing_a_model_deployment_at_a_serving_image_no_policy_allows_is_denied(
@@ -303,14 +290,6 @@ def test_an_inference_graph_in_front_of_the_model_is_denied(mallory: k8s.ApiClie
 
 
 # -- positive controls -------------------------------------------------------------------------------------------
-
-
-def test_a_serving_runtime_whose_images_are_pinned_and_allow_listed_is_admitted_outside_enforcement(
-    mallory: k8s.ApiClient, selected_plain_namespace: str
-) -> None:
-    body = serving_runtime("sklearn", SKLEARN_SERVER, sidecar_images=(SKLEARN_SERVER,))
-    created = admitted(create_runtime, mallory, selected_plain_namespace, body)
-    assert created["spec"]["containers"][0]["image"] == SKLEARN_SERVER
 
 
 def test_a_cluster_serving_runtime_whose_images_are_pinned_and_allow_listed_is_admitted(

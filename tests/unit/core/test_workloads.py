@@ -345,25 +345,21 @@ def test_kserve_kinds_devmlops_never_renders_are_denied_and_runtimes_must_be_pin
         in review_serving(request(trained, resource="trainedmodels", user="mallory"), evidence(), now=NOW).message
     )
     runtime = {
-        "kind": "ServingRuntime",
+        "kind": "ClusterServingRuntime",
         "metadata": {"name": "r"},
         "spec": {"containers": [{"name": "s", "image": PINNED}]},
     }
     allow = (("production", ("registry.local/*",)),)
-    assert review_serving(
-        request(runtime, resource="servingruntimes", user="mallory"), evidence(image_allow_lists=allow), now=NOW
-    ).allowed
-    assert (
-        "allow-lists images"
-        in review_serving(request(runtime, resource="servingruntimes", user="mallory"), evidence(), now=NOW).message
-    )
+
+    def decide(**more: Any) -> Decision:
+        return review_serving(
+            request(runtime, resource="clusterservingruntimes", user="admin"), evidence(**more), now=NOW
+        )
+
+    assert decide(image_allow_lists=allow).allowed
+    assert "allow-lists images" in decide().message
     runtime["spec"]["containers"][0]["image"] = "evil/server:latest"
-    assert (
-        "not pinned"
-        in review_serving(
-            request(runtime, resource="servingruntimes", user="mallory"), evidence(image_allow_lists=allow), now=NOW
-        ).message
-    )
+    assert "not pinned" in decide(image_allow_lists=allow).message
 
 
 def test_an_exempt_pod_may_not_wear_the_labels_that_route_a_model_servers_traffic() -> None:
@@ -409,7 +405,8 @@ def test_the_triton_service_is_a_child_compared_with_its_rendering() -> None:
     assert "only the devmlops operator" in by_mallory.message
 
 
-def test_a_namespaced_serving_runtime_is_refused_in_an_enforced_namespace() -> None:
+@pytest.mark.parametrize("labels", [ENFORCED, {}], ids=["enforced", "not-enforced"])
+def test_a_namespaced_serving_runtime_is_refused_even_with_pinned_allow_listed_images(labels: dict[str, str]) -> None:
     runtime = {
         "kind": "ServingRuntime",
         "metadata": {"name": "r"},
@@ -418,7 +415,7 @@ def test_a_namespaced_serving_runtime_is_refused_in_an_enforced_namespace() -> N
     allow = (("production", ("registry.local/*",)),)
     decision = review_serving(
         request(runtime, resource="servingruntimes", user="mallory"),
-        evidence(labels=ENFORCED, image_allow_lists=allow),
+        evidence(labels=labels, image_allow_lists=allow),
         now=NOW,
     )
-    assert "could shadow the ClusterServingRuntime" in decision.message
+    assert "could shadow, or be auto-selected instead of" in decision.message
