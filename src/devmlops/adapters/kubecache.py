@@ -212,6 +212,16 @@ def _config_map(obj: dict[str, Any]) -> dict[str, str]:
     return {**binary, **(obj.get("data") or {})}
 
 
+def _scoped(
+    caches: Mapping[str, WatchCache], allowed: tuple[str, ...] | None, namespace: str, what: str, fix: str
+) -> WatchCache:
+    """The evidence cache that holds ``namespace``, or a refusal saying where this installation reads evidence."""
+    if allowed is not None and namespace not in allowed:
+        where = f"only in: {', '.join(allowed)}" if allowed else "in no namespace"
+        raise EvidenceUnavailableError(f"this installation reads evidence {what} {where}; {fix}")
+    return caches["" if allowed is None else namespace]
+
+
 def _workload(obj: dict[str, Any]) -> dict[str, Any]:
     """What a chain decision reads of a ReplicaSet or Deployment: metadata and spec (status changes every second)."""
     return {"metadata": trimmed(obj)["metadata"], "spec": obj.get("spec") or {}}
@@ -252,28 +262,25 @@ class ClusterCaches:
         self._core = core
         self._evidence_selector = evidence_selector
 
+        def evidence_caches(
+            kind: str, namespaces: tuple[str, ...] | None, transform: Callable[[dict[str, Any]], Any]
+        ) -> dict[str, WatchCache]:
+            """One cache per allowed namespace ("" for every namespace)."""
+            return {
+                namespace: WatchCache(
+                    f"{kind.replace('_', '')}s-{namespace or 'all'}",
+                    _namespaced_lister(core, kind, namespace),
+                    serialize,
+                    label_selector=evidence_selector,
+                    transform=transform,
+                )
+                for namespace in (("",) if namespaces is None else namespaces)
+            }
+
         self._config_map_namespaces = config_map_namespaces
-        self.config_map_caches = {
-            namespace: WatchCache(
-                f"configmaps-{namespace or 'all'}",
-                _namespaced_lister(core, "config_map", namespace),
-                serialize,
-                label_selector=evidence_selector,
-                transform=_config_map,
-            )
-            for namespace in (("",) if config_map_namespaces is None else config_map_namespaces)
-        }
+        self.config_map_caches = evidence_caches("config_map", config_map_namespaces, _config_map)
         self._secret_namespaces = secret_namespaces
-        self.secret_caches = {
-            namespace: WatchCache(
-                f"secrets-{namespace or 'all'}",
-                _namespaced_lister(core, "secret", namespace),
-                serialize,
-                label_selector=evidence_selector,
-                transform=_decoded_secret,
-            )
-            for namespace in (("",) if secret_namespaces is None else secret_namespaces)
-        }
+        self.secret_caches = evidence_caches("secret", secret_namespaces, _decoded_secret)
         self.namespaces = WatchCache(
             "namespaces",
             core.list_namespace,
@@ -352,14 +359,13 @@ class ClusterCaches:
     def config_map(self, namespace: str, name: str) -> Mapping[str, str] | None:
         """From the watch cache; one created a moment ago (before the watch delivered it) is read once, and counts
         only when it carries the evidence label, as in the cache."""
-        allowed = self._config_map_namespaces
-        if allowed is not None and namespace not in allowed:
-            where = f"only in: {', '.join(allowed)}" if allowed else "in no namespace"
-            raise EvidenceUnavailableError(
-                f"this installation reads evidence ConfigMaps {where}; ask the platform team to add namespace "
-                f"{namespace} (evidence.configMapNamespaces), or put the document inline"
-            )
-        cache = self.config_map_caches["" if allowed is None else namespace]
+        cache = _scoped(
+            self.config_map_caches,
+            self._config_map_namespaces,
+            namespace,
+            "ConfigMaps",
+            f"ask the platform team to add namespace {namespace} (evidence.configMapNamespaces), or put it inline",
+        )
         found: Mapping[str, str] | None = cache.get(namespace, name)
         if found is not None or not cache.synced:
             return found
@@ -374,14 +380,14 @@ class ClusterCaches:
         return _config_map(stored) if labels.get(key) == value else None
 
     def secret(self, namespace: str, name: str) -> Mapping[str, str] | None:
-        allowed = self._secret_namespaces
-        if allowed is not None and namespace not in allowed:
-            where = f"only in: {', '.join(allowed)}" if allowed else "in no namespace"
-            raise EvidenceUnavailableError(
-                f"this installation reads evidence Secrets {where}; put the document in a ConfigMap labelled "
-                "devmlops.io/evidence=true, or ask the platform team to add the namespace (evidence.secretNamespaces)"
-            )
-        cache = self.secret_caches["" if allowed is None else namespace]
+        cache = _scoped(
+            self.secret_caches,
+            self._secret_namespaces,
+            namespace,
+            "Secrets",
+            "put the document in a ConfigMap labelled devmlops.io/evidence=true, or ask the platform team to add the "
+            "namespace (evidence.secretNamespaces)",
+        )
         found: Mapping[str, str] | None = cache.get(namespace, name)
         return found
 
