@@ -369,15 +369,7 @@ class ClusterCaches:
         found: Mapping[str, str] | None = cache.get(namespace, name)
         if found is not None or not cache.synced:
             return found
-        try:
-            stored = self._serialize(self._core.read_namespaced_config_map(name, namespace, _request_timeout=2))
-        except ApiException as exc:
-            if exc.status in (403, 404):
-                return None
-            raise EvidenceUnavailableError(f"ConfigMap {namespace}/{name} could not be read ({exc.status})") from exc
-        key, _, value = self._evidence_selector.partition("=")
-        labels = (stored.get("metadata") or {}).get("labels") or {}
-        return _config_map(stored) if labels.get(key) == value else None
+        return self._read_labelled("config_map", namespace, name, _config_map)  # created a moment ago?
 
     def secret(self, namespace: str, name: str) -> Mapping[str, str] | None:
         cache = _scoped(
@@ -389,7 +381,24 @@ class ClusterCaches:
             "namespace (evidence.secretNamespaces)",
         )
         found: Mapping[str, str] | None = cache.get(namespace, name)
-        return found
+        if found is not None or not cache.synced:
+            return found
+        return self._read_labelled("secret", namespace, name, _decoded_secret)  # created a moment ago?
+
+    def _read_labelled(
+        self, kind: str, namespace: str, name: str, transform: Callable[[dict[str, Any]], dict[str, str]]
+    ) -> Mapping[str, str] | None:
+        """One read of an evidence object the watch has not delivered yet; it counts only with the evidence label."""
+        try:
+            read = getattr(self._core, f"read_namespaced_{kind}")
+            stored = self._serialize(read(name, namespace, _request_timeout=2))
+        except ApiException as exc:
+            if exc.status in (403, 404):
+                return None
+            raise EvidenceUnavailableError(f"{kind} {namespace}/{name} could not be read ({exc.status})") from exc
+        key, _, value = self._evidence_selector.partition("=")
+        labels = (stored.get("metadata") or {}).get("labels") or {}
+        return transform(stored) if labels.get(key) == value else None
 
     def namespace_labels(self, namespace: str) -> Mapping[str, str]:
         found: Mapping[str, str] | None = self.namespaces.get("", namespace)
