@@ -76,11 +76,16 @@ def controller_of(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return next((ref for ref in refs if isinstance(ref, Mapping) and ref.get("controller") is True), None)
 
 
-def _template_spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+def _pod_template(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A workload's pod template (a CronJob's through its job template)."""
     spec = obj.get("spec") or {}
     if "jobTemplate" in spec:  # CronJob
         spec = ((spec.get("jobTemplate") or {}).get("spec")) or {}
-    return ((spec.get("template") or {}).get("spec")) or {}
+    return (spec.get("template") or {}) if isinstance(spec, Mapping) else {}
+
+
+def _template_spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    return _pod_template(obj).get("spec") or {}
 
 
 def is_model_server(obj: Mapping[str, Any], image_patterns: Sequence[str]) -> bool:
@@ -205,12 +210,8 @@ def reserved_labels(labels: Any) -> list[str]:
 
 def _pod_labels(request: AdmissionRequest) -> Any:
     obj = request.object or {}
-    if request.resource == "pods":
-        return (obj.get("metadata") or {}).get("labels")
-    spec = obj.get("spec") or {}
-    if "jobTemplate" in spec:
-        spec = ((spec.get("jobTemplate") or {}).get("spec")) or {}
-    return ((spec.get("template") or {}).get("metadata") or {}).get("labels")
+    holder = obj if request.resource == "pods" else _pod_template(obj)
+    return (holder.get("metadata") or {}).get("labels")
 
 
 def _exempt_or_deny(request: AdmissionRequest, evidence: Evidence, name: str) -> Decision:
