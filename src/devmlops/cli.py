@@ -553,6 +553,7 @@ def check(
             "namespace": r.namespace,
             "name": r.name,
             "allowed": r.decision.allowed,
+            "error": r.error,
             "message": r.decision.message,
             "warnings": list(r.decision.warnings),
             "gates": [
@@ -563,16 +564,18 @@ def check(
         for r in results
     ]
     text = "\n".join(
-        f"{'ADMITTED' if r.decision.allowed else 'DENIED  '} {r.namespace}/{r.name}: {r.decision.message}"
+        (f"ERROR    {r.namespace}/{r.name}: {r.error}" if r.error else "")
+        or f"{'ADMITTED' if r.decision.allowed else 'DENIED  '} {r.namespace}/{r.name}: {r.decision.message}"
         + "".join(f"\n  warning: {w}" for w in r.decision.warnings)
         for r in results
     )
-    ok = all(r.decision.allowed for r in results)
     if as_json:
         click.echo(json.dumps(payload, indent=2))
     else:
         click.echo(text)
-    sys.exit(EXIT_OK if ok else EXIT_FAILED)
+    if any(r.error for r in results):
+        sys.exit(EXIT_USAGE)
+    sys.exit(EXIT_OK if all(r.decision.allowed for r in results) else EXIT_FAILED)
 
 
 @cli.command()

@@ -14,7 +14,8 @@ import yaml
 
 from devmlops.adapters.evidence import decode_values, resolve_evidence
 from devmlops.adapters.oms import OmsVerifier
-from devmlops.core.model import Decision
+from devmlops.core.manifests import parse_model_deployment
+from devmlops.core.model import Decision, GateResult
 from devmlops.core.policy import NoMatchAction, PolicySet, compile_policy
 from devmlops.core.ports import PolicyEngine
 from devmlops.core.serving import may_serve, model_request
@@ -22,12 +23,17 @@ from devmlops.errors import InvalidInputError
 
 __all__ = ["CheckResult", "check_manifests", "load_manifests"]
 
+_FIX = "fix the ModelDeployment field named above"
+
 
 @dataclass(frozen=True, slots=True)
 class CheckResult:
+    """A decision, or ``error`` when the manifest is malformed (then ``decision`` is the denial it would get)."""
+
     namespace: str
     name: str
     decision: Decision
+    error: str = ""
 
 
 def load_manifests(paths: Iterable[Path]) -> list[dict[str, Any]]:
@@ -87,6 +93,12 @@ def check_manifests(
         meta = doc.get("metadata") or {}
         namespace, name = str(meta.get("namespace") or "default"), str(meta.get("name") or "")
         obj = {**doc, "metadata": {**meta, "namespace": namespace}}
+        try:
+            parse_model_deployment(obj)
+        except InvalidInputError as exc:
+            denial = GateResult(gate="manifest", outcome="error", reason=exc.user_message, hint=_FIX)
+            results.append(CheckResult(namespace, name, Decision((denial,)), error=exc.user_message))
+            continue
         request = model_request(obj, uid=f"offline-{namespace}-{name}", username="devmlops-check", operation="CREATE")
         evidence = resolve_evidence(obj, lookup)
         decision = may_serve(obj, policies, evidence, verifier, engine, stage="admission", request=request)

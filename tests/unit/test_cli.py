@@ -156,3 +156,31 @@ def test_sign_with_a_certificate_chain_verifies_against_the_ca(tmp_path: Path) -
     assert signed.returncode == 0, signed.stderr
     ok = devmlops("verify", model, "--signature", tmp_path / "m.sig", "--certificate-chain", chain.ca_pem)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_check_reports_a_malformed_manifest_as_an_error_naming_the_field_and_decides_the_rest(tmp_path: Path) -> None:
+    digest = "sha256:" + "ab" * 32
+    good = {"name": "fraud", "uri": "s3://models/fraud", "digest": digest}
+    documents = [
+        {"kind": "ModelDeployment", "metadata": {"name": "bad", "namespace": "ml"}, "spec": {"model": "oops"}},
+        {
+            "kind": "ModelDeployment",
+            "metadata": {"name": "good", "namespace": "ml"},
+            "spec": {"model": good, "runtime": {"kind": "kserve", "replicas": "2"}},
+        },
+        {"kind": "ModelDeployment", "metadata": {"name": "fine", "namespace": "ml"}, "spec": {"model": good,
+         "runtime": {"kind": "kserve"}}},
+    ]  # fmt: skip
+    manifest = tmp_path / "md.yaml"
+    manifest.write_text("\n---\n".join(json.dumps(d) for d in documents))
+    result = devmlops("check", "-f", manifest, "--json")
+    assert result.returncode == 2, result.stdout + result.stderr
+    report = {item["name"]: item for item in json.loads(result.stdout)}
+    assert "spec.model: found 'oops', expected an object" in report["bad"]["error"]
+    assert "spec.runtime: missing" in report["bad"]["error"]
+    assert "spec.runtime.replicas: found '2', expected an integer" in report["good"]["error"]
+    assert report["fine"]["error"] == ""  # still decided: no policy selects it, so it is denied, not lost
+    assert "no ClusterModelPolicy selects model 'fraud'" in report["fine"]["message"]
+    text = devmlops("check", "-f", manifest)
+    assert "ERROR    ml/bad: ModelDeployment ml/bad: spec.model: found 'oops'" in text.stdout
+    assert "Traceback" not in text.stderr

@@ -15,10 +15,12 @@ from typing import Any
 from devmlops.core.gates.approval import approval_required, refusing_approver
 from devmlops.core.gates.compliance import effective_tier
 from devmlops.core.gates.requester import REQUESTED_BY, served_fingerprint
+from devmlops.core.manifests import parse_model_approval, parse_model_deployment
 from devmlops.core.model import Decision, GateResult
 from devmlops.core.policy import Policy
 from devmlops.core.review import AdmissionRequest
 from devmlops.core.sbom import SbomSummary
+from devmlops.errors import InvalidInputError
 
 __all__ = [
     "APPROVAL_STAMPS",
@@ -99,13 +101,15 @@ def review_approval(
 ) -> Decision:
     """``target`` is the ModelDeployment named by the approval; ``policies`` those that select it; ``sbom`` its SBOM
     (for its effective tier); ``now`` RFC 3339."""
-    obj = request.object or {}
-    spec = obj.get("spec") or {}
-    annotations = _annotations(obj)
     approver = request.username
     if request.operation == "UPDATE":
         return _review_update(request)
-    name = str(spec.get("modelDeployment") or "")
+    try:
+        approval = parse_model_approval(request.object)
+    except InvalidInputError as exc:
+        return _fail(exc.user_message, "fix the ModelApproval field named above")
+    spec, annotations = approval.spec, approval.metadata.annotations
+    name = spec.model_deployment
     if target is None:
         return _fail(
             f"spec.modelDeployment: ModelDeployment {request.namespace}/{name} does not exist",
@@ -119,11 +123,13 @@ def review_approval(
                 f"do not set {key}; the devmlops mutating webhook stamps it (is it installed?), or retry if "
                 f"ModelDeployment {name} just changed",
             )
-    current = str(((target.get("spec") or {}).get("model") or {}).get("digest") or "")
-    if spec.get("digest") != current:
+    try:
+        current = parse_model_deployment(target).spec.model.digest
+    except InvalidInputError as exc:
+        return _fail(f"spec.modelDeployment: {exc.user_message}", "fix the ModelDeployment before approving it")
+    if spec.digest != current:
         return _fail(
-            f"spec.digest: got {str(spec.get('digest'))[:19]}..., but ModelDeployment {name} now serves "
-            f"{current[:19]}...",
+            f"spec.digest: got {spec.digest[:19]}..., but ModelDeployment {name} now serves {current[:19]}...",
             "approve the current digest",
         )
     requester = str(_annotations(target).get(REQUESTED_BY) or "")
@@ -142,7 +148,7 @@ def review_approval(
             f"{approver!r} (groups {list(request.groups)}) is not an approver under {', '.join(refusing)}",
             "ask a user or group listed in compliance.approvers",
         )
-    expires = str(spec.get("expires") or "")
+    expires = spec.expires or ""
     if expires:
         try:
             past = dt.datetime.fromisoformat(expires) <= dt.datetime.fromisoformat(now)

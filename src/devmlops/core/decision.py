@@ -23,6 +23,7 @@ from devmlops.core.gates.requester import check_requester
 from devmlops.core.gates.sbom import check_sbom
 from devmlops.core.gates.signature import check_signature
 from devmlops.core.globs import matching_glob
+from devmlops.core.manifests import ModelDeployment, parse_model_deployment
 from devmlops.core.model import Decision, GateResult, Outcome
 from devmlops.core.narrowing import widenings
 from devmlops.core.policy import Policy, PolicySet, compile_model_policy, compile_policy, tier_rank
@@ -129,10 +130,12 @@ def _decide(
         return _single(
             "kind", "error", f"devmlops has no rule for kind {name}", "remove it from the webhook configuration"
         )
+    try:
+        deployment = parse_model_deployment(request.object)
+    except InvalidInputError as exc:
+        return _single("manifest", "fail", exc.user_message, "fix the ModelDeployment field named above")
     spec = request.object.get("spec") if request.object is not None else None
-    if not isinstance(spec, Mapping):
-        return _single("manifest", "error", "the ModelDeployment has no spec object: expected spec.model, spec.runtime")
-    if _is_scale_down(request, spec):
+    if isinstance(spec, Mapping) and _is_scale_down(request, spec):
         return _single("operation", "pass", "scaling down is always allowed")
     if evidence.requester_stamped:
         requester = check_requester(request)
@@ -141,7 +144,7 @@ def _decide(
         lowered = _lowered_tier(request)
         if lowered:
             return Decision((lowered,))
-    return _decide_model_deployment(request, spec, policies, evidence, verifier, engine, stage)
+    return _decide_model_deployment(request, deployment, policies, evidence, verifier, engine, stage)
 
 
 _GRANTS = {
@@ -296,7 +299,7 @@ def select_policies(
 
 def _decide_model_deployment(
     request: AdmissionRequest,
-    spec: Mapping[str, Any],
+    deployment: ModelDeployment,
     policies: PolicySet,
     evidence: Evidence,
     verifier: SignatureVerifier,
@@ -317,7 +320,7 @@ def _decide_model_deployment(
         # ever narrows its own namespace, so it fails closed there and nowhere else.
         if "/" not in name or name.split("/", 1)[0] == request.namespace
     ]
-    model_name = str((spec.get("model") or {}).get("name") or "")
+    model_name = deployment.spec.model.name
     matched = select_policies(
         policies, namespace=request.namespace, namespace_labels=evidence.namespace_labels, model_name=model_name
     )
@@ -340,18 +343,18 @@ def _decide_model_deployment(
     tier = effective_tier(obj, matched, evidence.sbom_summary)  # one tier, judged by every selecting policy
     verified: SignedModel | None = None  # what a ClusterModelPolicy's authorities verified: the signer of record
     for policy in sorted(matched, key=lambda p: bool(p.namespace)):  # cluster policies first
-        signature, signed = check_signature(spec, policy, evidence, verifier)
+        signature, signed = check_signature(deployment, policy, evidence, verifier)
         results.append(signature)
         if not policy.namespace:
             verified = verified or signed
         # A team policy's own signers add a requirement; they never replace the cluster-verified signature, which its
         # SBOM binds to when it names no signers.
         bound = signed or verified
-        results.append(check_sbom(spec, policy, evidence, bound, verifier))
-        results.append(check_allowlist(spec, policy))
-        results.append(check_compliance(obj, policy, tier))
+        results.append(check_sbom(deployment, policy, evidence, bound, verifier))
+        results.append(check_allowlist(deployment, policy))
+        results.append(check_compliance(deployment, policy, tier))
         if stage == "serving":
-            results.append(check_approval(obj, policy, evidence, tier))
+            results.append(check_approval(deployment, policy, evidence, tier))
         if policy.rego_packages:  # the input document is the largest thing a decision builds: only when asked
             document = rego_input(request, obj, policy, evidence, bound, stage=stage, tier=tier)
             results.extend(check_rego(policy, document, engine))

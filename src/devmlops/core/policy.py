@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from devmlops.core import manifests as wire
 from devmlops.core.model import Mode
 from devmlops.errors import InvalidInputError
 
@@ -180,18 +181,6 @@ class PolicySet:
 # -- compilation ---------------------------------------------------------------------------------------------
 
 
-def _strings(value: Any, path: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise InvalidInputError(f"{path}: expected a list of strings, got {value!r}")
-    return tuple(value)
-
-
-def _optional_strings(spec: Mapping[str, Any], key: str, path: str) -> tuple[str, ...] | None:
-    return _strings(spec[key], f"{path}.{key}") if key in spec and spec[key] is not None else None
-
-
 def _regexp(pattern: str, path: str) -> str:
     try:
         re.compile(pattern)
@@ -200,168 +189,174 @@ def _regexp(pattern: str, path: str) -> str:
     return pattern
 
 
-def _authority(raw: Any, path: str) -> Authority:
-    if not isinstance(raw, Mapping) or not isinstance(raw.get("name"), str) or not raw["name"]:
-        raise InvalidInputError(f"{path}.name: expected a non-empty name")
-    kinds = [kind for kind in ("key", "certificateChain", "keyless") if raw.get(kind) is not None]
-    if len(kinds) != 1:
-        raise InvalidInputError(f"{path}: set exactly one of key, certificateChain or keyless, got {kinds or 'none'}")
-    name = raw["name"]
-    if kinds[0] == "key":
-        pem = str(raw["key"].get("publicKey", ""))
-        if "BEGIN PUBLIC KEY" not in pem:
+def _tuple(values: Sequence[str] | None) -> tuple[str, ...]:
+    return tuple(values or ())
+
+
+def _optional(values: Sequence[str] | None) -> tuple[str, ...] | None:
+    return None if values is None else tuple(values)
+
+
+def _authority(raw: wire.AuthoritySpec, path: str) -> Authority:
+    if raw.key is not None:
+        if "BEGIN PUBLIC KEY" not in raw.key.public_key:
             raise InvalidInputError(f"{path}.key.publicKey: expected a PEM public key (BEGIN PUBLIC KEY)")
-        return Authority(name=name, kind="key", public_key=pem)
-    if kinds[0] == "certificateChain":
-        pem = str(raw["certificateChain"].get("certificates", ""))
-        if "BEGIN CERTIFICATE" not in pem:
+        return Authority(name=raw.name, kind="key", public_key=raw.key.public_key)
+    if raw.certificate_chain is not None:
+        if "BEGIN CERTIFICATE" not in raw.certificate_chain.certificates:
             raise InvalidInputError(f"{path}.certificateChain.certificates: expected PEM certificates")
-        return Authority(name=name, kind="certificateChain", certificates=pem)
-    keyless = raw["keyless"]
-    identity, regexp = str(keyless.get("identity") or ""), str(keyless.get("identityRegExp") or "")
-    if bool(identity) == bool(regexp):
-        raise InvalidInputError(f"{path}.keyless: set exactly one of identity or identityRegExp")
-    issuer = str(keyless.get("issuer") or "")
-    if not issuer:
+        return Authority(name=raw.name, kind="certificateChain", certificates=raw.certificate_chain.certificates)
+    keyless = raw.keyless
+    assert keyless is not None  # the spec model demands exactly one of the three
+    if not keyless.issuer:
         raise InvalidInputError(f"{path}.keyless.issuer: expected the OIDC issuer URL")
-    trust_config = str(keyless.get("trustConfig") or "")
-    if trust_config:
+    if keyless.trust_config:
         try:
-            json.loads(trust_config)
+            json.loads(keyless.trust_config)
         except ValueError as exc:
             raise InvalidInputError(f"{path}.keyless.trustConfig: not valid JSON ({exc})") from exc
+    regexp = keyless.identity_reg_exp or ""
     return Authority(
-        name=name,
+        name=raw.name,
         kind="keyless",
-        identity=identity,
+        identity=keyless.identity or "",
         identity_regexp=_regexp(regexp, f"{path}.keyless.identityRegExp") if regexp else "",
-        issuer=issuer,
-        trust_config=trust_config,
+        issuer=keyless.issuer,
+        trust_config=keyless.trust_config or "",
     )
 
 
-def _selector(raw: Any, path: str) -> LabelSelector:
-    if not isinstance(raw, Mapping):
-        raise InvalidInputError(f"{path}: expected a label selector object")
-    labels = raw.get("matchLabels") or {}
-    if not isinstance(labels, Mapping):
-        raise InvalidInputError(f"{path}.matchLabels: expected a map of strings")
+def _selector(raw: wire.NamespaceSelector, path: str) -> LabelSelector:
     expressions = []
-    for i, expr in enumerate(raw.get("matchExpressions") or []):
-        operator = expr.get("operator") if isinstance(expr, Mapping) else None
-        if operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
-            raise InvalidInputError(f"{path}.matchExpressions[{i}].operator: got {operator!r}")
-        values = _strings(expr.get("values"), f"{path}.matchExpressions[{i}].values")
-        if operator in ("In", "NotIn") and not values:
-            raise InvalidInputError(f"{path}.matchExpressions[{i}].values: {operator} needs at least one value")
-        expressions.append((str(expr.get("key", "")), str(operator), values))
-    return LabelSelector({str(k): str(v) for k, v in labels.items()}, tuple(expressions))
+    for i, expr in enumerate(raw.match_expressions or ()):
+        values = _tuple(expr.values)
+        if expr.operator in ("In", "NotIn") and not values:
+            raise InvalidInputError(f"{path}.matchExpressions[{i}].values: {expr.operator} needs at least one value")
+        expressions.append((expr.key, str(expr.operator), values))
+    return LabelSelector(dict(raw.match_labels or {}), tuple(expressions))
 
 
 def compile_policy(obj: Mapping[str, Any]) -> Policy:
     """A ``Policy`` from a ClusterModelPolicy object, or ``InvalidInputError`` naming the wrong field."""
-    return _compile(obj, kind="ClusterModelPolicy")
+    name, _namespace, revision = _identity(obj, "ClusterModelPolicy")
+    spec = wire.parse_cluster_model_policy(obj.get("spec"), name)
+    selector = spec.selector or wire.Selector()
+    raw_ns = selector.namespace_selector
+    where = f"ClusterModelPolicy {name}: spec"
+    return _policy(
+        spec,
+        name=name,
+        revision=revision,
+        where=where,
+        namespace_selector=_selector(raw_ns, f"{where}.selector.namespaceSelector") if raw_ns is not None else None,
+        model_globs=_tuple(selector.models),
+        on_violation=spec.on_violation,
+    )
 
 
 def compile_model_policy(obj: Mapping[str, Any]) -> Policy:
     """A team's namespaced ModelPolicy: the same rules, authorities optional, bound to its namespace."""
-    return _compile(obj, kind="ModelPolicy")
+    name, namespace, revision = _identity(obj, "ModelPolicy")
+    spec = wire.parse_model_policy(obj.get("spec"), name)
+    if spec.authorities is not None and not spec.authorities:
+        raise InvalidInputError(
+            f"ModelPolicy {name}: spec.authorities: expected at least one authority, or none at all (an empty list "
+            "never passes)"
+        )
+    return _policy(
+        spec,
+        name=name,
+        namespace=namespace,
+        revision=revision,
+        where=f"ModelPolicy {name}: spec",
+        model_globs=_tuple(spec.selector.models if spec.selector else None),
+    )
 
 
-def _compile(obj: Mapping[str, Any], *, kind: str) -> Policy:
-    metadata = obj.get("metadata") or {}
-    name = str(metadata.get("name") or "")
-    spec = obj.get("spec")
-    if not name or not isinstance(spec, Mapping):
-        raise InvalidInputError(f"{kind} {name or '?'}: expected metadata.name and a spec object")
-    namespace = str(metadata.get("namespace") or "") if kind == "ModelPolicy" else ""
-    if namespace:
-        name = f"{namespace}/{name}"
-    where = f"{kind} {name}: spec"
-    raw_authorities = spec.get("authorities")
-    team_without_signers = kind == "ModelPolicy" and raw_authorities is None
-    if not team_without_signers and (
-        not isinstance(raw_authorities, Sequence) or isinstance(raw_authorities, str) or not raw_authorities
-    ):
-        raise InvalidInputError(f"{where}.authorities: expected at least one authority (an empty list never passes)")
-    authorities = tuple(_authority(a, f"{where}.authorities[{i}]") for i, a in enumerate(raw_authorities or ()))
+def _identity(obj: Mapping[str, Any], kind: str) -> tuple[str, str, str]:
+    """``(name, namespace, revision)``; a ModelPolicy's name is ``namespace/name``."""
+    metadata = obj.get("metadata") if isinstance(obj, Mapping) else None
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    name = metadata.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidInputError(f"{kind} ?: metadata.name: found {name!r}, expected a non-empty name")
+    namespace = metadata.get("namespace") if kind == "ModelPolicy" else ""
+    namespace = namespace if isinstance(namespace, str) else ""
+    revision = str(metadata.get("resourceVersion") or metadata.get("generation") or "0")
+    return (f"{namespace}/{name}" if namespace else name), namespace, revision
+
+
+def _policy(
+    spec: wire.ClusterModelPolicySpec | wire.ModelPolicySpec,
+    *,
+    name: str,
+    revision: str,
+    where: str,
+    namespace: str = "",
+    namespace_selector: LabelSelector | None = None,
+    model_globs: tuple[str, ...] = (),
+    on_violation: Literal["degrade", "scaleToZero"] = "degrade",
+) -> Policy:
+    authorities = tuple(_authority(a, f"{where}.authorities[{i}]") for i, a in enumerate(spec.authorities or ()))
     names = [a.name for a in authorities]
     if len(set(names)) != len(names):
         raise InvalidInputError(f"{where}.authorities: names must be unique, got {names}")
-    threshold = spec.get("threshold", 1)
-    if not isinstance(threshold, int) or not 1 <= threshold <= max(len(authorities), 1):
+    threshold = spec.threshold or 1
+    if threshold > max(len(authorities), 1):
         raise InvalidInputError(
             f"{where}.threshold: got {threshold!r}, expected 1 to {len(authorities)} (the number of authorities)"
         )
-    mode = spec.get("mode", "enforce")
-    if mode not in ("enforce", "warn"):
-        raise InvalidInputError(f"{where}.mode: got {mode!r}, expected enforce or warn")
-    selector = spec.get("selector") or {}
-    globs = _strings(selector.get("models"), f"{where}.selector.models")
-    raw_ns = selector.get("namespaceSelector")
-    sbom = spec.get("sbom") or {}
-    allow = spec.get("allow") or {}
-    rego = spec.get("rego") or {}
+    sbom, allow, rego = spec.sbom, spec.allow or wire.AllowSpec(), spec.rego or wire.RegoSpec()
     return Policy(
         name=name,
         namespace=namespace,
-        revision=str(metadata.get("resourceVersion") or metadata.get("generation") or "0"),
-        mode=mode,
-        namespace_selector=_selector(raw_ns, f"{where}.selector.namespaceSelector") if raw_ns is not None else None,
-        model_globs=globs,
+        revision=revision,
+        mode=spec.mode,
+        namespace_selector=namespace_selector,
+        model_globs=model_globs,
         authorities=authorities,
         threshold=threshold,
         sbom=SbomRequirements(
-            required=bool(sbom.get("required", True)) if sbom else False,
-            formats=_strings(sbom.get("formats"), f"{where}.sbom.formats"),
-            bind_to_digest=bool(sbom.get("bindToDigest", True)),
-            allow_name_binding=bool(sbom.get("allowNameBinding", False)),
-            denied_licenses=_strings(sbom.get("deniedLicenses"), f"{where}.sbom.deniedLicenses"),
-            required_model_card_fields=_strings(
-                sbom.get("requiredModelCardFields"), f"{where}.sbom.requiredModelCardFields"
-            ),
-            require_signature=bool(sbom.get("requireSignature", False)),
+            required=sbom.required if sbom else False,
+            formats=_tuple(sbom.formats if sbom else None),
+            bind_to_digest=sbom.bind_to_digest if sbom else True,
+            allow_name_binding=sbom.allow_name_binding if sbom else False,
+            denied_licenses=_tuple(sbom.denied_licenses if sbom else None),
+            required_model_card_fields=_tuple(sbom.required_model_card_fields if sbom else None),
+            require_signature=sbom.require_signature if sbom else False,
         ),
         allow=AllowList(
-            storage_uris=_optional_strings(allow, "storageUris", f"{where}.allow"),
-            runtimes=_optional_strings(allow, "runtimes", f"{where}.allow"),
-            images=_optional_strings(allow, "images", f"{where}.allow"),
-            formats=_optional_strings(allow, "formats", f"{where}.allow"),
+            storage_uris=_optional(allow.storage_uris),
+            runtimes=_optional(allow.runtimes),
+            images=_optional(allow.images),
+            formats=_optional(allow.formats),
         ),
-        rego_packages=_strings(rego.get("packages"), f"{where}.rego.packages"),
-        rego_parameters=dict(rego.get("parameters") or {}),
-        compliance=_compliance(spec.get("compliance"), f"{where}.compliance"),
-        on_violation="scaleToZero" if spec.get("onViolation") == "scaleToZero" else "degrade",
+        rego_packages=_tuple(rego.packages),
+        rego_parameters=dict(rego.parameters or {}),
+        compliance=_compliance(spec.compliance, f"{where}.compliance"),
+        on_violation=on_violation,
     )
 
 
-def _compliance(raw: Any, path: str) -> ComplianceRules | None:
+def _compliance(raw: wire.ComplianceSpec | None, path: str) -> ComplianceRules | None:
     if raw is None:
         return None
-    if not isinstance(raw, Mapping):
-        raise InvalidInputError(f"{path}: expected an object")
-    tiers: dict[str, TierRules] = {}
-    for tier, rules in (raw.get("tiers") or {}).items():
-        if tier not in RISK_TIERS:
-            raise InvalidInputError(f"{path}.tiers: got tier {tier!r}, expected one of {', '.join(RISK_TIERS)}")
-        if not isinstance(rules, Mapping):
-            raise InvalidInputError(f"{path}.tiers.{tier}: expected an object")
-        tiers[tier] = TierRules(
-            deny=bool(rules.get("deny", False)),
-            require_approval=bool(rules.get("requireApproval", False)),
-            required_annotations=_strings(rules.get("requiredAnnotations"), f"{path}.tiers.{tier}.requiredAnnotations"),
+    tiers: dict[str, TierRules] = {
+        tier: TierRules(
+            deny=rules.deny,
+            require_approval=rules.require_approval,
+            required_annotations=_tuple(rules.required_annotations),
         )
-    minimum = raw.get("minimumTier")
-    if minimum is not None and minimum not in RISK_TIERS:
-        raise InvalidInputError(f"{path}.minimumTier: got {minimum!r}, expected one of {', '.join(RISK_TIERS)}")
-    approvers = raw.get("approvers") or {}
-    rules = ComplianceRules(
-        require_risk_label=bool(raw.get("requireRiskLabel", True)),
-        minimum_tier=str(minimum or ""),
+        for tier, rules in (raw.tiers or {}).items()
+    }
+    approvers = raw.approvers or wire.Approvers()
+    compiled = ComplianceRules(
+        require_risk_label=raw.require_risk_label,
+        minimum_tier=raw.minimum_tier or "",
         tiers=tiers,
-        approver_users=_strings(approvers.get("users"), f"{path}.approvers.users"),
-        approver_groups=_strings(approvers.get("groups"), f"{path}.approvers.groups"),
+        approver_users=_tuple(approvers.users),
+        approver_groups=_tuple(approvers.groups),
     )
-    if any(t.require_approval for t in tiers.values()) and not (rules.approver_users or rules.approver_groups):
+    if any(t.require_approval for t in tiers.values()) and not (compiled.approver_users or compiled.approver_groups):
         raise InvalidInputError(f"{path}.approvers: a tier requires approval, so name at least one user or group")
-    return rules
+    return compiled

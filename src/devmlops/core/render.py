@@ -6,9 +6,10 @@ admit against the same rendering (``core/compare.py``), field by field. Nothing 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
 from typing import Any
 
+from devmlops.core.manifests import ModelDeployment
 from devmlops.core.plan import ENV_PLAN
 
 __all__ = [
@@ -33,7 +34,7 @@ LABEL_MODEL_DEPLOYMENT = "devmlops.io/model-deployment"
 
 
 def build_inference_service(
-    model_deployment: Mapping[str, Any], *, plan_json: str = "", policy_revision: str = ""
+    model_deployment: ModelDeployment, *, plan_json: str = "", policy_revision: str = ""
 ) -> dict[str, Any]:
     """The InferenceService child.
 
@@ -41,30 +42,29 @@ def build_inference_service(
     (config/kserve/): it downloads the model and verifies signature and bytes before the predictor starts. The
     plan reaches that container through a predictor annotation and the downward API.
     """
-    metadata = model_deployment["metadata"]
-    spec = model_deployment["spec"]
-    model, runtime = spec["model"], spec["runtime"]
-    predictor_model: dict[str, Any] = {"storageUri": VERIFY_URI_PREFIX + model["uri"]}
-    if model.get("format"):
-        predictor_model["modelFormat"] = {"name": model["format"]}
-    if runtime.get("servingRuntime"):
-        predictor_model["runtime"] = runtime["servingRuntime"]
-    if runtime.get("resources"):
-        predictor_model["resources"] = runtime["resources"]
-    predictor: dict[str, Any] = {"model": predictor_model, "minReplicas": int(runtime.get("replicas", 1))}
+    metadata, spec = model_deployment.metadata, model_deployment.spec
+    model, runtime = spec.model, spec.runtime
+    predictor_model: dict[str, Any] = {"storageUri": VERIFY_URI_PREFIX + model.uri}
+    if model.format:
+        predictor_model["modelFormat"] = {"name": model.format}
+    if runtime.serving_runtime:
+        predictor_model["runtime"] = runtime.serving_runtime
+    if runtime.resources:
+        predictor_model["resources"] = copy.deepcopy(runtime.resources)
+    predictor: dict[str, Any] = {"model": predictor_model, "minReplicas": runtime.replicas}
     if plan_json:
         predictor["annotations"] = {ANNOTATION_VERIFICATION: plan_json}
-    rollout = spec.get("rollout") or {}
-    if rollout.get("strategy") == "canary":
-        predictor["canaryTrafficPercent"] = int(rollout["canary"]["trafficPercent"])
+    rollout = spec.rollout
+    if rollout is not None and rollout.strategy == "canary" and rollout.canary is not None:
+        predictor["canaryTrafficPercent"] = rollout.canary.traffic_percent
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
         "metadata": {
-            "name": metadata["name"],
-            "namespace": metadata["namespace"],
-            "labels": {"app.kubernetes.io/managed-by": "devmlops", LABEL_MODEL_DEPLOYMENT: metadata["name"]},
-            "annotations": {ANNOTATION_DIGEST: model["digest"], ANNOTATION_POLICY_REVISION: policy_revision},
+            "name": metadata.name,
+            "namespace": metadata.namespace,
+            "labels": {"app.kubernetes.io/managed-by": "devmlops", LABEL_MODEL_DEPLOYMENT: metadata.name},
+            "annotations": {ANNOTATION_DIGEST: model.digest, ANNOTATION_POLICY_REVISION: policy_revision},
         },
         "spec": {"predictor": predictor},
     }
@@ -87,27 +87,26 @@ def _probe(path: str, **timing: int) -> dict[str, Any]:
 
 
 def build_triton(
-    model_deployment: Mapping[str, Any], *, plan_json: str, verifier_image: str, policy_revision: str
+    model_deployment: ModelDeployment, *, plan_json: str, verifier_image: str, policy_revision: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The Deployment and the Service."""
-    metadata, spec = model_deployment["metadata"], model_deployment["spec"]
-    name, namespace = metadata["name"], metadata["namespace"]
-    model, runtime = spec["model"], spec["runtime"]
+    name, namespace = model_deployment.metadata.name, model_deployment.metadata.namespace
+    model, runtime = model_deployment.spec.model, model_deployment.spec.runtime
     selector = {LABEL_MODEL_DEPLOYMENT: name}
     labels = {"app.kubernetes.io/managed-by": "devmlops", LABEL_MODEL_SERVER: "triton", **selector}
-    annotations = {ANNOTATION_DIGEST: model["digest"], ANNOTATION_POLICY_REVISION: policy_revision}
+    annotations = {ANNOTATION_DIGEST: model.digest, ANNOTATION_POLICY_REVISION: policy_revision}
     mount = {"name": "model", "mountPath": MODEL_DIR}
     verifier = {
         "name": "devmlops-verify",
         "image": verifier_image,
-        "args": ["storage-initializer", model["uri"], MODEL_DIR],
+        "args": ["storage-initializer", model.uri, MODEL_DIR],
         "env": [{"name": ENV_PLAN, "value": plan_json}],
         "volumeMounts": [mount, {"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - a pod mount path
         "securityContext": _RESTRICTED,
     }
     server = {
         "name": "triton",
-        "image": runtime["image"],
+        "image": runtime.image,
         "args": ["tritonserver", f"--model-repository={MODEL_DIR}", "--model-control-mode=none"],
         "ports": [{"name": port_name, "containerPort": port} for port_name, port in PORTS],
         "readinessProbe": _probe("/v2/health/ready", periodSeconds=5, failureThreshold=3),
@@ -116,17 +115,17 @@ def build_triton(
         "volumeMounts": [{**mount, "readOnly": True}, {"name": "shm", "mountPath": "/dev/shm"}],  # noqa: S108
         "securityContext": _RESTRICTED,
     }
-    if runtime.get("resources"):
-        server["resources"] = runtime["resources"]
+    if runtime.resources:
+        server["resources"] = copy.deepcopy(runtime.resources)
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": name, "namespace": namespace, "labels": labels, "annotations": annotations},
         "spec": {
-            "replicas": int(runtime.get("replicas", 1)),
+            "replicas": runtime.replicas,
             "selector": {"matchLabels": selector},
             "template": {
-                "metadata": {"labels": labels, "annotations": {ANNOTATION_DIGEST: model["digest"]}},
+                "metadata": {"labels": labels, "annotations": {ANNOTATION_DIGEST: model.digest}},
                 "spec": {
                     "automountServiceAccountToken": False,
                     "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
@@ -153,26 +152,25 @@ def build_triton(
     return deployment, service
 
 
-def owner_reference(model_deployment: Mapping[str, Any]) -> dict[str, Any]:
+def owner_reference(model_deployment: ModelDeployment) -> dict[str, Any]:
     """The controller reference every child carries: the webhook follows it, uid by uid; the garbage collector too."""
-    metadata = model_deployment["metadata"]
     return {
         "apiVersion": "devmlops.io/v1alpha1",
         "kind": "ModelDeployment",
-        "name": metadata["name"],
-        "uid": metadata.get("uid", ""),
+        "name": model_deployment.metadata.name,
+        "uid": model_deployment.metadata.uid,
         "controller": True,
         "blockOwnerDeletion": True,
     }
 
 
 def render_children(
-    model_deployment: Mapping[str, Any], *, plan_json: str, verifier_image: str, policy_revision: str = ""
+    model_deployment: ModelDeployment, *, plan_json: str, verifier_image: str, policy_revision: str = ""
 ) -> list[dict[str, Any]]:
     """The model server objects for the runtime kind, owned by the ModelDeployment; the first is the child named in
     status (InferenceService for kserve; Deployment then Service for triton). Nothing of the ModelDeployment's own
     labels or annotations is copied: what a child carries is decided here."""
-    if model_deployment["spec"]["runtime"]["kind"] == "triton":
+    if model_deployment.spec.runtime.kind == "triton":
         children = list(
             build_triton(
                 model_deployment, plan_json=plan_json, verifier_image=verifier_image, policy_revision=policy_revision

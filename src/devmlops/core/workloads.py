@@ -20,6 +20,7 @@ from devmlops.core.compare import differences, metadata_differences
 from devmlops.core.evidence import Chain, Evidence
 from devmlops.core.exemptions import pod_images
 from devmlops.core.globs import matching_glob
+from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.model import Decision, GateResult, Outcome
 from devmlops.core.plan import VerificationPlan
 from devmlops.core.render import (
@@ -386,7 +387,8 @@ def _review_chain_member(request: AdmissionRequest, evidence: Evidence, name: st
 
 
 def _rendered(chain: Chain, evidence: Evidence) -> list[dict[str, Any]]:
-    model = chain.model or {}
+    """What devmlops renders for the chain's ModelDeployment (``InvalidInputError`` when it does not parse)."""
+    model = parse_model_deployment(chain.model or {})
     return render_children(model, plan_json=chain.plan_json, verifier_image=evidence.verifier_image)
 
 
@@ -407,8 +409,7 @@ def _compare_rendered(wanted: Mapping[str, Any], found: Mapping[str, Any], label
 def _chain_problems(request: AdmissionRequest, obj: Mapping[str, Any], chain: Chain, evidence: Evidence) -> list[str]:
     """Compare the object and every stored hop of its chain with what they must be."""
     rendered = _rendered(chain, evidence)
-    model = chain.model or {}
-    kserve = model["spec"]["runtime"]["kind"] != "triton"
+    kserve = rendered[0]["kind"] == "InferenceService"
     problems: list[str] = []
     members = [obj, *chain.hops]  # nearest first; the last is the ModelDeployment's direct child
     top = members[-1]

@@ -17,6 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from devmlops.adapters.oms import OmsVerifier
 from devmlops.adapters.opa import OpaEngine
 from devmlops.adapters.verifycache import CachingVerifier
+from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.plan import VerificationPlan
 from devmlops.core.render import LABEL_MODEL_DEPLOYMENT, render_children
 from devmlops.errors import DevmlopsError
@@ -195,7 +196,10 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
             conditions, "SignatureVerified", "True", "Verified", f"{signed.digest} signed by {signed.signer}"
         )
         children = render_children(
-            body, plan_json=plan.to_json(), verifier_image=VERIFIER_IMAGE, policy_revision=context.revision
+            parse_model_deployment(body),
+            plan_json=plan.to_json(),
+            verifier_image=VERIFIER_IMAGE,
+            policy_revision=context.revision,
         )
         for item in children:
             written = upsert(dynamic, item)

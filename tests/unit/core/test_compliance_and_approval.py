@@ -8,6 +8,7 @@ from typing import Any
 from devmlops.core.approvalreview import review_approval
 from devmlops.core.gates.compliance import check_compliance, effective_tier
 from devmlops.core.gates.requester import check_requester
+from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.model import GateResult
 from devmlops.core.mutation import stamp_patch
 from devmlops.core.narrowing import widenings
@@ -45,13 +46,16 @@ def md(tier: str | None, annotations: dict[str, str] | None = None, requester: s
             "labels": labels,
             "annotations": {"devmlops.io/requested-by": requester, **(annotations or {})},
         },
-        "spec": {"model": {"name": "fraud", "digest": DIGEST}},
+        "spec": {
+            "model": {"name": "fraud", "uri": "s3://models/fraud", "digest": DIGEST},
+            "runtime": {"kind": "kserve"},
+        },
     }
 
 
 def comply(obj: dict[str, Any], sbom: SbomSummary | None = None) -> GateResult:
     """The compliance gate under POLICY alone, at the effective tier."""
-    return check_compliance(obj, POLICY, effective_tier(obj, [POLICY], sbom))
+    return check_compliance(parse_model_deployment(obj), POLICY, effective_tier(obj, [POLICY], sbom))
 
 
 def test_the_risk_label_is_required_and_must_be_a_known_tier() -> None:

@@ -85,10 +85,11 @@ def test_anything_else_about_an_object_being_deleted_is_decided_in_full() -> Non
         assert not run(update(old, new)).allowed, case
 
 
-def test_an_object_without_spec_fails_closed() -> None:
+def test_an_object_without_spec_fails_closed_naming_the_field() -> None:
     decision = run(request({"metadata": {}}))
     assert not decision.allowed
-    assert decision.results[0].outcome == "error"
+    assert decision.results[0].gate == "manifest"
+    assert "spec: missing" in decision.message
 
 
 def test_a_kind_devmlops_has_no_rule_for_is_denied_not_admitted() -> None:
@@ -98,7 +99,8 @@ def test_a_kind_devmlops_has_no_rule_for_is_denied_not_admitted() -> None:
 
 
 def test_with_no_policies_at_all_a_model_is_denied_by_default() -> None:
-    decision = run(request({"spec": {"model": {"name": "m"}, "runtime": {"kind": "kserve"}}}))
+    model = {"name": "m", "uri": "s3://models/m", "digest": "sha256:" + "ab" * 32}
+    decision = run(request({"spec": {"model": model, "runtime": {"kind": "kserve"}}}))
     assert not decision.allowed
     assert "nothing matched means deny" in decision.message
 

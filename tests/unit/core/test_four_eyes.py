@@ -23,6 +23,7 @@ from devmlops.core.evidence import ApprovalState, Evidence
 from devmlops.core.gates.approval import check_approval
 from devmlops.core.gates.compliance import effective_tier
 from devmlops.core.gates.requester import REQUESTED_BY, expected_requester, served_fingerprint
+from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.mutation import stamp_patch
 from devmlops.core.policy import compile_policy
 from devmlops.core.review import AdmissionRequest, GroupVersionKind
@@ -224,7 +225,7 @@ def test_the_stamps_of_an_approval_never_change(key: str) -> None:
 def test_the_approval_gate_checks_the_stamped_approver_against_the_policy_of_now() -> None:
     tier = effective_tier(model(), [POLICY], None)
     approved = ApprovalState(approved=True, approver="bob", name="a", groups=("approvers",))
-    assert check_approval(model(), POLICY, Evidence(approval=approved), tier).outcome == "pass"
+    assert check_approval(parse_model_deployment(model()), POLICY, Evidence(approval=approved), tier).outcome == "pass"
     narrowed = compile_policy(
         {
             "metadata": {"name": "eu"},
@@ -237,12 +238,14 @@ def test_the_approval_gate_checks_the_stamped_approver_against_the_policy_of_now
             },
         }
     )
-    result = check_approval(model(), narrowed, Evidence(approval=approved), tier)
+    result = check_approval(parse_model_deployment(model()), narrowed, Evidence(approval=approved), tier)
     assert result.outcome == "fail"
     assert result.reason == (
         "ModelApproval a: approver 'bob' (groups ['approvers'] when approving) is not an approver under this policy now"
     )
-    missing = check_approval(model(), POLICY, Evidence(approval=ApprovalState(approved=False, problem="why")), tier)
+    missing = check_approval(
+        parse_model_deployment(model()), POLICY, Evidence(approval=ApprovalState(approved=False, problem="why")), tier
+    )
     assert missing.reason.endswith("by a second person: why")
 
 

@@ -20,7 +20,7 @@ def cmp(**spec: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("spec", "field"),
     [
-        ({"authorities": []}, "spec.authorities: expected at least one authority"),
+        ({"authorities": []}, "spec.authorities: found an empty list, expected at least 1 item(s)"),
         ({"authorities": [{"name": "k"}]}, "spec.authorities[0]: set exactly one of key, certificateChain or keyless"),
         ({"authorities": [{"name": "k", "key": {"publicKey": "nope"}}]}, "spec.authorities[0].key.publicKey"),
         (
@@ -32,8 +32,14 @@ def cmp(**spec: Any) -> dict[str, Any]:
             "trustConfig",
         ),
         ({"threshold": 2}, "spec.threshold: got 2, expected 1 to 1"),
-        ({"mode": "audit"}, "spec.mode: got 'audit'"),
-        ({"selector": {"models": "fraud-*"}}, "spec.selector.models: expected a list of strings"),
+        ({"mode": "audit"}, "spec.mode: found 'audit', expected 'enforce' or 'warn'"),
+        ({"selector": {"models": "fraud-*"}}, "spec.selector.models: found 'fraud-*', expected a list"),
+        ({"selector": "all"}, "spec.selector: found 'all', expected an object"),
+        ({"sbom": {"required": "false"}}, "spec.sbom.required: found 'false', expected true or false"),
+        ({"onViolation": "scaletozero"}, "spec.onViolation: found 'scaletozero', expected 'degrade' or 'scaleToZero'"),
+        ({"onViolaton": "scaleToZero"}, "spec.onViolaton: unknown field (check its spelling)"),
+        ({"threshold": "2"}, "spec.threshold: found '2', expected an integer"),
+        ({"authorities": [{"name": "k", "key": "PEM"}]}, "spec.authorities[0].key: found 'PEM', expected an object"),
         (
             {"selector": {"namespaceSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}},
             "needs at least one value",

@@ -15,6 +15,7 @@ from devmlops.core.evidence import ApprovalState, Document, Evidence
 from devmlops.core.gates.approval import approval_required
 from devmlops.core.gates.compliance import EffectiveTier, check_compliance, effective_tier
 from devmlops.core.gates.rego import rego_input
+from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.mutation import stamp_patch
 from devmlops.core.policy import Policy, PolicySet, compile_model_policy, compile_policy
 from devmlops.core.review import AdmissionRequest, GroupVersionKind
@@ -95,20 +96,24 @@ def test_the_tier_says_where_it_came_from() -> None:
 
 
 def test_a_minimum_tier_that_is_no_tier_does_not_compile() -> None:
-    with pytest.raises(InvalidInputError, match=r"spec.compliance.minimumTier: got 'severe', expected one of minimal"):
+    with pytest.raises(InvalidInputError, match=r"spec.compliance.minimumTier: found 'severe', expected 'minimal'"):
         policy(minimumTier="severe")
 
 
 def test_the_compliance_gate_judges_the_effective_tier() -> None:
     assigned = policy(minimumTier="prohibited")
-    denied = check_compliance(model("minimal"), assigned, effective_tier(model("minimal"), [assigned], None))
+    denied = check_compliance(
+        parse_model_deployment(model("minimal")), assigned, effective_tier(model("minimal"), [assigned], None)
+    )
     assert denied.outcome == "fail"
     assert denied.reason == (
         "risk tier prohibited (label 'minimal'; 'prohibited' assigned by ClusterModelPolicy eu): "
         "the policy never admits this tier"
     )
     raised = policy(minimumTier="high")
-    waiting = check_compliance(model("minimal"), raised, effective_tier(model("minimal"), [raised], None))
+    waiting = check_compliance(
+        parse_model_deployment(model("minimal")), raised, effective_tier(model("minimal"), [raised], None)
+    )
     assert waiting.outcome == "pass"
     assert waiting.reason == (
         "risk tier high: the policy's demands are met (served only after a ModelApproval by a second person); "
@@ -118,7 +123,9 @@ def test_the_compliance_gate_judges_the_effective_tier() -> None:
 
 def test_a_required_label_is_still_required_when_the_tier_comes_from_elsewhere() -> None:
     assigned = policy(minimumTier="high")
-    result = check_compliance(model(None), assigned, effective_tier(model(None), [assigned], None))
+    result = check_compliance(
+        parse_model_deployment(model(None)), assigned, effective_tier(model(None), [assigned], None)
+    )
     assert result.outcome == "fail"
     assert "label devmlops.io/eu-ai-act-risk is missing" in result.reason
     assert "(the effective tier would be high (no label; 'high' assigned by ClusterModelPolicy eu))" in result.reason

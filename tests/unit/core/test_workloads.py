@@ -12,6 +12,7 @@ import pytest
 
 from devmlops.core.evidence import Chain, Evidence, Identities
 from devmlops.core.exemptions import compile_break_glass, compile_exemption
+from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.model import Decision, GateResult
 from devmlops.core.plan import VerificationPlan
 from devmlops.core.policy import Authority
@@ -75,7 +76,7 @@ def chain_of(md: dict[str, Any], *hops: dict[str, Any], decision: Decision = PAS
 
 
 def rendered(kind: str = "kserve") -> dict[str, Any]:
-    return render_children(model(kind), plan_json=PLAN, verifier_image="devmlops@v1")[0]
+    return render_children(parse_model_deployment(model(kind)), plan_json=PLAN, verifier_image="devmlops@v1")[0]
 
 
 def leaves(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
@@ -394,7 +395,7 @@ def test_an_update_that_only_drops_owners_passes_and_one_that_adds_an_owner_is_r
 
 
 def test_the_triton_service_is_a_child_compared_with_its_rendering() -> None:
-    service = render_children(model("triton"), plan_json=PLAN, verifier_image="devmlops@v1")[1]
+    service = render_children(parse_model_deployment(model("triton")), plan_json=PLAN, verifier_image="devmlops@v1")[1]
     chain = chain_of(model("triton"))
     assert review_serving(request(service, resource="services"), evidence(chain=chain), now=NOW).allowed
     repointed = copy.deepcopy(service)

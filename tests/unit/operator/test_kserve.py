@@ -2,18 +2,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from devmlops.core.manifests import ModelDeployment, parse_model_deployment
 from devmlops.core.render import ANNOTATION_DIGEST, build_inference_service
 
 DIGEST = "sha256:" + "ab" * 32
 
 
-def md(**spec: Any) -> dict[str, Any]:
+def md(**spec: Any) -> ModelDeployment:
     base: dict[str, Any] = {
         "model": {"name": "fraud", "uri": "s3://models/fraud", "format": "sklearn", "digest": DIGEST},
         "runtime": {"kind": "kserve", "replicas": 2},
     }
     base.update(spec)
-    return {"metadata": {"name": "fraud", "namespace": "team-a"}, "spec": base}
+    return parse_model_deployment({"metadata": {"name": "fraud", "namespace": "team-a"}, "spec": base})
 
 
 def test_the_inference_service_serves_the_model_uri_and_format_with_the_digest_stamped() -> None:

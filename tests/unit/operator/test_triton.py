@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
-
+from devmlops.core.manifests import ModelDeployment, parse_model_deployment
 from devmlops.core.plan import ENV_PLAN
 from devmlops.core.render import ANNOTATION_VERIFICATION, build_inference_service, build_triton
 
@@ -9,14 +8,21 @@ DIGEST = "sha256:" + "ab" * 32
 IMAGE = "nvcr.io/nvidia/tritonserver@sha256:" + "0" * 64
 
 
-def md(kind: str = "triton") -> dict[str, Any]:
-    return {
-        "metadata": {"name": "resnet", "namespace": "vision"},
-        "spec": {
-            "model": {"name": "resnet", "uri": "s3://models/resnet", "format": "onnx", "digest": DIGEST},
-            "runtime": {"kind": kind, "image": IMAGE, "replicas": 3, "resources": {"limits": {"nvidia.com/gpu": 1}}},
-        },
-    }
+def md(kind: str = "triton") -> ModelDeployment:
+    return parse_model_deployment(
+        {
+            "metadata": {"name": "resnet", "namespace": "vision"},
+            "spec": {
+                "model": {"name": "resnet", "uri": "s3://models/resnet", "format": "onnx", "digest": DIGEST},
+                "runtime": {
+                    "kind": kind,
+                    "image": IMAGE,
+                    "replicas": 3,
+                    "resources": {"limits": {"nvidia.com/gpu": 1}},
+                },
+            },
+        }
+    )
 
 
 def test_the_triton_pod_verifies_the_model_before_the_pinned_server_reads_it_read_only() -> None:

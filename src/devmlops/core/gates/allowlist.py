@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from devmlops.core.gates import policy_result
 from devmlops.core.globs import matching_glob
+from devmlops.core.manifests import ModelDeployment
 from devmlops.core.model import GateResult
 from devmlops.core.policy import Policy
 
@@ -15,11 +13,10 @@ __all__ = ["GATE", "check_allowlist"]
 GATE = "allowlist"
 
 
-def check_allowlist(spec: Mapping[str, Any], policy: Policy) -> GateResult:
-    model, runtime = spec.get("model") or {}, spec.get("runtime") or {}
+def check_allowlist(deployment: ModelDeployment, policy: Policy) -> GateResult:
+    model, runtime = deployment.spec.model, deployment.spec.runtime
     allow = policy.allow
-    uri, kind = str(model.get("uri") or ""), str(runtime.get("kind") or "")
-    image, fmt = str(runtime.get("image") or ""), str(model.get("format") or "")
+    uri, kind, image, fmt = model.uri, runtime.kind, runtime.image or "", model.format or ""
     problems: list[tuple[str, str]] = []
     if allow.storage_uris is not None and matching_glob(allow.storage_uris, uri) is None:
         problems.append(

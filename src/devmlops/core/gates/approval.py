@@ -4,12 +4,12 @@ person, not expired) whose approver this policy still names, by user or by the g
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from devmlops.core.evidence import Evidence
 from devmlops.core.gates import policy_result
 from devmlops.core.gates.compliance import EffectiveTier
+from devmlops.core.manifests import ModelDeployment
 from devmlops.core.model import GateResult
 from devmlops.core.policy import Policy
 
@@ -37,13 +37,13 @@ def refusing_approver(
     ]
 
 
-def check_approval(obj: Mapping[str, Any], policy: Policy, evidence: Evidence, tier: EffectiveTier) -> GateResult:
+def check_approval(deployment: ModelDeployment, policy: Policy, evidence: Evidence, tier: EffectiveTier) -> GateResult:
     """Where the model is served: a valid approval whose approver (user, and groups as stamped when approving) this
     policy names today, so a policy that stopped naming them stops the approval from counting."""
     if not approval_required(policy, tier):
         return policy_result(GATE, policy, "skip", f"risk tier {tier.describe()} needs no approval")
     approval = evidence.approval
-    digest = str(((obj.get("spec") or {}).get("model") or {}).get("digest") or "")
+    digest = deployment.spec.model.digest
     if approval is None or not approval.approved:
         found = f": {approval.problem}" if approval is not None and approval.problem else "; none is valid"
         return policy_result(

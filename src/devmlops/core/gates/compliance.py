@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from devmlops.core.gates import policy_result
+from devmlops.core.manifests import ModelDeployment
 from devmlops.core.model import GateResult
 from devmlops.core.policy import RISK_TIERS, Policy, tier_rank
 from devmlops.core.sbom import SbomSummary
@@ -83,8 +84,8 @@ def effective_tier(obj: Mapping[str, Any], policies: Sequence[Policy], sbom: Sbo
     )
 
 
-def check_compliance(obj: Mapping[str, Any], policy: Policy, tier: EffectiveTier) -> GateResult:
-    """``tier`` is ``effective_tier()`` of ``obj`` under every selecting policy, so all of them judge the same tier."""
+def check_compliance(deployment: ModelDeployment, policy: Policy, tier: EffectiveTier) -> GateResult:
+    """``tier`` is ``effective_tier()`` of ``deployment`` under every selecting policy, so all judge the same tier."""
     rules = policy.compliance
 
     result = functools.partial(policy_result, GATE, policy)
@@ -120,7 +121,7 @@ def check_compliance(obj: Mapping[str, Any], policy: Policy, tier: EffectiveTier
             f"risk tier {tier.describe()}: the policy never admits this tier",
             "this model cannot be deployed under this policy; a label cannot lower the tier",
         )
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    annotations = deployment.metadata.annotations
     missing = [a for a in demands.required_annotations if not annotations.get(a)]
     if missing:
         return result(

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
-from typing import Any
 
 from devmlops.core.evidence import Evidence
 from devmlops.core.gates import policy_result
+from devmlops.core.manifests import ModelDeployment
 from devmlops.core.model import GateResult
 from devmlops.core.policy import Policy
 from devmlops.core.ports import SignatureVerifier, SignedModel, VerificationFailed, VerificationUnavailable
@@ -28,7 +27,7 @@ def license_terms(expression: str) -> set[str]:
 
 
 def check_sbom(
-    spec: Mapping[str, Any],
+    deployment: ModelDeployment,
     policy: Policy,
     evidence: Evidence,
     signed: SignedModel | None,
@@ -52,7 +51,7 @@ def check_sbom(
     if requirements.formats and summary.format not in requirements.formats:
         allowed = ", ".join(requirements.formats)
         return result("fail", f"SBOM format: got {summary.format}, expected one of {allowed}")
-    failure = _binding_failure(spec, summary, signed, policy) or _content_failure(summary, policy)
+    failure = _binding_failure(deployment, summary, signed, policy) or _content_failure(summary, policy)
     if failure:
         return result("fail", failure[0], failure[1])
     signature_note = _check_sbom_signature(evidence, policy, verifier)
@@ -68,7 +67,7 @@ def _model_components(summary: SbomSummary) -> tuple[SbomComponent, ...]:
 
 
 def _binding_failure(
-    spec: Mapping[str, Any], summary: SbomSummary, signed: SignedModel | None, policy: Policy
+    deployment: ModelDeployment, summary: SbomSummary, signed: SignedModel | None, policy: Policy
 ) -> tuple[str, str] | None:
     if not policy.sbom.bind_to_digest:
         return None
@@ -81,7 +80,7 @@ def _binding_failure(
     if any(value in digests for c in candidates for value in c.digest("sha256")):
         return None
     if policy.sbom.allow_name_binding:
-        names = {signed.model_name, str((spec.get("model") or {}).get("name") or "")}
+        names = {signed.model_name, deployment.spec.model.name}
         names |= {name for name, _digest in signed.files}
         if any(c.name in names for c in candidates):
             return None

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import Any
 
 from devmlops.core.evidence import Evidence
 from devmlops.core.gates import policy_result
+from devmlops.core.manifests import ModelDeployment
 from devmlops.core.model import GateResult
 from devmlops.core.policy import Authority, Policy
 from devmlops.core.ports import SignatureVerifier, SignedModel, VerificationFailed, VerificationUnavailable
@@ -27,7 +27,7 @@ def _short(digest: str) -> str:
 
 
 def check_signature(
-    spec: Mapping[str, Any], policy: Policy, evidence: Evidence, verifier: SignatureVerifier
+    deployment: ModelDeployment, policy: Policy, evidence: Evidence, verifier: SignatureVerifier
 ) -> tuple[GateResult, SignedModel | None]:
     """Any-of (threshold 1) or k-of-n distinct authorities; every verified bundle must name the spec's digest."""
 
@@ -42,7 +42,7 @@ def check_signature(
     if len(bundles) < len(evidence.signatures):
         missing = next(doc for doc in evidence.signatures if doc.text is None)
         return result("fail", f"signature bundle not found: {missing.error}", _FIX_SIGN), None
-    wanted = str((spec.get("model") or {}).get("digest") or "")
+    wanted = deployment.spec.model.digest
     satisfied: dict[str, SignedModel] = {}
     failures: list[str] = []
     mismatches: list[str] = []

@@ -1,0 +1,395 @@
+"""Typed devmlops objects, parsed once at the edge: ModelDeployment, ClusterModelPolicy, ModelPolicy, ModelApproval.
+
+Every shell (webhook, operator, CLI) parses an object with ``parse_*`` before it decides anything; the core then
+reads typed fields, never ``.get(...) or {}`` chains. A malformed object is an ``InvalidInputError`` that names each
+wrong field, what was found there and what was expected, so it becomes a denial or a CLI error, never an exception
+from inside. Parsing is strict: a string "false" is not a boolean, an unknown field is a typo to report (the API
+server prunes unknown fields before devmlops sees them; ``devmlops check`` does not), and an enum word is one of its
+words. ``tests/unit/core/test_manifests.py`` walks the CRD schemas in ``crds/`` beside these models so the two agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from devmlops.errors import InvalidInputError
+
+__all__ = [
+    "AuthoritySpec",
+    "ClusterModelPolicySpec",
+    "Metadata",
+    "ModelApproval",
+    "ModelDeployment",
+    "ModelDeploymentSpec",
+    "ModelPolicySpec",
+    "ModelRef",
+    "Runtime",
+    "Source",
+    "parse_cluster_model_policy",
+    "parse_model_approval",
+    "parse_model_deployment",
+    "parse_model_policy",
+]
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+DIGEST_PATTERN = r"^sha256:[a-f0-9]{64}$"
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$"
+MODEL_URI_PATTERN = r"^(s3|gs|hf|pvc|oci|https)://[^\s]+$"
+MODEL_FORMAT_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+REGO_PACKAGE_PATTERN = r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$"
+RiskTier = Literal["minimal", "limited", "high", "prohibited"]
+
+
+class _Spec(BaseModel):
+    """A part of a spec: camelCase on the wire, immutable, unknown fields refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+
+def _exactly_one(obj: BaseModel, fields: tuple[str, ...], words: str) -> None:
+    if sum(getattr(obj, name) is not None for name in fields) != 1:
+        raise ValueError(f"set exactly one of {words}")
+
+
+# -- ModelDeployment ----------------------------------------------------------------------------------------------
+
+
+class Metadata(BaseModel):
+    """What devmlops reads of ``metadata``; the API server owns the rest, which is kept but not typed."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", alias_generator=to_camel, populate_by_name=True)
+
+    name: StrictStr = ""
+    namespace: StrictStr = ""
+    uid: StrictStr = ""
+    generation: StrictInt = 0
+    labels: dict[str, StrictStr] = Field(default_factory=dict)
+    annotations: dict[str, StrictStr] = Field(default_factory=dict)
+
+
+class KeyRef(_Spec):
+    name: Annotated[StrictStr, Field(min_length=1, max_length=253)]
+    key: Annotated[StrictStr, Field(min_length=1, max_length=253)]
+
+
+_SOURCES = "inline, configMapKeyRef or secretKeyRef"
+
+
+class Source(_Spec):
+    """A document given inline or by reference to a key of a ConfigMap or a Secret of the same namespace."""
+
+    inline: Annotated[StrictStr, Field(max_length=262144)] | None = None
+    config_map_key_ref: KeyRef | None = None
+    secret_key_ref: KeyRef | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Source:
+        _exactly_one(self, ("inline", "config_map_key_ref", "secret_key_ref"), _SOURCES)
+        return self
+
+
+class ModelRef(_Spec):
+    name: Annotated[StrictStr, Field(min_length=1, max_length=253, pattern=MODEL_NAME_PATTERN)]
+    version: Annotated[StrictStr, Field(max_length=128)] | None = None
+    uri: Annotated[StrictStr, Field(max_length=2048, pattern=MODEL_URI_PATTERN)]
+    format: Annotated[StrictStr, Field(max_length=63, pattern=MODEL_FORMAT_PATTERN)] | None = None
+    digest: Annotated[StrictStr, Field(pattern=DIGEST_PATTERN)]
+
+
+class Runtime(_Spec):
+    kind: Literal["kserve", "triton"]
+    image: Annotated[StrictStr, Field(max_length=512)] | None = None
+    serving_runtime: Annotated[StrictStr, Field(max_length=253)] | None = None
+    replicas: Annotated[StrictInt, Field(ge=0, le=1000)] = 1
+    resources: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _pinned(self) -> Runtime:
+        if self.kind == "triton" and "@sha256:" not in (self.image or ""):
+            raise ValueError("runtime.image is required for kind triton, pinned by digest (image@sha256:...)")
+        return self
+
+
+class Sbom(_Spec):
+    format: Literal["cyclonedx", "spdx"] | None = None
+    document: Source
+    signature: Source | None = None
+
+
+class Canary(_Spec):
+    traffic_percent: Annotated[StrictInt, Field(ge=1, le=99)]
+
+
+class Rollout(_Spec):
+    strategy: Literal["direct", "canary"] = "direct"
+    canary: Canary | None = None
+
+    @model_validator(mode="after")
+    def _canary(self) -> Rollout:
+        if self.strategy == "canary" and self.canary is None:
+            raise ValueError("rollout.canary is required when rollout.strategy is canary")
+        return self
+
+
+class ModelDeploymentSpec(_Spec):
+    model: ModelRef
+    runtime: Runtime
+    signature: Source | None = None
+    additional_signatures: Annotated[list[Source], Field(max_length=16)] | None = None
+    sbom: Sbom | None = None
+    rollout: Rollout | None = None
+
+
+class ModelDeployment(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    metadata: Metadata = Field(default_factory=Metadata)
+    spec: ModelDeploymentSpec
+
+    @property
+    def where(self) -> str:
+        return f"{self.metadata.namespace}/{self.metadata.name}" if self.metadata.namespace else self.metadata.name
+
+
+# -- ModelApproval --------------------------------------------------------------------------------------------------
+
+
+class ModelApprovalSpec(_Spec):
+    model_deployment: Annotated[StrictStr, Field(min_length=1, max_length=253)]
+    digest: Annotated[StrictStr, Field(pattern=DIGEST_PATTERN)]
+    expires: StrictStr | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    comment: Annotated[StrictStr, Field(max_length=2048)] | None = None
+
+
+class ModelApproval(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    metadata: Metadata = Field(default_factory=Metadata)
+    spec: ModelApprovalSpec
+
+
+# -- ClusterModelPolicy and ModelPolicy -----------------------------------------------------------------------------
+
+
+class Expression(_Spec):
+    key: StrictStr
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[StrictStr] | None = None
+
+
+class NamespaceSelector(_Spec):
+    match_labels: dict[str, StrictStr] | None = None
+    match_expressions: list[Expression] | None = None
+
+
+class Selector(_Spec):
+    namespace_selector: NamespaceSelector | None = None
+    models: list[Annotated[StrictStr, Field(min_length=1)]] | None = None
+
+
+class TeamSelector(_Spec):
+    models: list[StrictStr] | None = None
+
+
+class Key(_Spec):
+    public_key: Annotated[StrictStr, Field(max_length=16384)]
+
+
+class CertificateChain(_Spec):
+    certificates: Annotated[StrictStr, Field(max_length=65536)]
+
+
+class Keyless(_Spec):
+    identity: Annotated[StrictStr, Field(max_length=1024)] | None = None
+    identity_reg_exp: Annotated[StrictStr, Field(max_length=1024)] | None = None
+    issuer: Annotated[StrictStr, Field(max_length=1024)]
+    trust_config: Annotated[StrictStr, Field(max_length=262144)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Keyless:
+        _exactly_one(self, ("identity", "identity_reg_exp"), "identity or identityRegExp")
+        return self
+
+
+class AuthoritySpec(_Spec):
+    name: Annotated[StrictStr, Field(min_length=1, max_length=63)]
+    key: Key | None = None
+    certificate_chain: CertificateChain | None = None
+    keyless: Keyless | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> AuthoritySpec:
+        _exactly_one(self, ("key", "certificate_chain", "keyless"), "key, certificateChain or keyless")
+        return self
+
+
+class SbomPolicySpec(_Spec):
+    required: StrictBool = True
+    formats: list[Literal["cyclonedx", "spdx"]] | None = None
+    bind_to_digest: StrictBool = True
+    allow_name_binding: StrictBool = False
+    denied_licenses: list[StrictStr] | None = None
+    required_model_card_fields: list[StrictStr] | None = None
+    require_signature: StrictBool = False
+
+
+class AllowSpec(_Spec):
+    storage_uris: list[StrictStr] | None = None
+    runtimes: list[Literal["kserve", "triton"]] | None = None
+    images: list[StrictStr] | None = None
+    formats: list[StrictStr] | None = None
+
+
+class Approvers(_Spec):
+    users: list[StrictStr] | None = None
+    groups: list[StrictStr] | None = None
+
+
+class TierSpec(_Spec):
+    deny: StrictBool = False
+    require_approval: StrictBool = False
+    required_annotations: list[StrictStr] | None = None
+
+
+class ComplianceSpec(_Spec):
+    require_risk_label: StrictBool = True
+    minimum_tier: RiskTier | None = None
+    approvers: Approvers | None = None
+    tiers: dict[RiskTier, TierSpec] | None = None
+
+
+class RegoSpec(_Spec):
+    packages: list[Annotated[StrictStr, Field(pattern=REGO_PACKAGE_PATTERN)]] | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class ClusterModelPolicySpec(_Spec):
+    mode: Literal["enforce", "warn"] = "enforce"
+    on_violation: Literal["degrade", "scaleToZero"] = "degrade"
+    selector: Selector | None = None
+    authorities: Annotated[list[AuthoritySpec], Field(min_length=1, max_length=32)]
+    threshold: Annotated[StrictInt, Field(ge=1)] = 1
+    sbom: SbomPolicySpec | None = None
+    allow: AllowSpec | None = None
+    compliance: ComplianceSpec | None = None
+    rego: RegoSpec | None = None
+
+
+class ModelPolicySpec(_Spec):
+    """A team's policy: the same rules, signers optional, no namespace selector (it is bound to its namespace)."""
+
+    mode: Literal["enforce", "warn"] = "enforce"
+    selector: TeamSelector | None = None
+    authorities: list[AuthoritySpec] | None = None
+    threshold: Annotated[StrictInt, Field(ge=1)] | None = None
+    sbom: SbomPolicySpec | None = None
+    allow: AllowSpec | None = None
+    compliance: ComplianceSpec | None = None
+    rego: RegoSpec | None = None
+
+
+# -- parsing --------------------------------------------------------------------------------------------------------
+
+_EXPECTED = {
+    "model_type": "an object",
+    "dict_type": "an object",
+    "model_attributes_type": "an object",
+    "list_type": "a list",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "int_type": "an integer",
+    "missing": "a value (this field is required)",
+}
+
+
+def _path(loc: tuple[int | str, ...], root: str) -> str:
+    path = root
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part not in ("function-after",) and not str(part).startswith("function-"):
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _found(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list):
+        return f"a list of {len(value)} item(s)" if value else "an empty list"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _problem(error: Any, root: str) -> str:
+    kind, message = str(error["type"]), str(error["msg"])
+    path = _path(tuple(error["loc"]), root)
+    if kind == "missing":
+        return f"{path}: missing, expected a value (this field is required)"
+    if kind == "extra_forbidden":
+        return f"{path}: unknown field (check its spelling)"
+    if kind == "value_error":  # a rule over several fields (exactly one of ...): the object is what is wrong
+        return f"{path}: {message.removeprefix('Value error, ')}"
+    expected = _EXPECTED.get(kind) or message.removeprefix("Input should be ").removeprefix("input should be ")
+    context = error.get("ctx") or {}
+    bounds = {
+        "string_pattern_mismatch": f"a string matching {context.get('pattern')}",
+        "too_short": f"at least {context.get('min_length')} item(s)",
+        "too_long": f"at most {context.get('max_length')} item(s)",
+        "string_too_short": f"at least {context.get('min_length')} character(s)",
+        "string_too_long": f"at most {context.get('max_length')} characters",
+        "greater_than_equal": f"a number of at least {context.get('ge')}",
+        "less_than_equal": f"a number of at most {context.get('le')}",
+    }
+    expected = bounds.get(kind, expected)
+    return f"{path}: found {_found(error.get('input'))}, expected {expected}"
+
+
+def _validate(model: type[_Model], obj: Any, where: str, root: str) -> _Model:
+    if not isinstance(obj, Mapping):
+        raise InvalidInputError(f"{where}: {root or 'the object'}: found {_found(obj)}, expected an object")
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        problems = [_problem(error, root) for error in exc.errors(include_url=False)]
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise InvalidInputError(f"{where}: " + "; ".join(problems[:3]) + more, context={"problems": problems}) from None
+
+
+def _named(kind: str, obj: Any) -> str:
+    """``Kind namespace/name`` as far as the object says, for the first words of an error."""
+    metadata = obj.get("metadata") if isinstance(obj, Mapping) else None
+    parts = [metadata.get(k) for k in ("namespace", "name")] if isinstance(metadata, Mapping) else []
+    return f"{kind} {'/'.join(p for p in parts if isinstance(p, str) and p) or '?'}"
+
+
+def parse_model_deployment(obj: Any) -> ModelDeployment:
+    """A typed ModelDeployment, or ``InvalidInputError`` naming every wrong field (found, expected)."""
+    return _validate(ModelDeployment, obj, _named("ModelDeployment", obj), "")
+
+
+def parse_model_approval(obj: Any) -> ModelApproval:
+    return _validate(ModelApproval, obj, _named("ModelApproval", obj), "")
+
+
+def parse_cluster_model_policy(spec: Any, name: str) -> ClusterModelPolicySpec:
+    """The spec of ClusterModelPolicy ``name``; paths in errors start at ``spec``."""
+    return _validate(ClusterModelPolicySpec, spec, f"ClusterModelPolicy {name}", "spec")
+
+
+def parse_model_policy(spec: Any, name: str) -> ModelPolicySpec:
+    return _validate(ModelPolicySpec, spec, f"ModelPolicy {name}", "spec")
