@@ -209,6 +209,7 @@ def _configuration_ref(text: str) -> tuple[str, str]:
 )
 @click.option("--opa-url", default=None, help="OPA holding the Rego packages, to re-check them.")
 @click.option("--recheck-interval", default=300.0, show_default=True, help="Seconds between re-checks of each model.")
+@click.option("--verification-timeout", default=3.0, show_default=True, help="Seconds allowed for one verification.")
 @click.option("--metrics-port", default=0, show_default=True, help="Serve Prometheus /metrics on this port (0: off).")
 @click.option(
     "--webhook-tls-secret",
@@ -245,6 +246,7 @@ def operator(
     liveness_endpoint: str | None,
     opa_url: str | None,
     recheck_interval: float,
+    verification_timeout: float,
     metrics_port: int,
     webhook_tls_secret: str | None,
     webhook_ca_secret: str | None,
@@ -297,6 +299,7 @@ def operator(
             liveness_endpoint=liveness_endpoint,
             opa_url=opa_url,
             recheck_seconds=recheck_interval,
+            verification_timeout_seconds=verification_timeout,
             metrics_port=metrics_port,
             certificates=certificates,
         )

@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from model_signing import hashing, signing
 
-from devmlops.adapters.oms import signed_model_from_payload
+from devmlops.adapters.omsformat import signed_model_from_payload
 from devmlops.core.ports import SignedModel
 from devmlops.errors import InvalidInputError
 

@@ -1,47 +1,86 @@
 """OpenSSF model-signing (OMS) bundles verified cryptographically without the model bytes.
 
-This is the one module that touches ``model_signing``'s private signing layer (``model_signing._signing``): it
-verifies a bundle in milliseconds and returns the signed manifest, where the public API would re-hash the model.
-The version range is pinned in pyproject.toml and ``tests/unit/adapters/test_oms.py`` fails loudly if the
-private API moves. Every library error becomes a ``VerificationFailed`` with a reason a person can act on.
+model_signing's public verifier, ``model_signing.verifying.Config().verify(model_path, signature_path)``, always
+re-hashes the model after checking the signature: the serving pod's job (``adapters/modelverify.py`` hashes with the
+public ``model_signing.hashing``), not admission's, which checks a bundle against a digest in milliseconds. So:
+- the signed statement is read by ``omsformat.py``, with model_signing's public ``manifest.SerializationType``;
+- keyless bundles are verified with sigstore's public API (``sigstore.verify.Verifier.verify_dsse``);
+- key and certificate-chain bundles still need model_signing's private signing layer, the same calls
+  ``verifying.Config.verify`` makes before it hashes. Each one is listed in ``PRIVATE_API`` and pinned by
+  ``tests/unit/adapters/test_oms.py`` (names, parameters, the version range in pyproject.toml; a test also fails if
+  this module uses a private name not in the list):
+  - ``sign_sigstore_pb.Signature.read``: reads a key or certificate bundle (protobuf-style, no tlog entries,
+    which sigstore-python refuses), with model_signing's fixes for older bundles.
+  - ``sign_ec_key.Verifier(...).verify`` and ``sign_certificate.Verifier(...).verify``: the ECDSA check over the
+    DSSE envelope, chain validation, and model_signing's pre-1.0 signature compatibility. ``verify`` is the
+    verifiers' documented method (``ValueError`` when a signature does not verify); the manifest it returns must
+    equal the one ``omsformat`` read, or the result is an internal error.
+  - ``sign_certificate.Verifier._verify_certificates``: the chain check for a certificate-signed SBOM bundle (a
+    bundle over one artifact, which no model_signing verifier reads).
+
+Errors: only the failure types the libraries raise for bad input (``ValueError``, ``InvalidSignature``, sigstore's
+``Error``, pyOpenSSL's errors) make a ``VerificationFailed``, the one result that may be cached. The shapes the
+libraries read are checked first, so anything else raised here or inside them (AttributeError, TypeError, KeyError,
+...) is a bug or an API change: a ``VerificationInternalError``, logged with its traceback, never cached, a denial
+that says "internal error".
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
+import logging
 import re
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from model_signing._signing import sign_certificate, sign_ec_key, sign_sigstore_pb, signing
+from model_signing._signing import sign_certificate, sign_ec_key, sign_sigstore_pb
+from OpenSSL import crypto as openssl_crypto
 from sigstore import models as sigstore_models
 from sigstore.errors import Error as SigstoreError
 from sigstore.verify import Verifier as SigstoreVerifier
 from sigstore.verify import policy as sigstore_policy
 
+from devmlops.adapters.omsformat import (
+    IN_TOTO_PAYLOAD,
+    bundle_document,
+    dsse_payload,
+    leaf_certificate_der,
+    message_signature,
+    signed_model_from_payload,
+)
 from devmlops.core.policy import Authority
-from devmlops.core.ports import SignedModel, VerificationFailed, VerificationUnavailable
+from devmlops.core.ports import SignedModel, VerificationFailed, VerificationInternalError, VerificationUnavailable
 
-__all__ = ["OmsVerifier", "public_good_trust_config", "signed_model_from_payload"]
+__all__ = ["PRIVATE_API", "OmsVerifier", "public_good_trust_config", "signed_model_from_payload"]
 
+_log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-_IN_TOTO_PAYLOAD = "application/vnd.in-toto+json"
-_IN_TOTO_STATEMENT = "https://in-toto.io/Statement/v1"
 
-
-_MATERIAL = {
-    "publicKey": "a public key",
-    "x509CertificateChain": "a certificate chain",
-    "certificate": "a Sigstore certificate",
-}
-_EXPECTED = {"key": "a public key", "certificateChain": "a certificate chain", "keyless": "a Sigstore certificate"}
+# Every private model_signing name this module uses (relative to ``model_signing._signing``).
+PRIVATE_API = (
+    "sign_sigstore_pb.Signature.read",
+    "sign_ec_key.Verifier",
+    "sign_ec_key.Verifier.verify",
+    "sign_certificate.Verifier",
+    "sign_certificate.Verifier.verify",
+    "sign_certificate.Verifier._verify_certificates",
+)
+# What the libraries raise when the input does not verify; anything else is an internal error.
+_FAILURES = (
+    ValueError,  # model_signing's documented failure; pydantic's ValidationError, binascii.Error, JSON errors
+    InvalidSignature,
+    UnsupportedAlgorithm,
+    SigstoreError,
+    openssl_crypto.Error,
+    openssl_crypto.X509StoreContextError,
+)
+_CURVES = ("secp256r1", "secp384r1", "secp521r1")  # what model_signing signs with
 
 
 class _Text:
@@ -68,40 +107,9 @@ def public_good_trust_config() -> sigstore_models.ClientTrustConfig:
         if _PUBLIC_GOOD is None:
             try:
                 _PUBLIC_GOOD = sigstore_models.ClientTrustConfig.production(offline=True)
-            except Exception as exc:  # TUF cache errors surface as many types
+            except (OSError, ValueError, SigstoreError) as exc:  # a missing or unreadable embedded root
                 raise VerificationUnavailable(f"the embedded Sigstore trust root could not be loaded: {exc}") from exc
         return _PUBLIC_GOOD
-
-
-def signed_model_from_payload(payload: bytes, signer: str) -> SignedModel:
-    """Check the in-toto statement and manifest consistency (the root digest covers the file digests)."""
-    try:
-        statement = json.loads(payload)
-    except ValueError as exc:
-        raise VerificationFailed(f"the DSSE payload is not JSON: {exc}") from exc
-    if not isinstance(statement, dict) or statement.get("_type") != _IN_TOTO_STATEMENT:
-        found = statement.get("_type") if isinstance(statement, dict) else type(statement).__name__
-        raise VerificationFailed(f"payload type: got {found!r}, expected an in-toto statement ({_IN_TOTO_STATEMENT})")
-    try:
-        manifest = signing.dsse_payload_to_manifest(statement)
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
-        raise VerificationFailed(f"the signed manifest is malformed or inconsistent: {exc}") from exc
-    files = tuple(
-        (descriptor.identifier, f"{descriptor.digest.algorithm}:{descriptor.digest.digest_hex}")
-        for descriptor in manifest.resource_descriptors()
-    )
-    subjects = statement.get("subject") or []
-    root = subjects[0].get("digest", {}).get("sha256") if len(subjects) == 1 else None
-    if not root:  # pre-1.0 payloads name files as subjects: derive the root the 1.0 way
-        root = hashlib.sha256(b"".join(bytes.fromhex(d.removeprefix("sha256:")) for _n, d in files)).hexdigest()
-    return SignedModel(
-        model_name=manifest.model_name,
-        digest=f"sha256:{root}",
-        files=files,
-        signer=signer,
-        predicate_type=str(statement.get("predicateType", "")),
-        serialization=dict(manifest.serialization_type),
-    )
 
 
 class _RegexpIdentity:
@@ -134,6 +142,29 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def _failing(what: str, action: Callable[[], _T]) -> _T:
+    """Run a library call; a failure it raises for bad input is a verification failure naming ``what``."""
+    try:
+        return action()
+    except _FAILURES as exc:
+        raise VerificationFailed(f"{what} rejected: {_first_line(exc)}") from exc
+
+
+def _fail_closed(what: str, action: Callable[[], _T]) -> _T:
+    """Anything but a verdict or an unavailable verification is a bug or an API change: an internal error."""
+    try:
+        return action()
+    except (VerificationFailed, VerificationUnavailable):
+        raise
+    except Exception as exc:
+        _log.exception("internal error in %s", what)
+        raise VerificationInternalError(
+            f"internal error in {what} ({type(exc).__name__}): a bug or an incompatible verification library, "
+            "not a verdict on the bundle; denied (fail closed), see the log",
+            context={"error": repr(exc)},
+        ) from exc
+
+
 class OmsVerifier:
     """The ``SignatureVerifier`` port over model_signing and sigstore; verifiers are built once per authority."""
 
@@ -141,66 +172,74 @@ class OmsVerifier:
         self._keyless: dict[str, SigstoreVerifier] = {}
         self._lock = threading.Lock()
 
-    # -- model bundles -------------------------------------------------------------------------------------
     def verify_model(self, bundle: str, authority: Authority) -> SignedModel:
-        self._check_material(bundle, authority)
+        return _fail_closed("signature verification", lambda: self._verify_model(bundle, authority))
+
+    def verify_blob(self, artifact: bytes, bundle: str, authority: Authority) -> str:
+        return _fail_closed("SBOM signature verification", lambda: self._verify_blob(artifact, bundle, authority))
+
+    # -- model bundles -------------------------------------------------------------------------------------
+    def _verify_model(self, bundle: str, authority: Authority) -> SignedModel:
+        document = bundle_document(bundle, authority=authority.name, kind=authority.kind)
         if authority.kind == "keyless":
             return self._verify_model_keyless(bundle, authority)
-        signature = self._guard(lambda: sign_sigstore_pb.Signature.read(_Text(bundle)), "bundle")  # type: ignore[arg-type]
+        expected = signed_model_from_payload(dsse_payload(document), signer="")  # checked before the library reads it
+        signature = _failing("bundle", lambda: sign_sigstore_pb.Signature.read(_Text(bundle)))  # type: ignore[arg-type]
+        verifier: Any
         if authority.kind == "key":
-            verifier: Any = self._guard(lambda: sign_ec_key.Verifier(_Text(authority.public_key)), "public key")  # type: ignore[arg-type]
+            _ec_key(authority)
+            verifier = _failing("public key", lambda: sign_ec_key.Verifier(_Text(authority.public_key)))  # type: ignore[arg-type]
             signer = f"key {_key_fingerprint(authority.public_key)}"
         else:
-            verifier = self._guard(
-                lambda: sign_certificate.Verifier([_Text(authority.certificates)]),  # type: ignore[list-item]
+            _certificates(authority)
+            verifier = _failing(
                 "certificate chain",
+                lambda: sign_certificate.Verifier([_Text(authority.certificates)]),  # type: ignore[list-item]
             )
-            signer = _leaf_subject(signature)
-        payload_type, payload = self._guard(lambda: verifier._verify_signed_content(signature), "signature")
-        self._check_payload_type(payload_type)
-        return signed_model_from_payload(payload, signer)
+            signer = _leaf_subject(leaf_certificate_der(document))
+        signed = _failing("signature", lambda: verifier.verify(signature))
+        _same_manifest(signed, expected)
+        return replace(expected, signer=signer)
 
     def _verify_model_keyless(self, bundle: str, authority: Authority) -> SignedModel:
-        parsed = self._guard(lambda: sigstore_models.Bundle.from_json(bundle), "Sigstore bundle")
+        parsed = _failing("Sigstore bundle", lambda: sigstore_models.Bundle.from_json(bundle))
         verifier = self._keyless_verifier(authority)
-        policy = self._identity_policy(authority)
-        payload_type, payload = self._guard(lambda: verifier.verify_dsse(bundle=parsed, policy=policy), "signature")
-        self._check_payload_type(payload_type)
+        policy = _identity_policy(authority)
+        payload_type, payload = _failing("signature", lambda: verifier.verify_dsse(bundle=parsed, policy=policy))
+        if payload_type != IN_TOTO_PAYLOAD:
+            raise VerificationFailed(f"DSSE payload type: got {payload_type!r}, expected {IN_TOTO_PAYLOAD!r}")
         signer = ", ".join(sorted(_sans(parsed.signing_certificate))) + f" ({authority.issuer})"
         return signed_model_from_payload(payload, signer)
 
     # -- plain bundles over one artifact -------------------------------------------------------------------
-    def verify_blob(self, artifact: bytes, bundle: str, authority: Authority) -> str:
-        self._check_material(bundle, authority)
+    def _verify_blob(self, artifact: bytes, bundle: str, authority: Authority) -> str:
+        document = bundle_document(bundle, authority=authority.name, kind=authority.kind)
         if authority.kind == "keyless":
-            parsed = self._guard(lambda: sigstore_models.Bundle.from_json(bundle), "Sigstore bundle")
+            parsed = _failing("Sigstore bundle", lambda: sigstore_models.Bundle.from_json(bundle))
             verifier = self._keyless_verifier(authority)
-            policy = self._identity_policy(authority)
-            self._guard(lambda: verifier.verify_artifact(artifact, parsed, policy), "signature")
+            policy = _identity_policy(authority)
+            _failing("signature", lambda: verifier.verify_artifact(artifact, parsed, policy))
             return ", ".join(sorted(_sans(parsed.signing_certificate))) + f" ({authority.issuer})"
-        document = json.loads(bundle)
-        message = document.get("messageSignature") if isinstance(document, dict) else None
-        if not isinstance(message, dict) or "signature" not in message:
-            raise VerificationFailed("bundle has no messageSignature: expected a Sigstore bundle over one artifact")
-        digest = (message.get("messageDigest") or {}).get("digest")
-        if digest and base64.b64decode(digest) != hashlib.sha256(artifact).digest():
+        signature, digest = message_signature(document)
+        if digest is not None and digest != hashlib.sha256(artifact).digest():
             raise VerificationFailed("the bundle's message digest does not match the artifact's SHA-256")
+        key: Any
         if authority.kind == "key":
-            key: Any = self._guard(
-                lambda: serialization.load_pem_public_key(authority.public_key.encode()), "public key"
-            )
+            key = _ec_key(authority)
             signer = f"key {_key_fingerprint(authority.public_key)}"
         else:
-            pb = self._guard(lambda: sign_sigstore_pb.Signature.read(_Text(bundle)), "bundle")  # type: ignore[arg-type]
-            chain_verifier = sign_certificate.Verifier([_Text(authority.certificates)])  # type: ignore[list-item]
-            key = self._guard(
-                lambda: chain_verifier._verify_certificates(pb.bundle.verification_material), "certificate chain"
+            _certificates(authority)
+            pb = _failing("bundle", lambda: sign_sigstore_pb.Signature.read(_Text(bundle)))  # type: ignore[arg-type]
+            chain = _failing(
+                "certificate chain",
+                lambda: sign_certificate.Verifier([_Text(authority.certificates)]),  # type: ignore[list-item]
             )
-            signer = _leaf_subject(pb)
+            key = _failing("certificate chain", lambda: chain._verify_certificates(pb.bundle.verification_material))
+            signer = _leaf_subject(leaf_certificate_der(document))
         if not isinstance(key, ec.EllipticCurvePublicKey):
             raise VerificationFailed("only elliptic-curve keys are supported for SBOM signatures")
         try:
-            key.verify(base64.b64decode(message["signature"]), artifact, ec.ECDSA(hashes.SHA256()))
+            key.verify(signature, artifact, ec.ECDSA(hashes.SHA256()))
         except (InvalidSignature, ValueError) as exc:
             raise VerificationFailed("the signature over the artifact does not verify for this key") from exc
         return signer
@@ -213,73 +252,63 @@ class OmsVerifier:
         if cached is not None:
             return cached
         if authority.trust_config:
-            config = self._guard(
-                lambda: sigstore_models.ClientTrustConfig.from_json(authority.trust_config), "trustConfig"
+            config = _failing(
+                "trustConfig", lambda: sigstore_models.ClientTrustConfig.from_json(authority.trust_config)
             )
         else:
             config = public_good_trust_config()
-        verifier = self._guard(lambda: SigstoreVerifier(trusted_root=config.trusted_root), "trust root")
+        verifier = _failing("trust root", lambda: SigstoreVerifier(trusted_root=config.trusted_root))
         with self._lock:
             self._keyless[version] = verifier
         return verifier
 
-    @staticmethod
-    def _identity_policy(authority: Authority) -> Any:
-        if authority.identity_regexp:
-            return _RegexpIdentity(authority.identity_regexp, authority.issuer)
-        return sigstore_policy.Identity(identity=authority.identity, issuer=authority.issuer)
 
-    @staticmethod
-    def _check_material(bundle: str, authority: Authority) -> None:
-        """Say plainly when the bundle was made for another kind of authority than this one."""
-        try:
-            document = json.loads(bundle)
-        except ValueError as exc:
-            raise VerificationFailed(f"signature bundle is not valid JSON: {exc}") from exc
-        material = document.get("verificationMaterial") if isinstance(document, dict) else None
-        if not isinstance(material, dict):
-            raise VerificationFailed("signature bundle has no verificationMaterial: expected a Sigstore bundle")
-        found = next((_MATERIAL[key] for key in _MATERIAL if key in material), "unknown material")
-        expected = _EXPECTED[authority.kind]
-        older_keyless = authority.kind == "keyless" and "x509CertificateChain" in material  # bundles before v0.3
-        if found != expected and not older_keyless:
-            raise VerificationFailed(
-                f"bundle is signed with {found}, but authority {authority.name} expects {expected}"
-            )
+def _identity_policy(authority: Authority) -> Any:
+    if authority.identity_regexp:
+        return _RegexpIdentity(authority.identity_regexp, authority.issuer)
+    return sigstore_policy.Identity(identity=authority.identity, issuer=authority.issuer)
 
-    @staticmethod
-    def _check_payload_type(payload_type: str) -> None:
-        if payload_type != _IN_TOTO_PAYLOAD:
-            raise VerificationFailed(f"DSSE payload type: got {payload_type!r}, expected {_IN_TOTO_PAYLOAD!r}")
 
-    @staticmethod
-    def _guard(action: Callable[[], _T], what: str) -> _T:
-        """Run a library call; any failure of it is a deterministic verification failure naming ``what``."""
-        try:
-            return action()
-        except VerificationFailed:
-            raise
-        except (SigstoreError, ValueError, KeyError, TypeError, AttributeError, IndexError, InvalidSignature) as exc:
-            raise VerificationFailed(f"{what} rejected: {_first_line(exc)}") from exc
-        except Exception as exc:  # pyOpenSSL and protobuf raise their own types
-            if type(exc).__module__.split(".")[0] in (
-                "OpenSSL",
-                "google",
-                "sigstore_models",
-                "pydantic",
-                "pydantic_core",
-            ):
-                raise VerificationFailed(f"{what} rejected: {_first_line(exc)}") from exc
-            raise
+def _ec_key(authority: Authority) -> ec.EllipticCurvePublicKey:
+    """The authority's public key, which model_signing expects on one of its curves."""
+    key = _failing(
+        f"authority {authority.name}'s public key",
+        lambda: serialization.load_pem_public_key(authority.public_key.encode()),
+    )
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in _CURVES:
+        found = key.curve.name if isinstance(key, ec.EllipticCurvePublicKey) else type(key).__name__
+        curves = ", ".join(_CURVES)
+        raise VerificationFailed(
+            f"authority {authority.name}'s public key: got {found}, expected an elliptic-curve key on {curves}"
+        )
+    return key
+
+
+def _certificates(authority: Authority) -> None:
+    """The authority's certificates must read as PEM before model_signing builds its trust store from them."""
+    _failing(
+        f"authority {authority.name}'s certificates",
+        lambda: x509.load_pem_x509_certificates(authority.certificates.encode()),
+    )
+
+
+def _same_manifest(signed: Any, expected: SignedModel) -> None:
+    """model_signing's manifest and the statement read by ``omsformat`` must agree, or one of them changed."""
+    files = tuple((d.identifier, f"{d.digest.algorithm}:{d.digest.digest_hex}") for d in signed.resource_descriptors())
+    if (signed.model_name, files) != (expected.model_name, expected.files):
+        _log.error("model_signing read %s, devmlops read %s", (signed.model_name, files), expected)
+        raise VerificationInternalError(
+            "internal error in signature verification: model_signing and devmlops read the signed manifest "
+            "differently; denied (fail closed), see the log"
+        )
 
 
 def _key_fingerprint(pem: str) -> str:
     return "sha256:" + hashlib.sha256(pem.strip().encode()).hexdigest()[:16]
 
 
-def _leaf_subject(signature: Any) -> str:
+def _leaf_subject(der: bytes) -> str:
     try:
-        raw = signature.bundle.verification_material.x509_certificate_chain.certificates[0].raw_bytes
-        return str(x509.load_der_x509_certificate(raw).subject.rfc4514_string())
-    except (AttributeError, IndexError, ValueError, TypeError):
+        return str(x509.load_der_x509_certificate(der).subject.rfc4514_string())
+    except ValueError:
         return "certificate (no readable subject)"

@@ -16,6 +16,7 @@ __all__ = [
     "SignatureVerifier",
     "SignedModel",
     "VerificationFailed",
+    "VerificationInternalError",
     "VerificationUnavailable",
 ]
 
@@ -43,6 +44,11 @@ class VerificationFailed(DevmlopsError):
 
 class VerificationUnavailable(DevmlopsError):
     """Verification could not run (timeout, missing trust root): never cached, always a denial."""
+
+
+class VerificationInternalError(VerificationUnavailable):
+    """Verification broke, not the bundle: a bug in devmlops or a verification library that changed under it. Like
+    any unavailable verification it is never cached and always a denial; its message says "internal error"."""
 
 
 class SignatureVerifier(Protocol):

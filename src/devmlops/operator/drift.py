@@ -10,7 +10,6 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.evidence import decode_values, resolve_evidence
-from devmlops.adapters.oms import OmsVerifier
 from devmlops.core.model import Decision
 from devmlops.core.policy import PolicySet
 from devmlops.core.ports import PolicyEngine, SignatureVerifier
@@ -60,11 +59,12 @@ def reevaluate(
     policies: PolicySet,
     lookup: ApiLookup,
     *,
-    verifier: SignatureVerifier | None = None,
+    verifier: SignatureVerifier,
     engine: PolicyEngine | None = None,
 ) -> Decision:
-    """The admission decision again, as of now's policies and trust roots (approval is the operator's own check)."""
+    """The admission decision again, as of now's policies and trust roots (approval is the operator's own check).
+    ``verifier`` is the operator's, with its deadline (operator/verifier.py)."""
     metadata = model.get("metadata") or {}
     request = model_request(model, uid=f"recheck-{metadata.get('uid', '')}", username="devmlops-operator")
     evidence = resolve_evidence(model, lookup)
-    return may_serve(model, policies, evidence, verifier or OmsVerifier(), engine, stage="admission", request=request)
+    return may_serve(model, policies, evidence, verifier, engine, stage="admission", request=request)

@@ -14,9 +14,7 @@ import kopf
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from devmlops.adapters.oms import OmsVerifier
 from devmlops.adapters.opa import OpaEngine
-from devmlops.adapters.verifycache import CachingVerifier
 from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.plan import VerificationPlan
 from devmlops.core.render import LABEL_MODEL_DEPLOYMENT, render_children
@@ -31,6 +29,7 @@ from devmlops.operator.metrics import metrics
 from devmlops.operator.policies import PolicyWatch
 from devmlops.operator.retries import Key, RetryQueue
 from devmlops.operator.settings import OperatorSettings
+from devmlops.operator.verifier import operator_verifier
 
 __all__ = ["build_registry"]
 
@@ -103,7 +102,7 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
     core = k8s.CoreV1Api(api_client)
     dynamic = dynamic_client(api_client)
     lookup = ApiLookup(api_client)
-    verifier = CachingVerifier(OmsVerifier())
+    verifier = operator_verifier(settings)  # cached, with a deadline as in the webhook
     engine = OpaEngine(settings.opa_url) if settings.opa_url else None
     # A changed policy re-decides every ModelDeployment within a second (a revoked key takes effect now).
     policy_watch = PolicyWatch(api_client).start()

@@ -24,6 +24,12 @@ class OperatorSettings(BaseModel):
     liveness_endpoint: str | None = Field(default=None, description="e.g. http://0.0.0.0:8080/healthz")
     opa_url: str | None = Field(default=None, description="OPA for re-checking Rego policies.")
     recheck_seconds: float = Field(default=300.0, gt=0, description="Re-evaluate every ModelDeployment this often.")
+    verification_timeout_seconds: float = Field(
+        default=3.0,
+        gt=0,
+        description="Deadline of one signature or SBOM-signature verification (as the webhook's); past it the "
+        "reconcile keeps the model server as it is and is retried.",
+    )
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus /metrics port; 0: off.")
     metrics_address: str = "0.0.0.0"  # noqa: S104 - a pod listens on its own address
     certificates: CertificateSettings | None = Field(default=None, description="Keep the webhook's TLS (or not).")

@@ -1,15 +1,23 @@
 """OMS bundles verified without model bytes: our own keys and certificates, and model_signing v1.1.0's fixtures.
 
-These tests also guard the private model_signing API the adapter relies on: if it moves, they fail loudly.
+These tests also pin the private model_signing API the adapter still relies on: if it moves, they fail loudly.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib
+import importlib.metadata
+import inspect
 import json
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
+from devmlops.adapters import oms
 from devmlops.adapters.blobsign import sign_blob_with_key
 from devmlops.adapters.oms import OmsVerifier
 from devmlops.core.policy import Authority
@@ -23,14 +31,79 @@ def key_authority(pem: str, name: str = "release-key") -> Authority:
     return Authority(name=name, kind="key", public_key=pem)
 
 
-def test_the_private_model_signing_api_this_adapter_wraps_is_still_there() -> None:
-    from model_signing._signing import sign_certificate, sign_ec_key, sign_sigstore_pb, signing
+# -- the private model_signing API the adapter still needs, pinned ------------------------------------------------
 
-    assert callable(signing.dsse_payload_to_manifest)
-    assert hasattr(sign_sigstore_pb.Signature, "read")
-    for verifier in (sign_ec_key.Verifier, sign_certificate.Verifier):
-        assert hasattr(verifier, "_verify_signed_content")
-    assert hasattr(sign_certificate.Verifier, "_verify_certificates")
+# Each private name and the parameters the adapter passes it (see the module docstring of adapters/oms.py for why).
+PINNED = {
+    "sign_sigstore_pb.Signature.read": ["path"],
+    "sign_ec_key.Verifier": ["public_key_path"],
+    "sign_ec_key.Verifier.verify": ["self", "signature"],
+    "sign_certificate.Verifier": ["certificate_chain_paths", "log_fingerprints"],
+    "sign_certificate.Verifier.verify": ["self", "signature"],
+    "sign_certificate.Verifier._verify_certificates": ["self", "verification_material", "log_fingerprints"],
+}
+SRC = Path(oms.__file__).parents[1]
+
+
+def private_names_used(path: Path) -> set[str]:
+    """Dotted names rooted at an imported ``model_signing._signing`` module, and any ``._name`` reached on an
+    object other than ``self`` (written ``?._name``)."""
+    tree = ast.parse(path.read_text())
+    modules = {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "model_signing._signing"
+        for alias in node.names
+    }
+    used: set[str] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute):
+            continue
+        parts, inner = [node.attr], node.value
+        while isinstance(inner, ast.Attribute):
+            parts.insert(0, inner.attr)
+            inner = inner.value
+        root = inner.id if isinstance(inner, ast.Name) else ""
+        if root in modules:
+            used.add(".".join([root, *parts]))
+        elif node.attr.startswith("_") and not node.attr.startswith("__") and root not in ("self", "cls"):
+            used.add(f"?.{node.attr}")
+    return used
+
+
+def test_every_private_model_signing_name_the_adapter_uses_is_listed_and_pinned() -> None:
+    assert set(oms.PRIVATE_API) == set(PINNED)
+    for name in private_names_used(Path(oms.__file__)):
+        if name.startswith("?."):
+            assert any(entry.endswith(name[1:]) for entry in oms.PRIVATE_API), f"{name} is private and not listed"
+        else:
+            assert any(entry == name or entry.startswith(name + ".") for entry in oms.PRIVATE_API), name
+
+
+def test_no_other_module_imports_model_signing_private_layers() -> None:
+    importers = sorted(
+        str(path.relative_to(SRC))
+        for path in SRC.rglob("*.py")
+        if re.search(r"^\s*(from|import) model_signing\._", path.read_text(), re.MULTILINE)
+    )
+    assert importers == ["adapters/oms.py"]
+
+
+@pytest.mark.parametrize(("name", "parameters"), sorted(PINNED.items()))
+def test_each_pinned_private_name_still_exists_with_the_same_parameters(name: str, parameters: list[str]) -> None:
+    target: object = importlib.import_module(f"model_signing._signing.{name.split('.')[0]}")
+    for attribute in name.split(".")[1:]:
+        target = getattr(target, attribute)
+    assert callable(target)
+    assert list(inspect.signature(target).parameters) == parameters  # type: ignore[arg-type]
+
+
+def test_the_installed_model_signing_is_in_the_range_pyproject_pins() -> None:
+    project = tomllib.loads((SRC.parents[1] / "pyproject.toml").read_text())["project"]
+    requirement = next(Requirement(r) for r in project["dependencies"] if r.startswith("model-signing"))
+    assert requirement.specifier.contains(importlib.metadata.version("model-signing"))
+    assert requirement.specifier.contains("1.1.1")
+    assert not requirement.specifier.contains("1.2.0")  # a new minor release must be looked at first
 
 
 def test_a_bundle_signed_with_our_key_verifies_and_yields_the_signed_manifest(tmp_path: Path) -> None:
