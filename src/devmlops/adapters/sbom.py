@@ -136,7 +136,11 @@ def _cyclonedx_validator(version: str) -> JsonStrictValidator:
     which a process whose policies never ask for an SBOM need not pay."""
     from cyclonedx.schema import SchemaVersion
     from cyclonedx.validation.json import JsonStrictValidator
+    from jsonschema.validators import Draft7Validator
 
+    from devmlops.adapters.iri import register_iri_formats
+
+    register_iri_formats(Draft7Validator.FORMAT_CHECKER)  # the checker cyclonedx validates formats with
     return JsonStrictValidator(SchemaVersion.from_version(version))
 
 

@@ -116,7 +116,7 @@ class AdmissionService:
             return Evidence(now=stamp)
         obj = {**request.object, "metadata": {**(request.object.get("metadata") or {}), "namespace": request.namespace}}
         if kind == MODEL_DEPLOYMENT:
-            return replace(self._model_evidence(obj, now), now=stamp, requester_stamped=True)
+            return self._model_evidence(obj, now, now=stamp, requester_stamped=True)
         labels = dict(self._lookup.namespace_labels(request.namespace))
         if kind == MODEL_APPROVAL:
             target = self._approval_target(request)
@@ -140,9 +140,10 @@ class AdmissionService:
             return None
         return {**target, "metadata": {**(target.get("metadata") or {}), "namespace": request.namespace}}
 
-    def _model_evidence(self, model: Mapping[str, Any], now: dt.datetime) -> Evidence:
+    def _model_evidence(self, model: Mapping[str, Any], clock: dt.datetime, **fields: Any) -> Evidence:
         """A ModelDeployment's documents and its valid approval, for admission and for the serving stage: the
-        approval is judged under the policies selecting it at its effective tier, as decide() will judge it."""
+        approval is judged under the policies selecting it at its effective tier, as decide() will judge it.
+        ``fields`` are further Evidence fields, set in the same copy (a dataclass copy costs as much as a gate)."""
         evidence = resolve_evidence(model, self._lookup)
         metadata = model.get("metadata") or {}
         selecting = select_policies(
@@ -152,8 +153,8 @@ class AdmissionService:
             model_name=str(((model.get("spec") or {}).get("model") or {}).get("name") or ""),
         )
         tier = effective_tier(model, selecting, evidence.sbom_summary)
-        approval = find_approval(self._lookup.approvals(), model, now, policies=selecting, tier=tier)
-        return replace(evidence, approval=approval)
+        approval = find_approval(self._lookup.approvals(), model, clock, policies=selecting, tier=tier)
+        return replace(evidence, approval=approval, **fields)
 
     def _serving_evidence(self, request: AdmissionRequest, obj: Mapping[str, Any], stamp: str) -> Evidence:
         """For a Pod, workload, subresource or KServe kind: its controller chain (for a scale, the chain of the stored

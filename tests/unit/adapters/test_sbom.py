@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -312,3 +314,31 @@ def test_a_document_nested_too_deeply_to_validate_is_rejected_not_crashed() -> N
     for level in range(300):
         component = {"type": "library", "name": f"level-{level}", "components": [component]}
     _raises({"bomFormat": "CycloneDX", "specVersion": "1.6", "components": [component]}, "nested too deeply")
+
+
+def _with_url(url: str) -> str:
+    reference = {"type": "website", "url": url}
+    component = {"type": "machine-learning-model", "name": "m", "externalReferences": [reference]}
+    return json.dumps({"bomFormat": "CycloneDX", "specVersion": "1.6", "version": 1, "components": [component]})
+
+
+@pytest.mark.parametrize("url", ["https://例え.jp/パス?q=ü#top", "models/fraud.md", "https://x.org/%C3%BC", "urn:x:y"])
+def test_iri_references_in_a_cyclonedx_document_are_checked_and_unicode_ones_pass(url: str) -> None:
+    assert parse_sbom(_with_url(url)).format == "cyclonedx"
+
+
+@pytest.mark.parametrize("url", ["http://exa mple.com/", "https://x.org/%zz", "http://[::1/", "https://x.org/<a>"])
+def test_a_malformed_iri_reference_is_rejected_naming_its_field(url: str) -> None:
+    with pytest.raises(SbomError, match=r"components\[0\]\.externalReferences\[0\]\.url"):
+        parse_sbom(_with_url(url))
+
+
+def test_validating_a_cyclonedx_document_loads_no_grammar_compiler() -> None:
+    """iri-reference is checked by adapters/iri.py, not by rfc3987-syntax (a second and 14.5 MiB per process)."""
+    script = (
+        "import sys; from devmlops.adapters.sbom import parse_sbom; "
+        f"parse_sbom({_with_url('https://例え.jp/')!r}); "
+        "print(sorted(m for m in ('rfc3987_syntax', 'lark', 'jsonschema') if m in sys.modules))"
+    )
+    found = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert found.stdout.strip() == "['jsonschema']"
