@@ -214,9 +214,11 @@ def test_kserve_renders_the_operators_inference_service_into_a_predictor_deploym
     namespace = short_namespace
     with served(admin, stack, namespace, model) as chain:
         isvc, deployment = chain.inference_service, chain.deployment
-        # KServe's defaulter: the deployment mode (from the cluster's inferenceservice-config, the operator sets
-        # none), an empty model name and resources, and KServe's finalizer.
+        # The deployment mode is the operator's (rendered, so the cluster's default does not decide it), kept by
+        # KServe's defaulter and recorded by its controller; the defaulter adds an empty model name and resources,
+        # the controller its finalizer.
         assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+        assert isvc["status"]["deploymentMode"] == "Standard"
         assert isvc["metadata"]["finalizers"] == ["inferenceservice.finalizers"]
         assert isvc["spec"]["predictor"]["model"] == {
             "modelFormat": {"name": "sklearn"},
