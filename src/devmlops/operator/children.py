@@ -25,6 +25,7 @@ __all__ = ["Written", "dynamic_client", "upsert"]
 class Written:
     action: str  # created, unchanged or replaced
     drift: tuple[str, ...] = ()  # what differed from the rendering before a replacement
+    stored: dict[str, Any] | None = None  # the child as the API server answered (its status among it)
 
 
 def drift_of(wanted: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -45,15 +46,15 @@ def upsert(dynamic: DynamicClient, obj: dict[str, Any]) -> Written:
     resource = dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
     namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     try:
-        resource.create(body=obj, namespace=namespace)
-        return Written("created")
+        created: dict[str, Any] = resource.create(body=obj, namespace=namespace).to_dict()
+        return Written("created", stored=created)
     except ApiException as exc:
         if exc.status != 409:
             raise
     current: dict[str, Any] = resource.get(name=name, namespace=namespace).to_dict()
     drift = drift_of(obj, current)
     if not drift:
-        return Written("unchanged")
+        return Written("unchanged", stored=current)
     metadata = current.get("metadata") or {}
     body = {
         **obj,
@@ -68,8 +69,8 @@ def upsert(dynamic: DynamicClient, obj: dict[str, Any]) -> Written:
             **obj["spec"],
             **{k: v for k, v in (current.get("spec") or {}).items() if k.startswith("clusterIP")},
         }
-    resource.replace(body=body, name=name, namespace=namespace)
-    return Written("replaced", tuple(drift))
+    replaced: dict[str, Any] = resource.replace(body=body, name=name, namespace=namespace).to_dict()
+    return Written("replaced", tuple(drift), replaced)
 
 
 def dynamic_client(api_client: k8s.ApiClient) -> DynamicClient:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any, cast
@@ -25,9 +26,11 @@ from devmlops.operator.conditions import ConditionStatus, set_condition
 from devmlops.operator.context import load_context
 from devmlops.operator.drift import ApiLookup, reevaluate
 from devmlops.operator.guard import ReconcileGuard
+from devmlops.operator.kserveevents import KServeWarnings
 from devmlops.operator.leadership import leads
 from devmlops.operator.metrics import metrics
 from devmlops.operator.policies import PolicyWatch
+from devmlops.operator.readiness import Readiness, child_readiness
 from devmlops.operator.retries import Key, RetryQueue
 from devmlops.operator.settings import OperatorSettings
 
@@ -108,6 +111,15 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
     policy_watch = PolicyWatch(api_client).start()
     retries = RetryQueue(RETRY_SECONDS)
     guard = ReconcileGuard()
+    # InferenceServices KServe posted a Warning Event about: looked at again by the background loop (readiness.py).
+    reported: set[Key] = set()
+    reported_lock = threading.Lock()
+
+    def on_warning(key: Key) -> None:
+        with reported_lock:
+            reported.add(key)
+
+    warnings = KServeWarnings(api_client, settings.namespaces, on_warning).start()
 
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
@@ -197,8 +209,11 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
         children = render_children(
             body, plan_json=plan.to_json(), verifier_image=VERIFIER_IMAGE, policy_revision=context.revision
         )
+        readiness: Readiness | None = None
         for item in children:
             written = upsert(dynamic, item)
+            if readiness is None and written.stored is not None:  # the first child is the one that reports
+                readiness = child_readiness(written.stored, warnings.about(written.stored))
             logger.info("%s %s %s", item["kind"], item["metadata"]["name"], written.action)
             tampered = [d for d in written.drift if "replicas" not in d.lower()]  # a scale back up is no drift
             if tampered:
@@ -207,9 +222,8 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
                 logger.warning("drift repaired: %s", message)
                 post_event(core, body, kind="Warning", reason="DriftRepaired", message=message)
         child = children[0]
-        conditions = condition(
-            conditions, "ServingReady", "Unknown", "WaitingForChild", f"waiting for the {child['kind']} to report Ready"
-        )
+        readiness = readiness or Readiness("Unknown", "WaitingForChild", f"waiting for the {child['kind']} to report")
+        conditions = condition(conditions, "ServingReady", readiness.status, readiness.reason, readiness.message)
         return {
             "conditions": conditions,
             "observedGeneration": generation,
@@ -243,7 +257,7 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
-    def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+    def reconcile(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         key = (str(body.metadata.namespace), str(body.metadata.name))
         generation = int(body.metadata.get("generation") or 0)
         with guard.turn(key, generation) as current:
@@ -251,12 +265,14 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
                 return  # the background loop already reconciled a newer spec
             try:
                 result = reconcile_model(dict(body), logger)
+                # Written inside the turn, not left to kopf's patch after the handler: a child's report (a KServe
+                # Warning Event, say) that comes meanwhile is mirrored after this status, never under it.
+                custom.patch_namespaced_custom_object_status(GROUP, VERSION, key[0], PLURAL, key[1], {"status": result})
             except Exception as exc:  # never raised to kopf: its retry would sleep in a capped worker slot
                 park(key, exc, logger)
                 return
             guard.reconciled(key, generation)
         retries.discard(key)
-        patch.status.update(result)
         publish(body, result)
 
     def reconcile_stored(model: dict[str, Any], logger: Any, *, always_write: bool) -> dict[str, Any] | None:
@@ -303,7 +319,7 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
             while True:
                 await asyncio.sleep(0.5)  # a burst of policy changes within it costs one round
                 recheck = policy_watch.changed.is_set() or time.monotonic() - last >= settings.recheck_seconds
-                if not recheck and not retries.any_due():
+                if not recheck and not retries.any_due() and not reported:
                     continue
                 if recheck:
                     policy_watch.changed.clear()
@@ -338,7 +354,10 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
         if not is_leader():
             for key in retries.take_due():
                 retries.add(key)
+            with reported_lock:
+                reported.clear()  # the replica that leads follows the same Events
             return
+        mirror_reported(logger)
         retry_due(logger)
         if recheck:
             recheck_all(logger)
@@ -377,32 +396,60 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
         if before is not None:
             retries.add((namespace, str(body.metadata.labels[LABEL_MODEL_DEPLOYMENT])))
 
-    def mirror_ready(owner_name: str, namespace: str, ready: bool, message: str) -> None:
-        try:
-            model = cast(
-                dict[str, Any], custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, owner_name)
+    def mirror_ready(owner_name: str, namespace: str, readiness: Readiness) -> None:
+        """ServingReady of an Admitted ModelDeployment from its child's report, read afresh in the object's turn."""
+        with guard.exclusive((namespace, owner_name)):
+            try:
+                model = cast(
+                    dict[str, Any], custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, owner_name)
+                )
+            except ApiException:
+                return
+            status = model.get("status") or {}
+            if status.get("phase") != "Admitted":
+                return
+            current: dict[str, Any] = next(
+                (c for c in status.get("conditions") or [] if c["type"] == "ServingReady"), {}
             )
-        except ApiException:
-            return
-        status = model.get("status") or {}
-        if status.get("phase") != "Admitted":
-            return
-        value: ConditionStatus = "True" if ready else "False"
-        current: dict[str, Any] = next((c for c in status.get("conditions") or [] if c["type"] == "ServingReady"), {})
-        if current.get("status") == value and current.get("message") == message:
-            return
-        conditions = set_condition(
-            status.get("conditions") or [],
-            type_="ServingReady",
-            status=value,
-            reason="ChildReady" if ready else "ChildNotReady",
-            message=message,
-            generation=int(model["metadata"].get("generation") or 0),
-            now=_now(),
-        )
-        custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, owner_name, {"status": {"conditions": conditions}}
-        )
+            if (current.get("status"), current.get("reason"), current.get("message")) == (
+                readiness.status,
+                readiness.reason,
+                readiness.message,
+            ):
+                return
+            conditions = set_condition(
+                status.get("conditions") or [],
+                type_="ServingReady",
+                status=readiness.status,
+                reason=readiness.reason,
+                message=readiness.message,
+                generation=int(model["metadata"].get("generation") or 0),
+                now=_now(),
+            )
+            custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, owner_name, {"status": {"conditions": conditions}}
+            )
+
+    def mirror_reported(logger: Any) -> None:
+        """InferenceServices KServe posted a Warning Event about since the last round: look at each again."""
+        with reported_lock:
+            keys = sorted(reported)
+            reported.clear()
+        for namespace, name in keys:
+            try:
+                isvc = cast(
+                    dict[str, Any],
+                    custom.get_namespaced_custom_object(
+                        "serving.kserve.io", "v1beta1", namespace, "inferenceservices", name
+                    ),
+                )
+            except ApiException as exc:
+                if exc.status != 404:
+                    logger.warning("InferenceService %s/%s not read for its report: %s", namespace, name, exc.status)
+                continue
+            owner = ((isvc.get("metadata") or {}).get("labels") or {}).get(LABEL_MODEL_DEPLOYMENT)
+            if owner:
+                mirror_ready(str(owner), namespace, child_readiness(isvc, warnings.about(isvc)))
 
     @kopf.on.event(
         "serving.kserve.io",
@@ -413,26 +460,16 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
     )
     def isvc_status(body: kopf.Body, namespace: str | None, **_: Any) -> None:
         recheck_on_spec_change(body, str(namespace))
-        ready = next((c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
-        if ready is None:
-            return
-        message = f"InferenceService Ready={ready.get('status')}: {ready.get('message') or ready.get('reason') or ''}"
-        mirror_ready(
-            str(body.metadata.labels[LABEL_MODEL_DEPLOYMENT]),
-            str(namespace),
-            ready.get("status") == "True",
-            message.strip(),
-        )
+        readiness = child_readiness(body, warnings.about(body))
+        if readiness.status != "Unknown":
+            mirror_ready(str(body.metadata.labels[LABEL_MODEL_DEPLOYMENT]), str(namespace), readiness)
 
     @kopf.on.event("apps", "v1", "deployments", registry=registry, labels={LABEL_MODEL_DEPLOYMENT: kopf.PRESENT})
     def deployment_status(body: kopf.Body, namespace: str | None, **_: Any) -> None:
         recheck_on_spec_change(body, str(namespace))
-        wanted = int((body.get("spec") or {}).get("replicas") or 0)
-        ready = int((body.get("status") or {}).get("readyReplicas") or 0)
-        message = f"Deployment has {ready} of {wanted} replicas ready"
-        mirror_ready(
-            str(body.metadata.labels[LABEL_MODEL_DEPLOYMENT]), str(namespace), wanted > 0 and ready >= wanted, message
-        )
+        readiness = child_readiness(body)
+        if readiness.status != "Unknown":
+            mirror_ready(str(body.metadata.labels[LABEL_MODEL_DEPLOYMENT]), str(namespace), readiness)
 
     @kopf.on.resume(GROUP, VERSION, "modelapprovals", registry=registry)
     @kopf.on.create(GROUP, VERSION, "modelapprovals", registry=registry)
