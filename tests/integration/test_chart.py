@@ -325,6 +325,7 @@ OPERATOR_NEEDS = [
     ("update", "deployments.apps", TEAM),
     ("create", "services", TEAM),
     ("create", "events", TEAM),
+    ("watch", "events", ""),  # KServe's Warning Events on InferenceServices
     ("patch", "clusterkopfpeerings.kopf.dev", ""),
     ("list", "customresourcedefinitions.apiextensions.k8s.io", ""),
     ("create", "secrets", NAMESPACE),

@@ -24,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 from devmlops.adapters.servingverify import VerificationPlan
 from devmlops.cli import cli
 from devmlops.harness.controlplane import CONTROLLERS
-from devmlops.harness.kserve import SKLEARN_IMAGE
+from devmlops.harness.kserve import SKLEARN_IMAGE, server_side_apply
 from devmlops.harness.stack import DevmlopsStack
 from tests.conftest import ROOT
 from tests.integration.support import (
@@ -33,6 +33,7 @@ from tests.integration.support import (
     SignedModel,
     create_md,
     eventually,
+    md_status,
     signed_by_evidence,
     signed_model,
     trusting,
@@ -214,9 +215,11 @@ def test_kserve_renders_the_operators_inference_service_into_a_predictor_deploym
     namespace = short_namespace
     with served(admin, stack, namespace, model) as chain:
         isvc, deployment = chain.inference_service, chain.deployment
-        # KServe's defaulter: the deployment mode (from the cluster's inferenceservice-config, the operator sets
-        # none), an empty model name and resources, and KServe's finalizer.
+        # The deployment mode is the operator's (rendered, so the cluster's default does not decide it), kept by
+        # KServe's defaulter and recorded by its controller; the defaulter adds an empty model name and resources,
+        # the controller its finalizer.
         assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+        assert isvc["status"]["deploymentMode"] == "Standard"
         assert isvc["metadata"]["finalizers"] == ["inferenceservice.finalizers"]
         assert isvc["spec"]["predictor"]["model"] == {
             "modelFormat": {"name": "sklearn"},
@@ -323,3 +326,74 @@ def test_deleting_the_model_deployment_garbage_collects_the_whole_chain(
             return {kind: count for kind, count in counts.items() if count}
 
         eventually(lambda: not left(), timeout=60, what="the chain garbage-collected")
+
+
+# -- when KServe cannot render the InferenceService, the ModelDeployment says so ----------------------------------
+
+
+def serving_ready(admin: k8s.ApiClient, namespace: str) -> dict[str, Any]:
+    status = md_status(admin, namespace)
+    return next((c for c in status.get("conditions") or [] if c["type"] == "ServingReady"), {})
+
+
+def kserve_refusal(admin: k8s.ApiClient, namespace: str) -> dict[str, Any]:
+    """ServingReady once the operator reported KServe's failure (the InferenceService has no conditions)."""
+
+    def failed() -> dict[str, Any] | None:
+        condition = serving_ready(admin, namespace)
+        return condition if condition.get("status") == "False" else None
+
+    try:
+        condition: dict[str, Any] = eventually(failed, timeout=60, what="ServingReady=False with KServe's reason")
+    except pytest.fail.Exception:
+        pytest.fail(f"no ServingReady=False within 60s:\n{what_happened(admin, namespace)}", pytrace=False)
+    isvc = k8s.CustomObjectsApi(admin).get_namespaced_custom_object(
+        "serving.kserve.io", "v1beta1", namespace, "inferenceservices", "fraud"
+    )
+    assert not (isvc.get("status") or {}).get("conditions"), "KServe rendered it after all"
+    assert md_status(admin, namespace)["phase"] == "Admitted"
+    return condition
+
+
+@contextmanager
+def without_storage_container(admin: k8s.ApiClient) -> Iterator[None]:
+    """The devmlops ClusterStorageContainer deleted for the block, applied again after it (whatever happens)."""
+    custom = k8s.CustomObjectsApi(admin)
+    name = STORAGE_CONTAINER["metadata"]["name"]
+    custom.delete_cluster_custom_object("serving.kserve.io", "v1alpha1", "clusterstoragecontainers", name)
+    try:
+        yield
+    finally:
+        server_side_apply(admin, STORAGE_CONTAINER)
+        custom.get_cluster_custom_object("serving.kserve.io", "v1alpha1", "clusterstoragecontainers", name)
+
+
+def test_without_the_devmlops_storage_container_the_model_deployment_reports_kserves_refusal(
+    admin: k8s.ApiClient, stack: DevmlopsStack, short_namespace: str, model: SignedModel
+) -> None:
+    """KServe admits the InferenceService, but no ClusterStorageContainer claims devmlops+ URIs: its controller
+    renders nothing, posts a Warning Event and writes no condition. ServingReady carries KServe's reason and message
+    instead of waiting for a Ready that never comes."""
+    namespace = short_namespace
+    with (
+        without_storage_container(admin),
+        trusting(admin, stack, namespace, model, policy=f"real-{namespace}"),
+    ):
+        create_md(admin, namespace, signed_by_evidence("fraud", model))
+        condition = kserve_refusal(admin, namespace)
+        assert condition["reason"] == "InternalError"
+        assert condition["message"].startswith("KServe cannot render InferenceService fraud: ")
+        assert "StorageURI not supported" in condition["message"]
+
+
+def test_a_predictor_host_name_over_63_characters_is_reported_as_kserves_refusal(
+    admin: k8s.ApiClient, stack: DevmlopsStack, namespace: str, model: SignedModel
+) -> None:
+    """``fraud-predictor-<namespace>`` is no DNS label in this long namespace: KServe renders nothing."""
+    assert len(f"fraud-predictor-{namespace}") > 63
+    with trusting(admin, stack, namespace, model, policy=f"real-{namespace}"[:63]):
+        create_md(admin, namespace, signed_by_evidence("fraud", model))
+        condition = kserve_refusal(admin, namespace)
+        assert condition["reason"] == "InternalError"
+        assert condition["message"].startswith("KServe cannot render InferenceService fraud: ")
+        assert "must be no more than 63 characters" in condition["message"]

@@ -13,9 +13,11 @@ from devmlops.core.manifests import ModelDeployment
 from devmlops.core.plan import ENV_PLAN
 
 __all__ = [
+    "ANNOTATION_DEPLOYMENT_MODE",
     "ANNOTATION_DIGEST",
     "ANNOTATION_POLICY_REVISION",
     "ANNOTATION_VERIFICATION",
+    "KSERVE_DEPLOYMENT_MODE",
     "LABEL_MODEL_DEPLOYMENT",
     "LABEL_MODEL_SERVER",
     "MODEL_DIR",
@@ -31,6 +33,12 @@ ANNOTATION_DIGEST = "devmlops.io/model-digest"
 ANNOTATION_POLICY_REVISION = "devmlops.io/policy-revision"
 ANNOTATION_VERIFICATION = "devmlops.io/verification"
 LABEL_MODEL_DEPLOYMENT = "devmlops.io/model-deployment"
+# KServe's mode, stated rather than left to the cluster's inferenceservice-config (KServe ships Knative, "Serverless",
+# as the default). v0.16 reads "Standard" (raw Deployments); "RawDeployment" is its deprecated alias, and its
+# defaulter adds "Standard" itself only where the cluster default already is. The devmlops chain (predictor
+# Deployment, ReplicaSet, Pod) is the Standard one; once KServe recorded a mode in status it refuses a change.
+ANNOTATION_DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
+KSERVE_DEPLOYMENT_MODE = "Standard"
 
 
 def build_inference_service(
@@ -64,7 +72,11 @@ def build_inference_service(
             "name": metadata.name,
             "namespace": metadata.namespace,
             "labels": {"app.kubernetes.io/managed-by": "devmlops", LABEL_MODEL_DEPLOYMENT: metadata.name},
-            "annotations": {ANNOTATION_DIGEST: model.digest, ANNOTATION_POLICY_REVISION: policy_revision},
+            "annotations": {
+                ANNOTATION_DIGEST: model.digest,
+                ANNOTATION_POLICY_REVISION: policy_revision,
+                ANNOTATION_DEPLOYMENT_MODE: KSERVE_DEPLOYMENT_MODE,
+            },
         },
         "spec": {"predictor": predictor},
     }

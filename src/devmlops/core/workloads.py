@@ -24,6 +24,7 @@ from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.model import Decision, GateResult, Outcome
 from devmlops.core.plan import VerificationPlan
 from devmlops.core.render import (
+    ANNOTATION_DEPLOYMENT_MODE,
     ANNOTATION_POLICY_REVISION,
     ANNOTATION_VERIFICATION,
     LABEL_MODEL_SERVER,
@@ -150,8 +151,8 @@ def review_serving(request: AdmissionRequest, evidence: Evidence, *, now: dt.dat
 
 def _same_spec(request: AdmissionRequest) -> bool:
     """An UPDATE that changes neither the spec, nor what devmlops reads from metadata (its annotations: a Pod's
-    verification plan among them; the labels that route a model server's traffic), nor adds an owner: what runs
-    stays what it was."""
+    verification plan among them; KServe's deployment mode, which picks the controller that renders the model; the
+    labels that route a model server's traffic), nor adds an owner: what runs stays what it was."""
     old, new = request.old_object, request.object
     if request.operation != "UPDATE" or old is None or new is None or old.get("spec") != new.get("spec"):
         return False
@@ -159,7 +160,9 @@ def _same_spec(request: AdmissionRequest) -> bool:
     def kept(obj: Mapping[str, Any]) -> tuple[Any, Any]:
         metadata = obj.get("metadata") or {}
         annotations = metadata.get("annotations") or {}
-        ours = {k: v for k, v in annotations.items() if str(k).startswith("devmlops.io/")}
+        ours = {
+            k: v for k, v in annotations.items() if str(k).startswith("devmlops.io/") or k == ANNOTATION_DEPLOYMENT_MODE
+        }
         labels = metadata.get("labels") or {}
         return ours, {k: labels[k] for k in reserved_labels(labels)}
 

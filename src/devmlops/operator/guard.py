@@ -41,6 +41,12 @@ class ReconcileGuard:
         with entry.lock:
             yield generation >= entry.newest
 
+    @contextmanager
+    def exclusive(self, key: Key) -> Iterator[None]:
+        """Hold the object's lock for a write that reads the object afresh inside it (a child's report)."""
+        with self._entry(key).lock:
+            yield
+
     def reconciled(self, key: Key, generation: int) -> None:
         """Call while holding the turn."""
         entry = self._entry(key)

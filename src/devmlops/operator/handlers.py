@@ -1,113 +1,71 @@
-"""kopf handlers in an explicit registry: ModelDeployment -> model server child + status conditions."""
+"""kopf handlers in an explicit registry: thin shells that hand a ModelDeployment, a child's report or an approval to
+the driver (observe, plan, execute: driver.py, reconcile.py) and start the background loop (loop.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import os
-import time
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 import kopf
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from devmlops.adapters.opa import OpaEngine
-from devmlops.core.manifests import parse_model_deployment
-from devmlops.core.plan import VerificationPlan
-from devmlops.core.render import LABEL_MODEL_DEPLOYMENT, render_children
-from devmlops.errors import DevmlopsError
-from devmlops.operator.children import dynamic_client, upsert
-from devmlops.operator.conditions import ConditionStatus, set_condition
-from devmlops.operator.context import load_context
-from devmlops.operator.drift import ApiLookup, reevaluate
+from devmlops.core.render import LABEL_MODEL_DEPLOYMENT
+from devmlops.operator.driver import Driver
+from devmlops.operator.execute import GROUP, PLURAL, VERSION, Executor, dynamic_client
 from devmlops.operator.guard import ReconcileGuard
-from devmlops.operator.leadership import leads
-from devmlops.operator.metrics import metrics
+from devmlops.operator.kserveevents import KServeWarnings
+from devmlops.operator.loop import BackgroundLoop
+from devmlops.operator.observe import Observer
 from devmlops.operator.policies import PolicyWatch
+from devmlops.operator.reconcile import PostEvent, released_by_approval
 from devmlops.operator.retries import Key, RetryQueue
 from devmlops.operator.settings import OperatorSettings
 from devmlops.operator.verifier import operator_verifier
 
 __all__ = ["build_registry"]
 
-GROUP, VERSION, PLURAL = "devmlops.io", "v1alpha1", "modeldeployments"
 RETRY_SECONDS = 5.0  # a failed reconcile (say, the API server restarted under a pooled connection) is tried again
 API_CONNECTIONS = 24  # kopf's watch streams (one per watched kind) hold a connection each; the rest serve requests
-VERIFIER_IMAGE = os.environ.get("DEVMLOPS_VERIFIER_IMAGE", "devmlops:0.1.0")
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+class _ChildGenerations:
+    """A child's spec changed (its generation moved): its ModelDeployment is reconciled soon, which finds any drift
+    from the rendering and replaces the child whole (our own writes come back as unchanged)."""
 
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str, str], int] = {}
 
-def post_event(core: k8s.CoreV1Api, body: Mapping[str, Any], *, kind: str, reason: str, message: str) -> None:
-    """A core/v1 Event about a ModelDeployment, as kopf writes them (kopf's own posting needs a handler context)."""
-    metadata = body["metadata"]
-    now = dt.datetime.now(dt.UTC)
-    event: Any = {
-        "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
-        "involvedObject": {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "ModelDeployment",
-            "name": metadata["name"],
-            "namespace": metadata["namespace"],
-            "uid": metadata.get("uid"),
-        },
-        "reason": reason,
-        "message": message[:1024],
-        "type": kind,
-        "source": {"component": "devmlops-operator"},
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-    }
-    try:
-        core.create_namespaced_event(metadata["namespace"], event)
-    except ApiException:
-        return  # an Event is a courtesy; the status condition carries the same message
-
-
-def scale_children_to_zero(dynamic: Any, model: Mapping[str, Any]) -> str:
-    """Scale the model server down (always allowed by the webhook); return what was scaled."""
-    status_child = (model.get("status") or {}).get("child") or {}
-    if not status_child:
-        return "no child yet"
-    resource = dynamic.resources.get(api_version=status_child["apiVersion"], kind=status_child["kind"])
-    patch: dict[str, Any] = (
-        {"spec": {"predictor": {"minReplicas": 0}}}
-        if status_child["kind"] == "InferenceService"
-        else {"spec": {"replicas": 0}}
-    )
-    # Only the replica field changes (the webhook's scale-down rule); the next reconcile that passes finds the child
-    # differing from the rendering and writes it back whole.
-    try:
-        resource.patch(
-            body=patch,
-            name=status_child["name"],
-            namespace=model["metadata"]["namespace"],
-            content_type="application/merge-patch+json",
-        )
-    except ApiException as exc:
-        return f"scaling failed: {exc.status}"
-    return f"{status_child['kind']}/{status_child['name']} scaled to zero"
+    def moved(self, body: Mapping[str, Any], namespace: str) -> bool:
+        metadata = body.get("metadata") or {}
+        key = (namespace, str(body.get("kind")), str(metadata.get("name")))
+        generation = int(metadata.get("generation") or 0)
+        before = self._seen.get(key)
+        self._seen[key] = generation
+        return before is not None and before != generation
 
 
 def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     background: set[asyncio.Task[None]] = set()
-    custom = k8s.CustomObjectsApi(api_client)
-    core = k8s.CoreV1Api(api_client)
     dynamic = dynamic_client(api_client)
-    lookup = ApiLookup(api_client)
-    verifier = operator_verifier(settings)  # cached, with a deadline as in the webhook
-    engine = OpaEngine(settings.opa_url) if settings.opa_url else None
     # A changed policy re-decides every ModelDeployment within a second (a revoked key takes effect now).
     policy_watch = PolicyWatch(api_client).start()
-    retries = RetryQueue(RETRY_SECONDS)
-    guard = ReconcileGuard()
+    warnings = KServeWarnings(api_client, settings.namespaces, lambda key: loop.child_reported(key))
+    driver = Driver(
+        api_client,
+        Observer(
+            api_client, dynamic, policy_watch, warnings, opa_url=settings.opa_url, verifier=operator_verifier(settings)
+        ),
+        Executor(api_client, dynamic),
+        guard=ReconcileGuard(),
+        retries=RetryQueue(RETRY_SECONDS),
+    )
+    loop = BackgroundLoop(api_client, driver, policy_watch, settings)
+    warnings.start()
+    generations = _ChildGenerations()
 
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
@@ -133,279 +91,25 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
             aiohttp_session=session,
         )
 
-    def reconcile_model(body: Mapping[str, Any], logger: Any) -> dict[str, Any]:
-        """Bring the child in line with an admitted ModelDeployment; return the status to write."""
-        status = body.get("status") or {}
-        generation = int(body["metadata"].get("generation") or 0)
-        now = _now()
-
-        def condition(
-            conditions: list[dict[str, Any]], type_: str, value: ConditionStatus, reason: str, message: str
-        ) -> list[dict[str, Any]]:
-            return set_condition(
-                conditions, type_=type_, status=value, reason=reason, message=message, generation=generation, now=now
-            )
-
-        conditions = condition(
-            list(status.get("conditions") or []),
-            "Admitted",
-            "True",
-            "AdmissionWebhook",
-            "the devmlops admission webhook admitted this ModelDeployment",
-        )
-        policies = policy_watch.snapshot()
-        context = load_context(api_client, body, lookup, policies)
-        decision = reevaluate(body, policies, lookup, verifier=verifier, engine=engine)
-        blocking = [r for r in decision.results if r.blocking]
-        if blocking and all(r.outcome == "error" for r in blocking):
-            # OPA down, a deadline, the API unreachable: not a verdict on the model. Keep the server as it is and
-            # try again (kopf's backoff, or the next re-check round) instead of degrading or scaling it to zero.
-            raise DevmlopsError(f"could not re-decide, state kept and retried: {decision.message}")
-        metrics.reconciles.labels("ModelDeployment", "allowed" if decision.allowed else "violation").inc()
-        if not decision.allowed:
-            conditions = condition(conditions, "Degraded", "True", "PolicyViolation", decision.message)
-            failed_signature = any(r.gate == "signature" and r.blocking for r in decision.results)
-            if failed_signature:
-                conditions = condition(conditions, "SignatureVerified", "False", "VerificationFailed", decision.message)
-            if any(p.on_violation == "scaleToZero" for p in context.policies):
-                scaled = scale_children_to_zero(dynamic, body)
-                conditions = condition(
-                    conditions, "ServingReady", "False", "ScaledToZero", f"policy onViolation: scaleToZero ({scaled})"
-                )
-            return {"conditions": conditions, "observedGeneration": generation, "phase": "Degraded"}
-        conditions = condition(conditions, "Degraded", "False", "PoliciesPass", "every selecting policy passes")
-        if context.awaiting_approval:
-            digest = body["spec"]["model"]["digest"]
-            message = (
-                f"risk tier requires a ModelApproval for {digest} by a second person "
-                f"({', '.join(context.approval_required_by)}); not served until then"
-            )
-            conditions = condition(conditions, "AwaitingApproval", "True", "NoValidApproval", message)
-            serving = "no child until approved"
-            if (body.get("status") or {}).get("child"):  # the approval expired or a new digest awaits one
-                serving = f"approval no longer valid: {scale_children_to_zero(dynamic, body)}"
-            conditions = condition(conditions, "ServingReady", "False", "AwaitingApproval", serving)
-            return {"conditions": conditions, "observedGeneration": generation, "phase": "AwaitingApproval"}
-        if context.approval_required_by:
-            approved_by = f"approved by {context.approval.approver} ({context.approval.name})"
-            conditions = condition(conditions, "AwaitingApproval", "False", "Approved", approved_by)
-        plan = VerificationPlan.for_policies(context.bundle, body["spec"]["model"]["digest"], context.policies)
-        signed = plan.verify_signature(verifier)  # cached: reevaluate() verified the same bundle
-        conditions = condition(
-            conditions, "SignatureVerified", "True", "Verified", f"{signed.digest} signed by {signed.signer}"
-        )
-        children = render_children(
-            parse_model_deployment(body),
-            plan_json=plan.to_json(),
-            verifier_image=VERIFIER_IMAGE,
-            policy_revision=context.revision,
-        )
-        for item in children:
-            written = upsert(dynamic, item)
-            logger.info("%s %s %s", item["kind"], item["metadata"]["name"], written.action)
-            tampered = [d for d in written.drift if "replicas" not in d.lower()]  # a scale back up is no drift
-            if tampered:
-                metrics.child_drift.labels(item["kind"]).inc()
-                message = f"{item['kind']} {item['metadata']['name']} replaced whole: {'; '.join(tampered[:5])}"
-                logger.warning("drift repaired: %s", message)
-                post_event(core, body, kind="Warning", reason="DriftRepaired", message=message)
-        child = children[0]
-        conditions = condition(
-            conditions, "ServingReady", "Unknown", "WaitingForChild", f"waiting for the {child['kind']} to report Ready"
-        )
-        return {
-            "conditions": conditions,
-            "observedGeneration": generation,
-            "phase": "Admitted",
-            "verifiedDigest": signed.digest,
-            "signer": signed.signer,
-            "child": {"apiVersion": child["apiVersion"], "kind": child["kind"], "name": child["metadata"]["name"]},
-        }
-
-    def publish(body: kopf.Body, result: dict[str, Any], *, in_handler: bool = True) -> None:
-        """Events on phase transitions, and the phase gauge. Outside a kopf handler (the background loop) kopf cannot
-        post, so the Event is written through the API. kopf.event, not kopf.info: posting.level drops the latter."""
-        before = (body.get("status") or {}).get("phase")
-        metrics.record_phase(f"{body.metadata.namespace}/{body.metadata.name}", result["phase"])
-        if result["phase"] == before:
-            return
-        message = next((c["message"] for c in reversed(result["conditions"]) if c["type"] != "ServingReady"), "")
-        kind = "Warning" if result["phase"] == "Degraded" else "Normal"
-        if in_handler:
-            kopf.event(body, type=kind, reason=result["phase"], message=message)
-        else:
-            post_event(core, body, kind=kind, reason=result["phase"], message=message)
-
-    def park(key: Key, exc: Exception, logger: Any) -> None:
-        """A failed reconcile keeps the object's state and is retried by the background loop (see retries.py)."""
-        metrics.reconciles.labels("ModelDeployment", "error").inc()
-        reason = str(exc) if isinstance(exc, (DevmlopsError, ApiException)) else repr(exc)
-        logger.warning("reconcile of %s/%s failed, retried in %.0f s: %s", *key, retries.delay_seconds, reason)
-        retries.add(key)
-
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
-    def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
-        key = (str(body.metadata.namespace), str(body.metadata.name))
-        generation = int(body.metadata.get("generation") or 0)
-        with guard.turn(key, generation) as current:
-            if not current:
-                return  # the background loop already reconciled a newer spec
-            try:
-                result = reconcile_model(dict(body), logger)
-            except Exception as exc:  # never raised to kopf: its retry would sleep in a capped worker slot
-                park(key, exc, logger)
-                return
-            guard.reconciled(key, generation)
-        retries.discard(key)
-        patch.status.update(result)
-        publish(body, result)
+    def reconcile(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+        def post(_model: Mapping[str, Any], event: PostEvent) -> None:
+            # kopf.event, not kopf.info: posting.level drops the latter.
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
-    def reconcile_stored(model: dict[str, Any], logger: Any, *, always_write: bool) -> dict[str, Any] | None:
-        """Reconcile a ModelDeployment read outside kopf's handler for it; write its status when the phase changed or
-        it was of an older spec (or always). None when skipped: it is being deleted, or a handler reconciled a newer
-        spec meanwhile."""
-        metadata = model["metadata"]
-        key = (str(metadata["namespace"]), str(metadata["name"]))
-        generation = int(metadata.get("generation") or 0)
-        if metadata.get("deletionTimestamp"):
-            return None  # never serve (or re-check) what is going away
-        with guard.turn(key, generation) as current:
-            if not current:
-                return None
-            result = reconcile_model(model, logger)
-            status = model.get("status") or {}
-            stale = result["phase"] != status.get("phase") or status.get("observedGeneration") != generation
-            if always_write or stale:
-                custom.patch_namespaced_custom_object_status(GROUP, VERSION, key[0], PLURAL, key[1], {"status": result})
-            guard.reconciled(key, generation)
-        publish(kopf.Body(cast(kopf.RawBody, model)), result, in_handler=False)
-        return result
-
-    def retry_due(logger: Any) -> None:
-        for key in retries.take_due():
-            try:
-                model = custom.get_namespaced_custom_object(GROUP, VERSION, key[0], PLURAL, key[1])
-                reconcile_stored(cast(dict[str, Any], model), logger, always_write=True)
-            except ApiException as exc:
-                if exc.status == 404:  # gone: nothing to retry
-                    guard.forget(key)
-                else:
-                    park(key, exc, logger)
-            except Exception as exc:
-                park(key, exc, logger)
+        driver.reconcile_parking(dict(body), logger, always_write=True, post=post)
 
     @kopf.on.startup(registry=registry)
-    async def start_rechecks(logger: kopf.Logger, **_: Any) -> None:
-        """Trust roots expire and keys are revoked: re-decide everything on a timer, not only on change. One loop
-        for all ModelDeployments (a kopf timer per object would cost a task and its memory per object)."""
+    async def start_background(logger: kopf.Logger, **_: Any) -> None:
+        background.add(asyncio.create_task(loop.run(logger)))
 
-        async def loop() -> None:
-            last = time.monotonic()
-            while True:
-                await asyncio.sleep(0.5)  # a burst of policy changes within it costs one round
-                recheck = policy_watch.changed.is_set() or time.monotonic() - last >= settings.recheck_seconds
-                if not recheck and not retries.any_due():
-                    continue
-                if recheck:
-                    policy_watch.changed.clear()
-                    last = time.monotonic()
-                try:
-                    await asyncio.get_running_loop().run_in_executor(None, background_round, logger, recheck)
-                except Exception:  # a failed round is retried at the next one
-                    logger.exception("re-check failed")
-
-        background.add(asyncio.create_task(loop()))
-
-    def is_leader() -> bool:
-        """Standalone, or the highest live priority in the peering object (see leadership.py)."""
-        if settings.standalone:
-            return True
-        try:
-            if settings.namespaces:
-                peering = custom.get_namespaced_custom_object(
-                    "kopf.dev", "v1", settings.namespaces[0], "kopfpeerings", settings.peering_name
-                )
-            else:
-                peering = custom.get_cluster_custom_object(
-                    "kopf.dev", "v1", "clusterkopfpeerings", settings.peering_name
-                )
-        except ApiException:
-            return True  # a round too many is harmless; none at all is not
-        return leads(cast(dict[str, Any], peering).get("status") or {}, settings.priority, dt.datetime.now(dt.UTC))
-
-    def background_round(logger: Any, recheck: bool) -> None:
-        """Only in the replica that acts. One that no longer leads keeps its retries for when it leads again (a
-        replica taking over resumes only the objects it has not seen before), asking again in 5 s."""
-        if not is_leader():
-            for key in retries.take_due():
-                retries.add(key)
-            return
-        retry_due(logger)
-        if recheck:
-            recheck_all(logger)
-
-    def recheck_all(logger: Any) -> None:
-        if settings.namespaces:  # only what this operator watches (and has the rights for)
-            items = [
-                item
-                for namespace in settings.namespaces
-                for item in cast(
-                    dict[str, Any], custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
-                )["items"]
-            ]
-        else:
-            items = cast(dict[str, Any], custom.list_cluster_custom_object(GROUP, VERSION, PLURAL))["items"]
-        for item in items:
-            if not (item.get("status") or {}).get("phase"):
-                continue  # not decided yet: its create or resume handler (or a parked retry of it) will decide
-            try:
-                reconcile_stored(item, logger, always_write=False)
-            except (ApiException, DevmlopsError) as exc:
-                metrics.reconciles.labels("ModelDeployment", "error").inc()
-                logger.warning("re-check of %s failed: %s", item["metadata"]["name"], exc)
-
-    seen_generations: dict[tuple[str, str, str], int] = {}
-
-    def recheck_on_spec_change(body: kopf.Body, namespace: str) -> None:
-        """A child's spec changed (its generation moved): reconcile its ModelDeployment soon, which finds any drift
-        from the rendering and replaces the child whole (our own writes come back as unchanged)."""
-        key = (namespace, str(body.get("kind")), str(body.metadata.name))
-        generation = int(body.metadata.get("generation") or 0)
-        if seen_generations.get(key) == generation:
-            return
-        before = seen_generations.get(key)
-        seen_generations[key] = generation
-        if before is not None:
-            retries.add((namespace, str(body.metadata.labels[LABEL_MODEL_DEPLOYMENT])))
-
-    def mirror_ready(owner_name: str, namespace: str, ready: bool, message: str) -> None:
-        try:
-            model = cast(
-                dict[str, Any], custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, owner_name)
-            )
-        except ApiException:
-            return
-        status = model.get("status") or {}
-        if status.get("phase") != "Admitted":
-            return
-        value: ConditionStatus = "True" if ready else "False"
-        current: dict[str, Any] = next((c for c in status.get("conditions") or [] if c["type"] == "ServingReady"), {})
-        if current.get("status") == value and current.get("message") == message:
-            return
-        conditions = set_condition(
-            status.get("conditions") or [],
-            type_="ServingReady",
-            status=value,
-            reason="ChildReady" if ready else "ChildNotReady",
-            message=message,
-            generation=int(model["metadata"].get("generation") or 0),
-            now=_now(),
-        )
-        custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, owner_name, {"status": {"conditions": conditions}}
-        )
+    def child_changed(body: kopf.Body, namespace: str | None) -> None:
+        owner: Key = (str(namespace), str(body.metadata.labels[LABEL_MODEL_DEPLOYMENT]))
+        if generations.moved(body, str(namespace)):
+            driver.retries.add(owner)
+        driver.mirror(owner, body)
 
     @kopf.on.event(
         "serving.kserve.io",
@@ -415,46 +119,30 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
         labels={LABEL_MODEL_DEPLOYMENT: kopf.PRESENT},
     )
     def isvc_status(body: kopf.Body, namespace: str | None, **_: Any) -> None:
-        recheck_on_spec_change(body, str(namespace))
-        ready = next((c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
-        if ready is None:
-            return
-        message = f"InferenceService Ready={ready.get('status')}: {ready.get('message') or ready.get('reason') or ''}"
-        mirror_ready(
-            str(body.metadata.labels[LABEL_MODEL_DEPLOYMENT]),
-            str(namespace),
-            ready.get("status") == "True",
-            message.strip(),
-        )
+        child_changed(body, namespace)
 
     @kopf.on.event("apps", "v1", "deployments", registry=registry, labels={LABEL_MODEL_DEPLOYMENT: kopf.PRESENT})
     def deployment_status(body: kopf.Body, namespace: str | None, **_: Any) -> None:
-        recheck_on_spec_change(body, str(namespace))
-        wanted = int((body.get("spec") or {}).get("replicas") or 0)
-        ready = int((body.get("status") or {}).get("readyReplicas") or 0)
-        message = f"Deployment has {ready} of {wanted} replicas ready"
-        mirror_ready(
-            str(body.metadata.labels[LABEL_MODEL_DEPLOYMENT]), str(namespace), wanted > 0 and ready >= wanted, message
-        )
+        child_changed(body, namespace)
 
     @kopf.on.resume(GROUP, VERSION, "modelapprovals", registry=registry)
     @kopf.on.create(GROUP, VERSION, "modelapprovals", registry=registry)
     def approved(spec: kopf.Spec, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
         """A new approval may release a ModelDeployment that waits for it."""
-        name, namespace = str(spec.get("modelDeployment") or ""), str(namespace or "")
+        key = (str(namespace or ""), str(spec.get("modelDeployment") or ""))
         try:
-            model = cast(dict[str, Any], custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
-            if (model.get("status") or {}).get("phase") not in (None, "", "AwaitingApproval"):
+            model = driver.read(key)
+            if not released_by_approval(model):
                 return  # already served (or degraded): the approval changes nothing now
-            result = reconcile_stored(model, logger, always_write=True)
+            result = driver.reconcile(model, logger, always_write=True)
         except ApiException as exc:
             if exc.status != 404:  # no such ModelDeployment (yet): its own create handler reads the approval
-                park((namespace, name), exc, logger)
+                driver.park(key, exc, logger)
             return
         except Exception as exc:
-            park((namespace, name), exc, logger)
+            driver.park(key, exc, logger)
             return
         if result is not None and result["phase"] != "AwaitingApproval":
-            logger.info("ModelDeployment %s/%s released by its approval", namespace, name)
+            logger.info("ModelDeployment %s/%s released by its approval", *key)
 
     return registry

@@ -152,6 +152,37 @@ def test_a_rendered_child_written_by_anyone_but_the_operator_is_denied() -> None
     assert "only the devmlops operator" in decision.message
 
 
+def kserve_defaulted(child: dict[str, Any]) -> dict[str, Any]:
+    """The InferenceService as KServe v0.16's defaulter and controller leave it (seen through the real stack)."""
+    stored = copy.deepcopy(child)
+    stored["metadata"]["finalizers"] = ["inferenceservice.finalizers"]
+    stored["spec"]["predictor"]["model"].update({"name": "", "resources": {}})
+    stored["status"] = {"deploymentMode": "Standard"}
+    return stored
+
+
+def test_the_rendered_deployment_mode_passes_as_kserve_defaults_it_and_a_changed_mode_is_denied() -> None:
+    child = rendered()
+    assert child["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+    stored = kserve_defaulted(child)
+    chain = evidence(chain=chain_of(model()))
+    decision = review_serving(request(stored, resource="inferenceservices"), chain, now=NOW)
+    assert decision.allowed, decision.message
+    for mode in ("Serverless", "Knative", "RawDeployment", None):
+        changed_mode = copy.deepcopy(stored)
+        changed_mode["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] = mode
+        if mode is None:
+            del changed_mode["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]
+        for user in (IDS.operator, "mallory"):
+            update = request(changed_mode, resource="inferenceservices", operation="UPDATE", old=stored, user=user)
+            decision = review_serving(update, chain, now=NOW)
+            assert not decision.allowed, f"{user} changing the deployment mode to {mode} was admitted"
+    operator_update = request(changed_mode, resource="inferenceservices", operation="UPDATE", old=stored)
+    assert "metadata.annotations.serving.kserve.io/deploymentMode: got None, expected 'Standard'" in (
+        review_serving(operator_update, chain, now=NOW).message
+    )
+
+
 def test_a_child_of_a_model_that_may_not_be_served_is_denied() -> None:
     decision = review_serving(
         request(rendered(), resource="inferenceservices"), evidence(chain=chain_of(model(), decision=FAILING)), now=NOW

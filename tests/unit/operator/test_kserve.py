@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from devmlops.core.manifests import ModelDeployment, parse_model_deployment
-from devmlops.core.render import ANNOTATION_DIGEST, build_inference_service
+from devmlops.core.render import ANNOTATION_DEPLOYMENT_MODE, ANNOTATION_DIGEST, build_inference_service
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -22,6 +22,8 @@ def test_the_inference_service_serves_the_model_uri_and_format_with_the_digest_s
     assert child["apiVersion"] == "serving.kserve.io/v1beta1"
     assert child["metadata"]["namespace"] == "team-a"
     assert child["metadata"]["annotations"][ANNOTATION_DIGEST] == DIGEST
+    # Stated, not left to the cluster's default (KServe ships Knative): "Standard" in KServe v0.16's words.
+    assert child["metadata"]["annotations"][ANNOTATION_DEPLOYMENT_MODE] == "Standard"
     assert child["spec"]["predictor"] == {
         "model": {"storageUri": "devmlops+s3://models/fraud", "modelFormat": {"name": "sklearn"}},
         "minReplicas": 2,

@@ -1,0 +1,150 @@
+"""Run a reconcile plan's actions against the API server, in order: children first, then the status, then Events.
+
+Nothing here decides: what to write, scale or say comes from ``reconcile.plan``. An action that fails raises (the
+caller parks the reconcile for a retry), except scaling to zero and Events, whose failure is reported, not retried
+(as before the plan: a re-check round scales again; an Event is a courtesy).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+
+from devmlops.errors import DevmlopsError
+from devmlops.operator.metrics import metrics
+from devmlops.operator.reconcile import Plan, PostEvent, Retry, ScaleToZero, WriteChild, with_serving_message
+
+__all__ = ["GROUP", "PLURAL", "VERSION", "Executor", "RetryRequested", "dynamic_client"]
+
+GROUP, VERSION, PLURAL = "devmlops.io", "v1alpha1", "modeldeployments"
+_log = logging.getLogger("devmlops.operator")
+
+EventPoster = Callable[[Mapping[str, Any], PostEvent], None]
+
+
+class RetryRequested(DevmlopsError):
+    """The plan asked to try again later (``Retry``): nothing could be decided, state and server kept."""
+
+
+class Executor:
+    def __init__(self, api_client: k8s.ApiClient, dynamic: DynamicClient) -> None:
+        self._custom = k8s.CustomObjectsApi(api_client)
+        self._core = k8s.CoreV1Api(api_client)
+        self._dynamic = dynamic
+
+    def run(
+        self, plan: Plan, model: Mapping[str, Any], *, write_status: bool, post: EventPoster | None = None
+    ) -> dict[str, Any] | None:
+        """Children, scale, status (when ``write_status``), then Events (``post``: kopf's, inside a handler).
+        Returns the status written (or planned), None when the plan has none."""
+        for action in plan.actions:
+            if isinstance(action, Retry):
+                raise RetryRequested(action.reason)
+        if plan.outcome in ("allowed", "violation"):
+            metrics.reconciles.labels("ModelDeployment", plan.outcome).inc()
+        status = dict(plan.status) if plan.status is not None else None
+        for action in plan.actions:
+            if isinstance(action, WriteChild):
+                self.write_child(action)
+            elif isinstance(action, ScaleToZero):
+                error = self.scale_to_zero(model, action)
+                if error and status is not None:
+                    status = with_serving_message(status, action.outcome(error))
+        metadata = model["metadata"]
+        if status is not None and write_status:
+            self.patch_status(str(metadata["namespace"]), str(metadata["name"]), {"status": status})
+        if status is not None:
+            metrics.record_phase(f"{metadata['namespace']}/{metadata['name']}", status["phase"])
+        for action in plan.actions:
+            if isinstance(action, PostEvent):
+                (post or self.post_event)(model, action)
+        return status
+
+    def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        self._custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, dict(patch))
+
+    def write_child(self, action: WriteChild) -> None:
+        """Create, or replace whole with the stored resourceVersion (a conflict raises: the retry observes again).
+        Controllers' finalizers are kept, as they are bookkeeping; a Service keeps its allocated addresses."""
+        wanted = action.wanted
+        resource = self._dynamic.resources.get(api_version=wanted["apiVersion"], kind=wanted["kind"])
+        namespace, name = wanted["metadata"]["namespace"], wanted["metadata"]["name"]
+        if action.current is None:
+            resource.create(body=wanted, namespace=namespace)
+            _log.info("%s %s created", wanted["kind"], name)
+            return
+        metadata = action.current.get("metadata") or {}
+        body = {
+            **wanted,
+            "metadata": {
+                **wanted["metadata"],
+                "resourceVersion": metadata.get("resourceVersion"),
+                "finalizers": metadata.get("finalizers") or [],
+            },
+        }
+        if wanted["kind"] == "Service":  # allocated addresses are immutable
+            kept = {k: v for k, v in (action.current.get("spec") or {}).items() if k.startswith("clusterIP")}
+            body["spec"] = {**wanted["spec"], **kept}
+        resource.replace(body=body, name=name, namespace=namespace)
+        _log.info("%s %s replaced", wanted["kind"], name)
+        if action.tampered:
+            metrics.child_drift.labels(wanted["kind"]).inc()
+            _log.warning("drift repaired: %s %s: %s", wanted["kind"], name, "; ".join(action.tampered[:5]))
+
+    def scale_to_zero(self, model: Mapping[str, Any], action: ScaleToZero) -> str:
+        """Only the replica field changes (the webhook's scale-down rule, always admitted); the next reconcile that
+        passes finds the child differing from the rendering and writes it back whole. Returns the error, if any."""
+        child = action.child
+        resource = self._dynamic.resources.get(api_version=child.api_version, kind=child.kind)
+        patch: dict[str, Any] = (
+            {"spec": {"predictor": {"minReplicas": 0}}}
+            if child.kind == "InferenceService"
+            else {"spec": {"replicas": 0}}
+        )
+        try:
+            resource.patch(
+                body=patch,
+                name=child.name,
+                namespace=model["metadata"]["namespace"],
+                content_type="application/merge-patch+json",
+            )
+        except ApiException as exc:
+            _log.warning("scaling %s/%s to zero failed: %s", child.kind, child.name, exc.status)
+            return str(exc.status)
+        return ""
+
+    def post_event(self, model: Mapping[str, Any], event: PostEvent) -> None:
+        """A core/v1 Event about a ModelDeployment, as kopf writes them (kopf's own posting needs a handler)."""
+        metadata = model["metadata"]
+        now = dt.datetime.now(dt.UTC)
+        body: Any = {
+            "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "ModelDeployment",
+                "name": metadata["name"],
+                "namespace": metadata["namespace"],
+                "uid": metadata.get("uid"),
+            },
+            "reason": event.reason,
+            "message": event.message[:1024],
+            "type": event.type,
+            "source": {"component": "devmlops-operator"},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self._core.create_namespaced_event(metadata["namespace"], body)
+        except ApiException:
+            return  # an Event is a courtesy; the status condition carries the same message
+
+
+def dynamic_client(api_client: k8s.ApiClient) -> DynamicClient:
+    return DynamicClient(api_client)

@@ -1,0 +1,82 @@
+"""KServe's Warning Events on InferenceServices, followed by one watch the API server filters.
+
+When KServe cannot render an InferenceService it says so only in an Event (see readiness.py), which may arrive
+after the InferenceService's last change: kopf's watch of InferenceServices never sees it, so the operator follows
+these Events too and looks at the InferenceService again when one comes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from kubernetes import client as k8s
+
+from devmlops.adapters.kubecache import WatchCache
+from devmlops.operator.retries import Key
+
+__all__ = ["KServeWarnings"]
+
+FIELD_SELECTOR = "involvedObject.kind=InferenceService,type=Warning"
+_KEPT = ("type", "reason", "message", "lastTimestamp", "eventTime", "series", "count")
+
+
+def _kept(event: dict[str, Any]) -> dict[str, Any]:
+    involved = event.get("involvedObject") or {}
+    return {
+        "metadata": {"namespace": (event.get("metadata") or {}).get("namespace")},
+        "involvedObject": {k: involved.get(k) for k in ("namespace", "name", "uid")},
+        **{k: event[k] for k in _KEPT if event.get(k) is not None},
+    }
+
+
+class KServeWarnings:
+    """``on_warning`` gets (namespace, InferenceService name) for each new or repeated Warning Event."""
+
+    def __init__(self, api_client: k8s.ApiClient, namespaces: Sequence[str], on_warning: Callable[[Key], None]) -> None:
+        core = k8s.CoreV1Api(api_client)
+
+        def lister(namespace: str) -> Callable[..., Any]:
+            def call(**kwargs: Any) -> Any:
+                if namespace:
+                    return core.list_namespaced_event(namespace, field_selector=FIELD_SELECTOR, **kwargs)
+                return core.list_event_for_all_namespaces(field_selector=FIELD_SELECTOR, **kwargs)
+
+            call.__name__ = "list_inference_service_warnings"
+            return call
+
+        def changed(kind: str, event: dict[str, Any]) -> None:
+            involved = event.get("involvedObject") or {}
+            if kind != "DELETED" and involved.get("name"):
+                on_warning((str(involved.get("namespace") or ""), str(involved["name"])))
+
+        self._caches = [
+            WatchCache(
+                f"kserve-warnings-{namespace or 'all'}",
+                lister(namespace),
+                api_client.sanitize_for_serialization,
+                transform=_kept,
+                on_change=changed,
+            )
+            for namespace in (namespaces or ("",))
+        ]
+
+    def start(self) -> KServeWarnings:
+        for cache in self._caches:
+            cache.start()
+        return self
+
+    def stop(self) -> None:
+        for cache in self._caches:
+            cache.stop()
+
+    def about(self, child: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The Warning Events about this very InferenceService (its uid: not a deleted one of the same name)."""
+        metadata = child.get("metadata") or {}
+        uid = metadata.get("uid")
+        return [
+            event
+            for cache in self._caches
+            for event in cache.values()
+            if (event.get("involvedObject") or {}).get("uid") == uid and uid
+        ]

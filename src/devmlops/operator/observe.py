@@ -1,0 +1,100 @@
+"""Everything ``reconcile.plan`` decides from, read for one ModelDeployment: its policies and approval, the decision
+again (the same ``decide()`` as admission), the signature verified again, and its children as stored."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+
+from devmlops.adapters.opa import OpaEngine
+from devmlops.core.plan import VerificationPlan
+from devmlops.core.ports import SignatureVerifier, VerificationFailed
+from devmlops.operator.context import load_context
+from devmlops.operator.drift import ApiLookup, reevaluate
+from devmlops.operator.kserveevents import KServeWarnings
+from devmlops.operator.policies import PolicyWatch
+from devmlops.operator.reconcile import Approvals, Observation, Serving, child_keys
+
+__all__ = ["VERIFIER_IMAGE", "Observer"]
+
+VERIFIER_IMAGE = os.environ.get("DEVMLOPS_VERIFIER_IMAGE", "devmlops:0.1.0")
+
+
+class Observer:
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        dynamic: DynamicClient,
+        policy_watch: PolicyWatch,
+        warnings: KServeWarnings,
+        *,
+        opa_url: str | None,
+        verifier: SignatureVerifier,
+    ) -> None:
+        self._api_client = api_client
+        self._dynamic = dynamic
+        self._policies = policy_watch
+        self.warnings = warnings
+        self._lookup = ApiLookup(api_client)
+        self._verifier = verifier  # operator/verifier.py: cached, with a deadline as in the webhook
+        self._engine = OpaEngine(opa_url) if opa_url else None
+
+    def observe(self, model: Mapping[str, Any]) -> Observation:
+        """Raises (DevmlopsError, ApiException) when something cannot be read: the reconcile is parked and retried."""
+        policies = self._policies.snapshot()
+        context = load_context(self._api_client, model, self._lookup, policies)
+        decision = reevaluate(model, policies, self._lookup, verifier=self._verifier, engine=self._engine)
+        digest = str(model["spec"]["model"]["digest"])
+        plan = VerificationPlan.for_policies(context.bundle, digest, context.policies)
+        serving: Serving | None = None
+        if decision.allowed:
+            try:
+                signed = plan.verify_signature(self._verifier)  # cached: reevaluate() verified the same bundle
+            except VerificationFailed:
+                signed = None
+            if signed is not None:
+                serving = Serving(
+                    digest=signed.digest,
+                    signer=signed.signer,
+                    plan_json=plan.to_json(),
+                    policy_revision=context.revision,
+                    verifier_image=VERIFIER_IMAGE,
+                )
+        children = self.children(model)
+        first = next(iter(children.values()), None)
+        return Observation(
+            model=model,
+            decision=decision,
+            approvals=Approvals(
+                required_by=context.approval_required_by,
+                approved=context.approval.approved,
+                approver=context.approval.approver,
+                name=context.approval.name,
+            ),
+            scale_to_zero=any(p.on_violation == "scaleToZero" for p in context.policies),
+            serving=serving,
+            children=children,
+            warnings=self.warnings.about(first) if first is not None else (),
+            now=dt.datetime.now(dt.UTC),
+        )
+
+    def children(self, model: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+        """The children the model renders into, as stored (absent ones left out), the first child first."""
+        namespace = str(model["metadata"]["namespace"])
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for ref in child_keys(model):
+            resource = self._dynamic.resources.get(api_version=ref.api_version, kind=ref.kind)
+            try:
+                stored: dict[str, Any] = resource.get(name=ref.name, namespace=namespace).to_dict()
+            except ApiException as exc:
+                if exc.status == 404:
+                    continue
+                raise
+            found[(ref.kind, ref.name)] = stored
+        return found

@@ -1,0 +1,369 @@
+"""What the operator must do for one ModelDeployment, decided from what it observed and the time (no I/O here).
+
+The shells (kopf's handlers, the retry and re-check loop, a child's report) observe (observe.py), ask ``plan`` and
+run its actions in order (execute.py): write or replace a child, scale the model server to zero, post an Event,
+write the status. The rules live here, in one function tested on fake observations (tests/unit/operator/
+test_reconcile.py); the certificate keeper (certplan.py) is built the same way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from devmlops.core.compare import differences, metadata_differences
+from devmlops.core.manifests import parse_model_deployment
+from devmlops.core.model import Decision
+from devmlops.core.render import ANNOTATION_POLICY_REVISION, render_children
+from devmlops.errors import InvalidInputError
+from devmlops.operator.conditions import ConditionStatus, set_condition
+from devmlops.operator.readiness import Readiness, child_readiness, waiting_for
+
+__all__ = [
+    "Approvals",
+    "ChildRef",
+    "Observation",
+    "Plan",
+    "PostEvent",
+    "Retry",
+    "ScaleToZero",
+    "Serving",
+    "WriteChild",
+    "child_keys",
+    "drift_of",
+    "due_for_recheck",
+    "going_away",
+    "plan",
+    "readiness_patch",
+    "released_by_approval",
+    "status_write_needed",
+    "timestamp",
+    "with_serving_message",
+]
+
+Outcome = Literal["allowed", "violation", "error", "skipped"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Approvals:
+    """The approval demands of the policies that select the model, and the approval found (if any)."""
+
+    required_by: tuple[str, ...] = ()
+    approved: bool = False
+    approver: str = ""
+    name: str = ""
+
+    @property
+    def awaiting(self) -> bool:
+        return bool(self.required_by) and not self.approved
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Serving:
+    """What rendering needs once the model may be served: the verified signature and the verification plan."""
+
+    digest: str
+    signer: str
+    plan_json: str
+    policy_revision: str
+    verifier_image: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Observation:
+    model: Mapping[str, Any]  # the ModelDeployment as read
+    decision: Decision  # decided again with today's policies, trust roots and Rego (admission stage)
+    approvals: Approvals = Approvals()
+    scale_to_zero: bool = False  # a selecting policy says onViolation: scaleToZero
+    serving: Serving | None = None  # None: the signature did not verify again
+    children: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)  # stored, by (kind, name)
+    warnings: Sequence[Mapping[str, Any]] = ()  # the controller's Warning Events about the first child (KServe's)
+    now: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ChildRef:
+    api_version: str
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class WriteChild:
+    """Create the child (``current`` None) or replace the stored one whole with the rendering (never merge)."""
+
+    wanted: dict[str, Any]
+    current: Mapping[str, Any] | None = None
+    drift: tuple[str, ...] = ()  # what differed, replicas aside: a Warning Event and a count each
+
+    @property
+    def tampered(self) -> tuple[str, ...]:
+        return tuple(d for d in self.drift if "replicas" not in d.lower())  # a scale back up is no drift
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleToZero:
+    """Scale the child down (always admitted). ``said`` is the ServingReady message with ``{}`` for the outcome."""
+
+    child: ChildRef
+    said: str = "{}"
+
+    def outcome(self, error: str = "") -> str:
+        return self.said.format(
+            f"scaling failed: {error}" if error else f"{self.child.kind}/{self.child.name} scaled to zero"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PostEvent:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Nothing can be decided now (OPA down, a deadline): keep state and server as they are, try again soon."""
+
+    reason: str
+
+
+Action = WriteChild | ScaleToZero | PostEvent | Retry
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    outcome: Outcome
+    status: dict[str, Any] | None = None  # the status to write (None: write nothing)
+    actions: tuple[Action, ...] = ()
+
+
+def timestamp(now: dt.datetime) -> str:
+    return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def child_keys(model: Mapping[str, Any]) -> list[ChildRef]:
+    """The children the model renders into (to observe them before planning), from the renderer itself; none for a
+    ModelDeployment that does not parse (decide() denies it, naming the field)."""
+    try:
+        parsed = parse_model_deployment(model)
+    except InvalidInputError:
+        return []
+    return [
+        ChildRef(child["apiVersion"], child["kind"], child["metadata"]["name"])
+        for child in render_children(parsed, plan_json="", verifier_image="")
+    ]
+
+
+def drift_of(wanted: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """How a stored child differs from its rendering (the comparison the webhook admits children by)."""
+    problems = differences(wanted.get("spec") or {}, current.get("spec") or {}, "spec")
+    problems += metadata_differences(
+        wanted["metadata"],
+        current.get("metadata") or {},
+        ignored=(ANNOTATION_POLICY_REVISION, "devmlops.io/spec-hash"),
+        extra_ok=("serving.kserve.io/", "internal.serving.kserve.io/", "deployment.kubernetes.io/"),
+    )
+    refs = (current.get("metadata") or {}).get("ownerReferences") or []
+    if [r.get("uid") for r in refs if r.get("controller")] != [r["uid"] for r in wanted["metadata"]["ownerReferences"]]:
+        problems.append("metadata.ownerReferences: not controlled by this ModelDeployment")
+    return problems
+
+
+class _Status:
+    """The status being planned: conditions merged the Kubernetes way at one generation and time."""
+
+    def __init__(self, model: Mapping[str, Any], now: dt.datetime) -> None:
+        self.conditions: list[dict[str, Any]] = list((model.get("status") or {}).get("conditions") or [])
+        self.generation = int((model.get("metadata") or {}).get("generation") or 0)
+        self.now = timestamp(now)
+
+    def set(self, type_: str, value: ConditionStatus, reason: str, message: str) -> None:
+        self.conditions = set_condition(
+            self.conditions,
+            type_=type_,
+            status=value,
+            reason=reason,
+            message=message,
+            generation=self.generation,
+            now=self.now,
+        )
+
+    def result(self, phase: str, **more: Any) -> dict[str, Any]:
+        return {"conditions": self.conditions, "observedGeneration": self.generation, "phase": phase, **more}
+
+
+def _status_child(model: Mapping[str, Any]) -> ChildRef | None:
+    child = (model.get("status") or {}).get("child") or {}
+    if not child:
+        return None
+    return ChildRef(str(child["apiVersion"]), str(child["kind"]), str(child["name"]))
+
+
+def with_serving_message(status: Mapping[str, Any], message: str) -> dict[str, Any]:
+    """``status`` with ServingReady's message replaced (a scale to zero that failed says so)."""
+    conditions = [
+        {**c, "message": message} if c.get("type") == "ServingReady" else dict(c)
+        for c in status.get("conditions") or []
+    ]
+    return {**status, "conditions": conditions}
+
+
+def _phase_event(model: Mapping[str, Any], status: Mapping[str, Any]) -> tuple[PostEvent, ...]:
+    """An Event on each phase transition (Degraded as a Warning); routine progress goes to the log only."""
+    if status["phase"] == (model.get("status") or {}).get("phase"):
+        return ()
+    message = next((c["message"] for c in reversed(status["conditions"]) if c["type"] != "ServingReady"), "")
+    kind: Literal["Normal", "Warning"] = "Warning" if status["phase"] == "Degraded" else "Normal"
+    return (PostEvent(kind, status["phase"], message),)
+
+
+def going_away(model: Mapping[str, Any]) -> bool:
+    """Being deleted: never served, re-checked or observed again (a shell asks before observing)."""
+    return bool((model.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def plan(observed: Observation) -> Plan:
+    """The status and the actions for ``observed``; an empty plan for a model that is being deleted."""
+    model, decision = observed.model, observed.decision
+    if going_away(model):
+        return Plan("skipped")
+    blocking = [r for r in decision.results if r.blocking]
+    if blocking and all(r.outcome == "error" for r in blocking):
+        # Not a verdict on the model: keep the server as it is and try again instead of degrading it.
+        return Plan("error", actions=(Retry(f"could not re-decide, state kept and retried: {decision.message}"),))
+    status = _Status(model, observed.now)
+    status.set("Admitted", "True", "AdmissionWebhook", "the devmlops admission webhook admitted this ModelDeployment")
+    if not decision.allowed:
+        return _degraded(observed, status)
+    status.set("Degraded", "False", "PoliciesPass", "every selecting policy passes")
+    approvals = observed.approvals
+    if approvals.awaiting:
+        return _awaiting_approval(observed, status)
+    if approvals.required_by:
+        status.set("AwaitingApproval", "False", "Approved", f"approved by {approvals.approver} ({approvals.name})")
+    return _admitted(observed, status)
+
+
+def _degraded(observed: Observation, status: _Status) -> Plan:
+    model, decision = observed.model, observed.decision
+    status.set("Degraded", "True", "PolicyViolation", decision.message)
+    if any(r.gate == "signature" and r.blocking for r in decision.results):
+        status.set("SignatureVerified", "False", "VerificationFailed", decision.message)
+    actions: list[Action] = []
+    if observed.scale_to_zero:
+        child = _status_child(model)
+        said = "policy onViolation: scaleToZero ({})"
+        scale = ScaleToZero(child, said) if child is not None else None
+        actions += [scale] if scale else []
+        status.set("ServingReady", "False", "ScaledToZero", scale.outcome() if scale else said.format("no child yet"))
+    result = status.result("Degraded")
+    return Plan("violation", result, (*actions, *_phase_event(model, result)))
+
+
+def _awaiting_approval(observed: Observation, status: _Status) -> Plan:
+    model, approvals = observed.model, observed.approvals
+    digest = model["spec"]["model"]["digest"]
+    status.set(
+        "AwaitingApproval",
+        "True",
+        "NoValidApproval",
+        f"risk tier requires a ModelApproval for {digest} by a second person "
+        f"({', '.join(approvals.required_by)}); not served until then",
+    )
+    child = _status_child(model)
+    actions: list[Action] = []
+    serving = "no child until approved"
+    if child is not None:  # the approval expired, or a new digest awaits one
+        scale = ScaleToZero(child, "approval no longer valid: {}")
+        actions.append(scale)
+        serving = scale.outcome()
+    status.set("ServingReady", "False", "AwaitingApproval", serving)
+    result = status.result("AwaitingApproval")
+    return Plan("allowed", result, (*actions, *_phase_event(model, result)))
+
+
+def _admitted(observed: Observation, status: _Status) -> Plan:
+    model, serving = observed.model, observed.serving
+    if serving is None:  # admitted by decide() but not verified again just after: a race with a revocation
+        return Plan("error", actions=(Retry("the signature did not verify again after the decision; retried"),))
+    status.set("SignatureVerified", "True", "Verified", f"{serving.digest} signed by {serving.signer}")
+    rendered = render_children(
+        parse_model_deployment(model),  # admitted: decide() parsed it
+        plan_json=serving.plan_json,
+        verifier_image=serving.verifier_image,
+        policy_revision=serving.policy_revision,
+    )
+    actions: list[Action] = []
+    for wanted in rendered:
+        current = observed.children.get((wanted["kind"], wanted["metadata"]["name"]))
+        if current is None:
+            actions.append(WriteChild(wanted))
+            continue
+        drift = drift_of(wanted, current)
+        if drift:
+            write = WriteChild(wanted, current, tuple(drift))
+            actions.append(write)
+            if write.tampered:
+                name = f"{wanted['kind']} {wanted['metadata']['name']}"
+                message = f"{name} replaced whole: {'; '.join(write.tampered[:5])}"
+                actions.append(PostEvent("Warning", "DriftRepaired", message))
+    first = rendered[0]
+    stored = observed.children.get((first["kind"], first["metadata"]["name"]))
+    readiness = child_readiness(stored, observed.warnings) if stored is not None else waiting_for(first["kind"])
+    status.set("ServingReady", readiness.status, readiness.reason, readiness.message)
+    result = status.result(
+        "Admitted",
+        verifiedDigest=serving.digest,
+        signer=serving.signer,
+        child={"apiVersion": first["apiVersion"], "kind": first["kind"], "name": first["metadata"]["name"]},
+    )
+    return Plan("allowed", result, (*actions, *_phase_event(model, result)))
+
+
+def status_write_needed(model: Mapping[str, Any], result: Mapping[str, Any]) -> bool:
+    """For a model read outside kopf's handler (a re-check round): write only when the phase changed or the stored
+    status is of an older spec; a round that changes nothing writes nothing."""
+    status = model.get("status") or {}
+    generation = int((model.get("metadata") or {}).get("generation") or 0)
+    return result.get("phase") != status.get("phase") or status.get("observedGeneration") != generation
+
+
+def due_for_recheck(model: Mapping[str, Any]) -> bool:
+    """Re-check rounds take models that were decided (a create or resume handler, or its parked retry, decides the
+    others) and are not being deleted."""
+    return bool((model.get("status") or {}).get("phase")) and not going_away(model)
+
+
+def released_by_approval(model: Mapping[str, Any]) -> bool:
+    """A new approval changes something only for a model not decided yet or waiting for one."""
+    return (model.get("status") or {}).get("phase") in (None, "", "AwaitingApproval")
+
+
+def readiness_patch(model: Mapping[str, Any], readiness: Readiness, now: dt.datetime) -> dict[str, Any] | None:
+    """The status patch that mirrors a child's report into ServingReady: only for an Admitted model, and only when
+    it changes something (None otherwise)."""
+    status = model.get("status") or {}
+    if status.get("phase") != "Admitted" or going_away(model):
+        return None
+    current: Mapping[str, Any] = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == "ServingReady"), {}
+    )
+    if (current.get("status"), current.get("reason"), current.get("message")) == (
+        readiness.status,
+        readiness.reason,
+        readiness.message,
+    ):
+        return None
+    conditions = set_condition(
+        status.get("conditions") or [],
+        type_="ServingReady",
+        status=readiness.status,
+        reason=readiness.reason,
+        message=readiness.message,
+        generation=int((model.get("metadata") or {}).get("generation") or 0),
+        now=timestamp(now),
+    )
+    return {"status": {"conditions": conditions}}

@@ -1,0 +1,377 @@
+"""The operator's reconcile as a pure plan: fake observations and a fake clock, no API server."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from devmlops.core.manifests import parse_model_deployment
+from devmlops.core.model import Decision, GateResult
+from devmlops.core.render import render_children
+from devmlops.operator.readiness import Readiness
+from devmlops.operator.reconcile import (
+    Approvals,
+    ChildRef,
+    Observation,
+    PostEvent,
+    Retry,
+    ScaleToZero,
+    Serving,
+    WriteChild,
+    child_keys,
+    due_for_recheck,
+    plan,
+    readiness_patch,
+    released_by_approval,
+    status_write_needed,
+    with_serving_message,
+)
+
+DIGEST = "sha256:" + "ab" * 32
+T0 = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
+T1 = T0 + dt.timedelta(minutes=5)
+PASS = Decision((GateResult(gate="signature", outcome="pass", reason="verified", policy="p"),), signer="release")
+REVOKED = Decision((GateResult(gate="signature", outcome="fail", reason="key revoked", policy="p"),))
+REGO_FAILS = Decision(
+    (
+        GateResult(gate="signature", outcome="pass", reason="verified", policy="p"),
+        GateResult(gate="rego", outcome="fail", reason="license denied", policy="p"),
+    )
+)
+OPA_DOWN = Decision((GateResult(gate="rego", outcome="error", reason="OPA unreachable", policy="p"),))
+SERVING = Serving(
+    digest=DIGEST, signer="release", plan_json='{"plan":1}', policy_revision="r1", verifier_image="devmlops@v1"
+)
+ISVC = ChildRef("serving.kserve.io/v1beta1", "InferenceService", "fraud")
+
+
+def model(*, kind: str = "kserve", generation: int = 1, status: dict[str, Any] | None = None) -> dict[str, Any]:
+    runtime: dict[str, Any] = {"kind": kind, "replicas": 2}
+    if kind == "triton":
+        runtime["image"] = "registry.local/triton@sha256:" + "1" * 64
+    md: dict[str, Any] = {
+        "apiVersion": "devmlops.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "fraud", "namespace": "ml", "uid": "md-uid", "generation": generation},
+        "spec": {"model": {"name": "fraud", "uri": "s3://models/fraud", "digest": DIGEST}, "runtime": runtime},
+    }
+    if status is not None:
+        md["status"] = status
+    return md
+
+
+def observed(md: dict[str, Any], decision: Decision = PASS, *, now: dt.datetime = T0, **more: Any) -> Observation:
+    fields: dict[str, Any] = {"serving": SERVING if decision.allowed else None, **more}
+    return Observation(model=md, decision=decision, now=now, **fields)
+
+
+def rendered(md: dict[str, Any]) -> list[dict[str, Any]]:
+    return render_children(
+        parse_model_deployment(md), plan_json=SERVING.plan_json, verifier_image="devmlops@v1", policy_revision="r1"
+    )
+
+
+def as_kserve_stores_it(child: dict[str, Any], **status: Any) -> dict[str, Any]:
+    """The InferenceService with KServe's defaults and bookkeeping, as the API server returns it."""
+    stored = copy.deepcopy(child)
+    stored["metadata"].update(uid="isvc-uid", resourceVersion="7", finalizers=["inferenceservice.finalizers"])
+    stored["spec"]["predictor"]["model"].update(name="", resources={})
+    stored["status"] = status
+    return stored
+
+
+def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == type_)
+
+
+def served(md: dict[str, Any], **child_status: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``md`` after its first reconcile (status written) and its InferenceService as stored."""
+    first = plan(observed(md))
+    assert first.status is not None
+    return model(status=first.status), as_kserve_stores_it(rendered(md)[0], **child_status)
+
+
+# -- phases ------------------------------------------------------------------------------------------------------
+
+
+def test_a_new_admitted_model_gets_its_child_created_an_admitted_event_and_a_status_waiting_for_the_child() -> None:
+    result = plan(observed(model()))
+    assert result.outcome == "allowed"
+    (write, event) = result.actions
+    assert write == WriteChild(rendered(model())[0])
+    assert event == PostEvent("Normal", "Admitted", f"{DIGEST} signed by release")
+    status = result.status
+    assert status is not None
+    assert (status["phase"], status["observedGeneration"], status["verifiedDigest"], status["signer"]) == (
+        "Admitted",
+        1,
+        DIGEST,
+        "release",
+    )
+    assert status["child"] == {"apiVersion": ISVC.api_version, "kind": ISVC.kind, "name": ISVC.name}
+    assert [(c["type"], c["status"], c["reason"]) for c in status["conditions"]] == [
+        ("Admitted", "True", "AdmissionWebhook"),
+        ("Degraded", "False", "PoliciesPass"),
+        ("SignatureVerified", "True", "Verified"),
+        ("ServingReady", "Unknown", "WaitingForChild"),
+    ]
+    assert {c["lastTransitionTime"] for c in status["conditions"]} == {"2026-11-30T09:00:00Z"}
+
+
+def test_a_triton_model_gets_its_deployment_and_service_and_the_deployment_is_the_child_of_record() -> None:
+    md = model(kind="triton")
+    result = plan(observed(md))
+    writes = [a for a in result.actions if isinstance(a, WriteChild)]
+    assert [(w.wanted["kind"], w.current) for w in writes] == [("Deployment", None), ("Service", None)]
+    assert result.status is not None
+    assert result.status["child"]["kind"] == "Deployment"
+    assert [(r.kind, r.name) for r in child_keys(md)] == [("Deployment", "fraud"), ("Service", "fraud")]
+
+
+def test_a_model_served_as_rendered_needs_no_write_and_no_event_and_its_serving_ready_follows_the_child() -> None:
+    md, isvc = served(model(), conditions=[{"type": "Ready", "status": "True", "reason": "PredictorReady"}])
+    result = plan(observed(md, children={("InferenceService", "fraud"): isvc}, now=T1))
+    assert result.actions == ()
+    assert result.status is not None
+    assert condition(result.status, "ServingReady")["status"] == "True"
+    # lastTransitionTime moves only where a status changed.
+    assert condition(result.status, "Admitted")["lastTransitionTime"] == "2026-11-30T09:00:00Z"
+    assert condition(result.status, "ServingReady")["lastTransitionTime"] == "2026-11-30T09:05:00Z"
+    assert not status_write_needed(md, result.status)  # a re-check round writes nothing
+
+
+def test_a_spec_change_is_written_at_its_generation_and_the_child_replaced_with_the_new_rendering() -> None:
+    md, isvc = served(model())
+    changed = model(generation=2, status=md["status"])
+    changed["spec"]["model"]["uri"] = "s3://models/fraud-v2"
+    result = plan(observed(changed, children={("InferenceService", "fraud"): isvc}, now=T1))
+    (write, event) = result.actions
+    assert isinstance(write, WriteChild)
+    assert write.current is isvc
+    assert write.wanted["spec"]["predictor"]["model"]["storageUri"] == "devmlops+s3://models/fraud-v2"
+    assert event == PostEvent(
+        "Warning", "DriftRepaired", "InferenceService fraud replaced whole: " + "; ".join(write.tampered)
+    )
+    assert result.status is not None
+    assert {c["observedGeneration"] for c in result.status["conditions"]} == {2}
+    assert status_write_needed(changed, result.status)
+
+
+def test_drift_is_replaced_whole_with_a_warning_but_scaling_back_up_is_no_drift() -> None:
+    md, isvc = served(model())
+    tampered = copy.deepcopy(isvc)
+    tampered["spec"]["predictor"]["containers"] = [{"name": "sidecar", "image": "evil"}]
+    result = plan(observed(md, children={("InferenceService", "fraud"): tampered}))
+    write, event = result.actions
+    assert isinstance(write, WriteChild)
+    assert write.tampered == (
+        "spec.predictor.containers: got [{'name': 'sidecar', 'image': 'evil'}], expected nothing there",
+    )
+    assert isinstance(event, PostEvent)
+    assert (event.type, event.reason) == ("Warning", "DriftRepaired")
+
+    scaled_down = copy.deepcopy(isvc)
+    scaled_down["spec"]["predictor"]["minReplicas"] = 0
+    (write,) = plan(observed(md, children={("InferenceService", "fraud"): scaled_down})).actions
+    assert isinstance(write, WriteChild)
+    assert write.drift
+    assert not write.tampered
+
+
+# -- revocation, retries ----------------------------------------------------------------------------------------
+
+
+def test_a_revoked_key_degrades_the_model_with_a_warning_and_scales_it_to_zero_when_the_policy_says_so() -> None:
+    md, isvc = served(model())
+    result = plan(observed(md, REVOKED, scale_to_zero=True, children={("InferenceService", "fraud"): isvc}, now=T1))
+    assert result.outcome == "violation"
+    scale, event = result.actions
+    assert scale == ScaleToZero(ISVC, "policy onViolation: scaleToZero ({})")
+    assert isinstance(event, PostEvent)
+    assert (event.type, event.reason) == ("Warning", "Degraded")
+    assert event.message == REVOKED.message
+    status = result.status
+    assert status is not None
+    assert status["phase"] == "Degraded"
+    assert (condition(status, "Degraded")["status"], condition(status, "Degraded")["message"]) == (
+        "True",
+        REVOKED.message,
+    )
+    assert condition(status, "SignatureVerified")["reason"] == "VerificationFailed"
+    serving = condition(status, "ServingReady")
+    assert (serving["status"], serving["reason"], serving["message"]) == (
+        "False",
+        "ScaledToZero",
+        "policy onViolation: scaleToZero (InferenceService/fraud scaled to zero)",
+    )
+    assert "verifiedDigest" not in status  # the last verified digest is not claimed again
+
+
+def test_with_on_violation_degrade_the_server_keeps_running_and_other_gates_leave_the_signature_verified() -> None:
+    md, isvc = served(model())
+    result = plan(observed(md, REGO_FAILS, children={("InferenceService", "fraud"): isvc}))
+    assert [type(a) for a in result.actions] == [PostEvent]
+    assert result.status is not None
+    assert condition(result.status, "SignatureVerified")["status"] == "True"
+    assert condition(result.status, "ServingReady")["reason"] == "WaitingForChild"  # untouched
+
+
+def test_a_degraded_model_without_a_child_has_nothing_to_scale() -> None:
+    result = plan(observed(model(), REVOKED, scale_to_zero=True))
+    assert not [a for a in result.actions if isinstance(a, ScaleToZero)]
+    assert result.status is not None
+    assert condition(result.status, "ServingReady")["message"] == "policy onViolation: scaleToZero (no child yet)"
+
+
+def test_a_scale_to_zero_that_failed_says_so_in_serving_ready() -> None:
+    md, _ = served(model())
+    result = plan(observed(md, REVOKED, scale_to_zero=True))
+    (scale, _event) = result.actions
+    assert isinstance(scale, ScaleToZero)
+    assert result.status is not None
+    failed = with_serving_message(result.status, scale.outcome("403"))
+    assert condition(failed, "ServingReady")["message"] == "policy onViolation: scaleToZero (scaling failed: 403)"
+    assert condition(failed, "Degraded") == condition(result.status, "Degraded")
+
+
+def test_a_degraded_model_whose_policies_pass_again_is_served_again() -> None:
+    md, isvc = served(model())
+    degraded = plan(observed(md, REVOKED, scale_to_zero=True, now=T1)).status
+    assert degraded is not None
+    scaled = copy.deepcopy(isvc)
+    scaled["spec"]["predictor"]["minReplicas"] = 0
+    later = T1 + dt.timedelta(minutes=1)
+    result = plan(observed(model(status=degraded), children={("InferenceService", "fraud"): scaled}, now=later))
+    write, event = result.actions
+    assert isinstance(write, WriteChild)
+    assert write.wanted["spec"]["predictor"]["minReplicas"] == 2
+    assert event == PostEvent("Normal", "Admitted", f"{DIGEST} signed by release")
+    assert result.status is not None
+    assert condition(result.status, "Degraded")["lastTransitionTime"] == "2026-11-30T09:06:00Z"
+
+
+@pytest.mark.parametrize("stored", [None, "Admitted", "Degraded"])
+def test_when_nothing_can_be_decided_state_and_server_are_kept_and_a_retry_is_asked(stored: str | None) -> None:
+    md = model(status={"phase": stored} if stored else None)
+    result = plan(observed(md, OPA_DOWN, scale_to_zero=True))
+    assert result.outcome == "error"
+    assert result.status is None
+    (retry,) = result.actions
+    assert isinstance(retry, Retry)
+    assert "OPA unreachable" in retry.reason
+
+
+def test_a_signature_that_no_longer_verifies_just_after_an_allowing_decision_is_retried_not_served() -> None:
+    result = plan(Observation(model=model(), decision=PASS, serving=None, now=T0))
+    assert result.status is None
+    assert [type(a) for a in result.actions] == [Retry]
+
+
+def test_a_model_being_deleted_gets_no_status_and_no_action() -> None:
+    md, isvc = served(model())
+    md["metadata"]["deletionTimestamp"] = "2026-11-30T09:01:00Z"
+    result = plan(observed(md, REVOKED, scale_to_zero=True, children={("InferenceService", "fraud"): isvc}))
+    assert (result.outcome, result.status, result.actions) == ("skipped", None, ())
+    assert not due_for_recheck(md)
+
+
+# -- approvals --------------------------------------------------------------------------------------------------
+
+REQUIRED = Approvals(required_by=("eu-high",))
+APPROVED = Approvals(required_by=("eu-high",), approved=True, approver="bob", name="bob-approves")
+
+
+def test_a_model_that_needs_an_approval_waits_without_a_child() -> None:
+    result = plan(observed(model(), approvals=REQUIRED))
+    assert result.outcome == "allowed"
+    (event,) = result.actions
+    assert isinstance(event, PostEvent)
+    assert (event.type, event.reason) == ("Normal", "AwaitingApproval")
+    status = result.status
+    assert status is not None
+    assert status["phase"] == "AwaitingApproval"
+    assert "child" not in status
+    waiting = condition(status, "AwaitingApproval")
+    assert (waiting["status"], waiting["reason"]) == ("True", "NoValidApproval")
+    assert f"a ModelApproval for {DIGEST} by a second person (eu-high)" in waiting["message"]
+    assert condition(status, "ServingReady")["message"] == "no child until approved"
+    assert released_by_approval(model(status=status))
+
+
+def test_an_approval_arriving_releases_the_model_and_its_child_is_created() -> None:
+    waiting = plan(observed(model(), approvals=REQUIRED)).status
+    assert waiting is not None
+    result = plan(observed(model(status=waiting), approvals=APPROVED, now=T1))
+    write, event = result.actions
+    assert write == WriteChild(rendered(model())[0])
+    assert isinstance(event, PostEvent)
+    assert event.reason == "Admitted"
+    assert result.status is not None
+    approved = condition(result.status, "AwaitingApproval")
+    assert (approved["status"], approved["reason"], approved["message"]) == (
+        "False",
+        "Approved",
+        "approved by bob (bob-approves)",
+    )
+    assert approved["lastTransitionTime"] == "2026-11-30T09:05:00Z"
+    assert not released_by_approval(model(status=result.status))
+
+
+def test_an_approval_that_expired_scales_the_served_child_to_zero() -> None:
+    md, isvc = served(model())
+    result = plan(observed(md, approvals=REQUIRED, children={("InferenceService", "fraud"): isvc}, now=T1))
+    scale, event = result.actions
+    assert scale == ScaleToZero(ISVC, "approval no longer valid: {}")
+    assert isinstance(event, PostEvent)
+    assert event.reason == "AwaitingApproval"
+    assert result.status is not None
+    assert condition(result.status, "ServingReady")["message"] == (
+        "approval no longer valid: InferenceService/fraud scaled to zero"
+    )
+
+
+# -- what KServe reports ----------------------------------------------------------------------------------------
+
+STORAGE = 'fails to reconcile predictor: StorageURI not supported: storageUri, "devmlops+s3://models/fraud"'
+
+
+def test_an_inference_service_kserve_cannot_render_makes_serving_ready_false_with_kserves_reason() -> None:
+    md, isvc = served(model(), deploymentMode="Standard")  # no conditions: KServe rendered nothing
+    warning = {
+        "type": "Warning",
+        "reason": "InternalError",
+        "message": STORAGE,
+        "lastTimestamp": "2026-11-30T09:00:01Z",
+    }
+    result = plan(observed(md, children={("InferenceService", "fraud"): isvc}, warnings=(warning,), now=T1))
+    assert result.actions == ()
+    assert result.status is not None
+    serving = condition(result.status, "ServingReady")
+    assert (serving["status"], serving["reason"]) == ("False", "InternalError")
+    assert serving["message"] == f"KServe cannot render InferenceService fraud: {STORAGE}"
+    assert result.status["phase"] == "Admitted"  # admitted and verified; KServe is what fails
+
+
+def test_a_childs_report_is_mirrored_only_into_an_admitted_model_and_only_when_it_changes_something() -> None:
+    md, _ = served(model())
+    refused = Readiness("False", "InternalError", "KServe cannot render InferenceService fraud: x")
+    patch = readiness_patch(md, refused, T1)
+    assert patch is not None
+    serving = condition(patch["status"], "ServingReady")
+    assert (serving["status"], serving["reason"], serving["lastTransitionTime"]) == (
+        "False",
+        "InternalError",
+        "2026-11-30T09:05:00Z",
+    )
+    assert readiness_patch(model(status=patch["status"]), refused, T1) is None
+    degraded = plan(observed(md, REVOKED)).status
+    assert readiness_patch(model(status=degraded), refused, T1) is None
+    assert readiness_patch(model(), refused, T1) is None  # not decided yet
+
+
+def test_re_check_rounds_take_only_decided_models() -> None:
+    assert not due_for_recheck(model())
+    assert due_for_recheck(model(status={"phase": "Admitted"}))
