@@ -15,6 +15,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.kube import denial_message
+from devmlops.adapters.kubecache import ClusterCaches
 from devmlops.harness.stack import DevmlopsStack
 from tests.integration.support import SignedModel, create_md, signed_by_evidence, signed_model, trusting
 
@@ -91,3 +92,16 @@ def test_a_deny_rule_still_applies_on_a_cache_hit(
     assert cache_hits(stack) > before
     # And the same request without the label is admitted from the same cache entry.
     create_md(admin, warm, signed("allowed-again", model))
+
+
+def test_a_model_deployment_the_watch_has_not_delivered_is_read_from_the_api_server_once(
+    admin: k8s.ApiClient, warm: str
+) -> None:
+    """An approval written right after its ModelDeployment (or the first child of one) must not be refused because
+    the webhook's watch is a moment behind: a miss reads the API server. Here no watch runs at all."""
+    caches = ClusterCaches(admin)  # never started: every lookup is a miss
+    found = caches.model_deployment(warm, "warm")
+    assert found is not None
+    assert found["spec"]["model"]["uri"].startswith("s3://models/")
+    assert found["metadata"]["namespace"] == warm
+    assert caches.model_deployment(warm, "absent") is None

@@ -289,6 +289,7 @@ class ClusterCaches:
         )
         self.policies, self.team_policies = policy_caches(api_client, on_policy_change)
         self.model_deployments = WatchCache("modeldeployments", _devmlops_lister(custom, "modeldeployments"), serialize)
+        self._custom = custom
         self.approvals_watch = WatchCache("modelapprovals", _devmlops_lister(custom, "modelapprovals"), serialize)
 
         def list_inference_services(**kwargs: Any) -> Any:
@@ -414,8 +415,22 @@ class ClusterCaches:
         return dict(stored.metadata.labels or {})
 
     def model_deployment(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """From the watch cache; one created a moment ago (an approval written right after it, or its first child)
+        is read from the API server once."""
         found: Mapping[str, Any] | None = self.model_deployments.get(namespace, name)
-        return found
+        if found is not None:
+            return found
+        try:
+            stored: Any = self._custom.get_namespaced_custom_object(
+                "devmlops.io", "v1alpha1", namespace, "modeldeployments", name, _request_timeout=2
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise EvidenceUnavailableError(
+                f"ModelDeployment {namespace}/{name} could not be read ({exc.status})"
+            ) from exc
+        return dict(stored)
 
     def inference_service(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         found: Mapping[str, Any] | None = self.inference_services.get(namespace, name)
