@@ -84,7 +84,9 @@ def model_deployment(
     annotations: dict[str, str] | None = None,
 ) -> dict[str, object]:
     spec: dict[str, object] = {
-        "model": {"name": name, "version": "2.3.0", "uri": uri, "format": "sklearn", "digest": digest},
+        # Every signed sample deploys the one demo model, under the name it was signed as (policies select by it).
+        "model": {"name": "fraud-detector" if signature_key else name, "version": "2.3.0", "uri": uri,
+                  "format": "sklearn", "digest": digest},
         "runtime": {"kind": "kserve", "replicas": 2},
     }
     if signature_key:

@@ -63,5 +63,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- $images := list -}}
 {{- range .Values.webhook.modelServerImages }}{{ $images = append $images (printf "c.image.contains('%s')" .) }}{{ end -}}
 {{- $any := join " || " $images -}}
-(has(object.metadata.labels) && 'devmlops.io/model-server' in object.metadata.labels) || object.spec.template.spec.containers.exists(c, {{ $any }}) || (has(object.spec.template.spec.initContainers) && object.spec.template.spec.initContainers.exists(c, {{ $any }}))
+{{- $server := "(has(OBJ.metadata.labels) && ('devmlops.io/model-server' in OBJ.metadata.labels || 'devmlops.io/model-deployment' in OBJ.metadata.labels)) || OBJ.spec.template.spec.containers.exists(c, ANY) || (has(OBJ.spec.template.spec.initContainers) && OBJ.spec.template.spec.initContainers.exists(c, ANY))" | replace "ANY" $any -}}
+{{ $server | replace "OBJ" "object" }} || (oldObject != null && ({{ $server | replace "OBJ" "oldObject" }})) || {{ include "devmlops.ownedByModelCondition" . }}
+{{- end -}}
+
+{{- define "devmlops.ownedByModelCondition" -}}
+(has(object.metadata.ownerReferences) && object.metadata.ownerReferences.exists(r, r.kind in ['ModelDeployment', 'InferenceService'])) || (oldObject != null && has(oldObject.metadata.ownerReferences) && oldObject.metadata.ownerReferences.exists(r, r.kind in ['ModelDeployment', 'InferenceService']))
 {{- end -}}

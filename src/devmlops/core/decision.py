@@ -29,7 +29,7 @@ from devmlops.core.narrowing import widenings
 from devmlops.core.policy import Policy, PolicySet, compile_model_policy, compile_policy, tier_rank
 from devmlops.core.ports import PolicyEngine, SignatureVerifier, SignedModel
 from devmlops.core.review import AdmissionRequest
-from devmlops.core.workloads import SERVING_RESOURCES, review_serving
+from devmlops.core.workloads import SERVING_RESOURCES, review_serving, serves_models
 from devmlops.errors import InvalidInputError
 
 __all__ = [
@@ -104,6 +104,14 @@ def _decide(
     stage: Stage,
 ) -> Decision:
     kind = (request.kind.group, request.kind.kind)
+    if request.orphaning and (kind in _SERVING_OWNERS or serves_models(request.old_object or {}, evidence)):
+        return _single(
+            "operation",
+            "fail",
+            f"{request.kind.kind} {request.name}: deleting it with propagationPolicy Orphan would leave what it owns "
+            "(a model server) running where revocation and scale-to-zero no longer reach it",
+            "delete with the default (background) or foreground propagation",
+        )
     if request.operation == "DELETE":
         return _single("operation", "pass", "deletion is always allowed")
     if _finishing_deletion(request):
@@ -146,6 +154,8 @@ def _decide(
             return Decision((lowered,))
     return _decide_model_deployment(request, deployment, policies, evidence, verifier, engine, stage)
 
+
+_SERVING_OWNERS = (MODEL_DEPLOYMENT, ("serving.kserve.io", "InferenceService"))
 
 _GRANTS = {
     ("devmlops.io", "ClusterWorkloadExemption"): compile_exemption,
@@ -350,7 +360,7 @@ def _decide_model_deployment(
         # A team policy's own signers add a requirement; they never replace the cluster-verified signature, which its
         # SBOM binds to when it names no signers.
         bound = signed or verified
-        results.append(check_sbom(deployment, policy, evidence, bound, verifier))
+        results.append(check_sbom(policy, evidence, bound, verifier))
         results.append(check_allowlist(deployment, policy))
         results.append(check_compliance(deployment, policy, tier))
         if stage == "serving":
@@ -358,4 +368,36 @@ def _decide_model_deployment(
         if policy.rego_packages:  # the input document is the largest thing a decision builds: only when asked
             document = rego_input(request, obj, policy, evidence, bound, stage=stage, tier=tier)
             results.extend(check_rego(policy, document, engine))
+    unbound = _unsigned_name(deployment, verified, policies, request.namespace, evidence.namespace_labels)
+    if unbound is not None:
+        results.append(unbound)
     return Decision(tuple(results), signer=verified.signer if verified else "")
+
+
+def _unsigned_name(
+    deployment: ModelDeployment,
+    verified: SignedModel | None,
+    policies: PolicySet,
+    namespace: str,
+    namespace_labels: Mapping[str, str],
+) -> GateResult | None:
+    """Where a policy selects models by name, the name must be the one the signature covers: spec.model.name is the
+    requester's word, and another name would take the model out of the policy that selects it (under a broader
+    one). Where no policy selects by name, the name decides nothing and is not checked."""
+    by_name = sorted(
+        p.name
+        for p in policies.policies
+        if p.model_globs
+        and (p.namespace == namespace if p.namespace else True)
+        and (p.namespace_selector is None or p.namespace_selector.matches(namespace_labels))
+    )
+    name = deployment.spec.model.name
+    if not by_name or verified is None or verified.model_name == name:
+        return None
+    return GateResult(
+        gate="signature",
+        outcome="fail",
+        reason=f"spec.model.name: got '{name}', expected '{verified.model_name}', the name the signature covers: "
+        f"{', '.join(by_name)} select(s) models by name here, so a model goes by its signed name",
+        hint="set spec.model.name to the name the model was signed under",
+    )

@@ -82,6 +82,7 @@ class Evidence:
     model_server_images: tuple[str, ...] = DEFAULT_SERVER_IMAGES
     chain: Chain | None = None  # for a Pod, workload, scale or InferenceService: its controller chain
     scaled: Mapping[str, Any] | None = None  # for a scale subresource: the stored workload being scaled
+    reserved_for: str = ""  # for a Service: the ModelDeployment whose Service its name is (core/workloads.py)
     exemptions: tuple[Exemption, ...] = ()
     break_glass: tuple[BreakGlass, ...] = ()
     identities: Identities = field(default_factory=Identities)

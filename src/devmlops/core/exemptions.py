@@ -72,11 +72,16 @@ class BreakGlass:
 
 
 def pod_images(pod_spec: Mapping[str, Any]) -> list[str]:
-    """Every image a Pod spec runs: containers, init containers and ephemeral containers."""
+    """Every image a Pod spec runs or mounts: containers, init containers, ephemeral containers and image volumes
+    (``volumes[].image.reference``: an OCI image's files mounted into the Pod are bytes like any other)."""
     images: list[str] = []
     for part in ("initContainers", "containers", "ephemeralContainers"):
         for container in pod_spec.get(part) or []:
             images.append(str(container.get("image", "")) if isinstance(container, Mapping) else "")
+    for volume in pod_spec.get("volumes") or []:
+        source = volume.get("image") if isinstance(volume, Mapping) else None
+        if source is not None:
+            images.append(str(source.get("reference", "")) if isinstance(source, Mapping) else "")
     return images
 
 

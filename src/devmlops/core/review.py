@@ -53,6 +53,15 @@ class AdmissionRequest:
         ""  # the plural resource (pods, deployments): a subresource's kind (Scale, PodExecOptions) says less
     )
     extra: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] | None = None  # CreateOptions, UpdateOptions, DeleteOptions (propagationPolicy)
+
+    @property
+    def orphaning(self) -> bool:
+        """A DELETE that leaves the object's dependents running without their owner (``--cascade=orphan``)."""
+        options = self.options or {}
+        return self.operation == "DELETE" and (
+            options.get("propagationPolicy") == "Orphan" or options.get("orphanDependents") is True
+        )
 
 
 class _Status(TypedDict, total=False):
@@ -138,6 +147,7 @@ def parse_review(body: object) -> AdmissionRequest:
         resource=str((request.get("resource") or {}).get("resource") or "")
         if isinstance(request.get("resource"), dict)
         else "",
+        options=request["options"] if isinstance(request.get("options"), dict) else None,
     )
 
 

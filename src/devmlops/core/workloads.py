@@ -27,6 +27,7 @@ from devmlops.core.render import (
     ANNOTATION_DEPLOYMENT_MODE,
     ANNOTATION_POLICY_REVISION,
     ANNOTATION_VERIFICATION,
+    LABEL_MODEL_DEPLOYMENT,
     LABEL_MODEL_SERVER,
     MODEL_DIR,
     VERIFY_URI_PREFIX,
@@ -43,6 +44,8 @@ __all__ = [
     "is_model_server",
     "reserved_labels",
     "review_serving",
+    "serves_models",
+    "service_owner_candidates",
 ]
 
 ENFORCE_LABEL = "devmlops.io/enforce"
@@ -91,10 +94,67 @@ def _template_spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def is_model_server(obj: Mapping[str, Any], image_patterns: Sequence[str]) -> bool:
-    """Outside enforced namespaces only: labelled as one, or an image name containing a known server's name."""
+    """Outside enforced namespaces only: labelled as one (or as a ModelDeployment's), owned by a ModelDeployment or
+    an InferenceService, or an image name containing a known server's name."""
     labels = (obj.get("metadata") or {}).get("labels") or {}
+    if LABEL_MODEL_SERVER in labels or LABEL_MODEL_DEPLOYMENT in labels:
+        return True
+    if (controller_of(obj) or {}).get("kind") in ("ModelDeployment", "InferenceService"):
+        return True
     images = pod_images(_template_spec(obj))
-    return LABEL_MODEL_SERVER in labels or any(p in image for p in image_patterns for image in images)
+    return any(p in image for p in image_patterns for image in images)
+
+
+def serves_models(obj: Mapping[str, Any], evidence: Evidence) -> bool:
+    """A workload of a model server's chain: a model server (``is_model_server``) or KServe's predictor (its label)."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return is_model_server(obj, evidence.model_server_images) or _KSERVE_OWNER_LABEL in labels
+
+
+_KSERVE_OWNER_LABEL = "serving.kserve.io/inferenceservice"
+
+
+# The Services that carry a model's address: the operator's Triton Service (the ModelDeployment's name) and KServe's
+# per component (<name>-predictor, -transformer, -explainer). Whoever owns the name owns the traffic to it.
+SERVICE_SUFFIXES = ("", "-predictor", "-transformer", "-explainer")
+
+
+_MODEL_OWNERS = ("ModelDeployment", "InferenceService")
+
+
+def _owner_refs(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return [ref for ref in refs if isinstance(ref, Mapping)] if isinstance(refs, list) else []
+
+
+def service_owner_candidates(name: str) -> tuple[str, ...]:
+    """The ModelDeployment names whose Service ``name`` would be."""
+    return tuple(name.removesuffix(suffix) for suffix in SERVICE_SUFFIXES if name.endswith(suffix) and name != suffix)
+
+
+def _review_service(request: AdmissionRequest, evidence: Evidence, name: str) -> Decision:
+    """A Service a ModelDeployment or InferenceService owns(ed) is a child, reviewed as one. Any other Service may not
+    take a name that carries a model's address (in an enforced namespace every Service comes here): KServe keeps a
+    Service it finds under its name when the ports and selector match, whatever its type (ExternalName included)."""
+    owners = [request.object or {}] + ([request.old_object] if request.old_object is not None else [])
+    claims = any(ref.get("kind") in _MODEL_OWNERS for obj in owners for ref in _owner_refs(obj))
+    if claims or (evidence.chain is not None and evidence.chain.model is not None):
+        return _review_chain_member(request, evidence, name)
+    if evidence.reserved_for:
+        return _deny(
+            f"{name}: the name is ModelDeployment {evidence.reserved_for}'s Service (its model's address); only the "
+            "Service devmlops or KServe renders for it, owned by it, may take it",
+            "choose another name for this Service",
+        )
+    return _decision("pass", f"{name}: a Service no model server owns and whose name is no model's address")
+
+
+def _was_or_is_model_server(request: AdmissionRequest, evidence: Evidence) -> bool:
+    """The object, or what it was before this update: an update that drops the labels, the owner or the image is
+    judged by what it changes (webhook/registration.py sends it for the same reason)."""
+    patterns = evidence.model_server_images
+    old = request.old_object if request.operation == "UPDATE" else None
+    return is_model_server(request.object or {}, patterns) or (old is not None and is_model_server(old, patterns))
 
 
 # What the API server sends only from namespaces under enforcement (webhook/registration.py): enforced whatever the
@@ -130,14 +190,12 @@ def review_serving(request: AdmissionRequest, evidence: Evidence, *, now: dt.dat
         return _deny(f"{name}: {_NEVER_RENDERED[resource]}; expected only the children devmlops renders")
     if resource in ("servingruntimes", "clusterservingruntimes"):
         return _review_runtime(request, evidence, name)
-    if resource in ("inferenceservices", "services"):  # services: only those a ModelDeployment owns(ed) come here
+    if resource == "services":
+        return _review_service(request, evidence, name)
+    if resource == "inferenceservices":
         return _review_chain_member(request, evidence, name)
-    obj = request.object or {}
     if not _enforced(request, evidence):
-        owner_kind = (controller_of(obj) or {}).get("kind")
-        if resource in ("deployments", "statefulsets") and (
-            owner_kind in ("ModelDeployment", "InferenceService") or is_model_server(obj, evidence.model_server_images)
-        ):
+        if resource in ("deployments", "statefulsets") and _was_or_is_model_server(request, evidence):
             return _review_chain_member(request, evidence, name)
         return _decision("pass", f"{name}: namespace {request.namespace} is not under enforcement")
     if _same_spec(request):
@@ -152,7 +210,8 @@ def review_serving(request: AdmissionRequest, evidence: Evidence, *, now: dt.dat
 def _same_spec(request: AdmissionRequest) -> bool:
     """An UPDATE that changes neither the spec, nor what devmlops reads from metadata (its annotations: a Pod's
     verification plan among them; KServe's deployment mode, which picks the controller that renders the model; the
-    labels that route a model server's traffic), nor adds an owner: what runs stays what it was."""
+    labels that route a model server's traffic; all of a Pod's labels, which decide the ReplicaSet that owns it), nor
+    its owners: what runs stays what it was, and stays where revocation reaches it."""
     old, new = request.old_object, request.object
     if request.operation != "UPDATE" or old is None or new is None or old.get("spec") != new.get("spec"):
         return False
@@ -164,14 +223,17 @@ def _same_spec(request: AdmissionRequest) -> bool:
             k: v for k, v in annotations.items() if str(k).startswith("devmlops.io/") or k == ANNOTATION_DEPLOYMENT_MODE
         }
         labels = metadata.get("labels") or {}
+        if request.resource == "pods":  # a relabelled Pod is released by its ReplicaSet and would run on, unowned
+            return ours, labels
         return ours, {k: labels[k] for k in reserved_labels(labels)}
 
     def owners(obj: Mapping[str, Any]) -> list[Any]:
         refs = (obj.get("metadata") or {}).get("ownerReferences") or []
         return list(refs) if isinstance(refs, list) else [refs]
 
-    # Owners may only go away (the garbage collector orphaning); a new owner is a new claim, reviewed in full.
-    return kept(old) == kept(new) and all(ref in owners(old) for ref in owners(new))
+    # A new owner is a new claim, reviewed in full; an owner removed takes the object out of the chain that revocation
+    # and scale-to-zero follow (an orphaning delete is refused for the same reason: decision.py).
+    return kept(old) == kept(new) and owners(old) == owners(new)
 
 
 def _scaled_down_only(request: AdmissionRequest, field: tuple[str, ...]) -> bool:

@@ -121,6 +121,13 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
     def isvc_status(body: kopf.Body, namespace: str | None, **_: Any) -> None:
         child_changed(body, namespace)
 
+    @kopf.on.event("", "v1", "services", registry=registry, labels={LABEL_MODEL_DEPLOYMENT: kopf.PRESENT})
+    def service_gone(body: kopf.Body, namespace: str | None, type: str | None, **_: Any) -> None:
+        """A Triton Service deleted (the webhook keeps its name for it): written again within seconds, not at the
+        next re-check round."""
+        if type == "DELETED":
+            driver.retries.add((str(namespace), str(body.metadata.labels[LABEL_MODEL_DEPLOYMENT])))
+
     @kopf.on.event("apps", "v1", "deployments", registry=registry, labels={LABEL_MODEL_DEPLOYMENT: kopf.PRESENT})
     def deployment_status(body: kopf.Body, namespace: str | None, **_: Any) -> None:
         child_changed(body, namespace)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from devmlops.core.evidence import DEFAULT_SERVER_IMAGES
-from devmlops.core.render import LABEL_MODEL_SERVER
+from devmlops.core.render import LABEL_MODEL_DEPLOYMENT, LABEL_MODEL_SERVER
 from devmlops.core.workloads import ENFORCE_LABEL
 
 __all__ = [
@@ -52,6 +52,7 @@ class Entry:
     where: Where = "all"
     model_servers_only: bool = False  # matchConditions: labelled as, or running, a model server image
     owned_by_model: bool = False  # matchConditions: a ModelDeployment or InferenceService owns it (or did, before)
+    orphaning_only: bool = False  # matchConditions: a DELETE with propagationPolicy Orphan
 
     @property
     def namespaced(self) -> bool:
@@ -97,7 +98,18 @@ VALIDATING_ENTRIES: tuple[Entry, ...] = (
         ),
         where="enforced",
     ),
-    Entry("services", (Rule("", ("services",)),), owned_by_model=True),
+    # Every Service in an enforced namespace (none may take a model's address); elsewhere those models own(ed).
+    Entry("services-enforced", (Rule("", ("services",)),), where="enforced"),
+    Entry("services", (Rule("", ("services",)),), where="unenforced", owned_by_model=True),
+    Entry(
+        "orphaning",
+        (
+            Rule("devmlops.io", ("modeldeployments",), operations=("DELETE",)),
+            Rule("serving.kserve.io", ("inferenceservices",), operations=("DELETE",)),
+            Rule("apps", ("deployments", "replicasets", "statefulsets"), operations=("DELETE",)),
+        ),
+        orphaning_only=True,
+    ),
     Entry("deployments", (Rule("apps", ("deployments",)),), where="unenforced", model_servers_only=True),
     Entry("statefulsets", (Rule("apps", ("statefulsets",)),), where="unenforced", model_servers_only=True),
 )
@@ -108,16 +120,30 @@ MUTATING_ENTRIES: tuple[Entry, ...] = (
 
 
 def model_server_condition(image_patterns: Iterable[str] = DEFAULT_SERVER_IMAGES) -> str:
-    """CEL for matchConditions: only workloads labelled as, or running, a model server reach the webhook."""
+    """CEL for matchConditions: only workloads that are, or were before this update, a model server reach the
+    webhook: labelled as one (or as a ModelDeployment's), owned by a ModelDeployment or InferenceService, or running a
+    model server image. The old object counts too: an update that drops the labels, the owner or the image must not
+    slip past the webhook by the very change it makes."""
     images = " || ".join(f"c.image.contains('{p}')" for p in image_patterns)
-    return (
-        f"(has(object.metadata.labels) && '{LABEL_MODEL_SERVER}' in object.metadata.labels) || "
-        f"object.spec.template.spec.containers.exists(c, {images}) || "
-        f"(has(object.spec.template.spec.initContainers) && "
-        f"object.spec.template.spec.initContainers.exists(c, {images}))"
-    )
+
+    def server(obj: str) -> str:
+        return (
+            f"(has({obj}.metadata.labels) && ('{LABEL_MODEL_SERVER}' in {obj}.metadata.labels || "
+            f"'{LABEL_MODEL_DEPLOYMENT}' in {obj}.metadata.labels)) || "
+            f"{obj}.spec.template.spec.containers.exists(c, {images}) || "
+            f"(has({obj}.spec.template.spec.initContainers) && "
+            f"{obj}.spec.template.spec.initContainers.exists(c, {images}))"
+        )
+
+    return f"{server('object')} || (oldObject != null && ({server('oldObject')})) || {OWNED_BY_MODEL}"
 
 
+# Only orphaning deletes reach the webhook: any other deletion is allowed, and must not wait on it.
+ORPHANING = (
+    "has(request.options) && ((has(request.options.propagationPolicy) && "
+    "request.options.propagationPolicy == 'Orphan') || "
+    "(has(request.options.orphanDependents) && request.options.orphanDependents == true))"
+)
 OWNED_BY_MODEL = (
     "(has(object.metadata.ownerReferences) && "
     "object.metadata.ownerReferences.exists(r, r.kind in ['ModelDeployment', 'InferenceService'])) || "
@@ -166,4 +192,6 @@ def webhook_entry(entry: Entry, url: str, ca_pem: bytes, timeout_seconds: int, s
         webhook["matchConditions"] = [{"name": "runs-a-model-server", "expression": model_server_condition()}]
     if entry.owned_by_model:
         webhook["matchConditions"] = [{"name": "owned-by-a-model-server", "expression": OWNED_BY_MODEL}]
+    if entry.orphaning_only:
+        webhook["matchConditions"] = [{"name": "orphans-its-dependents", "expression": ORPHANING}]
     return webhook

@@ -21,7 +21,7 @@ from devmlops.core.policy import Authority, Policy, PolicySet
 from devmlops.core.ports import PolicyEngine, SignatureVerifier, SignedModel
 from devmlops.core.review import AdmissionRequest
 from devmlops.core.serving import may_serve, model_request
-from devmlops.core.workloads import ENFORCE_LABEL, SERVING_RESOURCES, controller_of
+from devmlops.core.workloads import ENFORCE_LABEL, SERVING_RESOURCES, controller_of, service_owner_candidates
 from devmlops.webhook.metrics import WebhookMetrics
 
 __all__ = ["AdmissionService", "TimedVerifier"]
@@ -172,7 +172,15 @@ class AdmissionService:
         elif request.sub_resource:
             subject = None
         chain = self._chain(namespace, subject, request) if subject is not None else None
+        reserved_for = ""
+        if resource == "services" and namespace:
+            name = request.name or _name(obj)
+            reserved_for = next(
+                (n for n in service_owner_candidates(name) if self._lookup.model_deployment(namespace, n) is not None),
+                "",
+            )
         return Evidence(
+            reserved_for=reserved_for,
             namespace_labels=labels,
             now=stamp,
             chain=chain,

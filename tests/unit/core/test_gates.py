@@ -320,3 +320,40 @@ def test_a_cluster_model_policy_is_admitted_only_when_it_compiles() -> None:
     assert decide(review(policy()), PolicySet(), Evidence(), FakeVerifier()).allowed
     denied = decide(review(broken), PolicySet(), Evidence(), FakeVerifier())
     assert "spec.threshold: got 3, expected 1 to 1" in denied.message
+
+
+# -- a model goes by its signed name where policies select by name ------------------------------------------
+
+
+def test_where_a_policy_selects_by_name_a_model_must_use_its_signed_name() -> None:
+    """A strict policy selects "fraud" by name; a broader one selects the namespace. Renaming the model in its spec
+    would take it out of the strict policy: where any policy selects by name, the name must be the signed one."""
+    strict = policy("strict", selector={"models": ["fraud"]}, sbom={"required": True})
+    broad = policy("broad")
+    renamed = spec(model={"name": "scratchpad", "uri": "s3://models-prod/fraud/1", "digest": DIGEST})
+    decision = run(renamed, policies(strict, broad), evidence(bundle("release", model="fraud")))
+    assert not decision.allowed
+    assert "spec.model.name: got 'scratchpad', expected 'fraud', the name the signature covers" in decision.message
+    assert "strict" in decision.message
+    assert run(renamed, policies(broad), evidence(bundle("release", model="fraud"))).allowed  # names decide nothing
+    signed_name = run(spec(), policies(strict, broad), evidence(bundle("release", model="fraud")))
+    assert (
+        "sbom gate (policy strict)" in signed_name.message
+    )  # under its signed name the strict policy selects it (and wants an SBOM)
+
+
+def test_name_binding_of_an_sbom_uses_only_names_the_signature_covers() -> None:
+    """With allowNameBinding, an SBOM component binds by a signed name, never by spec.model.name (the requester's)."""
+    from devmlops.core.sbom import MODEL_KIND, SbomComponent, SbomSummary
+
+    other = SbomSummary(
+        format="cyclonedx",
+        spec_version="1.6",
+        components=(SbomComponent(name="benign", kind=MODEL_KIND, hashes=(("sha256", "ef" * 32),)),),
+    )
+    named = policy(sbom={"required": True, "allowNameBinding": True})
+    doc = Document("spec.sbom.document.inline", text="{}")
+    renamed = spec(model={"name": "benign", "uri": "s3://models-prod/fraud/1", "digest": DIGEST})
+    decision = run(renamed, policies(named), evidence(bundle("release", model="fraud"), sbom=doc, sbom_summary=other))
+    assert not decision.allowed
+    assert "SBOM binding" in decision.message

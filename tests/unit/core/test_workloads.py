@@ -10,16 +10,17 @@ from typing import Any
 
 import pytest
 
+from devmlops.core.decision import decide
 from devmlops.core.evidence import Chain, Evidence, Identities
-from devmlops.core.exemptions import compile_break_glass, compile_exemption
+from devmlops.core.exemptions import compile_break_glass, compile_exemption, pod_images
 from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.model import Decision, GateResult
 from devmlops.core.plan import VerificationPlan
-from devmlops.core.policy import Authority
+from devmlops.core.policy import Authority, PolicySet
 from devmlops.core.render import render_children
 from devmlops.core.review import AdmissionRequest, GroupVersionKind
-from devmlops.core.workloads import review_serving
-from tests.unit.core.fakes import DIGEST
+from devmlops.core.workloads import review_serving, service_owner_candidates
+from tests.unit.core.fakes import DIGEST, FakeVerifier
 
 IDS = Identities()
 NOW = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
@@ -411,11 +412,23 @@ def test_an_exempt_pod_may_not_wear_the_labels_that_route_a_model_servers_traffi
     assert not relabelled.allowed
 
 
-def test_an_update_that_only_drops_owners_passes_and_one_that_adds_an_owner_is_reviewed() -> None:
+def test_an_update_that_drops_or_adds_an_owner_or_relabels_a_pod_is_reviewed_in_full() -> None:
+    """An orphaned model server runs on where revocation and scale-to-zero no longer reach it; a relabelled Pod is
+    released by its ReplicaSet, orphaned the same way."""
     owned = {**pod(PINNED), "metadata": {"name": "p", "ownerReferences": [{"kind": "ReplicaSet", "uid": "r"}]}}
     orphaned = {**owned, "metadata": {"name": "p"}}
-    assert review_serving(
-        request(orphaned, resource="pods", user="gc", operation="UPDATE", old=owned), evidence(labels=ENFORCED), now=NOW
+    dropped = review_serving(
+        request(orphaned, resource="pods", user="mallory", operation="UPDATE", old=owned),
+        evidence(labels=ENFORCED),
+        now=NOW,
+    )
+    assert not dropped.allowed
+    assert "spec unchanged" not in dropped.message
+    relabelled = {**owned, "metadata": {**owned["metadata"], "labels": {"pod-template-hash": "other"}}}
+    assert not review_serving(
+        request(relabelled, resource="pods", user="mallory", operation="UPDATE", old=owned),
+        evidence(labels=ENFORCED),
+        now=NOW,
     ).allowed
     claimed = review_serving(
         request(owned, resource="pods", user="mallory", operation="UPDATE", old=orphaned),
@@ -451,3 +464,46 @@ def test_a_namespaced_serving_runtime_is_refused_even_with_pinned_allow_listed_i
         now=NOW,
     )
     assert "could shadow, or be auto-selected instead of" in decision.message
+
+
+def test_an_image_mounted_as_a_volume_is_an_image_the_pod_uses() -> None:
+    spec = {
+        "containers": [{"image": PINNED}],
+        "volumes": [{"name": "w", "image": {"reference": "evil/weights:latest"}}],
+    }
+    assert pod_images(spec) == [PINNED, "evil/weights:latest"]
+
+
+def test_a_service_may_not_take_the_name_of_a_models_service() -> None:
+    """In an enforced namespace every Service is reviewed: one no model owns may not carry a model's address."""
+    impostor = {"kind": "Service", "metadata": {"name": "fraud-predictor"}, "spec": {"type": "ExternalName"}}
+    denied = review_serving(
+        request(impostor, resource="services", user="mallory"), evidence(labels=ENFORCED, reserved_for="fraud"), now=NOW
+    )
+    assert not denied.allowed
+    assert "ModelDeployment fraud's Service" in denied.message
+    other = {"kind": "Service", "metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}}}
+    assert review_serving(
+        request(other, resource="services", user="mallory"), evidence(labels=ENFORCED), now=NOW
+    ).allowed
+    assert service_owner_candidates("fraud-predictor") == ("fraud-predictor", "fraud")
+    assert service_owner_candidates("-predictor") == ("-predictor",)
+
+
+def test_an_orphaning_delete_of_a_model_server_or_its_owner_is_refused_and_any_other_delete_passes() -> None:
+    def delete(kind: GroupVersionKind, stored: dict[str, Any], **options: Any) -> Decision:
+        ask = AdmissionRequest(
+            uid="u", kind=kind, operation="DELETE", namespace="ml", name="fraud", username="mallory", groups=(),
+            object=None, old_object=stored, options={"kind": "DeleteOptions", **options},
+        )  # fmt: skip
+        return decide(ask, PolicySet(), Evidence(), FakeVerifier(), None)
+
+    md = GroupVersionKind("devmlops.io", "v1alpha1", "ModelDeployment")
+    apps = GroupVersionKind("apps", "v1", "Deployment")
+    server = {"metadata": {"labels": {"devmlops.io/model-deployment": "fraud"}}, "spec": {}}
+    web = {"metadata": {"labels": {"app": "web"}}, "spec": {"template": {"spec": {"containers": [{"image": "nginx"}]}}}}
+    assert "propagationPolicy Orphan" in delete(md, {}, propagationPolicy="Orphan").message
+    assert not delete(apps, server, propagationPolicy="Orphan").allowed
+    assert not delete(apps, server, orphanDependents=True).allowed
+    assert delete(apps, web, propagationPolicy="Orphan").allowed
+    assert delete(md, {}, propagationPolicy="Background").allowed

@@ -9,7 +9,6 @@ import re
 
 from devmlops.core.evidence import Evidence
 from devmlops.core.gates import policy_result
-from devmlops.core.manifests import ModelDeployment
 from devmlops.core.model import GateResult
 from devmlops.core.policy import Policy
 from devmlops.core.ports import SignatureVerifier, SignedModel, VerificationFailed, VerificationUnavailable
@@ -27,7 +26,6 @@ def license_terms(expression: str) -> set[str]:
 
 
 def check_sbom(
-    deployment: ModelDeployment,
     policy: Policy,
     evidence: Evidence,
     signed: SignedModel | None,
@@ -51,7 +49,7 @@ def check_sbom(
     if requirements.formats and summary.format not in requirements.formats:
         allowed = ", ".join(requirements.formats)
         return result("fail", f"SBOM format: got {summary.format}, expected one of {allowed}")
-    failure = _binding_failure(deployment, summary, signed, policy) or _content_failure(summary, policy)
+    failure = _binding_failure(summary, signed, policy) or _content_failure(summary, policy)
     if failure:
         return result("fail", failure[0], failure[1])
     signature_note = _check_sbom_signature(evidence, policy, verifier)
@@ -66,9 +64,7 @@ def _model_components(summary: SbomSummary) -> tuple[SbomComponent, ...]:
     return summary.models if summary.models or summary.format != "spdx" else summary.components
 
 
-def _binding_failure(
-    deployment: ModelDeployment, summary: SbomSummary, signed: SignedModel | None, policy: Policy
-) -> tuple[str, str] | None:
+def _binding_failure(summary: SbomSummary, signed: SignedModel | None, policy: Policy) -> tuple[str, str] | None:
     if not policy.sbom.bind_to_digest:
         return None
     candidates = _model_components(summary)
@@ -80,8 +76,9 @@ def _binding_failure(
     if any(value in digests for c in candidates for value in c.digest("sha256")):
         return None
     if policy.sbom.allow_name_binding:
-        names = {signed.model_name, deployment.spec.model.name}
-        names |= {name for name, _digest in signed.files}
+        # Only names the signature covers: spec.model.name is the requester's word, and an SBOM signed for another
+        # model would bind to whatever name the ModelDeployment gives itself.
+        names = {signed.model_name} | {name for name, _digest in signed.files}
         if any(c.name in names for c in candidates):
             return None
     found = ", ".join(f"{c.name} {list(c.digest('sha256')) or 'no sha256'}" for c in candidates[:3])
