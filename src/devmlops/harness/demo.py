@@ -269,7 +269,7 @@ def _probe_model(template: dict[str, Any]) -> dict[str, Any]:
             "labels": {"devmlops.io/eu-ai-act-risk": "limited"},
             "annotations": {"devmlops.io/transparency-notice": "https://example.com/ai-notice"},
         },
-        "spec": {**template["spec"], "model": {**template["spec"]["model"], "name": "fraud-detector-v2"}},
+        "spec": template["spec"],  # the same signed model, under the name it was signed as
     }
 
 
