@@ -12,7 +12,7 @@ network namespaces and veths the way the kubelet would. A node that died without
 is cleaned up the same way by the next ``start()``, or by ``python -m devmlops.harness.node --cleanup``.
 
 The pod network (``10.244.0.0/24`` on the bridge) and the Service network exist only on this machine: the bridge does
-not masquerade, the DEVMLOPS-NODE chain drops whatever a pod sends outside the pod network, pods get no resolv.conf,
+not masquerade, the DEVMLOPS-NODE chain drops whatever a pod sends outside the pod network, pods get no DNS server,
 and containerd pulls through a proxy that does not exist (an image that was not imported fails, it is never pulled).
 Only one node runs on a machine at a time (a lock in ``/run/devmlops-node``): the bridge, the chains and the
 cgroups are host-wide.
@@ -80,6 +80,7 @@ __all__ = [
     "cleanup_stale_node",
     "host_leftovers",
     "node_problems",
+    "optional_node",
 ]
 
 POD_CIDR = "10.244.0.0/24"
@@ -582,7 +583,10 @@ class Node(Lifecycle):
             self._start_proxy()
             self._wait_node_ready()
             self.started_seconds = time.monotonic() - started
-            self._log(f"node {NODE_NAME} ready in {self.started_seconds:.1f}s (pods on {POD_CIDR}, bridge {BRIDGE})")
+            self._log(
+                f"node {NODE_NAME} ready in {self.started_seconds:.1f}s (pods on {POD_CIDR}, bridge {BRIDGE}; "
+                f"logs, crictl.yaml in {self.workdir})"
+            )
         except BaseException:
             self.stop()
             raise
@@ -764,7 +768,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             },
             "authorization": {"mode": "Webhook"},
             "failSwapOn": False,
-            # No resolv.conf for pods: no DNS server outside the machine is ever asked.
+            # No host resolv.conf for pods (theirs names only their own loopback): no DNS server outside is asked.
             "resolvConf": "",
             "podLogsDir": str(self.workdir / "pod-logs"),
             # Images here are imported, never pulled: garbage collection must not remove them, and a shared
@@ -850,6 +854,28 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     def _delete_node_object(self) -> None:
         with contextlib.suppress(Exception), api_client(self.cp.kubeconfig()) as client:
             k8s.CoreV1Api(client).delete_node(NODE_NAME)
+
+
+@contextlib.contextmanager
+def optional_node(
+    control_plane: ControlPlane, *, bin_dir: Path, enabled: bool, log: Callable[[str], None]
+) -> Iterator[Node | None]:
+    """The stack's switch: the node when ``enabled`` and this machine can run it, else None after saying why (never
+    silently: without a node, Pods stay Pending). A node that can start but fails is an error, not a None."""
+    if not enabled:
+        log("node: off (DEVMLOPS_NODE=1 runs Pods on this machine); Pods stay Pending")
+        yield None
+        return
+    try:
+        node = Node(control_plane, bin_dir=bin_dir, log=log).start()
+    except NodeUnavailableError as exc:
+        log(f"node: not started: {exc.user_message}; Pods stay Pending")
+        yield None
+        return
+    try:
+        yield node
+    finally:
+        node.stop()
 
 
 def _main(argv: Sequence[str]) -> int:
