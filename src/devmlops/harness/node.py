@@ -419,16 +419,16 @@ def _remove_cgroups() -> list[str]:
     return problems
 
 
-def host_leftovers(before: HostState | None = None) -> list[str]:
-    """What a node left on this machine: chains, the bridge, cgroups, network namespaces, node processes and paths
-    that were not there in ``before`` (or at all, without it)."""
+def host_leftovers(before: HostState | None = None, *, paths: bool = True) -> list[str]:
+    """What a node left on this machine: chains, the bridge, cgroups, network namespaces, node processes and (with
+    ``paths``) host paths that were not there in ``before`` (or at all, without it)."""
     found = []
     old_chains = set(before.chains) if before else set()
     found += [f"iptables chain {c}" for c in _node_chains() if c not in old_chains]
     if Path(f"/sys/class/net/{BRIDGE}").exists():
         found.append(f"bridge {BRIDGE}")
     found += [f"cgroup {d}" for d in _cgroup_dirs()]
-    for path in WATCHED_PATHS:
+    for path in WATCHED_PATHS if paths else ():
         existed = before.paths.get(path, False) if before else False
         if Path(path).exists() and not existed:
             found.append(f"path {path}")
@@ -563,7 +563,9 @@ class Node(Lifecycle):
         lock.enter_context(_machine_lock())
         self._lock = lock
         try:
-            leftovers = host_leftovers()
+            # Chains, the bridge or our cgroups would clash; host paths (a system containerd's /run/containerd, say)
+            # are only recorded, to be left as they were.
+            leftovers = host_leftovers(paths=False)
             if leftovers:
                 raise NodeUnavailableError(
                     "this machine already has what a node would create (another Kubernetes node?): "
