@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
+from devmlops.harness.images import DEBIAN_IMAGE, debian_archive, image_cache_root
 from devmlops.harness.node import BUSYBOX_IMAGE, GUARD_CHAIN, NODE_NAME, POD_CIDR, Node
 from tests.integration.support import eventually
 
@@ -23,19 +24,22 @@ pytestmark = pytest.mark.timeout(300)
 HTTP_GET = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {host} {port}"
 
 
-def container(name: str, script: str, **extra: Any) -> dict[str, Any]:
+def container(name: str, script: str, *, image: str = BUSYBOX_IMAGE, **extra: Any) -> dict[str, Any]:
     return {
         "name": name,
-        "image": BUSYBOX_IMAGE,
+        "image": image,
         "imagePullPolicy": "Never",
         "command": ["sh", "-c", script],
         **extra,
     }
 
 
-def run_pod(core: k8s.CoreV1Api, namespace: str, name: str, script: str, *, timeout: float = 90) -> k8s.V1Pod:
+def run_pod(
+    core: k8s.CoreV1Api, namespace: str, name: str, script: str, *, image: str = BUSYBOX_IMAGE, timeout: float = 90
+) -> k8s.V1Pod:
     """Create a Pod that runs ``script`` once; return it when it has finished (Succeeded or Failed)."""
-    body = {"metadata": {"name": name}, "spec": {"restartPolicy": "Never", "containers": [container(name, script)]}}
+    spec = {"restartPolicy": "Never", "containers": [container(name, script, image=image)]}
+    body = {"metadata": {"name": name}, "spec": spec}
     core.create_namespaced_pod(namespace, body)
 
     def finished() -> k8s.V1Pod | None:
@@ -178,3 +182,32 @@ def test_traffic_from_a_pod_to_outside_the_pod_network_is_dropped_on_this_machin
     assert pod.status.phase == "Failed"
     assert exit_code(pod) != 0
     assert _guard_drops() > before, "the SYN to 203.0.113.1 was dropped by the node's guard chain"
+
+
+@pytest.mark.timeout(900)
+def test_a_debian_image_built_here_runs_python_that_fetches_from_a_pod_over_http(
+    node: Node, admin: k8s.ApiClient, namespace: str
+) -> None:
+    """The Debian image (debootstrap + umoci, cached in ~/.cache/devmlops/images; the first build takes about 40 s and
+    reads Debian's archive) runs a real glibc userland: python3's urllib reaches a busybox httpd Pod by its IP."""
+    node.import_image(debian_archive(image_cache_root()), DEBIAN_IMAGE)
+    core = k8s.CoreV1Api(admin)
+    server = container("httpd", "mkdir /www && echo from-busybox > /www/index.html && exec httpd -f -p 8080 -h /www")
+    server["readinessProbe"] = {"tcpSocket": {"port": 8080}, "periodSeconds": 1}
+    core.create_namespaced_pod(namespace, {"metadata": {"name": "httpd"}, "spec": {"containers": [server]}})
+
+    def ready_ip() -> str | None:
+        pod = core.read_namespaced_pod("httpd", namespace)
+        ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+        return str(pod.status.pod_ip) if ready else None
+
+    ip = eventually(ready_ip, timeout=60, what="the httpd pod Ready")
+    script = (
+        "python3 -c 'import sys, urllib.request; "
+        f'print(sys.version_info[:2], urllib.request.urlopen("http://{ip}:8080/", timeout=5).read().decode())\''
+    )
+    pod = run_pod(core, namespace, "python", script, image=DEBIAN_IMAGE)
+
+    log = core.read_namespaced_pod_log("python", namespace)
+    assert pod.status.phase == "Succeeded", log
+    assert log == "(3, 11) from-busybox\n\n"

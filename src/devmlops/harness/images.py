@@ -1,9 +1,11 @@
 """Container images built without Docker or a registry: a root filesystem packed into an OCI layout by umoci,
 named with the ``io.containerd.image.name`` annotation and imported with ``ctr -n k8s.io image import``.
 
-Two images exist today, both from files already on this machine: the pause image (the sandbox image; its entrypoint
-is ``pause``, compiled by ``hack/tools.sh`` from the Kubernetes module) and a busybox image from Debian's
-busybox-static. Pods use them with ``imagePullPolicy: Never``: nothing is pulled from anywhere.
+Images: the pause image (the sandbox image; its entrypoint is ``pause``, compiled by ``hack/tools.sh`` from the
+Kubernetes module) and a busybox image from Debian's busybox-static, both from files already on this machine and
+built at each node start (about a second); and a Debian image (``debootstrap --variant=minbase`` from the Debian
+archive, with python3), built once into ``~/.cache/devmlops/images`` (about 40 s, 66 MB). Pods use them with
+``imagePullPolicy: Never``: nothing is pulled from a registry.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import shutil
 import struct
 import subprocess
 import tarfile
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,11 +25,14 @@ from devmlops.errors import HarnessError
 
 __all__ = [
     "BUSYBOX_IMAGE",
+    "DEBIAN_IMAGE",
     "PAUSE_IMAGE",
     "ImageSpec",
     "build_oci_archive",
     "busybox_image",
+    "debian_archive",
     "find_busybox",
+    "image_cache_root",
     "import_image",
     "is_static_executable",
     "pause_image",
@@ -35,16 +41,24 @@ __all__ = [
 # Local names under a domain nobody serves: an image that is not imported fails to start, it is never pulled.
 PAUSE_IMAGE = "devmlops.local/pause:local"
 BUSYBOX_IMAGE = "devmlops.local/busybox:local"
+DEBIAN_SUITE = "bookworm"
+DEBIAN_INCLUDE = ("python3",)
+DEBIAN_IMAGE = f"devmlops.local/debian:{DEBIAN_SUITE}"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+# Bump when the way an image is built changes, so cached archives built the old way are not reused.
+IMAGE_RECIPE = 1
 _PT_INTERP = 3
 
 
 @dataclass(frozen=True, slots=True)
 class ImageSpec:
-    """What goes into an image: files copied in (destination inside the image -> source on this machine), symlinks
-    (destination -> target) and the OCI config's entrypoint, command and environment."""
+    """What goes into an image: a root filesystem ``tree`` (inserted whole: owners, modes and device nodes kept), files
+    copied in (destination inside the image -> source on this machine), symlinks (destination -> target) and the OCI
+    config's entrypoint, command and environment."""
 
     name: str
-    files: Mapping[str, Path]
+    files: Mapping[str, Path] = field(default_factory=dict)
+    tree: Path | None = None
     symlinks: Mapping[str, str] = field(default_factory=dict)
     entrypoint: Sequence[str] = ()
     cmd: Sequence[str] = ()
@@ -92,9 +106,9 @@ def busybox_image(busybox: Path) -> ImageSpec:
     return ImageSpec(name=BUSYBOX_IMAGE, files={"bin/busybox": busybox}, symlinks=links, cmd=["sh"])
 
 
-def _run(argv: Sequence[str], what: str) -> str:
+def _run(argv: Sequence[str], what: str, *, timeout: float = 300) -> str:
     try:
-        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=120, check=False)
+        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise HarnessError(f"{what}: {argv[0]} failed: {exc}") from exc
     if done.returncode != 0:
@@ -113,19 +127,22 @@ def build_oci_archive(spec: ImageSpec, workdir: Path) -> Path:
     what = f"building image {spec.name}"
     _run(["umoci", "init", "--layout", str(layout)], what)
     _run(["umoci", "new", "--image", image], what)
-    _run(["umoci", "unpack", "--image", image, str(bundle)], what)
-    rootfs = bundle / "rootfs"
-    for destination, source in spec.files.items():
-        target = rootfs / destination
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target)
-    for destination, link in spec.symlinks.items():
-        target = rootfs / destination
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to(link)
-    (rootfs / "tmp").mkdir(exist_ok=True)
-    os.chmod(rootfs / "tmp", 0o1777)  # noqa: S103 - /tmp inside the image: sticky and world-writable, as everywhere
-    _run(["umoci", "repack", "--image", image, str(bundle)], what)
+    if spec.tree is not None:
+        _run(["umoci", "insert", "--image", image, str(spec.tree), "/"], what)
+    if spec.files or spec.symlinks or spec.tree is None:
+        _run(["umoci", "unpack", "--image", image, str(bundle)], what)
+        rootfs = bundle / "rootfs"
+        for destination, source in spec.files.items():
+            target = rootfs / destination
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+        for destination, link in spec.symlinks.items():
+            target = rootfs / destination
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(link)
+        (rootfs / "tmp").mkdir(exist_ok=True)
+        os.chmod(rootfs / "tmp", 0o1777)  # noqa: S103 - /tmp inside the image: sticky and world-writable, as everywhere
+        _run(["umoci", "repack", "--image", image, str(bundle)], what)
     config = ["umoci", "config", "--image", image, "--os", "linux", "--architecture", "amd64"]
     config += ["--config.entrypoint=" + part for part in spec.entrypoint]
     config += ["--config.cmd=" + part for part in spec.cmd]
@@ -143,6 +160,49 @@ def build_oci_archive(spec: ImageSpec, workdir: Path) -> Path:
             tar.add(entry, arcname=entry.name)
     shutil.rmtree(bundle, ignore_errors=True)
     shutil.rmtree(layout, ignore_errors=True)
+    return archive
+
+
+def image_cache_root() -> Path:
+    """Where built images are cached, outside the repository like the tools: ``$DEVMLOPS_IMAGES_CACHE`` or
+    ``~/.cache/devmlops/images``."""
+    configured = os.environ.get("DEVMLOPS_IMAGES_CACHE")
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "devmlops" / "images"
+
+
+def debian_archive(cache_root: Path, *, log: Callable[[str], None] = lambda _msg: None) -> Path:
+    """The Debian image's OCI archive, built once per suite, package list and recipe into ``cache_root``: a minbase
+    root filesystem from ``debootstrap`` (Debian's archive, its keyring checking every package) with python3, apt's
+    caches emptied. Beside it, ``.packages.txt`` lists what went in (Debian's versions move; the list says which)."""
+    key = f"debian-{DEBIAN_SUITE}-minbase-{'+'.join(DEBIAN_INCLUDE)}_r{IMAGE_RECIPE}"
+    archive = cache_root / f"{key}.oci.tar"
+    if archive.exists():
+        return archive
+    if shutil.which("debootstrap") is None:
+        raise HarnessError("building the Debian image needs debootstrap: apt-get install debootstrap")
+    cache_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{key}-", dir=cache_root))
+    try:
+        rootfs = work / "rootfs"
+        log(f"building {DEBIAN_IMAGE}: debootstrap --variant=minbase {DEBIAN_SUITE} from {DEBIAN_MIRROR}")
+        argv = ["debootstrap", "--variant=minbase", f"--include={','.join(DEBIAN_INCLUDE)}", DEBIAN_SUITE]
+        _run([*argv, str(rootfs), DEBIAN_MIRROR], f"building {DEBIAN_IMAGE}", timeout=1200)
+        for cache in (rootfs / "var/cache/apt/archives", rootfs / "var/lib/apt/lists"):
+            for entry in cache.glob("*"):
+                if entry.is_file():
+                    entry.unlink()
+        packages = _run(
+            ["dpkg-query", f"--admindir={rootfs / 'var/lib/dpkg'}", "-W", "-f=${Package} ${Version}\\n"],
+            "listing the Debian image's packages",
+        )
+        path = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        built = build_oci_archive(ImageSpec(name=DEBIAN_IMAGE, tree=rootfs, cmd=["bash"], env=[path]), work)
+        archive.with_suffix(".packages.txt").write_text(packages)
+        built.replace(archive)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return archive
 
 

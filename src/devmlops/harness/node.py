@@ -541,6 +541,10 @@ class Node(Lifecycle):
         argv = [str(self.bin_dir / "crictl"), "--config", str(self.crictl_config), *args]
         return _run(argv, timeout=timeout).stdout
 
+    def import_image(self, archive: Path, name: str) -> None:
+        """Make an OCI archive (``devmlops.harness.images``) runnable here as ``name`` (``imagePullPolicy: Never``)."""
+        import_image(archive, address=self.containerd_socket, name=name)
+
     def processes(self) -> dict[str, ManagedProcess]:
         named = {
             "containerd": self._containerd,
