@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build the local tools from Go modules into a versioned cache outside the repository, then print the folder that holds
-# them: the control plane (kube-apiserver, kube-controller-manager, etcd, KServe, helm, opa) and the node's Kubernetes
-# parts (kubelet, kube-scheduler, kube-proxy, crictl, kubectl for debugging, and the pause binary of the sandbox image, compiled with cc from
-# the same Kubernetes module). The node's Debian packages (containerd, runc, CNI plugins, ...) are .ci/run's job.
+# them: the control plane (kube-apiserver, kube-controller-manager, etcd, KServe, helm, opa) and the node's parts
+# (kubelet, kube-scheduler, kube-proxy, crictl, kubectl for debugging, and the sandbox image's pause binary, compiled
+# with cc from the same Kubernetes module). The node's Debian packages (containerd, runc, CNI plugins, ...) are
+# .ci/run's job.
 #
 # - KUBEBUILDER_ASSETS naming a folder with kube-apiserver and etcd: those are used (every other tool is still looked
 #   up there first, then built if missing).
@@ -179,7 +180,8 @@ build_helm() {
 main() {
     mkdir -p "$bin_dir" "$work_root"
     local assets="${KUBEBUILDER_ASSETS:-}"
-    local optional_tools=(kube-controller-manager kserve-manager helm opa kubelet kube-scheduler kube-proxy crictl pause kubectl)
+    local optional_tools=(kube-controller-manager kserve-manager helm opa
+        kubelet kube-scheduler kube-proxy crictl pause kubectl)
     if [[ -n "$assets" ]]; then
         [[ -x "$assets/kube-apiserver" && -x "$assets/etcd" ]] ||
             die "KUBEBUILDER_ASSETS=$assets lacks an executable kube-apiserver and etcd"
@@ -205,7 +207,7 @@ main() {
         return
     fi
     require_go
-    say "building ${missing[*]} into $bin_dir (a cold build of every tool takes about 30 minutes on 2 cores)"
+    say "building ${missing[*]} into $bin_dir (a cold build of every tool takes about 25 minutes on 2 cores)"
     for tool in "${missing[@]}"; do
         case "$tool" in
             etcd) build_etcd ;;
