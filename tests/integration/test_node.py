@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
+from devmlops.harness.controlplane import ControlPlane
 from devmlops.harness.images import DEBIAN_IMAGE, debian_archive, image_cache_root
-from devmlops.harness.node import BUSYBOX_IMAGE, GUARD_CHAIN, NODE_NAME, POD_CIDR, Node
+from devmlops.harness.node import BUSYBOX_IMAGE, GUARD_CHAIN, NODE_NAME, POD_CIDR, Node, NodeUnavailableError
 from tests.integration.support import eventually
 
 pytestmark = pytest.mark.timeout(300)
@@ -211,3 +212,16 @@ def test_a_debian_image_built_here_runs_python_that_fetches_from_a_pod_over_http
     log = core.read_namespaced_pod_log("python", namespace)
     assert pod.status.phase == "Succeeded", log
     assert log == "(3, 11) from-busybox\n\n"
+
+
+def test_a_second_node_on_the_same_machine_is_refused_and_leaves_the_running_one_alone(
+    node: Node, control_plane: ControlPlane, admin: k8s.ApiClient, namespace: str
+) -> None:
+    with pytest.raises(NodeUnavailableError, match=r"another devmlops node runs on this machine \(pid \d+\)"):
+        Node(control_plane, bin_dir=node.bin_dir).start()
+
+    assert all(proc.running() for proc in node.processes().values())
+    ready = k8s.CoreV1Api(admin).read_node(NODE_NAME).status.conditions
+    assert any(c.type == "Ready" and c.status == "True" for c in ready)
+    pod = run_pod(k8s.CoreV1Api(admin), namespace, "still", "echo still running")
+    assert pod.status.phase == "Succeeded"

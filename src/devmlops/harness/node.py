@@ -522,6 +522,7 @@ class Node(Lifecycle):
         self._scheduler: ManagedProcess | None = None
         self._proxy: ManagedProcess | None = None
         self.started_seconds = 0.0
+        self._registered = False
 
     # -- facts -----------------------------------------------------------------------------------------------------
     @property
@@ -621,7 +622,11 @@ class Node(Lifecycle):
         if self._lock is not None:
             self._lock.close()
             self._lock = None
-        self._delete_node_object()
+        if self._registered:
+            # Only the node that ran a kubelet deletes the Node object: a second Node refused by the lock must not
+            # take the running node's object away.
+            self._delete_node_object()
+            self._registered = False
         if problems:
             raise HarnessError("the node did not clean up: " + "; ".join(problems))
 
@@ -799,6 +804,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "--v=1",
         ]
         self._kubelet = ManagedProcess("kubelet", argv, log_path=self.kubelet_log).start()
+        self._registered = True
 
     def _start_scheduler(self) -> None:
         argv = [
