@@ -7,7 +7,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# The folder with etcd, kube-apiserver, kube-controller-manager, KServe, helm and opa; hack/tools.sh builds it
+# The folder with etcd, kube-apiserver, kube-controller-manager, KServe, helm, opa and the node's kubelet,
+# kube-scheduler, kube-proxy, crictl, kubectl and pause; hack/tools.sh builds it
 # (or takes KUBEBUILDER_ASSETS and builds what that folder lacks).
 TOOLS_DIR = $(shell bash hack/tools.sh)
 
@@ -24,7 +25,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## Create .venv with devmlops and its dev tools
 
-tools: ## Build kube-apiserver, kube-controller-manager, etcd, KServe, helm and opa into ~/.cache/devmlops (once)
+tools: ## Build the control plane, KServe, helm, opa and the node's binaries into ~/.cache/devmlops (once)
 	@bash hack/tools.sh
 
 lint: $(STAMP) ## ruff, mypy --strict and the import-linter layer contracts

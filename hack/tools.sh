@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Build the local control-plane tools (kube-apiserver, kube-controller-manager, etcd, KServe, helm, opa) from Go modules into a versioned
-# cache outside the repository, then print the folder that holds them.
+# Build the local tools from Go modules into a versioned cache outside the repository, then print the folder that holds
+# them: the control plane (kube-apiserver, kube-controller-manager, etcd, KServe, helm, opa) and the node's parts
+# (kubelet, kube-scheduler, kube-proxy, crictl, kubectl for debugging, and the sandbox image's pause binary, compiled
+# with cc from the same Kubernetes module). The node's Debian packages (containerd, runc, CNI plugins, ...) are
+# .ci/run's job.
 #
-# - KUBEBUILDER_ASSETS naming a folder with kube-apiserver and etcd: those are used (kube-controller-manager,
-#   kserve-manager, helm and opa are still looked up there first, then built if missing).
+# - KUBEBUILDER_ASSETS naming a folder with kube-apiserver and etcd: those are used (every other tool is still looked
+#   up there first, then built if missing).
 # - DEVMLOPS_TOOLS_CACHE overrides the cache root (default: ~/.cache/devmlops/tools).
 # - A second run finds every binary in place and returns within seconds.
 set -euo pipefail
@@ -70,25 +73,32 @@ build_main() {
     with_progress "$label" bash -c "cd '$dir' && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags='$ldflags' -o '$output.tmp' '$package' && mv '$output.tmp' '$output'"
 }
 
-build_kube_apiserver() {
-    local minor="${KUBERNETES_VERSION#v1.}"
-    # Stamp the version the binary reports (/version, --version), as the release build does.
+build_kubernetes_component() {
+    # kube-apiserver, kube-controller-manager, kubelet, kube-scheduler, kube-proxy and kubectl: one wrapper module over
+    # k8s.io/kubernetes, each binary stamped with the version it reports (/version, --version) as the release build
+    # does. Each build after the first reuses most of the Go build cache (the staging modules are shared).
+    local name="$1" minor="${KUBERNETES_VERSION#v1.}"
     local pkg=k8s.io/component-base/version
     local stamp="-X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=${minor%%.*}"
     stamp+=" -X $pkg.gitTreeState=clean"
-    build_main kube-apiserver "$work_root/kube-apiserver-$KUBERNETES_VERSION" k8s.io/kubernetes "$KUBERNETES_VERSION" \
-        "v0.$minor" k8s.io/kubernetes/cmd/kube-apiserver "$bin_dir/kube-apiserver" "$stamp"
+    build_main "$name" "$work_root/kube-apiserver-$KUBERNETES_VERSION" k8s.io/kubernetes "$KUBERNETES_VERSION" \
+        "v0.$minor" "k8s.io/kubernetes/cmd/$name" "$bin_dir/$name" "$stamp"
 }
 
-build_kube_controller_manager() {
-    # Same wrapper module and version stamp as kube-apiserver: the second build reuses most of the first one's cache.
-    local minor="${KUBERNETES_VERSION#v1.}"
-    local pkg=k8s.io/component-base/version
-    local stamp="-X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=${minor%%.*}"
-    stamp+=" -X $pkg.gitTreeState=clean"
-    build_main kube-controller-manager "$work_root/kube-apiserver-$KUBERNETES_VERSION" k8s.io/kubernetes \
-        "$KUBERNETES_VERSION" "v0.$minor" k8s.io/kubernetes/cmd/kube-controller-manager \
-        "$bin_dir/kube-controller-manager" "$stamp"
+build_pause() {
+    # The sandbox image's entrypoint: build/pause/linux/pause.c from the same k8s.io/kubernetes module download,
+    # compiled statically as the release Makefile does (gcc -Os -Wall -Werror -static). The harness wraps it into an
+    # OCI image (umoci) that containerd uses as its sandbox image; nothing is pulled.
+    command -v cc >/dev/null 2>&1 || die "pause: no C compiler ('apt-get install gcc libc6-dev')"
+    local dir source
+    dir="$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p')"
+    source="$dir/build/pause/linux/pause.c"
+    [[ -f "$source" ]] || die "pause: $source not found in k8s.io/kubernetes@$KUBERNETES_VERSION"
+    say "pause: compiling $source"
+    cc -Os -Wall -Werror -static -DVERSION="$KUBERNETES_VERSION-devmlops" -o "$bin_dir/pause.tmp" "$source" ||
+        die "pause: compilation failed (a static build needs libc6-dev)"
+    strip "$bin_dir/pause.tmp" 2>/dev/null || true
+    mv "$bin_dir/pause.tmp" "$bin_dir/pause"
 }
 
 build_kserve() {
@@ -170,12 +180,14 @@ build_helm() {
 main() {
     mkdir -p "$bin_dir" "$work_root"
     local assets="${KUBEBUILDER_ASSETS:-}"
+    local optional_tools=(kube-controller-manager kserve-manager helm opa
+        kubelet kube-scheduler kube-proxy crictl pause kubectl)
     if [[ -n "$assets" ]]; then
         [[ -x "$assets/kube-apiserver" && -x "$assets/etcd" ]] ||
             die "KUBEBUILDER_ASSETS=$assets lacks an executable kube-apiserver and etcd"
         say "using kube-apiserver and etcd from KUBEBUILDER_ASSETS=$assets"
         for tool in kube-apiserver etcd; do ln -sf "$assets/$tool" "$bin_dir/$tool"; done
-        for tool in kube-controller-manager kserve-manager helm opa; do
+        for tool in "${optional_tools[@]}"; do
             [[ -x "$assets/$tool" ]] && ln -sf "$assets/$tool" "$bin_dir/$tool"
         done
         for data in kserve-crds kserve-config; do
@@ -183,7 +195,7 @@ main() {
         done
     fi
     local missing=()
-    for tool in etcd kube-apiserver kube-controller-manager kserve-manager helm opa; do
+    for tool in etcd kube-apiserver "${optional_tools[@]}"; do
         [[ -x "$bin_dir/$tool" ]] || missing+=("$tool")
     done
     # KServe's CRDs and config are copied from its module beside the binary (cheap when the binary is there).
@@ -195,12 +207,15 @@ main() {
         return
     fi
     require_go
-    say "building ${missing[*]} into $bin_dir (a cold build of every tool takes about 20 minutes on 2 cores)"
+    say "building ${missing[*]} into $bin_dir (a cold build of every tool takes about 25 minutes on 2 cores)"
     for tool in "${missing[@]}"; do
         case "$tool" in
             etcd) build_etcd ;;
-            kube-apiserver) build_kube_apiserver ;;
-            kube-controller-manager) build_kube_controller_manager ;;
+            kube-apiserver | kube-controller-manager | kubelet | kube-scheduler | kube-proxy | kubectl)
+                build_kubernetes_component "$tool" ;;
+            crictl) go_install crictl "sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS_VERSION" crictl \
+                "-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRI_TOOLS_VERSION" ;;
+            pause) build_pause ;;
             kserve-manager) build_kserve ;;
             helm) build_helm ;;
             opa) go_install opa "github.com/open-policy-agent/opa@$OPA_VERSION" opa ;;

@@ -320,11 +320,17 @@ def operator(
     help="Checkout holding crds/ and config/samples/.",
 )
 @click.option("--once", is_flag=True, envvar="RUN_ONCE", help="Exit after printing the table.")
-def local(tools_dir: Path | None, project_dir: Path, once: bool) -> None:
+@click.option(
+    "--node/--no-node",
+    default=False,
+    envvar="DEVMLOPS_NODE",
+    help="Also run a node (containerd, kubelet, scheduler, kube-proxy; root and Debian's containerd) so Pods run.",
+)
+def local(tools_dir: Path | None, project_dir: Path, once: bool, node: bool) -> None:
     """Start a local control plane with the webhook and operator, apply the samples, show the outcome."""
     from devmlops.harness.demo import run_demo
 
-    run_demo(tools_dir=tools_dir or _kubebuilder_assets(), project_dir=project_dir, once=once)
+    run_demo(tools_dir=tools_dir or _kubebuilder_assets(), project_dir=project_dir, once=once, node=node)
 
 
 # -- verification commands (a stable contract: scripts and CI depend on the flags and exit codes) --------------

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from devmlops.adapters.kube import api_client
 from devmlops.errors import HarnessError
 from devmlops.harness.controlplane import CONTROLLER_MANAGER, ControlPlane, find_tools
 from devmlops.harness.kserve import KServe, find_kserve, local_cluster
+from devmlops.harness.node import Node, NodeUnavailableError, node_problems
 from devmlops.harness.stack import DevmlopsStack
 from tests.conftest import ROOT
 
@@ -36,6 +38,67 @@ def _tools_dir() -> Path:
     if os.environ.get("DEVMLOPS_REQUIRE_INTEGRATION"):
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+NODE_SWITCH = "DEVMLOPS_NODE"
+NODE_REQUIRED = "DEVMLOPS_REQUIRE_NODE"
+
+
+def node_wanted() -> bool:
+    """The local node runs with DEVMLOPS_NODE=1 (root, Debian's packages); DEVMLOPS_REQUIRE_NODE=1 implies it and turns
+    every reason to skip its tests into a failure (`.ci/run` sets both as root)."""
+    return os.environ.get(NODE_SWITCH) == "1" or os.environ.get(NODE_REQUIRED) == "1"
+
+
+def skip_or_fail_node(reason: str) -> None:
+    if os.environ.get(NODE_REQUIRED) == "1":
+        pytest.fail(f"{reason} ({NODE_REQUIRED}=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_report_header() -> list[str]:
+    """Say up front whether the node tests will run, and if not, why (never a silent skip)."""
+    tools = os.environ.get("DEVMLOPS_TOOLS_DIR") or os.environ.get("KUBEBUILDER_ASSETS")
+    problems = node_problems(Path(tools)) if tools else ["no DEVMLOPS_TOOLS_DIR"]
+    if not node_wanted():
+        could = "it could run here" if not problems else "it could not run here: " + "; ".join(problems)
+        return [f"devmlops local node: off (set {NODE_SWITCH}=1 to run tests/integration/test_node*.py; {could})"]
+    if problems:
+        return ["devmlops local node: on, but cannot start here: " + "; ".join(problems)]
+    return ["devmlops local node: on (containerd, kubelet, kube-scheduler, kube-proxy on this machine)"]
+
+
+def require_node_switch() -> None:
+    if not node_wanted():
+        skip_or_fail_node(
+            f"the local node is off: set {NODE_SWITCH}=1 (root, Debian's containerd; docs/development.md)"
+        )
+
+
+@contextmanager
+def started_node(control_plane: ControlPlane, tools_dir: Path) -> Iterator[Node]:
+    """A node beside ``control_plane``; the test skips (fails with DEVMLOPS_REQUIRE_NODE=1) when the node is switched
+    off or this machine cannot run it. A node that can start but then fails is a failure either way."""
+    require_node_switch()
+    try:
+        node = Node(control_plane, bin_dir=tools_dir).start()
+    except NodeUnavailableError as exc:
+        skip_or_fail_node(exc.user_message)
+        raise  # unreachable: skip and fail raise
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="module")
+def node(request: pytest.FixtureRequest) -> Iterator[Node]:
+    """A node for one test module (the node is one per machine: a module that needs its own starts it itself). The
+    switch is read first, so a node that is off costs no control plane."""
+    require_node_switch()
+    control_plane: ControlPlane = request.getfixturevalue("control_plane")
+    with started_node(control_plane, request.getfixturevalue("tools_dir")) as running:
+        yield running
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -35,6 +35,8 @@ def alive(pid: int) -> bool:
 
 def demo(control_plane: ControlPlane, *, once: bool) -> subprocess.Popen[str]:
     env = {**os.environ, "DEVMLOPS_TOOLS_DIR": str(control_plane.bin_dir), "PYTHONUNBUFFERED": "1"}
+    # `make run` without a node (the table is about admission); the node has tests of its own (test_node*.py).
+    env.pop("DEVMLOPS_NODE", None)
     if once:
         env["RUN_ONCE"] = "1"
     else:
@@ -54,6 +56,7 @@ def test_run_once_prints_what_was_admitted_denied_and_rejected_and_exits_zero(
     proc = demo(control_plane, once=True)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output
+    assert "node: off (DEVMLOPS_NODE=1 runs Pods on this machine); Pods stay Pending" in output
     rows = {line.split()[0]: line for line in output.splitlines() if line.startswith("ModelDeployment/")}
     assert rows["ModelDeployment/fraud-detector"].split()[1:4] == [
         "admitted",

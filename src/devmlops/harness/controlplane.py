@@ -2,8 +2,12 @@
 kube-controller-manager beside them.
 
 The controller manager makes the objects behave as in a cluster: Deployments make ReplicaSets and Pods, deleting an
-owner garbage-collects its children, deleted namespaces really go away. There is no kubelet or scheduler: Pods stay
-Pending. What the API server stores and what it does with CRDs and admission webhooks is real.
+owner garbage-collects its children, deleted namespaces really go away. Without a node (``devmlops.harness.node``)
+Pods stay Pending. What the API server stores and what it does with CRDs and admission webhooks is real.
+
+The API server is ready for a node: the Node authorizer beside RBAC, a client certificate for the calls it makes to a
+kubelet (logs, exec; in system:masters), the kubelet's serving certificate checked against the harness CA, and static
+token users for the kubelet, the scheduler and kube-proxy (RBAC's default bindings give the last two their rights).
 """
 
 from __future__ import annotations
@@ -29,17 +33,29 @@ __all__ = [
     "CONTROLLER_MANAGER_USER",
     "DEFAULT_USERS",
     "KSERVE_USER",
+    "NODE_NAME",
+    "NODE_USER",
     "OPERATOR_USER",
+    "PROXY_USER",
+    "SCHEDULER_USER",
+    "SERVICE_CIDR",
     "ControlPlane",
     "User",
     "find_tools",
 ]
 
 REQUIRED_TOOLS = ("etcd", "kube-apiserver")
+# The Service network: ClusterIPs exist only in this machine's iptables rules (kube-proxy, when the node runs).
+SERVICE_CIDR = "10.0.0.0/24"
+# The one node a local cluster can have, and the users its parts act as (the Node authorizer and NodeRestriction
+# know a kubelet by its name, system:node:<node> in system:nodes).
+NODE_NAME = "devmlops-node"
 CONTROLLER_MANAGER = "kube-controller-manager"
 
-# The controllers a model server's life goes through (workloads, their Pods, garbage collection, namespaces) and
-# the service accounts they act as. Node, volume, endpoint and certificate controllers are left out: there is no node.
+# The controllers a model server's life goes through (workloads, their Pods, garbage collection, namespaces), the
+# service accounts they act as, and what a node needs (inert without one): the node lifecycle controller (it lifts the
+# not-ready taint a kubelet registers with), EndpointSlices for kube-proxy, and the collector of Pods whose node is
+# gone. Volume, IPAM and certificate controllers are left out: the local node needs none.
 CONTROLLERS = (
     "garbage-collector-controller",
     "deployment-controller",
@@ -51,6 +67,9 @@ CONTROLLERS = (
     "namespace-controller",
     "serviceaccount-controller",
     "serviceaccount-token-controller",
+    "node-lifecycle-controller",
+    "endpointslice-controller",
+    "pod-garbage-collector-controller",
 )
 
 
@@ -68,6 +87,9 @@ class User:
 OPERATOR_USER = "system:serviceaccount:devmlops-system:devmlops-operator"
 KSERVE_USER = "system:serviceaccount:kserve:kserve-controller-manager"
 CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
+NODE_USER = f"system:node:{NODE_NAME}"
+SCHEDULER_USER = "system:kube-scheduler"
+PROXY_USER = "system:kube-proxy"
 
 DEFAULT_USERS: tuple[User, ...] = (
     User("admin", ("system:masters",)),
@@ -79,6 +101,9 @@ DEFAULT_USERS: tuple[User, ...] = (
     User(OPERATOR_USER, ("system:masters",)),
     User(KSERVE_USER, ("system:masters",)),
     User(CONTROLLER_MANAGER_USER, ()),
+    User(NODE_USER, ("system:nodes",)),
+    User(SCHEDULER_USER, ()),
+    User(PROXY_USER, ()),
 )
 
 
@@ -202,6 +227,10 @@ class ControlPlane(Lifecycle):
         ca = new_ca("devmlops-local-ca")
         ca.pair.write(pki, "ca")
         ca.issue("kube-apiserver", hosts=["127.0.0.1", "localhost", "kubernetes.default.svc"]).write(pki, "apiserver")
+        # What the API server presents to a kubelet (logs, exec, port-forward): a client in system:masters.
+        ca.issue("kube-apiserver-kubelet-client", organizations=["system:masters"], client=True).write(
+            pki, "apiserver-kubelet-client"
+        )
         sa: KeyPair = new_signing_key()
         (pki / "sa.pub").write_bytes(sa.cert_pem)
         (pki / "sa.key").write_bytes(sa.key_pem)
@@ -240,12 +269,16 @@ class ControlPlane(Lifecycle):
             f"--secure-port={self.port}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
-            "--service-cluster-ip-range=10.0.0.0/24",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
             f"--service-account-issuer={self.url}",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             f"--token-auth-file={pki / 'tokens.csv'}",
-            "--authorization-mode=RBAC",
+            "--authorization-mode=Node,RBAC",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            f"--kubelet-certificate-authority={self.ca_file}",
+            "--kubelet-preferred-address-types=InternalIP",
             "--disable-admission-plugins=ServiceAccount",
             "--allow-privileged=true",
             "--enable-priority-and-fairness=false",

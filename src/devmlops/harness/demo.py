@@ -18,6 +18,7 @@ from kubernetes.dynamic import DynamicClient
 from devmlops.adapters.kube import api_client, create_object, denial_message
 from devmlops.harness.controlplane import ControlPlane, find_tools, load_yaml_documents
 from devmlops.harness.kserve import KServe, local_cluster
+from devmlops.harness.node import optional_node
 from devmlops.harness.stack import DevmlopsStack
 
 __all__ = ["Outcome", "apply_samples", "format_table", "run_demo"]
@@ -99,7 +100,7 @@ def _raise_keyboard_interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def run_demo(*, tools_dir: Path | None, project_dir: Path, once: bool) -> None:
+def run_demo(*, tools_dir: Path | None, project_dir: Path, once: bool, node: bool = False) -> None:
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     # Also when started with SIGINT ignored (a background job of a non-interactive shell, some CI runners): Python
     # then keeps it ignored, and Ctrl-C would leave the demo and every process it started running.
@@ -113,7 +114,10 @@ def run_demo(*, tools_dir: Path | None, project_dir: Path, once: bool) -> None:
             # OPA watches a copy of policies/, so the live Rego edit below never touches the checkout.
             policies = cp.workdir / "policies"
             shutil.copytree(project_dir / "policies", policies)
-            with DevmlopsStack(cp, policies=policies) as stack:
+            with (
+                optional_node(cp, bin_dir=bin_dir, enabled=node, log=_say),
+                DevmlopsStack(cp, policies=policies) as stack,
+            ):
                 _run(cp, kserve, stack, project_dir, policies, once=once, started=started)
     except KeyboardInterrupt:
         _say("stopped")
