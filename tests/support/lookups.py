@@ -18,6 +18,9 @@ class EmptyCluster:
     def model_deployment(self, namespace: str, name: str) -> None:
         return None
 
+    def service(self, namespace: str, name: str) -> None:
+        return None
+
     def approvals(self) -> list[dict[str, Any]]:
         return []
 

@@ -432,6 +432,17 @@ class ClusterCaches:
             ) from exc
         return dict(stored)
 
+    def service(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """One read of a Service (a new ModelDeployment's names are checked once; nothing watches Services)."""
+        try:
+            stored: Any = self._core.read_namespaced_service(name, namespace, _request_timeout=2)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise EvidenceUnavailableError(f"Service {namespace}/{name} could not be read ({exc.status})") from exc
+        found: Mapping[str, Any] = self._serialize(stored)
+        return found
+
     def inference_service(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         found: Mapping[str, Any] | None = self.inference_services.get(namespace, name)
         return found

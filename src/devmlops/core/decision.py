@@ -368,6 +368,16 @@ def _decide_model_deployment(
         if policy.rego_packages:  # the input document is the largest thing a decision builds: only when asked
             document = rego_input(request, obj, policy, evidence, bound, stage=stage, tier=tier)
             results.extend(check_rego(policy, document, engine))
+    for taken in evidence.squatted_services:
+        results.append(
+            GateResult(
+                gate="address",
+                outcome="fail",
+                reason=f"Service {taken} already exists and no model owns it: it carries the name of this model's "
+                "Service, and KServe keeps a Service it finds under that name (its clients would reach that Service)",
+                hint=f"delete or rename Service {taken} first",
+            )
+        )
     unbound = _unsigned_name(deployment, verified, policies, request.namespace, evidence.namespace_labels)
     if unbound is not None:
         results.append(unbound)

@@ -83,6 +83,9 @@ class Evidence:
     chain: Chain | None = None  # for a Pod, workload, scale or InferenceService: its controller chain
     scaled: Mapping[str, Any] | None = None  # for a scale subresource: the stored workload being scaled
     reserved_for: str = ""  # for a Service: the ModelDeployment whose Service its name is (core/workloads.py)
+    squatted_services: tuple[
+        str, ...
+    ] = ()  # for a new ModelDeployment: Services under its children's names it does not own
     exemptions: tuple[Exemption, ...] = ()
     break_glass: tuple[BreakGlass, ...] = ()
     identities: Identities = field(default_factory=Identities)

@@ -39,6 +39,7 @@ from devmlops.errors import InvalidInputError
 __all__ = [
     "ENFORCE_LABEL",
     "RESERVED_LABEL_PREFIXES",
+    "SERVICE_SUFFIXES",
     "SERVING_RESOURCES",
     "controller_of",
     "is_model_server",

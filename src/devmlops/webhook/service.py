@@ -21,7 +21,13 @@ from devmlops.core.policy import Authority, Policy, PolicySet
 from devmlops.core.ports import PolicyEngine, SignatureVerifier, SignedModel
 from devmlops.core.review import AdmissionRequest
 from devmlops.core.serving import may_serve, model_request
-from devmlops.core.workloads import ENFORCE_LABEL, SERVING_RESOURCES, controller_of, service_owner_candidates
+from devmlops.core.workloads import (
+    ENFORCE_LABEL,
+    SERVICE_SUFFIXES,
+    SERVING_RESOURCES,
+    controller_of,
+    service_owner_candidates,
+)
 from devmlops.webhook.metrics import WebhookMetrics
 
 __all__ = ["AdmissionService", "TimedVerifier"]
@@ -65,6 +71,8 @@ class ClusterLookup(DocumentLookup, Protocol):
     def namespace_labels_now(self, namespace: str) -> Mapping[str, str]: ...
 
     def break_glass(self) -> tuple[BreakGlass, ...]: ...
+
+    def service(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
 
 
 # The owners a model server's chain may pass through, and where the webhook finds them: (group, kind) -> resource.
@@ -116,7 +124,8 @@ class AdmissionService:
             return Evidence(now=stamp)
         obj = {**request.object, "metadata": {**(request.object.get("metadata") or {}), "namespace": request.namespace}}
         if kind == MODEL_DEPLOYMENT:
-            return self._model_evidence(obj, now, now=stamp, requester_stamped=True)
+            squatted = self._squatted_services(obj) if request.operation == "CREATE" else ()
+            return self._model_evidence(obj, now, now=stamp, requester_stamped=True, squatted_services=squatted)
         labels = dict(self._lookup.namespace_labels(request.namespace))
         if kind == MODEL_APPROVAL:
             target = self._approval_target(request)
@@ -155,6 +164,25 @@ class AdmissionService:
         tier = effective_tier(model, selecting, evidence.sbom_summary)
         approval = find_approval(self._lookup.approvals(), model, clock, policies=selecting, tier=tier)
         return replace(evidence, approval=approval, **fields)
+
+    def _squatted_services(self, model: Mapping[str, Any]) -> tuple[str, ...]:
+        """In an enforced namespace: Services that already carry the names of the new model's Services and that no
+        ModelDeployment or InferenceService owns (KServe would keep such a Service as its own; one read each)."""
+        namespace = str((model.get("metadata") or {}).get("namespace") or "")
+        if self._lookup.namespace_labels(namespace).get(ENFORCE_LABEL) != "true":
+            return ()
+        name = _name(model)
+        kind = str(((model.get("spec") or {}).get("runtime") or {}).get("kind") or "")
+        names = [name] if kind == "triton" else [name + s for s in SERVICE_SUFFIXES if s]
+        found = []
+        for candidate in names:
+            service = self._lookup.service(namespace, candidate)
+            owners = [] if service is None else (service.get("metadata") or {}).get("ownerReferences") or []
+            if service is not None and not any(
+                ref.get("kind") in ("ModelDeployment", "InferenceService") for ref in owners
+            ):
+                found.append(candidate)
+        return tuple(found)
 
     def _serving_evidence(self, request: AdmissionRequest, obj: Mapping[str, Any], stamp: str) -> Evidence:
         """For a Pod, workload, subresource or KServe kind: its controller chain (for a scale, the chain of the stored

@@ -312,3 +312,37 @@ def test_an_sbom_of_another_model_does_not_bind_by_the_name_the_model_deployment
         assert "binding" in denied(_create, mallory, namespace, doc).lower()  # control: under its own name
         doc["spec"]["model"]["name"] = "benign"
         denied(_create, mallory, namespace, doc)
+
+
+def test_a_service_squatting_a_models_address_before_the_model_exists_blocks_the_model_until_removed(
+    admin: k8s.ApiClient, mallory: k8s.ApiClient, enforced_namespace: str, attack_model: SignedModel, trusted: Any
+) -> None:
+    """Mallory creates fraud-predictor (ExternalName) before anyone deploys "fraud": KServe would keep it as the
+    predictor's Service. A new ModelDeployment whose Service names are taken by Services no model owns is refused,
+    naming the Service; once it is gone the same ModelDeployment is admitted and served."""
+    namespace = enforced_namespace
+    impostor = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "fraud-predictor"},
+        "spec": {"type": "ExternalName", "externalName": EXTERNAL, "ports": [{"name": "http", "port": 80}]},
+    }
+    core = k8s.CoreV1Api(mallory)
+    admitted(core.create_namespaced_service, namespace, cast(Any, impostor))  # no model named fraud yet
+    doc = signed_by_evidence("fraud", attack_model)
+    doc["metadata"]["labels"] = {"devmlops.io/eu-ai-act-risk": "minimal"}
+    create = k8s.CustomObjectsApi(admin).create_namespaced_custom_object
+
+    def refusal() -> str:
+        try:
+            create(GROUP, VERSION, namespace, "modeldeployments", doc, dry_run="All")
+        except ApiException as exc:
+            return str(exc.body)
+        return ""
+
+    message = eventually(lambda: "Service fraud-predictor already exists" in refusal() and refusal(), timeout=30,
+                         what="the squatted Service named in the refusal")  # fmt: skip
+    assert "no model owns it" in message
+    core.delete_namespaced_service("fraud-predictor", namespace)
+    served = serve(admin, namespace, attack_model, trusted)
+    assert served.child["kind"] == "InferenceService"
