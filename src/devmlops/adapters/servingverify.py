@@ -31,7 +31,14 @@ def fetch_model(uri: str, destination: Path) -> None:
         if not local.exists():
             raise InvalidInputError(f"model source {uri}: does not exist")
         if local.is_dir():
-            shutil.copytree(local, destination, dirs_exist_ok=True)
+            # Entry by entry, never copytree(local, destination): that also copies the source folder's mode and times
+            # onto ``destination``, and in a KServe Pod that is the root-owned kserve-provision-location emptyDir
+            # on /mnt/models, which the initializer (65532) may write into but not chmod: EPERM, the Pod never serves.
+            for entry in sorted(local.iterdir()):
+                if entry.is_dir():
+                    shutil.copytree(entry, destination / entry.name, dirs_exist_ok=True)
+                else:
+                    shutil.copy2(entry, destination / entry.name)
         else:
             shutil.copy2(local, destination / local.name)
         return

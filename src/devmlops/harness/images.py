@@ -32,10 +32,13 @@ __all__ = [
     "busybox_image",
     "debian_archive",
     "find_busybox",
+    "finish_archive",
     "image_cache_root",
     "import_image",
     "is_static_executable",
+    "manifest_digest",
     "pause_image",
+    "run_tool",
 ]
 
 # Local names under a domain nobody serves: an image that is not imported fails to start, it is never pulled.
@@ -106,7 +109,8 @@ def busybox_image(busybox: Path) -> ImageSpec:
     return ImageSpec(name=BUSYBOX_IMAGE, files={"bin/busybox": busybox}, symlinks=links, cmd=["sh"])
 
 
-def _run(argv: Sequence[str], what: str, *, timeout: float = 300) -> str:
+def run_tool(argv: Sequence[str], what: str, *, timeout: float = 300) -> str:
+    """Run a build tool; its failure is a HarnessError naming ``what`` was being done, the command and its stderr."""
     try:
         done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -125,12 +129,12 @@ def build_oci_archive(spec: ImageSpec, workdir: Path) -> Path:
         shutil.rmtree(path, ignore_errors=True)
     image = f"{layout}:latest"
     what = f"building image {spec.name}"
-    _run(["umoci", "init", "--layout", str(layout)], what)
-    _run(["umoci", "new", "--image", image], what)
+    run_tool(["umoci", "init", "--layout", str(layout)], what)
+    run_tool(["umoci", "new", "--image", image], what)
     if spec.tree is not None:
-        _run(["umoci", "insert", "--image", image, str(spec.tree), "/"], what)
+        run_tool(["umoci", "insert", "--image", image, str(spec.tree), "/"], what)
     if spec.files or spec.symlinks or spec.tree is None:
-        _run(["umoci", "unpack", "--image", image, str(bundle)], what)
+        run_tool(["umoci", "unpack", "--image", image, str(bundle)], what)
         rootfs = bundle / "rootfs"
         for destination, source in spec.files.items():
             target = rootfs / destination
@@ -142,25 +146,41 @@ def build_oci_archive(spec: ImageSpec, workdir: Path) -> Path:
             target.symlink_to(link)
         (rootfs / "tmp").mkdir(exist_ok=True)
         os.chmod(rootfs / "tmp", 0o1777)  # noqa: S103 - /tmp inside the image: sticky and world-writable, as everywhere
-        _run(["umoci", "repack", "--image", image, str(bundle)], what)
+        run_tool(["umoci", "repack", "--image", image, str(bundle)], what)
     config = ["umoci", "config", "--image", image, "--os", "linux", "--architecture", "amd64"]
     config += ["--config.entrypoint=" + part for part in spec.entrypoint]
     config += ["--config.cmd=" + part for part in spec.cmd]
     config += ["--config.env=" + entry for entry in spec.env]
-    _run(config, what)
-    _run(["umoci", "gc", "--layout", str(layout)], what)
-    index_path = layout / "index.json"
-    index = json.loads(index_path.read_text())
-    for manifest in index["manifests"]:
-        manifest.setdefault("annotations", {})["io.containerd.image.name"] = spec.name
-    index_path.write_text(json.dumps(index))
-    archive = workdir / f"{slug}.oci.tar"
-    with tarfile.open(archive, "w") as tar:
-        for entry in sorted(layout.iterdir()):
-            tar.add(entry, arcname=entry.name)
+    run_tool(config, what)
+    archive = finish_archive(layout, spec.name, workdir / f"{slug}.oci.tar")
     shutil.rmtree(bundle, ignore_errors=True)
     shutil.rmtree(layout, ignore_errors=True)
     return archive
+
+
+def finish_archive(layout: Path, name: str, archive: Path) -> Path:
+    """Garbage-collect the OCI layout at ``layout``, name its image ``name`` (containerd's annotation on the index
+    entry) and tar it into ``archive``: what ``ctr image import`` reads."""
+    run_tool(["umoci", "gc", "--layout", str(layout)], f"building image {name}")
+    index_path = layout / "index.json"
+    index = json.loads(index_path.read_text())
+    for manifest in index["manifests"]:
+        manifest.setdefault("annotations", {})["io.containerd.image.name"] = name
+    index_path.write_text(json.dumps(index))
+    with tarfile.open(archive, "w") as tar:
+        for entry in sorted(layout.iterdir()):
+            tar.add(entry, arcname=entry.name)
+    return archive
+
+
+def manifest_digest(archive: Path) -> str:
+    """The digest of the (first) image manifest in an OCI archive: what identifies a built image's content."""
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile("index.json")
+        if member is None:
+            raise HarnessError(f"{archive}: no index.json (not an OCI image archive)")
+        index = json.loads(member.read())
+    return str(index["manifests"][0]["digest"])
 
 
 def image_cache_root() -> Path:
@@ -172,11 +192,18 @@ def image_cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "devmlops" / "images"
 
 
-def debian_archive(cache_root: Path, *, log: Callable[[str], None] = lambda _msg: None) -> Path:
+def debian_archive(
+    cache_root: Path,
+    *,
+    include: Sequence[str] = DEBIAN_INCLUDE,
+    name: str = DEBIAN_IMAGE,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> Path:
     """The Debian image's OCI archive, built once per suite, package list and recipe into ``cache_root``: a minbase
-    root filesystem from ``debootstrap`` (Debian's archive, its keyring checking every package) with python3, apt's
-    caches emptied. Beside it, ``.packages.txt`` lists what went in (Debian's versions move; the list says which)."""
-    key = f"debian-{DEBIAN_SUITE}-minbase-{'+'.join(DEBIAN_INCLUDE)}_r{IMAGE_RECIPE}"
+    root filesystem from ``debootstrap`` (Debian's archive, its keyring checking every package) with ``include``
+    (python3 by default), apt's caches emptied. Beside it, ``.packages.txt`` lists what went in (Debian's versions
+    move; the list says which)."""
+    key = f"debian-{DEBIAN_SUITE}-minbase-{'+'.join(include)}_r{IMAGE_RECIPE}"
     archive = cache_root / f"{key}.oci.tar"
     if archive.exists():
         return archive
@@ -186,19 +213,19 @@ def debian_archive(cache_root: Path, *, log: Callable[[str], None] = lambda _msg
     work = Path(tempfile.mkdtemp(prefix=f"{key}-", dir=cache_root))
     try:
         rootfs = work / "rootfs"
-        log(f"building {DEBIAN_IMAGE}: debootstrap --variant=minbase {DEBIAN_SUITE} from {DEBIAN_MIRROR}")
-        argv = ["debootstrap", "--variant=minbase", f"--include={','.join(DEBIAN_INCLUDE)}", DEBIAN_SUITE]
-        _run([*argv, str(rootfs), DEBIAN_MIRROR], f"building {DEBIAN_IMAGE}", timeout=1200)
+        log(f"building {name}: debootstrap --variant=minbase {DEBIAN_SUITE} from {DEBIAN_MIRROR}")
+        argv = ["debootstrap", "--variant=minbase", f"--include={','.join(include)}", DEBIAN_SUITE]
+        run_tool([*argv, str(rootfs), DEBIAN_MIRROR], f"building {name}", timeout=1200)
         for cache in (rootfs / "var/cache/apt/archives", rootfs / "var/lib/apt/lists"):
             for entry in cache.glob("*"):
                 if entry.is_file():
                     entry.unlink()
-        packages = _run(
+        packages = run_tool(
             ["dpkg-query", f"--admindir={rootfs / 'var/lib/dpkg'}", "-W", "-f=${Package} ${Version}\\n"],
             "listing the Debian image's packages",
         )
         path = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        built = build_oci_archive(ImageSpec(name=DEBIAN_IMAGE, tree=rootfs, cmd=["bash"], env=[path]), work)
+        built = build_oci_archive(ImageSpec(name=name, tree=rootfs, cmd=["bash"], env=[path]), work)
         archive.with_suffix(".packages.txt").write_text(packages)
         built.replace(archive)
     finally:
@@ -210,5 +237,5 @@ def import_image(archive: Path, *, address: Path, name: str) -> None:
     """``ctr -n k8s.io image import``: the namespace the CRI plugin (and so the kubelet) sees. The image is labelled
     pinned, so neither the kubelet's image garbage collection nor a prune removes it."""
     ctr = ["ctr", "--address", str(address), "--namespace", "k8s.io"]
-    _run([*ctr, "image", "import", str(archive)], f"importing {name}")
-    _run([*ctr, "image", "label", name, "io.cri-containerd.pinned=pinned"], f"pinning {name}")
+    run_tool([*ctr, "image", "import", str(archive)], f"importing {name}")
+    run_tool([*ctr, "image", "label", name, "io.cri-containerd.pinned=pinned"], f"pinning {name}")

@@ -78,3 +78,20 @@ def test_without_a_plan_nothing_is_served(tmp_path: Path) -> None:
     result = initializer(str(model), tmp_path / "served", None)
     assert result.returncode == 2
     assert "DEVMLOPS_VERIFICATION: not a verification plan" in result.stderr
+
+
+def test_fetching_into_a_folder_it_may_write_but_not_chmod_leaves_that_folder_as_it_was(tmp_path: Path) -> None:
+    """KServe's /mnt/models is a root-owned, world-writable emptyDir and the initializer runs as 65532: copying the
+    source folder's mode and times onto it (shutil.copytree onto the destination) fails there with EPERM. The fetch
+    copies the entries only, so the destination keeps its own mode (run as root here, so the mode is what shows)."""
+    model, plan = plan_for(tmp_path)
+    os.chmod(model, 0o700)
+    dest = tmp_path / "mnt-models"
+    dest.mkdir()
+    os.chmod(dest, 0o777)  # noqa: S103 - an emptyDir's mode
+
+    done = initializer(f"devmlops+file://{model}", dest, plan)
+
+    assert done.returncode == 0, done.stderr
+    assert dest.stat().st_mode & 0o777 == 0o777, "copytree would have made it 0o700"
+    assert sorted(p.name for p in dest.iterdir()) == ["config.json", "weights.bin"]
