@@ -15,10 +15,11 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     StrictBool,
-    StrictInt,
     StrictStr,
     ValidationError,
     model_validator,
@@ -54,6 +55,16 @@ REGO_PACKAGE_PATTERN = r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$"
 RiskTier = Literal["minimal", "limited", "high", "prohibited"]
 
 
+def _integral(value: Any) -> Any:
+    """A JSON number with no fraction (``2.0``, as some tools write integers) is that integer; ``"2"``, ``true``
+    and ``2.5`` stay what they are and fail as the strict integer they are not."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Integral = BeforeValidator(_integral)  # last in an Annotated, after Strict() and the bounds (the schema keeps them)
+Integer = Annotated[int, Strict(), Integral]
+
+
 class _Spec(BaseModel):
     """A part of a spec: camelCase on the wire, immutable, unknown fields refused."""
 
@@ -76,7 +87,7 @@ class Metadata(BaseModel):
     name: StrictStr = ""
     namespace: StrictStr = ""
     uid: StrictStr = ""
-    generation: StrictInt = 0
+    generation: Integer = 0
     labels: dict[str, StrictStr] = Field(default_factory=dict)
     annotations: dict[str, StrictStr] = Field(default_factory=dict)
 
@@ -114,7 +125,7 @@ class Runtime(_Spec):
     kind: Literal["kserve", "triton"]
     image: Annotated[StrictStr, Field(max_length=512)] | None = None
     serving_runtime: Annotated[StrictStr, Field(max_length=253)] | None = None
-    replicas: Annotated[StrictInt, Field(ge=0, le=1000)] = 1
+    replicas: Annotated[int, Strict(), Field(ge=0, le=1000), Integral] = 1
     resources: dict[str, Any] | None = None
 
     @model_validator(mode="after")
@@ -131,7 +142,7 @@ class Sbom(_Spec):
 
 
 class Canary(_Spec):
-    traffic_percent: Annotated[StrictInt, Field(ge=1, le=99)]
+    traffic_percent: Annotated[int, Strict(), Field(ge=1, le=99), Integral]
 
 
 class Rollout(_Spec):
@@ -282,7 +293,7 @@ class ClusterModelPolicySpec(_Spec):
     on_violation: Literal["degrade", "scaleToZero"] = "degrade"
     selector: Selector | None = None
     authorities: Annotated[list[AuthoritySpec], Field(min_length=1, max_length=32)]
-    threshold: Annotated[StrictInt, Field(ge=1)] = 1
+    threshold: Annotated[int, Strict(), Field(ge=1), Integral] = 1
     sbom: SbomPolicySpec | None = None
     allow: AllowSpec | None = None
     compliance: ComplianceSpec | None = None
@@ -295,7 +306,7 @@ class ModelPolicySpec(_Spec):
     mode: Literal["enforce", "warn"] = "enforce"
     selector: TeamSelector | None = None
     authorities: list[AuthoritySpec] | None = None
-    threshold: Annotated[StrictInt, Field(ge=1)] | None = None
+    threshold: Annotated[int, Strict(), Field(ge=1), Integral] | None = None
     sbom: SbomPolicySpec | None = None
     allow: AllowSpec | None = None
     compliance: ComplianceSpec | None = None

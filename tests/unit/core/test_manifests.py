@@ -231,3 +231,10 @@ def test_policies_never_raise_anything_but_a_named_error(spec: Any) -> None:
         except InvalidInputError as exc:
             message = exc.user_message
         assert "Policy" in message
+
+
+def test_an_integral_number_written_with_a_fraction_is_that_integer() -> None:
+    """Some tools write 2.0 for 2; that is the integer 2 (while "2", true and 2.5 are refused above)."""
+    assert manifests.parse_model_deployment(_set("spec.runtime.replicas", 2.0)).spec.runtime.replicas == 2
+    with pytest.raises(InvalidInputError, match=r"spec.runtime.replicas: found 2.5, expected an integer"):
+        manifests.parse_model_deployment(_set("spec.runtime.replicas", 2.5))
