@@ -27,6 +27,7 @@ from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.mutation import stamp_patch
 from devmlops.core.policy import compile_policy
 from devmlops.core.review import AdmissionRequest, GroupVersionKind
+from tests.unit.core.fakes import md_update
 
 PEM = "-----BEGIN PUBLIC KEY-----\nMFk=\n-----END PUBLIC KEY-----"
 DIGEST = "sha256:" + "ab" * 32
@@ -60,20 +61,6 @@ def model(requester: str = "alice", **spec: Any) -> dict[str, Any]:
         },
         "spec": body,
     }
-
-
-def md_update(old: dict[str, Any], new: dict[str, Any], user: str) -> AdmissionRequest:
-    return AdmissionRequest(
-        uid="u",
-        kind=GroupVersionKind("devmlops.io", "v1alpha1", "ModelDeployment"),
-        operation="UPDATE",
-        namespace="ml",
-        name="fraud",
-        username=user,
-        groups=(),
-        object=new,
-        old_object=old,
-    )
 
 
 def changed(path: str, value: Any) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from devmlops.core.policy import Policy, PolicySet, compile_model_policy, compil
 from devmlops.core.review import AdmissionRequest, GroupVersionKind
 from devmlops.core.sbom import MODEL_KIND, SbomComponent, SbomSummary
 from devmlops.errors import InvalidInputError
-from tests.unit.core.fakes import DIGEST, FakeVerifier, bundle
+from tests.unit.core.fakes import DIGEST, FakeVerifier, bundle, md_update
 
 PEM = "-----BEGIN PUBLIC KEY-----\nMFk=\n-----END PUBLIC KEY-----"
 TIERS = {"prohibited": {"deny": True}, "high": {"requireApproval": True}}
@@ -138,17 +138,7 @@ def test_approval_is_required_by_the_effective_tier_not_the_label() -> None:
 
 
 def serving_request(obj: dict[str, Any]) -> AdmissionRequest:
-    return AdmissionRequest(
-        uid="u",
-        kind=GroupVersionKind("devmlops.io", "v1alpha1", "ModelDeployment"),
-        operation="UPDATE",
-        namespace="ml",
-        name="fraud",
-        username="devmlops-operator",
-        groups=(),
-        object=obj,
-        old_object=obj,
-    )
+    return md_update(obj, obj, user="devmlops-operator")
 
 
 def test_a_model_labelled_minimal_that_its_policy_assigns_high_is_not_served_without_approval() -> None:
@@ -203,35 +193,25 @@ def test_rego_sees_the_effective_tier() -> None:
     }
 
 
-def update(old: dict[str, Any], new: dict[str, Any], user: str = "mallory") -> AdmissionRequest:
-    return AdmissionRequest(
-        uid="u",
-        kind=GroupVersionKind("devmlops.io", "v1alpha1", "ModelDeployment"),
-        operation="UPDATE",
-        namespace="ml",
-        name="fraud",
-        username=user,
-        groups=(),
-        object=new,
-        old_object=old,
-    )
-
-
 @pytest.mark.parametrize("lowered", ["minimal", None])
 def test_an_edit_that_lowers_or_removes_the_risk_label_is_denied(lowered: str | None) -> None:
     policies = PolicySet((policy(),))
-    decision = decide(update(model("high"), model(lowered)), policies, Evidence(requester_stamped=True), FakeVerifier())
+    decision = decide(
+        md_update(model("high"), model(lowered)), policies, Evidence(requester_stamped=True), FakeVerifier()
+    )
     assert not decision.allowed
     assert "a label can raise a tier, never lower it" in decision.message
-    raised = decide(update(model("limited"), model("high")), policies, Evidence(requester_stamped=True), FakeVerifier())
+    raised = decide(
+        md_update(model("limited"), model("high")), policies, Evidence(requester_stamped=True), FakeVerifier()
+    )
     assert "never lower" not in raised.message
 
 
 def test_a_scale_down_that_also_lowers_the_label_is_decided_in_full() -> None:
     old, new = model("high"), model("minimal")
     old["spec"]["runtime"]["replicas"], new["spec"]["runtime"]["replicas"] = 3, 1
-    decision = decide(update(old, new), PolicySet((policy(),)), Evidence(requester_stamped=True), FakeVerifier())
+    decision = decide(md_update(old, new), PolicySet((policy(),)), Evidence(requester_stamped=True), FakeVerifier())
     assert "never lower" in decision.message
     same = model("high")
     same["spec"]["runtime"]["replicas"] = 1
-    assert decide(update(old, same), PolicySet((policy(),)), Evidence(), FakeVerifier()).allowed
+    assert decide(md_update(old, same), PolicySet((policy(),)), Evidence(), FakeVerifier()).allowed
