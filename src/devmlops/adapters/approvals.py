@@ -6,7 +6,7 @@ approving), and not expired (the caller's clock decides)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from devmlops.core.approvalreview import APPROVED_BY, APPROVED_SPEC, APPROVED_UID, APPROVER_GROUPS, read_groups
@@ -33,22 +33,24 @@ def find_approval(
     model: Mapping[str, Any],
     now: dt.datetime,
     *,
-    policies: Sequence[Policy],
-    tier: EffectiveTier,
+    judged_by: Callable[[], tuple[Sequence[Policy], EffectiveTier]],
 ) -> ApprovalState:
-    """``policies`` select ``model``; ``tier`` is its effective tier under them. When none counts, ``problem`` says
-    why the first approval that names this ModelDeployment does not."""
+    """``judged_by()`` gives the policies that select ``model`` and its effective tier under them; it is called only
+    when an approval names the model (most models have none, and the tier costs as much as a gate). When none
+    counts, ``problem`` says why the first approval that names this ModelDeployment does not."""
     metadata = model.get("metadata") or {}
     namespace, name, uid = metadata.get("namespace"), metadata.get("name"), metadata.get("uid")
     digest = ((model.get("spec") or {}).get("model") or {}).get("digest")
     requester = (metadata.get("annotations") or {}).get(REQUESTED_BY)
     fingerprint = ""  # computed for the first approval that names this ModelDeployment (most models have none)
+    judged: tuple[Sequence[Policy], EffectiveTier] | None = None
     problem = ""
     for approval in approvals:
         meta, spec = approval.get("metadata") or {}, approval.get("spec") or {}
         if meta.get("namespace") != namespace or spec.get("modelDeployment") != name:
             continue
         fingerprint = fingerprint or served_fingerprint(model)
+        policies, tier = judged = judged or judged_by()
         annotations = meta.get("annotations") or {}
         approver = str(annotations.get(APPROVED_BY) or "")
         groups = read_groups(annotations.get(APPROVER_GROUPS))

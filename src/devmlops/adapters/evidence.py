@@ -91,7 +91,9 @@ def _parsed(text: str, declared: Any) -> tuple[SbomSummary | None, str]:
     return value
 
 
-def resolve_evidence(obj: Mapping[str, Any], lookup: DocumentLookup) -> Evidence:
+def resolve_evidence(obj: Mapping[str, Any], lookup: DocumentLookup, **fields: Any) -> Evidence:
+    """The documents ``obj`` (a ModelDeployment) names, read and parsed; ``fields`` are further Evidence fields, set
+    in the same construction (a copy of this dataclass costs as much as a gate)."""
     metadata, spec = obj.get("metadata") or {}, obj.get("spec") or {}
     namespace = str(metadata.get("namespace") or "default")
     signatures = []
@@ -115,4 +117,5 @@ def resolve_evidence(obj: Mapping[str, Any], lookup: DocumentLookup) -> Evidence
         sbom_error=sbom_error,
         sbom_signature=sbom_signature,
         namespace_labels=dict(lookup.namespace_labels(namespace)),
+        **fields,
     )

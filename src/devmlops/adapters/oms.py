@@ -98,6 +98,7 @@ class _Text:
 
 _PUBLIC_GOOD: sigstore_models.ClientTrustConfig | None = None
 _PUBLIC_GOOD_LOCK = threading.Lock()
+_MAX_KEY_VERIFIERS = 1024
 
 
 def public_good_trust_config() -> sigstore_models.ClientTrustConfig:
@@ -170,6 +171,7 @@ class OmsVerifier:
 
     def __init__(self) -> None:
         self._keyless: dict[str, SigstoreVerifier] = {}
+        self._key_verifiers: dict[str, Any] = {}  # public key PEM -> model_signing's verifier for it
         self._lock = threading.Lock()
 
     def verify_model(self, bundle: str, authority: Authority) -> SignedModel:
@@ -187,8 +189,7 @@ class OmsVerifier:
         signature = _failing("bundle", lambda: sign_sigstore_pb.Signature.read(_Text(bundle)))  # type: ignore[arg-type]
         verifier: Any
         if authority.kind == "key":
-            _ec_key(authority)
-            verifier = _failing("public key", lambda: sign_ec_key.Verifier(_Text(authority.public_key)))  # type: ignore[arg-type]
+            verifier = self._key_verifier(authority)
             signer = f"key {_key_fingerprint(authority.public_key)}"
         else:
             _certificates(authority)
@@ -245,6 +246,21 @@ class OmsVerifier:
         return signer
 
     # -- helpers -------------------------------------------------------------------------------------------
+    def _key_verifier(self, authority: Authority) -> Any:
+        """model_signing's verifier for a public key, built once per key (loading the PEM twice cost a tenth of a
+        verification); the key's checks run when it is built, so a bad key fails as before."""
+        with self._lock:
+            cached = self._key_verifiers.get(authority.public_key)
+        if cached is not None:
+            return cached
+        _ec_key(authority)
+        verifier = _failing("public key", lambda: sign_ec_key.Verifier(_Text(authority.public_key)))  # type: ignore[arg-type]
+        with self._lock:
+            if len(self._key_verifiers) >= _MAX_KEY_VERIFIERS:  # keys of policies long gone
+                self._key_verifiers.clear()
+            self._key_verifiers[authority.public_key] = verifier
+        return verifier
+
     def _keyless_verifier(self, authority: Authority) -> SigstoreVerifier:
         version = authority.trust_root_version
         with self._lock:

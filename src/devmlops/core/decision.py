@@ -92,7 +92,7 @@ def decide(
 ) -> Decision:
     """Run the gates that apply to the request's kind and operation."""
     decision = _decide(request, policies, evidence, verifier, engine, stage)
-    return replace(decision, policy_revision=policies.revision)
+    return Decision(decision.results, signer=decision.signer, policy_revision=policies.revision)
 
 
 def _decide(

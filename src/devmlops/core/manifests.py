@@ -370,12 +370,16 @@ def _problem(error: Any, root: str) -> str:
     return f"{path}: found {_found(error.get('input'))}, expected {expected}"
 
 
-def _validate(model: type[_Model], obj: Any, where: str, root: str) -> _Model:
+def _validate(model: type[_Model], obj: Any, kind: str, root: str) -> _Model:
+    """``kind`` names the object in errors: with ``root`` '' (a whole object) its namespace/name are added, worked
+    out only when there is an error to report."""
     if not isinstance(obj, Mapping):
+        where = kind if root else _named(kind, obj)
         raise InvalidInputError(f"{where}: {root or 'the object'}: found {_found(obj)}, expected an object")
     try:
         return model.model_validate(obj)
     except ValidationError as exc:
+        where = kind if root else _named(kind, obj)
         problems = [_problem(error, root) for error in exc.errors(include_url=False)]
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise InvalidInputError(f"{where}: " + "; ".join(problems[:3]) + more, context={"problems": problems}) from None
@@ -390,11 +394,11 @@ def _named(kind: str, obj: Any) -> str:
 
 def parse_model_deployment(obj: Any) -> ModelDeployment:
     """A typed ModelDeployment, or ``InvalidInputError`` naming every wrong field (found, expected)."""
-    return _validate(ModelDeployment, obj, _named("ModelDeployment", obj), "")
+    return _validate(ModelDeployment, obj, "ModelDeployment", "")
 
 
 def parse_model_approval(obj: Any) -> ModelApproval:
-    return _validate(ModelApproval, obj, _named("ModelApproval", obj), "")
+    return _validate(ModelApproval, obj, "ModelApproval", "")
 
 
 def parse_cluster_model_policy(spec: Any, name: str) -> ClusterModelPolicySpec:

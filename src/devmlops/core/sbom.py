@@ -6,7 +6,7 @@ with the signed manifest and the policy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = ["MODEL_KIND", "SbomComponent", "SbomFormat", "SbomSummary"]
@@ -52,7 +52,8 @@ class SbomSummary:
     format: SbomFormat
     spec_version: str
     components: tuple[SbomComponent, ...]
+    # The machine-learning-model components, picked once: every gate and the tier read them on every review.
+    models: tuple[SbomComponent, ...] = field(init=False, repr=False, compare=False)
 
-    @property
-    def models(self) -> tuple[SbomComponent, ...]:
-        return tuple(component for component in self.components if component.is_model)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "models", tuple(c for c in self.components if c.is_model))

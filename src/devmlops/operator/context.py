@@ -54,7 +54,9 @@ def load_context(
         approvals = cast(
             dict[str, Any], custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "modelapprovals")
         )
-        approval = find_approval(approvals["items"], model, dt.datetime.now(dt.UTC), policies=selecting, tier=tier)
+        approval = find_approval(
+            approvals["items"], model, dt.datetime.now(dt.UTC), judged_by=lambda: (selecting, tier)
+        )
     revision = PolicySet(selecting).revision
     # The same resolution (and evidence label) as admission; reconcile re-decided with it just before.
     signature = resolve_source((model.get("spec") or {}).get("signature"), namespace, lookup, field="spec.signature")

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
 from devmlops.adapters.approvals import find_approval
 from devmlops.adapters.evidence import DocumentLookup, resolve_evidence
 from devmlops.core.decision import MODEL_APPROVAL, MODEL_DEPLOYMENT, decide, resource_of, select_policies
-from devmlops.core.evidence import DEFAULT_SERVER_IMAGES, Chain, Evidence, Identities
+from devmlops.core.evidence import DEFAULT_SERVER_IMAGES, ApprovalState, Chain, Evidence, Identities
 from devmlops.core.exemptions import BreakGlass, Exemption
-from devmlops.core.gates.compliance import effective_tier
+from devmlops.core.gates.compliance import EffectiveTier, effective_tier
 from devmlops.core.model import Decision
 from devmlops.core.mutation import stamp_patch
 from devmlops.core.plan import VerificationPlan
@@ -60,7 +60,7 @@ class ClusterLookup(DocumentLookup, Protocol):
 
     def model_deployment(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
 
-    def approvals(self) -> Iterable[Mapping[str, Any]]: ...
+    def approvals(self) -> Sequence[Mapping[str, Any]]: ...
 
     def inference_service(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
 
@@ -112,7 +112,7 @@ class AdmissionService:
     def evidence(self, request: AdmissionRequest) -> Evidence:
         """What the request refers to, from the caches, with the time of this decision."""
         now = dt.datetime.now(dt.UTC)
-        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = _rfc3339(now)
         kind = (request.kind.group, request.kind.kind)
         if request.operation == "DELETE":
             return Evidence(now=stamp)
@@ -152,17 +152,22 @@ class AdmissionService:
     def _model_evidence(self, model: Mapping[str, Any], clock: dt.datetime, **fields: Any) -> Evidence:
         """A ModelDeployment's documents and its valid approval, for admission and for the serving stage: the
         approval is judged under the policies selecting it at its effective tier, as decide() will judge it.
-        ``fields`` are further Evidence fields, set in the same copy (a dataclass copy costs as much as a gate)."""
+        ``fields`` are further Evidence fields, set when it is built (a dataclass copy costs as much as a gate)."""
+        approvals = self._lookup.approvals()
+        if not approvals:  # what find_approval says when no approval names the model
+            return resolve_evidence(model, self._lookup, approval=ApprovalState(approved=False), **fields)
         evidence = resolve_evidence(model, self._lookup)
-        metadata = model.get("metadata") or {}
-        selecting = select_policies(
-            self._policies(),
-            namespace=str(metadata.get("namespace") or ""),
-            namespace_labels=evidence.namespace_labels,
-            model_name=str(((model.get("spec") or {}).get("model") or {}).get("name") or ""),
-        )
-        tier = effective_tier(model, selecting, evidence.sbom_summary)
-        approval = find_approval(self._lookup.approvals(), model, clock, policies=selecting, tier=tier)
+
+        def judged_by() -> tuple[list[Policy], EffectiveTier]:
+            selecting = select_policies(
+                self._policies(),
+                namespace=str((model.get("metadata") or {}).get("namespace") or ""),
+                namespace_labels=evidence.namespace_labels,
+                model_name=str(((model.get("spec") or {}).get("model") or {}).get("name") or ""),
+            )
+            return selecting, effective_tier(model, selecting, evidence.sbom_summary)
+
+        approval = find_approval(approvals, model, clock, judged_by=judged_by)
         return replace(evidence, approval=approval, **fields)
 
     def _squatted_services(self, model: Mapping[str, Any]) -> tuple[str, ...]:
@@ -291,6 +296,19 @@ class AdmissionService:
 
 def _name(obj: Mapping[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("name") or "")
+
+
+_STAMP: tuple[int, str] = (-1, "")
+
+
+def _rfc3339(now: dt.datetime) -> str:
+    """``now`` to the second, as RFC 3339 UTC; formatted once per second (strftime costs as much as a gate)."""
+    global _STAMP
+    second = int(now.timestamp())
+    cached = _STAMP
+    if cached[0] != second:
+        cached = _STAMP = (second, now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return cached[1]
 
 
 def _image_allow_lists(policies: Iterable[Policy]) -> tuple[tuple[str, tuple[str, ...]], ...]:

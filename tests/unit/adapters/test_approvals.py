@@ -76,7 +76,7 @@ def approval(
 
 def find(approvals: list[dict[str, Any]], served: dict[str, Any], *policies: Policy) -> Any:
     chosen = list(policies) or [policy()]
-    return find_approval(approvals, served, NOW, policies=chosen, tier=effective_tier(served, chosen, None))
+    return find_approval(approvals, served, NOW, judged_by=lambda: (chosen, effective_tier(served, chosen, None)))
 
 
 def test_an_approval_given_for_this_model_deployment_as_it_is_counts() -> None:
