@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import ssl
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -36,6 +37,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=100.0, help="Pod creates per second")
+    parser.add_argument(
+        "--clients", type=int, default=4, help="client threads sharing one schedule (one alone waits for each answer)"
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -83,12 +87,30 @@ def main() -> None:
                 time.sleep(0.2)
         before = scrape()
         started = time.monotonic()
-        for index in range(args.count):
-            core.create_namespaced_pod(namespace, pod(index))
-            pause = started + (index + 1) / args.rate - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)
+        failures: list[BaseException] = []
+
+        def client(first: int) -> None:
+            """Pod ``i`` is sent at ``started + i / rate`` by client ``i mod clients`` (open loop: a slow answer
+            delays only its own client's next Pod)."""
+            api = k8s.CoreV1Api(admin)
+            for index in range(first, args.count, args.clients):
+                pause = started + index / args.rate - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                try:
+                    api.create_namespaced_pod(namespace, pod(index))
+                except k8s.ApiException as exc:
+                    failures.append(exc)
+                    return
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(args.clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
         elapsed = time.monotonic() - started
+        if failures:
+            raise SystemExit(f"a Pod create failed: {failures[0]}")
         after = scrape()
     observed_before, observed_after = histogram(before, WEBHOOK), histogram(after, WEBHOOK)
     p50, count = quantile(observed_before, observed_after, 0.50)
@@ -99,7 +121,7 @@ def main() -> None:
             "## Pod admissions in an enforced namespace",
             "",
             "Command: `make bench-pods` "
-            f"(python -m tests.bench.bench_pods --count {args.count} --rate {args.rate:g})  ",
+            f"(python -m tests.bench.bench_pods --count {args.count} --rate {args.rate:g} --clients {args.clients})  ",
             "Pods covered by a ClusterWorkloadExemption created at a fixed rate through the real kube-apiserver into a "
             "namespace labelled `devmlops.io/enforce=true`; latency figures are the upper bounds of the API server's "
             f"own `apiserver_admission_webhook_admission_duration_seconds` buckets for `{WEBHOOK}`.",
@@ -111,7 +133,8 @@ def main() -> None:
             f"| p99 (bucket upper bound) | <= {p99 * 1000:.0f} ms |",
             f"| GET/LIST of {', '.join(READS)} during the run (all clients) | {calls:.0f} |",
             "",
-            "Goal: p99 within the 25 ms bucket at 100 Pods/s, and no API call per Pod.",
+            "Goals: p99 within the 25 ms bucket at 100 Pods/s, and no API call per Pod; at 200 Pods/s (issue 18: "
+            "`--rate 200 --count 2000`) p99 within the 5 ms bucket.",
             "",
         ]
     )
