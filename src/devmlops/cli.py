@@ -645,6 +645,46 @@ def storage_initializer(source_uri: str, destination: Path) -> None:
         sys.exit(EXIT_FAILED)
 
 
+def _address(text: str, option: str) -> tuple[str, int]:
+    host, _sep, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"expected HOST:PORT, got {text!r}", param_hint=option)
+    return host, int(port)
+
+
+@cli.command()
+@click.option("--upstream", required=True, help="The model server, on the Pod's loopback (http://127.0.0.1:8080).")
+@click.option("--listen", default="0.0.0.0:8000", show_default=True, help="HOST:PORT the guard serves on.")
+@click.option("--metrics-listen", default="0.0.0.0:9090", show_default=True, help="HOST:PORT of /metrics, /healthz.")
+@click.option("--model", default="", help="The ModelDeployment's name, for metrics and audit lines.")
+@click.option("--digest", default="", help="The served model's digest, for audit lines.")
+@click.option(
+    "--config",
+    "config_json",
+    required=True,
+    help="The guard as JSON, in the shape of a ModelDeployment's spec.guard (the operator renders it).",
+)
+def guard(upstream: str, listen: str, metrics_listen: str, model: str, digest: str, config_json: str) -> None:
+    """Serve the guard in front of a model server: rate limits, size and schema checks, prompt and output checks,
+    one audit line per request (stdout), Prometheus metrics. Nothing reaches the model server past a failed check."""
+    from devmlops.core.guard import parse_guard_config
+    from devmlops.guard.app import GuardSettings
+    from devmlops.guard.main import run
+
+    try:
+        config = parse_guard_config(config_json)
+    except ValueError as exc:  # pydantic's ValidationError is one; its text names the field
+        raise click.BadParameter(str(exc), param_hint="--config") from None
+    checks = [c for c in (config.input, config.output) if c is not None]
+    secrets = None
+    if any(c.secrets for c in checks):
+        from devmlops.adapters.secretscan import secret_scanner
+
+        secrets = secret_scanner()
+    settings = GuardSettings(upstream=upstream, guard=config, model=model, digest=digest, secrets=secrets)
+    run(settings, _address(listen, "--listen"), _address(metrics_listen, "--metrics-listen"))
+
+
 def _kubebuilder_assets() -> Path | None:
     assets = os.environ.get("KUBEBUILDER_ASSETS")
     return Path(assets) if assets else None

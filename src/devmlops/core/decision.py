@@ -18,6 +18,7 @@ from devmlops.core.exemptions import compile_break_glass, compile_exemption
 from devmlops.core.gates.allowlist import check_allowlist
 from devmlops.core.gates.approval import check_approval
 from devmlops.core.gates.compliance import RISK_LABEL, check_compliance, effective_tier, risk_tier
+from devmlops.core.gates.guard import check_guard
 from devmlops.core.gates.rego import Stage, check_rego, rego_input
 from devmlops.core.gates.requester import check_requester
 from devmlops.core.gates.sbom import check_sbom
@@ -363,6 +364,7 @@ def _decide_model_deployment(
         results.append(check_sbom(policy, evidence, bound, verifier))
         results.append(check_allowlist(deployment, policy))
         results.append(check_compliance(deployment, policy, tier))
+        results.append(check_guard(deployment, policy))
         if stage == "serving":
             results.append(check_approval(deployment, policy, evidence, tier))
         if policy.rego_packages:  # the input document is the largest thing a decision builds: only when asked

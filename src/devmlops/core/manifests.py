@@ -10,6 +10,7 @@ words. ``tests/unit/core/test_manifests.py`` walks the CRD schemas in ``crds/`` 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -22,6 +23,7 @@ from pydantic import (
     StrictBool,
     StrictStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -156,6 +158,52 @@ class Rollout(_Spec):
         return self
 
 
+def _compiles(patterns: list[str] | None) -> list[str] | None:
+    for index, pattern in enumerate(patterns or ()):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"blockedPatterns[{index}] is not a regular expression: {exc}") from None
+    return patterns
+
+
+class RateLimit(_Spec):
+    """A token bucket: ``requestsPerSecond`` refills it, ``burst`` is its size."""
+
+    requests_per_second: Annotated[int, Strict(), Field(ge=1, le=1_000_000), Integral]
+    burst: Annotated[int, Strict(), Field(ge=1, le=1_000_000), Integral]
+
+
+class TextChecks(_Spec):
+    """What the guard looks for in prompts (input) or completions (output) of a text endpoint."""
+
+    injection: StrictBool | None = None  # prompt-injection and jailbreak phrasing
+    secrets: StrictBool | None = None  # credentials (keys, tokens, private keys)
+    pii: StrictBool | None = None  # e-mail addresses, payment card numbers
+    blocked_patterns: (
+        Annotated[list[Annotated[StrictStr, Field(min_length=1, max_length=512)]], Field(max_length=64)] | None
+    ) = None
+
+    @field_validator("blocked_patterns")
+    @classmethod
+    def _patterns(cls, value: list[str] | None) -> list[str] | None:
+        return _compiles(value)
+
+
+class Guard(_Spec):
+    """The serving guard in front of the model server: every request to the model passes it."""
+
+    rate_limit: RateLimit | None = None  # all clients together
+    per_client: RateLimit | None = None  # each client identity
+    client_header: Annotated[StrictStr, Field(max_length=63, pattern=r"^[A-Za-z0-9-]+$")] | None = None
+    max_request_bytes: Annotated[int, Strict(), Field(ge=1, le=64 * 1024 * 1024), Integral] | None = None
+    protocol: Literal["v2", "openai"] | None = None  # the request schema enforced
+    input: TextChecks | None = None
+    output: TextChecks | None = None
+    action: Literal["block", "log"] = "block"
+    audit_content: StrictBool = False  # write request and response bodies into the audit line
+
+
 class ModelDeploymentSpec(_Spec):
     model: ModelRef
     runtime: Runtime
@@ -163,6 +211,7 @@ class ModelDeploymentSpec(_Spec):
     additional_signatures: Annotated[list[Source], Field(max_length=16)] | None = None
     sbom: Sbom | None = None
     rollout: Rollout | None = None
+    guard: Guard | None = None
 
 
 class ModelDeployment(BaseModel):
@@ -288,6 +337,13 @@ class RegoSpec(_Spec):
     parameters: dict[str, Any] | None = None
 
 
+class GuardPolicy(_Spec):
+    """A ClusterModelPolicy's demand on the guard: present, and at least as strict as ``limits``."""
+
+    required: StrictBool = False
+    limits: Guard | None = None
+
+
 class ClusterModelPolicySpec(_Spec):
     mode: Literal["enforce", "warn"] = "enforce"
     on_violation: Literal["degrade", "scaleToZero"] = "degrade"
@@ -298,6 +354,7 @@ class ClusterModelPolicySpec(_Spec):
     allow: AllowSpec | None = None
     compliance: ComplianceSpec | None = None
     rego: RegoSpec | None = None
+    guard: GuardPolicy | None = None
 
 
 class ModelPolicySpec(_Spec):

@@ -162,6 +162,7 @@ class Policy:
     compliance: ComplianceRules | None = None
     namespace: str = ""  # set for a team's namespaced ModelPolicy; empty for a ClusterModelPolicy
     on_violation: Literal["degrade", "scaleToZero"] = "degrade"
+    guard: wire.GuardPolicy | None = None  # the serving guard this policy demands (ClusterModelPolicy only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +336,7 @@ def _policy(
         rego_parameters=dict(rego.parameters or {}),
         compliance=_compliance(spec.compliance, f"{where}.compliance"),
         on_violation=on_violation,
+        guard=spec.guard if isinstance(spec, wire.ClusterModelPolicySpec) else None,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from devmlops.core.guard import guard_config_json
 from devmlops.core.manifests import ModelDeployment
 from devmlops.core.plan import ENV_PLAN
 
@@ -17,6 +18,7 @@ __all__ = [
     "ANNOTATION_DIGEST",
     "ANNOTATION_POLICY_REVISION",
     "ANNOTATION_VERIFICATION",
+    "GUARD_CONTAINER",
     "KSERVE_DEPLOYMENT_MODE",
     "LABEL_MODEL_DEPLOYMENT",
     "LABEL_MODEL_SERVER",
@@ -94,8 +96,23 @@ _RESTRICTED = {
 }
 
 
+# With a guard: the guard takes Triton's HTTP port on the Pod and serves its own metrics; Triton moves to loopback.
+GUARD_CONTAINER = "devmlops-guard"
+GUARD_METRICS_PORT = 9090
+GUARDED_UPSTREAM_PORT = 8080
+GUARDED_PORTS = (("http", 8000), ("metrics", GUARD_METRICS_PORT))
+
+
 def _probe(path: str, **timing: int) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": "http"}, **timing}
+
+
+def _probes() -> dict[str, Any]:
+    return {
+        "readinessProbe": _probe("/v2/health/ready", periodSeconds=5, failureThreshold=3),
+        "livenessProbe": _probe("/v2/health/live", initialDelaySeconds=10, periodSeconds=10),
+        "startupProbe": _probe("/v2/health/ready", periodSeconds=10, failureThreshold=60),
+    }
 
 
 def build_triton(
@@ -104,6 +121,7 @@ def build_triton(
     """The Deployment and the Service."""
     name, namespace = model_deployment.metadata.name, model_deployment.metadata.namespace
     model, runtime = model_deployment.spec.model, model_deployment.spec.runtime
+    ports = GUARDED_PORTS if model_deployment.spec.guard else PORTS
     selector = {LABEL_MODEL_DEPLOYMENT: name}
     labels = {"app.kubernetes.io/managed-by": "devmlops", LABEL_MODEL_SERVER: "triton", **selector}
     annotations = {ANNOTATION_DIGEST: model.digest, ANNOTATION_POLICY_REVISION: policy_revision}
@@ -116,19 +134,51 @@ def build_triton(
         "volumeMounts": [mount, {"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - a pod mount path
         "securityContext": _RESTRICTED,
     }
+    guard = model_deployment.spec.guard
+    # With a guard, Triton listens on the Pod's loopback only (HTTP; gRPC and its metrics off), so that the one way
+    # in is the guard on the Pod's ports: nothing in the cluster can reach the model server around it.
+    behind_guard = [
+        "--http-address=127.0.0.1",
+        f"--http-port={GUARDED_UPSTREAM_PORT}",
+        "--allow-grpc=false",
+        "--allow-metrics=false",
+    ]
     server = {
         "name": "triton",
         "image": runtime.image,
-        "args": ["tritonserver", f"--model-repository={MODEL_DIR}", "--model-control-mode=none"],
-        "ports": [{"name": port_name, "containerPort": port} for port_name, port in PORTS],
-        "readinessProbe": _probe("/v2/health/ready", periodSeconds=5, failureThreshold=3),
-        "livenessProbe": _probe("/v2/health/live", initialDelaySeconds=10, periodSeconds=10),
-        "startupProbe": _probe("/v2/health/ready", periodSeconds=10, failureThreshold=60),
+        "args": [
+            "tritonserver",
+            f"--model-repository={MODEL_DIR}",
+            "--model-control-mode=none",
+            *(behind_guard if guard else []),
+        ],
+        "ports": [{"name": port_name, "containerPort": port} for port_name, port in ports],
+        **_probes(),
         "volumeMounts": [{**mount, "readOnly": True}, {"name": "shm", "mountPath": "/dev/shm"}],  # noqa: S108
         "securityContext": _RESTRICTED,
     }
     if runtime.resources:
         server["resources"] = copy.deepcopy(runtime.resources)
+    containers = [server]
+    if guard is not None:
+        del server["ports"]  # its probes pass through the guard, which forwards GETs of /v2/health/*
+        containers.append(
+            {
+                "name": GUARD_CONTAINER,
+                "image": verifier_image,
+                "args": [
+                    "guard",
+                    f"--upstream=http://127.0.0.1:{GUARDED_UPSTREAM_PORT}",
+                    f"--listen=0.0.0.0:{PORTS[0][1]}",
+                    f"--metrics-listen=0.0.0.0:{GUARD_METRICS_PORT}",
+                    f"--model={name}",
+                    f"--digest={model.digest}",
+                    f"--config={guard_config_json(guard)}",
+                ],
+                "ports": [{"name": port_name, "containerPort": port} for port_name, port in ports],
+                "securityContext": _RESTRICTED,
+            }
+        )
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -142,7 +192,7 @@ def build_triton(
                     "automountServiceAccountToken": False,
                     "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
                     "initContainers": [verifier],
-                    "containers": [server],
+                    "containers": containers,
                     "volumes": [
                         {"name": "model", "emptyDir": {}},
                         {"name": "tmp", "emptyDir": {}},
@@ -158,7 +208,7 @@ def build_triton(
         "metadata": {"name": name, "namespace": namespace, "labels": labels, "annotations": annotations},
         "spec": {
             "selector": selector,
-            "ports": [{"name": port_name, "port": port, "targetPort": port_name} for port_name, port in PORTS],
+            "ports": [{"name": port_name, "port": port, "targetPort": port_name} for port_name, port in ports],
         },
     }
     return deployment, service

@@ -31,15 +31,29 @@ FAILING = Decision((GateResult(gate="signature", outcome="fail", reason="key rev
 ENFORCED = {"devmlops.io/enforce": "true"}
 
 
+GUARD = {
+    "perClient": {"requestsPerSecond": 5, "burst": 10},
+    "protocol": "v2",
+    "input": {"injection": True, "blockedPatterns": ["(?i)secret"]},
+}
+
+
 def model(kind: str = "kserve") -> dict[str, Any]:
-    runtime: dict[str, Any] = {"kind": kind, "replicas": 2}
-    if kind == "triton":
+    """``kind`` is a runtime kind, or "triton-guarded": Triton behind the serving guard."""
+    runtime: dict[str, Any] = {"kind": kind.removesuffix("-guarded"), "replicas": 2}
+    if kind.startswith("triton"):
         runtime["image"] = PINNED
+    spec: dict[str, Any] = {
+        "model": {"name": "fraud", "uri": "s3://models/fraud", "digest": DIGEST},
+        "runtime": runtime,
+    }
+    if kind.endswith("-guarded"):
+        spec["guard"] = GUARD
     return {
         "apiVersion": "devmlops.io/v1alpha1",
         "kind": "ModelDeployment",
         "metadata": {"name": "fraud", "namespace": "ml", "uid": "md-uid"},
-        "spec": {"model": {"name": "fraud", "uri": "s3://models/fraud", "digest": DIGEST}, "runtime": runtime},
+        "spec": spec,
     }
 
 
@@ -101,7 +115,7 @@ def changed(obj: dict[str, Any], path: tuple[Any, ...]) -> dict[str, Any]:
     return copied
 
 
-@pytest.mark.parametrize("kind", ["kserve", "triton"])
+@pytest.mark.parametrize("kind", ["kserve", "triton", "triton-guarded"])
 def test_every_rendered_child_passes_the_review_when_the_operator_writes_it(kind: str) -> None:
     child = rendered(kind)
     decision = review_serving(
@@ -112,7 +126,7 @@ def test_every_rendered_child_passes_the_review_when_the_operator_writes_it(kind
     assert decision.allowed, decision.message
 
 
-@pytest.mark.parametrize("kind", ["kserve", "triton"])
+@pytest.mark.parametrize("kind", ["kserve", "triton", "triton-guarded"])
 def test_any_single_field_change_of_a_rendered_child_is_denied(kind: str) -> None:
     child = rendered(kind)
     resource = "inferenceservices" if kind == "kserve" else "deployments"

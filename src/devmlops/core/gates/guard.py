@@ -1,0 +1,40 @@
+"""The guard gate: where a ClusterModelPolicy demands a serving guard, the ModelDeployment declares one at least as
+strict (``spec.guard``), and its runtime is one devmlops can put the guard in front of."""
+
+from __future__ import annotations
+
+from devmlops.core.gates import policy_result
+from devmlops.core.guard import guard_problems
+from devmlops.core.manifests import ModelDeployment
+from devmlops.core.model import GateResult
+from devmlops.core.policy import Policy
+
+__all__ = ["GATE", "GUARDED_RUNTIMES", "check_guard"]
+
+GATE = "guard"
+# Runtimes whose rendering puts the guard in front of the model server (core/render.py). A KServe predictor's
+# Service targets its model container, and its predictor Service stays reachable: not yet guarded (docs/guard.md).
+GUARDED_RUNTIMES = ("triton",)
+
+
+def check_guard(deployment: ModelDeployment, policy: Policy) -> GateResult:
+    guard, kind = deployment.spec.guard, deployment.spec.runtime.kind
+    demand = policy.guard
+    if guard is None and (demand is None or not (demand.required or demand.limits)):
+        return policy_result(GATE, policy, "skip", "no guard declared or demanded")
+    if kind not in GUARDED_RUNTIMES:
+        return policy_result(
+            GATE,
+            policy,
+            "fail",
+            f"spec.runtime.kind: found '{kind}', expected one of {list(GUARDED_RUNTIMES)}: a guard is "
+            f"{'demanded' if demand else 'declared'} and devmlops renders it for those runtimes only",
+            "serve the model with runtime kind triton, or remove spec.guard where no policy demands one",
+        )
+    problems = guard_problems(guard, [(policy.name, demand)] if demand is not None else [])
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return policy_result(
+            GATE, policy, "fail", problems[0] + more, "make spec.guard at least as strict as the policy's guard.limits"
+        )
+    return policy_result(GATE, policy, "pass", "the guard is at least as strict as the policy demands")

@@ -1,0 +1,342 @@
+"""The serving guard's rules as pure functions: whether a ModelDeployment's guard meets its policies' demands, the
+token buckets that limit request rates, and what a request or a response to a model may not contain.
+
+The guard process (``devmlops.guard``) applies them to live traffic; the webhook applies ``guard_problems`` at
+admission. Nothing here reads a clock, a socket or the cluster: the caller passes the time and the bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from devmlops.core.manifests import Guard, GuardPolicy, RateLimit, TextChecks
+
+__all__ = [
+    "Finding",
+    "TextScanner",
+    "TokenBucket",
+    "guard_config_json",
+    "guard_problems",
+    "inspect_request",
+    "inspect_text",
+    "parse_guard_config",
+    "request_texts",
+    "response_texts",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """Why the guard refuses (or, in log mode, reports) a request or a response."""
+
+    reason: str  # a metric label: rate_limited, too_large, schema, injection, secret, pii, blocked_pattern
+    detail: str  # for the audit line and the client; never the matched text itself
+
+
+# A scanner looks at one text and names what it found ('' for nothing); the guard plugs in secret detection
+# (a library of the field) this way, the core stays free of it.
+TextScanner = Callable[[str], str]
+
+
+# -- admission: a ModelDeployment's guard against its policies ------------------------------------------------------
+
+
+def _looser_rate(name: str, wanted: RateLimit | None, limit: RateLimit | None) -> list[str]:
+    if limit is None:
+        return []
+    if wanted is None:
+        return [f"spec.guard.{name} is missing; expected at most {limit.requests_per_second}/s, burst {limit.burst}"]
+    found = []
+    if wanted.requests_per_second > limit.requests_per_second:
+        found.append(
+            f"spec.guard.{name}.requestsPerSecond: found {wanted.requests_per_second}, "
+            f"expected at most {limit.requests_per_second}"
+        )
+    if wanted.burst > limit.burst:
+        found.append(f"spec.guard.{name}.burst: found {wanted.burst}, expected at most {limit.burst}")
+    return found
+
+
+def _looser_checks(name: str, wanted: TextChecks | None, limit: TextChecks | None) -> list[str]:
+    if limit is None:
+        return []
+    have = wanted or TextChecks()
+    found = [
+        f"spec.guard.{name}.{field}: found {getattr(have, attr)!r}, expected true"
+        for field, attr in (("injection", "injection"), ("secrets", "secrets"), ("pii", "pii"))
+        if getattr(limit, attr) and not getattr(have, attr)
+    ]
+    missing = sorted(set(limit.blocked_patterns or ()) - set(have.blocked_patterns or ()))
+    if missing:
+        found.append(f"spec.guard.{name}.blockedPatterns: missing {missing}")
+    return found
+
+
+def guard_problems(guard: Guard | None, demands: Iterable[tuple[str, GuardPolicy]]) -> list[str]:
+    """What makes ``guard`` (a ModelDeployment's ``spec.guard``) looser than the policies' demands, each naming the
+    field, what was found and what the policy (by name) expects. A ModelDeployment may only tighten."""
+    problems: list[str] = []
+    for policy, demand in demands:
+        found: list[str] = []
+        if guard is None:
+            if demand.required or demand.limits is not None:
+                found.append("spec.guard is missing; a guard in front of the model server is required")
+        elif demand.limits is not None:
+            limit = demand.limits
+            found += _looser_rate("rateLimit", guard.rate_limit, limit.rate_limit)
+            found += _looser_rate("perClient", guard.per_client, limit.per_client)
+            if limit.max_request_bytes is not None and (
+                guard.max_request_bytes is None or guard.max_request_bytes > limit.max_request_bytes
+            ):
+                found.append(
+                    f"spec.guard.maxRequestBytes: found {guard.max_request_bytes}, "
+                    f"expected at most {limit.max_request_bytes}"
+                )
+            if limit.protocol is not None and guard.protocol != limit.protocol:
+                found.append(f"spec.guard.protocol: found {guard.protocol!r}, expected {limit.protocol!r}")
+            found += _looser_checks("input", guard.input, limit.input)
+            found += _looser_checks("output", guard.output, limit.output)
+            if limit.action == "block" and guard.action != "block":
+                found.append(f"spec.guard.action: found {guard.action!r}, expected 'block'")
+        problems += [f"{text} (ClusterModelPolicy {policy})" for text in found]
+    return problems
+
+
+# -- rate limits ----------------------------------------------------------------------------------------------------
+
+
+class TokenBucket:
+    """``rate`` tokens a second up to ``burst``; ``take(now)`` spends one when there is one. Not thread-safe: the
+    guard serves from one event loop."""
+
+    __slots__ = ("_burst", "_rate", "_stamp", "_tokens")
+
+    def __init__(self, limit: RateLimit, now: float) -> None:
+        self._rate = float(limit.requests_per_second)
+        self._burst = float(limit.burst)
+        self._tokens = self._burst
+        self._stamp = now
+
+    def take(self, now: float) -> bool:
+        elapsed = max(0.0, now - self._stamp)  # a clock that steps back never refills
+        self._stamp = max(self._stamp, now)
+        self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+# -- what a request may not contain ---------------------------------------------------------------------------------
+
+# Phrasings of prompt injection and jailbreak attempts that are common and cheap to match; a heuristic floor, not
+# a classifier (docs/guard.md says what it misses).
+_INJECTION = re.compile(
+    r"(?is)\b(?:ignore|disregard|forget|override)\b.{0,40}?\b(?:previous|prior|above|earlier|all|your|system)\b"
+    r".{0,40}?\b(?:instructions?|prompts?|rules|guidelines|directions)\b"
+    r"|\b(?:reveal|print|show|repeat|leak)\b.{0,40}?\b(?:system prompt|hidden instructions|initial prompt)\b"
+    r"|\byou are now\b.{0,40}?\b(?:DAN|unrestricted|jailbroken|developer mode)\b"
+    r"|\b(?:do anything now|developer mode enabled|jailbreak mode)\b"
+)
+_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+_CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char)
+        if index % 2 == 1:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def _pii(text: str) -> str:
+    if _EMAIL.search(text):
+        return "an e-mail address"
+    for match in _CARD.finditer(text):
+        digits = re.sub(r"\D", "", match.group())
+        if 13 <= len(digits) <= 19 and _luhn(digits):
+            return "a payment card number"
+    return ""
+
+
+def inspect_text(
+    texts: Sequence[str], checks: TextChecks | None, secrets: TextScanner | None, where: str
+) -> Finding | None:
+    """The first thing ``checks`` forbids in ``texts`` (prompts or completions); ``where`` is 'input' or 'output'."""
+    if checks is None:
+        return None
+    patterns = [re.compile(p) for p in checks.blocked_patterns or ()]
+    for text in texts:
+        if checks.injection and _INJECTION.search(text):
+            return Finding("injection", f"{where}: prompt-injection or jailbreak phrasing")
+        for index, pattern in enumerate(patterns):
+            if pattern.search(text):
+                return Finding("blocked_pattern", f"{where}: matches blockedPatterns[{index}]")
+        if checks.pii:
+            kind = _pii(text)
+            if kind:
+                return Finding("pii", f"{where}: contains {kind}")
+        if checks.secrets and secrets is not None:
+            kind = secrets(text)
+            if kind:
+                return Finding("secret", f"{where}: contains a credential ({kind})")
+    return None
+
+
+# -- request schemas ------------------------------------------------------------------------------------------------
+
+_V2_INFER = re.compile(r"^/v2/models/[^/]+(?:/versions/[^/]+)?/infer$")
+_OPENAI = ("/v1/chat/completions", "/v1/completions")
+_V2_TYPES = {
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+    "FP16", "FP32", "FP64", "BYTES", "BF16",
+}  # fmt: skip
+
+
+def _schema(where: str, detail: str) -> Finding:
+    return Finding("schema", f"{where}: {detail}")
+
+
+def _check_v2(body: Any) -> Finding | None:
+    """An Open Inference Protocol (v2) inference request: ``inputs`` of named tensors with shape, datatype, data."""
+    if not isinstance(body, dict):
+        return _schema("body", "expected a JSON object")
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        return _schema("inputs", "expected a non-empty list of tensors")
+    for index, tensor in enumerate(inputs):
+        where = f"inputs[{index}]"
+        if not isinstance(tensor, dict):
+            return _schema(where, "expected an object")
+        if not isinstance(tensor.get("name"), str) or not tensor["name"]:
+            return _schema(f"{where}.name", "expected a non-empty string")
+        shape = tensor.get("shape")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+            return _schema(f"{where}.shape", "expected a list of integers")
+        if tensor.get("datatype") not in _V2_TYPES:
+            return _schema(f"{where}.datatype", f"found {tensor.get('datatype')!r}, expected one of the v2 types")
+        if "data" not in tensor:
+            return _schema(f"{where}.data", "missing")
+    outputs = body.get("outputs")
+    if outputs is not None and not isinstance(outputs, list):
+        return _schema("outputs", "expected a list")
+    return None
+
+
+def _check_openai(path: str, body: Any) -> Finding | None:
+    """An OpenAI-compatible chat or text completion request."""
+    if not isinstance(body, dict):
+        return _schema("body", "expected a JSON object")
+    if not isinstance(body.get("model"), str):
+        return _schema("model", "expected a string")
+    if path.endswith("/chat/completions"):
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return _schema("messages", "expected a non-empty list")
+        for index, message in enumerate(messages):
+            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                return _schema(f"messages[{index}].role", "expected a string")
+            content = message.get("content")
+            if not (content is None or isinstance(content, (str, list))):
+                return _schema(f"messages[{index}].content", "expected a string or a list of parts")
+    else:
+        prompt = body.get("prompt")
+        if not (isinstance(prompt, str) or (isinstance(prompt, list) and all(isinstance(p, str) for p in prompt))):
+            return _schema("prompt", "expected a string or a list of strings")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        return _schema("stream", "expected true or false")
+    return None
+
+
+def _parts(content: Any) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    if isinstance(content, list):
+        return [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    return []
+
+
+def request_texts(body: Any) -> list[str]:
+    """The texts a request carries to a model: chat messages, completion prompts, v2 BYTES tensors."""
+    if not isinstance(body, dict):
+        return []
+    texts: list[str] = []
+    for message in body.get("messages") or []:
+        if isinstance(message, dict):
+            texts += _parts(message.get("content"))
+    prompt = body.get("prompt")
+    texts += [prompt] if isinstance(prompt, str) else [p for p in prompt or [] if isinstance(p, str)]
+    for tensor in body.get("inputs") or []:
+        if isinstance(tensor, dict) and tensor.get("datatype") == "BYTES":
+            texts += [d for d in _flatten(tensor.get("data")) if isinstance(d, str)]
+    return texts
+
+
+def response_texts(body: Any) -> list[str]:
+    """The texts a model answers with: chat and completion choices (whole or streamed deltas), v2 BYTES outputs."""
+    if not isinstance(body, dict):
+        return []
+    texts: list[str] = []
+    for choice in body.get("choices") or []:
+        if isinstance(choice, dict):
+            if isinstance(choice.get("text"), str):
+                texts.append(choice["text"])
+            for key in ("message", "delta"):
+                part = choice.get(key)
+                if isinstance(part, dict):
+                    texts += _parts(part.get("content"))
+    for tensor in body.get("outputs") or []:
+        if isinstance(tensor, dict) and tensor.get("datatype") == "BYTES":
+            texts += [d for d in _flatten(tensor.get("data")) if isinstance(d, str)]
+    return texts
+
+
+def _flatten(data: Any, depth: int = 0) -> list[Any]:
+    if isinstance(data, list) and depth < 8:
+        return [item for element in data for item in _flatten(element, depth + 1)]
+    return [data]
+
+
+def inspect_request(
+    guard: Guard, method: str, path: str, body: bytes, secrets: TextScanner | None = None
+) -> Finding | None:
+    """What the guard refuses in a request it has read whole (its size is checked while reading): a body that is not
+    the endpoint's schema, or input text ``guard.input`` forbids. Reads and probes pass (no body to check)."""
+    if method in ("GET", "HEAD", "OPTIONS"):
+        return None
+    if guard.protocol == "v2" and not _V2_INFER.match(path):
+        return _schema("path", f"{method} {path} is not a v2 inference endpoint")
+    if guard.protocol == "openai" and path not in _OPENAI:
+        return _schema("path", f"{method} {path} is not an OpenAI-compatible completion endpoint")
+    parsed: Any = None
+    if guard.protocol is not None or guard.input is not None:
+        try:
+            parsed = json.loads(body)
+        except ValueError as exc:
+            return _schema("body", f"not JSON ({exc})")
+    if guard.protocol == "v2":
+        found = _check_v2(parsed)
+    elif guard.protocol == "openai":
+        found = _check_openai(path, parsed)
+    else:
+        found = None
+    return found or inspect_text(request_texts(parsed), guard.input, secrets, "input")
+
+
+def guard_config_json(guard: Guard) -> str:
+    """The guard's configuration as the sidecar reads it (``devmlops guard --config``): camelCase, no nulls."""
+    return json.dumps(guard.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=True)
+
+
+def parse_guard_config(text: str) -> Guard:
+    """The sidecar's ``--config``; a ``ValueError`` names the wrong field."""
+    data: Mapping[str, Any] = json.loads(text)
+    return Guard.model_validate(data)

@@ -1,0 +1,281 @@
+"""The serving guard: a reverse proxy in front of one model server, in the model server's Pod.
+
+Every request passes the rate limits (all clients, then the client's own bucket), the size limit (counted while
+reading, never trusting Content-Length alone), the endpoint's schema and the input checks, and only then reaches the
+model server, which listens on the Pod's loopback (core/render.py). Answers pass the output checks; token streams
+(server-sent events) are checked event by event and cut off at a hit. One audit line per request, refused ones too.
+Anything that goes wrong in the guard is an error answer, never a forwarded request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from devmlops.core.guard import Finding, TokenBucket, inspect_request, inspect_text, response_texts
+from devmlops.core.manifests import Guard
+from devmlops.guard.metrics import GuardMetrics
+
+__all__ = ["GuardSettings", "create_app"]
+
+_log = logging.getLogger("devmlops.guard")
+_audit = logging.getLogger("devmlops.guard.audit")
+
+# Hop-by-hop headers (RFC 9110 7.6.1) and those the proxy sets itself.
+_HOP = frozenset(
+    h.lower()
+    for h in (
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Host",
+        "Content-Length",
+        "Content-Encoding",
+    )
+)
+_STREAM_TAIL = 256  # characters of earlier events scanned again with each event: a secret split across events
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    upstream: str  # http://127.0.0.1:8080: the model server on the Pod's loopback
+    guard: Guard
+    model: str = ""
+    digest: str = ""
+    max_clients: int = 10_000  # per-client buckets kept; the least recently seen go first
+    upstream_timeout_seconds: float = 300.0
+    max_response_bytes: int = 64 * 1024 * 1024  # a whole (not streamed) answer read for the output checks
+    secrets: Callable[[str], str] | None = None  # adapters/secretscan.py when input or output asks for it
+    clock: Callable[[], float] = field(default=time.monotonic)
+
+
+class _Limiter:
+    def __init__(self, settings: GuardSettings) -> None:
+        guard, now = settings.guard, settings.clock()
+        self._global = TokenBucket(guard.rate_limit, now) if guard.rate_limit else None
+        self._per_client = guard.per_client
+        self._clients: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._max = settings.max_clients
+        self._clock = settings.clock
+
+    def check(self, client: str) -> Finding | None:
+        now = self._clock()
+        if self._per_client is not None:
+            bucket = self._clients.get(client)
+            if bucket is None:
+                bucket = self._clients[client] = TokenBucket(self._per_client, now)
+                while len(self._clients) > self._max:
+                    self._clients.popitem(last=False)
+            else:
+                self._clients.move_to_end(client)
+            if not bucket.take(now):
+                return Finding("rate_limited", f"client {client}: over {self._per_client.requests_per_second}/s")
+        if self._global is not None and not self._global.take(now):
+            return Finding("rate_limited", "all clients: over the model's rate limit")
+        return None
+
+
+def _error(status: int, finding: Finding) -> web.Response:
+    body = {"error": {"type": "devmlops_guard", "reason": finding.reason, "message": finding.detail}}
+    return web.json_response(body, status=status)
+
+
+class _Exchange:
+    """One request's audit line, filled in as the request goes."""
+
+    def __init__(self, request: web.Request, client: str) -> None:
+        self.started = time.perf_counter()
+        self.record: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "client": client,
+            "method": request.method,
+            "path": request.path,
+        }
+        self.input = hashlib.sha256()
+        self.output = hashlib.sha256()
+
+
+def create_app(settings: GuardSettings, metrics: GuardMetrics) -> web.Application:
+    guard = settings.guard
+    limiter = _Limiter(settings)
+    upstream = settings.upstream.rstrip("/")
+    limit = guard.max_request_bytes
+    session: dict[str, aiohttp.ClientSession] = {}
+
+    def client_of(request: web.Request) -> str:
+        if guard.client_header:
+            named = request.headers.get(guard.client_header)
+            if named:
+                return named[:256]
+        return f"ip:{request.remote or '?'}"
+
+    def finish(exchange: _Exchange, status: int, result: str, finding: Finding | None, body: bytes = b"") -> None:
+        elapsed = time.perf_counter() - exchange.started
+        reason = finding.reason if finding else "none"
+        exchange.record.update(
+            {
+                "model": settings.model,
+                "digest": settings.digest,
+                "status": status,
+                "result": result,
+                "reason": reason,
+                "detail": finding.detail if finding else "",
+                "latencyMs": round(elapsed * 1000, 3),
+                "inputSha256": exchange.input.hexdigest(),
+                "outputSha256": exchange.output.hexdigest(),
+            }
+        )
+        if guard.audit_content and body:
+            exchange.record["output"] = body.decode(errors="replace")[:65536]
+        _audit.info(json.dumps(exchange.record, sort_keys=True))
+        metrics.observe(settings.model, result, reason, elapsed)
+
+    def refuse(exchange: _Exchange, status: int, finding: Finding) -> web.Response:
+        finish(exchange, status, "blocked", finding)
+        return _error(status, finding)
+
+    async def read_body(request: web.Request) -> bytes | None:
+        """The body, or None when it is larger than the limit (counted as it arrives)."""
+        declared = request.content_length
+        if limit is not None and declared is not None and declared > limit:
+            return None
+        chunks, size = [], 0
+        async for chunk in request.content.iter_chunked(65536):
+            size += len(chunk)
+            if limit is not None and size > limit:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def headers_for_upstream(request: web.Request) -> dict[str, str]:
+        return {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+
+    def output_finding(texts: list[str]) -> Finding | None:
+        return inspect_text(texts, guard.output, settings.secrets, "output")
+
+    async def stream(request: web.Request, answer: aiohttp.ClientResponse, exchange: _Exchange) -> web.StreamResponse:
+        """Pass server-sent events through one by one, each checked (with the end of the earlier ones) first."""
+        response = web.StreamResponse(status=answer.status, headers=_answer_headers(answer))
+        await response.prepare(request)
+        tail, pending, finding = "", b"", None  # finding: the first one (log mode streams on)
+        async for chunk in answer.content.iter_any():
+            pending += chunk
+            *events, pending = pending.split(b"\n\n")
+            for event in events:
+                event += b"\n\n"
+                if guard.output is not None:
+                    joined = tail + "".join(_event_texts(event))
+                    found = output_finding([joined]) if joined else None
+                    tail = joined[-_STREAM_TAIL:]
+                    if found is not None and guard.action == "block":
+                        await response.write(_sse_error(found))  # the event with the hit never leaves the Pod
+                        finish(exchange, answer.status, "blocked", found)  # audited before the client sees the end
+                        await response.write_eof()
+                        return response
+                    finding = finding or found
+                exchange.output.update(event)
+                await response.write(event)
+        if pending:
+            exchange.output.update(pending)
+            await response.write(pending)
+        finish(exchange, answer.status, "logged" if finding else "allowed", finding)
+        await response.write_eof()
+        return response
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        exchange = _Exchange(request, client_of(request))
+        try:
+            finding = limiter.check(exchange.record["client"])
+            if finding is not None:
+                return refuse(exchange, 429, finding)
+            body = await read_body(request)
+            if body is None:
+                return refuse(exchange, 413, Finding("too_large", f"request body over {limit} bytes"))
+            exchange.input.update(body)
+            if guard.audit_content and body:
+                exchange.record["input"] = body.decode(errors="replace")[:65536]
+            finding = inspect_request(guard, request.method, request.path, body, settings.secrets)
+            if finding is not None and (finding.reason == "schema" or guard.action == "block"):
+                return refuse(exchange, 400 if finding.reason == "schema" else 403, finding)
+            logged = finding
+            client = session.get("client")
+            if client is None:
+                timeout = aiohttp.ClientTimeout(total=settings.upstream_timeout_seconds)
+                client = session["client"] = aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
+            url = upstream + request.rel_url.raw_path_qs
+            async with client.request(
+                request.method, url, data=body, headers=headers_for_upstream(request), allow_redirects=False
+            ) as answer:
+                if answer.headers.get("Content-Type", "").startswith("text/event-stream"):
+                    return await stream(request, answer, exchange)
+                content = await answer.content.read(settings.max_response_bytes + 1)
+                if len(content) > settings.max_response_bytes:
+                    finding = Finding("upstream", f"answer over {settings.max_response_bytes} bytes")
+                    finish(exchange, 502, "error", finding)
+                    return _error(502, finding)
+                exchange.output.update(content)
+                found = output_finding(response_texts(_json_or_none(content))) if guard.output else None
+                if found is not None and guard.action == "block":
+                    return refuse(exchange, 403, found)
+                finish(exchange, answer.status, "logged" if (found or logged) else "allowed", found or logged, content)
+                return web.Response(body=content, status=answer.status, headers=_answer_headers(answer))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            finding = Finding("upstream", f"model server unavailable ({type(exc).__name__})")
+            finish(exchange, 502, "error", finding)
+            return _error(502, finding)
+        except Exception:  # a bug in the guard: an error answer, never a forwarded request
+            _log.exception("guard error on %s %s", request.method, request.path)
+            finding = Finding("internal", "internal error in the guard (fail closed)")
+            finish(exchange, 500, "error", finding)
+            return _error(500, finding)
+
+    async def close(_app: web.Application) -> None:
+        client = session.pop("client", None)
+        if client is not None:
+            await client.close()
+
+    app = web.Application(client_max_size=(limit or 64 * 1024 * 1024) + 1)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    app.on_cleanup.append(close)
+    return app
+
+
+def _answer_headers(answer: aiohttp.ClientResponse) -> dict[str, str]:
+    return {k: v for k, v in answer.headers.items() if k.lower() not in _HOP}
+
+
+def _json_or_none(content: bytes) -> Any:
+    try:
+        return json.loads(content)
+    except ValueError:
+        return None
+
+
+def _event_texts(events: bytes) -> list[str]:
+    """The texts of server-sent events' ``data:`` lines (OpenAI streams send one JSON chunk per event)."""
+    texts: list[str] = []
+    for line in events.decode(errors="replace").splitlines():
+        if line.startswith("data:"):
+            data = line[5:].strip()
+            parsed = _json_or_none(data.encode()) if data and data != "[DONE]" else None
+            texts += response_texts(parsed) if parsed is not None else ([data] if data and data != "[DONE]" else [])
+    return texts
+
+
+def _sse_error(finding: Finding) -> bytes:
+    body = {"error": {"type": "devmlops_guard", "reason": finding.reason, "message": finding.detail}}
+    return b"data: " + json.dumps(body).encode() + b"\n\n"

@@ -1,0 +1,60 @@
+"""Run the guard: the proxy on one address, its metrics on another, until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from aiohttp import web
+from prometheus_client import generate_latest
+
+from devmlops.guard.app import GuardSettings, create_app
+from devmlops.guard.metrics import GuardMetrics
+
+__all__ = ["run"]
+
+_log = logging.getLogger("devmlops.guard")
+
+
+def _metrics_app(metrics: GuardMetrics) -> web.Application:
+    async def exposition(_request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics.registry), content_type="text/plain")
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/metrics", exposition)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+async def serve(settings: GuardSettings, listen: tuple[str, int], metrics_listen: tuple[str, int]) -> None:
+    metrics = GuardMetrics.create()
+    runners = [web.AppRunner(create_app(settings, metrics)), web.AppRunner(_metrics_app(metrics))]
+    for runner, (host, port) in zip(runners, (listen, metrics_listen), strict=True):
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+    _log.info("guarding %s (model %s) on %s:%d, metrics on %s:%d", settings.upstream, settings.model, *listen,
+              *metrics_listen)  # fmt: skip
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
+def run(settings: GuardSettings, listen: tuple[str, int], metrics_listen: tuple[str, int]) -> None:
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
+    try:
+        import uvloop
+
+        uvloop.run(serve(settings, listen, metrics_listen))
+    except ImportError:  # uvloop is a webhook dependency; without it the standard loop serves
+        asyncio.run(serve(settings, listen, metrics_listen))

@@ -1,0 +1,186 @@
+"""Property 5, the serving guard cannot be walked around: where a ClusterModelPolicy demands a guard, a
+ModelDeployment without one, with a looser one, or on a runtime devmlops cannot guard is denied; the guard is part of
+the rendered child, so removing or loosening it, or opening the model server to the Pod network, is denied like any
+other change of a child; and the model server listens on the Pod's loopback only."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+from devmlops.harness.stack import DevmlopsStack
+from tests.integration.attacks.conftest import (
+    ALLOWED_IMAGES,
+    ROGUE,
+    TRITON,
+    Served,
+    denied,
+    policy_name,
+    serve,
+)
+from tests.integration.support import GROUP, VERSION, SignedModel, signed_by_evidence, trusting
+
+LIMITS = {
+    "perClient": {"requestsPerSecond": 10, "burst": 20},
+    "maxRequestBytes": 65536,
+    "protocol": "v2",
+    "input": {"injection": True},
+}
+GUARD = {**LIMITS, "rateLimit": {"requestsPerSecond": 100, "burst": 100}}
+TRITON_RUNTIME = {"kind": "triton", "image": TRITON}
+
+
+@pytest.fixture
+def guarding(
+    admin: k8s.ApiClient, stack: DevmlopsStack, enforced_namespace: str, attack_model: SignedModel
+) -> Iterator[dict[str, Any]]:
+    """A ClusterModelPolicy that trusts ``attack_model`` and demands a guard at least as strict as ``LIMITS``."""
+    with trusting(
+        admin,
+        stack,
+        enforced_namespace,
+        attack_model,
+        policy=policy_name(enforced_namespace),
+        allow={"images": list(ALLOWED_IMAGES)},
+        guard={"required": True, "limits": LIMITS},
+    ) as body:
+        yield body
+
+
+@pytest.fixture
+def served_guarded(
+    admin: k8s.ApiClient, enforced_namespace: str, attack_model: SignedModel, guarding: dict[str, Any]
+) -> Served:
+    return serve(admin, enforced_namespace, attack_model, guarding, runtime=TRITON_RUNTIME, guard=GUARD)
+
+
+def _create(client: k8s.ApiClient, namespace: str, doc: dict[str, Any]) -> Any:
+    return k8s.CustomObjectsApi(client).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modeldeployments", doc
+    )
+
+
+def _model(attack_model: SignedModel, **spec: Any) -> dict[str, Any]:
+    doc = signed_by_evidence("guarded", attack_model, **spec)
+    doc["metadata"]["labels"] = {"devmlops.io/eu-ai-act-risk": "minimal"}
+    return doc
+
+
+LOOSER: dict[str, tuple[dict[str, Any], str]] = {
+    "no-guard": ({}, "spec.guard is missing"),
+    "a-higher-client-rate": (
+        {"guard": {**GUARD, "perClient": {"requestsPerSecond": 1000, "burst": 20}}},
+        "spec.guard.perClient.requestsPerSecond: found 1000, expected at most 10",
+    ),
+    "larger-bodies": ({"guard": {**GUARD, "maxRequestBytes": 10_000_000}}, "spec.guard.maxRequestBytes"),
+    "no-schema": ({"guard": {k: v for k, v in GUARD.items() if k != "protocol"}}, "spec.guard.protocol"),
+    "injection-check-off": ({"guard": {**GUARD, "input": {"injection": False}}}, "spec.guard.input.injection"),
+    "log-only": ({"guard": {**GUARD, "action": "log"}}, "spec.guard.action: found 'log', expected 'block'"),
+}
+
+
+@pytest.mark.parametrize("case", list(LOOSER))
+def test_a_model_without_the_guard_its_policy_demands_is_denied(
+    mallory: k8s.ApiClient, enforced_namespace: str, attack_model: SignedModel, guarding: dict[str, Any], case: str
+) -> None:
+    spec, expected = LOOSER[case]
+    reason = denied(_create, mallory, enforced_namespace, _model(attack_model, runtime=TRITON_RUNTIME, **spec))
+    assert expected in reason
+
+
+def test_a_guard_demanded_on_a_runtime_devmlops_cannot_guard_is_denied(
+    mallory: k8s.ApiClient, enforced_namespace: str, attack_model: SignedModel, guarding: dict[str, Any]
+) -> None:
+    reason = denied(_create, mallory, enforced_namespace, _model(attack_model, guard=GUARD))  # runtime kserve
+    assert "spec.runtime.kind: found 'kserve'" in reason
+
+
+def test_dropping_the_guard_from_a_served_model_is_denied(mallory: k8s.ApiClient, served_guarded: Served) -> None:
+    name = served_guarded.model_deployment["metadata"]["name"]
+    patch = {"spec": {"guard": None}}  # a merge patch that removes the field
+    reason = denied(
+        k8s.CustomObjectsApi(mallory).patch_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        served_guarded.namespace,
+        "modeldeployments",
+        name,
+        patch,
+    )
+    assert "spec.guard is missing" in reason
+
+
+def _containers(deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(deployment["spec"]["template"]["spec"]["containers"])
+
+
+def _guard(deployment: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in _containers(deployment) if c["name"] == "devmlops-guard")
+
+
+def _index(deployment: dict[str, Any], name: str) -> int:
+    return next(i for i, c in enumerate(_containers(deployment)) if c["name"] == name)
+
+
+def _without_checks(deployment: dict[str, Any]) -> list[str]:
+    return [a if not a.startswith("--config=") else "--config=" + json.dumps({}) for a in _guard(deployment)["args"]]
+
+
+DeploymentPatch = Callable[[dict[str, Any]], Any]
+GUARD_PATCHES: dict[str, DeploymentPatch] = {
+    "the-guard-removed": lambda d: [
+        {"op": "remove", "path": f"/spec/template/spec/containers/{_index(d, 'devmlops-guard')}"}
+    ],
+    "the-guards-config-emptied": lambda d: [
+        {
+            "op": "replace",
+            "path": f"/spec/template/spec/containers/{_index(d, 'devmlops-guard')}/args",
+            "value": _without_checks(d),
+        }
+    ],
+    "the-guards-image": lambda d: [
+        {"op": "replace", "path": f"/spec/template/spec/containers/{_index(d, 'devmlops-guard')}/image", "value": ROGUE}
+    ],
+    "the-server-on-the-pod-network": lambda d: [
+        {
+            "op": "replace",
+            "path": f"/spec/template/spec/containers/{_index(d, 'triton')}/args",
+            "value": ["tritonserver", "--model-repository=/mnt/models", "--model-control-mode=none"],
+        }
+    ],
+    "a-port-around-the-guard": lambda d: [
+        {
+            "op": "add",
+            "path": f"/spec/template/spec/containers/{_index(d, 'triton')}/ports",
+            "value": [{"name": "direct", "containerPort": 8080}],
+        }
+    ],
+}
+
+
+@pytest.mark.parametrize("change", list(GUARD_PATCHES))
+def test_loosening_the_guard_of_a_served_model_is_denied(
+    mallory: k8s.ApiClient, served_guarded: Served, change: str
+) -> None:
+    patch = GUARD_PATCHES[change](served_guarded.child)
+    apps = k8s.AppsV1Api(mallory)
+    name = served_guarded.child["metadata"]["name"]
+    denied(apps.patch_namespaced_deployment, name, served_guarded.namespace, patch)
+
+
+def test_the_served_model_listens_on_the_pods_loopback_behind_the_guard(served_guarded: Served) -> None:
+    """The positive control: the operator's Deployment carries the guard, with the ModelDeployment's guard as its
+    configuration, on the Pod's ports; Triton on loopback, gRPC and its own metrics off."""
+    deployment = served_guarded.child
+    guard, server = _guard(deployment), next(c for c in _containers(deployment) if c["name"] == "triton")
+    config = json.loads(next(a for a in guard["args"] if a.startswith("--config=")).removeprefix("--config="))
+    assert config["perClient"] == GUARD["perClient"]
+    assert config["input"] == {"injection": True}
+    assert "--upstream=http://127.0.0.1:8080" in guard["args"]
+    assert [p["containerPort"] for p in guard["ports"]] == [8000, 9090]
+    assert "ports" not in server
+    assert {"--http-address=127.0.0.1", "--allow-grpc=false", "--allow-metrics=false"} <= set(server["args"])

@@ -1,0 +1,154 @@
+"""Real servers for the guard's tests, on loopback: MLServer (Seldon's v2 server that KServe's sklearn runtime
+runs) from PyPI in its own virtual environment, cached outside the repository, serving a scikit-learn model trained
+here on a dataset scikit-learn ships; and an OpenAI-compatible chat server written for the tests, which records
+every request it receives (so a test can show what never reached the model) and answers or streams a scripted
+completion."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from devmlops.harness.processes import ManagedProcess, free_port
+
+MLSERVER = ("mlserver==1.7.1", "mlserver-sklearn==1.7.1")  # as in the model-server image (harness/pyimages.py)
+_TRAIN = """
+import json, sys, joblib
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+x, y = load_iris(return_X_y=True)
+joblib.dump(LogisticRegression(max_iter=500).fit(x, y), sys.argv[1] + "/model.joblib")
+settings = {"name": "iris", "implementation": "mlserver_sklearn.SKLearnModel",
+            "parameters": {"uri": "./model.joblib", "version": "v1"}}
+open(sys.argv[1] + "/model-settings.json", "w").write(json.dumps(settings))
+"""
+
+
+def mlserver_venv() -> Path:
+    """``~/.cache/devmlops/mlserver-1.7.1`` (or under $DEVMLOPS_CACHE), made once with pip from PyPI."""
+    root = Path(os.environ.get("DEVMLOPS_CACHE", Path.home() / ".cache" / "devmlops"))
+    venv = root / ("mlserver-" + MLSERVER[0].split("==")[1])
+    if not (venv / ".complete").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *MLSERVER], check=True, timeout=900)
+        (venv / ".complete").write_text("ok\n")
+    return venv
+
+
+@contextmanager
+def mlserver(workdir: Path) -> Iterator[str]:
+    """A running MLServer with the model "iris" on 127.0.0.1; yields its base URL."""
+    venv = mlserver_venv()
+    models = workdir / "models" / "iris"
+    models.mkdir(parents=True, exist_ok=True)
+    subprocess.run([str(venv / "bin" / "python"), "-c", _TRAIN, str(models)], check=True, timeout=300)
+    port = free_port()
+    env = {
+        **os.environ,
+        "MLSERVER_HOST": "127.0.0.1",
+        "MLSERVER_HTTP_PORT": str(port),
+        "MLSERVER_GRPC_PORT": str(free_port()),
+        "MLSERVER_METRICS_PORT": str(free_port()),
+        "MLSERVER_PARALLEL_WORKERS": "0",
+    }
+    env.pop("PYTHONPATH", None)  # its own environment, not the test's
+    process = ManagedProcess(
+        "mlserver", [str(venv / "bin" / "mlserver"), "start", str(workdir / "models")],
+        log_path=workdir / "mlserver.log", env=env, cwd=workdir,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    process.start()
+    try:
+        process.wait_until(lambda: _ready(url + "/v2/models/iris/ready"), timeout=120, what="model iris ready")
+        yield url
+    finally:
+        process.stop()
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 - loopback
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
+class ChatServer:
+    """An OpenAI-compatible /v1/chat/completions on 127.0.0.1 that answers ``reply`` (whole, or as server-sent
+    events word by word when the request asks to stream) and keeps every request body it received."""
+
+    def __init__(self) -> None:
+        self.reply = "Hello there."
+        self.received: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                # Headers and body go out in two writes: without this, a delayed ACK stalls each answer 40 ms.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self._send(200, b'{"status":"ok"}', "application/json")
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                with outer._lock:
+                    outer.received.append(body)
+                if body.get("stream"):
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for word in outer.reply.split(" "):
+                        event = {"choices": [{"index": 0, "delta": {"content": word + " "}}]}
+                        self._chunk(b"data: " + json.dumps(event).encode() + b"\n\n")
+                    self._chunk(b"data: [DONE]\n\n")
+                    self._chunk(b"")
+                    return
+                answer = {"object": "chat.completion", "choices": [{"index": 0, "message": {
+                    "role": "assistant", "content": outer.reply}}]}  # fmt: skip
+                self._send(200, json.dumps(answer).encode(), "application/json")
+
+            def _chunk(self, data: bytes) -> None:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+
+            def _send(self, status: int, body: bytes, kind: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> ChatServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def prompts(self) -> list[str]:
+        with self._lock:
+            return [str(m.get("content")) for body in self.received for m in body.get("messages") or []]
