@@ -60,7 +60,7 @@ clean: ## Remove the venv and caches in the repo (the tool cache in ~/.cache/dev
 fuzz: $(STAMP) ## Hypothesis fuzzing, at least 100,000 cases (make test runs a short pass)
 	DEVMLOPS_FUZZ_EXAMPLES=15000 $(PY) -m pytest tests/unit/fuzz -q -s --timeout=3600
 
-bench: bench-webhook bench-verify bench-apiserver bench-pods bench-operator ## Every benchmark (not in make test); writes docs/benchmarks.md
+bench: bench-webhook bench-verify bench-apiserver bench-pods bench-operator bench-guard ## Every benchmark (not in make test); writes docs/benchmarks.md
 	@echo "docs/benchmarks.md updated"
 
 bench-webhook: $(STAMP) ## /validate over TLS vs the bare endpoint, warm and cold, and at 2x saturation (needs Go)
@@ -74,6 +74,9 @@ bench-apiserver: $(STAMP) ## admission latency from the API server's own metrics
 
 bench-pods: $(STAMP) ## Pod admissions at 100/s in an enforced namespace, from the API server's own metrics
 	DEVMLOPS_TOOLS_DIR="$(TOOLS_DIR)" $(PY) -m tests.bench.bench_pods
+
+bench-guard: $(STAMP) ## Latency the serving guard adds in front of MLServer at 1,000 requests/s (needs Go and PyPI)
+	$(PY) -m tests.bench.bench_guard
 
 bench-operator: $(STAMP) ## 1,000 policies and 1,000 ModelDeployments through the real API server: time, memory
 	DEVMLOPS_TOOLS_DIR="$(TOOLS_DIR)" $(PY) -m tests.bench.bench_operator

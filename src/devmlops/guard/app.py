@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp import web
 
 from devmlops.core.guard import Finding, TokenBucket, inspect_request, inspect_text, response_texts
@@ -100,7 +101,7 @@ class _Exchange:
     def __init__(self, request: web.Request, client: str) -> None:
         self.started = time.perf_counter()
         self.record: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "time": _now(),
             "client": client,
             "method": request.method,
             "path": request.path,
@@ -141,7 +142,7 @@ def create_app(settings: GuardSettings, metrics: GuardMetrics) -> web.Applicatio
         )
         if guard.audit_content and body:
             exchange.record["output"] = body.decode(errors="replace")[:65536]
-        _audit.info(json.dumps(exchange.record, sort_keys=True))
+        _audit.info(orjson.dumps(exchange.record, option=orjson.OPT_SORT_KEYS).decode())
         metrics.observe(settings.model, result, reason, elapsed)
 
     def refuse(exchange: _Exchange, status: int, finding: Finding) -> web.Response:
@@ -252,6 +253,17 @@ def create_app(settings: GuardSettings, metrics: GuardMetrics) -> web.Applicatio
     app.router.add_route("*", "/{tail:.*}", handle)
     app.on_cleanup.append(close)
     return app
+
+
+_STAMP: list[Any] = [-1, ""]
+
+
+def _now() -> str:
+    """The wall clock to the second, RFC 3339 UTC, formatted once a second."""
+    second = int(time.time())
+    if _STAMP[0] != second:
+        _STAMP[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))]
+    return str(_STAMP[1])
 
 
 def _answer_headers(answer: aiohttp.ClientResponse) -> dict[str, str]:
