@@ -30,7 +30,15 @@ EXPECTED_ALERTS = {
     "DevmlopsOperatorReconcileErrors",
 }
 RUNBOOK = "https://github.com/devmlops/devmlops/blob/main/docs/operations.md#"
-RUNBOOK_ANCHORS = {"webhook-down", "fail-closed-denials", "certificate-expiry", "degraded-modeldeployments", "latency"}
+RUNBOOK_ANCHORS = {
+    "webhook-down",
+    "fail-closed-denials",
+    "certificate-expiry",
+    "degraded-modeldeployments",
+    "latency",
+    "guard-blocked-spike",
+    "guard-rate-limited",
+}
 
 _FUNCTIONS = {
     "absent",

@@ -161,7 +161,10 @@ def build_triton(
         server["resources"] = copy.deepcopy(runtime.resources)
     containers = [server]
     if guard is not None:
-        del server["ports"]  # its probes pass through the guard, which forwards GETs of /v2/health/*
+        # Triton is on the Pod's loopback, where the kubelet's probes cannot reach: they go to the guard, which
+        # forwards GETs of /v2/health/* to Triton (a Pod is ready when Triton is, through the only way in).
+        for field in ("ports", "readinessProbe", "livenessProbe", "startupProbe"):
+            del server[field]
         containers.append(
             {
                 "name": GUARD_CONTAINER,
@@ -176,6 +179,7 @@ def build_triton(
                     f"--config={guard_config_json(guard)}",
                 ],
                 "ports": [{"name": port_name, "containerPort": port} for port_name, port in ports],
+                **_probes(),
                 "securityContext": _RESTRICTED,
             }
         )

@@ -183,4 +183,6 @@ def test_the_served_model_listens_on_the_pods_loopback_behind_the_guard(served_g
     assert "--upstream=http://127.0.0.1:8080" in guard["args"]
     assert [p["containerPort"] for p in guard["ports"]] == [8000, 9090]
     assert "ports" not in server
+    assert "readinessProbe" not in server  # the kubelet reaches Triton through the guard only
+    assert guard["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http", "scheme": "HTTP"}
     assert {"--http-address=127.0.0.1", "--allow-grpc=false", "--allow-metrics=false"} <= set(server["args"])
