@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from devmlops.core.guard import Finding, TokenBucket, inspect_request, inspect_t
 from devmlops.core.manifests import Guard
 from devmlops.guard.metrics import GuardMetrics
 
-__all__ = ["GuardSettings", "create_app"]
+__all__ = ["GuardSettings", "create_server"]
 
 _log = logging.getLogger("devmlops.guard")
 _audit = logging.getLogger("devmlops.guard.audit")
@@ -98,7 +98,7 @@ def _error(status: int, finding: Finding) -> web.Response:
 class _Exchange:
     """One request's audit line, filled in as the request goes."""
 
-    def __init__(self, request: web.Request, client: str) -> None:
+    def __init__(self, request: web.BaseRequest, client: str) -> None:
         self.started = time.perf_counter()
         self.record: dict[str, Any] = {
             "time": _now(),
@@ -110,14 +110,16 @@ class _Exchange:
         self.output = hashlib.sha256()
 
 
-def create_app(settings: GuardSettings, metrics: GuardMetrics) -> web.Application:
+def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.Server, Callable[[], Awaitable[None]]]:
+    """aiohttp's low-level server (no application, no router: every path is the model's, and routing cost a tenth
+    of the guard's time) with the guard as its one handler, and what closes the upstream connections."""
     guard = settings.guard
     limiter = _Limiter(settings)
     upstream = settings.upstream.rstrip("/")
     limit = guard.max_request_bytes
     session: dict[str, aiohttp.ClientSession] = {}
 
-    def client_of(request: web.Request) -> str:
+    def client_of(request: web.BaseRequest) -> str:
         if guard.client_header:
             named = request.headers.get(guard.client_header)
             if named:
@@ -149,7 +151,7 @@ def create_app(settings: GuardSettings, metrics: GuardMetrics) -> web.Applicatio
         finish(exchange, status, "blocked", finding)
         return _error(status, finding)
 
-    async def read_body(request: web.Request) -> bytes | None:
+    async def read_body(request: web.BaseRequest) -> bytes | None:
         """The body, or None when it is larger than the limit (counted as it arrives)."""
         declared = request.content_length
         if limit is not None and declared is not None and declared > limit:
@@ -162,13 +164,15 @@ def create_app(settings: GuardSettings, metrics: GuardMetrics) -> web.Applicatio
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def headers_for_upstream(request: web.Request) -> dict[str, str]:
+    def headers_for_upstream(request: web.BaseRequest) -> dict[str, str]:
         return {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
 
     def output_finding(texts: list[str]) -> Finding | None:
         return inspect_text(texts, guard.output, settings.secrets, "output")
 
-    async def stream(request: web.Request, answer: aiohttp.ClientResponse, exchange: _Exchange) -> web.StreamResponse:
+    async def stream(
+        request: web.BaseRequest, answer: aiohttp.ClientResponse, exchange: _Exchange
+    ) -> web.StreamResponse:
         """Pass server-sent events through one by one, each checked (with the end of the earlier ones) first."""
         response = web.StreamResponse(status=answer.status, headers=_answer_headers(answer))
         await response.prepare(request)
@@ -197,7 +201,7 @@ def create_app(settings: GuardSettings, metrics: GuardMetrics) -> web.Applicatio
         await response.write_eof()
         return response
 
-    async def handle(request: web.Request) -> web.StreamResponse:
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
         exchange = _Exchange(request, client_of(request))
         try:
             finding = limiter.check(exchange.record["client"])
@@ -244,15 +248,13 @@ def create_app(settings: GuardSettings, metrics: GuardMetrics) -> web.Applicatio
             finish(exchange, 500, "error", finding)
             return _error(500, finding)
 
-    async def close(_app: web.Application) -> None:
+    async def close() -> None:
         client = session.pop("client", None)
         if client is not None:
             await client.close()
 
-    app = web.Application(client_max_size=(limit or 64 * 1024 * 1024) + 1)
-    app.router.add_route("*", "/{tail:.*}", handle)
-    app.on_cleanup.append(close)
-    return app
+    # No access log: the audit line is the guard's own (aiohttp's took a tenth of the CPU).
+    return web.Server(handle, access_log=None), close
 
 
 _STAMP: list[Any] = [-1, ""]

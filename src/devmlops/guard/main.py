@@ -10,7 +10,7 @@ import sys
 from aiohttp import web
 from prometheus_client import generate_latest
 
-from devmlops.guard.app import GuardSettings, create_app
+from devmlops.guard.app import GuardSettings, create_server
 from devmlops.guard.metrics import GuardMetrics
 
 __all__ = ["run"]
@@ -33,8 +33,8 @@ def _metrics_app(metrics: GuardMetrics) -> web.Application:
 
 async def serve(settings: GuardSettings, listen: tuple[str, int], metrics_listen: tuple[str, int]) -> None:
     metrics = GuardMetrics.create()
-    # No access log: the guard writes its own audit line per request (aiohttp's took a tenth of the CPU).
-    runners = [web.AppRunner(create_app(settings, metrics), access_log=None), web.AppRunner(_metrics_app(metrics))]
+    server, close = create_server(settings, metrics)
+    runners: list[web.BaseRunner] = [web.ServerRunner(server), web.AppRunner(_metrics_app(metrics))]
     for runner, (host, port) in zip(runners, (listen, metrics_listen), strict=True):
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
@@ -49,6 +49,7 @@ async def serve(settings: GuardSettings, listen: tuple[str, int], metrics_listen
     finally:
         for runner in runners:
             await runner.cleanup()
+        await close()
 
 
 def run(settings: GuardSettings, listen: tuple[str, int], metrics_listen: tuple[str, int]) -> None:
