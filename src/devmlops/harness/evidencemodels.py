@@ -12,7 +12,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TARGET", "demo_frame", "train_demo_model", "write_demo_data"]
+__all__ = ["SENSITIVE", "TARGET", "demo_frame", "train_demo_model", "write_demo_data"]
 
 TARGET = "progression"
 SENSITIVE = "sex"

@@ -171,6 +171,7 @@ class AdmissionService:
         )
         tier = effective_tier(model, selecting, evidence.sbom_summary)
         approval = find_approval(self._lookup.approvals(), model, clock, policies=selecting, tier=tier)
+        fields.setdefault("now", clock.strftime("%Y-%m-%dT%H:%M:%SZ"))  # evidence age, at the serving stage too
         return replace(evidence, approval=approval, **fields)
 
     def _squatted_services(self, model: Mapping[str, Any]) -> tuple[str, ...]:

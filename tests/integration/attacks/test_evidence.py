@@ -28,10 +28,13 @@ from tests.integration.support import (
     GROUP,
     VERSION,
     SignedModel,
+    child_exists,
     cluster_policy,
+    eventually,
     evidence_config_map,
     from_config_map,
     installed_policy,
+    md_status,
     model_deployment,
     signed_model,
 )
@@ -116,11 +119,20 @@ def good(model: SignedModel, keys: dict[str, KeyFiles]) -> list[str]:
     return [signed("fairness", model.digest, keys["evaluators"]), signed("scan", model.digest, keys["evaluators"])]
 
 
-def test_a_model_with_its_signed_evidence_is_admitted(
-    mallory: k8s.ApiClient, enforced_namespace: str, policy: str, model: SignedModel, keys: dict[str, KeyFiles]
+def test_a_model_with_its_signed_evidence_is_admitted_and_served(
+    admin: k8s.ApiClient,
+    mallory: k8s.ApiClient,
+    enforced_namespace: str,
+    policy: str,
+    model: SignedModel,
+    keys: dict[str, KeyFiles],
 ) -> None:
-    """The positive control: the same editor, honest evidence."""
+    """The positive control: the same editor, honest evidence. The operator decides again (with its own clock for
+    the evidence's age) and renders the InferenceService, which the webhook decides at the serving stage."""
     admitted(create, mallory, enforced_namespace, deployment(model, *good(model, keys)))
+    eventually(lambda: child_exists(admin, enforced_namespace, "fraud"), what="the InferenceService of fraud")
+    status = eventually(lambda: md_status(admin, enforced_namespace).get("child"), what="status.child")
+    assert status["kind"] == "InferenceService"
 
 
 def test_a_model_without_evidence_is_denied_naming_each_requirement(
