@@ -187,9 +187,9 @@ def _pickle(relative: str, path: Path, digest: str) -> FileScan:
     return FileScan(relative, status, digest, tuple(findings[:1000]))
 
 
-def scan_file(relative: str, path: Path) -> tuple[FileScan, int]:
-    """One file's verdict and its size."""
-    digest, size = _sha256(path)
+def scan_file(relative: str, path: Path, *, digests: bool = True) -> tuple[FileScan, int]:
+    """One file's verdict and its size (and its SHA-256 for the predicate unless ``digests`` is off)."""
+    digest, size = _sha256(path) if digests else ("", path.stat().st_size)
     suffix = path.suffix.lower()
     if suffix == ".keras":
         return _keras(relative, path, digest), size
@@ -203,8 +203,9 @@ def scan_file(relative: str, path: Path) -> tuple[FileScan, int]:
     return FileScan(relative, "skipped", digest), size
 
 
-def scan_model(root: Path) -> ModelScan:
-    """Scan a model file or every file under a model folder (symbolic links are not followed)."""
+def scan_model(root: Path, *, digests: bool = True) -> ModelScan:
+    """Scan a model file or every file under a model folder (symbolic links are not followed). ``digests=False``
+    leaves out each file's SHA-256 (the storage initializer has just checked every byte against the signature)."""
     import time
 
     started = time.perf_counter()
@@ -215,7 +216,7 @@ def scan_model(root: Path) -> ModelScan:
             finding = {"severity": "error", "description": "a symbolic link: its target is not part of the model"}
             results.append(FileScan(relative, "error", "", (finding,)))
             continue
-        result, size = scan_file(relative, path)
+        result, size = scan_file(relative, path, digests=digests)
         results.append(result)
         total += size
     return ModelScan(
