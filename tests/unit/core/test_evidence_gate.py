@@ -406,3 +406,11 @@ def test_a_requirement_can_apply_to_some_risk_tiers_only(keys: dict[str, KeyFile
     assert "evidence 'fairness' (https://devmlops.io/attestation/fairness/v1" in denied.message
     with pytest.raises(InvalidInputError, match=r"spec.evidence\[0\].tiers: empty"):
         policy(keys, evidence=[{"name": "f", "predicateType": "fairness", "tiers": []}])
+
+
+def test_the_policys_short_names_are_the_predicate_types_the_attestations_carry() -> None:
+    from devmlops.core.attestation import DEVMLOPS_PREDICATES
+    from devmlops.core.policy import predicate_uri
+
+    assert {short: predicate_uri(short) for short in DEVMLOPS_PREDICATES} == DEVMLOPS_PREDICATES
+    assert predicate_uri("https://slsa.dev/provenance/v1") == "https://slsa.dev/provenance/v1"
