@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # (or takes KUBEBUILDER_ASSETS and builds what that folder lacks).
 TOOLS_DIR = $(shell bash hack/tools.sh)
 
-.PHONY: help venv tools lint test test-rego test-unit test-integration run fuzz bench bench-webhook bench-verify bench-apiserver bench-pods bench-operator clean image image-model-server kind-e2e
+.PHONY: help venv tools lint test test-rego test-unit test-integration run fuzz bench bench-evidence bench-webhook bench-verify bench-apiserver bench-pods bench-operator clean image image-model-server kind-e2e
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -60,7 +60,7 @@ clean: ## Remove the venv and caches in the repo (the tool cache in ~/.cache/dev
 fuzz: $(STAMP) ## Hypothesis fuzzing, at least 100,000 cases (make test runs a short pass)
 	DEVMLOPS_FUZZ_EXAMPLES=15000 $(PY) -m pytest tests/unit/fuzz -q -s --timeout=3600
 
-bench: bench-webhook bench-verify bench-apiserver bench-pods bench-operator bench-guard ## Every benchmark (not in make test); writes docs/benchmarks.md
+bench: bench-webhook bench-verify bench-apiserver bench-pods bench-operator bench-evidence bench-guard ## Every benchmark (not in make test); writes docs/benchmarks.md
 	@echo "docs/benchmarks.md updated"
 
 bench-webhook: $(STAMP) ## /validate over TLS vs the bare endpoint, warm and cold, and at 2x saturation (needs Go)
@@ -68,6 +68,9 @@ bench-webhook: $(STAMP) ## /validate over TLS vs the bare endpoint, warm and col
 
 bench-verify: $(STAMP) ## devmlops verify on a generated 1 GiB model vs hashlib, one core and every core
 	$(PY) -m tests.bench.bench_verify
+
+bench-evidence: $(STAMP) ## attestation verification per admission, a 1 GiB model's scan vs hashlib, evaluate time
+	DEVMLOPS_TOOLS_DIR="$(TOOLS_DIR)" $(PY) -m tests.bench.bench_evidence
 
 bench-apiserver: $(STAMP) ## admission latency from the API server's own metrics at a fixed create rate
 	DEVMLOPS_TOOLS_DIR="$(TOOLS_DIR)" $(PY) -m tests.bench.bench_apiserver

@@ -6,6 +6,8 @@ the sample ClusterModelPolicy. Run it with the project's venv: `.venv/bin/python
 
 from __future__ import annotations
 
+import copy
+import datetime as dt
 import hashlib
 import json
 import tempfile
@@ -15,8 +17,10 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from devmlops.adapters.attest import build_statement, sign_attestation
 from devmlops.adapters.blobsign import sign_blob_with_key
 from devmlops.adapters.modelsign import sign_model
+from devmlops.core.attestation import DEVMLOPS_PREDICATES
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMITED = {"devmlops.io/transparency-notice": "https://example.com/ai-notice"}
@@ -73,6 +77,48 @@ def dump(path: Path, comment: str, *docs: dict[str, object]) -> None:
     path.write_text(f"# {comment}\n{body}")
 
 
+def attestations(digest: str, key: Path) -> dict[str, str]:
+    """Evaluation, fairness and robustness attestations for the high-risk sample, signed by the evaluators' key.
+    The figures are sample values (this placeholder model is never run), not measurements."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    tool = {"name": "devmlops evaluate", "version": "0.1.0"}
+    data = {"name": "credit-scoring-holdout.csv", "digest": "sha256:" + "5a" * 32, "rows": 2000, "target": "default"}
+    groups = {"female": {"count": 980, "accuracy": 0.9, "selectionRate": 0.21},
+              "male": {"count": 1020, "accuracy": 0.92, "selectionRate": 0.25}}
+    predicates = {
+        "evaluation": {"timestamp": stamp, "tool": tool, "dataset": data, "task": "binary-classification",
+                       "metrics": {"accuracy": 0.91, "balancedAccuracy": 0.88, "f1": 0.86, "rocAuc": 0.94}},
+        "fairness": {"timestamp": stamp, "tool": tool, "dataset": data, "sensitiveFeatures": [
+            {"name": "sex", "demographicParityDifference": 0.04, "equalizedOddsDifference": 0.07, "groups": groups}]},
+        "robustness": {"timestamp": stamp, "tool": tool, "dataset": data,
+                       "attack": {"name": "FastGradientMethod", "library": "adversarial-robustness-toolbox 1.20.1",
+                                  "norm": "inf", "epsilon": 0.1},
+                       "cleanAccuracy": 0.91, "perturbedAccuracy": 0.84, "accuracyDrop": 0.07},
+    }
+    return {
+        f"{kind}.att.json": sign_attestation(
+            build_statement(DEVMLOPS_PREDICATES[kind], body, digest, "fraud-detector"), private_key=key
+        )
+        for kind, body in predicates.items()
+    }
+
+
+def evidence_requirements(evaluators_pub: str) -> list[dict[str, object]]:
+    """What high-risk models must show under the sample policy: the three kinds the high tier demands."""
+    evaluators = [{"name": "evaluators", "key": {"publicKey": evaluators_pub}}]
+    conditions = {
+        "evaluation": {"minMetrics": {"accuracy": 0.85}},
+        "fairness": {"sensitiveFeatures": ["sex"], "maxDemographicParityDifference": 0.1,
+                     "maxEqualizedOddsDifference": 0.1},
+        "robustness": {"minPerturbedAccuracy": 0.8, "minEpsilon": 0.05},
+    }
+    return [
+        {"name": kind, "predicateType": kind, "tiers": ["high"], "authorities": copy.deepcopy(evaluators),
+         "conditions": {"package": "devmlops.evidence", "parameters": parameters}}
+        for kind, parameters in conditions.items()
+    ]
+
+
 def model_deployment(
     name: str,
     expect: str,
@@ -108,6 +154,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         release_key, release_pub = new_key(Path(tmp), "release")
         rogue_key, _ = new_key(Path(tmp), "rogue")
+        evaluators_key, evaluators_pub = new_key(Path(tmp), "evaluators")
         signature, rogue_signature = Path(tmp) / "model.sig", Path(tmp) / "rogue.sig"
         signed = sign_model(MODEL, signature, private_key=release_key)
         sign_model(MODEL, rogue_signature, private_key=rogue_key)
@@ -121,6 +168,7 @@ def main() -> None:
             "sbom.cdx.json": sbom,
             "sbom.sig": sbom_signature,
         }
+        signed_evidence = attestations(signed.digest, evaluators_key)
     policy = {
         "apiVersion": "devmlops.io/v1alpha1",
         "kind": "ClusterModelPolicy",
@@ -137,10 +185,11 @@ def main() -> None:
                 "approvers": {"groups": ["devmlops:approvers"]},
                 "tiers": {"prohibited": {"deny": True}, "high": {"requireApproval": True}},
             },
+            "evidence": evidence_requirements(evaluators_pub.decode()),
             "rego": {"packages": ["devmlops.eu_ai_act", "devmlops.licenses"]},
         },
     }
-    dump(SAMPLES / "00-policy.yaml", "Who may sign production models, what their SBOM must say, where they may come from.",
+    dump(SAMPLES / "00-policy.yaml", "Who may sign production models, what their SBOM must say, where they may come from, what high risk shows.",
          policy)
     config_map = {
         "apiVersion": "v1", "kind": "ConfigMap",
@@ -151,6 +200,14 @@ def main() -> None:
     dump(SAMPLES / "10-fraud-detector-evidence.yaml",
          "The OMS signature and the signed CycloneDX ML-BOM of config/demo/fraud-detector (labelled so the webhook "
          "reads it).", config_map)
+    dump(SAMPLES / "12-credit-scoring-attestations.yaml",
+         "Signed evaluation, fairness and robustness attestations for credit-scoring (40-...), about the model digest, "
+         "by the evaluators' key of 00-policy.yaml (devmlops attest; the private key was thrown away). Sample figures, "
+         "not measurements.",
+         {"apiVersion": "v1", "kind": "ConfigMap",
+          "metadata": {"name": "credit-scoring-attestations", "namespace": "default",
+                       "labels": {"devmlops.io/evidence": "true"}},
+          "data": signed_evidence})
     dump(SAMPLES / "11-fraud-detector.yaml", "Signed by release-key, SBOM bound to the signed digest: admitted.",
          model_deployment("fraud-detector", "admitted", digest=signed.digest, uri="s3://models-prod/fraud-detector/2.3.0",
                           signature_key="model.sig"))
@@ -167,10 +224,16 @@ def main() -> None:
     dump(SAMPLES / "23-fraud-rogue-signer.yaml", "Signed by a key the policy does not trust: denied.",
          model_deployment("fraud-detector-rogue", "denied", digest=signed.digest,
                           uri="s3://models-prod/fraud-detector/2.3.0", signature_key="rogue.sig"))
+    high_risk = model_deployment("credit-scoring", "admitted", digest=signed.digest,
+                                 uri="s3://models-prod/credit-scoring/1.0", signature_key="model.sig", tier="high",
+                                 annotations=HIGH)
+    high_risk["spec"]["attestations"] = [  # type: ignore[index]
+        {"configMapKeyRef": {"name": "credit-scoring-attestations", "key": key}} for key in signed_evidence
+    ]
     dump(SAMPLES / "40-credit-scoring-high-risk.yaml",
-         "High risk (EU AI Act): admitted with a warning, served only after a second person's ModelApproval.",
-         model_deployment("credit-scoring", "admitted", digest=signed.digest, uri="s3://models-prod/credit-scoring/1.0",
-                          signature_key="model.sig", tier="high", annotations=HIGH))
+         "High risk (EU AI Act): its signed evaluation, fairness and robustness attestations (12-...) pass the "
+         "policy's evidence requirements; admitted with a warning, served only after a second person's ModelApproval.",
+         high_risk)
     dump(SAMPLES / "41-face-recognition-prohibited.yaml", "Prohibited (EU AI Act Art. 5): always denied.",
          model_deployment("face-recognition-public", "denied", digest=signed.digest,
                           uri="s3://models-prod/face-recognition/1.0", signature_key="model.sig", tier="prohibited"))

@@ -625,6 +625,146 @@ def sign(
     click.echo(f"set spec.model.digest: {signed.digest}")
 
 
+@cli.command()
+@click.argument("model_path", type=click.Path(exists=True, path_type=Path))
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the scan predicate (JSON) here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the scan predicate on stdout.")
+def scan(model_path: Path, output: Path | None, as_json: bool) -> None:
+    """Find model files that run code when loaded (pickle, joblib, PyTorch, numpy, Keras Lambda layers).
+
+    Exit 0 nothing unsafe, 1 unsafe content or a file the scanner could not read to its end, 2 usage or input
+    error. The predicate (--output) is what `devmlops attest --predicate-type scan` signs.
+    """
+    from devmlops.adapters.scan import scan_model
+
+    result = scan_model(model_path)
+    predicate = result.predicate()
+    if output is not None:
+        output.write_text(json.dumps(predicate, indent=2) + "\n")
+    summary = predicate["summary"]
+    counts = ", ".join(f"{summary[k]} {k}" for k in ("unsafe", "errors", "suspicious", "skipped"))
+    text = f"devmlops scan: {summary['filesScanned']} file(s) scanned in {result.seconds:.2f}s: {counts}"
+    if not result.ok:
+        text = "devmlops scan: UNSAFE: " + "; ".join(result.problems()[:10]) + f"\n{text}"
+    _finish(result.ok, predicate, text, as_json)
+
+
+@cli.command()
+@click.argument("model_path", type=click.Path(exists=True, path_type=Path))
+@click.option("--data", "data_path", required=True, type=_PATH, help="Held-out data (CSV with a header row).")
+@click.option("--target", required=True, help="The column to predict.")
+@click.option("--sensitive-feature", "sensitive", multiple=True, help="A column to measure fairness over (repeatable).")
+@click.option("--exclude", multiple=True, help="A column the model does not take as a feature (repeatable).")
+@click.option(
+    "--epsilon",
+    default=0.1,
+    show_default=True,
+    type=click.FloatRange(0, 10),
+    help="Perturbation bound, in feature standard deviations (L-inf).",
+)
+@click.option("--no-robustness", is_flag=True, help="Skip the robustness figure.")
+@click.option(
+    "--output-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Writes evaluation.json, fairness.json (with --sensitive-feature) and robustness.json: predicates for attest.",
+)
+def evaluate(
+    model_path: Path,
+    data_path: Path,
+    target: str,
+    sensitive: tuple[str, ...],
+    exclude: tuple[str, ...],
+    epsilon: float,
+    no_robustness: bool,
+    output_dir: Path,
+) -> None:
+    """Performance (scikit-learn), fairness by group (fairlearn) and robustness (ART) of a classifier.
+
+    Needs the extra devmlops[evaluate]. The model file is scanned before it is loaded. Exit 0 written, 2 usage or
+    input error (thresholds are the policy's job: Rego over the signed predicates).
+    """
+    from devmlops.adapters.evaluate import evaluate_model
+
+    result = evaluate_model(
+        model_path,
+        data_path,
+        target=target,
+        sensitive_features=sensitive,
+        exclude=exclude,
+        epsilon=epsilon,
+        robustness=not no_robustness,
+    )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for name, predicate in (
+        ("evaluation", result.evaluation),
+        ("fairness", result.fairness),
+        ("robustness", result.robustness),
+    ):
+        if predicate is not None:
+            (output_dir / f"{name}.json").write_text(json.dumps(predicate, indent=2) + "\n")
+    metrics = result.evaluation["metrics"]
+    click.echo(f"accuracy {metrics['accuracy']:.4f}, f1 {metrics['f1']:.4f} in {result.seconds:.2f}s")
+    for feature in (result.fairness or {}).get("sensitiveFeatures", []):
+        click.echo(
+            f"{feature['name']}: demographic parity difference {feature['demographicParityDifference']:.4f}, "
+            f"equalized odds difference {feature['equalizedOddsDifference']:.4f}"
+        )
+    if result.robustness is not None:
+        click.echo(
+            f"robustness ({result.robustness['attack']['name']}, epsilon {epsilon:g}): accuracy "
+            f"{result.robustness['cleanAccuracy']:.4f} -> {result.robustness['perturbedAccuracy']:.4f}"
+        )
+    click.echo(f"predicates written to {output_dir}")
+
+
+@cli.command()
+@click.option(
+    "--predicate-type",
+    required=True,
+    help="A predicate type URI, or a devmlops short name: evaluation, fairness, robustness, scan, dataset-audit.",
+)
+@click.option("--predicate", "predicate_file", required=True, type=_PATH, help="The predicate (JSON object).")
+@click.option("--model-digest", required=True, help="The model's digest, sha256:... (what devmlops sign printed).")
+@click.option("--model-name", default="model", show_default=True, help="The subject's name.")
+@click.option("--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The bundle to write.")
+@click.option("--private-key", type=_PATH, help="EC private key (PEM).")
+@click.option(
+    "--certificate-chain",
+    multiple=True,
+    type=_PATH,
+    help="Signing certificate first, then intermediates (PEM); with --private-key.",
+)
+@click.option("--sigstore", "use_sigstore", is_flag=True, help="Sign keyless with Sigstore (needs network and OIDC).")
+def attest(
+    predicate_type: str,
+    predicate_file: Path,
+    model_digest: str,
+    model_name: str,
+    output: Path,
+    private_key: Path | None,
+    certificate_chain: tuple[Path, ...],
+    use_sigstore: bool,
+) -> None:
+    """Sign evidence about a model: an in-toto Statement v1 (subject: the model digest) in a DSSE envelope inside a
+    Sigstore bundle, for spec.attestations of a ModelDeployment. Exit 0 written, 2 usage or input error."""
+    from devmlops.adapters.attest import build_statement, predicate_type_uri, sign_attestation
+
+    if use_sigstore == bool(private_key):
+        raise click.UsageError("give either --private-key (optionally with --certificate-chain) or --sigstore")
+    try:
+        predicate = json.loads(predicate_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"--predicate {predicate_file}: not a JSON file ({exc})") from exc
+    uri = predicate_type_uri(predicate_type)
+    statement = build_statement(uri, predicate, model_digest, model_name)
+    bundle = sign_attestation(
+        statement, private_key=private_key, certificate_chain=certificate_chain, use_sigstore=use_sigstore
+    )
+    output.write_text(bundle)
+    click.echo(f"attested {uri} for {model_name} {model_digest} -> {output}")
+
+
 @cli.command("storage-initializer")
 @click.argument("source_uri")
 @click.argument("destination", type=click.Path(file_okay=False, path_type=Path))

@@ -5,6 +5,8 @@ ClusterModelPolicies, ConfigMaps, Secrets and Namespaces in the given files take
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +102,8 @@ def check_manifests(
             results.append(CheckResult(namespace, name, Decision((denial,)), error=exc.user_message))
             continue
         request = model_request(obj, uid=f"offline-{namespace}-{name}", username="devmlops-check", operation="CREATE")
-        evidence = resolve_evidence(obj, lookup)
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # evidence age is judged at this moment
+        evidence = dataclasses.replace(resolve_evidence(obj, lookup), now=now)
         decision = may_serve(obj, policies, evidence, verifier, engine, stage="admission", request=request)
         results.append(CheckResult(namespace, name, decision))
     return results

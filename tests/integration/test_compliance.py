@@ -78,7 +78,7 @@ def eu_policy(admin: k8s.ApiClient, stack: DevmlopsStack, team: str, model: Sign
         "compliance": {
             "requireRiskLabel": True,
             "approvers": {"groups": ["devmlops:approvers"]},
-            "tiers": {"prohibited": {"deny": True}, "high": {"requireApproval": True}},
+            "tiers": {"prohibited": {"deny": True}, "high": {"requireApproval": True, "requiredEvidence": []}},
         },
         "rego": {"packages": ["devmlops.eu_ai_act"]},
     }

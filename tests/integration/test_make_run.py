@@ -82,6 +82,21 @@ def test_run_once_prints_what_was_admitted_denied_and_rejected_and_exits_zero(
         "(no restart): denied by devmlops: rego gate (policy production-models): devmlops.eu_ai_act: change freeze"
         in output
     )
+    evidence = {line.split(": ", 1)[1] for line in output.splitlines() if line.startswith("[devmlops] evidence: ")}
+    assert any(
+        line.startswith("diabetes-unfair (ModelDeployment evidence-demo/diabetes): denied: ")
+        and "evidence gate (policy evidence-demo): evidence 'fairness': spec.attestations[0], signed by key" in line
+        and "demographic parity difference for 'sex': found 0." in line
+        and "expected at most 0.1" in line
+        for line in evidence
+    ), evidence
+    assert any(
+        line.startswith("diabetes-poisoned (ModelDeployment evidence-demo/diabetes): denied: ")
+        and "evidence 'scan': spec.attestations[1]" in line
+        and "unsafe files: found 1 (preprocess.pkl (os.system)), expected at most 0" in line
+        for line in evidence
+    ), evidence
+    assert "diabetes-fixed (ModelDeployment evidence-demo/diabetes): admitted: created" in evidence
     assert "UNEXPECTED" not in output
 
 

@@ -45,7 +45,10 @@ def served(admin: k8s.ApiClient, stack: DevmlopsStack, namespace: str, model: Si
         namespace, evidence_config_map("evidence", namespace, {"model.sig": model.bundle})
     )
     spec = {
-        "compliance": {"approvers": {"groups": ["devmlops:approvers"]}, "tiers": {"high": {"requireApproval": True}}}
+        "compliance": {
+            "approvers": {"groups": ["devmlops:approvers"]},
+            "tiers": {"high": {"requireApproval": True, "requiredEvidence": []}},
+        }
     }
     with installed_policy(
         admin, stack, cluster_policy(f"bypass-{namespace}"[:63], namespace, model.key.public_pem, **spec)

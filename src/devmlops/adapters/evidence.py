@@ -110,8 +110,13 @@ def resolve_evidence(obj: Mapping[str, Any], lookup: DocumentLookup, **fields: A
             sbom_signature = resolve_source(sbom_spec["signature"], namespace, lookup, field="spec.sbom.signature")
         if sbom.text is not None:
             summary, sbom_error = _parsed(sbom.text, sbom_spec.get("format"))
+    attestations = tuple(
+        resolve_source(source, namespace, lookup, field=f"spec.attestations[{index}]")
+        for index, source in enumerate(spec.get("attestations") or [])
+    )
     return Evidence(
         signatures=tuple(signatures),
+        attestations=attestations,
         sbom=sbom,
         sbom_summary=summary,
         sbom_error=sbom_error,

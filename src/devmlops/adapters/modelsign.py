@@ -14,7 +14,7 @@ from devmlops.adapters.omsformat import signed_model_from_payload
 from devmlops.core.ports import SignedModel
 from devmlops.errors import InvalidInputError
 
-__all__ = ["sign_model"]
+__all__ = ["sign_model", "split_chain"]
 
 
 def sign_model(
@@ -29,7 +29,7 @@ def sign_model(
     try:
         if private_key and certificate_chain:
             with tempfile.TemporaryDirectory() as tmp:
-                leaf, rest = _split_chain(certificate_chain, Path(tmp))
+                leaf, rest = split_chain(certificate_chain, Path(tmp))
                 config.use_certificate_signer(private_key=private_key, signing_certificate=leaf, certificate_chain=rest)
                 _sign(config, model_path, output, ignore_paths)
         elif private_key:
@@ -48,7 +48,7 @@ def _sign(config: signing.Config, model_path: Path, output: Path, ignore_paths: 
     config.sign(model_path, output)
 
 
-def _split_chain(chain: Sequence[Path], tmp: Path) -> tuple[Path, list[Path]]:
+def split_chain(chain: Sequence[Path], tmp: Path) -> tuple[Path, list[Path]]:
     """The first certificate of the first file signs; every other certificate goes in the chain."""
     certificates = [cert for path in chain for cert in x509.load_pem_x509_certificates(path.read_bytes())]
     if not certificates:

@@ -17,6 +17,11 @@ public ``model_signing.hashing``), not admission's, which checks a bundle agains
     equal the one ``omsformat`` read, or the result is an internal error.
   - ``sign_certificate.Verifier._verify_certificates``: the chain check for a certificate-signed SBOM bundle (a
     bundle over one artifact, which no model_signing verifier reads).
+  - ``sign_sigstore_pb.Verifier._verify_signed_content``: the same key and chain checks for an evidence
+    attestation, a DSSE envelope whose statement is not model_signing's (``verify`` would read it as a manifest).
+  - ``sign_ec_key.Signer`` and ``sign_certificate.Signer`` (``.sign``): ``devmlops attest`` signs an attestation with
+    the same key and certificate signers, and the same bundle layout, as ``devmlops sign`` signs a model; ``sign``
+    reads only ``payload.statement.pb``, which an ``in_toto_attestation`` Statement provides.
 
 Errors: only the failure types the libraries raise for bad input (``ValueError``, ``InvalidSignature``, sigstore's
 ``Error``, pyOpenSSL's errors) make a ``VerificationFailed``, the one result that may be cached. The shapes the
@@ -31,8 +36,9 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography import x509
@@ -54,10 +60,18 @@ from devmlops.adapters.omsformat import (
     message_signature,
     signed_model_from_payload,
 )
+from devmlops.adapters.predicates import read_statement
+from devmlops.core.attestation import VerifiedAttestation
 from devmlops.core.policy import Authority
 from devmlops.core.ports import SignedModel, VerificationFailed, VerificationInternalError, VerificationUnavailable
 
-__all__ = ["PRIVATE_API", "OmsVerifier", "public_good_trust_config", "signed_model_from_payload"]
+__all__ = [
+    "PRIVATE_API",
+    "OmsVerifier",
+    "public_good_trust_config",
+    "sign_statement_with_key",
+    "signed_model_from_payload",
+]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -70,6 +84,10 @@ PRIVATE_API = (
     "sign_certificate.Verifier",
     "sign_certificate.Verifier.verify",
     "sign_certificate.Verifier._verify_certificates",
+    "sign_sigstore_pb.Verifier._verify_signed_content",
+    "sign_ec_key.Signer",
+    "sign_ec_key.Signer.sign",
+    "sign_certificate.Signer",
 )
 # What the libraries raise when the input does not verify; anything else is an internal error.
 _FAILURES = (
@@ -180,6 +198,9 @@ class OmsVerifier:
     def verify_blob(self, artifact: bytes, bundle: str, authority: Authority) -> str:
         return _fail_closed("SBOM signature verification", lambda: self._verify_blob(artifact, bundle, authority))
 
+    def verify_attestation(self, bundle: str, authority: Authority) -> VerifiedAttestation:
+        return _fail_closed("attestation verification", lambda: self._verify_attestation(bundle, authority))
+
     # -- model bundles -------------------------------------------------------------------------------------
     def _verify_model(self, bundle: str, authority: Authority) -> SignedModel:
         document = bundle_document(bundle, authority=authority.name, kind=authority.kind)
@@ -211,6 +232,35 @@ class OmsVerifier:
             raise VerificationFailed(f"DSSE payload type: got {payload_type!r}, expected {IN_TOTO_PAYLOAD!r}")
         signer = ", ".join(sorted(_sans(parsed.signing_certificate))) + f" ({authority.issuer})"
         return signed_model_from_payload(payload, signer)
+
+    # -- evidence attestations (DSSE, any in-toto statement) ------------------------------------------------
+    def _verify_attestation(self, bundle: str, authority: Authority) -> VerifiedAttestation:
+        document = bundle_document(bundle, authority=authority.name, kind=authority.kind)
+        if authority.kind == "keyless":
+            parsed = _failing("Sigstore bundle", lambda: sigstore_models.Bundle.from_json(bundle))
+            keyless = self._keyless_verifier(authority)
+            policy = _identity_policy(authority)
+            payload_type, payload = _failing("signature", lambda: keyless.verify_dsse(bundle=parsed, policy=policy))
+            signer = ", ".join(sorted(_sans(parsed.signing_certificate))) + f" ({authority.issuer})"
+        else:
+            dsse_payload(document)  # the envelope's shape, checked before the library reads it
+            signature = _failing("bundle", lambda: sign_sigstore_pb.Signature.read(_Text(bundle)))  # type: ignore[arg-type]
+            verifier: Any
+            if authority.kind == "key":
+                _ec_key(authority)
+                verifier = _failing("public key", lambda: sign_ec_key.Verifier(_Text(authority.public_key)))  # type: ignore[arg-type]
+                signer = f"key {_key_fingerprint(authority.public_key)}"
+            else:
+                _certificates(authority)
+                verifier = _failing(
+                    "certificate chain",
+                    lambda: sign_certificate.Verifier([_Text(authority.certificates)]),  # type: ignore[list-item]
+                )
+                signer = _leaf_subject(leaf_certificate_der(document))
+            payload_type, payload = _failing("signature", lambda: verifier._verify_signed_content(signature))
+        if payload_type != IN_TOTO_PAYLOAD:
+            raise VerificationFailed(f"DSSE payload type: got {payload_type!r}, expected {IN_TOTO_PAYLOAD!r}")
+        return VerifiedAttestation(statement=read_statement(bytes(payload)), signer=signer)
 
     # -- plain bundles over one artifact -------------------------------------------------------------------
     def _verify_blob(self, artifact: bytes, bundle: str, authority: Authority) -> str:
@@ -328,3 +378,28 @@ def _leaf_subject(der: bytes) -> str:
         return str(x509.load_der_x509_certificate(der).subject.rfc4514_string())
     except ValueError:
         return "certificate (no readable subject)"
+
+
+class _StatementPayload:
+    """What model_signing's signers read of a ``signing.Payload``: ``statement.pb``, an in-toto Statement."""
+
+    def __init__(self, statement: Any) -> None:
+        self.statement = statement
+
+
+def sign_statement_with_key(
+    statement: Any,
+    *,
+    private_key: Path,
+    signing_certificate: Path | None = None,
+    certificate_chain: Sequence[Path] = (),
+) -> str:
+    """A Sigstore bundle (JSON) with a DSSE envelope around ``statement`` (an ``in_toto_attestation`` Statement),
+    signed by model_signing's EC key signer, or its certificate signer when a signing certificate is given."""
+    signer: Any
+    if signing_certificate is not None:
+        signer = sign_certificate.Signer(private_key, signing_certificate, list(certificate_chain))
+    else:
+        signer = sign_ec_key.Signer(private_key, None)
+    signature = signer.sign(_StatementPayload(statement))
+    return str(signature.bundle.to_json())

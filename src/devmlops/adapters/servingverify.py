@@ -2,7 +2,9 @@
 
 The operator writes a ``VerificationPlan`` (JSON) into the pod: the OMS bundle, the digest admission verified,
 and the authorities (with thresholds) of the policies that admitted it. ``devmlops storage-initializer`` reads it,
-fetches the model, verifies the bundle again and re-hashes every file before the model server may start.
+fetches the model, verifies the bundle again and re-hashes every file before the model server may start; when a
+policy requires scan evidence, it also scans the files (``adapters/scan.py``) and refuses unsafe ones, so a model
+is scanned where it loads even if nobody attested a scan.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TextIO
 
 from devmlops.adapters.modelverify import ByteCheck, check_model_bytes
 from devmlops.adapters.oms import OmsVerifier
+from devmlops.adapters.scan import scan_model
 from devmlops.core.plan import ENV_PLAN, VerificationPlan
 from devmlops.core.ports import VerificationFailed
 from devmlops.core.render import VERIFY_URI_PREFIX as PREFIX
@@ -52,11 +55,20 @@ def fetch_model(uri: str, destination: Path) -> None:
 
 
 def run_plan(uri: str, destination: Path, plan: VerificationPlan, *, out: TextIO = sys.stdout) -> ByteCheck:
-    """Fetch, verify the signature, re-hash the bytes. Raises VerificationFailed when anything differs."""
+    """Fetch, verify the signature, re-hash the bytes, and scan them when the plan says so (a policy requires scan
+    evidence). Raises VerificationFailed when anything differs or a file is unsafe."""
     signed = plan.verify_signature(OmsVerifier())
     fetch_model(uri, destination)
     check = check_model_bytes(destination, signed, progress=sys.stderr)
     if not check.ok:
         raise VerificationFailed("the fetched model differs from its signature: " + "; ".join(check.problems[:10]))
     out.write(f"devmlops: {check.files} files of {signed.model_name} match {signed.digest} (signer {signed.signer})\n")
+    if plan.scan:
+        scan = scan_model(destination, digests=False)  # the bytes were just hashed against the signature
+        if not scan.ok:
+            raise VerificationFailed(
+                "the signed model has files that run code when loaded (devmlops scan): "
+                + "; ".join(scan.problems()[:5])
+            )
+        out.write(f"devmlops: scanned {scan.predicate()['summary']['filesScanned']} file(s): nothing unsafe\n")
     return check

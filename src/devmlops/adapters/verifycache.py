@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TypeVar
 
+from devmlops.core.attestation import VerifiedAttestation
 from devmlops.core.policy import Authority
 from devmlops.core.ports import SignatureVerifier, SignedModel, VerificationFailed, VerificationUnavailable
 
@@ -31,7 +32,7 @@ class CachingVerifier:
         self._inner = inner
         self._max = max_entries
         self._on_event = on_event
-        self._entries: OrderedDict[_Key, SignedModel | str | VerificationFailed] = OrderedDict()
+        self._entries: OrderedDict[_Key, SignedModel | VerifiedAttestation | str | VerificationFailed] = OrderedDict()
         self._lock = threading.Lock()
 
     def _key(self, kind: str, payload: str, authority: Authority) -> _Key:
@@ -51,7 +52,7 @@ class CachingVerifier:
             return hit  # type: ignore[return-value]
         self._on_event("miss")
         try:
-            value: SignedModel | str | VerificationFailed = compute()  # type: ignore[assignment]
+            value: SignedModel | VerifiedAttestation | str | VerificationFailed = compute()  # type: ignore[assignment]
         except VerificationFailed as exc:
             value = exc
         self._store(key, value)
@@ -59,7 +60,7 @@ class CachingVerifier:
             raise value
         return value  # type: ignore[return-value]
 
-    def _store(self, key: _Key, value: SignedModel | str | VerificationFailed) -> None:
+    def _store(self, key: _Key, value: SignedModel | VerifiedAttestation | str | VerificationFailed) -> None:
         with self._lock:
             self._entries[key] = value
             self._entries.move_to_end(key)
@@ -74,6 +75,11 @@ class CachingVerifier:
         payload = hashlib.sha256(artifact).hexdigest() + bundle
         return self._cached(
             self._key("blob", payload, authority), lambda: self._inner.verify_blob(artifact, bundle, authority)
+        )
+
+    def verify_attestation(self, bundle: str, authority: Authority) -> VerifiedAttestation:
+        return self._cached(
+            self._key("attestation", bundle, authority), lambda: self._inner.verify_attestation(bundle, authority)
         )
 
     def clear(self) -> None:
@@ -102,6 +108,9 @@ class DeadlineVerifier:
 
     def verify_blob(self, artifact: bytes, bundle: str, authority: Authority) -> str:
         return self._run(lambda: self._inner.verify_blob(artifact, bundle, authority), "SBOM signature verification")
+
+    def verify_attestation(self, bundle: str, authority: Authority) -> VerifiedAttestation:
+        return self._run(lambda: self._inner.verify_attestation(bundle, authority), "attestation verification")
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,6 +1,7 @@
 """``decide()``: the one decision function that the webhook, the operator and the CLI share.
 
-Gates run in order per matching policy: signature, sbom, allow-list, compliance, approval (serving stage), Rego.
+Gates run in order per matching policy: signature, sbom, allow-list, compliance, evidence, approval (serving
+stage), Rego.
 Every policy that selects a ModelDeployment must pass; a team's ModelPolicy joins only where a ClusterModelPolicy
 selects, and a ModelDeployment no ClusterModelPolicy selects gets the configured no-match action (deny by default).
 """
@@ -18,6 +19,7 @@ from devmlops.core.exemptions import compile_break_glass, compile_exemption
 from devmlops.core.gates.allowlist import check_allowlist
 from devmlops.core.gates.approval import check_approval
 from devmlops.core.gates.compliance import RISK_LABEL, check_compliance, effective_tier, risk_tier
+from devmlops.core.gates.evidence import check_evidence
 from devmlops.core.gates.guard import check_guard
 from devmlops.core.gates.rego import Stage, check_rego, rego_input
 from devmlops.core.gates.requester import check_requester
@@ -365,6 +367,7 @@ def _decide_model_deployment(
         results.append(check_allowlist(deployment, policy))
         results.append(check_compliance(deployment, policy, tier))
         results.append(check_guard(deployment, policy))
+        results.extend(check_evidence(deployment, policy, evidence, verifier, engine, tier))
         if stage == "serving":
             results.append(check_approval(deployment, policy, evidence, tier))
         if policy.rego_packages:  # the input document is the largest thing a decision builds: only when asked

@@ -74,6 +74,7 @@ class Evidence:
     sbom_summary: SbomSummary | None = None
     sbom_error: str = ""
     sbom_signature: Document | None = None
+    attestations: tuple[Document, ...] = ()  # spec.attestations: evidence bundles (in-toto statements about the model)
     namespace_labels: Mapping[str, str] = field(default_factory=dict)
     approval: ApprovalState | None = None
     target: Mapping[str, Any] | None = None  # the ModelDeployment a ModelApproval names

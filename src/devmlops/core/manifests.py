@@ -33,6 +33,7 @@ from devmlops.errors import InvalidInputError
 __all__ = [
     "AuthoritySpec",
     "ClusterModelPolicySpec",
+    "EvidenceRequirementSpec",
     "Metadata",
     "ModelApproval",
     "ModelDeployment",
@@ -54,6 +55,8 @@ MODEL_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$"
 MODEL_URI_PATTERN = r"^(s3|gs|hf|pvc|oci|https)://[^\s]+$"
 MODEL_FORMAT_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 REGO_PACKAGE_PATTERN = r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$"
+REQUIREMENT_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+DURATION_PATTERN = r"^([0-9]{1,6}(s|m|h|d))+$"
 RiskTier = Literal["minimal", "limited", "high", "prohibited"]
 
 
@@ -210,6 +213,7 @@ class ModelDeploymentSpec(_Spec):
     signature: Source | None = None
     additional_signatures: Annotated[list[Source], Field(max_length=16)] | None = None
     sbom: Sbom | None = None
+    attestations: Annotated[list[Source], Field(max_length=32)] | None = None
     rollout: Rollout | None = None
     guard: Guard | None = None
 
@@ -323,6 +327,9 @@ class TierSpec(_Spec):
     deny: StrictBool = False
     require_approval: StrictBool = False
     required_annotations: list[StrictStr] | None = None
+    required_evidence: (
+        Annotated[list[Annotated[StrictStr, Field(min_length=1, max_length=512)]], Field(max_length=16)] | None
+    ) = None
 
 
 class ComplianceSpec(_Spec):
@@ -344,6 +351,23 @@ class GuardPolicy(_Spec):
     limits: Guard | None = None
 
 
+class EvidenceConditions(_Spec):
+    package: Annotated[StrictStr, Field(pattern=REGO_PACKAGE_PATTERN)]
+    parameters: dict[str, Any] | None = None
+
+
+class EvidenceRequirementSpec(_Spec):
+    name: Annotated[StrictStr, Field(min_length=1, max_length=63, pattern=REQUIREMENT_NAME_PATTERN)]
+    predicate_type: Annotated[StrictStr, Field(min_length=1, max_length=512)]
+    authorities: Annotated[list[AuthoritySpec], Field(max_length=32)] | None = None
+    max_age: Annotated[StrictStr, Field(max_length=32, pattern=DURATION_PATTERN)] | None = None
+    tiers: Annotated[list[RiskTier], Field(max_length=4)] | None = None
+    conditions: EvidenceConditions | None = None
+
+
+Evidence = Annotated[list[EvidenceRequirementSpec], Field(max_length=16)]
+
+
 class ClusterModelPolicySpec(_Spec):
     mode: Literal["enforce", "warn"] = "enforce"
     on_violation: Literal["degrade", "scaleToZero"] = "degrade"
@@ -353,6 +377,7 @@ class ClusterModelPolicySpec(_Spec):
     sbom: SbomPolicySpec | None = None
     allow: AllowSpec | None = None
     compliance: ComplianceSpec | None = None
+    evidence: Evidence | None = None
     rego: RegoSpec | None = None
     guard: GuardPolicy | None = None
 
@@ -367,6 +392,7 @@ class ModelPolicySpec(_Spec):
     sbom: SbomPolicySpec | None = None
     allow: AllowSpec | None = None
     compliance: ComplianceSpec | None = None
+    evidence: Evidence | None = None
     rego: RegoSpec | None = None
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from devmlops.core.gates.evidence import TIER_DEFAULTS
 from devmlops.core.globs import glob_matches
-from devmlops.core.policy import RISK_TIERS, Policy, tier_rank
+from devmlops.core.policy import RISK_TIERS, Policy, predicate_uri, tier_rank
 
 __all__ = ["widenings"]
 
@@ -60,4 +61,21 @@ def widenings(team_spec: Mapping[str, Any], cluster: Sequence[Policy]) -> list[s
                     problems.append(f"spec.compliance.tiers.{tier}.deny: false, but {where} denies tier {tier}")
                 if theirs_tier and theirs_tier.require_approval and rules.get("requireApproval") is False:
                     problems.append(f"spec.compliance.tiers.{tier}.requireApproval: false, but {where} requires it")
+                ours = rules.get("requiredEvidence") if isinstance(rules, Mapping) else None
+                if isinstance(ours, list):
+                    demanded = _demanded(policy, str(tier))
+                    dropped = sorted(set(demanded) - {predicate_uri(str(t)) for t in ours})
+                    if dropped:
+                        problems.append(
+                            f"spec.compliance.tiers.{tier}.requiredEvidence: leaves out {', '.join(dropped)}, which "
+                            f"{where} requires for tier {tier} (a team may only add evidence)"
+                        )
     return problems
+
+
+def _demanded(policy: Policy, tier: str) -> tuple[str, ...]:
+    """The predicate types a cluster policy demands for ``tier`` (its requiredEvidence, or the tier's default)."""
+    rules = policy.compliance.tiers.get(tier) if policy.compliance else None
+    if rules is not None and rules.required_evidence is not None:
+        return rules.required_evidence
+    return TIER_DEFAULTS.get(tier, ()) if policy.compliance else ()

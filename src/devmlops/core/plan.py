@@ -48,20 +48,29 @@ def _authority(raw: Mapping[str, Any]) -> Authority:
     )
 
 
+SCAN_PREDICATE = "https://devmlops.io/attestation/scan/v1"
+
+
 @dataclass(frozen=True, slots=True)
 class VerificationPlan:
     bundle: str
     digest: str
     groups: tuple[tuple[int, tuple[Authority, ...]], ...]  # (threshold, authorities) per admitting policy
+    scan: bool = False  # scan the fetched files for unsafe serialization before the server starts
 
     @classmethod
     def for_policies(cls, bundle: str, digest: str, policies: Sequence[Policy]) -> VerificationPlan:
+        """A policy that requires scan evidence also has the bytes scanned where they load, attested or not."""
         ordered = sorted(policies, key=lambda p: (p.namespace, p.name))  # one plan, whatever order policies came in
-        return cls(bundle, digest, tuple((p.threshold, p.authorities) for p in ordered if p.authorities))
+        scan = any(r.predicate_type == SCAN_PREDICATE for p in policies for r in p.evidence)
+        return cls(bundle, digest, tuple((p.threshold, p.authorities) for p in ordered if p.authorities), scan)
 
     def to_json(self) -> str:
         groups = [{"threshold": t, "authorities": [_authority_json(a) for a in auths]} for t, auths in self.groups]
-        return json.dumps({"bundle": self.bundle, "digest": self.digest, "policies": groups}, separators=(",", ":"))
+        plan: dict[str, Any] = {"bundle": self.bundle, "digest": self.digest, "policies": groups}
+        if self.scan:
+            plan["scan"] = True
+        return json.dumps(plan, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> VerificationPlan:
@@ -70,22 +79,30 @@ class VerificationPlan:
             groups = tuple(
                 (int(g["threshold"]), tuple(_authority(a) for a in g["authorities"])) for g in raw["policies"]
             )
-            plan = cls(str(raw["bundle"]), str(raw["digest"]), groups)
-        except (ValueError, KeyError, TypeError) as exc:
+            scan = raw.get("scan", False)
+            if not isinstance(scan, bool):
+                raise TypeError(f"scan: got {scan!r}, expected true or false")
+            plan = cls(str(raw["bundle"]), str(raw["digest"]), groups, scan)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InvalidInputError(f"{ENV_PLAN}: not a verification plan ({exc})") from exc
         if not plan.groups:
             raise InvalidInputError(f"{ENV_PLAN}: names no authority; refusing to serve unverified bytes")
         return plan
 
     def same_as(self, other: VerificationPlan) -> bool:
-        """Equal bundle, digest and authority groups, whatever the order the policies were listed in."""
+        """Equal bundle, digest, scan and authority groups, whatever the order the policies were listed in."""
 
         def groups(plan: VerificationPlan) -> list[str]:
             return sorted(
                 json.dumps([t, [_authority_json(a) for a in auths]], sort_keys=True) for t, auths in plan.groups
             )
 
-        return (self.bundle, self.digest, groups(self)) == (other.bundle, other.digest, groups(other))
+        return (self.bundle, self.digest, self.scan, groups(self)) == (
+            other.bundle,
+            other.digest,
+            other.scan,
+            groups(other),
+        )
 
     def verify_signature(self, verifier: SignatureVerifier) -> SignedModel:
         """Every admitting policy's threshold must be met again, and the bundle must sign the admitted digest."""

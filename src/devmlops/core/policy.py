@@ -23,6 +23,7 @@ __all__ = [
     "Authority",
     "AuthorityKind",
     "ComplianceRules",
+    "EvidenceRequirement",
     "LabelSelector",
     "NoMatchAction",
     "Policy",
@@ -130,6 +131,28 @@ class TierRules:
     deny: bool = False
     require_approval: bool = False
     required_annotations: tuple[str, ...] = ()
+    required_evidence: tuple[str, ...] | None = None  # predicate types; None: the tier's default (high: three)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvidenceRequirement:
+    """A signed attestation a model must carry: its predicate type, who may sign it (the policy's own authorities
+    when the requirement names none), how old it may be, and the Rego package that judges its predicate."""
+
+    name: str
+    predicate_type: str
+    authorities: tuple[Authority, ...]
+    max_age_seconds: int | None = None
+    max_age: str = ""  # as written, for messages
+    package: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    tiers: tuple[str, ...] = ()  # only models of these effective tiers; () every model
+    implied_by: str = ""  # set when a risk tier demands it rather than the policy's evidence list
+
+    def describe(self) -> str:
+        signers = ", ".join(a.name for a in self.authorities)
+        age = f", at most {self.max_age} old" if self.max_age else ""
+        return f"'{self.name}' ({self.predicate_type}, signed by {signers}{age})"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,6 +183,7 @@ class Policy:
     rego_packages: tuple[str, ...] = ()
     rego_parameters: Mapping[str, Any] = field(default_factory=dict)
     compliance: ComplianceRules | None = None
+    evidence: tuple[EvidenceRequirement, ...] = ()
     namespace: str = ""  # set for a team's namespaced ModelPolicy; empty for a ClusterModelPolicy
     on_violation: Literal["degrade", "scaleToZero"] = "degrade"
     guard: wire.GuardPolicy | None = None  # the serving guard this policy demands (ClusterModelPolicy only)
@@ -335,6 +359,7 @@ def _policy(
         rego_packages=_tuple(rego.packages),
         rego_parameters=dict(rego.parameters or {}),
         compliance=_compliance(spec.compliance, f"{where}.compliance"),
+        evidence=_evidence(spec.evidence or (), authorities, f"{where}.evidence"),
         on_violation=on_violation,
         guard=spec.guard if isinstance(spec, wire.ClusterModelPolicySpec) else None,
     )
@@ -348,6 +373,9 @@ def _compliance(raw: wire.ComplianceSpec | None, path: str) -> ComplianceRules |
             deny=rules.deny,
             require_approval=rules.require_approval,
             required_annotations=_tuple(rules.required_annotations),
+            required_evidence=(
+                None if rules.required_evidence is None else tuple(predicate_uri(t) for t in rules.required_evidence)
+            ),
         )
         for tier, rules in (raw.tiers or {}).items()
     }
@@ -362,3 +390,68 @@ def _compliance(raw: wire.ComplianceSpec | None, path: str) -> ComplianceRules |
     if any(t.require_approval for t in tiers.values()) and not (compiled.approver_users or compiled.approver_groups):
         raise InvalidInputError(f"{path}.approvers: a tier requires approval, so name at least one user or group")
     return compiled
+
+
+# Short names for devmlops's predicate types (core/attestation.py holds the URIs; repeated here to keep policy.py free
+# of the attestation reader): a policy may write `fairness` for https://devmlops.io/attestation/fairness/v1.
+_PREDICATE_SHORT_NAMES = ("evaluation", "fairness", "robustness", "scan", "dataset-audit")
+_DURATION = re.compile(r"([0-9]+)(s|m|h|d)")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def predicate_uri(text: str) -> str:
+    """A short name (``fairness``) as its predicate type URI; anything else as written."""
+    return f"https://devmlops.io/attestation/{text}/v1" if text in _PREDICATE_SHORT_NAMES else text
+
+
+def duration_seconds(text: str) -> int:
+    """``30d``, ``12h``, ``1h30m``: the schema's pattern has already checked the shape."""
+    return sum(int(number) * _SECONDS[unit] for number, unit in _DURATION.findall(text))
+
+
+def _evidence(
+    raw: Sequence[wire.EvidenceRequirementSpec], policy_authorities: tuple[Authority, ...], path: str
+) -> tuple[EvidenceRequirement, ...]:
+    requirements = []
+    for index, item in enumerate(raw):
+        where = f"{path}[{index}]"
+        own = tuple(_authority(a, f"{where}.authorities[{i}]") for i, a in enumerate(item.authorities or ()))
+        if item.authorities is not None and not own:
+            raise InvalidInputError(
+                f"{where}.authorities: empty; name at least one, or leave it out to trust the policy's own authorities"
+            )
+        names = [a.name for a in own]
+        if len(set(names)) != len(names):
+            raise InvalidInputError(f"{where}.authorities: names must be unique, got {names}")
+        authorities = own or policy_authorities
+        if not authorities:
+            raise InvalidInputError(
+                f"{where}.authorities: the policy names no authorities, so the requirement must name who may sign"
+            )
+        predicate_type = predicate_uri(item.predicate_type)
+        if not re.match(r"^[a-z][a-z0-9+.-]*://", predicate_type):
+            raise InvalidInputError(
+                f"{where}.predicateType: got {item.predicate_type!r}, expected a URI or one of "
+                f"{', '.join(_PREDICATE_SHORT_NAMES)}"
+            )
+        seconds = duration_seconds(item.max_age) if item.max_age else None
+        if item.tiers is not None and not item.tiers:
+            raise InvalidInputError(f"{where}.tiers: empty; name at least one tier, or leave it out for every model")
+        if seconds == 0:
+            raise InvalidInputError(f"{where}.maxAge: got {item.max_age!r}, expected a positive duration")
+        requirements.append(
+            EvidenceRequirement(
+                name=item.name,
+                predicate_type=predicate_type,
+                authorities=authorities,
+                max_age_seconds=seconds,
+                max_age=item.max_age or "",
+                tiers=tuple(item.tiers or ()),
+                package=item.conditions.package if item.conditions else "",
+                parameters=dict(item.conditions.parameters or {}) if item.conditions else {},
+            )
+        )
+    names = [r.name for r in requirements]
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"{path}: requirement names must be unique, got {names}")
+    return tuple(requirements)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from devmlops.core.policy import Authority
 from devmlops.errors import DevmlopsError
+
+if TYPE_CHECKING:
+    from devmlops.core.attestation import VerifiedAttestation
 
 __all__ = [
     "PolicyEngine",
@@ -58,6 +61,11 @@ class SignatureVerifier(Protocol):
 
     def verify_blob(self, artifact: bytes, bundle: str, authority: Authority) -> str:
         """Verify a plain Sigstore bundle over ``artifact``; return the signer's identity."""
+        ...
+
+    def verify_attestation(self, bundle: str, authority: Authority) -> VerifiedAttestation:
+        """Verify a Sigstore bundle around a DSSE in-toto statement (evidence about a model) and return the
+        statement, its predicate checked against its schema when it is one of devmlops's."""
         ...
 
 

@@ -17,6 +17,7 @@ from kubernetes.dynamic import DynamicClient
 
 from devmlops.adapters.kube import api_client, create_object, denial_message
 from devmlops.harness.controlplane import ControlPlane, find_tools, load_yaml_documents
+from devmlops.harness.evidencedemo import evidence_story
 from devmlops.harness.kserve import KServe, local_cluster
 from devmlops.harness.node import optional_node
 from devmlops.harness.stack import DevmlopsStack
@@ -139,6 +140,9 @@ def _run(
     )
     unexpected = _show_samples(cp, stack, project_dir / "config" / "samples")
     unexpected += _compliance_story(cp, policies)
+    for name, expected, got in evidence_story(cp, stack, cp.workdir, _say):
+        _say(f"UNEXPECTED: {name} was {got}, expected {expected}")
+        unexpected.append(Outcome("ModelDeployment", name, expected, got.partition(":")[0], got))
     if once:
         if unexpected:
             sys.exit(1)

@@ -3,6 +3,8 @@ to straight from the API server (the operator is not in the admission path, so a
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,5 +68,6 @@ def reevaluate(
     ``verifier`` is the operator's, with its deadline (operator/verifier.py)."""
     metadata = model.get("metadata") or {}
     request = model_request(model, uid=f"recheck-{metadata.get('uid', '')}", username="devmlops-operator")
-    evidence = resolve_evidence(model, lookup)
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # evidence age is judged at each re-check
+    evidence = dataclasses.replace(resolve_evidence(model, lookup), now=now)
     return may_serve(model, policies, evidence, verifier, engine, stage="admission", request=request)

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from devmlops.core.attestation import VerifiedAttestation
 from devmlops.core.policy import Authority
 from devmlops.core.ports import PolicyEngine, RegoVerdict, SignatureVerifier, SignedModel
 
@@ -61,6 +62,11 @@ class InlineGuardVerifier:
         if _INLINE.get():
             raise WouldBlock("SBOM signature verification")
         return self._inner.verify_blob(artifact, bundle, authority)
+
+    def verify_attestation(self, bundle: str, authority: Authority) -> VerifiedAttestation:
+        if _INLINE.get():
+            raise WouldBlock("attestation verification")
+        return self._inner.verify_attestation(bundle, authority)
 
 
 class InlineGuardEngine:

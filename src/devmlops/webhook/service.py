@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from devmlops.adapters.approvals import find_approval
 from devmlops.adapters.evidence import DocumentLookup, resolve_evidence
+from devmlops.core.attestation import VerifiedAttestation
 from devmlops.core.decision import MODEL_APPROVAL, MODEL_DEPLOYMENT, decide, resource_of, select_policies
 from devmlops.core.evidence import DEFAULT_SERVER_IMAGES, ApprovalState, Chain, Evidence, Identities
 from devmlops.core.exemptions import BreakGlass, Exemption
@@ -53,6 +54,13 @@ class TimedVerifier:
             return self._inner.verify_blob(artifact, bundle, authority)
         finally:
             self._metrics.gate_duration.labels("sbom").observe(time.perf_counter() - started)
+
+    def verify_attestation(self, bundle: str, authority: Authority) -> VerifiedAttestation:
+        started = time.perf_counter()
+        try:
+            return self._inner.verify_attestation(bundle, authority)
+        finally:
+            self._metrics.gate_duration.labels("evidence").observe(time.perf_counter() - started)
 
 
 class ClusterLookup(DocumentLookup, Protocol):
@@ -153,6 +161,7 @@ class AdmissionService:
         """A ModelDeployment's documents and its valid approval, for admission and for the serving stage: the
         approval is judged under the policies selecting it at its effective tier, as decide() will judge it.
         ``fields`` are further Evidence fields, set when it is built (a dataclass copy costs as much as a gate)."""
+        fields.setdefault("now", _rfc3339(clock))  # evidence age, at the serving stage too
         approvals = self._lookup.approvals()
         if not approvals:  # what find_approval says when no approval names the model
             return resolve_evidence(model, self._lookup, approval=ApprovalState(approved=False), **fields)

@@ -71,7 +71,10 @@ def policy(admin: k8s.ApiClient, stack: DevmlopsStack, editors: str, model: Sign
         editors, evidence_config_map("evidence", editors, {"model.sig": model.bundle})
     )
     name = f"four-eyes-{editors}"[:63]
-    compliance = {"approvers": {"groups": ["devmlops:approvers"]}, "tiers": {"high": {"requireApproval": True}}}
+    compliance = {
+        "approvers": {"groups": ["devmlops:approvers"]},
+        "tiers": {"high": {"requireApproval": True, "requiredEvidence": []}},
+    }
     body = cluster_policy(name, editors, model.key.public_pem, compliance=compliance, allow={"images": ALLOWED_IMAGES})
     with installed_policy(admin, stack, body):
         yield name

@@ -1,4 +1,4 @@
-"""Property 5, the serving guard cannot be walked around: where a ClusterModelPolicy demands a guard, a
+"""Property 11, the serving guard cannot be walked around: where a ClusterModelPolicy demands a guard, a
 ModelDeployment without one, with a looser one, or on a runtime devmlops cannot guard is denied; the guard is part of
 the rendered child, so removing or loosening it, or opening the model server to the Pod network, is denied like any
 other change of a child; and the model server listens on the Pod's loopback only."""

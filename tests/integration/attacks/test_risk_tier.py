@@ -34,7 +34,7 @@ from tests.integration.support import (
 
 RISK_LABEL = "devmlops.io/eu-ai-act-risk"
 APPROVERS = {"groups": ["devmlops:approvers"]}
-TIERS = {"prohibited": {"deny": True}, "high": {"requireApproval": True}}
+TIERS = {"prohibited": {"deny": True}, "high": {"requireApproval": True, "requiredEvidence": []}}
 
 
 @pytest.fixture(scope="module")

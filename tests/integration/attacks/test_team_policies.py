@@ -189,7 +189,7 @@ def test_a_team_policy_that_would_drop_a_cluster_requirement_is_refused(
     compliance = {
         "minimumTier": "high",
         "approvers": {"groups": ["devmlops:approvers"]},
-        "tiers": {"high": {"requireApproval": True}},
+        "tiers": {"high": {"requireApproval": True, "requiredEvidence": []}},
     }
     policy = platform_policy(f"strict-{ns}", ns, platform_model, sbom={"required": True}, compliance=compliance)
     with installed_policy(admin, stack, policy):
@@ -206,7 +206,10 @@ def test_a_team_policy_can_raise_the_tier_so_a_model_labelled_minimal_waits_for_
     platform_model: SignedModel,
 ) -> None:
     ns = enforced_namespace
-    compliance = {"approvers": {"groups": ["devmlops:approvers"]}, "tiers": {"high": {"requireApproval": True}}}
+    compliance = {
+        "approvers": {"groups": ["devmlops:approvers"]},
+        "tiers": {"high": {"requireApproval": True, "requiredEvidence": []}},
+    }
     with installed_policy(admin, stack, platform_policy(f"tiers-{ns}", ns, platform_model, compliance=compliance)):
         evidence(mallory, ns, **{"model.sig": platform_model.bundle})
         plant(mallory, stack, ns, team_policy("raise", compliance={"minimumTier": "high"}))

@@ -41,6 +41,10 @@ PINNED = {
     "sign_certificate.Verifier": ["certificate_chain_paths", "log_fingerprints"],
     "sign_certificate.Verifier.verify": ["self", "signature"],
     "sign_certificate.Verifier._verify_certificates": ["self", "verification_material", "log_fingerprints"],
+    "sign_sigstore_pb.Verifier._verify_signed_content": ["self", "signature"],
+    "sign_ec_key.Signer": ["private_key_path", "password"],
+    "sign_ec_key.Signer.sign": ["self", "payload"],
+    "sign_certificate.Signer": ["private_key_path", "signing_certificate_path", "certificate_chain_paths"],
 }
 SRC = Path(oms.__file__).parents[1]
 

@@ -95,3 +95,52 @@ def test_fetching_into_a_folder_it_may_write_but_not_chmod_leaves_that_folder_as
     assert done.returncode == 0, done.stderr
     assert dest.stat().st_mode & 0o777 == 0o777, "copytree would have made it 0o700"
     assert sorted(p.name for p in dest.iterdir()) == ["config.json", "weights.bin"]
+
+
+def scanning_plan_for(tmp_path: Path, files: dict[str, bytes], *, scan: bool) -> tuple[Path, str]:
+    """A model signed by its release key (so every byte verifies), under a policy that requires scan evidence."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    key = make_key(tmp_path)
+    model = make_model(tmp_path / "source", files)
+    bundle = sign_with_key(model, key, tmp_path / "model.sig")
+    digest = OmsVerifier().verify_model(bundle, Authority(name="k", kind="key", public_key=key.public_pem)).digest
+    evidence = [{"name": "scan", "predicateType": "scan"}] if scan else []
+    policy = compile_policy(
+        {
+            "metadata": {"name": "p"},
+            "spec": {"authorities": [{"name": "release", "key": {"publicKey": key.public_pem}}], "evidence": evidence},
+        }
+    )
+    return model, VerificationPlan.for_policies(bundle, digest, [policy]).to_json()
+
+
+def test_a_signed_model_with_an_unsafe_pickle_is_stopped_when_a_policy_requires_scans(tmp_path: Path) -> None:
+    """Signed by the trusted key, bytes intact, nobody attested a scan: the initializer scans and refuses."""
+    from tests.support.evidence import malicious_files
+
+    payload = malicious_files(tmp_path / "bad")["os_system"].read_bytes()
+    files = {"model.pkl": payload, "config.json": b"{}"}
+    model, plan = scanning_plan_for(tmp_path / "scanned", files, scan=True)
+    result = initializer(f"file://{model}", tmp_path / "served", plan)
+    assert result.returncode == 1
+    assert "NOT serving" in result.stderr
+    assert "model.pkl: unsafe: imports posix.system" in result.stderr
+    unscanned, plan = scanning_plan_for(tmp_path / "unscanned", files, scan=False)
+    assert initializer(f"file://{unscanned}", tmp_path / "served-2", plan).returncode == 0
+
+
+def test_a_clean_model_is_scanned_and_served(tmp_path: Path) -> None:
+    from devmlops.harness.evidencemodels import train_demo_model
+
+    pickled = train_demo_model(tmp_path / "m" / "model.pkl").read_bytes()
+    model, plan = scanning_plan_for(tmp_path / "clean", {"model.pkl": pickled}, scan=True)
+    result = initializer(f"file://{model}", tmp_path / "served", plan)
+    assert result.returncode == 0, result.stderr
+    assert "scanned 1 file(s): nothing unsafe" in result.stdout
+
+
+def test_the_scan_flag_is_part_of_the_plan_the_webhook_compares(tmp_path: Path) -> None:
+    _model, scanning = scanning_plan_for(tmp_path / "a", {"w.bin": b"x"}, scan=True)
+    plan = VerificationPlan.from_json(scanning)
+    assert plan.scan
+    assert not plan.same_as(replace(plan, scan=False))

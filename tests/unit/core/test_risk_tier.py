@@ -24,7 +24,9 @@ from devmlops.errors import InvalidInputError
 from tests.unit.core.fakes import DIGEST, FakeVerifier, bundle, md_update
 
 PEM = "-----BEGIN PUBLIC KEY-----\nMFk=\n-----END PUBLIC KEY-----"
-TIERS = {"prohibited": {"deny": True}, "high": {"requireApproval": True}}
+# These tests are about tiers and approval: the evidence the high tier demands by default is waived here
+# (tests/unit/core/test_evidence_gate.py covers it).
+TIERS = {"prohibited": {"deny": True}, "high": {"requireApproval": True, "requiredEvidence": []}}
 
 
 def policy(name: str = "eu", **compliance: Any) -> Policy:

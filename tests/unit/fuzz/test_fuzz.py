@@ -15,7 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devmlops.adapters.oms import OmsVerifier
+from devmlops.adapters.predicates import read_statement, validate_predicate
 from devmlops.adapters.sbom import SbomError, parse_sbom
+from devmlops.core.attestation import DEVMLOPS_PREDICATES
 from devmlops.core.evidence import Evidence
 from devmlops.core.gates.rego import rego_input
 from devmlops.core.policy import Authority, PolicySet, compile_policy
@@ -24,6 +26,7 @@ from devmlops.core.review import parse_review
 from devmlops.errors import InvalidInputError
 from devmlops.webhook import WebhookDeps, WebhookSettings, create_app
 from devmlops.webhook.service import AdmissionService
+from tests.support.evidence import attestation, predicate
 from tests.support.lookups import EmptyCluster
 from tests.support.models import make_key, make_model, sign_with_key
 
@@ -169,7 +172,18 @@ def test_any_json_as_sbom_is_parsed_or_refused_with_an_sbom_error(document: Any)
 @given(
     spec=st.dictionaries(
         st.sampled_from(
-            ["authorities", "threshold", "mode", "selector", "sbom", "allow", "compliance", "rego", "onViolation"]
+            [
+                "authorities",
+                "threshold",
+                "mode",
+                "selector",
+                "sbom",
+                "allow",
+                "compliance",
+                "evidence",
+                "rego",
+                "onViolation",
+            ]
         ),
         json_values,
         max_size=6,
@@ -203,6 +217,97 @@ def test_the_rego_input_is_always_json(review: dict[str, Any]) -> None:
     if not isinstance(obj.get("metadata") or {}, dict) or not isinstance(obj.get("spec") or {}, dict):
         return
     json.dumps(rego_input(request, obj, policy, Evidence(), None, stage="admission"))
+
+
+predicate_types = st.sampled_from(
+    [*DEVMLOPS_PREDICATES.values(), "https://devmlops.io/attestation/fairness/v2", "https://slsa.dev/provenance/v1"]
+) | st.text(max_size=20)
+
+
+def statements() -> st.SearchStrategy[Any]:
+    """In-toto statements, mostly well shaped, with hostile subjects and predicates (and plain JSON now and then)."""
+    subject = (
+        st.fixed_dictionaries(
+            {
+                "name": st.text(max_size=10),
+                "digest": st.fixed_dictionaries({"sha256": st.text("0123456789abcdefAB", max_size=66)}),
+            }
+        )
+        | json_values
+    )
+    statement = st.fixed_dictionaries(
+        {
+            "_type": st.sampled_from(["https://in-toto.io/Statement/v1", "https://in-toto.io/Statement/v0.1"]),
+            "subject": st.lists(subject, max_size=3) | json_values,
+            "predicateType": predicate_types,
+            "predicate": json_values,
+        }
+    )
+    return statement | json_values
+
+
+@FUZZ
+@given(statement=statements())
+def test_any_statement_is_read_or_refused_naming_a_field_never_crashes(statement: Any) -> None:
+    CASES["count"] += 1
+    try:
+        read = read_statement(json.dumps(statement).encode())
+    except VerificationFailed as exc:
+        refused = exc.user_message
+        assert refused
+        return
+    assert read.predicate_type == statement["predicateType"]
+    assert all(digest.startswith("sha256:") and len(digest) == 71 for _name, digest in read.subjects)
+    json.dumps(read.predicate)
+
+
+@FUZZ
+@given(kind=st.sampled_from(sorted(DEVMLOPS_PREDICATES)), field=st.text(max_size=12), value=json_values)
+def test_a_devmlops_predicate_with_any_field_changed_is_read_or_refused(kind: str, field: str, value: Any) -> None:
+    """Valid predicates with one top-level field replaced by anything: refused with the schema's reason, or valid."""
+    CASES["count"] += 1
+    body = {**predicate(kind), field: value}
+    statement = {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": "m", "digest": {"sha256": "ab" * 32}}],
+        "predicateType": DEVMLOPS_PREDICATES[kind],
+        "predicate": body,
+    }
+    try:
+        read_statement(json.dumps(statement).encode())
+    except VerificationFailed as exc:
+        refused = exc.user_message
+        assert "predicate" in refused
+        return
+    validate_predicate(DEVMLOPS_PREDICATES[kind], body)
+
+
+@pytest.fixture(scope="module")
+def signed_attestation(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Authority]:
+    key = make_key(tmp_path_factory.mktemp("attest"))
+    bundle = attestation("fairness", predicate("fairness"), "sha256:" + "ab" * 32, key=key)
+    return bundle, Authority(name="k", kind="key", public_key=key.public_pem)
+
+
+@FUZZ
+@given(position=st.integers(min_value=0), flip=st.integers(min_value=1, max_value=255))
+def test_an_attestation_changed_anywhere_fails_verification_cleanly(
+    signed_attestation: tuple[str, Authority], position: int, flip: int
+) -> None:
+    CASES["count"] += 1
+    bundle, authority = signed_attestation
+    data = bytearray(bundle.encode())
+    index = position % len(data)
+    data[index] = (data[index] + flip) % 256
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return
+    try:
+        result = OmsVerifier().verify_attestation(text, authority)
+    except VerificationFailed:
+        return
+    assert result == OmsVerifier().verify_attestation(bundle, authority)
 
 
 def test_report_the_number_of_fuzz_cases() -> None:
