@@ -26,6 +26,7 @@ __all__ = [
     "parse_guard_config",
     "request_texts",
     "response_texts",
+    "tightest",
 ]
 
 
@@ -104,6 +105,47 @@ def guard_problems(guard: Guard | None, demands: Iterable[tuple[str, GuardPolicy
                 found.append(f"spec.guard.action: found {guard.action!r}, expected 'block'")
         problems += [f"{text} (ClusterModelPolicy {policy})" for text in found]
     return problems
+
+
+def _lower(a: RateLimit | None, b: RateLimit | None) -> RateLimit | None:
+    if a is None or b is None:
+        return a or b
+    return RateLimit(requests_per_second=min(a.requests_per_second, b.requests_per_second), burst=min(a.burst, b.burst))
+
+
+def _both(a: TextChecks | None, b: TextChecks | None) -> TextChecks | None:
+    if a is None or b is None:
+        return a or b
+    patterns = list(dict.fromkeys([*(a.blocked_patterns or ()), *(b.blocked_patterns or ())]))
+    return TextChecks(
+        injection=a.injection or b.injection or None,
+        secrets=a.secrets or b.secrets or None,
+        pii=a.pii or b.pii or None,
+        blocked_patterns=patterns or None,
+    )
+
+
+def tightest(demands: Sequence[GuardPolicy]) -> Guard | None:
+    """The guard a new ModelDeployment gets when it declares none and policies demand one: every demand's limits
+    at once (lowest rates and sizes, every check, block). None when no policy demands a guard. Protocols that
+    disagree cannot both hold: the first is taken and the guard gate names the other policy's."""
+    demanding = [d for d in demands if d.required or d.limits is not None]
+    if not demanding:
+        return None
+    guard = Guard()
+    for limits in (d.limits for d in demanding if d.limits is not None):
+        sizes = [n for n in (guard.max_request_bytes, limits.max_request_bytes) if n is not None]
+        guard = Guard(
+            rate_limit=_lower(guard.rate_limit, limits.rate_limit),
+            per_client=_lower(guard.per_client, limits.per_client),
+            client_header=guard.client_header or limits.client_header,
+            max_request_bytes=min(sizes) if sizes else None,
+            protocol=guard.protocol or limits.protocol,
+            input=_both(guard.input, limits.input),
+            output=_both(guard.output, limits.output),
+            action="block" if "block" in (guard.action, limits.action) else "log",
+        )
+    return guard
 
 
 # -- rate limits ----------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from devmlops.core.decision import MODEL_APPROVAL, MODEL_DEPLOYMENT, decide, res
 from devmlops.core.evidence import DEFAULT_SERVER_IMAGES, ApprovalState, Chain, Evidence, Identities
 from devmlops.core.exemptions import BreakGlass, Exemption
 from devmlops.core.gates.compliance import EffectiveTier, effective_tier
+from devmlops.core.guard import tightest
 from devmlops.core.model import Decision
 from devmlops.core.mutation import stamp_patch
 from devmlops.core.plan import VerificationPlan
@@ -143,11 +144,22 @@ class AdmissionService:
         return Evidence(namespace_labels=labels, now=stamp)
 
     def stamp(self, request: AdmissionRequest) -> list[dict[str, Any]]:
-        """The mutating webhook's JSONPatch: for a new ModelApproval, stamped with the ModelDeployment it names."""
-        target = None
-        if (request.kind.group, request.kind.kind) == MODEL_APPROVAL and request.operation == "CREATE":
+        """The mutating webhook's JSONPatch: for a new ModelApproval, stamped with the ModelDeployment it names; for
+        a new ModelDeployment without a guard, the guard its selecting policies demand."""
+        target, guard = None, None
+        kind = (request.kind.group, request.kind.kind)
+        if kind == MODEL_APPROVAL and request.operation == "CREATE":
             target = self._approval_target(request)
-        return stamp_patch(request, target=target)
+        if kind == MODEL_DEPLOYMENT and request.operation == "CREATE" and request.object is not None:
+            model = ((request.object.get("spec") or {}).get("model") or {}) if isinstance(request.object, dict) else {}
+            selecting = select_policies(
+                self._policies(),
+                namespace=request.namespace,
+                namespace_labels=self._lookup.namespace_labels(request.namespace),
+                model_name=str(model.get("name") or "") if isinstance(model, dict) else "",
+            )
+            guard = tightest([p.guard for p in selecting if p.guard is not None])
+        return stamp_patch(request, target=target, guard=guard)
 
     def _approval_target(self, request: AdmissionRequest) -> Mapping[str, Any] | None:
         """The ModelDeployment a ModelApproval names, from the cache, with its namespace filled in."""

@@ -71,7 +71,6 @@ def _model(attack_model: SignedModel, **spec: Any) -> dict[str, Any]:
 
 
 LOOSER: dict[str, tuple[dict[str, Any], str]] = {
-    "no-guard": ({}, "spec.guard is missing"),
     "a-higher-client-rate": (
         {"guard": {**GUARD, "perClient": {"requestsPerSecond": 1000, "burst": 20}}},
         "spec.guard.perClient.requestsPerSecond: found 1000, expected at most 10",
@@ -92,11 +91,20 @@ def test_a_model_without_the_guard_its_policy_demands_is_denied(
     assert expected in reason
 
 
+def test_a_model_that_declares_no_guard_gets_its_policys_limits_as_its_guard(
+    mallory: k8s.ApiClient, enforced_namespace: str, attack_model: SignedModel, guarding: dict[str, Any]
+) -> None:
+    """The mutating webhook defaults spec.guard on create; the guard is then the policy's, and the child has it."""
+    created = _create(mallory, enforced_namespace, _model(attack_model, runtime=TRITON_RUNTIME))
+    assert created["spec"]["guard"] == {**LIMITS, "action": "block", "auditContent": False}
+
+
 def test_a_guard_demanded_on_a_runtime_devmlops_cannot_guard_is_denied(
     mallory: k8s.ApiClient, enforced_namespace: str, attack_model: SignedModel, guarding: dict[str, Any]
 ) -> None:
-    reason = denied(_create, mallory, enforced_namespace, _model(attack_model, guard=GUARD))  # runtime kserve
-    assert "spec.runtime.kind: found 'kserve'" in reason
+    for spec in ({"guard": GUARD}, {}):  # declared, or defaulted from the policy: runtime kserve either way
+        reason = denied(_create, mallory, enforced_namespace, _model(attack_model, **spec))
+        assert "spec.runtime.kind: found 'kserve'" in reason
 
 
 def test_dropping_the_guard_from_a_served_model_is_denied(mallory: k8s.ApiClient, served_guarded: Served) -> None:

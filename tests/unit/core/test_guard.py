@@ -19,6 +19,7 @@ from devmlops.core.guard import (
     parse_guard_config,
     request_texts,
     response_texts,
+    tightest,
 )
 from devmlops.core.manifests import Guard, GuardPolicy, RateLimit, TextChecks
 
@@ -208,3 +209,48 @@ def test_any_json_is_a_verdict_never_an_exception(value: Any) -> None:
     for protocol, path in (("v2", "/v2/models/m/infer"), ("openai", "/v1/chat/completions")):
         found = inspect_request(_guard(protocol=protocol, input={"injection": True}), "POST", path, _body(value))
         assert found is None or found.reason in {"schema", "injection"}
+
+
+def test_the_tightest_guard_of_several_demands_holds_every_one() -> None:
+    other = GuardPolicy(
+        limits=_guard(
+            perClient={"requestsPerSecond": 50, "burst": 5},
+            rateLimit={"requestsPerSecond": 100, "burst": 100},
+            output={"secrets": True},
+            input={"blockedPatterns": ["gun"]},
+            action="log",
+        )
+    )
+    guard = tightest([LIMITS, other])
+    assert guard is not None
+    assert guard_problems(guard, [("a", LIMITS), ("b", other)]) == []
+    assert guard.per_client == RateLimit(requests_per_second=10, burst=5)
+    assert guard.action == "block"
+    assert tightest([GuardPolicy()]) is None
+    assert tightest([GuardPolicy(required=True)]) == Guard()
+
+
+def test_a_new_model_deployment_without_a_guard_gets_the_default_by_mutation() -> None:
+    from devmlops.core.mutation import stamp_patch
+    from devmlops.core.review import AdmissionRequest, GroupVersionKind
+
+    def request(operation: str, spec: dict[str, Any]) -> AdmissionRequest:
+        return AdmissionRequest(
+            uid="u",
+            kind=GroupVersionKind("devmlops.io", "v1alpha1", "ModelDeployment"),
+            operation=operation,  # type: ignore[arg-type]
+            namespace="ml",
+            name="m",
+            username="alice",
+            groups=(),
+            object={"metadata": {"name": "m", "annotations": {}}, "spec": spec},
+            old_object=None,
+        )
+
+    default = _guard(perClient={"requestsPerSecond": 5, "burst": 5})
+    added = [op for op in stamp_patch(request("CREATE", {}), guard=default) if op["path"] == "/spec/guard"]
+    assert added == [{"op": "add", "path": "/spec/guard", "value": json.loads(guard_config_json(default))}]
+    declared = stamp_patch(request("CREATE", {"guard": {}}), guard=default)
+    assert all(op["path"] != "/spec/guard" for op in declared)  # what is declared is judged, never overwritten
+    updated = stamp_patch(request("UPDATE", {}), guard=default)
+    assert all(op["path"] != "/spec/guard" for op in updated)  # dropping a guard on update is the gate's to deny
