@@ -165,7 +165,11 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
         return b"".join(chunks)
 
     def headers_for_upstream(request: web.BaseRequest) -> dict[str, str]:
-        return {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        # An answer is read for the output checks as sent: never let the client ask the model server to compress it
+        # (the checks would read gzip bytes, find nothing, and pass them on).
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP and k.lower() != "accept-encoding"}
+        headers["Accept-Encoding"] = "identity"
+        return headers
 
     def output_finding(texts: list[str]) -> Finding | None:
         return inspect_text(texts, guard.output, settings.secrets, "output")
