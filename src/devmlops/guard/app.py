@@ -247,7 +247,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
             finish(exchange, 502, "error", finding)
             return _error(502, finding)
         except Exception:  # a bug in the guard: an error answer, never a forwarded request
-            _log.exception("guard error on %s %s", request.method, request.path)
+            _log.exception("guard error on %r %r", request.method, request.path)  # repr: no client line breaks
             finding = Finding("internal", "internal error in the guard (fail closed)")
             finish(exchange, 500, "error", finding)
             return _error(500, finding)

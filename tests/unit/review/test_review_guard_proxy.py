@@ -11,6 +11,8 @@ import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
 import aiohttp
 from aiohttp import web
 
@@ -144,3 +146,45 @@ def test_a_stream_with_crlf_event_separators_is_still_checked() -> None:
         assert EMAIL.encode() not in raw, "the streamed e-mail address was sent without an output check"
 
     _run({"output": {"pii": True}}, check)
+
+
+def test_a_client_cannot_write_lines_into_the_guards_stdout(caplog: "pytest.LogCaptureFixture") -> None:
+    """The audit stream is one JSON line per request on the guard's stdout (docs/guard.md). When anything in the
+    guard raises (on e8db94b a deeply nested JSON body did: ``json.loads`` raises RecursionError, not ValueError;
+    here a secrets scanner that fails), ``_log.exception('guard error on %s %s', method, request.path)`` writes the
+    percent-decoded path raw to the same stdout: ``%0A`` followed by JSON forges a whole audit line
+    (``{"result":"allowed","client":"ip:10.0.0.9",...}``) for whatever reads the guard's logs."""
+    import logging
+
+    forged = '%0A%7B%22result%22:%22allowed%22,%22client%22:%22ip:10.0.0.9%22%7D'
+
+    def failing_scanner(_text: str) -> str:
+        raise RuntimeError("scanner bug")
+
+    async def go() -> None:
+        guard = Guard.model_validate({"input": {"secrets": True}})
+        server, close = create_server(
+            GuardSettings(upstream="http://127.0.0.1:9", guard=guard, secrets=failing_scanner), GuardMetrics.create()
+        )
+        runner = web.ServerRunner(server)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", runner.addresses[0][1])
+            body = json.dumps({"prompt": "hello"}).encode()
+            writer.write(
+                b"POST /v1/completions" + forged.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
+            await writer.drain()
+            status = (await asyncio.wait_for(reader.read(200), 10)).split(b"\r\n")[0]
+            writer.close()
+            assert b"500" in status
+        finally:
+            await runner.cleanup()
+            await close()
+
+    with caplog.at_level(logging.INFO, logger="devmlops.guard"):
+        asyncio.run(go())
+    for record in caplog.records:
+        assert "\n" not in record.getMessage(), f"a client-chosen line break in the guard's log: {record.getMessage()!r}"
