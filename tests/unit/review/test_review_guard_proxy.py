@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import io
 import json
 import struct
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,11 @@ async def _triton_like(request: web.Request) -> web.StreamResponse:
             await response.write(b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n")
         await response.write_eof()
         return response
+    if request.path.startswith("/v1/"):
+        size = 0
+        while chunk := await request.content.read(1 << 20):
+            size += len(chunk)
+        return web.json_response({"choices": [{"index": 0, "text": f"read {size} bytes"}]})
     body = await request.json() if request.can_read_body else {}
     answer = _v2_answer(f"The owner is {EMAIL}")
     if (body.get("parameters") or {}).get("binary_data_output"):
@@ -188,3 +194,19 @@ def test_a_client_cannot_write_lines_into_the_guards_stdout(caplog: "pytest.LogC
         asyncio.run(go())
     for record in caplog.records:
         assert "\n" not in record.getMessage(), f"a client-chosen line break in the guard's log: {record.getMessage()!r}"
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")  # aiohttp warns that the guard forwards 64 MiB of raw bytes
+def test_a_guard_without_max_request_bytes_still_bounds_what_it_buffers() -> None:
+    """``read_body`` collects the whole body in memory; without ``maxRequestBytes`` (optional, and a policy need not
+    demand it) there is no bound at all, not even the 64 MiB that the field itself may not exceed, and the rendered
+    guard container has no memory limit: one client's multi-gigabyte POST exhausts the Pod (or the node). Expected:
+    a body over the field's own maximum (64 MiB) is refused with 413 whatever the ModelDeployment says."""
+
+    async def check(base: str) -> None:
+        body = b'{"model":"m","prompt":"' + b"a" * (64 * 1024 * 1024 + 1) + b'"}'
+        async with aiohttp.ClientSession() as client:
+            async with client.post(base + "/v1/completions", data=io.BytesIO(body)) as answer:
+                assert answer.status == 413
+
+    _run({"protocol": "openai"}, check)
