@@ -90,6 +90,12 @@ def guard_problems(guard: Guard | None, demands: Iterable[tuple[str, GuardPolicy
             limit = demand.limits
             found += _looser_rate("rateLimit", guard.rate_limit, limit.rate_limit)
             found += _looser_rate("perClient", guard.per_client, limit.per_client)
+            if limit.per_client is not None and guard.client_header != limit.client_header:
+                # A client header names the client as the client says: another value, another bucket.
+                found.append(
+                    f"spec.guard.clientHeader: found {guard.client_header!r}, expected {limit.client_header!r} "
+                    "(a client picks its own header value, and with it a fresh perClient bucket)"
+                )
             if limit.max_request_bytes is not None and (
                 guard.max_request_bytes is None or guard.max_request_bytes > limit.max_request_bytes
             ):
@@ -341,10 +347,28 @@ def response_texts(body: Any) -> list[str]:
     return texts
 
 
-def _flatten(data: Any, depth: int = 0) -> list[Any]:
-    if isinstance(data, list) and depth < 8:
-        return [item for element in data for item in _flatten(element, depth + 1)]
-    return [data]
+def _flatten(data: Any) -> list[Any]:
+    """Every leaf of nested lists, at any depth (Triton reads row-major nested ``data`` of any depth)."""
+    leaves: list[Any] = []
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        else:
+            leaves.append(item)
+    return leaves
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Python keeps the last of duplicate keys, Triton's rapidjson the first: a body the guard and the model server
+    would read differently is refused."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate key {key[:64]!r}")
+        obj[key] = value
+    return obj
 
 
 def inspect_request(
@@ -361,8 +385,8 @@ def inspect_request(
     parsed: Any = None
     if guard.protocol is not None or guard.input is not None:
         try:
-            parsed = json.loads(body)
-        except ValueError as exc:
+            parsed = json.loads(body, object_pairs_hook=_no_duplicate_keys)
+        except (ValueError, RecursionError) as exc:
             return _schema("body", f"not JSON ({exc})")
     if guard.protocol == "v2":
         found = _check_v2(parsed)

@@ -62,7 +62,12 @@ class VerificationPlan:
     def for_policies(cls, bundle: str, digest: str, policies: Sequence[Policy]) -> VerificationPlan:
         """A policy that requires scan evidence also has the bytes scanned where they load, attested or not."""
         ordered = sorted(policies, key=lambda p: (p.namespace, p.name))  # one plan, whatever order policies came in
-        scan = any(r.predicate_type == SCAN_PREDICATE for p in policies for r in p.evidence)
+        scan = any(r.predicate_type == SCAN_PREDICATE for p in policies for r in p.evidence) or any(
+            SCAN_PREDICATE in (rules.required_evidence or ())
+            for p in policies
+            if p.compliance is not None
+            for rules in p.compliance.tiers.values()
+        )
         return cls(bundle, digest, tuple((p.threshold, p.authorities) for p in ordered if p.authorities), scan)
 
     def to_json(self) -> str:

@@ -165,7 +165,11 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
         return b"".join(chunks)
 
     def headers_for_upstream(request: web.BaseRequest) -> dict[str, str]:
-        return {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        # An answer is read for the output checks as sent: never let the client ask the model server to compress it
+        # (the checks would read gzip bytes, find nothing, and pass them on).
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP and k.lower() != "accept-encoding"}
+        headers["Accept-Encoding"] = "identity"
+        return headers
 
     def output_finding(texts: list[str]) -> Finding | None:
         return inspect_text(texts, guard.output, settings.secrets, "output")
@@ -243,7 +247,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
             finish(exchange, 502, "error", finding)
             return _error(502, finding)
         except Exception:  # a bug in the guard: an error answer, never a forwarded request
-            _log.exception("guard error on %s %s", request.method, request.path)
+            _log.exception("guard error on %r %r", request.method, request.path)  # repr: no client line breaks
             finding = Finding("internal", "internal error in the guard (fail closed)")
             finish(exchange, 500, "error", finding)
             return _error(500, finding)
