@@ -170,7 +170,8 @@ def _enforced(request: AdmissionRequest, evidence: Evidence) -> bool:
 
 
 def _name(request: AdmissionRequest) -> str:
-    kind = request.kind.kind if request.kind.kind not in ("Scale", "PodExecOptions", "PodAttachOptions") else ""
+    options = ("Scale", "PodExecOptions", "PodAttachOptions", "PodPortForwardOptions")
+    kind = request.kind.kind if request.kind.kind not in options else ""
     what = kind or f"{request.resource}/{request.sub_resource}"
     return f"{what} {request.namespace}/{request.name}" if request.namespace else f"{what} {request.name}"
 
@@ -179,7 +180,8 @@ def review_serving(request: AdmissionRequest, evidence: Evidence, *, now: dt.dat
     """The no-bypass review of Pods, workloads, their subresources and the KServe kinds."""
     resource, sub = request.resource, request.sub_resource
     name = _name(request)
-    if sub in ("exec", "attach", "ephemeralcontainers"):
+    if sub in ("exec", "attach", "portforward", "ephemeralcontainers"):
+        # A port-forward reaches the Pod's loopback, where a guarded model server listens: as exec, break-glass.
         return _break_glass(request, evidence, name, now)
     if sub == "scale":
         return _review_scale(request, evidence, name)

@@ -4,7 +4,7 @@ Helm chart renders (a test holds the two together).
 - devmlops kinds and the KServe kinds: every namespace but the excluded ones, every API version ("*"), so that an
   older or newer version of a kind is no way around the review.
 - In namespaces under enforcement (label ``devmlops.io/enforce: "true"``, set by cluster admins): every Pod, its
-  ephemeral containers, exec and attach, and every workload kind with its scale subresource.
+  ephemeral containers, exec, attach and port-forward, and every workload kind with its scale subresource.
 - Elsewhere, Deployments and StatefulSets that look like model servers (a courtesy, for early denials).
 - Services a ModelDeployment or an InferenceService owns (or owned before the update), wherever they are: they
   route a model server's traffic (a Triton model's Service is a child like its Deployment; KServe's predictor
@@ -86,7 +86,8 @@ VALIDATING_ENTRIES: tuple[Entry, ...] = (
         (
             Rule("", ("pods",)),
             Rule("", ("pods/ephemeralcontainers",), operations=("UPDATE",)),
-            Rule("", ("pods/exec", "pods/attach"), operations=("CONNECT",)),
+            # A port-forward dials the Pod's own loopback, where a guarded model server listens (docs/guard.md).
+            Rule("", ("pods/exec", "pods/attach", "pods/portforward"), operations=("CONNECT",)),
         ),
         where="enforced",
     ),

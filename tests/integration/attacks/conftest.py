@@ -69,6 +69,7 @@ EDITOR_RULES: list[dict[str, Any]] = [
             "pods",
             "pods/exec",
             "pods/attach",
+            "pods/portforward",  # the built-in edit role grants it
             "pods/ephemeralcontainers",
             "configmaps",
             "secrets",
@@ -391,11 +392,13 @@ def installed_exemption(admin: k8s.ApiClient, body: dict[str, Any], *, timeout: 
 
 
 def connect(client: k8s.ApiClient, namespace: str, name: str, *, how: str = "exec") -> None:
-    """``kubectl exec`` (or ``attach``) as a plain POST: the API server runs admission (CONNECT) before it looks
+    """``kubectl exec`` (or ``attach``, or ``port-forward``) as a plain POST: the API server runs admission (CONNECT) before it looks
     for a kubelet, so the webhook's answer is what comes back first."""
     core = k8s.CoreV1Api(client)
     if how == "exec":
         core.connect_post_namespaced_pod_exec(name, namespace, command=["sh", "-c", "id"], stdout=True, stderr=True)
+    elif how == "portforward":
+        core.connect_post_namespaced_pod_portforward(name, namespace, ports="8080")
     else:
         core.connect_post_namespaced_pod_attach(name, namespace, stdout=True, stderr=True)
 

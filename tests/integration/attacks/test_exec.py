@@ -88,6 +88,13 @@ def test_attach_to_a_pod_without_a_break_glass_is_denied(
     denied(connect, mallory, enforced_namespace, exempt_pod, how="attach")
 
 
+def test_a_port_forward_without_a_break_glass_is_denied(
+    mallory: k8s.ApiClient, enforced_namespace: str, exempt_pod: str
+) -> None:
+    """A port-forward dials the Pod's own loopback: where a guarded model server listens (docs/guard.md)."""
+    denied(connect, mallory, enforced_namespace, exempt_pod, how="portforward")
+
+
 def test_adding_an_ephemeral_container_without_a_break_glass_is_denied(
     mallory: k8s.ApiClient, enforced_namespace: str, exempt_pod: str
 ) -> None:
@@ -103,6 +110,7 @@ def test_exec_into_a_model_server_pod_is_denied(
     target = triton_pods.pods[0]["metadata"]["name"]
     denied(connect, mallory, served_triton.namespace, target)
     denied(connect, mallory, served_triton.namespace, target, how="attach")
+    denied(connect, mallory, served_triton.namespace, target, how="portforward")
 
 
 def test_adding_a_debug_container_to_a_model_server_pod_is_denied(
