@@ -109,8 +109,12 @@ def check_model_bytes(
     ignore_paths: Iterable[str] = (),
     workers: int | None = None,
     progress: TextIO | None = None,
+    strict: bool = False,
 ) -> ByteCheck:
-    """Compare the files under ``model_path`` with ``signed`` (extra, missing and changed files are problems)."""
+    """Compare the files under ``model_path`` with ``signed`` (extra, missing and changed files are problems).
+    ``strict``: a file the hashing left out (git paths, which model_signing always ignores, and the signature's
+    ignored paths) is a problem too. Where the bytes are served, everything in the folder must be signed: a model
+    server loads what it finds (Triton takes any folder of its repository as a model, ``.github`` included)."""
     if not model_path.is_dir() and not model_path.is_file():
         raise InvalidInputError(f"MODEL_PATH: {model_path} does not exist")
     ignore = [str(p) for p in signed.serialization.get("ignore_paths", [])] + [str(p) for p in ignore_paths]
@@ -130,6 +134,10 @@ def check_model_bytes(
     found = {d.identifier: f"{d.digest.algorithm}:{d.digest.digest_hex}" for d in actual.resource_descriptors()}
     expected = dict(signed.files)
     problems = [f"unsigned file present: {name}" for name in sorted(set(found) - set(expected))]
+    if strict and model_path.is_dir():
+        present = {p.relative_to(model_path).as_posix() for p in model_path.rglob("*") if not p.is_dir()}
+        problems += [f"file not covered by the signature (left out of hashing): {name}" for name in sorted(
+            present - set(found))]  # fmt: skip
     problems += [f"signed file missing: {name}" for name in sorted(set(expected) - set(found))]
     problems += [
         f"{name}: got {found[name][:23]}..., signed {expected[name][:23]}..."

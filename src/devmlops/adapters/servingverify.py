@@ -59,7 +59,7 @@ def run_plan(uri: str, destination: Path, plan: VerificationPlan, *, out: TextIO
     evidence). Raises VerificationFailed when anything differs or a file is unsafe."""
     signed = plan.verify_signature(OmsVerifier())
     fetch_model(uri, destination)
-    check = check_model_bytes(destination, signed, progress=sys.stderr)
+    check = check_model_bytes(destination, signed, progress=sys.stderr, strict=True)
     if not check.ok:
         raise VerificationFailed("the fetched model differs from its signature: " + "; ".join(check.problems[:10]))
     out.write(f"devmlops: {check.files} files of {signed.model_name} match {signed.digest} (signer {signed.signer})\n")
