@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -214,6 +215,13 @@ def _pii(text: str) -> str:
     return ""
 
 
+def _normalised(text: str) -> str:
+    """What a reader (a person, a language model) reads: compatibility forms folded (fullwidth letters, ligatures)
+    and invisible format characters (zero-width spaces and joiners, direction marks) dropped."""
+    folded = unicodedata.normalize("NFKC", text)
+    return "".join(c for c in folded if unicodedata.category(c) != "Cf") if not folded.isascii() else folded
+
+
 def inspect_text(
     texts: Sequence[str], checks: TextChecks | None, secrets: TextScanner | None, where: str
 ) -> Finding | None:
@@ -221,7 +229,7 @@ def inspect_text(
     if checks is None:
         return None
     patterns = [re.compile(p) for p in checks.blocked_patterns or ()]
-    for text in texts:
+    for text in map(_normalised, texts):
         if checks.injection and _INJECTION.search(text):
             return Finding("injection", f"{where}: prompt-injection or jailbreak phrasing")
         for index, pattern in enumerate(patterns):
@@ -241,6 +249,8 @@ def inspect_text(
 # -- request schemas ------------------------------------------------------------------------------------------------
 
 _V2_INFER = re.compile(r"^/v2/models/[^/]+(?:/versions/[^/]+)?/infer$")
+# Triton's generate extension: a text endpoint of the v2 family (body {"text_input": ...}).
+_V2_GENERATE = re.compile(r"^/v2/models/[^/]+(?:/versions/[^/]+)?/generate(?:_stream)?$")
 _OPENAI = ("/v1/chat/completions", "/v1/completions")
 _V2_TYPES = {
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
@@ -313,15 +323,17 @@ def _parts(content: Any) -> list[str]:
 
 
 def request_texts(body: Any) -> list[str]:
-    """The texts a request carries to a model: chat messages, completion prompts, v2 BYTES tensors."""
+    """The texts a request carries to a model: chat messages, completion prompts, generate's text_input, v2 BYTES
+    tensors."""
     if not isinstance(body, dict):
         return []
     texts: list[str] = []
     for message in body.get("messages") or []:
         if isinstance(message, dict):
             texts += _parts(message.get("content"))
-    prompt = body.get("prompt")
-    texts += [prompt] if isinstance(prompt, str) else [p for p in prompt or [] if isinstance(p, str)]
+    for key in ("prompt", "text_input"):  # completions; Triton's generate extension
+        value = body.get(key)
+        texts += [value] if isinstance(value, str) else [p for p in value or [] if isinstance(p, str)]
     for tensor in body.get("inputs") or []:
         if isinstance(tensor, dict) and tensor.get("datatype") == "BYTES":
             texts += [d for d in _flatten(tensor.get("data")) if isinstance(d, str)]
@@ -382,6 +394,12 @@ def inspect_request(
         return _schema("path", f"{method} {path} is not a v2 inference endpoint")
     if guard.protocol == "openai" and path not in _OPENAI:
         return _schema("path", f"{method} {path} is not an OpenAI-compatible completion endpoint")
+    if guard.protocol is None and guard.input is not None and not _readable_endpoint(path):
+        # The input checks read prompts where these endpoints carry them; elsewhere (Triton's logging, trace or
+        # shared-memory APIs, an extension added later) they would read nothing and pass everything.
+        return _schema("path", f"{method} {path} is not an endpoint whose input the checks can read")
+    if guard.output is not None and _binary_output(body):
+        return _schema("parameters", "binary tensor data was asked for; the output checks read JSON answers only")
     parsed: Any = None
     if guard.protocol is not None or guard.input is not None:
         try:
@@ -395,6 +413,16 @@ def inspect_request(
     else:
         found = None
     return found or inspect_text(request_texts(parsed), guard.input, secrets, "input")
+
+
+def _readable_endpoint(path: str) -> bool:
+    return bool(_V2_INFER.match(path) or _V2_GENERATE.match(path)) or path in _OPENAI
+
+
+def _binary_output(body: bytes) -> bool:
+    """Whether a v2 request asks for outputs as raw bytes after the JSON (Triton's binary tensor extension), which
+    no text check can read. Looked for in the raw body: a body that does not parse is refused elsewhere."""
+    return b"binary_data" in body
 
 
 def guard_config_json(guard: Guard) -> str:

@@ -180,6 +180,9 @@ def build_triton(
                 ],
                 "ports": [{"name": port_name, "containerPort": port} for port_name, port in ports],
                 **_probes(),
+                # Bounded: a flood of large bodies (64 MiB each at most) can take the guard down, never the node;
+                # and a guard that is down leaves no way in.
+                "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
                 "securityContext": _RESTRICTED,
             }
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -48,6 +49,8 @@ _HOP = frozenset(
         "Content-Encoding",
     )
 )
+_MAX_BODY = 64 * 1024 * 1024  # spec.guard.maxRequestBytes's own maximum: the bound when it is left out
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")  # server-sent events end with a blank line, in any of the three
 _STREAM_TAIL = 256  # characters of earlier events scanned again with each event: a secret split across events
 
 
@@ -116,7 +119,8 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
     guard = settings.guard
     limiter = _Limiter(settings)
     upstream = settings.upstream.rstrip("/")
-    limit = guard.max_request_bytes
+    # A ModelDeployment may leave maxRequestBytes out; the guard still buffers no more than the field's maximum.
+    limit = guard.max_request_bytes or _MAX_BODY
     session: dict[str, aiohttp.ClientSession] = {}
 
     def client_of(request: web.BaseRequest) -> str:
@@ -154,12 +158,12 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
     async def read_body(request: web.BaseRequest) -> bytes | None:
         """The body, or None when it is larger than the limit (counted as it arrives)."""
         declared = request.content_length
-        if limit is not None and declared is not None and declared > limit:
+        if declared is not None and declared > limit:
             return None
         chunks, size = [], 0
         async for chunk in request.content.iter_chunked(65536):
             size += len(chunk)
-            if limit is not None and size > limit:
+            if size > limit:
                 return None
             chunks.append(chunk)
         return b"".join(chunks)
@@ -181,26 +185,34 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
         response = web.StreamResponse(status=answer.status, headers=_answer_headers(answer))
         await response.prepare(request)
         tail, pending, finding = "", b"", None  # finding: the first one (log mode streams on)
+
+        async def passed(event: bytes) -> bool:
+            """Check one event (with the end of the earlier ones) and send it; False once a hit ended the stream."""
+            nonlocal tail, finding
+            if guard.output is not None:
+                joined = tail + "".join(_event_texts(event))
+                found = output_finding([joined]) if joined else None
+                tail = joined[-_STREAM_TAIL:]
+                if found is not None and guard.action == "block":
+                    await response.write(_sse_error(found))  # the event with the hit never leaves the Pod
+                    finish(exchange, answer.status, "blocked", found)  # audited before the client sees the end
+                    await response.write_eof()
+                    return False
+                finding = finding or found
+            exchange.output.update(event)
+            await response.write(event)
+            return True
+
         async for chunk in answer.content.iter_any():
             pending += chunk
-            *events, pending = pending.split(b"\n\n")
-            for event in events:
-                event += b"\n\n"
-                if guard.output is not None:
-                    joined = tail + "".join(_event_texts(event))
-                    found = output_finding([joined]) if joined else None
-                    tail = joined[-_STREAM_TAIL:]
-                    if found is not None and guard.action == "block":
-                        await response.write(_sse_error(found))  # the event with the hit never leaves the Pod
-                        finish(exchange, answer.status, "blocked", found)  # audited before the client sees the end
-                        await response.write_eof()
-                        return response
-                    finding = finding or found
-                exchange.output.update(event)
-                await response.write(event)
-        if pending:
-            exchange.output.update(pending)
-            await response.write(pending)
+            start = 0
+            for end in _EVENT_END.finditer(pending):
+                if not await passed(pending[start : end.end()]):
+                    return response
+                start = end.end()
+            pending = pending[start:]
+        if pending and not await passed(pending):  # what came after the last blank line: checked the same way
+            return response
         finish(exchange, answer.status, "logged" if finding else "allowed", finding)
         await response.write_eof()
         return response
@@ -237,7 +249,13 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
                     finish(exchange, 502, "error", finding)
                     return _error(502, finding)
                 exchange.output.update(content)
-                found = output_finding(response_texts(_json_or_none(content))) if guard.output else None
+                parsed = _json_or_none(content)
+                if guard.output is not None and parsed is None and content:
+                    # An answer the output checks cannot read (binary tensors, another encoding): never passed unread.
+                    return refuse(
+                        exchange, 502, Finding("unreadable", "output: the answer is not JSON the checks read")
+                    )
+                found = output_finding(response_texts(parsed)) if guard.output else None
                 if found is not None and guard.action == "block":
                     return refuse(exchange, 403, found)
                 finish(exchange, answer.status, "logged" if (found or logged) else "allowed", found or logged, content)

@@ -177,9 +177,11 @@ def test_a_client_cannot_write_lines_into_the_guards_stdout(caplog: "pytest.LogC
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", runner.addresses[0][1])
-            body = json.dumps({"prompt": "hello"}).encode()
+            # The forged text sits in the model name, a path segment the v2 endpoint pattern accepts, so the request
+            # reaches the (failing) input check and its error is logged with the client's path.
+            body = json.dumps({"inputs": [{"name": "t", "datatype": "BYTES", "shape": [1], "data": ["hi"]}]}).encode()
             writer.write(
-                b"POST /v1/completions" + forged.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                b"POST /v2/models/x" + forged.encode() + b"/infer HTTP/1.1\r\nHost: x\r\nContent-Length: "
                 + str(len(body)).encode() + b"\r\n\r\n" + body
             )
             await writer.drain()
