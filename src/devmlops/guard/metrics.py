@@ -25,8 +25,8 @@ class GuardMetrics:
             requests=Counter(
                 "devmlops_guard_requests_total",
                 "Requests to a served model through its guard, by result (allowed, logged, blocked, error) and "
-                "reason (none, rate_limited, too_large, schema, injection, blocked_pattern, secret, pii, upstream, "
-                "internal).",
+                "reason (none, rate_limited, too_large, schema, injection, blocked_pattern, secret, pii, unreadable, "
+                "upstream, internal).",
                 ["model", "result", "reason"],
                 registry=registry,
             ),
