@@ -336,6 +336,7 @@ OPERATOR_NEEDS = [
     ("create", "services", TEAM),
     ("create", "events", TEAM),
     ("watch", "events", ""),  # KServe's Warning Events on InferenceServices
+    ("list", "pods", TEAM),  # a not-Ready model server's Pods: why its storage initializer refused the model
     ("patch", "clusterkopfpeerings.kopf.dev", ""),
     ("list", "customresourcedefinitions.apiextensions.k8s.io", ""),
     ("create", "secrets", NAMESPACE),

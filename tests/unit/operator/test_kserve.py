@@ -49,3 +49,13 @@ def test_serving_runtime_and_resources_pass_through() -> None:
     model = build_inference_service(md(runtime=runtime))["spec"]["predictor"]["model"]
     assert model["runtime"] == "kserve-sklearnserver"
     assert model["resources"] == resources
+
+
+def test_a_predictor_pod_names_its_inference_service_and_other_pods_none() -> None:
+    from devmlops.operator.kserveevents import inference_service_of_pod
+
+    assert inference_service_of_pod("iris-predictor-7895f768dc-ll4r9") == "iris"
+    assert inference_service_of_pod("iris-tampered-predictor-6c9d8b7f5-abcde") == "iris-tampered"
+    assert inference_service_of_pod("iris-predictor-predictor-6c9d8b7f5-abcde") == "iris-predictor"
+    assert inference_service_of_pod("web-7895f768dc-ll4r9") == ""
+    assert inference_service_of_pod("predictor") == ""
