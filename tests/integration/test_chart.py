@@ -116,6 +116,16 @@ def test_every_ci_values_file_renders_a_fail_closed_restricted_install(tools_dir
     assert {d["kind"] for d in docs} >= {"NetworkPolicy", "ServiceAccount", "ClusterRole", "Service"}
 
 
+def test_each_peering_operator_names_itself_by_its_pod_not_by_the_images_user(tools_dir: Path) -> None:
+    """kopf's peering needs an identity; without POD_ID it asks getpass.getuser(), which fails for the image's uid
+    65532 (no /etc/passwd entry, in the Dockerfile's image as in the one built here): every replica of the chart's
+    operator crashed at start (found by `make e2e` on the local node)."""
+    operator = find(render(tools_dir), "Deployment", "devmlops-operator")
+    (container,) = [c for c in operator["spec"]["template"]["spec"]["containers"] if c["name"] == "operator"]
+    assert "--peering" in container["args"]
+    assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
+
+
 def test_the_operator_keeps_certificates_by_default_and_cert_manager_when_asked(tools_dir: Path) -> None:
     default = render(tools_dir)
     args = find(default, "Deployment", "devmlops-operator")["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -326,6 +336,7 @@ OPERATOR_NEEDS = [
     ("create", "services", TEAM),
     ("create", "events", TEAM),
     ("watch", "events", ""),  # KServe's Warning Events on InferenceServices
+    ("list", "pods", TEAM),  # a not-Ready model server's Pods: why its storage initializer refused the model
     ("patch", "clusterkopfpeerings.kopf.dev", ""),
     ("list", "customresourcedefinitions.apiextensions.k8s.io", ""),
     ("create", "secrets", NAMESPACE),

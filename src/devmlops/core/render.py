@@ -14,11 +14,13 @@ from devmlops.core.manifests import ModelDeployment
 from devmlops.core.plan import ENV_PLAN
 
 __all__ = [
+    "ANNOTATION_AUTOSCALER_CLASS",
     "ANNOTATION_DEPLOYMENT_MODE",
     "ANNOTATION_DIGEST",
     "ANNOTATION_POLICY_REVISION",
     "ANNOTATION_VERIFICATION",
     "GUARD_CONTAINER",
+    "KSERVE_AUTOSCALER_CLASS",
     "KSERVE_DEPLOYMENT_MODE",
     "LABEL_MODEL_DEPLOYMENT",
     "LABEL_MODEL_SERVER",
@@ -41,6 +43,12 @@ LABEL_MODEL_DEPLOYMENT = "devmlops.io/model-deployment"
 # Deployment, ReplicaSet, Pod) is the Standard one; once KServe recorded a mode in status it refuses a change.
 ANNOTATION_DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
 KSERVE_DEPLOYMENT_MODE = "Standard"
+# KServe's autoscaler, stated too: "none" makes KServe set the predictor Deployment's replicas to minReplicas, with
+# no HorizontalPodAutoscaler. Its default ("hpa") leaves replicas to an HPA whose minimum is at least 1, so the
+# operator's scale to zero (minReplicas 0, a revoked model) left the model server running (found by `make e2e`).
+# devmlops serves a fixed number of replicas (spec.runtime.replicas) in any case.
+ANNOTATION_AUTOSCALER_CLASS = "serving.kserve.io/autoscalerClass"
+KSERVE_AUTOSCALER_CLASS = "none"
 
 
 def build_inference_service(
@@ -78,6 +86,7 @@ def build_inference_service(
                 ANNOTATION_DIGEST: model.digest,
                 ANNOTATION_POLICY_REVISION: policy_revision,
                 ANNOTATION_DEPLOYMENT_MODE: KSERVE_DEPLOYMENT_MODE,
+                ANNOTATION_AUTOSCALER_CLASS: KSERVE_AUTOSCALER_CLASS,
             },
         },
         "spec": {"predictor": predictor},

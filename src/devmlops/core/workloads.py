@@ -24,6 +24,7 @@ from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.model import Decision, GateResult, Outcome
 from devmlops.core.plan import VerificationPlan
 from devmlops.core.render import (
+    ANNOTATION_AUTOSCALER_CLASS,
     ANNOTATION_DEPLOYMENT_MODE,
     ANNOTATION_POLICY_REVISION,
     ANNOTATION_VERIFICATION,
@@ -212,9 +213,10 @@ def review_serving(request: AdmissionRequest, evidence: Evidence, *, now: dt.dat
 
 def _same_spec(request: AdmissionRequest) -> bool:
     """An UPDATE that changes neither the spec, nor what devmlops reads from metadata (its annotations: a Pod's
-    verification plan among them; KServe's deployment mode, which picks the controller that renders the model; the
-    labels that route a model server's traffic; all of a Pod's labels, which decide the ReplicaSet that owns it), nor
-    its owners: what runs stays what it was, and stays where revocation reaches it."""
+    verification plan among them; KServe's deployment mode, which picks the controller that renders the model, and
+    its autoscaler class, which decides whether a scale to zero takes effect; the labels that route a model server's
+    traffic; all of a Pod's labels, which decide the ReplicaSet that owns it), nor its owners: what runs stays what it
+    was, and stays where revocation reaches it."""
     old, new = request.old_object, request.object
     if request.operation != "UPDATE" or old is None or new is None or old.get("spec") != new.get("spec"):
         return False
@@ -223,7 +225,9 @@ def _same_spec(request: AdmissionRequest) -> bool:
         metadata = obj.get("metadata") or {}
         annotations = metadata.get("annotations") or {}
         ours = {
-            k: v for k, v in annotations.items() if str(k).startswith("devmlops.io/") or k == ANNOTATION_DEPLOYMENT_MODE
+            k: v
+            for k, v in annotations.items()
+            if str(k).startswith("devmlops.io/") or k in (ANNOTATION_DEPLOYMENT_MODE, ANNOTATION_AUTOSCALER_CLASS)
         }
         labels = metadata.get("labels") or {}
         if request.resource == "pods":  # a relabelled Pod is released by its ReplicaSet and would run on, unowned
@@ -239,8 +243,16 @@ def _same_spec(request: AdmissionRequest) -> bool:
     return kept(old) == kept(new) and owners(old) == owners(new)
 
 
+# The Deployment controller's own notes on Deployments and ReplicaSets (revision, desired-replicas, max-replicas): it
+# rewrites them in the very update that scales a ReplicaSet, and KServe's update of its predictor Deployment drops the
+# revision. They say nothing about what runs.
+_REPLICA_BOOKKEEPING = "deployment.kubernetes.io/"
+
+
 def _scaled_down_only(request: AdmissionRequest, field: tuple[str, ...]) -> bool:
-    """Everything equal but the replica field, which went down (metadata compared too, bookkeeping aside)."""
+    """Everything equal but the replica field, which went down (metadata compared too, bookkeeping aside: the
+    Deployment controller's annotations, which change with every scale of a ReplicaSet; were they compared, a revoked
+    model's scale to zero stopped at its ReplicaSet, found by `make e2e`)."""
     if request.operation != "UPDATE" or request.old_object is None or request.object is None:
         return False
 
@@ -252,7 +264,11 @@ def _scaled_down_only(request: AdmissionRequest, field: tuple[str, ...]) -> bool
             node = node[key]
         value = node.pop(field[-1], None)
         metadata = obj.get("metadata") or {}
-        kept = {k: metadata.get(k) for k in ("labels", "annotations", "ownerReferences", "name", "namespace")}
+        kept = {k: metadata.get(k) for k in ("labels", "ownerReferences", "name", "namespace")}
+        annotations = metadata.get("annotations") or {}
+        if isinstance(annotations, Mapping):
+            annotations = {k: v for k, v in annotations.items() if not str(k).startswith(_REPLICA_BOOKKEEPING)}
+        kept["annotations"] = annotations or None
         return spec, kept, value
 
     new_spec, new_meta, new_value = split(request.object)

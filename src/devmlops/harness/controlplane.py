@@ -12,8 +12,10 @@ token users for the kubelet, the scheduler and kube-proxy (RBAC's default bindin
 
 from __future__ import annotations
 
+import json
 import shutil
 import ssl
+import subprocess
 import tempfile
 import time
 import urllib.error
@@ -33,6 +35,7 @@ __all__ = [
     "CONTROLLER_MANAGER_USER",
     "DEFAULT_USERS",
     "KSERVE_USER",
+    "KUBERNETES_SERVICE_IP",
     "NODE_NAME",
     "NODE_USER",
     "OPERATOR_USER",
@@ -42,11 +45,13 @@ __all__ = [
     "ControlPlane",
     "User",
     "find_tools",
+    "machine_ipv4",
 ]
 
 REQUIRED_TOOLS = ("etcd", "kube-apiserver")
 # The Service network: ClusterIPs exist only in this machine's iptables rules (kube-proxy, when the node runs).
 SERVICE_CIDR = "10.0.0.0/24"
+KUBERNETES_SERVICE_IP = "10.0.0.1"  # the first address of SERVICE_CIDR: the API server's own Service
 # The one node a local cluster can have, and the users its parts act as (the Node authorizer and NodeRestriction
 # know a kubelet by its name, system:node:<node> in system:nodes).
 NODE_NAME = "devmlops-node"
@@ -70,6 +75,8 @@ CONTROLLERS = (
     "node-lifecycle-controller",
     "endpointslice-controller",
     "pod-garbage-collector-controller",
+    # Every namespace's kube-root-ca.crt ConfigMap, which a Pod's service account token volume projects.
+    "root-ca-certificate-publisher-controller",
 )
 
 
@@ -107,6 +114,26 @@ DEFAULT_USERS: tuple[User, ...] = (
 )
 
 
+def machine_ipv4() -> str:
+    """The first global IPv4 address of this machine: the kubelet's InternalIP (it refuses a loopback address) and,
+    for Pods, the API server's. Traffic to it from this machine or its Pods never leaves the machine."""
+    try:
+        done = subprocess.run(
+            ["ip", "-j", "-4", "addr", "show", "scope", "global"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise HarnessError(f"`ip -j -4 addr show scope global` failed: {exc}") from exc
+    for link in json.loads(done.stdout or "[]"):
+        for info in link.get("addr_info", []):
+            if info.get("local"):
+                return str(info["local"])
+    raise HarnessError("this machine has no global IPv4 address (the node's and the API server's address for Pods)")
+
+
 def find_tools(bin_dir: Path | None, tools: Sequence[str] = REQUIRED_TOOLS) -> Path:
     """The folder with ``tools`` (etcd and kube-apiserver unless told), or a ``HarnessError`` that says how to get
     them: a folder from KUBEBUILDER_ASSETS often holds only those two, so name what is missing."""
@@ -136,10 +163,18 @@ class ControlPlane(Lifecycle):
         users: Iterable[User] = DEFAULT_USERS,
         workdir: Path | None = None,
         controller_manager: bool | None = None,
+        pod_clients: bool = False,
         log: Callable[[str], None] = lambda _msg: None,
     ) -> None:
         """``controller_manager``: True requires kube-controller-manager in ``bin_dir`` (tests must not lose their
-        controllers silently), False never starts it, None starts it when the binary is there."""
+        controllers silently), False never starts it, None starts it when the binary is there.
+
+        ``pod_clients``: Pods on the local node talk to this API server as in a cluster (the chart's webhook and
+        operator, say): it listens on every interface and advertises this machine's address, which the ``kubernetes``
+        Service's endpoints then name (a Pod cannot reach the host's loopback; the node lets only loopback and the pod
+        network reach the port, see ``node.Node``); its certificate names that address, the Service's ClusterIP and
+        DNS names; and the ServiceAccount admission plugin gives each Pod its service account's token. Off by default:
+        then a Pod created before its namespace's ``default`` ServiceAccount exists is not refused."""
         self.bin_dir = find_tools(bin_dir)
         if controller_manager:
             find_tools(bin_dir, (CONTROLLER_MANAGER,))
@@ -153,6 +188,8 @@ class ControlPlane(Lifecycle):
         self.users = {user.name: User(user.name, user.groups, _token(user.name)) for user in users}
         if "admin" not in self.users:
             raise HarnessError("the control plane needs a user named 'admin' in system:masters")
+        self.pod_clients = pod_clients
+        self.advertise_address = machine_ipv4() if pod_clients else "127.0.0.1"
         self.port = 0
         self._etcd: ManagedProcess | None = None
         self._apiserver: ManagedProcess | None = None
@@ -226,7 +263,11 @@ class ControlPlane(Lifecycle):
         pki.mkdir(parents=True, exist_ok=True)
         ca = new_ca("devmlops-local-ca")
         ca.pair.write(pki, "ca")
-        ca.issue("kube-apiserver", hosts=["127.0.0.1", "localhost", "kubernetes.default.svc"]).write(pki, "apiserver")
+        hosts = ["127.0.0.1", "localhost", "kubernetes.default.svc"]
+        if self.pod_clients:
+            hosts += [self.advertise_address, KUBERNETES_SERVICE_IP, "kubernetes", "kubernetes.default"]
+            hosts += ["kubernetes.default.svc.cluster.local"]
+        ca.issue("kube-apiserver", hosts=hosts).write(pki, "apiserver")
         # What the API server presents to a kubelet (logs, exec, port-forward): a client in system:masters.
         ca.issue("kube-apiserver-kubelet-client", organizations=["system:masters"], client=True).write(
             pki, "apiserver-kubelet-client"
@@ -267,8 +308,8 @@ class ControlPlane(Lifecycle):
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--secure-port={self.port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={'0.0.0.0' if self.pod_clients else '127.0.0.1'}",  # noqa: S104 - see pod_clients
+            f"--advertise-address={self.advertise_address}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             f"--service-account-issuer={self.url}",
             f"--service-account-key-file={pki / 'sa.pub'}",
@@ -279,7 +320,7 @@ class ControlPlane(Lifecycle):
             f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
             f"--kubelet-certificate-authority={self.ca_file}",
             "--kubelet-preferred-address-types=InternalIP",
-            "--disable-admission-plugins=ServiceAccount",
+            *([] if self.pod_clients else ["--disable-admission-plugins=ServiceAccount"]),
             "--allow-privileged=true",
             "--enable-priority-and-fairness=false",
             "--v=1",

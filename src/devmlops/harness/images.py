@@ -10,6 +10,7 @@ archive, with python3), built once into ``~/.cache/devmlops/images`` (about 40 s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ from devmlops.errors import HarnessError
 __all__ = [
     "BUSYBOX_IMAGE",
     "DEBIAN_IMAGE",
+    "OPA_IMAGE",
     "PAUSE_IMAGE",
     "ImageSpec",
     "build_oci_archive",
@@ -37,13 +39,18 @@ __all__ = [
     "import_image",
     "is_static_executable",
     "manifest_digest",
+    "opa_archive",
     "pause_image",
     "run_tool",
+    "tag_image",
 ]
 
 # Local names under a domain nobody serves: an image that is not imported fails to start, it is never pulled.
 PAUSE_IMAGE = "devmlops.local/pause:local"
 BUSYBOX_IMAGE = "devmlops.local/busybox:local"
+# The chart's OPA sidecar: the static opa that `make tools` builds, alone in an image (what openpolicyagent/opa's
+# -static images hold).
+OPA_IMAGE = "devmlops.local/opa:local"
 DEBIAN_SUITE = "bookworm"
 DEBIAN_INCLUDE = ("python3",)
 DEBIAN_IMAGE = f"devmlops.local/debian:{DEBIAN_SUITE}"
@@ -107,6 +114,24 @@ def busybox_image(busybox: Path) -> ImageSpec:
     listed = subprocess.run([str(busybox), "--list"], capture_output=True, text=True, check=True).stdout.split()
     links = {f"bin/{applet}": "busybox" for applet in listed if applet != "busybox"}
     return ImageSpec(name=BUSYBOX_IMAGE, files={"bin/busybox": busybox}, symlinks=links, cmd=["sh"])
+
+
+def opa_archive(opa_binary: Path, cache_root: Path) -> Path:
+    """The OPA image's OCI archive (entrypoint ``/opa``), built once per opa binary into ``cache_root``."""
+    if not is_static_executable(opa_binary):
+        raise HarnessError(f"{opa_binary} is not a static executable: rebuild it with `make tools`")
+    digest = hashlib.sha256(opa_binary.read_bytes()).hexdigest()
+    archive = cache_root / f"opa-{digest[:16]}_r{IMAGE_RECIPE}.oci.tar"
+    if archive.exists():
+        return archive
+    cache_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".opa-build-", dir=cache_root))
+    try:
+        spec = ImageSpec(name=OPA_IMAGE, files={"opa": opa_binary}, entrypoint=["/opa"])
+        build_oci_archive(spec, work).replace(archive)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return archive
 
 
 def run_tool(argv: Sequence[str], what: str, *, timeout: float = 300) -> str:
@@ -231,6 +256,14 @@ def debian_archive(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return archive
+
+
+def tag_image(*, address: Path, name: str, target: str) -> None:
+    """Give an imported image a second name (``repo@sha256:<manifest digest>``, say: what a Pod that pins the image
+    by digest asks the kubelet for), pinned like the first."""
+    ctr = ["ctr", "--address", str(address), "--namespace", "k8s.io"]
+    run_tool([*ctr, "image", "tag", "--force", name, target], f"naming {name} {target}")
+    run_tool([*ctr, "image", "label", target, "io.cri-containerd.pinned=pinned"], f"pinning {target}")
 
 
 def import_image(archive: Path, *, address: Path, name: str) -> None:

@@ -166,15 +166,19 @@ def install_kserve_crds(cp: ControlPlane, *, timeout: float = 60.0) -> list[str]
     return names
 
 
-def inference_service_config(files: KServeFiles) -> dict[str, Any]:
-    """KServe's own ``inferenceservice-config`` ConfigMap with ``CONFIG_OVERRIDES`` merged into its JSON values."""
+def inference_service_config(
+    files: KServeFiles, overrides: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
+    """KServe's own ``inferenceservice-config`` ConfigMap with ``CONFIG_OVERRIDES`` (then ``overrides``) merged into
+    its JSON values, key by key."""
     documents = load_yaml_documents(files.config / CONFIG_MAP_FILE)
     config_map = next((doc for doc in documents if doc.get("kind") == "ConfigMap"), None)
     if config_map is None:
         raise HarnessError(f"{files.config / CONFIG_MAP_FILE}: no ConfigMap")
     data = {key: value for key, value in (config_map.get("data") or {}).items() if not key.startswith("_")}
-    for key, overrides in CONFIG_OVERRIDES.items():
-        data[key] = json.dumps({**json.loads(data.get(key) or "{}"), **overrides}, indent=2)
+    for settings in (CONFIG_OVERRIDES, overrides or {}):
+        for key, values in settings.items():
+            data[key] = json.dumps({**json.loads(data.get(key) or "{}"), **values}, indent=2)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -245,11 +249,15 @@ class KServe(Lifecycle):
         control_plane: ControlPlane,
         *,
         manifests: Sequence[Path] = (),
+        config_overrides: Mapping[str, Mapping[str, Any]] | None = None,
         log: Callable[[str], None] = lambda _msg: None,
     ) -> None:
         """``manifests``: cluster-scoped KServe objects to apply once KServe's webhooks are live (the devmlops
-        ClusterStorageContainer in config/kserve/, say); KServe's sklearn ClusterServingRuntime always is."""
+        ClusterStorageContainer in config/kserve/, say); KServe's sklearn ClusterServingRuntime always is.
+        ``config_overrides``: more settings of KServe's ``inferenceservice-config`` (a CA bundle for the storage
+        initializer, say), merged over ``CONFIG_OVERRIDES``."""
         self.cp = control_plane
+        self.config_overrides = dict(config_overrides or {})
         self.files = find_kserve(control_plane.bin_dir)
         self.manifests = list(manifests)
         self._log = log
@@ -278,7 +286,7 @@ class KServe(Lifecycle):
                 server_side_apply(
                     client, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": KSERVE_NAMESPACE}}
                 )
-                server_side_apply(client, inference_service_config(self.files))
+                server_side_apply(client, inference_service_config(self.files, self.config_overrides))
             self._start_manager()
             self._register_webhooks()
             with api_client(self.cp.kubeconfig()) as client:

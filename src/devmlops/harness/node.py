@@ -52,6 +52,7 @@ from devmlops.harness.controlplane import (
     SCHEDULER_USER,
     SERVICE_CIDR,
     ControlPlane,
+    machine_ipv4,
 )
 from devmlops.harness.images import (
     BUSYBOX_IMAGE,
@@ -61,14 +62,17 @@ from devmlops.harness.images import (
     find_busybox,
     import_image,
     pause_image,
+    tag_image,
 )
 from devmlops.harness.processes import Lifecycle, ManagedProcess, free_port
 
 __all__ = [
     "BRIDGE",
     "BUSYBOX_IMAGE",
+    "CLUSTER_DOMAIN",
     "DEBIAN_PACKAGES",
     "GUARD_CHAIN",
+    "INPUT_GUARD_CHAIN",
     "NODE_NAME",
     "NODE_TOOLS",
     "PAUSE_IMAGE",
@@ -113,6 +117,10 @@ CNI_PLUGINS = ("bridge", "host-local", "loopback")
 # Chains a node may add; a chain of these names that existed before the node started is left alone.
 CHAIN_PREFIXES = ("KUBE-", "CNI-", "DEVMLOPS-")
 GUARD_CHAIN = "DEVMLOPS-NODE"
+# Ports of this node's and its control plane's servers that listen beyond loopback (the kubelet's on the node IP; the
+# API server's when Pods are its clients): reached from this machine and from its Pods only.
+INPUT_GUARD_CHAIN = "DEVMLOPS-NODE-IN"
+CLUSTER_DOMAIN = "cluster.local"
 IPTABLES = ("iptables", "ip6tables")
 TABLES = ("filter", "nat", "mangle", "raw")
 # Kernel settings the kubelet (setupKernelTunables), kube-proxy and the bridge plugin may change.
@@ -204,14 +212,12 @@ def _run(argv: Sequence[str], *, check: bool = True, timeout: float = 60) -> sub
 
 
 def _node_ip() -> str:
-    """The first global IPv4 address of this machine: the kubelet's InternalIP (it refuses a loopback address), where
-    it serves and where the API server calls it. Traffic to it never leaves the machine."""
-    out = _run(["ip", "-j", "-4", "addr", "show", "scope", "global"]).stdout
-    for link in json.loads(out or "[]"):
-        for info in link.get("addr_info", []):
-            if info.get("local"):
-                return str(info["local"])
-    raise NodeUnavailableError("this machine has no global IPv4 address for the kubelet's node IP")
+    """The kubelet's InternalIP: this machine's first global IPv4 address (it refuses a loopback address), where it
+    serves and where the API server calls it. Traffic to it never leaves the machine."""
+    try:
+        return machine_ipv4()
+    except HarnessError as exc:
+        raise NodeUnavailableError(exc.user_message) from exc
 
 
 # -- host state: recorded before, put back after -------------------------------------------------------------------
@@ -508,8 +514,13 @@ class Node(Lifecycle):
         bin_dir: Path,
         log: Callable[[str], None] = lambda _msg: None,
         ready_timeout: float = 120.0,
+        cluster_dns: str | None = None,
     ) -> None:
+        """``cluster_dns``: the ClusterIP of a DNS Service (``devmlops.harness.clusterdns``) that Pods of dnsPolicy
+        ClusterFirst ask, with the search path of ``cluster.local``; None: Pods have no DNS server at all."""
         self.cp = control_plane
+        self.cluster_dns = cluster_dns
+        self.kubelet_port = 0
         self.bin_dir = bin_dir
         self._log = log
         self.ready_timeout = ready_timeout
@@ -546,6 +557,10 @@ class Node(Lifecycle):
         """Make an OCI archive (``devmlops.harness.images``) runnable here as ``name`` (``imagePullPolicy: Never``)."""
         import_image(archive, address=self.containerd_socket, name=name)
 
+    def tag_image(self, name: str, target: str) -> None:
+        """A second name for an imported image (``repo@sha256:...`` for a Pod that pins it by digest)."""
+        tag_image(address=self.containerd_socket, name=name, target=target)
+
     def processes(self) -> dict[str, ManagedProcess]:
         named = {
             "containerd": self._containerd,
@@ -581,6 +596,7 @@ class Node(Lifecycle):
             self.host_state = HostState.capture(self.workdir)
             self.host_state.save(STATE_DIR / "host-state.json")
             self.node_ip = _node_ip()
+            self.kubelet_port = free_port()
             self._prepare_cgroups()
             self._install_guard()
             self._start_containerd()
@@ -648,6 +664,15 @@ class Node(Lifecycle):
         _run([*table, "-N", GUARD_CHAIN])
         _run([*table, "-A", GUARD_CHAIN, "-s", POD_CIDR, "!", "-d", POD_CIDR, "-j", "DROP"])
         _run([*table, "-I", "FORWARD", "1", "-m", "comment", "--comment", "devmlops local node", "-j", GUARD_CHAIN])
+        # The servers that listen on this machine's address answer only this machine (its loopback) and its Pods.
+        ports = [self.kubelet_port, *([self.cp.port] if self.cp.pod_clients else [])]
+        _run([*table, "-N", INPUT_GUARD_CHAIN])
+        _run([*table, "-A", INPUT_GUARD_CHAIN, "-i", "lo", "-j", "RETURN"])
+        _run([*table, "-A", INPUT_GUARD_CHAIN, "-s", POD_CIDR, "-j", "RETURN"])
+        _run([*table, "-A", INPUT_GUARD_CHAIN, "-j", "DROP"])
+        dports = ["-p", "tcp", "-m", "multiport", "--dports", ",".join(map(str, ports))]
+        comment = ["-m", "comment", "--comment", "devmlops local node"]
+        _run([*table, "-I", "INPUT", "1", *dports, *comment, "-j", INPUT_GUARD_CHAIN])
 
     def _write(self, relative: str, text: str, mode: int = 0o644) -> Path:
         path = self.workdir / relative
@@ -766,7 +791,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "cgroupRoot": f"/{CGROUP_ROOT}",
             "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
             "address": self.node_ip,
-            "port": free_port(),
+            "port": self.kubelet_port,
             "readOnlyPort": 0,
             "healthzBindAddress": "127.0.0.1",
             "healthzPort": free_port(),
@@ -782,6 +807,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             # No host resolv.conf for pods (theirs names only their own loopback): no DNS server outside is asked.
             "resolvConf": "",
             "podLogsDir": str(self.workdir / "pod-logs"),
+            **({"clusterDNS": [self.cluster_dns], "clusterDomain": CLUSTER_DOMAIN} if self.cluster_dns else {}),
             # Images here are imported, never pulled: garbage collection must not remove them, and a shared
             # machine's disk must not evict the tests' pods.
             "imageGCHighThresholdPercent": 100,

@@ -45,6 +45,7 @@ __all__ = [
     "BASE_IMAGE",
     "BASE_INCLUDE",
     "DEVMLOPS_IMAGE",
+    "DEVMLOPS_KSERVE_IMAGE",
     "MODEL_SERVER_IMAGE",
     "PythonImage",
     "build_python_image",
@@ -57,6 +58,9 @@ BASE_IMAGE = "devmlops.local/debian-python:bookworm"
 # python3-venv brings ensurepip (pip and setuptools wheels from Debian), which the venv is made with.
 BASE_INCLUDE = ("python3", "python3-venv")
 DEVMLOPS_IMAGE = "devmlops.local/devmlops:local"
+# With the kserve extra (kserve-storage: the initializer downloads https://, s3://, gs://, ... models), as the
+# Dockerfile builds it with WITH_KSERVE=true: what a ClusterStorageContainer runs (make e2e).
+DEVMLOPS_KSERVE_IMAGE = "devmlops.local/devmlops:local-kserve"
 MODEL_SERVER_IMAGE = "devmlops.local/mlserver-sklearn:local"
 # Bump when the way these images are built changes, so archives built the old way are not reused.
 RECIPE = 1
@@ -75,7 +79,9 @@ _HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 class PythonImage:
     """An image made of the Debian base and one venv at ``/opt/<venv>``: ``requirements`` are pip's arguments (from
     PyPI; ``{src}`` stands for the copied ``project``), ``smoke`` a command the built venv must run inside the chroot,
-    ``strip_pip`` removes pip and setuptools afterwards (not needed at run time: fewer files, fewer CVEs)."""
+    ``strip_pip`` removes pip and setuptools afterwards (not needed at run time: fewer files, fewer CVEs);
+    ``upgrade_pip`` takes pip from PyPI before installing (Debian's pip 23.0 backtracks for an hour through boto3 and
+    botocore releases on the kserve extra's requirements; today's resolves them at once)."""
 
     name: str
     slug: str
@@ -86,6 +92,7 @@ class PythonImage:
     smoke: tuple[str, ...] = ()
     project: Path | None = None
     strip_pip: bool = True
+    upgrade_pip: bool = False
 
 
 def project_files(project: Path) -> list[Path]:
@@ -102,12 +109,14 @@ def project_files(project: Path) -> list[Path]:
     return files
 
 
-def devmlops_image(project: Path) -> PythonImage:
+def devmlops_image(project: Path, *, kserve: bool = False) -> PythonImage:
+    """The devmlops image; ``kserve``: with the kserve extra (kserve-storage and the cloud SDKs it brings)."""
     return PythonImage(
-        name=DEVMLOPS_IMAGE,
-        slug="devmlops",
+        name=DEVMLOPS_KSERVE_IMAGE if kserve else DEVMLOPS_IMAGE,
+        slug="devmlops-kserve" if kserve else "devmlops",
         venv="devmlops",
-        requirements=("{src}",),
+        requirements=("{src}[kserve]",) if kserve else ("{src}",),
+        upgrade_pip=kserve,
         entrypoint=("devmlops",),
         cmd=("--help",),
         smoke=("devmlops", "--version"),
@@ -142,6 +151,8 @@ def cache_key(image: PythonImage, base_digest: str) -> str:
         "cmd": image.cmd,
         "strip_pip": image.strip_pip,
     }
+    if image.upgrade_pip:  # only when set, so the keys of the other images stay what they were
+        config["upgrade_pip"] = True
     digest.update(json.dumps(config, sort_keys=True).encode())
     if image.project is not None:
         for relative in project_files(image.project):
@@ -288,6 +299,8 @@ def build_python_image(
             requirements = [r.replace("{src}", "/src") for r in requirements]
         with steps.step(f"pip install {' '.join(image.requirements)} into {venv} (from PyPI)"):
             _chroot(rootfs, ["python3", "-m", "venv", venv], what, env=env)
+            if image.upgrade_pip:
+                _chroot(rootfs, [f"{venv}/bin/pip", "install", "--upgrade", "pip"], what, env=env, echo=steps.say)
             _chroot(rootfs, [f"{venv}/bin/pip", "install", "--compile", *requirements], what, env=env, echo=steps.say)
             _chroot(rootfs, [f"{venv}/bin/pip", "check"], what, env=env)
         if image.smoke:
@@ -326,10 +339,13 @@ def _runtime_env(venv: str) -> list[str]:
 
 def _main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m devmlops.harness.pyimages", description=__doc__.split("\n")[0])
-    parser.add_argument("image", choices=["devmlops", "model-server"])
+    parser.add_argument("image", choices=["devmlops", "devmlops-kserve", "model-server"])
     parser.add_argument("--project-dir", type=Path, default=Path.cwd())
     args = parser.parse_args(argv)
-    image = devmlops_image(args.project_dir) if args.image == "devmlops" else model_server_image()
+    if args.image == "model-server":
+        image = model_server_image()
+    else:
+        image = devmlops_image(args.project_dir, kserve=args.image == "devmlops-kserve")
     try:
         archive = build_python_image(image, log=lambda line: print(line, file=sys.stderr, flush=True))
     except HarnessError as exc:

@@ -96,12 +96,12 @@ class Driver:
 
     def mirror(self, owner: Key, child: Mapping[str, Any]) -> None:
         """ServingReady of an Admitted ModelDeployment from its child's report, the model read afresh in its turn."""
-        readiness = child_readiness(child, self.observer.warnings.about(child))
+        readiness = child_readiness(child, self.observer.warnings.about(child), self.observer.predictor_pods(child))
         with self.guard.exclusive(owner):
             try:
                 model = self.read(owner)
             except ApiException:
                 return
-            patch = readiness_patch(model, readiness, dt.datetime.now(dt.UTC))
+            patch = readiness_patch(model, readiness, dt.datetime.now(dt.UTC), child)
             if patch is not None:
                 self.executor.patch_status(owner[0], owner[1], patch)

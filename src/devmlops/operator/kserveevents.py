@@ -3,6 +3,9 @@
 When KServe cannot render an InferenceService it says so only in an Event (see readiness.py), which may arrive
 after the InferenceService's last change: kopf's watch of InferenceServices never sees it, so the operator follows
 these Events too and looks at the InferenceService again when one comes.
+
+Likewise the kubelet's BackOff Warnings about a predictor Pod's storage initializer (devmlops's, refusing the model):
+KServe does not look at the Pods again then, so the operator looks at the InferenceService, and its Pods, itself.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from kubernetes import client as k8s
 from devmlops.adapters.kubecache import WatchCache
 from devmlops.operator.retries import Key
 
-__all__ = ["KServeWarnings"]
+__all__ = ["KServeWarnings", "inference_service_of_pod"]
 
 FIELD_SELECTOR = "involvedObject.kind=InferenceService,type=Warning"
+POD_FIELD_SELECTOR = "involvedObject.kind=Pod,type=Warning,reason=BackOff"
+_PREDICTOR = "-predictor"  # KServe's predictor Deployment: <InferenceService>-predictor; its Pods <that>-<hash>-<id>
 _KEPT = ("type", "reason", "message", "lastTimestamp", "eventTime", "series", "count")
 
 
@@ -30,19 +35,25 @@ def _kept(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def inference_service_of_pod(pod: str) -> str:
+    """The InferenceService whose predictor runs ``pod`` (by KServe's names), or "" for another Pod."""
+    deployment = pod.rsplit("-", 2)[0] if pod.count("-") >= 2 else ""
+    return deployment.removesuffix(_PREDICTOR) if deployment.endswith(_PREDICTOR) else ""
+
+
 class KServeWarnings:
     """``on_warning`` gets (namespace, InferenceService name) for each new or repeated Warning Event."""
 
     def __init__(self, api_client: k8s.ApiClient, namespaces: Sequence[str], on_warning: Callable[[Key], None]) -> None:
         core = k8s.CoreV1Api(api_client)
 
-        def lister(namespace: str) -> Callable[..., Any]:
+        def lister(namespace: str, selector: str) -> Callable[..., Any]:
             def call(**kwargs: Any) -> Any:
                 if namespace:
-                    return core.list_namespaced_event(namespace, field_selector=FIELD_SELECTOR, **kwargs)
-                return core.list_event_for_all_namespaces(field_selector=FIELD_SELECTOR, **kwargs)
+                    return core.list_namespaced_event(namespace, field_selector=selector, **kwargs)
+                return core.list_event_for_all_namespaces(field_selector=selector, **kwargs)
 
-            call.__name__ = "list_inference_service_warnings"
+            call.__name__ = "list_inference_service_warnings" if selector == FIELD_SELECTOR else "list_pod_backoffs"
             return call
 
         def changed(kind: str, event: dict[str, Any]) -> None:
@@ -50,24 +61,40 @@ class KServeWarnings:
             if kind != "DELETED" and involved.get("name"):
                 on_warning((str(involved.get("namespace") or ""), str(involved["name"])))
 
+        def pod_changed(kind: str, event: dict[str, Any]) -> None:
+            involved = event.get("involvedObject") or {}
+            name = inference_service_of_pod(str(involved.get("name") or ""))
+            if kind != "DELETED" and name and "storage-initializer" in str(event.get("message") or ""):
+                on_warning((str(involved.get("namespace") or ""), name))
+
         self._caches = [
             WatchCache(
                 f"kserve-warnings-{namespace or 'all'}",
-                lister(namespace),
+                lister(namespace, FIELD_SELECTOR),
                 api_client.sanitize_for_serialization,
                 transform=_kept,
                 on_change=changed,
             )
             for namespace in (namespaces or ("",))
         ]
+        self._pod_caches = [
+            WatchCache(
+                f"pod-backoffs-{namespace or 'all'}",
+                lister(namespace, POD_FIELD_SELECTOR),
+                api_client.sanitize_for_serialization,
+                transform=_kept,
+                on_change=pod_changed,
+            )
+            for namespace in (namespaces or ("",))
+        ]
 
     def start(self) -> KServeWarnings:
-        for cache in self._caches:
+        for cache in (*self._caches, *self._pod_caches):
             cache.start()
         return self
 
     def stop(self) -> None:
-        for cache in self._caches:
+        for cache in (*self._caches, *self._pod_caches):
             cache.stop()
 
     def about(self, child: Mapping[str, Any]) -> list[dict[str, Any]]:

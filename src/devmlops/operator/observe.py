@@ -4,6 +4,7 @@ again (the same ``decide()`` as admission), the signature verified again, and it
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +25,7 @@ from devmlops.operator.reconcile import Approvals, Observation, Serving, child_k
 __all__ = ["VERIFIER_IMAGE", "Observer"]
 
 VERIFIER_IMAGE = os.environ.get("DEVMLOPS_VERIFIER_IMAGE", "devmlops:0.1.0")
+PREDICTOR_LABEL = "serving.kserve.io/inferenceservice"  # on every Pod KServe's predictor Deployment makes
 
 
 class Observer:
@@ -81,8 +83,26 @@ class Observer:
             serving=serving,
             children=children,
             warnings=self.warnings.about(first) if first is not None else (),
+            pods=self.predictor_pods(first) if first is not None else (),
             now=dt.datetime.now(dt.UTC),
         )
+
+    def predictor_pods(self, child: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The Pods KServe's predictor runs for an InferenceService that KServe reports not Ready ([] otherwise, and
+        for other kinds): one list call, filtered by KServe's label, when a reason may be missing."""
+        if child.get("kind") != "InferenceService":
+            return []
+        conditions = (child.get("status") or {}).get("conditions") or []
+        if not any(c.get("type") == "Ready" and c.get("status") == "False" for c in conditions):
+            return []  # Ready, or not rendered yet (no Pods to ask)
+        metadata = child.get("metadata") or {}
+        response: Any = k8s.CoreV1Api(self._api_client).list_namespaced_pod(
+            str(metadata.get("namespace")),
+            label_selector=f"{PREDICTOR_LABEL}={metadata.get('name')}",
+            _preload_content=False,
+        )
+        pods: list[dict[str, Any]] = json.loads(response.data).get("items") or []
+        return pods
 
     def children(self, model: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
         """The children the model renders into, as stored (absent ones left out), the first child first."""

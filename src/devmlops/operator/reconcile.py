@@ -80,6 +80,7 @@ class Observation:
     serving: Serving | None = None  # None: the signature did not verify again
     children: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)  # stored, by (kind, name)
     warnings: Sequence[Mapping[str, Any]] = ()  # the controller's Warning Events about the first child (KServe's)
+    pods: Sequence[Mapping[str, Any]] = ()  # a not-Ready InferenceService's predictor Pods (readiness.py)
     now: dt.datetime
 
 
@@ -312,7 +313,9 @@ def _admitted(observed: Observation, status: _Status) -> Plan:
                 actions.append(PostEvent("Warning", "DriftRepaired", message))
     first = rendered[0]
     stored = observed.children.get((first["kind"], first["metadata"]["name"]))
-    readiness = child_readiness(stored, observed.warnings) if stored is not None else waiting_for(first["kind"])
+    readiness = (
+        child_readiness(stored, observed.warnings, observed.pods) if stored is not None else waiting_for(first["kind"])
+    )
     status.set("ServingReady", readiness.status, readiness.reason, readiness.message)
     result = status.result(
         "Admitted",
@@ -342,11 +345,20 @@ def released_by_approval(model: Mapping[str, Any]) -> bool:
     return (model.get("status") or {}).get("phase") in (None, "", "AwaitingApproval")
 
 
-def readiness_patch(model: Mapping[str, Any], readiness: Readiness, now: dt.datetime) -> dict[str, Any] | None:
-    """The status patch that mirrors a child's report into ServingReady: only for an Admitted model, and only when
-    it changes something (None otherwise)."""
+def readiness_patch(
+    model: Mapping[str, Any], readiness: Readiness, now: dt.datetime, child: Mapping[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The status patch that mirrors a child's report into ServingReady: only for an Admitted model, only from the
+    child its status names (``child``; KServe's predictor Deployment carries the model's label too, but its report is
+    the InferenceService's to make), and only when it changes something (None otherwise)."""
     status = model.get("status") or {}
     if status.get("phase") != "Admitted" or going_away(model):
+        return None
+    named = status.get("child") or {}
+    if child is not None and (named.get("kind"), named.get("name")) != (
+        child.get("kind"),
+        (child.get("metadata") or {}).get("name"),
+    ):
         return None
     current: Mapping[str, Any] = next(
         (c for c in status.get("conditions") or [] if c.get("type") == "ServingReady"), {}

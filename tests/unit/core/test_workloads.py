@@ -198,6 +198,24 @@ def test_the_rendered_deployment_mode_passes_as_kserve_defaults_it_and_a_changed
     )
 
 
+def test_the_autoscaler_class_that_lets_a_scale_to_zero_work_cannot_be_changed_behind_devmlops() -> None:
+    """Under KServe's HPA (minimum 1) the operator's scale to zero of a revoked model had no effect: the class is
+    rendered "none", and an update that changes it, even a metadata-only one by the operator, is reviewed in full."""
+    stored = kserve_defaulted(rendered())
+    assert stored["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "none"
+    chain = evidence(chain=chain_of(model()))
+    for value in ("hpa", "keda", None):
+        changed = copy.deepcopy(stored)
+        if value is None:
+            del changed["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"]
+        else:
+            changed["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] = value
+        for user in (IDS.operator, "mallory"):
+            update = request(changed, resource="inferenceservices", operation="UPDATE", old=stored, user=user)
+            decision = review_serving(update, chain, now=NOW)
+            assert not decision.allowed, f"{user} setting the autoscaler class to {value} was admitted"
+
+
 def test_a_child_of_a_model_that_may_not_be_served_is_denied() -> None:
     decision = review_serving(
         request(rendered(), resource="inferenceservices"), evidence(chain=chain_of(model(), decision=FAILING)), now=NOW
@@ -383,6 +401,42 @@ def test_scaling_down_is_always_allowed_and_scaling_up_needs_a_model_that_may_be
         up, evidence(labels=ENFORCED, scaled=target, chain=chain_of(model("triton"), decision=FAILING)), now=NOW
     )
     assert "may not be served now" in refused.message
+
+
+def test_a_revoked_models_scale_to_zero_passes_down_the_chain_with_the_controllers_bookkeeping() -> None:
+    """The operator sets a revoked model's replicas to 0; the Deployment controller then scales its ReplicaSet and
+    rewrites its replica annotations in the same update, and KServe's update of its predictor Deployment drops the
+    revision annotation. Both are scale-downs: were the annotations compared, the model's Pod kept serving (found by
+    `make e2e`: KServe's update was denied as "differs from what devmlops renders")."""
+    revoked = evidence(labels=ENFORCED, chain=chain_of(model(), isvc_hop(), decision=FAILING))
+    old_rs = {
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": "fraud-predictor-5d9f",
+            "annotations": {"deployment.kubernetes.io/desired-replicas": "1", "deployment.kubernetes.io/revision": "1"},
+            "ownerReferences": [{"kind": "Deployment", "name": "fraud-predictor", "uid": "d1", "controller": True}],
+        },
+        "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "kserve-container", "image": PINNED}]}}},
+    }
+    new_rs = copy.deepcopy(old_rs)
+    new_rs["spec"]["replicas"] = 0
+    new_rs["metadata"]["annotations"]["deployment.kubernetes.io/desired-replicas"] = "0"
+    controller = IDS.controllers[0]
+    rs_update = request(new_rs, resource="replicasets", operation="UPDATE", old=old_rs, user=controller)
+    assert review_serving(rs_update, revoked, now=NOW).allowed
+    old_deployment = kserve_deployment()
+    old_deployment["metadata"]["annotations"] = {"deployment.kubernetes.io/revision": "1"}
+    new_deployment = kserve_deployment()
+    new_deployment["spec"]["replicas"] = 0
+    update = request(new_deployment, resource="deployments", operation="UPDATE", old=old_deployment, user=IDS.kserve)
+    assert review_serving(update, revoked, now=NOW).allowed
+    # Anything else changed with it is no scale-down: reviewed in full, and a revoked model's chain is refused.
+    new_deployment["metadata"]["annotations"] = {"devmlops.io/verification": "{}"}
+    other = request(new_deployment, resource="deployments", operation="UPDATE", old=old_deployment, user=IDS.kserve)
+    assert not review_serving(other, revoked, now=NOW).allowed
+    new_rs["metadata"]["labels"] = {"app": "elsewhere"}
+    relabelled = request(new_rs, resource="replicasets", operation="UPDATE", old=old_rs, user=controller)
+    assert not review_serving(relabelled, revoked, now=NOW).allowed
 
 
 def test_kserve_kinds_devmlops_never_renders_are_denied_and_runtimes_must_be_pinned_and_allow_listed() -> None:

@@ -84,3 +84,62 @@ def test_a_deployment_is_ready_when_every_wanted_replica_is_and_waited_for_until
     )
     assert child_readiness(deployment(2, observedGeneration=1, readyReplicas=2)).status == "True"
     assert child_readiness(deployment(0, observedGeneration=1)).status == "False"  # scaled to zero serves nothing
+
+
+REFUSAL = (
+    "devmlops: NOT serving devmlops+https://store/iris/model.joblib: the fetched model differs from its signature: "
+    "model.joblib: got sha256:1f2e..., signed sha256:9a8b..."
+)
+
+
+def predictor_pod(*, current: dict[str, Any] | None = None, last: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A predictor Pod whose storage initializer is in ``current`` state after ``last`` (as the kubelet reports)."""
+    initializer: dict[str, Any] = {"name": "storage-initializer", "state": current or {"waiting": {}}}
+    if last is not None:
+        initializer["lastState"] = last
+    return {"metadata": {"name": "fraud-predictor-5d9f-x2k"}, "status": {"initContainerStatuses": [initializer]}}
+
+
+NOT_READY = isvc(
+    conditions=[{"type": "Ready", "status": "False", "message": "Deployment does not have minimum availability."}]
+)
+
+
+def test_a_storage_initializer_that_refused_the_model_is_why_the_child_is_not_ready() -> None:
+    """KServe keeps saying "minimum availability" (it does not look at the Pods again); the Pod says why."""
+    log_tail = f"INFO:kserve.storage: Copying contents of https://store/iris/model.joblib to local\n{REFUSAL}\n"
+    crashed = {"terminated": {"exitCode": 1, "reason": "Error", "message": log_tail}}
+    for pod in (
+        predictor_pod(current=crashed),
+        predictor_pod(current={"waiting": {"reason": "CrashLoopBackOff"}}, last=crashed),
+    ):
+        assert child_readiness(NOT_READY, [], [pod]) == Readiness(
+            "False",
+            "StorageInitializerFailed",
+            "the storage initializer in Pod fraud-predictor-5d9f-x2k exited 1, the model server never started: "
+            + REFUSAL,
+        )
+
+
+def test_without_a_refusal_line_the_last_line_of_the_termination_message_is_the_reason() -> None:
+    crashed = {"terminated": {"exitCode": 2, "message": "Traceback (most recent call last):\n  ...\nOSError: boom\n"}}
+    readiness = child_readiness(NOT_READY, [], [predictor_pod(current=crashed)])
+    assert readiness.reason == "StorageInitializerFailed"
+    assert readiness.message.endswith("exited 2, the model server never started: OSError: boom")
+
+
+def test_an_initializer_that_finished_or_still_runs_for_the_first_time_is_no_reason() -> None:
+    done = predictor_pod(
+        current={"terminated": {"exitCode": 0}}, last={"terminated": {"exitCode": 1, "message": REFUSAL}}
+    )
+    running = predictor_pod(current={"running": {}})
+    for pods in ([done], [running], []):
+        assert child_readiness(NOT_READY, [], pods) == Readiness(
+            "False", "ChildNotReady", "InferenceService Ready=False: Deployment does not have minimum availability."
+        )
+
+
+def test_a_ready_inference_service_is_ready_whatever_an_old_pod_said() -> None:
+    ready = isvc(conditions=[{"type": "Ready", "status": "True", "reason": "PredictorReady"}])
+    crashed = predictor_pod(current={"terminated": {"exitCode": 1, "message": REFUSAL}})
+    assert child_readiness(ready, [], [crashed]).status == "True"

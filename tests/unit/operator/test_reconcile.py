@@ -372,6 +372,17 @@ def test_a_childs_report_is_mirrored_only_into_an_admitted_model_and_only_when_i
     assert readiness_patch(model(), refused, T1) is None  # not decided yet
 
 
+def test_only_the_child_the_status_names_is_mirrored_not_kserves_predictor_deployment() -> None:
+    """KServe's predictor Deployment carries the model's label (KServe passes the InferenceService's labels on), so
+    the operator's Deployment watch sees it too: its "0 of 1 replicas ready" overwrote the InferenceService's report,
+    and with it the reason a model never serves (found by `make e2e`)."""
+    stored, isvc = served(model())
+    refused = Readiness("False", "StorageInitializerFailed", "the storage initializer in Pod p exited 1: ...")
+    predictor = {"kind": "Deployment", "metadata": {"name": "fraud-predictor"}}
+    assert readiness_patch(stored, Readiness("False", "ChildNotReady", "Deployment has 0 of 1"), T1, predictor) is None
+    assert readiness_patch(stored, refused, T1, isvc) is not None
+
+
 def test_re_check_rounds_take_only_decided_models() -> None:
     assert not due_for_recheck(model())
     assert due_for_recheck(model(status={"phase": "Admitted"}))
