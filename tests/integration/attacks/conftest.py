@@ -392,8 +392,8 @@ def installed_exemption(admin: k8s.ApiClient, body: dict[str, Any], *, timeout: 
 
 
 def connect(client: k8s.ApiClient, namespace: str, name: str, *, how: str = "exec") -> None:
-    """``kubectl exec`` (or ``attach``, or ``port-forward``) as a plain POST: the API server runs admission (CONNECT) before it looks
-    for a kubelet, so the webhook's answer is what comes back first."""
+    """``kubectl exec`` (or ``attach``, or ``port-forward``) as a plain POST: the API server runs admission (CONNECT)
+    before it looks for a kubelet, so the webhook's answer is what comes back first."""
     core = k8s.CoreV1Api(client)
     if how == "exec":
         core.connect_post_namespaced_pod_exec(name, namespace, command=["sh", "-c", "id"], stdout=True, stderr=True)

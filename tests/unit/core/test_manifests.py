@@ -238,3 +238,24 @@ def test_an_integral_number_written_with_a_fraction_is_that_integer() -> None:
     assert manifests.parse_model_deployment(_set("spec.runtime.replicas", 2.0)).spec.runtime.replicas == 2
     with pytest.raises(InvalidInputError, match=r"spec.runtime.replicas: found 2.5, expected an integer"):
         manifests.parse_model_deployment(_set("spec.runtime.replicas", 2.5))
+
+
+class _NoDuplicates(yaml.SafeLoader):
+    """YAML keeps the last of two equal keys; the API server's decoder refuses them, and either way one is lost."""
+
+
+def _mapping(loader: _NoDuplicates, node: yaml.MappingNode, deep: bool = False) -> Any:
+    keys = [k.value for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise yaml.constructor.ConstructorError(None, None, f"duplicate keys {duplicates}", node.start_mark)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_NoDuplicates.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+@pytest.mark.parametrize("file", sorted(p.name for p in CRDS.glob("*.yaml")))
+def test_no_crd_holds_a_key_twice(file: str) -> None:
+    documents = list(yaml.load_all((CRDS / file).read_text(), Loader=_NoDuplicates))
+    assert documents

@@ -12,9 +12,8 @@ import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import pytest
-
 import aiohttp
+import pytest
 from aiohttp import web
 
 from devmlops.core.manifests import Guard
@@ -49,8 +48,12 @@ async def _triton_like(request: web.Request) -> web.StreamResponse:
     answer = _v2_answer(f"The owner is {EMAIL}")
     if (body.get("parameters") or {}).get("binary_data_output"):
         raw = answer["outputs"][0]["data"][0].encode()
-        header = {"model_name": "m", "outputs": [{"name": "answer", "shape": [1], "datatype": "BYTES",
-                                                   "parameters": {"binary_data_size": 4 + len(raw)}}]}
+        header = {
+            "model_name": "m",
+            "outputs": [
+                {"name": "answer", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 4 + len(raw)}}
+            ],
+        }
         head = json.dumps(header).encode()
         return web.Response(
             body=head + struct.pack("<I", len(raw)) + raw,
@@ -58,8 +61,9 @@ async def _triton_like(request: web.Request) -> web.StreamResponse:
         )
     payload = json.dumps(answer).encode()
     if "gzip" in request.headers.get("Accept-Encoding", ""):
-        return web.Response(body=gzip.compress(payload),
-                            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+        return web.Response(
+            body=gzip.compress(payload), headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        )
     return web.Response(body=payload, content_type="application/json")
 
 
@@ -132,9 +136,8 @@ def test_binary_tensor_outputs_do_not_carry_an_answer_past_the_output_checks() -
 
     async def check(base: str) -> None:
         body = {**V2_TEXT, "parameters": {"binary_data_output": True}}
-        async with aiohttp.ClientSession() as client:
-            async with client.post(base + "/v2/models/m/infer", json=body) as answer:
-                raw = await answer.read()
+        async with aiohttp.ClientSession() as client, client.post(base + "/v2/models/m/infer", json=body) as answer:
+            raw = await answer.read()
         assert not (answer.status == 200 and EMAIL.encode() in raw), "binary output passed the PII check unread"
 
     _run({"protocol": "v2", "output": {"pii": True}}, check)
@@ -146,15 +149,14 @@ def test_a_stream_with_crlf_event_separators_is_still_checked() -> None:
     any output check."""
 
     async def check(base: str) -> None:
-        async with aiohttp.ClientSession() as client:
-            async with client.get(base + "/stream") as answer:
-                raw = await answer.read()
+        async with aiohttp.ClientSession() as client, client.get(base + "/stream") as answer:
+            raw = await answer.read()
         assert EMAIL.encode() not in raw, "the streamed e-mail address was sent without an output check"
 
     _run({"output": {"pii": True}}, check)
 
 
-def test_a_client_cannot_write_lines_into_the_guards_stdout(caplog: "pytest.LogCaptureFixture") -> None:
+def test_a_client_cannot_write_lines_into_the_guards_stdout(caplog: pytest.LogCaptureFixture) -> None:
     """The audit stream is one JSON line per request on the guard's stdout (docs/guard.md). When anything in the
     guard raises (on e8db94b a deeply nested JSON body did: ``json.loads`` raises RecursionError, not ValueError;
     here a secrets scanner that fails), ``_log.exception('guard error on %s %s', method, request.path)`` writes the
@@ -162,7 +164,7 @@ def test_a_client_cannot_write_lines_into_the_guards_stdout(caplog: "pytest.LogC
     (``{"result":"allowed","client":"ip:10.0.0.9",...}``) for whatever reads the guard's logs."""
     import logging
 
-    forged = '%0A%7B%22result%22:%22allowed%22,%22client%22:%22ip:10.0.0.9%22%7D'
+    forged = "%0A%7B%22result%22:%22allowed%22,%22client%22:%22ip:10.0.0.9%22%7D"
 
     def failing_scanner(_text: str) -> str:
         raise RuntimeError("scanner bug")
@@ -181,8 +183,12 @@ def test_a_client_cannot_write_lines_into_the_guards_stdout(caplog: "pytest.LogC
             # reaches the (failing) input check and its error is logged with the client's path.
             body = json.dumps({"inputs": [{"name": "t", "datatype": "BYTES", "shape": [1], "data": ["hi"]}]}).encode()
             writer.write(
-                b"POST /v2/models/x" + forged.encode() + b"/infer HTTP/1.1\r\nHost: x\r\nContent-Length: "
-                + str(len(body)).encode() + b"\r\n\r\n" + body
+                b"POST /v2/models/x"
+                + forged.encode()
+                + b"/infer HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body
             )
             await writer.drain()
             status = (await asyncio.wait_for(reader.read(200), 10)).split(b"\r\n")[0]
@@ -195,7 +201,9 @@ def test_a_client_cannot_write_lines_into_the_guards_stdout(caplog: "pytest.LogC
     with caplog.at_level(logging.INFO, logger="devmlops.guard"):
         asyncio.run(go())
     for record in caplog.records:
-        assert "\n" not in record.getMessage(), f"a client-chosen line break in the guard's log: {record.getMessage()!r}"
+        assert "\n" not in record.getMessage(), (
+            f"a client-chosen line break in the guard's log: {record.getMessage()!r}"
+        )
 
 
 @pytest.mark.filterwarnings("ignore::ResourceWarning")  # aiohttp warns that the guard forwards 64 MiB of raw bytes
@@ -207,8 +215,10 @@ def test_a_guard_without_max_request_bytes_still_bounds_what_it_buffers() -> Non
 
     async def check(base: str) -> None:
         body = b'{"model":"m","prompt":"' + b"a" * (64 * 1024 * 1024 + 1) + b'"}'
-        async with aiohttp.ClientSession() as client:
-            async with client.post(base + "/v1/completions", data=io.BytesIO(body)) as answer:
-                assert answer.status == 413
+        async with (
+            aiohttp.ClientSession() as client,
+            client.post(base + "/v1/completions", data=io.BytesIO(body)) as answer,
+        ):
+            assert answer.status == 413
 
     _run({"protocol": "openai"}, check)

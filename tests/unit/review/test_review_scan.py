@@ -10,9 +10,9 @@ import pickle
 import zipfile
 from pathlib import Path
 
+from devmlops.adapters.scan import scan_model
 from devmlops.core.plan import VerificationPlan
 from devmlops.core.policy import compile_policy
-from devmlops.adapters.scan import scan_model
 
 
 class _RunsCode:

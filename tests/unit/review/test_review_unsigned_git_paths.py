@@ -24,7 +24,9 @@ def test_unsigned_files_under_git_paths_are_not_served(tmp_path: Path) -> None:
     (model / ".git" / "payload.pkl").write_bytes(b"cos\nsystem\n(S'id'\ntR.")
     served = tmp_path / "served"
     result = initializer(f"file://{model}", served, plan)
-    landed = sorted(p.relative_to(served).as_posix() for p in served.rglob("*") if p.is_file()) if served.exists() else []
+    landed = (
+        sorted(p.relative_to(served).as_posix() for p in served.rglob("*") if p.is_file()) if served.exists() else []
+    )
     assert result.returncode != 0 or not any(name.startswith(".git") for name in landed), (
         f"initializer exit {result.returncode}; unsigned files served: {[n for n in landed if n.startswith('.git')]}"
     )
