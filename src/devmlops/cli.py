@@ -27,6 +27,24 @@ def cli() -> None:
     """devmlops: only signed, SBOM-described, policy-compliant models reach production."""
 
 
+def _registry_options(func: Callable[..., None]) -> Callable[..., None]:
+    """The model registry options the webhook and the operator share (both resolve spec.model.registry)."""
+    options = [
+        click.option(
+            "--mlflow-tracking-uri",
+            default=None,
+            help="MLflow tracking server whose registry spec.model.registry names (none: such models are denied).",
+        ),
+        click.option("--registry-timeout", default=2.0, show_default=True, help="Seconds allowed for one lookup."),
+        click.option(
+            "--registry-cache-seconds", default=30.0, show_default=True, help="Seconds a resolved entry is reused."
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @cli.command()
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on (TLS only).")  # noqa: S104
 @click.option("--port", default=8443, show_default=True, type=click.IntRange(1, 65535))
@@ -108,6 +126,7 @@ def cli() -> None:
     show_default=True,
     help="The devmlops storage initializer's image (as in the ClusterStorageContainer): a KServe Pod must run it.",
 )
+@_registry_options
 def webhook(
     host: str,
     port: int,
@@ -129,6 +148,9 @@ def webhook(
     kserve_user: str,
     controller_users: tuple[str, ...],
     verifier_image: str,
+    mlflow_tracking_uri: str | None,
+    registry_timeout: float,
+    registry_cache_seconds: float,
 ) -> None:
     """Serve the admission webhook over TLS (/validate, /healthz, /readyz, /metrics).
 
@@ -161,6 +183,9 @@ def webhook(
                 "kserve_user": kserve_user,
                 "controller_users": controller_users or Identities().controllers,
                 "verifier_image": verifier_image,
+                "mlflow_tracking_uri": mlflow_tracking_uri,
+                "registry_timeout_seconds": registry_timeout,
+                "registry_cache_seconds": registry_cache_seconds,
             }
         )
     )
@@ -237,6 +262,7 @@ def _configuration_ref(text: str) -> tuple[str, str]:
     help="Wait this long after a new CA entered the caBundle before serving a certificate it signed.",
 )
 @click.option("--cert-check-interval", default=60.0, show_default=True, help="Seconds between certificate checks.")
+@_registry_options
 def operator(
     namespaces: tuple[str, ...],
     standalone: bool,
@@ -259,6 +285,9 @@ def operator(
     ca_overlap_seconds: float,
     ca_propagation_seconds: float,
     cert_check_interval: float,
+    mlflow_tracking_uri: str | None,
+    registry_timeout: float,
+    registry_cache_seconds: float,
 ) -> None:
     """Reconcile ModelDeployments into model servers (uses KUBECONFIG or the in-cluster account).
 
@@ -302,6 +331,9 @@ def operator(
             verification_timeout_seconds=verification_timeout,
             metrics_port=metrics_port,
             certificates=certificates,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            registry_timeout_seconds=registry_timeout,
+            registry_cache_seconds=registry_cache_seconds,
         )
     )
 
@@ -588,9 +620,11 @@ def check(
 
 
 @cli.command()
-@click.argument("model_path", type=click.Path(exists=True, path_type=Path))
+@click.argument("model_path", required=False, type=click.Path(exists=True, path_type=Path))
 @click.option(
-    "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write the signature."
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the signature (required unless --mlflow stores it with the version).",
 )
 @click.option("--private-key", type=_PATH, help="EC private key (PEM).")
 @click.option(
@@ -601,27 +635,77 @@ def check(
 )
 @click.option("--sigstore", "use_sigstore", is_flag=True, help="Sign keyless with Sigstore (needs network and OIDC).")
 @click.option("--ignore-path", multiple=True, help="Path relative to MODEL_PATH to leave out (repeatable).")
+@click.option(
+    "--mlflow",
+    "mlflow_version",
+    metavar="NAME/VERSION",
+    help="Sign a registered MLflow model version and store the bundle and digest as its tags (MODEL_PATH: its "
+    "files; without it they are downloaded from the version's storage location).",
+)
+@click.option(
+    "--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking server for --mlflow (MLFLOW_TRACKING_URI)."
+)
+@click.option("--sbom", type=_PATH, help="With --mlflow: an ML-BOM to store with the version too.")
 def sign(
-    model_path: Path,
-    output: Path,
+    model_path: Path | None,
+    output: Path | None,
     private_key: Path | None,
     certificate_chain: tuple[Path, ...],
     use_sigstore: bool,
     ignore_path: tuple[str, ...],
+    mlflow_version: str | None,
+    tracking_uri: str | None,
+    sbom: Path | None,
 ) -> None:
-    """Sign MODEL_PATH with model_signing (OMS format); a thin wrapper for ML engineers."""
+    """Sign MODEL_PATH with model_signing (OMS format); a thin wrapper for ML engineers.
+
+    With --mlflow NAME/VERSION the signature, its digest (and --sbom) are stored as the version's tags
+    devmlops.io/oms-bundle, devmlops.io/digest (and devmlops.io/ml-bom), where the webhook reads them.
+    """
+    import tempfile
+
     from devmlops.adapters.modelsign import sign_model
 
     if use_sigstore == bool(private_key):
         raise click.UsageError("give either --private-key (optionally with --certificate-chain) or --sigstore")
-    signed = sign_model(
-        model_path,
-        output,
-        private_key=private_key,
-        certificate_chain=certificate_chain,
-        ignore_paths=[*ignore_path, *_inside(output, model_path)],
-    )
-    click.echo(f"signed {signed.model_name}: {signed.digest} -> {output}")
+    if mlflow_version is None:
+        if model_path is None or output is None or sbom is not None:
+            raise click.UsageError("give MODEL_PATH and --output (--sbom goes with --mlflow)")
+        signed = sign_model(
+            model_path,
+            output,
+            private_key=private_key,
+            certificate_chain=certificate_chain,
+            ignore_paths=[*ignore_path, *_inside(output, model_path)],
+        )
+        click.echo(f"signed {signed.model_name}: {signed.digest} -> {output}")
+        click.echo(f"set spec.model.digest: {signed.digest}")
+        return
+    from devmlops.adapters.mlflowsign import download_version, lookup_version, parse_version_ref, store_signature
+
+    if not tracking_uri:
+        raise click.UsageError("--mlflow needs --tracking-uri (or MLFLOW_TRACKING_URI)")
+    name, version = parse_version_ref(mlflow_version)
+    registered = lookup_version(tracking_uri, name, version)
+    with tempfile.TemporaryDirectory(prefix="devmlops-sign-") as tmp:
+        files = model_path or download_version(tracking_uri, registered, Path(tmp) / "model")
+        bundle_path = output or Path(tmp) / "model.sig"
+        signed = sign_model(
+            files,
+            bundle_path,
+            private_key=private_key,
+            certificate_chain=certificate_chain,
+            ignore_paths=[*ignore_path, *_inside(bundle_path, files)],
+        )
+        stored = store_signature(
+            tracking_uri,
+            registered,
+            bundle=bundle_path.read_text(),
+            digest=signed.digest,
+            sbom=_read(sbom) if sbom is not None else None,
+        )
+    click.echo(f"signed MLflow model '{name}' version {version}: {signed.digest}; stored as tags {', '.join(stored)}")
+    click.echo(f"set spec.model.uri: {registered.source}")
     click.echo(f"set spec.model.digest: {signed.digest}")
 
 

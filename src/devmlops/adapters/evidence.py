@@ -13,8 +13,13 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
+from devmlops.adapters.registrycache import RegistryResolver
 from devmlops.adapters.sbom import SbomError, parse_sbom
-from devmlops.core.evidence import Document, Evidence
+from devmlops.core.evidence import Document, Evidence, RegistryVersion
+from devmlops.core.gates.registry import BUNDLE_TAG, SBOM_TAG
+from devmlops.core.manifests import MlflowRef
 from devmlops.core.sbom import SbomSummary
 from devmlops.errors import EvidenceUnavailableError
 
@@ -91,14 +96,46 @@ def _parsed(text: str, declared: Any) -> tuple[SbomSummary | None, str]:
     return value
 
 
-def resolve_evidence(obj: Mapping[str, Any], lookup: DocumentLookup, **fields: Any) -> Evidence:
+def _registered(spec: Mapping[str, Any], resolver: RegistryResolver | None) -> RegistryVersion | None:
+    """``spec.model.registry.mlflow`` resolved, or None when it is not named (or malformed: ``decide()`` denies
+    that with the field) or no resolver is configured (the registry gate denies that)."""
+    registry = (spec.get("model") or {}).get("registry") if isinstance(spec.get("model"), Mapping) else None
+    if resolver is None or not isinstance(registry, Mapping) or registry.get("mlflow") is None:
+        return None
+    try:
+        ref = MlflowRef.model_validate(registry["mlflow"])
+    except ValidationError:
+        return None
+    return resolver.resolve(ref)
+
+
+def _from_registry(found: RegistryVersion | None, tag: str, field: str) -> Document | None:
+    """A document stored as a tag of the resolved version; an absent tag is a Document with the reason."""
+    if found is None or found.error:
+        return None
+    where = f"{found.describe()} tag {tag}"
+    if tag not in found.tags:
+        missing = f"{field} is not set and {found.describe()} has no tag {tag} (`devmlops sign --mlflow` sets it)"
+        return Document(where, error=missing)
+    return Document(where, text=found.tags[tag])
+
+
+def resolve_evidence(
+    obj: Mapping[str, Any], lookup: DocumentLookup, registry: RegistryResolver | None = None, **fields: Any
+) -> Evidence:
     """The documents ``obj`` (a ModelDeployment) names, read and parsed; ``fields`` are further Evidence fields, set
-    in the same construction (a copy of this dataclass costs as much as a gate)."""
+    in the same construction (a copy of this dataclass costs as much as a gate). With a ``registry``, a model named
+    by ``spec.model.registry`` is resolved there, and its signature and ML-BOM are read from the version's tags
+    where the spec gives none."""
     metadata, spec = obj.get("metadata") or {}, obj.get("spec") or {}
     namespace = str(metadata.get("namespace") or "default")
+    found = _registered(spec, registry)
     signatures = []
     if spec.get("signature") is not None:
         signatures.append(resolve_source(spec["signature"], namespace, lookup, field="spec.signature"))
+    else:
+        stored = _from_registry(found, BUNDLE_TAG, "spec.signature")
+        signatures += [stored] if stored is not None else []
     for index, extra in enumerate(spec.get("additionalSignatures") or []):
         signatures.append(resolve_source(extra, namespace, lookup, field=f"spec.additionalSignatures[{index}]"))
     sbom_spec = spec.get("sbom")
@@ -110,7 +147,12 @@ def resolve_evidence(obj: Mapping[str, Any], lookup: DocumentLookup, **fields: A
             sbom_signature = resolve_source(sbom_spec["signature"], namespace, lookup, field="spec.sbom.signature")
         if sbom.text is not None:
             summary, sbom_error = _parsed(sbom.text, sbom_spec.get("format"))
+    elif found is not None and not found.error and SBOM_TAG in found.tags:
+        sbom = _from_registry(found, SBOM_TAG, "spec.sbom")
+        if sbom is not None and sbom.text is not None:
+            summary, sbom_error = _parsed(sbom.text, None)
     return Evidence(
+        registry=found,
         signatures=tuple(signatures),
         sbom=sbom,
         sbom_summary=summary,

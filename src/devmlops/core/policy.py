@@ -27,6 +27,7 @@ __all__ = [
     "NoMatchAction",
     "Policy",
     "PolicySet",
+    "RegistryRules",
     "SbomRequirements",
     "TierRules",
     "compile_model_policy",
@@ -147,6 +148,16 @@ class ComplianceRules:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RegistryRules:
+    """A policy's registry demands: a registry entry at all, one of these aliases, none of these tags (``key`` or
+    ``key=value``)."""
+
+    required: bool = False
+    required_aliases: tuple[str, ...] = ()
+    forbidden_tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Policy:
     name: str
     revision: str
@@ -163,6 +174,7 @@ class Policy:
     namespace: str = ""  # set for a team's namespaced ModelPolicy; empty for a ClusterModelPolicy
     on_violation: Literal["degrade", "scaleToZero"] = "degrade"
     guard: wire.GuardPolicy | None = None  # the serving guard this policy demands (ClusterModelPolicy only)
+    registry: RegistryRules | None = None  # what it demands of registered models (spec.registry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +349,17 @@ def _policy(
         compliance=_compliance(spec.compliance, f"{where}.compliance"),
         on_violation=on_violation,
         guard=spec.guard if isinstance(spec, wire.ClusterModelPolicySpec) else None,
+        registry=_registry(spec.registry),
+    )
+
+
+def _registry(raw: wire.RegistryPolicy | None) -> RegistryRules | None:
+    if raw is None:
+        return None
+    return RegistryRules(
+        required=raw.required or bool(raw.required_aliases),
+        required_aliases=_tuple(raw.required_aliases),
+        forbidden_tags=_tuple(raw.forbidden_tags),
     )
 
 

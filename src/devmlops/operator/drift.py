@@ -10,6 +10,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.evidence import decode_values, resolve_evidence
+from devmlops.adapters.registrycache import RegistryResolver
 from devmlops.core.model import Decision
 from devmlops.core.policy import PolicySet
 from devmlops.core.ports import PolicyEngine, SignatureVerifier
@@ -61,10 +62,11 @@ def reevaluate(
     *,
     verifier: SignatureVerifier,
     engine: PolicyEngine | None = None,
+    registry: RegistryResolver | None = None,
 ) -> Decision:
     """The admission decision again, as of now's policies and trust roots (approval is the operator's own check).
     ``verifier`` is the operator's, with its deadline (operator/verifier.py)."""
     metadata = model.get("metadata") or {}
     request = model_request(model, uid=f"recheck-{metadata.get('uid', '')}", username="devmlops-operator")
-    evidence = resolve_evidence(model, lookup)
+    evidence = resolve_evidence(model, lookup, registry)
     return may_serve(model, policies, evidence, verifier, engine, stage="admission", request=request)

@@ -15,9 +15,16 @@ from devmlops.adapters.memory import start_trimming
 from devmlops.adapters.oms import OmsVerifier
 from devmlops.adapters.opa import OpaEngine
 from devmlops.adapters.policystore import PolicyStore
+from devmlops.adapters.registrycache import mlflow_resolver
 from devmlops.adapters.verifycache import CachingVerifier, DeadlineVerifier
 from devmlops.webhook.app import WebhookDeps
-from devmlops.webhook.inline import InlineGuardEngine, InlineGuardVerifier, WouldBlock, inline_only
+from devmlops.webhook.inline import (
+    InlineGuardEngine,
+    InlineGuardRegistry,
+    InlineGuardVerifier,
+    WouldBlock,
+    inline_only,
+)
 from devmlops.webhook.metrics import WebhookMetrics
 from devmlops.webhook.server import serve_workers
 from devmlops.webhook.service import AdmissionService, TimedVerifier
@@ -90,6 +97,12 @@ def wire(settings: WebhookSettings) -> WebhookDeps:
         model_server_images=settings.model_server_images,
         identities=settings.identities,
         verifier_image=settings.verifier_image,
+        registry=mlflow_resolver(
+            settings.mlflow_tracking_uri,
+            timeout_seconds=settings.registry_timeout_seconds,
+            ttl_seconds=settings.registry_cache_seconds,
+            guard=InlineGuardRegistry,
+        ),
     )
 
     # Ready only once policies and evidence caches have been listed: before that every answer would be a guess.
@@ -113,5 +126,5 @@ def wire(settings: WebhookSettings) -> WebhookDeps:
         metrics=metrics,
         ready=ready,
         status=status,
-        inline_decisions=True,  # every wait above is guarded: the verifier, OPA and the API client
+        inline_decisions=True,  # every wait above is guarded: the verifier, OPA, the registry and the API client
     )

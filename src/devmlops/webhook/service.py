@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from devmlops.adapters.approvals import find_approval
 from devmlops.adapters.evidence import DocumentLookup, resolve_evidence
+from devmlops.adapters.registrycache import RegistryResolver
 from devmlops.core.decision import MODEL_APPROVAL, MODEL_DEPLOYMENT, decide, resource_of, select_policies
 from devmlops.core.evidence import DEFAULT_SERVER_IMAGES, ApprovalState, Chain, Evidence, Identities
 from devmlops.core.exemptions import BreakGlass, Exemption
@@ -97,7 +98,9 @@ class AdmissionService:
         model_server_images: tuple[str, ...] = DEFAULT_SERVER_IMAGES,
         identities: Identities | None = None,
         verifier_image: str = "devmlops:0.1.0",
+        registry: RegistryResolver | None = None,
     ) -> None:
+        self._registry = registry
         self._policies = policies
         self._lookup = lookup
         self._verifier = verifier
@@ -130,7 +133,8 @@ class AdmissionService:
         if kind == MODEL_APPROVAL:
             target = self._approval_target(request)
             # The target's SBOM, for its effective risk tier (the review decides whether approval is required).
-            summary = resolve_evidence(target, self._lookup).sbom_summary if target is not None else None
+            found = resolve_evidence(target, self._lookup, self._registry) if target is not None else None
+            summary = found.sbom_summary if found is not None else None
             return Evidence(target=target, sbom_summary=summary, namespace_labels=labels, now=stamp)
         return Evidence(namespace_labels=labels, now=stamp)
 
@@ -155,8 +159,9 @@ class AdmissionService:
         ``fields`` are further Evidence fields, set when it is built (a dataclass copy costs as much as a gate)."""
         approvals = self._lookup.approvals()
         if not approvals:  # what find_approval says when no approval names the model
-            return resolve_evidence(model, self._lookup, approval=ApprovalState(approved=False), **fields)
-        evidence = resolve_evidence(model, self._lookup)
+            unapproved = ApprovalState(approved=False)
+            return resolve_evidence(model, self._lookup, self._registry, approval=unapproved, **fields)
+        evidence = resolve_evidence(model, self._lookup, self._registry)
 
         def judged_by() -> tuple[list[Policy], EffectiveTier]:
             selecting = select_policies(
