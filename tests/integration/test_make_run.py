@@ -82,6 +82,15 @@ def test_run_once_prints_what_was_admitted_denied_and_rejected_and_exits_zero(
         "(no restart): denied by devmlops: rego gate (policy production-models): devmlops.eu_ai_act: change freeze"
         in output
     )
+    assert "fraud-detector version 1 registered, signature stored with it, alias champion" in output
+    assert (
+        "fraud-detector-champion names only MLflow alias champion: admitted, served by "
+        "InferenceService/fraud-detector-champion" in output
+    )
+    assert "status.registryVersion: MLflow http://127.0.0.1:" in output
+    assert (
+        "model 'fraud-detector' alias champion (version 1): stored at 's3://models-prod/fraud-detector/2.3.0'" in output
+    )
     assert "UNEXPECTED" not in output
 
 

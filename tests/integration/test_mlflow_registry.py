@@ -1,5 +1,5 @@
 """spec.model.registry against a real MLflow tracking server (sqlite backend store, local artifact store, on
-loopback, tests/support/mlflowserver.py): `devmlops sign --mlflow` stores the signature with a registered version,
+loopback, src/devmlops/harness/mlflow.py): `devmlops sign --mlflow` stores the signature with a registered version,
 the resolver the webhook and the operator use finds it by alias, and decide() with the real OMS verifier admits the
 version the alias points to and nothing else. Denials name the registry, the version, what was found and what was
 expected; an unreachable or silent registry denies within the lookup's deadline. The last test measures what a
@@ -32,9 +32,9 @@ from devmlops.core.gates.registry import BUNDLE_TAG, DIGEST_TAG, SBOM_TAG
 from devmlops.core.model import Decision
 from devmlops.core.policy import Authority, PolicySet, compile_policy
 from devmlops.core.review import AdmissionRequest, GroupVersionKind
+from devmlops.harness.mlflow import mlflow_server
 from tests.integration.support import cyclonedx_sbom
 from tests.support.lookups import EmptyCluster
-from tests.support.mlflowserver import mlflow_server
 from tests.support.models import KeyFiles, make_key, make_model
 
 MD = GroupVersionKind("devmlops.io", "v1alpha1", "ModelDeployment")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,7 +20,9 @@ from kubernetes.dynamic import DynamicClient
 from devmlops.adapters.kube import api_client, create_object, denial_message
 from devmlops.harness.controlplane import ControlPlane, find_tools, load_yaml_documents
 from devmlops.harness.kserve import KServe, local_cluster
+from devmlops.harness.mlflow import mlflow_process, wait_ready
 from devmlops.harness.node import optional_node
+from devmlops.harness.processes import ManagedProcess
 from devmlops.harness.stack import DevmlopsStack
 
 __all__ = ["Outcome", "apply_samples", "format_table", "run_demo"]
@@ -108,17 +112,24 @@ def run_demo(*, tools_dir: Path | None, project_dir: Path, once: bool, node: boo
     bin_dir = find_tools(tools_dir)
     started = time.monotonic()
     try:
-        # kube-controller-manager and the real KServe (controller and webhooks) run beside the API server, so an
-        # admitted model becomes an InferenceService, a predictor Deployment, a ReplicaSet and a (Pending) Pod.
-        with local_cluster(bin_dir=bin_dir, project_dir=project_dir, log=_say) as (cp, kserve):
-            # OPA watches a copy of policies/, so the live Rego edit below never touches the checkout.
-            policies = cp.workdir / "policies"
-            shutil.copytree(project_dir / "policies", policies)
-            with (
-                optional_node(cp, bin_dir=bin_dir, enabled=node, log=_say),
-                DevmlopsStack(cp, policies=policies) as stack,
-            ):
-                _run(cp, kserve, stack, project_dir, policies, once=once, started=started)
+        with tempfile.TemporaryDirectory(prefix="devmlops-mlflow-") as mlflow_dir:
+            # The model registry first: it takes the longest to be ready, and the webhook and the operator are
+            # started knowing it (their lookups wait for nothing until a model names it).
+            mlflow, mlflow_url = mlflow_process(Path(mlflow_dir), log=_say)
+            try:
+                # kube-controller-manager and the real KServe (controller and webhooks) run beside the API server, so
+                # an admitted model becomes an InferenceService, a predictor Deployment, a ReplicaSet and a Pod.
+                with local_cluster(bin_dir=bin_dir, project_dir=project_dir, log=_say) as (cp, kserve):
+                    # OPA watches a copy of policies/, so the live Rego edit below never touches the checkout.
+                    policies = cp.workdir / "policies"
+                    shutil.copytree(project_dir / "policies", policies)
+                    stack = DevmlopsStack(cp, policies=policies)
+                    stack.extra_args = ["--mlflow-tracking-uri", mlflow_url]
+                    with optional_node(cp, bin_dir=bin_dir, enabled=node, log=_say), stack:
+                        registry = (mlflow, mlflow_url)
+                        _run(cp, kserve, stack, project_dir, policies, once=once, started=started, registry=registry)
+            finally:
+                mlflow.stop()
     except KeyboardInterrupt:
         _say("stopped")
 
@@ -132,6 +143,7 @@ def _run(
     *,
     once: bool,
     started: float,
+    registry: tuple[ManagedProcess, str],
 ) -> None:
     _say(
         f"webhook at {stack.webhook_url} (TLS), OPA at {stack.opa.url if stack.opa else '-'}, operator "
@@ -139,6 +151,20 @@ def _run(
     )
     unexpected = _show_samples(cp, stack, project_dir / "config" / "samples")
     unexpected += _compliance_story(cp, policies)
+    wait_ready(*registry)
+    unexpected += _registry_story(cp, registry[1], project_dir / "config" / "samples")
+    _run_on(cp, kserve, stack, once=once, unexpected=unexpected, extra=(registry[0],))
+
+
+def _run_on(
+    cp: ControlPlane,
+    kserve: KServe,
+    stack: DevmlopsStack,
+    *,
+    once: bool,
+    unexpected: list[Outcome],
+    extra: tuple[ManagedProcess, ...],
+) -> None:
     if once:
         if unexpected:
             sys.exit(1)
@@ -146,7 +172,7 @@ def _run(
     _say(f"kubeconfig: export KUBECONFIG={cp.kubeconfig()}  (users: {', '.join(cp.users)})")
     _say("running; press Ctrl-C to stop")
     while True:
-        for proc in (stack.webhook, stack.operator, kserve.process, *cp.processes().values()):
+        for proc in (stack.webhook, stack.operator, kserve.process, *cp.processes().values(), *extra):
             if proc is not None:
                 proc.ensure_running()
         time.sleep(1)
@@ -292,3 +318,54 @@ def _wait_changed(custom: k8s.CustomObjectsApi, doc: dict[str, Any], before: str
         time.sleep(0.3)
         now = _dry_run(custom, doc)
     return now
+
+
+def _registry_story(cp: ControlPlane, url: str, samples: Path) -> list[Outcome]:
+    """fraud-detector registered in a real MLflow server (its signature and digest stored as the version's tags, the
+    alias champion on it), the registry the webhook and the operator were started with; a ModelDeployment naming the
+    model by alias alone is admitted and served, and its status records the version. Returns surprises."""
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its client's INFO lines would interleave the demo's
+    from devmlops.adapters.mlflowregistry import mlflow_client
+    from devmlops.adapters.mlflowsign import RegisteredVersion, store_signature
+
+    sample = next(d for d in load_yaml_documents(samples) if d["metadata"]["name"] == "fraud-detector")
+    model = sample["spec"]["model"]
+    with api_client(cp.kubeconfig()) as admin:
+        custom = k8s.CustomObjectsApi(admin)
+        evidence = k8s.CoreV1Api(admin).read_namespaced_config_map("fraud-detector-evidence", "default").data or {}
+        client = mlflow_client(url, request_timeout=10)
+        client.create_registered_model(model["name"])
+        client.create_model_version(model["name"], source=model["uri"])
+        version = RegisteredVersion(model["name"], "1", model["uri"])
+        store_signature(url, version, bundle=evidence["model.sig"], digest=model["digest"])
+        client.set_registered_model_alias(model["name"], "champion", "1")
+        _say(f"MLflow at {url}: {model['name']} version 1 registered, signature stored with it, alias champion")
+        doc = copy.deepcopy(sample)
+        doc["metadata"] = {"name": "fraud-detector-champion", "labels": sample["metadata"]["labels"]}
+        doc["metadata"]["annotations"] = {
+            k: v for k, v in sample["metadata"]["annotations"].items() if k != "devmlops.io/expect"
+        }
+        doc["spec"]["model"] = {k: v for k, v in model.items() if k != "version"}
+        doc["spec"]["model"]["registry"] = {"mlflow": {"name": model["name"], "alias": "champion"}}
+        del doc["spec"]["signature"]  # the version's tag devmlops.io/oms-bundle is the signature
+        try:
+            custom.create_namespaced_custom_object(GROUP, VERSION, "default", "modeldeployments", doc)
+        except ApiException as exc:
+            why = denial_message(exc)
+            _say(f"fraud-detector-champion (MLflow alias champion): denied: {why}")
+            return [Outcome("ModelDeployment", "fraud-detector-champion", "admitted", "denied", why)]
+        child = _wait_child(custom, "fraud-detector-champion")
+        md = cast(
+            dict[str, Any],
+            custom.get_namespaced_custom_object(
+                GROUP, VERSION, "default", "modeldeployments", "fraud-detector-champion"
+            ),
+        )
+        recorded = (md.get("status") or {}).get("registryVersion") or "nothing"
+        _say(f"fraud-detector-champion names only MLflow alias champion: admitted, served by {child or 'nothing yet'}")
+        _say(f"status.registryVersion: {recorded}")
+    if not child:
+        return [Outcome("ModelDeployment", "fraud-detector-champion", "served", "not served", "no child")]
+    return []

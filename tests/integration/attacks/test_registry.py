@@ -19,10 +19,10 @@ import pytest
 from kubernetes import client as k8s
 
 from devmlops.adapters.mlflowsign import RegisteredVersion, store_signature
+from devmlops.harness.mlflow import mlflow_server
 from devmlops.harness.stack import DevmlopsStack
 from tests.integration.attacks.conftest import admitted, denied, policy_name
 from tests.integration.support import GROUP, VERSION, SignedModel, eventually, model_deployment, trusting
-from tests.support.mlflowserver import mlflow_server
 
 GOOD_URI = "s3://models-prod/fraud/1"  # where the registered, signed version is stored
 OLD_URI = "s3://models-prod/fraud/0"  # an older version, signed by the same key, never promoted
