@@ -86,9 +86,9 @@ class CachingRegistry:
             hit = self._entries.get(key)
             if hit is not None and hit[0] > now:
                 self._entries.move_to_end(key)
-                self._on_event("registry_hit")
+                self._on_event("hit")
                 return hit[1]
-        self._on_event("registry_miss")
+        self._on_event("miss")
         found = self._inner.resolve(ref)
         if found.error:
             return found

@@ -88,6 +88,11 @@ def wire(settings: WebhookSettings) -> WebhookDeps:
         InlineGuardVerifier(DeadlineVerifier(timed, seconds=settings.verification_timeout_seconds)),
         on_event=cache_event,
     )
+
+    def registry_event(event: str) -> None:
+        if event != "miss" or not inline_only():  # an inline miss is looked up in the pool: counted there
+            metrics.registry_lookups.labels(event).inc()
+
     engine = OpaEngine(settings.opa_url, timeout=settings.opa_timeout_seconds) if settings.opa_url else None
     service = AdmissionService(
         policies=store.snapshot,
@@ -102,6 +107,7 @@ def wire(settings: WebhookSettings) -> WebhookDeps:
             timeout_seconds=settings.registry_timeout_seconds,
             ttl_seconds=settings.registry_cache_seconds,
             guard=InlineGuardRegistry,
+            on_event=registry_event,
         ),
     )
 

@@ -42,14 +42,15 @@ class Clock:
 
 
 def test_a_resolution_is_reused_within_its_ttl_and_looked_up_again_after() -> None:
-    inner, clock = Counting(), Clock()
-    cache = CachingRegistry(inner, ttl_seconds=30, clock=clock)
+    inner, clock, events = Counting(), Clock(), []
+    cache = CachingRegistry(inner, ttl_seconds=30, clock=clock, on_event=events.append)
     assert cache.resolve(CHAMPION).version == "1"
     clock.now += 29.9
     assert cache.resolve(CHAMPION).version == "1"
     clock.now += 0.2
     assert cache.resolve(CHAMPION).version == "2"  # the alias may have moved: asked again
     assert inner.calls == 2
+    assert events == ["miss", "hit", "miss"]  # devmlops_registry_lookups_total{event}
 
 
 def test_an_alias_and_a_version_number_are_separate_entries() -> None:
