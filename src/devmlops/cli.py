@@ -573,9 +573,19 @@ def sbom_check(file: Path, as_json: bool) -> None:
 @click.option("--policy", "policy_files", multiple=True, type=_PATH, help="Files with ClusterModelPolicies.")
 @click.option("--no-match", type=click.Choice(["deny", "warn", "allow"]), default="deny", show_default=True)
 @click.option("--opa-url", default=None, help="OPA that holds the Rego packages the policies name.")
+@click.option(
+    "--mlflow-tracking-uri",
+    envvar="MLFLOW_TRACKING_URI",
+    help="MLflow server whose registry spec.model.registry names (or MLFLOW_TRACKING_URI).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON results on stdout.")
 def check(
-    files: tuple[Path, ...], policy_files: tuple[Path, ...], no_match: str, opa_url: str | None, as_json: bool
+    files: tuple[Path, ...],
+    policy_files: tuple[Path, ...],
+    no_match: str,
+    opa_url: str | None,
+    mlflow_tracking_uri: str | None,
+    as_json: bool,
 ) -> None:
     """Run the admission decision offline over ModelDeployment manifests (like `kyverno apply`).
 
@@ -586,7 +596,15 @@ def check(
 
     documents = load_manifests([*files, *policy_files])
     engine = OpaEngine(opa_url) if opa_url else None
-    results = check_manifests(documents, no_match=no_match, engine=engine)  # type: ignore[arg-type]
+    from devmlops.adapters.registrycache import mlflow_resolver
+
+    registry = mlflow_resolver(mlflow_tracking_uri, timeout_seconds=10.0, ttl_seconds=0.0)
+    results = check_manifests(
+        documents,
+        no_match=no_match,  # type: ignore[arg-type]
+        engine=engine,
+        registry=registry,
+    )
     if not results:
         raise InvalidInputError("no ModelDeployment in the given files")
     payload = [

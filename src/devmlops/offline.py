@@ -14,6 +14,7 @@ import yaml
 
 from devmlops.adapters.evidence import decode_values, resolve_evidence
 from devmlops.adapters.oms import OmsVerifier
+from devmlops.adapters.registrycache import RegistryResolver
 from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.model import Decision, GateResult
 from devmlops.core.policy import NoMatchAction, PolicySet, compile_policy
@@ -80,7 +81,11 @@ class _FileLookup:
 
 
 def check_manifests(
-    documents: list[dict[str, Any]], *, no_match: NoMatchAction = "deny", engine: PolicyEngine | None = None
+    documents: list[dict[str, Any]],
+    *,
+    no_match: NoMatchAction = "deny",
+    engine: PolicyEngine | None = None,
+    registry: RegistryResolver | None = None,
 ) -> list[CheckResult]:
     policies = PolicySet(
         tuple(compile_policy(d) for d in documents if d["kind"] == "ClusterModelPolicy"), no_match=no_match
@@ -100,7 +105,7 @@ def check_manifests(
             results.append(CheckResult(namespace, name, Decision((denial,)), error=exc.user_message))
             continue
         request = model_request(obj, uid=f"offline-{namespace}-{name}", username="devmlops-check", operation="CREATE")
-        evidence = resolve_evidence(obj, lookup)
+        evidence = resolve_evidence(obj, lookup, registry)
         decision = may_serve(obj, policies, evidence, verifier, engine, stage="admission", request=request)
         results.append(CheckResult(namespace, name, decision))
     return results

@@ -299,3 +299,29 @@ def test_resolution_and_verification_cost_per_admission_warm_and_cold(registered
     p99 = sorted(warm)[int(len(warm) * 0.99)] * 1000
     print(f"\nregistry admission cost: warm median {warm_ms:.3f} ms (p99 {p99:.3f} ms), cold median {cold_ms:.1f} ms")
     assert warm_ms < 5, f"warm median {warm_ms:.3f} ms, expected under 5 ms"
+
+
+def test_devmlops_check_decides_a_registered_model_offline_with_the_registry_and_denies_without(
+    registered: Registered, tmp_path: Path
+) -> None:
+    import yaml
+
+    policy = {
+        "apiVersion": "devmlops.io/v1alpha1",
+        "kind": "ClusterModelPolicy",
+        "metadata": {"name": "registry"},
+        "spec": {
+            "authorities": [{"name": "release", "key": {"publicKey": registered.key.public_pem}}],
+            "registry": {"requiredAliases": ["champion"]},
+        },
+    }
+    model = {"apiVersion": "devmlops.io/v1alpha1", "kind": "ModelDeployment"}
+    model.update(_model(registered.digests["1"], SOURCES["1"], alias="champion"))
+    manifest = tmp_path / "iris.yaml"
+    manifest.write_text(yaml.safe_dump_all([policy, model]))
+    runner = CliRunner()
+    found = runner.invoke(cli, ["check", "-f", str(manifest), "--mlflow-tracking-uri", registered.url])
+    assert found.exit_code == 0, found.output
+    without = runner.invoke(cli, ["check", "-f", str(manifest)], env={"MLFLOW_TRACKING_URI": ""})
+    assert without.exit_code == 1, without.output
+    assert "no MLflow registry is configured for devmlops" in without.output
