@@ -187,3 +187,24 @@ def test_a_malformed_registry_reference_is_an_error_naming_the_field(mlflow: dic
     with pytest.raises(InvalidInputError) as caught:
         parse_model_deployment(obj)
     assert message in caught.value.user_message
+
+
+def test_rego_sees_the_resolved_version_without_devmlops_own_tags() -> None:
+    from devmlops.core.gates.rego import rego_input
+
+    version = found(tags={**found().tags, "stage": "production"})
+    compiled = policies(policy()).policies[0]
+    document = rego_input(
+        request(md_spec()), {"spec": md_spec()}, compiled, evidence_of(version), None, stage="admission"
+    )
+    assert document["registry"] == {
+        "registry": REGISTRY,
+        "name": "iris",
+        "requested": "alias champion",
+        "version": "3",
+        "source": URI,
+        "aliases": ["champion"],
+        "tags": {"stage": "production"},
+        "error": "",
+    }
+    assert rego_input(request(md_spec()), {}, compiled, Evidence(), None, stage="admission")["registry"] is None
