@@ -191,3 +191,35 @@ def test_a_quarantined_champion_is_denied(
     finally:
         registry.client.delete_model_version_tag("fraud", "1", "quarantine")
     assert "(version 1): carries the tag 'quarantine=true', which policy" in message
+
+
+def test_quarantining_the_running_champion_degrades_it_at_the_next_decision(
+    registry: Registry,
+    admin: k8s.ApiClient,
+    stack: DevmlopsStack,
+    enforced_namespace: str,
+    attack_model: SignedModel,
+) -> None:
+    """The security team tags the served version quarantine=true in the registry and forbids that tag in the
+    policy: the operator decides the running model again at once (a policy change) and degrades it, naming the
+    registry, the version and the tag."""
+    with trusting(admin, stack, enforced_namespace, attack_model, policy=policy_name(enforced_namespace)) as policy:
+        admitted(create, admin, enforced_namespace, registered("run", attack_model.digest, GOOD_URI, alias="champion"))
+        api = k8s.CustomObjectsApi(admin)
+
+        def phase() -> tuple[str, str]:
+            obj = api.get_namespaced_custom_object(GROUP, VERSION, enforced_namespace, "modeldeployments", "run")
+            status = obj.get("status") or {}
+            degraded = [c for c in status.get("conditions") or [] if c.get("type") == "Degraded"]
+            return str(status.get("phase") or ""), str(degraded[0].get("message") or "") if degraded else ""
+
+        eventually(lambda: phase()[0] == "Admitted", timeout=30, what="the champion admitted and served")
+        registry.client.set_model_version_tag("fraud", "1", "quarantine", "true")
+        try:
+            name = policy["metadata"]["name"]
+            patch = {"spec": {"registry": {"forbiddenTags": ["quarantine=true"]}}}
+            api.patch_cluster_custom_object(GROUP, VERSION, "clustermodelpolicies", name, patch)
+            eventually(lambda: phase()[0] == "Degraded", timeout=30, what="the quarantined champion degraded")
+        finally:
+            registry.client.delete_model_version_tag("fraud", "1", "quarantine")
+    assert "model 'fraud' alias champion (version 1): carries the tag 'quarantine=true'" in phase()[1]
