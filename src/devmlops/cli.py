@@ -39,6 +39,13 @@ def _registry_options(func: Callable[..., None]) -> Callable[..., None]:
         click.option(
             "--registry-cache-seconds", default=30.0, show_default=True, help="Seconds a resolved entry is reused."
         ),
+        click.option(
+            "--oci-plain-http",
+            "oci_plain_http",
+            multiple=True,
+            metavar="HOST[:PORT]",
+            help="An OCI registry read over plain HTTP for image signatures (repeatable; others: HTTPS).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -151,6 +158,7 @@ def webhook(
     mlflow_tracking_uri: str | None,
     registry_timeout: float,
     registry_cache_seconds: float,
+    oci_plain_http: tuple[str, ...],
 ) -> None:
     """Serve the admission webhook over TLS (/validate, /healthz, /readyz, /metrics).
 
@@ -186,6 +194,7 @@ def webhook(
                 "mlflow_tracking_uri": mlflow_tracking_uri,
                 "registry_timeout_seconds": registry_timeout,
                 "registry_cache_seconds": registry_cache_seconds,
+                "oci_plain_http": oci_plain_http,
             }
         )
     )
@@ -288,6 +297,7 @@ def operator(
     mlflow_tracking_uri: str | None,
     registry_timeout: float,
     registry_cache_seconds: float,
+    oci_plain_http: tuple[str, ...],
 ) -> None:
     """Reconcile ModelDeployments into model servers (uses KUBECONFIG or the in-cluster account).
 
@@ -334,6 +344,7 @@ def operator(
             mlflow_tracking_uri=mlflow_tracking_uri,
             registry_timeout_seconds=registry_timeout,
             registry_cache_seconds=registry_cache_seconds,
+            oci_plain_http=oci_plain_http,
         )
     )
 

@@ -10,16 +10,18 @@ import base64
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from devmlops.adapters.ocisig import ImageSignatureChecker
 from devmlops.adapters.registrycache import RegistryResolver
 from devmlops.adapters.sbom import SbomError, parse_sbom
-from devmlops.core.evidence import Document, Evidence, RegistryVersion
+from devmlops.core.evidence import Document, Evidence, ImageSignatures, RegistryVersion
 from devmlops.core.gates.registry import BUNDLE_TAG, SBOM_TAG
 from devmlops.core.manifests import MlflowRef
+from devmlops.core.policy import Authority
 from devmlops.core.sbom import SbomSummary
 from devmlops.errors import EvidenceUnavailableError
 
@@ -120,8 +122,26 @@ def _from_registry(found: RegistryVersion | None, tag: str, field: str) -> Docum
     return Document(where, text=found.tags[tag])
 
 
+def _image_signatures(
+    spec: Mapping[str, Any], images: ImageSignatureChecker | None, authorities: Sequence[Authority]
+) -> ImageSignatures | None:
+    """spec.runtime.image's signatures against ``authorities`` (the image keys of the policies), when any policy
+    names some; None without a checker (the image signature gate denies that)."""
+    runtime = spec.get("runtime")
+    image = runtime.get("image") if isinstance(runtime, Mapping) else None
+    if images is None or not authorities or not isinstance(image, str) or not image:
+        return None
+    return images.check(image, authorities)
+
+
 def resolve_evidence(
-    obj: Mapping[str, Any], lookup: DocumentLookup, registry: RegistryResolver | None = None, **fields: Any
+    obj: Mapping[str, Any],
+    lookup: DocumentLookup,
+    registry: RegistryResolver | None = None,
+    *,
+    images: ImageSignatureChecker | None = None,
+    image_authorities: Sequence[Authority] = (),
+    **fields: Any,
 ) -> Evidence:
     """The documents ``obj`` (a ModelDeployment) names, read and parsed; ``fields`` are further Evidence fields, set
     in the same construction (a copy of this dataclass costs as much as a gate). With a ``registry``, a model named
@@ -153,6 +173,7 @@ def resolve_evidence(
             summary, sbom_error = _parsed(sbom.text, None)
     return Evidence(
         registry=found,
+        image_signature=_image_signatures(spec, images, image_authorities),
         signatures=tuple(signatures),
         sbom=sbom,
         sbom_summary=summary,

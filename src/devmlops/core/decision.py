@@ -19,6 +19,7 @@ from devmlops.core.gates.allowlist import check_allowlist
 from devmlops.core.gates.approval import check_approval
 from devmlops.core.gates.compliance import RISK_LABEL, check_compliance, effective_tier, risk_tier
 from devmlops.core.gates.guard import check_guard
+from devmlops.core.gates.imagesig import check_image_signature
 from devmlops.core.gates.registry import check_registry
 from devmlops.core.gates.rego import Stage, check_rego, rego_input
 from devmlops.core.gates.requester import check_requester
@@ -358,6 +359,9 @@ def _decide_model_deployment(
         registry = check_registry(deployment, policy, evidence)
         if registry is not None:
             results.append(registry)
+        image = check_image_signature(deployment, policy, evidence)
+        if image is not None:
+            results.append(image)
         signature, signed = check_signature(deployment, policy, evidence, verifier)
         results.append(signature)
         if not policy.namespace:

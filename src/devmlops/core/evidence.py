@@ -17,6 +17,7 @@ __all__ = [
     "Document",
     "Evidence",
     "Identities",
+    "ImageSignatures",
     "RegistryVersion",
 ]
 
@@ -55,6 +56,19 @@ class RegistryVersion:
         """``MLflow http://...: model 'iris' alias champion (version 3)`` for reasons and audit lines."""
         resolved = f" (version {self.version})" if self.version and self.requested != f"version {self.version}" else ""
         return f"{self.registry}: model '{self.name}' {self.requested}{resolved}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageSignatures:
+    """What the shell found checking ``image``'s signatures (OCI referrers) against the image authorities of the
+    policies: ``signers`` maps an authority's fingerprint to the signer it verified; ``problems`` says why each
+    bundle failed; ``error`` why none could be checked at all (unreachable registry, timeout: fail closed)."""
+
+    image: str
+    signers: Mapping[str, str] = field(default_factory=dict)
+    bundles: int = 0
+    problems: tuple[str, ...] = ()
+    error: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,3 +137,4 @@ class Evidence:
     verifier_image: str = "devmlops:0.1.0"  # the devmlops storage initializer's image, as the cluster installs it
     image_allow_lists: tuple[tuple[str, tuple[str, ...]], ...] = ()  # cluster policies selecting the namespace
     registry: RegistryVersion | None = None  # spec.model.registry, resolved (None: not named, or no resolver)
+    image_signature: ImageSignatures | None = None  # spec.runtime.image's signatures, checked (None: not asked)

@@ -381,6 +381,19 @@ class RegistryPolicy(_Spec):
     ) = None
 
 
+class ImageAuthority(_Spec):
+    """A key that signs runtime images (cosign, a Sigstore bundle attached to the image as an OCI referrer)."""
+
+    name: Annotated[StrictStr, Field(min_length=1, max_length=63)]
+    key: Key
+
+
+class ImageSignaturePolicy(_Spec):
+    """The model server's image (``spec.runtime.image``) must carry a valid signature by one of ``authorities``."""
+
+    authorities: Annotated[list[ImageAuthority], Field(min_length=1, max_length=32)]
+
+
 class GuardPolicy(_Spec):
     """A ClusterModelPolicy's demand on the guard: present, and at least as strict as ``limits``."""
 
@@ -400,6 +413,7 @@ class ClusterModelPolicySpec(_Spec):
     rego: RegoSpec | None = None
     guard: GuardPolicy | None = None
     registry: RegistryPolicy | None = None
+    image_signatures: ImageSignaturePolicy | None = None
 
 
 class ModelPolicySpec(_Spec):

@@ -12,6 +12,7 @@ import kopf
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from devmlops.adapters.ocisig import ImageSignatureChecker, OciClient
 from devmlops.adapters.registrycache import mlflow_resolver
 from devmlops.core.render import LABEL_MODEL_DEPLOYMENT
 from devmlops.operator.driver import Driver
@@ -68,6 +69,10 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
                 settings.mlflow_tracking_uri,
                 timeout_seconds=settings.registry_timeout_seconds,
                 ttl_seconds=settings.registry_cache_seconds,
+            ),
+            images=ImageSignatureChecker(
+                OciClient(plain_http=settings.oci_plain_http, timeout=settings.registry_timeout_seconds),
+                timeout_seconds=settings.registry_timeout_seconds,
             ),
         ),
         Executor(api_client, dynamic),

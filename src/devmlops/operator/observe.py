@@ -12,6 +12,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
+from devmlops.adapters.ocisig import ImageSignatureChecker
 from devmlops.adapters.opa import OpaEngine
 from devmlops.adapters.registrycache import RegistryResolver
 from devmlops.core.plan import VerificationPlan
@@ -38,7 +39,9 @@ class Observer:
         opa_url: str | None,
         verifier: SignatureVerifier,
         registry: RegistryResolver | None = None,
+        images: ImageSignatureChecker | None = None,
     ) -> None:
+        self._images = images  # runtime image signatures (OCI referrers), or None
         self._registry = registry  # spec.model.registry's resolver (cached, with a deadline), or None
         self._api_client = api_client
         self._dynamic = dynamic
@@ -53,7 +56,13 @@ class Observer:
         policies = self._policies.snapshot()
         context = load_context(self._api_client, model, self._lookup, policies, self._registry)
         decision = reevaluate(
-            model, policies, self._lookup, verifier=self._verifier, engine=self._engine, registry=self._registry
+            model,
+            policies,
+            self._lookup,
+            verifier=self._verifier,
+            engine=self._engine,
+            registry=self._registry,
+            images=self._images,
         )
         digest = str(model["spec"]["model"]["digest"])
         plan = VerificationPlan.for_policies(context.bundle, digest, context.policies)

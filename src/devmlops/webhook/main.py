@@ -12,6 +12,7 @@ from kubernetes import config as k8s_config
 
 from devmlops.adapters.kubecache import ClusterCaches
 from devmlops.adapters.memory import start_trimming
+from devmlops.adapters.ocisig import ImageSignatureChecker, OciClient
 from devmlops.adapters.oms import OmsVerifier
 from devmlops.adapters.opa import OpaEngine
 from devmlops.adapters.policystore import PolicyStore
@@ -58,6 +59,12 @@ def lean_log_records() -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+
+
+def _not_inline() -> None:
+    """An image signature lookup is a network round trip: never on the event loop (webhook/inline.py)."""
+    if inline_only():
+        raise WouldBlock("image signature lookup")
 
 
 def run(settings: WebhookSettings) -> None:
@@ -108,6 +115,11 @@ def wire(settings: WebhookSettings) -> WebhookDeps:
             ttl_seconds=settings.registry_cache_seconds,
             guard=InlineGuardRegistry,
             on_event=registry_event,
+        ),
+        images=ImageSignatureChecker(
+            OciClient(plain_http=settings.oci_plain_http, timeout=settings.registry_timeout_seconds),
+            timeout_seconds=settings.registry_timeout_seconds,
+            guard=_not_inline,
         ),
     )
 

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from devmlops.adapters.approvals import find_approval
 from devmlops.adapters.evidence import DocumentLookup, resolve_evidence
+from devmlops.adapters.ocisig import ImageSignatureChecker
 from devmlops.adapters.registrycache import RegistryResolver
 from devmlops.core.decision import MODEL_APPROVAL, MODEL_DEPLOYMENT, decide, resource_of, select_policies
 from devmlops.core.evidence import DEFAULT_SERVER_IMAGES, ApprovalState, Chain, Evidence, Identities
@@ -18,7 +19,7 @@ from devmlops.core.gates.compliance import EffectiveTier, effective_tier
 from devmlops.core.model import Decision
 from devmlops.core.mutation import stamp_patch
 from devmlops.core.plan import VerificationPlan
-from devmlops.core.policy import Authority, Policy, PolicySet
+from devmlops.core.policy import Authority, Policy, PolicySet, image_authorities
 from devmlops.core.ports import PolicyEngine, SignatureVerifier, SignedModel
 from devmlops.core.review import AdmissionRequest
 from devmlops.core.serving import may_serve, model_request
@@ -99,8 +100,10 @@ class AdmissionService:
         identities: Identities | None = None,
         verifier_image: str = "devmlops:0.1.0",
         registry: RegistryResolver | None = None,
+        images: ImageSignatureChecker | None = None,
     ) -> None:
         self._registry = registry
+        self._image_checker = images
         self._policies = policies
         self._lookup = lookup
         self._verifier = verifier
@@ -108,6 +111,12 @@ class AdmissionService:
         self._model_server_images = model_server_images
         self._identities = identities or Identities()
         self._verifier_image = verifier_image
+
+    def _images(self) -> dict[str, Any]:
+        """The image signature checker and the image keys of every policy (each policy reads its own)."""
+        if self._image_checker is None:
+            return {}
+        return {"images": self._image_checker, "image_authorities": image_authorities(self._policies())}
 
     def decide(self, request: AdmissionRequest) -> Decision:
         return decide(request, self._policies(), self.evidence(request), self._verifier, self._engine)
@@ -133,7 +142,9 @@ class AdmissionService:
         if kind == MODEL_APPROVAL:
             target = self._approval_target(request)
             # The target's SBOM, for its effective risk tier (the review decides whether approval is required).
-            found = resolve_evidence(target, self._lookup, self._registry) if target is not None else None
+            found = (
+                resolve_evidence(target, self._lookup, self._registry, **self._images()) if target is not None else None
+            )
             summary = found.sbom_summary if found is not None else None
             return Evidence(target=target, sbom_summary=summary, namespace_labels=labels, now=stamp)
         return Evidence(namespace_labels=labels, now=stamp)
@@ -160,8 +171,10 @@ class AdmissionService:
         approvals = self._lookup.approvals()
         if not approvals:  # what find_approval says when no approval names the model
             unapproved = ApprovalState(approved=False)
-            return resolve_evidence(model, self._lookup, self._registry, approval=unapproved, **fields)
-        evidence = resolve_evidence(model, self._lookup, self._registry)
+            return resolve_evidence(
+                model, self._lookup, self._registry, **self._images(), approval=unapproved, **fields
+            )
+        evidence = resolve_evidence(model, self._lookup, self._registry, **self._images())
 
         def judged_by() -> tuple[list[Policy], EffectiveTier]:
             selecting = select_policies(

@@ -49,6 +49,9 @@ class WebhookSettings(BaseModel):
     registry_cache_seconds: float = Field(
         default=30.0, ge=0, description="How long a resolved registry entry is reused (an alias move shows after it)."
     )
+    oci_plain_http: tuple[str, ...] = Field(
+        default=(), description="OCI registries read over plain HTTP for image signatures (others over HTTPS)."
+    )
     cert_reload_seconds: float = Field(default=10.0, gt=0, description="How often the TLS files are checked.")
     max_body_bytes: int = Field(
         default=3 * 1024 * 1024, ge=1024, description="Larger AdmissionReviews are denied unread (413)."
