@@ -1,0 +1,121 @@
+"""Runtime image signatures, attacked by the namespace editor (mallory) through the API server and the registered
+webhook, with a real distribution registry on loopback (read by the webhook and the operator over plain HTTP,
+``--oci-plain-http``) and real cosign signatures.
+
+The policy names the key that signs the platform's Triton images (``imageSignatures``) and allow-lists the
+registry's Triton repository by glob, so an allow-list alone would admit any image there: a Triton image nobody
+signed, or one mallory signed with her own cosign key, must be denied; the image the platform signed is admitted
+and served. Both denials were admissions with the image signature gate taken out of decide()
+(docs/threat-model.md, property 12)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+from devmlops.harness.oci import cosign_key_pair, cosign_sign, oci_registry, push_image
+from devmlops.harness.stack import DevmlopsStack
+from tests.integration.attacks.conftest import admitted, denied, policy_name
+from tests.integration.support import GROUP, VERSION, SignedModel, eventually, signed_by_evidence, trusting
+
+
+@dataclass(frozen=True)
+class Images:
+    host: str
+    platform_key: str  # PEM
+    signed: str
+    unsigned: str
+    by_mallory: str
+
+
+@pytest.fixture(scope="module")
+def images(stack: DevmlopsStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Images]:
+    work = tmp_path_factory.mktemp("oci-attacks")
+    with oci_registry(work / "registry") as host:
+        platform_key, platform_pub = cosign_key_pair(work, "platform")
+        mallory_key, _ = cosign_key_pair(work, "mallory")
+        signed = push_image(host, "nvidia/tritonserver", "24.08", b"the platform's triton")
+        unsigned = push_image(host, "nvidia/tritonserver", "unsigned", b"an unsigned triton")
+        by_mallory = push_image(host, "nvidia/tritonserver", "mallory", b"mallory's triton")
+        cosign_sign(platform_key, signed)
+        cosign_sign(mallory_key, by_mallory)
+        stack.restart_with(["--oci-plain-http", host])
+        try:
+            yield Images(host, platform_pub.read_text(), signed, unsigned, by_mallory)
+        finally:
+            stack.restart_with([])
+
+
+@pytest.fixture
+def signed_images_policy(
+    admin: k8s.ApiClient, stack: DevmlopsStack, enforced_namespace: str, attack_model: SignedModel, images: Images
+) -> Iterator[dict[str, Any]]:
+    with trusting(
+        admin,
+        stack,
+        enforced_namespace,
+        attack_model,
+        policy=policy_name(enforced_namespace),
+        allow={"images": [f"{images.host}/nvidia/tritonserver@*", "devmlops:0.1.0"]},
+        imageSignatures={"authorities": [{"name": "platform-images", "key": {"publicKey": images.platform_key}}]},
+    ) as body:
+        yield body
+
+
+def triton(name: str, model: SignedModel, image: str) -> dict[str, Any]:
+    doc = signed_by_evidence(name, model, runtime={"kind": "triton", "image": image})
+    doc["metadata"]["labels"] = {"devmlops.io/eu-ai-act-risk": "minimal"}
+    return doc
+
+
+def create(client: k8s.ApiClient, namespace: str, body: dict[str, Any]) -> Any:
+    return k8s.CustomObjectsApi(client).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modeldeployments", body
+    )
+
+
+def test_the_platforms_signed_image_is_admitted_and_served(
+    images: Images,
+    signed_images_policy: dict[str, Any],
+    mallory: k8s.ApiClient,
+    admin: k8s.ApiClient,
+    enforced_namespace: str,
+    attack_model: SignedModel,
+) -> None:
+    admitted(create, mallory, enforced_namespace, triton("signed", attack_model, images.signed))
+    apps = k8s.AppsV1Api(admin)
+    deployment = eventually(
+        lambda: next(iter(apps.list_namespaced_deployment(enforced_namespace).items), None),
+        timeout=30,
+        what="the operator's Triton Deployment (the operator checked the signature too)",
+    )
+    assert images.signed in [c.image for c in deployment.spec.template.spec.containers]
+
+
+def test_an_unsigned_triton_image_is_denied(
+    images: Images,
+    signed_images_policy: dict[str, Any],
+    mallory: k8s.ApiClient,
+    enforced_namespace: str,
+    attack_model: SignedModel,
+) -> None:
+    message = denied(create, mallory, enforced_namespace, triton("unsigned", attack_model, images.unsigned))
+    assert f"image-signature gate (policy {signed_images_policy['metadata']['name']}): " in message
+    assert f"spec.runtime.image '{images.unsigned}': got no signature attached" in message
+    assert "expected a signature by one of ['platform-images']" in message
+
+
+def test_an_image_mallory_signed_with_her_own_key_is_denied(
+    images: Images,
+    signed_images_policy: dict[str, Any],
+    mallory: k8s.ApiClient,
+    enforced_namespace: str,
+    attack_model: SignedModel,
+) -> None:
+    message = denied(create, mallory, enforced_namespace, triton("hers", attack_model, images.by_mallory))
+    assert f"spec.runtime.image '{images.by_mallory}': got 1 signature bundle(s), none valid: " in message
+    assert "not signed by platform-images" in message
