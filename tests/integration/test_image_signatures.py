@@ -108,3 +108,30 @@ def test_an_unreachable_registry_is_an_error_not_a_verdict(images: Images) -> No
 def test_an_image_named_by_tag_alone_is_refused_before_any_lookup(images: Images) -> None:
     found = check(images, f"{images.host}/triton:signed")
     assert found.problems == (f"'{images.host}/triton:signed' is not pinned by a sha256 digest",)
+
+
+def test_image_signature_cost_per_admission_warm_and_cold(images: Images) -> None:
+    """Warm: the bundle list of the digest cached (every admission within 30 s of the first), the bundle verified
+    again. Cold: referrers, manifest and bundle read from the registry over loopback HTTP, then verified."""
+    import statistics
+    import time
+
+    with checker(images.host) as checking:
+        cold = []
+        for _ in range(10):
+            fresh = ImageSignatureChecker(OciClient(plain_http=[images.host], timeout=2), timeout_seconds=2)
+            try:
+                started = time.perf_counter()
+                assert fresh.check(images.signed, [images.trusted]).signers
+                cold.append(time.perf_counter() - started)
+            finally:
+                fresh.close()
+        checking.check(images.signed, [images.trusted])
+        warm = []
+        for _ in range(200):
+            started = time.perf_counter()
+            assert checking.check(images.signed, [images.trusted]).signers
+            warm.append(time.perf_counter() - started)
+    warm_ms, cold_ms = statistics.median(warm) * 1000, statistics.median(cold) * 1000
+    print(f"\nimage signature cost: warm median {warm_ms:.3f} ms, cold median {cold_ms:.1f} ms")
+    assert warm_ms < 5, f"warm median {warm_ms:.3f} ms, expected under 5 ms"
