@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -91,6 +92,13 @@ def test_run_once_prints_what_was_admitted_denied_and_rejected_and_exits_zero(
     assert (
         "model 'fraud-detector' alias champion (version 1): stored at 's3://models-prod/fraud-detector/2.3.0'" in output
     )
+    assert "ClusterModelPolicy signed-runtime-images: Triton images must be signed by platform-images" in output
+    assert re.search(
+        r"fraud-detector-triton on 127\.0\.0\.1:\d+/nvidia/tritonserver@sha256:[0-9a-f]{64} \(pushed to the OCI "
+        r"registry at 127\.0\.0\.1:\d+, unsigned\): denied by devmlops: image-signature gate \(policy "
+        r"signed-runtime-images\): spec\.runtime\.image '[^']+': got no signature attached",
+        output,
+    ), output
     assert "UNEXPECTED" not in output
 
 

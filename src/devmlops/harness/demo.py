@@ -22,6 +22,7 @@ from devmlops.harness.controlplane import ControlPlane, find_tools, load_yaml_do
 from devmlops.harness.kserve import KServe, local_cluster
 from devmlops.harness.mlflow import mlflow_process, wait_ready
 from devmlops.harness.node import optional_node
+from devmlops.harness.oci import oci_registry, push_image
 from devmlops.harness.processes import ManagedProcess
 from devmlops.harness.stack import DevmlopsStack
 
@@ -112,26 +113,38 @@ def run_demo(*, tools_dir: Path | None, project_dir: Path, once: bool, node: boo
     bin_dir = find_tools(tools_dir)
     started = time.monotonic()
     try:
-        with tempfile.TemporaryDirectory(prefix="devmlops-mlflow-") as mlflow_dir:
+        with tempfile.TemporaryDirectory(prefix="devmlops-registries-") as work:
             # The model registry first: it takes the longest to be ready, and the webhook and the operator are
-            # started knowing it (their lookups wait for nothing until a model names it).
-            mlflow, mlflow_url = mlflow_process(Path(mlflow_dir), log=_say)
+            # started knowing it (their lookups wait for nothing until a model names it); an OCI registry too.
+            mlflow, mlflow_url = mlflow_process(Path(work) / "mlflow", log=_say)
             try:
-                # kube-controller-manager and the real KServe (controller and webhooks) run beside the API server, so
-                # an admitted model becomes an InferenceService, a predictor Deployment, a ReplicaSet and a Pod.
-                with local_cluster(bin_dir=bin_dir, project_dir=project_dir, log=_say) as (cp, kserve):
-                    # OPA watches a copy of policies/, so the live Rego edit below never touches the checkout.
-                    policies = cp.workdir / "policies"
-                    shutil.copytree(project_dir / "policies", policies)
-                    stack = DevmlopsStack(cp, policies=policies)
-                    stack.extra_args = ["--mlflow-tracking-uri", mlflow_url]
-                    with optional_node(cp, bin_dir=bin_dir, enabled=node, log=_say), stack:
-                        registry = (mlflow, mlflow_url)
-                        _run(cp, kserve, stack, project_dir, policies, once=once, started=started, registry=registry)
+                with oci_registry(Path(work) / "oci") as oci_host:
+                    _demo(bin_dir, project_dir, node, once, started, (mlflow, mlflow_url), oci_host)
             finally:
                 mlflow.stop()
     except KeyboardInterrupt:
         _say("stopped")
+
+
+def _demo(
+    bin_dir: Path,
+    project_dir: Path,
+    node: bool,
+    once: bool,
+    started: float,
+    registry: tuple[ManagedProcess, str],
+    oci_host: str,
+) -> None:
+    # kube-controller-manager and the real KServe (controller and webhooks) run beside the API server, so an admitted
+    # model becomes an InferenceService, a predictor Deployment, a ReplicaSet and a Pod.
+    with local_cluster(bin_dir=bin_dir, project_dir=project_dir, log=_say) as (cp, kserve):
+        # OPA watches a copy of policies/, so the live Rego edit below never touches the checkout.
+        policies = cp.workdir / "policies"
+        shutil.copytree(project_dir / "policies", policies)
+        stack = DevmlopsStack(cp, policies=policies)
+        stack.extra_args = ["--mlflow-tracking-uri", registry[1], "--oci-plain-http", oci_host]
+        with optional_node(cp, bin_dir=bin_dir, enabled=node, log=_say), stack:
+            _run(cp, kserve, stack, project_dir, policies, once=once, started=started, registry=registry, oci=oci_host)
 
 
 def _run(
@@ -144,6 +157,7 @@ def _run(
     once: bool,
     started: float,
     registry: tuple[ManagedProcess, str],
+    oci: str,
 ) -> None:
     _say(
         f"webhook at {stack.webhook_url} (TLS), OPA at {stack.opa.url if stack.opa else '-'}, operator "
@@ -153,6 +167,7 @@ def _run(
     unexpected += _compliance_story(cp, policies)
     wait_ready(*registry)
     unexpected += _registry_story(cp, registry[1], project_dir / "config" / "samples")
+    unexpected += _image_story(cp, stack, oci, project_dir / "config" / "samples")
     _run_on(cp, kserve, stack, once=once, unexpected=unexpected, extra=(registry[0],))
 
 
@@ -368,4 +383,44 @@ def _registry_story(cp: ControlPlane, url: str, samples: Path) -> list[Outcome]:
         _say(f"status.registryVersion: {recorded}")
     if not child:
         return [Outcome("ModelDeployment", "fraud-detector-champion", "served", "not served", "no child")]
+    return []
+
+
+def _image_story(cp: ControlPlane, stack: DevmlopsStack, oci_host: str, samples: Path) -> list[Outcome]:
+    """A policy that wants Triton images signed by the platform's key; fraud-detector on a Triton image from the
+    local OCI registry that nobody signed is denied, naming the image. Returns surprises."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    documents = load_yaml_documents(samples)
+    production = next(d for d in documents if d["kind"] == "ClusterModelPolicy")
+    sample = next(d for d in documents if d["metadata"].get("name") == "fraud-detector")
+    image = push_image(oci_host, "nvidia/tritonserver", "24.08", b"a Triton image nobody signed")
+    platform = ec.generate_private_key(ec.SECP256R1()).public_key()
+    pem = platform.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    policy = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ClusterModelPolicy",
+        "metadata": {"name": "signed-runtime-images"},
+        "spec": {
+            "selector": {"models": ["fraud-*"]},
+            "authorities": production["spec"]["authorities"],
+            "imageSignatures": {"authorities": [{"name": "platform-images", "key": {"publicKey": pem}}]},
+        },
+    }
+    doc = copy.deepcopy(sample)
+    doc["metadata"] = {"name": "fraud-detector-triton", "labels": sample["metadata"]["labels"]}
+    doc["metadata"]["annotations"] = {
+        k: v for k, v in sample["metadata"]["annotations"].items() if k != "devmlops.io/expect"
+    }
+    doc["spec"]["runtime"] = {"kind": "triton", "image": image}
+    with api_client(cp.kubeconfig()) as admin:
+        custom = k8s.CustomObjectsApi(admin)
+        custom.create_cluster_custom_object(GROUP, VERSION, "clustermodelpolicies", policy)
+        stack.wait_for_policies(present=["signed-runtime-images"])
+        why = _dry_run(custom, doc)
+    _say("ClusterModelPolicy signed-runtime-images: Triton images must be signed by platform-images (cosign key)")
+    _say(f"fraud-detector-triton on {image} (pushed to the OCI registry at {oci_host}, unsigned): {why or 'admitted'}")
+    if "image-signature gate" not in why:
+        return [Outcome("ModelDeployment", "fraud-detector-triton", "denied (image-signature)", why or "admitted", "")]
     return []

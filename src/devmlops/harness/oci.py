@@ -38,13 +38,14 @@ _MODULES = {
 }
 
 
-def oci_tools() -> Path:
-    """The folder holding ``registry`` and ``cosign``, built with ``go install`` when missing."""
+def oci_tools(*needed: str) -> Path:
+    """The folder holding ``registry`` and ``cosign`` (or only the ``needed`` ones), built with ``go install`` when
+    missing."""
     root = Path(os.environ.get("DEVMLOPS_CACHE", Path.home() / ".cache" / "devmlops"))
     folder = root / "oci-tools" / f"registry-{REGISTRY_VERSION}_cosign-{COSIGN_VERSION}"
     folder.mkdir(parents=True, exist_ok=True)
     for binary, module in _MODULES.items():
-        if not (folder / binary).exists():
+        if (not needed or binary in needed) and not (folder / binary).exists():
             env = {**os.environ, "GOBIN": str(folder)}
             subprocess.run(["go", "install", module], check=True, env=env, timeout=1800)
     return folder
@@ -53,7 +54,7 @@ def oci_tools() -> Path:
 @contextmanager
 def oci_registry(workdir: Path) -> Iterator[str]:
     """A distribution registry on 127.0.0.1; yields its ``host:port``."""
-    tools = oci_tools()
+    tools = oci_tools("registry")
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = workdir / "config.yml"
@@ -136,7 +137,7 @@ def cosign_key_pair(directory: Path, stem: str) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "COSIGN_PASSWORD": ""}
     subprocess.run(
-        [str(oci_tools() / "cosign"), "generate-key-pair", "--output-key-prefix", stem],
+        [str(oci_tools("cosign") / "cosign"), "generate-key-pair", "--output-key-prefix", stem],
         check=True, cwd=directory, env=env, capture_output=True, timeout=60,
     )  # fmt: skip
     return directory / f"{stem}.key", directory / f"{stem}.pub"
@@ -147,7 +148,7 @@ def cosign_sign(key: Path, image: str) -> None:
     env = {**os.environ, "COSIGN_PASSWORD": ""}
     subprocess.run(
         [
-            str(oci_tools() / "cosign"), "sign", "--key", str(key), "--use-signing-config=false",
+            str(oci_tools("cosign") / "cosign"), "sign", "--key", str(key), "--use-signing-config=false",
             "--tlog-upload=false", "--allow-http-registry", "--allow-insecure-registry", "--yes", image,
         ],
         check=True, env=env, capture_output=True, timeout=120,
