@@ -675,6 +675,13 @@ def check(
     "--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking server for --mlflow (MLFLOW_TRACKING_URI)."
 )
 @click.option("--sbom", type=_PATH, help="With --mlflow: an ML-BOM to store with the version too.")
+@click.option(
+    "--oci",
+    "oci_model",
+    metavar="oci://HOST/REPO@sha256:DIGEST",
+    help="Sign a model stored as an OCI artifact (pulled by digest) and attach the bundle to it as an OCI referrer.",
+)
+@click.option("--oci-plain-http", "oci_plain_http", multiple=True, help="With --oci: a registry read over HTTP.")
 def sign(
     model_path: Path | None,
     output: Path | None,
@@ -685,6 +692,8 @@ def sign(
     mlflow_version: str | None,
     tracking_uri: str | None,
     sbom: Path | None,
+    oci_model: str | None,
+    oci_plain_http: tuple[str, ...],
 ) -> None:
     """Sign MODEL_PATH with model_signing (OMS format); a thin wrapper for ML engineers.
 
@@ -697,6 +706,9 @@ def sign(
 
     if use_sigstore == bool(private_key):
         raise click.UsageError("give either --private-key (optionally with --certificate-chain) or --sigstore")
+    if oci_model is not None:
+        _sign_oci(oci_model, oci_plain_http, private_key, certificate_chain, ignore_path)
+        return
     if mlflow_version is None:
         if model_path is None or output is None or sbom is not None:
             raise click.UsageError("give MODEL_PATH and --output (--sbom goes with --mlflow)")
@@ -735,6 +747,39 @@ def sign(
         )
     click.echo(f"signed MLflow model '{name}' version {version}: {signed.digest}; stored as tags {', '.join(stored)}")
     click.echo(f"set spec.model.uri: {registered.source}")
+    click.echo(f"set spec.model.digest: {signed.digest}")
+
+
+def _sign_oci(
+    uri: str,
+    plain_http: tuple[str, ...],
+    private_key: Path | None,
+    certificate_chain: tuple[Path, ...],
+    ignore_path: tuple[str, ...],
+) -> None:
+    """Pull the artifact by digest, sign its files, attach the bundle as a referrer of the same digest."""
+    import tempfile
+
+    from devmlops.adapters.modelsign import sign_model
+    from devmlops.adapters.ociartifact import OciModel
+
+    client = OciModel(plain_http=plain_http)
+    try:
+        with tempfile.TemporaryDirectory(prefix="devmlops-sign-") as tmp:
+            files, bundle_path = Path(tmp) / "model", Path(tmp) / "model.sig"
+            client.pull(uri, files)
+            signed = sign_model(
+                files,
+                bundle_path,
+                private_key=private_key,
+                certificate_chain=certificate_chain,
+                ignore_paths=ignore_path,
+            )
+            referrer = client.attach_signature(uri, bundle_path.read_text())
+    finally:
+        client.close()
+    click.echo(f"signed {uri}: {signed.digest}; bundle attached as OCI referrer {referrer}")
+    click.echo(f"set spec.model.uri: {uri}")
     click.echo(f"set spec.model.digest: {signed.digest}")
 
 

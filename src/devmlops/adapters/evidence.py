@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from devmlops.adapters.ocisig import ImageSignatureChecker
+from devmlops.adapters.ocisig import ImageSignatureChecker, OciError
 from devmlops.adapters.registrycache import RegistryResolver
 from devmlops.adapters.sbom import SbomError, parse_sbom
 from devmlops.core.evidence import Document, Evidence, ImageSignatures, RegistryVersion
@@ -134,6 +134,25 @@ def _image_signatures(
     return images.check(image, authorities)
 
 
+def _from_oci(spec: Mapping[str, Any], images: ImageSignatureChecker | None) -> list[Document] | None:
+    """The OMS bundles attached as OCI referrers to an ``oci://`` model pinned by digest (None for other URIs or
+    an unpinned one, which the registry gate denies); an unreadable registry is a Document with the reason."""
+    model = spec.get("model")
+    uri = model.get("uri") if isinstance(model, Mapping) else None
+    if not isinstance(uri, str) or not uri.startswith("oci://") or "@sha256:" not in uri:
+        return None
+    where = f"OCI referrers of {uri}"
+    if images is None:
+        return [Document(where, error=f"spec.signature is not set and no OCI registry access is configured ({uri})")]
+    try:
+        bundles = images.model_bundles(uri)
+    except OciError as exc:
+        return [Document(where, error=f"spec.signature is not set and {where} could not be read: {exc}")]
+    if not bundles:
+        return [Document(where, error=f"spec.signature is not set and {uri} has no OMS signature attached")]
+    return [Document(f"{where} (bundle {i})", text=bundle) for i, bundle in enumerate(bundles)]
+
+
 def resolve_evidence(
     obj: Mapping[str, Any],
     lookup: DocumentLookup,
@@ -154,8 +173,8 @@ def resolve_evidence(
     if spec.get("signature") is not None:
         signatures.append(resolve_source(spec["signature"], namespace, lookup, field="spec.signature"))
     else:
-        stored = _from_registry(found, BUNDLE_TAG, "spec.signature")
-        signatures += [stored] if stored is not None else []
+        stored = _from_registry(found, BUNDLE_TAG, "spec.signature") or _from_oci(spec, images)
+        signatures += [stored] if isinstance(stored, Document) else stored or []
     for index, extra in enumerate(spec.get("additionalSignatures") or []):
         signatures.append(resolve_source(extra, namespace, lookup, field=f"spec.additionalSignatures[{index}]"))
     sbom_spec = spec.get("sbom")

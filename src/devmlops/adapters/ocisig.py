@@ -37,9 +37,21 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from devmlops.core.evidence import ImageSignatures
 from devmlops.core.policy import Authority
 
-__all__ = ["BUNDLE_TYPE", "ImageSignatureChecker", "OciClient", "SignatureInvalid", "parse_image", "verify_bundle"]
+__all__ = [
+    "BUNDLE_TYPE",
+    "OMS_PREDICATE",
+    "PREDICATE_ANNOTATION",
+    "ImageSignatureChecker",
+    "OciClient",
+    "OciError",
+    "SignatureInvalid",
+    "parse_image",
+    "verify_bundle",
+]
 
 BUNDLE_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+PREDICATE_ANNOTATION = "dev.sigstore.bundle.predicateType"
+OMS_PREDICATE = "https://model_signing/signature/v1.0"  # an OpenSSF model signature
 _INDEX = "application/vnd.oci.image.index.v1+json"
 _MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 _MAX_BYTES = 256 * 1024  # a bundle, a manifest or a referrers index is a few KiB
@@ -48,6 +60,10 @@ _MAX_REFERRERS = 16
 
 class SignatureInvalid(Exception):
     """A bundle that does not verify (deterministic): the reason names what is wrong."""
+
+
+class OciError(Exception):
+    """Signatures of an OCI artifact could not be read (its reference, the registry): the reason, for a denial."""
 
 
 class RegistryUnreachable(Exception):
@@ -102,8 +118,9 @@ class OciClient:
             raise RegistryUnreachable(f"{host}/v2/{path}: not a JSON object")
         return value
 
-    def bundles(self, image: str) -> list[str]:
-        """The Sigstore bundles attached to ``image`` (as text), through the referrers API or the referrers tag."""
+    def bundles(self, image: str, *, predicate_type: str = "") -> list[str]:
+        """The Sigstore bundles attached to ``image`` (as text), through the referrers API or the referrers tag; with
+        ``predicate_type``, only those whose manifest says so (``dev.sigstore.bundle.predicateType``)."""
         host, repository, digest = parse_image(image)
         index = self._json(host, f"{repository}/referrers/{digest}", _INDEX, missing_ok=True)
         if index is None:
@@ -112,6 +129,9 @@ class OciClient:
         found = []
         for entry in [m for m in entries if m.get("artifactType") == BUNDLE_TYPE][:_MAX_REFERRERS]:
             manifest = self._json(host, f"{repository}/manifests/{entry.get('digest')}", _MANIFEST) or {}
+            annotations = manifest.get("annotations") or {}
+            if predicate_type and annotations.get(PREDICATE_ANNOTATION) != predicate_type:
+                continue
             for layer in manifest.get("layers") or []:
                 if isinstance(layer, dict) and layer.get("mediaType") == BUNDLE_TYPE:
                     found.append(self._blob(host, repository, str(layer.get("digest"))))
@@ -193,21 +213,22 @@ class ImageSignatureChecker:
         self._lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="ocisig")
 
-    def _fetch(self, image: str) -> list[str]:
+    def _fetch(self, image: str, predicate_type: str = "") -> list[str]:
         now = self._clock()
+        key = f"{predicate_type} {image}"
         with self._lock:
-            hit = self._bundles.get(image)
+            hit = self._bundles.get(key)
             if hit is not None and hit[0] > now:
                 return hit[1]
         self._guard()
-        future = self._pool.submit(self._client.bundles, image)
+        future = self._pool.submit(lambda: self._client.bundles(image, predicate_type=predicate_type))
         try:
             bundles = future.result(timeout=self._timeout)
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise RegistryUnreachable(f"signature lookup timed out after {self._timeout:g}s") from None
         with self._lock:
-            self._bundles[image] = (now + self._ttl, bundles)
+            self._bundles[key] = (now + self._ttl, bundles)
             while len(self._bundles) > 1024:
                 self._bundles.popitem(last=False)
         return bundles
@@ -231,6 +252,14 @@ class ImageSignatureChecker:
                 except SignatureInvalid as exc:
                     problems.append(f"bundle {index}: {exc}")
         return ImageSignatures(image=image, signers=signers, bundles=len(bundles), problems=tuple(problems))
+
+    def model_bundles(self, uri: str) -> list[str]:
+        """The OMS signature bundles attached to the model artifact ``oci://host/repo@sha256:...`` (predicate
+        ``https://model_signing/signature/v1.0``), bounded and cached like image signatures. Raises ``OciError``."""
+        try:
+            return self._fetch(uri.removeprefix("oci://"), OMS_PREDICATE)
+        except (SignatureInvalid, RegistryUnreachable) as exc:
+            raise OciError(str(exc)) from None
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -12,6 +12,7 @@ from kubernetes import client as k8s
 
 from devmlops.adapters.approvals import find_approval
 from devmlops.adapters.evidence import DocumentLookup, resolve_evidence
+from devmlops.adapters.ocisig import ImageSignatureChecker
 from devmlops.adapters.registrycache import RegistryResolver
 from devmlops.core.decision import select_policies
 from devmlops.core.evidence import ApprovalState, Document
@@ -45,6 +46,7 @@ def load_context(
     lookup: DocumentLookup,
     policies: PolicySet,
     registry: RegistryResolver | None = None,
+    images: ImageSignatureChecker | None = None,
 ) -> ModelContext:
     custom = k8s.CustomObjectsApi(api_client)
     namespace = str(model["metadata"]["namespace"])
@@ -52,7 +54,7 @@ def load_context(
     name = str(((model.get("spec") or {}).get("model") or {}).get("name") or "")
     selecting = tuple(select_policies(policies, namespace=namespace, namespace_labels=labels, model_name=name))
     # The effective tier, as admission and the webhook's serving stage compute it (label, SBOM, policies).
-    evidence = resolve_evidence(model, lookup, registry)
+    evidence = resolve_evidence(model, lookup, registry, images=images)
     tier = effective_tier(model, selecting, evidence.sbom_summary)
     required_by = tuple(p.name for p in selecting if approval_required(p, tier))
     approval = ApprovalState(approved=False)

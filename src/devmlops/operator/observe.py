@@ -54,7 +54,7 @@ class Observer:
     def observe(self, model: Mapping[str, Any]) -> Observation:
         """Raises (DevmlopsError, ApiException) when something cannot be read: the reconcile is parked and retried."""
         policies = self._policies.snapshot()
-        context = load_context(self._api_client, model, self._lookup, policies, self._registry)
+        context = load_context(self._api_client, model, self._lookup, policies, self._registry, self._images)
         decision = reevaluate(
             model,
             policies,

@@ -20,7 +20,7 @@ from devmlops.core.manifests import MlflowRef, ModelDeployment
 from devmlops.core.model import GateResult
 from devmlops.core.policy import Policy, RegistryRules
 
-__all__ = ["BUNDLE_TAG", "DIGEST_TAG", "GATE", "SBOM_TAG", "check_registry", "requested"]
+__all__ = ["BUNDLE_TAG", "DIGEST_TAG", "GATE", "SBOM_TAG", "check_oci_source", "check_registry", "requested"]
 
 GATE = "registry"
 # The convention: what devmlops reads from (and `devmlops sign --mlflow` writes to) a registered model version.
@@ -28,6 +28,24 @@ DIGEST_TAG = "devmlops.io/digest"  # the signed subject digest, sha256:<hex>
 BUNDLE_TAG = "devmlops.io/oms-bundle"  # the OMS signature bundle (JSON)
 SBOM_TAG = "devmlops.io/ml-bom"  # the ML-BOM (CycloneDX or SPDX JSON)
 _FIX_SIGN = "sign the registered version with `devmlops sign --mlflow NAME/VERSION` (it writes the digest tag)"
+
+
+def check_oci_source(deployment: ModelDeployment, policy: Policy) -> GateResult | None:
+    """A model stored as an OCI artifact is served by its manifest digest, never by a tag (a tag can be pushed
+    again); None for other storage URIs."""
+    uri = deployment.spec.model.uri
+    if not uri.startswith("oci://"):
+        return None
+    if "@sha256:" in uri:
+        return policy_result(GATE, policy, "pass", f"spec.model.uri '{uri}' is an OCI artifact pinned by digest")
+    return policy_result(
+        GATE,
+        policy,
+        "fail",
+        f"spec.model.uri: got '{uri}', expected an OCI artifact pinned by its manifest digest "
+        "(oci://host/repository@sha256:...)",
+        "resolve the tag once (`oras resolve` or the registry) and name the digest",
+    )
 
 
 def requested(ref: MlflowRef) -> str:
