@@ -6,7 +6,9 @@ The policy names the key that signs the platform's Triton images (``imageSignatu
 registry's Triton repository by glob, so an allow-list alone would admit any image there: a Triton image nobody
 signed, or one mallory signed with her own cosign key, must be denied; the image the platform signed is admitted
 and served. Both denials were admissions with the image signature gate taken out of decide()
-(docs/threat-model.md, property 12)."""
+(docs/threat-model.md, property 12). The same registry holds the attack model as an OCI artifact with its OMS bundle
+attached as a referrer: admitted by digest without spec.signature, denied by tag (admitted with the digest check
+taken out; property 13)."""
 
 from __future__ import annotations
 
@@ -17,10 +19,20 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
+from devmlops.adapters.ociartifact import OciModel
 from devmlops.harness.oci import cosign_key_pair, cosign_sign, oci_registry, push_image
 from devmlops.harness.stack import DevmlopsStack
 from tests.integration.attacks.conftest import admitted, denied, policy_name
-from tests.integration.support import GROUP, VERSION, SignedModel, eventually, signed_by_evidence, trusting
+from tests.integration.support import (
+    GROUP,
+    VERSION,
+    SignedModel,
+    eventually,
+    model_deployment,
+    signed_by_evidence,
+    trusting,
+)
+from tests.support.models import make_model
 
 
 @dataclass(frozen=True)
@@ -30,11 +42,15 @@ class Images:
     signed: str
     unsigned: str
     by_mallory: str
+    model: str  # oci://...@sha256:..., the attack model's files, its OMS bundle attached as a referrer
 
 
 @pytest.fixture(scope="module")
-def images(stack: DevmlopsStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Images]:
+def images(
+    stack: DevmlopsStack, attack_model: SignedModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Images]:
     work = tmp_path_factory.mktemp("oci-attacks")
+    attack_files = make_model(work / "fraud")  # the bytes attack_model signed (make_model's defaults)
     with oci_registry(work / "registry") as host:
         platform_key, platform_pub = cosign_key_pair(work, "platform")
         mallory_key, _ = cosign_key_pair(work, "mallory")
@@ -43,9 +59,15 @@ def images(stack: DevmlopsStack, tmp_path_factory: pytest.TempPathFactory) -> It
         by_mallory = push_image(host, "nvidia/tritonserver", "mallory", b"mallory's triton")
         cosign_sign(platform_key, signed)
         cosign_sign(mallory_key, by_mallory)
+        client = OciModel(plain_http=[host])
+        try:
+            model = client.push(host, "models/fraud", "1.0", attack_files)
+            client.attach_signature(model, attack_model.bundle)
+        finally:
+            client.close()
         stack.restart_with(["--oci-plain-http", host])
         try:
-            yield Images(host, platform_pub.read_text(), signed, unsigned, by_mallory)
+            yield Images(host, platform_pub.read_text(), signed, unsigned, by_mallory, model)
         finally:
             stack.restart_with([])
 
@@ -119,3 +141,32 @@ def test_an_image_mallory_signed_with_her_own_key_is_denied(
     message = denied(create, mallory, enforced_namespace, triton("hers", attack_model, images.by_mallory))
     assert f"spec.runtime.image '{images.by_mallory}': got 1 signature bundle(s), none valid: " in message
     assert "not signed by platform-images" in message
+
+
+def test_an_oci_model_is_admitted_by_the_signature_attached_to_its_digest(
+    images: Images,
+    signed_images_policy: dict[str, Any],
+    mallory: k8s.ApiClient,
+    enforced_namespace: str,
+    attack_model: SignedModel,
+) -> None:
+    """The positive control for OCI sources: no spec.signature, the OMS bundle is the artifact's referrer."""
+    doc = model_deployment("oci", attack_model.digest, uri=images.model)
+    doc["metadata"]["labels"] = {"devmlops.io/eu-ai-act-risk": "minimal"}
+    admitted(create, mallory, enforced_namespace, doc)
+
+
+def test_an_oci_model_named_by_a_tag_is_denied(
+    images: Images,
+    signed_images_policy: dict[str, Any],
+    mallory: k8s.ApiClient,
+    enforced_namespace: str,
+    attack_model: SignedModel,
+) -> None:
+    """A tag can be pushed again after admission: only a digest names what is served."""
+    tagged = images.model.split("@")[0] + ":1.0"
+    doc = model_deployment("tagged", attack_model.digest, uri=tagged)
+    doc["spec"]["signature"] = {"configMapKeyRef": {"name": "evidence", "key": "model.sig"}}
+    doc["metadata"]["labels"] = {"devmlops.io/eu-ai-act-risk": "minimal"}
+    message = denied(create, mallory, enforced_namespace, doc)
+    assert f"spec.model.uri: got '{tagged}', expected an OCI artifact pinned by its manifest digest" in message
