@@ -104,6 +104,7 @@ class AdmissionService:
     ) -> None:
         self._registry = registry
         self._image_checker = images
+        self._image_keys: tuple[str, tuple[Authority, ...]] | None = None
         self._policies = policies
         self._lookup = lookup
         self._verifier = verifier
@@ -116,7 +117,11 @@ class AdmissionService:
         """The image signature checker and the image keys of every policy (each policy reads its own)."""
         if self._image_checker is None:
             return {}
-        return {"images": self._image_checker, "image_authorities": image_authorities(self._policies())}
+        policies = self._policies()
+        cached = self._image_keys
+        if cached is None or cached[0] != policies.revision:  # worked out once per policy revision, not per review
+            cached = self._image_keys = (policies.revision, image_authorities(policies))
+        return {"images": self._image_checker, "image_authorities": cached[1]}
 
     def decide(self, request: AdmissionRequest) -> Decision:
         return decide(request, self._policies(), self.evidence(request), self._verifier, self._engine)
