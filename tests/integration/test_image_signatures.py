@@ -19,6 +19,9 @@ from devmlops.core.evidence import ImageSignatures
 from devmlops.core.policy import Authority
 from devmlops.harness.oci import cosign_key_pair, cosign_sign, oci_registry, push_image
 
+# A cold cache builds the registries first (`make registries` does it before `make test`).
+pytestmark = pytest.mark.timeout(900)
+
 
 @dataclass(frozen=True)
 class Images:

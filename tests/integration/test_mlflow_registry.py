@@ -37,6 +37,9 @@ from tests.integration.support import cyclonedx_sbom
 from tests.support.lookups import EmptyCluster
 from tests.support.models import KeyFiles, make_key, make_model
 
+# A cold cache builds the registries first (`make registries` does it before `make test`).
+pytestmark = pytest.mark.timeout(900)
+
 MD = GroupVersionKind("devmlops.io", "v1alpha1", "ModelDeployment")
 SOURCES = {"1": "s3://models-prod/iris/1", "2": "s3://models-prod/iris/2"}
 

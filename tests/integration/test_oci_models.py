@@ -30,6 +30,9 @@ from devmlops.harness.oci import oci_registry
 from tests.support.lookups import EmptyCluster
 from tests.support.models import KeyFiles, make_key, make_model
 
+# A cold cache builds the registries first (`make registries` does it before `make test`).
+pytestmark = pytest.mark.timeout(900)
+
 MD = GroupVersionKind("devmlops.io", "v1alpha1", "ModelDeployment")
 
 

@@ -118,7 +118,7 @@ def run_demo(*, tools_dir: Path | None, project_dir: Path, once: bool, node: boo
             # started knowing it (their lookups wait for nothing until a model names it); an OCI registry too.
             mlflow, mlflow_url = mlflow_process(Path(work) / "mlflow", log=_say)
             try:
-                with oci_registry(Path(work) / "oci") as oci_host:
+                with oci_registry(Path(work) / "oci", log=_say) as oci_host:
                     _demo(bin_dir, project_dir, node, once, started, (mlflow, mlflow_url), oci_host)
             finally:
                 mlflow.stop()

@@ -14,7 +14,7 @@ import json
 import os
 import subprocess
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,7 +38,7 @@ _MODULES = {
 }
 
 
-def oci_tools(*needed: str) -> Path:
+def oci_tools(*needed: str, log: Callable[[str], None] = lambda _m: None) -> Path:
     """The folder holding ``registry`` and ``cosign`` (or only the ``needed`` ones), built with ``go install`` when
     missing."""
     root = Path(os.environ.get("DEVMLOPS_CACHE", Path.home() / ".cache" / "devmlops"))
@@ -46,15 +46,16 @@ def oci_tools(*needed: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for binary, module in _MODULES.items():
         if (not needed or binary in needed) and not (folder / binary).exists():
+            log(f"building {module} into {folder} with go install, once (about 3 min)")
             env = {**os.environ, "GOBIN": str(folder)}
             subprocess.run(["go", "install", module], check=True, env=env, timeout=1800)
     return folder
 
 
 @contextmanager
-def oci_registry(workdir: Path) -> Iterator[str]:
+def oci_registry(workdir: Path, log: Callable[[str], None] = lambda _m: None) -> Iterator[str]:
     """A distribution registry on 127.0.0.1; yields its ``host:port``."""
-    tools = oci_tools("registry")
+    tools = oci_tools("registry", log=log)
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = workdir / "config.yml"

@@ -34,6 +34,9 @@ from tests.integration.support import (
 )
 from tests.support.models import make_model
 
+# A cold cache builds the registries first (`make registries` does it before `make test`).
+pytestmark = pytest.mark.timeout(900)
+
 
 @dataclass(frozen=True)
 class Images:

@@ -24,6 +24,9 @@ from devmlops.harness.stack import DevmlopsStack
 from tests.integration.attacks.conftest import admitted, denied, policy_name
 from tests.integration.support import GROUP, VERSION, SignedModel, eventually, model_deployment, trusting
 
+# A cold cache builds the registries first (`make registries` does it before `make test`).
+pytestmark = pytest.mark.timeout(900)
+
 GOOD_URI = "s3://models-prod/fraud/1"  # where the registered, signed version is stored
 OLD_URI = "s3://models-prod/fraud/0"  # an older version, signed by the same key, never promoted
 ROGUE_URI = "s3://mallory/fraud"  # mallory's bucket
