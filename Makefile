@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # (or takes KUBEBUILDER_ASSETS and builds what that folder lacks).
 TOOLS_DIR = $(shell bash hack/tools.sh)
 
-.PHONY: help venv tools lint test test-rego test-unit test-integration run fuzz bench bench-evidence bench-webhook bench-verify bench-apiserver bench-pods bench-operator clean image image-model-server kind-e2e e2e
+.PHONY: help venv tools registries lint test test-rego test-unit test-integration run fuzz bench bench-evidence bench-guard bench-webhook bench-verify bench-apiserver bench-pods bench-operator clean image image-model-server kind-e2e e2e
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ test-rego: ## opa fmt, opa check --strict and opa test with at least 90% coverag
 	"$$opa" test --coverage --threshold 90 --ignore samples --format json policies > .rego-coverage.json || \
 		{ "$$opa" test --ignore samples policies; echo "opa test failed or coverage is under 90%"; exit 1; }; \
 	$(PY) -c 'import json; print("rego coverage: %.1f%%" % json.load(open(".rego-coverage.json"))["coverage"])'
+
+registries: $(STAMP) ## The registries the tests and `make run` start: MLflow's venv, the OCI registry and cosign (cached)
+	$(PY) -c 'from devmlops.harness.mlflow import mlflow_venv; from devmlops.harness.oci import oci_tools; mlflow_venv(print); oci_tools(log=print)'
 
 test: lint test-rego $(STAMP) ## Lint, type check, Rego tests, unit and integration tests (what CI runs)
 	DEVMLOPS_TOOLS_DIR="$(TOOLS_DIR)" DEVMLOPS_REQUIRE_INTEGRATION=1 $(PY) -m pytest

@@ -27,6 +27,31 @@ def cli() -> None:
     """devmlops: only signed, SBOM-described, policy-compliant models reach production."""
 
 
+def _registry_options(func: Callable[..., None]) -> Callable[..., None]:
+    """The model registry options the webhook and the operator share (both resolve spec.model.registry)."""
+    options = [
+        click.option(
+            "--mlflow-tracking-uri",
+            default=None,
+            help="MLflow tracking server whose registry spec.model.registry names (none: such models are denied).",
+        ),
+        click.option("--registry-timeout", default=2.0, show_default=True, help="Seconds allowed for one lookup."),
+        click.option(
+            "--registry-cache-seconds", default=30.0, show_default=True, help="Seconds a resolved entry is reused."
+        ),
+        click.option(
+            "--oci-plain-http",
+            "oci_plain_http",
+            multiple=True,
+            metavar="HOST[:PORT]",
+            help="An OCI registry read over plain HTTP for image signatures (repeatable; others: HTTPS).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @cli.command()
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on (TLS only).")  # noqa: S104
 @click.option("--port", default=8443, show_default=True, type=click.IntRange(1, 65535))
@@ -108,6 +133,7 @@ def cli() -> None:
     show_default=True,
     help="The devmlops storage initializer's image (as in the ClusterStorageContainer): a KServe Pod must run it.",
 )
+@_registry_options
 def webhook(
     host: str,
     port: int,
@@ -129,6 +155,10 @@ def webhook(
     kserve_user: str,
     controller_users: tuple[str, ...],
     verifier_image: str,
+    mlflow_tracking_uri: str | None,
+    registry_timeout: float,
+    registry_cache_seconds: float,
+    oci_plain_http: tuple[str, ...],
 ) -> None:
     """Serve the admission webhook over TLS (/validate, /healthz, /readyz, /metrics).
 
@@ -161,6 +191,10 @@ def webhook(
                 "kserve_user": kserve_user,
                 "controller_users": controller_users or Identities().controllers,
                 "verifier_image": verifier_image,
+                "mlflow_tracking_uri": mlflow_tracking_uri,
+                "registry_timeout_seconds": registry_timeout,
+                "registry_cache_seconds": registry_cache_seconds,
+                "oci_plain_http": oci_plain_http,
             }
         )
     )
@@ -237,6 +271,7 @@ def _configuration_ref(text: str) -> tuple[str, str]:
     help="Wait this long after a new CA entered the caBundle before serving a certificate it signed.",
 )
 @click.option("--cert-check-interval", default=60.0, show_default=True, help="Seconds between certificate checks.")
+@_registry_options
 def operator(
     namespaces: tuple[str, ...],
     standalone: bool,
@@ -259,6 +294,10 @@ def operator(
     ca_overlap_seconds: float,
     ca_propagation_seconds: float,
     cert_check_interval: float,
+    mlflow_tracking_uri: str | None,
+    registry_timeout: float,
+    registry_cache_seconds: float,
+    oci_plain_http: tuple[str, ...],
 ) -> None:
     """Reconcile ModelDeployments into model servers (uses KUBECONFIG or the in-cluster account).
 
@@ -302,6 +341,10 @@ def operator(
             verification_timeout_seconds=verification_timeout,
             metrics_port=metrics_port,
             certificates=certificates,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            registry_timeout_seconds=registry_timeout,
+            registry_cache_seconds=registry_cache_seconds,
+            oci_plain_http=oci_plain_http,
         )
     )
 
@@ -541,9 +584,19 @@ def sbom_check(file: Path, as_json: bool) -> None:
 @click.option("--policy", "policy_files", multiple=True, type=_PATH, help="Files with ClusterModelPolicies.")
 @click.option("--no-match", type=click.Choice(["deny", "warn", "allow"]), default="deny", show_default=True)
 @click.option("--opa-url", default=None, help="OPA that holds the Rego packages the policies name.")
+@click.option(
+    "--mlflow-tracking-uri",
+    envvar="MLFLOW_TRACKING_URI",
+    help="MLflow server whose registry spec.model.registry names (or MLFLOW_TRACKING_URI).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON results on stdout.")
 def check(
-    files: tuple[Path, ...], policy_files: tuple[Path, ...], no_match: str, opa_url: str | None, as_json: bool
+    files: tuple[Path, ...],
+    policy_files: tuple[Path, ...],
+    no_match: str,
+    opa_url: str | None,
+    mlflow_tracking_uri: str | None,
+    as_json: bool,
 ) -> None:
     """Run the admission decision offline over ModelDeployment manifests (like `kyverno apply`).
 
@@ -554,7 +607,15 @@ def check(
 
     documents = load_manifests([*files, *policy_files])
     engine = OpaEngine(opa_url) if opa_url else None
-    results = check_manifests(documents, no_match=no_match, engine=engine)  # type: ignore[arg-type]
+    from devmlops.adapters.registrycache import mlflow_resolver
+
+    registry = mlflow_resolver(mlflow_tracking_uri, timeout_seconds=10.0, ttl_seconds=0.0)
+    results = check_manifests(
+        documents,
+        no_match=no_match,  # type: ignore[arg-type]
+        engine=engine,
+        registry=registry,
+    )
     if not results:
         raise InvalidInputError("no ModelDeployment in the given files")
     payload = [
@@ -588,9 +649,11 @@ def check(
 
 
 @cli.command()
-@click.argument("model_path", type=click.Path(exists=True, path_type=Path))
+@click.argument("model_path", required=False, type=click.Path(exists=True, path_type=Path))
 @click.option(
-    "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write the signature."
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the signature (required unless --mlflow stores it with the version).",
 )
 @click.option("--private-key", type=_PATH, help="EC private key (PEM).")
 @click.option(
@@ -601,27 +664,122 @@ def check(
 )
 @click.option("--sigstore", "use_sigstore", is_flag=True, help="Sign keyless with Sigstore (needs network and OIDC).")
 @click.option("--ignore-path", multiple=True, help="Path relative to MODEL_PATH to leave out (repeatable).")
+@click.option(
+    "--mlflow",
+    "mlflow_version",
+    metavar="NAME/VERSION",
+    help="Sign a registered MLflow model version and store the bundle and digest as its tags (MODEL_PATH: its "
+    "files; without it they are downloaded from the version's storage location).",
+)
+@click.option(
+    "--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking server for --mlflow (MLFLOW_TRACKING_URI)."
+)
+@click.option("--sbom", type=_PATH, help="With --mlflow: an ML-BOM to store with the version too.")
+@click.option(
+    "--oci",
+    "oci_model",
+    metavar="oci://HOST/REPO@sha256:DIGEST",
+    help="Sign a model stored as an OCI artifact (pulled by digest) and attach the bundle to it as an OCI referrer.",
+)
+@click.option("--oci-plain-http", "oci_plain_http", multiple=True, help="With --oci: a registry read over HTTP.")
 def sign(
-    model_path: Path,
-    output: Path,
+    model_path: Path | None,
+    output: Path | None,
     private_key: Path | None,
     certificate_chain: tuple[Path, ...],
     use_sigstore: bool,
     ignore_path: tuple[str, ...],
+    mlflow_version: str | None,
+    tracking_uri: str | None,
+    sbom: Path | None,
+    oci_model: str | None,
+    oci_plain_http: tuple[str, ...],
 ) -> None:
-    """Sign MODEL_PATH with model_signing (OMS format); a thin wrapper for ML engineers."""
+    """Sign MODEL_PATH with model_signing (OMS format); a thin wrapper for ML engineers.
+
+    With --mlflow NAME/VERSION the signature, its digest (and --sbom) are stored as the version's tags
+    devmlops.io/oms-bundle, devmlops.io/digest (and devmlops.io/ml-bom), where the webhook reads them.
+    """
+    import tempfile
+
     from devmlops.adapters.modelsign import sign_model
 
     if use_sigstore == bool(private_key):
         raise click.UsageError("give either --private-key (optionally with --certificate-chain) or --sigstore")
-    signed = sign_model(
-        model_path,
-        output,
-        private_key=private_key,
-        certificate_chain=certificate_chain,
-        ignore_paths=[*ignore_path, *_inside(output, model_path)],
-    )
-    click.echo(f"signed {signed.model_name}: {signed.digest} -> {output}")
+    if oci_model is not None:
+        _sign_oci(oci_model, oci_plain_http, private_key, certificate_chain, ignore_path)
+        return
+    if mlflow_version is None:
+        if model_path is None or output is None or sbom is not None:
+            raise click.UsageError("give MODEL_PATH and --output (--sbom goes with --mlflow)")
+        signed = sign_model(
+            model_path,
+            output,
+            private_key=private_key,
+            certificate_chain=certificate_chain,
+            ignore_paths=[*ignore_path, *_inside(output, model_path)],
+        )
+        click.echo(f"signed {signed.model_name}: {signed.digest} -> {output}")
+        click.echo(f"set spec.model.digest: {signed.digest}")
+        return
+    from devmlops.adapters.mlflowsign import download_version, lookup_version, parse_version_ref, store_signature
+
+    if not tracking_uri:
+        raise click.UsageError("--mlflow needs --tracking-uri (or MLFLOW_TRACKING_URI)")
+    name, version = parse_version_ref(mlflow_version)
+    registered = lookup_version(tracking_uri, name, version)
+    with tempfile.TemporaryDirectory(prefix="devmlops-sign-") as tmp:
+        files = model_path or download_version(tracking_uri, registered, Path(tmp) / "model")
+        bundle_path = output or Path(tmp) / "model.sig"
+        signed = sign_model(
+            files,
+            bundle_path,
+            private_key=private_key,
+            certificate_chain=certificate_chain,
+            ignore_paths=[*ignore_path, *_inside(bundle_path, files)],
+        )
+        stored = store_signature(
+            tracking_uri,
+            registered,
+            bundle=bundle_path.read_text(),
+            digest=signed.digest,
+            sbom=_read(sbom) if sbom is not None else None,
+        )
+    click.echo(f"signed MLflow model '{name}' version {version}: {signed.digest}; stored as tags {', '.join(stored)}")
+    click.echo(f"set spec.model.uri: {registered.source}")
+    click.echo(f"set spec.model.digest: {signed.digest}")
+
+
+def _sign_oci(
+    uri: str,
+    plain_http: tuple[str, ...],
+    private_key: Path | None,
+    certificate_chain: tuple[Path, ...],
+    ignore_path: tuple[str, ...],
+) -> None:
+    """Pull the artifact by digest, sign its files, attach the bundle as a referrer of the same digest."""
+    import tempfile
+
+    from devmlops.adapters.modelsign import sign_model
+    from devmlops.adapters.ociartifact import OciModel
+
+    client = OciModel(plain_http=plain_http)
+    try:
+        with tempfile.TemporaryDirectory(prefix="devmlops-sign-") as tmp:
+            files, bundle_path = Path(tmp) / "model", Path(tmp) / "model.sig"
+            client.pull(uri, files)
+            signed = sign_model(
+                files,
+                bundle_path,
+                private_key=private_key,
+                certificate_chain=certificate_chain,
+                ignore_paths=ignore_path,
+            )
+            referrer = client.attach_signature(uri, bundle_path.read_text())
+    finally:
+        client.close()
+    click.echo(f"signed {uri}: {signed.digest}; bundle attached as OCI referrer {referrer}")
+    click.echo(f"set spec.model.uri: {uri}")
     click.echo(f"set spec.model.digest: {signed.digest}")
 
 

@@ -5,7 +5,6 @@ ClusterModelPolicies, ConfigMaps, Secrets and Namespaces in the given files take
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import yaml
 
 from devmlops.adapters.evidence import decode_values, resolve_evidence
 from devmlops.adapters.oms import OmsVerifier
+from devmlops.adapters.registrycache import RegistryResolver
 from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.model import Decision, GateResult
 from devmlops.core.policy import NoMatchAction, PolicySet, compile_policy
@@ -82,7 +82,11 @@ class _FileLookup:
 
 
 def check_manifests(
-    documents: list[dict[str, Any]], *, no_match: NoMatchAction = "deny", engine: PolicyEngine | None = None
+    documents: list[dict[str, Any]],
+    *,
+    no_match: NoMatchAction = "deny",
+    engine: PolicyEngine | None = None,
+    registry: RegistryResolver | None = None,
 ) -> list[CheckResult]:
     policies = PolicySet(
         tuple(compile_policy(d) for d in documents if d["kind"] == "ClusterModelPolicy"), no_match=no_match
@@ -103,7 +107,7 @@ def check_manifests(
             continue
         request = model_request(obj, uid=f"offline-{namespace}-{name}", username="devmlops-check", operation="CREATE")
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # evidence age is judged at this moment
-        evidence = dataclasses.replace(resolve_evidence(obj, lookup), now=now)
+        evidence = resolve_evidence(obj, lookup, registry, now=now)
         decision = may_serve(obj, policies, evidence, verifier, engine, stage="admission", request=request)
         results.append(CheckResult(namespace, name, decision))
     return results

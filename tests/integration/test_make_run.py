@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -97,6 +98,22 @@ def test_run_once_prints_what_was_admitted_denied_and_rejected_and_exits_zero(
         for line in evidence
     ), evidence
     assert "diabetes-fixed (ModelDeployment evidence-demo/diabetes): admitted: created" in evidence
+    assert "fraud-detector version 1 registered, signature stored with it, alias champion" in output
+    assert (
+        "fraud-detector-champion names only MLflow alias champion: admitted, served by "
+        "InferenceService/fraud-detector-champion" in output
+    )
+    assert "status.registryVersion: MLflow http://127.0.0.1:" in output
+    assert (
+        "model 'fraud-detector' alias champion (version 1): stored at 's3://models-prod/fraud-detector/2.3.0'" in output
+    )
+    assert "ClusterModelPolicy signed-runtime-images: Triton images must be signed by platform-images" in output
+    assert re.search(
+        r"fraud-detector-triton on 127\.0\.0\.1:\d+/nvidia/tritonserver@sha256:[0-9a-f]{64} \(pushed to the OCI "
+        r"registry at 127\.0\.0\.1:\d+, unsigned\): denied by devmlops: image-signature gate \(policy "
+        r"signed-runtime-images\): spec\.runtime\.image '[^']+': got no signature attached",
+        output,
+    ), output
     assert "UNEXPECTED" not in output
 
 

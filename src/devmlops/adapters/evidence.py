@@ -10,11 +10,18 @@ import base64
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
+from devmlops.adapters.ocisig import ImageSignatureChecker, OciError
+from devmlops.adapters.registrycache import RegistryResolver
 from devmlops.adapters.sbom import SbomError, parse_sbom
-from devmlops.core.evidence import Document, Evidence
+from devmlops.core.evidence import Document, Evidence, ImageSignatures, RegistryVersion
+from devmlops.core.gates.registry import BUNDLE_TAG, SBOM_TAG
+from devmlops.core.manifests import MlflowRef
+from devmlops.core.policy import Authority
 from devmlops.core.sbom import SbomSummary
 from devmlops.errors import EvidenceUnavailableError
 
@@ -91,14 +98,83 @@ def _parsed(text: str, declared: Any) -> tuple[SbomSummary | None, str]:
     return value
 
 
-def resolve_evidence(obj: Mapping[str, Any], lookup: DocumentLookup, **fields: Any) -> Evidence:
+def _registered(spec: Mapping[str, Any], resolver: RegistryResolver | None) -> RegistryVersion | None:
+    """``spec.model.registry.mlflow`` resolved, or None when it is not named (or malformed: ``decide()`` denies
+    that with the field) or no resolver is configured (the registry gate denies that)."""
+    registry = (spec.get("model") or {}).get("registry") if isinstance(spec.get("model"), Mapping) else None
+    if resolver is None or not isinstance(registry, Mapping) or registry.get("mlflow") is None:
+        return None
+    try:
+        ref = MlflowRef.model_validate(registry["mlflow"])
+    except ValidationError:
+        return None
+    return resolver.resolve(ref)
+
+
+def _from_registry(found: RegistryVersion | None, tag: str, field: str) -> Document | None:
+    """A document stored as a tag of the resolved version; an absent tag is a Document with the reason."""
+    if found is None or found.error:
+        return None
+    where = f"{found.describe()} tag {tag}"
+    if tag not in found.tags:
+        missing = f"{field} is not set and {found.describe()} has no tag {tag} (`devmlops sign --mlflow` sets it)"
+        return Document(where, error=missing)
+    return Document(where, text=found.tags[tag])
+
+
+def _image_signatures(
+    spec: Mapping[str, Any], images: ImageSignatureChecker | None, authorities: Sequence[Authority]
+) -> ImageSignatures | None:
+    """spec.runtime.image's signatures against ``authorities`` (the image keys of the policies), when any policy
+    names some; None without a checker (the image signature gate denies that)."""
+    runtime = spec.get("runtime")
+    image = runtime.get("image") if isinstance(runtime, Mapping) else None
+    if images is None or not authorities or not isinstance(image, str) or not image:
+        return None
+    return images.check(image, authorities)
+
+
+def _from_oci(spec: Mapping[str, Any], images: ImageSignatureChecker | None) -> list[Document] | None:
+    """The OMS bundles attached as OCI referrers to an ``oci://`` model pinned by digest (None for other URIs or
+    an unpinned one, which the registry gate denies); an unreadable registry is a Document with the reason."""
+    model = spec.get("model")
+    uri = model.get("uri") if isinstance(model, Mapping) else None
+    if not isinstance(uri, str) or not uri.startswith("oci://") or "@sha256:" not in uri:
+        return None
+    where = f"OCI referrers of {uri}"
+    if images is None:
+        return [Document(where, error=f"spec.signature is not set and no OCI registry access is configured ({uri})")]
+    try:
+        bundles = images.model_bundles(uri)
+    except OciError as exc:
+        return [Document(where, error=f"spec.signature is not set and {where} could not be read: {exc}")]
+    if not bundles:
+        return [Document(where, error=f"spec.signature is not set and {uri} has no OMS signature attached")]
+    return [Document(f"{where} (bundle {i})", text=bundle) for i, bundle in enumerate(bundles)]
+
+
+def resolve_evidence(
+    obj: Mapping[str, Any],
+    lookup: DocumentLookup,
+    registry: RegistryResolver | None = None,
+    *,
+    images: ImageSignatureChecker | None = None,
+    image_authorities: Sequence[Authority] = (),
+    **fields: Any,
+) -> Evidence:
     """The documents ``obj`` (a ModelDeployment) names, read and parsed; ``fields`` are further Evidence fields, set
-    in the same construction (a copy of this dataclass costs as much as a gate)."""
+    in the same construction (a copy of this dataclass costs as much as a gate). With a ``registry``, a model named
+    by ``spec.model.registry`` is resolved there, and its signature and ML-BOM are read from the version's tags
+    where the spec gives none."""
     metadata, spec = obj.get("metadata") or {}, obj.get("spec") or {}
     namespace = str(metadata.get("namespace") or "default")
+    found = _registered(spec, registry)
     signatures = []
     if spec.get("signature") is not None:
         signatures.append(resolve_source(spec["signature"], namespace, lookup, field="spec.signature"))
+    else:
+        stored = _from_registry(found, BUNDLE_TAG, "spec.signature") or _from_oci(spec, images)
+        signatures += [stored] if isinstance(stored, Document) else stored or []
     for index, extra in enumerate(spec.get("additionalSignatures") or []):
         signatures.append(resolve_source(extra, namespace, lookup, field=f"spec.additionalSignatures[{index}]"))
     sbom_spec = spec.get("sbom")
@@ -110,11 +186,17 @@ def resolve_evidence(obj: Mapping[str, Any], lookup: DocumentLookup, **fields: A
             sbom_signature = resolve_source(sbom_spec["signature"], namespace, lookup, field="spec.sbom.signature")
         if sbom.text is not None:
             summary, sbom_error = _parsed(sbom.text, sbom_spec.get("format"))
+    elif found is not None and not found.error and SBOM_TAG in found.tags:
+        sbom = _from_registry(found, SBOM_TAG, "spec.sbom")
+        if sbom is not None and sbom.text is not None:
+            summary, sbom_error = _parsed(sbom.text, None)
     attestations = tuple(
         resolve_source(source, namespace, lookup, field=f"spec.attestations[{index}]")
         for index, source in enumerate(spec.get("attestations") or [])
     )
     return Evidence(
+        registry=found,
+        image_signature=_image_signatures(spec, images, image_authorities),
         signatures=tuple(signatures),
         attestations=attestations,
         sbom=sbom,

@@ -9,6 +9,7 @@ is scanned where it loads even if nobody attested a scan.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -44,6 +45,17 @@ def fetch_model(uri: str, destination: Path) -> None:
                     shutil.copy2(entry, destination / entry.name)
         else:
             shutil.copy2(local, destination / local.name)
+        return
+    if uri.startswith("oci://"):
+        # An OCI artifact, by its manifest digest only (parse_model_uri refuses a tag); every blob checked.
+        from devmlops.adapters.ociartifact import OciModel
+
+        plain = [h for h in os.environ.get("DEVMLOPS_OCI_PLAIN_HTTP", "").split(",") if h]
+        client = OciModel(plain_http=plain)
+        try:
+            client.pull(uri, destination)
+        finally:
+            client.close()
         return
     try:
         from kserve_storage import Storage  # type: ignore[import-not-found]

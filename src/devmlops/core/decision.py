@@ -21,6 +21,8 @@ from devmlops.core.gates.approval import check_approval
 from devmlops.core.gates.compliance import RISK_LABEL, check_compliance, effective_tier, risk_tier
 from devmlops.core.gates.evidence import check_evidence
 from devmlops.core.gates.guard import check_guard
+from devmlops.core.gates.imagesig import check_image_signature
+from devmlops.core.gates.registry import check_oci_source, check_registry
 from devmlops.core.gates.rego import Stage, check_rego, rego_input
 from devmlops.core.gates.requester import check_requester
 from devmlops.core.gates.sbom import check_sbom
@@ -356,6 +358,12 @@ def _decide_model_deployment(
     tier = effective_tier(obj, matched, evidence.sbom_summary)  # one tier, judged by every selecting policy
     verified: SignedModel | None = None  # what a ClusterModelPolicy's authorities verified: the signer of record
     for policy in sorted(matched, key=lambda p: bool(p.namespace)):  # cluster policies first
+        for registry in (check_registry(deployment, policy, evidence), check_oci_source(deployment, policy)):
+            if registry is not None:
+                results.append(registry)
+        image = check_image_signature(deployment, policy, evidence)
+        if image is not None:
+            results.append(image)
         signature, signed = check_signature(deployment, policy, evidence, verifier)
         results.append(signature)
         if not policy.namespace:

@@ -10,7 +10,16 @@ from devmlops.core.exemptions import BreakGlass, Exemption
 from devmlops.core.model import Decision
 from devmlops.core.sbom import SbomSummary
 
-__all__ = ["DEFAULT_SERVER_IMAGES", "ApprovalState", "Chain", "Document", "Evidence", "Identities"]
+__all__ = [
+    "DEFAULT_SERVER_IMAGES",
+    "ApprovalState",
+    "Chain",
+    "Document",
+    "Evidence",
+    "Identities",
+    "ImageSignatures",
+    "RegistryVersion",
+]
 
 # Image substrings that make a workload a model server outside enforced namespaces (a courtesy there: inside an
 # enforced namespace every Pod and workload is reviewed, whatever its image is called).
@@ -23,6 +32,42 @@ class Document:
 
     source: str
     text: str | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegistryVersion:
+    """A registered model version as the shell resolved it, or why it could not (``error``, fail closed).
+
+    ``requested`` is what the ModelDeployment named ("version 3" or "alias champion"); ``version`` the number it
+    resolved to, ``source`` the storage location of the version's files, ``aliases`` and ``tags`` the version's own
+    (tags are what devmlops reads its signature, ML-BOM and digest from, and what policies may forbid)."""
+
+    registry: str  # "MLflow <tracking URI>": names the registry in every reason
+    name: str
+    requested: str
+    version: str = ""
+    source: str = ""
+    aliases: tuple[str, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+    error: str = ""
+
+    def describe(self) -> str:
+        """``MLflow http://...: model 'iris' alias champion (version 3)`` for reasons and audit lines."""
+        resolved = f" (version {self.version})" if self.version and self.requested != f"version {self.version}" else ""
+        return f"{self.registry}: model '{self.name}' {self.requested}{resolved}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageSignatures:
+    """What the shell found checking ``image``'s signatures (OCI referrers) against the image authorities of the
+    policies: ``signers`` maps an authority's fingerprint to the signer it verified; ``problems`` says why each
+    bundle failed; ``error`` why none could be checked at all (unreachable registry, timeout: fail closed)."""
+
+    image: str
+    signers: Mapping[str, str] = field(default_factory=dict)
+    bundles: int = 0
+    problems: tuple[str, ...] = ()
     error: str = ""
 
 
@@ -92,3 +137,5 @@ class Evidence:
     identities: Identities = field(default_factory=Identities)
     verifier_image: str = "devmlops:0.1.0"  # the devmlops storage initializer's image, as the cluster installs it
     image_allow_lists: tuple[tuple[str, tuple[str, ...]], ...] = ()  # cluster policies selecting the namespace
+    registry: RegistryVersion | None = None  # spec.model.registry, resolved (None: not named, or no resolver)
+    image_signature: ImageSignatures | None = None  # spec.runtime.image's signatures, checked (None: not asked)

@@ -35,11 +35,14 @@ __all__ = [
     "ClusterModelPolicySpec",
     "EvidenceRequirementSpec",
     "Metadata",
+    "MlflowRef",
     "ModelApproval",
     "ModelDeployment",
     "ModelDeploymentSpec",
     "ModelPolicySpec",
     "ModelRef",
+    "Registry",
+    "RegistryPolicy",
     "Runtime",
     "Source",
     "parse_cluster_model_policy",
@@ -54,6 +57,8 @@ DIGEST_PATTERN = r"^sha256:[a-f0-9]{64}$"
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$"
 MODEL_URI_PATTERN = r"^(s3|gs|hf|pvc|oci|https)://[^\s]+$"
 MODEL_FORMAT_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+MLFLOW_VERSION_PATTERN = r"^[1-9][0-9]{0,17}$"
+MLFLOW_ALIAS_PATTERN = r"^[A-Za-z0-9_-]+$"
 REGO_PACKAGE_PATTERN = r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$"
 REQUIREMENT_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
 DURATION_PATTERN = r"^([0-9]{1,6}(s|m|h|d))+$"
@@ -118,12 +123,33 @@ class Source(_Spec):
         return self
 
 
+class MlflowRef(_Spec):
+    """A registered model version in the MLflow model registry the cluster admins configured, named by its number
+    or by one of its aliases (``champion``): exactly one of the two."""
+
+    name: Annotated[StrictStr, Field(min_length=1, max_length=256)]
+    version: Annotated[StrictStr, Field(pattern=MLFLOW_VERSION_PATTERN)] | None = None
+    alias: Annotated[StrictStr, Field(min_length=1, max_length=255, pattern=MLFLOW_ALIAS_PATTERN)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> MlflowRef:
+        _exactly_one(self, ("version", "alias"), "registry.mlflow.version or registry.mlflow.alias")
+        return self
+
+
+class Registry(_Spec):
+    """Where the model is registered; devmlops resolves it and binds spec.model.uri and digest to what it finds."""
+
+    mlflow: MlflowRef
+
+
 class ModelRef(_Spec):
     name: Annotated[StrictStr, Field(min_length=1, max_length=253, pattern=MODEL_NAME_PATTERN)]
     version: Annotated[StrictStr, Field(max_length=128)] | None = None
     uri: Annotated[StrictStr, Field(max_length=2048, pattern=MODEL_URI_PATTERN)]
     format: Annotated[StrictStr, Field(max_length=63, pattern=MODEL_FORMAT_PATTERN)] | None = None
     digest: Annotated[StrictStr, Field(pattern=DIGEST_PATTERN)]
+    registry: Registry | None = None
 
 
 class Runtime(_Spec):
@@ -344,6 +370,37 @@ class RegoSpec(_Spec):
     parameters: dict[str, Any] | None = None
 
 
+class RegistryPolicy(_Spec):
+    """What a policy demands of registered models: ``required`` (the model must name a registry entry),
+    ``requiredAliases`` (it must name one of these aliases, never a bare version number) and ``forbiddenTags``
+    (a version carrying one of these tags, ``key`` or ``key=value``, is refused)."""
+
+    required: StrictBool = False
+    required_aliases: (
+        Annotated[
+            list[Annotated[StrictStr, Field(min_length=1, max_length=255, pattern=MLFLOW_ALIAS_PATTERN)]],
+            Field(max_length=32),
+        ]
+        | None
+    ) = None
+    forbidden_tags: (
+        Annotated[list[Annotated[StrictStr, Field(min_length=1, max_length=512)]], Field(max_length=64)] | None
+    ) = None
+
+
+class ImageAuthority(_Spec):
+    """A key that signs runtime images (cosign, a Sigstore bundle attached to the image as an OCI referrer)."""
+
+    name: Annotated[StrictStr, Field(min_length=1, max_length=63)]
+    key: Key
+
+
+class ImageSignaturePolicy(_Spec):
+    """The model server's image (``spec.runtime.image``) must carry a valid signature by one of ``authorities``."""
+
+    authorities: Annotated[list[ImageAuthority], Field(min_length=1, max_length=32)]
+
+
 class GuardPolicy(_Spec):
     """A ClusterModelPolicy's demand on the guard: present, and at least as strict as ``limits``."""
 
@@ -380,6 +437,8 @@ class ClusterModelPolicySpec(_Spec):
     evidence: Evidence | None = None
     rego: RegoSpec | None = None
     guard: GuardPolicy | None = None
+    registry: RegistryPolicy | None = None
+    image_signatures: ImageSignaturePolicy | None = None
 
 
 class ModelPolicySpec(_Spec):
@@ -394,6 +453,7 @@ class ModelPolicySpec(_Spec):
     compliance: ComplianceSpec | None = None
     evidence: Evidence | None = None
     rego: RegoSpec | None = None
+    registry: RegistryPolicy | None = None
 
 
 # -- parsing --------------------------------------------------------------------------------------------------------

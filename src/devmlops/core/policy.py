@@ -28,10 +28,12 @@ __all__ = [
     "NoMatchAction",
     "Policy",
     "PolicySet",
+    "RegistryRules",
     "SbomRequirements",
     "TierRules",
     "compile_model_policy",
     "compile_policy",
+    "image_authorities",
     "tier_rank",
 ]
 
@@ -170,6 +172,16 @@ class ComplianceRules:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RegistryRules:
+    """A policy's registry demands: a registry entry at all, one of these aliases, none of these tags (``key`` or
+    ``key=value``)."""
+
+    required: bool = False
+    required_aliases: tuple[str, ...] = ()
+    forbidden_tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Policy:
     name: str
     revision: str
@@ -187,6 +199,10 @@ class Policy:
     namespace: str = ""  # set for a team's namespaced ModelPolicy; empty for a ClusterModelPolicy
     on_violation: Literal["degrade", "scaleToZero"] = "degrade"
     guard: wire.GuardPolicy | None = None  # the serving guard this policy demands (ClusterModelPolicy only)
+    registry: RegistryRules | None = None  # what it demands of registered models (spec.registry)
+    image_authorities: tuple[
+        Authority, ...
+    ] = ()  # keys one of which must sign the runtime image (spec.imageSignatures)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +217,15 @@ class PolicySet:
     def __post_init__(self) -> None:
         parts = sorted(f"{p.name}@{p.revision}" for p in self.policies) + sorted(self.broken)
         object.__setattr__(self, "revision", hashlib.sha256("|".join(parts).encode()).hexdigest()[:16])
+
+
+def image_authorities(policies: PolicySet) -> tuple[Authority, ...]:
+    """Every policy's image keys, each once: what the shell checks a runtime image's signatures against."""
+    seen: dict[str, Authority] = {}
+    for policy in policies.policies:
+        for authority in policy.image_authorities:
+            seen.setdefault(authority.fingerprint, authority)
+    return tuple(seen.values())
 
 
 # -- compilation ---------------------------------------------------------------------------------------------
@@ -362,6 +387,35 @@ def _policy(
         evidence=_evidence(spec.evidence or (), authorities, f"{where}.evidence"),
         on_violation=on_violation,
         guard=spec.guard if isinstance(spec, wire.ClusterModelPolicySpec) else None,
+        registry=_registry(spec.registry),
+        image_authorities=_image_authorities(spec, where),
+    )
+
+
+def _image_authorities(spec: wire.ClusterModelPolicySpec | wire.ModelPolicySpec, where: str) -> tuple[Authority, ...]:
+    raw = spec.image_signatures if isinstance(spec, wire.ClusterModelPolicySpec) else None
+    if raw is None:
+        return ()
+    keys = []
+    for i, authority in enumerate(raw.authorities):
+        if "BEGIN PUBLIC KEY" not in authority.key.public_key:
+            raise InvalidInputError(
+                f"{where}.imageSignatures.authorities[{i}].key.publicKey: expected a PEM public key (BEGIN PUBLIC KEY)"
+            )
+        keys.append(Authority(name=authority.name, kind="key", public_key=authority.key.public_key))
+    names = [a.name for a in keys]
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"{where}.imageSignatures.authorities: names must be unique, got {names}")
+    return tuple(keys)
+
+
+def _registry(raw: wire.RegistryPolicy | None) -> RegistryRules | None:
+    if raw is None:
+        return None
+    return RegistryRules(
+        required=raw.required or bool(raw.required_aliases),
+        required_aliases=_tuple(raw.required_aliases),
+        forbidden_tags=_tuple(raw.forbidden_tags),
     )
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,7 +21,10 @@ from devmlops.adapters.kube import api_client, create_object, denial_message
 from devmlops.harness.controlplane import ControlPlane, find_tools, load_yaml_documents
 from devmlops.harness.evidencedemo import evidence_story
 from devmlops.harness.kserve import KServe, local_cluster
+from devmlops.harness.mlflow import mlflow_process, wait_ready
 from devmlops.harness.node import optional_node
+from devmlops.harness.oci import oci_registry, push_image
+from devmlops.harness.processes import ManagedProcess
 from devmlops.harness.stack import DevmlopsStack
 
 __all__ = ["Outcome", "apply_samples", "format_table", "run_demo"]
@@ -109,19 +114,38 @@ def run_demo(*, tools_dir: Path | None, project_dir: Path, once: bool, node: boo
     bin_dir = find_tools(tools_dir)
     started = time.monotonic()
     try:
-        # kube-controller-manager and the real KServe (controller and webhooks) run beside the API server, so an
-        # admitted model becomes an InferenceService, a predictor Deployment, a ReplicaSet and a (Pending) Pod.
-        with local_cluster(bin_dir=bin_dir, project_dir=project_dir, log=_say) as (cp, kserve):
-            # OPA watches a copy of policies/, so the live Rego edit below never touches the checkout.
-            policies = cp.workdir / "policies"
-            shutil.copytree(project_dir / "policies", policies)
-            with (
-                optional_node(cp, bin_dir=bin_dir, enabled=node, log=_say),
-                DevmlopsStack(cp, policies=policies) as stack,
-            ):
-                _run(cp, kserve, stack, project_dir, policies, once=once, started=started)
+        with tempfile.TemporaryDirectory(prefix="devmlops-registries-") as work:
+            # The model registry first: it takes the longest to be ready, and the webhook and the operator are
+            # started knowing it (their lookups wait for nothing until a model names it); an OCI registry too.
+            mlflow, mlflow_url = mlflow_process(Path(work) / "mlflow", log=_say)
+            try:
+                with oci_registry(Path(work) / "oci", log=_say) as oci_host:
+                    _demo(bin_dir, project_dir, node, once, started, (mlflow, mlflow_url), oci_host)
+            finally:
+                mlflow.stop()
     except KeyboardInterrupt:
         _say("stopped")
+
+
+def _demo(
+    bin_dir: Path,
+    project_dir: Path,
+    node: bool,
+    once: bool,
+    started: float,
+    registry: tuple[ManagedProcess, str],
+    oci_host: str,
+) -> None:
+    # kube-controller-manager and the real KServe (controller and webhooks) run beside the API server, so an admitted
+    # model becomes an InferenceService, a predictor Deployment, a ReplicaSet and a Pod.
+    with local_cluster(bin_dir=bin_dir, project_dir=project_dir, log=_say) as (cp, kserve):
+        # OPA watches a copy of policies/, so the live Rego edit below never touches the checkout.
+        policies = cp.workdir / "policies"
+        shutil.copytree(project_dir / "policies", policies)
+        stack = DevmlopsStack(cp, policies=policies)
+        stack.extra_args = ["--mlflow-tracking-uri", registry[1], "--oci-plain-http", oci_host]
+        with optional_node(cp, bin_dir=bin_dir, enabled=node, log=_say), stack:
+            _run(cp, kserve, stack, project_dir, policies, once=once, started=started, registry=registry, oci=oci_host)
 
 
 def _run(
@@ -133,6 +157,8 @@ def _run(
     *,
     once: bool,
     started: float,
+    registry: tuple[ManagedProcess, str],
+    oci: str,
 ) -> None:
     _say(
         f"webhook at {stack.webhook_url} (TLS), OPA at {stack.opa.url if stack.opa else '-'}, operator "
@@ -143,6 +169,21 @@ def _run(
     for name, expected, got in evidence_story(cp, stack, cp.workdir, _say):
         _say(f"UNEXPECTED: {name} was {got}, expected {expected}")
         unexpected.append(Outcome("ModelDeployment", name, expected, got.partition(":")[0], got))
+    wait_ready(*registry)
+    unexpected += _registry_story(cp, registry[1], project_dir / "config" / "samples")
+    unexpected += _image_story(cp, stack, oci, project_dir / "config" / "samples")
+    _run_on(cp, kserve, stack, once=once, unexpected=unexpected, extra=(registry[0],))
+
+
+def _run_on(
+    cp: ControlPlane,
+    kserve: KServe,
+    stack: DevmlopsStack,
+    *,
+    once: bool,
+    unexpected: list[Outcome],
+    extra: tuple[ManagedProcess, ...],
+) -> None:
     if once:
         if unexpected:
             sys.exit(1)
@@ -150,7 +191,7 @@ def _run(
     _say(f"kubeconfig: export KUBECONFIG={cp.kubeconfig()}  (users: {', '.join(cp.users)})")
     _say("running; press Ctrl-C to stop")
     while True:
-        for proc in (stack.webhook, stack.operator, kserve.process, *cp.processes().values()):
+        for proc in (stack.webhook, stack.operator, kserve.process, *cp.processes().values(), *extra):
             if proc is not None:
                 proc.ensure_running()
         time.sleep(1)
@@ -296,3 +337,94 @@ def _wait_changed(custom: k8s.CustomObjectsApi, doc: dict[str, Any], before: str
         time.sleep(0.3)
         now = _dry_run(custom, doc)
     return now
+
+
+def _registry_story(cp: ControlPlane, url: str, samples: Path) -> list[Outcome]:
+    """fraud-detector registered in a real MLflow server (its signature and digest stored as the version's tags, the
+    alias champion on it), the registry the webhook and the operator were started with; a ModelDeployment naming the
+    model by alias alone is admitted and served, and its status records the version. Returns surprises."""
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its client's INFO lines would interleave the demo's
+    from devmlops.adapters.mlflowregistry import mlflow_client
+    from devmlops.adapters.mlflowsign import RegisteredVersion, store_signature
+
+    sample = next(d for d in load_yaml_documents(samples) if d["metadata"]["name"] == "fraud-detector")
+    model = sample["spec"]["model"]
+    with api_client(cp.kubeconfig()) as admin:
+        custom = k8s.CustomObjectsApi(admin)
+        evidence = k8s.CoreV1Api(admin).read_namespaced_config_map("fraud-detector-evidence", "default").data or {}
+        client = mlflow_client(url, request_timeout=10)
+        client.create_registered_model(model["name"])
+        client.create_model_version(model["name"], source=model["uri"])
+        version = RegisteredVersion(model["name"], "1", model["uri"])
+        store_signature(url, version, bundle=evidence["model.sig"], digest=model["digest"])
+        client.set_registered_model_alias(model["name"], "champion", "1")
+        _say(f"MLflow at {url}: {model['name']} version 1 registered, signature stored with it, alias champion")
+        doc = copy.deepcopy(sample)
+        doc["metadata"] = {"name": "fraud-detector-champion", "labels": sample["metadata"]["labels"]}
+        doc["metadata"]["annotations"] = {
+            k: v for k, v in sample["metadata"]["annotations"].items() if k != "devmlops.io/expect"
+        }
+        doc["spec"]["model"] = {k: v for k, v in model.items() if k != "version"}
+        doc["spec"]["model"]["registry"] = {"mlflow": {"name": model["name"], "alias": "champion"}}
+        del doc["spec"]["signature"]  # the version's tag devmlops.io/oms-bundle is the signature
+        try:
+            custom.create_namespaced_custom_object(GROUP, VERSION, "default", "modeldeployments", doc)
+        except ApiException as exc:
+            why = denial_message(exc)
+            _say(f"fraud-detector-champion (MLflow alias champion): denied: {why}")
+            return [Outcome("ModelDeployment", "fraud-detector-champion", "admitted", "denied", why)]
+        child = _wait_child(custom, "fraud-detector-champion")
+        md = cast(
+            dict[str, Any],
+            custom.get_namespaced_custom_object(
+                GROUP, VERSION, "default", "modeldeployments", "fraud-detector-champion"
+            ),
+        )
+        recorded = (md.get("status") or {}).get("registryVersion") or "nothing"
+        _say(f"fraud-detector-champion names only MLflow alias champion: admitted, served by {child or 'nothing yet'}")
+        _say(f"status.registryVersion: {recorded}")
+    if not child:
+        return [Outcome("ModelDeployment", "fraud-detector-champion", "served", "not served", "no child")]
+    return []
+
+
+def _image_story(cp: ControlPlane, stack: DevmlopsStack, oci_host: str, samples: Path) -> list[Outcome]:
+    """A policy that wants Triton images signed by the platform's key; fraud-detector on a Triton image from the
+    local OCI registry that nobody signed is denied, naming the image. Returns surprises."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    documents = load_yaml_documents(samples)
+    production = next(d for d in documents if d["kind"] == "ClusterModelPolicy")
+    sample = next(d for d in documents if d["metadata"].get("name") == "fraud-detector")
+    image = push_image(oci_host, "nvidia/tritonserver", "24.08", b"a Triton image nobody signed")
+    platform = ec.generate_private_key(ec.SECP256R1()).public_key()
+    pem = platform.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    policy = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ClusterModelPolicy",
+        "metadata": {"name": "signed-runtime-images"},
+        "spec": {
+            "selector": {"models": ["fraud-*"]},
+            "authorities": production["spec"]["authorities"],
+            "imageSignatures": {"authorities": [{"name": "platform-images", "key": {"publicKey": pem}}]},
+        },
+    }
+    doc = copy.deepcopy(sample)
+    doc["metadata"] = {"name": "fraud-detector-triton", "labels": sample["metadata"]["labels"]}
+    doc["metadata"]["annotations"] = {
+        k: v for k, v in sample["metadata"]["annotations"].items() if k != "devmlops.io/expect"
+    }
+    doc["spec"]["runtime"] = {"kind": "triton", "image": image}
+    with api_client(cp.kubeconfig()) as admin:
+        custom = k8s.CustomObjectsApi(admin)
+        custom.create_cluster_custom_object(GROUP, VERSION, "clustermodelpolicies", policy)
+        stack.wait_for_policies(present=["signed-runtime-images"])
+        why = _dry_run(custom, doc)
+    _say("ClusterModelPolicy signed-runtime-images: Triton images must be signed by platform-images (cosign key)")
+    _say(f"fraud-detector-triton on {image} (pushed to the OCI registry at {oci_host}, unsigned): {why or 'admitted'}")
+    if "image-signature gate" not in why:
+        return [Outcome("ModelDeployment", "fraud-detector-triton", "denied (image-signature)", why or "admitted", "")]
+    return []

@@ -108,6 +108,7 @@ class DevmlopsStack(Lifecycle):
         self.operator: ManagedProcess | None = None
         self.webhook_port = 0
         self.operator_metrics_port = 0
+        self.extra_args: list[str] = []  # given to the webhook and the operator alike (the registry options)
         self.ca = new_ca("devmlops-webhook-ca")
         self.ca_file = self.workdir / "webhook-ca.crt"
         self.ca_file.write_bytes(self.ca.cert_pem)
@@ -179,6 +180,7 @@ class DevmlopsStack(Lifecycle):
             "--cert-reload-interval",
             "0.5",
             *(["--opa-url", self.opa.url] if self.opa else []),
+            *self.extra_args,
         ]
         self.webhook = ManagedProcess(
             "webhook", argv, log_path=self.workdir / "webhook.log", env=self._python_env()
@@ -297,6 +299,14 @@ class DevmlopsStack(Lifecycle):
                     if exc.status != 404:
                         raise
 
+    def restart_with(self, extra_args: Sequence[str]) -> None:
+        """Run the webhook and the operator again with ``extra_args`` (for example the model registry's options)."""
+        self.extra_args = list(extra_args)
+        self.restart_webhook()
+        if self.operator is not None:
+            self.operator.stop()
+            self.start_operator()
+
     def start_operator(self, *, recheck_seconds: float = 300.0) -> None:
         self.operator_metrics_port = free_port()
         self.operator = self.operator_process("operator", recheck_seconds=recheck_seconds)
@@ -331,6 +341,7 @@ class DevmlopsStack(Lifecycle):
             "--recheck-interval",
             str(recheck_seconds),
             *[arg for namespace in namespaces for arg in ("--namespace", namespace)],
+            *self.extra_args,
         ]
         # As in a cluster, the operator acts as its own identity: the webhook lets only it write a model's children.
         env = self._python_env(OPERATOR_USER)

@@ -11,9 +11,11 @@ from typing import Any, cast
 from kubernetes import client as k8s
 
 from devmlops.adapters.approvals import find_approval
-from devmlops.adapters.evidence import DocumentLookup, resolve_evidence, resolve_source
+from devmlops.adapters.evidence import DocumentLookup, resolve_evidence
+from devmlops.adapters.ocisig import ImageSignatureChecker
+from devmlops.adapters.registrycache import RegistryResolver
 from devmlops.core.decision import select_policies
-from devmlops.core.evidence import ApprovalState
+from devmlops.core.evidence import ApprovalState, Document
 from devmlops.core.gates.approval import approval_required
 from devmlops.core.gates.compliance import EffectiveTier, effective_tier
 from devmlops.core.policy import Policy, PolicySet
@@ -39,7 +41,12 @@ class ModelContext:
 
 
 def load_context(
-    api_client: k8s.ApiClient, model: Mapping[str, Any], lookup: DocumentLookup, policies: PolicySet
+    api_client: k8s.ApiClient,
+    model: Mapping[str, Any],
+    lookup: DocumentLookup,
+    policies: PolicySet,
+    registry: RegistryResolver | None = None,
+    images: ImageSignatureChecker | None = None,
 ) -> ModelContext:
     custom = k8s.CustomObjectsApi(api_client)
     namespace = str(model["metadata"]["namespace"])
@@ -47,7 +54,8 @@ def load_context(
     name = str(((model.get("spec") or {}).get("model") or {}).get("name") or "")
     selecting = tuple(select_policies(policies, namespace=namespace, namespace_labels=labels, model_name=name))
     # The effective tier, as admission and the webhook's serving stage compute it (label, SBOM, policies).
-    tier = effective_tier(model, selecting, resolve_evidence(model, lookup).sbom_summary)
+    evidence = resolve_evidence(model, lookup, registry, images=images)
+    tier = effective_tier(model, selecting, evidence.sbom_summary)
     required_by = tuple(p.name for p in selecting if approval_required(p, tier))
     approval = ApprovalState(approved=False)
     if required_by:
@@ -59,7 +67,8 @@ def load_context(
         )
     revision = PolicySet(selecting).revision
     # The same resolution (and evidence label) as admission; reconcile re-decided with it just before.
-    signature = resolve_source((model.get("spec") or {}).get("signature"), namespace, lookup, field="spec.signature")
+    # spec.signature, or the bundle stored with the registered version when the spec names none.
+    signature = evidence.signatures[0] if evidence.signatures else Document("spec.signature", error="not set")
     if signature.text is None:
         raise DevmlopsError(f"spec.signature cannot be read for the serving pod: {signature.error}")
     return ModelContext(selecting, revision, required_by, approval, signature.text, tier)

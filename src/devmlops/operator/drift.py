@@ -3,7 +3,6 @@ to straight from the API server (the operator is not in the admission path, so a
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from typing import Any
@@ -12,8 +11,10 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.evidence import decode_values, resolve_evidence
+from devmlops.adapters.ocisig import ImageSignatureChecker
+from devmlops.adapters.registrycache import RegistryResolver
 from devmlops.core.model import Decision
-from devmlops.core.policy import PolicySet
+from devmlops.core.policy import PolicySet, image_authorities
 from devmlops.core.ports import PolicyEngine, SignatureVerifier
 from devmlops.core.serving import may_serve, model_request
 from devmlops.errors import EvidenceUnavailableError
@@ -63,11 +64,15 @@ def reevaluate(
     *,
     verifier: SignatureVerifier,
     engine: PolicyEngine | None = None,
+    registry: RegistryResolver | None = None,
+    images: ImageSignatureChecker | None = None,
 ) -> Decision:
     """The admission decision again, as of now's policies and trust roots (approval is the operator's own check).
     ``verifier`` is the operator's, with its deadline (operator/verifier.py)."""
     metadata = model.get("metadata") or {}
     request = model_request(model, uid=f"recheck-{metadata.get('uid', '')}", username="devmlops-operator")
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # evidence age is judged at each re-check
-    evidence = dataclasses.replace(resolve_evidence(model, lookup), now=now)
+    evidence = resolve_evidence(
+        model, lookup, registry, images=images, image_authorities=image_authorities(policies), now=now
+    )
     return may_serve(model, policies, evidence, verifier, engine, stage="admission", request=request)

@@ -12,6 +12,8 @@ import kopf
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from devmlops.adapters.ocisig import ImageSignatureChecker, OciClient
+from devmlops.adapters.registrycache import mlflow_resolver
 from devmlops.core.render import LABEL_MODEL_DEPLOYMENT
 from devmlops.operator.driver import Driver
 from devmlops.operator.execute import GROUP, PLURAL, VERSION, Executor, dynamic_client
@@ -57,7 +59,21 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
     driver = Driver(
         api_client,
         Observer(
-            api_client, dynamic, policy_watch, warnings, opa_url=settings.opa_url, verifier=operator_verifier(settings)
+            api_client,
+            dynamic,
+            policy_watch,
+            warnings,
+            opa_url=settings.opa_url,
+            verifier=operator_verifier(settings),
+            registry=mlflow_resolver(
+                settings.mlflow_tracking_uri,
+                timeout_seconds=settings.registry_timeout_seconds,
+                ttl_seconds=settings.registry_cache_seconds,
+            ),
+            images=ImageSignatureChecker(
+                OciClient(plain_http=settings.oci_plain_http, timeout=settings.registry_timeout_seconds),
+                timeout_seconds=settings.registry_timeout_seconds,
+            ),
         ),
         Executor(api_client, dynamic),
         guard=ReconcileGuard(),

@@ -13,7 +13,9 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
+from devmlops.adapters.ocisig import ImageSignatureChecker
 from devmlops.adapters.opa import OpaEngine
+from devmlops.adapters.registrycache import RegistryResolver
 from devmlops.core.plan import VerificationPlan
 from devmlops.core.ports import SignatureVerifier, VerificationFailed
 from devmlops.operator.context import load_context
@@ -38,7 +40,11 @@ class Observer:
         *,
         opa_url: str | None,
         verifier: SignatureVerifier,
+        registry: RegistryResolver | None = None,
+        images: ImageSignatureChecker | None = None,
     ) -> None:
+        self._images = images  # runtime image signatures (OCI referrers), or None
+        self._registry = registry  # spec.model.registry's resolver (cached, with a deadline), or None
         self._api_client = api_client
         self._dynamic = dynamic
         self._policies = policy_watch
@@ -50,8 +56,16 @@ class Observer:
     def observe(self, model: Mapping[str, Any]) -> Observation:
         """Raises (DevmlopsError, ApiException) when something cannot be read: the reconcile is parked and retried."""
         policies = self._policies.snapshot()
-        context = load_context(self._api_client, model, self._lookup, policies)
-        decision = reevaluate(model, policies, self._lookup, verifier=self._verifier, engine=self._engine)
+        context = load_context(self._api_client, model, self._lookup, policies, self._registry, self._images)
+        decision = reevaluate(
+            model,
+            policies,
+            self._lookup,
+            verifier=self._verifier,
+            engine=self._engine,
+            registry=self._registry,
+            images=self._images,
+        )
         digest = str(model["spec"]["model"]["digest"])
         plan = VerificationPlan.for_policies(context.bundle, digest, context.policies)
         serving: Serving | None = None

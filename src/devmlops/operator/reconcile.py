@@ -317,11 +317,14 @@ def _admitted(observed: Observation, status: _Status) -> Plan:
         child_readiness(stored, observed.warnings, observed.pods) if stored is not None else waiting_for(first["kind"])
     )
     status.set("ServingReady", readiness.status, readiness.reason, readiness.message)
+    # The version a registry reference resolved to, as the registry gate found it (its reason names it whole).
+    resolved = [r.reason for r in observed.decision.results if r.gate == "registry" and r.outcome == "pass"]
     result = status.result(
         "Admitted",
         verifiedDigest=serving.digest,
         signer=serving.signer,
         child={"apiVersion": first["apiVersion"], "kind": first["kind"], "name": first["metadata"]["name"]},
+        **({"registryVersion": resolved[0]} if resolved else {}),
     )
     return Plan("allowed", result, (*actions, *_phase_event(model, result)))
 

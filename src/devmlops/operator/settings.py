@@ -30,6 +30,12 @@ class OperatorSettings(BaseModel):
         description="Deadline of one signature or SBOM-signature verification (as the webhook's); past it the "
         "reconcile keeps the model server as it is and is retried.",
     )
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="The MLflow tracking server whose model registry spec.model.registry names."
+    )
+    registry_timeout_seconds: float = Field(default=2.0, gt=0, description="Deadline of one registry lookup.")
+    registry_cache_seconds: float = Field(default=30.0, ge=0, description="How long a resolved entry is reused.")
+    oci_plain_http: tuple[str, ...] = Field(default=(), description="OCI registries read over plain HTTP.")
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus /metrics port; 0: off.")
     metrics_address: str = "0.0.0.0"  # noqa: S104 - a pod listens on its own address
     certificates: CertificateSettings | None = Field(default=None, description="Keep the webhook's TLS (or not).")

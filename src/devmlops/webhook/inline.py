@@ -19,11 +19,21 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from devmlops.adapters.registrycache import RegistryResolver
 from devmlops.core.attestation import VerifiedAttestation
+from devmlops.core.evidence import RegistryVersion
+from devmlops.core.manifests import MlflowRef
 from devmlops.core.policy import Authority
 from devmlops.core.ports import PolicyEngine, RegoVerdict, SignatureVerifier, SignedModel
 
-__all__ = ["InlineGuardEngine", "InlineGuardVerifier", "WouldBlock", "deciding_inline", "inline_only"]
+__all__ = [
+    "InlineGuardEngine",
+    "InlineGuardRegistry",
+    "InlineGuardVerifier",
+    "WouldBlock",
+    "deciding_inline",
+    "inline_only",
+]
 
 _INLINE: ContextVar[bool] = ContextVar("devmlops_deciding_inline", default=False)
 
@@ -79,3 +89,16 @@ class InlineGuardEngine:
         if _INLINE.get():
             raise WouldBlock("OPA query")
         return self._inner.evaluate(package, document)
+
+
+class InlineGuardRegistry:
+    """Put between the registry cache and the lookup: a cached resolution is answered inline, a lookup is not."""
+
+    def __init__(self, inner: RegistryResolver) -> None:
+        self.label = inner.label
+        self._inner = inner
+
+    def resolve(self, ref: MlflowRef) -> RegistryVersion:
+        if _INLINE.get():
+            raise WouldBlock("model registry lookup")
+        return self._inner.resolve(ref)

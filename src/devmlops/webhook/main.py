@@ -12,12 +12,20 @@ from kubernetes import config as k8s_config
 
 from devmlops.adapters.kubecache import ClusterCaches
 from devmlops.adapters.memory import start_trimming
+from devmlops.adapters.ocisig import ImageSignatureChecker, OciClient
 from devmlops.adapters.oms import OmsVerifier
 from devmlops.adapters.opa import OpaEngine
 from devmlops.adapters.policystore import PolicyStore
+from devmlops.adapters.registrycache import mlflow_resolver
 from devmlops.adapters.verifycache import CachingVerifier, DeadlineVerifier
 from devmlops.webhook.app import WebhookDeps
-from devmlops.webhook.inline import InlineGuardEngine, InlineGuardVerifier, WouldBlock, inline_only
+from devmlops.webhook.inline import (
+    InlineGuardEngine,
+    InlineGuardRegistry,
+    InlineGuardVerifier,
+    WouldBlock,
+    inline_only,
+)
 from devmlops.webhook.metrics import WebhookMetrics
 from devmlops.webhook.server import serve_workers
 from devmlops.webhook.service import AdmissionService, TimedVerifier
@@ -53,6 +61,12 @@ def lean_log_records() -> None:
     logging.logMultiprocessing = False
 
 
+def _not_inline() -> None:
+    """An image signature lookup is a network round trip: never on the event loop (webhook/inline.py)."""
+    if inline_only():
+        raise WouldBlock("image signature lookup")
+
+
 def run(settings: WebhookSettings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     serve_workers(settings, functools.partial(wire, settings))
@@ -81,6 +95,11 @@ def wire(settings: WebhookSettings) -> WebhookDeps:
         InlineGuardVerifier(DeadlineVerifier(timed, seconds=settings.verification_timeout_seconds)),
         on_event=cache_event,
     )
+
+    def registry_event(event: str) -> None:
+        if event != "miss" or not inline_only():  # an inline miss is looked up in the pool: counted there
+            metrics.registry_lookups.labels(event).inc()
+
     engine = OpaEngine(settings.opa_url, timeout=settings.opa_timeout_seconds) if settings.opa_url else None
     service = AdmissionService(
         policies=store.snapshot,
@@ -90,6 +109,18 @@ def wire(settings: WebhookSettings) -> WebhookDeps:
         model_server_images=settings.model_server_images,
         identities=settings.identities,
         verifier_image=settings.verifier_image,
+        registry=mlflow_resolver(
+            settings.mlflow_tracking_uri,
+            timeout_seconds=settings.registry_timeout_seconds,
+            ttl_seconds=settings.registry_cache_seconds,
+            guard=InlineGuardRegistry,
+            on_event=registry_event,
+        ),
+        images=ImageSignatureChecker(
+            OciClient(plain_http=settings.oci_plain_http, timeout=settings.registry_timeout_seconds),
+            timeout_seconds=settings.registry_timeout_seconds,
+            guard=_not_inline,
+        ),
     )
 
     # Ready only once policies and evidence caches have been listed: before that every answer would be a guess.
@@ -113,5 +144,5 @@ def wire(settings: WebhookSettings) -> WebhookDeps:
         metrics=metrics,
         ready=ready,
         status=status,
-        inline_decisions=True,  # every wait above is guarded: the verifier, OPA and the API client
+        inline_decisions=True,  # every wait above is guarded: the verifier, OPA, the registry and the API client
     )

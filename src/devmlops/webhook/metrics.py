@@ -21,6 +21,7 @@ class WebhookMetrics:
     gate_results: Counter
     gate_duration: Histogram
     cache_events: Counter
+    registry_lookups: Counter
     certificate_expiry: Gauge
 
     @classmethod
@@ -57,6 +58,12 @@ class WebhookMetrics:
             cache_events=Counter(
                 "devmlops_verification_cache_events_total",
                 "Verification cache hits, misses, negative hits and evictions.",
+                ["event"],
+                registry=registry,
+            ),
+            registry_lookups=Counter(
+                "devmlops_registry_lookups_total",
+                "Model registry resolutions: answered from the cache (hit) or looked up (miss).",
                 ["event"],
                 registry=registry,
             ),

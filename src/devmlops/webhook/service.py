@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 from devmlops.adapters.approvals import find_approval
 from devmlops.adapters.evidence import DocumentLookup, resolve_evidence
+from devmlops.adapters.ocisig import ImageSignatureChecker
+from devmlops.adapters.registrycache import RegistryResolver
 from devmlops.core.attestation import VerifiedAttestation
 from devmlops.core.decision import MODEL_APPROVAL, MODEL_DEPLOYMENT, decide, resource_of, select_policies
 from devmlops.core.evidence import DEFAULT_SERVER_IMAGES, ApprovalState, Chain, Evidence, Identities
@@ -19,7 +21,7 @@ from devmlops.core.guard import tightest
 from devmlops.core.model import Decision
 from devmlops.core.mutation import stamp_patch
 from devmlops.core.plan import VerificationPlan
-from devmlops.core.policy import Authority, Policy, PolicySet
+from devmlops.core.policy import Authority, Policy, PolicySet, image_authorities
 from devmlops.core.ports import PolicyEngine, SignatureVerifier, SignedModel
 from devmlops.core.review import AdmissionRequest
 from devmlops.core.serving import may_serve, model_request
@@ -106,7 +108,12 @@ class AdmissionService:
         model_server_images: tuple[str, ...] = DEFAULT_SERVER_IMAGES,
         identities: Identities | None = None,
         verifier_image: str = "devmlops:0.1.0",
+        registry: RegistryResolver | None = None,
+        images: ImageSignatureChecker | None = None,
     ) -> None:
+        self._registry = registry
+        self._image_checker = images
+        self._image_keys: tuple[str, tuple[Authority, ...]] | None = None
         self._policies = policies
         self._lookup = lookup
         self._verifier = verifier
@@ -114,6 +121,16 @@ class AdmissionService:
         self._model_server_images = model_server_images
         self._identities = identities or Identities()
         self._verifier_image = verifier_image
+
+    def _images(self) -> dict[str, Any]:
+        """The image signature checker and the image keys of every policy (each policy reads its own)."""
+        if self._image_checker is None:
+            return {}
+        policies = self._policies()
+        cached = self._image_keys
+        if cached is None or cached[0] != policies.revision:  # worked out once per policy revision, not per review
+            cached = self._image_keys = (policies.revision, image_authorities(policies))
+        return {"images": self._image_checker, "image_authorities": cached[1]}
 
     def decide(self, request: AdmissionRequest) -> Decision:
         return decide(request, self._policies(), self.evidence(request), self._verifier, self._engine)
@@ -139,7 +156,10 @@ class AdmissionService:
         if kind == MODEL_APPROVAL:
             target = self._approval_target(request)
             # The target's SBOM, for its effective risk tier (the review decides whether approval is required).
-            summary = resolve_evidence(target, self._lookup).sbom_summary if target is not None else None
+            found = (
+                resolve_evidence(target, self._lookup, self._registry, **self._images()) if target is not None else None
+            )
+            summary = found.sbom_summary if found is not None else None
             return Evidence(target=target, sbom_summary=summary, namespace_labels=labels, now=stamp)
         return Evidence(namespace_labels=labels, now=stamp)
 
@@ -176,8 +196,11 @@ class AdmissionService:
         fields.setdefault("now", _rfc3339(clock))  # evidence age, at the serving stage too
         approvals = self._lookup.approvals()
         if not approvals:  # what find_approval says when no approval names the model
-            return resolve_evidence(model, self._lookup, approval=ApprovalState(approved=False), **fields)
-        evidence = resolve_evidence(model, self._lookup)
+            unapproved = ApprovalState(approved=False)
+            return resolve_evidence(
+                model, self._lookup, self._registry, **self._images(), approval=unapproved, **fields
+            )
+        evidence = resolve_evidence(model, self._lookup, self._registry, **self._images())
 
         def judged_by() -> tuple[list[Policy], EffectiveTier]:
             selecting = select_policies(

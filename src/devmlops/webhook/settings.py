@@ -42,6 +42,16 @@ class WebhookSettings(BaseModel):
     no_match: Literal["allow", "warn", "deny"] = "deny"
     opa_url: str | None = Field(default=None, description="OPA for the rego gate, e.g. http://127.0.0.1:8181.")
     opa_timeout_seconds: float = Field(default=2.0, gt=0, description="Deadline of one OPA query.")
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="The MLflow tracking server whose model registry spec.model.registry names."
+    )
+    registry_timeout_seconds: float = Field(default=2.0, gt=0, description="Deadline of one registry lookup.")
+    registry_cache_seconds: float = Field(
+        default=30.0, ge=0, description="How long a resolved registry entry is reused (an alias move shows after it)."
+    )
+    oci_plain_http: tuple[str, ...] = Field(
+        default=(), description="OCI registries read over plain HTTP for image signatures (others over HTTPS)."
+    )
     cert_reload_seconds: float = Field(default=10.0, gt=0, description="How often the TLS files are checked.")
     max_body_bytes: int = Field(
         default=3 * 1024 * 1024, ge=1024, description="Larger AdmissionReviews are denied unread (413)."

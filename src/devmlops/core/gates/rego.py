@@ -85,6 +85,7 @@ def rego_input(
             if summary
             else None
         ),
+        "registry": _registry(evidence),
         "compliance": {
             "tier": tier.tier,
             "declaredTier": tier.label,
@@ -136,3 +137,20 @@ def check_rego(policy: Policy, document: Mapping[str, Any], engine: PolicyEngine
             results.append(result("pass", "allowed", package=package))
         results.extend(result("fail", message, package=package, mode="warn") for message in verdict.warn)
     return results
+
+
+def _registry(evidence: Evidence) -> dict[str, Any] | None:
+    """The registered version spec.model.registry resolved to (None when it names none)."""
+    found = evidence.registry
+    if found is None:
+        return None
+    return {
+        "registry": found.registry,
+        "name": found.name,
+        "requested": found.requested,
+        "version": found.version,
+        "source": found.source,
+        "aliases": list(found.aliases),
+        "tags": {k: v for k, v in found.tags.items() if not k.startswith("devmlops.io/")},
+        "error": found.error,
+    }

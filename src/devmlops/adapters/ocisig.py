@@ -1,0 +1,266 @@
+"""Runtime image signatures: the Sigstore bundles cosign attaches to an image as OCI referrers, fetched from the
+image's registry and verified against EC public keys.
+
+What cosign v3 writes (checked with cosign 3.1.3 and the distribution registry 3.1.2): a manifest with
+``artifactType: application/vnd.dev.sigstore.bundle.v0.3+json`` whose ``subject`` is the image manifest and whose
+one layer is the bundle: a DSSE envelope (``application/vnd.in-toto+json``) over an in-toto statement whose subject
+digest is the image's, predicate ``https://sigstore.dev/cosign/sign/v1``; with offline key signing the bundle has a
+public-key hint and no transparency log entries. sigstore-python 4.5 refuses bundles without tlog entries and has no
+OCI client, so this module verifies the envelope itself: ECDSA P-256/SHA-256 over DSSE's pre-authentication
+encoding (``DSSEv1 <len> <type> <len> <payload>``) with ``cryptography``, then the statement's subject against the
+digest. Referrers are listed through the OCI 1.1 referrers API, or the referrers tag (``sha256-<hex>``) where the
+registry has no such API (distribution 3.1.2 answers 404 and cosign writes the tag).
+
+Registries are reached over HTTPS, or plain HTTP for the hosts the cluster admins list (``--oci-plain-http``,
+loopback registries in tests); anonymous pulls only (a registry that asks for credentials is a failure to check,
+which denies). Every read is bounded in size; each lookup has a deadline; the bundles of an image digest are kept
+for a short time (a signature attached later is seen after it), and verifying them again (ECDSA) costs microseconds.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import hashlib
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from devmlops.core.evidence import ImageSignatures
+from devmlops.core.policy import Authority
+
+__all__ = [
+    "BUNDLE_TYPE",
+    "OMS_PREDICATE",
+    "PREDICATE_ANNOTATION",
+    "ImageSignatureChecker",
+    "OciClient",
+    "OciError",
+    "SignatureInvalid",
+    "parse_image",
+    "verify_bundle",
+]
+
+BUNDLE_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+PREDICATE_ANNOTATION = "dev.sigstore.bundle.predicateType"
+OMS_PREDICATE = "https://model_signing/signature/v1.0"  # an OpenSSF model signature
+_INDEX = "application/vnd.oci.image.index.v1+json"
+_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+_MAX_BYTES = 256 * 1024  # a bundle, a manifest or a referrers index is a few KiB
+_MAX_REFERRERS = 16
+
+
+class SignatureInvalid(Exception):
+    """A bundle that does not verify (deterministic): the reason names what is wrong."""
+
+
+class OciError(Exception):
+    """Signatures of an OCI artifact could not be read (its reference, the registry): the reason, for a denial."""
+
+
+class RegistryUnreachable(Exception):
+    """The registry could not be asked (network, status, size, credentials): never a verdict on the image."""
+
+
+def parse_image(image: str) -> tuple[str, str, str]:
+    """``(registry host, repository, sha256:digest)`` of ``repo@sha256:...`` (Docker Hub's defaults applied)."""
+    name, _, digest = image.partition("@")
+    if not digest.startswith("sha256:") or len(digest) != 71:
+        raise SignatureInvalid(f"'{image}' is not pinned by a sha256 digest")
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        host, repository = first, rest
+    else:
+        host, repository = "registry-1.docker.io", name if rest else f"library/{name}"
+    repository = repository.split(":", 1)[0]  # a tag beside the digest names nothing: the digest decides
+    return host, repository, digest
+
+
+class OciClient:
+    """Anonymous reads of manifests and blobs; ``plain_http`` hosts over HTTP, every other one over HTTPS."""
+
+    def __init__(self, *, plain_http: Sequence[str] = (), timeout: float = 2.0) -> None:
+        self._plain = frozenset(plain_http)
+        self._http = httpx.Client(timeout=timeout, follow_redirects=True)
+
+    def _get(self, host: str, path: str, accept: str) -> tuple[int, bytes]:
+        scheme = "http" if host in self._plain else "https"
+        try:
+            with self._http.stream("GET", f"{scheme}://{host}/v2/{path}", headers={"Accept": accept}) as answer:
+                body = b""
+                for chunk in answer.iter_bytes():
+                    body += chunk
+                    if len(body) > _MAX_BYTES:
+                        raise RegistryUnreachable(f"{host}/{path}: more than {_MAX_BYTES} bytes")
+                return answer.status_code, body
+        except httpx.HTTPError as exc:
+            raise RegistryUnreachable(f"{host}: {type(exc).__name__}: {exc}") from exc
+
+    def _json(self, host: str, path: str, accept: str, *, missing_ok: bool = False) -> dict[str, Any] | None:
+        status, body = self._get(host, path, accept)
+        if status == 404 and missing_ok:
+            return None
+        if status != 200:
+            raise RegistryUnreachable(f"{host}/v2/{path}: HTTP {status}")
+        try:
+            value = json.loads(body)
+        except ValueError as exc:
+            raise RegistryUnreachable(f"{host}/v2/{path}: not JSON") from exc
+        if not isinstance(value, dict):
+            raise RegistryUnreachable(f"{host}/v2/{path}: not a JSON object")
+        return value
+
+    def bundles(self, image: str, *, predicate_type: str = "") -> list[str]:
+        """The Sigstore bundles attached to ``image`` (as text), through the referrers API or the referrers tag; with
+        ``predicate_type``, only those whose manifest says so (``dev.sigstore.bundle.predicateType``)."""
+        host, repository, digest = parse_image(image)
+        index = self._json(host, f"{repository}/referrers/{digest}", _INDEX, missing_ok=True)
+        if index is None:
+            index = self._json(host, f"{repository}/manifests/{digest.replace(':', '-')}", _INDEX, missing_ok=True)
+        entries = [m for m in (index or {}).get("manifests") or [] if isinstance(m, dict)]
+        found = []
+        for entry in [m for m in entries if m.get("artifactType") == BUNDLE_TYPE][:_MAX_REFERRERS]:
+            manifest = self._json(host, f"{repository}/manifests/{entry.get('digest')}", _MANIFEST) or {}
+            annotations = manifest.get("annotations") or {}
+            if predicate_type and annotations.get(PREDICATE_ANNOTATION) != predicate_type:
+                continue
+            for layer in manifest.get("layers") or []:
+                if isinstance(layer, dict) and layer.get("mediaType") == BUNDLE_TYPE:
+                    found.append(self._blob(host, repository, str(layer.get("digest"))))
+        return found
+
+    def _blob(self, host: str, repository: str, digest: str) -> str:
+        status, body = self._get(host, f"{repository}/blobs/{digest}", "application/octet-stream")
+        if status != 200:
+            raise RegistryUnreachable(f"{host}/v2/{repository}/blobs/{digest}: HTTP {status}")
+        if "sha256:" + hashlib.sha256(body).hexdigest() != digest:
+            raise RegistryUnreachable(f"{host}: blob {digest} does not hash to its digest")
+        return body.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _pae(payload_type: str, payload: bytes) -> bytes:
+    kind = payload_type.encode()
+    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
+
+
+def verify_bundle(bundle: str, digest: str, authority: Authority) -> str:
+    """The authority's name when ``bundle`` is a DSSE Sigstore bundle signed by its key over an in-toto statement
+    naming ``digest``; ``SignatureInvalid`` saying why otherwise."""
+    try:
+        document = json.loads(bundle)
+        envelope = document["dsseEnvelope"]
+        payload_type, payload = str(envelope["payloadType"]), base64.b64decode(envelope["payload"], validate=True)
+        signatures = [base64.b64decode(s["sig"], validate=True) for s in envelope["signatures"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SignatureInvalid(f"not a DSSE Sigstore bundle ({type(exc).__name__}: {exc})") from None
+    if not str(document.get("mediaType", "")).startswith("application/vnd.dev.sigstore.bundle"):
+        raise SignatureInvalid(f"mediaType {document.get('mediaType')!r} is not a Sigstore bundle")
+    if payload_type != "application/vnd.in-toto+json":
+        raise SignatureInvalid(f"payloadType {payload_type!r}, expected application/vnd.in-toto+json")
+    key = serialization.load_pem_public_key(authority.public_key.encode())
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise SignatureInvalid(f"{authority.name}: only EC keys verify image signatures, got {type(key).__name__}")
+    message = _pae(payload_type, payload)
+    for signature in signatures:
+        try:
+            key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+            break
+        except InvalidSignature:
+            continue
+    else:
+        raise SignatureInvalid(f"not signed by {authority.name}")
+    try:
+        statement = json.loads(payload)
+        subjects = [str((s.get("digest") or {}).get("sha256", "")) for s in statement["subject"]]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SignatureInvalid(f"the signed statement is malformed ({type(exc).__name__})") from None
+    if digest.removeprefix("sha256:") not in subjects:
+        raise SignatureInvalid(f"signed by {authority.name} for sha256:{subjects[:1]}, not {digest}")
+    return authority.name
+
+
+class ImageSignatureChecker:
+    """``check(image, authorities)`` for the evidence: a lookup bounded by ``timeout_seconds``, bundle lists kept
+    ``ttl_seconds`` (failures are not kept). ``guard`` runs before anything that would wait (the webhook's inline
+    guard raises there)."""
+
+    def __init__(
+        self,
+        client: OciClient,
+        *,
+        timeout_seconds: float,
+        ttl_seconds: float = 30.0,
+        guard: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._timeout = timeout_seconds
+        self._ttl = ttl_seconds
+        self._guard = guard
+        self._clock = clock
+        self._bundles: OrderedDict[str, tuple[float, list[str]]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="ocisig")
+
+    def _fetch(self, image: str, predicate_type: str = "") -> list[str]:
+        now = self._clock()
+        key = f"{predicate_type} {image}"
+        with self._lock:
+            hit = self._bundles.get(key)
+            if hit is not None and hit[0] > now:
+                return hit[1]
+        self._guard()
+        future = self._pool.submit(lambda: self._client.bundles(image, predicate_type=predicate_type))
+        try:
+            bundles = future.result(timeout=self._timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise RegistryUnreachable(f"signature lookup timed out after {self._timeout:g}s") from None
+        with self._lock:
+            self._bundles[key] = (now + self._ttl, bundles)
+            while len(self._bundles) > 1024:
+                self._bundles.popitem(last=False)
+        return bundles
+
+    def check(self, image: str, authorities: Sequence[Authority]) -> ImageSignatures:
+        try:
+            _host, _repository, digest = parse_image(image)
+            bundles = self._fetch(image)
+        except SignatureInvalid as exc:
+            return ImageSignatures(image=image, problems=(str(exc),))
+        except RegistryUnreachable as exc:
+            return ImageSignatures(image=image, error=f"signatures could not be read: {exc}")
+        signers: dict[str, str] = {}
+        problems: list[str] = []
+        for index, bundle in enumerate(bundles):
+            for authority in authorities:
+                if authority.fingerprint in signers:
+                    continue
+                try:
+                    signers[authority.fingerprint] = verify_bundle(bundle, digest, authority)
+                except SignatureInvalid as exc:
+                    problems.append(f"bundle {index}: {exc}")
+        return ImageSignatures(image=image, signers=signers, bundles=len(bundles), problems=tuple(problems))
+
+    def model_bundles(self, uri: str) -> list[str]:
+        """The OMS signature bundles attached to the model artifact ``oci://host/repo@sha256:...`` (predicate
+        ``https://model_signing/signature/v1.0``), bounded and cached like image signatures. Raises ``OciError``."""
+        try:
+            return self._fetch(uri.removeprefix("oci://"), OMS_PREDICATE)
+        except (SignatureInvalid, RegistryUnreachable) as exc:
+            raise OciError(str(exc)) from None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._client.close()

@@ -1,0 +1,65 @@
+"""The image signature gate: where a policy names ``imageSignatures.authorities``, the model server's image
+(``spec.runtime.image``, pinned by digest) must carry a valid signature by one of them.
+
+cosign attaches its signature to the image as an OCI referrer (a Sigstore bundle v0.3: a DSSE envelope over an
+in-toto statement whose subject is the image's manifest digest). The shell fetches and verifies those bundles
+(``adapters/ocisig.py``) against the image authorities of every policy and hands the result in as evidence; this
+gate only reads it, per policy. The digest is the identity: a tag is never looked up, so the image served is the one
+whose signature was checked. An image without a digest, a registry that cannot be reached or a check past its
+deadline is a denial (fail closed).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from devmlops.core.evidence import Evidence
+from devmlops.core.gates import policy_result
+from devmlops.core.manifests import ModelDeployment
+from devmlops.core.model import GateResult
+from devmlops.core.policy import Policy
+
+__all__ = ["GATE", "check_image_signature"]
+
+GATE = "image-signature"
+_FIX = "sign the image with `cosign sign --key KEY IMAGE@DIGEST` using a key the policy names, or use a signed image"
+
+
+def check_image_signature(deployment: ModelDeployment, policy: Policy, evidence: Evidence) -> GateResult | None:
+    """None when the policy demands no image signature."""
+    if not policy.image_authorities:
+        return None
+    result = functools.partial(policy_result, GATE, policy)
+    image = deployment.spec.runtime.image
+    names = [a.name for a in policy.image_authorities]
+    if not image:
+        return result(
+            "skip",
+            f"spec.runtime.image is not set: the {deployment.spec.runtime.kind} runtime's image comes from a "
+            "ClusterServingRuntime (cluster admins'), whose signature this gate does not check",
+        )
+    if "@sha256:" not in image:
+        return result(
+            "fail",
+            f"spec.runtime.image: got '{image}', expected an image pinned by digest (repo@sha256:...) whose "
+            f"signature can be checked (by {names})",
+            "pin the image by digest",
+        )
+    found = evidence.image_signature
+    if found is None or found.image != image:
+        return result(
+            "error",
+            f"spec.runtime.image '{image}': its signature was not checked (no registry access configured for devmlops)",
+            "ask the platform team to configure registry access for image signatures",
+        )
+    if found.error:
+        return result("error", f"spec.runtime.image '{image}': {found.error}", "check the registry and try again")
+    signed = [a.name for a in policy.image_authorities if a.fingerprint in found.signers]
+    if signed:
+        return result("pass", f"spec.runtime.image '{image}' signed by {signed[0]}")
+    seen = (
+        f"{found.bundles} signature bundle(s), none valid: " + "; ".join(found.problems[:3])
+        if found.bundles
+        else "no signature attached (no Sigstore bundle among its OCI referrers)"
+    )
+    return result("fail", f"spec.runtime.image '{image}': got {seen}; expected a signature by one of {names}", _FIX)

@@ -1,0 +1,93 @@
+"""The image signature gate inside decide(): the shell's check of spec.runtime.image's signatures (evidence) against
+each policy's imageSignatures.authorities. The real registry and cosign are in
+tests/integration/test_image_signatures.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from devmlops.core.decision import decide
+from devmlops.core.evidence import Document, Evidence, ImageSignatures
+from devmlops.core.policy import compile_policy
+from devmlops.errors import InvalidInputError
+from tests.unit.core.fakes import FakeVerifier, bundle
+from tests.unit.core.test_gates import policies, policy, request, spec
+
+IMAGE = "127.0.0.1:5000/triton@sha256:" + "2" * 64
+IMAGE_KEY = "-----BEGIN PUBLIC KEY-----\nMFkwEw==\n-----END PUBLIC KEY-----"
+
+
+def signed_policy(**more: Any) -> Any:
+    return policies(
+        policy(imageSignatures={"authorities": [{"name": "images", "key": {"publicKey": IMAGE_KEY}}]}, **more)
+    )
+
+
+def image_key_fingerprint() -> str:
+    return signed_policy().policies[0].image_authorities[0].fingerprint
+
+
+def triton(image: str = IMAGE) -> dict[str, Any]:
+    return spec(runtime={"kind": "triton", "image": image})
+
+
+def evidence(found: ImageSignatures | None) -> Evidence:
+    return Evidence(signatures=(Document("spec.signature.inline", text=bundle("release")),), image_signature=found)
+
+
+def image_reason(decision: Any) -> tuple[str, str]:
+    return next((r.outcome, r.reason) for r in decision.results if r.gate == "image-signature")
+
+
+def test_an_image_signed_by_the_policys_key_passes() -> None:
+    found = ImageSignatures(image=IMAGE, signers={image_key_fingerprint(): "images"}, bundles=1)
+    decision = decide(request(triton()), signed_policy(), evidence(found), FakeVerifier())
+    assert decision.allowed, decision.message
+    assert image_reason(decision) == ("pass", f"spec.runtime.image '{IMAGE}' signed by images")
+
+
+def test_an_unsigned_image_is_denied_naming_image_found_and_expected() -> None:
+    decision = decide(request(triton()), signed_policy(), evidence(ImageSignatures(image=IMAGE)), FakeVerifier())
+    assert not decision.allowed
+    assert image_reason(decision) == (
+        "fail",
+        f"spec.runtime.image '{IMAGE}': got no signature attached (no Sigstore bundle among its OCI referrers); "
+        "expected a signature by one of ['images']",
+    )
+
+
+def test_an_image_signed_by_another_key_is_denied_with_the_bundles_problem() -> None:
+    found = ImageSignatures(image=IMAGE, bundles=1, problems=("bundle 0: not signed by images",))
+    decision = decide(request(triton()), signed_policy(), evidence(found), FakeVerifier())
+    assert not decision.allowed
+    assert "got 1 signature bundle(s), none valid: bundle 0: not signed by images" in image_reason(decision)[1]
+
+
+def test_a_registry_that_could_not_be_read_denies_as_an_error() -> None:
+    found = ImageSignatures(image=IMAGE, error="signatures could not be read: signature lookup timed out after 2s")
+    decision = decide(request(triton()), signed_policy(), evidence(found), FakeVerifier())
+    assert not decision.allowed
+    assert image_reason(decision)[0] == "error"
+
+
+def test_a_check_of_another_image_or_none_at_all_is_not_taken_for_this_one() -> None:
+    other = ImageSignatures(image=IMAGE.replace("2", "3"), signers={image_key_fingerprint(): "images"}, bundles=1)
+    for found in (other, None):
+        decision = decide(request(triton()), signed_policy(), evidence(found), FakeVerifier())
+        assert not decision.allowed
+        assert image_reason(decision)[0] == "error"
+
+
+def test_policies_without_image_keys_add_no_result_and_kserve_models_are_skipped_with_the_reason() -> None:
+    plain = decide(request(triton()), policies(policy()), evidence(None), FakeVerifier())
+    assert not [r for r in plain.results if r.gate == "image-signature"]
+    kserve = decide(request(spec()), signed_policy(), evidence(None), FakeVerifier())
+    assert image_reason(kserve)[0] == "skip"
+
+
+def test_image_keys_must_be_pem_public_keys() -> None:
+    body = policy(imageSignatures={"authorities": [{"name": "images", "key": {"publicKey": "nope"}}]})
+    with pytest.raises(InvalidInputError, match=r"spec.imageSignatures.authorities\[0\].key.publicKey"):
+        compile_policy(body)
