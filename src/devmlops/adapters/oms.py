@@ -208,17 +208,7 @@ class OmsVerifier:
             return self._verify_model_keyless(bundle, authority)
         expected = signed_model_from_payload(dsse_payload(document), signer="")  # checked before the library reads it
         signature = _failing("bundle", lambda: sign_sigstore_pb.Signature.read(_Text(bundle)))  # type: ignore[arg-type]
-        verifier: Any
-        if authority.kind == "key":
-            verifier = self._key_verifier(authority)
-            signer = f"key {_key_fingerprint(authority.public_key)}"
-        else:
-            _certificates(authority)
-            verifier = _failing(
-                "certificate chain",
-                lambda: sign_certificate.Verifier([_Text(authority.certificates)]),  # type: ignore[list-item]
-            )
-            signer = _leaf_subject(leaf_certificate_der(document))
+        verifier, signer = self._bundle_verifier(authority, document)
         signed = _failing("signature", lambda: verifier.verify(signature))
         _same_manifest(signed, expected)
         return replace(expected, signer=signer)
@@ -245,18 +235,7 @@ class OmsVerifier:
         else:
             dsse_payload(document)  # the envelope's shape, checked before the library reads it
             signature = _failing("bundle", lambda: sign_sigstore_pb.Signature.read(_Text(bundle)))  # type: ignore[arg-type]
-            verifier: Any
-            if authority.kind == "key":
-                _ec_key(authority)
-                verifier = _failing("public key", lambda: sign_ec_key.Verifier(_Text(authority.public_key)))  # type: ignore[arg-type]
-                signer = f"key {_key_fingerprint(authority.public_key)}"
-            else:
-                _certificates(authority)
-                verifier = _failing(
-                    "certificate chain",
-                    lambda: sign_certificate.Verifier([_Text(authority.certificates)]),  # type: ignore[list-item]
-                )
-                signer = _leaf_subject(leaf_certificate_der(document))
+            verifier, signer = self._bundle_verifier(authority, document)
             payload_type, payload = _failing("signature", lambda: verifier._verify_signed_content(signature))
         if payload_type != IN_TOTO_PAYLOAD:
             raise VerificationFailed(f"DSSE payload type: got {payload_type!r}, expected {IN_TOTO_PAYLOAD!r}")
@@ -296,6 +275,17 @@ class OmsVerifier:
         return signer
 
     # -- helpers -------------------------------------------------------------------------------------------
+    def _bundle_verifier(self, authority: Authority, document: Any) -> tuple[Any, str]:
+        """model_signing's verifier for a key or certificate authority, and the signer it names."""
+        if authority.kind == "key":
+            return self._key_verifier(authority), f"key {_key_fingerprint(authority.public_key)}"
+        _certificates(authority)
+        verifier = _failing(
+            "certificate chain",
+            lambda: sign_certificate.Verifier([_Text(authority.certificates)]),  # type: ignore[list-item]
+        )
+        return verifier, _leaf_subject(leaf_certificate_der(document))
+
     def _key_verifier(self, authority: Authority) -> Any:
         """model_signing's verifier for a public key, built once per key (loading the PEM twice cost a tenth of a
         verification); the key's checks run when it is built, so a bad key fails as before."""
