@@ -119,14 +119,21 @@ def report(runs: dict[str, list[dict[str, Any]]], guard_cpu: list[float], rss: f
             "| figure | value | goal | met |",
             "|---|---:|---:|---|",
             f"| p50 added (min-max over rounds) | {median(p50):.2f} ms ({min(p50):.2f}-{max(p50):.2f}) | < 1 ms | "
-            f"{'yes' if median(p50) < 1 else '**no**'} |",
+            f"{_met_delta(median(p50), 1)} |",
             f"| p99 added (min-max over rounds) | {median(p99):.2f} ms ({min(p99):.2f}-{max(p99):.2f}) | < 3 ms | "
-            f"{'yes' if median(p99) < 3 else '**no**'} |",
+            f"{_met_delta(median(p99), 3)} |",
             f"| guard CPU per request | {median(guard_cpu):.0f} µs | | |",
             f"| guard RSS after the runs | {rss:.0f} MiB | < 80 MiB | {'yes' if rss < 80 else '**no**'} |",
             "",
         ]
     )
+
+
+def _met_delta(added: float, goal: float) -> str:
+    """A difference of two noisy percentiles: below zero it says nothing about the guard, only about the noise."""
+    if added < 0:
+        return "no reading (the direct path's figure was the larger)"
+    return "yes" if added < goal else "**no**"
 
 
 if __name__ == "__main__":
