@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from devmlops.harness.processes import ManagedProcess, free_port
+from devmlops.harness.processes import ManagedProcess, free_port, http_ok
 from tests.support.modelservers import ChatServer, mlserver
 
 pytestmark = pytest.mark.timeout(300)
@@ -58,19 +58,14 @@ def start_guard(tmp_path: Path) -> Iterator[Callable[..., Guard]]:
         process = ManagedProcess("guard", argv, log_path=tmp_path / f"guard-{port}.log", env=dict(os.environ))
         started.append(process.start())
         guard = Guard(process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics}")
-        process.wait_until(lambda: _answers(guard.metrics_url + "/healthz"), timeout=30, what="the guard's /healthz")
+        process.wait_until(
+            lambda: http_ok(guard.metrics_url + "/healthz", timeout=1), timeout=30, what="the guard's /healthz"
+        )
         return guard
 
     yield start
     for process in started:
         process.stop()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,13 @@ import socket
 import subprocess
 import sys
 import threading
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from devmlops.harness.processes import ManagedProcess, free_port
+from devmlops.harness.processes import ManagedProcess, free_port, http_ok
 
 MLSERVER = ("mlserver==1.7.1", "mlserver-sklearn==1.7.1")  # as in the model-server image (harness/pyimages.py)
 _TRAIN = """
@@ -69,18 +68,10 @@ def mlserver(workdir: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     process.start()
     try:
-        process.wait_until(lambda: _ready(url + "/v2/models/iris/ready"), timeout=120, what="model iris ready")
+        process.wait_until(lambda: http_ok(url + "/v2/models/iris/ready"), timeout=120, what="model iris ready")
         yield url
     finally:
         process.stop()
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 - loopback
-            return bool(answer.status == 200)
-    except OSError:
-        return False
 
 
 class ChatServer:

@@ -13,8 +13,6 @@ import copy
 import json
 import os
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ from devmlops.adapters.kube import api_client, denial_message
 from devmlops.adapters.pki import new_ca
 from devmlops.errors import HarnessError
 from devmlops.harness.controlplane import KSERVE_USER, ControlPlane, load_yaml_documents
-from devmlops.harness.processes import Lifecycle, ManagedProcess, free_port
+from devmlops.harness.processes import Lifecycle, ManagedProcess, free_port, http_ok
 
 __all__ = [
     "KSERVE_NAMESPACE",
@@ -232,14 +230,6 @@ def default_storage_container(files: KServeFiles) -> dict[str, Any]:
     )
 
 
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our loopback URL
-            return bool(response.status == 200)
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
-
-
 class KServe(Lifecycle):
     """KServe's controller and webhooks for one control plane; ``stop()`` removes the registrations, then the
     process (with its webhooks gone and failurePolicy Fail, the API server would refuse every InferenceService)."""
@@ -330,7 +320,7 @@ class KServe(Lifecycle):
         ]
         self.process = ManagedProcess(MANAGER, argv, log_path=self.log_path, env=env, cwd=self.workdir).start()
         self.process.wait_until(
-            lambda: _http_ok(f"http://127.0.0.1:{self.health_port}/readyz"), timeout=60, what="/readyz"
+            lambda: http_ok(f"http://127.0.0.1:{self.health_port}/readyz"), timeout=60, what="/readyz"
         )
 
     def _register_webhooks(self) -> None:

@@ -13,12 +13,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from devmlops.harness.processes import ManagedProcess, free_port
+from devmlops.harness.processes import ManagedProcess, free_port, http_ok
 
 __all__ = ["MLFLOW", "mlflow_process", "mlflow_server", "mlflow_venv", "wait_ready"]
 
@@ -57,7 +56,7 @@ def mlflow_process(workdir: Path, log: Callable[[str], None] = lambda _m: None) 
 
 
 def wait_ready(process: ManagedProcess, url: str) -> None:
-    process.wait_until(lambda: _healthy(url + "/health"), timeout=120, what="MLflow server /health")
+    process.wait_until(lambda: http_ok(url + "/health"), timeout=120, what="MLflow server /health")
 
 
 @contextmanager
@@ -69,11 +68,3 @@ def mlflow_server(workdir: Path) -> Iterator[str]:
         yield url
     finally:
         process.stop()
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 - loopback
-            return bool(answer.status == 200)
-    except OSError:
-        return False

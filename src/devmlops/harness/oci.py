@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from devmlops.harness.processes import ManagedProcess, free_port
+from devmlops.harness.processes import ManagedProcess, free_port, http_ok
 
 __all__ = [
     "COSIGN_VERSION",
@@ -70,18 +70,10 @@ def oci_registry(workdir: Path, log: Callable[[str], None] = lambda _m: None) ->
     ).start()
     host = f"127.0.0.1:{port}"
     try:
-        process.wait_until(lambda: _answers(f"http://{host}/v2/"), timeout=30, what="registry /v2/")
+        process.wait_until(lambda: http_ok(f"http://{host}/v2/"), timeout=30, what="registry /v2/")
         yield host
     finally:
         process.stop()
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 - loopback
-            return bool(answer.status == 200)
-    except OSError:
-        return False
 
 
 def _request(url: str, *, method: str, data: bytes = b"", content_type: str = "") -> urllib.request.Request:

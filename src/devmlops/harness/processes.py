@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -17,7 +18,7 @@ from typing import IO, Self
 
 from devmlops.errors import HarnessError
 
-__all__ = ["Lifecycle", "ManagedProcess", "free_port"]
+__all__ = ["Lifecycle", "ManagedProcess", "free_port", "http_ok"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -46,6 +47,16 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def http_ok(url: str, *, timeout: float = 2.0) -> bool:
+    """Whether a plain-HTTP URL of a process the harness started answers 200 now (a poll for its readiness: any
+    failure to connect or any other status is "not yet")."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - the harness's own loopback URLs
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 def _die_with_parent() -> None:

@@ -67,26 +67,20 @@ class KServeWarnings:
             if kind != "DELETED" and name and "storage-initializer" in str(event.get("message") or ""):
                 on_warning((str(involved.get("namespace") or ""), name))
 
-        self._caches = [
-            WatchCache(
-                f"kserve-warnings-{namespace or 'all'}",
-                lister(namespace, FIELD_SELECTOR),
-                api_client.sanitize_for_serialization,
-                transform=_kept,
-                on_change=changed,
-            )
-            for namespace in (namespaces or ("",))
-        ]
-        self._pod_caches = [
-            WatchCache(
-                f"pod-backoffs-{namespace or 'all'}",
-                lister(namespace, POD_FIELD_SELECTOR),
-                api_client.sanitize_for_serialization,
-                transform=_kept,
-                on_change=pod_changed,
-            )
-            for namespace in (namespaces or ("",))
-        ]
+        def watches(name: str, selector: str, on_change: Callable[[str, dict[str, Any]], None]) -> list[WatchCache]:
+            return [
+                WatchCache(
+                    f"{name}-{namespace or 'all'}",
+                    lister(namespace, selector),
+                    api_client.sanitize_for_serialization,
+                    transform=_kept,
+                    on_change=on_change,
+                )
+                for namespace in (namespaces or ("",))
+            ]
+
+        self._caches = watches("kserve-warnings", FIELD_SELECTOR, changed)  # what about() reads
+        self._pod_caches = watches("pod-backoffs", POD_FIELD_SELECTOR, pod_changed)
 
     def start(self) -> KServeWarnings:
         for cache in (*self._caches, *self._pod_caches):
