@@ -107,8 +107,9 @@ class Chain:
     hops: tuple[Mapping[str, Any], ...] = ()
     model: Mapping[str, Any] | None = None
     broken: str = ""
-    decision: Decision | None = None
+    decision: Decision | None = None  # for the version the chain's child serves (a rollout's stable one, or the spec's)
     plan_json: str = ""
+    stable_plan_json: str = ""  # a gated rollout's stable version (core/rollout.py), '' when none serves
     image_allow_lists: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 

@@ -18,6 +18,7 @@ from devmlops.core.manifests import Guard, GuardPolicy, RateLimit, TextChecks
 
 __all__ = [
     "Finding",
+    "Split",
     "TextScanner",
     "TokenBucket",
     "guard_config_json",
@@ -425,9 +426,20 @@ def _binary_output(body: bytes) -> bool:
     return b"binary_data" in body
 
 
-def guard_config_json(guard: Guard) -> str:
+@dataclass(frozen=True, slots=True)
+class Split:
+    """A share of the inference requests (``weight`` percent) forwarded to ``upstream``: a new version's guard."""
+
+    upstream: str
+    weight: int
+
+
+def guard_config_json(guard: Guard, *, split: Split | None = None) -> str:
     """The guard's configuration as the sidecar reads it (``devmlops guard --config``): camelCase, no nulls."""
-    return json.dumps(guard.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=True)
+    config = guard.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if split is not None:
+        config["split"] = {"upstream": split.upstream, "weight": split.weight}
+    return json.dumps(config, sort_keys=True)
 
 
 def parse_guard_config(text: str) -> Guard:

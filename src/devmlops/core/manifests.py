@@ -10,6 +10,7 @@ words. ``tests/unit/core/test_manifests.py`` walks the CRD schemas in ``crds/`` 
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar
@@ -172,8 +173,42 @@ class Sbom(_Spec):
     signature: Source | None = None
 
 
+Percent = Annotated[int, Strict(), Field(ge=1, le=99), Integral]
+Rate = Annotated[float, Strict(), Field(ge=0, le=1)]
+
+
+class Analysis(_Spec):
+    """What a canary must show over each step (its guard's metrics, in Prometheus) to be promoted: a measured figure
+    above its bound rolls the new version back; a bound left out is not checked."""
+
+    max_error_rate: Rate | None = 0.05  # answers the guard counts as errors (the model server's 5xx included)
+    max_blocked_rate: Rate | None = None  # requests the guard refused (limits, schema, prompt checks)
+    max_p99_latency_seconds: Annotated[float, Strict(), Field(ge=0, le=600)] | None = None
+    max_drift_psi: Annotated[float, Strict(), Field(ge=0, le=100)] | None = (
+        None  # the largest per-feature PSI (signed baseline)
+    )
+    min_requests: Annotated[int, Strict(), Field(ge=1, le=1_000_000), Integral] = 20  # fewer: the step waits
+
+
 class Canary(_Spec):
-    traffic_percent: Annotated[int, Strict(), Field(ge=1, le=99), Integral]
+    """A new version serves a share of the traffic first (the stable version's guard forwards it), step by step."""
+
+    traffic_percent: Percent  # the first step's share
+    steps: Annotated[list[Percent], Field(min_length=1, max_length=10)] | None = None  # default [trafficPercent]
+    step_seconds: Annotated[int, Strict(), Field(ge=5, le=86_400), Integral] = 60  # the analysis window per step
+    ready_seconds: Annotated[int, Strict(), Field(ge=10, le=86_400), Integral] = 600  # to become ready, or roll back
+    analysis: Analysis = Analysis()
+
+    @property
+    def weights(self) -> tuple[int, ...]:
+        return tuple(self.steps or (self.traffic_percent,))
+
+    @field_validator("steps")
+    @classmethod
+    def _rising(cls, value: list[int] | None) -> list[int] | None:
+        if value and any(b <= a for a, b in itertools.pairwise(value)):
+            raise ValueError(f"rollout.canary.steps must rise step by step, found {value}")
+        return value
 
 
 class Rollout(_Spec):
@@ -242,6 +277,20 @@ class ModelDeploymentSpec(_Spec):
     attestations: Annotated[list[Source], Field(max_length=32)] | None = None
     rollout: Rollout | None = None
     guard: Guard | None = None
+
+    @model_validator(mode="after")
+    def _split_by_guard(self) -> ModelDeploymentSpec:
+        if self.guard is None and self.gated_rollout is not None:
+            raise ValueError("rollout.strategy canary needs spec.guard for runtime triton: the guard splits traffic")
+        return self
+
+    @property
+    def gated_rollout(self) -> Canary | None:
+        """The canary settings when a new digest rolls out step by step behind the guard (runtime triton)."""
+        rollout = self.rollout
+        if rollout is None or rollout.strategy != "canary" or self.runtime.kind != "triton":
+            return None
+        return rollout.canary
 
 
 class ModelDeployment(BaseModel):

@@ -7,9 +7,10 @@ admit against the same rendering (``core/compare.py``), field by field. Nothing 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
-from devmlops.core.guard import guard_config_json
+from devmlops.core.guard import Split, guard_config_json
 from devmlops.core.manifests import ModelDeployment
 from devmlops.core.plan import ENV_PLAN
 
@@ -19,15 +20,19 @@ __all__ = [
     "ANNOTATION_DIGEST",
     "ANNOTATION_POLICY_REVISION",
     "ANNOTATION_VERIFICATION",
+    "CANARY_SUFFIX",
     "GUARD_CONTAINER",
     "KSERVE_AUTOSCALER_CLASS",
     "KSERVE_DEPLOYMENT_MODE",
+    "LABEL_CANARY_OF",
     "LABEL_MODEL_DEPLOYMENT",
     "LABEL_MODEL_SERVER",
     "MODEL_DIR",
     "VERIFY_URI_PREFIX",
+    "CanaryRendering",
     "build_inference_service",
     "build_triton",
+    "canary_upstream",
     "owner_reference",
     "render_children",
 ]
@@ -124,15 +129,50 @@ def _probes() -> dict[str, Any]:
     }
 
 
+# A gated rollout's new version: its own Deployment and Service beside the stable ones, named with this suffix. Its
+# Pods carry LABEL_CANARY_OF instead of LABEL_MODEL_DEPLOYMENT, so the stable Service never selects them: the only
+# traffic they get is the share the stable version's guard forwards (and whoever calls the canary Service itself).
+CANARY_SUFFIX = "-canary"
+LABEL_CANARY_OF = "devmlops.io/canary-of"
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryRendering:
+    """What serves while a new version is tried: the stable version (the ModelDeployment with the spec it last served,
+    and that version's verification plan) keeps the ModelDeployment's children and forwards ``weight`` percent of the
+    requests to the new version's children."""
+
+    stable: ModelDeployment
+    stable_plan_json: str
+    weight: int
+
+
+def canary_upstream(model_deployment: ModelDeployment) -> str:
+    """The new version's Service, as the stable version's guard reaches it (cluster DNS)."""
+    metadata = model_deployment.metadata
+    return f"http://{metadata.name}{CANARY_SUFFIX}.{metadata.namespace}.svc:{PORTS[0][1]}"
+
+
 def build_triton(
-    model_deployment: ModelDeployment, *, plan_json: str, verifier_image: str, policy_revision: str
+    model_deployment: ModelDeployment,
+    *,
+    plan_json: str,
+    verifier_image: str,
+    policy_revision: str,
+    split: Split | None = None,
+    canary: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The Deployment and the Service."""
+    """The Deployment and the Service (``canary``: the new version's, named with CANARY_SUFFIX; ``split``: the share
+    of requests this version's guard forwards to the new version)."""
     name, namespace = model_deployment.metadata.name, model_deployment.metadata.namespace
     model, runtime = model_deployment.spec.model, model_deployment.spec.runtime
     ports = GUARDED_PORTS if model_deployment.spec.guard else PORTS
-    selector = {LABEL_MODEL_DEPLOYMENT: name}
+    selector = {LABEL_CANARY_OF: name} if canary else {LABEL_MODEL_DEPLOYMENT: name}
     labels = {"app.kubernetes.io/managed-by": "devmlops", LABEL_MODEL_SERVER: "triton", **selector}
+    pod_labels = dict(labels)
+    if canary:
+        name += CANARY_SUFFIX
+        labels[LABEL_MODEL_DEPLOYMENT] = model_deployment.metadata.name  # the operator's watch maps it back
     annotations = {ANNOTATION_DIGEST: model.digest, ANNOTATION_POLICY_REVISION: policy_revision}
     mount = {"name": "model", "mountPath": MODEL_DIR}
     verifier = {
@@ -183,9 +223,9 @@ def build_triton(
                     f"--upstream=http://127.0.0.1:{GUARDED_UPSTREAM_PORT}",
                     f"--listen=0.0.0.0:{PORTS[0][1]}",
                     f"--metrics-listen=0.0.0.0:{GUARD_METRICS_PORT}",
-                    f"--model={name}",
+                    f"--model={model_deployment.metadata.name}",  # a canary's too: its digest tells them apart
                     f"--digest={model.digest}",
-                    f"--config={guard_config_json(guard)}",
+                    f"--config={guard_config_json(guard, split=split)}",
                 ],
                 "ports": [{"name": port_name, "containerPort": port} for port_name, port in ports],
                 **_probes(),
@@ -203,7 +243,7 @@ def build_triton(
             "replicas": runtime.replicas,
             "selector": {"matchLabels": selector},
             "template": {
-                "metadata": {"labels": labels, "annotations": {ANNOTATION_DIGEST: model.digest}},
+                "metadata": {"labels": pod_labels, "annotations": {ANNOTATION_DIGEST: model.digest}},
                 "spec": {
                     "automountServiceAccountToken": False,
                     "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
@@ -243,12 +283,38 @@ def owner_reference(model_deployment: ModelDeployment) -> dict[str, Any]:
 
 
 def render_children(
-    model_deployment: ModelDeployment, *, plan_json: str, verifier_image: str, policy_revision: str = ""
+    model_deployment: ModelDeployment,
+    *,
+    plan_json: str,
+    verifier_image: str,
+    policy_revision: str = "",
+    canary: CanaryRendering | None = None,
 ) -> list[dict[str, Any]]:
     """The model server objects for the runtime kind, owned by the ModelDeployment; the first is the child named in
     status (InferenceService for kserve; Deployment then Service for triton). Nothing of the ModelDeployment's own
-    labels or annotations is copied: what a child carries is decided here."""
-    if model_deployment.spec.runtime.kind == "triton":
+    labels or annotations is copied: what a child carries is decided here.
+
+    With ``canary`` (a gated rollout in progress, triton only): the stable version's Deployment and Service under the
+    ModelDeployment's name, its guard forwarding the share, then the new version's Deployment and Service."""
+    if model_deployment.spec.runtime.kind == "triton" and canary is not None:
+        split = Split(canary_upstream(model_deployment), canary.weight) if canary.weight else None
+        children = [
+            *build_triton(
+                canary.stable,
+                plan_json=canary.stable_plan_json,
+                verifier_image=verifier_image,
+                policy_revision=policy_revision,
+                split=split,
+            ),
+            *build_triton(
+                model_deployment,
+                plan_json=plan_json,
+                verifier_image=verifier_image,
+                policy_revision=policy_revision,
+                canary=True,
+            ),
+        ]
+    elif model_deployment.spec.runtime.kind == "triton":
         children = list(
             build_triton(
                 model_deployment, plan_json=plan_json, verifier_image=verifier_image, policy_revision=policy_revision

@@ -32,9 +32,9 @@ from devmlops.core.render import (
     LABEL_MODEL_SERVER,
     MODEL_DIR,
     VERIFY_URI_PREFIX,
-    render_children,
 )
 from devmlops.core.review import AdmissionRequest
+from devmlops.core.rollout import render_serving
 from devmlops.errors import InvalidInputError
 
 __all__ = [
@@ -118,7 +118,7 @@ _KSERVE_OWNER_LABEL = "serving.kserve.io/inferenceservice"
 
 # The Services that carry a model's address: the operator's Triton Service (the ModelDeployment's name) and KServe's
 # per component (<name>-predictor, -transformer, -explainer). Whoever owns the name owns the traffic to it.
-SERVICE_SUFFIXES = ("", "-predictor", "-transformer", "-explainer")
+SERVICE_SUFFIXES = ("", "-predictor", "-transformer", "-explainer", "-canary")  # "-canary": core/render.py
 
 
 _MODEL_OWNERS = ("ModelDeployment", "InferenceService")
@@ -471,9 +471,16 @@ def _review_chain_member(request: AdmissionRequest, evidence: Evidence, name: st
 
 
 def _rendered(chain: Chain, evidence: Evidence) -> list[dict[str, Any]]:
-    """What devmlops renders for the chain's ModelDeployment (``InvalidInputError`` when it does not parse)."""
-    model = parse_model_deployment(chain.model or {})
-    return render_children(model, plan_json=chain.plan_json, verifier_image=evidence.verifier_image)
+    """What devmlops renders for the chain's ModelDeployment, as its stored status says what serves (a gated rollout:
+    core/rollout.py); ``InvalidInputError`` when it does not parse."""
+    stored = chain.model or {}
+    return render_serving(
+        parse_model_deployment(stored),
+        stored.get("status"),
+        plan_json=chain.plan_json,
+        stable_plan_json=chain.stable_plan_json,
+        verifier_image=evidence.verifier_image,
+    )
 
 
 def _compare_rendered(wanted: Mapping[str, Any], found: Mapping[str, Any], label: str) -> list[str]:
@@ -498,9 +505,10 @@ def _chain_problems(request: AdmissionRequest, obj: Mapping[str, Any], chain: Ch
     members = [obj, *chain.hops]  # nearest first; the last is the ModelDeployment's direct child
     top = members[-1]
     top_label = "it" if top is obj else f"its {top.get('kind')} {(top.get('metadata') or {}).get('name')}"
-    wanted = next((child for child in rendered if child["kind"] == top.get("kind")), None)
+    top_name = (top.get("metadata") or {}).get("name")
+    wanted = next((c for c in rendered if (c["kind"], c["metadata"]["name"]) == (top.get("kind"), top_name)), None)
     if wanted is None:
-        return [f"{top_label}: devmlops renders no {top.get('kind')} for this ModelDeployment"]
+        return [f"{top_label}: devmlops renders no {top.get('kind')} named {top_name} for this ModelDeployment"]
     problems += _compare_rendered(wanted, top, top_label)
     for member, owner in itertools.pairwise(members):
         label = "it" if member is obj else f"its {member.get('kind')}"

@@ -1,4 +1,5 @@
-"""Run a reconcile plan's actions against the API server, in order: children first, then the status, then Events.
+"""Run a reconcile plan's actions against the API server, in order: children first, then the status, then Events
+(the status first when the children are rendered from it: a rollout's step, which the webhook admits them against).
 
 Nothing here decides: what to write, scale or say comes from ``reconcile.plan``. An action that fails raises (the
 caller parks the reconcile for a retry), except scaling to zero and Events, whose failure is reported, not retried
@@ -18,7 +19,15 @@ from kubernetes.dynamic import DynamicClient
 
 from devmlops.errors import DevmlopsError
 from devmlops.operator.metrics import metrics
-from devmlops.operator.reconcile import Plan, PostEvent, Retry, ScaleToZero, WriteChild, with_serving_message
+from devmlops.operator.reconcile import (
+    DeleteChild,
+    Plan,
+    PostEvent,
+    Retry,
+    ScaleToZero,
+    WriteChild,
+    with_serving_message,
+)
 
 __all__ = ["GROUP", "PLURAL", "VERSION", "Executor", "RetryRequested", "dynamic_client"]
 
@@ -49,15 +58,21 @@ class Executor:
         if plan.outcome in ("allowed", "violation"):
             metrics.reconciles.labels("ModelDeployment", plan.outcome).inc()
         status = dict(plan.status) if plan.status is not None else None
+        metadata = model["metadata"]
+        written = False
+        if status is not None and plan.status_first:
+            self.patch_status(str(metadata["namespace"]), str(metadata["name"]), {"status": status})
+            written = True
         for action in plan.actions:
             if isinstance(action, WriteChild):
                 self.write_child(action)
+            elif isinstance(action, DeleteChild):
+                self.delete_child(str(metadata["namespace"]), action)
             elif isinstance(action, ScaleToZero):
                 error = self.scale_to_zero(model, action)
                 if error and status is not None:
                     status = with_serving_message(status, action.outcome(error))
-        metadata = model["metadata"]
-        if status is not None and write_status:
+        if status is not None and write_status and not written:
             self.patch_status(str(metadata["namespace"]), str(metadata["name"]), {"status": status})
         if status is not None:
             metrics.record_phase(f"{metadata['namespace']}/{metadata['name']}", status["phase"])
@@ -96,6 +111,17 @@ class Executor:
         if action.tampered:
             metrics.child_drift.labels(wanted["kind"]).inc()
             _log.warning("drift repaired: %s %s: %s", wanted["kind"], name, "; ".join(action.tampered[:5]))
+
+    def delete_child(self, namespace: str, action: DeleteChild) -> None:
+        """Delete a child no longer rendered (already gone is fine; any other failure raises: retried)."""
+        child = action.child
+        resource = self._dynamic.resources.get(api_version=child.api_version, kind=child.kind)
+        try:
+            resource.delete(name=child.name, namespace=namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        _log.info("%s %s deleted", child.kind, child.name)
 
     def scale_to_zero(self, model: Mapping[str, Any], action: ScaleToZero) -> str:
         """Only the replica field changes (the webhook's scale-down rule, always admitted); the next reconcile that

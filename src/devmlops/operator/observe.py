@@ -16,13 +16,20 @@ from kubernetes.dynamic import DynamicClient
 from devmlops.adapters.ocisig import ImageSignatureChecker
 from devmlops.adapters.opa import OpaEngine
 from devmlops.adapters.registrycache import RegistryResolver
+from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.plan import VerificationPlan
 from devmlops.core.ports import SignatureVerifier, VerificationFailed
-from devmlops.operator.context import load_context
+from devmlops.core.render import CANARY_SUFFIX
+from devmlops.core.rollout import PROGRESSING
+from devmlops.errors import InvalidInputError
+from devmlops.operator.analysis import CanaryAnalysis
+from devmlops.operator.context import ModelContext, load_context
 from devmlops.operator.drift import ApiLookup, reevaluate
 from devmlops.operator.kserveevents import KServeWarnings
 from devmlops.operator.policies import PolicyWatch
-from devmlops.operator.reconcile import Approvals, Observation, Serving, child_keys
+from devmlops.operator.readiness import child_readiness
+from devmlops.operator.reconcile import Approvals, Observation, Serving, child_keys, timestamp
+from devmlops.operator.rollout import Measured
 
 __all__ = ["VERIFIER_IMAGE", "Observer"]
 
@@ -42,7 +49,9 @@ class Observer:
         verifier: SignatureVerifier,
         registry: RegistryResolver | None = None,
         images: ImageSignatureChecker | None = None,
+        analysis: CanaryAnalysis | None = None,
     ) -> None:
+        self._analysis = analysis or CanaryAnalysis(None)  # a gated rollout's figures (Prometheus), or none
         self._images = images  # runtime image signatures (OCI referrers), or None
         self._registry = registry  # spec.model.registry's resolver (cached, with a deadline), or None
         self._api_client = api_client
@@ -66,24 +75,10 @@ class Observer:
             registry=self._registry,
             images=self._images,
         )
-        digest = str(model["spec"]["model"]["digest"])
-        plan = VerificationPlan.for_policies(context.bundle, digest, context.policies)
-        serving: Serving | None = None
-        if decision.allowed:
-            try:
-                signed = plan.verify_signature(self._verifier)  # cached: reevaluate() verified the same bundle
-            except VerificationFailed:
-                signed = None
-            if signed is not None:
-                serving = Serving(
-                    digest=signed.digest,
-                    signer=signed.signer,
-                    plan_json=plan.to_json(),
-                    policy_revision=context.revision,
-                    verifier_image=VERIFIER_IMAGE,
-                )
+        serving = self._serving(model, context) if decision.allowed else None
         children = self.children(model)
         first = next(iter(children.values()), None)
+        now = dt.datetime.now(dt.UTC)
         return Observation(
             model=model,
             decision=decision,
@@ -98,8 +93,67 @@ class Observer:
             children=children,
             warnings=self.warnings.about(first) if first is not None else (),
             pods=self.predictor_pods(first) if first is not None else (),
-            now=dt.datetime.now(dt.UTC),
+            now=now,
+            **self._rollout(model, children, now),
         )
+
+    def _serving(self, model: Mapping[str, Any], context: ModelContext) -> Serving | None:
+        """The rendering inputs of a version that passed its decision, its signature verified again (None: not)."""
+        plan = VerificationPlan.for_policies(context.bundle, str(model["spec"]["model"]["digest"]), context.policies)
+        try:
+            signed = plan.verify_signature(self._verifier)  # cached: reevaluate() verified the same bundle
+        except VerificationFailed:
+            return None
+        return Serving(
+            digest=signed.digest,
+            signer=signed.signer,
+            plan_json=plan.to_json(),
+            policy_revision=context.revision,
+            verifier_image=VERIFIER_IMAGE,
+        )
+
+    def _rollout(
+        self, model: Mapping[str, Any], children: Mapping[tuple[str, str], Mapping[str, Any]], now: dt.datetime
+    ) -> dict[str, Any]:
+        """For a gated rollout with a stable version other than the spec's: that version decided and verified again,
+        the new version's readiness, and its figures over the running step."""
+        try:
+            parsed = parse_model_deployment(model)
+        except InvalidInputError:
+            return {}
+        rollout = (model.get("status") or {}).get("rollout") or {}
+        stable_spec = rollout.get("stableSpec")
+        digest = parsed.spec.model.digest
+        if parsed.spec.gated_rollout is None or not stable_spec or rollout.get("stableDigest") == digest:
+            return {}
+        stable = {**model, "spec": stable_spec}
+        policies = self._policies.snapshot()
+        decision = reevaluate(
+            stable,
+            policies,
+            self._lookup,
+            verifier=self._verifier,
+            engine=self._engine,
+            registry=self._registry,
+            images=self._images,
+        )
+        stable_serving = None
+        if decision.allowed:
+            context = load_context(self._api_client, stable, self._lookup, policies, self._registry, self._images)
+            stable_serving = self._serving(stable, context)
+        name = parsed.metadata.name
+        deployment = children.get(("Deployment", name + CANARY_SUFFIX))
+        readiness = child_readiness(deployment, (), ()) if deployment is not None else None
+        ready = (readiness is not None and readiness.status == "True", readiness.message if readiness else "not there")
+        measured: Measured | None = None
+        same = rollout.get("canaryDigest") == digest and rollout.get("generation") == parsed.metadata.generation
+        if same and rollout.get("phase") == PROGRESSING and int(rollout.get("step", -1)) >= 0:
+            canary = parsed.spec.gated_rollout
+            started = str(rollout.get("stepStarted") or timestamp(now))
+            elapsed = (now - dt.datetime.fromisoformat(started.replace("Z", "+00:00"))).total_seconds()
+            window = int(min(max(elapsed, 0), canary.step_seconds)) + 1
+            measured = self._analysis.measure(parsed.metadata.namespace, name, digest, window)
+        return {"stable_serving": stable_serving, "canary_ready": ready, "measured": measured}
 
     def predictor_pods(self, child: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The Pods KServe's predictor runs for an InferenceService that KServe reports not Ready ([] otherwise, and

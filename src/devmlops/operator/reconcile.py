@@ -14,16 +14,19 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from devmlops.core.compare import differences, metadata_differences
-from devmlops.core.manifests import parse_model_deployment
+from devmlops.core.manifests import ModelDeployment, parse_model_deployment
 from devmlops.core.model import Decision
-from devmlops.core.render import ANNOTATION_POLICY_REVISION, render_children
+from devmlops.core.render import ANNOTATION_POLICY_REVISION, CanaryRendering, render_children
+from devmlops.core.rollout import render_serving, what_serves
 from devmlops.errors import InvalidInputError
 from devmlops.operator.conditions import ConditionStatus, set_condition
 from devmlops.operator.readiness import Readiness, child_readiness, waiting_for
+from devmlops.operator.rollout import Measured, RolloutStep, next_step
 
 __all__ = [
     "Approvals",
     "ChildRef",
+    "DeleteChild",
     "Observation",
     "Plan",
     "PostEvent",
@@ -82,6 +85,12 @@ class Observation:
     warnings: Sequence[Mapping[str, Any]] = ()  # the controller's Warning Events about the first child (KServe's)
     pods: Sequence[Mapping[str, Any]] = ()  # a not-Ready InferenceService's predictor Pods (readiness.py)
     now: dt.datetime
+    # A gated rollout (operator/rollout.py): the stable version's rendering inputs, verified again (None: it did not
+    # verify, or no stable version differs from the spec), whether the new version is ready (and why not), and its
+    # figures over the running step (None: no step is running).
+    stable_serving: Serving | None = None
+    canary_ready: tuple[bool, str] = (False, "the new version's Deployment is not there yet")
+    measured: Measured | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +111,13 @@ class WriteChild:
     @property
     def tampered(self) -> tuple[str, ...]:
         return tuple(d for d in self.drift if "replicas" not in d.lower())  # a scale back up is no drift
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteChild:
+    """Remove a child the rendering no longer has (a finished rollout's new-version Deployment and Service)."""
+
+    child: ChildRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +147,7 @@ class Retry:
     reason: str
 
 
-Action = WriteChild | ScaleToZero | PostEvent | Retry
+Action = WriteChild | DeleteChild | ScaleToZero | PostEvent | Retry
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +155,7 @@ class Plan:
     outcome: Outcome
     status: dict[str, Any] | None = None  # the status to write (None: write nothing)
     actions: tuple[Action, ...] = ()
+    status_first: bool = False  # the children are rendered from the new status (a rollout's step): write it first
 
 
 def timestamp(now: dt.datetime) -> str:
@@ -152,9 +169,11 @@ def child_keys(model: Mapping[str, Any]) -> list[ChildRef]:
         parsed = parse_model_deployment(model)
     except InvalidInputError:
         return []
+    # A gated rollout may have the new version's children too: observed, so that a finished rollout removes them.
+    canary = CanaryRendering(parsed, "", 0) if parsed.spec.gated_rollout is not None else None
     return [
         ChildRef(child["apiVersion"], child["kind"], child["metadata"]["name"])
-        for child in render_children(parsed, plan_json="", verifier_image="")
+        for child in render_children(parsed, plan_json="", verifier_image="", canary=canary)
     ]
 
 
@@ -286,31 +305,46 @@ def _awaiting_approval(observed: Observation, status: _Status) -> Plan:
     return Plan("allowed", result, (*actions, *_phase_event(model, result)))
 
 
+def _rollout_step(observed: Observation, parsed: ModelDeployment) -> RolloutStep | None:
+    if parsed.spec.gated_rollout is None:
+        return None
+    return next_step(
+        observed.model, parsed, canary_ready=observed.canary_ready, measured=observed.measured, now=observed.now
+    )
+
+
 def _admitted(observed: Observation, status: _Status) -> Plan:
     model, serving = observed.model, observed.serving
     if serving is None:  # admitted by decide() but not verified again just after: a race with a revocation
         return Plan("error", actions=(Retry("the signature did not verify again after the decision; retried"),))
     status.set("SignatureVerified", "True", "Verified", f"{serving.digest} signed by {serving.signer}")
-    rendered = render_children(
-        parse_model_deployment(model),  # admitted: decide() parsed it
+    parsed = parse_model_deployment(model)  # admitted: decide() parsed it
+    step = _rollout_step(observed, parsed)
+    stored_rollout = (model.get("status") or {}).get("rollout")
+    rollout = step.status if step is not None and step.status is not None else stored_rollout
+    serves = what_serves(parsed, {"rollout": rollout}, parsed.metadata.generation)
+    stable = observed.stable_serving
+    if serves.stable is not None and stable is None:
+        why = "the stable version's signature did not verify again; children kept as they are, retried"
+        return Plan("error", actions=(Retry(why),))
+    rendered = render_serving(
+        parsed,
+        {"rollout": rollout},
         plan_json=serving.plan_json,
+        stable_plan_json=stable.plan_json if stable is not None else "",
         verifier_image=serving.verifier_image,
         policy_revision=serving.policy_revision,
     )
-    actions: list[Action] = []
-    for wanted in rendered:
-        current = observed.children.get((wanted["kind"], wanted["metadata"]["name"]))
-        if current is None:
-            actions.append(WriteChild(wanted))
-            continue
-        drift = drift_of(wanted, current)
-        if drift:
-            write = WriteChild(wanted, current, tuple(drift))
-            actions.append(write)
-            if write.tampered:
-                name = f"{wanted['kind']} {wanted['metadata']['name']}"
-                message = f"{name} replaced whole: {'; '.join(write.tampered[:5])}"
-                actions.append(PostEvent("Warning", "DriftRepaired", message))
+    # A step of the rollout changes the children on purpose (a share, a version): written without a drift report.
+    moved = step is not None and step.status is not None and step.status != stored_rollout
+    reshaped = moved and serves != what_serves(parsed, {"rollout": stored_rollout}, parsed.metadata.generation)
+    actions: list[Action] = [*_child_writes(observed, rendered, expected=reshaped)]
+    wanted_keys = {(child["kind"], child["metadata"]["name"]) for child in rendered}
+    actions += [
+        DeleteChild(ChildRef(str(child["apiVersion"]), kind, name))
+        for (kind, name), child in observed.children.items()
+        if (kind, name) not in wanted_keys
+    ]
     first = rendered[0]
     stored = observed.children.get((first["kind"], first["metadata"]["name"]))
     readiness = (
@@ -325,8 +359,32 @@ def _admitted(observed: Observation, status: _Status) -> Plan:
         signer=serving.signer,
         child={"apiVersion": first["apiVersion"], "kind": first["kind"], "name": first["metadata"]["name"]},
         **({"registryVersion": resolved[0]} if resolved else {}),
+        **({"rollout": rollout} if rollout is not None and parsed.spec.gated_rollout is not None else {}),
     )
-    return Plan("allowed", result, (*actions, *_phase_event(model, result)))
+    events = [PostEvent(kind, reason, message) for kind, reason, message in (step.events if step else ())]
+    return Plan("allowed", result, (*actions, *events, *_phase_event(model, result)), status_first=moved)
+
+
+def _child_writes(observed: Observation, rendered: Sequence[dict[str, Any]], *, expected: bool) -> list[Action]:
+    """Create or replace what differs from the rendering; a difference nobody planned (``expected`` False) is drift:
+    repaired, and reported."""
+    actions: list[Action] = []
+    for wanted in rendered:
+        current = observed.children.get((wanted["kind"], wanted["metadata"]["name"]))
+        if current is None:
+            actions.append(WriteChild(wanted))
+            continue
+        drift = drift_of(wanted, current)
+        if drift and expected:
+            actions.append(WriteChild(wanted, current))
+        elif drift:
+            write = WriteChild(wanted, current, tuple(drift))
+            actions.append(write)
+            if write.tampered:
+                name = f"{wanted['kind']} {wanted['metadata']['name']}"
+                message = f"{name} replaced whole: {'; '.join(write.tampered[:5])}"
+                actions.append(PostEvent("Warning", "DriftRepaired", message))
+    return actions
 
 
 def status_write_needed(model: Mapping[str, Any], result: Mapping[str, Any]) -> bool:

@@ -18,12 +18,15 @@ from devmlops.core.evidence import DEFAULT_SERVER_IMAGES, ApprovalState, Chain, 
 from devmlops.core.exemptions import BreakGlass, Exemption
 from devmlops.core.gates.compliance import EffectiveTier, effective_tier
 from devmlops.core.guard import tightest
+from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.model import Decision
 from devmlops.core.mutation import stamp_patch
 from devmlops.core.plan import VerificationPlan
 from devmlops.core.policy import Authority, Policy, PolicySet, image_authorities
 from devmlops.core.ports import PolicyEngine, SignatureVerifier, SignedModel
+from devmlops.core.render import CANARY_SUFFIX
 from devmlops.core.review import AdmissionRequest
+from devmlops.core.rollout import what_serves
 from devmlops.core.serving import may_serve, model_request
 from devmlops.core.workloads import (
     ENFORCE_LABEL,
@@ -32,6 +35,7 @@ from devmlops.core.workloads import (
     controller_of,
     service_owner_candidates,
 )
+from devmlops.errors import InvalidInputError
 from devmlops.webhook.metrics import WebhookMetrics
 
 __all__ = ["AdmissionService", "TimedVerifier"]
@@ -222,7 +226,8 @@ class AdmissionService:
             return ()
         name = _name(model)
         kind = str(((model.get("spec") or {}).get("runtime") or {}).get("kind") or "")
-        names = [name] if kind == "triton" else [name + s for s in SERVICE_SUFFIXES if s]
+        # Triton's Service, and its new version's during a gated rollout (core/render.py); KServe's by its suffixes.
+        names = [name, name + CANARY_SUFFIX] if kind == "triton" else [name + s for s in SERVICE_SUFFIXES if s]
         found = []
         for candidate in names:
             service = self._lookup.service(namespace, candidate)
@@ -321,16 +326,39 @@ class AdmissionService:
         selecting = select_policies(
             self._policies(), namespace=namespace, namespace_labels=labels, model_name=model_name
         )
-        evidence = self._model_evidence(model, dt.datetime.now(dt.UTC))
-        bundle = evidence.signatures[0].text if evidence.signatures and evidence.signatures[0].text else ""
-        digest = str(((model.get("spec") or {}).get("model") or {}).get("digest") or "")
+        decision, plan_json = self._decided_version(model, child, selecting)
+        stable_decision, stable_plan_json = None, ""
+        try:
+            parsed = parse_model_deployment(model)
+            serves = what_serves(parsed, model.get("status"), parsed.metadata.generation)
+        except InvalidInputError as exc:
+            return Chain(hops=hops, broken=f"ModelDeployment {_name(model)} cannot be rendered: {exc.user_message}")
+        if serves.stable is not None:
+            # A gated rollout (core/rollout.py): the version the status names as stable is decided again, gate by
+            # gate, as if it were the spec; a child rendered from it is admitted on that decision.
+            stable_model = {**model, "spec": (model.get("status") or {})["rollout"]["stableSpec"]}
+            stable_decision, stable_plan_json = self._decided_version(stable_model, child, selecting)
+            top = hops[-1] if hops else child.object or {}
+            if _name(top) == _name(model) or not serves.canary:  # the stable version's child, not the new one's
+                decision = stable_decision
         return Chain(
             hops=hops,
             model=model,
-            decision=self._serving_decision(model, child, evidence),
-            plan_json=VerificationPlan.for_policies(bundle, digest, selecting).to_json(),
+            decision=decision,
+            plan_json=plan_json,
+            stable_plan_json=stable_plan_json,
             image_allow_lists=_image_allow_lists(selecting),
         )
+
+    def _decided_version(
+        self, model: Mapping[str, Any], child: AdmissionRequest, selecting: Sequence[Policy]
+    ) -> tuple[Decision, str]:
+        """One version of a ModelDeployment decided at the serving stage, and its verification plan."""
+        evidence = self._model_evidence(model, dt.datetime.now(dt.UTC))
+        bundle = evidence.signatures[0].text if evidence.signatures and evidence.signatures[0].text else ""
+        digest = str(((model.get("spec") or {}).get("model") or {}).get("digest") or "")
+        plan_json = VerificationPlan.for_policies(bundle, digest, selecting).to_json()
+        return self._serving_decision(model, child, evidence), plan_json
 
     def _serving_decision(self, model: Mapping[str, Any], child: AdmissionRequest, evidence: Evidence) -> Decision:
         """The owner decided again at the serving stage: signature, policies, approval, Rego."""

@@ -1,0 +1,296 @@
+"""The gated rollout as pure plans: a new digest tried beside the stable version, step by step, promoted only on a
+passing analysis, rolled back on any failure (fake observations and clock; the real run is in
+tests/integration/test_rollout.py)."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+
+from devmlops.core.manifests import parse_model_deployment
+from devmlops.core.model import Decision, GateResult
+from devmlops.core.render import CANARY_SUFFIX, LABEL_CANARY_OF, LABEL_MODEL_DEPLOYMENT
+from devmlops.core.rollout import what_serves
+from devmlops.operator.reconcile import (
+    DeleteChild,
+    Observation,
+    Plan,
+    PostEvent,
+    Retry,
+    Serving,
+    WriteChild,
+    child_keys,
+    plan,
+)
+from devmlops.operator.rollout import Measured, analyse
+
+OLD, NEW = "sha256:" + "aa" * 32, "sha256:" + "bb" * 32
+T0 = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
+PASS = Decision((GateResult(gate="signature", outcome="pass", reason="verified", policy="p"),), signer="release")
+GOOD = Measured(requests=100, error_rate=0.0, blocked_rate=0.0, p99_seconds=0.05, drift_psi=0.01)
+BAD = Measured(requests=100, error_rate=0.4, blocked_rate=0.0, p99_seconds=0.05, drift_psi=0.01)
+
+
+def serving(digest: str) -> Serving:
+    return Serving(
+        digest=digest,
+        signer="release",
+        plan_json=json.dumps({"digest": digest}),
+        policy_revision="r1",
+        verifier_image="v",
+    )
+
+
+def md(
+    digest: str = OLD, *, generation: int = 1, guard: bool = True, rollout: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "model": {"name": "fraud", "uri": "s3://models/fraud", "digest": digest},
+        "runtime": {"kind": "triton", "image": "registry.local/triton@sha256:" + "1" * 64, "replicas": 1},
+        "rollout": {
+            "strategy": "canary",
+            "canary": {"trafficPercent": 10, "steps": [10, 50], "stepSeconds": 60, "readySeconds": 300},
+        },
+    }
+    if guard:
+        spec["guard"] = {"rateLimit": {"requestsPerSecond": 100, "burst": 10}}
+    model = {
+        "apiVersion": "devmlops.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "fraud", "namespace": "ml", "uid": "md-uid", "generation": generation},
+        "spec": spec,
+    }
+    if rollout is not None:
+        model["status"] = {"phase": "Admitted", "rollout": rollout}
+    return model
+
+
+class Cluster:
+    """Stores what each plan writes, as the executor would, so the next plan observes it."""
+
+    def __init__(self, model: dict[str, Any]) -> None:
+        self.model = model
+        self.children: dict[tuple[str, str], dict[str, Any]] = {}
+        self.ready_canary = False
+
+    def observe(self, now: dt.datetime, measured: Measured | None = None, *, stable_ok: bool = True) -> Observation:
+        rollout = (self.model.get("status") or {}).get("rollout") or {}
+        stable_digest = rollout.get("stableDigest")
+        digest = self.model["spec"]["model"]["digest"]
+        stable = serving(stable_digest) if stable_ok and stable_digest and stable_digest != digest else None
+        return Observation(
+            model=self.model,
+            decision=PASS,
+            serving=serving(digest),
+            children=dict(self.children),
+            now=now,
+            stable_serving=stable,
+            canary_ready=(self.ready_canary, "0/1 replicas available"),
+            measured=measured,
+        )
+
+    def apply(self, planned: Plan) -> Plan:
+        for action in planned.actions:
+            if isinstance(action, WriteChild):
+                self.children[(action.wanted["kind"], action.wanted["metadata"]["name"])] = copy.deepcopy(action.wanted)
+            elif isinstance(action, DeleteChild):
+                del self.children[(action.child.kind, action.child.name)]
+        if planned.status is not None:
+            self.model = {**self.model, "status": planned.status}
+        return planned
+
+    def step(self, now: dt.datetime, measured: Measured | None = None) -> Plan:
+        return self.apply(plan(self.observe(now, measured)))
+
+    def change_to(self, digest: str, generation: int) -> None:
+        spec = {**self.model["spec"], "model": {**self.model["spec"]["model"], "digest": digest}}
+        self.model = {**self.model, "spec": spec, "metadata": {**self.model["metadata"], "generation": generation}}
+
+
+def guard_config(deployment: dict[str, Any]) -> dict[str, Any]:
+    guard = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "devmlops-guard")
+    arg = next(a for a in guard["args"] if a.startswith("--config="))
+    return dict(json.loads(arg.removeprefix("--config=")))
+
+
+def digest_of(deployment: dict[str, Any]) -> str:
+    return str(deployment["metadata"]["annotations"]["devmlops.io/model-digest"])
+
+
+def events(planned: Plan) -> list[str]:
+    return [a.reason for a in planned.actions if isinstance(a, PostEvent)]
+
+
+@pytest.fixture
+def serving_old() -> Cluster:
+    cluster = Cluster(md())
+    first = cluster.step(T0)
+    assert first.status is not None
+    assert first.status["rollout"]["phase"] == "Stable"
+    assert first.status["rollout"]["stableDigest"] == OLD
+    assert set(cluster.children) == {("Deployment", "fraud"), ("Service", "fraud")}
+    cluster.change_to(NEW, 2)
+    return cluster
+
+
+def test_a_new_digest_starts_beside_the_stable_version_without_traffic(serving_old: Cluster) -> None:
+    started = serving_old.step(T0)
+    assert started.status_first, "the webhook renders the children from the status: it must be written first"
+    assert "RolloutStarted" in events(started)
+    rollout = serving_old.model["status"]["rollout"]
+    assert (rollout["phase"], rollout["step"], rollout["weight"]) == ("Progressing", -1, 0)
+    stable, canary = serving_old.children[("Deployment", "fraud")], serving_old.children[("Deployment", "fraud-canary")]
+    assert (digest_of(stable), digest_of(canary)) == (OLD, NEW)
+    assert "split" not in guard_config(stable)
+    # The stable Service never selects the new version's Pods.
+    service = serving_old.children[("Service", "fraud")]
+    pod_labels = canary["spec"]["template"]["metadata"]["labels"]
+    assert not all(pod_labels.get(k) == v for k, v in service["spec"]["selector"].items())
+    assert serving_old.children[("Service", "fraud" + CANARY_SUFFIX)]["spec"]["selector"] == {LABEL_CANARY_OF: "fraud"}
+    assert canary["metadata"]["labels"][LABEL_MODEL_DEPLOYMENT] == "fraud"  # the operator's watch maps it back
+    assert serving_old.model["status"]["child"]["name"] == "fraud"  # the stable Deployment stays the named child
+
+
+def test_good_steps_promote_the_new_version_and_remove_the_canary(serving_old: Cluster) -> None:
+    serving_old.step(T0)
+    serving_old.ready_canary = True
+    first = serving_old.step(T0 + dt.timedelta(seconds=5))
+    assert "RolloutStep" in events(first)
+    assert "DriftRepaired" not in events(first), "a planned change is no drift"
+    assert guard_config(serving_old.children[("Deployment", "fraud")])["split"] == {
+        "upstream": "http://fraud-canary.ml.svc:8000",
+        "weight": 10,
+    }
+    early = serving_old.step(T0 + dt.timedelta(seconds=30), GOOD)  # within the step: judged, not moved on
+    assert serving_old.model["status"]["rollout"]["weight"] == 10
+    assert not events(early)
+    assert all(c["passed"] for c in serving_old.model["status"]["rollout"]["analysis"])
+    serving_old.step(T0 + dt.timedelta(seconds=70), GOOD)
+    assert guard_config(serving_old.children[("Deployment", "fraud")])["split"]["weight"] == 50
+    promoted = serving_old.step(T0 + dt.timedelta(seconds=140), GOOD)
+    assert "Promoted" in events(promoted)
+    assert any(isinstance(a, DeleteChild) and a.child.name == "fraud-canary" for a in promoted.actions)
+    assert set(serving_old.children) == {("Deployment", "fraud"), ("Service", "fraud")}
+    stable = serving_old.children[("Deployment", "fraud")]
+    assert digest_of(stable) == NEW
+    assert "split" not in guard_config(stable)
+    rollout = serving_old.model["status"]["rollout"]
+    assert (rollout["phase"], rollout["stableDigest"]) == ("Promoted", NEW)
+    assert rollout["stableSpec"]["model"]["digest"] == NEW
+    again = serving_old.step(T0 + dt.timedelta(seconds=200))  # nothing new to try: nothing moves
+    assert not [a for a in again.actions if isinstance(a, (WriteChild, DeleteChild))]
+
+
+def test_a_high_error_rate_rolls_back_at_once_and_stays_rolled_back(serving_old: Cluster) -> None:
+    serving_old.step(T0)
+    serving_old.ready_canary = True
+    serving_old.step(T0 + dt.timedelta(seconds=5))
+    rolled = serving_old.step(T0 + dt.timedelta(seconds=10), BAD)  # mid-step: no waiting for the window's end
+    assert "RolledBack" in events(rolled)
+    rollout = serving_old.model["status"]["rollout"]
+    assert rollout["phase"] == "RolledBack"
+    assert "errorRate 0.4 (bound 0.05)" in rollout["message"]
+    assert set(serving_old.children) == {("Deployment", "fraud"), ("Service", "fraud")}
+    stable = serving_old.children[("Deployment", "fraud")]
+    assert digest_of(stable) == OLD
+    assert "split" not in guard_config(stable)
+    later = serving_old.step(T0 + dt.timedelta(minutes=10), GOOD)
+    assert serving_old.model["status"]["rollout"]["phase"] == "RolledBack"
+    assert not events(later)
+    serving_old.change_to("sha256:" + "cc" * 32, 3)  # a new version: tried again
+    assert "RolloutStarted" in events(serving_old.step(T0 + dt.timedelta(minutes=11)))
+
+
+@pytest.mark.parametrize(
+    ("measured", "why"),
+    [
+        (Measured(error="Prometheus at http://prom:9090 refused the query"), "the analysis could not run"),
+        (None, "no figures were read"),
+        (Measured(requests=50, error_rate=0.0, blocked_rate=0.0, p99_seconds=None), "p99LatencySeconds no figure"),
+    ],
+)
+def test_an_analysis_that_cannot_judge_rolls_back(serving_old: Cluster, measured: Measured | None, why: str) -> None:
+    serving_old.model["spec"]["rollout"]["canary"]["analysis"] = {"maxP99LatencySeconds": 0.5}
+    serving_old.step(T0)
+    serving_old.ready_canary = True
+    serving_old.step(T0 + dt.timedelta(seconds=5))
+    serving_old.step(T0 + dt.timedelta(seconds=10), measured)
+    rollout = serving_old.model["status"]["rollout"]
+    assert rollout["phase"] == "RolledBack"
+    assert why in rollout["message"]
+
+
+def test_too_few_requests_wait_and_never_promote(serving_old: Cluster) -> None:
+    serving_old.step(T0)
+    serving_old.ready_canary = True
+    serving_old.step(T0 + dt.timedelta(seconds=5))
+    serving_old.step(T0 + dt.timedelta(minutes=30), Measured(requests=3, error_rate=0.0))
+    rollout = serving_old.model["status"]["rollout"]
+    assert (rollout["phase"], rollout["weight"]) == ("Progressing", 10)
+    assert "3 of the 20 requests" in rollout["message"]
+
+
+def test_a_new_version_that_never_becomes_ready_never_gets_traffic(serving_old: Cluster) -> None:
+    serving_old.step(T0)
+    waiting = serving_old.step(T0 + dt.timedelta(seconds=200))
+    assert serving_old.model["status"]["rollout"]["weight"] == 0
+    assert not events(waiting)
+    serving_old.step(T0 + dt.timedelta(seconds=301))
+    rollout = serving_old.model["status"]["rollout"]
+    assert rollout["phase"] == "RolledBack"
+    assert "not ready within 300 s: 0/1 replicas available" in rollout["message"]
+    assert all("split" not in guard_config(c) for (k, _n), c in serving_old.children.items() if k == "Deployment")
+
+
+def test_a_stable_version_that_does_not_verify_again_keeps_everything_and_retries(serving_old: Cluster) -> None:
+    serving_old.step(T0)
+    planned = plan(serving_old.observe(T0 + dt.timedelta(seconds=5), stable_ok=False))
+    assert [type(a) for a in planned.actions] == [Retry]
+    assert planned.status is None
+
+
+def test_a_stable_version_without_a_guard_is_replaced_directly() -> None:
+    cluster = Cluster(md(guard=False, rollout=None))
+    cluster.model["spec"]["rollout"] = {"strategy": "direct"}
+    cluster.step(T0)
+    cluster.model["spec"] = {**md(NEW)["spec"]}
+    cluster.model["metadata"]["generation"] = 2
+    cluster.model["status"]["rollout"] = {"phase": "Stable", "stableDigest": OLD, "stableSpec": md(guard=False)["spec"]}
+    cluster.step(T0)
+    assert cluster.model["status"]["rollout"]["phase"] == "Promoted"
+    assert "no guard to split" in cluster.model["status"]["rollout"]["message"]
+    assert digest_of(cluster.children[("Deployment", "fraud")]) == NEW
+
+
+def test_child_keys_cover_the_canary_children_so_a_finished_rollout_finds_them() -> None:
+    names = {(ref.kind, ref.name) for ref in child_keys(md())}
+    assert names == {
+        ("Deployment", "fraud"),
+        ("Service", "fraud"),
+        ("Deployment", "fraud-canary"),
+        ("Service", "fraud-canary"),
+    }
+
+
+def test_what_serves_ignores_a_status_about_another_spec() -> None:
+    progressing = {"phase": "Progressing", "generation": 2, "canaryDigest": NEW, "stableDigest": OLD, "weight": 10}
+    progressing["stableSpec"] = md()["spec"]
+    parsed = parse_model_deployment(md(NEW, generation=2))
+    assert what_serves(parsed, {"rollout": progressing}, 2).canary
+    assert what_serves(parsed, {"rollout": progressing}, 3).stable is None  # the spec moved on since
+    other = parse_model_deployment(md("sha256:" + "cc" * 32, generation=2))
+    assert what_serves(other, {"rollout": progressing}, 2).stable is None
+
+
+def test_analysis_bounds() -> None:
+    canary = parse_model_deployment(md()).spec.gated_rollout
+    assert canary is not None
+    verdict, checks, _why = analyse(GOOD, canary.analysis)
+    assert verdict == "pass"
+    assert [c.check for c in checks] == ["errorRate"]
+    assert analyse(BAD, canary.analysis)[0] == "fail"
+    assert analyse(Measured(requests=19, error_rate=1.0), canary.analysis)[0] == "wait"
