@@ -1,8 +1,8 @@
 """Real servers for the guard's tests, on loopback: MLServer (Seldon's v2 server that KServe's sklearn runtime
 runs) from PyPI in its own virtual environment, cached outside the repository, serving a scikit-learn model trained
-here on a dataset scikit-learn ships; and an OpenAI-compatible chat server written for the tests, which records
+here on a dataset scikit-learn ships; an OpenAI-compatible chat server written for the tests, which records
 every request it receives (so a test can show what never reached the model) and answers or streams a scripted
-completion."""
+completion; and a v2 server whose answers fail at a chosen rate (a model version that errors, for rollouts)."""
 
 from __future__ import annotations
 
@@ -143,3 +143,52 @@ class ChatServer:
     def prompts(self) -> list[str]:
         with self._lock:
             return [str(m.get("content")) for body in self.received for m in body.get("messages") or []]
+
+
+class V2Server:
+    """The Open Inference Protocol (v2) on 127.0.0.1: health answers 200; every ``fail_every``-th inference request
+    (0: none) answers 500, the others a fixed prediction. ``served`` counts inference requests."""
+
+    def __init__(self, fail_every: int = 0) -> None:
+        self.served = 0
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self._send(200, b"{}")
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with outer._lock:
+                    outer.served += 1
+                    failing = fail_every > 0 and outer.served % fail_every == 0
+                if failing:
+                    self._send(500, b'{"error":"the model raised"}')
+                    return
+                outputs = [{"name": "predict", "shape": [1], "datatype": "INT64", "data": [1]}]
+                self._send(200, json.dumps({"model_name": "m", "outputs": outputs}).encode())
+
+            def _send(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> V2Server:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -19,6 +19,7 @@ from devmlops.operator.observe import Observer
 from devmlops.operator.readiness import child_readiness
 from devmlops.operator.reconcile import going_away, plan, readiness_patch, status_write_needed
 from devmlops.operator.retries import Key, RetryQueue
+from devmlops.operator.rollout import rolling_out
 
 __all__ = ["Driver"]
 
@@ -67,6 +68,8 @@ class Driver:
             status = self.executor.run(planned, model, write_status=write, post=post)
             self.guard.reconciled(key, generation)
         self.retries.discard(key)
+        if rolling_out(status):  # its next step and its analysis: looked at again within seconds
+            self.retries.add(key)
         return status
 
     def reconcile_parking(

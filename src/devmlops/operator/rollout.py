@@ -23,7 +23,7 @@ from typing import Any, Literal
 from devmlops.core.manifests import Analysis, Canary, ModelDeployment
 from devmlops.core.rollout import PROGRESSING, PROMOTED, ROLLED_BACK, STABLE
 
-__all__ = ["Check", "Measured", "RolloutStep", "analyse", "next_step"]
+__all__ = ["Check", "Measured", "RolloutStep", "analyse", "next_step", "rolling_out"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -249,3 +249,8 @@ def _promote(rollout: Mapping[str, Any], spec: dict[str, Any], checks: tuple[Che
         "message": message,
     }
     return RolloutStep(status, (("Normal", "Promoted", message),), promoted=True)
+
+
+def rolling_out(status: Mapping[str, Any] | None) -> bool:
+    """A rollout is in progress: the operator looks at it again every few seconds, not at the next re-check round."""
+    return ((status or {}).get("rollout") or {}).get("phase") == PROGRESSING
