@@ -92,9 +92,6 @@ class Prometheus(Lifecycle):
         if self._process is not None:
             self._process.stop()
 
-    def log_tail(self) -> str:
-        return self._process.log_tail() if self._process else "(not started)"
-
     def _config(self) -> dict[str, object]:
         return {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
