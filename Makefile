@@ -48,8 +48,9 @@ test-rego: ## opa fmt, opa check --strict and opa test with at least 90% coverag
 		{ "$$opa" test --ignore samples policies; echo "opa test failed or coverage is under 90%"; exit 1; }; \
 	$(PY) -c 'import json; print("rego coverage: %.1f%%" % json.load(open(".rego-coverage.json"))["coverage"])'
 
-registries: $(STAMP) ## The registries the tests and `make run` start: MLflow's venv, the OCI registry and cosign (cached)
+registries: $(STAMP) ## What the tests and `make run` start besides the control plane: MLflow's venv, the OCI registry, cosign and Prometheus (cached)
 	$(PY) -c 'from devmlops.harness.mlflow import mlflow_venv; from devmlops.harness.oci import oci_tools; mlflow_venv(print); oci_tools(log=print)'
+	$(PY) -c 'from devmlops.harness.prometheus import prometheus_binary; prometheus_binary(print)'
 
 test: lint test-rego $(STAMP) ## Lint, type check, Rego tests, unit and integration tests (what CI runs)
 	DEVMLOPS_TOOLS_DIR="$(TOOLS_DIR)" DEVMLOPS_REQUIRE_INTEGRATION=1 $(PY) -m pytest

@@ -246,6 +246,12 @@ def _configuration_ref(text: str) -> tuple[str, str]:
 @click.option("--verification-timeout", default=3.0, show_default=True, help="Seconds allowed for one verification.")
 @click.option("--metrics-port", default=0, show_default=True, help="Serve Prometheus /metrics on this port (0: off).")
 @click.option(
+    "--prometheus-url",
+    envvar="DEVMLOPS_PROMETHEUS_URL",
+    default=None,
+    help="Prometheus the canary rollout's analysis queries for the guards' metrics (DEVMLOPS_PROMETHEUS_URL).",
+)
+@click.option(
     "--webhook-tls-secret",
     metavar="NAMESPACE/NAME",
     help="Keep the webhook's serving certificate in this kubernetes.io/tls Secret (turns certificate keeping on).",
@@ -283,6 +289,7 @@ def operator(
     recheck_interval: float,
     verification_timeout: float,
     metrics_port: int,
+    prometheus_url: str | None,
     webhook_tls_secret: str | None,
     webhook_ca_secret: str | None,
     webhook_hosts: tuple[str, ...],
@@ -340,6 +347,7 @@ def operator(
             recheck_seconds=recheck_interval,
             verification_timeout_seconds=verification_timeout,
             metrics_port=metrics_port,
+            prometheus_url=prometheus_url or None,
             certificates=certificates,
             mlflow_tracking_uri=mlflow_tracking_uri,
             registry_timeout_seconds=registry_timeout,

@@ -9,7 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ConfigurationError", "DevmlopsError", "EvidenceUnavailableError", "HarnessError", "InvalidInputError"]
+__all__ = [
+    "ConfigurationError",
+    "DevmlopsError",
+    "EvidenceUnavailableError",
+    "HarnessError",
+    "InvalidInputError",
+    "MetricsUnavailableError",
+]
 
 
 class DevmlopsError(Exception):
@@ -35,3 +42,8 @@ class HarnessError(DevmlopsError):
 
 class EvidenceUnavailableError(DevmlopsError):
     """An evidence source this installation may not read (e.g. a Secret outside the configured namespaces)."""
+
+
+class MetricsUnavailableError(DevmlopsError):
+    """A metrics query could not be answered (Prometheus unreachable, slow, refusing the query, or answering something
+    that is not one number); whoever asked treats it as a failed analysis, never as a pass."""

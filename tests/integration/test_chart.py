@@ -25,6 +25,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.kube import api_client
+from devmlops.core.render import GUARD_CONTAINER, GUARD_METRICS_PORT, GUARDED_PORTS, LABEL_MODEL_SERVER
 from devmlops.harness.controlplane import ControlPlane
 from devmlops.harness.kserve import install_kserve_crds
 from devmlops.harness.processes import ManagedProcess, free_port
@@ -143,6 +144,32 @@ def test_the_operator_keeps_certificates_by_default_and_cert_manager_when_asked(
     assert annotation == {"cert-manager.io/inject-ca-from": "devmlops-system/devmlops-webhook"}
 
 
+def test_the_guards_pod_monitor_and_the_operators_prometheus_follow_the_values(tools_dir: Path) -> None:
+    default = render(tools_dir)
+    assert not [d for d in default if d["kind"] == "PodMonitor"]
+    operator = find(default, "Deployment", "devmlops-operator")["spec"]["template"]["spec"]["containers"][0]
+    assert "DEVMLOPS_PROMETHEUS_URL" not in [e["name"] for e in operator["env"]]
+    docs = render(tools_dir, "-f", str(CHART / "ci" / "monitoring-values.yaml"))
+    monitor = find(docs, "PodMonitor", "devmlops-guard")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    assert monitor["spec"]["selector"] == {"matchExpressions": [{"key": LABEL_MODEL_SERVER, "operator": "Exists"}]}
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"], endpoint["scheme"]) == ("metrics", "/metrics", "http")
+    assert dict(GUARDED_PORTS)["metrics"] == GUARD_METRICS_PORT  # the port named "metrics" on a guarded Pod
+    assert endpoint["relabelings"] == [
+        {"sourceLabels": ["__meta_kubernetes_pod_container_name"], "regex": GUARD_CONTAINER, "action": "keep"}
+    ]
+    operator = find(docs, "Deployment", "devmlops-operator")["spec"]["template"]["spec"]["containers"][0]
+    url = {"name": "DEVMLOPS_PROMETHEUS_URL", "value": "http://prometheus-operated.monitoring.svc:9090"}
+    assert url in operator["env"]
+    # With watched namespaces and no list of its own, the PodMonitor looks where the operator renders.
+    namespaced = render(
+        tools_dir, "--set", "metrics.podMonitor.enabled=true", "--set", "operator.watchNamespaces={a,b}"
+    )
+    assert find(namespaced, "PodMonitor")["spec"]["namespaceSelector"] == {"matchNames": ["a", "b"]}
+
+
 def test_the_chart_and_the_local_stack_register_the_same_webhook_rules(tools_dir: Path) -> None:
     chart = find(render(tools_dir), "ValidatingWebhookConfiguration")
     local = validating_webhook_configuration("https://127.0.0.1:1/validate", b"ca")
@@ -182,6 +209,8 @@ def test_the_builtin_policies_ship_without_their_tests(tools_dir: Path) -> None:
         (["--set", "evidence.configMapNamespaces={*,team-a}"], "stands alone"),
         (["--set", "evidence.configMapNamespaces={kube-system}"], "must not list kube-system"),
         (["--set", "image.digest=sha256:abc"], "/image/digest"),
+        (["--set", "operator.rollout.prometheusURL=prometheus:9090"], "/operator/rollout/prometheusURL"),
+        (["--set", "metrics.podMonitor.namespaces={Team_A}"], "/metrics/podMonitor/namespaces/0"),
     ],
 )
 def test_bad_values_are_refused_with_the_key_that_is_wrong(tools_dir: Path, flags: list[str], message: str) -> None:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from devmlops.harness.processes import ManagedProcess, free_port, http_ok
+from devmlops.harness.processes import free_port
+from tests.support.guards import Guard, guards
 from tests.support.modelservers import ChatServer, mlserver
 
 pytestmark = pytest.mark.timeout(300)
@@ -29,43 +28,10 @@ AWS_KEY = "AKIAIOSFODNN7EXAMPLE"  # AWS's documented example key id
 JSON = {"content-type": "application/json"}
 
 
-class Guard:
-    def __init__(self, process: ManagedProcess, url: str, metrics_url: str) -> None:
-        self.process, self.url, self.metrics_url = process, url, metrics_url
-
-    def audit(self) -> list[dict[str, Any]]:
-        lines = [line for line in self.process.log_text().splitlines() if line.startswith("{")]
-        return [json.loads(line) for line in lines]
-
-    def metric(self, result: str, reason: str) -> float:
-        text = httpx.get(self.metrics_url + "/metrics", timeout=5).text
-        for line in text.splitlines():
-            labels = (f'result="{result}"', f'reason="{reason}"')
-            if line.startswith("devmlops_guard_requests_total{") and all(label in line for label in labels):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
-
-
 @pytest.fixture
 def start_guard(tmp_path: Path) -> Iterator[Callable[..., Guard]]:
-    started: list[ManagedProcess] = []
-
-    def start(upstream: str, config: dict[str, Any], *, model: str = "m") -> Guard:
-        port, metrics = free_port(), free_port()
-        argv = [sys.executable, "-m", "devmlops", "guard", f"--upstream={upstream}", f"--listen=127.0.0.1:{port}"]
-        argv += [f"--metrics-listen=127.0.0.1:{metrics}", f"--model={model}", "--digest=sha256:" + "ab" * 32]
-        argv += ["--config=" + json.dumps(config)]
-        process = ManagedProcess("guard", argv, log_path=tmp_path / f"guard-{port}.log", env=dict(os.environ))
-        started.append(process.start())
-        guard = Guard(process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics}")
-        process.wait_until(
-            lambda: http_ok(guard.metrics_url + "/healthz", timeout=1), timeout=30, what="the guard's /healthz"
-        )
-        return guard
-
-    yield start
-    for process in started:
-        process.stop()
+    with guards(tmp_path) as start:
+        yield start
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from devmlops.harness.processes import ManagedProcess, free_port, http_ok
+from devmlops.harness.toolcache import cache_root
 
 MLSERVER = ("mlserver==1.7.1", "mlserver-sklearn==1.7.1")  # as in the model-server image (harness/pyimages.py)
 _TRAIN = """
@@ -35,8 +36,7 @@ open(sys.argv[1] + "/model-settings.json", "w").write(json.dumps(settings))
 
 def mlserver_venv() -> Path:
     """``~/.cache/devmlops/mlserver-1.7.1`` (or under $DEVMLOPS_CACHE), made once with pip from PyPI."""
-    root = Path(os.environ.get("DEVMLOPS_CACHE", Path.home() / ".cache" / "devmlops"))
-    venv = root / ("mlserver-" + MLSERVER[0].split("==")[1])
+    venv = cache_root() / ("mlserver-" + MLSERVER[0].split("==")[1])
     if not (venv / ".complete").exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
         subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *MLSERVER], check=True, timeout=900)

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from devmlops.harness.processes import ManagedProcess, free_port, http_ok
+from devmlops.harness.toolcache import cache_root
 
 __all__ = ["MLFLOW", "mlflow_process", "mlflow_server", "mlflow_venv", "wait_ready"]
 
@@ -26,8 +27,7 @@ MLFLOW = "mlflow==3.17.2"  # the server; the client is mlflow-skinny of the same
 
 def mlflow_venv(log: Callable[[str], None] = lambda _m: None) -> Path:
     """``~/.cache/devmlops/mlflow-3.17.2`` (or under $DEVMLOPS_CACHE), made once with pip from PyPI."""
-    root = Path(os.environ.get("DEVMLOPS_CACHE", Path.home() / ".cache" / "devmlops"))
-    venv = root / ("mlflow-" + MLFLOW.split("==")[1])
+    venv = cache_root() / ("mlflow-" + MLFLOW.split("==")[1])
     if not (venv / ".complete").exists():
         log(f"installing {MLFLOW} (the registry server) into {venv} from PyPI, once (about 2 min)")
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)

@@ -1,6 +1,7 @@
 """A real OCI registry and cosign for the image signature tests: both built from the Go module proxy with
 ``go install`` (the distribution registry's ``cmd/registry`` and cosign's ``cmd/cosign``) into a versioned folder
-outside the repository, ``~/.cache/devmlops/oci-tools/registry-<v>_cosign-<v>`` (about 3 min each on 2 cores, once).
+outside the repository, ``~/.cache/devmlops/oci-tools/registry-<v>_cosign-<v>`` (about 3 min each on 2 cores, once;
+harness/toolcache.py).
 
 The registry serves on a free loopback port with filesystem storage; images are pushed with the registry's HTTP API
 (a config blob, one small layer, an OCI manifest: enough for a signature, nothing runs them); cosign signs with a
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from devmlops.harness.processes import ManagedProcess, free_port, http_ok
+from devmlops.harness.toolcache import cache_root, go_install
 
 __all__ = [
     "COSIGN_VERSION",
@@ -41,14 +43,10 @@ _MODULES = {
 def oci_tools(*needed: str, log: Callable[[str], None] = lambda _m: None) -> Path:
     """The folder holding ``registry`` and ``cosign`` (or only the ``needed`` ones), built with ``go install`` when
     missing."""
-    root = Path(os.environ.get("DEVMLOPS_CACHE", Path.home() / ".cache" / "devmlops"))
-    folder = root / "oci-tools" / f"registry-{REGISTRY_VERSION}_cosign-{COSIGN_VERSION}"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = cache_root() / "oci-tools" / f"registry-{REGISTRY_VERSION}_cosign-{COSIGN_VERSION}"
     for binary, module in _MODULES.items():
-        if (not needed or binary in needed) and not (folder / binary).exists():
-            log(f"building {module} into {folder} with go install, once (about 3 min)")
-            env = {**os.environ, "GOBIN": str(folder)}
-            subprocess.run(["go", "install", module], check=True, env=env, timeout=1800)
+        if not needed or binary in needed:
+            go_install(module, folder / binary, log=log)
     return folder
 
 

@@ -36,6 +36,12 @@ class OperatorSettings(BaseModel):
     registry_timeout_seconds: float = Field(default=2.0, gt=0, description="Deadline of one registry lookup.")
     registry_cache_seconds: float = Field(default=30.0, ge=0, description="How long a resolved entry is reused.")
     oci_plain_http: tuple[str, ...] = Field(default=(), description="OCI registries read over plain HTTP.")
+    prometheus_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/]+(/\S*)?$",
+        description="The Prometheus the canary rollout's analysis queries (the guards' metrics); none: no analysis "
+        "can pass.",
+    )
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus /metrics port; 0: off.")
     metrics_address: str = "0.0.0.0"  # noqa: S104 - a pod listens on its own address
     certificates: CertificateSettings | None = Field(default=None, description="Keep the webhook's TLS (or not).")
