@@ -36,10 +36,11 @@ class SignedModel:
     sbom_signature: str
 
 
-def signed_model(directory: Path, name: str = "fraud") -> SignedModel:
+def signed_model(directory: Path, name: str = "fraud", files: dict[str, bytes] | None = None) -> SignedModel:
+    """A model (``files``, or the default ones) signed with a key of its own, its SBOM and the SBOM's signature."""
     directory.mkdir(parents=True, exist_ok=True)
     key = make_key(directory, name)
-    model = make_model(directory / name)
+    model = make_model(directory / name, files)
     bundle = sign_with_key(model, key, directory / f"{name}.sig")
     digest = OmsVerifier().verify_model(bundle, Authority(name="k", kind="key", public_key=key.public_pem)).digest
     sbom = cyclonedx_sbom(name, digest)

@@ -71,6 +71,7 @@ def rollout_operator(stack: DevmlopsStack, namespace: str, prometheus: Prometheu
         yield process
     finally:
         process.stop()
+        print("\n".join(process.log_text().splitlines()[-60:]))  # shown when the test fails
         stack.start_operator()
 
 
@@ -106,8 +107,23 @@ class Load:
 
 
 def _rollout(admin: k8s.ApiClient, namespace: str) -> dict[str, Any]:
-    md = k8s.CustomObjectsApi(admin).get_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", "fraud")
+    md = k8s.CustomObjectsApi(admin).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modeldeployments", "fraud"
+    )
     return dict((md.get("status") or {}).get("rollout") or {})
+
+
+def _until_phase(admin: k8s.ApiClient, namespace: str, phase: str, *, timeout: float, what: str) -> dict[str, Any]:
+    """The rollout status once it reaches ``phase``; the test fails with the last status seen after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    rollout: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        rollout = _rollout(admin, namespace)
+        if rollout.get("phase") == phase:
+            return rollout
+        time.sleep(0.2)
+    shown = {k: v for k, v in rollout.items() if k != "stableSpec"}
+    pytest.fail(f"{what} did not happen within {timeout:.0f}s; the rollout status: {shown}")
 
 
 def _deployments(admin: k8s.ApiClient, namespace: str) -> dict[str, str]:
@@ -136,8 +152,10 @@ def test_a_good_version_is_promoted_a_failing_one_rolled_back_and_an_untrusted_o
     rollout_operator: ManagedProcess,
     tmp_path: Path,
 ) -> None:
-    v1, v2, v3 = (signed_model(tmp_path / name, "fraud") for name in ("v1", "v2", "v3"))
-    untrusted = signed_model(tmp_path / "untrusted", "fraud")
+    v1, v2, v3, untrusted = (
+        signed_model(tmp_path / version, "fraud", {"weights.bin": version.encode() * 64, "config.json": b"{}"})
+        for version in ("v1", "v2", "v3", "untrusted")
+    )
     bundles = {"v1.sig": v1.bundle, "v2.sig": v2.bundle, "v3.sig": v3.bundle, "untrusted.sig": untrusted.bundle}
     k8s.CoreV1Api(admin).create_namespaced_config_map(namespace, evidence_config_map("evidence", namespace, bundles))
     keys = (v1.key.public_pem, v2.key.public_pem, v3.key.public_pem)
@@ -171,14 +189,12 @@ def test_a_good_version_is_promoted_a_failing_one_rolled_back_and_an_untrusted_o
             lambda: create(GROUP, VERSION, namespace, "modeldeployments", doc, dry_run="All"), what="version 1"
         )
         admitted(create, GROUP, VERSION, namespace, "modeldeployments", doc)
-        eventually(lambda: _rollout(admin, namespace).get("phase") == "Stable", timeout=60, what="v1 stable")
+        _until_phase(admin, namespace, "Stable", timeout=60, what="v1 stable")
         eventually(lambda: pods.url("fraud"), timeout=60, what="v1's guard")
         with Load(pods) as load:
             # A good version: tried at 20 %, then 50 %, then promoted; the canary's children are removed.
             _new_version(admin, namespace, v2, "v2.sig")
-            eventually(
-                lambda: _rollout(admin, namespace).get("phase") == "Promoted", timeout=120, what="v2 promoted"
-            )
+            _until_phase(admin, namespace, "Promoted", timeout=120, what="v2 promoted")
             rollout = _rollout(admin, namespace)
             assert rollout["stableDigest"] == v2.digest
             assert all(check["passed"] for check in rollout["analysis"])
@@ -194,9 +210,7 @@ def test_a_good_version_is_promoted_a_failing_one_rolled_back_and_an_untrusted_o
             _new_version(admin, namespace, v3, "v3.sig")
             eventually(lambda: bad_server.served > 0, timeout=90, what="v3 receiving its share")
             first_error = time.monotonic()
-            eventually(
-                lambda: _rollout(admin, namespace).get("phase") == "RolledBack", timeout=60, what="v3 rolled back"
-            )
+            _until_phase(admin, namespace, "RolledBack", timeout=60, what="v3 rolled back")
             seconds = time.monotonic() - first_error
             rollout = _rollout(admin, namespace)
             assert "errorRate" in rollout["message"]
@@ -211,12 +225,19 @@ def test_a_good_version_is_promoted_a_failing_one_rolled_back_and_an_untrusted_o
             assert "RolledBack" in _events(admin, namespace)
 
             # A version that fails a gate: its spec is never admitted, so nothing of it ever runs.
-            patch = {"spec": {"model": {"digest": untrusted.digest}, "signature": from_config_map("evidence", "untrusted.sig")}}
+            patch = {
+                "spec": {
+                    "model": {"digest": untrusted.digest},
+                    "signature": from_config_map("evidence", "untrusted.sig"),
+                }
+            }
             with pytest.raises(ApiException) as caught:
                 api.patch_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", "fraud", patch)
             assert caught.value.status == 403, denial_message(caught.value)
             time.sleep(STEP_SECONDS)
             assert _deployments(admin, namespace) == {"fraud": v2.digest}
         assert load.codes.get(200, 0) > 100
-    spec = cast(dict[str, Any], api.get_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", "fraud"))
+    spec = cast(
+        dict[str, Any], api.get_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", "fraud")
+    )
     assert spec["spec"]["model"]["digest"] == v3.digest  # what was asked stays asked; the status says it was refused

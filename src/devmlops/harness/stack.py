@@ -318,9 +318,10 @@ class DevmlopsStack(Lifecycle):
         priority: int | None = None,
         recheck_seconds: float = 300.0,
         namespaces: Sequence[str] = (),
+        extra: Sequence[str] = (),
     ) -> ManagedProcess:
         """An operator process; with ``priority`` it joins kopf peering (HA) instead of running standalone; with
-        ``namespaces`` it watches only those."""
+        ``namespaces`` it watches only those; ``extra``: more options (say, ``--prometheus-url``)."""
         port = free_port()
         if priority is not None:
             ensure_cluster_peering(self.cp)
@@ -342,6 +343,7 @@ class DevmlopsStack(Lifecycle):
             str(recheck_seconds),
             *[arg for namespace in namespaces for arg in ("--namespace", namespace)],
             *self.extra_args,
+            *extra,
         ]
         # As in a cluster, the operator acts as its own identity: the webhook lets only it write a model's children.
         env = self._python_env(OPERATOR_USER)

@@ -13,8 +13,10 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.ocisig import ImageSignatureChecker, OciClient
+from devmlops.adapters.prometheus import PrometheusQuery
 from devmlops.adapters.registrycache import mlflow_resolver
 from devmlops.core.render import LABEL_MODEL_DEPLOYMENT
+from devmlops.operator.analysis import CanaryAnalysis
 from devmlops.operator.driver import Driver
 from devmlops.operator.execute import GROUP, PLURAL, VERSION, Executor, dynamic_client
 from devmlops.operator.guard import ReconcileGuard
@@ -30,6 +32,7 @@ from devmlops.operator.verifier import operator_verifier
 __all__ = ["build_registry"]
 
 RETRY_SECONDS = 5.0  # a failed reconcile (say, the API server restarted under a pooled connection) is tried again
+ANALYSIS_TIMEOUT_SECONDS = 5.0  # one Prometheus query of a rollout's analysis; past it the step fails (rolled back)
 API_CONNECTIONS = 24  # kopf's watch streams (one per watched kind) hold a connection each; the rest serve requests
 
 
@@ -73,6 +76,9 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
             images=ImageSignatureChecker(
                 OciClient(plain_http=settings.oci_plain_http, timeout=settings.registry_timeout_seconds),
                 timeout_seconds=settings.registry_timeout_seconds,
+            ),
+            analysis=CanaryAnalysis(
+                PrometheusQuery(settings.prometheus_url, ANALYSIS_TIMEOUT_SECONDS) if settings.prometheus_url else None
             ),
         ),
         Executor(api_client, dynamic),
