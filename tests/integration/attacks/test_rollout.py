@@ -1,0 +1,126 @@
+"""Property 15, a rollout serves only verified versions, split only as devmlops renders it: while a new version is
+tried beside the stable one, the stable version's guard forwards exactly the share in the rollout status to the new
+version's Service, and nothing a namespace editor can write changes where that share goes or which version the
+status calls stable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+from devmlops.adapters.oms import OmsVerifier
+from devmlops.core.policy import Authority
+from tests.integration.attacks.conftest import (
+    TRITON,
+    Served,
+    admitted,
+    denied,
+    forbidden_by_rbac,
+    serve,
+)
+from tests.integration.support import GROUP, VERSION, SignedModel, eventually, from_config_map
+from tests.support.models import make_model, sign_with_key
+
+GUARD = {"rateLimit": {"requestsPerSecond": 100, "burst": 100}, "protocol": "v2"}
+ROLLOUT = {"strategy": "canary", "canary": {"trafficPercent": 10, "stepSeconds": 30, "readySeconds": 600}}
+
+
+def _second_version(directory: Path, model: SignedModel) -> tuple[str, str]:
+    """Other bytes signed by the same trusted key: (bundle, digest)."""
+    files = {"weights.bin": b"\x02\x03" * 512, "config.json": b'{"layers": 3}'}
+    bundle = sign_with_key(make_model(directory / "fraud", files), model.key, directory / "fraud.sig")
+    digest = OmsVerifier().verify_model(bundle, Authority(name="k", kind="key", public_key=model.key.public_pem)).digest
+    return bundle, digest
+
+
+def _deployment(admin: k8s.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        found = k8s.AppsV1Api(admin).read_namespaced_deployment(name, namespace)
+    except k8s.ApiException:
+        return None
+    return dict(k8s.ApiClient().sanitize_for_serialization(found))
+
+
+@pytest.fixture
+def rolling_out(
+    admin: k8s.ApiClient,
+    enforced_namespace: str,
+    attack_model: SignedModel,
+    trusted: dict[str, Any],
+    tmp_path: Path,
+) -> Served:
+    """A guarded Triton model "fraud" with a gated rollout, and a second signed version being tried beside it (its
+    Deployment and Service "fraud-canary"; it never becomes ready here, so the share stays 0)."""
+    served = serve(admin, enforced_namespace, attack_model, trusted, runtime={"kind": "triton", "image": TRITON},
+                   guard=GUARD, rollout=ROLLOUT)  # fmt: skip
+    bundle, digest = _second_version(tmp_path, attack_model)
+    k8s.CoreV1Api(admin).patch_namespaced_config_map("evidence", enforced_namespace, {"data": {"v2.sig": bundle}})
+    patch = {"spec": {"model": {"digest": digest}, "signature": from_config_map("evidence", "v2.sig")}}
+    custom = k8s.CustomObjectsApi(admin)
+    admitted(custom.patch_namespaced_custom_object, GROUP, VERSION, enforced_namespace, "modeldeployments", "fraud",
+             patch)  # fmt: skip
+    eventually(lambda: _deployment(admin, enforced_namespace, "fraud-canary"), timeout=60, what="the canary")
+    return served
+
+
+def _guard_config(deployment: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    index = next(i for i, c in enumerate(containers) if c["name"] == "devmlops-guard")
+    config = next(a for a in containers[index]["args"] if a.startswith("--config="))
+    return index, json.loads(config.removeprefix("--config="))
+
+
+def test_the_rollout_status_is_not_the_editors_to_write(
+    mallory: k8s.ApiClient, rolling_out: Served, attack_model: SignedModel
+) -> None:
+    """The status names the stable version the webhook renders and decides; an editor may not write it (the chart's
+    aggregated edit role grants modeldeployments, never their status)."""
+    forged = {"status": {"rollout": {"phase": "RolledBack", "stableSpec": {"model": {"digest": "sha256:" + "6" * 64}}}}}
+    forbidden_by_rbac(
+        k8s.CustomObjectsApi(mallory).patch_namespaced_custom_object_status,
+        GROUP, VERSION, rolling_out.namespace, "modeldeployments", "fraud", forged,
+    )  # fmt: skip
+
+
+def test_the_stable_guard_cannot_be_made_to_send_a_share_elsewhere(admin: k8s.ApiClient, mallory: k8s.ApiClient,
+                                                                   rolling_out: Served) -> None:  # fmt: skip
+    stable = _deployment(admin, rolling_out.namespace, "fraud")
+    assert stable is not None
+    index, config = _guard_config(stable)
+    config["split"] = {"upstream": "http://mallory.example.com:8000", "weight": 99}
+    args = [a for a in stable["spec"]["template"]["spec"]["containers"][index]["args"] if not a.startswith("--config=")]
+    patch = [{"op": "replace", "path": f"/spec/template/spec/containers/{index}/args",
+              "value": [*args, "--config=" + json.dumps(config)]}]  # fmt: skip
+    message = denied(k8s.AppsV1Api(mallory).patch_namespaced_deployment, "fraud", rolling_out.namespace, patch)
+    assert "differs from what devmlops renders" in message or "only the devmlops operator" in message
+
+
+def test_no_service_but_the_canary_one_may_take_the_canary_address(admin: k8s.ApiClient, mallory: k8s.ApiClient,
+                                                                   rolling_out: Served) -> None:  # fmt: skip
+    """The stable guard forwards the share to http://fraud-canary.<namespace>.svc: whoever owned that name would get
+    the traffic. Deleting the operator's Service and putting an ExternalName one in its place is denied."""
+    core = k8s.CoreV1Api(mallory)
+    core.delete_namespaced_service("fraud-canary", rolling_out.namespace)
+    impostor = {
+        "metadata": {"name": "fraud-canary"},
+        "spec": {"type": "ExternalName", "externalName": "mallory.example.com"},
+    }
+    message = denied(core.create_namespaced_service, rolling_out.namespace, impostor)
+    assert "fraud-canary" in message
+    # And the operator writes its own Service again (its deletion is a child gone: repaired within seconds).
+    eventually(
+        lambda: _service_selector(admin, rolling_out.namespace) == {"devmlops.io/canary-of": "fraud"},
+        timeout=30,
+        what="the canary Service written again",
+    )
+
+
+def _service_selector(admin: k8s.ApiClient, namespace: str) -> dict[str, str] | None:
+    try:
+        return dict(k8s.CoreV1Api(admin).read_namespaced_service("fraud-canary", namespace).spec.selector or {})
+    except k8s.ApiException:
+        return None
