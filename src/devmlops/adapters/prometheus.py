@@ -54,6 +54,27 @@ class PrometheusQuery:
             return self._number(query, sample.get("value") if isinstance(sample, dict) else None)
         raise self._error(query, f"a result of type {result_type!r}, expected a scalar or an instant vector")
 
+    def by_label(self, query: str, label: str) -> dict[str, float]:
+        """An instant vector as ``{value of label: number}`` (NaN samples left out); a sample without the label, or two
+        with the same value, is an error (aggregate the query ``by (label)``)."""
+        body = self._answer(query)
+        data = body.get("data")
+        result = data.get("result") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or data.get("resultType") != "vector" or not isinstance(result, list):
+            raise self._error(query, f"a result of type {data.get('resultType') if isinstance(data, dict) else None!r}"
+                              ", expected an instant vector")  # fmt: skip
+        found: dict[str, float] = {}
+        for sample in result:
+            metric = sample.get("metric") if isinstance(sample, dict) else None
+            key = metric.get(label) if isinstance(metric, dict) else None
+            if not isinstance(key, str) or key in found:
+                raise self._error(query, f"a sample {'without' if not isinstance(key, str) else 'repeating'} label "
+                                  f"{label!r} ({metric!r:.80}), expected one sample per value of it")  # fmt: skip
+            number = self._number(query, sample.get("value"))
+            if number is not None:
+                found[key] = number
+        return found
+
     def _answer(self, query: str) -> dict[str, Any]:
         params = {"query": query, "timeout": f"{max(1, round(self.timeout_seconds * 1000))}ms"}
         try:

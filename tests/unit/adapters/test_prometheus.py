@@ -175,3 +175,29 @@ def test_nothing_listening_is_an_error() -> None:
 def test_a_url_or_deadline_that_cannot_work_is_refused_at_once(url: str, timeout: float) -> None:
     with pytest.raises(ConfigurationError, match="Prometheus"):
         PrometheusQuery(url, timeout)
+
+
+def test_by_label_reads_one_number_per_value_of_the_label(server: Scripted) -> None:
+    server.answer(
+        success("vector", [sample("0.31", feature="0"), sample("NaN", feature="1"), sample("0.02", feature="2")])
+    )
+    assert PrometheusQuery(server.url, 2).by_label(QUERY, "feature") == {"0": 0.31, "2": 0.02}
+
+
+@pytest.mark.parametrize(
+    ("result", "found"),
+    [
+        ([sample("1", feature="0"), sample("2", feature="0")], "repeating label 'feature'"),
+        ([sample("1", model="m")], "without label 'feature'"),
+    ],
+)
+def test_by_label_refuses_samples_it_cannot_key(server: Scripted, result: list[Any], found: str) -> None:
+    server.answer(success("vector", result))
+    with pytest.raises(MetricsUnavailableError, match=found):
+        PrometheusQuery(server.url, 2).by_label(QUERY, "feature")
+
+
+def test_by_label_refuses_a_scalar(server: Scripted) -> None:
+    server.answer(success("scalar", [1764500000.1, "1"]))
+    with pytest.raises(MetricsUnavailableError, match="expected an instant vector"):
+        PrometheusQuery(server.url, 2).by_label(QUERY, "feature")
