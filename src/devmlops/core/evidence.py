@@ -109,6 +109,7 @@ class Chain:
     broken: str = ""
     decision: Decision | None = None
     plan_json: str = ""
+    baseline_json: str = ""  # the signed drift baseline derived again (core/baseline.py): the guard's must be it
     image_allow_lists: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 

@@ -125,9 +125,15 @@ def _probes() -> dict[str, Any]:
 
 
 def build_triton(
-    model_deployment: ModelDeployment, *, plan_json: str, verifier_image: str, policy_revision: str
+    model_deployment: ModelDeployment,
+    *,
+    plan_json: str,
+    verifier_image: str,
+    policy_revision: str,
+    baseline_json: str = "",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The Deployment and the Service."""
+    """The Deployment and the Service. ``baseline_json`` is the signed drift baseline (``core/baseline.py``), put
+    into the guard's configuration when spec.guard.drift asks for drift monitoring."""
     name, namespace = model_deployment.metadata.name, model_deployment.metadata.namespace
     model, runtime = model_deployment.spec.model, model_deployment.spec.runtime
     ports = GUARDED_PORTS if model_deployment.spec.guard else PORTS
@@ -185,7 +191,7 @@ def build_triton(
                     f"--metrics-listen=0.0.0.0:{GUARD_METRICS_PORT}",
                     f"--model={name}",
                     f"--digest={model.digest}",
-                    f"--config={guard_config_json(guard)}",
+                    f"--config={guard_config_json(guard, baseline_json=baseline_json)}",
                 ],
                 "ports": [{"name": port_name, "containerPort": port} for port_name, port in ports],
                 **_probes(),
@@ -243,7 +249,12 @@ def owner_reference(model_deployment: ModelDeployment) -> dict[str, Any]:
 
 
 def render_children(
-    model_deployment: ModelDeployment, *, plan_json: str, verifier_image: str, policy_revision: str = ""
+    model_deployment: ModelDeployment,
+    *,
+    plan_json: str,
+    verifier_image: str,
+    policy_revision: str = "",
+    baseline_json: str = "",
 ) -> list[dict[str, Any]]:
     """The model server objects for the runtime kind, owned by the ModelDeployment; the first is the child named in
     status (InferenceService for kserve; Deployment then Service for triton). Nothing of the ModelDeployment's own
@@ -251,7 +262,11 @@ def render_children(
     if model_deployment.spec.runtime.kind == "triton":
         children = list(
             build_triton(
-                model_deployment, plan_json=plan_json, verifier_image=verifier_image, policy_revision=policy_revision
+                model_deployment,
+                plan_json=plan_json,
+                verifier_image=verifier_image,
+                policy_revision=policy_revision,
+                baseline_json=baseline_json,
             )
         )
     else:

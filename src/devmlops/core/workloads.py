@@ -473,7 +473,9 @@ def _review_chain_member(request: AdmissionRequest, evidence: Evidence, name: st
 def _rendered(chain: Chain, evidence: Evidence) -> list[dict[str, Any]]:
     """What devmlops renders for the chain's ModelDeployment (``InvalidInputError`` when it does not parse)."""
     model = parse_model_deployment(chain.model or {})
-    return render_children(model, plan_json=chain.plan_json, verifier_image=evidence.verifier_image)
+    return render_children(
+        model, plan_json=chain.plan_json, verifier_image=evidence.verifier_image, baseline_json=chain.baseline_json
+    )
 
 
 def _compare_rendered(wanted: Mapping[str, Any], found: Mapping[str, Any], label: str) -> list[str]:

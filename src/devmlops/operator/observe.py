@@ -16,6 +16,7 @@ from kubernetes.dynamic import DynamicClient
 from devmlops.adapters.ocisig import ImageSignatureChecker
 from devmlops.adapters.opa import OpaEngine
 from devmlops.adapters.registrycache import RegistryResolver
+from devmlops.core.baseline import evaluation_authorities, monitors_drift, signed_baseline
 from devmlops.core.plan import VerificationPlan
 from devmlops.core.ports import SignatureVerifier, VerificationFailed
 from devmlops.operator.context import load_context
@@ -75,12 +76,17 @@ class Observer:
             except VerificationFailed:
                 signed = None
             if signed is not None:
+                baseline = ""
+                if monitors_drift(model):  # the webhook derives the same and compares the guard's config with it
+                    authorities = evaluation_authorities(context.policies)
+                    baseline = signed_baseline(context.attestations, signed.digest, authorities, self._verifier)
                 serving = Serving(
                     digest=signed.digest,
                     signer=signed.signer,
                     plan_json=plan.to_json(),
                     policy_revision=context.revision,
                     verifier_image=VERIFIER_IMAGE,
+                    baseline_json=baseline,
                 )
         children = self.children(model)
         first = next(iter(children.values()), None)

@@ -69,6 +69,7 @@ class Serving:
     plan_json: str
     policy_revision: str
     verifier_image: str
+    baseline_json: str = ""  # the signed drift baseline (core/baseline.py), '' when none
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -296,6 +297,7 @@ def _admitted(observed: Observation, status: _Status) -> Plan:
         plan_json=serving.plan_json,
         verifier_image=serving.verifier_image,
         policy_revision=serving.policy_revision,
+        baseline_json=serving.baseline_json,
     )
     actions: list[Action] = []
     for wanted in rendered:

@@ -13,6 +13,7 @@ from devmlops.adapters.evidence import DocumentLookup, resolve_evidence
 from devmlops.adapters.ocisig import ImageSignatureChecker
 from devmlops.adapters.registrycache import RegistryResolver
 from devmlops.core.attestation import VerifiedAttestation
+from devmlops.core.baseline import evaluation_authorities, monitors_drift, signed_baseline
 from devmlops.core.decision import MODEL_APPROVAL, MODEL_DEPLOYMENT, decide, resource_of, select_policies
 from devmlops.core.evidence import DEFAULT_SERVER_IMAGES, ApprovalState, Chain, Evidence, Identities
 from devmlops.core.exemptions import BreakGlass, Exemption
@@ -329,6 +330,11 @@ class AdmissionService:
             model=model,
             decision=self._serving_decision(model, child, evidence),
             plan_json=VerificationPlan.for_policies(bundle, digest, selecting).to_json(),
+            baseline_json=signed_baseline(
+                evidence.attestations, digest, evaluation_authorities(selecting), self._verifier
+            )
+            if monitors_drift(model)
+            else "",
             image_allow_lists=_image_allow_lists(selecting),
         )
 
