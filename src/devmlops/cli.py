@@ -822,6 +822,13 @@ def scan(model_path: Path, output: Path | None, as_json: bool) -> None:
 )
 @click.option("--no-robustness", is_flag=True, help="Skip the robustness figure.")
 @click.option(
+    "--baseline-bins",
+    default=10,
+    show_default=True,
+    type=click.IntRange(0, 50),
+    help="Quantile bins per feature of the drift baseline in evaluation.json (0: no baseline).",
+)
+@click.option(
     "--output-dir",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
@@ -835,6 +842,7 @@ def evaluate(
     exclude: tuple[str, ...],
     epsilon: float,
     no_robustness: bool,
+    baseline_bins: int,
     output_dir: Path,
 ) -> None:
     """Performance (scikit-learn), fairness by group (fairlearn) and robustness (ART) of a classifier.
@@ -852,6 +860,7 @@ def evaluate(
         exclude=exclude,
         epsilon=epsilon,
         robustness=not no_robustness,
+        baseline_bins=baseline_bins,
     )
     output_dir.mkdir(parents=True, exist_ok=True)
     for name, predicate in (

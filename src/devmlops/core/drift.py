@@ -88,13 +88,24 @@ def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _integral(value: object) -> int | None:
+    """An integer, written as one or as a number without a fraction (signed statements pass through protobuf's
+    Struct, which keeps every number as a double: 20 comes back as 20.0); None for anything else."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    return value
+
+
 def _feature(raw: object, where: str) -> BaselineFeature:
     if not isinstance(raw, dict):
         raise BaselineError(f"{where}: got {_kind(raw)}, expected an object")
     name, index, edges, proportions = (raw.get(k) for k in ("name", "index", "edges", "proportions"))
     if not isinstance(name, str) or not 1 <= len(name) <= 128:
         raise BaselineError(f"{where}.name: got {_kind(name)}, expected a string of 1 to 128 characters")
-    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= MAX_FEATURE_INDEX:
+    column = _integral(index)
+    if column is None or not 0 <= column <= MAX_FEATURE_INDEX:
         raise BaselineError(f"{where}.index: got {index!r:.40}, expected an integer from 0 to {MAX_FEATURE_INDEX}")
     if not isinstance(edges, list) or not all(_number(e) for e in edges):
         raise BaselineError(f"{where}.edges: got {_kind(edges)}, expected a list of finite numbers")
@@ -110,7 +121,7 @@ def _feature(raw: object, where: str) -> BaselineFeature:
         )
     if abs(sum(proportions) - 1.0) > _SUM_TOLERANCE:
         raise BaselineError(f"{where}.proportions: they sum to {sum(proportions):.6g}, expected 1")
-    return BaselineFeature(name, index, tuple(map(float, edges)), tuple(map(float, proportions)))
+    return BaselineFeature(name, column, tuple(map(float, edges)), tuple(map(float, proportions)))
 
 
 def parse_baseline(raw: object, where: str = "baseline") -> Baseline:
@@ -118,9 +129,9 @@ def parse_baseline(raw: object, where: str = "baseline") -> Baseline:
     naming the field."""
     if not isinstance(raw, dict):
         raise BaselineError(f"{where}: got {_kind(raw)}, expected an object")
-    rows = raw.get("rows")
-    if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
-        raise BaselineError(f"{where}.rows: got {rows!r:.40}, expected a positive integer")
+    rows = _integral(raw.get("rows"))
+    if rows is None or rows < 1:
+        raise BaselineError(f"{where}.rows: got {raw.get('rows')!r:.40}, expected a positive integer")
     features = raw.get("features")
     if not isinstance(features, list) or not features:
         raise BaselineError(f"{where}.features: got {_kind(features)}, expected a non-empty list")
@@ -146,7 +157,7 @@ def baseline_from_columns(
     columns: Sequence[Sequence[float]], names: Sequence[str], *, bins: int = DEFAULT_BINS
 ) -> Baseline:
     """The baseline of evaluation data given column by column: quantile cut points (repeated ones merged: a column
-    of few distinct values gets fewer bins) and each bin's share of the rows."""
+    of few distinct values gets fewer bins; a constant column one) and each bin's share of the rows."""
     if not 2 <= bins <= MAX_BINS:
         raise BaselineError(f"bins: got {bins}, expected 2 to {MAX_BINS}")
     if not columns or len(columns) != len(names):
@@ -160,7 +171,8 @@ def baseline_from_columns(
         if len(values) != rows or not rows or not all(math.isfinite(v) for v in values):
             raise BaselineError(f"features[{index}] ({name}): expected {rows} finite numbers (>= 1)")
         ordered = sorted(values)
-        edges = sorted({_quantile(ordered, k / bins) for k in range(1, bins)})
+        # A cut point at the minimum would leave the first bin empty (bins hold edges[i-1] <= x < edges[i]).
+        edges = sorted({q for q in (_quantile(ordered, k / bins) for k in range(1, bins)) if q > ordered[0]})
         counts = [0] * (len(edges) + 1)
         for value in values:
             counts[bisect.bisect_right(edges, value)] += 1

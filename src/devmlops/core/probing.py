@@ -1,24 +1,34 @@
 """Evasion probing: one client sending near-copies of the same input, each nudged a little, to find where the
 model's answer flips.
 
-A request's numeric input is quantized (each number to two significant figures) and hashed into a fingerprint; a
-request whose fingerprint matches one the same client sent within the window, while its exact bytes differ, is a
-probe. A retry (the same bytes) is not. Bounded: at most ``max_clients`` clients (least recently seen dropped first)
-and ``max_entries`` fingerprints per client. A heuristic: a perturbation that crosses a rounding boundary gets a
-new fingerprint, and a prober that spreads over many client identities is one client per identity (docs/guard.md).
+A request's fingerprint is its first 64 numbers quantized to two significant figures (and the tensor's row length).
+A request is a probe when the same client sent, within the window, a request of the same shape whose fingerprint
+agrees in at least 75% of the positions while its exact bytes differ: small nudges move a few numbers across a
+rounding step, never most of them; distinct inputs agree in few. A retry (the same bytes) is not a probe.
+Bounded: at most ``max_clients`` clients (least recently seen dropped first) and the last ``max_entries`` requests
+per client, so a request costs at most entries x 64 comparisons. A heuristic: a prober that spreads over many client
+identities is one client per identity, and nudges of more than a few percent are distinct inputs (docs/guard.md).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FINGERPRINT_VALUES", "ProbeWindow", "exact_hash", "fingerprint"]
+__all__ = ["FINGERPRINT_VALUES", "SIMILARITY", "Fingerprint", "ProbeWindow", "exact_hash", "fingerprint"]
 
-FINGERPRINT_VALUES = 4096  # values of a request that make its fingerprint; the rest of a large tensor is left out
+FINGERPRINT_VALUES = 64  # numbers of a request that make its fingerprint
+SIMILARITY = 0.75  # the share of equal quantized positions that makes two requests near-copies
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    shape: tuple[int, int]  # (values, columns): only requests of the same shape are compared
+    quantized: tuple[str, ...]
 
 
 def _quantized(value: Any) -> str:
@@ -29,46 +39,50 @@ def _quantized(value: Any) -> str:
     return f"{value:.2g}"
 
 
-def fingerprint(values: Sequence[Any], columns: int) -> bytes:
-    """The fingerprint of a tensor's values (row-major, ``columns`` per row): the first 4,096 quantized values and
-    the row length, hashed."""
-    quantized = ",".join(map(_quantized, values[:FINGERPRINT_VALUES]))
-    return hashlib.blake2b(f"{columns}|{len(values)}|{quantized}".encode(), digest_size=16).digest()
+def fingerprint(values: Sequence[Any], columns: int) -> Fingerprint:
+    """The fingerprint of a tensor's values (row-major, ``columns`` per row)."""
+    return Fingerprint((len(values), columns), tuple(map(_quantized, values[:FINGERPRINT_VALUES])))
 
 
 def exact_hash(body: bytes) -> bytes:
     return hashlib.blake2b(body, digest_size=16).digest()
 
 
+def near(a: Fingerprint, b: Fingerprint) -> bool:
+    """Whether two fingerprints are of near-copies: the same shape, at least ``SIMILARITY`` of positions equal."""
+    if a.shape != b.shape or not a.quantized:
+        return False
+    equal = sum(map(str.__eq__, a.quantized, b.quantized))
+    return equal >= SIMILARITY * len(a.quantized)
+
+
 class ProbeWindow:
-    """Per client, the fingerprints seen in the last ``window_seconds`` with the exact hash of the latest request
-    behind each. Not thread-safe: the guard serves from one event loop."""
+    """Per client, the last requests' fingerprints with their exact hashes and times. Not thread-safe: the guard
+    serves from one event loop."""
 
     __slots__ = ("_clients", "_entries", "_max_clients", "_window")
 
-    def __init__(self, *, window_seconds: float = 300.0, max_clients: int = 10_000, max_entries: int = 256) -> None:
+    def __init__(self, *, window_seconds: float = 300.0, max_clients: int = 10_000, max_entries: int = 32) -> None:
         self._window = window_seconds
         self._max_clients = max_clients
         self._entries = max_entries
-        self._clients: OrderedDict[str, OrderedDict[bytes, tuple[bytes, float]]] = OrderedDict()
+        self._clients: OrderedDict[str, deque[tuple[Fingerprint, bytes, float]]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._clients)
 
-    def is_probe(self, client: str, print_: bytes, exact: bytes, now: float) -> bool:
-        """Record the request; True when the client sent the same fingerprint with other bytes within the window."""
-        seen = self._clients.get(client)
-        if seen is None:
-            seen = self._clients[client] = OrderedDict()
+    def is_probe(self, client: str, print_: Fingerprint, exact: bytes, now: float) -> bool:
+        """Record the request; True when the client sent a near-copy with other bytes within the window."""
+        recent = self._clients.get(client)
+        if recent is None:
+            recent = self._clients[client] = deque(maxlen=self._entries)
             while len(self._clients) > self._max_clients:
                 self._clients.popitem(last=False)
         else:
             self._clients.move_to_end(client)
-        earlier = seen.pop(print_, None)
-        seen[print_] = (exact, now)
-        while len(seen) > self._entries:
-            seen.popitem(last=False)
-        if earlier is None:
-            return False
-        earlier_exact, stamp = earlier
-        return earlier_exact != exact and 0.0 <= now - stamp <= self._window
+        probe = any(
+            other != exact and 0.0 <= now - stamp <= self._window and near(print_, earlier)
+            for earlier, other, stamp in recent
+        )
+        recent.append((print_, exact, now))
+        return probe
