@@ -7,77 +7,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sys
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from devmlops.harness.processes import ManagedProcess, free_port, http_ok
-from tests.support.modelservers import ChatServer, mlserver
+from devmlops.harness.processes import free_port
+from tests.support.guards import IRIS, JSON, Guard
+from tests.support.modelservers import ChatServer
 
 pytestmark = pytest.mark.timeout(300)
 
-IRIS = {
-    "inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}]
-}
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"  # AWS's documented example key id
-JSON = {"content-type": "application/json"}
-
-
-class Guard:
-    def __init__(self, process: ManagedProcess, url: str, metrics_url: str) -> None:
-        self.process, self.url, self.metrics_url = process, url, metrics_url
-
-    def audit(self) -> list[dict[str, Any]]:
-        lines = [line for line in self.process.log_text().splitlines() if line.startswith("{")]
-        return [json.loads(line) for line in lines]
-
-    def metric(self, result: str, reason: str) -> float:
-        text = httpx.get(self.metrics_url + "/metrics", timeout=5).text
-        for line in text.splitlines():
-            labels = (f'result="{result}"', f'reason="{reason}"')
-            if line.startswith("devmlops_guard_requests_total{") and all(label in line for label in labels):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
-
-
-@pytest.fixture
-def start_guard(tmp_path: Path) -> Iterator[Callable[..., Guard]]:
-    started: list[ManagedProcess] = []
-
-    def start(upstream: str, config: dict[str, Any], *, model: str = "m") -> Guard:
-        port, metrics = free_port(), free_port()
-        argv = [sys.executable, "-m", "devmlops", "guard", f"--upstream={upstream}", f"--listen=127.0.0.1:{port}"]
-        argv += [f"--metrics-listen=127.0.0.1:{metrics}", f"--model={model}", "--digest=sha256:" + "ab" * 32]
-        argv += ["--config=" + json.dumps(config)]
-        process = ManagedProcess("guard", argv, log_path=tmp_path / f"guard-{port}.log", env=dict(os.environ))
-        started.append(process.start())
-        guard = Guard(process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics}")
-        process.wait_until(
-            lambda: http_ok(guard.metrics_url + "/healthz", timeout=1), timeout=30, what="the guard's /healthz"
-        )
-        return guard
-
-    yield start
-    for process in started:
-        process.stop()
-
-
-@pytest.fixture(scope="module")
-def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with mlserver(tmp_path_factory.mktemp("mlserver")) as url:
-        yield url
-
-
-@pytest.fixture
-def chat() -> Iterator[ChatServer]:
-    with ChatServer() as server:
-        yield server
 
 
 def test_a_v2_prediction_passes_the_guard_to_a_real_model_server(
