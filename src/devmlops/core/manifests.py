@@ -221,7 +221,7 @@ class TextChecks(_Spec):
         return _compiles(value)
 
 
-PsiThreshold = Annotated[float, Strict(), Field(gt=0, le=10)]
+PsiThreshold = Annotated[float, Strict(), Field(ge=0.01, le=10)]
 
 
 class Drift(_Spec):
