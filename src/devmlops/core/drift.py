@@ -249,13 +249,15 @@ class DriftSample:
     """The last ``size`` rows seen, binned per baseline feature (one byte each), with the per-bin counts kept as
     rows come and go. Not thread-safe: the guard serves from one event loop."""
 
-    __slots__ = ("_baseline", "_counts", "_rows", "_size")
+    __slots__ = ("_baseline", "_counts", "_edges", "_indexes", "_rows", "_size")
 
     def __init__(self, baseline: Baseline, size: int) -> None:
         self._baseline = baseline
         self._size = size
         self._rows: deque[bytes] = deque()
         self._counts = [[0] * len(f.proportions) for f in baseline.features]
+        self._indexes = [f.index for f in baseline.features]
+        self._edges = [f.edges for f in baseline.features]
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -264,21 +266,24 @@ class DriftSample:
         """Add the rows of ``values`` (row-major, ``columns`` per row), at most the last ``size`` of them; rows that
         lack a feature's column or hold something other than a finite number there are skipped. Returns how many
         were added."""
-        features = self._baseline.features
-        if any(f.index >= columns for f in features):
+        indexes, edges, size = self._indexes, self._edges, self._size
+        if max(indexes) >= columns:
             return 0
         rows = len(values) // columns
         added = 0
-        for row in range(max(0, rows - self._size), rows):
+        for row in range(max(0, rows - size), rows):
             start = row * columns
-            cells = [values[start + f.index] for f in features]
-            if not all(_number(cell) for cell in cells):
+            cells = [values[start + index] for index in indexes]
+            try:
+                if not math.isfinite(sum(cells)):  # one C-level pass: NaN and infinity propagate
+                    continue
+            except TypeError:  # a string, null or list where a number belongs
                 continue
-            binned = bytes(f.bin_of(cell) for f, cell in zip(features, cells, strict=True))
+            binned = bytes([bisect.bisect_right(cuts, cell) for cuts, cell in zip(edges, cells, strict=True)])
             for counts, index in zip(self._counts, binned, strict=True):
                 counts[index] += 1
             self._rows.append(binned)
-            if len(self._rows) > self._size:
+            if len(self._rows) > size:
                 for counts, index in zip(self._counts, self._rows.popleft(), strict=True):
                     counts[index] -= 1
             added += 1

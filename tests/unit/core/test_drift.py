@@ -137,7 +137,7 @@ def test_rows_lacking_a_feature_or_holding_something_else_are_left_out() -> None
     baseline = Baseline((BaselineFeature("x", 2, (0.0,), (0.5, 0.5)),), rows=2)
     sample = DriftSample(baseline, 10)
     assert sample.add([1.0, 2.0], 2) == 0  # two columns: feature 2 is not there
-    assert sample.add([1.0, 2.0, "x", 1.0, 2.0, True, 1.0, 2.0, 3.0], 3) == 1  # a string and a bool skipped
+    assert sample.add([1.0, 2.0, "x", 1.0, 2.0, None, 1.0, 2.0, float("nan"), 1.0, 2.0, 3.0], 3) == 1
     assert len(sample) == 1
 
 
