@@ -73,7 +73,8 @@ class GuardSettings:
     split: Split | None = None  # a rollout's share of inference requests for another upstream (the canary's guard)
     baseline: Baseline | None = None  # the signed drift baseline; drift is monitored when spec.guard.drift is set too
     probe_window_seconds: float = 300.0  # how long a client's inputs are remembered for the probing signal
-    probe_entries: int = 256  # inputs remembered per client (clients: max_clients)
+    probe_clients: int = 4096  # clients whose recent inputs are remembered (least recently seen dropped first)
+    probe_entries: int = 16  # inputs remembered per client: about 250 bytes each, 16 MiB at most in all
     max_signal_values: int = 1_000_000  # numbers of a request's first tensor read for drift and probing, at most
 
 
@@ -141,7 +142,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
         metrics.watch_drift(settings.model, settings.digest, sample, guard.drift.threshold)
     probes = ProbeWindow(
         window_seconds=settings.probe_window_seconds,
-        max_clients=settings.max_clients,
+        max_clients=settings.probe_clients,
         max_entries=settings.probe_entries,
     )
     probe_count = metrics.probes.labels(settings.model, settings.digest)  # exported from 0 on
