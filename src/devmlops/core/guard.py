@@ -192,11 +192,10 @@ def tightest(demands: Sequence[GuardPolicy]) -> Guard | None:
             action="block" if "block" in (guard.action, limits.action) else "log",
             drift=_stricter_drift(guard.drift, limits.drift),
         )
-    for demand in demanding:
-        if drift_required(demand):
-            ceiling = demand.drift.max_threshold if demand.drift is not None else None
-            drift = _stricter_drift(guard.drift, Drift(threshold=ceiling) if ceiling else Drift())
-            guard = guard.model_copy(update={"drift": drift})
+    for demand in (d.drift for d in demanding if d.drift is not None and d.drift.required):
+        ceiling = demand.max_threshold
+        drift = _stricter_drift(guard.drift, Drift(threshold=ceiling) if ceiling else Drift())
+        guard = guard.model_copy(update={"drift": drift})
     return guard
 
 

@@ -255,7 +255,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
             probe_count.inc()
             exchange.record["probe"] = True
 
-    def upstream_of(request: web.BaseRequest, inference: bool, exchange: _Exchange) -> str:
+    def upstream_of(inference: bool, exchange: _Exchange) -> str:
         """Where the request goes: the split upstream on its turn (inference requests only), else the local one."""
         if inference and split is not None:
             turn = split.takes(inference_count[0])
@@ -290,7 +290,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
             if client is None:
                 timeout = aiohttp.ClientTimeout(total=settings.upstream_timeout_seconds)
                 client = session["client"] = aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
-            url = upstream_of(request, inference, exchange) + request.rel_url.raw_path_qs
+            url = upstream_of(inference, exchange) + request.rel_url.raw_path_qs
             async with client.request(
                 request.method, url, data=body, headers=headers_for_upstream(request), allow_redirects=False
             ) as answer:
