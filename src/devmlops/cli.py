@@ -830,6 +830,13 @@ def scan(model_path: Path, output: Path | None, as_json: bool) -> None:
 )
 @click.option("--no-robustness", is_flag=True, help="Skip the robustness figure.")
 @click.option(
+    "--baseline-bins",
+    default=10,
+    show_default=True,
+    type=click.IntRange(0, 50),
+    help="Quantile bins per feature of the drift baseline in evaluation.json (0: no baseline).",
+)
+@click.option(
     "--output-dir",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
@@ -843,6 +850,7 @@ def evaluate(
     exclude: tuple[str, ...],
     epsilon: float,
     no_robustness: bool,
+    baseline_bins: int,
     output_dir: Path,
 ) -> None:
     """Performance (scikit-learn), fairness by group (fairlearn) and robustness (ART) of a classifier.
@@ -860,6 +868,7 @@ def evaluate(
         exclude=exclude,
         epsilon=epsilon,
         robustness=not no_robustness,
+        baseline_bins=baseline_bins,
     )
     output_dir.mkdir(parents=True, exist_ok=True)
     for name, predicate in (
@@ -963,12 +972,13 @@ def _address(text: str, option: str) -> tuple[str, int]:
 @click.option("--listen", default="0.0.0.0:8000", show_default=True, help="HOST:PORT the guard serves on.")
 @click.option("--metrics-listen", default="0.0.0.0:9090", show_default=True, help="HOST:PORT of /metrics, /healthz.")
 @click.option("--model", default="", help="The ModelDeployment's name, for metrics and audit lines.")
-@click.option("--digest", default="", help="The served model's digest, for audit lines.")
+@click.option("--digest", default="", help="The served model's digest, for metrics and audit lines.")
 @click.option(
     "--config",
     "config_json",
     required=True,
-    help="The guard as JSON, in the shape of a ModelDeployment's spec.guard (the operator renders it).",
+    help="The guard as JSON: a ModelDeployment's spec.guard, with the traffic split and the signed drift baseline "
+    "(the operator renders it).",
 )
 def guard(upstream: str, listen: str, metrics_listen: str, model: str, digest: str, config_json: str) -> None:
     """Serve the guard in front of a model server: rate limits, size and schema checks, prompt and output checks,
@@ -981,13 +991,21 @@ def guard(upstream: str, listen: str, metrics_listen: str, model: str, digest: s
         config = parse_guard_config(config_json)
     except ValueError as exc:  # pydantic's ValidationError is one; its text names the field
         raise click.BadParameter(str(exc), param_hint="--config") from None
-    checks = [c for c in (config.input, config.output) if c is not None]
+    checks = [c for c in (config.guard.input, config.guard.output) if c is not None]
     secrets = None
     if any(c.secrets for c in checks):
         from devmlops.adapters.secretscan import secret_scanner
 
         secrets = secret_scanner()
-    settings = GuardSettings(upstream=upstream, guard=config, model=model, digest=digest, secrets=secrets)
+    settings = GuardSettings(
+        upstream=upstream,
+        guard=config.guard,
+        model=model,
+        digest=digest,
+        secrets=secrets,
+        split=config.split,
+        baseline=config.baseline,
+    )
     run(settings, _address(listen, "--listen"), _address(metrics_listen, "--metrics-listen"))
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 from kubernetes import client as k8s
@@ -20,6 +20,8 @@ from devmlops.harness.kserve import KServe, find_kserve, local_cluster
 from devmlops.harness.node import Node, NodeUnavailableError, node_problems
 from devmlops.harness.stack import DevmlopsStack
 from tests.conftest import ROOT
+from tests.support.guards import Guard, start_guard_process
+from tests.support.modelservers import ChatServer, mlserver
 
 
 def _tools_dir() -> Path:
@@ -166,3 +168,33 @@ def namespace(admin: k8s.ApiClient, request: pytest.FixtureRequest) -> Iterator[
     core.create_namespace({"metadata": {"name": name}})
     yield name
     core.delete_namespace(name)
+
+
+# -- the serving guard's tests (test_guard.py, test_guard_signals.py) -------------------------------------------------
+
+
+@pytest.fixture
+def start_guard(tmp_path: Path) -> Iterator[Callable[..., Guard]]:
+    """Start real guard processes (tests/support/guards.py); each is stopped after the test."""
+    started: list[Guard] = []
+
+    def start(upstream: str, config: dict[str, Any], *, model: str = "m") -> Guard:
+        started.append(start_guard_process(tmp_path, upstream, config, model=model))
+        return started[-1]
+
+    yield start
+    for guard in started:
+        guard.process.stop()
+
+
+@pytest.fixture(scope="module")
+def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLServer serving scikit-learn's iris model over the v2 protocol."""
+    with mlserver(tmp_path_factory.mktemp("mlserver")) as url:
+        yield url
+
+
+@pytest.fixture
+def chat() -> Iterator[ChatServer]:
+    with ChatServer() as server:
+        yield server

@@ -8,42 +8,19 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
 from devmlops.harness.processes import free_port
-from tests.support.guards import Guard, guards
-from tests.support.modelservers import ChatServer, mlserver
+from tests.support.guards import IRIS, JSON, Guard
+from tests.support.modelservers import ChatServer
 
 pytestmark = pytest.mark.timeout(300)
 
-IRIS = {
-    "inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}]
-}
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"  # AWS's documented example key id
-JSON = {"content-type": "application/json"}
-
-
-@pytest.fixture
-def start_guard(tmp_path: Path) -> Iterator[Callable[..., Guard]]:
-    with guards(tmp_path) as start:
-        yield start
-
-
-@pytest.fixture(scope="module")
-def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with mlserver(tmp_path_factory.mktemp("mlserver")) as url:
-        yield url
-
-
-@pytest.fixture
-def chat() -> Iterator[ChatServer]:
-    with ChatServer() as server:
-        yield server
 
 
 def test_a_v2_prediction_passes_the_guard_to_a_real_model_server(

@@ -179,10 +179,13 @@ def exposed(
 def scrape_guard(folder: Path) -> Exposition:
     """A serving guard's metrics after one forwarded and one refused request (upstream: a test chat server)."""
     port, metrics = free_port(), free_port()
-    config = {"protocol": "openai", "input": {"injection": True}}
+    # Drift monitoring with a baseline: its gauges are exported from the start (the statistics at scrape time).
+    baseline = {"rows": 4, "features": [{"name": "x", "index": 0, "edges": [0.5], "proportions": [0.5, 0.5]}]}
+    config = {"protocol": "openai", "input": {"injection": True}, "drift": {}, "baseline": baseline}
     with ChatServer() as chat:
         argv = [sys.executable, "-m", "devmlops", "guard", f"--upstream={chat.url}", f"--listen=127.0.0.1:{port}"]
-        argv += [f"--metrics-listen=127.0.0.1:{metrics}", "--model=fraud", "--config=" + json.dumps(config)]
+        argv += [f"--metrics-listen=127.0.0.1:{metrics}", "--model=fraud", "--digest=sha256:" + "ab" * 32]
+        argv += ["--config=" + json.dumps(config)]
         guard = ManagedProcess("guard", argv, log_path=folder / "guard.log", env=dict(os.environ)).start()
         try:
             url = f"http://127.0.0.1:{metrics}/metrics"
@@ -246,6 +249,10 @@ def test_both_processes_expose_labelled_series_after_an_admission_and_a_reconcil
         "devmlops_model_deployments",
         "devmlops_guard_requests_total",
         "devmlops_guard_request_duration_seconds_bucket",
+        "devmlops_guard_probes_total",
+        "devmlops_guard_drift_psi",
+        "devmlops_guard_drift_threshold",
+        "devmlops_guard_drift_sample_size",
     ):
         assert exposed.has_samples(name), name
         assert exposed.family_of(name), name

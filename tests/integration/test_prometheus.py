@@ -22,7 +22,7 @@ from devmlops.adapters.prometheus import PrometheusQuery
 from devmlops.errors import MetricsUnavailableError
 from devmlops.harness.prometheus import Prometheus, ScrapeTarget, installed_prometheus
 from tests.integration.conftest import skip_or_fail_integration
-from tests.support.guards import Guard, guards
+from tests.support.guards import Guard
 from tests.support.modelservers import ChatServer
 
 pytestmark = pytest.mark.timeout(180)
@@ -57,12 +57,6 @@ def query(prometheus: Prometheus) -> PrometheusQuery:
 def chat() -> Iterator[ChatServer]:
     with ChatServer() as server:
         yield server
-
-
-@pytest.fixture
-def start_guard(tmp_path: Path) -> Iterator[Callable[..., Guard]]:
-    with guards(tmp_path) as start:
-        yield start
 
 
 def _chat(prompt: str) -> dict[str, object]:

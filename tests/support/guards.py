@@ -1,13 +1,11 @@
-"""The serving guard as the tests run it: a real `devmlops guard` process on loopback in front of an upstream, with
-its audit lines (its log) and its /metrics at hand. Shared by the guard's own tests and the Prometheus tests."""
+"""The serving guard as integration tests run it: a real `devmlops guard` process, its audit lines and metrics, and
+the requests the tests send (tests/integration/conftest.py starts them)."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,13 @@ import httpx
 
 from devmlops.harness.processes import ManagedProcess, free_port, http_ok
 
-DIGEST = "sha256:" + "ab" * 32
+__all__ = ["DIGEST", "IRIS", "JSON", "Guard", "start_guard_process"]
+
+IRIS = {
+    "inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}]
+}
+JSON = {"content-type": "application/json"}
+DIGEST = "sha256:" + "ab" * 32  # the --digest every test guard serves under
 
 
 class Guard:
@@ -40,26 +44,20 @@ class Guard:
         return 0.0
 
 
-@contextmanager
-def guards(workdir: Path) -> Iterator[Callable[..., Guard]]:
-    """``start(upstream, config, model=..., digest=...)`` starts a ready guard; every one started stops at the end."""
-    started: list[ManagedProcess] = []
-
-    def start(upstream: str, config: dict[str, Any], *, model: str = "m", digest: str = DIGEST) -> Guard:
-        port, metrics = free_port(), free_port()
-        argv = [sys.executable, "-m", "devmlops", "guard", f"--upstream={upstream}", f"--listen=127.0.0.1:{port}"]
-        argv += [f"--metrics-listen=127.0.0.1:{metrics}", f"--model={model}", f"--digest={digest}"]
-        argv += ["--config=" + json.dumps(config)]
-        process = ManagedProcess("guard", argv, log_path=workdir / f"guard-{port}.log", env=dict(os.environ))
-        started.append(process.start())
-        guard = Guard(process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics}")
+def start_guard_process(folder: Path, upstream: str, config: dict[str, Any], *, model: str = "m") -> Guard:
+    """A guard in front of ``upstream`` with ``config`` (the --config JSON), started and answering /healthz."""
+    port, metrics = free_port(), free_port()
+    argv = [sys.executable, "-m", "devmlops", "guard", f"--upstream={upstream}", f"--listen=127.0.0.1:{port}"]
+    argv += [f"--metrics-listen=127.0.0.1:{metrics}", f"--model={model}", f"--digest={DIGEST}"]
+    argv += ["--config=" + json.dumps(config)]
+    process = ManagedProcess("guard", argv, log_path=folder / f"guard-{port}.log", env=dict(os.environ))
+    process.start()
+    guard = Guard(process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics}")
+    try:
         process.wait_until(
             lambda: http_ok(guard.metrics_url + "/healthz", timeout=1), timeout=30, what="the guard's /healthz"
         )
-        return guard
-
-    try:
-        yield start
-    finally:
-        for process in started:
-            process.stop()
+    except BaseException:
+        process.stop()
+        raise
+    return guard

@@ -80,6 +80,7 @@ class ChatServer:
 
     def __init__(self) -> None:
         self.reply = "Hello there."
+        self.status = 200  # the status of whole (not streamed) answers: 500 plays a failing model server
         self.received: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         outer = self
@@ -115,7 +116,7 @@ class ChatServer:
                     return
                 answer = {"object": "chat.completion", "choices": [{"index": 0, "message": {
                     "role": "assistant", "content": outer.reply}}]}  # fmt: skip
-                self._send(200, json.dumps(answer).encode(), "application/json")
+                self._send(outer.status, json.dumps(answer).encode(), "application/json")
 
             def _chunk(self, data: bytes) -> None:
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from devmlops.adapters.oms import OmsVerifier
+from devmlops.adapters.predicates import validate_predicate
+from devmlops.core.attestation import PREDICATE_EVALUATION
+from devmlops.core.drift import parse_baseline
 from devmlops.core.policy import Authority
 from devmlops.harness.evidencemodels import TARGET, train_demo_model, write_demo_data
 from tests.support.evidence import malicious_files
@@ -68,6 +71,23 @@ def test_evaluate_writes_the_three_predicates_with_real_figures(evaluated: Path)
     assert sum(group["count"] for group in sex["groups"].values()) == 221
     assert robustness["attack"]["name"] == "FastGradientMethod"
     assert robustness["perturbedAccuracy"] <= robustness["cleanAccuracy"]
+
+
+def test_evaluate_writes_a_drift_baseline_of_every_feature_that_the_schema_and_the_parser_accept(
+    evaluated: Path,
+) -> None:
+    evaluation = json.loads((evaluated / "evaluation.json").read_text())
+    validate_predicate(PREDICATE_EVALUATION, evaluation)  # the schema the verifier checks signed predicates with
+    baseline = parse_baseline(evaluation["baseline"])
+    assert baseline.rows == 221
+    assert [f.name for f in baseline.features][:2] == ["age", "sex"]  # every feature column, in the model's order
+    assert [f.index for f in baseline.features] == list(range(10))
+    age = baseline.features[0]
+    assert len(age.edges) == 9
+    assert abs(sum(age.proportions) - 1) < 1e-9
+    assert all(0.05 < p < 0.15 for p in age.proportions)  # quantile bins: about a tenth of the rows each
+    sex = baseline.features[1]
+    assert len(sex.edges) == 1  # two distinct values: repeated cut points merged, two bins
 
 
 def test_a_model_trained_on_skewed_labels_shows_a_large_parity_difference(tmp_path: Path) -> None:

@@ -28,6 +28,10 @@ EXPECTED_ALERTS = {
     "DevmlopsModelDeploymentsDegraded",
     "DevmlopsWebhookDown",
     "DevmlopsOperatorReconcileErrors",
+    "DevmlopsGuardBlockedSpike",
+    "DevmlopsGuardSchemaBurst",
+    "DevmlopsGuardProbing",
+    "DevmlopsGuardInputDrift",
 }
 RUNBOOK = "https://github.com/devmlops/devmlops/blob/main/docs/operations.md#"
 RUNBOOK_ANCHORS = {
@@ -38,6 +42,9 @@ RUNBOOK_ANCHORS = {
     "latency",
     "guard-blocked-spike",
     "guard-rate-limited",
+    "guard-schema-burst",
+    "guard-probing",
+    "guard-input-drift",
 }
 
 _FUNCTIONS = {

@@ -4,6 +4,8 @@
   model with ``predict_proba``);
 - fairness: fairlearn's demographic parity difference and equalized odds difference for each sensitive feature,
   and the per-group figures behind them (``MetricFrame``);
+- baseline (in the evaluation predicate): per feature, quantile bins of the evaluation data and each bin's share,
+  the signed reference the serving guard measures input drift against (core/drift.py);
 - robustness: accuracy under a bounded L-inf perturbation of ``epsilon`` feature standard deviations, from the
   Adversarial Robustness Toolbox's Fast Gradient Method where ART can take the model's gradients (logistic
   regression, SVMs), else the worst of several uniform random perturbations of the same bound (no gradient needed).
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from devmlops.adapters.scan import scan_model
+from devmlops.core.drift import DEFAULT_BINS, BaselineError, baseline_from_columns
 from devmlops.errors import InvalidInputError
 
 __all__ = ["Evaluation", "evaluate_model"]
@@ -100,8 +103,10 @@ def evaluate_model(
     epsilon: float = 0.1,
     robustness: bool = True,
     seed: int = 0,
+    baseline_bins: int = DEFAULT_BINS,
 ) -> Evaluation:
-    """Evaluate the model in ``model_path`` on the CSV ``data_path``; predicates for the three attestations."""
+    """Evaluate the model in ``model_path`` on the CSV ``data_path``; predicates for the three attestations.
+    ``baseline_bins`` 0 leaves the drift baseline out."""
     started = time.perf_counter()
     joblib, np, pd, metrics, fairness, sklearn_classifier, fgm, gradients = _libraries()
     model = _load(model_path, joblib)
@@ -153,6 +158,14 @@ def evaluate_model(
         "task": "binary-classification" if binary else "multiclass-classification",
         "metrics": scores,
     }
+    if baseline_bins:
+        try:
+            baseline = baseline_from_columns(
+                [x[:, i].tolist() for i in range(x.shape[1])], [str(c) for c in features.columns], bins=baseline_bins
+            )
+        except BaselineError as exc:
+            raise InvalidInputError(f"--data {data_path}: no drift baseline: {exc}") from exc
+        evaluation["baseline"] = baseline.to_dict()
     fair = None
     if sensitive_features:
         if not binary:

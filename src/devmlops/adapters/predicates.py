@@ -16,7 +16,14 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
 
-from devmlops.core.attestation import DEVMLOPS_PREDICATES, PREDICATE_PREFIX, Statement, parse_statement
+from devmlops.core.attestation import (
+    DEVMLOPS_PREDICATES,
+    PREDICATE_EVALUATION,
+    PREDICATE_PREFIX,
+    Statement,
+    parse_statement,
+)
+from devmlops.core.drift import BaselineError, parse_baseline
 from devmlops.core.ports import VerificationFailed
 
 __all__ = ["predicate_schema", "read_statement", "validate_predicate"]
@@ -68,4 +75,9 @@ def read_statement(payload: bytes) -> Statement:
     """A signed DSSE payload as a checked ``Statement``: the in-toto shape, then the predicate's schema."""
     statement = parse_statement(payload)
     validate_predicate(statement.predicate_type, statement.predicate)
+    if statement.predicate_type == PREDICATE_EVALUATION and "baseline" in statement.predicate:
+        try:  # what a schema cannot say: ascending cut points, shares summing to 1, one bin more than cut points
+            parse_baseline(statement.predicate["baseline"], "predicate.baseline")
+        except BaselineError as exc:
+            raise VerificationFailed(f"{PREDICATE_EVALUATION} predicate: {exc}") from exc
     return statement

@@ -374,7 +374,7 @@ def _decide_model_deployment(
         results.append(check_sbom(policy, evidence, bound, verifier))
         results.append(check_allowlist(deployment, policy))
         results.append(check_compliance(deployment, policy, tier))
-        results.append(check_guard(deployment, policy))
+        results.append(check_guard(deployment, policy, evidence, verifier))
         results.extend(check_evidence(deployment, policy, evidence, verifier, engine, tier))
         if stage == "serving":
             results.append(check_approval(deployment, policy, evidence, tier))

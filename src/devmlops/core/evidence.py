@@ -110,6 +110,8 @@ class Chain:
     decision: Decision | None = None  # for the version the chain's child serves (a rollout's stable one, or the spec's)
     plan_json: str = ""
     stable_plan_json: str = ""  # a gated rollout's stable version (core/rollout.py), '' when none serves
+    baseline_json: str = ""  # the signed drift baseline derived again (core/baseline.py): the guard's must be it
+    stable_baseline_json: str = ""  # the same for a gated rollout's stable version
     image_allow_lists: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 

@@ -10,22 +10,27 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from devmlops.core.manifests import Guard, GuardPolicy, RateLimit, TextChecks
+from devmlops.core.drift import Baseline, parse_baseline
+from devmlops.core.manifests import Drift, DriftPolicy, Guard, GuardPolicy, RateLimit, TextChecks
 
 __all__ = [
     "Finding",
+    "GuardConfig",
     "Split",
     "TextScanner",
     "TokenBucket",
+    "drift_required",
     "guard_config_json",
     "guard_problems",
     "inspect_request",
     "inspect_text",
+    "is_inference",
     "parse_guard_config",
+    "read_request",
     "request_texts",
     "response_texts",
     "tightest",
@@ -79,14 +84,40 @@ def _looser_checks(name: str, wanted: TextChecks | None, limit: TextChecks | Non
     return found
 
 
-def guard_problems(guard: Guard | None, demands: Iterable[tuple[str, GuardPolicy]]) -> list[str]:
+def _looser_drift(drift: Drift | None, limit: Drift | None, demand: DriftPolicy | None) -> list[str]:
+    required = limit is not None or (demand is not None and demand.required)
+    if drift is None:
+        return ["spec.guard.drift is missing; drift monitoring is required"] if required else []
+    found = []
+    ceilings = [t for t in (limit.threshold if limit else None, demand.max_threshold if demand else None) if t]
+    if ceilings and drift.threshold > min(ceilings):
+        found.append(f"spec.guard.drift.threshold: found {drift.threshold}, expected at most {min(ceilings)}")
+    if limit is not None and drift.sample_size < limit.sample_size:
+        found.append(f"spec.guard.drift.sampleSize: found {drift.sample_size}, expected at least {limit.sample_size}")
+    return found
+
+
+def drift_required(demand: GuardPolicy | None) -> bool:
+    """Whether a policy's guard demand requires drift monitoring (and with it a signed baseline)."""
+    return demand is not None and (
+        (demand.drift is not None and demand.drift.required)
+        or (demand.limits is not None and demand.limits.drift is not None)
+    )
+
+
+def guard_problems(
+    guard: Guard | None, demands: Iterable[tuple[str, GuardPolicy]], *, signed_baseline: bool | None = None
+) -> list[str]:
     """What makes ``guard`` (a ModelDeployment's ``spec.guard``) looser than the policies' demands, each naming the
-    field, what was found and what the policy (by name) expects. A ModelDeployment may only tighten."""
+    field, what was found and what the policy (by name) expects. A ModelDeployment may only tighten.
+
+    ``signed_baseline`` says whether a verified evaluation attestation of the model carries a drift baseline (None:
+    the caller did not look); a policy requiring drift monitoring needs one."""
     problems: list[str] = []
     for policy, demand in demands:
         found: list[str] = []
         if guard is None:
-            if demand.required or demand.limits is not None:
+            if demand.required or demand.limits is not None or drift_required(demand):
                 found.append("spec.guard is missing; a guard in front of the model server is required")
         elif demand.limits is not None:
             limit = demand.limits
@@ -111,6 +142,13 @@ def guard_problems(guard: Guard | None, demands: Iterable[tuple[str, GuardPolicy
             found += _looser_checks("output", guard.output, limit.output)
             if limit.action == "block" and guard.action != "block":
                 found.append(f"spec.guard.action: found {guard.action!r}, expected 'block'")
+        if guard is not None:
+            found += _looser_drift(guard.drift, demand.limits.drift if demand.limits else None, demand.drift)
+            if drift_required(demand) and guard.drift is not None and signed_baseline is False:
+                found.append(
+                    "spec.guard.drift: no verified evaluation attestation of spec.model.digest carries a baseline "
+                    "(predicate.baseline); drift monitoring needs a signed one"
+                )
         problems += [f"{text} (ClusterModelPolicy {policy})" for text in found]
     return problems
 
@@ -137,7 +175,7 @@ def tightest(demands: Sequence[GuardPolicy]) -> Guard | None:
     """The guard a new ModelDeployment gets when it declares none and policies demand one: every demand's limits
     at once (lowest rates and sizes, every check, block). None when no policy demands a guard. Protocols that
     disagree cannot both hold: the first is taken and the guard gate names the other policy's."""
-    demanding = [d for d in demands if d.required or d.limits is not None]
+    demanding = [d for d in demands if d.required or d.limits is not None or drift_required(d)]
     if not demanding:
         return None
     guard = Guard()
@@ -152,8 +190,19 @@ def tightest(demands: Sequence[GuardPolicy]) -> Guard | None:
             input=_both(guard.input, limits.input),
             output=_both(guard.output, limits.output),
             action="block" if "block" in (guard.action, limits.action) else "log",
+            drift=_stricter_drift(guard.drift, limits.drift),
         )
+    for demand in (d.drift for d in demanding if d.drift is not None and d.drift.required):
+        ceiling = demand.max_threshold
+        drift = _stricter_drift(guard.drift, Drift(threshold=ceiling) if ceiling else Drift())
+        guard = guard.model_copy(update={"drift": drift})
     return guard
+
+
+def _stricter_drift(a: Drift | None, b: Drift | None) -> Drift | None:
+    if a is None or b is None:
+        return a or b
+    return Drift(threshold=min(a.threshold, b.threshold), sample_size=max(a.sample_size, b.sample_size))
 
 
 # -- rate limits ----------------------------------------------------------------------------------------------------
@@ -389,31 +438,44 @@ def inspect_request(
 ) -> Finding | None:
     """What the guard refuses in a request it has read whole (its size is checked while reading): a body that is not
     the endpoint's schema, or input text ``guard.input`` forbids. Reads and probes pass (no body to check)."""
+    return read_request(guard, method, path, body, secrets)[0]
+
+
+def read_request(
+    guard: Guard, method: str, path: str, body: bytes, secrets: TextScanner | None = None, *, parse: bool = False
+) -> tuple[Finding | None, Any]:
+    """``inspect_request``'s finding and the body as parsed for it (None when the checks did not need it and
+    ``parse`` is false, or it is not JSON), so that the drift and probing signals read it without a second parse."""
     if method in ("GET", "HEAD", "OPTIONS"):
-        return None
+        return None, None
     if guard.protocol == "v2" and not _V2_INFER.match(path):
-        return _schema("path", f"{method} {path} is not a v2 inference endpoint")
+        return _schema("path", f"{method} {path} is not a v2 inference endpoint"), None
     if guard.protocol == "openai" and path not in _OPENAI:
-        return _schema("path", f"{method} {path} is not an OpenAI-compatible completion endpoint")
+        return _schema("path", f"{method} {path} is not an OpenAI-compatible completion endpoint"), None
     if guard.protocol is None and guard.input is not None and not _readable_endpoint(path):
         # The input checks read prompts where these endpoints carry them; elsewhere (Triton's logging, trace or
         # shared-memory APIs, an extension added later) they would read nothing and pass everything.
-        return _schema("path", f"{method} {path} is not an endpoint whose input the checks can read")
+        return _schema("path", f"{method} {path} is not an endpoint whose input the checks can read"), None
     if guard.output is not None and _binary_output(body):
-        return _schema("parameters", "binary tensor data was asked for; the output checks read JSON answers only")
+        return _schema("parameters", "binary tensor data was asked for; the output checks read JSON answers only"), None
     parsed: Any = None
     if guard.protocol is not None or guard.input is not None:
         try:
             parsed = json.loads(body, object_pairs_hook=_no_duplicate_keys)
         except (ValueError, RecursionError) as exc:
-            return _schema("body", f"not JSON ({exc})")
+            return _schema("body", f"not JSON ({exc})"), None
+    elif parse and _V2_INFER.match(path):
+        try:
+            parsed = json.loads(body)
+        except (ValueError, RecursionError):
+            parsed = None  # not read by any check: forwarded as before, only left out of the signals
     if guard.protocol == "v2":
         found = _check_v2(parsed)
     elif guard.protocol == "openai":
         found = _check_openai(path, parsed)
     else:
         found = None
-    return found or inspect_text(request_texts(parsed), guard.input, secrets, "input")
+    return found or inspect_text(request_texts(parsed), guard.input, secrets, "input"), parsed
 
 
 def _readable_endpoint(path: str) -> bool:
@@ -426,23 +488,68 @@ def _binary_output(body: bytes) -> bool:
     return b"binary_data" in body
 
 
+def is_inference(method: str, path: str) -> bool:
+    """Whether a request asks a model for an answer (v2 infer or generate, OpenAI completions): what the guard's
+    split may send elsewhere and what its drift and probing signals read. Health, readiness and metadata never."""
+    return method == "POST" and _readable_endpoint(path)
+
+
+# -- the guard's configuration ----------------------------------------------------------------------------------------
+
+_SPLIT_UPSTREAM = re.compile(r"^https?://[A-Za-z0-9.\-]+(?::\d{1,5})?$")
+
+
 @dataclass(frozen=True, slots=True)
 class Split:
-    """A share of the inference requests (``weight`` percent) forwarded to ``upstream``: a new version's guard."""
+    """Send ``weight`` percent (0 to 100) of the inference requests to ``upstream`` (a canary's guard, scheme, host
+    and port) instead of the local model server, after every input check."""
 
     upstream: str
     weight: int
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.upstream, str) or not _SPLIT_UPSTREAM.match(self.upstream):
+            raise ValueError(f"split.upstream: got {self.upstream!r:.100}, expected http(s)://host[:port]")
+        if not isinstance(self.weight, int) or isinstance(self.weight, bool) or not 0 <= self.weight <= 100:
+            raise ValueError(f"split.weight: got {self.weight!r:.40}, expected an integer from 0 to 100")
 
-def guard_config_json(guard: Guard, *, split: Split | None = None) -> str:
-    """The guard's configuration as the sidecar reads it (``devmlops guard --config``): camelCase, no nulls."""
-    config = guard.model_dump(mode="json", by_alias=True, exclude_none=True)
+    def takes(self, count: int) -> bool:
+        """Whether the inference request numbered ``count`` (0, 1, 2, ... in arrival order) goes to the split
+        upstream: smooth and exact, over any 100 consecutive requests exactly ``weight`` go there."""
+        return (count + 1) * self.weight // 100 > count * self.weight // 100
+
+
+@dataclass(frozen=True, slots=True)
+class GuardConfig:
+    """What the guard process runs with: ``spec.guard``, the traffic split (rollouts) and the signed baseline."""
+
+    guard: Guard
+    split: Split | None = None
+    baseline: Baseline | None = None
+
+
+def guard_config_json(guard: Guard, *, split: Split | None = None, baseline_json: str = "") -> str:
+    """The guard's configuration as the sidecar reads it (``devmlops guard --config``): ``spec.guard`` camelCase
+    without nulls, the split, and the baseline (only where drift monitoring is declared). Deterministic: the webhook
+    compares it with the child's, byte for byte."""
+    data: dict[str, Any] = guard.model_dump(mode="json", by_alias=True, exclude_none=True)
     if split is not None:
-        config["split"] = {"upstream": split.upstream, "weight": split.weight}
-    return json.dumps(config, sort_keys=True)
+        data["split"] = {"upstream": split.upstream, "weight": split.weight}
+    if baseline_json and guard.drift is not None:
+        data["baseline"] = json.loads(baseline_json)
+    return json.dumps(data, sort_keys=True)
 
 
-def parse_guard_config(text: str) -> Guard:
+def parse_guard_config(text: str) -> GuardConfig:
     """The sidecar's ``--config``; a ``ValueError`` names the wrong field."""
-    data: Mapping[str, Any] = json.loads(text)
-    return Guard.model_validate(data)
+    data: Any = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("config: expected a JSON object")
+    split_raw, baseline_raw = data.pop("split", None), data.pop("baseline", None)
+    split = None
+    if split_raw is not None:
+        if not isinstance(split_raw, dict) or set(split_raw) != {"upstream", "weight"}:
+            raise ValueError("split: expected an object of upstream and weight")
+        split = Split(upstream=split_raw["upstream"], weight=split_raw["weight"])
+    baseline = parse_baseline(baseline_raw) if baseline_raw is not None else None
+    return GuardConfig(guard=Guard.model_validate(data), split=split, baseline=baseline)

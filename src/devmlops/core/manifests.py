@@ -34,6 +34,8 @@ from devmlops.errors import InvalidInputError
 __all__ = [
     "AuthoritySpec",
     "ClusterModelPolicySpec",
+    "Drift",
+    "DriftPolicy",
     "EvidenceRequirementSpec",
     "Metadata",
     "MlflowRef",
@@ -254,6 +256,17 @@ class TextChecks(_Spec):
         return _compiles(value)
 
 
+PsiThreshold = Annotated[float, Strict(), Field(ge=0.01, le=10)]
+
+
+class Drift(_Spec):
+    """Input drift monitoring: PSI per feature of a sliding sample of the inputs against the baseline in the model's
+    signed evaluation evidence (docs/guard.md). Without a signed baseline the guard monitors nothing."""
+
+    threshold: PsiThreshold = 0.2  # the PSI above which a feature has drifted (alerts, rollout analysis)
+    sample_size: Annotated[int, Strict(), Field(ge=10, le=10_000), Integral] = 1000  # rows in the sliding sample
+
+
 class Guard(_Spec):
     """The serving guard in front of the model server: every request to the model passes it."""
 
@@ -266,6 +279,7 @@ class Guard(_Spec):
     output: TextChecks | None = None
     action: Literal["block", "log"] = "block"
     audit_content: StrictBool = False  # write request and response bodies into the audit line
+    drift: Drift | None = None
 
 
 class ModelDeploymentSpec(_Spec):
@@ -450,11 +464,20 @@ class ImageSignaturePolicy(_Spec):
     authorities: Annotated[list[ImageAuthority], Field(min_length=1, max_length=32)]
 
 
+class DriftPolicy(_Spec):
+    """A ClusterModelPolicy's demand on drift monitoring: declared (``spec.guard.drift``) with a signed baseline,
+    and a threshold no looser than ``maxThreshold``."""
+
+    required: StrictBool = False
+    max_threshold: PsiThreshold | None = None
+
+
 class GuardPolicy(_Spec):
     """A ClusterModelPolicy's demand on the guard: present, and at least as strict as ``limits``."""
 
     required: StrictBool = False
     limits: Guard | None = None
+    drift: DriftPolicy | None = None
 
 
 class EvidenceConditions(_Spec):

@@ -145,6 +145,7 @@ class CanaryRendering:
     stable: ModelDeployment
     stable_plan_json: str
     weight: int
+    stable_baseline_json: str = ""  # the stable version's own signed drift baseline
 
 
 def canary_upstream(model_deployment: ModelDeployment) -> str:
@@ -161,9 +162,11 @@ def build_triton(
     policy_revision: str,
     split: Split | None = None,
     canary: bool = False,
+    baseline_json: str = "",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The Deployment and the Service (``canary``: the new version's, named with CANARY_SUFFIX; ``split``: the share
-    of requests this version's guard forwards to the new version)."""
+    of requests this version's guard forwards to the new version). ``baseline_json`` is the signed drift baseline
+    (``core/baseline.py``), put into the guard's configuration when spec.guard.drift asks for drift monitoring."""
     name, namespace = model_deployment.metadata.name, model_deployment.metadata.namespace
     model, runtime = model_deployment.spec.model, model_deployment.spec.runtime
     ports = GUARDED_PORTS if model_deployment.spec.guard else PORTS
@@ -225,7 +228,7 @@ def build_triton(
                     f"--metrics-listen=0.0.0.0:{GUARD_METRICS_PORT}",
                     f"--model={model_deployment.metadata.name}",  # a canary's too: its digest tells them apart
                     f"--digest={model.digest}",
-                    f"--config={guard_config_json(guard, split=split)}",
+                    f"--config={guard_config_json(guard, split=split, baseline_json=baseline_json)}",
                 ],
                 "ports": [{"name": port_name, "containerPort": port} for port_name, port in ports],
                 **_probes(),
@@ -289,6 +292,7 @@ def render_children(
     verifier_image: str,
     policy_revision: str = "",
     canary: CanaryRendering | None = None,
+    baseline_json: str = "",
 ) -> list[dict[str, Any]]:
     """The model server objects for the runtime kind, owned by the ModelDeployment; the first is the child named in
     status (InferenceService for kserve; Deployment then Service for triton). Nothing of the ModelDeployment's own
@@ -305,6 +309,7 @@ def render_children(
                 verifier_image=verifier_image,
                 policy_revision=policy_revision,
                 split=split,
+                baseline_json=canary.stable_baseline_json,
             ),
             *build_triton(
                 model_deployment,
@@ -312,12 +317,17 @@ def render_children(
                 verifier_image=verifier_image,
                 policy_revision=policy_revision,
                 canary=True,
+                baseline_json=baseline_json,
             ),
         ]
     elif model_deployment.spec.runtime.kind == "triton":
         children = list(
             build_triton(
-                model_deployment, plan_json=plan_json, verifier_image=verifier_image, policy_revision=policy_revision
+                model_deployment,
+                plan_json=plan_json,
+                verifier_image=verifier_image,
+                policy_revision=policy_revision,
+                baseline_json=baseline_json,
             )
         )
     else:

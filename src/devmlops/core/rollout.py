@@ -87,18 +87,30 @@ def render_serving(
     stable_plan_json: str,
     verifier_image: str,
     policy_revision: str = "",
+    baseline_json: str = "",
+    stable_baseline_json: str = "",
 ) -> list[dict[str, Any]]:
-    """The children as ``what_serves`` says: the operator writes them, the webhook compares against them."""
+    """The children as ``what_serves`` says: the operator writes them, the webhook compares against them. Each
+    version's children carry that version's own plan and signed drift baseline."""
     serves = what_serves(model_deployment, status, model_deployment.metadata.generation)
     if serves.stable is not None and not serves.canary:
         return render_children(
-            serves.stable, plan_json=stable_plan_json, verifier_image=verifier_image, policy_revision=policy_revision
+            serves.stable,
+            plan_json=stable_plan_json,
+            verifier_image=verifier_image,
+            policy_revision=policy_revision,
+            baseline_json=stable_baseline_json,
         )
-    canary = CanaryRendering(serves.stable, stable_plan_json, serves.weight) if serves.stable is not None else None
+    canary = (
+        CanaryRendering(serves.stable, stable_plan_json, serves.weight, stable_baseline_json)
+        if serves.stable is not None
+        else None
+    )
     return render_children(
         model_deployment,
         plan_json=plan_json,
         verifier_image=verifier_image,
         policy_revision=policy_revision,
         canary=canary,
+        baseline_json=baseline_json,
     )

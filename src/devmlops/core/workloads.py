@@ -480,6 +480,8 @@ def _rendered(chain: Chain, evidence: Evidence) -> list[dict[str, Any]]:
         plan_json=chain.plan_json,
         stable_plan_json=chain.stable_plan_json,
         verifier_image=evidence.verifier_image,
+        baseline_json=chain.baseline_json,
+        stable_baseline_json=chain.stable_baseline_json,
     )
 
 

@@ -2,9 +2,11 @@
 
 Every request passes the rate limits (all clients, then the client's own bucket), the size limit (counted while
 reading, never trusting Content-Length alone), the endpoint's schema and the input checks, and only then reaches the
-model server, which listens on the Pod's loopback (core/render.py). Answers pass the output checks; token streams
-(server-sent events) are checked event by event and cut off at a hit. One audit line per request, refused ones too.
-Anything that goes wrong in the guard is an error answer, never a forwarded request.
+model server, which listens on the Pod's loopback (core/render.py), or, for a rollout's share of the inference
+requests (``Split``), the canary's guard. Answers pass the output checks; token streams (server-sent events) are
+checked event by event and cut off at a hit. One audit line per request, refused ones too. Anything that goes wrong
+in the guard is an error answer, never a forwarded request. Forwarded v2 tensors feed two signals: the drift sample
+(core/drift.py, exported at scrape time) and the probing window (core/probing.py).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from devmlops.core.guard import Finding, TokenBucket, inspect_request, inspect_text, response_texts
+from devmlops.core.drift import Baseline, DriftSample, first_tensor_rows
+from devmlops.core.guard import Finding, Split, TokenBucket, inspect_text, is_inference, read_request, response_texts
 from devmlops.core.manifests import Guard
+from devmlops.core.probing import ProbeWindow, exact_hash, fingerprint
 from devmlops.guard.metrics import GuardMetrics
 
 __all__ = ["GuardSettings", "create_server"]
@@ -51,6 +55,7 @@ _HOP = frozenset(
 )
 _MAX_BODY = 64 * 1024 * 1024  # spec.guard.maxRequestBytes's own maximum: the bound when it is left out
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")  # server-sent events end with a blank line, in any of the three
+_UPSTREAM_STATUS = Finding("upstream_status", "the model server answered with an error status")
 _STREAM_TAIL = 256  # characters of earlier events scanned again with each event: a secret split across events
 
 
@@ -65,6 +70,12 @@ class GuardSettings:
     max_response_bytes: int = 64 * 1024 * 1024  # a whole (not streamed) answer read for the output checks
     secrets: Callable[[str], str] | None = None  # adapters/secretscan.py when input or output asks for it
     clock: Callable[[], float] = field(default=time.monotonic)
+    split: Split | None = None  # a rollout's share of inference requests for another upstream (the canary's guard)
+    baseline: Baseline | None = None  # the signed drift baseline; drift is monitored when spec.guard.drift is set too
+    probe_window_seconds: float = 300.0  # how long a client's inputs are remembered for the probing signal
+    probe_clients: int = 4096  # clients whose recent inputs are remembered (least recently seen dropped first)
+    probe_entries: int = 16  # inputs remembered per client: about 250 bytes each, 16 MiB at most in all
+    max_signal_values: int = 1_000_000  # numbers of a request's first tensor read for drift and probing, at most
 
 
 class _Limiter:
@@ -122,6 +133,19 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
     # A ModelDeployment may leave maxRequestBytes out; the guard still buffers no more than the field's maximum.
     limit = guard.max_request_bytes or _MAX_BODY
     session: dict[str, aiohttp.ClientSession] = {}
+    split = settings.split
+    split_upstream = split.upstream.rstrip("/") if split is not None else ""
+    inference_count = [0]  # inference requests that passed their checks: the split's turn counter
+    sample = None
+    if settings.baseline is not None and guard.drift is not None:
+        sample = DriftSample(settings.baseline, guard.drift.sample_size)
+        metrics.watch_drift(settings.model, settings.digest, sample, guard.drift.threshold)
+    probes = ProbeWindow(
+        window_seconds=settings.probe_window_seconds,
+        max_clients=settings.probe_clients,
+        max_entries=settings.probe_entries,
+    )
+    probe_count = metrics.probes.labels(settings.model, settings.digest)  # exported from 0 on
 
     def client_of(request: web.BaseRequest) -> str:
         if guard.client_header:
@@ -149,7 +173,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
         if guard.audit_content and body:
             exchange.record["output"] = body.decode(errors="replace")[:65536]
         _audit.info(orjson.dumps(exchange.record, option=orjson.OPT_SORT_KEYS).decode())
-        metrics.observe(settings.model, result, reason, elapsed)
+        metrics.observe(settings.model, settings.digest, result, reason, elapsed)
 
     def refuse(exchange: _Exchange, status: int, finding: Finding) -> web.Response:
         finish(exchange, status, "blocked", finding)
@@ -213,9 +237,35 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
             pending = pending[start:]
         if pending and not await passed(pending):  # what came after the last blank line: checked the same way
             return response
-        finish(exchange, answer.status, "logged" if finding else "allowed", finding)
+        if answer.status >= 500:
+            finish(exchange, answer.status, "error", _UPSTREAM_STATUS)
+        else:
+            finish(exchange, answer.status, "logged" if finding else "allowed", finding)
         await response.write_eof()
         return response
+
+    def signals(exchange: _Exchange, parsed: Any, body: bytes) -> None:
+        """Feed a forwarded inference request's first tensor to the drift sample and the probing window."""
+        values, columns = first_tensor_rows(parsed, max_values=settings.max_signal_values)
+        if not columns:
+            return
+        if sample is not None:
+            sample.add(values, columns)
+        if probes.is_probe(exchange.record["client"], fingerprint(values, columns), exact_hash(body), settings.clock()):
+            probe_count.inc()
+            exchange.record["probe"] = True
+
+    def upstream_of(inference: bool, exchange: _Exchange) -> str:
+        """Where the request goes: the split upstream on its turn (inference requests only), else the local one."""
+        if inference and split is not None:
+            turn = split.takes(inference_count[0])
+            inference_count[0] += 1
+            exchange.record["upstream"] = "split" if turn else "local"
+            if turn:
+                return split_upstream
+        else:
+            exchange.record["upstream"] = "local"
+        return upstream
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         exchange = _Exchange(request, client_of(request))
@@ -229,15 +279,18 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
             exchange.input.update(body)
             if guard.audit_content and body:
                 exchange.record["input"] = body.decode(errors="replace")[:65536]
-            finding = inspect_request(guard, request.method, request.path, body, settings.secrets)
+            inference = is_inference(request.method, request.path)
+            finding, parsed = read_request(guard, request.method, request.path, body, settings.secrets, parse=inference)
             if finding is not None and (finding.reason == "schema" or guard.action == "block"):
                 return refuse(exchange, 400 if finding.reason == "schema" else 403, finding)
             logged = finding
+            if inference and parsed is not None:
+                signals(exchange, parsed, body)
             client = session.get("client")
             if client is None:
                 timeout = aiohttp.ClientTimeout(total=settings.upstream_timeout_seconds)
                 client = session["client"] = aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
-            url = upstream + request.rel_url.raw_path_qs
+            url = upstream_of(inference, exchange) + request.rel_url.raw_path_qs
             async with client.request(
                 request.method, url, data=body, headers=headers_for_upstream(request), allow_redirects=False
             ) as answer:
@@ -258,7 +311,11 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
                 found = output_finding(response_texts(parsed)) if guard.output else None
                 if found is not None and guard.action == "block":
                     return refuse(exchange, 403, found)
-                finish(exchange, answer.status, "logged" if (found or logged) else "allowed", found or logged, content)
+                if answer.status >= 500:  # passed on as it came; counted as the model server's error
+                    finish(exchange, answer.status, "error", _UPSTREAM_STATUS, content)
+                else:
+                    result = "logged" if (found or logged) else "allowed"
+                    finish(exchange, answer.status, result, found or logged, content)
                 return web.Response(body=content, status=answer.status, headers=_answer_headers(answer))
         except (aiohttp.ClientError, TimeoutError) as exc:
             finding = Finding("upstream", f"model server unavailable ({type(exc).__name__})")

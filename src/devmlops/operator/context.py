@@ -34,6 +34,7 @@ class ModelContext:
     approval: ApprovalState
     bundle: str
     tier: EffectiveTier  # the effective risk tier, which the approval demands follow
+    attestations: tuple[Document, ...] = ()  # spec.attestations resolved: the signed drift baseline is among them
 
     @property
     def awaiting_approval(self) -> bool:
@@ -71,4 +72,4 @@ def load_context(
     signature = evidence.signatures[0] if evidence.signatures else Document("spec.signature", error="not set")
     if signature.text is None:
         raise DevmlopsError(f"spec.signature cannot be read for the serving pod: {signature.error}")
-    return ModelContext(selecting, revision, required_by, approval, signature.text, tier)
+    return ModelContext(selecting, revision, required_by, approval, signature.text, tier, evidence.attestations)

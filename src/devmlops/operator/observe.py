@@ -16,6 +16,7 @@ from kubernetes.dynamic import DynamicClient
 from devmlops.adapters.ocisig import ImageSignatureChecker
 from devmlops.adapters.opa import OpaEngine
 from devmlops.adapters.registrycache import RegistryResolver
+from devmlops.core.baseline import evaluation_authorities, monitors_drift, signed_baseline
 from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.plan import VerificationPlan
 from devmlops.core.ports import SignatureVerifier, VerificationFailed
@@ -104,12 +105,17 @@ class Observer:
             signed = plan.verify_signature(self._verifier)  # cached: reevaluate() verified the same bundle
         except VerificationFailed:
             return None
+        baseline = ""
+        if monitors_drift(model):  # the webhook derives the same and compares the guard's config with it
+            authorities = evaluation_authorities(context.policies)
+            baseline = signed_baseline(context.attestations, signed.digest, authorities, self._verifier)
         return Serving(
             digest=signed.digest,
             signer=signed.signer,
             plan_json=plan.to_json(),
             policy_revision=context.revision,
             verifier_image=VERIFIER_IMAGE,
+            baseline_json=baseline,
         )
 
     def _rollout(

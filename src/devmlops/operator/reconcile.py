@@ -72,6 +72,7 @@ class Serving:
     plan_json: str
     policy_revision: str
     verifier_image: str
+    baseline_json: str = ""  # the signed drift baseline (core/baseline.py), '' when none
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -334,6 +335,8 @@ def _admitted(observed: Observation, status: _Status) -> Plan:
         stable_plan_json=stable.plan_json if stable is not None else "",
         verifier_image=serving.verifier_image,
         policy_revision=serving.policy_revision,
+        baseline_json=serving.baseline_json,
+        stable_baseline_json=stable.baseline_json if stable is not None else "",
     )
     # A step of the rollout changes the children on purpose (a share, a version): written without a drift report.
     moved = step is not None and step.status is not None and step.status != stored_rollout

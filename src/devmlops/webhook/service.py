@@ -13,6 +13,7 @@ from devmlops.adapters.evidence import DocumentLookup, resolve_evidence
 from devmlops.adapters.ocisig import ImageSignatureChecker
 from devmlops.adapters.registrycache import RegistryResolver
 from devmlops.core.attestation import VerifiedAttestation
+from devmlops.core.baseline import evaluation_authorities, monitors_drift, signed_baseline
 from devmlops.core.decision import MODEL_APPROVAL, MODEL_DEPLOYMENT, decide, resource_of, select_policies
 from devmlops.core.evidence import DEFAULT_SERVER_IMAGES, ApprovalState, Chain, Evidence, Identities
 from devmlops.core.exemptions import BreakGlass, Exemption
@@ -326,8 +327,8 @@ class AdmissionService:
         selecting = select_policies(
             self._policies(), namespace=namespace, namespace_labels=labels, model_name=model_name
         )
-        decision, plan_json = self._decided_version(model, child, selecting)
-        stable_decision, stable_plan_json = None, ""
+        decision, plan_json, baseline_json = self._decided_version(model, child, selecting)
+        stable_decision, stable_plan_json, stable_baseline_json = None, "", ""
         try:
             parsed = parse_model_deployment(model)
             serves = what_serves(parsed, model.get("status"), parsed.metadata.generation)
@@ -337,7 +338,9 @@ class AdmissionService:
             # A gated rollout (core/rollout.py): the version the status names as stable is decided again, gate by
             # gate, as if it were the spec; a child rendered from it is admitted on that decision.
             stable_model = {**model, "spec": (model.get("status") or {})["rollout"]["stableSpec"]}
-            stable_decision, stable_plan_json = self._decided_version(stable_model, child, selecting)
+            stable_decision, stable_plan_json, stable_baseline_json = self._decided_version(
+                stable_model, child, selecting
+            )
             top = hops[-1] if hops else child.object or {}
             if _name(top) == _name(model) or not serves.canary:  # the stable version's child, not the new one's
                 decision = stable_decision
@@ -347,18 +350,26 @@ class AdmissionService:
             decision=decision,
             plan_json=plan_json,
             stable_plan_json=stable_plan_json,
+            baseline_json=baseline_json,
+            stable_baseline_json=stable_baseline_json,
             image_allow_lists=_image_allow_lists(selecting),
         )
 
     def _decided_version(
         self, model: Mapping[str, Any], child: AdmissionRequest, selecting: Sequence[Policy]
-    ) -> tuple[Decision, str]:
-        """One version of a ModelDeployment decided at the serving stage, and its verification plan."""
+    ) -> tuple[Decision, str, str]:
+        """One version of a ModelDeployment decided at the serving stage, its verification plan and (where its guard
+        monitors drift) its signed drift baseline, derived again."""
         evidence = self._model_evidence(model, dt.datetime.now(dt.UTC))
         bundle = evidence.signatures[0].text if evidence.signatures and evidence.signatures[0].text else ""
         digest = str(((model.get("spec") or {}).get("model") or {}).get("digest") or "")
         plan_json = VerificationPlan.for_policies(bundle, digest, selecting).to_json()
-        return self._serving_decision(model, child, evidence), plan_json
+        baseline_json = (
+            signed_baseline(evidence.attestations, digest, evaluation_authorities(selecting), self._verifier)
+            if monitors_drift(model)
+            else ""
+        )
+        return self._serving_decision(model, child, evidence), plan_json, baseline_json
 
     def _serving_decision(self, model: Mapping[str, Any], child: AdmissionRequest, evidence: Evidence) -> Decision:
         """The owner decided again at the serving stage: signature, policies, approval, Rego."""

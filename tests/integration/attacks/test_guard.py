@@ -1,7 +1,9 @@
 """Property 11, the serving guard cannot be walked around: where a ClusterModelPolicy demands a guard, a
 ModelDeployment without one, with a looser one, or on a runtime devmlops cannot guard is denied; the guard is part of
 the rendered child, so removing or loosening it, or opening the model server to the Pod network, is denied like any
-other change of a child; and the model server listens on the Pod's loopback only."""
+other change of a child; and the model server listens on the Pod's loopback only. The guard's drift baseline is the
+one in the model's signed evaluation evidence: a child carrying another one (or none, or a traffic split nobody
+rendered) is denied like any other change."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
+from devmlops.core.drift import baseline_from_columns
 from devmlops.harness.stack import DevmlopsStack
 from tests.integration.attacks.conftest import (
     ALLOWED_IMAGES,
@@ -23,6 +26,7 @@ from tests.integration.attacks.conftest import (
     serve,
 )
 from tests.integration.support import GROUP, VERSION, SignedModel, signed_by_evidence, trusting
+from tests.support.evidence import attestation, predicate
 
 LIMITS = {
     "perClient": {"requestsPerSecond": 10, "burst": 20},
@@ -32,6 +36,7 @@ LIMITS = {
 }
 GUARD = {**LIMITS, "rateLimit": {"requestsPerSecond": 100, "burst": 100}}
 TRITON_RUNTIME = {"kind": "triton", "image": TRITON}
+OPERATOR = "system:serviceaccount:devmlops-system:devmlops-operator"
 
 
 @pytest.fixture
@@ -194,3 +199,63 @@ def test_the_served_model_listens_on_the_pods_loopback_behind_the_guard(served_g
     assert "readinessProbe" not in server  # the kubelet reaches Triton through the guard only
     assert guard["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http", "scheme": "HTTP"}
     assert {"--http-address=127.0.0.1", "--allow-grpc=false", "--allow-metrics=false"} <= set(server["args"])
+
+
+# -- the drift baseline: the signed one, or the child is denied -------------------------------------------------------
+
+SIGNED_BASELINE = baseline_from_columns(
+    [[float(i) for i in range(100)], [float(i % 7) for i in range(100)]], ["a", "b"]
+)
+# What mallory would rather the guard compared with: her traffic's own distribution, so that no drift ever shows.
+HER_BASELINE = baseline_from_columns(
+    [[float(i) * 10 for i in range(100)], [float(i % 7) for i in range(100)]], ["a", "b"]
+)
+
+
+@pytest.fixture
+def served_with_drift(
+    admin: k8s.ApiClient, enforced_namespace: str, attack_model: SignedModel, trusted: dict[str, Any]
+) -> Served:
+    """A Triton model with drift monitoring whose evaluation attestation (signed by the trusted key) carries a
+    baseline; the operator renders it into the guard's configuration."""
+    body = {**predicate("evaluation"), "baseline": SIGNED_BASELINE.to_dict()}
+    signed = attestation("evaluation", body, attack_model.digest, key=attack_model.key)
+    guard = {"protocol": "v2", "drift": {"threshold": 0.2}}
+    return serve(
+        admin, enforced_namespace, attack_model, trusted, runtime=TRITON_RUNTIME, guard=guard,
+        attestations=[{"inline": signed}],
+    )  # fmt: skip
+
+
+def _config(deployment: dict[str, Any]) -> dict[str, Any]:
+    arg = next(a for a in _guard(deployment)["args"] if a.startswith("--config="))
+    return dict(json.loads(arg.removeprefix("--config=")))
+
+
+def _with_config(deployment: dict[str, Any], config: dict[str, Any]) -> list[dict[str, Any]]:
+    args = [
+        a if not a.startswith("--config=") else "--config=" + json.dumps(config) for a in _guard(deployment)["args"]
+    ]
+    path = f"/spec/template/spec/containers/{_index(deployment, 'devmlops-guard')}/args"
+    return [{"op": "replace", "path": path, "value": args}]
+
+
+def test_the_guards_baseline_is_the_signed_one_and_another_is_denied(
+    mallory: k8s.ApiClient, as_user: Callable[[str], k8s.ApiClient], served_with_drift: Served
+) -> None:
+    """Mallory (a namespace editor) may not write the child at all; and even the operator's identity cannot write a
+    guard configuration that is not the rendering from signed evidence: the comparison decides what a child is."""
+    child = served_with_drift.child
+    config = _config(child)
+    assert config["baseline"] == SIGNED_BASELINE.to_dict()  # the positive control: derived from signed evidence
+    name, namespace = child["metadata"]["name"], served_with_drift.namespace
+    for forged in (
+        {**config, "baseline": HER_BASELINE.to_dict()},  # her own baseline: her traffic never drifts
+        {k: v for k, v in config.items() if k != "baseline"},  # no baseline: drift monitoring off
+        {**config, "split": {"upstream": "http://mallory.example:8000", "weight": 50}},  # half the traffic elsewhere
+    ):
+        patch = _with_config(child, forged)
+        denied(k8s.AppsV1Api(mallory).patch_namespaced_deployment, name, namespace, patch)
+        reason = denied(k8s.AppsV1Api(as_user(OPERATOR)).patch_namespaced_deployment, name, namespace, patch)
+        assert "containers" in reason, reason  # denied for what it says, not for who sent it
+        assert "only the devmlops operator" not in reason

@@ -106,7 +106,7 @@ def test_the_sidecars_configuration_round_trips() -> None:
         "output": {"secrets": True},
         "perClient": {"burst": 9, "requestsPerSecond": 5},
     }
-    assert parse_guard_config(text) == guard
+    assert parse_guard_config(text).guard == guard
     with pytest.raises(ValueError, match=r"perClient\.burst"):
         parse_guard_config('{"perClient": {"requestsPerSecond": 5, "burst": 0}}')
     with pytest.raises(ValueError, match="blockedPatterns"):

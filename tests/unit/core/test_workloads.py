@@ -145,6 +145,22 @@ def test_any_single_field_change_of_a_rendered_child_is_denied(kind: str) -> Non
         assert "differs from what devmlops renders" in decision.message
 
 
+def test_a_guard_whose_baseline_is_not_the_chains_signed_one_is_denied() -> None:
+    """The webhook derives the signed baseline again (Chain.baseline_json); the child's guard must carry exactly it."""
+    md = model("triton-guarded")
+    md["spec"]["guard"] = {**GUARD, "drift": {"threshold": 0.2}}
+    signed = '{"features":[{"edges":[1.0],"index":0,"name":"x","proportions":[0.5,0.5]}],"rows":2}'
+    forged = '{"features":[{"edges":[9.0],"index":0,"name":"x","proportions":[0.5,0.5]}],"rows":2}'
+    parsed = parse_model_deployment(md)
+    chain = chain_of(md, baseline_json=signed)
+    for baseline, allowed in ((signed, True), (forged, False), ("", False)):
+        child = render_children(parsed, plan_json=PLAN, verifier_image="devmlops@v1", baseline_json=baseline)[0]
+        decision = review_serving(request(child, resource="deployments"), evidence(chain=chain), now=NOW)
+        assert decision.allowed is allowed, (baseline, decision.message)
+        if not allowed:
+            assert "differs from what devmlops renders" in decision.message
+
+
 def test_an_added_container_command_or_transformer_is_denied() -> None:
     child = rendered()
     child["spec"]["transformer"] = {"containers": [{"name": "t", "image": PINNED}]}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
+import json
 from typing import Any
 
 import pytest
@@ -129,6 +131,22 @@ def test_a_triton_model_gets_its_deployment_and_service_and_the_deployment_is_th
     assert result.status is not None
     assert result.status["child"]["kind"] == "Deployment"
     assert [(r.kind, r.name) for r in child_keys(md)] == [("Deployment", "fraud"), ("Service", "fraud")]
+
+
+def test_the_signed_baseline_of_serving_goes_into_the_guards_config_only_where_drift_is_monitored() -> None:
+    baseline = '{"features":[{"edges":[1.0],"index":0,"name":"x","proportions":[0.5,0.5]}],"rows":2}'
+    serving = dataclasses.replace(SERVING, baseline_json=baseline)
+
+    def guard_config(guard: dict[str, Any]) -> dict[str, Any]:
+        md = model(kind="triton")
+        md["spec"]["guard"] = guard
+        writes = [a for a in plan(observed(md, serving=serving)).actions if isinstance(a, WriteChild)]
+        containers = writes[0].wanted["spec"]["template"]["spec"]["containers"]
+        args = next(c["args"] for c in containers if c["name"] == "devmlops-guard")
+        return dict(json.loads(next(a for a in args if a.startswith("--config=")).removeprefix("--config=")))
+
+    assert guard_config({"protocol": "v2", "drift": {}})["baseline"] == json.loads(baseline)
+    assert "baseline" not in guard_config({"protocol": "v2"})
 
 
 def test_a_model_served_as_rendered_needs_no_write_and_no_event_and_its_serving_ready_follows_the_child() -> None:
