@@ -202,7 +202,11 @@ def test_a_good_version_is_promoted_a_failing_one_rolled_back_and_an_untrusted_o
                 lambda: _deployments(admin, namespace) == {"fraud": v2.digest}, timeout=30, what="canary removed"
             )
             assert good_server.served > 0, "the new version got its share of the traffic before promotion"
-            assert {"RolloutStarted", "RolloutStep", "Promoted"} <= set(_events(admin, namespace))
+            eventually(
+                lambda: {"RolloutStarted", "RolloutStep", "Promoted"} <= set(_events(admin, namespace)),
+                timeout=15,
+                what="the rollout's Events",
+            )
 
             # A version whose model server errors: rolled back at the first analysis that sees it.
             pods.upstreams["fraud-canary"] = bad_server.url
@@ -219,10 +223,11 @@ def test_a_good_version_is_promoted_a_failing_one_rolled_back_and_an_untrusted_o
             eventually(
                 lambda: _deployments(admin, namespace) == {"fraud": v2.digest}, timeout=30, what="v3's children gone"
             )
+            eventually(lambda: not pods.splits("fraud"), timeout=30, what="the stable guard without its split")
             served_then = bad_server.served
             time.sleep(3)
             assert bad_server.served == served_then, "the rolled-back version still gets requests"
-            assert "RolledBack" in _events(admin, namespace)
+            eventually(lambda: "RolledBack" in _events(admin, namespace), timeout=15, what="the RolledBack Event")
 
             # A version that fails a gate: its spec is never admitted, so nothing of it ever runs.
             patch = {

@@ -156,6 +156,12 @@ class GuardPods:
         for _args, process, _url, _metrics in self.running.values():
             process.stop()
 
+    def splits(self, deployment: str) -> bool:
+        """Whether the running guard of ``deployment`` forwards a share (its template's configuration has a split)."""
+        with self._lock:
+            entry = self.running.get(deployment)
+        return entry is not None and any(a.startswith("--config=") and '"split"' in a for a in entry[0])
+
     def url(self, deployment: str) -> str | None:
         with self._lock:
             entry = self.running.get(deployment)
