@@ -252,6 +252,13 @@ def _configuration_ref(text: str) -> tuple[str, str]:
     help="Prometheus the canary rollout's analysis queries for the guards' metrics (DEVMLOPS_PROMETHEUS_URL).",
 )
 @click.option(
+    "--retrain-webhook-url",
+    envvar="DEVMLOPS_RETRAIN_WEBHOOK_URL",
+    default=None,
+    help="Where a retrain request is POSTed when a served model's inputs drift (DEVMLOPS_RETRAIN_WEBHOOK_URL); "
+    "without it the request is an Event only.",
+)
+@click.option(
     "--webhook-tls-secret",
     metavar="NAMESPACE/NAME",
     help="Keep the webhook's serving certificate in this kubernetes.io/tls Secret (turns certificate keeping on).",
@@ -290,6 +297,7 @@ def operator(
     verification_timeout: float,
     metrics_port: int,
     prometheus_url: str | None,
+    retrain_webhook_url: str | None,
     webhook_tls_secret: str | None,
     webhook_ca_secret: str | None,
     webhook_hosts: tuple[str, ...],
@@ -348,6 +356,7 @@ def operator(
             verification_timeout_seconds=verification_timeout,
             metrics_port=metrics_port,
             prometheus_url=prometheus_url or None,
+            retrain_webhook_url=retrain_webhook_url or None,
             certificates=certificates,
             mlflow_tracking_uri=mlflow_tracking_uri,
             registry_timeout_seconds=registry_timeout,

@@ -9,18 +9,22 @@ promoted).
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 from devmlops.errors import DevmlopsError
 from devmlops.operator.rollout import Measured
 
-__all__ = ["CanaryAnalysis", "MetricsSource", "queries"]
+__all__ = ["CanaryAnalysis", "MetricsSource", "drift_query", "queries"]
 
+_log = logging.getLogger("devmlops.operator")
 MIN_WINDOW_SECONDS = 5  # a rate needs two scrapes in its window; the guard is scraped every few seconds
 
 
 class MetricsSource(Protocol):
-    def value(self, query: str) -> float | None: ...  # raises DevmlopsError when Prometheus cannot answer
+    # Both raise DevmlopsError when Prometheus cannot answer.
+    def value(self, query: str) -> float | None: ...
+    def by_label(self, query: str, label: str) -> dict[str, float]: ...
 
 
 def _label(value: str) -> str:
@@ -43,6 +47,12 @@ def queries(namespace: str, name: str, digest: str, window_seconds: int) -> dict
         f"(rate(devmlops_guard_request_duration_seconds_bucket{{{where}}}{window})))",
         "drift": f"max(devmlops_guard_drift_psi{{{where}}})",
     }
+
+
+def drift_query(namespace: str, name: str, digest: str) -> str:
+    """Each feature's PSI now, the largest over the version's guards (one per replica)."""
+    where = f'namespace="{_label(namespace)}",model="{_label(name)}",digest="{_label(digest)}"'
+    return f"max by (feature) (devmlops_guard_drift_psi{{{where}}})"
 
 
 class CanaryAnalysis:
@@ -73,3 +83,13 @@ class CanaryAnalysis:
             p99_seconds=found["p99"],
             drift_psi=found["drift"],
         )
+
+    def drift(self, namespace: str, name: str, digest: str) -> dict[str, float] | None:
+        """The serving version's PSI per feature (None: not measured; no Prometheus, or it could not answer)."""
+        if self._source is None:
+            return None
+        try:
+            return self._source.by_label(drift_query(namespace, name, digest), "feature")
+        except DevmlopsError as exc:
+            _log.warning("drift of %s/%s not read: %s", namespace, name, exc.user_message)
+            return None

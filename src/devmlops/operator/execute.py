@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import httpx
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
@@ -28,6 +29,7 @@ from devmlops.operator.reconcile import (
     WriteChild,
     with_serving_message,
 )
+from devmlops.operator.retrain import RequestRetrain
 
 __all__ = ["GROUP", "PLURAL", "VERSION", "Executor", "RetryRequested", "dynamic_client"]
 
@@ -41,8 +43,12 @@ class RetryRequested(DevmlopsError):
     """The plan asked to try again later (``Retry``): nothing could be decided, state and server kept."""
 
 
+RETRAIN_TIMEOUT_SECONDS = 5.0
+
+
 class Executor:
-    def __init__(self, api_client: k8s.ApiClient, dynamic: DynamicClient) -> None:
+    def __init__(self, api_client: k8s.ApiClient, dynamic: DynamicClient, *, retrain_url: str | None = None) -> None:
+        self._retrain_url = retrain_url  # where retrain requests are POSTed (None: Events only)
         self._custom = k8s.CustomObjectsApi(api_client)
         self._core = k8s.CoreV1Api(api_client)
         self._dynamic = dynamic
@@ -72,8 +78,17 @@ class Executor:
                 error = self.scale_to_zero(model, action)
                 if error and status is not None:
                     status = with_serving_message(status, action.outcome(error))
+            elif isinstance(action, RequestRetrain) and status is not None:
+                failure = self.request_retrain(action)
+                status["retrain"] = {**status["retrain"], "notified": not failure}
+                if failure:
+                    (post or self.post_event)(model, PostEvent("Warning", "RetrainNotifyFailed", failure))
         if status is not None and write_status and not written:
             self.patch_status(str(metadata["namespace"]), str(metadata["name"]), {"status": status})
+        elif written and any(isinstance(action, RequestRetrain) for action in plan.actions) and status is not None:
+            self.patch_status(
+                str(metadata["namespace"]), str(metadata["name"]), {"status": {"retrain": status["retrain"]}}
+            )
         if status is not None:
             metrics.record_phase(f"{metadata['namespace']}/{metadata['name']}", status["phase"])
         for action in plan.actions:
@@ -111,6 +126,20 @@ class Executor:
         if action.tampered:
             metrics.child_drift.labels(wanted["kind"]).inc()
             _log.warning("drift repaired: %s %s: %s", wanted["kind"], name, "; ".join(action.tampered[:5]))
+
+    def request_retrain(self, action: RequestRetrain) -> str:
+        """POST the request to the configured URL; the failure ('' on success, or with no URL: Events only). A
+        failed request is asked again at the next reconcile (status.retrain.notified false)."""
+        if self._retrain_url is None:
+            return ""
+        try:
+            response = httpx.post(self._retrain_url, json=action.payload, timeout=RETRAIN_TIMEOUT_SECONDS)
+        except httpx.HTTPError as exc:
+            return f"POST {self._retrain_url}: {type(exc).__name__}: {exc}"
+        if response.status_code >= 300:
+            return f"POST {self._retrain_url}: HTTP {response.status_code}"
+        _log.info("retrain requested at %s for %s", self._retrain_url, action.payload["model"]["digest"])
+        return ""
 
     def delete_child(self, namespace: str, action: DeleteChild) -> None:
         """Delete a child no longer rendered (already gone is fine; any other failure raises: retried)."""

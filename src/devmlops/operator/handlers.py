@@ -81,7 +81,7 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
                 PrometheusQuery(settings.prometheus_url, ANALYSIS_TIMEOUT_SECONDS) if settings.prometheus_url else None
             ),
         ),
-        Executor(api_client, dynamic),
+        Executor(api_client, dynamic, retrain_url=settings.retrain_webhook_url),
         guard=ReconcileGuard(),
         retries=RetryQueue(RETRY_SECONDS),
     )

@@ -21,7 +21,7 @@ from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.plan import VerificationPlan
 from devmlops.core.ports import SignatureVerifier, VerificationFailed
 from devmlops.core.render import CANARY_SUFFIX
-from devmlops.core.rollout import PROGRESSING
+from devmlops.core.rollout import PROGRESSING, what_serves
 from devmlops.errors import InvalidInputError
 from devmlops.operator.analysis import CanaryAnalysis
 from devmlops.operator.context import ModelContext, load_context
@@ -95,8 +95,21 @@ class Observer:
             warnings=self.warnings.about(first) if first is not None else (),
             pods=self.predictor_pods(first) if first is not None else (),
             now=now,
+            drift=self._drift(model) if serving is not None else None,
             **self._rollout(model, children, now),
         )
+
+    def _drift(self, model: Mapping[str, Any]) -> dict[str, float] | None:
+        """The per-feature drift of the version that serves (the stable one while a new one is tried), where its
+        guard monitors drift; None otherwise, or when it cannot be read."""
+        try:
+            parsed = parse_model_deployment(model)
+            serving = what_serves(parsed, model.get("status"), parsed.metadata.generation).stable or parsed
+        except InvalidInputError:
+            return None
+        if serving.spec.guard is None or serving.spec.guard.drift is None:
+            return None
+        return self._analysis.drift(parsed.metadata.namespace, parsed.metadata.name, serving.spec.model.digest)
 
     def _serving(self, model: Mapping[str, Any], context: ModelContext) -> Serving | None:
         """The rendering inputs of a version that passed its decision, its signature verified again (None: not)."""

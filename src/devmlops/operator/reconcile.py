@@ -21,6 +21,7 @@ from devmlops.core.rollout import render_serving, what_serves
 from devmlops.errors import InvalidInputError
 from devmlops.operator.conditions import ConditionStatus, set_condition
 from devmlops.operator.readiness import Readiness, child_readiness, waiting_for
+from devmlops.operator.retrain import RequestRetrain, retrain_step
 from devmlops.operator.rollout import Measured, RolloutStep, next_step
 
 __all__ = [
@@ -92,6 +93,7 @@ class Observation:
     stable_serving: Serving | None = None
     canary_ready: tuple[bool, str] = (False, "the new version's Deployment is not there yet")
     measured: Measured | None = None
+    drift: Mapping[str, float] | None = None  # the serving version's PSI per feature (None: not measured)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +150,7 @@ class Retry:
     reason: str
 
 
-Action = WriteChild | DeleteChild | ScaleToZero | PostEvent | Retry
+Action = WriteChild | DeleteChild | ScaleToZero | PostEvent | RequestRetrain | Retry
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +356,18 @@ def _admitted(observed: Observation, status: _Status) -> Plan:
         child_readiness(stored, observed.warnings, observed.pods) if stored is not None else waiting_for(first["kind"])
     )
     status.set("ServingReady", readiness.status, readiness.reason, readiness.message)
+    # Drift of the version that serves (the stable one while a new one is tried): a retrain request per episode.
+    guard = (serves.stable or parsed).spec.guard
+    retrain, request = retrain_step(
+        model,
+        digest=(serves.stable or parsed).spec.model.digest,
+        threshold=guard.drift.threshold if guard is not None and guard.drift is not None else None,
+        drift=observed.drift,
+        now=status.now,
+    )
+    stored_retrain = (model.get("status") or {}).get("retrain")
+    if request is not None:
+        actions += [request, PostEvent("Warning", "RetrainRequested", request.message)]
     # The version a registry reference resolved to, as the registry gate found it (its reason names it whole).
     resolved = [r.reason for r in observed.decision.results if r.gate == "registry" and r.outcome == "pass"]
     result = status.result(
@@ -363,6 +377,7 @@ def _admitted(observed: Observation, status: _Status) -> Plan:
         child={"apiVersion": first["apiVersion"], "kind": first["kind"], "name": first["metadata"]["name"]},
         **({"registryVersion": resolved[0]} if resolved else {}),
         **({"rollout": rollout} if rollout is not None and parsed.spec.gated_rollout is not None else {}),
+        **({"retrain": retrain or stored_retrain} if retrain or stored_retrain else {}),
     )
     events = [PostEvent(kind, reason, message) for kind, reason, message in (step.events if step else ())]
     return Plan("allowed", result, (*actions, *events, *_phase_event(model, result)), status_first=moved)

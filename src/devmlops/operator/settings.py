@@ -42,6 +42,11 @@ class OperatorSettings(BaseModel):
         description="The Prometheus the canary rollout's analysis queries (the guards' metrics); none: no analysis "
         "can pass.",
     )
+    retrain_webhook_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/]+(/\S*)?$",
+        description="Where a retrain request (JSON) is POSTed when a served model's inputs drift; none: an Event only.",
+    )
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus /metrics port; 0: off.")
     metrics_address: str = "0.0.0.0"  # noqa: S104 - a pod listens on its own address
     certificates: CertificateSettings | None = Field(default=None, description="Keep the webhook's TLS (or not).")
