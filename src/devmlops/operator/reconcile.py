@@ -410,7 +410,11 @@ def status_write_needed(model: Mapping[str, Any], result: Mapping[str, Any]) -> 
     status is of an older spec; a round that changes nothing writes nothing."""
     status = model.get("status") or {}
     generation = int((model.get("metadata") or {}).get("generation") or 0)
-    return result.get("phase") != status.get("phase") or status.get("observedGeneration") != generation
+    return (
+        result.get("phase") != status.get("phase")
+        or status.get("observedGeneration") != generation
+        or result.get("retrain") != status.get("retrain")  # a retrain episode began or ended: asked once each
+    )
 
 
 def due_for_recheck(model: Mapping[str, Any]) -> bool:
