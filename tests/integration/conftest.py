@@ -18,6 +18,7 @@ from devmlops.errors import HarnessError
 from devmlops.harness.controlplane import CONTROLLER_MANAGER, ControlPlane, find_tools
 from devmlops.harness.kserve import KServe, find_kserve, local_cluster
 from devmlops.harness.node import Node, NodeUnavailableError, node_problems
+from devmlops.harness.prometheus import Prometheus, installed_prometheus
 from devmlops.harness.stack import DevmlopsStack
 from tests.conftest import ROOT
 from tests.support.guards import Guard, start_guard_process
@@ -198,3 +199,21 @@ def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def chat() -> Iterator[ChatServer]:
     with ChatServer() as server:
         yield server
+
+
+# -- a real Prometheus (test_prometheus.py, test_rollout.py, test_retrain.py) -----------------------------------------
+
+
+@pytest.fixture(scope="session")
+def prometheus_binary() -> Path:
+    path = installed_prometheus()
+    if not path.exists():
+        skip_or_fail_integration(f"no Prometheus at {path}: `make registries` builds it (go install, once)")
+    return path
+
+
+@pytest.fixture
+def prometheus(prometheus_binary: Path, tmp_path: Path) -> Iterator[Prometheus]:
+    """Prometheus on loopback scraping every second the targets a test sets (``set_targets``)."""
+    with Prometheus(tmp_path / "prometheus", binary=prometheus_binary) as running:
+        yield running

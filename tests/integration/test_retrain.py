@@ -83,12 +83,6 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def prometheus(tmp_path: Path) -> Iterator[Prometheus]:
-    with Prometheus(tmp_path / "prometheus") as running:
-        yield running
-
-
-@pytest.fixture
 def retrain_operator(
     stack: DevmlopsStack, namespace: str, prometheus: Prometheus, receiver: Receiver
 ) -> Iterator[ManagedProcess]:

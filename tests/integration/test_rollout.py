@@ -54,12 +54,6 @@ INFER = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [
 
 
 @pytest.fixture
-def prometheus(tmp_path: Path) -> Iterator[Prometheus]:
-    with Prometheus(tmp_path / "prometheus") as running:
-        yield running
-
-
-@pytest.fixture
 def rollout_operator(stack: DevmlopsStack, namespace: str, prometheus: Prometheus) -> Iterator[ManagedProcess]:
     """The operator, reading the analysis's figures from ``prometheus`` (the shared one has none configured)."""
     assert stack.operator is not None

@@ -32,6 +32,7 @@ EXPECTED_ALERTS = {
     "DevmlopsGuardSchemaBurst",
     "DevmlopsGuardProbing",
     "DevmlopsGuardInputDrift",
+    "DevmlopsRolloutRolledBack",
 }
 RUNBOOK = "https://github.com/devmlops/devmlops/blob/main/docs/operations.md#"
 RUNBOOK_ANCHORS = {
@@ -45,6 +46,7 @@ RUNBOOK_ANCHORS = {
     "guard-schema-burst",
     "guard-probing",
     "guard-input-drift",
+    "rollout-rolled-back",
 }
 
 _FUNCTIONS = {

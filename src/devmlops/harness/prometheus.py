@@ -49,8 +49,11 @@ class ScrapeTarget:
 class Prometheus(Lifecycle):
     """``with Prometheus(workdir) as prometheus:`` a ready server at ``prometheus.url`` scraping no target yet."""
 
-    def __init__(self, workdir: Path, *, binary: Path | None = None, retention: str = "1h") -> None:
+    def __init__(
+        self, workdir: Path, *, binary: Path | None = None, retention: str = "1h", rule_files: Sequence[Path] = ()
+    ) -> None:
         self.workdir = workdir
+        self._rule_files = tuple(rule_files)  # alerting and recording rules Prometheus loads (and checks) at start
         self._binary = binary
         self._retention = retention
         self._targets_file = workdir / "targets" / "targets.json"
@@ -95,6 +98,7 @@ class Prometheus(Lifecycle):
     def _config(self) -> dict[str, object]:
         return {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(path) for path in self._rule_files],
             "scrape_configs": [
                 {
                     "job_name": _JOB,

@@ -44,6 +44,7 @@ class RetryRequested(DevmlopsError):
 
 
 RETRAIN_TIMEOUT_SECONDS = 5.0
+ROLLOUT_EVENTS = frozenset({"RolloutStarted", "RolloutStep", "Promoted", "RolledBack", "RetrainRequested"})
 
 
 class Executor:
@@ -93,6 +94,9 @@ class Executor:
             metrics.record_phase(f"{metadata['namespace']}/{metadata['name']}", status["phase"])
         for action in plan.actions:
             if isinstance(action, PostEvent):
+                if action.reason in ROLLOUT_EVENTS:  # counted and logged: the rollout's audit trail
+                    metrics.rollout_steps.labels(action.reason).inc()
+                    _log.info("%s %s/%s: %s", action.reason, metadata["namespace"], metadata["name"], action.message)
                 (post or self.post_event)(model, action)
         return status
 

@@ -42,6 +42,13 @@ class OperatorMetrics:
             ["kind"],
             registry=self.registry,
         )
+        self.rollout_steps = Counter(
+            "devmlops_rollout_steps_total",
+            "Steps of gated rollouts and retrain requests, by event (RolloutStarted, RolloutStep, Promoted, "
+            "RolledBack, RetrainRequested).",
+            ["event"],
+            registry=self.registry,
+        )
         self._phases: dict[str, str] = {}
         self._lock = threading.Lock()
 
