@@ -356,6 +356,10 @@ def _admitted(observed: Observation, status: _Status) -> Plan:
         child_readiness(stored, observed.warnings, observed.pods) if stored is not None else waiting_for(first["kind"])
     )
     status.set("ServingReady", readiness.status, readiness.reason, readiness.message)
+    if rollout and parsed.spec.gated_rollout is not None:
+        # True: the spec's version serves alone; Unknown: it is being tried; False: it was rolled back.
+        said = _ROLLOUT_CONDITION.get(str(rollout.get("phase")), "Unknown")
+        status.set("RolledOut", said, str(rollout.get("phase")), str(rollout.get("message") or ""))
     # Drift of the version that serves (the stable one while a new one is tried): a retrain request per episode.
     guard = (serves.stable or parsed).spec.guard
     retrain, request = retrain_step(
@@ -381,6 +385,9 @@ def _admitted(observed: Observation, status: _Status) -> Plan:
     )
     events = [PostEvent(kind, reason, message) for kind, reason, message in (step.events if step else ())]
     return Plan("allowed", result, (*actions, *events, *_phase_event(model, result)), status_first=moved)
+
+
+_ROLLOUT_CONDITION: dict[str, ConditionStatus] = {"Stable": "True", "Promoted": "True", "RolledBack": "False"}
 
 
 def _child_writes(observed: Observation, rendered: Sequence[dict[str, Any]], *, expected: bool) -> list[Action]:

@@ -121,6 +121,11 @@ def digest_of(deployment: dict[str, Any]) -> str:
     return str(deployment["metadata"]["annotations"]["devmlops.io/model-digest"])
 
 
+def condition(cluster: Cluster, kind: str) -> tuple[str, str]:
+    found = next(c for c in cluster.model["status"]["conditions"] if c["type"] == kind)
+    return found["status"], found["reason"]
+
+
 def events(planned: Plan) -> list[str]:
     return [a.reason for a in planned.actions if isinstance(a, PostEvent)]
 
@@ -180,6 +185,7 @@ def test_good_steps_promote_the_new_version_and_remove_the_canary(serving_old: C
     assert "split" not in guard_config(stable)
     rollout = serving_old.model["status"]["rollout"]
     assert (rollout["phase"], rollout["stableDigest"]) == ("Promoted", NEW)
+    assert condition(serving_old, "RolledOut") == ("True", "Promoted")
     assert rollout["stableSpec"]["model"]["digest"] == NEW
     again = serving_old.step(T0 + dt.timedelta(seconds=200))  # nothing new to try: nothing moves
     assert not [a for a in again.actions if isinstance(a, (WriteChild, DeleteChild))]
@@ -191,6 +197,7 @@ def test_a_high_error_rate_rolls_back_at_once_and_stays_rolled_back(serving_old:
     serving_old.step(T0 + dt.timedelta(seconds=5))
     rolled = serving_old.step(T0 + dt.timedelta(seconds=10), BAD)  # mid-step: no waiting for the window's end
     assert "RolledBack" in events(rolled)
+    assert condition(serving_old, "RolledOut") == ("False", "RolledBack")
     rollout = serving_old.model["status"]["rollout"]
     assert rollout["phase"] == "RolledBack"
     assert "errorRate 0.4 (bound 0.05)" in rollout["message"]
