@@ -200,22 +200,22 @@ def test_the_operators_own_child_of_a_high_risk_model_without_approval_is_denied
         "fraud",
         {"metadata": {"labels": {"devmlops.io/eu-ai-act-risk": "high"}}},
     )
-    stored = api.get_namespaced_custom_object("serving.kserve.io", "v1beta1", namespace, "inferenceservices", "fraud")
-    metadata = {k: stored["metadata"][k] for k in ("labels", "annotations", "ownerReferences")}
-    copy = {
-        "apiVersion": "serving.kserve.io/v1beta1",
-        "kind": "InferenceService",
-        "metadata": {**metadata, "name": "fraud-unapproved"},
-        "spec": {**stored["spec"], "predictor": {**stored["spec"]["predictor"], "minReplicas": 1}},
-    }
     deadline = time.monotonic() + 10
     message = ""
     with api_client(control_plane.kubeconfig(OPERATOR_USER)) as operator:
         as_operator = k8s.CustomObjectsApi(operator)
         while time.monotonic() < deadline and "ModelApproval" not in message:  # the webhook's cache follows the label
+            # The rendered child itself, serving again (the operator scaled it to zero for the missing approval).
+            stored = api.get_namespaced_custom_object(
+                "serving.kserve.io", "v1beta1", namespace, "inferenceservices", "fraud"
+            )
+            serving = {
+                **stored,
+                "spec": {**stored["spec"], "predictor": {**stored["spec"]["predictor"], "minReplicas": 1}},
+            }
             try:
-                as_operator.create_namespaced_custom_object(
-                    "serving.kserve.io", "v1beta1", namespace, "inferenceservices", copy, dry_run="All"
+                as_operator.replace_namespaced_custom_object(
+                    "serving.kserve.io", "v1beta1", namespace, "inferenceservices", "fraud", serving, dry_run="All"
                 )
                 message = "admitted"
             except ApiException as exc:
@@ -223,3 +223,22 @@ def test_the_operators_own_child_of_a_high_risk_model_without_approval_is_denied
             time.sleep(0.2)
     assert "may not be served now" in message
     assert "requires a ModelApproval" in message
+
+
+def test_a_second_child_under_another_name_is_denied_even_from_the_operator(
+    admin: k8s.ApiClient, control_plane: ControlPlane, namespace: str, served: dict[str, Any]
+) -> None:
+    """A child is compared with the rendered child of its own kind and name: the operator's identity copying an
+    admitted model's InferenceService under another name gets no second model server (before, the copy matched the
+    rendering by kind alone and was admitted)."""
+    api = k8s.CustomObjectsApi(admin)
+    stored = api.get_namespaced_custom_object("serving.kserve.io", "v1beta1", namespace, "inferenceservices", "fraud")
+    metadata = {k: stored["metadata"][k] for k in ("labels", "annotations", "ownerReferences")}
+    named = {**metadata, "name": "fraud-copy"}
+    copy = {"apiVersion": stored["apiVersion"], "kind": "InferenceService", "metadata": named, "spec": stored["spec"]}
+    with api_client(control_plane.kubeconfig(OPERATOR_USER)) as operator:
+        create = k8s.CustomObjectsApi(operator).create_namespaced_custom_object
+        message = refused(
+            lambda: create("serving.kserve.io", "v1beta1", namespace, "inferenceservices", copy, dry_run="All")
+        )
+    assert "renders no InferenceService named fraud-copy" in message
