@@ -21,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from devmlops.adapters.blobsign import sign_blob_with_key
 from devmlops.adapters.oms import OmsVerifier
 from devmlops.core.policy import Authority
+from devmlops.harness.processes import ManagedProcess
 from devmlops.harness.stack import DevmlopsStack
 from tests.support.models import KeyFiles, make_key, make_model, sign_with_key
 
@@ -128,6 +129,22 @@ def trusting(
 def signed_by_evidence(name: str, model: SignedModel, **spec: Any) -> dict[str, Any]:
     """A ModelDeployment of ``model`` whose signature is the "evidence" ConfigMap's model.sig."""
     return model_deployment(name, model.digest, signature=from_config_map("evidence", "model.sig"), **spec)
+
+
+@contextmanager
+def operator_instead(stack: DevmlopsStack, name: str, **options: Any) -> Iterator[ManagedProcess]:
+    """The shared cluster-wide operator swapped for ``stack.operator_process(name, **options)`` (a namespace, a
+    Prometheus, a re-check interval), put back afterwards; the swapped one's last log lines are printed (pytest shows
+    them when the test fails)."""
+    assert stack.operator is not None
+    stack.operator.stop()
+    process = stack.operator_process(name, **options)
+    try:
+        yield process
+    finally:
+        process.stop()
+        print("\n".join(process.log_text().splitlines()[-60:]))
+        stack.start_operator()
 
 
 def create_md(admin: k8s.ApiClient, namespace: str, doc: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:

@@ -17,6 +17,7 @@ from tests.integration.support import (
     child_exists,
     eventually,
     md_status,
+    operator_instead,
     signed_by_evidence,
     signed_model,
     trusting,
@@ -35,14 +36,8 @@ def other_namespace(admin: k8s.ApiClient, namespace: str) -> Iterator[str]:
 @pytest.fixture
 def namespaced_operator(stack: DevmlopsStack, namespace: str) -> Iterator[ManagedProcess]:
     """Swap the cluster-wide operator for one that watches ``namespace`` only; put it back afterwards."""
-    assert stack.operator is not None
-    stack.operator.stop()
-    process = stack.operator_process("operator-namespaced", namespaces=(namespace,))
-    try:
+    with operator_instead(stack, "operator-namespaced", namespaces=(namespace,)) as process:
         yield process
-    finally:
-        process.stop()
-        stack.start_operator()
 
 
 def test_a_namespaced_operator_serves_and_rechecks_its_namespace_and_leaves_others_alone(

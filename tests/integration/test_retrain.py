@@ -35,6 +35,7 @@ from tests.integration.support import (
     installed_policy,
     md_status,
     model_deployment,
+    operator_instead,
     signed_model,
 )
 from tests.support.evidence import attestation, predicate
@@ -86,18 +87,10 @@ def receiver() -> Iterator[Receiver]:
 def retrain_operator(
     stack: DevmlopsStack, namespace: str, prometheus: Prometheus, receiver: Receiver
 ) -> Iterator[ManagedProcess]:
-    assert stack.operator is not None
-    stack.operator.stop()
     extra = ("--prometheus-url", prometheus.url, "--retrain-webhook-url", receiver.url)
-    process = stack.operator_process(
-        "operator-retrain", namespaces=(namespace,), recheck_seconds=RECHECK_SECONDS, extra=extra
-    )
-    try:
+    options = {"namespaces": (namespace,), "recheck_seconds": RECHECK_SECONDS, "extra": extra}
+    with operator_instead(stack, "operator-retrain", **options) as process:
         yield process
-    finally:
-        process.stop()
-        print("\n".join(process.log_text().splitlines()[-40:]))  # shown when the test fails
-        stack.start_operator()
 
 
 def _send(url: str, rows: Any, batch: int = 20) -> None:

@@ -34,6 +34,7 @@ from tests.integration.support import (
     from_config_map,
     installed_policy,
     model_deployment,
+    operator_instead,
     signed_model,
 )
 from tests.support.modelservers import V2Server
@@ -56,17 +57,9 @@ INFER = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [
 @pytest.fixture
 def rollout_operator(stack: DevmlopsStack, namespace: str, prometheus: Prometheus) -> Iterator[ManagedProcess]:
     """The operator, reading the analysis's figures from ``prometheus`` (the shared one has none configured)."""
-    assert stack.operator is not None
-    stack.operator.stop()
-    process = stack.operator_process(
-        "operator-rollout", namespaces=(namespace,), extra=("--prometheus-url", prometheus.url)
-    )
-    try:
+    extra = ("--prometheus-url", prometheus.url)
+    with operator_instead(stack, "operator-rollout", namespaces=(namespace,), extra=extra) as process:
         yield process
-    finally:
-        process.stop()
-        print("\n".join(process.log_text().splitlines()[-60:]))  # shown when the test fails
-        stack.start_operator()
 
 
 class Load:

@@ -29,6 +29,7 @@ __all__ = [
     "baseline_from_columns",
     "first_tensor_rows",
     "ks_binned",
+    "leaves",
     "parse_baseline",
     "psi",
 ]
@@ -207,21 +208,22 @@ def ks_binned(expected: Sequence[float], counts: Sequence[int]) -> float:
     return gap
 
 
-def _flatten(data: Any, limit: int) -> list[Any]:
-    """Row-major leaves of nested lists, at most ``limit`` of them (None beyond)."""
+def leaves(data: Any, limit: int | None = None) -> list[Any]:
+    """Row-major leaves of nested lists at any depth (Triton reads row-major nested ``data`` of any depth); with a
+    ``limit``, none at all ([]) when there are more."""
     if isinstance(data, list) and all(not isinstance(d, list) for d in data):
-        return data if len(data) <= limit else []
-    leaves: list[Any] = []
+        return data if limit is None or len(data) <= limit else []
+    found: list[Any] = []
     stack = [data]
     while stack:
         item = stack.pop()
         if isinstance(item, list):
             stack.extend(reversed(item))
         else:
-            leaves.append(item)
-            if len(leaves) > limit:
+            found.append(item)
+            if limit is not None and len(found) > limit:
                 return []
-    return leaves
+    return found
 
 
 def first_tensor_rows(body: Any, *, max_values: int) -> tuple[list[Any], int]:
@@ -239,7 +241,7 @@ def first_tensor_rows(body: Any, *, max_values: int) -> tuple[list[Any], int]:
     if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d >= 0 for d in shape):
         return [], 0
     columns = math.prod(shape[1:]) if len(shape) > 1 else shape[0]
-    values = _flatten(tensor.get("data"), max_values)
+    values = leaves(tensor.get("data"), max_values)
     if not columns or not values or len(values) != math.prod(shape):
         return [], 0
     return values, columns

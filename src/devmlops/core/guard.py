@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from devmlops.core.drift import Baseline, parse_baseline
+from devmlops.core.drift import Baseline, leaves, parse_baseline
 from devmlops.core.manifests import Drift, DriftPolicy, Guard, GuardPolicy, RateLimit, TextChecks
 
 __all__ = [
@@ -386,7 +386,7 @@ def request_texts(body: Any) -> list[str]:
         texts += [value] if isinstance(value, str) else [p for p in value or [] if isinstance(p, str)]
     for tensor in body.get("inputs") or []:
         if isinstance(tensor, dict) and tensor.get("datatype") == "BYTES":
-            texts += [d for d in _flatten(tensor.get("data")) if isinstance(d, str)]
+            texts += [d for d in leaves(tensor.get("data")) if isinstance(d, str)]
     return texts
 
 
@@ -405,21 +405,8 @@ def response_texts(body: Any) -> list[str]:
                     texts += _parts(part.get("content"))
     for tensor in body.get("outputs") or []:
         if isinstance(tensor, dict) and tensor.get("datatype") == "BYTES":
-            texts += [d for d in _flatten(tensor.get("data")) if isinstance(d, str)]
+            texts += [d for d in leaves(tensor.get("data")) if isinstance(d, str)]
     return texts
-
-
-def _flatten(data: Any) -> list[Any]:
-    """Every leaf of nested lists, at any depth (Triton reads row-major nested ``data`` of any depth)."""
-    leaves: list[Any] = []
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(reversed(item))
-        else:
-            leaves.append(item)
-    return leaves
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

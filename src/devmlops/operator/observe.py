@@ -18,7 +18,9 @@ from devmlops.adapters.opa import OpaEngine
 from devmlops.adapters.registrycache import RegistryResolver
 from devmlops.core.baseline import evaluation_authorities, monitors_drift, signed_baseline
 from devmlops.core.manifests import parse_model_deployment
+from devmlops.core.model import Decision
 from devmlops.core.plan import VerificationPlan
+from devmlops.core.policy import PolicySet
 from devmlops.core.ports import SignatureVerifier, VerificationFailed
 from devmlops.core.render import CANARY_SUFFIX
 from devmlops.core.rollout import PROGRESSING, what_serves
@@ -67,15 +69,7 @@ class Observer:
         """Raises (DevmlopsError, ApiException) when something cannot be read: the reconcile is parked and retried."""
         policies = self._policies.snapshot()
         context = load_context(self._api_client, model, self._lookup, policies, self._registry, self._images)
-        decision = reevaluate(
-            model,
-            policies,
-            self._lookup,
-            verifier=self._verifier,
-            engine=self._engine,
-            registry=self._registry,
-            images=self._images,
-        )
+        decision = self._decide(model, policies)
         serving = self._serving(model, context) if decision.allowed else None
         children = self.children(model)
         first = next(iter(children.values()), None)
@@ -110,6 +104,18 @@ class Observer:
         if serving.spec.guard is None or serving.spec.guard.drift is None:
             return None
         return self._analysis.drift(parsed.metadata.namespace, parsed.metadata.name, serving.spec.model.digest)
+
+    def _decide(self, model: Mapping[str, Any], policies: PolicySet) -> Decision:
+        """``model`` (the spec, or a rollout's stable version) decided again, as at admission."""
+        return reevaluate(
+            model,
+            policies,
+            self._lookup,
+            verifier=self._verifier,
+            engine=self._engine,
+            registry=self._registry,
+            images=self._images,
+        )
 
     def _serving(self, model: Mapping[str, Any], context: ModelContext) -> Serving | None:
         """The rendering inputs of a version that passed its decision, its signature verified again (None: not)."""
@@ -147,17 +153,8 @@ class Observer:
             return {}
         stable = {**model, "spec": stable_spec}
         policies = self._policies.snapshot()
-        decision = reevaluate(
-            stable,
-            policies,
-            self._lookup,
-            verifier=self._verifier,
-            engine=self._engine,
-            registry=self._registry,
-            images=self._images,
-        )
         stable_serving = None
-        if decision.allowed:
+        if self._decide(stable, policies).allowed:
             context = load_context(self._api_client, stable, self._lookup, policies, self._registry, self._images)
             stable_serving = self._serving(stable, context)
         name = parsed.metadata.name
