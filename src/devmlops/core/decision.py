@@ -33,6 +33,7 @@ from devmlops.core.model import Decision, GateResult, Outcome
 from devmlops.core.narrowing import widenings
 from devmlops.core.policy import Policy, PolicySet, compile_model_policy, compile_policy, tier_rank
 from devmlops.core.ports import PolicyEngine, SignatureVerifier, SignedModel
+from devmlops.core.render import CANARY_SUFFIX
 from devmlops.core.review import AdmissionRequest
 from devmlops.core.workloads import SERVING_RESOURCES, review_serving, serves_models
 from devmlops.errors import InvalidInputError
@@ -389,6 +390,18 @@ def _decide_model_deployment(
                 reason=f"Service {taken} already exists and no model owns it: it carries the name of this model's "
                 "Service, and KServe keeps a Service it finds under that name (its clients would reach that Service)",
                 hint=f"delete or rename Service {taken} first",
+            )
+        )
+    if evidence.canary_name_of:
+        name, base = deployment.metadata.name, evidence.canary_name_of
+        results.append(
+            GateResult(
+                gate="address",
+                outcome="fail",
+                reason=f"the name {name} is the one ModelDeployment {base}'s new version takes during a gated rollout "
+                f"(its Deployment and Service; {base}'s stable guard forwards a share of its traffic to Service "
+                f"{name}): a ModelDeployment under it would take those objects and that traffic, or lose its own",
+                hint=f"choose a name that does not end with '{CANARY_SUFFIX}'",
             )
         )
     unbound = _unsigned_name(deployment, verified, policies, request.namespace, evidence.namespace_labels)

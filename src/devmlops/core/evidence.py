@@ -135,6 +135,8 @@ class Evidence:
     squatted_services: tuple[
         str, ...
     ] = ()  # for a new ModelDeployment: Services under its children's names it does not own
+    # For a new ModelDeployment named '<md>-canary': '<md>', whose gated rollout's new version takes that name.
+    canary_name_of: str = ""
     exemptions: tuple[Exemption, ...] = ()
     break_glass: tuple[BreakGlass, ...] = ()
     identities: Identities = field(default_factory=Identities)

@@ -155,8 +155,15 @@ class AdmissionService:
             return Evidence(now=stamp)
         obj = {**request.object, "metadata": {**(request.object.get("metadata") or {}), "namespace": request.namespace}}
         if kind == MODEL_DEPLOYMENT:
-            squatted = self._squatted_services(obj) if request.operation == "CREATE" else ()
-            return self._model_evidence(obj, now, now=stamp, requester_stamped=True, squatted_services=squatted)
+            creating = request.operation == "CREATE"
+            squatted = self._squatted_services(obj) if creating else ()
+            # Names are immutable, so checked at create (a ModelDeployment named so before this rule keeps working).
+            canary_of = (
+                _name(obj).removesuffix(CANARY_SUFFIX) if creating and _name(obj).endswith(CANARY_SUFFIX) else ""
+            )
+            return self._model_evidence(
+                obj, now, now=stamp, requester_stamped=True, squatted_services=squatted, canary_name_of=canary_of
+            )
         labels = dict(self._lookup.namespace_labels(request.namespace))
         if kind == MODEL_APPROVAL:
             target = self._approval_target(request)

@@ -294,3 +294,40 @@ def test_analysis_bounds() -> None:
     assert [c.check for c in checks] == ["errorRate"]
     assert analyse(BAD, canary.analysis)[0] == "fail"
     assert analyse(Measured(requests=19, error_rate=1.0), canary.analysis)[0] == "wait"
+
+
+def test_a_rollout_dropped_from_the_spec_mid_way_still_has_its_new_version_removed(serving_old: Cluster) -> None:
+    """An editor removes spec.rollout while a new version runs beside the stable one: the spec's version now serves
+    alone, and the new version's children (found through the status, which still records the rollout) are deleted,
+    not left running where nothing renders them and revocation does not reach them."""
+    serving_old.step(T0)
+    assert ("Deployment", "fraud-canary") in serving_old.children
+    spec = {k: v for k, v in serving_old.model["spec"].items() if k != "rollout"}
+    serving_old.model = {
+        **serving_old.model,
+        "spec": spec,
+        "metadata": {**serving_old.model["metadata"], "generation": 3},
+    }
+    observed = {(ref.kind, ref.name) for ref in child_keys(serving_old.model)}
+    assert {("Deployment", "fraud-canary"), ("Service", "fraud-canary")} <= observed
+    dropped = serving_old.step(T0 + dt.timedelta(seconds=5))
+    deleted = {(a.child.kind, a.child.name) for a in dropped.actions if isinstance(a, DeleteChild)}
+    assert deleted == {("Deployment", "fraud-canary"), ("Service", "fraud-canary")}
+    assert digest_of(serving_old.children[("Deployment", "fraud")]) == NEW
+
+
+def test_objects_another_owner_controls_under_the_canary_names_are_never_deleted() -> None:
+    """A ModelDeployment named "fraud-canary" owns a Deployment and a Service under the names of fraud's new version:
+    fraud's operator, with no rollout running, must not delete them (it deletes only what it controls)."""
+    cluster = Cluster(md())
+    cluster.step(T0)
+    foreign = {"name": "fraud-canary", "ownerReferences": [{"kind": "ModelDeployment", "name": "fraud-canary",
+                                                            "uid": "other-uid", "controller": True}]}  # fmt: skip
+    cluster.children[("Deployment", "fraud-canary")] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": foreign,
+    }
+    cluster.children[("Service", "fraud-canary")] = {"apiVersion": "v1", "kind": "Service", "metadata": foreign}
+    again = plan(cluster.observe(T0 + dt.timedelta(seconds=5)))
+    assert not [a for a in again.actions if isinstance(a, DeleteChild)]
