@@ -158,11 +158,10 @@ class AdmissionService:
             creating = request.operation == "CREATE"
             squatted = self._squatted_services(obj) if creating else ()
             # Names are immutable, so checked at create (a ModelDeployment named so before this rule keeps working).
-            canary_of = (
-                _name(obj).removesuffix(CANARY_SUFFIX) if creating and _name(obj).endswith(CANARY_SUFFIX) else ""
-            )
+            name = _name(obj)
+            suffix = next((s for s in SERVICE_SUFFIXES if s and name.endswith(s) and name != s), "") if creating else ""
             return self._model_evidence(
-                obj, now, now=stamp, requester_stamped=True, squatted_services=squatted, canary_name_of=canary_of
+                obj, now, now=stamp, requester_stamped=True, squatted_services=squatted, reserved_suffix=suffix
             )
         labels = dict(self._lookup.namespace_labels(request.namespace))
         if kind == MODEL_APPROVAL:
