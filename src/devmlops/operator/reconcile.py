@@ -370,8 +370,10 @@ def _admitted(observed: Observation, status: _Status) -> Plan:
     status.set("ServingReady", readiness.status, readiness.reason, readiness.message)
     # Drift of the version that serves (the stable one while a new one is tried): a retrain request per episode.
     guard = (serves.stable or parsed).spec.guard
+    # The request names the serving version whole (its uri with its digest), never the new version's uri beside it.
+    serving_model = {**model, "spec": rollout["stableSpec"]} if serves.stable is not None and rollout else model
     retrain, request = retrain_step(
-        model,
+        serving_model,
         digest=(serves.stable or parsed).spec.model.digest,
         threshold=guard.drift.threshold if guard is not None and guard.drift is not None else None,
         drift=observed.drift,

@@ -5,6 +5,7 @@ tests/integration/test_rollout.py)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import json
 from typing import Any
@@ -26,6 +27,7 @@ from devmlops.operator.reconcile import (
     child_keys,
     plan,
 )
+from devmlops.operator.retrain import RequestRetrain
 from devmlops.operator.rollout import Measured, analyse
 
 OLD, NEW = "sha256:" + "aa" * 32, "sha256:" + "bb" * 32
@@ -331,3 +333,22 @@ def test_objects_another_owner_controls_under_the_canary_names_are_never_deleted
     cluster.children[("Service", "fraud-canary")] = {"apiVersion": "v1", "kind": "Service", "metadata": foreign}
     again = plan(cluster.observe(T0 + dt.timedelta(seconds=5)))
     assert not [a for a in again.actions if isinstance(a, DeleteChild)]
+
+
+def test_a_retrain_request_while_the_stable_version_serves_names_that_version_whole() -> None:
+    """Rolled back, the stable version serves: a retrain request about its drift carries its digest and its uri, not
+    the new version's uri beside the stable digest (the retraining pipeline would fetch other bytes than measured)."""
+    cluster = Cluster(md())
+    cluster.model["spec"]["guard"]["drift"] = {"threshold": 0.2}
+    cluster.step(T0)
+    spec = copy.deepcopy(cluster.model["spec"])
+    spec["model"] = {**spec["model"], "digest": NEW, "uri": "s3://models/fraud-v2"}
+    cluster.model = {**cluster.model, "spec": spec, "metadata": {**cluster.model["metadata"], "generation": 2}}
+    cluster.step(T0)
+    cluster.ready_canary = True
+    cluster.step(T0 + dt.timedelta(seconds=5))
+    cluster.step(T0 + dt.timedelta(seconds=10), BAD)
+    assert cluster.model["status"]["rollout"]["phase"] == "RolledBack"
+    observed = dataclasses.replace(cluster.observe(T0 + dt.timedelta(seconds=15)), drift={"0": 0.9})
+    requests = [a for a in plan(observed).actions if isinstance(a, RequestRetrain)]
+    assert [r.payload["model"] for r in requests] == [{"name": "fraud", "uri": "s3://models/fraud", "digest": OLD}]
