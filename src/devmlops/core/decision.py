@@ -33,8 +33,9 @@ from devmlops.core.model import Decision, GateResult, Outcome
 from devmlops.core.narrowing import widenings
 from devmlops.core.policy import Policy, PolicySet, compile_model_policy, compile_policy, tier_rank
 from devmlops.core.ports import PolicyEngine, SignatureVerifier, SignedModel
+from devmlops.core.render import CANARY_SUFFIX
 from devmlops.core.review import AdmissionRequest
-from devmlops.core.workloads import SERVING_RESOURCES, review_serving, serves_models
+from devmlops.core.workloads import SERVICE_SUFFIXES, SERVING_RESOURCES, review_serving, serves_models
 from devmlops.errors import InvalidInputError
 
 __all__ = [
@@ -391,10 +392,31 @@ def _decide_model_deployment(
                 hint=f"delete or rename Service {taken} first",
             )
         )
+    if evidence.reserved_suffix:
+        results.append(_reserved_name(deployment.metadata.name, evidence.reserved_suffix))
     unbound = _unsigned_name(deployment, verified, policies, request.namespace, evidence.namespace_labels)
     if unbound is not None:
         results.append(unbound)
     return Decision(tuple(results), signer=verified.signer if verified else "")
+
+
+def _reserved_name(name: str, suffix: str) -> GateResult:
+    """A new ModelDeployment named as another one's children: its own Deployment and Service would take theirs (the
+    operator replaces what it finds under a child's name, the webhook admits the operator's rendering)."""
+    base = name.removesuffix(suffix)
+    what = (
+        f"ModelDeployment {base}'s new version during a gated rollout (its Deployment and Service; {base}'s stable "
+        "guard forwards a share of its traffic there)"
+        if suffix == CANARY_SUFFIX
+        else f"KServe's {suffix.lstrip('-')} of ModelDeployment {base} (its Deployment and Service)"
+    )
+    return GateResult(
+        gate="address",
+        outcome="fail",
+        reason=f"the name {name} is where {what} runs: a ModelDeployment under it would take those objects and the "
+        "traffic to them, or lose its own",
+        hint=f"choose a name that ends with none of {', '.join(s for s in SERVICE_SUFFIXES if s)}",
+    )
 
 
 def _unsigned_name(

@@ -135,6 +135,9 @@ class Evidence:
     squatted_services: tuple[
         str, ...
     ] = ()  # for a new ModelDeployment: Services under its children's names it does not own
+    # For a new ModelDeployment whose name ends with a suffix of another model's children (core/workloads.py
+    # SERVICE_SUFFIXES: '-canary', '-predictor', ...): that suffix.
+    reserved_suffix: str = ""
     exemptions: tuple[Exemption, ...] = ()
     break_glass: tuple[BreakGlass, ...] = ()
     identities: Identities = field(default_factory=Identities)

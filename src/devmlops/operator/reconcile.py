@@ -172,12 +172,22 @@ def child_keys(model: Mapping[str, Any]) -> list[ChildRef]:
         parsed = parse_model_deployment(model)
     except InvalidInputError:
         return []
-    # A gated rollout may have the new version's children too: observed, so that a finished rollout removes them.
-    canary = CanaryRendering(parsed, "", 0) if parsed.spec.gated_rollout is not None else None
+    # A gated rollout may have the new version's children too: observed, so that a finished rollout removes them; and
+    # so does a rollout the spec no longer asks for (spec.rollout removed mid-rollout: the status still records it),
+    # or a model server nothing renders would run on beyond revocation.
+    rolled_out = parsed.spec.gated_rollout is not None or bool((model.get("status") or {}).get("rollout"))
+    canary = CanaryRendering(parsed, "", 0) if rolled_out else None
     return [
         ChildRef(child["apiVersion"], child["kind"], child["metadata"]["name"])
         for child in render_children(parsed, plan_json="", verifier_image="", canary=canary)
     ]
+
+
+def _controlled_by(child: Mapping[str, Any], model: Mapping[str, Any]) -> bool:
+    """The child's controller reference names this ModelDeployment's uid."""
+    refs = (child.get("metadata") or {}).get("ownerReferences") or []
+    uid = (model.get("metadata") or {}).get("uid")
+    return any(isinstance(r, Mapping) and r.get("controller") is True and r.get("uid") == uid for r in refs)
 
 
 def drift_of(wanted: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
@@ -345,10 +355,12 @@ def _admitted(observed: Observation, status: _Status) -> Plan:
     reshaped = moved and serves != what_serves(parsed, {"rollout": stored_rollout}, parsed.metadata.generation)
     actions: list[Action] = [*_child_writes(observed, rendered, expected=reshaped)]
     wanted_keys = {(child["kind"], child["metadata"]["name"]) for child in rendered}
+    # Only what this ModelDeployment controls: an object under a child's name that another owner controls (another
+    # ModelDeployment's, say) is not the operator's to remove.
     actions += [
         DeleteChild(ChildRef(str(child["apiVersion"]), kind, name))
         for (kind, name), child in observed.children.items()
-        if (kind, name) not in wanted_keys
+        if (kind, name) not in wanted_keys and _controlled_by(child, model)
     ]
     first = rendered[0]
     stored = observed.children.get((first["kind"], first["metadata"]["name"]))
@@ -362,8 +374,10 @@ def _admitted(observed: Observation, status: _Status) -> Plan:
         status.set("RolledOut", said, str(rollout.get("phase")), str(rollout.get("message") or ""))
     # Drift of the version that serves (the stable one while a new one is tried): a retrain request per episode.
     guard = (serves.stable or parsed).spec.guard
+    # The request names the serving version whole (its uri with its digest), never the new version's uri beside it.
+    serving_model = {**model, "spec": rollout["stableSpec"]} if serves.stable is not None and rollout else model
     retrain, request = retrain_step(
-        model,
+        serving_model,
         digest=(serves.stable or parsed).spec.model.digest,
         threshold=guard.drift.threshold if guard is not None and guard.drift is not None else None,
         drift=observed.drift,

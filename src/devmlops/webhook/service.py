@@ -155,8 +155,14 @@ class AdmissionService:
             return Evidence(now=stamp)
         obj = {**request.object, "metadata": {**(request.object.get("metadata") or {}), "namespace": request.namespace}}
         if kind == MODEL_DEPLOYMENT:
-            squatted = self._squatted_services(obj) if request.operation == "CREATE" else ()
-            return self._model_evidence(obj, now, now=stamp, requester_stamped=True, squatted_services=squatted)
+            creating = request.operation == "CREATE"
+            squatted = self._squatted_services(obj) if creating else ()
+            # Names are immutable, so checked at create (a ModelDeployment named so before this rule keeps working).
+            name = _name(obj)
+            suffix = next((s for s in SERVICE_SUFFIXES if s and name.endswith(s) and name != s), "") if creating else ""
+            return self._model_evidence(
+                obj, now, now=stamp, requester_stamped=True, squatted_services=squatted, reserved_suffix=suffix
+            )
         labels = dict(self._lookup.namespace_labels(request.namespace))
         if kind == MODEL_APPROVAL:
             target = self._approval_target(request)

@@ -26,7 +26,7 @@ from tests.integration.attacks.conftest import (
     owned_by,
     owner_ref,
 )
-from tests.integration.support import SignedModel, eventually
+from tests.integration.support import GROUP, VERSION, SignedModel, eventually, signed_by_evidence
 
 ISVC = (KSERVE_GROUP, "v1beta1")
 VERIFICATION = "devmlops.io/verification"
@@ -363,3 +363,21 @@ def test_a_namespace_editor_may_scale_the_child_down_and_delete_it(
     assert stored["spec"]["predictor"]["minReplicas"] == 0
     custom = k8s.CustomObjectsApi(mallory)
     admitted(custom.delete_namespaced_custom_object, *ISVC, served_kserve.namespace, "inferenceservices", "fraud")
+
+
+def test_no_model_deployment_may_take_the_name_of_another_ones_kserve_predictor(
+    mallory: k8s.ApiClient, served_kserve: Served, attack_model: SignedModel
+) -> None:
+    """KServe serves ModelDeployment fraud at Service "fraud-predictor" (its predictor Deployment has that name too).
+    A Triton ModelDeployment named "fraud-predictor" renders a Deployment and a Service under exactly those names,
+    owned by itself, so the reserved-name rule for Services no model owns did not stop it: admitted on main, its
+    operator wrote Service fraud-predictor selecting the editor's model server (found in review). Refused at create,
+    naming the clash; the same ModelDeployment under another name is admitted (the control)."""
+    create = k8s.CustomObjectsApi(mallory).create_namespaced_custom_object
+    doc = signed_by_evidence("fraud-predictor", attack_model, runtime={"kind": "triton", "image": TRITON})
+    doc["metadata"]["labels"] = {"devmlops.io/eu-ai-act-risk": "minimal"}
+    doc["spec"]["model"]["name"] = "fraud"  # the name the signature covers
+    message = denied(create, GROUP, VERSION, served_kserve.namespace, "modeldeployments", doc)
+    assert "KServe's predictor of ModelDeployment fraud" in message
+    doc["metadata"]["name"] = "fraud-b"
+    admitted(create, GROUP, VERSION, served_kserve.namespace, "modeldeployments", doc, dry_run="All")

@@ -22,7 +22,7 @@ from tests.integration.attacks.conftest import (
     forbidden_by_rbac,
     serve,
 )
-from tests.integration.support import GROUP, VERSION, SignedModel, eventually, from_config_map
+from tests.integration.support import GROUP, VERSION, SignedModel, eventually, from_config_map, signed_by_evidence
 from tests.support.models import make_model, sign_with_key
 
 GUARD = {"rateLimit": {"requestsPerSecond": 100, "burst": 100}, "protocol": "v2"}
@@ -124,3 +124,41 @@ def _service_selector(admin: k8s.ApiClient, namespace: str) -> dict[str, str] | 
         return dict(k8s.CoreV1Api(admin).read_namespaced_service("fraud-canary", namespace).spec.selector or {})
     except k8s.ApiException:
         return None
+
+
+def test_dropping_the_rollout_from_the_spec_leaves_no_unrendered_model_server(
+    admin: k8s.ApiClient, mallory: k8s.ApiClient, rolling_out: Served
+) -> None:
+    """Mid-rollout, an editor removes spec.rollout: the ModelDeployment now renders its own Deployment and Service only,
+    so the new version's "fraud-canary" Deployment and Service are no longer devmlops's rendering and must go. Were
+    they kept (found in review: the operator looked for them only while the spec asked for a rollout), a model server
+    nothing renders would run on, beyond revocation (a revoked model scales only the child its status names)."""
+    namespace = rolling_out.namespace
+    patch = {"spec": {"rollout": None}}
+    admitted(k8s.CustomObjectsApi(mallory).patch_namespaced_custom_object, GROUP, VERSION, namespace,
+             "modeldeployments", "fraud", patch)  # fmt: skip
+    eventually(
+        lambda: _deployment(admin, namespace, "fraud-canary") is None and _service_selector(admin, namespace) is None,
+        timeout=30,
+        what="the new version's Deployment and Service removed once no rollout renders them",
+    )
+
+
+def test_no_model_deployment_may_take_the_name_of_another_ones_new_version(
+    admin: k8s.ApiClient, mallory: k8s.ApiClient, rolling_out: Served, attack_model: SignedModel
+) -> None:
+    """A ModelDeployment named "fraud-canary" renders a Deployment and a Service under the very names of fraud's new
+    version: its operator would replace fraud's canary Service (the owner it finds decides nothing), and the stable
+    guard's share of fraud's traffic would reach whatever signed model the editor chose, unanalysed and unapproved for
+    fraud (and fraud's operator would delete that ModelDeployment's children once its rollout ends). Refused at
+    create, naming the clash; the same ModelDeployment under another name is admitted (the control)."""
+    namespace = rolling_out.namespace
+    create = k8s.CustomObjectsApi(mallory).create_namespaced_custom_object
+    doc = signed_by_evidence("fraud-canary", attack_model, runtime={"kind": "triton", "image": TRITON}, guard=GUARD)
+    doc["metadata"]["labels"] = {"devmlops.io/eu-ai-act-risk": "minimal"}
+    doc["spec"]["model"]["name"] = "fraud"  # the name the signature covers
+    message = denied(create, GROUP, VERSION, namespace, "modeldeployments", doc)
+    assert "the name fraud-canary" in message
+    assert "ModelDeployment fraud's new version" in message
+    doc["metadata"]["name"] = "fraud-b"
+    admitted(create, GROUP, VERSION, namespace, "modeldeployments", doc, dry_run="All")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -357,3 +358,28 @@ def test_name_binding_of_an_sbom_uses_only_names_the_signature_covers() -> None:
     decision = run(renamed, policies(named), evidence(bundle("release", model="fraud"), sbom=doc, sbom_summary=other))
     assert not decision.allowed
     assert "SBOM binding" in decision.message
+
+
+def test_a_new_model_deployment_named_as_another_ones_canary_is_denied_naming_the_clash() -> None:
+    """'fraud-canary' is where fraud's new version runs during a gated rollout (its Deployment and Service, the target
+    of the stable guard's split): the webhook marks a new ModelDeployment under that name (evidence), and it is
+    denied; the same model under another name is admitted."""
+    named = dataclasses.replace(request(spec()), object={"metadata": {"name": "fraud-canary"}, "spec": spec()})
+    decision = decide(named, policies(policy()), evidence(bundle("release"), reserved_suffix="-canary"), FakeVerifier())
+    assert not decision.allowed
+    clash = next(r for r in decision.results if r.gate == "address")
+    assert "the name fraud-canary" in clash.reason
+    assert "ModelDeployment fraud's new version" in clash.reason
+    assert "-canary" in clash.hint
+    assert decide(named, policies(policy()), evidence(bundle("release")), FakeVerifier()).allowed
+
+
+def test_a_new_model_deployment_named_as_another_ones_kserve_predictor_is_denied() -> None:
+    """A Triton ModelDeployment "fraud-predictor" would render its Service under KServe's predictor address of fraud."""
+    named = dataclasses.replace(request(spec()), object={"metadata": {"name": "fraud-predictor"}, "spec": spec()})
+    decision = decide(
+        named, policies(policy()), evidence(bundle("release"), reserved_suffix="-predictor"), FakeVerifier()
+    )
+    clash = next(r for r in decision.results if r.gate == "address")
+    assert not decision.allowed
+    assert "KServe's predictor of ModelDeployment fraud" in clash.reason

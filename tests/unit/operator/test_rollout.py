@@ -5,6 +5,7 @@ tests/integration/test_rollout.py)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import json
 from typing import Any
@@ -26,6 +27,7 @@ from devmlops.operator.reconcile import (
     child_keys,
     plan,
 )
+from devmlops.operator.retrain import RequestRetrain
 from devmlops.operator.rollout import Measured, analyse
 
 OLD, NEW = "sha256:" + "aa" * 32, "sha256:" + "bb" * 32
@@ -301,3 +303,59 @@ def test_analysis_bounds() -> None:
     assert [c.check for c in checks] == ["errorRate"]
     assert analyse(BAD, canary.analysis)[0] == "fail"
     assert analyse(Measured(requests=19, error_rate=1.0), canary.analysis)[0] == "wait"
+
+
+def test_a_rollout_dropped_from_the_spec_mid_way_still_has_its_new_version_removed(serving_old: Cluster) -> None:
+    """An editor removes spec.rollout while a new version runs beside the stable one: the spec's version now serves
+    alone, and the new version's children (found through the status, which still records the rollout) are deleted,
+    not left running where nothing renders them and revocation does not reach them."""
+    serving_old.step(T0)
+    assert ("Deployment", "fraud-canary") in serving_old.children
+    spec = {k: v for k, v in serving_old.model["spec"].items() if k != "rollout"}
+    serving_old.model = {
+        **serving_old.model,
+        "spec": spec,
+        "metadata": {**serving_old.model["metadata"], "generation": 3},
+    }
+    observed = {(ref.kind, ref.name) for ref in child_keys(serving_old.model)}
+    assert {("Deployment", "fraud-canary"), ("Service", "fraud-canary")} <= observed
+    dropped = serving_old.step(T0 + dt.timedelta(seconds=5))
+    deleted = {(a.child.kind, a.child.name) for a in dropped.actions if isinstance(a, DeleteChild)}
+    assert deleted == {("Deployment", "fraud-canary"), ("Service", "fraud-canary")}
+    assert digest_of(serving_old.children[("Deployment", "fraud")]) == NEW
+
+
+def test_objects_another_owner_controls_under_the_canary_names_are_never_deleted() -> None:
+    """A ModelDeployment named "fraud-canary" owns a Deployment and a Service under the names of fraud's new version:
+    fraud's operator, with no rollout running, must not delete them (it deletes only what it controls)."""
+    cluster = Cluster(md())
+    cluster.step(T0)
+    foreign = {"name": "fraud-canary", "ownerReferences": [{"kind": "ModelDeployment", "name": "fraud-canary",
+                                                            "uid": "other-uid", "controller": True}]}  # fmt: skip
+    cluster.children[("Deployment", "fraud-canary")] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": foreign,
+    }
+    cluster.children[("Service", "fraud-canary")] = {"apiVersion": "v1", "kind": "Service", "metadata": foreign}
+    again = plan(cluster.observe(T0 + dt.timedelta(seconds=5)))
+    assert not [a for a in again.actions if isinstance(a, DeleteChild)]
+
+
+def test_a_retrain_request_while_the_stable_version_serves_names_that_version_whole() -> None:
+    """Rolled back, the stable version serves: a retrain request about its drift carries its digest and its uri, not
+    the new version's uri beside the stable digest (the retraining pipeline would fetch other bytes than measured)."""
+    cluster = Cluster(md())
+    cluster.model["spec"]["guard"]["drift"] = {"threshold": 0.2}
+    cluster.step(T0)
+    spec = copy.deepcopy(cluster.model["spec"])
+    spec["model"] = {**spec["model"], "digest": NEW, "uri": "s3://models/fraud-v2"}
+    cluster.model = {**cluster.model, "spec": spec, "metadata": {**cluster.model["metadata"], "generation": 2}}
+    cluster.step(T0)
+    cluster.ready_canary = True
+    cluster.step(T0 + dt.timedelta(seconds=5))
+    cluster.step(T0 + dt.timedelta(seconds=10), BAD)
+    assert cluster.model["status"]["rollout"]["phase"] == "RolledBack"
+    observed = dataclasses.replace(cluster.observe(T0 + dt.timedelta(seconds=15)), drift={"0": 0.9})
+    requests = [a for a in plan(observed).actions if isinstance(a, RequestRetrain)]
+    assert [r.payload["model"] for r in requests] == [{"name": "fraud", "uri": "s3://models/fraud", "digest": OLD}]
