@@ -344,8 +344,13 @@ class AdmissionService:
             # A gated rollout (core/rollout.py): the version the status names as stable is decided again, gate by
             # gate, as if it were the spec; a child rendered from it is admitted on that decision.
             stable_model = {**model, "spec": (model.get("status") or {})["rollout"]["stableSpec"]}
+            # Selected by the stable version's own model name, as the operator selects them for it.
+            stable_name = serves.stable.spec.model.name
+            stable_selecting = select_policies(
+                self._policies(), namespace=namespace, namespace_labels=labels, model_name=stable_name
+            )
             stable_decision, stable_plan_json, stable_baseline_json = self._decided_version(
-                stable_model, child, selecting
+                stable_model, child, stable_selecting
             )
             top = hops[-1] if hops else child.object or {}
             if _name(top) == _name(model) or not serves.canary:  # the stable version's child, not the new one's
