@@ -142,6 +142,10 @@ def guard_problems(
             found += _looser_checks("output", guard.output, limit.output)
             if limit.action == "block" and guard.action != "block":
                 found.append(f"spec.guard.action: found {guard.action!r}, expected 'block'")
+            if guard.audit_content and not limit.audit_content:
+                # Request and response bodies in the guard's log, which a namespace editor reads: only where allowed.
+                found.append("spec.guard.auditContent: found true, expected false (the policy's limits do not allow "
+                             "request and response bodies in the audit line)")  # fmt: skip
         if guard is not None:
             found += _looser_drift(guard.drift, demand.limits.drift if demand.limits else None, demand.drift)
             if drift_required(demand) and guard.drift is not None and signed_baseline is False:

@@ -84,6 +84,8 @@ LOOSER: dict[str, tuple[dict[str, Any], str]] = {
     "no-schema": ({"guard": {k: v for k, v in GUARD.items() if k != "protocol"}}, "spec.guard.protocol"),
     "injection-check-off": ({"guard": {**GUARD, "input": {"injection": False}}}, "spec.guard.input.injection"),
     "log-only": ({"guard": {**GUARD, "action": "log"}}, "spec.guard.action: found 'log', expected 'block'"),
+    # Her prompts' answers (and other clients' prompts) in a log she reads: only where the policy allows bodies.
+    "bodies-in-the-audit-log": ({"guard": {**GUARD, "auditContent": True}}, "spec.guard.auditContent: found true"),
 }
 
 

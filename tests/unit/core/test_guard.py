@@ -74,6 +74,7 @@ def test_a_guard_at_least_as_strict_as_the_policy_meets_it() -> None:
         ({"input": {"injection": True}}, "blockedPatterns: missing ['bomb']"),
         ({"input": {"blockedPatterns": ["bomb"]}}, "input.injection: found None, expected true"),
         ({"action": "log"}, "action: found 'log'"),
+        ({"auditContent": True}, "auditContent: found true, expected false"),
     ],
 )
 def test_each_loosening_is_named_with_the_field_and_the_policy(change: dict[str, Any], expected: str) -> None:
