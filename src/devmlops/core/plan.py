@@ -70,6 +70,24 @@ class VerificationPlan:
         )
         return cls(bundle, digest, tuple((p.threshold, p.authorities) for p in ordered if p.authorities), scan)
 
+    @classmethod
+    def for_bundles(
+        cls, bundles: Sequence[str], digest: str, policies: Sequence[Policy], verifier: SignatureVerifier
+    ) -> VerificationPlan:
+        """The plan with the first of ``bundles`` that meets every admitting policy for ``digest``: an OCI model may
+        carry several signatures as referrers, and whoever may push to its repository can add one before the right
+        one. When none does, the first (the serving pod then refuses to start: fail closed)."""
+        plans = [cls.for_policies(bundle, digest, policies) for bundle in bundles]
+        if not plans:
+            return cls.for_policies("", digest, policies)
+        for plan in plans:
+            try:
+                plan.verify_signature(verifier)  # cached by digest of the bundle: the decision verified them already
+            except VerificationFailed:
+                continue
+            return plan
+        return plans[0]
+
     def to_json(self) -> str:
         groups = [{"threshold": t, "authorities": [_authority_json(a) for a in auths]} for t, auths in self.groups]
         plan: dict[str, Any] = {"bundle": self.bundle, "digest": self.digest, "policies": groups}

@@ -32,7 +32,7 @@ class ModelContext:
     revision: str
     approval_required_by: tuple[str, ...]
     approval: ApprovalState
-    bundle: str
+    bundles: tuple[str, ...]  # the readable signature bundles, in the order admission read them
     tier: EffectiveTier  # the effective risk tier, which the approval demands follow
     attestations: tuple[Document, ...] = ()  # spec.attestations resolved: the signed drift baseline is among them
 
@@ -69,7 +69,9 @@ def load_context(
     revision = PolicySet(selecting).revision
     # The same resolution (and evidence label) as admission; reconcile re-decided with it just before.
     # spec.signature, or the bundle stored with the registered version when the spec names none.
-    signature = evidence.signatures[0] if evidence.signatures else Document("spec.signature", error="not set")
-    if signature.text is None:
-        raise DevmlopsError(f"spec.signature cannot be read for the serving pod: {signature.error}")
-    return ModelContext(selecting, revision, required_by, approval, signature.text, tier, evidence.attestations)
+    # Every readable bundle (an OCI model may carry several as referrers); the plan takes the first that verifies.
+    bundles = tuple(document.text for document in evidence.signatures if document.text is not None)
+    if not bundles:
+        first = evidence.signatures[0] if evidence.signatures else Document("spec.signature", error="not set")
+        raise DevmlopsError(f"spec.signature cannot be read for the serving pod: {first.error}")
+    return ModelContext(selecting, revision, required_by, approval, bundles, tier, evidence.attestations)

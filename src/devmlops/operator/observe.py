@@ -119,7 +119,8 @@ class Observer:
 
     def _serving(self, model: Mapping[str, Any], context: ModelContext) -> Serving | None:
         """The rendering inputs of a version that passed its decision, its signature verified again (None: not)."""
-        plan = VerificationPlan.for_policies(context.bundle, str(model["spec"]["model"]["digest"]), context.policies)
+        digest = str(model["spec"]["model"]["digest"])
+        plan = VerificationPlan.for_bundles(context.bundles, digest, context.policies, self._verifier)
         try:
             signed = plan.verify_signature(self._verifier)  # cached: reevaluate() verified the same bundle
         except VerificationFailed:

@@ -372,9 +372,9 @@ class AdmissionService:
         """One version of a ModelDeployment decided at the serving stage, its verification plan and (where its guard
         monitors drift) its signed drift baseline, derived again."""
         evidence = self._model_evidence(model, dt.datetime.now(dt.UTC))
-        bundle = evidence.signatures[0].text if evidence.signatures and evidence.signatures[0].text else ""
+        bundles = [document.text for document in evidence.signatures if document.text]
         digest = str(((model.get("spec") or {}).get("model") or {}).get("digest") or "")
-        plan_json = VerificationPlan.for_policies(bundle, digest, selecting).to_json()
+        plan_json = VerificationPlan.for_bundles(bundles, digest, selecting, self._verifier).to_json()
         baseline_json = (
             signed_baseline(evidence.attestations, digest, evaluation_authorities(selecting), self._verifier)
             if monitors_drift(model)
