@@ -58,6 +58,14 @@ def test_run_once_prints_what_was_admitted_denied_and_rejected_and_exits_zero(
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output
     assert "node: off (DEVMLOPS_NODE=1 runs Pods on this machine); Pods stay Pending" in output
+    # The admitted sample's chain, object by object, as the cluster's controllers made it (Pods Pending: no node).
+    chain = output.split("the chain of ModelDeployment default/fraud-detector, as the cluster made it:", 1)[1]
+    assert "InferenceService/fraud-detector" in chain
+    assert re.search(r"Deployment/fraud-detector-predictor\s", chain), chain[:800]
+    assert re.search(r"ReplicaSet/fraud-detector-predictor-\w+", chain), chain[:800]
+    assert re.search(r"Pod/fraud-detector-predictor-\S+\s+Pending on no node; init \['storage-initializer'\]", chain), (
+        chain[:800]
+    )
     rows = {line.split()[0]: line for line in output.splitlines() if line.startswith("ModelDeployment/")}
     assert rows["ModelDeployment/fraud-detector"].split()[1:4] == [
         "admitted",

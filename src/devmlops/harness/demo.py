@@ -18,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from devmlops.adapters.kube import api_client, create_object, denial_message
+from devmlops.harness.chainview import wait_for_pods
 from devmlops.harness.controlplane import ControlPlane, find_tools, load_yaml_documents
 from devmlops.harness.evidencedemo import evidence_story
 from devmlops.harness.kserve import KServe, local_cluster
@@ -165,6 +166,7 @@ def _run(
         f"running; up in {time.monotonic() - started:.1f}s"
     )
     unexpected = _show_samples(cp, stack, project_dir / "config" / "samples")
+    _show_chain(cp, "default", "fraud-detector")
     unexpected += _compliance_story(cp, policies)
     for name, expected, got in evidence_story(cp, stack, cp.workdir, _say):
         _say(f"UNEXPECTED: {name} was {got}, expected {expected}")
@@ -212,6 +214,16 @@ def _show_samples(cp: ControlPlane, stack: DevmlopsStack, samples: Path) -> list
     for o in unexpected:
         _say(f"UNEXPECTED: {o.kind}/{o.name} was {o.result}, expected {o.expected}")
     return unexpected
+
+
+def _show_chain(cp: ControlPlane, namespace: str, name: str) -> None:
+    """What the admitted sample became, object by object down to its Pods (Pending without a node; with one, the
+    devmlops storage initializer verifying the bytes, then the model server)."""
+    with api_client(cp.kubeconfig()) as client:
+        lines = wait_for_pods(client, namespace, name, timeout=60)
+    _say(f"the chain of ModelDeployment {namespace}/{name}, as the cluster made it:")
+    for line in lines:
+        print(f"    {line}", flush=True)
 
 
 GROUP, VERSION = "devmlops.io", "v1alpha1"
