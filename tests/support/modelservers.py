@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from devmlops.harness.processes import ManagedProcess, free_port, http_ok
 from devmlops.harness.toolcache import cache_root
@@ -74,7 +74,45 @@ def mlserver(workdir: Path) -> Iterator[str]:
         process.stop()
 
 
-class ChatServer:
+class _Handler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with Nagle off (headers and body go out in two writes: without it, a delayed ACK stalls each answer
+    40 ms), quiet, and one way to answer."""
+
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes, kind: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _LoopbackServer:
+    """A threaded server on a free 127.0.0.1 port at ``url`` while in its ``with`` block."""
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class ChatServer(_LoopbackServer):
     """An OpenAI-compatible /v1/chat/completions on 127.0.0.1 that answers ``reply`` (whole, or as server-sent
     events word by word when the request asks to stream) and keeps every request body it received."""
 
@@ -85,19 +123,9 @@ class ChatServer:
         self._lock = threading.Lock()
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                super().setup()
-                # Headers and body go out in two writes: without this, a delayed ACK stalls each answer 40 ms.
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-            def log_message(self, *_args: Any) -> None:
-                pass
-
+        class Handler(_Handler):
             def do_GET(self) -> None:
-                self._send(200, b'{"status":"ok"}', "application/json")
+                self._send(200, b'{"status":"ok"}')
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
@@ -122,31 +150,14 @@ class ChatServer:
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                 self.wfile.flush()
 
-            def _send(self, status: int, body: bytes, kind: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> ChatServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._serve(Handler)
 
     def prompts(self) -> list[str]:
         with self._lock:
             return [str(m.get("content")) for body in self.received for m in body.get("messages") or []]
 
 
-class V2Server:
+class V2Server(_LoopbackServer):
     """The Open Inference Protocol (v2) on 127.0.0.1: health answers 200; every ``fail_every``-th inference request
     (0: none) answers 500, the others a fixed prediction. ``served`` counts inference requests."""
 
@@ -155,12 +166,7 @@ class V2Server:
         self._lock = threading.Lock()
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *_args: Any) -> None:
-                pass
-
+        class Handler(_Handler):
             def do_GET(self) -> None:
                 self._send(200, b"{}")
 
@@ -175,21 +181,4 @@ class V2Server:
                 outputs = [{"name": "predict", "shape": [1], "datatype": "INT64", "data": [1]}]
                 self._send(200, json.dumps({"model_name": "m", "outputs": outputs}).encode())
 
-            def _send(self, status: int, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> V2Server:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._serve(Handler)
