@@ -19,6 +19,8 @@ __all__ = ["run"]
 
 def run(settings: OperatorSettings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request at INFO: a rollout's analysis would log five Prometheus queries every tick.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         k8s_config.load_incluster_config()
     except k8s_config.ConfigException:
