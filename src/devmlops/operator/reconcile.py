@@ -395,6 +395,9 @@ def _admitted(observed: Observation, status: _Status) -> Plan:
         child={"apiVersion": first["apiVersion"], "kind": first["kind"], "name": first["metadata"]["name"]},
         **({"registryVersion": resolved[0]} if resolved else {}),
         **({"rollout": rollout} if rollout is not None and parsed.spec.gated_rollout is not None else {}),
+        # spec.rollout dropped: the record goes too (null removes it in the status merge patch), once the new
+        # version's children are deleted above.
+        **({"rollout": None} if stored_rollout and parsed.spec.gated_rollout is None else {}),
         **({"retrain": retrain or stored_retrain} if retrain or stored_retrain else {}),
     )
     events = [PostEvent(kind, reason, message) for kind, reason, message in (step.events if step else ())]

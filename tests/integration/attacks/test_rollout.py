@@ -142,6 +142,14 @@ def test_dropping_the_rollout_from_the_spec_leaves_no_unrendered_model_server(
         timeout=30,
         what="the new version's Deployment and Service removed once no rollout renders them",
     )
+    # And the status no longer records a rollout (nothing renders from it any more).
+    custom = k8s.CustomObjectsApi(admin)
+
+    def stored_status() -> dict[str, Any]:
+        found = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", "fraud")
+        return dict(found.get("status") or {})
+
+    eventually(lambda: "rollout" not in stored_status(), timeout=30, what="status.rollout removed")
 
 
 def test_no_model_deployment_may_take_the_name_of_another_ones_new_version(

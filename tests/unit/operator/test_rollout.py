@@ -323,6 +323,8 @@ def test_a_rollout_dropped_from_the_spec_mid_way_still_has_its_new_version_remov
     deleted = {(a.child.kind, a.child.name) for a in dropped.actions if isinstance(a, DeleteChild)}
     assert deleted == {("Deployment", "fraud-canary"), ("Service", "fraud-canary")}
     assert digest_of(serving_old.children[("Deployment", "fraud")]) == NEW
+    assert dropped.status is not None
+    assert dropped.status["rollout"] is None, "the rollout record is removed (null in the status merge patch)"
 
 
 def test_objects_another_owner_controls_under_the_canary_names_are_never_deleted() -> None:
