@@ -8,10 +8,8 @@ version does: a digest no trusted key signed is denied (the gated rollout is tes
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +37,7 @@ from tests.integration.support import (
     signed_model,
 )
 from tests.support.evidence import attestation, predicate
-from tests.support.modelservers import V2Server
+from tests.support.modelservers import LoopbackServer, QuietHandler, V2Server
 from tests.support.standin import GuardPods, StandInNode
 
 pytestmark = pytest.mark.timeout(600)
@@ -47,34 +45,20 @@ pytestmark = pytest.mark.timeout(600)
 RECHECK_SECONDS = 2
 
 
-class Receiver:
+class Receiver(LoopbackServer):
     """The retraining pipeline's trigger on loopback: keeps every JSON document POSTed to it."""
 
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *_args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 outer.received.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0))))
-                self.send_response(202)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self._send(202, b"")
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/retrain"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Receiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._serve(Handler)
+        self.url += "/retrain"
 
 
 @pytest.fixture

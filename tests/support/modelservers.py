@@ -74,7 +74,7 @@ def mlserver(workdir: Path) -> Iterator[str]:
         process.stop()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class QuietHandler(BaseHTTPRequestHandler):
     """HTTP/1.1 with Nagle off (headers and body go out in two writes: without it, a delayed ACK stalls each answer
     40 ms), quiet, and one way to answer."""
 
@@ -95,7 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-class _LoopbackServer:
+class LoopbackServer:
     """A threaded server on a free 127.0.0.1 port at ``url`` while in its ``with`` block."""
 
     def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
@@ -112,7 +112,7 @@ class _LoopbackServer:
         self._server.server_close()
 
 
-class ChatServer(_LoopbackServer):
+class ChatServer(LoopbackServer):
     """An OpenAI-compatible /v1/chat/completions on 127.0.0.1 that answers ``reply`` (whole, or as server-sent
     events word by word when the request asks to stream) and keeps every request body it received."""
 
@@ -123,7 +123,7 @@ class ChatServer(_LoopbackServer):
         self._lock = threading.Lock()
         outer = self
 
-        class Handler(_Handler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 self._send(200, b'{"status":"ok"}')
 
@@ -157,7 +157,7 @@ class ChatServer(_LoopbackServer):
             return [str(m.get("content")) for body in self.received for m in body.get("messages") or []]
 
 
-class V2Server(_LoopbackServer):
+class V2Server(LoopbackServer):
     """The Open Inference Protocol (v2) on 127.0.0.1: health answers 200; every ``fail_every``-th inference request
     (0: none) answers 500, the others a fixed prediction. ``served`` counts inference requests."""
 
@@ -166,7 +166,7 @@ class V2Server(_LoopbackServer):
         self._lock = threading.Lock()
         outer = self
 
-        class Handler(_Handler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 self._send(200, b"{}")
 
