@@ -402,8 +402,16 @@ class ClusterCaches:
         return transform(stored) if labels.get(key) == value else None
 
     def namespace_labels(self, namespace: str) -> Mapping[str, str]:
+        """From the watch cache; a namespace created a moment ago (the cache not there yet: every namespace has at
+        least its kubernetes.io/metadata.name label) is read from the API server once. Unreadable: no labels (no
+        policy selects it: denied, naming that)."""
         found: Mapping[str, str] | None = self.namespaces.get("", namespace)
-        return found or {}
+        if found is not None or not namespace:
+            return found or {}
+        try:
+            return self.namespace_labels_now(namespace)
+        except EvidenceUnavailableError:
+            return {}
 
     def namespace_labels_now(self, namespace: str) -> Mapping[str, str]:
         """The labels as the API server has them now (one read): for a decision that the cache, a moment behind a
