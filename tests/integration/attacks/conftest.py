@@ -179,6 +179,13 @@ def _describe(call: Callable[..., Any], args: tuple[Any, ...]) -> str:
     return f"{getattr(call, '__name__', call)}({what})"
 
 
+def create_model_deployment(client: k8s.ApiClient, namespace: str, body: dict[str, Any]) -> Any:
+    """Create ``body`` as a ModelDeployment for real (so the webhook's audit line is quoted if it is admitted)."""
+    return k8s.CustomObjectsApi(client).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modeldeployments", body
+    )
+
+
 def admitted(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run an API call that must succeed (a positive control); fail with the API server's message if it does not."""
     try:

@@ -24,6 +24,7 @@ from devmlops.adapters.oms import OmsVerifier
 from devmlops.core.policy import Authority
 from devmlops.harness.stack import DevmlopsStack
 from tests.integration.attacks.conftest import admitted, denied
+from tests.integration.attacks.conftest import create_model_deployment as create
 from tests.integration.support import (
     GROUP,
     VERSION,
@@ -106,12 +107,6 @@ def deployment(
     sources = [{"inline": b} for b in bundles] + (refs or [])
     return model_deployment(
         name, model.digest, signature=from_config_map("evidence", "model.sig"), attestations=sources
-    )
-
-
-def create(client: k8s.ApiClient, namespace: str, body: dict[str, Any]) -> Any:
-    return k8s.CustomObjectsApi(client).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, "modeldeployments", body
     )
 
 

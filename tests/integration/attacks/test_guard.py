@@ -25,6 +25,7 @@ from tests.integration.attacks.conftest import (
     policy_name,
     serve,
 )
+from tests.integration.attacks.conftest import create_model_deployment as _create
 from tests.integration.support import GROUP, VERSION, SignedModel, signed_by_evidence, trusting
 from tests.support.evidence import attestation, predicate
 
@@ -61,12 +62,6 @@ def served_guarded(
     admin: k8s.ApiClient, enforced_namespace: str, attack_model: SignedModel, guarding: dict[str, Any]
 ) -> Served:
     return serve(admin, enforced_namespace, attack_model, guarding, runtime=TRITON_RUNTIME, guard=GUARD)
-
-
-def _create(client: k8s.ApiClient, namespace: str, doc: dict[str, Any]) -> Any:
-    return k8s.CustomObjectsApi(client).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, "modeldeployments", doc
-    )
 
 
 def _model(attack_model: SignedModel, **spec: Any) -> dict[str, Any]:

@@ -23,9 +23,8 @@ from devmlops.adapters.ociartifact import OciModel
 from devmlops.harness.oci import cosign_key_pair, cosign_sign, oci_registry, push_image
 from devmlops.harness.stack import DevmlopsStack
 from tests.integration.attacks.conftest import admitted, denied, policy_name
+from tests.integration.attacks.conftest import create_model_deployment as create
 from tests.integration.support import (
-    GROUP,
-    VERSION,
     SignedModel,
     eventually,
     model_deployment,
@@ -95,12 +94,6 @@ def triton(name: str, model: SignedModel, image: str) -> dict[str, Any]:
     doc = signed_by_evidence(name, model, runtime={"kind": "triton", "image": image})
     doc["metadata"]["labels"] = {"devmlops.io/eu-ai-act-risk": "minimal"}
     return doc
-
-
-def create(client: k8s.ApiClient, namespace: str, body: dict[str, Any]) -> Any:
-    return k8s.CustomObjectsApi(client).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, "modeldeployments", body
-    )
 
 
 def test_the_platforms_signed_image_is_admitted_and_served(

@@ -22,6 +22,7 @@ from devmlops.adapters.mlflowsign import RegisteredVersion, store_signature
 from devmlops.harness.mlflow import mlflow_server
 from devmlops.harness.stack import DevmlopsStack
 from tests.integration.attacks.conftest import admitted, denied, policy_name
+from tests.integration.attacks.conftest import create_model_deployment as create
 from tests.integration.support import GROUP, VERSION, SignedModel, eventually, model_deployment, trusting
 
 # A cold cache builds the registries first (`make registries` does it before `make test`).
@@ -74,12 +75,6 @@ def registered(name: str, digest: str, uri: str, **mlflow: str) -> dict[str, Any
     body["spec"]["model"]["name"] = "fraud"
     body["spec"]["model"]["registry"] = {"mlflow": {"name": "fraud", **mlflow}}
     return body
-
-
-def create(client: k8s.ApiClient, namespace: str, body: dict[str, Any]) -> Any:
-    return k8s.CustomObjectsApi(client).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, "modeldeployments", body
-    )
 
 
 @pytest.fixture

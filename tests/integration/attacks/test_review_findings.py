@@ -35,6 +35,7 @@ from tests.integration.attacks.conftest import (
     policy_name,
     serve,
 )
+from tests.integration.attacks.conftest import create_model_deployment as _create
 from tests.integration.support import (
     GROUP,
     VERSION,
@@ -252,13 +253,6 @@ def test_an_exempt_pod_that_mounts_an_unlisted_image_as_a_volume_is_denied(
 
 
 # -- 5. selection and binding by an attacker-chosen name ---------------------------------------------------------
-
-
-def _create(client: k8s.ApiClient, namespace: str, doc: dict[str, Any]) -> Any:
-    """Create the ModelDeployment for real (so the webhook's audit line is quoted if it is admitted)."""
-    return k8s.CustomObjectsApi(client).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, "modeldeployments", doc
-    )
 
 
 def test_a_model_renamed_in_its_spec_does_not_escape_the_policy_that_selects_it_by_name(
