@@ -31,9 +31,14 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def _version(namespace: str, name: str, digest: str) -> str:
+    """The label matchers of one version's guards (namespace from the scrape, model and digest from the guard)."""
+    return f'namespace="{_label(namespace)}",model="{_label(name)}",digest="{_label(digest)}"'
+
+
 def queries(namespace: str, name: str, digest: str, window_seconds: int) -> dict[str, str]:
     """The PromQL for each figure, one instant query each."""
-    where = f'namespace="{_label(namespace)}",model="{_label(name)}",digest="{_label(digest)}"'
+    where = _version(namespace, name, digest)
     window = f"[{max(window_seconds, MIN_WINDOW_SECONDS)}s]"
 
     def count(extra: str = "") -> str:
@@ -51,7 +56,7 @@ def queries(namespace: str, name: str, digest: str, window_seconds: int) -> dict
 
 def drift_query(namespace: str, name: str, digest: str) -> str:
     """Each feature's PSI now, the largest over the version's guards (one per replica)."""
-    where = f'namespace="{_label(namespace)}",model="{_label(name)}",digest="{_label(digest)}"'
+    where = _version(namespace, name, digest)
     return f"max by (feature) (devmlops_guard_drift_psi{{{where}}})"
 
 
