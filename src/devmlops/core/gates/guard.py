@@ -15,8 +15,9 @@ from devmlops.core.ports import SignatureVerifier, VerificationUnavailable
 __all__ = ["GATE", "GUARDED_RUNTIMES", "check_guard"]
 
 GATE = "guard"
-# Runtimes whose rendering puts the guard in front of the model server (core/render.py). A KServe predictor's
-# Service targets its model container, and its predictor Service stays reachable: not yet guarded (docs/guard.md).
+# Runtimes whose rendering puts the guard in front of the model server (core/render.py). KServe could point its
+# predictor Service at a sidecar, but its model servers listen on every interface of the Pod, reachable around the
+# guard at the Pod's IP: not yet guarded (docs/guard.md).
 GUARDED_RUNTIMES = ("triton",)
 
 
