@@ -16,6 +16,7 @@ __all__ = [
     "HarnessError",
     "InvalidInputError",
     "MetricsUnavailableError",
+    "RegistryUnavailableError",
 ]
 
 
@@ -47,3 +48,8 @@ class EvidenceUnavailableError(DevmlopsError):
 class MetricsUnavailableError(DevmlopsError):
     """A metrics query could not be answered (Prometheus unreachable, slow, refusing the query, or answering something
     that is not one number); whoever asked treats it as a failed analysis, never as a pass."""
+
+
+class RegistryUnavailableError(DevmlopsError):
+    """A registry could not answer what devmlops had to ask it (the digest a tag names now): a denial naming the
+    field and the registry, never a guess."""

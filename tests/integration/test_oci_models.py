@@ -6,6 +6,7 @@ the storage initializer pulls by digest and checks the bytes against the signatu
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +17,13 @@ from click.testing import CliRunner
 
 from devmlops.adapters.evidence import resolve_evidence
 from devmlops.adapters.ociartifact import OciModel
-from devmlops.adapters.ocisig import ImageSignatureChecker, OciClient
+from devmlops.adapters.ocisig import ImageSignatureChecker, OciClient, OciError
 from devmlops.adapters.oms import OmsVerifier
 from devmlops.adapters.servingverify import run_plan
 from devmlops.cli import cli
 from devmlops.core.decision import decide
 from devmlops.core.model import Decision
+from devmlops.core.pinning import parse_reference
 from devmlops.core.plan import VerificationPlan
 from devmlops.core.policy import PolicySet, compile_policy
 from devmlops.core.ports import VerificationFailed
@@ -113,6 +115,24 @@ def test_an_oci_model_named_by_tag_is_denied(artifacts: Artifacts) -> None:
         f"spec.model.uri: got '{tagged}', expected an OCI artifact pinned by its manifest digest "
         "(oci://host/repository@sha256:...)"
     )
+
+
+def test_a_tag_resolves_to_the_digest_of_the_manifest_it_names_now(artifacts: Artifacts) -> None:
+    """What the mutating webhook asks before it pins a tag: the registry's answer, hashed here (the header must
+    agree); a tag the registry does not have, or a registry that does not answer, is an error naming it."""
+    name = artifacts.signed.split("@")[0]
+    checker = ImageSignatureChecker(OciClient(plain_http=[artifacts.host]), timeout_seconds=2)
+    try:
+        resolved = {
+            tag: checker.resolve(parse_reference(f"{name}:{tag}", field="f", oci_uri=True)) for tag in ("1.0", "rogue")
+        }
+        with pytest.raises(OciError, match=rf"{artifacts.host} has no tag 'nope' in models/fraud \(HTTP 404\)"):
+            checker.resolve(parse_reference(f"{name}:nope", field="f", oci_uri=True))
+        with pytest.raises(OciError, match=re.escape("127.0.0.1:9: ConnectError")):
+            checker.resolve(parse_reference("oci://127.0.0.1:9/models/fraud:1.0", field="f", oci_uri=True))
+    finally:
+        checker.close()
+    assert resolved == {"1.0": artifacts.signed.split("@")[1], "rogue": artifacts.foreign.split("@")[1]}
 
 
 def test_an_oci_model_only_another_key_signed_is_denied(artifacts: Artifacts) -> None:

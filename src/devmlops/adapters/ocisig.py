@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from devmlops.core.evidence import ImageSignatures
+from devmlops.core.pinning import Reference
 from devmlops.core.policy import Authority
 
 __all__ = [
@@ -54,6 +55,14 @@ PREDICATE_ANNOTATION = "dev.sigstore.bundle.predicateType"
 OMS_PREDICATE = "https://model_signing/signature/v1.0"  # an OpenSSF model signature
 _INDEX = "application/vnd.oci.image.index.v1+json"
 _MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+_ACCEPT_ANY_MANIFEST = ", ".join(
+    (
+        _MANIFEST,
+        _INDEX,
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    )
+)
 _MAX_BYTES = 256 * 1024  # a bundle, a manifest or a referrers index is a few KiB
 _MAX_REFERRERS = 16
 
@@ -92,6 +101,11 @@ class OciClient:
         self._http = httpx.Client(timeout=timeout, follow_redirects=True)
 
     def _get(self, host: str, path: str, accept: str) -> tuple[int, bytes]:
+        status, body, _digest = self._read(host, path, accept)
+        return status, body
+
+    def _read(self, host: str, path: str, accept: str) -> tuple[int, bytes, str]:
+        """Status, body (at most ``_MAX_BYTES``) and the ``Docker-Content-Digest`` header ("" when absent)."""
         scheme = "http" if host in self._plain else "https"
         try:
             with self._http.stream("GET", f"{scheme}://{host}/v2/{path}", headers={"Accept": accept}) as answer:
@@ -100,7 +114,7 @@ class OciClient:
                     body += chunk
                     if len(body) > _MAX_BYTES:
                         raise RegistryUnreachable(f"{host}/{path}: more than {_MAX_BYTES} bytes")
-                return answer.status_code, body
+                return answer.status_code, body, answer.headers.get("Docker-Content-Digest", "")
         except httpx.HTTPError as exc:
             raise RegistryUnreachable(f"{host}: {type(exc).__name__}: {exc}") from exc
 
@@ -136,6 +150,20 @@ class OciClient:
                 if isinstance(layer, dict) and layer.get("mediaType") == BUNDLE_TYPE:
                     found.append(self._blob(host, repository, str(layer.get("digest"))))
         return found
+
+    def resolve(self, host: str, repository: str, tag: str) -> str:
+        """The digest of the manifest (or index) ``tag`` names now: the SHA-256 of the bytes the registry sent,
+        which must agree with its ``Docker-Content-Digest`` where it gives one. ``OciError`` for a tag the registry
+        does not have, ``RegistryUnreachable`` for everything else."""
+        status, body, header = self._read(host, f"{repository}/manifests/{tag}", _ACCEPT_ANY_MANIFEST)
+        if status == 404:
+            raise OciError(f"{host} has no tag '{tag}' in {repository} (HTTP 404)")
+        if status != 200:
+            raise RegistryUnreachable(f"{host}/v2/{repository}/manifests/{tag}: HTTP {status}")
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        if header and header != digest:
+            raise RegistryUnreachable(f"{host}: the manifest of '{tag}' hashes to {digest}, the registry said {header}")
+        return digest
 
     def _blob(self, host: str, repository: str, digest: str) -> str:
         status, body = self._get(host, f"{repository}/blobs/{digest}", "application/octet-stream")
@@ -252,6 +280,20 @@ class ImageSignatureChecker:
                 except SignatureInvalid as exc:
                     problems.append(f"bundle {index}: {exc}")
         return ImageSignatures(image=image, signers=signers, bundles=len(bundles), problems=tuple(problems))
+
+    def resolve(self, reference: Reference) -> str:
+        """The digest ``reference``'s tag names now, asked within the lookup deadline and never kept (a tag is
+        resolved when it is written, and then no more). Raises ``OciError`` saying why."""
+        self._guard()
+        tag = reference.tag or "latest"
+        future = self._pool.submit(self._client.resolve, reference.host, reference.repository, tag)
+        try:
+            return future.result(timeout=self._timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise OciError(f"{reference.host} did not answer within {self._timeout:g}s") from None
+        except RegistryUnreachable as exc:
+            raise OciError(str(exc)) from None
 
     def model_bundles(self, uri: str) -> list[str]:
         """The OMS signature bundles attached to the model artifact ``oci://host/repo@sha256:...`` (predicate

@@ -30,7 +30,7 @@ from devmlops.core.audit import audit_record
 from devmlops.core.model import Decision, GateResult
 from devmlops.core.mutation import stamp_patch
 from devmlops.core.review import AdmissionRequest, build_response, parse_review
-from devmlops.errors import DevmlopsError, InvalidInputError
+from devmlops.errors import DevmlopsError, InvalidInputError, RegistryUnavailableError
 from devmlops.webhook.inline import WouldBlock, deciding_inline
 from devmlops.webhook.metrics import WebhookMetrics
 from devmlops.webhook.settings import WebhookSettings
@@ -325,7 +325,8 @@ def create_app(settings: WebhookSettings, deps: WebhookDeps) -> FastAPI:
 
     @app.post("/mutate")
     async def mutate(request: Request) -> JSONResponse:
-        """Stamp requested-by / approved-by from userInfo; anything unreadable is refused (fail closed)."""
+        """Stamp requested-by / approved-by from userInfo, pin tags to digests; anything unreadable or unresolvable is
+        refused (fail closed)."""
         try:
             raw = await _read_limited(request, settings.max_body_bytes)
         except _BodyTooLarge:
@@ -338,7 +339,19 @@ def create_app(settings: WebhookSettings, deps: WebhookDeps) -> FastAPI:
             reason = exc.user_message if isinstance(exc, InvalidInputError) else f"not valid JSON: {exc}"
             return JSONResponse(_denial(_uid_of(body), "request", reason))
         try:
-            patch = deps.stamp(admission)  # a cache lookup at most: no I/O
+            # Cache lookups, and for a ModelDeployment naming a tag a registry request: off the event loop, bounded.
+            patch = await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(pool, deps.stamp, admission),
+                timeout=settings.decision_timeout_seconds,
+            )
+        except TimeoutError:
+            reason = f"no patch within {settings.decision_timeout_seconds:g}s (fail closed)"
+            return JSONResponse(_denial(admission.uid, "internal", reason))
+        except InvalidInputError as exc:
+            return JSONResponse(_denial(admission.uid, "request", exc.user_message))
+        except RegistryUnavailableError as exc:
+            _log.warning("mutation refused for %s: %s %s", admission.uid, exc.user_message, exc.context)
+            return JSONResponse(_denial(admission.uid, "registry", exc.user_message))
         except Exception:
             _log.exception("internal error while stamping %s", admission.uid)
             return JSONResponse(_denial(admission.uid, "internal", "internal error in the webhook (fail closed)"))

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from devmlops.adapters.approvals import find_approval
 from devmlops.adapters.evidence import DocumentLookup, resolve_evidence
-from devmlops.adapters.ocisig import ImageSignatureChecker
+from devmlops.adapters.ocisig import ImageSignatureChecker, OciError
 from devmlops.adapters.registrycache import RegistryResolver
 from devmlops.core.attestation import VerifiedAttestation
 from devmlops.core.baseline import evaluation_authorities, monitors_drift, signed_baseline
@@ -22,6 +22,7 @@ from devmlops.core.guard import tightest
 from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.model import Decision
 from devmlops.core.mutation import stamp_patch
+from devmlops.core.pinning import tag_references
 from devmlops.core.plan import VerificationPlan
 from devmlops.core.policy import Authority, Policy, PolicySet, image_authorities
 from devmlops.core.ports import PolicyEngine, SignatureVerifier, SignedModel
@@ -36,7 +37,7 @@ from devmlops.core.workloads import (
     controller_of,
     service_owner_candidates,
 )
-from devmlops.errors import InvalidInputError
+from devmlops.errors import InvalidInputError, RegistryUnavailableError
 from devmlops.webhook.metrics import WebhookMetrics
 
 __all__ = ["AdmissionService", "TimedVerifier"]
@@ -176,11 +177,15 @@ class AdmissionService:
 
     def stamp(self, request: AdmissionRequest) -> list[dict[str, Any]]:
         """The mutating webhook's JSONPatch: for a new ModelApproval, stamped with the ModelDeployment it names; for
-        a new ModelDeployment without a guard, the guard its selecting policies demand."""
+        a new ModelDeployment without a guard, the guard its selecting policies demand; for a ModelDeployment that
+        names tags, the digests they name now (asked from the registries: call it off the event loop). Raises
+        ``InvalidInputError`` for a reference outside the OCI grammar and ``RegistryUnavailableError`` for a tag
+        that could not be resolved: the mutating webhook denies, naming the field."""
         target, guard = None, None
         kind = (request.kind.group, request.kind.kind)
         if kind == MODEL_APPROVAL and request.operation == "CREATE":
             target = self._approval_target(request)
+        pins = self._pins(request.object) if kind == MODEL_DEPLOYMENT and isinstance(request.object, dict) else {}
         if kind == MODEL_DEPLOYMENT and request.operation == "CREATE" and request.object is not None:
             model = ((request.object.get("spec") or {}).get("model") or {}) if isinstance(request.object, dict) else {}
             selecting = select_policies(
@@ -190,7 +195,28 @@ class AdmissionService:
                 model_name=str(model.get("name") or "") if isinstance(model, dict) else "",
             )
             guard = tightest([p.guard for p in selecting if p.guard is not None])
-        return stamp_patch(request, target=target, guard=guard)
+        return stamp_patch(request, target=target, guard=guard, pins=pins)
+
+    def _pins(self, obj: Mapping[str, Any]) -> dict[str, str]:
+        """field -> the digest its tag names now, for every tag a ModelDeployment names."""
+        references = tag_references(obj)
+        checker = self._image_checker
+        pins: dict[str, str] = {}
+        for field, reference in references.items():
+            if checker is None:
+                raise RegistryUnavailableError(
+                    f"{field}: '{reference.written}' names a tag and this webhook reads no registry to resolve it; "
+                    "name the digest (@sha256:...)"
+                )
+            try:
+                pins[field] = checker.resolve(reference)
+            except OciError as exc:
+                raise RegistryUnavailableError(
+                    f"{field}: the tag '{reference.tag}' of '{reference.written}' could not be resolved to a digest: "
+                    f"{exc}; push the tag, or name the digest (@sha256:...)",
+                    context={"field": field, "reference": reference.written},
+                ) from None
+        return pins
 
     def _approval_target(self, request: AdmissionRequest) -> Mapping[str, Any] | None:
         """The ModelDeployment a ModelApproval names, from the cache, with its namespace filled in."""

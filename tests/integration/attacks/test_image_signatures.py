@@ -12,19 +12,24 @@ taken out; property 14)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 
 from devmlops.adapters.ociartifact import OciModel
+from devmlops.core.pinning import PINNED_FROM
 from devmlops.harness.oci import cosign_key_pair, cosign_sign, oci_registry, push_image
 from devmlops.harness.stack import DevmlopsStack
 from tests.integration.attacks.conftest import admitted, denied, policy_name
 from tests.integration.attacks.conftest import create_model_deployment as create
 from tests.integration.support import (
+    GROUP,
+    VERSION,
     SignedModel,
     eventually,
     model_deployment,
@@ -152,17 +157,72 @@ def test_an_oci_model_is_admitted_by_the_signature_attached_to_its_digest(
     admitted(create, mallory, enforced_namespace, doc)
 
 
-def test_an_oci_model_named_by_a_tag_is_denied(
+def test_a_tag_is_pinned_at_admission_and_pushing_it_again_changes_nothing_that_runs(
+    images: Images,
+    signed_images_policy: dict[str, Any],
+    mallory: k8s.ApiClient,
+    enforced_namespace: str,
+    attack_model: SignedModel,
+    tmp_path: Path,
+) -> None:
+    """A tag can be pushed again after admission: the mutating webhook writes the digest the tag names when the
+    ModelDeployment is written, and from then on only that digest is checked, rendered and pulled. Mallory then
+    pushes her own bytes under the tag: the admitted model keeps its digest, and a new ModelDeployment naming the
+    tag gets her artifact's digest, which nobody trusted signed (before pinning, any tag was a denial; the pinned
+    ModelDeployment was a test failure then)."""
+    repository = f"models/{enforced_namespace}"  # this test's own tag: other tests keep theirs
+    client = OciModel(plain_http=[images.host])
+    try:
+        first = client.push(images.host, repository, "1.0", make_model(tmp_path / "fraud"))
+        client.attach_signature(first, attack_model.bundle)
+        tagged = f"oci://{images.host}/{repository}:1.0"
+        doc = model_deployment("tagged", attack_model.digest, uri=tagged)
+        doc["metadata"]["labels"] = {"devmlops.io/eu-ai-act-risk": "minimal"}
+        stored = admitted(create, mallory, enforced_namespace, doc)
+        assert stored["spec"]["model"]["uri"] == first
+        assert json.loads(stored["metadata"]["annotations"][PINNED_FROM]) == {"spec.model.uri": tagged}
+        rogue = client.push(images.host, repository, "1.0", make_model(tmp_path / "rogue", {"w.bin": b"mallory" * 9}))
+    finally:
+        client.close()
+    assert rogue != first
+    objects = k8s.CustomObjectsApi(mallory)
+    kept = objects.get_namespaced_custom_object(GROUP, VERSION, enforced_namespace, "modeldeployments", "tagged")
+    assert kept["spec"]["model"]["uri"] == first
+    message = denied(create, mallory, enforced_namespace, {**doc, "metadata": {**doc["metadata"], "name": "again"}})
+    assert f"spec.signature is not set and {rogue} has no OMS signature attached" in message
+
+
+def test_a_tag_the_registry_cannot_resolve_is_denied_naming_it(
     images: Images,
     signed_images_policy: dict[str, Any],
     mallory: k8s.ApiClient,
     enforced_namespace: str,
     attack_model: SignedModel,
 ) -> None:
-    """A tag can be pushed again after admission: only a digest names what is served."""
-    tagged = images.model.split("@")[0] + ":1.0"
-    doc = model_deployment("tagged", attack_model.digest, uri=tagged)
-    doc["spec"]["signature"] = {"configMapKeyRef": {"name": "evidence", "key": "model.sig"}}
-    doc["metadata"]["labels"] = {"devmlops.io/eu-ai-act-risk": "minimal"}
+    """Fail closed: no digest, no ModelDeployment; the denial names the field, the tag and the registry's answer.
+    A reference outside the OCI grammar (another path on the registry) is refused before any request."""
+    missing = images.model.split("@")[0] + ":never-pushed"
+    doc = model_deployment("missing", attack_model.digest, uri=missing)
     message = denied(create, mallory, enforced_namespace, doc)
-    assert f"spec.model.uri: got '{tagged}', expected an OCI artifact pinned by its manifest digest" in message
+    assert f"registry gate: spec.model.uri: the tag 'never-pushed' of '{missing}' could not be resolved" in message
+    assert "(HTTP 404)" in message
+    unreachable = model_deployment("down", attack_model.digest, uri="oci://127.0.0.1:9/models/fraud:1.0")
+    assert "127.0.0.1:9: ConnectError" in denied(create, mallory, enforced_namespace, unreachable)
+    sneaky = model_deployment("sneaky", attack_model.digest, uri=f"oci://{images.host}/models/../v2/_catalog:1")
+    assert "expected oci://host/repository[:tag|@sha256:digest]" in denied(create, mallory, enforced_namespace, sneaky)
+
+
+def test_a_runtime_image_tag_is_pinned_and_the_pinned_image_must_be_signed(
+    images: Images,
+    signed_images_policy: dict[str, Any],
+    mallory: k8s.ApiClient,
+    enforced_namespace: str,
+    attack_model: SignedModel,
+) -> None:
+    """The image tag names the platform's signed Triton: pinned and admitted; the tag of an unsigned one is pinned
+    too, and its digest is denied by the image signature gate."""
+    name = images.signed.split("@")[0]
+    stored = admitted(create, mallory, enforced_namespace, triton("by-tag", attack_model, f"{name}:24.08"))
+    assert stored["spec"]["runtime"]["image"] == images.signed
+    message = denied(create, mallory, enforced_namespace, triton("unsigned-tag", attack_model, f"{name}:unsigned"))
+    assert f"spec.runtime.image '{images.unsigned}': got no signature attached" in message

@@ -91,3 +91,21 @@ def test_a_stamping_error_refuses_the_request() -> None:
     body = client(stamp=broken).post("/mutate", json=review("ModelApproval", {"spec": {}})).json()["response"]
     assert body["allowed"] is False
     assert "fail closed" in body["status"]["message"]
+
+
+def _denied_reason(response: Any) -> str:
+    body = response.json()["response"]
+    assert body["allowed"] is False
+    return str(body["status"]["message"])
+
+
+def test_a_tag_the_webhook_cannot_resolve_is_refused_naming_the_field() -> None:
+    """Fail closed: without a registry client no tag becomes a digest, and the ModelDeployment is refused here
+    rather than written with a tag; a reference outside the OCI grammar is refused before any registry is asked."""
+    model = {"name": "fraud", "uri": "oci://r.io/models/fraud:1.0", "digest": DIGEST}
+    doc = {"metadata": {"name": "fraud"}, "spec": {"model": model, "runtime": {"kind": "kserve"}}}
+    reason = _denied_reason(client().post("/mutate", json=review("ModelDeployment", doc)))
+    assert "registry gate: spec.model.uri: 'oci://r.io/models/fraud:1.0' names a tag and this webhook" in reason
+    model["uri"] = "oci://r.io/models/../admin:1.0"
+    reason = _denied_reason(client().post("/mutate", json=review("ModelDeployment", doc)))
+    assert "spec.model.uri: got 'oci://r.io/models/../admin:1.0', expected oci://host/repository" in reason

@@ -44,7 +44,7 @@ def check_oci_source(deployment: ModelDeployment, policy: Policy) -> GateResult 
         "fail",
         f"spec.model.uri: got '{uri}', expected an OCI artifact pinned by its manifest digest "
         "(oci://host/repository@sha256:...)",
-        "resolve the tag once (`oras resolve` or the registry) and name the digest",
+        "name the digest (the mutating webhook pins a tag to its digest: is it installed?)",
     )
 
 
