@@ -17,7 +17,8 @@ import pytest
 from devmlops.adapters.ocisig import ImageSignatureChecker, OciClient, SignatureInvalid, verify_bundle
 from devmlops.core.evidence import ImageSignatures
 from devmlops.core.policy import Authority
-from devmlops.harness.oci import cosign_key_pair, cosign_sign, oci_registry, push_image
+from devmlops.harness.oci import cosign_import_key, cosign_key_pair, cosign_sign, oci_registry, push_image
+from tests.support.models import make_cert_chain
 
 # A cold cache builds the registries first (`make registries` does it before `make test`).
 pytestmark = pytest.mark.timeout(900)
@@ -31,6 +32,9 @@ class Images:
     signed: str
     unsigned: str
     by_other: str
+    certified: str  # signed with a certificate that chains to ``ca``
+    ca: Authority
+    other_ca: Authority
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +48,12 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Images]:
         by_other = push_image(host, "triton", "other", b"mallory's server")
         cosign_sign(trusted_key, signed)
         cosign_sign(other_key, by_other)
+        (work / "ca").mkdir()
+        (work / "other-ca").mkdir()
+        chain, other_chain = make_cert_chain(work / "ca"), make_cert_chain(work / "other-ca")
+        certified = push_image(host, "triton", "certified", b"a server signed with a certificate")
+        leaf_key = cosign_import_key(chain.leaf_key, work, "leaf")
+        cosign_sign(leaf_key, certified, certificate=chain.leaf_cert, chain=chain.chain)
         yield Images(
             host,
             Authority(name="release", kind="key", public_key=trusted_pub.read_text()),
@@ -51,6 +61,9 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Images]:
             signed,
             unsigned,
             by_other,
+            certified,
+            Authority(name="release-ca", kind="certificateChain", certificates=chain.ca_pem.read_text()),
+            Authority(name="other-ca", kind="certificateChain", certificates=other_chain.ca_pem.read_text()),
         )
 
 
@@ -77,6 +90,32 @@ def test_a_signature_by_another_key_is_found_but_not_trusted(images: Images) -> 
     found = check(images, images.by_other)
     assert (found.error, found.bundles, dict(found.signers)) == ("", 1, {})
     assert found.problems == ("bundle 0: not signed by release",)
+
+
+def test_a_signature_with_a_certificate_verifies_only_for_the_ca_it_chains_to(images: Images) -> None:
+    """cosign's ``--certificate``/``--certificate-chain``: the bundle carries the leaf (and intermediate), checked
+    against the authority's roots by model_signing's chain check; a key authority or another CA finds no signer."""
+    with checker(images.host) as checking:
+        found = checking.check(images.certified, [images.ca])
+        elsewhere = checking.check(images.certified, [images.other_ca, images.trusted])
+    assert (found.error, found.bundles, dict(found.signers)) == ("", 1, {images.ca.fingerprint: "release-ca"})
+    assert (elsewhere.error, dict(elsewhere.signers)) == ("", {})
+    assert elsewhere.problems[0].startswith("bundle 0: not signed by other-ca: ")
+    assert "signature rejected: certificate signature failure" in elsewhere.problems[0]  # same root name, other key
+    assert elsewhere.problems[1] == "bundle 0: not signed by release"  # a certificate is no key
+
+
+def test_a_certificate_signature_is_bound_to_its_digest(images: Images) -> None:
+    """The chain verifies, but the statement names the image it was made for: carried to another digest, refused."""
+    client = OciClient(plain_http=[images.host])
+    try:
+        bundle = client.bundles(images.certified)[0]
+    finally:
+        client.close()
+    with checker(images.host) as checking:
+        other_digest = images.unsigned.split("@")[1]
+        with pytest.raises(SignatureInvalid, match=f"signed by release-ca .* not {other_digest}"):
+            checking._verify(bundle, other_digest, images.ca)
 
 
 def test_an_unsigned_image_has_no_bundle(images: Images) -> None:

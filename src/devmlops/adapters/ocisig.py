@@ -1,5 +1,6 @@
 """Runtime image signatures: the Sigstore bundles cosign attaches to an image as OCI referrers, fetched from the
-image's registry and verified against EC public keys.
+image's registry and verified for a policy's authorities (keys, certificate chains, keyless identities); and the
+digest a tag names now, for the mutating webhook that pins tags.
 
 What cosign v3 writes (checked with cosign 3.1.3 and the distribution registry 3.1.2): a manifest with
 ``artifactType: application/vnd.dev.sigstore.bundle.v0.3+json`` whose ``subject`` is the image manifest and whose
@@ -8,8 +9,11 @@ digest is the image's, predicate ``https://sigstore.dev/cosign/sign/v1``; with o
 public-key hint and no transparency log entries. sigstore-python 4.5 refuses bundles without tlog entries and has no
 OCI client, so this module verifies the envelope itself: ECDSA P-256/SHA-256 over DSSE's pre-authentication
 encoding (``DSSEv1 <len> <type> <len> <payload>``) with ``cryptography``, then the statement's subject against the
-digest. Referrers are listed through the OCI 1.1 referrers API, or the referrers tag (``sha256-<hex>``) where the
-registry has no such API (distribution 3.1.2 answers 404 and cosign writes the tag).
+digest. A bundle signed with ``--certificate``/``--certificate-chain`` (or keyless, with Fulcio and Rekor) carries
+the signing certificate instead; such bundles are verified by the signature verifier like any attestation
+(model_signing's chain check against the authority's roots; sigstore-python for keyless), and then the statement's
+subject against the digest. Referrers are listed through the OCI 1.1 referrers API, or the referrers tag
+(``sha256-<hex>``) where the registry has no such API (distribution 3.1.2 answers 404 and cosign writes the tag).
 
 Registries are reached over HTTPS, or plain HTTP for the hosts the cluster admins list (``--oci-plain-http``,
 loopback registries in tests); anonymous pulls only (a registry that asks for credentials is a failure to check,
@@ -34,9 +38,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from devmlops.adapters.oms import OmsVerifier
 from devmlops.core.evidence import ImageSignatures
 from devmlops.core.pinning import Reference
 from devmlops.core.policy import Authority
+from devmlops.core.ports import SignatureVerifier, VerificationFailed
 
 __all__ = [
     "BUNDLE_TYPE",
@@ -231,8 +237,10 @@ class ImageSignatureChecker:
         ttl_seconds: float = 30.0,
         guard: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
+        verifier: SignatureVerifier | None = None,
     ) -> None:
         self._client = client
+        self._verifier = verifier if verifier is not None else OmsVerifier()
         self._timeout = timeout_seconds
         self._ttl = ttl_seconds
         self._guard = guard
@@ -276,10 +284,26 @@ class ImageSignatureChecker:
                 if authority.fingerprint in signers:
                     continue
                 try:
-                    signers[authority.fingerprint] = verify_bundle(bundle, digest, authority)
+                    signers[authority.fingerprint] = self._verify(bundle, digest, authority)
                 except SignatureInvalid as exc:
                     problems.append(f"bundle {index}: {exc}")
         return ImageSignatures(image=image, signers=signers, bundles=len(bundles), problems=tuple(problems))
+
+    def _verify(self, bundle: str, digest: str, authority: Authority) -> str:
+        """A key's bundle is checked here (cosign's public-key hint is not model_signing's); a certificate chain's
+        or a keyless identity's by the signature verifier, as any attestation (chain to the authority's roots, or
+        Fulcio identity and Rekor entry), then its statement must name ``digest``. Anything but a verdict on the
+        bundle (a verifier that cannot run, or a review that must not wait) is raised, and denies."""
+        if authority.kind == "key":
+            return verify_bundle(bundle, digest, authority)
+        try:
+            attestation = self._verifier.verify_attestation(bundle, authority)
+        except VerificationFailed as exc:
+            raise SignatureInvalid(f"not signed by {authority.name}: {exc.user_message}") from None
+        if digest not in attestation.statement.digests:
+            found = sorted(attestation.statement.digests)[:1]
+            raise SignatureInvalid(f"signed by {authority.name} ({attestation.signer}) for {found}, not {digest}")
+        return authority.name
 
     def resolve(self, reference: Reference) -> str:
         """The digest ``reference``'s tag names now, asked within the lookup deadline and never kept (a tag is

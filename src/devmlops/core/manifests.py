@@ -451,17 +451,11 @@ class RegistryPolicy(_Spec):
     ) = None
 
 
-class ImageAuthority(_Spec):
-    """A key that signs runtime images (cosign, a Sigstore bundle attached to the image as an OCI referrer)."""
-
-    name: Annotated[StrictStr, Field(min_length=1, max_length=63)]
-    key: Key
-
-
 class ImageSignaturePolicy(_Spec):
-    """The model server's image (``spec.runtime.image``) must carry a valid signature by one of ``authorities``."""
+    """The model server's image (``spec.runtime.image``) must carry a valid signature by one of ``authorities``
+    (cosign's Sigstore bundle attached as an OCI referrer: by a key, a certificate chain or a keyless identity)."""
 
-    authorities: Annotated[list[ImageAuthority], Field(min_length=1, max_length=32)]
+    authorities: Annotated[list[AuthoritySpec], Field(min_length=1, max_length=32)]
 
 
 class DriftPolicy(_Spec):

@@ -202,7 +202,7 @@ class Policy:
     registry: RegistryRules | None = None  # what it demands of registered models (spec.registry)
     image_authorities: tuple[
         Authority, ...
-    ] = ()  # keys one of which must sign the runtime image (spec.imageSignatures)
+    ] = ()  # authorities one of which must sign the runtime image (spec.imageSignatures)
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,17 +396,11 @@ def _image_authorities(spec: wire.ClusterModelPolicySpec | wire.ModelPolicySpec,
     raw = spec.image_signatures if isinstance(spec, wire.ClusterModelPolicySpec) else None
     if raw is None:
         return ()
-    keys = []
-    for i, authority in enumerate(raw.authorities):
-        if "BEGIN PUBLIC KEY" not in authority.key.public_key:
-            raise InvalidInputError(
-                f"{where}.imageSignatures.authorities[{i}].key.publicKey: expected a PEM public key (BEGIN PUBLIC KEY)"
-            )
-        keys.append(Authority(name=authority.name, kind="key", public_key=authority.key.public_key))
-    names = [a.name for a in keys]
+    authorities = [_authority(a, f"{where}.imageSignatures.authorities[{i}]") for i, a in enumerate(raw.authorities)]
+    names = [a.name for a in authorities]
     if len(set(names)) != len(names):
         raise InvalidInputError(f"{where}.imageSignatures.authorities: names must be unique, got {names}")
-    return tuple(keys)
+    return tuple(authorities)
 
 
 def _registry(raw: wire.RegistryPolicy | None) -> RegistryRules | None:

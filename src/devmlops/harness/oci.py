@@ -25,6 +25,7 @@ from devmlops.harness.toolcache import cache_root, go_install
 __all__ = [
     "COSIGN_VERSION",
     "REGISTRY_VERSION",
+    "cosign_import_key",
     "cosign_key_pair",
     "cosign_sign",
     "oci_registry",
@@ -134,12 +135,30 @@ def cosign_key_pair(directory: Path, stem: str) -> tuple[Path, Path]:
     return directory / f"{stem}.key", directory / f"{stem}.pub"
 
 
-def cosign_sign(key: Path, image: str) -> None:
-    """Sign ``image`` (pinned by digest) with ``key``, offline; cosign attaches the bundle as an OCI referrer."""
+def cosign_import_key(private_pem: Path, directory: Path, stem: str) -> Path:
+    """A PKCS#8 PEM private key in cosign's own format (``cosign import-key-pair``, empty password): cosign signs
+    only with that, and a certificate names the key it was issued for."""
     env = {**os.environ, "COSIGN_PASSWORD": ""}
     subprocess.run(
         [
-            str(oci_tools("cosign") / "cosign"), "sign", "--key", str(key), "--use-signing-config=false",
+            str(oci_tools("cosign") / "cosign"), "import-key-pair", "--key", str(private_pem),
+            "--output-key-prefix", str(directory / stem),
+        ],
+        check=True, env=env, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return directory / f"{stem}.key"
+
+
+def cosign_sign(key: Path, image: str, *, certificate: Path | None = None, chain: Path | None = None) -> None:
+    """Sign ``image`` (pinned by digest) with ``key``, offline; cosign attaches the bundle as an OCI referrer. With
+    ``certificate`` (for ``key``) and ``chain`` (its intermediates), the bundle carries the certificate instead of a
+    key hint."""
+    env = {**os.environ, "COSIGN_PASSWORD": ""}
+    certified = ["--certificate", str(certificate)] if certificate else []
+    certified += ["--certificate-chain", str(chain)] if chain else []
+    subprocess.run(
+        [
+            str(oci_tools("cosign") / "cosign"), "sign", "--key", str(key), *certified, "--use-signing-config=false",
             "--tlog-upload=false", "--allow-http-registry", "--allow-insecure-registry", "--yes", image,
         ],
         check=True, env=env, capture_output=True, timeout=120,

@@ -59,6 +59,7 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
     # A changed policy re-decides every ModelDeployment within a second (a revoked key takes effect now).
     policy_watch = PolicyWatch(api_client).start()
     warnings = KServeWarnings(api_client, settings.namespaces, lambda key: loop.child_reported(key))
+    verifier = operator_verifier(settings)
     driver = Driver(
         api_client,
         Observer(
@@ -67,7 +68,7 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
             policy_watch,
             warnings,
             opa_url=settings.opa_url,
-            verifier=operator_verifier(settings),
+            verifier=verifier,
             registry=mlflow_resolver(
                 settings.mlflow_tracking_uri,
                 timeout_seconds=settings.registry_timeout_seconds,
@@ -76,6 +77,7 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
             images=ImageSignatureChecker(
                 OciClient(plain_http=settings.oci_plain_http, timeout=settings.registry_timeout_seconds),
                 timeout_seconds=settings.registry_timeout_seconds,
+                verifier=verifier,
             ),
             analysis=CanaryAnalysis(
                 PrometheusQuery(settings.prometheus_url, ANALYSIS_TIMEOUT_SECONDS) if settings.prometheus_url else None

@@ -120,6 +120,7 @@ def wire(settings: WebhookSettings) -> WebhookDeps:
             OciClient(plain_http=settings.oci_plain_http, timeout=settings.registry_timeout_seconds),
             timeout_seconds=settings.registry_timeout_seconds,
             guard=_not_inline,
+            verifier=verifier,  # certificate and keyless image signatures: cached, deadline, inline guard
         ),
     )
 

@@ -23,7 +23,7 @@ from kubernetes import client as k8s
 
 from devmlops.adapters.ociartifact import OciModel
 from devmlops.core.pinning import PINNED_FROM
-from devmlops.harness.oci import cosign_key_pair, cosign_sign, oci_registry, push_image
+from devmlops.harness.oci import cosign_import_key, cosign_key_pair, cosign_sign, oci_registry, push_image
 from devmlops.harness.stack import DevmlopsStack
 from tests.integration.attacks.conftest import admitted, denied, policy_name
 from tests.integration.attacks.conftest import create_model_deployment as create
@@ -36,7 +36,7 @@ from tests.integration.support import (
     signed_by_evidence,
     trusting,
 )
-from tests.support.models import make_model
+from tests.support.models import make_cert_chain, make_model
 
 # A cold cache builds the registries first (`make registries` does it before `make test`).
 pytestmark = pytest.mark.timeout(900)
@@ -50,6 +50,9 @@ class Images:
     unsigned: str
     by_mallory: str
     model: str  # oci://...@sha256:..., the attack model's files, its OMS bundle attached as a referrer
+    platform_ca: str  # PEM roots the platform's signing certificates chain to
+    certified: str  # signed with the platform's certificate
+    by_mallory_ca: str  # signed with a certificate from mallory's own CA
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +69,14 @@ def images(
         by_mallory = push_image(host, "nvidia/tritonserver", "mallory", b"mallory's triton")
         cosign_sign(platform_key, signed)
         cosign_sign(mallory_key, by_mallory)
+        certified = push_image(host, "nvidia/tritonserver", "certified", b"the platform's certified triton")
+        by_mallory_ca = push_image(host, "nvidia/tritonserver", "mallory-ca", b"mallory's certified triton")
+        chains = {}
+        for who, image in (("platform-ca", certified), ("mallory-ca", by_mallory_ca)):
+            (work / who).mkdir()
+            chains[who] = make_cert_chain(work / who)
+            key = cosign_import_key(chains[who].leaf_key, work / who, "cosign")
+            cosign_sign(key, image, certificate=chains[who].leaf_cert, chain=chains[who].chain)
         client = OciModel(plain_http=[host])
         try:
             model = client.push(host, "models/fraud", "1.0", attack_files)
@@ -74,7 +85,8 @@ def images(
             client.close()
         stack.restart_with(["--oci-plain-http", host])
         try:
-            yield Images(host, platform_pub.read_text(), signed, unsigned, by_mallory, model)
+            key_pem, ca = platform_pub.read_text(), chains["platform-ca"].ca_pem.read_text()
+            yield Images(host, key_pem, signed, unsigned, by_mallory, model, ca, certified, by_mallory_ca)
         finally:
             stack.restart_with([])
 
@@ -91,6 +103,26 @@ def signed_images_policy(
         policy=policy_name(enforced_namespace),
         allow={"images": [f"{images.host}/nvidia/tritonserver@*", "devmlops:0.1.0"]},
         imageSignatures={"authorities": [{"name": "platform-images", "key": {"publicKey": images.platform_key}}]},
+    ) as body:
+        yield body
+
+
+@pytest.fixture
+def certificate_images_policy(
+    admin: k8s.ApiClient, stack: DevmlopsStack, enforced_namespace: str, attack_model: SignedModel, images: Images
+) -> Iterator[dict[str, Any]]:
+    """The platform signs its images with certificates from its own CA (cosign --certificate): the policy names
+    the CA, not a key."""
+    with trusting(
+        admin,
+        stack,
+        enforced_namespace,
+        attack_model,
+        policy=policy_name(enforced_namespace),
+        allow={"images": [f"{images.host}/nvidia/tritonserver@*", "devmlops:0.1.0"]},
+        imageSignatures={
+            "authorities": [{"name": "platform-ca", "certificateChain": {"certificates": images.platform_ca}}]
+        },
     ) as body:
         yield body
 
@@ -142,6 +174,30 @@ def test_an_image_mallory_signed_with_her_own_key_is_denied(
     message = denied(create, mallory, enforced_namespace, triton("hers", attack_model, images.by_mallory))
     assert f"spec.runtime.image '{images.by_mallory}': got 1 signature bundle(s), none valid: " in message
     assert "not signed by platform-images" in message
+
+
+def test_an_image_signed_with_a_certificate_of_mallorys_own_ca_is_denied(
+    images: Images,
+    certificate_images_policy: dict[str, Any],
+    mallory: k8s.ApiClient,
+    admin: k8s.ApiClient,
+    enforced_namespace: str,
+    attack_model: SignedModel,
+) -> None:
+    """A certificate names who signed only through the CA that issued it: mallory's own CA (same names, another
+    key) is not the platform's. The platform's certified image is admitted and served (before certificate-chain
+    image authorities, the policy itself was refused)."""
+    message = denied(create, mallory, enforced_namespace, triton("hers", attack_model, images.by_mallory_ca))
+    assert f"spec.runtime.image '{images.by_mallory_ca}': got 1 signature bundle(s), none valid: " in message
+    assert "not signed by platform-ca: signature rejected" in message
+    admitted(create, mallory, enforced_namespace, triton("certified", attack_model, images.certified))
+    apps = k8s.AppsV1Api(admin)
+    deployment = eventually(
+        lambda: next(iter(apps.list_namespaced_deployment(enforced_namespace).items), None),
+        timeout=30,
+        what="the operator's Triton Deployment (the operator checked the certificate signature too)",
+    )
+    assert images.certified in [c.image for c in deployment.spec.template.spec.containers]
 
 
 def test_an_oci_model_is_admitted_by_the_signature_attached_to_its_digest(

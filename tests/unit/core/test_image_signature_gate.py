@@ -91,3 +91,22 @@ def test_image_keys_must_be_pem_public_keys() -> None:
     body = policy(imageSignatures={"authorities": [{"name": "images", "key": {"publicKey": "nope"}}]})
     with pytest.raises(InvalidInputError, match=r"spec.imageSignatures.authorities\[0\].key.publicKey"):
         compile_policy(body)
+
+
+@pytest.mark.parametrize(
+    ("authority", "field"),
+    [
+        ({"certificateChain": {"certificates": "nope"}}, r"\[1\].certificateChain.certificates: expected PEM"),
+        ({"keyless": {"identity": "ci@example.com", "issuer": ""}}, r"\[1\].keyless.issuer: expected the OIDC"),
+        ({"key": {"publicKey": IMAGE_KEY}, "keyless": {"identity": "a", "issuer": "b"}}, r"\[1\]: .*exactly one"),
+    ],
+)
+def test_image_authorities_take_every_kind_of_model_authority_and_name_the_wrong_field(
+    authority: dict[str, Any], field: str
+) -> None:
+    """Keys, certificate chains (cosign --certificate) and keyless identities, parsed as a model's authorities."""
+    good = {"name": "ca", "certificateChain": {"certificates": "-----BEGIN CERTIFICATE-----\nx\n"}}
+    compiled = compile_policy(policy(imageSignatures={"authorities": [good]}))
+    assert [(a.name, a.kind) for a in compiled.image_authorities] == [("ca", "certificateChain")]
+    with pytest.raises(InvalidInputError, match=r"spec.imageSignatures.authorities" + field):
+        compile_policy(policy(imageSignatures={"authorities": [good, {"name": "bad", **authority}]}))

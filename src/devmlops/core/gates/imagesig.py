@@ -22,7 +22,10 @@ from devmlops.core.policy import Policy
 __all__ = ["GATE", "check_image_signature"]
 
 GATE = "image-signature"
-_FIX = "sign the image with `cosign sign --key KEY IMAGE@DIGEST` using a key the policy names, or use a signed image"
+_FIX = (
+    "sign the image with `cosign sign --key KEY IMAGE@DIGEST` (with --certificate for a certificate chain) as an "
+    "authority the policy names, or use a signed image"
+)
 
 
 def check_image_signature(deployment: ModelDeployment, policy: Policy, evidence: Evidence) -> GateResult | None:
