@@ -19,6 +19,7 @@ __all__ = [
     "Identities",
     "ImageSignatures",
     "RegistryVersion",
+    "SignedImages",
 ]
 
 # Image substrings that make a workload a model server outside enforced namespaces (a courtesy there: inside an
@@ -71,6 +72,16 @@ class ImageSignatures:
     error: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class SignedImages:
+    """The signatures the applying policies demand of the images a serving runtime or KServe's predictor runs:
+    ``demands`` (policy name, its image authorities as (fingerprint, name)) for each policy that names some, and
+    ``found``, each pinned image's signatures as the shell checked them against all those authorities."""
+
+    demands: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    found: Mapping[str, ImageSignatures] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ApprovalState:
     """The valid ModelApproval for this ModelDeployment's digest, as the shell found it (it owns the clock)."""
@@ -113,6 +124,7 @@ class Chain:
     baseline_json: str = ""  # the signed drift baseline derived again (core/baseline.py): the guard's must be it
     stable_baseline_json: str = ""  # the same for a gated rollout's stable version
     image_allow_lists: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    signed_images: SignedImages = field(default_factory=SignedImages)  # of KServe's predictor Deployment under review
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,5 +155,6 @@ class Evidence:
     identities: Identities = field(default_factory=Identities)
     verifier_image: str = "devmlops:0.1.0"  # the devmlops storage initializer's image, as the cluster installs it
     image_allow_lists: tuple[tuple[str, tuple[str, ...]], ...] = ()  # cluster policies selecting the namespace
+    signed_images: SignedImages = field(default_factory=SignedImages)  # of a serving runtime under review
     registry: RegistryVersion | None = None  # spec.model.registry, resolved (None: not named, or no resolver)
     image_signature: ImageSignatures | None = None  # spec.runtime.image's signatures, checked (None: not asked)

@@ -19,6 +19,7 @@ from typing import Any
 from devmlops.core.compare import differences, metadata_differences
 from devmlops.core.evidence import Chain, Evidence
 from devmlops.core.exemptions import pod_images
+from devmlops.core.gates.imagesig import unsigned_images
 from devmlops.core.globs import matching_glob
 from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.model import Decision, GateResult, Outcome
@@ -46,6 +47,7 @@ __all__ = [
     "is_model_server",
     "reserved_labels",
     "review_serving",
+    "runtime_images",
     "serves_models",
     "service_owner_candidates",
 ]
@@ -388,6 +390,14 @@ def _served_or_deny(chain: Chain, name: str, what: str) -> Decision:
     return _decision("pass", f"{name}: {what}; ModelDeployment {model_name} may be served")
 
 
+def runtime_images(runtime: Mapping[str, Any]) -> list[str]:
+    """Every image a (Cluster)ServingRuntime runs: its containers, init containers and worker containers."""
+    spec = runtime.get("spec") or {}
+    containers = [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
+    containers += (spec.get("workerSpec") or {}).get("containers") or []
+    return [str(c.get("image", "")) if isinstance(c, Mapping) else "" for c in containers]
+
+
 def _review_runtime(request: AdmissionRequest, evidence: Evidence, name: str) -> Decision:
     if request.resource == "servingruntimes":
         # KServe resolves a runtime name in the namespace before the cluster, and auto-selects among namespaced
@@ -399,10 +409,7 @@ def _review_runtime(request: AdmissionRequest, evidence: Evidence, name: str) ->
             "ClusterServingRuntime a model is served by",
             "ask a cluster admin for a ClusterServingRuntime (pinned, allow-listed images)",
         )
-    spec = (request.object or {}).get("spec") or {}
-    containers = [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
-    containers += (spec.get("workerSpec") or {}).get("containers") or []
-    images = [str(c.get("image", "")) if isinstance(c, Mapping) else "" for c in containers]
+    images = runtime_images(request.object or {})
     problems = [f"image {image!r} is not pinned by digest" for image in images if "@sha256:" not in image]
     if not evidence.image_allow_lists:
         problems.append("no ClusterModelPolicy selecting this namespace allow-lists images (spec.allow.images)")
@@ -412,12 +419,15 @@ def _review_runtime(request: AdmissionRequest, evidence: Evidence, name: str) ->
             for i in images
             if matching_glob(globs, i) is None
         ]
+    problems += unsigned_images(images, evidence.signed_images)
     if problems:
         return _deny(
             f"{name}: {'; '.join(problems)}",
-            "pin every serving runtime image by digest and allow-list it in the ClusterModelPolicy (spec.allow.images)",
+            "pin every serving runtime image by digest, allow-list it in the ClusterModelPolicy (spec.allow.images) "
+            "and sign it where the policy names imageSignatures",
         )
-    return _decision("pass", f"{name}: every image pinned by digest and allow-listed")
+    signed = " and signed" if evidence.signed_images.demands else ""
+    return _decision("pass", f"{name}: every image pinned by digest and allow-listed{signed}")
 
 
 # -- the chain -------------------------------------------------------------------------------------------------
@@ -530,7 +540,9 @@ def _member_problems(
     if kind == "Service" and owner_kind == "InferenceService":
         return []  # KServe's predictor Service: only KServe's identity writes it (checked above)
     if kind == "Deployment" and owner_kind == "InferenceService":
-        return [f"{label} {p}" for p in _image_problems(pod_images(_template_spec(member)), chain)]
+        images = pod_images(_template_spec(member))
+        problems = _image_problems(images, chain) + unsigned_images(images, chain.signed_images)
+        return [f"{label} {p}" for p in problems]
     if kind == "Pod" and owner_kind == "ReplicaSet":
         template = (owner.get("spec") or {}).get("template") or {}
         return [f"{label} {p}" for p in _pod_problems(member, template, chain=chain, evidence=evidence, kserve=kserve)]

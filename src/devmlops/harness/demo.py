@@ -435,6 +435,9 @@ def _image_story(cp: ControlPlane, stack: DevmlopsStack, oci_host: str, samples:
         custom.create_cluster_custom_object(GROUP, VERSION, "clustermodelpolicies", policy)
         stack.wait_for_policies(present=["signed-runtime-images"])
         why = _dry_run(custom, doc)
+        # Removed again: it would hold the KServe sample's runtime image (which nobody signed either) to it too.
+        custom.delete_cluster_custom_object(GROUP, VERSION, "clustermodelpolicies", "signed-runtime-images")
+        stack.wait_for_policies(absent=["signed-runtime-images"])
     _say("ClusterModelPolicy signed-runtime-images: Triton images must be signed by platform-images (cosign key)")
     _say(f"fraud-detector-triton on {image} (pushed to the OCI registry at {oci_host}, unsigned): {why or 'admitted'}")
     if "image-signature gate" not in why:

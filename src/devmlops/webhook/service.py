@@ -15,8 +15,8 @@ from devmlops.adapters.registrycache import RegistryResolver
 from devmlops.core.attestation import VerifiedAttestation
 from devmlops.core.baseline import evaluation_authorities, monitors_drift, signed_baseline
 from devmlops.core.decision import MODEL_APPROVAL, MODEL_DEPLOYMENT, decide, resource_of, select_policies
-from devmlops.core.evidence import DEFAULT_SERVER_IMAGES, ApprovalState, Chain, Evidence, Identities
-from devmlops.core.exemptions import BreakGlass, Exemption
+from devmlops.core.evidence import DEFAULT_SERVER_IMAGES, ApprovalState, Chain, Evidence, Identities, SignedImages
+from devmlops.core.exemptions import BreakGlass, Exemption, pod_images
 from devmlops.core.gates.compliance import EffectiveTier, effective_tier
 from devmlops.core.guard import tightest
 from devmlops.core.manifests import parse_model_deployment
@@ -35,6 +35,7 @@ from devmlops.core.workloads import (
     SERVICE_SUFFIXES,
     SERVING_RESOURCES,
     controller_of,
+    runtime_images,
     service_owner_candidates,
 )
 from devmlops.errors import InvalidInputError, RegistryUnavailableError
@@ -294,6 +295,8 @@ class AdmissionService:
                 (n for n in service_owner_candidates(name) if self._lookup.model_deployment(namespace, n) is not None),
                 "",
             )
+        cluster_policies = self._cluster_policies(namespace, labels)
+        is_runtime = resource in ("servingruntimes", "clusterservingruntimes")
         return Evidence(
             reserved_for=reserved_for,
             namespace_labels=labels,
@@ -305,8 +308,23 @@ class AdmissionService:
             identities=self._identities,
             verifier_image=self._verifier_image,
             model_server_images=self._model_server_images,
-            image_allow_lists=_image_allow_lists(self._cluster_policies(namespace, labels)),
+            image_allow_lists=_image_allow_lists(cluster_policies),
+            signed_images=self._signed_images(runtime_images(obj), cluster_policies) if is_runtime else SignedImages(),
         )
+
+    def _signed_images(self, images: Sequence[str], policies: Sequence[Policy]) -> SignedImages:
+        """The signatures ``policies`` demand of ``images``, and what the registry holds for each pinned one (checked
+        once against every authority they name; bundle lists cached, verifications cached)."""
+        demands = tuple(
+            (p.name, tuple((a.fingerprint, a.name) for a in p.image_authorities))
+            for p in policies
+            if p.image_authorities
+        )
+        if not demands or self._image_checker is None:
+            return SignedImages(demands=demands)
+        authorities = tuple({a.fingerprint: a for p in policies for a in p.image_authorities}.values())
+        pinned = sorted({image for image in images if "@sha256:" in image})
+        return SignedImages(demands, {image: self._image_checker.check(image, authorities) for image in pinned})
 
     def _cluster_policies(self, namespace: str, labels: Mapping[str, str]) -> list[Policy]:
         """The ClusterModelPolicies that select a namespace (every one for a cluster-scoped object)."""
@@ -390,6 +408,7 @@ class AdmissionService:
             baseline_json=baseline_json,
             stable_baseline_json=stable_baseline_json,
             image_allow_lists=_image_allow_lists(selecting),
+            signed_images=self._signed_images(_kserve_deployment_images(hops, child), selecting),
         )
 
     def _decided_version(
@@ -429,6 +448,15 @@ def _rfc3339(now: dt.datetime) -> str:
     if cached[0] != second:
         cached = _STAMP = (second, now.strftime("%Y-%m-%dT%H:%M:%SZ"))
     return cached[1]
+
+
+def _kserve_deployment_images(hops: Sequence[Mapping[str, Any]], child: AdmissionRequest) -> list[str]:
+    """The images of KServe's predictor Deployment in a chain: the object under review, or the hop it passes."""
+    candidates = [{**(child.object or {}), "kind": child.kind.kind}, *hops]
+    for obj in candidates:
+        if obj.get("kind") == "Deployment" and (controller_of(obj) or {}).get("kind") == "InferenceService":
+            return pod_images(((obj.get("spec") or {}).get("template") or {}).get("spec") or {})
+    return []
 
 
 def _image_allow_lists(policies: Iterable[Policy]) -> tuple[tuple[str, tuple[str, ...]], ...]:

@@ -12,6 +12,7 @@ taken out; property 14)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,24 +21,28 @@ from typing import Any
 
 import pytest
 from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.ociartifact import OciModel
 from devmlops.core.pinning import PINNED_FROM
 from devmlops.harness.oci import cosign_import_key, cosign_key_pair, cosign_sign, oci_registry, push_image
 from devmlops.harness.stack import DevmlopsStack
-from tests.integration.attacks.conftest import admitted, denied, policy_name
+from tests.integration.attacks.conftest import KSERVE_GROUP, admitted, denied, policy_name, serving_runtime
 from tests.integration.attacks.conftest import create_model_deployment as create
 from tests.integration.support import (
     GROUP,
     VERSION,
     SignedModel,
+    cluster_policy,
     eventually,
+    installed_policy,
     model_deployment,
     signed_by_evidence,
     trusting,
 )
 from tests.support.models import make_cert_chain, make_model
 
+RUNTIMES = (KSERVE_GROUP, "v1alpha1")
 # A cold cache builds the registries first (`make registries` does it before `make test`).
 pytestmark = pytest.mark.timeout(900)
 
@@ -282,3 +287,70 @@ def test_a_runtime_image_tag_is_pinned_and_the_pinned_image_must_be_signed(
     assert stored["spec"]["runtime"]["image"] == images.signed
     message = denied(create, mallory, enforced_namespace, triton("unsigned-tag", attack_model, f"{name}:unsigned"))
     assert f"spec.runtime.image '{images.unsigned}': got no signature attached" in message
+
+
+def _kserve_runtime(name: str, image: str) -> dict[str, Any]:
+    body = serving_runtime(name, image, kind="ClusterServingRuntime")
+    body["spec"]["supportedModelFormats"][0]["autoSelect"] = False  # named by this test's model only
+    return body
+
+
+def _denied_deployments(stack: DevmlopsStack, namespace: str) -> list[dict[str, Any]]:
+    """The webhook's audit records of Deployments it refused in ``namespace``."""
+    assert stack.webhook is not None
+    found = []
+    for line in stack.webhook.log_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and (record.get("kind"), record.get("namespace")) == ("Deployment", namespace):
+            found += [record] if record.get("allowed") is False else []
+    return found
+
+
+def test_a_kserve_runtime_image_nobody_signed_never_runs_a_model(
+    images: Images,
+    admin: k8s.ApiClient,
+    mallory: k8s.ApiClient,
+    stack: DevmlopsStack,
+    enforced_namespace: str,
+    attack_model: SignedModel,
+) -> None:
+    """A KServe model's server image is its ClusterServingRuntime's. Where a policy demands image signatures, a
+    runtime with an unsigned image is refused when it is written (even to the cluster admin), and one written before
+    the demand cannot run the model: KServe's predictor Deployment is refused (before, the image signature gate
+    skipped KServe models and the Deployment was admitted)."""
+    api = k8s.CustomObjectsApi(admin)
+    old, unsigned, signed = (f"{enforced_namespace}-{s}" for s in ("old", "unsigned", "signed"))
+    allow = {"images": [f"{images.host}/nvidia/tritonserver@*", "devmlops:0.1.0"]}
+    policy = policy_name(enforced_namespace)
+    before = cluster_policy(policy, enforced_namespace, attack_model.key.public_pem, allow=allow)
+    with installed_policy(admin, stack, before):  # no image signatures demanded yet
+        body = _kserve_runtime(old, images.unsigned)
+        admitted(api.create_cluster_custom_object, *RUNTIMES, "clusterservingruntimes", body)
+    demand = {"authorities": [{"name": "platform-images", "key": {"publicKey": images.platform_key}}]}
+    try:
+        with trusting(
+            admin, stack, enforced_namespace, attack_model, policy=policy, allow=allow, imageSignatures=demand
+        ):
+            body = _kserve_runtime(unsigned, images.unsigned)
+            message = denied(api.create_cluster_custom_object, *RUNTIMES, "clusterservingruntimes", body)
+            assert f"image '{images.unsigned}' got no signature attached; expected a signature by one of" in message
+            body = _kserve_runtime(signed, images.signed)
+            admitted(api.create_cluster_custom_object, *RUNTIMES, "clusterservingruntimes", body)
+            doc = signed_by_evidence("fraud", attack_model, runtime={"kind": "kserve", "servingRuntime": old})
+            admitted(create, mallory, enforced_namespace, doc)
+            refused = eventually(
+                lambda: _denied_deployments(stack, enforced_namespace),
+                timeout=60,
+                what="the webhook refusing KServe's predictor Deployment on the unsigned runtime image",
+            )
+            reasons = " ".join(g["reason"] for g in refused[0]["gates"])
+            assert f"image '{images.unsigned}' got no signature attached" in reasons
+            apps = k8s.AppsV1Api(admin)
+            assert not apps.list_namespaced_deployment(enforced_namespace).items
+    finally:
+        for name in (old, signed):
+            with contextlib.suppress(ApiException):  # the signed one was never made if the test failed before it
+                api.delete_cluster_custom_object(*RUNTIMES, "clusterservingruntimes", name)

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from devmlops.core.decision import decide
-from devmlops.core.evidence import Document, Evidence, ImageSignatures
+from devmlops.core.evidence import Document, Evidence, ImageSignatures, SignedImages
+from devmlops.core.gates.imagesig import unsigned_images
 from devmlops.core.policy import compile_policy
 from devmlops.errors import InvalidInputError
 from tests.unit.core.fakes import FakeVerifier, bundle
@@ -110,3 +111,25 @@ def test_image_authorities_take_every_kind_of_model_authority_and_name_the_wrong
     assert [(a.name, a.kind) for a in compiled.image_authorities] == [("ca", "certificateChain")]
     with pytest.raises(InvalidInputError, match=r"spec.imageSignatures.authorities" + field):
         compile_policy(policy(imageSignatures={"authorities": [good, {"name": "bad", **authority}]}))
+
+
+def test_every_pinned_runtime_image_must_be_signed_for_each_policy_that_demands_it() -> None:
+    """``unsigned_images``: what a serving runtime's review and KServe's predictor Deployment's review report."""
+    other = "127.0.0.1:5000/sidecar@sha256:" + "3" * 64
+    demands = (("team", ((image_key_fingerprint(), "images"),)),)
+    signed = ImageSignatures(image=IMAGE, signers={image_key_fingerprint(): "images"}, bundles=1)
+    foreign = ImageSignatures(image=other, bundles=1, problems=("bundle 0: not signed by images",))
+    assert unsigned_images([IMAGE], SignedImages(demands, {IMAGE: signed})) == []
+    assert unsigned_images([IMAGE, other], SignedImages((), {})) == []  # no policy demands signatures
+    assert unsigned_images([IMAGE, other], SignedImages(demands, {IMAGE: signed, other: foreign})) == [
+        f"image '{other}' got 1 signature bundle(s), none valid: bundle 0: not signed by images; expected a "
+        "signature by one of ['images'] (policy team)"
+    ]
+    unreadable = ImageSignatures(image=IMAGE, error="signatures could not be read: timeout")
+    assert unsigned_images([IMAGE], SignedImages(demands, {IMAGE: unreadable})) == [
+        f"image '{IMAGE}': signatures could not be read: timeout"
+    ]
+    assert unsigned_images([IMAGE], SignedImages(demands, {})) == [
+        f"image '{IMAGE}': its signature was not checked (no registry access configured)"
+    ]
+    assert unsigned_images(["triton:24.08"], SignedImages(demands, {})) == []  # unpinned: the allow-list says so

@@ -4,22 +4,27 @@
 cosign attaches its signature to the image as an OCI referrer (a Sigstore bundle v0.3: a DSSE envelope over an
 in-toto statement whose subject is the image's manifest digest). The shell fetches and verifies those bundles
 (``adapters/ocisig.py``) against the image authorities of every policy and hands the result in as evidence; this
-gate only reads it, per policy. The digest is the identity: a tag is never looked up, so the image served is the one
-whose signature was checked. An image without a digest, a registry that cannot be reached or a check past its
-deadline is a denial (fail closed).
+gate only reads it, per policy. The digest is the identity: a tag is pinned to its digest when the object is
+written (core/pinning.py), so the image served is the one whose signature was checked. An image without a digest, a
+registry that cannot be reached or a check past its deadline is a denial (fail closed).
+
+A KServe model's server image is its ClusterServingRuntime's: ``unsigned_images`` holds a serving runtime's images
+to the same demand when the runtime is written, and KServe's predictor Deployment's when KServe writes it
+(core/workloads.py), so a runtime image nobody signed never runs a model the policy selects.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
-from devmlops.core.evidence import Evidence
+from devmlops.core.evidence import Evidence, SignedImages
 from devmlops.core.gates import policy_result
 from devmlops.core.manifests import ModelDeployment
 from devmlops.core.model import GateResult
 from devmlops.core.policy import Policy
 
-__all__ = ["GATE", "check_image_signature"]
+__all__ = ["GATE", "check_image_signature", "unsigned_images"]
 
 GATE = "image-signature"
 _FIX = (
@@ -39,7 +44,8 @@ def check_image_signature(deployment: ModelDeployment, policy: Policy, evidence:
         return result(
             "skip",
             f"spec.runtime.image is not set: the {deployment.spec.runtime.kind} runtime's image comes from a "
-            "ClusterServingRuntime (cluster admins'), whose signature this gate does not check",
+            "ClusterServingRuntime; its signature is checked when the runtime is written and again on KServe's "
+            "predictor Deployment",
         )
     if "@sha256:" not in image:
         return result(
@@ -66,3 +72,26 @@ def check_image_signature(deployment: ModelDeployment, policy: Policy, evidence:
         else "no signature attached (no Sigstore bundle among its OCI referrers)"
     )
     return result("fail", f"spec.runtime.image '{image}': got {seen}; expected a signature by one of {names}", _FIX)
+
+
+def unsigned_images(images: Sequence[str], signed: SignedImages) -> list[str]:
+    """What is wrong with the signatures of ``images`` (a serving runtime's, or KServe's predictor Deployment's) for
+    each policy that demands image signatures: every pinned image must be signed by one of that policy's image
+    authorities. Unpinned images are reported by the allow-list check."""
+    problems: list[str] = []
+    for policy, authorities in signed.demands:
+        names = [name for _fingerprint, name in authorities]
+        for image in [i for i in images if "@sha256:" in i]:
+            found = signed.found.get(image)
+            if found is None:
+                problems.append(f"image {image!r}: its signature was not checked (no registry access configured)")
+            elif found.error:
+                problems.append(f"image {image!r}: {found.error}")
+            elif not any(fingerprint in found.signers for fingerprint, _name in authorities):
+                seen = (
+                    f"{found.bundles} signature bundle(s), none valid: " + "; ".join(found.problems[:2])
+                    if found.bundles
+                    else "no signature attached"
+                )
+                problems.append(f"image {image!r} got {seen}; expected a signature by one of {names} (policy {policy})")
+    return problems
