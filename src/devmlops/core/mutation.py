@@ -7,6 +7,7 @@ tighten). Pure, like the rest of the core: the shell looks the target and the po
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -15,7 +16,7 @@ from devmlops.core.approvalreview import approval_stamps
 from devmlops.core.gates.requester import REQUESTED_BY, expected_requester
 from devmlops.core.guard import guard_config_json
 from devmlops.core.manifests import Guard
-from devmlops.core.pinning import pin_patch
+from devmlops.core.pinning import pin_patch, pinned_object
 from devmlops.core.review import AdmissionRequest
 
 __all__ = ["stamp_patch"]
@@ -43,7 +44,8 @@ def stamp_patch(
     pinned: list[dict[str, Any]] = []
     if kind == ("devmlops.io", "ModelDeployment"):
         pinned, pinned_from = pin_patch(request.object, pins or {})
-        stamps = {REQUESTED_BY: expected_requester(request), **pinned_from}
+        as_stored = dataclasses.replace(request, object=pinned_object(request.object, pins or {}))
+        stamps = {REQUESTED_BY: expected_requester(as_stored), **pinned_from}
     elif kind == ("devmlops.io", "ModelApproval") and request.operation == "CREATE":
         stamps = approval_stamps(request, target)
     else:

@@ -21,7 +21,7 @@ from typing import Any
 
 from devmlops.errors import InvalidInputError
 
-__all__ = ["PINNED_FROM", "Reference", "parse_reference", "pin_patch", "tag_references"]
+__all__ = ["PINNED_FROM", "Reference", "parse_reference", "pin_patch", "pinned_object", "tag_references"]
 
 PINNED_FROM = "devmlops.io/pinned-from"  # {field: the reference as written}, JSON; for people, decides nothing
 DOCKER_HUB = "registry-1.docker.io"
@@ -122,3 +122,16 @@ def pin_patch(obj: Mapping[str, Any], digests: Mapping[str, str]) -> tuple[list[
     ]
     written = {field: references[field].written for field in sorted(digests)}
     return patch, {PINNED_FROM: json.dumps(written, sort_keys=True, separators=(",", ":"))}
+
+
+def pinned_object(obj: Mapping[str, Any], digests: Mapping[str, str]) -> Mapping[str, Any]:
+    """``obj`` as it will be stored once ``pin_patch`` applies (what the validating webhook will see): whatever is
+    worked out from the object in the same mutation (who changed what is served) must be worked out from this."""
+    if not digests:
+        return obj
+    references = tag_references(obj)
+    spec = dict(obj["spec"])
+    for field, digest in digests.items():
+        _, section, key = field.split(".")
+        spec[section] = {**spec[section], key: references[field].pinned(digest)}
+    return {**obj, "spec": spec}

@@ -116,3 +116,27 @@ def test_the_mutating_patch_carries_the_pins_beside_the_requester_stamp(annotati
     assert applied["devmlops.io/requested-by"] == "alice"
     assert json.loads(applied[PINNED_FROM]) == {"spec.model.uri": "oci://r.io/models/fraud:1.0"}
     assert {"op": "replace", "path": "/spec/model/uri", "value": f"oci://r.io/models/fraud@{DIGEST}"} in patch
+
+
+def test_a_tag_that_names_the_digest_already_served_moves_no_requester() -> None:
+    """Bob writes the tag again (kubectl replace, server-side apply) and it still names the digest Alice's version
+    serves: nothing served changes, so the requester stays Alice, as the validating webhook (which sees the pinned
+    object) expects. Stamping Bob here made the validating webhook refuse the update as a forged requester."""
+    digest = "sha256:" + "ef" * 32
+    old = deployment(f"oci://r.io/models/fraud@{digest}", annotations={"devmlops.io/requested-by": "alice"})
+    new = deployment("oci://r.io/models/fraud:1.0", annotations={"devmlops.io/requested-by": "alice"})
+    request = AdmissionRequest(
+        uid="u",
+        kind=GroupVersionKind("devmlops.io", "v1alpha1", "ModelDeployment"),
+        operation="UPDATE",
+        namespace="ns",
+        name="fraud",
+        username="bob",
+        groups=(),
+        object=new,
+        old_object=old,
+    )
+    patch = stamp_patch(request, pins={"spec.model.uri": digest})
+    assert not [op for op in patch if op["path"].endswith("requested-by")], patch
+    moved = stamp_patch(request, pins={"spec.model.uri": DIGEST})  # the tag now names other bytes: Bob asked
+    assert {"op": "add", "path": "/metadata/annotations/devmlops.io~1requested-by", "value": "bob"} in moved
