@@ -533,8 +533,9 @@ def _guarded(isvc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 def _kserve_guard_problems(pod_spec: Mapping[str, Any], isvc: Mapping[str, Any]) -> list[str]:
     """KServe's predictor Deployment of a guarded model (core/render.py) runs the rendered guard, whose first port
-    the predictor Service targets, and MLServer with the rendered loopback environment. KServe merges the runtime's
-    containers into it; this checks that the merge kept what devmlops rendered."""
+    the predictor Service targets, and MLServer with the rendered loopback environment, and nothing else on the
+    Pod's loopback. KServe merges the runtime's containers into it; this checks that the merge kept what devmlops
+    rendered."""
     predictor = (isvc.get("spec") or {}).get("predictor") or {}
     wanted = _guarded(isvc)
     if not wanted:
@@ -550,6 +551,14 @@ def _kserve_guard_problems(pod_spec: Mapping[str, Any], isvc: Mapping[str, Any])
         problems.append(
             f"{where}[{KSERVE_GUARD_CONTAINER}].ports: got {ports}, expected the guard's {GUARD_PORT} first"
         )
+    others = [
+        c.get("name") for c in containers if c.get("name") not in (_KSERVE_MODEL_CONTAINER, KSERVE_GUARD_CONTAINER)
+    ]
+    if others:
+        # Any other container shares the Pod's loopback, where MLServer listens: it could be a way around the guard.
+        problems.append(f"{where}: {others} beside the model server and the guard, expected none")
+    if pod_spec.get("hostNetwork"):
+        problems.append("spec.template.spec.hostNetwork: true, expected the Pod's own network (its loopback)")
     models = [c for c in containers if c.get("name") == _KSERVE_MODEL_CONTAINER]
     env = [e for c in models for e in c.get("env") or [] if isinstance(e, Mapping)]
     for variable in (predictor.get("model") or {}).get("env") or []:

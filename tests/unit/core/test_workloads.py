@@ -679,6 +679,12 @@ def test_kserves_deployment_of_a_guarded_model_must_keep_the_guard_and_mlserver_
     other_port["spec"]["template"]["spec"]["containers"][1]["ports"].insert(0, {"containerPort": 8080})
     assert "expected the guard's 8000 first" in _review_kserve_deployment(other_port).message
     everywhere = [{"name": "MLSERVER_HOST", "value": "0.0.0.0"}]  # noqa: S104
+    sidecar = guarded_kserve_deployment()
+    sidecar["spec"]["template"]["spec"]["containers"].append({"name": "proxy", "image": PINNED})
+    assert "['proxy'] beside the model server and the guard" in _review_kserve_deployment(sidecar).message
+    host = guarded_kserve_deployment()
+    host["spec"]["template"]["spec"]["hostNetwork"] = True
+    assert "hostNetwork: true" in _review_kserve_deployment(host).message
     for env in (everywhere, [*_predictor(rendered("kserve-guarded"))["model"]["env"], *everywhere], []):
         decision = _review_kserve_deployment(guarded_kserve_deployment(env=env))
         assert not decision.allowed, env
