@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -45,27 +45,28 @@ def mlserver_venv() -> Path:
 
 
 @contextmanager
-def mlserver(workdir: Path) -> Iterator[str]:
-    """A running MLServer with the model "iris" on 127.0.0.1; yields its base URL."""
+def mlserver(workdir: Path, *, env: Mapping[str, str] | None = None) -> Iterator[str]:
+    """A running MLServer with the model "iris" on 127.0.0.1 (``env``: MLSERVER_* settings over the defaults here,
+    free ports on loopback); yields its base URL."""
     venv = mlserver_venv()
     models = workdir / "models" / "iris"
     models.mkdir(parents=True, exist_ok=True)
     subprocess.run([str(venv / "bin" / "python"), "-c", _TRAIN, str(models)], check=True, timeout=300)
-    port = free_port()
-    env = {
-        **os.environ,
+    settings = {
         "MLSERVER_HOST": "127.0.0.1",
-        "MLSERVER_HTTP_PORT": str(port),
+        "MLSERVER_HTTP_PORT": str(free_port()),
         "MLSERVER_GRPC_PORT": str(free_port()),
         "MLSERVER_METRICS_PORT": str(free_port()),
         "MLSERVER_PARALLEL_WORKERS": "0",
+        **(env or {}),
     }
-    env.pop("PYTHONPATH", None)  # its own environment, not the test's
+    environment = {**os.environ, **settings}
+    environment.pop("PYTHONPATH", None)  # its own environment, not the test's
     process = ManagedProcess(
         "mlserver", [str(venv / "bin" / "mlserver"), "start", str(workdir / "models")],
-        log_path=workdir / "mlserver.log", env=env, cwd=workdir,
+        log_path=workdir / "mlserver.log", env=environment, cwd=workdir,
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{settings['MLSERVER_HTTP_PORT']}"
     process.start()
     try:
         process.wait_until(lambda: http_ok(url + "/v2/models/iris/ready"), timeout=120, what="model iris ready")

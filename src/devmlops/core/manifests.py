@@ -65,6 +65,7 @@ MLFLOW_ALIAS_PATTERN = r"^[A-Za-z0-9_-]+$"
 REGO_PACKAGE_PATTERN = r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$"
 REQUIREMENT_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
 DURATION_PATTERN = r"^([0-9]{1,6}(s|m|h|d))+$"
+RUNTIME_NAME_PATTERN = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$"  # a (Cluster)ServingRuntime's name: a DNS subdomain
 RiskTier = Literal["minimal", "limited", "high", "prohibited"]
 
 
@@ -467,11 +468,20 @@ class DriftPolicy(_Spec):
 
 
 class GuardPolicy(_Spec):
-    """A ClusterModelPolicy's demand on the guard: present, and at least as strict as ``limits``."""
+    """A ClusterModelPolicy's demand on the guard: present, and at least as strict as ``limits``; and the cluster
+    admin's word on which ClusterServingRuntimes run MLServer (``mlserverRuntimes``), the KServe runtimes a guard can
+    be put in front of (docs/guard.md)."""
 
     required: StrictBool = False
     limits: Guard | None = None
     drift: DriftPolicy | None = None
+    mlserver_runtimes: (
+        Annotated[
+            list[Annotated[StrictStr, Field(min_length=1, max_length=253, pattern=RUNTIME_NAME_PATTERN)]],
+            Field(min_length=1, max_length=64),
+        ]
+        | None
+    ) = None
 
 
 class EvidenceConditions(_Spec):

@@ -199,6 +199,9 @@ class Policy:
     namespace: str = ""  # set for a team's namespaced ModelPolicy; empty for a ClusterModelPolicy
     on_violation: Literal["degrade", "scaleToZero"] = "degrade"
     guard: wire.GuardPolicy | None = None  # the serving guard this policy demands (ClusterModelPolicy only)
+    # ClusterServingRuntimes a cluster admin declares to run MLServer (spec.guard.mlserverRuntimes; ClusterModelPolicy
+    # only): the KServe runtimes a guard can be put in front of (core/gates/guard.py).
+    mlserver_runtimes: tuple[str, ...] = ()
     registry: RegistryRules | None = None  # what it demands of registered models (spec.registry)
     image_authorities: tuple[
         Authority, ...
@@ -387,6 +390,7 @@ def _policy(
         evidence=_evidence(spec.evidence or (), authorities, f"{where}.evidence"),
         on_violation=on_violation,
         guard=spec.guard if isinstance(spec, wire.ClusterModelPolicySpec) else None,
+        mlserver_runtimes=_mlserver_runtimes(spec, where),
         registry=_registry(spec.registry),
         image_authorities=_image_authorities(spec, where),
     )
@@ -401,6 +405,18 @@ def _image_authorities(spec: wire.ClusterModelPolicySpec | wire.ModelPolicySpec,
     if len(set(names)) != len(names):
         raise InvalidInputError(f"{where}.imageSignatures.authorities: names must be unique, got {names}")
     return tuple(authorities)
+
+
+def _mlserver_runtimes(spec: wire.ClusterModelPolicySpec | wire.ModelPolicySpec, where: str) -> tuple[str, ...]:
+    """The ClusterServingRuntimes declared to run MLServer. A team's ModelPolicy has no such field (its parser refuses
+    ``guard``): a namespace editor writes it, and the declaration decides where a guard is trusted to be the only way
+    in."""
+    guard = spec.guard if isinstance(spec, wire.ClusterModelPolicySpec) else None
+    names = tuple(guard.mlserver_runtimes or ()) if guard is not None else ()
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise InvalidInputError(f"{where}.guard.mlserverRuntimes: names must be unique, got {repeated} more than once")
+    return names
 
 
 def _registry(raw: wire.RegistryPolicy | None) -> RegistryRules | None:

@@ -22,11 +22,14 @@ __all__ = [
     "ANNOTATION_VERIFICATION",
     "CANARY_SUFFIX",
     "GUARD_CONTAINER",
+    "GUARD_PORT",
     "KSERVE_AUTOSCALER_CLASS",
     "KSERVE_DEPLOYMENT_MODE",
+    "KSERVE_GUARD_CONTAINER",
     "LABEL_CANARY_OF",
     "LABEL_MODEL_DEPLOYMENT",
     "LABEL_MODEL_SERVER",
+    "MLSERVER_LOOPBACK_ENV",
     "MODEL_DIR",
     "VERIFY_URI_PREFIX",
     "CanaryRendering",
@@ -57,13 +60,22 @@ KSERVE_AUTOSCALER_CLASS = "none"
 
 
 def build_inference_service(
-    model_deployment: ModelDeployment, *, plan_json: str = "", policy_revision: str = ""
+    model_deployment: ModelDeployment,
+    *,
+    plan_json: str = "",
+    policy_revision: str = "",
+    verifier_image: str = "",
+    baseline_json: str = "",
 ) -> dict[str, Any]:
     """The InferenceService child.
 
     The storage URI gets the ``devmlops+`` prefix, which KServe routes to the devmlops ClusterStorageContainer
     (config/kserve/): it downloads the model and verifies signature and bytes before the predictor starts. The
     plan reaches that container through a predictor annotation and the downward API.
+
+    With ``spec.guard`` (admitted only on a ClusterServingRuntime declared to run MLServer: core/gates/guard.py) the
+    predictor gets the guard as KServe's collocated transformer: a container named ``transformer-container``, whose
+    first port KServe's predictor Service targets; MLServer is told to listen on the Pod's loopback only.
     """
     metadata, spec = model_deployment.metadata, model_deployment.spec
     model, runtime = spec.model, spec.runtime
@@ -75,6 +87,19 @@ def build_inference_service(
     if runtime.resources:
         predictor_model["resources"] = copy.deepcopy(runtime.resources)
     predictor: dict[str, Any] = {"model": predictor_model, "minReplicas": runtime.replicas}
+    if spec.guard is not None:
+        # MLServer binds HTTP, gRPC and metrics to MLSERVER_HOST; the ports are stated too, so that none is the
+        # guard's. The kubelet's readiness probe reaches MLServer through the guard (the only way in).
+        predictor_model["env"] = [{"name": name, "value": value} for name, value in MLSERVER_LOOPBACK_ENV]
+        predictor_model["readinessProbe"] = _probe("/v2/health/ready", port=GUARD_PORT, periodSeconds=5)
+        predictor["containers"] = [
+            _guard_container(
+                model_deployment,
+                name=KSERVE_GUARD_CONTAINER,
+                image=verifier_image,
+                config=guard_config_json(spec.guard, baseline_json=baseline_json),
+            )
+        ]
     if plan_json:
         predictor["annotations"] = {ANNOTATION_VERIFICATION: plan_json}
     rollout = spec.rollout
@@ -112,13 +137,24 @@ _RESTRICTED = {
 
 # With a guard: the guard takes Triton's HTTP port on the Pod and serves its own metrics; Triton moves to loopback.
 GUARD_CONTAINER = "devmlops-guard"
+GUARD_PORT = 8000
 GUARD_METRICS_PORT = 9090
 GUARDED_UPSTREAM_PORT = 8080
-GUARDED_PORTS = (("http", 8000), ("metrics", GUARD_METRICS_PORT))
+GUARDED_PORTS = (("http", GUARD_PORT), ("metrics", GUARD_METRICS_PORT))
+# KServe v0.16 points the predictor Service at the first port of the container of this name (its "collocated
+# transformer"), where there is one; so under KServe the guard carries it.
+KSERVE_GUARD_CONTAINER = "transformer-container"
+# MLServer behind the guard: every listener (HTTP, gRPC, metrics) on the Pod's loopback, HTTP where the guard forwards.
+MLSERVER_LOOPBACK_ENV = (
+    ("MLSERVER_HOST", "127.0.0.1"),
+    ("MLSERVER_HTTP_PORT", str(GUARDED_UPSTREAM_PORT)),
+    ("MLSERVER_GRPC_PORT", "8081"),
+    ("MLSERVER_METRICS_PORT", "8082"),
+)
 
 
-def _probe(path: str, **timing: int) -> dict[str, Any]:
-    return {"httpGet": {"path": path, "port": "http"}, **timing}
+def _probe(path: str, port: str | int = "http", **timing: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": port}, **timing}
 
 
 def _probes() -> dict[str, Any]:
@@ -146,6 +182,30 @@ class CanaryRendering:
     stable_plan_json: str
     weight: int
     stable_baseline_json: str = ""  # the stable version's own signed drift baseline
+
+
+def _guard_container(model_deployment: ModelDeployment, *, name: str, image: str, config: str) -> dict[str, Any]:
+    """The guard in front of a model server listening on the Pod's loopback at GUARDED_UPSTREAM_PORT: the same for
+    every runtime but its container name (``config``: ``core/guard.py: guard_config_json``)."""
+    return {
+        "name": name,
+        "image": image,
+        "args": [
+            "guard",
+            f"--upstream=http://127.0.0.1:{GUARDED_UPSTREAM_PORT}",
+            f"--listen=0.0.0.0:{GUARD_PORT}",
+            f"--metrics-listen=0.0.0.0:{GUARD_METRICS_PORT}",
+            f"--model={model_deployment.metadata.name}",  # a canary's too: its digest tells them apart
+            f"--digest={model_deployment.spec.model.digest}",
+            f"--config={config}",
+        ],
+        "ports": [{"name": port_name, "containerPort": port} for port_name, port in GUARDED_PORTS],
+        **_probes(),
+        # Bounded: a flood of large bodies (64 MiB each at most) can take the guard down, never the node; and a
+        # guard that is down leaves no way in.
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
+        "securityContext": _RESTRICTED,
+    }
 
 
 def canary_upstream(model_deployment: ModelDeployment) -> str:
@@ -217,27 +277,8 @@ def build_triton(
         # forwards GETs of /v2/health/* to Triton (a Pod is ready when Triton is, through the only way in).
         for field in ("ports", "readinessProbe", "livenessProbe", "startupProbe"):
             del server[field]
-        containers.append(
-            {
-                "name": GUARD_CONTAINER,
-                "image": verifier_image,
-                "args": [
-                    "guard",
-                    f"--upstream=http://127.0.0.1:{GUARDED_UPSTREAM_PORT}",
-                    f"--listen=0.0.0.0:{PORTS[0][1]}",
-                    f"--metrics-listen=0.0.0.0:{GUARD_METRICS_PORT}",
-                    f"--model={model_deployment.metadata.name}",  # a canary's too: its digest tells them apart
-                    f"--digest={model.digest}",
-                    f"--config={guard_config_json(guard, split=split, baseline_json=baseline_json)}",
-                ],
-                "ports": [{"name": port_name, "containerPort": port} for port_name, port in ports],
-                **_probes(),
-                # Bounded: a flood of large bodies (64 MiB each at most) can take the guard down, never the node;
-                # and a guard that is down leaves no way in.
-                "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
-                "securityContext": _RESTRICTED,
-            }
-        )
+        config = guard_config_json(guard, split=split, baseline_json=baseline_json)
+        containers.append(_guard_container(model_deployment, name=GUARD_CONTAINER, image=verifier_image, config=config))
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -331,7 +372,15 @@ def render_children(
             )
         )
     else:
-        children = [build_inference_service(model_deployment, plan_json=plan_json, policy_revision=policy_revision)]
+        children = [
+            build_inference_service(
+                model_deployment,
+                plan_json=plan_json,
+                policy_revision=policy_revision,
+                verifier_image=verifier_image,
+                baseline_json=baseline_json,
+            )
+        ]
     for child in children:
         child["metadata"]["ownerReferences"] = [owner_reference(model_deployment)]
     return children

@@ -29,6 +29,8 @@ from devmlops.core.render import (
     ANNOTATION_DEPLOYMENT_MODE,
     ANNOTATION_POLICY_REVISION,
     ANNOTATION_VERIFICATION,
+    GUARD_PORT,
+    KSERVE_GUARD_CONTAINER,
     LABEL_MODEL_DEPLOYMENT,
     LABEL_MODEL_SERVER,
     MODEL_DIR,
@@ -524,13 +526,71 @@ def _chain_problems(request: AdmissionRequest, obj: Mapping[str, Any], chain: Ch
     problems += _compare_rendered(wanted, top, top_label)
     for member, owner in itertools.pairwise(members):
         label = "it" if member is obj else f"its {member.get('kind')}"
-        problems += _member_problems(member, owner, label, chain=chain, evidence=evidence, kserve=kserve)
+        problems += _member_problems(
+            member, owner, label, chain=chain, evidence=evidence, isvc=rendered[0] if kserve else None
+        )
+    return problems
+
+
+_KSERVE_MODEL_CONTAINER = "kserve-container"
+
+
+def _guarded(isvc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The rendered InferenceService's guard container (one, or none for a model without a guard)."""
+    predictor = (isvc.get("spec") or {}).get("predictor") or {}
+    return [c for c in predictor.get("containers") or [] if c.get("name") == KSERVE_GUARD_CONTAINER]
+
+
+def _kserve_guard_problems(pod_spec: Mapping[str, Any], isvc: Mapping[str, Any]) -> list[str]:
+    """KServe's predictor Deployment of a guarded model (core/render.py) runs the rendered guard, whose first port
+    the predictor Service targets, and MLServer with the rendered loopback environment, and nothing else on the
+    Pod's loopback. KServe merges the runtime's containers into it; this checks that the merge kept what devmlops
+    rendered."""
+    predictor = (isvc.get("spec") or {}).get("predictor") or {}
+    wanted = _guarded(isvc)
+    if not wanted:
+        return []
+    where = "spec.template.spec.containers"
+    containers = [c for c in pod_spec.get("containers") or [] if isinstance(c, Mapping)]
+    guards = [c for c in containers if c.get("name") == KSERVE_GUARD_CONTAINER]
+    if len(guards) != 1:
+        return [f"{where}: {len(guards)} {KSERVE_GUARD_CONTAINER} container(s), expected the devmlops guard"]
+    problems = differences(_what_runs(wanted[0]), _what_runs(guards[0]), f"{where}[{KSERVE_GUARD_CONTAINER}]")
+    ports = [p.get("containerPort") for p in guards[0].get("ports") or [] if isinstance(p, Mapping)]
+    if ports[:1] != [GUARD_PORT]:
+        problems.append(
+            f"{where}[{KSERVE_GUARD_CONTAINER}].ports: got {ports}, expected the guard's {GUARD_PORT} first"
+        )
+    others = [
+        c.get("name") for c in containers if c.get("name") not in (_KSERVE_MODEL_CONTAINER, KSERVE_GUARD_CONTAINER)
+    ]
+    if others:
+        # Any other container shares the Pod's loopback, where MLServer listens: it could be a way around the guard.
+        problems.append(f"{where}: {others} beside the model server and the guard, expected none")
+    if pod_spec.get("hostNetwork"):
+        problems.append("spec.template.spec.hostNetwork: true, expected the Pod's own network (its loopback)")
+    models = [c for c in containers if c.get("name") == _KSERVE_MODEL_CONTAINER]
+    env = [e for c in models for e in c.get("env") or [] if isinstance(e, Mapping)]
+    for variable in (predictor.get("model") or {}).get("env") or []:
+        found = [e for e in env if e.get("name") == variable["name"]]
+        if found != [variable]:
+            problems.append(
+                f"{where}[{_KSERVE_MODEL_CONTAINER}].env {variable['name']}: got {found}, expected exactly {variable}"
+            )
     return problems
 
 
 def _member_problems(
-    member: Mapping[str, Any], owner: Mapping[str, Any], label: str, *, chain: Chain, evidence: Evidence, kserve: bool
+    member: Mapping[str, Any],
+    owner: Mapping[str, Any],
+    label: str,
+    *,
+    chain: Chain,
+    evidence: Evidence,
+    isvc: Mapping[str, Any] | None,
 ) -> list[str]:
+    """``isvc``: the rendered InferenceService, for a KServe model's chain."""
+    kserve = isvc is not None
     kind, owner_kind = member.get("kind"), owner.get("kind")
     if kind == "ReplicaSet" and owner_kind == "Deployment":
         wanted = (owner.get("spec") or {}).get("template") or {}
@@ -540,8 +600,13 @@ def _member_problems(
     if kind == "Service" and owner_kind == "InferenceService":
         return []  # KServe's predictor Service: only KServe's identity writes it (checked above)
     if kind == "Deployment" and owner_kind == "InferenceService":
-        images = pod_images(_template_spec(member))
-        problems = _image_problems(images, chain) + unsigned_images(images, chain.signed_images)
+        spec = _template_spec(member)
+        images = list(pod_images(spec))
+        guard = _kserve_guard_problems(spec, isvc or {})
+        if _guarded(isvc or {}) and evidence.verifier_image in images:
+            # The guard runs the devmlops image of this installation, checked above to be exactly the rendered one.
+            images.remove(evidence.verifier_image)
+        problems = [*guard, *_image_problems(images, chain), *unsigned_images(images, chain.signed_images)]
         return [f"{label} {p}" for p in problems]
     if kind == "Pod" and owner_kind == "ReplicaSet":
         template = (owner.get("spec") or {}).get("template") or {}

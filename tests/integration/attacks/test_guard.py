@@ -3,27 +3,41 @@ ModelDeployment without one, with a looser one, or on a runtime devmlops cannot 
 the rendered child, so removing or loosening it, or opening the model server to the Pod network, is denied like any
 other change of a child; and the model server listens on the Pod's loopback only. The guard's drift baseline is the
 one in the model's signed evaluation evidence: a child carrying another one (or none, or a traffic split nobody
-rendered) is denied like any other change."""
+rendered) is denied like any other change. KServe models get the same guard on a ClusterServingRuntime a
+ClusterModelPolicy declares to run MLServer (spec.guard.mlserverRuntimes), as KServe's collocated transformer, with
+MLServer on the Pod's loopback; on any other runtime a guard is refused."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 
 from devmlops.core.drift import baseline_from_columns
+from devmlops.harness.controlplane import KSERVE_USER
 from devmlops.harness.stack import DevmlopsStack
 from tests.integration.attacks.conftest import (
     ALLOWED_IMAGES,
+    KSERVE_GROUP,
     ROGUE,
+    SKLEARN_SERVER,
     TRITON,
+    VERIFIER,
     Served,
+    as_dict,
+    cluster_serving_runtime,
     denied,
+    owned_by,
     policy_name,
     serve,
+    serving_runtime,
+    why_not,
 )
 from tests.integration.attacks.conftest import create_model_deployment as _create
 from tests.integration.support import GROUP, VERSION, SignedModel, signed_by_evidence, trusting
@@ -256,3 +270,238 @@ def test_the_guards_baseline_is_the_signed_one_and_another_is_denied(
         reason = denied(k8s.AppsV1Api(as_user(OPERATOR)).patch_namespaced_deployment, name, namespace, patch)
         assert "containers" in reason, reason  # denied for what it says, not for who sent it
         assert "only the devmlops operator" not in reason
+
+
+# -- KServe on a ClusterServingRuntime declared to run MLServer ------------------------------------------------------
+
+MLSERVER_IMAGE = "docker.io/seldonio/mlserver@sha256:" + "7" * 64  # pinned; no kubelet pulls it
+
+
+def mlserver_runtime(name: str) -> dict[str, Any]:
+    """A ClusterServingRuntime as KServe's own kserve-mlserver is written, plus MLSERVER_HOST=0.0.0.0 in the runtime's
+    env: the rendering's value must win KServe's merge (by name) for the model to be on loopback."""
+    server = {
+        "name": "kserve-container",
+        "image": MLSERVER_IMAGE,
+        "env": [
+            {"name": "MLSERVER_HOST", "value": "0.0.0.0"},  # noqa: S104 - what the rendering must override
+            {"name": "MLSERVER_HTTP_PORT", "value": "8080"},
+            {"name": "MLSERVER_GRPC_PORT", "value": "9000"},
+            {"name": "MODELS_DIR", "value": "/mnt/models"},
+        ],
+        "ports": [{"name": "http1", "containerPort": 8080, "protocol": "TCP"}],
+    }
+    return {
+        "apiVersion": f"{KSERVE_GROUP}/v1alpha1",
+        "kind": "ClusterServingRuntime",
+        "metadata": {"name": name},
+        "spec": {
+            "supportedModelFormats": [{"name": "sklearn", "version": "1", "autoSelect": False}],
+            "protocolVersions": ["v2"],
+            "containers": [server],
+        },
+    }
+
+
+@dataclass(frozen=True)
+class GuardedKServe:
+    """A guarded KServe model, and what KServe's controller made for it: its predictor Deployment and Service."""
+
+    served: Served
+    runtime: str
+    deployment: dict[str, Any]
+    service: dict[str, Any]
+
+
+@pytest.fixture
+def mlserver_declared(
+    admin: k8s.ApiClient,
+    stack: DevmlopsStack,
+    enforced_namespace: str,
+    attack_model: SignedModel,
+    request: pytest.FixtureRequest,
+) -> Iterator[tuple[dict[str, Any], str]]:
+    """A ClusterModelPolicy that trusts ``attack_model``, allow-lists the MLServer image and declares the runtime
+    (made here by the cluster admin) to run MLServer; yields the policy and the runtime's name."""
+    name = "atk-mlserver-" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:8]
+    with (
+        trusting(
+            admin,
+            stack,
+            enforced_namespace,
+            attack_model,
+            policy=policy_name(enforced_namespace),
+            allow={"images": [*ALLOWED_IMAGES, MLSERVER_IMAGE]},
+            guard={"mlserverRuntimes": [name]},
+        ) as body,
+        cluster_serving_runtime(admin, mlserver_runtime(name)),
+    ):
+        yield body, name
+
+
+def _kserves(admin: k8s.ApiClient, served: Served, what: str, timeout: float = 60) -> dict[str, Any]:
+    """KServe's predictor Deployment (``what`` "deployment") or Service, once its controller made it."""
+    apps, core = k8s.AppsV1Api(admin), k8s.CoreV1Api(admin)
+    deadline = time.monotonic() + timeout
+    while True:
+        if what == "deployment":
+            items = [as_dict(d) for d in apps.list_namespaced_deployment(served.namespace).items]
+            found = owned_by(items, served.child)
+        else:
+            items = [as_dict(s) for s in core.list_namespaced_service(served.namespace).items]
+            found = [i for i in items if i["metadata"]["name"] == "fraud-predictor"]
+        if found:
+            return found[0]
+        if time.monotonic() > deadline:
+            pytest.fail(f"KServe made no predictor {what} within {timeout:.0f}s: {why_not(admin, served.namespace)}")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def guarded_kserve(
+    admin: k8s.ApiClient,
+    enforced_namespace: str,
+    attack_model: SignedModel,
+    mlserver_declared: tuple[dict[str, Any], str],
+) -> GuardedKServe:
+    policy, runtime = mlserver_declared
+    served = serve(
+        admin, enforced_namespace, attack_model, policy, runtime={"kind": "kserve", "servingRuntime": runtime},
+        guard=GUARD,
+    )  # fmt: skip
+    return GuardedKServe(served, runtime, _kserves(admin, served, "deployment"), _kserves(admin, served, "service"))
+
+
+def _by_name(containers: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return next(c for c in containers if c["name"] == name)
+
+
+def test_a_kserve_model_on_a_declared_mlserver_runtime_is_served_behind_the_guard(
+    admin: k8s.ApiClient, guarded_kserve: GuardedKServe
+) -> None:
+    """The positive control, through the real KServe controller: the InferenceService carries the guard as its
+    transformer-container; KServe's Deployment (admitted by the webhook) runs it beside MLServer, whose listeners the
+    rendering's env puts on loopback (winning over the runtime's MLSERVER_HOST); KServe's Service targets the
+    guard's port; and the Pods the controllers make, with their extra container, are admitted."""
+    predictor = guarded_kserve.served.child["spec"]["predictor"]
+    (guard,) = predictor["containers"]
+    assert guard["name"] == "transformer-container"
+    assert guard["image"] == VERIFIER
+    assert "--upstream=http://127.0.0.1:8080" in guard["args"]
+    assert predictor["model"]["runtime"] == guarded_kserve.runtime
+    containers = guarded_kserve.deployment["spec"]["template"]["spec"]["containers"]
+    assert sorted(c["name"] for c in containers) == ["kserve-container", "transformer-container"]
+    deployed_guard, server = _by_name(containers, "transformer-container"), _by_name(containers, "kserve-container")
+    assert deployed_guard["image"] == VERIFIER
+    assert deployed_guard["args"] == guard["args"]
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    assert [e["name"] for e in server["env"]].count("MLSERVER_HOST") == 1
+    assert env["MLSERVER_HOST"] == "127.0.0.1"
+    assert (env["MLSERVER_HTTP_PORT"], env["MLSERVER_GRPC_PORT"], env["MLSERVER_METRICS_PORT"]) == (
+        "8080",
+        "8081",
+        "8082",
+    )
+    assert server["image"] == MLSERVER_IMAGE
+    assert server["readinessProbe"]["httpGet"]["port"] == 8000  # MLServer is ready when the guard says so
+    ports = guarded_kserve.service["spec"]["ports"]
+    assert ports[0]["targetPort"] == 8000, ports  # the model's address is the guard
+    assert {p["targetPort"] for p in ports} <= {8000, 9090}, ports
+    core = k8s.CoreV1Api(admin)
+    namespace = guarded_kserve.served.namespace
+    deadline = time.monotonic() + 60
+    while not (pods := core.list_namespaced_pod(namespace, label_selector="serving.kserve.io/inferenceservice=fraud")):
+        if time.monotonic() > deadline:
+            pytest.fail(f"no predictor Pod within 60s: {why_not(admin, namespace)}")
+        time.sleep(0.2)
+    for pod in pods.items:
+        assert sorted(c.name for c in pod.spec.containers) == ["kserve-container", "transformer-container"]
+
+
+def patch_isvc(client: k8s.ApiClient, served: Served, patch: dict[str, Any]) -> Any:
+    """A merge patch of the InferenceService (the custom-objects client sends merge patches: lists are replaced)."""
+    return k8s.CustomObjectsApi(client).patch_namespaced_custom_object(
+        KSERVE_GROUP, "v1beta1", served.namespace, "inferenceservices", "fraud", patch
+    )
+
+
+def _predictor(**fields: Any) -> dict[str, Any]:
+    return {"spec": {"predictor": fields}}
+
+
+def _everywhere(served: Served) -> dict[str, Any]:
+    model = served.child["spec"]["predictor"]["model"]
+    env = [{**e, "value": "0.0.0.0"} if e["name"] == "MLSERVER_HOST" else e for e in model["env"]]  # noqa: S104
+    return _predictor(model={"env": env})
+
+
+ISVC_PATCHES: dict[str, Callable[[Served], dict[str, Any]]] = {
+    "the-guard-dropped": lambda s: _predictor(containers=None),
+    "mlserver-on-every-interface": _everywhere,
+    "a-port-around-the-guard": lambda s: _predictor(model={"ports": [{"name": "direct", "containerPort": 8080}]}),
+    "the-guards-image": lambda s: _predictor(
+        containers=[{**s.child["spec"]["predictor"]["containers"][0], "image": ROGUE}]
+    ),
+}
+
+
+@pytest.mark.parametrize("change", list(ISVC_PATCHES))
+def test_walking_around_the_guard_of_a_kserve_model_is_denied(
+    mallory: k8s.ApiClient,
+    as_user: Callable[[str], k8s.ApiClient],
+    guarded_kserve: GuardedKServe,
+    change: str,
+) -> None:
+    """Mallory may not write the InferenceService; the operator's identity may not write it otherwise than rendered."""
+    patch = ISVC_PATCHES[change](guarded_kserve.served)
+    denied(patch_isvc, mallory, guarded_kserve.served, patch)
+    reason = denied(patch_isvc, as_user(OPERATOR), guarded_kserve.served, patch)
+    assert "differs from what devmlops renders" in reason, reason
+
+
+def test_kserves_deployment_without_the_guard_is_denied_even_from_kserve(
+    as_user: Callable[[str], k8s.ApiClient], guarded_kserve: GuardedKServe
+) -> None:
+    """The webhook does not take KServe's merge on trust: a predictor Deployment without the guard, or with MLServer
+    told to listen on every interface, is denied whoever writes it."""
+    deployment = guarded_kserve.deployment
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    guard_at = next(i for i, c in enumerate(containers) if c["name"] == "transformer-container")
+    server_at = next(i for i, c in enumerate(containers) if c["name"] == "kserve-container")
+    host_at = next(i for i, e in enumerate(containers[server_at]["env"]) if e["name"] == "MLSERVER_HOST")
+    apps = k8s.AppsV1Api(as_user(KSERVE_USER))
+    name, namespace = deployment["metadata"]["name"], guarded_kserve.served.namespace
+    for patch, expected in (
+        ([{"op": "remove", "path": f"/spec/template/spec/containers/{guard_at}"}], "transformer-container"),
+        (
+            [
+                {
+                    "op": "replace",
+                    "path": f"/spec/template/spec/containers/{server_at}/env/{host_at}/value",
+                    "value": "0.0.0.0",  # noqa: S104 - the attack
+                }
+            ],
+            "env MLSERVER_HOST",
+        ),
+    ):
+        reason = denied(apps.patch_namespaced_deployment, name, namespace, patch)
+        assert expected in reason, reason
+
+
+def test_a_guard_on_a_kserve_runtime_no_policy_declares_is_refused(
+    mallory: k8s.ApiClient,
+    admin: k8s.ApiClient,
+    enforced_namespace: str,
+    attack_model: SignedModel,
+    mlserver_declared: tuple[dict[str, Any], str],
+) -> None:
+    """The runtime KServe's own sklearn server runs on (every interface, fixed in the server) is not declared: a
+    guard there would not be the only way in."""
+    sklearn = serving_runtime("atk-sklearn-undeclared", SKLEARN_SERVER, kind="ClusterServingRuntime")
+    with cluster_serving_runtime(admin, sklearn):
+        doc = _model(attack_model, runtime={"kind": "kserve", "servingRuntime": "atk-sklearn-undeclared"}, guard=GUARD)
+        reason = denied(_create, mallory, enforced_namespace, doc)
+    assert "spec.runtime.servingRuntime 'atk-sklearn-undeclared'" in reason
+    assert "spec.guard.mlserverRuntimes" in reason
+    declared = _model(attack_model, runtime={"kind": "kserve", "servingRuntime": mlserver_declared[1]}, guard=GUARD)
+    assert _create(mallory, enforced_namespace, declared)  # the control: the declared runtime is admitted

@@ -29,6 +29,7 @@ PLAN = VerificationPlan("bundle", DIGEST, ((1, (Authority(name="release", kind="
 PASSING = Decision((GateResult(gate="signature", outcome="pass", reason="verified"),))
 FAILING = Decision((GateResult(gate="signature", outcome="fail", reason="key revoked"),))
 ENFORCED = {"devmlops.io/enforce": "true"}
+MLSERVER_RUNTIME = "mlserver-1-7"
 
 
 GUARD = {
@@ -39,10 +40,13 @@ GUARD = {
 
 
 def model(kind: str = "kserve") -> dict[str, Any]:
-    """``kind`` is a runtime kind, or "triton-guarded": Triton behind the serving guard."""
+    """``kind`` is a runtime kind, or "triton-guarded" / "kserve-guarded": behind the serving guard (KServe on a
+    ClusterServingRuntime declared to run MLServer)."""
     runtime: dict[str, Any] = {"kind": kind.removesuffix("-guarded"), "replicas": 2}
     if kind.startswith("triton"):
         runtime["image"] = PINNED
+    if kind == "kserve-guarded":
+        runtime["servingRuntime"] = MLSERVER_RUNTIME
     spec: dict[str, Any] = {
         "model": {"name": "fraud", "uri": "s3://models/fraud", "digest": DIGEST},
         "runtime": runtime,
@@ -115,21 +119,21 @@ def changed(obj: dict[str, Any], path: tuple[Any, ...]) -> dict[str, Any]:
     return copied
 
 
-@pytest.mark.parametrize("kind", ["kserve", "triton", "triton-guarded"])
+@pytest.mark.parametrize("kind", ["kserve", "kserve-guarded", "triton", "triton-guarded"])
 def test_every_rendered_child_passes_the_review_when_the_operator_writes_it(kind: str) -> None:
     child = rendered(kind)
     decision = review_serving(
-        request(child, resource="inferenceservices" if kind == "kserve" else "deployments"),
+        request(child, resource="inferenceservices" if kind.startswith("kserve") else "deployments"),
         evidence(chain=chain_of(model(kind))),
         now=NOW,
     )
     assert decision.allowed, decision.message
 
 
-@pytest.mark.parametrize("kind", ["kserve", "triton", "triton-guarded"])
+@pytest.mark.parametrize("kind", ["kserve", "kserve-guarded", "triton", "triton-guarded"])
 def test_any_single_field_change_of_a_rendered_child_is_denied(kind: str) -> None:
     child = rendered(kind)
-    resource = "inferenceservices" if kind == "kserve" else "deployments"
+    resource = "inferenceservices" if kind.startswith("kserve") else "deployments"
     paths = [
         p
         for p in leaves(
@@ -591,3 +595,97 @@ def test_an_orphaning_delete_of_a_model_server_or_its_owner_is_refused_and_any_o
     assert not delete(apps, server, orphanDependents=True).allowed
     assert delete(apps, web, propagationPolicy="Orphan").allowed
     assert delete(md, {}, propagationPolicy="Background").allowed
+
+
+# -- KServe behind the guard (a ClusterServingRuntime declared to run MLServer) --------------------------------------
+
+
+def _predictor(child: dict[str, Any]) -> dict[str, Any]:
+    return dict(child["spec"]["predictor"])
+
+
+KSERVE_GUARD_EDITS: dict[str, Any] = {
+    "the-guard-removed": lambda p: p.pop("containers"),
+    "no-containers": lambda p: p.update(containers=[]),
+    "another-image": lambda p: p["containers"][0].update(image=PINNED),
+    "another-name": lambda p: p["containers"][0].update(name="devmlops-guard"),
+    "no-config": lambda p: p["containers"][0].update(args=p["containers"][0]["args"][:-1]),
+    "a-command": lambda p: p["containers"][0].update(command=["sh", "-c", "sleep infinity"]),
+    "a-second-sidecar": lambda p: p["containers"].append({"name": "proxy", "image": PINNED, "ports": []}),
+    "mlserver-on-every-interface": lambda p: p["model"]["env"][0].update(value="0.0.0.0"),  # noqa: S104
+    "mlserver-host-dropped": lambda p: p["model"]["env"].pop(0),
+    "mlserver-host-twice": lambda p: p["model"]["env"].append({"name": "MLSERVER_HOST", "value": "0.0.0.0"}),  # noqa: S104
+    "a-port-on-the-model": lambda p: p["model"].update(ports=[{"name": "direct", "containerPort": 8080}]),
+    "a-port-added-to-the-guard": lambda p: p["containers"][0]["ports"].append({"containerPort": 8080}),
+    "the-runtime-dropped": lambda p: p["model"].pop("runtime"),
+    "the-readiness-probe-dropped": lambda p: p["model"].pop("readinessProbe"),
+}
+
+
+@pytest.mark.parametrize("edit", list(KSERVE_GUARD_EDITS))
+def test_any_change_of_a_guarded_inference_service_is_denied(edit: str) -> None:
+    stored = kserve_defaulted(rendered("kserve-guarded"))
+    chain = evidence(chain=chain_of(model("kserve-guarded")))
+    assert review_serving(request(stored, resource="inferenceservices"), chain, now=NOW).allowed
+    tampered = copy.deepcopy(stored)
+    KSERVE_GUARD_EDITS[edit](tampered["spec"]["predictor"])
+    for user in (IDS.operator, "mallory"):
+        update = request(tampered, resource="inferenceservices", operation="UPDATE", old=stored, user=user)
+        decision = review_serving(update, chain, now=NOW)
+        assert not decision.allowed, f"{user}: {edit} was admitted"
+    assert (
+        "differs from what devmlops renders"
+        in review_serving(
+            request(tampered, resource="inferenceservices", operation="UPDATE", old=stored), chain, now=NOW
+        ).message
+    )
+
+
+def guarded_kserve_deployment(**model_container: Any) -> dict[str, Any]:
+    """KServe's predictor Deployment for the guarded model, as KServe v0.16 merges it (the runtime's container with
+    the InferenceService's model fields, then the transformer-container)."""
+    predictor = _predictor(rendered("kserve-guarded"))
+    server = {
+        "name": "kserve-container",
+        "image": PINNED,
+        "args": ["--model-settings"],
+        "env": [*predictor["model"]["env"], {"name": "MLSERVER_MODEL_URI", "value": "/mnt/models"}],
+        "readinessProbe": predictor["model"]["readinessProbe"],
+        **model_container,
+    }
+    deployment = kserve_deployment()
+    deployment["spec"]["template"]["spec"]["containers"] = [server, copy.deepcopy(predictor["containers"][0])]
+    return deployment
+
+
+def _review_kserve_deployment(deployment: dict[str, Any]) -> Decision:
+    allow = (("production", ("registry.local/*", "devmlops@v1")),)
+    md = model("kserve-guarded")
+    hop = {**rendered("kserve-guarded"), "metadata": {**rendered("kserve-guarded")["metadata"], "uid": "i1"}}
+    chain = chain_of(md, hop, image_allow_lists=allow)
+    return review_serving(request(deployment, resource="deployments", user=IDS.kserve), evidence(chain=chain), now=NOW)
+
+
+def test_kserves_deployment_of_a_guarded_model_must_keep_the_guard_and_mlserver_on_loopback() -> None:
+    ok = _review_kserve_deployment(guarded_kserve_deployment())
+    assert ok.allowed, ok.message
+    without_guard = guarded_kserve_deployment()
+    without_guard["spec"]["template"]["spec"]["containers"].pop()
+    assert "0 transformer-container container(s)" in _review_kserve_deployment(without_guard).message
+    other_args = guarded_kserve_deployment()
+    other_args["spec"]["template"]["spec"]["containers"][1]["args"][-1] = "--config={}"
+    assert "transformer-container].args" in _review_kserve_deployment(other_args).message
+    other_port = guarded_kserve_deployment()
+    other_port["spec"]["template"]["spec"]["containers"][1]["ports"].insert(0, {"containerPort": 8080})
+    assert "expected the guard's 8000 first" in _review_kserve_deployment(other_port).message
+    everywhere = [{"name": "MLSERVER_HOST", "value": "0.0.0.0"}]  # noqa: S104
+    sidecar = guarded_kserve_deployment()
+    sidecar["spec"]["template"]["spec"]["containers"].append({"name": "proxy", "image": PINNED})
+    assert "['proxy'] beside the model server and the guard" in _review_kserve_deployment(sidecar).message
+    host = guarded_kserve_deployment()
+    host["spec"]["template"]["spec"]["hostNetwork"] = True
+    assert "hostNetwork: true" in _review_kserve_deployment(host).message
+    for env in (everywhere, [*_predictor(rendered("kserve-guarded"))["model"]["env"], *everywhere], []):
+        decision = _review_kserve_deployment(guarded_kserve_deployment(env=env))
+        assert not decision.allowed, env
+        assert "env MLSERVER_HOST" in decision.message

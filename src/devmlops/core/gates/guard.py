@@ -1,7 +1,10 @@
 """The guard gate: where a ClusterModelPolicy demands a serving guard, the ModelDeployment declares one at least as
-strict (``spec.guard``, drift monitoring included), and its runtime is one devmlops can put the guard in front of."""
+strict (``spec.guard``, drift monitoring included), and its runtime is one devmlops can put the guard in front of:
+Triton, or KServe on a ClusterServingRuntime that a selecting ClusterModelPolicy declares to run MLServer."""
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 from devmlops.core.baseline import evaluation_authorities, signed_baseline
 from devmlops.core.evidence import Evidence
@@ -15,29 +18,59 @@ from devmlops.core.ports import SignatureVerifier, VerificationUnavailable
 __all__ = ["GATE", "GUARDED_RUNTIMES", "check_guard"]
 
 GATE = "guard"
-# Runtimes whose rendering puts the guard in front of the model server (core/render.py). KServe could point its
-# predictor Service at a sidecar, but its model servers listen on every interface of the Pod, reachable around the
-# guard at the Pod's IP: not yet guarded (docs/guard.md).
+# Runtimes whose rendering always puts the guard in front of the model server (core/render.py). KServe points its
+# predictor Service at a sidecar named transformer-container, but its own model servers listen on every interface of
+# the Pod, reachable around the guard at the Pod's IP; MLServer listens where MLSERVER_HOST says. devmlops cannot tell
+# from a ClusterServingRuntime which server its image runs, so a cluster admin declares it (a ClusterModelPolicy's
+# spec.guard.mlserverRuntimes), and a KServe model is guarded only on a runtime so declared (docs/guard.md).
 GUARDED_RUNTIMES = ("triton",)
+_DECLARED = "spec.guard.mlserverRuntimes"
+
+
+def _unguardable(deployment: ModelDeployment, mlserver_runtimes: Collection[str]) -> str:
+    """Why devmlops cannot put the guard in front of this model's server ('' when it can)."""
+    runtime = deployment.spec.runtime
+    if runtime.kind in GUARDED_RUNTIMES:
+        return ""
+    named = runtime.serving_runtime
+    if runtime.kind == "kserve" and named and named in mlserver_runtimes:
+        return ""
+    declared = sorted(mlserver_runtimes)
+    which = f"with spec.runtime.servingRuntime '{named}'" if named else "without spec.runtime.servingRuntime"
+    return (
+        f"spec.runtime.kind: found '{runtime.kind}' {which}, expected one of {list(GUARDED_RUNTIMES)}, or kserve on "
+        f"a ClusterServingRuntime that a ClusterModelPolicy selecting the model declares in {_DECLARED} "
+        f"(declared: {declared}): devmlops renders the guard for those runtimes only"
+    )
 
 
 def check_guard(
-    deployment: ModelDeployment, policy: Policy, evidence: Evidence, verifier: SignatureVerifier
+    deployment: ModelDeployment,
+    policy: Policy,
+    evidence: Evidence,
+    verifier: SignatureVerifier,
+    *,
+    mlserver_runtimes: Collection[str] = (),
 ) -> GateResult:
     """Where the policy requires drift monitoring, the model's evaluation evidence (``spec.attestations``) must carry
-    a baseline signed by one of the policy's authorities (``core/baseline.py``, as rendering picks it)."""
-    guard, kind = deployment.spec.guard, deployment.spec.runtime.kind
+    a baseline signed by one of the policy's authorities (``core/baseline.py``, as rendering picks it).
+
+    ``mlserver_runtimes``: the ClusterServingRuntimes that the ClusterModelPolicies selecting the model declare to run
+    MLServer (any one of them declaring a runtime suffices: the declaration is a fact about a cluster-scoped runtime,
+    and every ClusterModelPolicy is a cluster admin's; a team's ModelPolicy cannot declare one)."""
+    guard = deployment.spec.guard
     demand = policy.guard
     if guard is None and (demand is None or not (demand.required or demand.limits or drift_required(demand))):
         return policy_result(GATE, policy, "skip", "no guard declared or demanded")
-    if kind not in GUARDED_RUNTIMES:
+    unguardable = _unguardable(deployment, mlserver_runtimes)
+    if unguardable:
         return policy_result(
             GATE,
             policy,
             "fail",
-            f"spec.runtime.kind: found '{kind}', expected one of {list(GUARDED_RUNTIMES)}: a guard is "
-            f"{'demanded' if demand else 'declared'} and devmlops renders it for those runtimes only",
-            "serve the model with runtime kind triton, or remove spec.guard where no policy demands one",
+            f"{unguardable}; a guard is {'demanded' if demand else 'declared'}",
+            f"serve the model with runtime kind triton or on a ClusterServingRuntime declared in {_DECLARED}, or "
+            "remove spec.guard where no policy demands one",
         )
     signed: bool | None = None
     if guard is not None and guard.drift is not None and drift_required(demand):
