@@ -383,3 +383,77 @@ def test_a_new_model_deployment_named_as_another_ones_kserve_predictor_is_denied
     clash = next(r for r in decision.results if r.gate == "address")
     assert not decision.allowed
     assert "KServe's predictor of ModelDeployment fraud" in clash.reason
+
+
+def test_a_signed_sbom_of_another_model_does_not_bind_through_one_file_the_two_models_share(tmp_path: Any) -> None:
+    """Real signatures, real SBOM parsing: models "base" and "tuned" are both signed by the release key and share
+    config.json. The signed SPDX 2 SBOM of "base" (Apache-2.0) lists config.json's SHA-256 among its files; shown
+    with "tuned" (whose own SBOM says GPL-3.0-only, denied), it bound through that one shared file and "tuned" was
+    admitted. A file digest binds only when the SBOM covers every file the signature covers."""
+    import hashlib
+
+    from devmlops.adapters.blobsign import sign_blob_with_key
+    from devmlops.adapters.oms import OmsVerifier
+    from devmlops.adapters.sbom import parse_sbom
+    from devmlops.core.policy import Authority
+    from tests.support.models import make_key, make_model, sign_with_key
+
+    key = make_key(tmp_path, "release")
+    config = b'{"layers": 2}'
+    base = make_model(tmp_path / "base", {"weights.bin": b"\x01" * 1024, "config.json": config})
+    tuned = make_model(tmp_path / "tuned", {"weights.bin": b"\x02" * 1024, "config.json": config})
+    authority = Authority(name="release", kind="key", public_key=key.public_pem)
+    tuned_bundle = sign_with_key(tuned, key, tmp_path / "tuned.sig")
+    tuned_digest = OmsVerifier().verify_model(tuned_bundle, authority).digest
+
+    def spdx(model: Any, license_id: str) -> str:
+        files = [
+            {
+                "SPDXID": f"SPDXRef-File-{i}",
+                "fileName": f"./{path.name}",
+                "checksums": [{"algorithm": "SHA256", "checksumValue": hashlib.sha256(path.read_bytes()).hexdigest()}],
+                "licenseConcluded": license_id,
+            }
+            for i, path in enumerate(sorted(p for p in model.iterdir() if p.is_file()))
+        ]
+        return json.dumps(
+            {
+                "spdxVersion": "SPDX-2.3",
+                "dataLicense": "CC0-1.0",
+                "SPDXID": "SPDXRef-DOCUMENT",
+                "name": model.name,
+                "documentNamespace": f"https://example.com/spdx/{model.name}",
+                "creationInfo": {"created": "2026-01-01T00:00:00Z", "creators": ["Tool: devmlops-tests"]},
+                "files": files,
+            }
+        )
+
+    pset = policies(
+        {
+            "metadata": {"name": "prod", "resourceVersion": "7"},
+            "spec": {
+                "authorities": [{"name": "release", "key": {"publicKey": key.public_pem}}],
+                "sbom": {"required": True, "requireSignature": True, "deniedLicenses": ["GPL-3.0-only"]},
+            },
+        }
+    )
+    model = spec(model={"name": "tuned", "uri": "s3://models-prod/tuned/1", "digest": tuned_digest})
+
+    def decided(sbom: str) -> Any:
+        signature = sign_blob_with_key(sbom.encode(), key.private.read_bytes())
+        ev = evidence(
+            tuned_bundle,
+            sbom=Document("spec.sbom.document.inline", text=sbom),
+            sbom_summary=parse_sbom(sbom),
+            sbom_signature=Document("spec.sbom.signature.inline", text=signature),
+        )
+        return decide(request(model), pset, ev, OmsVerifier())
+
+    own = decided(spdx(tuned, "GPL-3.0-only"))
+    assert not own.allowed
+    assert "which the policy denies (GPL-3.0-ONLY)" in own.message  # its own SBOM: refused, as it should be
+    borrowed = decided(spdx(base, "Apache-2.0"))
+    assert not borrowed.allowed, "an SBOM of another model bound through one shared file"
+    assert "SBOM binding" in borrowed.message
+    assert "weights.bin" in borrowed.message  # the signed file the SBOM does not cover is named
+    assert decided(spdx(tuned, "Apache-2.0")).allowed  # an SBOM covering every signed file still binds
