@@ -7,9 +7,11 @@ one layer is the bundle: a DSSE envelope (``application/vnd.in-toto+json``) over
 digest is the image's, predicate ``https://sigstore.dev/cosign/sign/v1``; with offline key signing the bundle has a
 public-key hint and no transparency log entries. sigstore-python 4.5 refuses bundles without tlog entries and has no
 OCI client, so this module verifies the envelope itself: ECDSA P-256/SHA-256 over DSSE's pre-authentication
-encoding (``DSSEv1 <len> <type> <len> <payload>``) with ``cryptography``, then the statement's subject against the
-digest. Referrers are listed through the OCI 1.1 referrers API, or the referrers tag (``sha256-<hex>``) where the
-registry has no such API (distribution 3.1.2 answers 404 and cosign writes the tag).
+encoding (``DSSEv1 <len> <type> <len> <payload>``) with ``cryptography``, then the statement's predicate type (only
+cosign's sign predicate: ``cosign attest`` puts provenance or scan results about an image in the same kind of bundle,
+with the same key, and those say nothing about releasing it) and its subject against the digest. Referrers are
+listed through the OCI 1.1 referrers API, or the referrers tag (``sha256-<hex>``) where the registry has no such API
+(distribution 3.1.2 answers 404 and cosign writes the tag).
 
 Registries are reached over HTTPS, or plain HTTP for the hosts the cluster admins list (``--oci-plain-http``,
 loopback registries in tests); anonymous pulls only (a registry that asks for credentials is a failure to check,
@@ -39,6 +41,7 @@ from devmlops.core.policy import Authority
 
 __all__ = [
     "BUNDLE_TYPE",
+    "COSIGN_SIGN_PREDICATE",
     "OMS_PREDICATE",
     "PREDICATE_ANNOTATION",
     "ImageSignatureChecker",
@@ -52,6 +55,8 @@ __all__ = [
 BUNDLE_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 PREDICATE_ANNOTATION = "dev.sigstore.bundle.predicateType"
 OMS_PREDICATE = "https://model_signing/signature/v1.0"  # an OpenSSF model signature
+# What `cosign sign` states; `cosign attest` signs statements of other types (provenance, scans) with the same key.
+COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
 _INDEX = "application/vnd.oci.image.index.v1+json"
 _MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 _MAX_BYTES = 256 * 1024  # a bundle, a manifest or a referrers index is a few KiB
@@ -183,8 +188,14 @@ def verify_bundle(bundle: str, digest: str, authority: Authority) -> str:
     try:
         statement = json.loads(payload)
         subjects = [str((s.get("digest") or {}).get("sha256", "")) for s in statement["subject"]]
+        predicate_type = statement.get("predicateType")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SignatureInvalid(f"the signed statement is malformed ({type(exc).__name__})") from None
+    if predicate_type != COSIGN_SIGN_PREDICATE:  # an attestation (provenance, a scan) about the image is no sign-off
+        raise SignatureInvalid(
+            f"statement predicateType: got {predicate_type!r}, expected {COSIGN_SIGN_PREDICATE!r} (cosign sign): "
+            f"signed by {authority.name}, but an attestation about an image does not sign it"
+        )
     if digest.removeprefix("sha256:") not in subjects:
         raise SignatureInvalid(f"signed by {authority.name} for sha256:{subjects[:1]}, not {digest}")
     return authority.name

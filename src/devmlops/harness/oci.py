@@ -25,6 +25,7 @@ from devmlops.harness.toolcache import cache_root, go_install
 __all__ = [
     "COSIGN_VERSION",
     "REGISTRY_VERSION",
+    "cosign_attest",
     "cosign_key_pair",
     "cosign_sign",
     "oci_registry",
@@ -134,13 +135,24 @@ def cosign_key_pair(directory: Path, stem: str) -> tuple[Path, Path]:
     return directory / f"{stem}.key", directory / f"{stem}.pub"
 
 
-def cosign_sign(key: Path, image: str) -> None:
-    """Sign ``image`` (pinned by digest) with ``key``, offline; cosign attaches the bundle as an OCI referrer."""
+def _cosign(command: str, key: Path, image: str, *options: str) -> None:
+    """``cosign <command>`` over ``image`` with ``key``, offline; cosign attaches the bundle as an OCI referrer."""
     env = {**os.environ, "COSIGN_PASSWORD": ""}
     subprocess.run(
         [
-            str(oci_tools("cosign") / "cosign"), "sign", "--key", str(key), "--use-signing-config=false",
+            str(oci_tools("cosign") / "cosign"), command, "--key", str(key), *options, "--use-signing-config=false",
             "--tlog-upload=false", "--allow-http-registry", "--allow-insecure-registry", "--yes", image,
         ],
         check=True, env=env, capture_output=True, timeout=120,
     )  # fmt: skip
+
+
+def cosign_sign(key: Path, image: str) -> None:
+    """Sign ``image`` (pinned by digest) with ``key``, offline; cosign attaches the bundle as an OCI referrer."""
+    _cosign("sign", key, image)
+
+
+def cosign_attest(key: Path, image: str, predicate: Path, predicate_type: str = "slsaprovenance1") -> None:
+    """Attest ``image`` with ``key`` (an in-toto statement of ``predicate_type`` about it, not a signature of it),
+    offline; cosign attaches the bundle as an OCI referrer, as it does a signature."""
+    _cosign("attest", key, image, "--type", predicate_type, "--predicate", str(predicate))

@@ -20,7 +20,7 @@ import pytest
 from kubernetes import client as k8s
 
 from devmlops.adapters.ociartifact import OciModel
-from devmlops.harness.oci import cosign_key_pair, cosign_sign, oci_registry, push_image
+from devmlops.harness.oci import cosign_attest, cosign_key_pair, cosign_sign, oci_registry, push_image
 from devmlops.harness.stack import DevmlopsStack
 from tests.integration.attacks.conftest import admitted, denied, policy_name
 from tests.integration.attacks.conftest import create_model_deployment as create
@@ -44,6 +44,7 @@ class Images:
     signed: str
     unsigned: str
     by_mallory: str
+    attested: str  # an image the platform's key attested (SLSA provenance) but never signed
     model: str  # oci://...@sha256:..., the attack model's files, its OMS bundle attached as a referrer
 
 
@@ -59,8 +60,12 @@ def images(
         signed = push_image(host, "nvidia/tritonserver", "24.08", b"the platform's triton")
         unsigned = push_image(host, "nvidia/tritonserver", "unsigned", b"an unsigned triton")
         by_mallory = push_image(host, "nvidia/tritonserver", "mallory", b"mallory's triton")
+        attested = push_image(host, "nvidia/tritonserver", "built", b"a triton the platform built, not released")
         cosign_sign(platform_key, signed)
         cosign_sign(mallory_key, by_mallory)
+        provenance = work / "provenance.json"
+        provenance.write_text('{"buildDefinition": {"buildType": "https://example.com/ci"}, "runDetails": {}}')
+        cosign_attest(platform_key, attested, provenance)
         client = OciModel(plain_http=[host])
         try:
             model = client.push(host, "models/fraud", "1.0", attack_files)
@@ -69,7 +74,7 @@ def images(
             client.close()
         stack.restart_with(["--oci-plain-http", host])
         try:
-            yield Images(host, platform_pub.read_text(), signed, unsigned, by_mallory, model)
+            yield Images(host, platform_pub.read_text(), signed, unsigned, by_mallory, attested, model)
         finally:
             stack.restart_with([])
 
@@ -137,6 +142,22 @@ def test_an_image_mallory_signed_with_her_own_key_is_denied(
     message = denied(create, mallory, enforced_namespace, triton("hers", attack_model, images.by_mallory))
     assert f"spec.runtime.image '{images.by_mallory}': got 1 signature bundle(s), none valid: " in message
     assert "not signed by platform-images" in message
+
+
+def test_an_image_the_platforms_key_only_attested_is_denied(
+    images: Images,
+    signed_images_policy: dict[str, Any],
+    mallory: k8s.ApiClient,
+    enforced_namespace: str,
+    attack_model: SignedModel,
+) -> None:
+    """The platform's CI attests every image it builds (SLSA provenance, `cosign attest`) with the key that signs the
+    released ones (`cosign sign`); both are DSSE bundles attached as referrers. A provenance statement says how an
+    image was built, not that it was released: it was counted as a signature, and the image admitted."""
+    message = denied(create, mallory, enforced_namespace, triton("built", attack_model, images.attested))
+    assert f"spec.runtime.image '{images.attested}': got 1 signature bundle(s), none valid: " in message
+    expected = "'https://sigstore.dev/cosign/sign/v1'"
+    assert f"predicateType: got 'https://slsa.dev/provenance/v1', expected {expected}" in message
 
 
 def test_an_oci_model_is_admitted_by_the_signature_attached_to_its_digest(
