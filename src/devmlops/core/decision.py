@@ -358,6 +358,7 @@ def _decide_model_deployment(
         return Decision(tuple(results))
     tier = effective_tier(obj, matched, evidence.sbom_summary)  # one tier, judged by every selecting policy
     verified: SignedModel | None = None  # what a ClusterModelPolicy's authorities verified: the signer of record
+    cluster = [policy for policy in matched if not policy.namespace]
     for policy in sorted(matched, key=lambda p: bool(p.namespace)):  # cluster policies first
         for registry in (check_registry(deployment, policy, evidence), check_oci_source(deployment, policy)):
             if registry is not None:
@@ -375,7 +376,7 @@ def _decide_model_deployment(
         results.append(check_sbom(policy, evidence, bound, verifier))
         results.append(check_allowlist(deployment, policy))
         results.append(check_compliance(deployment, policy, tier))
-        results.append(check_guard(deployment, policy, evidence, verifier))
+        results.append(check_guard(deployment, policy, evidence, verifier, cluster=cluster))
         results.extend(check_evidence(deployment, policy, evidence, verifier, engine, tier))
         if stage == "serving":
             results.append(check_approval(deployment, policy, evidence, tier))

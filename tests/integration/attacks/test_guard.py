@@ -7,6 +7,7 @@ rendered) is denied like any other change."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,13 +22,22 @@ from tests.integration.attacks.conftest import (
     ROGUE,
     TRITON,
     Served,
+    admitted,
     denied,
     policy_name,
     serve,
 )
 from tests.integration.attacks.conftest import create_model_deployment as _create
-from tests.integration.support import GROUP, VERSION, SignedModel, signed_by_evidence, trusting
-from tests.support.evidence import attestation, predicate
+from tests.integration.support import (
+    GROUP,
+    VERSION,
+    SignedModel,
+    eventually,
+    md_status,
+    signed_by_evidence,
+    trusting,
+)
+from tests.support.evidence import attestation, now_rfc3339, predicate
 
 LIMITS = {
     "perClient": {"requestsPerSecond": 10, "burst": 20},
@@ -256,3 +266,53 @@ def test_the_guards_baseline_is_the_signed_one_and_another_is_denied(
         reason = denied(k8s.AppsV1Api(as_user(OPERATOR)).patch_namespaced_deployment, name, namespace, patch)
         assert "containers" in reason, reason  # denied for what it says, not for who sent it
         assert "only the devmlops operator" not in reason
+
+
+def test_a_baseline_signed_by_a_key_a_team_policy_names_does_not_become_the_guards(
+    mallory: k8s.ApiClient,
+    admin: k8s.ApiClient,
+    stack: DevmlopsStack,
+    rogue_model: SignedModel,
+    served_with_drift: Served,
+) -> None:
+    """A ModelPolicy only adds requirements, so mallory may write one that demands an evaluation attestation signed by
+    her own key; she then adds to the model an evaluation attestation she signed, newer than the trusted one, with her
+    baseline. The operator rendered her baseline into the guard (the newest evaluation of the digest that verified
+    for an authority of any selecting policy, hers included), and the webhook, deriving it alike, admitted it: the
+    guard compared traffic with what she chose. Only authorities of ClusterModelPolicies pick the guard's baseline."""
+    namespace, name = served_with_drift.namespace, served_with_drift.child["metadata"]["name"]
+    ours = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelPolicy",
+        "metadata": {"name": "ours"},
+        "spec": {
+            "evidence": [
+                {
+                    "name": "our-evaluation",
+                    "predicateType": "evaluation",
+                    "authorities": [{"name": "mallory", "key": {"publicKey": rogue_model.key.public_pem}}],
+                }
+            ]
+        },
+    }
+    custom = k8s.CustomObjectsApi(mallory)
+    admitted(custom.create_namespaced_custom_object, GROUP, VERSION, namespace, "modelpolicies", ours)
+    stack.wait_for_policies(present=[f"{namespace}/ours"])
+    newer = now_rfc3339(dt.timedelta(minutes=1))
+    body = {**predicate("evaluation", timestamp=newer), "baseline": HER_BASELINE.to_dict()}
+    digest = served_with_drift.model_deployment["spec"]["model"]["digest"]
+    hers = attestation("evaluation", body, digest, key=rogue_model.key)
+    current = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", name)
+    attestations = [*current["spec"]["attestations"], {"inline": hers}]
+    patch = {"spec": {"attestations": attestations}}
+    updated = admitted(
+        custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, "modeldeployments", name, patch
+    )
+    generation = updated["metadata"]["generation"]
+    eventually(
+        lambda: md_status(admin, namespace, name).get("observedGeneration") == generation,
+        timeout=30,
+        what=f"the operator deciding generation {generation} of {name}",
+    )
+    child = k8s.ApiClient().sanitize_for_serialization(k8s.AppsV1Api(admin).read_namespaced_deployment(name, namespace))
+    assert _config(child)["baseline"] == SIGNED_BASELINE.to_dict(), "the guard compares with mallory's baseline"

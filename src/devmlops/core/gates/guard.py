@@ -3,6 +3,8 @@ strict (``spec.guard``, drift monitoring included), and its runtime is one devml
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from devmlops.core.baseline import evaluation_authorities, signed_baseline
 from devmlops.core.evidence import Evidence
 from devmlops.core.gates import policy_result
@@ -21,10 +23,16 @@ GUARDED_RUNTIMES = ("triton",)
 
 
 def check_guard(
-    deployment: ModelDeployment, policy: Policy, evidence: Evidence, verifier: SignatureVerifier
+    deployment: ModelDeployment,
+    policy: Policy,
+    evidence: Evidence,
+    verifier: SignatureVerifier,
+    *,
+    cluster: Sequence[Policy] = (),
 ) -> GateResult:
     """Where the policy requires drift monitoring, the model's evaluation evidence (``spec.attestations``) must carry
-    a baseline signed by one of the policy's authorities (``core/baseline.py``, as rendering picks it)."""
+    a baseline signed by one of the policy's authorities (``core/baseline.py``, as rendering picks it); for a team's
+    ModelPolicy, by one of the selecting ClusterModelPolicies' (``cluster``), the only ones rendering takes it from."""
     guard, kind = deployment.spec.guard, deployment.spec.runtime.kind
     demand = policy.guard
     if guard is None and (demand is None or not (demand.required or demand.limits or drift_required(demand))):
@@ -42,7 +50,10 @@ def check_guard(
     if guard is not None and guard.drift is not None and drift_required(demand):
         try:
             found = signed_baseline(
-                evidence.attestations, deployment.spec.model.digest, evaluation_authorities([policy]), verifier
+                evidence.attestations,
+                deployment.spec.model.digest,
+                evaluation_authorities(cluster if policy.namespace else [policy]),
+                verifier,
             )
         except VerificationUnavailable as exc:
             return policy_result(
