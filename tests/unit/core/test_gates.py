@@ -478,3 +478,29 @@ def test_with_name_binding_one_shared_file_name_does_not_bind_another_models_sbo
     assert not borrowed.allowed, "an SBOM of another model bound by one shared file name"
     assert "not covered: weights.bin" in borrowed.message
     assert decided(_spdx2(tuned, "Apache-2.0", checksums=False)).allowed  # every signed file named: binds
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="allow.formats judges spec.model.format, the requester's word: nothing binds it to the signed bytes, and "
+    "the Triton rendering does not even use it (Triton loads whatever backend each config.pbtxt names). Binding it "
+    "needs the format read from the signed files (config.pbtxt's backend/platform) where they load: not built yet.",
+)
+def test_a_triton_model_whose_signed_files_are_a_python_backend_is_not_admitted_as_onnx(tmp_path: Any) -> None:
+    from devmlops.adapters.oms import OmsVerifier
+    from devmlops.core.policy import Authority
+    from tests.support.models import make_key, make_model, sign_with_key
+
+    key = make_key(tmp_path, "release")
+    files = {"fraud/config.pbtxt": b'backend: "python"\n', "fraud/1/model.py": b"import os\nos.system('id')\n"}
+    model = make_model(tmp_path / "fraud", files)
+    bundle = sign_with_key(model, key, tmp_path / "fraud.sig")
+    digest = OmsVerifier().verify_model(bundle, Authority(name="release", kind="key", public_key=key.public_pem)).digest
+    onnx_only = {
+        "authorities": [{"name": "release", "key": {"publicKey": key.public_pem}}],
+        "allow": {"formats": ["onnx"]},
+    }
+    triton = {"kind": "triton", "image": "nvcr.io/nvidia/tritonserver@sha256:" + "2" * 64}
+    declared = spec(model={"name": "fraud", "uri": "s3://m/fraud", "format": "onnx", "digest": digest}, runtime=triton)
+    decision = decide(request(declared), policies(policy(**onnx_only)), evidence(bundle), OmsVerifier())
+    assert not decision.allowed, "a python backend (code) admitted under a policy that allows onnx only"
