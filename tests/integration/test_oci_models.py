@@ -170,3 +170,38 @@ def test_the_storage_initializer_pulls_by_digest_and_checks_the_bytes(
     foreign_plan = VerificationPlan.for_policies(foreign_bundle, artifacts.foreign_digest, [policy])
     with pytest.raises(VerificationFailed):
         run_plan("devmlops+" + artifacts.foreign, tmp_path / "rogue", foreign_plan)
+
+
+def test_whoever_may_push_can_hide_an_oci_models_signature_which_denies_and_never_admits(
+    artifacts: Artifacts, tmp_path: Path
+) -> None:
+    """The referrers of an artifact are anyone's who may push, and where the registry has no referrers API (the
+    distribution registry) their index is the mutable tag sha256-<hex>: a pusher adds 16 bundles of their own and
+    rewrites the index with them first. devmlops reads the first 16 bundle referrers, so the release signature is
+    no longer seen: the model is denied (availability), never admitted. docs/threat-model.md states it as a residual:
+    give spec.signature where that matters."""
+    import json
+
+    import httpx
+
+    from devmlops.adapters.ociartifact import parse_model_uri
+
+    client = OciModel(plain_http=[artifacts.host])
+    try:
+        uri = client.push(artifacts.host, "models/hidden", "1.0", make_model(tmp_path / "hidden"))
+        digest = _sign(artifacts.host, uri, artifacts.key)
+        assert _decide(artifacts, uri, digest).allowed  # control: its signature is found and verifies
+        for junk in range(16):
+            client.attach_signature(uri, json.dumps({"junk": junk}))
+    finally:
+        client.close()
+    _host, repository, manifest = parse_model_uri(uri)
+    index_url = f"http://{artifacts.host}/v2/{repository}/manifests/{manifest.replace(':', '-')}"
+    index_type = "application/vnd.oci.image.index.v1+json"
+    index = httpx.get(index_url, headers={"Accept": index_type}).json()
+    index["manifests"] = index["manifests"][1:] + index["manifests"][:1]  # the release signature last
+    body = json.dumps(index).encode()
+    assert httpx.put(index_url, content=body, headers={"Content-Type": index_type}).status_code == 201
+    decision = _decide(artifacts, uri, digest)
+    assert not decision.allowed
+    assert "got 0 verified authorities" in _reason(decision, "signature")

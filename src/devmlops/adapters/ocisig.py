@@ -8,12 +8,14 @@ one layer is the bundle: a DSSE envelope (``application/vnd.in-toto+json``) over
 digest is the image's, predicate ``https://sigstore.dev/cosign/sign/v1``; with offline key signing the bundle has a
 public-key hint and no transparency log entries. sigstore-python 4.5 refuses bundles without tlog entries and has no
 OCI client, so this module verifies the envelope itself: ECDSA P-256/SHA-256 over DSSE's pre-authentication
-encoding (``DSSEv1 <len> <type> <len> <payload>``) with ``cryptography``, then the statement's subject against the
-digest. A bundle signed with ``--certificate``/``--certificate-chain`` (or keyless, with Fulcio and Rekor) carries
-the signing certificate instead; such bundles are verified by the signature verifier like any attestation
-(model_signing's chain check against the authority's roots; sigstore-python for keyless), and then the statement's
-subject against the digest. Referrers are listed through the OCI 1.1 referrers API, or the referrers tag
-(``sha256-<hex>``) where the registry has no such API (distribution 3.1.2 answers 404 and cosign writes the tag).
+encoding (``DSSEv1 <len> <type> <len> <payload>``) with ``cryptography``, then the statement's predicate type (only
+cosign's sign predicate: ``cosign attest`` puts provenance or scan results about an image in the same kind of bundle,
+with the same key, and those say nothing about releasing it) and its subject against the digest. A bundle signed with
+``--certificate``/``--certificate-chain`` (or keyless, with Fulcio and Rekor) carries the signing certificate instead;
+such bundles are verified by the signature verifier like any attestation (model_signing's chain check against the
+authority's roots; sigstore-python for keyless), and then the statement's predicate type and subject the same way.
+Referrers are listed through the OCI 1.1 referrers API, or the referrers tag (``sha256-<hex>``) where the registry
+has no such API (distribution 3.1.2 answers 404 and cosign writes the tag).
 
 Registries are reached over HTTPS, or plain HTTP for the hosts the cluster admins list (``--oci-plain-http``,
 loopback registries in tests); anonymous pulls only (a registry that asks for credentials is a failure to check,
@@ -46,6 +48,7 @@ from devmlops.core.ports import SignatureVerifier, VerificationFailed
 
 __all__ = [
     "BUNDLE_TYPE",
+    "COSIGN_SIGN_PREDICATE",
     "OMS_PREDICATE",
     "PREDICATE_ANNOTATION",
     "ImageSignatureChecker",
@@ -59,6 +62,8 @@ __all__ = [
 BUNDLE_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 PREDICATE_ANNOTATION = "dev.sigstore.bundle.predicateType"
 OMS_PREDICATE = "https://model_signing/signature/v1.0"  # an OpenSSF model signature
+# What `cosign sign` states; `cosign attest` signs statements of other types (provenance, scans) with the same key.
+COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
 _INDEX = "application/vnd.oci.image.index.v1+json"
 _MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 _ACCEPT_ANY_MANIFEST = ", ".join(
@@ -217,11 +222,22 @@ def verify_bundle(bundle: str, digest: str, authority: Authority) -> str:
     try:
         statement = json.loads(payload)
         subjects = [str((s.get("digest") or {}).get("sha256", "")) for s in statement["subject"]]
+        predicate_type = statement.get("predicateType")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SignatureInvalid(f"the signed statement is malformed ({type(exc).__name__})") from None
-    if digest.removeprefix("sha256:") not in subjects:
-        raise SignatureInvalid(f"signed by {authority.name} for sha256:{subjects[:1]}, not {digest}")
+    _signs_image(predicate_type, ["sha256:" + subject for subject in subjects], digest, authority.name)
     return authority.name
+
+
+def _signs_image(predicate_type: object, subjects: Sequence[str], digest: str, signer: str) -> None:
+    """A verified statement signs ``digest`` only with cosign's sign predicate and that digest as a subject."""
+    if predicate_type != COSIGN_SIGN_PREDICATE:  # an attestation (provenance, a scan) about the image is no sign-off
+        raise SignatureInvalid(
+            f"statement predicateType: got {predicate_type!r}, expected {COSIGN_SIGN_PREDICATE!r} (cosign sign): "
+            f"signed by {signer}, but an attestation about an image does not sign it"
+        )
+    if digest not in subjects:
+        raise SignatureInvalid(f"signed by {signer} for {list(subjects[:1])}, not {digest}")
 
 
 class ImageSignatureChecker:
@@ -292,17 +308,18 @@ class ImageSignatureChecker:
     def _verify(self, bundle: str, digest: str, authority: Authority) -> str:
         """A key's bundle is checked here (cosign's public-key hint is not model_signing's); a certificate chain's
         or a keyless identity's by the signature verifier, as any attestation (chain to the authority's roots, or
-        Fulcio identity and Rekor entry), then its statement must name ``digest``. Anything but a verdict on the
-        bundle (a verifier that cannot run, or a review that must not wait) is raised, and denies."""
+        Fulcio identity and Rekor entry), then its statement must be cosign's sign predicate naming ``digest``.
+        Anything but a verdict on the bundle (a verifier that cannot run, or a review that must not wait) is raised,
+        and denies."""
         if authority.kind == "key":
             return verify_bundle(bundle, digest, authority)
         try:
             attestation = self._verifier.verify_attestation(bundle, authority)
         except VerificationFailed as exc:
             raise SignatureInvalid(f"not signed by {authority.name}: {exc.user_message}") from None
-        if digest not in attestation.statement.digests:
-            found = sorted(attestation.statement.digests)[:1]
-            raise SignatureInvalid(f"signed by {authority.name} ({attestation.signer}) for {found}, not {digest}")
+        statement = attestation.statement
+        signer = f"{authority.name} ({attestation.signer})"
+        _signs_image(statement.predicate_type, [d for _name, d in statement.subjects], digest, signer)
         return authority.name
 
     def resolve(self, reference: Reference) -> str:

@@ -1,5 +1,5 @@
 """Which drift baseline a model's guard gets: the one in the newest evaluation attestation of the model's digest
-that verified for an authority of a policy selecting the model.
+that verified for an authority of a ClusterModelPolicy selecting the model (never of a team's ModelPolicy).
 
 The operator (rendering) and the webhook (comparing a child with the rendering) both call ``signed_baseline`` on the
 same inputs, so the guard's baseline is the signed one or the child is refused; nothing is copied from an object
@@ -32,10 +32,14 @@ def monitors_drift(model: Mapping[str, Any]) -> bool:
 
 
 def evaluation_authorities(policies: Iterable[Policy]) -> tuple[Authority, ...]:
-    """Who may sign a model's evaluation evidence under ``policies``: each policy's authorities and those of its
-    evidence requirements for the evaluation predicate, each once, in order."""
+    """Who may sign the baseline a model's guard gets under ``policies``: each ClusterModelPolicy's authorities and
+    those of its evidence requirements for the evaluation predicate, each once, in order. A team's ModelPolicy is
+    left out: a namespace editor writes it, and a requirement it adds (an evaluation signed by their own key) may
+    narrow what is admitted, never choose what the guard compares traffic with."""
     found: dict[Authority, None] = {}
     for policy in policies:
+        if policy.namespace:
+            continue
         for authority in policy.authorities:
             found.setdefault(authority)
         for requirement in policy.evidence:

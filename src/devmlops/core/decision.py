@@ -358,8 +358,9 @@ def _decide_model_deployment(
         return Decision(tuple(results))
     tier = effective_tier(obj, matched, evidence.sbom_summary)  # one tier, judged by every selecting policy
     verified: SignedModel | None = None  # what a ClusterModelPolicy's authorities verified: the signer of record
+    cluster = [policy for policy in matched if not policy.namespace]
     # KServe runtimes declared to run MLServer, by any ClusterModelPolicy selecting the model (gates/guard.py).
-    mlserver_runtimes = frozenset(name for p in matched if not p.namespace for name in p.mlserver_runtimes)
+    mlserver_runtimes = frozenset(name for p in cluster for name in p.mlserver_runtimes)
     for policy in sorted(matched, key=lambda p: bool(p.namespace)):  # cluster policies first
         for registry in (check_registry(deployment, policy, evidence), check_oci_source(deployment, policy)):
             if registry is not None:
@@ -377,7 +378,9 @@ def _decide_model_deployment(
         results.append(check_sbom(policy, evidence, bound, verifier))
         results.append(check_allowlist(deployment, policy))
         results.append(check_compliance(deployment, policy, tier))
-        results.append(check_guard(deployment, policy, evidence, verifier, mlserver_runtimes=mlserver_runtimes))
+        results.append(
+            check_guard(deployment, policy, evidence, verifier, mlserver_runtimes=mlserver_runtimes, cluster=cluster)
+        )
         results.extend(check_evidence(deployment, policy, evidence, verifier, engine, tier))
         if stage == "serving":
             results.append(check_approval(deployment, policy, evidence, tier))

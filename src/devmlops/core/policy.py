@@ -68,7 +68,7 @@ class Authority:
         if self.kind != "keyless":
             return "-"
         if self.trust_config:
-            return "config:" + hashlib.sha256(self.trust_config.encode()).hexdigest()[:16]
+            return "config:" + hashlib.sha256(self.trust_config.encode()).hexdigest()  # the whole digest: a cache key
         return "public-good"
 
     def describe(self) -> str:

@@ -25,6 +25,7 @@ from devmlops.harness.toolcache import cache_root, go_install
 __all__ = [
     "COSIGN_VERSION",
     "REGISTRY_VERSION",
+    "cosign_attest",
     "cosign_import_key",
     "cosign_key_pair",
     "cosign_sign",
@@ -149,17 +150,28 @@ def cosign_import_key(private_pem: Path, directory: Path, stem: str) -> Path:
     return directory / f"{stem}.key"
 
 
-def cosign_sign(key: Path, image: str, *, certificate: Path | None = None, chain: Path | None = None) -> None:
-    """Sign ``image`` (pinned by digest) with ``key``, offline; cosign attaches the bundle as an OCI referrer. With
-    ``certificate`` (for ``key``) and ``chain`` (its intermediates), the bundle carries the certificate instead of a
-    key hint."""
+def _cosign(command: str, key: Path, image: str, *options: str) -> None:
+    """``cosign <command>`` over ``image`` with ``key``, offline; cosign attaches the bundle as an OCI referrer."""
     env = {**os.environ, "COSIGN_PASSWORD": ""}
-    certified = ["--certificate", str(certificate)] if certificate else []
-    certified += ["--certificate-chain", str(chain)] if chain else []
     subprocess.run(
         [
-            str(oci_tools("cosign") / "cosign"), "sign", "--key", str(key), *certified, "--use-signing-config=false",
+            str(oci_tools("cosign") / "cosign"), command, "--key", str(key), *options, "--use-signing-config=false",
             "--tlog-upload=false", "--allow-http-registry", "--allow-insecure-registry", "--yes", image,
         ],
         check=True, env=env, capture_output=True, timeout=120,
     )  # fmt: skip
+
+
+def cosign_sign(key: Path, image: str, *, certificate: Path | None = None, chain: Path | None = None) -> None:
+    """Sign ``image`` (pinned by digest) with ``key``, offline; cosign attaches the bundle as an OCI referrer. With
+    ``certificate`` (for ``key``) and ``chain`` (its intermediates), the bundle carries the certificate instead of a
+    key hint."""
+    certified = ["--certificate", str(certificate)] if certificate else []
+    certified += ["--certificate-chain", str(chain)] if chain else []
+    _cosign("sign", key, image, *certified)
+
+
+def cosign_attest(key: Path, image: str, predicate: Path, predicate_type: str = "slsaprovenance1") -> None:
+    """Attest ``image`` with ``key`` (an in-toto statement of ``predicate_type`` about it, not a signature of it),
+    offline; cosign attaches the bundle as an OCI referrer, as it does a signature."""
+    _cosign("attest", key, image, "--type", predicate_type, "--predicate", str(predicate))

@@ -9,6 +9,7 @@ MLServer on the Pod's loopback; on any other runtime a guard is refused."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import time
@@ -30,6 +31,7 @@ from tests.integration.attacks.conftest import (
     TRITON,
     VERIFIER,
     Served,
+    admitted,
     as_dict,
     cluster_serving_runtime,
     denied,
@@ -40,8 +42,16 @@ from tests.integration.attacks.conftest import (
     why_not,
 )
 from tests.integration.attacks.conftest import create_model_deployment as _create
-from tests.integration.support import GROUP, VERSION, SignedModel, signed_by_evidence, trusting
-from tests.support.evidence import attestation, predicate
+from tests.integration.support import (
+    GROUP,
+    VERSION,
+    SignedModel,
+    eventually,
+    md_status,
+    signed_by_evidence,
+    trusting,
+)
+from tests.support.evidence import attestation, now_rfc3339, predicate
 
 LIMITS = {
     "perClient": {"requestsPerSecond": 10, "burst": 20},
@@ -505,3 +515,53 @@ def test_a_guard_on_a_kserve_runtime_no_policy_declares_is_refused(
     assert "spec.guard.mlserverRuntimes" in reason
     declared = _model(attack_model, runtime={"kind": "kserve", "servingRuntime": mlserver_declared[1]}, guard=GUARD)
     assert _create(mallory, enforced_namespace, declared)  # the control: the declared runtime is admitted
+
+
+def test_a_baseline_signed_by_a_key_a_team_policy_names_does_not_become_the_guards(
+    mallory: k8s.ApiClient,
+    admin: k8s.ApiClient,
+    stack: DevmlopsStack,
+    rogue_model: SignedModel,
+    served_with_drift: Served,
+) -> None:
+    """A ModelPolicy only adds requirements, so mallory may write one that demands an evaluation attestation signed by
+    her own key; she then adds to the model an evaluation attestation she signed, newer than the trusted one, with her
+    baseline. The operator rendered her baseline into the guard (the newest evaluation of the digest that verified
+    for an authority of any selecting policy, hers included), and the webhook, deriving it alike, admitted it: the
+    guard compared traffic with what she chose. Only authorities of ClusterModelPolicies pick the guard's baseline."""
+    namespace, name = served_with_drift.namespace, served_with_drift.child["metadata"]["name"]
+    ours = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelPolicy",
+        "metadata": {"name": "ours"},
+        "spec": {
+            "evidence": [
+                {
+                    "name": "our-evaluation",
+                    "predicateType": "evaluation",
+                    "authorities": [{"name": "mallory", "key": {"publicKey": rogue_model.key.public_pem}}],
+                }
+            ]
+        },
+    }
+    custom = k8s.CustomObjectsApi(mallory)
+    admitted(custom.create_namespaced_custom_object, GROUP, VERSION, namespace, "modelpolicies", ours)
+    stack.wait_for_policies(present=[f"{namespace}/ours"])
+    newer = now_rfc3339(dt.timedelta(minutes=1))
+    body = {**predicate("evaluation", timestamp=newer), "baseline": HER_BASELINE.to_dict()}
+    digest = served_with_drift.model_deployment["spec"]["model"]["digest"]
+    hers = attestation("evaluation", body, digest, key=rogue_model.key)
+    current = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", name)
+    attestations = [*current["spec"]["attestations"], {"inline": hers}]
+    patch = {"spec": {"attestations": attestations}}
+    updated = admitted(
+        custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, "modeldeployments", name, patch
+    )
+    generation = updated["metadata"]["generation"]
+    eventually(
+        lambda: md_status(admin, namespace, name).get("observedGeneration") == generation,
+        timeout=30,
+        what=f"the operator deciding generation {generation} of {name}",
+    )
+    child = k8s.ApiClient().sanitize_for_serialization(k8s.AppsV1Api(admin).read_namespaced_deployment(name, namespace))
+    assert _config(child)["baseline"] == SIGNED_BASELINE.to_dict(), "the guard compares with mallory's baseline"

@@ -25,7 +25,14 @@ from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.ociartifact import OciModel
 from devmlops.core.pinning import PINNED_FROM
-from devmlops.harness.oci import cosign_import_key, cosign_key_pair, cosign_sign, oci_registry, push_image
+from devmlops.harness.oci import (
+    cosign_attest,
+    cosign_import_key,
+    cosign_key_pair,
+    cosign_sign,
+    oci_registry,
+    push_image,
+)
 from devmlops.harness.stack import DevmlopsStack
 from tests.integration.attacks.conftest import KSERVE_GROUP, admitted, denied, policy_name, serving_runtime
 from tests.integration.attacks.conftest import create_model_deployment as create
@@ -54,6 +61,7 @@ class Images:
     signed: str
     unsigned: str
     by_mallory: str
+    attested: str  # an image the platform's key attested (SLSA provenance) but never signed
     model: str  # oci://...@sha256:..., the attack model's files, its OMS bundle attached as a referrer
     platform_ca: str  # PEM roots the platform's signing certificates chain to
     certified: str  # signed with the platform's certificate
@@ -72,8 +80,12 @@ def images(
         signed = push_image(host, "nvidia/tritonserver", "24.08", b"the platform's triton")
         unsigned = push_image(host, "nvidia/tritonserver", "unsigned", b"an unsigned triton")
         by_mallory = push_image(host, "nvidia/tritonserver", "mallory", b"mallory's triton")
+        attested = push_image(host, "nvidia/tritonserver", "built", b"a triton the platform built, not released")
         cosign_sign(platform_key, signed)
         cosign_sign(mallory_key, by_mallory)
+        provenance = work / "provenance.json"
+        provenance.write_text('{"buildDefinition": {"buildType": "https://example.com/ci"}, "runDetails": {}}')
+        cosign_attest(platform_key, attested, provenance)
         certified = push_image(host, "nvidia/tritonserver", "certified", b"the platform's certified triton")
         by_mallory_ca = push_image(host, "nvidia/tritonserver", "mallory-ca", b"mallory's certified triton")
         chains = {}
@@ -91,7 +103,7 @@ def images(
         stack.restart_with(["--oci-plain-http", host])
         try:
             key_pem, ca = platform_pub.read_text(), chains["platform-ca"].ca_pem.read_text()
-            yield Images(host, key_pem, signed, unsigned, by_mallory, model, ca, certified, by_mallory_ca)
+            yield Images(host, key_pem, signed, unsigned, by_mallory, attested, model, ca, certified, by_mallory_ca)
         finally:
             stack.restart_with([])
 
@@ -203,6 +215,22 @@ def test_an_image_signed_with_a_certificate_of_mallorys_own_ca_is_denied(
         what="the operator's Triton Deployment (the operator checked the certificate signature too)",
     )
     assert images.certified in [c.image for c in deployment.spec.template.spec.containers]
+
+
+def test_an_image_the_platforms_key_only_attested_is_denied(
+    images: Images,
+    signed_images_policy: dict[str, Any],
+    mallory: k8s.ApiClient,
+    enforced_namespace: str,
+    attack_model: SignedModel,
+) -> None:
+    """The platform's CI attests every image it builds (SLSA provenance, `cosign attest`) with the key that signs the
+    released ones (`cosign sign`); both are DSSE bundles attached as referrers. A provenance statement says how an
+    image was built, not that it was released: it was counted as a signature, and the image admitted."""
+    message = denied(create, mallory, enforced_namespace, triton("built", attack_model, images.attested))
+    assert f"spec.runtime.image '{images.attested}': got 1 signature bundle(s), none valid: " in message
+    expected = "'https://sigstore.dev/cosign/sign/v1'"
+    assert f"predicateType: got 'https://slsa.dev/provenance/v1', expected {expected}" in message
 
 
 def test_an_oci_model_is_admitted_by_the_signature_attached_to_its_digest(

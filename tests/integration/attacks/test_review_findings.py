@@ -8,6 +8,7 @@ and an SBOM of another model bound by a chosen name. Docstrings say what the att
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any, cast
 
@@ -306,6 +307,45 @@ def test_an_sbom_of_another_model_does_not_bind_by_the_name_the_model_deployment
         assert "binding" in denied(_create, mallory, namespace, doc).lower()  # control: under its own name
         doc["spec"]["model"]["name"] = "benign"
         denied(_create, mallory, namespace, doc)
+
+
+def test_a_signed_sbom_of_another_model_does_not_bind_through_one_file_both_models_carry(
+    admin: k8s.ApiClient,
+    mallory: k8s.ApiClient,
+    stack: DevmlopsStack,
+    enforced_namespace: str,
+    attack_model: SignedModel,
+) -> None:
+    """The release key signs the SBOMs of all its models. One of them, "layers", is a single file whose bytes are the
+    same as the config.json of "fraud"; its signed SBOM (Apache-2.0) binds by that file's SHA-256, as a one-file
+    model's may. Shown with "fraud", whose own signed SBOM says GPL-3.0-only (denied by the policy), it bound through
+    the shared file and fraud was admitted with another model's licence and model card."""
+    namespace = enforced_namespace
+    key = attack_model.key.private.read_bytes()
+    shared = hashlib.sha256(b'{"layers": 2}').hexdigest()  # make_model's config.json: fraud's, and all of "layers"
+    sbom_rules = {"required": True, "requireSignature": True, "deniedLicenses": ["GPL-3.0-only"]}
+
+    def with_sbom(document: str) -> dict[str, Any]:
+        sbom = {"document": {"inline": document}, "signature": {"inline": sign_blob_with_key(document.encode(), key)}}
+        doc = signed_by_evidence("fraud", attack_model, sbom=sbom)
+        doc["metadata"]["labels"] = {"devmlops.io/eu-ai-act-risk": "minimal"}
+        return doc
+
+    with trusting(
+        admin,
+        stack,
+        namespace,
+        attack_model,
+        policy=policy_name(namespace),
+        allow={"images": list(ALLOWED_IMAGES)},
+        sbom=sbom_rules,
+    ):
+        own = cyclonedx_sbom("fraud", attack_model.digest, license_id="GPL-3.0-only")
+        assert "GPL-3.0-ONLY" in denied(_create, mallory, namespace, with_sbom(own))  # control: its own SBOM
+        borrowed = cyclonedx_sbom("layers", "sha256:" + shared, license_id="Apache-2.0")
+        message = denied(_create, mallory, namespace, with_sbom(borrowed))
+        assert "SBOM binding" in message
+        assert "not covered: weights.bin" in message
 
 
 def test_a_service_squatting_a_models_address_before_the_model_exists_blocks_the_model_until_removed(

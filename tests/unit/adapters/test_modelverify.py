@@ -54,3 +54,24 @@ def test_a_model_signed_with_its_own_key_checks_clean(tmp_path: Path) -> None:
     )
     result = check_model_bytes(model, signed)
     assert (result.ok, result.files) == (True, 2)
+
+
+def test_a_sharded_signature_passes_the_serving_check_and_an_extra_file_still_fails_it(tmp_path: Path) -> None:
+    """Where the bytes are served (``strict``) every file present must have been hashed; a sharded signature names
+    shards ('big.bin:0:65536'), not files, so every file of a sharded model read as left out and it never served."""
+    from model_signing import hashing, signing
+
+    key = make_key(tmp_path)
+    model = make_model(tmp_path / "m", {"big.bin": bytes(range(256)) * 1024, "sub/c.json": b"{}"})
+    config = signing.Config().use_elliptic_key_signer(private_key=key.private)
+    config.set_hashing_config(hashing.Config().use_shard_serialization(shard_size=65536))
+    config.sign(model, tmp_path / "model.sig")
+    signed = OmsVerifier().verify_model(
+        (tmp_path / "model.sig").read_text(), Authority(name="k", kind="key", public_key=key.public_pem)
+    )
+    check = check_model_bytes(model, signed, strict=True)
+    assert check.problems == ()
+    (model / ".gitignore").write_bytes(b"x")  # a file the hashing leaves out
+    assert check_model_bytes(model, signed, strict=True).problems == (
+        "file not covered by the signature (left out of hashing): .gitignore",
+    )

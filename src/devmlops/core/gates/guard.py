@@ -4,7 +4,7 @@ Triton, or KServe on a ClusterServingRuntime that a selecting ClusterModelPolicy
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from devmlops.core.baseline import evaluation_authorities, signed_baseline
 from devmlops.core.evidence import Evidence
@@ -51,9 +51,11 @@ def check_guard(
     verifier: SignatureVerifier,
     *,
     mlserver_runtimes: Collection[str] = (),
+    cluster: Sequence[Policy] = (),
 ) -> GateResult:
     """Where the policy requires drift monitoring, the model's evaluation evidence (``spec.attestations``) must carry
-    a baseline signed by one of the policy's authorities (``core/baseline.py``, as rendering picks it).
+    a baseline signed by one of the policy's authorities (``core/baseline.py``, as rendering picks it); for a team's
+    ModelPolicy, by one of the selecting ClusterModelPolicies' (``cluster``), the only ones rendering takes it from.
 
     ``mlserver_runtimes``: the ClusterServingRuntimes that the ClusterModelPolicies selecting the model declare to run
     MLServer (any one of them declaring a runtime suffices: the declaration is a fact about a cluster-scoped runtime,
@@ -76,7 +78,10 @@ def check_guard(
     if guard is not None and guard.drift is not None and drift_required(demand):
         try:
             found = signed_baseline(
-                evidence.attestations, deployment.spec.model.digest, evaluation_authorities([policy]), verifier
+                evidence.attestations,
+                deployment.spec.model.digest,
+                evaluation_authorities(cluster if policy.namespace else [policy]),
+                verifier,
             )
         except VerificationUnavailable as exc:
             return policy_result(

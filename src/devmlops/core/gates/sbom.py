@@ -1,6 +1,7 @@
-"""The sbom gate: the ML-BOM is present in an accepted format, names the signed model (by hash, or by name where
-the policy allows it), carries no denied license, has the required model-card fields, and, where present or
-required, its own signature verifies for one of the policy's authorities."""
+"""The sbom gate: the ML-BOM is present in an accepted format, names the signed model (by its signed digest or
+the hashes of all its signed files, or by name where the policy allows it), carries no denied license, has the
+required model-card fields, and, where present or required, its own signature verifies for one of the policy's
+authorities."""
 
 from __future__ import annotations
 
@@ -72,21 +73,28 @@ def _binding_failure(summary: SbomSummary, signed: SignedModel | None, policy: P
         return "SBOM has no machine-learning-model component to bind to the signed model", "describe the model"
     if signed is None:
         return "SBOM binding: no verified signature to bind the SBOM to", "fix the signature gate first"
-    digests = {d.removeprefix("sha256:") for d in signed.signed_digests}
-    if any(value in digests for c in candidates for value in c.digest("sha256")):
+    stated = {value for c in candidates for value in c.digest("sha256")}
+    # With name binding, only names the signature covers: spec.model.name is the requester's word, and an SBOM signed
+    # for another model would bind to whatever name the ModelDeployment gives itself.
+    named = {c.name for c in candidates} if policy.sbom.allow_name_binding else set()
+    if signed.digest.removeprefix("sha256:") in stated or signed.model_name in named:
         return None
-    if policy.sbom.allow_name_binding:
-        # Only names the signature covers: spec.model.name is the requester's word, and an SBOM signed for another
-        # model would bind to whatever name the ModelDeployment gives itself.
-        names = {signed.model_name} | {name for name, _digest in signed.files}
-        if any(c.name in names for c in candidates):
-            return None
+    # File by file, only the whole model binds: two signed models may share a file (a config, a tokenizer, an empty
+    # file) or a file name, and an SBOM that covers one of them would otherwise bind to every model carrying it.
+    uncovered = sorted(
+        name for name, digest in signed.files if digest.removeprefix("sha256:") not in stated and name not in named
+    )
+    if signed.files and not uncovered:
+        return None
     found = ", ".join(f"{c.name} {list(c.digest('sha256')) or 'no sha256'}" for c in candidates[:3])
     how = "a SHA-256 hash" + (" or name" if policy.sbom.allow_name_binding else "")
+    or_name = "or name " if policy.sbom.allow_name_binding else ""
+    missing = ", ".join(uncovered[:3]) + (f" (and {len(uncovered) - 3} more)" if len(uncovered) > 3 else "")
     return (
         f"SBOM binding: got model component(s) {found}, expected {how} matching the signed model "
-        f"'{signed.model_name}' ({sorted(signed.signed_digests)[0][:19]}... or a signed file digest)",
-        "add the model's sha256 (the signed digest or a file digest) to the SBOM model component's hashes",
+        f"'{signed.model_name}' (its digest {signed.digest[:19]}..., or the SHA-256 {or_name}of every signed file; "
+        f"not covered: {missing or 'none'})",
+        "add the model's signed digest to the SBOM model component's hashes, or list every signed file's sha256",
     )
 
 
