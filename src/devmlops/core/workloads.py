@@ -42,6 +42,7 @@ __all__ = [
     "RESERVED_LABEL_PREFIXES",
     "SERVICE_SUFFIXES",
     "SERVING_RESOURCES",
+    "added_finalizers",
     "controller_of",
     "is_model_server",
     "reserved_labels",
@@ -203,6 +204,9 @@ def review_serving(request: AdmissionRequest, evidence: Evidence, *, now: dt.dat
             return _review_chain_member(request, evidence, name)
         return _decision("pass", f"{name}: namespace {request.namespace} is not under enforcement")
     if _same_spec(request):
+        held = _finalizer_problem(request, evidence, name)
+        if held is not None:
+            return held
         return _decision("pass", f"{name}: spec unchanged (metadata only)")
     if resource in WORKLOADS and _scaled_down_only(request, ("replicas",)):
         return _decision("pass", "scaling down is always allowed")
@@ -243,6 +247,40 @@ def _same_spec(request: AdmissionRequest) -> bool:
     return kept(old) == kept(new) and owners(old) == owners(new)
 
 
+def added_finalizers(request: AdmissionRequest) -> list[str]:
+    """The finalizers a CREATE brings or an UPDATE adds (anything that is not a list of strings counts whole)."""
+
+    def finalizers(obj: Mapping[str, Any] | None) -> list[str]:
+        value = ((obj or {}).get("metadata") or {}).get("finalizers") or []
+        return [str(f) for f in value] if isinstance(value, list) else [repr(value)]
+
+    before = finalizers(request.old_object) if request.operation == "UPDATE" else []
+    return sorted(f for f in finalizers(request.object) if f not in before)
+
+
+def _finalizer_problem(request: AdmissionRequest, evidence: Evidence, name: str) -> Decision | None:
+    """A finalizer that someone but the trusted writers adds to a model server's workload: a controller does nothing
+    for a terminating object (the ReplicaSet controller no longer scales it, the Deployment controller only writes its
+    status), so a deleted workload held by a finalizer nobody removes keeps its Pods running where revocation and
+    scale-to-zero no longer reach them."""
+    added = added_finalizers(request)
+    ids = evidence.identities
+    if not added or request.username in (ids.operator, ids.kserve, *ids.controllers):
+        return None
+    chain = evidence.chain
+    model_server = (chain is not None and chain.model is not None) or any(
+        serves_models(obj, evidence) for obj in (request.object or {}, request.old_object or {})
+    )
+    if not model_server:
+        return None
+    return _deny(
+        f"{name}: metadata.finalizers: {request.username} adds {added}, expected none: a model server's workload "
+        "that is being deleted is no longer scaled by its controller, so a finalizer would keep its Pods running "
+        "where revocation and scale-to-zero no longer reach them",
+        "do not add finalizers to a model server's workloads; delete the ModelDeployment to stop serving",
+    )
+
+
 # The Deployment controller's own notes on Deployments and ReplicaSets (revision, desired-replicas, max-replicas): it
 # rewrites them in the very update that scales a ReplicaSet, and KServe's update of its predictor Deployment drops the
 # revision. They say nothing about what runs.
@@ -250,9 +288,9 @@ _REPLICA_BOOKKEEPING = "deployment.kubernetes.io/"
 
 
 def _scaled_down_only(request: AdmissionRequest, field: tuple[str, ...]) -> bool:
-    """Everything equal but the replica field, which went down (metadata compared too, bookkeeping aside: the
-    Deployment controller's annotations, which change with every scale of a ReplicaSet; were they compared, a revoked
-    model's scale to zero stopped at its ReplicaSet, found by `make e2e`)."""
+    """Everything equal but the replica field, which went down (metadata compared too, finalizers included; bookkeeping
+    aside: the Deployment controller's annotations, which change with every scale of a ReplicaSet; were they compared,
+    a revoked model's scale to zero stopped at its ReplicaSet, found by `make e2e`)."""
     if request.operation != "UPDATE" or request.old_object is None or request.object is None:
         return False
 
@@ -264,7 +302,7 @@ def _scaled_down_only(request: AdmissionRequest, field: tuple[str, ...]) -> bool
             node = node[key]
         value = node.pop(field[-1], None)
         metadata = obj.get("metadata") or {}
-        kept = {k: metadata.get(k) for k in ("labels", "ownerReferences", "name", "namespace")}
+        kept = {k: metadata.get(k) for k in ("labels", "ownerReferences", "name", "namespace", "finalizers")}
         annotations = metadata.get("annotations") or {}
         if isinstance(annotations, Mapping):
             annotations = {k: v for k, v in annotations.items() if not str(k).startswith(_REPLICA_BOOKKEEPING)}

@@ -522,6 +522,45 @@ def test_an_update_that_drops_or_adds_an_owner_or_relabels_a_pod_is_reviewed_in_
     assert not claimed.allowed
 
 
+def test_a_finalizer_on_a_model_servers_workload_is_refused_unless_a_trusted_controller_adds_it() -> None:
+    """A terminating ReplicaSet is no longer scaled by its controller (a terminating Deployment neither): a finalizer
+    nobody removes kept a revoked model's Pods running after mallory deleted the workload. Metadata-only otherwise,
+    and in a scale-down too."""
+    old_rs = {
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": "fraud-5d9f",
+            "ownerReferences": [{"kind": "Deployment", "name": "fraud", "uid": "d1", "controller": True}],
+        },
+        "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "triton", "image": PINNED}]}}},
+    }
+    held = copy.deepcopy(old_rs)
+    held["metadata"]["finalizers"] = ["mallory.example.com/keep"]
+    served = evidence(labels=ENFORCED, chain=chain_of(model("triton"), rendered("triton")))
+    refused = review_serving(
+        request(held, resource="replicasets", user="mallory", operation="UPDATE", old=old_rs), served, now=NOW
+    )
+    assert not refused.allowed
+    assert "metadata.finalizers" in refused.message
+    assert "mallory.example.com/keep" in refused.message
+    held["spec"]["replicas"] = 1  # carried in with a scale-down
+    assert not review_serving(
+        request(held, resource="replicasets", user="mallory", operation="UPDATE", old=old_rs), served, now=NOW
+    ).allowed
+    annotated = copy.deepcopy(old_rs)
+    annotated["metadata"]["annotations"] = {"team": "fraud"}
+    assert review_serving(
+        request(annotated, resource="replicasets", user="mallory", operation="UPDATE", old=old_rs), served, now=NOW
+    ).allowed
+    exempt_job = {"kind": "Job", "metadata": {"name": "etl", "finalizers": ["x"]}, "spec": {"template": {}}}
+    plain = {"kind": "Job", "metadata": {"name": "etl"}, "spec": {"template": {}}}
+    assert review_serving(
+        request(exempt_job, resource="jobs", user="mallory", operation="UPDATE", old=plain),
+        evidence(labels=ENFORCED),
+        now=NOW,
+    ).allowed
+
+
 def test_the_triton_service_is_a_child_compared_with_its_rendering() -> None:
     service = render_children(parse_model_deployment(model("triton")), plan_json=PLAN, verifier_image="devmlops@v1")[1]
     chain = chain_of(model("triton"))
