@@ -27,7 +27,7 @@ from tests.integration.attacks.conftest import (
     refused_by_devmlops,
 )
 from tests.integration.attacks.test_scale import revoke
-from tests.integration.support import SignedModel, eventually
+from tests.integration.support import GROUP, VERSION, SignedModel, eventually, signed_by_evidence
 
 KEEP = ["mallory.example.com/keep"]
 FINALIZE = {"metadata": {"finalizers": KEEP}}
@@ -81,3 +81,47 @@ def test_a_finalizer_does_not_keep_a_revoked_model_servers_pods_running(
     message = denied(apps.patch_namespaced_deployment, deployment, namespace, FINALIZE)
     assert "metadata.finalizers" in message
     assert KEEP[0] in message
+
+
+def test_a_finalizer_does_not_keep_a_deleted_model_deployment_serving_after_revocation(
+    admin: k8s.ApiClient,
+    stack: DevmlopsStack,
+    mallory: k8s.ApiClient,
+    served_triton: Served,
+    rogue_model: SignedModel,
+    attack_model: SignedModel,
+) -> None:
+    """Mallory puts a finalizer on the ModelDeployment (once admitted: the model passed) and deletes it: it stays
+    terminating with its children, and the operator never re-checks a ModelDeployment that is being deleted, so the
+    revoked model served on at its full replica count. A new ModelDeployment may not bring a finalizer either."""
+    namespace = served_triton.namespace
+    custom_admin, custom = k8s.CustomObjectsApi(admin), k8s.CustomObjectsApi(mallory)
+    md = (GROUP, VERSION, namespace, "modeldeployments")
+    deployment = served_triton.child["metadata"]["name"]
+    image = served_triton.child["spec"]["template"]["spec"]["containers"][0]["image"]
+    another = signed_by_evidence("fraud-two", attack_model, runtime={"kind": "triton", "image": image})
+    another["metadata"]["labels"] = {"devmlops.io/eu-ai-act-risk": "minimal"}
+    another["metadata"]["finalizers"] = KEEP
+
+    def remove() -> Any:
+        return custom_admin.patch_namespaced_custom_object(*md, "fraud", {"metadata": {"finalizers": None}})
+
+    def stopped() -> bool:
+        try:
+            found = k8s.AppsV1Api(admin).read_namespaced_deployment(deployment, namespace)
+        except ApiException as exc:
+            return bool(exc.status == 404)
+        return not found.spec.replicas
+
+    with finalizers_removed_afterwards(remove):
+        refused_new = refused_by_devmlops(custom.create_namespaced_custom_object, *md, another, dry_run="All")
+        refused = refused_by_devmlops(custom.patch_namespaced_custom_object, *md, "fraud", FINALIZE)
+        custom.delete_namespaced_custom_object(*md, "fraud")
+        revoke(admin, stack, served_triton, rogue_model)
+        eventually(
+            stopped,
+            timeout=60,
+            what=f"the revoked model's Deployment gone or at zero (finalizer {'refused' if refused else 'admitted'})",
+        )
+        assert refused, "the finalizer on the ModelDeployment must be refused"
+        assert refused_new, "a new ModelDeployment with a finalizer must be refused"
