@@ -207,7 +207,11 @@ def review_serving(request: AdmissionRequest, evidence: Evidence, *, now: dt.dat
         held = _finalizer_problem(request, evidence, name)
         if held is not None:
             return held
-        return _decision("pass", f"{name}: spec unchanged (metadata only)")
+        if evidence.chain is None or evidence.chain.model is None:
+            return _decision("pass", f"{name}: spec unchanged (metadata only)")
+        # A model server's workload: its metadata too is its controllers' (below). A label or annotation an editor
+        # added is one the controller drops when it writes the object back, so its scale to zero of a revoked model
+        # was more than a scale-down, and refused (KServe's predictor Deployment kept serving).
     if resource in WORKLOADS and _scaled_down_only(request, ("replicas",)):
         return _decision("pass", "scaling down is always allowed")
     if evidence.chain is not None and evidence.chain.model is not None:

@@ -34,13 +34,14 @@ FINALIZE = {"metadata": {"finalizers": KEEP}}
 
 
 @contextmanager
-def finalizers_removed_afterwards(remove: Callable[[], Any]) -> Iterator[None]:
-    """Whatever the test finds, the cluster admin takes mallory's finalizer off afterwards."""
+def finalizers_removed_afterwards(read: Callable[[], Any], remove: Callable[[], Any]) -> Iterator[None]:
+    """Whatever the test finds, the cluster admin takes mallory's finalizer off afterwards, if it was admitted."""
     try:
         yield
     finally:
         try:
-            remove()
+            if KEEP[0] in ((read().get("metadata") or {}).get("finalizers") or []):
+                remove()
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -67,10 +68,13 @@ def test_a_finalizer_does_not_keep_a_revoked_model_servers_pods_running(
     apps_admin, apps = k8s.AppsV1Api(admin), k8s.AppsV1Api(mallory)
     rs_name = triton_pods.replica_set["metadata"]["name"]
     unfinalize = {"metadata": {"finalizers": None}}
-    with finalizers_removed_afterwards(lambda: apps_admin.patch_namespaced_replica_set(rs_name, namespace, unfinalize)):
+    with finalizers_removed_afterwards(
+        lambda: as_dict(apps_admin.read_namespaced_replica_set(rs_name, namespace)),
+        lambda: apps_admin.patch_namespaced_replica_set(rs_name, namespace, unfinalize),
+    ):
         refused = refused_by_devmlops(apps.patch_namespaced_replica_set, rs_name, namespace, FINALIZE)
         apps.delete_namespaced_replica_set(rs_name, namespace)  # every deletion is allowed
-        revoke(admin, stack, served_triton, rogue_model)
+        revoke(admin, stack, served_triton, rogue_model, onViolation="scaleToZero")
         eventually(
             lambda: not _model_pods(admin, namespace, triton_pods.replica_set),
             timeout=60,
@@ -113,11 +117,11 @@ def test_a_finalizer_does_not_keep_a_deleted_model_deployment_serving_after_revo
             return bool(exc.status == 404)
         return not found.spec.replicas
 
-    with finalizers_removed_afterwards(remove):
+    with finalizers_removed_afterwards(lambda: custom_admin.get_namespaced_custom_object(*md, "fraud"), remove):
         refused_new = refused_by_devmlops(custom.create_namespaced_custom_object, *md, another, dry_run="All")
         refused = refused_by_devmlops(custom.patch_namespaced_custom_object, *md, "fraud", FINALIZE)
         custom.delete_namespaced_custom_object(*md, "fraud")
-        revoke(admin, stack, served_triton, rogue_model)
+        revoke(admin, stack, served_triton, rogue_model, onViolation="scaleToZero")
         eventually(
             stopped,
             timeout=60,

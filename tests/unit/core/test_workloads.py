@@ -550,12 +550,39 @@ def test_a_finalizer_on_a_model_servers_workload_is_refused_unless_a_trusted_con
     annotated = copy.deepcopy(old_rs)
     annotated["metadata"]["annotations"] = {"team": "fraud"}
     assert review_serving(
-        request(annotated, resource="replicasets", user="mallory", operation="UPDATE", old=old_rs), served, now=NOW
+        request(annotated, resource="replicasets", user=IDS.controllers[1], operation="UPDATE", old=old_rs),
+        served,
+        now=NOW,
     ).allowed
     exempt_job = {"kind": "Job", "metadata": {"name": "etl", "finalizers": ["x"]}, "spec": {"template": {}}}
     plain = {"kind": "Job", "metadata": {"name": "etl"}, "spec": {"template": {}}}
     assert review_serving(
         request(exempt_job, resource="jobs", user="mallory", operation="UPDATE", old=plain),
+        evidence(labels=ENFORCED),
+        now=NOW,
+    ).allowed
+
+
+def test_an_editor_may_not_relabel_or_annotate_a_model_servers_workload() -> None:
+    """KServe writes its predictor Deployment back as it renders it: a label mallory added (once admitted as "spec
+    unchanged") made KServe's scale to zero of a revoked model more than a scale-down, refused, and the model served
+    on. A model server's workloads are written by their controllers only, metadata included."""
+    old = kserve_deployment()
+    labelled = copy.deepcopy(old)
+    labelled["metadata"]["labels"] = {**(old["metadata"].get("labels") or {}), "team.example.com/owner": "mallory"}
+    served = evidence(labels=ENFORCED, chain=chain_of(model(), isvc_hop()))
+    refused = review_serving(
+        request(labelled, resource="deployments", user="mallory", operation="UPDATE", old=old), served, now=NOW
+    )
+    assert not refused.allowed
+    assert "the request came from 'mallory'" in refused.message
+    assert review_serving(
+        request(labelled, resource="deployments", user=IDS.kserve, operation="UPDATE", old=old), served, now=NOW
+    ).allowed
+    exempt = {"kind": "Deployment", "metadata": {"name": "etl"}, "spec": {"template": {"spec": {}}}}
+    relabelled = {**exempt, "metadata": {"name": "etl", "labels": {"team": "a"}}}
+    assert review_serving(
+        request(relabelled, resource="deployments", user="mallory", operation="UPDATE", old=exempt),
         evidence(labels=ENFORCED),
         now=NOW,
     ).allowed
