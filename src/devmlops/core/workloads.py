@@ -347,9 +347,15 @@ def _exempt_or_deny(request: AdmissionRequest, evidence: Evidence, name: str) ->
     if not pod_images(pod_spec):
         return _deny(f"{name}: no pod template or containers found; expected a Pod spec to review")
     worn = reserved_labels(_pod_labels(request))
+    if request.resource != "pods":
+        # A workload's own labels decide which controller adopts it: the Deployment controller adopts an orphan
+        # ReplicaSet that wears its selector, and a refused adoption failed every sync of the model's Deployment (its
+        # scale to zero never reached its ReplicaSet).
+        worn = sorted({*worn, *reserved_labels(((request.object or {}).get("metadata") or {}).get("labels"))})
     if worn:
         return _deny(
-            f"{name}: labels {worn} would route a model server's traffic to it, but it does not derive from an "
+            f"{name}: labels {worn} (on it or its pod template) are a model server's: they route its traffic, and "
+            "a model's Deployment adopts a workload that wears its selector; but it does not derive from an "
             "admitted ModelDeployment",
             "remove the devmlops.io/, serving.kserve.io/ and app=isvc.* labels; only model servers devmlops renders "
             "wear them",

@@ -13,8 +13,21 @@ import pytest
 from kubernetes import client as k8s
 
 from devmlops.harness.stack import DevmlopsStack
-from tests.integration.attacks.conftest import KServePods, as_dict, owned_by, refused_by_devmlops
+from tests.integration.attacks.conftest import (
+    TOOLBOX,
+    KServePods,
+    ModelPods,
+    Served,
+    as_dict,
+    create_workload,
+    installed_exemption,
+    owned_by,
+    pod_spec,
+    refused_by_devmlops,
+    workload,
+)
 from tests.integration.attacks.test_scale import revoke
+from tests.integration.attacks.test_workloads import shipper_exemption
 from tests.integration.support import SignedModel, eventually
 
 
@@ -50,3 +63,34 @@ def test_an_editors_metadata_on_kserves_predictor_deployment_does_not_stop_its_s
         what=f"KServe's predictor Deployment at zero replicas ({part} {'refused' if refused else 'admitted'})",
     )
     assert refused, f"mallory's {part} on a model server's Deployment must be refused: its controllers write it"
+
+
+def test_a_decoy_replica_set_wearing_the_model_deployments_selector_does_not_stop_its_scale_to_zero(
+    admin: k8s.ApiClient,
+    stack: DevmlopsStack,
+    mallory: k8s.ApiClient,
+    served_triton: Served,
+    triton_pods: ModelPods,
+    rogue_model: SignedModel,
+) -> None:
+    """The Deployment controller adopts every orphan ReplicaSet whose own labels match its selector. Mallory creates
+    an exempt ReplicaSet (zero replicas, an exempt image and account, its template labelled as her own) whose
+    metadata carries the Triton Deployment's selector labels: once admitted (only template labels were checked), the
+    controller's adoption was refused by devmlops (the template is not the model's), which fails every sync of the
+    Deployment, so the scale to zero of the revoked model never reached its ReplicaSet."""
+    namespace = served_triton.namespace
+    selector = served_triton.child["spec"]["selector"]["matchLabels"]
+    decoy = workload("ReplicaSet", "decoy", pod_spec(TOOLBOX, service_account="shipper"), replicas=0)
+    decoy["metadata"]["labels"] = dict(selector)
+    with installed_exemption(admin, shipper_exemption(namespace)):
+        refused = refused_by_devmlops(create_workload, mallory, namespace, decoy)
+        revoke(admin, stack, served_triton, rogue_model, onViolation="scaleToZero")
+        core = k8s.CoreV1Api(admin)
+        eventually(
+            lambda: (
+                not owned_by([as_dict(p) for p in core.list_namespaced_pod(namespace).items], triton_pods.replica_set)
+            ),
+            timeout=60,
+            what=f"the revoked model's Pods gone (decoy ReplicaSet {'refused' if refused else 'admitted'})",
+        )
+        assert refused, "a ReplicaSet that does not derive from a model may not wear a model's selector labels"

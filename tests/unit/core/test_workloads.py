@@ -490,10 +490,28 @@ def test_an_exempt_pod_may_not_wear_the_labels_that_route_a_model_servers_traffi
 
     assert decide({"team": "etl"}).allowed
     for labels in ({"devmlops.io/model-deployment": "fraud"}, {"app": "isvc.fraud-predictor"}):
-        assert "would route a model server's traffic" in decide(labels).message
+        assert "route its traffic" in decide(labels).message
     plain = {**pod(PINNED), "metadata": {"name": "p", "labels": {}}}
     relabelled = decide({"serving.kserve.io/inferenceservice": "fraud"}, operation="UPDATE", old=plain)
     assert not relabelled.allowed
+
+
+def test_an_exempt_workload_may_not_wear_a_models_selector_on_its_own_labels() -> None:
+    """The Deployment controller adopts an orphan ReplicaSet that wears its selector on its own labels; devmlops
+    refused that adoption (the template is not the model's), which failed every sync of the model's Deployment: its
+    scale to zero never reached its ReplicaSet. Only template labels were checked."""
+    template = {"metadata": {"labels": {"app": "decoy"}}, "spec": pod(PINNED)["spec"]}
+    decoy = {
+        "kind": "ReplicaSet",
+        "metadata": {"name": "decoy", "labels": {"devmlops.io/model-deployment": "fraud"}},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "decoy"}}, "template": template},
+    }
+    exempt = evidence(labels=ENFORCED, exemptions=(EXEMPTION,))
+    refused = review_serving(request(decoy, resource="replicasets", user="mallory"), exempt, now=NOW)
+    assert not refused.allowed
+    assert "devmlops.io/model-deployment" in refused.message
+    decoy["metadata"]["labels"] = {"team": "etl"}
+    assert review_serving(request(decoy, resource="replicasets", user="mallory"), exempt, now=NOW).allowed
 
 
 def test_an_update_that_drops_or_adds_an_owner_or_relabels_a_pod_is_reviewed_in_full() -> None:
