@@ -67,6 +67,12 @@ app.kubernetes.io/component: {{ .component }}
 {{ $server | replace "OBJ" "object" }} || (oldObject != null && ({{ $server | replace "OBJ" "oldObject" }})) || {{ include "devmlops.ownedByModelCondition" . }}
 {{- end -}}
 
+{{/* CEL for Services outside enforcement: a model owns (owned) it, or its name is a model's address (KServe's
+per-component names, a rollout's new version); as MODEL_SERVICE in src/devmlops/webhook/registration.py. */}}
+{{- define "devmlops.modelServiceCondition" -}}
+{{ include "devmlops.ownedByModelCondition" . }} || object.metadata.name.endsWith('-predictor') || object.metadata.name.endsWith('-transformer') || object.metadata.name.endsWith('-explainer') || object.metadata.name.endsWith('-canary')
+{{- end -}}
+
 {{- define "devmlops.ownedByModelCondition" -}}
 (has(object.metadata.ownerReferences) && object.metadata.ownerReferences.exists(r, r.kind in ['ModelDeployment', 'InferenceService'])) || (oldObject != null && has(oldObject.metadata.ownerReferences) && oldObject.metadata.ownerReferences.exists(r, r.kind in ['ModelDeployment', 'InferenceService']))
 {{- end -}}

@@ -35,7 +35,13 @@ from devmlops.core.policy import Policy, PolicySet, compile_model_policy, compil
 from devmlops.core.ports import PolicyEngine, SignatureVerifier, SignedModel
 from devmlops.core.render import CANARY_SUFFIX
 from devmlops.core.review import AdmissionRequest
-from devmlops.core.workloads import SERVICE_SUFFIXES, SERVING_RESOURCES, review_serving, serves_models
+from devmlops.core.workloads import (
+    SERVICE_SUFFIXES,
+    SERVING_RESOURCES,
+    added_finalizers,
+    review_serving,
+    serves_models,
+)
 from devmlops.errors import InvalidInputError
 
 __all__ = [
@@ -43,6 +49,7 @@ __all__ = [
     "MODEL_APPROVAL",
     "MODEL_DEPLOYMENT",
     "MODEL_POLICY",
+    "OPERATOR_FINALIZER",
     "decide",
     "resource_of",
     "select_policies",
@@ -52,6 +59,8 @@ MODEL_DEPLOYMENT = ("devmlops.io", "ModelDeployment")
 CLUSTER_MODEL_POLICY = ("devmlops.io", "ClusterModelPolicy")
 MODEL_POLICY = ("devmlops.io", "ModelPolicy")
 MODEL_APPROVAL = ("devmlops.io", "ModelApproval")
+# The operator's (kopf's) finalizer on a ModelDeployment: the one finalizer it may carry; the operator removes it.
+OPERATOR_FINALIZER = "devmlops.io/operator"
 # The plural resource of a kind, for requests built inside devmlops (the API server's carry request.resource).
 _RESOURCES = {
     "Pod": "pods",
@@ -148,6 +157,9 @@ def _decide(
         deployment = parse_model_deployment(request.object)
     except InvalidInputError as exc:
         return _single("manifest", "fail", exc.user_message, "fix the ModelDeployment field named above")
+    held = _held_by_finalizer(request)
+    if held is not None:
+        return Decision((held,))
     spec = request.object.get("spec") if request.object is not None else None
     if isinstance(spec, Mapping) and _is_scale_down(request, spec):
         return _single("operation", "pass", "scaling down is always allowed")
@@ -251,6 +263,23 @@ def _finishing_deletion(request: AdmissionRequest) -> bool:
         return {**obj, "metadata": kept}
 
     return rest(old, old_metadata) == rest(new, new_metadata)
+
+
+def _held_by_finalizer(request: AdmissionRequest) -> GateResult | None:
+    """A ModelDeployment that is being deleted is never re-checked by the operator (its children go with it): a
+    finalizer nobody removes would keep it terminating, and its model server running at full strength, where
+    revocation no longer reaches. Only the operator's own finalizer, which the operator removes, may be added."""
+    added = [f for f in added_finalizers(request) if f != OPERATOR_FINALIZER]
+    if not added:
+        return None
+    return GateResult(
+        gate="operation",
+        outcome="fail",
+        reason=f"metadata.finalizers: {request.username} adds {added}, expected none but {OPERATOR_FINALIZER!r}: a "
+        "ModelDeployment held in deletion by a finalizer keeps its model server running, and the operator no longer "
+        "re-checks it (a revoked key would not stop it)",
+        hint="do not add finalizers to a ModelDeployment; the operator keeps its own",
+    )
 
 
 def _lowered_tier(request: AdmissionRequest) -> GateResult | None:

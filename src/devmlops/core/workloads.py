@@ -45,6 +45,7 @@ __all__ = [
     "RESERVED_LABEL_PREFIXES",
     "SERVICE_SUFFIXES",
     "SERVING_RESOURCES",
+    "added_finalizers",
     "controller_of",
     "is_model_server",
     "reserved_labels",
@@ -207,7 +208,14 @@ def review_serving(request: AdmissionRequest, evidence: Evidence, *, now: dt.dat
             return _review_chain_member(request, evidence, name)
         return _decision("pass", f"{name}: namespace {request.namespace} is not under enforcement")
     if _same_spec(request):
-        return _decision("pass", f"{name}: spec unchanged (metadata only)")
+        held = _finalizer_problem(request, evidence, name)
+        if held is not None:
+            return held
+        if evidence.chain is None or evidence.chain.model is None:
+            return _decision("pass", f"{name}: spec unchanged (metadata only)")
+        # A model server's workload: its metadata too is its controllers' (below). A label or annotation an editor
+        # added is one the controller drops when it writes the object back, so its scale to zero of a revoked model
+        # was more than a scale-down, and refused (KServe's predictor Deployment kept serving).
     if resource in WORKLOADS and _scaled_down_only(request, ("replicas",)):
         return _decision("pass", "scaling down is always allowed")
     if evidence.chain is not None and evidence.chain.model is not None:
@@ -247,6 +255,40 @@ def _same_spec(request: AdmissionRequest) -> bool:
     return kept(old) == kept(new) and owners(old) == owners(new)
 
 
+def added_finalizers(request: AdmissionRequest) -> list[str]:
+    """The finalizers a CREATE brings or an UPDATE adds (anything that is not a list of strings counts whole)."""
+
+    def finalizers(obj: Mapping[str, Any] | None) -> list[str]:
+        value = ((obj or {}).get("metadata") or {}).get("finalizers") or []
+        return [str(f) for f in value] if isinstance(value, list) else [repr(value)]
+
+    before = finalizers(request.old_object) if request.operation == "UPDATE" else []
+    return sorted(f for f in finalizers(request.object) if f not in before)
+
+
+def _finalizer_problem(request: AdmissionRequest, evidence: Evidence, name: str) -> Decision | None:
+    """A finalizer that someone but the trusted writers adds to a model server's workload: a controller does nothing
+    for a terminating object (the ReplicaSet controller no longer scales it, the Deployment controller only writes its
+    status), so a deleted workload held by a finalizer nobody removes keeps its Pods running where revocation and
+    scale-to-zero no longer reach them."""
+    added = added_finalizers(request)
+    ids = evidence.identities
+    if not added or request.username in (ids.operator, ids.kserve, *ids.controllers):
+        return None
+    chain = evidence.chain
+    model_server = (chain is not None and chain.model is not None) or any(
+        serves_models(obj, evidence) for obj in (request.object or {}, request.old_object or {})
+    )
+    if not model_server:
+        return None
+    return _deny(
+        f"{name}: metadata.finalizers: {request.username} adds {added}, expected none: a model server's workload "
+        "that is being deleted is no longer scaled by its controller, so a finalizer would keep its Pods running "
+        "where revocation and scale-to-zero no longer reach them",
+        "do not add finalizers to a model server's workloads; delete the ModelDeployment to stop serving",
+    )
+
+
 # The Deployment controller's own notes on Deployments and ReplicaSets (revision, desired-replicas, max-replicas): it
 # rewrites them in the very update that scales a ReplicaSet, and KServe's update of its predictor Deployment drops the
 # revision. They say nothing about what runs.
@@ -254,9 +296,9 @@ _REPLICA_BOOKKEEPING = "deployment.kubernetes.io/"
 
 
 def _scaled_down_only(request: AdmissionRequest, field: tuple[str, ...]) -> bool:
-    """Everything equal but the replica field, which went down (metadata compared too, bookkeeping aside: the
-    Deployment controller's annotations, which change with every scale of a ReplicaSet; were they compared, a revoked
-    model's scale to zero stopped at its ReplicaSet, found by `make e2e`)."""
+    """Everything equal but the replica field, which went down (metadata compared too, finalizers included; bookkeeping
+    aside: the Deployment controller's annotations, which change with every scale of a ReplicaSet; were they compared,
+    a revoked model's scale to zero stopped at its ReplicaSet, found by `make e2e`)."""
     if request.operation != "UPDATE" or request.old_object is None or request.object is None:
         return False
 
@@ -268,7 +310,7 @@ def _scaled_down_only(request: AdmissionRequest, field: tuple[str, ...]) -> bool
             node = node[key]
         value = node.pop(field[-1], None)
         metadata = obj.get("metadata") or {}
-        kept = {k: metadata.get(k) for k in ("labels", "ownerReferences", "name", "namespace")}
+        kept = {k: metadata.get(k) for k in ("labels", "ownerReferences", "name", "namespace", "finalizers")}
         annotations = metadata.get("annotations") or {}
         if isinstance(annotations, Mapping):
             annotations = {k: v for k, v in annotations.items() if not str(k).startswith(_REPLICA_BOOKKEEPING)}
@@ -309,9 +351,15 @@ def _exempt_or_deny(request: AdmissionRequest, evidence: Evidence, name: str) ->
     if not pod_images(pod_spec):
         return _deny(f"{name}: no pod template or containers found; expected a Pod spec to review")
     worn = reserved_labels(_pod_labels(request))
+    if request.resource != "pods":
+        # A workload's own labels decide which controller adopts it: the Deployment controller adopts an orphan
+        # ReplicaSet that wears its selector, and a refused adoption failed every sync of the model's Deployment (its
+        # scale to zero never reached its ReplicaSet).
+        worn = sorted({*worn, *reserved_labels(((request.object or {}).get("metadata") or {}).get("labels"))})
     if worn:
         return _deny(
-            f"{name}: labels {worn} would route a model server's traffic to it, but it does not derive from an "
+            f"{name}: labels {worn} (on it or its pod template) are a model server's: they route its traffic, and "
+            "a model's Deployment adopts a workload that wears its selector; but it does not derive from an "
             "admitted ModelDeployment",
             "remove the devmlops.io/, serving.kserve.io/ and app=isvc.* labels; only model servers devmlops renders "
             "wear them",

@@ -7,6 +7,7 @@ import logging
 import kopf
 from pydantic import BaseModel, ConfigDict, Field
 
+from devmlops.core.decision import OPERATOR_FINALIZER
 from devmlops.operator.certificates import CertificateSettings
 
 __all__ = ["WORKER_LIMIT", "OperatorSettings", "kopf_settings"]
@@ -54,7 +55,7 @@ class OperatorSettings(BaseModel):
 
 def kopf_settings() -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
-    settings.persistence.finalizer = "devmlops.io/operator"
+    settings.persistence.finalizer = OPERATOR_FINALIZER
     # kopf's bookkeeping goes to status (a subresource the webhook does not see), not to annotations: an annotation
     # patch is an UPDATE of the ModelDeployment, which the webhook decides in full, and is refused once a policy no
     # longer admits the model (kopf then retried each refused patch for 11 s inside a worker).

@@ -8,7 +8,9 @@ Helm chart renders (a test holds the two together).
 - Elsewhere, Deployments and StatefulSets that look like model servers (a courtesy, for early denials).
 - Services a ModelDeployment or an InferenceService owns (or owned before the update), wherever they are: they
   route a model server's traffic (a Triton model's Service is a child like its Deployment; KServe's predictor
-  Service is KServe's to write).
+  Service is KServe's to write); and, outside enforcement too, every Service named like a model's address
+  (``-predictor``, ``-transformer``, ``-explainer``, ``-canary``): KServe keeps a Service it finds under its name,
+  so an unowned one there would take the model's traffic (the webhook refuses it when that model exists).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, Literal
 
 from devmlops.core.evidence import DEFAULT_SERVER_IMAGES
 from devmlops.core.render import LABEL_MODEL_DEPLOYMENT, LABEL_MODEL_SERVER
-from devmlops.core.workloads import ENFORCE_LABEL
+from devmlops.core.workloads import ENFORCE_LABEL, SERVICE_SUFFIXES
 
 __all__ = [
     "EXCLUDED_NAMESPACES",
@@ -51,7 +53,7 @@ class Entry:
     rules: tuple[Rule, ...]
     where: Where = "all"
     model_servers_only: bool = False  # matchConditions: labelled as, or running, a model server image
-    owned_by_model: bool = False  # matchConditions: a ModelDeployment or InferenceService owns it (or did, before)
+    model_service: bool = False  # matchConditions: a model owns it (or did, before), or its name is a model's address
     orphaning_only: bool = False  # matchConditions: a DELETE with propagationPolicy Orphan
 
     @property
@@ -101,7 +103,7 @@ VALIDATING_ENTRIES: tuple[Entry, ...] = (
     ),
     # Every Service in an enforced namespace (none may take a model's address); elsewhere those models own(ed).
     Entry("services-enforced", (Rule("", ("services",)),), where="enforced"),
-    Entry("services", (Rule("", ("services",)),), where="unenforced", owned_by_model=True),
+    Entry("services", (Rule("", ("services",)),), where="unenforced", model_service=True),
     Entry(
         "orphaning",
         (
@@ -152,6 +154,15 @@ OWNED_BY_MODEL = (
     "oldObject.metadata.ownerReferences.exists(r, r.kind in ['ModelDeployment', 'InferenceService']))"
 )
 
+# A Service named like one of KServe's per component (or a rollout's new version): the name decides whose traffic
+# it takes, so it is sent whoever owns it. (A Triton model's own Service, named as the ModelDeployment, cannot be
+# told by its name; the operator replaces whatever it finds under that name.)
+MODEL_SERVICE = (
+    OWNED_BY_MODEL
+    + " || "
+    + " || ".join(f"object.metadata.name.endsWith('{suffix}')" for suffix in SERVICE_SUFFIXES if suffix)
+)
+
 
 def namespace_selector(where: Where, excluded: Iterable[str] = EXCLUDED_NAMESPACES) -> dict[str, Any]:
     expressions: list[dict[str, Any]] = [
@@ -191,8 +202,8 @@ def webhook_entry(entry: Entry, url: str, ca_pem: bytes, timeout_seconds: int, s
         webhook["namespaceSelector"] = namespace_selector(entry.where)
     if entry.model_servers_only:
         webhook["matchConditions"] = [{"name": "runs-a-model-server", "expression": model_server_condition()}]
-    if entry.owned_by_model:
-        webhook["matchConditions"] = [{"name": "owned-by-a-model-server", "expression": OWNED_BY_MODEL}]
+    if entry.model_service:
+        webhook["matchConditions"] = [{"name": "a-models-service", "expression": MODEL_SERVICE}]
     if entry.orphaning_only:
         webhook["matchConditions"] = [{"name": "orphans-its-dependents", "expression": ORPHANING}]
     return webhook

@@ -42,12 +42,12 @@ DIGEST = "devmlops.io/model-digest"
 TRITON_RUNTIME_3 = {"kind": "triton", "image": TRITON, "replicas": 3}
 
 
-def revoke(admin: k8s.ApiClient, stack: DevmlopsStack, served: Served, rogue: SignedModel) -> None:
-    """The cluster admin replaces the trusted key with another one: the served model no longer passes. Returns once
-    the webhook compiled the new policy."""
+def revoke(admin: k8s.ApiClient, stack: DevmlopsStack, served: Served, rogue: SignedModel, **spec: Any) -> None:
+    """The cluster admin replaces the trusted key with another one: the served model no longer passes (``spec``: more
+    policy fields, ``onViolation="scaleToZero"`` for one). Returns once the webhook compiled the new policy."""
     name = served.policy["metadata"]["name"]
     before = str(stack.webhook_status().get("policyRevision", ""))
-    patch = {"spec": {"authorities": [{"name": "key-0", "key": {"publicKey": rogue.key.public_pem}}]}}
+    patch = {"spec": {"authorities": [{"name": "key-0", "key": {"publicKey": rogue.key.public_pem}}], **spec}}
     k8s.CustomObjectsApi(admin).patch_cluster_custom_object(GROUP, VERSION, "clustermodelpolicies", name, patch)
     stack.wait_for_policies(present=[name], revision_not=before)
 

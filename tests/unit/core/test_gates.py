@@ -504,3 +504,28 @@ def test_a_triton_model_whose_signed_files_are_a_python_backend_is_not_admitted_
     declared = spec(model={"name": "fraud", "uri": "s3://m/fraud", "format": "onnx", "digest": digest}, runtime=triton)
     decision = decide(request(declared), policies(policy(**onnx_only)), evidence(bundle), OmsVerifier())
     assert not decision.allowed, "a python backend (code) admitted under a policy that allows onnx only"
+
+
+def test_a_model_deployment_takes_no_finalizer_but_the_operators() -> None:
+    """A ModelDeployment being deleted is never re-checked by the operator: a finalizer nobody removes kept it
+    terminating, its model server running after its key was revoked (mallory added one, then deleted it)."""
+    signed = evidence(bundle("release"))
+    held = dataclasses.replace(
+        request(spec()), object={"metadata": {"finalizers": ["mallory.example.com/keep"]}, "spec": spec()}
+    )
+    refused = decide(held, policies(policy()), signed, FakeVerifier())
+    assert not refused.allowed
+    assert "metadata.finalizers" in refused.message
+    assert "mallory.example.com/keep" in refused.message
+    scaled = spec(runtime={"kind": "kserve", "replicas": 1})
+    down = dataclasses.replace(
+        request(scaled, operation="UPDATE", old=spec(runtime={"kind": "kserve", "replicas": 3})),
+        object={"metadata": {"finalizers": ["mallory.example.com/keep"]}, "spec": scaled},
+    )
+    assert not decide(down, policies(policy()), signed, FakeVerifier()).allowed  # not carried in with a scale-down
+    kept = {"metadata": {"finalizers": ["devmlops.io/operator", "mallory.example.com/keep"]}, "spec": spec()}
+    unchanged = dataclasses.replace(request(spec(), operation="UPDATE"), object=kept, old_object=kept)
+    assert decide(unchanged, policies(policy()), signed, FakeVerifier()).allowed  # a stored one is not re-judged
+    operators = {"metadata": {"finalizers": ["devmlops.io/operator"]}, "spec": spec()}
+    added = dataclasses.replace(request(spec(), operation="UPDATE", old=spec()), object=operators)
+    assert decide(added, policies(policy()), signed, FakeVerifier()).allowed

@@ -494,10 +494,28 @@ def test_an_exempt_pod_may_not_wear_the_labels_that_route_a_model_servers_traffi
 
     assert decide({"team": "etl"}).allowed
     for labels in ({"devmlops.io/model-deployment": "fraud"}, {"app": "isvc.fraud-predictor"}):
-        assert "would route a model server's traffic" in decide(labels).message
+        assert "route its traffic" in decide(labels).message
     plain = {**pod(PINNED), "metadata": {"name": "p", "labels": {}}}
     relabelled = decide({"serving.kserve.io/inferenceservice": "fraud"}, operation="UPDATE", old=plain)
     assert not relabelled.allowed
+
+
+def test_an_exempt_workload_may_not_wear_a_models_selector_on_its_own_labels() -> None:
+    """The Deployment controller adopts an orphan ReplicaSet that wears its selector on its own labels; devmlops
+    refused that adoption (the template is not the model's), which failed every sync of the model's Deployment: its
+    scale to zero never reached its ReplicaSet. Only template labels were checked."""
+    template = {"metadata": {"labels": {"app": "decoy"}}, "spec": pod(PINNED)["spec"]}
+    decoy = {
+        "kind": "ReplicaSet",
+        "metadata": {"name": "decoy", "labels": {"devmlops.io/model-deployment": "fraud"}},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "decoy"}}, "template": template},
+    }
+    exempt = evidence(labels=ENFORCED, exemptions=(EXEMPTION,))
+    refused = review_serving(request(decoy, resource="replicasets", user="mallory"), exempt, now=NOW)
+    assert not refused.allowed
+    assert "devmlops.io/model-deployment" in refused.message
+    decoy["metadata"]["labels"] = {"team": "etl"}
+    assert review_serving(request(decoy, resource="replicasets", user="mallory"), exempt, now=NOW).allowed
 
 
 def test_an_update_that_drops_or_adds_an_owner_or_relabels_a_pod_is_reviewed_in_full() -> None:
@@ -524,6 +542,72 @@ def test_an_update_that_drops_or_adds_an_owner_or_relabels_a_pod_is_reviewed_in_
         now=NOW,
     )
     assert not claimed.allowed
+
+
+def test_a_finalizer_on_a_model_servers_workload_is_refused_unless_a_trusted_controller_adds_it() -> None:
+    """A terminating ReplicaSet is no longer scaled by its controller (a terminating Deployment neither): a finalizer
+    nobody removes kept a revoked model's Pods running after mallory deleted the workload. Metadata-only otherwise,
+    and in a scale-down too."""
+    old_rs = {
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": "fraud-5d9f",
+            "ownerReferences": [{"kind": "Deployment", "name": "fraud", "uid": "d1", "controller": True}],
+        },
+        "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "triton", "image": PINNED}]}}},
+    }
+    held = copy.deepcopy(old_rs)
+    held["metadata"]["finalizers"] = ["mallory.example.com/keep"]
+    served = evidence(labels=ENFORCED, chain=chain_of(model("triton"), rendered("triton")))
+    refused = review_serving(
+        request(held, resource="replicasets", user="mallory", operation="UPDATE", old=old_rs), served, now=NOW
+    )
+    assert not refused.allowed
+    assert "metadata.finalizers" in refused.message
+    assert "mallory.example.com/keep" in refused.message
+    held["spec"]["replicas"] = 1  # carried in with a scale-down
+    assert not review_serving(
+        request(held, resource="replicasets", user="mallory", operation="UPDATE", old=old_rs), served, now=NOW
+    ).allowed
+    annotated = copy.deepcopy(old_rs)
+    annotated["metadata"]["annotations"] = {"team": "fraud"}
+    assert review_serving(
+        request(annotated, resource="replicasets", user=IDS.controllers[1], operation="UPDATE", old=old_rs),
+        served,
+        now=NOW,
+    ).allowed
+    exempt_job = {"kind": "Job", "metadata": {"name": "etl", "finalizers": ["x"]}, "spec": {"template": {}}}
+    plain = {"kind": "Job", "metadata": {"name": "etl"}, "spec": {"template": {}}}
+    assert review_serving(
+        request(exempt_job, resource="jobs", user="mallory", operation="UPDATE", old=plain),
+        evidence(labels=ENFORCED),
+        now=NOW,
+    ).allowed
+
+
+def test_an_editor_may_not_relabel_or_annotate_a_model_servers_workload() -> None:
+    """KServe writes its predictor Deployment back as it renders it: a label mallory added (once admitted as "spec
+    unchanged") made KServe's scale to zero of a revoked model more than a scale-down, refused, and the model served
+    on. A model server's workloads are written by their controllers only, metadata included."""
+    old = kserve_deployment()
+    labelled = copy.deepcopy(old)
+    labelled["metadata"]["labels"] = {**(old["metadata"].get("labels") or {}), "team.example.com/owner": "mallory"}
+    served = evidence(labels=ENFORCED, chain=chain_of(model(), isvc_hop()))
+    refused = review_serving(
+        request(labelled, resource="deployments", user="mallory", operation="UPDATE", old=old), served, now=NOW
+    )
+    assert not refused.allowed
+    assert "the request came from 'mallory'" in refused.message
+    assert review_serving(
+        request(labelled, resource="deployments", user=IDS.kserve, operation="UPDATE", old=old), served, now=NOW
+    ).allowed
+    exempt = {"kind": "Deployment", "metadata": {"name": "etl"}, "spec": {"template": {"spec": {}}}}
+    relabelled = {**exempt, "metadata": {"name": "etl", "labels": {"team": "a"}}}
+    assert review_serving(
+        request(relabelled, resource="deployments", user="mallory", operation="UPDATE", old=exempt),
+        evidence(labels=ENFORCED),
+        now=NOW,
+    ).allowed
 
 
 def test_the_triton_service_is_a_child_compared_with_its_rendering() -> None:
