@@ -6,6 +6,7 @@ way in. The control: told 0.0.0.0, the same server listens on every interface, w
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from devmlops.core.render import MLSERVER_LOOPBACK_ENV
 from devmlops.harness.processes import free_port
 from tests.support.modelservers import mlserver
+from tests.unit.adapters.test_servingverify import guarded_plan, initializer
 
 _LISTEN = "0A"  # TCP state LISTEN in /proc/net/tcp*
 _PORTS = ("MLSERVER_HTTP_PORT", "MLSERVER_GRPC_PORT", "MLSERVER_METRICS_PORT")
@@ -70,3 +72,26 @@ def test_a_settings_json_at_the_models_root_overrides_the_rendered_host(tmp_path
         found = {name: listening_on(int(env[name])) for name in _PORTS}
     assert all(found.values()), found
     assert not any(loopback(a) for addresses in found.values() for a in addresses), found
+
+
+def test_the_storage_initializer_of_a_guarded_model_keeps_those_settings_from_mlserver(tmp_path: Path) -> None:
+    """The fix where the bytes load: the same settings.json, now in a signed model, with the plan devmlops renders for
+    a guarded KServe model, is refused by the real storage-initializer command before anything reaches the folder
+    MLServer serves; MLServer on that folder listens on loopback only. The control: the plan of an unguarded model
+    lets the file through (it is signed), and it lands where MLServer would read it."""
+    files = {"model.joblib": b"weights", "settings.json": b'{"host": "0.0.0.0"}'}
+    model, guarded = guarded_plan(tmp_path / "signed", files)
+    refused = initializer(f"devmlops+file://{model}", tmp_path / "models", guarded)
+    assert refused.returncode == 1
+    assert "the model has a settings.json at its root" in refused.stderr
+    assert not (tmp_path / "models" / "settings.json").exists()
+    plain = json.dumps({k: v for k, v in json.loads(guarded).items() if k != "mlserverGuarded"})
+    control = initializer(f"devmlops+file://{model}", tmp_path / "control" / "models", plain)
+    assert control.returncode == 0, control.stderr
+    assert (tmp_path / "control" / "models" / "settings.json").read_bytes() == files["settings.json"]
+    env = dict(MLSERVER_LOOPBACK_ENV)
+    env.update({name: str(free_port()) for name in _PORTS})
+    with mlserver(tmp_path, env=env):
+        found = {name: listening_on(int(env[name])) for name in _PORTS}
+    assert all(found.values()), found
+    assert all(loopback(a) for addresses in found.values() for a in addresses), found

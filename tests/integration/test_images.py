@@ -195,7 +195,7 @@ def test_the_storage_initializer_runs_as_kserve_runs_it_read_only_root_and_no_wr
     core = k8s.CoreV1Api(admin)
     model_config_map(core, namespace)
     digest, authority = signed_digest()
-    plan = VerificationPlan((DEMO / "fraud-detector.sig").read_text(), digest, ((1, (authority,)),))
+    plan = VerificationPlan(((DEMO / "fraud-detector.sig").read_text(),), digest, ((1, (authority,)),))
     initializer = kserve_storage_initializer("devmlops+file:///model-source")
     assert ENV_PLAN in [e["name"] for e in initializer["env"]]
     assert not any(m["mountPath"] in ("/tmp", "/var/tmp") for m in initializer["volumeMounts"])

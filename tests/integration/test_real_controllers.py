@@ -292,7 +292,7 @@ def test_kserves_pod_mutator_injects_the_devmlops_storage_initializer_with_kserv
         annotation = pod["metadata"]["annotations"][PLAN]
         assert annotation == chain.inference_service["spec"]["predictor"]["annotations"][PLAN]
         plan = VerificationPlan.from_json(annotation)
-        assert (plan.bundle, plan.digest) == (model.bundle, model.digest)
+        assert (plan.bundles, plan.digest) == ((model.bundle,), model.digest)
         # What the initializer runs under: a read-only root filesystem, and the model volume as the only mount, so
         # no writable /tmp or $HOME (the image sets HOME=/tmp); KServe's termination message policy.
         assert initializer["securityContext"]["readOnlyRootFilesystem"] is True

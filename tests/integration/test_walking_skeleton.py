@@ -98,7 +98,7 @@ def test_an_admitted_model_gets_an_owned_inference_service_and_status(
     assert isvc["metadata"]["annotations"]["devmlops.io/model-digest"] == model.digest
     assert isvc["spec"]["predictor"]["model"]["storageUri"] == "devmlops+s3://models/fraud"
     plan = VerificationPlan.from_json(isvc["spec"]["predictor"]["annotations"]["devmlops.io/verification"])
-    assert (plan.bundle, plan.digest) == (model.bundle, model.digest)
+    assert (plan.bundles, plan.digest) == ((model.bundle,), model.digest)
 
     def status() -> dict[str, Any] | None:
         md = api.get_namespaced_custom_object("devmlops.io", "v1alpha1", namespace, "modeldeployments", "fraud")

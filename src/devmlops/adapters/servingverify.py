@@ -1,10 +1,12 @@
 """What the serving pod needs to check that the bytes it loads are the bytes that were signed.
 
-The operator writes a ``VerificationPlan`` (JSON) into the pod: the OMS bundle, the digest admission verified,
+The operator writes a ``VerificationPlan`` (JSON) into the pod: the OMS bundles, the digest admission verified,
 and the authorities (with thresholds) of the policies that admitted it. ``devmlops storage-initializer`` reads it,
-fetches the model, verifies the bundle again and re-hashes every file before the model server may start; when a
-policy requires scan evidence, it also scans the files (``adapters/scan.py``) and refuses unsafe ones, so a model
-is scanned where it loads even if nobody attested a scan.
+verifies the bundles again (k of n authorities: one bundle each, all over the same manifest), fetches the model and
+re-hashes every file once before the model server may start; when a policy requires scan evidence, it also scans
+the files (``adapters/scan.py``) and refuses unsafe ones, so a model is scanned where it loads even if nobody
+attested a scan. For a model MLServer serves behind the guard it refuses a ``settings.json`` at the model root:
+MLServer would take its listening host from there over ``MLSERVER_HOST`` (docs/guard.md).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
@@ -23,7 +26,10 @@ from devmlops.core.ports import VerificationFailed
 from devmlops.core.render import VERIFY_URI_PREFIX as PREFIX
 from devmlops.errors import InvalidInputError
 
-__all__ = ["ENV_PLAN", "PREFIX", "VerificationPlan", "fetch_model", "run_plan"]
+__all__ = ["ENV_PLAN", "MLSERVER_SETTINGS", "PREFIX", "VerificationPlan", "fetch_model", "run_plan"]
+
+# MLServer's server settings, read from the root of the folder it serves, over its environment (MLSERVER_HOST).
+MLSERVER_SETTINGS = "settings.json"
 
 
 def fetch_model(uri: str, destination: Path) -> None:
@@ -70,11 +76,17 @@ def run_plan(uri: str, destination: Path, plan: VerificationPlan, *, out: TextIO
     """Fetch, verify the signature, re-hash the bytes, and scan them when the plan says so (a policy requires scan
     evidence). Raises VerificationFailed when anything differs or a file is unsafe."""
     signed = plan.verify_signature(OmsVerifier())
+    if plan.mlserver_guarded:
+        _no_server_settings(name.rsplit(":", 2)[0] for name, _digest in signed.files)  # before fetching anything
     fetch_model(uri, destination)
+    if plan.mlserver_guarded:
+        _no_server_settings(p.name for p in destination.iterdir() if p.name == MLSERVER_SETTINGS)
     check = check_model_bytes(destination, signed, progress=sys.stderr, strict=True)
     if not check.ok:
         raise VerificationFailed("the fetched model differs from its signature: " + "; ".join(check.problems[:10]))
-    out.write(f"devmlops: {check.files} files of {signed.model_name} match {signed.digest} (signer {signed.signer})\n")
+    out.write(
+        f"devmlops: {check.files} files of {signed.model_name} match {signed.digest} (signed by {signed.signer})\n"
+    )
     if plan.scan:
         scan = scan_model(destination, digests=False)  # the bytes were just hashed against the signature
         if not scan.ok:
@@ -84,3 +96,13 @@ def run_plan(uri: str, destination: Path, plan: VerificationPlan, *, out: TextIO
             )
         out.write(f"devmlops: scanned {scan.predicate()['summary']['filesScanned']} file(s): nothing unsafe\n")
     return check
+
+
+def _no_server_settings(paths: Iterable[str]) -> None:
+    """Refuse the model when one of its ``paths`` (relative to the model root) is MLServer's settings file there."""
+    if MLSERVER_SETTINGS in set(paths):
+        raise VerificationFailed(
+            f"the model has a {MLSERVER_SETTINGS} at its root, which MLServer behind the guard would read as its "
+            "server settings (its host over MLSERVER_HOST=127.0.0.1, opening the server around the guard); expected "
+            "none: remove it from the model and sign again"
+        )

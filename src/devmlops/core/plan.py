@@ -1,24 +1,31 @@
 """The verification plan: what a serving pod needs to check that the bytes it loads are the bytes that were signed.
 
-The operator renders it into the pod (the OMS bundle, the digest admission verified, and the authorities with
+The operator renders it into the pod (the OMS bundles, the digest admission verified, and the authorities with
 thresholds of the policies that admitted it); the webhook derives it again from the admitted ModelDeployment and
 the cluster policies and compares, so a plan is never trusted because an editable object carries it.
+
+A policy may require k of n authorities (``threshold``), and their signatures come in one bundle each
+(``spec.signature`` plus ``spec.additionalSignatures``): the plan carries every bundle needed to meet each admitting
+policy's threshold, at most ``MAX_BUNDLES``, in the order admission read them. A plan of one bundle keeps the JSON
+form it always had (``"bundle"``), so children rendered before k-of-n plans existed stay as they are; two or more
+are written as ``"bundles"``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from devmlops.core.policy import Authority, Policy
 from devmlops.core.ports import SignatureVerifier, SignedModel, VerificationFailed
 from devmlops.errors import InvalidInputError
 
-__all__ = ["ENV_PLAN", "VerificationPlan"]
+__all__ = ["ENV_PLAN", "MAX_BUNDLES", "VerificationPlan", "behind_mlserver_guard"]
 
 ENV_PLAN = "DEVMLOPS_VERIFICATION"
+MAX_BUNDLES = 17  # spec.signature plus at most 16 spec.additionalSignatures (the CRD's bound)
 
 
 def _authority_json(a: Authority) -> dict[str, str]:
@@ -53,13 +60,17 @@ SCAN_PREDICATE = "https://devmlops.io/attestation/scan/v1"
 
 @dataclass(frozen=True, slots=True)
 class VerificationPlan:
-    bundle: str
+    bundles: tuple[str, ...]  # every bundle needed to meet each group's threshold; () when there is none
     digest: str
     groups: tuple[tuple[int, tuple[Authority, ...]], ...]  # (threshold, authorities) per admitting policy
     scan: bool = False  # scan the fetched files for unsafe serialization before the server starts
+    # Served by MLServer behind the guard (a guarded KServe model, core/render.py): MLServer takes its server settings
+    # from a settings.json at the model root over its environment (MLSERVER_HOST=127.0.0.1), so the files must not
+    # carry one.
+    mlserver_guarded: bool = False
 
     @classmethod
-    def for_policies(cls, bundle: str, digest: str, policies: Sequence[Policy]) -> VerificationPlan:
+    def for_policies(cls, bundles: str | Sequence[str], digest: str, policies: Sequence[Policy]) -> VerificationPlan:
         """A policy that requires scan evidence also has the bytes scanned where they load, attested or not."""
         ordered = sorted(policies, key=lambda p: (p.namespace, p.name))  # one plan, whatever order policies came in
         scan = any(r.predicate_type == SCAN_PREDICATE for p in policies for r in p.evidence) or any(
@@ -68,31 +79,56 @@ class VerificationPlan:
             if p.compliance is not None
             for rules in p.compliance.tiers.values()
         )
-        return cls(bundle, digest, tuple((p.threshold, p.authorities) for p in ordered if p.authorities), scan)
+        listed = (bundles,) if isinstance(bundles, str) else tuple(bundles)
+        groups = tuple((p.threshold, p.authorities) for p in ordered if p.authorities)
+        return cls(tuple(b for b in listed if b), digest, groups, scan)
 
     @classmethod
     def for_bundles(
         cls, bundles: Sequence[str], digest: str, policies: Sequence[Policy], verifier: SignatureVerifier
     ) -> VerificationPlan:
-        """The plan with the first of ``bundles`` that meets every admitting policy for ``digest``: an OCI model may
-        carry several signatures as referrers, and whoever may push to its repository can add one before the right
-        one. When none does, the first (the serving pod then refuses to start: fail closed)."""
-        plans = [cls.for_policies(bundle, digest, policies) for bundle in bundles]
-        if not plans:
-            return cls.for_policies("", digest, policies)
-        for plan in plans:
-            try:
-                plan.verify_signature(verifier)  # cached by digest of the bundle: the decision verified them already
-            except VerificationFailed:
-                continue
-            return plan
-        return plans[0]
+        """The plan with the bundles, taken in the order given, that meet every admitting policy's threshold for
+        ``digest``: a bundle is taken when it signs ``digest`` for an authority that a group still needs. An OCI model
+        may carry several signatures as referrers, and whoever may push to its repository can add one before the
+        right ones; none of hers is taken unless a trusted authority signed it. When the bundles do not meet every
+        threshold, the plan holds the first (the serving pod then refuses to start: fail closed)."""
+        given = [bundle for bundle in bundles if bundle]
+        base = cls.for_policies((), digest, policies)
+        met: list[set[int]] = [set() for _group in base.groups]  # per group: indexes of the authorities met
+        chosen: list[str] = []
+        for bundle in given:
+            if base._met(met):
+                break
+            gains = [
+                (group, index)
+                for group, (threshold, authorities) in enumerate(base.groups)
+                if len(met[group]) < threshold
+                for index, authority in enumerate(authorities)
+                if index not in met[group] and _signs(verifier, bundle, authority, digest)  # cached: admission did it
+            ]
+            if gains:
+                chosen.append(bundle)
+                for group, index in gains:
+                    met[group].add(index)
+        if chosen and base._met(met):
+            return replace(base, bundles=tuple(chosen))
+        return replace(base, bundles=tuple(given[:1]))
+
+    def _met(self, met: Sequence[set[int]]) -> bool:
+        return all(len(done) >= threshold for done, (threshold, _authorities) in zip(met, self.groups, strict=True))
 
     def to_json(self) -> str:
         groups = [{"threshold": t, "authorities": [_authority_json(a) for a in auths]} for t, auths in self.groups]
-        plan: dict[str, Any] = {"bundle": self.bundle, "digest": self.digest, "policies": groups}
+        plan: dict[str, Any] = (
+            {"bundles": list(self.bundles)}
+            if len(self.bundles) > 1
+            else {"bundle": self.bundles[0] if self.bundles else ""}
+        )
+        plan.update(digest=self.digest, policies=groups)
         if self.scan:
             plan["scan"] = True
+        if self.mlserver_guarded:
+            plan["mlserverGuarded"] = True
         return json.dumps(plan, separators=(",", ":"))
 
     @classmethod
@@ -102,10 +138,11 @@ class VerificationPlan:
             groups = tuple(
                 (int(g["threshold"]), tuple(_authority(a) for a in g["authorities"])) for g in raw["policies"]
             )
-            scan = raw.get("scan", False)
-            if not isinstance(scan, bool):
-                raise TypeError(f"scan: got {scan!r}, expected true or false")
-            plan = cls(str(raw["bundle"]), str(raw["digest"]), groups, scan)
+            flags = {name: raw.get(key, False) for name, key in (("scan", "scan"), ("mlserver_guarded", _GUARDED))}
+            for name, value in flags.items():
+                if not isinstance(value, bool):
+                    raise TypeError(f"{name}: got {value!r}, expected true or false")
+            plan = cls(_bundles(raw), str(raw["digest"]), groups, **flags)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InvalidInputError(f"{ENV_PLAN}: not a verification plan ({exc})") from exc
         if not plan.groups:
@@ -113,37 +150,111 @@ class VerificationPlan:
         return plan
 
     def same_as(self, other: VerificationPlan) -> bool:
-        """Equal bundle, digest, scan and authority groups, whatever the order the policies were listed in."""
+        """Equal bundles (in order), digest, flags and authority groups, whatever the order the policies were listed
+        in."""
 
         def groups(plan: VerificationPlan) -> list[str]:
             return sorted(
                 json.dumps([t, [_authority_json(a) for a in auths]], sort_keys=True) for t, auths in plan.groups
             )
 
-        return (self.bundle, self.digest, self.scan, groups(self)) == (
-            other.bundle,
+        return (self.bundles, self.digest, self.scan, self.mlserver_guarded, groups(self)) == (
+            other.bundles,
             other.digest,
             other.scan,
+            other.mlserver_guarded,
             groups(other),
         )
 
     def verify_signature(self, verifier: SignatureVerifier) -> SignedModel:
-        """Every admitting policy's threshold must be met again, and the bundle must sign the admitted digest."""
-        signed: SignedModel | None = None
+        """Every admitting policy's threshold must be met again, by distinct authorities each verifying one of the
+        bundles for the admitted digest; and every bundle must verify for some authority and name that digest and
+        the same files, so that the files are hashed once against one manifest. The signed model returned names
+        every signer."""
+        verified: dict[int, SignedModel] = {}  # bundle index -> what it signs, for the admitted digest
+        covers: set[str] = set()
         for threshold, authorities in self.groups:
             passed = 0
             for authority in authorities:
-                try:
-                    signed = verifier.verify_model(self.bundle, authority)
-                except VerificationFailed:
-                    continue
-                passed += 1
+                signed = self._verified_by(verifier, authority, verified, covers)
+                passed += signed is not None
             if passed < threshold:
+                if covers:
+                    found = ", ".join(sorted(covers))
+                    raise VerificationFailed(f"the signature covers {found}, but {self.digest} was admitted")
                 names = ", ".join(a.name for a in authorities)
                 raise VerificationFailed(
                     f"signature verified for {passed} of {threshold} required authorities ({names})"
                 )
-        assert signed is not None  # a group with threshold >= 1 passed
-        if signed.digest != self.digest:
-            raise VerificationFailed(f"the signature covers {signed.digest}, but {self.digest} was admitted")
-        return signed
+        unverified = [str(index) for index in range(len(self.bundles)) if index not in verified]
+        if unverified:
+            raise VerificationFailed(
+                f"bundle(s) {', '.join(unverified)} of {len(self.bundles)} verify for none of the authorities "
+                f"for {self.digest}"
+            )
+        first = verified[0]
+        for index, signed in sorted(verified.items()):
+            if signed.files != first.files:
+                raise VerificationFailed(
+                    f"bundle {index} signs other files than bundle 0 for {self.digest}: got "
+                    f"{len(signed.files)} file(s), expected the {len(first.files)} of bundle 0"
+                )
+        signers = list(dict.fromkeys(signed.signer for _index, signed in sorted(verified.items())))
+        return replace(first, signer=", ".join(signers)) if len(signers) > 1 else first
+
+    def _verified_by(
+        self, verifier: SignatureVerifier, authority: Authority, verified: dict[int, SignedModel], covers: set[str]
+    ) -> SignedModel | None:
+        """The first bundle that verifies for ``authority`` and signs the admitted digest (None: none does); every
+        bundle that verifies is recorded in ``verified`` (admitted digest) or ``covers`` (another digest)."""
+        found: SignedModel | None = None
+        for index, bundle in enumerate(self.bundles):
+            try:
+                signed = verifier.verify_model(bundle, authority)
+            except VerificationFailed:
+                continue
+            if signed.digest != self.digest:
+                covers.add(signed.digest)
+                continue
+            verified.setdefault(index, signed)
+            if found is None:
+                found = signed
+        return found
+
+
+_GUARDED = "mlserverGuarded"
+
+
+def behind_mlserver_guard(plan_json: str) -> str:
+    """``plan_json`` for a model that MLServer serves behind the guard (``mlserver_guarded``). A text that is no plan
+    stays as it is: the storage initializer and the webhook refuse it anyway."""
+    try:
+        plan = VerificationPlan.from_json(plan_json)
+    except InvalidInputError:
+        return plan_json
+    return replace(plan, mlserver_guarded=True).to_json()
+
+
+def _signs(verifier: SignatureVerifier, bundle: str, authority: Authority, digest: str) -> bool:
+    try:
+        return verifier.verify_model(bundle, authority).digest == digest
+    except VerificationFailed:
+        return False
+
+
+def _bundles(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    """``"bundle"`` (one, the form every plan had before k-of-n; '' for none) or ``"bundles"`` (two to MAX_BUNDLES),
+    never both."""
+    if ("bundle" in raw) == ("bundles" in raw):
+        raise KeyError("expected exactly one of 'bundle' and 'bundles'")
+    if "bundle" in raw:
+        one = raw["bundle"]
+        if not isinstance(one, str):
+            raise TypeError(f"bundle: got {type(one).__name__}, expected a string")
+        return (one,) if one else ()
+    many = raw["bundles"]
+    if not isinstance(many, list) or not 2 <= len(many) <= MAX_BUNDLES:
+        raise TypeError(f"bundles: got {many!r:.80}, expected a list of 2 to {MAX_BUNDLES} bundles")
+    if not all(isinstance(b, str) and b for b in many):
+        raise TypeError("bundles: expected non-empty strings")
+    return tuple(many)

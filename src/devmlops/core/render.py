@@ -12,7 +12,7 @@ from typing import Any
 
 from devmlops.core.guard import Split, guard_config_json
 from devmlops.core.manifests import ModelDeployment
-from devmlops.core.plan import ENV_PLAN
+from devmlops.core.plan import ENV_PLAN, behind_mlserver_guard
 
 __all__ = [
     "ANNOTATION_AUTOSCALER_CLASS",
@@ -75,7 +75,8 @@ def build_inference_service(
 
     With ``spec.guard`` (admitted only on a ClusterServingRuntime declared to run MLServer: core/gates/guard.py) the
     predictor gets the guard as KServe's collocated transformer: a container named ``transformer-container``, whose
-    first port KServe's predictor Service targets; MLServer is told to listen on the Pod's loopback only.
+    first port KServe's predictor Service targets; MLServer is told to listen on the Pod's loopback only, and the
+    plan tells the storage initializer to refuse the server settings MLServer would read from the model's files.
     """
     metadata, spec = model_deployment.metadata, model_deployment.spec
     model, runtime = spec.model, spec.runtime
@@ -101,7 +102,10 @@ def build_inference_service(
             )
         ]
     if plan_json:
-        predictor["annotations"] = {ANNOTATION_VERIFICATION: plan_json}
+        # Behind the guard, the storage initializer also refuses a settings.json at the model root: MLServer would
+        # take its host from there over MLSERVER_HOST (docs/guard.md).
+        served = behind_mlserver_guard(plan_json) if spec.guard is not None else plan_json
+        predictor["annotations"] = {ANNOTATION_VERIFICATION: served}
     rollout = spec.rollout
     if rollout is not None and rollout.strategy == "canary" and rollout.canary is not None:
         predictor["canaryTrafficPercent"] = rollout.canary.traffic_percent

@@ -638,7 +638,6 @@ def _member_problems(
     isvc: Mapping[str, Any] | None,
 ) -> list[str]:
     """``isvc``: the rendered InferenceService, for a KServe model's chain."""
-    kserve = isvc is not None
     kind, owner_kind = member.get("kind"), owner.get("kind")
     if kind == "ReplicaSet" and owner_kind == "Deployment":
         wanted = (owner.get("spec") or {}).get("template") or {}
@@ -658,7 +657,7 @@ def _member_problems(
         return [f"{label} {p}" for p in problems]
     if kind == "Pod" and owner_kind == "ReplicaSet":
         template = (owner.get("spec") or {}).get("template") or {}
-        return [f"{label} {p}" for p in _pod_problems(member, template, chain=chain, evidence=evidence, kserve=kserve)]
+        return [f"{label} {p}" for p in _pod_problems(member, template, chain=chain, evidence=evidence, isvc=isvc)]
     return [f"{label}: a {kind} controlled by a {owner_kind} is not part of any chain devmlops renders"]
 
 
@@ -683,10 +682,16 @@ def _what_runs(container: Any) -> dict[str, Any]:
 
 
 def _pod_problems(
-    pod: Mapping[str, Any], template: Mapping[str, Any], *, chain: Chain, evidence: Evidence, kserve: bool
+    pod: Mapping[str, Any],
+    template: Mapping[str, Any],
+    *,
+    chain: Chain,
+    evidence: Evidence,
+    isvc: Mapping[str, Any] | None,
 ) -> list[str]:
-    """A Pod runs what its ReplicaSet's template says, plus (KServe) the devmlops storage initializer with the plan
-    derived again from the ModelDeployment; nothing from a host path; no ephemeral containers."""
+    """A Pod runs what its ReplicaSet's template says, plus (KServe, ``isvc``: the rendered InferenceService) the
+    devmlops storage initializer with the plan rendered from the ModelDeployment derived again; nothing from a host
+    path; no ephemeral containers."""
     spec, wanted = pod.get("spec") or {}, template.get("spec") or {}
     problems = differences(
         [_what_runs(c) for c in wanted.get("containers") or []],
@@ -694,10 +699,12 @@ def _pod_problems(
         "spec.containers",
     )
     init = list(spec.get("initContainers") or [])
-    if kserve:
+    if isvc is not None:
         initializers = [c for c in init if isinstance(c, Mapping) and c.get("name") == "storage-initializer"]
         init = [c for c in init if c not in initializers]
-        problems += _initializer_problems(initializers, pod, chain, evidence)
+        predictor = (isvc.get("spec") or {}).get("predictor") or {}
+        plan_json = str((predictor.get("annotations") or {}).get(ANNOTATION_VERIFICATION) or "")
+        problems += _initializer_problems(initializers, pod, chain, evidence, plan_json=plan_json)
     problems += differences(
         [_what_runs(c) for c in wanted.get("initContainers") or []],
         [_what_runs(c) for c in init],
@@ -712,9 +719,15 @@ def _pod_problems(
 
 
 def _initializer_problems(
-    initializers: Sequence[Mapping[str, Any]], pod: Mapping[str, Any], chain: Chain, evidence: Evidence
+    initializers: Sequence[Mapping[str, Any]],
+    pod: Mapping[str, Any],
+    chain: Chain,
+    evidence: Evidence,
+    *,
+    plan_json: str,
 ) -> list[str]:
-    """KServe picks the storage container by URI pattern from an unordered list: check that it picked devmlops's."""
+    """KServe picks the storage container by URI pattern from an unordered list: check that it picked devmlops's, and
+    that the Pod carries the plan devmlops renders (``plan_json``: the rendered InferenceService's)."""
     model = (chain.model or {}).get("spec", {}).get("model") or {}
     if len(initializers) != 1:
         return [f"spec.initContainers: {len(initializers)} storage-initializer(s), expected devmlops's one"]
@@ -732,7 +745,7 @@ def _initializer_problems(
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     try:
         found = VerificationPlan.from_json(str(annotations.get(ANNOTATION_VERIFICATION) or ""))
-        expected = VerificationPlan.from_json(chain.plan_json)
+        expected = VerificationPlan.from_json(plan_json)
     except InvalidInputError as exc:
         return [*problems, f"annotation {ANNOTATION_VERIFICATION}: {exc.user_message}"]
     if not found.same_as(expected):

@@ -5,6 +5,7 @@ KServe's collocated transformer, the same guard Triton gets, with MLServer on th
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -12,10 +13,12 @@ import pytest
 from devmlops.core.decision import decide
 from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.model import Decision
-from devmlops.core.policy import PolicySet, compile_model_policy
-from devmlops.core.render import build_triton, render_children
+from devmlops.core.plan import VerificationPlan
+from devmlops.core.policy import PolicySet, compile_model_policy, compile_policy
+from devmlops.core.render import ANNOTATION_VERIFICATION, build_triton, render_children
 from devmlops.errors import InvalidInputError
 from tests.unit.core.fakes import DIGEST, FakeVerifier
+from tests.unit.core.test_gates import policy
 from tests.unit.core.test_team_policies import NAMESPACE, cluster, evidence, md_request, team
 
 MLSERVER = "mlserver-1-7"
@@ -182,3 +185,28 @@ def test_a_kserve_model_without_a_guard_is_rendered_as_before() -> None:
     (isvc,) = render_children(plain, plan_json="{}", verifier_image="devmlops@v1")
     assert "containers" not in isvc["spec"]["predictor"]
     assert set(isvc["spec"]["predictor"]["model"]) == {"storageUri", "runtime"}
+
+
+def test_only_a_guarded_kserve_models_plan_refuses_mlserver_settings() -> None:
+    """MLServer reads a settings.json at the model root over MLSERVER_HOST: the plan of a model it serves behind the
+    guard tells the storage initializer to refuse one; other models' plans stay as the operator derived them."""
+    plan = VerificationPlan.for_policies("bundle", DIGEST, [compile_policy(policy())]).to_json()
+    (isvc,) = render_children(_model(**KSERVE_ON_MLSERVER), plan_json=plan, verifier_image="devmlops@v1")
+    rendered = VerificationPlan.from_json(isvc["spec"]["predictor"]["annotations"][ANNOTATION_VERIFICATION])
+    assert rendered.mlserver_guarded
+    assert rendered.same_as(replace(VerificationPlan.from_json(plan), mlserver_guarded=True))
+    plain = parse_model_deployment(
+        {
+            "metadata": {"name": "fraud", "namespace": "ml", "uid": "u1"},
+            "spec": {
+                "model": {"name": "fraud", "uri": "s3://models/fraud", "digest": DIGEST},
+                "runtime": KSERVE_ON_MLSERVER,
+            },
+        }
+    )
+    (unguarded,) = render_children(plain, plan_json=plan, verifier_image="devmlops@v1")
+    assert unguarded["spec"]["predictor"]["annotations"][ANNOTATION_VERIFICATION] == plan
+    triton, _service = build_triton(
+        _model(kind="triton", image="t@sha256:" + "1" * 64), plan_json=plan, verifier_image="v", policy_revision=""
+    )
+    assert triton["spec"]["template"]["spec"]["initContainers"][0]["env"][0]["value"] == plan

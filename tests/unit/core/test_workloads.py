@@ -25,7 +25,9 @@ from tests.unit.core.fakes import DIGEST, FakeVerifier
 IDS = Identities()
 NOW = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
 PINNED = "registry.local/server@sha256:" + "1" * 64
-PLAN = VerificationPlan("bundle", DIGEST, ((1, (Authority(name="release", kind="key", public_key="PEM"),)),)).to_json()
+PLAN = VerificationPlan(
+    ("bundle",), DIGEST, ((1, (Authority(name="release", kind="key", public_key="PEM"),)),)
+).to_json()
 PASSING = Decision((GateResult(gate="signature", outcome="pass", reason="verified"),))
 FAILING = Decision((GateResult(gate="signature", outcome="fail", reason="key revoked"),))
 ENFORCED = {"devmlops.io/enforce": "true"}
@@ -312,7 +314,7 @@ def test_a_kserve_pod_passes_only_with_devmlops_storage_initializer_and_the_deri
         request(kserve_pod(), resource="pods", user=controller), evidence(chain=kserve_pod_chain(), **enforced), now=NOW
     )
     assert ok.allowed, ok.message
-    other_plan = VerificationPlan("other bundle", DIGEST, VerificationPlan.from_json(PLAN).groups).to_json()
+    other_plan = VerificationPlan(("other bundle",), DIGEST, VerificationPlan.from_json(PLAN).groups).to_json()
     for pod, expected in (
         (kserve_pod(image="kserve/storage-initializer:v0.16"), "another ClusterStorageContainer"),
         (kserve_pod(plan=other_plan), "not the plan devmlops derives"),
@@ -703,6 +705,7 @@ KSERVE_GUARD_EDITS: dict[str, Any] = {
     "a-port-added-to-the-guard": lambda p: p["containers"][0]["ports"].append({"containerPort": 8080}),
     "the-runtime-dropped": lambda p: p["model"].pop("runtime"),
     "the-readiness-probe-dropped": lambda p: p["model"].pop("readinessProbe"),
+    "the-plan-without-the-settings-refusal": lambda p: p["annotations"].update({"devmlops.io/verification": PLAN}),
 }
 
 
@@ -773,3 +776,31 @@ def test_kserves_deployment_of_a_guarded_model_must_keep_the_guard_and_mlserver_
         decision = _review_kserve_deployment(guarded_kserve_deployment(env=env))
         assert not decision.allowed, env
         assert "env MLSERVER_HOST" in decision.message
+
+
+def test_a_guarded_kserve_pod_must_carry_the_plan_that_refuses_mlserver_settings() -> None:
+    """The storage initializer of a model MLServer serves behind the guard refuses a settings.json among its files
+    (core/plan.py: mlserver_guarded); the webhook expects the plan as rendered, flag included."""
+    deployment = guarded_kserve_deployment()
+    replica_set = {
+        "kind": "ReplicaSet",
+        "metadata": {"name": "rs"},
+        "spec": {"template": deployment["spec"]["template"]},
+    }
+    isvc = rendered("kserve-guarded")
+    hop = {**isvc, "metadata": {**isvc["metadata"], "uid": "i1"}}
+    chain = chain_of(model("kserve-guarded"), replica_set, deployment, hop)
+    guarded_plan = isvc["spec"]["predictor"]["annotations"]["devmlops.io/verification"]
+    assert VerificationPlan.from_json(guarded_plan).mlserver_guarded
+    assert not VerificationPlan.from_json(PLAN).mlserver_guarded
+
+    def review(plan: str) -> Decision:
+        pod = kserve_pod(plan=plan)
+        pod["spec"]["containers"] = deployment["spec"]["template"]["spec"]["containers"]
+        pod_request = request(pod, resource="pods", user=IDS.controllers[1])
+        return review_serving(pod_request, evidence(chain=chain, labels=ENFORCED), now=NOW)
+
+    assert review(guarded_plan).allowed, review(guarded_plan).message
+    unflagged = review(PLAN)
+    assert not unflagged.allowed
+    assert "not the plan devmlops derives" in unflagged.message
