@@ -19,7 +19,8 @@ has no such API (distribution 3.1.2 answers 404 and cosign writes the tag).
 
 Registries are reached over HTTPS, or plain HTTP for the hosts the cluster admins list (``--oci-plain-http``,
 loopback registries in tests); anonymous pulls only (a registry that asks for credentials is a failure to check,
-which denies). Every read is bounded in size; each lookup has a deadline; the bundles of an image digest are kept
+which denies). Every read is bounded in size; each lookup has a deadline for all of it (every request and byte: a
+slow registry, whoever names it, holds a shared worker no longer); the bundles of an image digest are kept
 for a short time (a signature attached later is seen after it), and verifying them again (ECDSA) costs microseconds.
 """
 
@@ -27,12 +28,13 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -109,7 +111,30 @@ class OciClient:
 
     def __init__(self, *, plain_http: Sequence[str] = (), timeout: float = 2.0) -> None:
         self._plain = frozenset(plain_http)
+        self._timeout = timeout
         self._http = httpx.Client(timeout=timeout, follow_redirects=True)
+        self._local = threading.local()  # the deadline of the lookup this thread runs
+
+    @contextlib.contextmanager
+    def _lookup(self) -> Iterator[None]:
+        """One lookup (every request it makes, every byte it reads) within ``timeout`` seconds. httpx's timeout
+        bounds each wait for the next bytes, not a read: a registry that sent a byte a second held the caller's
+        thread for days, and the host is whatever a ModelDeployment names (its workers are shared by every team)."""
+        self._local.deadline = time.monotonic() + self._timeout
+        try:
+            yield
+        finally:
+            self._local.deadline = None
+
+    def _remaining(self, host: str) -> float:
+        """Seconds left of this thread's lookup; ``RegistryUnreachable`` once it is past its deadline."""
+        deadline = getattr(self._local, "deadline", None)
+        if deadline is None:
+            return self._timeout
+        remaining = float(deadline - time.monotonic())
+        if remaining <= 0:
+            raise RegistryUnreachable(f"{host}: no complete answer within the lookup's deadline of {self._timeout:g}s")
+        return remaining
 
     def _get(self, host: str, path: str, accept: str) -> tuple[int, bytes]:
         status, body, _digest = self._read(host, path, accept)
@@ -118,10 +143,12 @@ class OciClient:
     def _read(self, host: str, path: str, accept: str) -> tuple[int, bytes, str]:
         """Status, body (at most ``_MAX_BYTES``) and the ``Docker-Content-Digest`` header ("" when absent)."""
         scheme = "http" if host in self._plain else "https"
+        url, timeout = f"{scheme}://{host}/v2/{path}", httpx.Timeout(self._remaining(host))
         try:
-            with self._http.stream("GET", f"{scheme}://{host}/v2/{path}", headers={"Accept": accept}) as answer:
+            with self._http.stream("GET", url, headers={"Accept": accept}, timeout=timeout) as answer:
                 body = b""
                 for chunk in answer.iter_bytes():
+                    self._remaining(host)
                     body += chunk
                     if len(body) > _MAX_BYTES:
                         raise RegistryUnreachable(f"{host}/{path}: more than {_MAX_BYTES} bytes")
@@ -146,6 +173,10 @@ class OciClient:
     def bundles(self, image: str, *, predicate_type: str = "") -> list[str]:
         """The Sigstore bundles attached to ``image`` (as text), through the referrers API or the referrers tag; with
         ``predicate_type``, only those whose manifest says so (``dev.sigstore.bundle.predicateType``)."""
+        with self._lookup():
+            return self._bundles(image, predicate_type)
+
+    def _bundles(self, image: str, predicate_type: str) -> list[str]:
         host, repository, digest = parse_image(image)
         index = self._json(host, f"{repository}/referrers/{digest}", _INDEX, missing_ok=True)
         if index is None:
@@ -166,7 +197,8 @@ class OciClient:
         """The digest of the manifest (or index) ``tag`` names now: the SHA-256 of the bytes the registry sent,
         which must agree with its ``Docker-Content-Digest`` where it gives one. ``OciError`` for a tag the registry
         does not have, ``RegistryUnreachable`` for everything else."""
-        status, body, header = self._read(host, f"{repository}/manifests/{tag}", _ACCEPT_ANY_MANIFEST)
+        with self._lookup():
+            status, body, header = self._read(host, f"{repository}/manifests/{tag}", _ACCEPT_ANY_MANIFEST)
         if status == 404:
             raise OciError(f"{host} has no tag '{tag}' in {repository} (HTTP 404)")
         if status != 200:

@@ -56,9 +56,19 @@ class Authority:
 
     @property
     def fingerprint(self) -> str:
-        """A digest of the trust material: the cache key part that changes when the authority does."""
+        """A digest of the trust material: the cache key part that changes when the authority does, and what the
+        shell keys a verified image signature by. The trust root is part of it: two policies trusting one keyless
+        identity under different roots are two authorities (a signature verified under one root counted for both)."""
         material = "\0".join(
-            (self.kind, self.public_key, self.certificates, self.identity, self.identity_regexp, self.issuer)
+            (
+                self.kind,
+                self.public_key,
+                self.certificates,
+                self.identity,
+                self.identity_regexp,
+                self.issuer,
+                self.trust_root_version,
+            )
         )
         return hashlib.sha256(material.encode()).hexdigest()
 

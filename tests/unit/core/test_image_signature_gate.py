@@ -11,7 +11,7 @@ import pytest
 from devmlops.core.decision import decide
 from devmlops.core.evidence import Document, Evidence, ImageSignatures, SignedImages
 from devmlops.core.gates.imagesig import unsigned_images
-from devmlops.core.policy import compile_policy
+from devmlops.core.policy import compile_policy, image_authorities
 from devmlops.errors import InvalidInputError
 from tests.unit.core.fakes import FakeVerifier, bundle
 from tests.unit.core.test_gates import policies, policy, request, spec
@@ -133,3 +133,23 @@ def test_every_pinned_runtime_image_must_be_signed_for_each_policy_that_demands_
         f"image '{IMAGE}': its signature was not checked (no registry access configured)"
     ]
     assert unsigned_images(["triton:24.08"], SignedImages(demands, {})) == []  # unpinned: the allow-list says so
+
+
+def test_a_signature_verified_under_one_keyless_trust_root_does_not_count_for_a_policy_trusting_another() -> None:
+    """Two ClusterModelPolicies trust the same keyless identity and issuer, one under Sigstore's public-good root and
+    one under the company's own (trustConfig). The shell keys what verified by the authority's fingerprint, which left
+    the trust root out: the two were one authority, checked once under whichever root came first, and a signature
+    verified under the public-good root counted for the policy that trusts only its own."""
+    identity = {"identity": "release@corp.example", "issuer": "https://issuer.example"}
+    public = policy("public", imageSignatures={"authorities": [{"name": "ci", "keyless": identity}]})
+    own = {**identity, "trustConfig": '{"mediaType": "own"}'}
+    private = policy("private", imageSignatures={"authorities": [{"name": "ci", "keyless": own}]})
+    both = policies(public, private)
+    by_public, by_private = (p.image_authorities[0] for p in both.policies)
+    assert by_public.fingerprint != by_private.fingerprint
+    assert len(image_authorities(both)) == 2, "each trust root must be checked"
+    found = ImageSignatures(image=IMAGE, signers={by_public.fingerprint: "ci"}, bundles=1)
+    decision = decide(request(triton()), both, evidence(found), FakeVerifier())
+    assert not decision.allowed
+    failed = [r for r in decision.results if r.gate == "image-signature" and r.outcome == "fail"]
+    assert [r.policy for r in failed] == ["private"], decision.message
