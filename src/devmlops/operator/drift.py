@@ -4,7 +4,7 @@ to straight from the API server (the operator is not in the admission path, so a
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kubernetes import client as k8s
@@ -66,13 +66,25 @@ def reevaluate(
     engine: PolicyEngine | None = None,
     registry: RegistryResolver | None = None,
     images: ImageSignatureChecker | None = None,
+    running_images: Sequence[str] = (),
 ) -> Decision:
     """The admission decision again, as of now's policies and trust roots (approval is the operator's own check).
-    ``verifier`` is the operator's, with its deadline (operator/verifier.py)."""
+    ``verifier`` is the operator's, with its deadline (operator/verifier.py); ``running_images`` what a KServe
+    model's predictor runs now, held to the policies' image signatures like a Triton model's image."""
     metadata = model.get("metadata") or {}
     request = model_request(model, uid=f"recheck-{metadata.get('uid', '')}", username="devmlops-operator")
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # evidence age is judged at each re-check
+    authorities = image_authorities(policies)
+    running = None
+    if images is not None and authorities and running_images:
+        running = {image: images.check(image, authorities) for image in sorted(set(running_images))}
     evidence = resolve_evidence(
-        model, lookup, registry, images=images, image_authorities=image_authorities(policies), now=now
+        model,
+        lookup,
+        registry,
+        images=images,
+        image_authorities=authorities,
+        now=now,
+        runtime_image_signatures=running,
     )
     return may_serve(model, policies, evidence, verifier, engine, stage="admission", request=request)

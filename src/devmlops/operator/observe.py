@@ -17,10 +17,11 @@ from devmlops.adapters.ocisig import ImageSignatureChecker
 from devmlops.adapters.opa import OpaEngine
 from devmlops.adapters.registrycache import RegistryResolver
 from devmlops.core.baseline import evaluation_authorities, monitors_drift, signed_baseline
+from devmlops.core.exemptions import pod_images
 from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.model import Decision
 from devmlops.core.plan import VerificationPlan
-from devmlops.core.policy import PolicySet
+from devmlops.core.policy import PolicySet, image_authorities
 from devmlops.core.ports import SignatureVerifier, VerificationFailed
 from devmlops.core.render import CANARY_SUFFIX
 from devmlops.core.rollout import PROGRESSING, what_serves
@@ -115,7 +116,25 @@ class Observer:
             engine=self._engine,
             registry=self._registry,
             images=self._images,
+            running_images=self._running_images(model) if image_authorities(policies) else [],
         )
+
+    def _running_images(self, model: Mapping[str, Any]) -> list[str]:
+        """The images KServe's predictor Deployment runs for a KServe model (its guard, the devmlops image, aside);
+        [] for other runtimes and before KServe made it."""
+        spec = model.get("spec") or {}
+        if (spec.get("runtime") or {}).get("kind") != "kserve":
+            return []
+        # KServe names its predictor Deployment after the InferenceService, which devmlops names after the model.
+        name, namespace = f"{model['metadata']['name']}-predictor", str(model["metadata"]["namespace"])
+        try:
+            found: Any = k8s.AppsV1Api(self._api_client).read_namespaced_deployment(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return []
+            raise
+        template = k8s.ApiClient().sanitize_for_serialization(found.spec.template.spec)
+        return [image for image in pod_images(template) if image != VERIFIER_IMAGE]
 
     def _serving(self, model: Mapping[str, Any], context: ModelContext) -> Serving | None:
         """The rendering inputs of a version that passed its decision, its signature verified again (None: not)."""

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
@@ -43,6 +45,7 @@ from tests.integration.support import (
     cluster_policy,
     eventually,
     installed_policy,
+    md_status,
     model_deployment,
     signed_by_evidence,
     trusting,
@@ -382,3 +385,70 @@ def test_a_kserve_runtime_image_nobody_signed_never_runs_a_model(
         for name in (old, signed):
             with contextlib.suppress(ApiException):  # the signed one was never made if the test failed before it
                 api.delete_cluster_custom_object(*RUNTIMES, "clusterservingruntimes", name)
+
+
+def test_removing_the_image_key_degrades_a_running_kserve_model(
+    images: Images,
+    admin: k8s.ApiClient,
+    mallory: k8s.ApiClient,
+    stack: DevmlopsStack,
+    enforced_namespace: str,
+    attack_model: SignedModel,
+) -> None:
+    """Revocation reaches a KServe model's server image too: its predictor runs the platform-signed runtime image;
+    the cluster admin replaces the image key (the old one leaked, say). The operator re-decides the model with the
+    images KServe's Deployment runs, degrades it and scales it to zero, as it does a Triton model whose image key
+    went (before, the gate skipped KServe models and the model kept serving until a Pod was made again)."""
+    api = k8s.CustomObjectsApi(admin)
+    runtime = f"{enforced_namespace}-signed"[:63]
+    allow = {"images": [f"{images.host}/nvidia/tritonserver@*", "devmlops:0.1.0"]}
+    demand = {"authorities": [{"name": "platform-images", "key": {"publicKey": images.platform_key}}]}
+    policy = policy_name(enforced_namespace)
+    with trusting(
+        admin,
+        stack,
+        enforced_namespace,
+        attack_model,
+        policy=policy,
+        allow=allow,
+        imageSignatures=demand,
+        onViolation="scaleToZero",
+    ):
+        body = _kserve_runtime(runtime, images.signed)
+        admitted(api.create_cluster_custom_object, *RUNTIMES, "clusterservingruntimes", body)
+        try:
+            doc = signed_by_evidence("fraud", attack_model, runtime={"kind": "kserve", "servingRuntime": runtime})
+            admitted(create, mallory, enforced_namespace, doc)
+            apps = k8s.AppsV1Api(admin)
+            eventually(
+                lambda: apps.list_namespaced_deployment(enforced_namespace).items,
+                timeout=60,
+                what="KServe's predictor Deployment on the signed runtime image",
+            )
+            fresh = ec.generate_private_key(ec.SECP256R1()).public_key()
+            pem = fresh.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            leaked = {"authorities": [{"name": "platform-images", "key": {"publicKey": pem.decode()}}]}
+            before = str(stack.webhook_status().get("policyRevision", ""))
+            api.patch_cluster_custom_object(
+                GROUP, VERSION, "clustermodelpolicies", policy[:63], {"spec": {"imageSignatures": leaked}}
+            )
+            stack.wait_for_policies(present=[policy[:63]], revision_not=before)
+
+            def degraded() -> str:
+                conditions = md_status(admin, enforced_namespace).get("conditions") or []
+                found = next((c for c in conditions if c["type"] == "Degraded" and c["status"] == "True"), None)
+                return str(found["message"]) if found else ""
+
+            message = eventually(degraded, timeout=60, what="the operator degrading the KServe model")
+            assert f"KServe's predictor runs image '{images.signed}' got 1 signature bundle(s), none valid" in message
+
+            def min_replicas() -> Any:
+                isvc = api.get_namespaced_custom_object(
+                    KSERVE_GROUP, "v1beta1", enforced_namespace, "inferenceservices", "fraud"
+                )
+                return isvc["spec"]["predictor"].get("minReplicas")
+
+            eventually(lambda: min_replicas() == 0, timeout=60, what="the InferenceService scaled to zero")
+        finally:
+            with contextlib.suppress(ApiException):
+                api.delete_cluster_custom_object(*RUNTIMES, "clusterservingruntimes", runtime)

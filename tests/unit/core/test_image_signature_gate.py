@@ -153,3 +153,28 @@ def test_a_signature_verified_under_one_keyless_trust_root_does_not_count_for_a_
     assert not decision.allowed
     failed = [r for r in decision.results if r.gate == "image-signature" and r.outcome == "fail"]
     assert [r.policy for r in failed] == ["private"], decision.message
+
+
+def test_a_running_kserve_models_images_are_held_to_the_policys_image_keys_now() -> None:
+    """The operator's re-check hands in what KServe's predictor runs: signed now passes, a key removed since fails
+    (degrade, scale to zero), a registry that cannot be read is an error (the server is kept and retried)."""
+    kserve = spec(runtime={"kind": "kserve", "servingRuntime": "sklearn"})
+    signed = ImageSignatures(image=IMAGE, signers={image_key_fingerprint(): "images"}, bundles=1)
+    unsigned = ImageSignatures(image=IMAGE, bundles=1, problems=("bundle 0: not signed by images",))
+    unreadable = ImageSignatures(image=IMAGE, error="signatures could not be read: timeout")
+
+    def decided(found: ImageSignatures) -> tuple[str, str]:
+        ev = Evidence(
+            signatures=(Document("spec.signature.inline", text=bundle("release")),),
+            runtime_image_signatures={IMAGE: found},
+        )
+        return image_reason(decide(request(kserve), signed_policy(), ev, FakeVerifier()))
+
+    assert decided(signed)[0] == "pass"
+    outcome, reason = decided(unsigned)
+    assert outcome == "fail"
+    assert reason == (
+        f"KServe's predictor runs image '{IMAGE}' got 1 signature bundle(s), none valid: bundle 0: not signed by "
+        "images; expected a signature by one of ['images'] (policy prod)"
+    )
+    assert decided(unreadable) == ("error", f"image '{IMAGE}': signatures could not be read: timeout")

@@ -16,9 +16,9 @@ to the same demand when the runtime is written, and KServe's predictor Deploymen
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from devmlops.core.evidence import Evidence, SignedImages
+from devmlops.core.evidence import Evidence, ImageSignatures, SignedImages
 from devmlops.core.gates import policy_result
 from devmlops.core.manifests import ModelDeployment
 from devmlops.core.model import GateResult
@@ -41,6 +41,9 @@ def check_image_signature(deployment: ModelDeployment, policy: Policy, evidence:
     image = deployment.spec.runtime.image
     names = [a.name for a in policy.image_authorities]
     if not image:
+        running = evidence.runtime_image_signatures
+        if running is not None:
+            return _running(policy, running)
         return result(
             "skip",
             f"spec.runtime.image is not set: the {deployment.spec.runtime.kind} runtime's image comes from a "
@@ -72,6 +75,20 @@ def check_image_signature(deployment: ModelDeployment, policy: Policy, evidence:
         else "no signature attached (no Sigstore bundle among its OCI referrers)"
     )
     return result("fail", f"spec.runtime.image '{image}': got {seen}; expected a signature by one of {names}", _FIX)
+
+
+def _running(policy: Policy, found: Mapping[str, ImageSignatures]) -> GateResult:
+    """The operator's re-check of a running KServe model: the images its predictor Deployment runs, each signed by
+    one of the policy's image authorities now (a key removed since, or a demand added since, degrades the model)."""
+    result = functools.partial(policy_result, GATE, policy)
+    unreadable = [f"image {image!r}: {signatures.error}" for image, signatures in found.items() if signatures.error]
+    if unreadable:
+        return result("error", "; ".join(unreadable), "check the registry and try again")
+    demand = SignedImages(((policy.name, tuple((a.fingerprint, a.name) for a in policy.image_authorities)),), found)
+    problems = unsigned_images(list(found), demand)
+    if problems:
+        return result("fail", "KServe's predictor runs " + "; ".join(problems), _FIX)
+    return result("pass", f"KServe's predictor runs {sorted(found)}, each signed as the policy demands")
 
 
 def unsigned_images(images: Sequence[str], signed: SignedImages) -> list[str]:
