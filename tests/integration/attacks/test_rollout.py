@@ -63,7 +63,11 @@ def rolling_out(
     custom = k8s.CustomObjectsApi(admin)
     admitted(custom.patch_namespaced_custom_object, GROUP, VERSION, enforced_namespace, "modeldeployments", "fraud",
              patch)  # fmt: skip
-    eventually(lambda: _deployment(admin, enforced_namespace, "fraud-canary"), timeout=120, what="the canary")
+    eventually(
+        lambda: _deployment(admin, enforced_namespace, "fraud-canary") and _service_selector(admin, enforced_namespace),
+        timeout=120,
+        what="the canary's Deployment and Service",
+    )
     return served
 
 
