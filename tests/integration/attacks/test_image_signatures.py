@@ -147,6 +147,17 @@ def certificate_images_policy(
         yield body
 
 
+def _served_images(admin: k8s.ApiClient, namespace: str) -> list[str]:
+    """The images of the Triton Deployment the operator made (once it checked the image signature too)."""
+    apps = k8s.AppsV1Api(admin)
+    deployment = eventually(
+        lambda: next(iter(apps.list_namespaced_deployment(namespace).items), None),
+        timeout=30,
+        what="the operator's Triton Deployment (the operator checked the image signature too)",
+    )
+    return [c.image for c in deployment.spec.template.spec.containers]
+
+
 def triton(name: str, model: SignedModel, image: str) -> dict[str, Any]:
     doc = signed_by_evidence(name, model, runtime={"kind": "triton", "image": image})
     doc["metadata"]["labels"] = {"devmlops.io/eu-ai-act-risk": "minimal"}
@@ -162,13 +173,7 @@ def test_the_platforms_signed_image_is_admitted_and_served(
     attack_model: SignedModel,
 ) -> None:
     admitted(create, mallory, enforced_namespace, triton("signed", attack_model, images.signed))
-    apps = k8s.AppsV1Api(admin)
-    deployment = eventually(
-        lambda: next(iter(apps.list_namespaced_deployment(enforced_namespace).items), None),
-        timeout=30,
-        what="the operator's Triton Deployment (the operator checked the signature too)",
-    )
-    assert images.signed in [c.image for c in deployment.spec.template.spec.containers]
+    assert images.signed in _served_images(admin, enforced_namespace)
 
 
 def test_an_unsigned_triton_image_is_denied(
@@ -211,13 +216,7 @@ def test_an_image_signed_with_a_certificate_of_mallorys_own_ca_is_denied(
     assert f"spec.runtime.image '{images.by_mallory_ca}': got 1 signature bundle(s), none valid: " in message
     assert "not signed by platform-ca: signature rejected" in message
     admitted(create, mallory, enforced_namespace, triton("certified", attack_model, images.certified))
-    apps = k8s.AppsV1Api(admin)
-    deployment = eventually(
-        lambda: next(iter(apps.list_namespaced_deployment(enforced_namespace).items), None),
-        timeout=30,
-        what="the operator's Triton Deployment (the operator checked the certificate signature too)",
-    )
-    assert images.certified in [c.image for c in deployment.spec.template.spec.containers]
+    assert images.certified in _served_images(admin, enforced_namespace)
 
 
 def test_an_image_the_platforms_key_only_attested_is_denied(
