@@ -6,7 +6,9 @@ verifies the bundles again (k of n authorities: one bundle each, all over the sa
 re-hashes every file once before the model server may start; when a policy requires scan evidence, it also scans
 the files (``adapters/scan.py``) and refuses unsafe ones, so a model is scanned where it loads even if nobody
 attested a scan. For a model MLServer serves behind the guard it refuses a ``settings.json`` at the model root:
-MLServer would take its listening host from there over ``MLSERVER_HOST`` (docs/guard.md).
+MLServer would take its listening host from there over ``MLSERVER_HOST`` (docs/guard.md). When a policy restricts
+``allow.formats``, it reads what the verified files make the server load (each Triton model's ``config.pbtxt`` or
+model file names, MLServer's ``model-settings.json``: core/modelformats.py) and refuses a format none allows.
 """
 
 from __future__ import annotations
@@ -21,6 +23,14 @@ from typing import TextIO
 from devmlops.adapters.modelverify import ByteCheck, check_model_bytes
 from devmlops.adapters.oms import OmsVerifier
 from devmlops.adapters.scan import scan_model
+from devmlops.core.modelformats import (
+    MAX_CONFIG_BYTES,
+    MLSERVER_MODEL_SETTINGS,
+    TRITON_CONFIG,
+    FormatProblem,
+    mlserver_problems,
+    triton_problems,
+)
 from devmlops.core.plan import ENV_PLAN, VerificationPlan
 from devmlops.core.ports import VerificationFailed
 from devmlops.core.render import VERIFY_URI_PREFIX as PREFIX
@@ -87,6 +97,9 @@ def run_plan(uri: str, destination: Path, plan: VerificationPlan, *, out: TextIO
     out.write(
         f"devmlops: {check.files} files of {signed.model_name} match {signed.digest} (signed by {signed.signer})\n"
     )
+    if plan.formats is not None:
+        _check_formats(destination, plan.runtime, plan.formats)
+        out.write(f"devmlops: every model's format is one of {list(plan.formats)} ({plan.runtime})\n")
     if plan.scan:
         scan = scan_model(destination, digests=False)  # the bytes were just hashed against the signature
         if not scan.ok:
@@ -106,3 +119,36 @@ def _no_server_settings(paths: Iterable[str]) -> None:
             "server settings (its host over MLSERVER_HOST=127.0.0.1, opening the server around the guard); expected "
             "none: remove it from the model and sign again"
         )
+
+
+def _check_formats(root: Path, runtime: str, allowed: tuple[str, ...]) -> None:
+    """Refuse the model when its verified files make ``runtime`` load a format not ``allowed``, naming each file."""
+    paths = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    configs = {path: _text(root, path) for path in paths if path.count("/") == 1 and _named(path, TRITON_CONFIG)}
+    if runtime == "triton":
+        problems = triton_problems(paths, configs, allowed)
+    elif runtime == "kserve":
+        # MLServer's model settings; a folder of Triton model configs is a repository KServe's Triton runtime serves.
+        settings = {path: _text(root, path) for path in paths if _named(path, MLSERVER_MODEL_SETTINGS)}
+        problems = mlserver_problems(settings, allowed) + (triton_problems(paths, configs, allowed) if configs else [])
+    else:
+        problems = [FormatProblem(".", f"runtime kind {runtime or 'none'} in the plan (expected triton or kserve)")]
+    if problems:
+        raise VerificationFailed(
+            "the signed model is of a format no admitting policy allows (allow.formats): "
+            + "; ".join(problem.describe(allowed) for problem in problems[:5])
+        )
+
+
+def _named(path: str, name: str) -> bool:
+    return path.rsplit("/", 1)[-1] == name
+
+
+def _text(root: Path, path: str) -> str:
+    """A model config's text (``path`` relative to ``root``); one too large or not UTF-8 is refused."""
+    if (root / path).stat().st_size > MAX_CONFIG_BYTES:
+        raise VerificationFailed(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; expected a model config")
+    try:
+        return (root / path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise VerificationFailed(f"{path}: not UTF-8 text ({exc.reason}); expected a model config") from exc

@@ -22,6 +22,7 @@ from devmlops.core.gates.compliance import RISK_LABEL, check_compliance, effecti
 from devmlops.core.gates.evidence import check_evidence
 from devmlops.core.gates.guard import check_guard
 from devmlops.core.gates.imagesig import check_image_signature
+from devmlops.core.gates.modelformat import check_model_format
 from devmlops.core.gates.registry import check_oci_source, check_registry
 from devmlops.core.gates.rego import Stage, check_rego, rego_input
 from devmlops.core.gates.requester import check_requester
@@ -406,6 +407,9 @@ def _decide_model_deployment(
         bound = signed or verified
         results.append(check_sbom(policy, evidence, bound, verifier))
         results.append(check_allowlist(deployment, policy))
+        formats = check_model_format(deployment, policy, bound)
+        if formats is not None:
+            results.append(formats)
         results.append(check_compliance(deployment, policy, tier))
         results.append(
             check_guard(deployment, policy, evidence, verifier, mlserver_runtimes=mlserver_runtimes, cluster=cluster)

@@ -9,6 +9,11 @@ A policy may require k of n authorities (``threshold``), and their signatures co
 policy's threshold, at most ``MAX_BUNDLES``, in the order admission read them. A plan of one bundle keeps the JSON
 form it always had (``"bundle"``), so children rendered before k-of-n plans existed stay as they are; two or more
 are written as ``"bundles"``.
+
+A policy that restricts ``allow.formats`` has the formats checked where the bytes load, not only against the
+requester's ``spec.model.format``: the plan carries the formats every admitting policy allows (``formats``, their
+intersection; absent when none restricts) and the runtime kind the rendering serves it with (``runtime``), and the
+storage initializer maps the verified files to formats (core/modelformats.py).
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from devmlops.core.modelformats import allowed_formats
 from devmlops.core.policy import Authority, Policy
 from devmlops.core.ports import SignatureVerifier, SignedModel, VerificationFailed
 from devmlops.errors import InvalidInputError
 
-__all__ = ["ENV_PLAN", "MAX_BUNDLES", "VerificationPlan", "behind_mlserver_guard"]
+__all__ = ["ENV_PLAN", "MAX_BUNDLES", "VerificationPlan", "served_plan"]
 
 ENV_PLAN = "DEVMLOPS_VERIFICATION"
 MAX_BUNDLES = 17  # spec.signature plus at most 16 spec.additionalSignatures (the CRD's bound)
@@ -68,6 +74,9 @@ class VerificationPlan:
     # from a settings.json at the model root over its environment (MLSERVER_HOST=127.0.0.1), so the files must not
     # carry one.
     mlserver_guarded: bool = False
+    # The formats every admitting policy allows (sorted); None: no policy restricts them.
+    formats: tuple[str, ...] | None = None
+    runtime: str = ""  # the runtime kind the children serve it with ("triton", "kserve"; set in core/render.py)
 
     @classmethod
     def for_policies(cls, bundles: str | Sequence[str], digest: str, policies: Sequence[Policy]) -> VerificationPlan:
@@ -81,7 +90,8 @@ class VerificationPlan:
         )
         listed = (bundles,) if isinstance(bundles, str) else tuple(bundles)
         groups = tuple((p.threshold, p.authorities) for p in ordered if p.authorities)
-        return cls(tuple(b for b in listed if b), digest, groups, scan)
+        formats = allowed_formats(p.allow.formats for p in policies)
+        return cls(tuple(b for b in listed if b), digest, groups, scan, formats=formats)
 
     @classmethod
     def for_bundles(
@@ -129,6 +139,10 @@ class VerificationPlan:
             plan["scan"] = True
         if self.mlserver_guarded:
             plan["mlserverGuarded"] = True
+        if self.formats is not None:
+            plan["formats"] = list(self.formats)
+        if self.runtime:
+            plan["runtime"] = self.runtime
         return json.dumps(plan, separators=(",", ":"))
 
     @classmethod
@@ -142,7 +156,7 @@ class VerificationPlan:
             for name, value in flags.items():
                 if not isinstance(value, bool):
                     raise TypeError(f"{name}: got {value!r}, expected true or false")
-            plan = cls(_bundles(raw), str(raw["digest"]), groups, **flags)
+            plan = cls(_bundles(raw), str(raw["digest"]), groups, **flags, formats=_formats(raw), runtime=_runtime(raw))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InvalidInputError(f"{ENV_PLAN}: not a verification plan ({exc})") from exc
         if not plan.groups:
@@ -150,21 +164,18 @@ class VerificationPlan:
         return plan
 
     def same_as(self, other: VerificationPlan) -> bool:
-        """Equal bundles (in order), digest, flags and authority groups, whatever the order the policies were listed
-        in."""
+        """Equal bundles (in order), digest, flags, formats, runtime and authority groups, whatever the order the
+        policies were listed in."""
 
         def groups(plan: VerificationPlan) -> list[str]:
             return sorted(
                 json.dumps([t, [_authority_json(a) for a in auths]], sort_keys=True) for t, auths in plan.groups
             )
 
-        return (self.bundles, self.digest, self.scan, self.mlserver_guarded, groups(self)) == (
-            other.bundles,
-            other.digest,
-            other.scan,
-            other.mlserver_guarded,
-            groups(other),
-        )
+        def key(plan: VerificationPlan) -> tuple[Any, ...]:
+            return (plan.bundles, plan.digest, plan.scan, plan.mlserver_guarded, plan.formats, plan.runtime)
+
+        return (key(self), groups(self)) == (key(other), groups(other))
 
     def verify_signature(self, verifier: SignatureVerifier) -> SignedModel:
         """Every admitting policy's threshold must be met again, by distinct authorities each verifying one of the
@@ -225,14 +236,31 @@ class VerificationPlan:
 _GUARDED = "mlserverGuarded"
 
 
-def behind_mlserver_guard(plan_json: str) -> str:
-    """``plan_json`` for a model that MLServer serves behind the guard (``mlserver_guarded``). A text that is no plan
-    stays as it is: the storage initializer and the webhook refuse it anyway."""
+def served_plan(plan_json: str, *, runtime: str, mlserver_guarded: bool = False) -> str:
+    """``plan_json`` for a model served by ``runtime`` (a runtime kind), behind the guard on MLServer or not
+    (``mlserver_guarded``). A text that is no plan stays as it is: the storage initializer and the webhook refuse it
+    anyway."""
     try:
         plan = VerificationPlan.from_json(plan_json)
     except InvalidInputError:
         return plan_json
-    return replace(plan, mlserver_guarded=True).to_json()
+    return replace(plan, runtime=runtime, mlserver_guarded=mlserver_guarded).to_json()
+
+
+def _formats(raw: Mapping[str, Any]) -> tuple[str, ...] | None:
+    if "formats" not in raw:
+        return None
+    formats = raw["formats"]
+    if not isinstance(formats, list) or not all(isinstance(f, str) and f for f in formats):
+        raise TypeError(f"formats: got {formats!r:.80}, expected a list of format names")
+    return tuple(sorted(set(formats)))
+
+
+def _runtime(raw: Mapping[str, Any]) -> str:
+    runtime = raw.get("runtime", "")
+    if not isinstance(runtime, str):
+        raise TypeError(f"runtime: got {runtime!r:.40}, expected a runtime kind")
+    return runtime
 
 
 def _signs(verifier: SignatureVerifier, bundle: str, authority: Authority, digest: str) -> bool:

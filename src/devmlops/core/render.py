@@ -12,7 +12,7 @@ from typing import Any
 
 from devmlops.core.guard import Split, guard_config_json
 from devmlops.core.manifests import ModelDeployment
-from devmlops.core.plan import ENV_PLAN, behind_mlserver_guard
+from devmlops.core.plan import ENV_PLAN, served_plan
 
 __all__ = [
     "ANNOTATION_AUTOSCALER_CLASS",
@@ -104,7 +104,7 @@ def build_inference_service(
     if plan_json:
         # Behind the guard, the storage initializer also refuses a settings.json at the model root: MLServer would
         # take its host from there over MLSERVER_HOST (docs/guard.md).
-        served = behind_mlserver_guard(plan_json) if spec.guard is not None else plan_json
+        served = served_plan(plan_json, runtime="kserve", mlserver_guarded=spec.guard is not None)
         predictor["annotations"] = {ANNOTATION_VERIFICATION: served}
     rollout = spec.rollout
     if rollout is not None and rollout.strategy == "canary" and rollout.canary is not None:
@@ -246,7 +246,9 @@ def build_triton(
         "name": "devmlops-verify",
         "image": verifier_image,
         "args": ["storage-initializer", model.uri, MODEL_DIR],
-        "env": [{"name": ENV_PLAN, "value": plan_json}],
+        "env": [
+            {"name": ENV_PLAN, "value": served_plan(plan_json, runtime="triton")}
+        ],  # its formats checked as Triton's
         "volumeMounts": [mount, {"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - a pod mount path
         "securityContext": _RESTRICTED,
     }

@@ -480,12 +480,6 @@ def test_with_name_binding_one_shared_file_name_does_not_bind_another_models_sbo
     assert decided(_spdx2(tuned, "Apache-2.0", checksums=False)).allowed  # every signed file named: binds
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="allow.formats judges spec.model.format, the requester's word: nothing binds it to the signed bytes, and "
-    "the Triton rendering does not even use it (Triton loads whatever backend each config.pbtxt names). Binding it "
-    "needs the format read from the signed files (config.pbtxt's backend/platform) where they load: not built yet.",
-)
 def test_a_triton_model_whose_signed_files_are_a_python_backend_is_not_admitted_as_onnx(tmp_path: Any) -> None:
     from devmlops.adapters.oms import OmsVerifier
     from devmlops.core.policy import Authority
@@ -504,6 +498,21 @@ def test_a_triton_model_whose_signed_files_are_a_python_backend_is_not_admitted_
     declared = spec(model={"name": "fraud", "uri": "s3://m/fraud", "format": "onnx", "digest": digest}, runtime=triton)
     decision = decide(request(declared), policies(policy(**onnx_only)), evidence(bundle), OmsVerifier())
     assert not decision.allowed, "a python backend (code) admitted under a policy that allows onnx only"
+    assert "fraud/1/model.py: got format python" in decision.message
+    assert "expected one of ['onnx']" in decision.message
+    onnx_files = {"fraud/config.pbtxt": b'backend: "onnxruntime"\n', "fraud/1/model.onnx": b"onnx"}
+    onnx_model = make_model(tmp_path / "onnx", onnx_files)
+    onnx_bundle = sign_with_key(onnx_model, key, tmp_path / "onnx.sig")
+    onnx_digest = OmsVerifier().verify_model(onnx_bundle, Authority(name="r", kind="key", public_key=key.public_pem))
+    onnx = spec(
+        model={"name": "fraud", "uri": "s3://m/fraud", "format": "onnx", "digest": onnx_digest.digest}, runtime=triton
+    )
+    admitted = decide(request(onnx), policies(policy(**onnx_only)), evidence(onnx_bundle), OmsVerifier())
+    assert admitted.allowed, admitted.message
+    # The same python model where no policy restricts formats: nothing to judge by name.
+    assert decide(
+        request(declared), policies(policy(authorities=onnx_only["authorities"])), evidence(bundle), OmsVerifier()
+    ).allowed
 
 
 def test_a_model_deployment_takes_no_finalizer_but_the_operators() -> None:

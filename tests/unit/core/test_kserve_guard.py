@@ -194,7 +194,7 @@ def test_only_a_guarded_kserve_models_plan_refuses_mlserver_settings() -> None:
     (isvc,) = render_children(_model(**KSERVE_ON_MLSERVER), plan_json=plan, verifier_image="devmlops@v1")
     rendered = VerificationPlan.from_json(isvc["spec"]["predictor"]["annotations"][ANNOTATION_VERIFICATION])
     assert rendered.mlserver_guarded
-    assert rendered.same_as(replace(VerificationPlan.from_json(plan), mlserver_guarded=True))
+    assert rendered.same_as(replace(VerificationPlan.from_json(plan), mlserver_guarded=True, runtime="kserve"))
     plain = parse_model_deployment(
         {
             "metadata": {"name": "fraud", "namespace": "ml", "uid": "u1"},
@@ -205,8 +205,10 @@ def test_only_a_guarded_kserve_models_plan_refuses_mlserver_settings() -> None:
         }
     )
     (unguarded,) = render_children(plain, plan_json=plan, verifier_image="devmlops@v1")
-    assert unguarded["spec"]["predictor"]["annotations"][ANNOTATION_VERIFICATION] == plan
+    unguarded_plan = VerificationPlan.from_json(unguarded["spec"]["predictor"]["annotations"][ANNOTATION_VERIFICATION])
+    assert unguarded_plan.same_as(replace(VerificationPlan.from_json(plan), runtime="kserve"))
     triton, _service = build_triton(
         _model(kind="triton", image="t@sha256:" + "1" * 64), plan_json=plan, verifier_image="v", policy_revision=""
     )
-    assert triton["spec"]["template"]["spec"]["initContainers"][0]["env"][0]["value"] == plan
+    triton_plan = VerificationPlan.from_json(triton["spec"]["template"]["spec"]["initContainers"][0]["env"][0]["value"])
+    assert triton_plan.same_as(replace(VerificationPlan.from_json(plan), runtime="triton"))

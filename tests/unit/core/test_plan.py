@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from devmlops.core.decision import decide
-from devmlops.core.plan import MAX_BUNDLES, VerificationPlan, behind_mlserver_guard
+from devmlops.core.plan import MAX_BUNDLES, VerificationPlan, served_plan
 from devmlops.core.policy import PolicySet, compile_policy
 from devmlops.core.ports import VerificationFailed
 from devmlops.errors import InvalidInputError
@@ -104,6 +104,9 @@ def test_a_one_bundle_plan_keeps_the_json_form_existing_children_carry() -> None
         ({"bundles": ["a"] * (MAX_BUNDLES + 1)}, f"expected a list of 2 to {MAX_BUNDLES} bundles"),
         ({"bundles": ["a", ""]}, "bundles: expected non-empty strings"),
         ({"bundle": "a", "mlserverGuarded": "yes"}, "mlserver_guarded: got 'yes', expected true or false"),
+        ({"bundle": "a", "formats": "onnx"}, "formats: got 'onnx', expected a list of format names"),
+        ({"bundle": "a", "formats": ["onnx", 1]}, "formats: .* expected a list of format names"),
+        ({"bundle": "a", "runtime": ["triton"]}, "runtime: got .* expected a runtime kind"),
     ],
 )
 def test_a_malformed_plan_is_refused_naming_the_field(fields: dict[str, object], message: str) -> None:
@@ -115,8 +118,29 @@ def test_a_malformed_plan_is_refused_naming_the_field(fields: dict[str, object],
 
 def test_the_mlserver_guard_flag_is_part_of_the_plan_and_kept_through_json() -> None:
     plan_json = VerificationPlan.for_policies(bundle("release"), DIGEST, [compile_policy(policy())]).to_json()
-    guarded = VerificationPlan.from_json(behind_mlserver_guard(plan_json))
+    guarded = VerificationPlan.from_json(served_plan(plan_json, runtime="kserve", mlserver_guarded=True))
     assert guarded.mlserver_guarded
     assert not guarded.same_as(VerificationPlan.from_json(plan_json))
     assert VerificationPlan.from_json(guarded.to_json()) == guarded
-    assert behind_mlserver_guard("not a plan") == "not a plan"  # refused where it is read, as before
+    assert served_plan("not a plan", runtime="kserve") == "not a plan"  # refused where it is read, as before
+
+
+def test_the_plan_carries_the_formats_every_admitting_policy_allows_and_keeps_them_through_json() -> None:
+    """allow.formats is checked where the bytes load: the plan holds the intersection of every restricting policy's
+    formats, sorted whatever order the policies came in, and nothing when no policy restricts them."""
+    wide = compile_policy(policy(name="wide", allow={"formats": ["pytorch", "onnx", "python"]}))
+    narrow = compile_policy(policy(name="narrow", allow={"formats": ["tensorrt", "onnx", "pytorch"]}))
+    open_ = compile_policy(policy(name="open"))
+    plan = VerificationPlan.for_policies(bundle("release"), DIGEST, [wide, narrow, open_])
+    assert plan.formats == ("onnx", "pytorch")
+    assert VerificationPlan.for_policies(bundle("release"), DIGEST, [open_, narrow, wide]).to_json() == plan.to_json()
+    assert VerificationPlan.for_policies(bundle("release"), DIGEST, [open_]).formats is None
+    assert '"formats"' not in VerificationPlan.for_policies(bundle("release"), DIGEST, [open_]).to_json()
+    served = VerificationPlan.from_json(served_plan(plan.to_json(), runtime="triton"))
+    assert (served.formats, served.runtime) == (("onnx", "pytorch"), "triton")
+    assert VerificationPlan.from_json(served.to_json()) == served
+    assert not served.same_as(replace(served, formats=("onnx", "pytorch", "python")))
+    assert not served.same_as(replace(served, formats=None))
+    assert not served.same_as(replace(served, runtime="kserve"))
+    none_allowed = compile_policy(policy(name="none", allow={"formats": ["python"]}))
+    assert VerificationPlan.for_policies(bundle("release"), DIGEST, [narrow, none_allowed]).formats == ()

@@ -4,6 +4,7 @@ exec and the KServe kinds in enforced namespaces."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +16,7 @@ from devmlops.core.evidence import Chain, Evidence, Identities
 from devmlops.core.exemptions import compile_break_glass, compile_exemption, pod_images
 from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.model import Decision, GateResult
-from devmlops.core.plan import VerificationPlan
+from devmlops.core.plan import VerificationPlan, served_plan
 from devmlops.core.policy import Authority, PolicySet
 from devmlops.core.render import render_children
 from devmlops.core.review import AdmissionRequest, GroupVersionKind
@@ -28,6 +29,7 @@ PINNED = "registry.local/server@sha256:" + "1" * 64
 PLAN = VerificationPlan(
     ("bundle",), DIGEST, ((1, (Authority(name="release", kind="key", public_key="PEM"),)),)
 ).to_json()
+KSERVE_PLAN = served_plan(PLAN, runtime="kserve")  # as the InferenceService carries it to its Pods
 PASSING = Decision((GateResult(gate="signature", outcome="pass", reason="verified"),))
 FAILING = Decision((GateResult(gate="signature", outcome="fail", reason="key revoked"),))
 ENFORCED = {"devmlops.io/enforce": "true"}
@@ -92,8 +94,10 @@ def evidence(*, chain: Chain | None = None, labels: dict[str, str] | None = None
     return Evidence(namespace_labels=labels or {}, chain=chain, identities=IDS, verifier_image="devmlops@v1", **more)
 
 
-def chain_of(md: dict[str, Any], *hops: dict[str, Any], decision: Decision = PASSING, **more: Any) -> Chain:
-    return Chain(hops=hops, model=md, decision=decision, plan_json=PLAN, **more)
+def chain_of(
+    md: dict[str, Any], *hops: dict[str, Any], decision: Decision = PASSING, plan_json: str = PLAN, **more: Any
+) -> Chain:
+    return Chain(hops=hops, model=md, decision=decision, plan_json=plan_json, **more)
 
 
 def rendered(kind: str = "kserve") -> dict[str, Any]:
@@ -281,7 +285,7 @@ def test_kserves_deployment_runs_only_pinned_allow_listed_images_and_only_kserve
 
 
 def kserve_pod(
-    *, image: str = "devmlops@v1", plan: str = PLAN, uri: str = "devmlops+s3://models/fraud"
+    *, image: str = "devmlops@v1", plan: str = KSERVE_PLAN, uri: str = "devmlops+s3://models/fraud"
 ) -> dict[str, Any]:
     return {
         "kind": "Pod",
@@ -804,3 +808,36 @@ def test_a_guarded_kserve_pod_must_carry_the_plan_that_refuses_mlserver_settings
     unflagged = review(PLAN)
     assert not unflagged.allowed
     assert "not the plan devmlops derives" in unflagged.message
+
+
+FORMATS_PLAN = VerificationPlan(
+    ("bundle",), DIGEST, ((1, (Authority(name="release", kind="key", public_key="PEM"),)),), formats=("onnx",)
+).to_json()
+
+
+def _plan_in(child: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The mapping that holds a rendered child's plan, and its key."""
+    if child["kind"] == "Deployment":
+        return child["spec"]["template"]["spec"]["initContainers"][0]["env"][0], "value"
+    return child["spec"]["predictor"]["annotations"], "devmlops.io/verification"
+
+
+@pytest.mark.parametrize("kind", ["kserve", "triton", "triton-guarded"])
+def test_a_child_whose_plan_carries_the_allowed_formats_passes_and_one_without_them_is_denied(kind: str) -> None:
+    """The formats (and runtime kind) the storage initializer checks are part of the plan the webhook derives: a
+    child rendered from the derived plan passes; the same child with the formats dropped or widened does not."""
+    parsed = parse_model_deployment(model(kind))
+    child = render_children(parsed, plan_json=FORMATS_PLAN, verifier_image="devmlops@v1")[0]
+    holder, key = _plan_in(child)
+    carried = VerificationPlan.from_json(holder[key])
+    assert (carried.formats, carried.runtime) == (("onnx",), kind.removesuffix("-guarded"))
+    resource = "inferenceservices" if kind.startswith("kserve") else "deployments"
+    chain = chain_of(model(kind), plan_json=FORMATS_PLAN)
+    passed = review_serving(request(child, resource=resource), evidence(chain=chain), now=NOW)
+    assert passed.allowed, passed.message
+    for formats in (None, ("onnx", "python")):
+        edited = copy.deepcopy(child)
+        holder, key = _plan_in(edited)
+        holder[key] = dataclasses.replace(carried, formats=formats).to_json()
+        denied = review_serving(request(edited, resource=resource), evidence(chain=chain), now=NOW)
+        assert not denied.allowed, formats
