@@ -118,6 +118,9 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
+    # The labels too: a raised risk tier (devmlops.io/eu-ai-act-risk) can demand an approval the model lacks; before,
+    # only a child's status event or the periodic re-check noticed it, so a higher tier waited minutes.
+    @kopf.on.update(GROUP, VERSION, PLURAL, field="metadata.labels", registry=registry)
     def reconcile(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         def post(_model: Mapping[str, Any], event: PostEvent) -> None:
             # kopf.event, not kopf.info: posting.level drops the latter.
