@@ -13,6 +13,7 @@ registry URLs from them: a repository with ``..`` or a tag with ``/`` would ask 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
@@ -99,14 +100,8 @@ def tag_references(obj: Mapping[str, Any]) -> dict[str, Reference]:
             continue
         reference = parse_reference(value, field=field, oci_uri=oci_uri)
         if reference.digest is None:
-            found[field] = reference if reference.tag is not None else _latest(reference)
+            found[field] = reference if reference.tag is not None else dataclasses.replace(reference, tag="latest")
     return found
-
-
-def _latest(reference: Reference) -> Reference:
-    return Reference(
-        reference.written, reference.name, reference.host, reference.repository, "latest", reference.digest
-    )
 
 
 def pin_patch(obj: Mapping[str, Any], digests: Mapping[str, str]) -> tuple[list[dict[str, Any]], dict[str, str]]:
