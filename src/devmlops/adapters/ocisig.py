@@ -35,7 +35,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from cryptography.exceptions import InvalidSignature
@@ -78,6 +78,7 @@ _ACCEPT_ANY_MANIFEST = ", ".join(
 )
 _MAX_BYTES = 256 * 1024  # a bundle, a manifest or a referrers index is a few KiB
 _MAX_REFERRERS = 16
+_T = TypeVar("_T")
 
 
 class SignatureInvalid(Exception):
@@ -304,13 +305,10 @@ class ImageSignatureChecker:
             hit = self._bundles.get(key)
             if hit is not None and hit[0] > now:
                 return hit[1]
-        self._guard()
-        future = self._pool.submit(lambda: self._client.bundles(image, predicate_type=predicate_type))
-        try:
-            bundles = future.result(timeout=self._timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise RegistryUnreachable(f"signature lookup timed out after {self._timeout:g}s") from None
+        bundles = self._within_deadline(
+            lambda: self._client.bundles(image, predicate_type=predicate_type),
+            f"signature lookup timed out after {self._timeout:g}s",
+        )
         with self._lock:
             self._bundles[key] = (now + self._ttl, bundles)
             while len(self._bundles) > 1024:
@@ -357,16 +355,25 @@ class ImageSignatureChecker:
     def resolve(self, reference: Reference) -> str:
         """The digest ``reference``'s tag names now, asked within the lookup deadline and never kept (a tag is
         resolved when it is written, and then no more). Raises ``OciError`` saying why."""
-        self._guard()
         tag = reference.tag or "latest"
-        future = self._pool.submit(self._client.resolve, reference.host, reference.repository, tag)
+        try:
+            return self._within_deadline(
+                lambda: self._client.resolve(reference.host, reference.repository, tag),
+                f"{reference.host} did not answer within {self._timeout:g}s",
+            )
+        except RegistryUnreachable as exc:
+            raise OciError(str(exc)) from None
+
+    def _within_deadline(self, call: Callable[[], _T], timed_out: str) -> _T:
+        """``call`` (a registry lookup) on the lookup pool, for at most ``timeout_seconds``; the guard runs first
+        (the webhook's inline decisions must not wait). ``RegistryUnreachable(timed_out)`` past the deadline."""
+        self._guard()
+        future = self._pool.submit(call)
         try:
             return future.result(timeout=self._timeout)
         except concurrent.futures.TimeoutError:
             future.cancel()
-            raise OciError(f"{reference.host} did not answer within {self._timeout:g}s") from None
-        except RegistryUnreachable as exc:
-            raise OciError(str(exc)) from None
+            raise RegistryUnreachable(timed_out) from None
 
     def model_bundles(self, uri: str) -> list[str]:
         """The OMS signature bundles attached to the model artifact ``oci://host/repo@sha256:...`` (predicate
