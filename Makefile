@@ -64,7 +64,7 @@ clean: ## Remove the venv and caches in the repo (the tool cache in ~/.cache/dev
 fuzz: $(STAMP) ## Hypothesis fuzzing, at least 100,000 cases (make test runs a short pass)
 	DEVMLOPS_FUZZ_EXAMPLES=15000 $(PY) -m pytest tests/unit/fuzz -q -s --timeout=3600
 
-bench: bench-webhook bench-verify bench-apiserver bench-pods bench-operator bench-evidence bench-guard bench-drift ## Every benchmark (not in make test); writes docs/benchmarks.md
+bench: bench-webhook bench-verify bench-apiserver bench-pods bench-operator bench-evidence bench-guard bench-drift bench-registry ## Every benchmark (not in make test); writes docs/benchmarks.md
 	@echo "docs/benchmarks.md updated"
 
 bench-webhook: $(STAMP) ## /validate over TLS vs the bare endpoint, warm and cold, and at 2x saturation (needs Go)
@@ -84,6 +84,9 @@ bench-pods: $(STAMP) ## Pod admissions at 100/s in an enforced namespace, from t
 
 bench-guard: $(STAMP) ## Latency the serving guard adds in front of MLServer at 1,000 requests/s (needs Go and PyPI)
 	$(PY) -m tests.bench.bench_guard
+
+bench-registry: $(STAMP) ## Tag pinning and a certificate-chain image signature per admission, against a local registry
+	$(PY) -m tests.bench.bench_registry
 
 bench-drift: $(STAMP) ## The guard's drift and probing signals per 1,000 requests, beside the guard's own CPU
 	$(PY) -m tests.bench.bench_drift
