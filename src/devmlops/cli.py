@@ -52,6 +52,18 @@ def _registry_options(func: Callable[..., None]) -> Callable[..., None]:
     return func
 
 
+# devmlops's own image as the cluster installs it: the operator renders it (storage initializer, guard), the webhook
+# holds model Pods to it, and a policy may demand it signed (imageSignatures.devmlopsImage). Both must agree.
+_verifier_image_option = click.option(
+    "--verifier-image",
+    envvar="DEVMLOPS_VERIFIER_IMAGE",
+    default="devmlops:0.1.0",
+    show_default=True,
+    help="devmlops's own image as installed (the storage initializer and the guard; pin it by digest), as in the "
+    "ClusterStorageContainer; the webhook and the operator must be given the same.",
+)
+
+
 @cli.command()
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on (TLS only).")  # noqa: S104
 @click.option("--port", default=8443, show_default=True, type=click.IntRange(1, 65535))
@@ -127,12 +139,7 @@ def _registry_options(func: Callable[..., None]) -> Callable[..., None]:
     help="An identity of the cluster's workload controllers, which write ReplicaSets and Pods of a model server "
     f"(repeatable). Default: {', '.join(Identities().controllers)}.",
 )
-@click.option(
-    "--verifier-image",
-    default="devmlops:0.1.0",
-    show_default=True,
-    help="The devmlops storage initializer's image (as in the ClusterStorageContainer): a KServe Pod must run it.",
-)
+@_verifier_image_option
 @_registry_options
 def webhook(
     host: str,
@@ -284,6 +291,7 @@ def _configuration_ref(text: str) -> tuple[str, str]:
     help="Wait this long after a new CA entered the caBundle before serving a certificate it signed.",
 )
 @click.option("--cert-check-interval", default=60.0, show_default=True, help="Seconds between certificate checks.")
+@_verifier_image_option
 @_registry_options
 def operator(
     namespaces: tuple[str, ...],
@@ -309,6 +317,7 @@ def operator(
     ca_overlap_seconds: float,
     ca_propagation_seconds: float,
     cert_check_interval: float,
+    verifier_image: str,
     mlflow_tracking_uri: str | None,
     registry_timeout: float,
     registry_cache_seconds: float,
@@ -358,6 +367,7 @@ def operator(
             prometheus_url=prometheus_url or None,
             retrain_webhook_url=retrain_webhook_url or None,
             certificates=certificates,
+            verifier_image=verifier_image,
             mlflow_tracking_uri=mlflow_tracking_uri,
             registry_timeout_seconds=registry_timeout,
             registry_cache_seconds=registry_cache_seconds,

@@ -160,12 +160,14 @@ def resolve_evidence(
     *,
     images: ImageSignatureChecker | None = None,
     image_authorities: Sequence[Authority] = (),
+    devmlops_image: str = "",
     **fields: Any,
 ) -> Evidence:
     """The documents ``obj`` (a ModelDeployment) names, read and parsed; ``fields`` are further Evidence fields, set
     in the same construction (a copy of this dataclass costs as much as a gate). With a ``registry``, a model named
     by ``spec.model.registry`` is resolved there, and its signature and ML-BOM are read from the version's tags
-    where the spec gives none."""
+    where the spec gives none. ``devmlops_image`` (given where a policy demands it signed) is checked against the
+    image authorities like the runtime image."""
     metadata, spec = obj.get("metadata") or {}, obj.get("spec") or {}
     namespace = str(metadata.get("namespace") or "default")
     found = _registered(spec, registry)
@@ -197,6 +199,9 @@ def resolve_evidence(
     return Evidence(
         registry=found,
         image_signature=_image_signatures(spec, images, image_authorities),
+        devmlops_image_signature=(
+            images.check(devmlops_image, image_authorities) if images and image_authorities and devmlops_image else None
+        ),
         signatures=tuple(signatures),
         attestations=attestations,
         sbom=sbom,

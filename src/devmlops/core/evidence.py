@@ -158,6 +158,9 @@ class Evidence:
     signed_images: SignedImages = field(default_factory=SignedImages)  # of a serving runtime under review
     registry: RegistryVersion | None = None  # spec.model.registry, resolved (None: not named, or no resolver)
     image_signature: ImageSignatures | None = None  # spec.runtime.image's signatures, checked (None: not asked)
+    # devmlops's own image (the guard's and the storage initializer's, as the cluster installs it), checked where a
+    # policy demands it signed (imageSignatures.devmlopsImage); None: not asked
+    devmlops_image_signature: ImageSignatures | None = None
     # A running KServe model's server images (its predictor Deployment's, the guard aside), each image's signatures
     # as checked; None where nobody looked (admission: the runtime is checked when written and on KServe's writes).
     runtime_image_signatures: Mapping[str, ImageSignatures] | None = None

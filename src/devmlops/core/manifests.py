@@ -454,9 +454,12 @@ class RegistryPolicy(_Spec):
 
 class ImageSignaturePolicy(_Spec):
     """The model server's image (``spec.runtime.image``) must carry a valid signature by one of ``authorities``
-    (cosign's Sigstore bundle attached as an OCI referrer: by a key, a certificate chain or a keyless identity)."""
+    (cosign's Sigstore bundle attached as an OCI referrer: by a key, a certificate chain or a keyless identity);
+    with ``devmlopsImage``, so must devmlops's own image as the cluster installs it (the guard and the storage
+    initializer in every model server's Pod)."""
 
     authorities: Annotated[list[AuthoritySpec], Field(min_length=1, max_length=32)]
+    devmlops_image: StrictBool = False
 
 
 class DriftPolicy(_Spec):

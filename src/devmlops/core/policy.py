@@ -33,6 +33,7 @@ __all__ = [
     "TierRules",
     "compile_model_policy",
     "compile_policy",
+    "devmlops_image_demanded",
     "image_authorities",
     "tier_rank",
 ]
@@ -216,6 +217,7 @@ class Policy:
     image_authorities: tuple[
         Authority, ...
     ] = ()  # authorities one of which must sign the runtime image (spec.imageSignatures)
+    signs_devmlops_image: bool = False  # ... and devmlops's own image, the guard's and storage initializer's
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +232,12 @@ class PolicySet:
     def __post_init__(self) -> None:
         parts = sorted(f"{p.name}@{p.revision}" for p in self.policies) + sorted(self.broken)
         object.__setattr__(self, "revision", hashlib.sha256("|".join(parts).encode()).hexdigest()[:16])
+
+
+def devmlops_image_demanded(policies: PolicySet) -> bool:
+    """Whether any policy demands devmlops's own image signed (``imageSignatures.devmlopsImage``): only then does the
+    shell look its signatures up."""
+    return any(policy.signs_devmlops_image for policy in policies.policies)
 
 
 def image_authorities(policies: PolicySet) -> tuple[Authority, ...]:
@@ -403,6 +411,9 @@ def _policy(
         mlserver_runtimes=_mlserver_runtimes(spec, where),
         registry=_registry(spec.registry),
         image_authorities=_image_authorities(spec, where),
+        signs_devmlops_image=isinstance(spec, wire.ClusterModelPolicySpec)
+        and spec.image_signatures is not None
+        and spec.image_signatures.devmlops_image,
     )
 
 

@@ -14,7 +14,7 @@ from devmlops.adapters.evidence import decode_values, resolve_evidence
 from devmlops.adapters.ocisig import ImageSignatureChecker
 from devmlops.adapters.registrycache import RegistryResolver
 from devmlops.core.model import Decision
-from devmlops.core.policy import PolicySet, image_authorities
+from devmlops.core.policy import PolicySet, devmlops_image_demanded, image_authorities
 from devmlops.core.ports import PolicyEngine, SignatureVerifier
 from devmlops.core.serving import may_serve, model_request
 from devmlops.errors import EvidenceUnavailableError
@@ -67,10 +67,12 @@ def reevaluate(
     registry: RegistryResolver | None = None,
     images: ImageSignatureChecker | None = None,
     running_images: Sequence[str] = (),
+    devmlops_image: str = "",
 ) -> Decision:
     """The admission decision again, as of now's policies and trust roots (approval is the operator's own check).
     ``verifier`` is the operator's, with its deadline (operator/verifier.py); ``running_images`` what a KServe
-    model's predictor runs now, held to the policies' image signatures like a Triton model's image."""
+    model's predictor runs now, held to the policies' image signatures like a Triton model's image, and
+    ``devmlops_image`` (the installed guard and storage initializer) where a policy demands it signed."""
     metadata = model.get("metadata") or {}
     request = model_request(model, uid=f"recheck-{metadata.get('uid', '')}", username="devmlops-operator")
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # evidence age is judged at each re-check
@@ -85,6 +87,7 @@ def reevaluate(
         images=images,
         image_authorities=authorities,
         now=now,
+        devmlops_image=devmlops_image if devmlops_image_demanded(policies) else "",
         runtime_image_signatures=running,
     )
     return may_serve(model, policies, evidence, verifier, engine, stage="admission", request=request)

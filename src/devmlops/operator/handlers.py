@@ -82,6 +82,7 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
             analysis=CanaryAnalysis(
                 PrometheusQuery(settings.prometheus_url, ANALYSIS_TIMEOUT_SECONDS) if settings.prometheus_url else None
             ),
+            verifier_image=settings.verifier_image,
         ),
         Executor(api_client, dynamic, retrain_url=settings.retrain_webhook_url),
         guard=ReconcileGuard(),

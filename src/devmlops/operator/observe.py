@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,9 +34,8 @@ from devmlops.operator.readiness import child_readiness
 from devmlops.operator.reconcile import Approvals, Observation, Serving, child_keys, timestamp
 from devmlops.operator.rollout import Measured
 
-__all__ = ["VERIFIER_IMAGE", "Observer"]
+__all__ = ["Observer"]
 
-VERIFIER_IMAGE = os.environ.get("DEVMLOPS_VERIFIER_IMAGE", "devmlops:0.1.0")
 PREDICTOR_LABEL = "serving.kserve.io/inferenceservice"  # on every Pod KServe's predictor Deployment makes
 
 
@@ -54,7 +52,9 @@ class Observer:
         registry: RegistryResolver | None = None,
         images: ImageSignatureChecker | None = None,
         analysis: CanaryAnalysis | None = None,
+        verifier_image: str = "devmlops:0.1.0",
     ) -> None:
+        self._verifier_image = verifier_image  # devmlops's own image as installed (storage initializer, guard)
         self._analysis = analysis or CanaryAnalysis(None)  # a gated rollout's figures (Prometheus), or none
         self._images = images  # runtime image signatures (OCI referrers), or None
         self._registry = registry  # spec.model.registry's resolver (cached, with a deadline), or None
@@ -117,6 +117,7 @@ class Observer:
             registry=self._registry,
             images=self._images,
             running_images=self._running_images(model) if image_authorities(policies) else [],
+            devmlops_image=self._verifier_image,
         )
 
     def _running_images(self, model: Mapping[str, Any]) -> list[str]:
@@ -134,7 +135,7 @@ class Observer:
                 return []
             raise
         template = k8s.ApiClient().sanitize_for_serialization(found.spec.template.spec)
-        return [image for image in pod_images(template) if image != VERIFIER_IMAGE]
+        return [image for image in pod_images(template) if image != self._verifier_image]
 
     def _serving(self, model: Mapping[str, Any], context: ModelContext) -> Serving | None:
         """The rendering inputs of a version that passed its decision, its signature verified again (None: not)."""
@@ -153,7 +154,7 @@ class Observer:
             signer=signed.signer,
             plan_json=plan.to_json(),
             policy_revision=context.revision,
-            verifier_image=VERIFIER_IMAGE,
+            verifier_image=self._verifier_image,
             baseline_json=baseline,
         )
 

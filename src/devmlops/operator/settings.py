@@ -31,6 +31,11 @@ class OperatorSettings(BaseModel):
         description="Deadline of one signature or SBOM-signature verification (as the webhook's); past it the "
         "reconcile keeps the model server as it is and is retried.",
     )
+    verifier_image: str = Field(
+        default="devmlops:0.1.0",
+        min_length=1,
+        description="devmlops's own image as installed: the storage initializer and the guard the operator renders.",
+    )
     mlflow_tracking_uri: str | None = Field(
         default=None, description="The MLflow tracking server whose model registry spec.model.registry names."
     )

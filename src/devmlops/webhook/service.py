@@ -24,7 +24,7 @@ from devmlops.core.model import Decision
 from devmlops.core.mutation import stamp_patch
 from devmlops.core.pinning import tag_references
 from devmlops.core.plan import VerificationPlan
-from devmlops.core.policy import Authority, Policy, PolicySet, image_authorities
+from devmlops.core.policy import Authority, Policy, PolicySet, devmlops_image_demanded, image_authorities
 from devmlops.core.ports import PolicyEngine, SignatureVerifier, SignedModel
 from devmlops.core.render import CANARY_SUFFIX
 from devmlops.core.review import AdmissionRequest
@@ -120,7 +120,7 @@ class AdmissionService:
     ) -> None:
         self._registry = registry
         self._image_checker = images
-        self._image_keys: tuple[str, tuple[Authority, ...]] | None = None
+        self._image_keys: tuple[str, dict[str, Any]] | None = None
         self._policies = policies
         self._lookup = lookup
         self._verifier = verifier
@@ -130,14 +130,22 @@ class AdmissionService:
         self._verifier_image = verifier_image
 
     def _images(self) -> dict[str, Any]:
-        """The image signature checker and the image keys of every policy (each policy reads its own)."""
+        """The image signature checker, the image keys of every policy (each policy reads its own) and devmlops's own
+        image where a policy demands it signed."""
         if self._image_checker is None:
             return {}
         policies = self._policies()
         cached = self._image_keys
         if cached is None or cached[0] != policies.revision:  # worked out once per policy revision, not per review
-            cached = self._image_keys = (policies.revision, image_authorities(policies))
-        return {"images": self._image_checker, "image_authorities": cached[1]}
+            cached = self._image_keys = (
+                policies.revision,
+                {
+                    "images": self._image_checker,
+                    "image_authorities": image_authorities(policies),
+                    "devmlops_image": self._verifier_image if devmlops_image_demanded(policies) else "",
+                },
+            )
+        return cached[1]
 
     def decide(self, request: AdmissionRequest) -> Decision:
         return decide(request, self._policies(), self.evidence(request), self._verifier, self._engine)

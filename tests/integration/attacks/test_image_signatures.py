@@ -69,6 +69,7 @@ class Images:
     platform_ca: str  # PEM roots the platform's signing certificates chain to
     certified: str  # signed with the platform's certificate
     by_mallory_ca: str  # signed with a certificate from mallory's own CA
+    devmlops: str  # devmlops's own image as a platform would install it: pinned, signed with the platform's key
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +87,8 @@ def images(
         attested = push_image(host, "nvidia/tritonserver", "built", b"a triton the platform built, not released")
         cosign_sign(platform_key, signed)
         cosign_sign(mallory_key, by_mallory)
+        devmlops = push_image(host, "devmlops", "0.1.0", b"devmlops's image: storage initializer and guard")
+        cosign_sign(platform_key, devmlops)
         provenance = work / "provenance.json"
         provenance.write_text('{"buildDefinition": {"buildType": "https://example.com/ci"}, "runDetails": {}}')
         cosign_attest(platform_key, attested, provenance)
@@ -106,7 +109,9 @@ def images(
         stack.restart_with(["--oci-plain-http", host])
         try:
             key_pem, ca = platform_pub.read_text(), chains["platform-ca"].ca_pem.read_text()
-            yield Images(host, key_pem, signed, unsigned, by_mallory, attested, model, ca, certified, by_mallory_ca)
+            yield Images(
+                host, key_pem, signed, unsigned, by_mallory, attested, model, ca, certified, by_mallory_ca, devmlops
+            )
         finally:
             stack.restart_with([])
 
@@ -147,15 +152,18 @@ def certificate_images_policy(
         yield body
 
 
-def _served_images(admin: k8s.ApiClient, namespace: str) -> list[str]:
-    """The images of the Triton Deployment the operator made (once it checked the image signature too)."""
+def _served(admin: k8s.ApiClient, namespace: str) -> Any:
+    """The Triton Deployment the operator made (once it checked the image signatures too)."""
     apps = k8s.AppsV1Api(admin)
-    deployment = eventually(
+    return eventually(
         lambda: next(iter(apps.list_namespaced_deployment(namespace).items), None),
         timeout=30,
         what="the operator's Triton Deployment (the operator checked the image signature too)",
     )
-    return [c.image for c in deployment.spec.template.spec.containers]
+
+
+def _served_images(admin: k8s.ApiClient, namespace: str) -> list[str]:
+    return [c.image for c in _served(admin, namespace).spec.template.spec.containers]
 
 
 def triton(name: str, model: SignedModel, image: str) -> dict[str, Any]:
@@ -451,3 +459,40 @@ def test_removing_the_image_key_degrades_a_running_kserve_model(
         finally:
             with contextlib.suppress(ApiException):
                 api.delete_cluster_custom_object(*RUNTIMES, "clusterservingruntimes", runtime)
+
+
+def test_devmlops_own_image_is_held_to_the_platforms_key_where_the_policy_says_so(
+    images: Images,
+    admin: k8s.ApiClient,
+    stack: DevmlopsStack,
+    mallory: k8s.ApiClient,
+    enforced_namespace: str,
+    attack_model: SignedModel,
+) -> None:
+    """``imageSignatures.devmlopsImage``: the storage initializer (and the guard) run devmlops's own image in every
+    model server's Pod, so a policy that wants every image signed covers it too. Installed by tag (this stack's
+    ``devmlops:0.1.0``) it cannot be checked: denied, naming the image and the fix. Installed by digest and signed
+    with the platform's key: the same ModelDeployment is admitted (before the field, the policy itself was refused)."""
+    authority = {"name": "platform-images", "key": {"publicKey": images.platform_key}}
+    with trusting(
+        admin,
+        stack,
+        enforced_namespace,
+        attack_model,
+        policy=policy_name(enforced_namespace),
+        allow={"images": [f"{images.host}/nvidia/tritonserver@*", f"{images.host}/devmlops@*", "devmlops:0.1.0"]},
+        imageSignatures={"authorities": [authority], "devmlopsImage": True},
+    ):
+        message = denied(create, mallory, enforced_namespace, triton("by-tag", attack_model, images.signed))
+        assert (
+            "devmlops's own image (the guard and the storage initializer): got 'devmlops:0.1.0', expected an image "
+            "pinned by digest" in message
+        )
+        stack.restart_with(["--oci-plain-http", images.host, "--verifier-image", images.devmlops])
+        try:
+            admitted(create, mallory, enforced_namespace, triton("pinned", attack_model, images.signed))
+            # The operator decided the same (it checks devmlops's image too) and renders the pinned image.
+            initializers = _served(admin, enforced_namespace).spec.template.spec.init_containers
+            assert [c.image for c in initializers] == [images.devmlops]
+        finally:
+            stack.restart_with(["--oci-plain-http", images.host])

@@ -178,3 +178,84 @@ def test_a_running_kserve_models_images_are_held_to_the_policys_image_keys_now()
         "images; expected a signature by one of ['images'] (policy prod)"
     )
     assert decided(unreadable) == ("error", f"image '{IMAGE}': signatures could not be read: timeout")
+
+
+DEVMLOPS_IMAGE = "127.0.0.1:5000/devmlops@sha256:" + "4" * 64
+
+
+def own_image_policy() -> Any:
+    authorities = [{"name": "images", "key": {"publicKey": IMAGE_KEY}}]
+    return policies(policy(imageSignatures={"authorities": authorities, "devmlopsImage": True}))
+
+
+def with_own(found: ImageSignatures | None, runtime: ImageSignatures | None = None) -> Evidence:
+    signed_runtime = ImageSignatures(image=IMAGE, signers={image_key_fingerprint(): "images"}, bundles=1)
+    return Evidence(
+        signatures=(Document("spec.signature.inline", text=bundle("release")),),
+        image_signature=runtime or signed_runtime,
+        devmlops_image_signature=found,
+    )
+
+
+def test_devmlops_own_image_is_held_to_the_image_keys_only_where_the_policy_says_so() -> None:
+    unsigned = ImageSignatures(image=DEVMLOPS_IMAGE)
+    assert decide(request(triton()), signed_policy(), with_own(unsigned), FakeVerifier()).allowed
+    decision = decide(request(triton()), own_image_policy(), with_own(unsigned), FakeVerifier())
+    assert not decision.allowed
+    assert image_reason(decision) == (
+        "fail",
+        f"devmlops's own image (the guard and the storage initializer) '{DEVMLOPS_IMAGE}': got no signature attached "
+        "(no Sigstore bundle among its OCI referrers); expected a signature by one of ['images']",
+    )
+    signed = ImageSignatures(image=DEVMLOPS_IMAGE, signers={image_key_fingerprint(): "images"}, bundles=1)
+    decision = decide(request(triton()), own_image_policy(), with_own(signed), FakeVerifier())
+    assert decision.allowed, decision.message
+    assert image_reason(decision) == (
+        "pass",
+        f"spec.runtime.image '{IMAGE}' signed by images; devmlops's own image (the guard and the storage "
+        f"initializer) '{DEVMLOPS_IMAGE}' signed by images",
+    )
+
+
+def test_devmlops_own_image_installed_by_tag_or_never_checked_is_denied() -> None:
+    by_tag = ImageSignatures(image="devmlops:0.1.0", problems=("not pinned",))
+    outcome, reason = image_reason(decide(request(triton()), own_image_policy(), with_own(by_tag), FakeVerifier()))
+    assert outcome == "fail"
+    assert "'devmlops:0.1.0', expected an image pinned by digest" in reason
+    outcome, reason = image_reason(decide(request(triton()), own_image_policy(), with_own(None), FakeVerifier()))
+    assert (outcome, reason) == (
+        "error",
+        "devmlops's own image (the guard and the storage initializer): its signature was not checked (no registry "
+        "access configured for devmlops)",
+    )
+
+
+def test_a_definite_failure_of_either_image_wins_over_an_unreadable_registry_for_the_other() -> None:
+    """Revocation must not wait on a registry: a key removed from the policy fails the decision although the other
+    image's registry did not answer."""
+    unreadable = ImageSignatures(image=IMAGE, error="signatures could not be read: timed out")
+    unsigned = ImageSignatures(image=DEVMLOPS_IMAGE)
+    decision = decide(request(triton()), own_image_policy(), with_own(unsigned, unreadable), FakeVerifier())
+    assert image_reason(decision)[0] == "fail"
+    assert "devmlops's own image" in image_reason(decision)[1]
+
+
+def test_a_kserve_model_skips_the_runtime_image_but_not_devmlops_own() -> None:
+    kserve = spec(runtime={"kind": "kserve", "servingRuntime": "sklearn"})
+    decision = decide(
+        request(kserve), own_image_policy(), with_own(ImageSignatures(image=DEVMLOPS_IMAGE)), FakeVerifier()
+    )
+    assert not decision.allowed
+    assert image_reason(decision)[1].startswith("devmlops's own image")
+
+
+def test_devmlops_image_is_a_cluster_policy_field_and_a_boolean() -> None:
+    with pytest.raises(InvalidInputError, match="devmlopsImage"):
+        compile_policy(
+            policy(
+                imageSignatures={
+                    "authorities": [{"name": "i", "key": {"publicKey": IMAGE_KEY}}],
+                    "devmlopsImage": "yes",
+                }
+            )
+        )

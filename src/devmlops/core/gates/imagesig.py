@@ -6,7 +6,9 @@ in-toto statement whose subject is the image's manifest digest). The shell fetch
 (``adapters/ocisig.py``) against the image authorities of every policy and hands the result in as evidence; this
 gate only reads it, per policy. The digest is the identity: a tag is pinned to its digest when the object is
 written (core/pinning.py), so the image served is the one whose signature was checked. An image without a digest, a
-registry that cannot be reached or a check past its deadline is a denial (fail closed).
+registry that cannot be reached or a check past its deadline is a denial (fail closed). With
+``imageSignatures.devmlopsImage`` devmlops's own image as installed (the storage initializer and the guard) is held
+to the same authorities.
 
 A KServe model's server image is its ClusterServingRuntime's: ``unsigned_images`` holds a serving runtime's images
 to the same demand when the runtime is written, and KServe's predictor Deployment's when KServe writes it
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from devmlops.core.evidence import Evidence, ImageSignatures, SignedImages
 from devmlops.core.gates import policy_result
@@ -34,12 +37,27 @@ _FIX = (
 
 
 def check_image_signature(deployment: ModelDeployment, policy: Policy, evidence: Evidence) -> GateResult | None:
-    """None when the policy demands no image signature."""
+    """None when the policy demands no image signature. With ``imageSignatures.devmlopsImage`` devmlops's own image
+    (the guard and the storage initializer) is held to the same authorities; a failure of either image is the
+    result (a definite failure before an error: revocation must not wait on an unreadable registry)."""
     if not policy.image_authorities:
         return None
+    runtime = _runtime_image(deployment, policy, evidence)
+    if not policy.signs_devmlops_image:
+        return runtime
+    own = _devmlops_image(policy, evidence)
+    for outcome in ("fail", "error"):
+        for result in (runtime, own):
+            if result.outcome == outcome:
+                return result
+    if runtime.outcome == "skip":
+        return replace(runtime, reason=f"{own.reason}; {runtime.reason}")
+    return replace(runtime, reason=f"{runtime.reason}; {own.reason}")
+
+
+def _runtime_image(deployment: ModelDeployment, policy: Policy, evidence: Evidence) -> GateResult:
     result = functools.partial(policy_result, GATE, policy)
     image = deployment.spec.runtime.image
-    names = [a.name for a in policy.image_authorities]
     if not image:
         running = evidence.runtime_image_signatures
         if running is not None:
@@ -51,6 +69,7 @@ def check_image_signature(deployment: ModelDeployment, policy: Policy, evidence:
             "predictor Deployment",
         )
     if "@sha256:" not in image:
+        names = [a.name for a in policy.image_authorities]
         return result(
             "fail",
             f"spec.runtime.image: got '{image}', expected an image pinned by digest (repo@sha256:...) whose "
@@ -64,17 +83,56 @@ def check_image_signature(deployment: ModelDeployment, policy: Policy, evidence:
             f"spec.runtime.image '{image}': its signature was not checked (no registry access configured for devmlops)",
             "ask the platform team to configure registry access for image signatures",
         )
+    return _judged(policy, f"spec.runtime.image '{image}'", found, _FIX)
+
+
+def _devmlops_image(policy: Policy, evidence: Evidence) -> GateResult:
+    """devmlops's own image as the cluster installs it: the guard and the storage initializer run it in every model
+    server's Pod. The install sets it, so the fix is the platform team's."""
+    found = evidence.devmlops_image_signature
+    what = "devmlops's own image (the guard and the storage initializer)"
+    if found is None:
+        return policy_result(
+            GATE,
+            policy,
+            "error",
+            f"{what}: its signature was not checked (no registry access configured for devmlops)",
+            "ask the platform team to configure registry access for image signatures",
+        )
+    if "@sha256:" not in found.image:
+        return policy_result(
+            GATE,
+            policy,
+            "fail",
+            f"{what}: got '{found.image}', expected an image pinned by digest whose signature can be checked (the "
+            "policy sets imageSignatures.devmlopsImage)",
+            "install devmlops with its image pinned by digest (chart value image.digest) and signed by an authority "
+            "the policy names",
+        )
+    return _judged(
+        policy,
+        f"{what} '{found.image}'",
+        found,
+        "sign devmlops's image as an authority the policy names (`cosign sign --key KEY IMAGE@DIGEST`), or install "
+        "a signed one",
+    )
+
+
+def _judged(policy: Policy, what: str, found: ImageSignatures, fix: str) -> GateResult:
+    """The verdict on one image's signatures as the shell found them."""
+    result = functools.partial(policy_result, GATE, policy)
     if found.error:
-        return result("error", f"spec.runtime.image '{image}': {found.error}", "check the registry and try again")
+        return result("error", f"{what}: {found.error}", "check the registry and try again")
     signed = [a.name for a in policy.image_authorities if a.fingerprint in found.signers]
     if signed:
-        return result("pass", f"spec.runtime.image '{image}' signed by {signed[0]}")
+        return result("pass", f"{what} signed by {signed[0]}")
+    names = [a.name for a in policy.image_authorities]
     seen = (
         f"{found.bundles} signature bundle(s), none valid: " + "; ".join(found.problems[:3])
         if found.bundles
         else "no signature attached (no Sigstore bundle among its OCI referrers)"
     )
-    return result("fail", f"spec.runtime.image '{image}': got {seen}; expected a signature by one of {names}", _FIX)
+    return result("fail", f"{what}: got {seen}; expected a signature by one of {names}", fix)
 
 
 def _running(policy: Policy, found: Mapping[str, ImageSignatures]) -> GateResult:
