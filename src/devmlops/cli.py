@@ -128,6 +128,13 @@ def _registry_options(func: Callable[..., None]) -> Callable[..., None]:
     f"(repeatable). Default: {', '.join(Identities().controllers)}.",
 )
 @click.option(
+    "--endpoint-slice-user",
+    "endpoint_slice_users",
+    multiple=True,
+    help="An identity of the EndpointSlice controller, the only writer of a model's Service's EndpointSlices "
+    f"(repeatable; keep it equal to the webhook configuration's). Default: {', '.join(Identities().endpoint_slices)}.",
+)
+@click.option(
     "--verifier-image",
     default="devmlops:0.1.0",
     show_default=True,
@@ -154,6 +161,7 @@ def webhook(
     operator_user: str,
     kserve_user: str,
     controller_users: tuple[str, ...],
+    endpoint_slice_users: tuple[str, ...],
     verifier_image: str,
     mlflow_tracking_uri: str | None,
     registry_timeout: float,
@@ -190,6 +198,7 @@ def webhook(
                 "operator_user": operator_user,
                 "kserve_user": kserve_user,
                 "controller_users": controller_users or Identities().controllers,
+                "endpoint_slice_users": endpoint_slice_users or Identities().endpoint_slices,
                 "verifier_image": verifier_image,
                 "mlflow_tracking_uri": mlflow_tracking_uri,
                 "registry_timeout_seconds": registry_timeout,
