@@ -139,6 +139,13 @@ _verifier_image_option = click.option(
     help="An identity of the cluster's workload controllers, which write ReplicaSets and Pods of a model server "
     f"(repeatable). Default: {', '.join(Identities().controllers)}.",
 )
+@click.option(
+    "--endpoint-slice-user",
+    "endpoint_slice_users",
+    multiple=True,
+    help="An identity of the EndpointSlice controller, the only writer of a model's Service's EndpointSlices "
+    f"(repeatable; keep it equal to the webhook configuration's). Default: {', '.join(Identities().endpoint_slices)}.",
+)
 @_verifier_image_option
 @_registry_options
 def webhook(
@@ -161,6 +168,7 @@ def webhook(
     operator_user: str,
     kserve_user: str,
     controller_users: tuple[str, ...],
+    endpoint_slice_users: tuple[str, ...],
     verifier_image: str,
     mlflow_tracking_uri: str | None,
     registry_timeout: float,
@@ -197,6 +205,7 @@ def webhook(
                 "operator_user": operator_user,
                 "kserve_user": kserve_user,
                 "controller_users": controller_users or Identities().controllers,
+                "endpoint_slice_users": endpoint_slice_users or Identities().endpoint_slices,
                 "verifier_image": verifier_image,
                 "mlflow_tracking_uri": mlflow_tracking_uri,
                 "registry_timeout_seconds": registry_timeout,

@@ -401,8 +401,11 @@ WEBHOOK_NEEDS = [
     ("watch", "deployments.apps", ""),
     ("watch", "clusterworkloadexemptions.devmlops.io", ""),
     ("watch", "clusterbreakglasses.devmlops.io", ""),
+    ("get", "ipaddresses.networking.k8s.io", ""),  # whose ClusterIP a refused externalIP is
 ]
 WEBHOOK_MUST_NOT = [
+    ("list", "ipaddresses.networking.k8s.io", ""),
+    ("list", "services", ""),
     ("list", "configmaps", ""),  # evidence.configMapNamespaces names TEAM: no cluster-wide read of ConfigMaps
     ("get", "configmaps", "kube-system"),
     ("get", "configmaps", NAMESPACE),

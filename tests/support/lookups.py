@@ -21,6 +21,9 @@ class EmptyCluster:
     def service(self, namespace: str, name: str) -> None:
         return None
 
+    def ip_address(self, ip: str) -> None:
+        return None
+
     def approvals(self) -> list[dict[str, Any]]:
         return []
 

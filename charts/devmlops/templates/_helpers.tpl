@@ -68,9 +68,18 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{/* CEL for Services outside enforcement: a model owns (owned) it, or its name is a model's address (KServe's
-per-component names, a rollout's new version); as MODEL_SERVICE in src/devmlops/webhook/registration.py. */}}
+per-component names, a rollout's new version), or it sets externalIPs; as MODEL_SERVICE in src/devmlops/webhook/registration.py. */}}
 {{- define "devmlops.modelServiceCondition" -}}
-{{ include "devmlops.ownedByModelCondition" . }} || object.metadata.name.endsWith('-predictor') || object.metadata.name.endsWith('-transformer') || object.metadata.name.endsWith('-explainer') || object.metadata.name.endsWith('-canary')
+{{ include "devmlops.ownedByModelCondition" . }} || object.metadata.name.endsWith('-predictor') || object.metadata.name.endsWith('-transformer') || object.metadata.name.endsWith('-explainer') || object.metadata.name.endsWith('-canary') || (has(object.spec.externalIPs) && size(object.spec.externalIPs) > 0)
+{{- end -}}
+
+{{/* CEL for EndpointSlices: one that joins (joined) a Service, written by anyone but the EndpointSlice controller;
+as service_slice_condition() in src/devmlops/webhook/registration.py. */}}
+{{- define "devmlops.serviceSliceCondition" -}}
+{{- $names := list -}}
+{{- range .Values.webhook.endpointSliceUsers }}{{ $names = append $names (printf "'%s'" .) }}{{ end -}}
+{{- $joins := "has(OBJ.metadata.labels) && 'kubernetes.io/service-name' in OBJ.metadata.labels" -}}
+!(request.userInfo.username in [{{ join ", " $names }}]) && (({{ $joins | replace "OBJ" "object" }}) || (oldObject != null && {{ $joins | replace "OBJ" "oldObject" }}))
 {{- end -}}
 
 {{- define "devmlops.ownedByModelCondition" -}}

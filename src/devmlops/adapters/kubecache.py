@@ -260,6 +260,7 @@ class ClusterCaches:
         custom = k8s.CustomObjectsApi(api_client)
         serialize = api_client.sanitize_for_serialization
         self._core = core
+        self._networking = k8s.NetworkingV1Api(api_client)
         self._evidence_selector = evidence_selector
 
         def evidence_caches(
@@ -448,6 +449,18 @@ class ClusterCaches:
             if exc.status == 404:
                 return None
             raise EvidenceUnavailableError(f"Service {namespace}/{name} could not be read ({exc.status})") from exc
+        found: Mapping[str, Any] = self._serialize(stored)
+        return found
+
+    def ip_address(self, ip: str) -> Mapping[str, Any] | None:
+        """One read of the IPAddress object the API server keeps for an allocated ClusterIP (named by the address;
+        its parentRef names the Service): only to say whose address a refused externalIP is."""
+        try:
+            stored: Any = self._networking.read_ip_address(ip, _request_timeout=2)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise EvidenceUnavailableError(f"IPAddress {ip} could not be read ({exc.status})") from exc
         found: Mapping[str, Any] = self._serialize(stored)
         return found
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
+from devmlops.core.addresses import ENDPOINT_SLICES, review_endpoint_slice
 from devmlops.core.approvalreview import review_approval
 from devmlops.core.evidence import Evidence
 from devmlops.core.exemptions import compile_break_glass, compile_exemption
@@ -66,6 +67,7 @@ OPERATOR_FINALIZER = "devmlops.io/operator"
 _RESOURCES = {
     "Pod": "pods",
     "Service": "services",
+    "EndpointSlice": ENDPOINT_SLICES,
     "Deployment": "deployments",
     "ReplicaSet": "replicasets",
     "StatefulSet": "statefulsets",
@@ -140,6 +142,8 @@ def _decide(
         return _decide_grant(request, _GRANTS[kind])
     if kind == MODEL_POLICY:
         return _decide_team_policy(request, policies, evidence)
+    if resource_of(request) == ENDPOINT_SLICES:
+        return review_endpoint_slice(request, evidence)
     if resource_of(request) in SERVING_RESOURCES:
         return review_serving(replace(request, resource=resource_of(request)), evidence, now=_now(evidence))
     if kind == MODEL_APPROVAL:

@@ -105,6 +105,12 @@ class Identities:
         "system:serviceaccount:kube-system:replicaset-controller",
         "system:serviceaccount:kube-system:deployment-controller",
     )
+    # The EndpointSlice controller: the only writer of a model's Service's EndpointSlices (core/addresses.py). The
+    # controller manager's own name is its identity without --use-service-account-credentials.
+    endpoint_slices: tuple[str, ...] = (
+        "system:serviceaccount:kube-system:endpointslice-controller",
+        "system:kube-controller-manager",
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,6 +150,10 @@ class Evidence:
     chain: Chain | None = None  # for a Pod, workload, scale or InferenceService: its controller chain
     scaled: Mapping[str, Any] | None = None  # for a scale subresource: the stored workload being scaled
     reserved_for: str = ""  # for a Service: the ModelDeployment whose Service its name is (core/workloads.py)
+    # For an EndpointSlice: each Service name it carries (or carried) that is a model's -> that model ("ModelDeployment
+    # ns/name"); for a Service: each externalIP it adds that is a model Service's ClusterIP -> "Service ns/name of
+    # ModelDeployment ns/name" (core/addresses.py).
+    model_addresses: Mapping[str, str] = field(default_factory=dict)
     squatted_services: tuple[
         str, ...
     ] = ()  # for a new ModelDeployment: Services under its children's names it does not own

@@ -16,6 +16,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from devmlops.core.addresses import review_external_ips
 from devmlops.core.compare import differences, metadata_differences
 from devmlops.core.evidence import Chain, Evidence
 from devmlops.core.exemptions import pod_images
@@ -142,7 +143,11 @@ def service_owner_candidates(name: str) -> tuple[str, ...]:
 def _review_service(request: AdmissionRequest, evidence: Evidence, name: str) -> Decision:
     """A Service a ModelDeployment or InferenceService owns(ed) is a child, reviewed as one. Any other Service may not
     take a name that carries a model's address (in an enforced namespace every Service comes here): KServe keeps a
-    Service it finds under its name when the ports and selector match, whatever its type (ExternalName included)."""
+    Service it finds under its name when the ports and selector match, whatever its type (ExternalName included).
+    No Service, a model's or another, may add an externalIP (core/addresses.py)."""
+    intercepts = review_external_ips(request, evidence)
+    if intercepts is not None:
+        return intercepts
     owners = [request.object or {}] + ([request.old_object] if request.old_object is not None else [])
     claims = any(ref.get("kind") in _MODEL_OWNERS for obj in owners for ref in _owner_refs(obj))
     if claims or (evidence.chain is not None and evidence.chain.model is not None):

@@ -10,7 +10,12 @@ Helm chart renders (a test holds the two together).
   route a model server's traffic (a Triton model's Service is a child like its Deployment; KServe's predictor
   Service is KServe's to write); and, outside enforcement too, every Service named like a model's address
   (``-predictor``, ``-transformer``, ``-explainer``, ``-canary``): KServe keeps a Service it finds under its name,
-  so an unowned one there would take the model's traffic (the webhook refuses it when that model exists).
+  so an unowned one there would take the model's traffic (the webhook refuses it when that model exists); and,
+  everywhere, every Service that sets ``spec.externalIPs`` (kube-proxy intercepts those addresses in the cluster).
+- EndpointSlices, wherever they are, that carry (or carried, before the update) the label
+  ``kubernetes.io/service-name`` and that anyone but the EndpointSlice controller writes: kube-proxy joins every
+  slice so labelled to the Service it names, so a slice under a model's Service name takes the model's address. The
+  controller's own writes (one per Pod readiness change, cluster-wide) never wait on the webhook.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from devmlops.core.evidence import DEFAULT_SERVER_IMAGES
+from devmlops.core.addresses import SERVICE_NAME_LABEL
+from devmlops.core.evidence import DEFAULT_SERVER_IMAGES, Identities
 from devmlops.core.render import LABEL_MODEL_DEPLOYMENT, LABEL_MODEL_SERVER
 from devmlops.core.workloads import ENFORCE_LABEL, SERVICE_SUFFIXES
 
@@ -30,6 +36,7 @@ __all__ = [
     "VALIDATING_ENTRIES",
     "Entry",
     "model_server_condition",
+    "service_slice_condition",
     "webhook_entry",
 ]
 
@@ -55,6 +62,7 @@ class Entry:
     model_servers_only: bool = False  # matchConditions: labelled as, or running, a model server image
     model_service: bool = False  # matchConditions: a model owns it (or did, before), or its name is a model's address
     orphaning_only: bool = False  # matchConditions: a DELETE with propagationPolicy Orphan
+    service_slices: bool = False  # matchConditions: a Service's EndpointSlice, not written by its controller
 
     @property
     def namespaced(self) -> bool:
@@ -104,6 +112,7 @@ VALIDATING_ENTRIES: tuple[Entry, ...] = (
     # Every Service in an enforced namespace (none may take a model's address); elsewhere those models own(ed).
     Entry("services-enforced", (Rule("", ("services",)),), where="enforced"),
     Entry("services", (Rule("", ("services",)),), where="unenforced", model_service=True),
+    Entry("endpointslices", (Rule("discovery.k8s.io", ("endpointslices",)),), service_slices=True),
     Entry(
         "orphaning",
         (
@@ -156,12 +165,26 @@ OWNED_BY_MODEL = (
 
 # A Service named like one of KServe's per component (or a rollout's new version): the name decides whose traffic
 # it takes, so it is sent whoever owns it. (A Triton model's own Service, named as the ModelDeployment, cannot be
-# told by its name; the operator replaces whatever it finds under that name.)
+# told by its name; the operator replaces whatever it finds under that name.) And a Service with externalIPs: it
+# takes those addresses in the cluster, a model Service's ClusterIP among them (core/addresses.py).
 MODEL_SERVICE = (
     OWNED_BY_MODEL
     + " || "
     + " || ".join(f"object.metadata.name.endsWith('{suffix}')" for suffix in SERVICE_SUFFIXES if suffix)
+    + " || (has(object.spec.externalIPs) && size(object.spec.externalIPs) > 0)"
 )
+
+
+def service_slice_condition(writers: Iterable[str] = Identities().endpoint_slices) -> str:
+    """CEL for matchConditions: an EndpointSlice that joins (or joined, before this update) a Service, written by
+    anyone but the EndpointSlice controller (``writers``; the webhook refuses those that name a model's Service)."""
+    names = ", ".join(f"'{w}'" for w in writers)
+
+    def joins(obj: str) -> str:
+        return f"has({obj}.metadata.labels) && '{SERVICE_NAME_LABEL}' in {obj}.metadata.labels"
+
+    joined = f"({joins('object')}) || (oldObject != null && {joins('oldObject')})"
+    return f"!(request.userInfo.username in [{names}]) && ({joined})"
 
 
 def namespace_selector(where: Where, excluded: Iterable[str] = EXCLUDED_NAMESPACES) -> dict[str, Any]:
@@ -204,6 +227,8 @@ def webhook_entry(entry: Entry, url: str, ca_pem: bytes, timeout_seconds: int, s
         webhook["matchConditions"] = [{"name": "runs-a-model-server", "expression": model_server_condition()}]
     if entry.model_service:
         webhook["matchConditions"] = [{"name": "a-models-service", "expression": MODEL_SERVICE}]
+    if entry.service_slices:
+        webhook["matchConditions"] = [{"name": "joins-a-service", "expression": service_slice_condition()}]
     if entry.orphaning_only:
         webhook["matchConditions"] = [{"name": "orphans-its-dependents", "expression": ORPHANING}]
     return webhook

@@ -12,6 +12,7 @@ from devmlops.adapters.approvals import find_approval
 from devmlops.adapters.evidence import DocumentLookup, resolve_evidence
 from devmlops.adapters.ocisig import ImageSignatureChecker, OciError
 from devmlops.adapters.registrycache import RegistryResolver
+from devmlops.core.addresses import ENDPOINT_SLICES, added_external_ips, sliced_services
 from devmlops.core.attestation import VerifiedAttestation
 from devmlops.core.baseline import evaluation_authorities, monitors_drift, signed_baseline
 from devmlops.core.decision import MODEL_APPROVAL, MODEL_DEPLOYMENT, decide, resource_of, select_policies
@@ -91,6 +92,8 @@ class ClusterLookup(DocumentLookup, Protocol):
     def break_glass(self) -> tuple[BreakGlass, ...]: ...
 
     def service(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+    def ip_address(self, ip: str) -> Mapping[str, Any] | None: ...
 
 
 # The owners a model server's chain may pass through, and where the webhook finds them: (group, kind) -> resource.
@@ -173,6 +176,10 @@ class AdmissionService:
             return self._model_evidence(
                 obj, now, now=stamp, requester_stamped=True, squatted_services=squatted, reserved_suffix=suffix
             )
+        if resource_of(request) == ENDPOINT_SLICES:
+            services = sliced_services(request)
+            models = {s: m for s in services if (m := self._model_of_service(request.namespace, s))}
+            return Evidence(model_addresses=models, identities=self._identities, now=stamp)
         labels = dict(self._lookup.namespace_labels(request.namespace))
         if kind == MODEL_APPROVAL:
             target = self._approval_target(request)
@@ -280,6 +287,32 @@ class AdmissionService:
                 found.append(candidate)
         return tuple(found)
 
+    def _model_of_service(self, namespace: str, service: str) -> str:
+        """The model whose Service ``service`` is ('ModelDeployment ns/name'), or '': a ModelDeployment whose Service
+        the name would be (core/workloads.py), or a model owning the stored Service (one read)."""
+        model = next((n for n in service_owner_candidates(service) if self._lookup.model_deployment(namespace, n)), "")
+        if model:
+            return f"ModelDeployment {namespace}/{model}"
+        stored = self._lookup.service(namespace, service) if service else None
+        owners = [] if stored is None else (stored.get("metadata") or {}).get("ownerReferences") or []
+        owner = next((r for r in owners if r.get("kind") in ("ModelDeployment", "InferenceService")), None)
+        return f"{owner.get('kind')} {namespace}/{owner.get('name')}" if owner else ""
+
+    def _cluster_ip_models(self, ips: Sequence[str]) -> dict[str, str]:
+        """For each address that is a model Service's ClusterIP: 'Service ns/name of <model>' (the API server's
+        IPAddress object names the Service it is allocated to). Only the denial's wording depends on it: a new
+        externalIP is refused whoever's address it is."""
+        found: dict[str, str] = {}
+        for ip in ips:
+            ref = ((self._lookup.ip_address(ip) or {}).get("spec") or {}).get("parentRef") or {}
+            if ref.get("resource") != "services" or ref.get("group"):
+                continue
+            namespace, name = str(ref.get("namespace") or ""), str(ref.get("name") or "")
+            model = self._model_of_service(namespace, name)
+            if model:
+                found[ip] = f"Service {namespace}/{name} of {model}"
+        return found
+
     def _serving_evidence(self, request: AdmissionRequest, obj: Mapping[str, Any], stamp: str) -> Evidence:
         """For a Pod, workload, subresource or KServe kind: its controller chain (for a scale, the chain of the stored
         workload it scales), the exemptions and break-glass grants, and the image allow-lists for runtimes."""
@@ -303,10 +336,12 @@ class AdmissionService:
                 (n for n in service_owner_candidates(name) if self._lookup.model_deployment(namespace, n) is not None),
                 "",
             )
+        addresses = self._cluster_ip_models(added_external_ips(request)) if resource == "services" else {}
         cluster_policies = self._cluster_policies(namespace, labels)
         is_runtime = resource in ("servingruntimes", "clusterservingruntimes")
         return Evidence(
             reserved_for=reserved_for,
+            model_addresses=addresses,
             namespace_labels=labels,
             now=stamp,
             chain=chain,

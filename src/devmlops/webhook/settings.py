@@ -64,6 +64,11 @@ class WebhookSettings(BaseModel):
     operator_user: str = Field(default=Identities().operator, min_length=1)
     kserve_user: str = Field(default=Identities().kserve, min_length=1)
     controller_users: tuple[str, ...] = Field(default=Identities().controllers, min_length=1)
+    endpoint_slice_users: tuple[str, ...] = Field(
+        default=Identities().endpoint_slices,
+        min_length=1,
+        description="The EndpointSlice controller's identities (as in the webhook configuration's matchConditions).",
+    )
     verifier_image: str = Field(default="devmlops:0.1.0", min_length=1)
     evidence_secret_namespaces: tuple[str, ...] | None = Field(
         default=None,
@@ -76,4 +81,9 @@ class WebhookSettings(BaseModel):
 
     @property
     def identities(self) -> Identities:
-        return Identities(operator=self.operator_user, kserve=self.kserve_user, controllers=self.controller_users)
+        return Identities(
+            operator=self.operator_user,
+            kserve=self.kserve_user,
+            controllers=self.controller_users,
+            endpoint_slices=self.endpoint_slice_users,
+        )

@@ -74,9 +74,11 @@ EDITOR_RULES: list[dict[str, Any]] = [
             "configmaps",
             "secrets",
             "services",
+            "endpoints",  # a namespace editor may point a Service of their own anywhere (docs/threat-model.md)
         ],
         "verbs": EDITOR_VERBS,
     },
+    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": EDITOR_VERBS},
     {
         "apiGroups": ["apps"],
         "resources": [

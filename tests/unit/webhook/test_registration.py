@@ -1,9 +1,10 @@
-"""What the API server sends the webhook about Services outside enforcement (webhook/registration.py)."""
+"""What the API server sends the webhook about Services and EndpointSlices (webhook/registration.py)."""
 
 from __future__ import annotations
 
+from devmlops.core.evidence import Identities
 from devmlops.core.workloads import SERVICE_SUFFIXES
-from devmlops.webhook.registration import OWNED_BY_MODEL, VALIDATING_ENTRIES, webhook_entry
+from devmlops.webhook.registration import OWNED_BY_MODEL, VALIDATING_ENTRIES, service_slice_condition, webhook_entry
 
 
 def test_outside_enforcement_every_service_named_like_a_models_address_is_sent() -> None:
@@ -16,3 +17,29 @@ def test_outside_enforcement_every_service_named_like_a_models_address_is_sent()
     assert OWNED_BY_MODEL in expression
     for suffix in (s for s in SERVICE_SUFFIXES if s):
         assert f"object.metadata.name.endsWith('{suffix}')" in expression
+
+
+def test_everywhere_every_service_setting_external_ips_is_sent() -> None:
+    """kube-proxy intercepts a Service's externalIPs in the cluster (CVE-2020-8554), whatever its namespace."""
+    (entry,) = [e for e in VALIDATING_ENTRIES if e.name == "services"]
+    (condition,) = webhook_entry(entry, "https://x/validate", b"", 5, "validate")["matchConditions"]
+    assert "(has(object.spec.externalIPs) && size(object.spec.externalIPs) > 0)" in condition["expression"]
+    assert [e.where for e in VALIDATING_ENTRIES if e.name == "services-enforced"] == ["enforced"]
+
+
+def test_every_slice_joining_a_service_is_sent_unless_the_endpointslice_controller_writes_it() -> None:
+    """A slice labelled kubernetes.io/service-name joins that Service in kube-proxy whoever wrote it; the
+    controller's own writes (every Pod readiness change) skip the webhook."""
+    (entry,) = [e for e in VALIDATING_ENTRIES if e.name == "endpointslices"]
+    webhook = webhook_entry(entry, "https://x/validate", b"", 5, "validate")
+    assert entry.where == "all"
+    assert [(r["apiGroups"], r["resources"], r["operations"]) for r in webhook["rules"]] == [
+        (["discovery.k8s.io"], ["endpointslices"], ["CREATE", "UPDATE"])
+    ]
+    (condition,) = webhook["matchConditions"]
+    expression = condition["expression"]
+    assert expression == service_slice_condition(Identities().endpoint_slices)
+    names = ", ".join(f"'{w}'" for w in Identities().endpoint_slices)
+    assert expression.startswith(f"!(request.userInfo.username in [{names}]) && (")
+    for obj in ("object", "oldObject"):
+        assert f"'kubernetes.io/service-name' in {obj}.metadata.labels" in expression

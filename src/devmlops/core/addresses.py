@@ -1,0 +1,114 @@
+"""Nothing but a model's own Service takes its address: EndpointSlices and externalIPs.
+
+kube-proxy sends a Service's traffic to the endpoints of every EndpointSlice labelled
+``kubernetes.io/service-name: <Service>``, whoever wrote it and whatever its ``endpointslice.kubernetes.io/managed-by``
+says: a namespace editor's slice under a model's Service name (``<md>``, ``<md>-canary``, ``<md>-predictor``, ...)
+adds her address to the model's backends. Only the EndpointSlice controller writes a model's slices (it derives them
+from the Service's selector, which devmlops reviews); any other writer is refused, on a create, on an update of the
+controller's own slice, and on a relabel onto (or off) a model's Service.
+
+kube-proxy also sends traffic for any Service's ``spec.externalIPs`` address, on every node, to that Service's
+endpoints (CVE-2020-8554): a Service in any namespace naming a model Service's ClusterIP (or a Pod's, or a node's)
+intercepts that address in the cluster. As Kubernetes' own DenyServiceExternalIPs admission plugin does, no Service
+the webhook sees may add an externalIP; those a Service already has may stay or go.
+
+The shell (``webhook/service.py``) finds which model a Service name or an address belongs to
+(``Evidence.model_addresses``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from devmlops.core.evidence import Evidence
+from devmlops.core.model import Decision, GateResult, Outcome
+from devmlops.core.review import AdmissionRequest
+
+__all__ = [
+    "ENDPOINT_SLICES",
+    "SERVICE_NAME_LABEL",
+    "added_external_ips",
+    "review_endpoint_slice",
+    "review_external_ips",
+    "sliced_services",
+]
+
+GATE = "address"
+ENDPOINT_SLICES = "endpointslices"
+# The label by which kube-proxy (and cluster DNS) joins an EndpointSlice to a Service of the same namespace.
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+def _decision(outcome: Outcome, reason: str, hint: str = "") -> Decision:
+    return Decision((GateResult(gate=GATE, outcome=outcome, reason=reason, hint=hint),))
+
+
+def _label(obj: Mapping[str, Any] | None) -> str:
+    labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
+    value = labels.get(SERVICE_NAME_LABEL) if isinstance(labels, Mapping) else None
+    return value if isinstance(value, str) else ""
+
+
+def sliced_services(request: AdmissionRequest) -> tuple[str, ...]:
+    """The Services an EndpointSlice under review joins: its label, and on an update the label it had (a slice
+    relabelled off a model's Service takes endpoints from it as surely as one relabelled onto it adds them)."""
+    old = request.old_object if request.operation == "UPDATE" else None
+    names = (_label(request.object), _label(old))
+    return tuple(dict.fromkeys(n for n in names if n))
+
+
+def review_endpoint_slice(request: AdmissionRequest, evidence: Evidence) -> Decision:
+    """Only the EndpointSlice controller (``Identities.endpoint_slices``) writes a slice that names a model's
+    Service; a slice naming no model's Service is anyone's."""
+    what = f"EndpointSlice {request.namespace}/{request.name or _name(request.object)}"
+    taken = [(s, evidence.model_addresses[s]) for s in sliced_services(request) if s in evidence.model_addresses]
+    if not taken:
+        return _decision("pass", f"{what}: names no model's Service")
+    writers = evidence.identities.endpoint_slices
+    service, model = taken[0]
+    if request.username in writers:
+        return _decision("pass", f"{what}: the EndpointSlice controller keeps {model}'s Service {service}")
+    return _decision(
+        "fail",
+        f"{what}: labelled {SERVICE_NAME_LABEL}={service}, it would add its endpoints to the Service of {model} "
+        f"(the model's address: kube-proxy routes to every slice so labelled, whoever wrote it); written by "
+        f"'{request.username}', expected only the EndpointSlice controller ({', '.join(writers)})",
+        f"label the slice with a Service of your own (or none); the EndpointSlice controller writes {service}'s "
+        "endpoints from the Pods its selector matches",
+    )
+
+
+def _external_ips(obj: Mapping[str, Any] | None) -> tuple[str, ...]:
+    ips = ((obj or {}).get("spec") or {}).get("externalIPs") or []
+    return tuple(str(ip) for ip in ips) if isinstance(ips, Sequence) and not isinstance(ips, str) else ()
+
+
+def added_external_ips(request: AdmissionRequest) -> tuple[str, ...]:
+    """The ``spec.externalIPs`` a Service create or update adds (all of a create's; an update's that the stored
+    Service did not have)."""
+    before = set(_external_ips(request.old_object)) if request.operation == "UPDATE" else set()
+    return tuple(ip for ip in dict.fromkeys(_external_ips(request.object)) if ip not in before)
+
+
+def review_external_ips(request: AdmissionRequest, evidence: Evidence) -> Decision | None:
+    """A Service may add no externalIP (None: it adds none, decide the rest of it as before)."""
+    added = added_external_ips(request)
+    if not added:
+        return None
+    what = f"Service {request.namespace}/{request.name or _name(request.object)}"
+    models = [
+        f"{ip} is the ClusterIP of {evidence.model_addresses[ip]}" for ip in added if ip in evidence.model_addresses
+    ]
+    whose = "; ".join(models) if models else "any address in it could be a model's, a Pod's or a node's"
+    return _decision(
+        "fail",
+        f"{what}: spec.externalIPs adds {', '.join(added)} ({whose}); kube-proxy sends traffic for an external IP, "
+        f"on every node, to this Service's endpoints, so it would intercept that address in the cluster "
+        f"(CVE-2020-8554); written by '{request.username}', expected no new externalIPs from anyone",
+        "remove spec.externalIPs; expose the Service as type LoadBalancer or NodePort (or an Ingress or Gateway)",
+    )
+
+
+def _name(obj: Mapping[str, Any] | None) -> str:
+    return str(((obj or {}).get("metadata") or {}).get("name") or "")

@@ -1,0 +1,114 @@
+"""A model's address, pure (core/addresses.py): EndpointSlices under a model's Service name are the EndpointSlice
+controller's alone; no Service adds an externalIP. Decided through ``decide()``, as the webhook decides them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from devmlops.core.addresses import added_external_ips, sliced_services
+from devmlops.core.decision import decide
+from devmlops.core.evidence import Evidence, Identities
+from devmlops.core.model import Decision
+from devmlops.core.policy import PolicySet
+from devmlops.core.review import AdmissionRequest, GroupVersionKind
+from tests.unit.core.fakes import FakeVerifier
+
+IDS = Identities()
+CONTROLLER = "system:serviceaccount:kube-system:endpointslice-controller"
+MODEL = "ModelDeployment ml/fraud"
+
+
+def endpoint_slice(service: str | None, *addresses: str) -> dict[str, Any]:
+    labels = {"kubernetes.io/service-name": service} if service is not None else {}
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "s", "labels": labels},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [a]} for a in addresses],
+    }
+
+
+def service(*external_ips: str) -> dict[str, Any]:
+    spec: dict[str, Any] = {"selector": {"app": "x"}, "ports": [{"port": 80}]}
+    if external_ips:
+        spec["externalIPs"] = list(external_ips)
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "interceptor"}, "spec": spec}
+
+
+def request(
+    obj: dict[str, Any], *, user: str = "mallory", old: dict[str, Any] | None = None, group: str = ""
+) -> AdmissionRequest:
+    kind = str(obj["kind"])
+    return AdmissionRequest(
+        uid="u",
+        kind=GroupVersionKind(group, "v1", kind),
+        operation="UPDATE" if old is not None else "CREATE",
+        namespace="ml",
+        name=str(obj["metadata"]["name"]),
+        username=user,
+        groups=(),
+        object=obj,
+        old_object=old,
+        resource="endpointslices" if kind == "EndpointSlice" else "services",
+    )
+
+
+def slice_decision(obj: dict[str, Any], *, models: dict[str, str], **more: Any) -> Decision:
+    evidence = Evidence(model_addresses=models, identities=IDS)
+    return decide(request(obj, group="discovery.k8s.io", **more), PolicySet(), evidence, FakeVerifier())
+
+
+def test_a_slice_of_anyone_but_the_controller_under_a_models_service_is_refused_naming_all_four() -> None:
+    denied = slice_decision(endpoint_slice("fraud", "10.0.0.250"), models={"fraud": MODEL})
+    assert not denied.allowed
+    for named in ("EndpointSlice ml/s", "kubernetes.io/service-name=fraud", MODEL, "'mallory'", CONTROLLER):
+        assert named in denied.message
+    assert "label the slice with a Service of your own" in denied.results[0].hint
+
+
+def test_the_endpointslice_controller_writes_a_models_slices_and_anyone_writes_other_slices() -> None:
+    assert slice_decision(endpoint_slice("fraud", "10.1.0.7"), models={"fraud": MODEL}, user=CONTROLLER).allowed
+    manager = "system:kube-controller-manager"  # without --use-service-account-credentials
+    assert slice_decision(endpoint_slice("fraud"), models={"fraud": MODEL}, user=manager).allowed
+    assert slice_decision(endpoint_slice("mine", "10.0.0.250"), models={"fraud": MODEL}).allowed
+    assert slice_decision(endpoint_slice(None, "10.0.0.250"), models={"fraud": MODEL}).allowed
+
+
+def test_relabelling_a_slice_onto_or_off_a_models_service_is_refused() -> None:
+    mine, theirs = endpoint_slice("decoy", "10.0.0.250"), endpoint_slice("fraud", "10.1.0.7")
+    models = {"fraud": MODEL}
+    assert not slice_decision(endpoint_slice("fraud", "10.0.0.250"), models=models, old=mine).allowed
+    assert not slice_decision(endpoint_slice("decoy", "10.1.0.7"), models=models, old=theirs).allowed
+    added = endpoint_slice("fraud", "10.1.0.7", "10.0.0.250")
+    assert "ModelDeployment ml/fraud" in slice_decision(added, models=models, old=theirs).message
+
+
+def test_the_services_a_slice_joins_are_its_label_and_the_one_it_had() -> None:
+    old = endpoint_slice("fraud")
+    assert sliced_services(request(endpoint_slice("decoy"), old=old)) == ("decoy", "fraud")
+    assert sliced_services(request(endpoint_slice("fraud"), old=old)) == ("fraud",)
+    assert sliced_services(request(endpoint_slice(None))) == ()
+
+
+def service_decision(obj: dict[str, Any], models: dict[str, str] | None = None, **more: Any) -> Decision:
+    evidence = Evidence(model_addresses=models or {}, identities=IDS)
+    return decide(request(obj, **more), PolicySet(), evidence, FakeVerifier())
+
+
+def test_a_service_adding_a_models_cluster_ip_as_an_external_ip_is_refused_naming_the_model() -> None:
+    owner = "Service team/fraud of ModelDeployment team/fraud"
+    denied = service_decision(service("10.0.0.17"), {"10.0.0.17": owner})
+    assert not denied.allowed
+    for named in ("Service ml/interceptor", "spec.externalIPs adds 10.0.0.17", owner, "'mallory'", "CVE-2020-8554"):
+        assert named in denied.message
+
+
+def test_any_new_external_ip_is_refused_from_anyone_and_those_a_service_had_may_stay_or_go() -> None:
+    assert "spec.externalIPs adds 192.0.2.10" in service_decision(service("192.0.2.10"), user=IDS.operator).message
+    old = service("192.0.2.10")
+    assert service_decision(service("192.0.2.10"), old=old).allowed
+    assert service_decision(service(), old=old).allowed
+    assert not service_decision(service("192.0.2.10", "192.0.2.11"), old=old).allowed
+    assert service_decision(service()).allowed
+    assert added_external_ips(request(service("192.0.2.11", "192.0.2.10"), old=old)) == ("192.0.2.11",)
