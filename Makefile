@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # (or takes KUBEBUILDER_ASSETS and builds what that folder lacks).
 TOOLS_DIR = $(shell bash hack/tools.sh)
 
-.PHONY: help venv tools registries lint test test-rego test-unit test-integration run fuzz bench bench-evidence bench-guard bench-webhook bench-verify bench-apiserver bench-pods bench-operator clean image image-model-server kind-e2e e2e
+.PHONY: help venv tools registries lint test test-rego test-unit test-integration run fuzz bench bench-evidence bench-guard bench-webhook bench-verify bench-apiserver bench-pods bench-operator clean image image-model-server kind-check kind-e2e e2e
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -115,12 +115,20 @@ image: ## Build the devmlops image as an OCI archive (Docker if an engine answer
 image-model-server: ## Build the model-server image (MLServer + its sklearn runtime from PyPI), without Docker
 	@$(IMAGES_PY) -m devmlops.harness.pyimages model-server
 
-kind-e2e: ## kind cluster, image loaded, chart installed, samples applied and checked (needs Docker and kind)
-	bash hack/kind-e2e.sh
+# E2E_ARGS=--keep keeps the cluster up at the end (also after a failure) until Ctrl-C, for kubectl and crictl.
+E2E_ARGS ?=
+
+# The same steps as `make e2e` (devmlops.harness.e2e), on a kind cluster: the images built like `make image`'s
+# Docker-free path (root) and loaded with `kind load image-archive`; helm and OPA from the tools folder. Docker and kind
+# are checked first, so a machine without them is told at once (exit 2), before any tool is built.
+# (A prerequisite of its own: make expands the whole recipe, and so $(TOOLS_DIR), before its first line runs.)
+kind-check: $(STAMP)
+	@$(PY) -m devmlops.harness.kindcluster --check
+
+kind-e2e: kind-check ## The e2e steps of `make e2e` on a kind cluster (needs Docker and kind; root for the images)
+	DEVMLOPS_TOOLS_DIR="$(TOOLS_DIR)" $(PY) -m devmlops.harness.e2e --cluster kind --project-dir "$(CURDIR)" $(E2E_ARGS)
 
 # The local node runs the chart and a signed model for real (devmlops.harness.e2e; needs root, cgroup v1 and the node's
 # Debian packages, like DEVMLOPS_NODE=1); images are built or taken from ~/.cache/devmlops/images.
-# E2E_ARGS=--keep keeps the cluster up at the end (also after a failure) until Ctrl-C, for kubectl and crictl.
-E2E_ARGS ?=
 e2e: $(STAMP) ## Chart installed on the local node, helm test, a signed model served, tampered, revoked, deleted (root)
 	DEVMLOPS_TOOLS_DIR="$(TOOLS_DIR)" $(PY) -m devmlops.harness.e2e --project-dir "$(CURDIR)" $(E2E_ARGS)

@@ -25,7 +25,16 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.kube import api_client
-from devmlops.core.render import GUARD_CONTAINER, GUARD_METRICS_PORT, GUARDED_PORTS, LABEL_MODEL_SERVER
+from devmlops.core.manifests import parse_model_deployment
+from devmlops.core.render import (
+    GUARD_CONTAINER,
+    GUARD_METRICS_PORT,
+    GUARDED_PORTS,
+    KSERVE_GUARD_CONTAINER,
+    MANAGED_BY,
+    build_triton,
+    render_children,
+)
 from devmlops.harness.controlplane import ControlPlane
 from devmlops.harness.kserve import install_kserve_crds
 from devmlops.harness.processes import ManagedProcess, free_port
@@ -144,6 +153,66 @@ def test_the_operator_keeps_certificates_by_default_and_cert_manager_when_asked(
     assert annotation == {"cert-manager.io/inject-ca-from": "devmlops-system/devmlops-webhook"}
 
 
+Pod = tuple[str, dict[str, str], list[dict[str, Any]]]  # (what, the Pod's labels, its containers)
+
+
+def rendered_pods() -> list[Pod]:
+    """The model server Pods of a guarded and an unguarded model of each runtime, as the renderer writes them; for
+    KServe, with the labels KServe v0.16 gives a predictor Pod (the InferenceService's, then its own)."""
+    pods: list[Pod] = []
+    for guarded in (True, False):
+        suffix = "guarded" if guarded else "unguarded"
+        spec: dict[str, Any] = {"model": {"name": "m", "uri": "s3://models/m", "digest": "sha256:" + "1" * 64}}
+        if guarded:
+            spec["guard"] = {"protocol": "v2"}
+        triton = parse_model_deployment(
+            {
+                "metadata": {"name": "m", "namespace": "ml", "uid": "u1"},
+                "spec": {**spec, "runtime": {"kind": "triton", "image": "t@sha256:" + "2" * 64}},
+            }
+        )
+        deployment, _service = build_triton(triton, plan_json="{}", verifier_image="v", policy_revision="")
+        template = deployment["spec"]["template"]
+        pods.append((f"triton {suffix}", template["metadata"]["labels"], template["spec"]["containers"]))
+        kserve = parse_model_deployment(
+            {
+                "metadata": {"name": "m", "namespace": "ml", "uid": "u1"},
+                "spec": {**spec, "runtime": {"kind": "kserve", "servingRuntime": "mlserver"}},
+            }
+        )
+        (isvc,) = render_children(kserve, plan_json="{}", verifier_image="v")
+        labels = {
+            **isvc["metadata"]["labels"],
+            "serving.kserve.io/inferenceservice": "m",
+            "component": "predictor",
+            "app": "isvc.m-predictor",
+        }
+        model_server = {"name": "kserve-container", "ports": [{"name": "metrics", "containerPort": 8082}]}
+        pods.append((f"kserve {suffix}", labels, [model_server, *isvc["spec"]["predictor"].get("containers", [])]))
+    return pods
+
+
+def scraped(monitor: dict[str, Any], pods: list[Pod]) -> list[tuple[str, str]]:
+    """(Pod, container) of each target the PodMonitor keeps: its matchLabels selector, a container port named like
+    its endpoint's, and its keep relabelings on the container's name (all it uses)."""
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    selector = monitor["spec"]["selector"]
+    assert set(selector) == {"matchLabels"}, selector
+    kept = []
+    for what, labels, containers in pods:
+        if not selector["matchLabels"].items() <= labels.items():
+            continue
+        for container in containers:
+            if not any(port.get("name") == endpoint["port"] for port in container.get("ports") or []):
+                continue
+            for rule in endpoint["relabelings"]:
+                assert rule["sourceLabels"] == ["__meta_kubernetes_pod_container_name"], rule
+                assert rule["action"] == "keep", rule
+            if all(re.fullmatch(rule["regex"], container["name"]) for rule in endpoint["relabelings"]):
+                kept.append((what, container["name"]))
+    return sorted(kept)
+
+
 def test_the_guards_pod_monitor_and_the_operators_prometheus_follow_the_values(tools_dir: Path) -> None:
     default = render(tools_dir)
     assert not [d for d in default if d["kind"] == "PodMonitor"]
@@ -153,12 +222,16 @@ def test_the_guards_pod_monitor_and_the_operators_prometheus_follow_the_values(t
     monitor = find(docs, "PodMonitor", "devmlops-guard")
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     assert monitor["spec"]["namespaceSelector"] == {"any": True}
-    assert monitor["spec"]["selector"] == {"matchExpressions": [{"key": LABEL_MODEL_SERVER, "operator": "Exists"}]}
+    assert monitor["spec"]["selector"] == {"matchLabels": MANAGED_BY}
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     assert (endpoint["port"], endpoint["path"], endpoint["scheme"]) == ("metrics", "/metrics", "http")
     assert dict(GUARDED_PORTS)["metrics"] == GUARD_METRICS_PORT  # the port named "metrics" on a guarded Pod
-    assert endpoint["relabelings"] == [
-        {"sourceLabels": ["__meta_kubernetes_pod_container_name"], "regex": GUARD_CONTAINER, "action": "keep"}
+    # What it scrapes of the Pods devmlops renders: the guard of a Triton Pod and of a KServe predictor Pod, never a
+    # guardless Triton's own metrics port, nor the chart's own Pods.
+    webhook = find(docs, "Deployment", "devmlops-webhook")["spec"]["template"]
+    assert scraped(monitor, [*rendered_pods(), ("chart webhook", webhook["metadata"]["labels"], [])]) == [
+        ("kserve guarded", KSERVE_GUARD_CONTAINER),
+        ("triton guarded", GUARD_CONTAINER),
     ]
     operator = find(docs, "Deployment", "devmlops-operator")["spec"]["template"]["spec"]["containers"][0]
     url = {"name": "DEVMLOPS_PROMETHEUS_URL", "value": "http://prometheus-operated.monitoring.svc:9090"}

@@ -23,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.servingverify import VerificationPlan
 from devmlops.cli import cli
+from devmlops.core.render import MANAGED_BY
 from devmlops.harness.controlplane import CONTROLLERS
 from devmlops.harness.kserve import SKLEARN_IMAGE, server_side_apply
 from devmlops.harness.stack import DevmlopsStack
@@ -247,6 +248,9 @@ def test_kserve_renders_the_operators_inference_service_into_a_predictor_deploym
             "serving.kserve.io/inferenceservice": "fraud",
         }
         template = deployment["spec"]["template"]
+        # The Pods carry the operator's labels too: the chart's PodMonitor selects the guards' Pods by MANAGED_BY.
+        assert MANAGED_BY.items() <= template["metadata"]["labels"].items()
+        assert MANAGED_BY.items() <= chain.pod["metadata"]["labels"].items()
         assert template["metadata"]["annotations"]["internal.serving.kserve.io/storage-initializer-sourceuri"] == (
             "devmlops+s3://models/fraud"
         )

@@ -1,12 +1,12 @@
 """The container image and the kind end-to-end run, checked without Docker (this machine has none): the Dockerfile's
 stages, user and entrypoint, that everything it copies reaches the build context past .dockerignore, that
-hack/kind-e2e.sh is valid bash, that the workflow runs `make kind-e2e`, and that `make image` takes its Docker-free
-path without Docker. Building the image and the kind run itself happen in .github/workflows/kind-e2e.yaml."""
+`make kind-e2e` runs the e2e steps (devmlops.harness.e2e) on a kind cluster, that the workflow runs it, and that
+`make image` takes its Docker-free path without Docker. Building the image and the kind run itself happen in
+.github/workflows/kind-e2e.yaml."""
 
 from __future__ import annotations
 
 import json
-import os
 import posixpath
 import re
 import shlex
@@ -25,7 +25,7 @@ from tests.conftest import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
-KIND_E2E = ROOT / "hack" / "kind-e2e.sh"
+MAKEFILE = ROOT / "Makefile"
 WORKFLOW = ROOT / ".github" / "workflows" / "kind-e2e.yaml"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
@@ -330,24 +330,34 @@ def test_the_build_context_leaves_out(path: str) -> None:
     assert is_excluded(path, RULES), f"{path} would be sent to the Docker daemon"
 
 
-# --- hack/kind-e2e.sh -------------------------------------------------------------------------------------------------
+# --- make kind-e2e ---------------------------------------------------------------------------------------------------
 
 
-def test_the_kind_e2e_script_is_valid_bash_and_strict() -> None:
-    result = subprocess.run(["bash", "-n", str(KIND_E2E)], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr
-    text = KIND_E2E.read_text()
-    assert "set -euo pipefail" in text
-    assert os.access(KIND_E2E, os.X_OK), "hack/kind-e2e.sh is executable"
-    for setting in ("image.pullPolicy=Never", "webhook.topologySpread.whenUnsatisfiable=ScheduleAnyway", "--wait"):
-        assert setting in text, setting
+def _recipe(target: str) -> tuple[list[str], list[str]]:
+    """(prerequisites, recipe lines) of a Makefile rule."""
+    lines = MAKEFILE.read_text().splitlines()
+    (start,) = [i for i, line in enumerate(lines) if line.startswith(f"{target}:")]
+    prerequisites = lines[start].split(":", 1)[1].split("##")[0].split()
+    recipe = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("\t"):
+            break
+        recipe.append(line.strip())
+    return prerequisites, recipe
 
 
-def test_the_kind_e2e_script_passes_shellcheck() -> None:
-    if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
-    result = subprocess.run(["shellcheck", "-x", str(KIND_E2E)], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_make_kind_e2e_checks_docker_and_kind_first_then_runs_the_e2e_steps_on_kind() -> None:
+    """The e2e module's steps with --cluster kind; the tool check is a prerequisite, so it runs before make expands
+    $(TOOLS_DIR) (which builds the tools) in the recipe."""
+    prerequisites, recipe = _recipe("kind-e2e")
+    assert prerequisites == ["kind-check"]
+    (run,) = recipe
+    assert "-m devmlops.harness.e2e --cluster kind" in run
+    _, check = _recipe("kind-check")
+    assert check == ["@$(PY) -m devmlops.harness.kindcluster --check"]
+    _, local = _recipe("e2e")
+    assert "--cluster" not in local[0], "make e2e runs on the local node, as before"
+    assert not (ROOT / "hack" / "kind-e2e.sh").exists(), "no second copy of the steps"
 
 
 def _path_with_only(tmp_path: Path, *tools: str) -> str:
@@ -360,21 +370,6 @@ def _path_with_only(tmp_path: Path, *tools: str) -> str:
             pytest.skip(f"{tool} is not installed")
         (bin_dir / tool).symlink_to(found)
     return str(bin_dir)
-
-
-def test_the_kind_e2e_script_exits_2_naming_the_missing_tools(tmp_path: Path) -> None:
-    path = _path_with_only(tmp_path, "bash", "dirname")
-    result = subprocess.run(
-        [str(tmp_path / "bin" / "bash"), str(KIND_E2E)],
-        capture_output=True,
-        text=True,
-        env={"PATH": path, "HOME": str(tmp_path)},
-        cwd=tmp_path,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "docker kind kubectl helm" in result.stderr, result.stderr
 
 
 # --- the workflow and the Makefile ------------------------------------------------------------------------------------
@@ -396,10 +391,16 @@ def test_the_workflow_builds_and_runs_the_kind_e2e_on_ubuntu() -> None:
     assert job["runs-on"] == "ubuntu-latest"
     steps = job["steps"]
     uses = [step.get("uses", "").split("@")[0] for step in steps]
-    for action in ("actions/checkout", "actions/setup-python", "azure/setup-helm", "helm/kind-action"):
+    for action in (
+        "actions/checkout",
+        "actions/setup-python",
+        "actions/setup-go",
+        "azure/setup-helm",
+        "helm/kind-action",
+    ):
         assert action in uses, action
     kind_step = steps[uses.index("helm/kind-action")]
-    assert kind_step["with"]["install_only"] is True, "the script makes the cluster itself"
+    assert kind_step["with"]["install_only"] is True, "devmlops.harness.kindcluster makes the cluster itself"
     assert str(steps[uses.index("actions/setup-python")]["with"]["python-version"]) == "3.11"
     runs = [step["run"] for step in steps if "run" in step]
     assert any(re.search(r"(^|\s)make kind-e2e(\s|$)", run) for run in runs), runs

@@ -29,6 +29,7 @@ __all__ = [
     "LABEL_CANARY_OF",
     "LABEL_MODEL_DEPLOYMENT",
     "LABEL_MODEL_SERVER",
+    "MANAGED_BY",
     "MLSERVER_LOOPBACK_ENV",
     "MODEL_DIR",
     "VERIFY_URI_PREFIX",
@@ -45,6 +46,9 @@ ANNOTATION_DIGEST = "devmlops.io/model-digest"
 ANNOTATION_POLICY_REVISION = "devmlops.io/policy-revision"
 ANNOTATION_VERIFICATION = "devmlops.io/verification"
 LABEL_MODEL_DEPLOYMENT = "devmlops.io/model-deployment"
+# On every child and on every model server Pod of either runtime (KServe passes an InferenceService's labels on to its
+# predictor Pods): the chart's PodMonitor selects the guards' Pods by it (templates/monitoring/podmonitor.yaml).
+MANAGED_BY = {"app.kubernetes.io/managed-by": "devmlops"}
 # KServe's mode, stated rather than left to the cluster's inferenceservice-config (KServe ships Knative, "Serverless",
 # as the default). v0.16 reads "Standard" (raw Deployments); "RawDeployment" is its deprecated alias, and its
 # defaulter adds "Standard" itself only where the cluster default already is. The devmlops chain (predictor
@@ -115,7 +119,7 @@ def build_inference_service(
         "metadata": {
             "name": metadata.name,
             "namespace": metadata.namespace,
-            "labels": {"app.kubernetes.io/managed-by": "devmlops", LABEL_MODEL_DEPLOYMENT: metadata.name},
+            "labels": {**MANAGED_BY, LABEL_MODEL_DEPLOYMENT: metadata.name},
             "annotations": {
                 ANNOTATION_DIGEST: model.digest,
                 ANNOTATION_POLICY_REVISION: policy_revision,
@@ -235,7 +239,7 @@ def build_triton(
     model, runtime = model_deployment.spec.model, model_deployment.spec.runtime
     ports = GUARDED_PORTS if model_deployment.spec.guard else PORTS
     selector = {LABEL_CANARY_OF: name} if canary else {LABEL_MODEL_DEPLOYMENT: name}
-    labels = {"app.kubernetes.io/managed-by": "devmlops", LABEL_MODEL_SERVER: "triton", **selector}
+    labels = {**MANAGED_BY, LABEL_MODEL_SERVER: "triton", **selector}
     pod_labels = dict(labels)
     if canary:
         name += CANARY_SUFFIX

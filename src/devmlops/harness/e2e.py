@@ -20,7 +20,11 @@ the time of every phase, and the memory (RSS) of each control-plane process and 
 when a step did not go as expected (2 when it could not run at all).
 Needs root, the node's Debian packages and cgroup v1, like ``DEVMLOPS_NODE=1`` (see docs/development.md):
 
-    python -m devmlops.harness.e2e --tools-dir DIR [--project-dir DIR] [--keep]
+    python -m devmlops.harness.e2e --tools-dir DIR [--project-dir DIR] [--keep] [--cluster local|kind]
+
+``--cluster kind`` (``make kind-e2e``) runs the same steps on a kind cluster instead, for users with Docker and kind
+(devmlops.harness.kindcluster; KIND_CLUSTER names it, devmlops-e2e by default; KIND_NODE_IMAGE picks its node
+image). What a cluster provides to the steps is devmlops.harness.e2ecluster.Cluster; ``story`` is the steps.
 
 While another devmlops node runs on this machine (one per machine) it waits for it, at most
 ``DEVMLOPS_E2E_NODE_WAIT`` seconds (900).
@@ -40,16 +44,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import yaml
 from cryptography.hazmat.primitives import serialization
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
@@ -59,13 +59,22 @@ from devmlops.adapters.kube import api_client, create_object, denial_message
 from devmlops.adapters.modelsign import sign_model
 from devmlops.adapters.pki import generate_ec_key, new_ca
 from devmlops.errors import DevmlopsError, HarnessError
-from devmlops.harness.clusterdns import CLUSTER_DNS_IP
-from devmlops.harness.clusterdns import manifests as cluster_dns_manifests
-from devmlops.harness.controlplane import ControlPlane, find_tools, load_yaml_documents
+from devmlops.harness.controlplane import REQUIRED_TOOLS, find_tools, load_yaml_documents
+from devmlops.harness.e2ecluster import (
+    Cluster,
+    E2EFailure,
+    Images,
+    KServeStorage,
+    LocalNode,
+    Phase,
+    process_rss,
+    run_helm,
+    say,
+    wait_for,
+)
 from devmlops.harness.images import OPA_IMAGE, image_cache_root, manifest_digest, opa_archive
-from devmlops.harness.kserve import KSERVE_NAMESPACE, KServe
-from devmlops.harness.node import Node, NodeUnavailableError
-from devmlops.harness.processes import ManagedProcess
+from devmlops.harness.kindcluster import Kind, missing_message, missing_tools
+from devmlops.harness.kserve import KSERVE_NAMESPACE
 from devmlops.harness.pyimages import (
     DEVMLOPS_KSERVE_IMAGE,
     MODEL_SERVER_IMAGE,
@@ -74,7 +83,7 @@ from devmlops.harness.pyimages import (
     model_server_image,
 )
 
-__all__ = ["E2EFailure", "Report", "main", "run_e2e"]
+__all__ = ["E2E", "E2EFailure", "Phase", "Report", "main", "run_e2e", "story"]
 
 RELEASE, SYSTEM_NS = "devmlops", "devmlops-system"
 STORE_NS, SERVING_NS = "store", "serving"  # the model store (not enforced); the models (devmlops.io/enforce=true)
@@ -90,8 +99,8 @@ POLICY = "e2e-models"
 GROUP, VERSION = "devmlops.io", "v1alpha1"
 ISVC_LABEL = "serving.kserve.io/inferenceservice"  # KServe's label on a predictor's Pods
 KSERVE_GROUP, KSERVE_VERSION = "serving.kserve.io", "v1beta1"
-# How long to wait for another devmlops node to leave the machine (every wait here is bounded).
-NODE_LOCK_WAIT = float(os.environ.get("DEVMLOPS_E2E_NODE_WAIT", "900"))
+CLUSTERS = ("local", "kind")  # --cluster: this machine's node (make e2e), or a kind cluster (make kind-e2e)
+KIND_TOOLS_DIR = ("helm", "opa")  # what --cluster kind takes from the tools folder
 
 # Trains the model inside the model-server image (the scikit-learn and joblib that will load it) and prints its files.
 TRAIN = """
@@ -123,14 +132,6 @@ INFERENCE = {
 EXPECTED_CLASSES = [0, 2]
 
 
-class E2EFailure(HarnessError):
-    """A step did not go as expected; the message says what was seen."""
-
-
-def _say(message: str) -> None:
-    print(f"[e2e] {message}", flush=True)
-
-
 # -- the report ------------------------------------------------------------------------------------------------------
 
 
@@ -153,18 +154,18 @@ class Report:
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        _say(f"-- {name}")
+        say(f"-- {name}")
         began = time.monotonic()
         try:
             yield
         finally:
             seconds = time.monotonic() - began
             self.phases.append((name, seconds))
-            _say(f"   {name}: {seconds:.1f}s")
+            say(f"   {name}: {seconds:.1f}s")
 
     def check(self, step: str, expected: str, outcome: str, ok: bool) -> None:
         self.rows.append(Row(step, expected, outcome, ok))
-        _say(f"   {'ok' if ok else 'FAILED'}: {step}: {outcome}")
+        say(f"   {'ok' if ok else 'FAILED'}: {step}: {outcome}")
         if not ok:
             raise E2EFailure(f"{step}: expected {expected}; {outcome}")
 
@@ -193,48 +194,6 @@ class Report:
 # -- small helpers ---------------------------------------------------------------------------------------------------
 
 
-def wait_for(probe: Callable[[], Any], *, timeout: float, what: str, every: float = 1.0) -> Any:
-    """Poll ``probe`` until it returns something true; E2EFailure (with the last exception, if any) after
-    ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last = ""
-    while True:
-        try:
-            value = probe()
-            if value:
-                return value
-        except (ApiException, OSError, urllib.error.URLError, ValueError, KeyError) as exc:
-            last = f" (last: {exc.__class__.__name__}: {str(exc)[:300]})"
-        if time.monotonic() > deadline:
-            raise E2EFailure(f"{what}: not within {timeout:.0f}s{last}")
-        time.sleep(every)
-
-
-def _rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def container_rss(container_id: str) -> float:
-    """The summed RSS (MiB) of the processes in a container's cgroup (found through /proc/<pid>/cgroup)."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cgroups = (entry / "cgroup").read_text()
-        except OSError:
-            continue
-        if container_id in cgroups:
-            total += _rss_mib(int(entry.name))
-    return total
-
-
 def one_byte_changed(data: bytes) -> bytes:
     middle = len(data) // 2
     return data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :]
@@ -255,21 +214,14 @@ def write_key(directory: Path, stem: str) -> tuple[Path, str]:
 # -- the run ---------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Images:
-    devmlops: Path
-    model_server: Path
-    opa: Path
-    model_server_ref: str = ""  # pinned by digest
-
-
 class E2E:
-    def __init__(self, *, tools_dir: Path, project_dir: Path, workdir: Path, report: Report) -> None:
-        self.tools_dir, self.project_dir, self.workdir, self.report = tools_dir, project_dir, workdir, report
-        self.cp: ControlPlane | None = None
-        self.kserve: KServe | None = None
-        self.node: Node | None = None
+    """The steps, on ``cluster`` (devmlops.harness.e2ecluster); ``tools_dir`` holds helm and OPA for either."""
+
+    def __init__(self, *, cluster: Cluster, tools_dir: Path, project_dir: Path, workdir: Path, report: Report) -> None:
+        self.cluster, self.tools_dir, self.project_dir, self.workdir = cluster, tools_dir, project_dir, workdir
+        self.report = report
         self.client: k8s.ApiClient | None = None
+        self.images: Images | None = None
         self.store_ca = new_ca("devmlops-e2e-model-store-ca")
         self.signed_digest = ""
         self.bundle = ""
@@ -297,19 +249,8 @@ class E2E:
         return create_object(DynamicClient(self.api), doc)
 
     def helm(self, *args: str, timeout: float = 360) -> subprocess.CompletedProcess[str]:
-        assert self.cp is not None
         home = self.workdir / "helm"
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(home),
-            "KUBECONFIG": str(self.cp.kubeconfig()),
-            "HELM_CACHE_HOME": str(home / "cache"),
-            "HELM_CONFIG_HOME": str(home / "config"),
-            "HELM_DATA_HOME": str(home / "data"),
-        }
-        argv = [str(self.tools_dir / "helm"), *args]
-        _say("   $ helm " + " ".join(args))
-        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+        return run_helm(self.cluster.helm(), self.cluster.kubeconfig(), home, list(args), timeout=timeout)
 
     def md(self, name: str) -> dict[str, Any]:
         return self.raw(self.custom.get_namespaced_custom_object, GROUP, VERSION, SERVING_NS, "modeldeployments", name)
@@ -341,30 +282,20 @@ class E2E:
     def build_images(self) -> Images:
         cache = image_cache_root()
         images = Images(
-            devmlops=build_python_image(devmlops_image(self.project_dir, kserve=True), log=_say),
-            model_server=build_python_image(model_server_image(), log=_say),
+            devmlops=build_python_image(devmlops_image(self.project_dir, kserve=True), log=say),
+            model_server=build_python_image(model_server_image(), log=say),
             opa=opa_archive(self.tools_dir / "opa", cache),
         )
         repository = MODEL_SERVER_IMAGE.rsplit(":", 1)[0]
         images.model_server_ref = f"{repository}@{manifest_digest(images.model_server)}"
+        self.images = images
         return images
 
     def start_cluster(self, stack: contextlib.ExitStack) -> None:
-        """The control plane (Pods are its clients here), KServe with the model store's CA for its storage
-        initializer, and the node with the cluster DNS address."""
-        self.cp = stack.enter_context(
-            ControlPlane(bin_dir=self.tools_dir, controller_manager=True, pod_clients=True, log=_say)
-        )
-        overrides = {
-            "storageInitializer": {"caBundleConfigMapName": STORE_CA_CONFIG_MAP, "caBundleVolumeMountPath": CA_MOUNT}
-        }
-        storage_container = self.workdir / "storage-container.yaml"
-        storage_container.write_text(yaml.safe_dump(self.storage_container()))
-        self.kserve = stack.enter_context(
-            KServe(self.cp, manifests=[storage_container], config_overrides=overrides, log=_say)
-        )
-        self.client = stack.enter_context(api_client(self.cp.kubeconfig()))
-        self.node = self._start_node(stack)
+        """The cluster, with KServe's storage initializer trusting the model store's CA, and an API client."""
+        storage = KServeStorage(self.storage_container(), ca_config_map=STORE_CA_CONFIG_MAP, ca_mount=CA_MOUNT)
+        self.cluster.start(stack, storage=storage)
+        self.client = stack.enter_context(api_client(self.cluster.kubeconfig()))
 
     def storage_container(self) -> dict[str, Any]:
         """config/kserve's ClusterStorageContainer with the local image, trusting the CA bundle KServe mounts (its
@@ -380,45 +311,6 @@ class E2E:
             {"name": "SSL_CERT_FILE", "value": bundle},
         ]
         return doc
-
-    def _start_node(self, stack: contextlib.ExitStack) -> Node:
-        """The node; while another devmlops node holds this machine (one per machine), wait for it (bounded)."""
-        assert self.cp is not None
-        deadline = time.monotonic() + NODE_LOCK_WAIT
-        while True:
-            node = Node(self.cp, bin_dir=self.tools_dir, log=_say, cluster_dns=CLUSTER_DNS_IP)
-            try:
-                return stack.enter_context(node)
-            except NodeUnavailableError as exc:
-                if "another devmlops node runs" not in exc.user_message or time.monotonic() > deadline:
-                    raise
-                _say(f"   {exc.user_message}; waiting for it (at most {NODE_LOCK_WAIT:.0f}s in all)")
-                time.sleep(15)
-
-    def import_images(self, images: Images) -> None:
-        node = self.node
-        assert node is not None
-        imports: list[tuple[Path, str]] = [
-            (images.devmlops, DEVMLOPS_KSERVE_IMAGE),
-            (images.model_server, MODEL_SERVER_IMAGE),
-            (images.opa, OPA_IMAGE),
-        ]
-        # In parallel: each import is a few seconds of reading, decompressing and unpacking layers.
-        with ThreadPoolExecutor(max_workers=len(imports)) as pool:
-            for done in [pool.submit(node.import_image, archive, name) for archive, name in imports]:
-                done.result()
-        # KServe's Pods name the model server by digest (the webhook admits only pinned serving images): the
-        # image gets that name too, so the kubelet finds it without pulling.
-        node.tag_image(MODEL_SERVER_IMAGE, images.model_server_ref)
-
-    def start_cluster_dns(self) -> None:
-        for doc in cluster_dns_manifests(DEVMLOPS_KSERVE_IMAGE):
-            self.create(doc)
-
-        def ready() -> bool:
-            return bool(self.deployment("cluster-dns", "kube-system")["status"].get("readyReplicas"))
-
-        wait_for(ready, timeout=120, what="the cluster DNS ready")
 
     def install_chart(self) -> None:
         """helm install with the local images; then what the chart makes is checked."""
@@ -499,7 +391,12 @@ class E2E:
 
             wait_for(account, timeout=30, what=f"namespace {namespace}'s default ServiceAccount")
 
-    def train_and_sign(self, images: Images) -> dict[str, bytes]:
+    def store_signed_model(self) -> None:
+        """The namespaces, the model trained and signed, the model store serving it (and a tampered copy)."""
+        self.namespaces()
+        self.start_model_store(self.train_and_sign())
+
+    def train_and_sign(self) -> dict[str, bytes]:
         """Train the model in a Pod of the model-server image, sign its files with a fresh key; returns the files."""
         pod = {
             "apiVersion": "v1",
@@ -538,7 +435,7 @@ class E2E:
         signature = self.workdir / "model" / f"{MODEL}.sig"
         signed = sign_model(model_dir, signature, private_key=key)
         self.signed_digest, self.bundle = signed.digest, signature.read_text()
-        _say(f"   trained on {answer['samples']} iris samples; signed {signed.digest} ({len(files)} files)")
+        say(f"   trained on {answer['samples']} iris samples; signed {signed.digest} ({len(files)} files)")
         return files
 
     def start_model_store(self, files: Mapping[str, bytes]) -> None:
@@ -722,7 +619,9 @@ class E2E:
 
         wait_for(admitted, timeout=60, what="every webhook replica admitting the signed model (dry run)", every=0.3)
 
-    def serve_signed_model(self, images: Images) -> None:
+    def serve_signed_model(self) -> None:
+        images = self.images
+        assert images is not None
         self.create(self.policy(self.public_pem))
         self.wait_webhook_has_policy()
         try:
@@ -806,18 +705,14 @@ class E2E:
         )
 
     def predict(self) -> None:
-        """A v2 inference request to the predictor's Service (from this machine, through kube-proxy's rules)."""
+        """A v2 inference request to the predictor's Service, as the cluster reaches one from this machine (the local
+        node: its ClusterIP through kube-proxy's rules; kind: the API server's proxy)."""
         service = self.raw(self.core.read_namespaced_service, f"{MODEL}-predictor", SERVING_NS)
-        port = service["spec"]["ports"][0]["port"]
-        url = f"http://{service['spec']['clusterIP']}:{port}/v2/models/{MODEL}/infer"
-        request = urllib.request.Request(
-            url, data=json.dumps(INFERENCE).encode(), headers={"Content-Type": "application/json"}
-        )
+        url, post = self.cluster.post_to_service(self.api, service, f"v2/models/{MODEL}/infer", INFERENCE)
 
         def answered() -> dict[str, Any]:
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - the Service's ClusterIP
-                found: dict[str, Any] = json.loads(response.read())
-                return found
+            found: dict[str, Any] = json.loads(post())
+            return found
 
         answer = wait_for(answered, timeout=60, what=f"a prediction from {url}")
         outputs = answer.get("outputs") or [{}]
@@ -1004,24 +899,19 @@ class E2E:
 
     # -- memory --------------------------------------------------------------------------------------------------------
     def measure_memory(self) -> None:
-        assert self.cp is not None
-        assert self.kserve is not None
-        assert self.node is not None
-        processes: dict[str, ManagedProcess | None] = {
-            **self.cp.processes(),
-            "kserve-manager": self.kserve.process,
-            **self.node.processes(),
-        }
-        for name, proc in processes.items():
+        """The RSS of the cluster's processes and of each running container, where the cluster can tell."""
+        for name, proc in self.cluster.processes().items():
             if proc is not None and proc.pid is not None:
-                self.report.memory.append(("process", name, _rss_mib(proc.pid)))
+                self.report.memory.append(("process", name, process_rss(proc.pid)))
         for namespace in ("kube-system", SYSTEM_NS, STORE_NS, SERVING_NS):
             for pod in self.pods(namespace):
                 for status in pod["status"].get("containerStatuses") or []:
                     if status.get("containerID") and (status.get("state") or {}).get("running"):
                         container_id = status["containerID"].split("://", 1)[-1]
                         label = f"{namespace}/{pod['metadata']['name']}/{status['name']}"
-                        self.report.memory.append(("pod container", label, container_rss(container_id)))
+                        rss = self.cluster.container_rss(container_id)
+                        if rss is not None:
+                            self.report.memory.append(("pod container", label, rss))
 
     # -- diagnostics ---------------------------------------------------------------------------------------------------
     def diagnostics(self) -> str:
@@ -1051,75 +941,88 @@ class E2E:
         return "\n".join(lines)
 
 
-def run_e2e(*, tools_dir: Path, project_dir: Path, keep: bool = False) -> int:
+def story(e2e: E2E) -> list[Phase]:
+    """The steps a user lives through, the same on every cluster: after the cluster's own setup, in this order."""
+    return [
+        Phase("helm install", e2e.install_chart),
+        Phase("helm test", e2e.helm_test),
+        Phase("model trained, signed, in the store", e2e.store_signed_model),
+        Phase("signed model served", e2e.serve_signed_model),
+        Phase("memory", e2e.measure_memory),
+        Phase("one byte changed", e2e.tampered_model),
+        Phase("key revoked", e2e.revoke_key),
+        Phase("deleted, garbage collected", e2e.delete_and_collect),
+    ]
+
+
+def plan(e2e: E2E, images: Images) -> list[Phase]:
+    """What runs once the cluster is up: its own setup (images onto its nodes, ...), then ``story``."""
+    return [*e2e.cluster.setup_phases(e2e.api, images), *story(e2e)]
+
+
+ClusterFactory = Callable[[Path], Cluster]  # the run's work folder -> the cluster (not started)
+
+
+def local_node(tools_dir: Path) -> ClusterFactory:
+    return lambda workdir: LocalNode(tools_dir=tools_dir, workdir=workdir)
+
+
+def kind_cluster(tools_dir: Path, project_dir: Path) -> ClusterFactory:
+    name = os.environ.get("KIND_CLUSTER") or "devmlops-e2e"
+    node_image = os.environ.get("KIND_NODE_IMAGE") or None
+    return lambda workdir: Kind(
+        tools_dir=tools_dir, workdir=workdir, project_dir=project_dir, name=name, node_image=node_image
+    )
+
+
+def run_e2e(*, tools_dir: Path, project_dir: Path, keep: bool = False, cluster: ClusterFactory | None = None) -> int:
     """Every phase in order; the first step that fails stops the run (what follows builds on it). Returns the exit
-    code: 0 when every step went as expected, 1 when one did not, 2 when the run could not start (no node here)."""
+    code: 0 when every step went as expected, 1 when one did not, 2 when the run could not start (no node here).
+    ``cluster``: where the steps run (this machine's node by default)."""
     report = Report()
     workdir = Path(tempfile.mkdtemp(prefix="devmlops-e2e-"))
-    e2e = E2E(tools_dir=tools_dir, project_dir=project_dir, workdir=workdir, report=report)
+    provider = (cluster or local_node(tools_dir))(workdir)
+    e2e = E2E(cluster=provider, tools_dir=tools_dir, project_dir=project_dir, workdir=workdir, report=report)
     code = 0
     teardown = 0.0
     try:
         with contextlib.ExitStack() as stack:
             with report.phase("images (built or cached)"):
                 images = e2e.build_images()
-            with report.phase("control plane, KServe, node"):
+            with report.phase(provider.start_phase):
                 e2e.start_cluster(stack)
             try:
-                _story(e2e, report, images)
+                for phase in plan(e2e, images):
+                    with report.phase(phase.name):
+                        phase.run()
             except (E2EFailure, ApiException, DevmlopsError) as exc:
                 code = 1
                 message = exc.user_message if isinstance(exc, DevmlopsError) else denial_message(exc)
                 if not isinstance(exc, E2EFailure) or not report.failed:
                     report.rows.append(Row("(stopped)", "-", message, False))
-                _say(f"FAILED: {message}")
-                _say("diagnostics:\n" + e2e.diagnostics())
+                say(f"FAILED: {message}")
+                say("diagnostics:\n" + e2e.diagnostics())
             if keep:
-                assert e2e.cp is not None
-                _say(f"keeping the cluster: export KUBECONFIG={e2e.cp.kubeconfig()}; Ctrl-C (or SIGTERM) stops it")
+                say(f"keeping the cluster: export KUBECONFIG={provider.kubeconfig()}; Ctrl-C (or SIGTERM) stops it")
                 with contextlib.suppress(KeyboardInterrupt):
                     while True:
                         time.sleep(1)
             teardown = time.monotonic()
     except (HarnessError, DevmlopsError) as exc:
-        _say(f"could not run: {exc.user_message}")
+        say(f"could not run: {exc.user_message}")
         code = code or 2
     except KeyboardInterrupt:
-        _say("interrupted")
+        say("interrupted")
         code = code or 130
     finally:
         if teardown:
-            report.phases.append(("teardown (node, control plane)", time.monotonic() - teardown))
+            report.phases.append((provider.teardown_phase, time.monotonic() - teardown))
         shutil.rmtree(workdir, ignore_errors=True)
     print("\n" + report.format(), flush=True)
     if code == 0 and report.failed:
         code = 1
-    _say("every step went as expected" if code == 0 else f"exit {code}")
+    say("every step went as expected" if code == 0 else f"exit {code}")
     return code
-
-
-def _story(e2e: E2E, report: Report, images: Images) -> None:
-    with report.phase("images imported into the node"):
-        e2e.import_images(images)
-    with report.phase("cluster DNS"):
-        e2e.start_cluster_dns()
-    with report.phase("helm install"):
-        e2e.install_chart()
-    with report.phase("helm test"):
-        e2e.helm_test()
-    with report.phase("model trained, signed, in the store"):
-        e2e.namespaces()
-        e2e.start_model_store(e2e.train_and_sign(images))
-    with report.phase("signed model served"):
-        e2e.serve_signed_model(images)
-    with report.phase("memory"):
-        e2e.measure_memory()
-    with report.phase("one byte changed"):
-        e2e.tampered_model()
-    with report.phase("key revoked"):
-        e2e.revoke_key()
-    with report.phase("deleted, garbage collected"):
-        e2e.delete_and_collect()
 
 
 def _raise_keyboard_interrupt(_signum: int, _frame: FrameType | None) -> None:
@@ -1133,15 +1036,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep", action="store_true", help="keep the cluster running at the end (also after a failure) until Ctrl-C"
     )
+    parser.add_argument(
+        "--cluster",
+        choices=CLUSTERS,
+        default="local",
+        help="local: this machine's node (make e2e; root); kind: a kind cluster (make kind-e2e; Docker and kind)",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
+    if args.cluster == "kind":
+        missing = missing_tools()
+        if missing:
+            say(missing_message(missing))
+            return 2
     try:
-        tools = find_tools(args.tools_dir)
+        # A kind cluster brings its own control plane: only helm and OPA (its image) come from the tools folder.
+        tools = find_tools(args.tools_dir, KIND_TOOLS_DIR if args.cluster == "kind" else REQUIRED_TOOLS)
     except HarnessError as exc:
-        _say(exc.user_message)
+        say(exc.user_message)
         return 2
-    return run_e2e(tools_dir=tools, project_dir=args.project_dir.resolve(), keep=args.keep)
+    project_dir = args.project_dir.resolve()
+    cluster = kind_cluster(tools, project_dir) if args.cluster == "kind" else local_node(tools)
+    return run_e2e(tools_dir=tools, project_dir=project_dir, keep=args.keep, cluster=cluster)
 
 
 if __name__ == "__main__":

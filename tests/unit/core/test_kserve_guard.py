@@ -15,7 +15,15 @@ from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.model import Decision
 from devmlops.core.plan import VerificationPlan
 from devmlops.core.policy import PolicySet, compile_model_policy, compile_policy
-from devmlops.core.render import ANNOTATION_VERIFICATION, build_triton, render_children
+from devmlops.core.render import (
+    ANNOTATION_VERIFICATION,
+    GUARD_CONTAINER,
+    GUARD_METRICS_PORT,
+    KSERVE_GUARD_CONTAINER,
+    MANAGED_BY,
+    build_triton,
+    render_children,
+)
 from devmlops.errors import InvalidInputError
 from tests.unit.core.fakes import DIGEST, FakeVerifier
 from tests.unit.core.test_gates import policy
@@ -170,6 +178,29 @@ def test_the_inference_service_carries_the_guard_as_kserves_transformer_containe
     ]
     assert model["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8000}
     assert "ports" not in model
+
+
+def test_both_runtimes_guards_are_scrapeable_by_the_same_label_and_port_name() -> None:
+    """The chart's PodMonitor selects Pods labelled MANAGED_BY and scrapes the port named "metrics" of the guard
+    container. KServe gives its predictor Pods the InferenceService's labels (v0.16, predictor.go: buildObjectMeta),
+    so the label on the InferenceService is the label on the Pod."""
+    (isvc,) = render_children(_model(**KSERVE_ON_MLSERVER), plan_json="{}", verifier_image="devmlops@v1")
+    triton, _service = build_triton(
+        _model(kind="triton", image="t@sha256:" + "1" * 64),
+        plan_json="{}",
+        verifier_image="devmlops@v1",
+        policy_revision="",
+    )
+    template = triton["spec"]["template"]
+    pods = {
+        KSERVE_GUARD_CONTAINER: (isvc["metadata"]["labels"], isvc["spec"]["predictor"]["containers"]),
+        GUARD_CONTAINER: (template["metadata"]["labels"], template["spec"]["containers"]),
+    }
+    for guard_name, (labels, containers) in pods.items():
+        assert MANAGED_BY.items() <= labels.items(), guard_name
+        (guard,) = [c for c in containers if c["name"] == guard_name]
+        assert {"name": "metrics", "containerPort": GUARD_METRICS_PORT} in guard["ports"], guard_name
+        assert f"--metrics-listen=0.0.0.0:{GUARD_METRICS_PORT}" in guard["args"], guard_name
 
 
 def test_a_kserve_model_without_a_guard_is_rendered_as_before() -> None:
