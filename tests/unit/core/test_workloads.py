@@ -841,3 +841,33 @@ def test_a_child_whose_plan_carries_the_allowed_formats_passes_and_one_without_t
         holder[key] = dataclasses.replace(carried, formats=formats).to_json()
         denied = review_serving(request(edited, resource=resource), evidence(chain=chain), now=NOW)
         assert not denied.allowed, formats
+
+
+def _deployment(name: str, template_labels: dict[str, str], image: str = PINNED) -> dict[str, Any]:
+    template = {"metadata": {"labels": template_labels}, "spec": {"containers": [{"name": "c", "image": image}]}}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}, "spec": {"template": template}}
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [{"devmlops.io/model-deployment": "fraud"}, {"devmlops.io/canary-of": "fraud"}, {"app": "isvc.fraud-predictor"}],
+)
+def test_outside_enforcement_a_workload_whose_pods_a_models_service_selects_is_reviewed_as_enforced(
+    labels: dict[str, str],
+) -> None:
+    """The model's Service would send its clients to these Pods: only the model's own may wear the labels."""
+    body = _deployment("impostor", {"app": "x", **labels})
+    decision = review_serving(request(body, resource="deployments", user="mallory"), evidence(), now=NOW)
+    assert not decision.allowed
+    assert next(iter(labels)) in decision.message
+    plain = _deployment("tool", {"app": "x"})
+    assert review_serving(request(plain, resource="deployments", user="mallory"), evidence(), now=NOW).allowed
+
+
+def test_outside_enforcement_an_update_that_drops_a_routing_label_is_reviewed_too() -> None:
+    old = _deployment("impostor", {"devmlops.io/model-deployment": "fraud"})
+    new = _deployment("impostor", {"app": "x"}, image=PINNED.replace("1" * 64, "2" * 64))
+    decision = review_serving(
+        request(new, resource="deployments", user="mallory", operation="UPDATE", old=old), evidence(), now=NOW
+    )
+    assert not decision.allowed
