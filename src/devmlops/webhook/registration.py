@@ -119,7 +119,13 @@ VALIDATING_ENTRIES: tuple[Entry, ...] = (
         orphaning_only=True,
     ),
     # Outside enforcement, what a model's Service would select (core/workloads.py: routing_labels).
-    Entry("routed-pods", (Rule("", ("pods",)),), where="unenforced", routing=True),
+    # An ephemeral container may mount the Pod's volumes (the verified model's among them) and shares its loopback.
+    Entry(
+        "routed-pods",
+        (Rule("", ("pods",)), Rule("", ("pods/ephemeralcontainers",), operations=("UPDATE",))),
+        where="unenforced",
+        routing=True,
+    ),
     Entry(
         "routed-workloads",
         (Rule("apps", _WORKLOADS), Rule("batch", ("jobs", "cronjobs"))),

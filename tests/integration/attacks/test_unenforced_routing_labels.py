@@ -108,3 +108,28 @@ def test_outside_enforcement_a_workload_whose_pods_wear_a_models_service_selecto
     template["metadata"]["labels"]["devmlops.io/model-deployment"] = "fraud"
     message = denied(create_workload, mallory, served_plain.namespace, body)
     assert "devmlops.io/model-deployment" in message
+
+
+def test_outside_enforcement_no_ephemeral_container_joins_a_model_servers_pod(
+    admin: k8s.ApiClient, mallory: k8s.ApiClient, served_plain: Served
+) -> None:
+    """``kubectl debug`` of the model's own Pod in a namespace without the enforce label: an ephemeral container may
+    mount the Pod's volumes, so one with the verified model's emptyDir mounted read-write rewrites the bytes the
+    model server loads after the storage initializer checked them (and shares the loopback where a guarded server
+    listens). The pods/ephemeralcontainers subresource of a Pod that wears a model's routing labels is sent now and
+    needs a ClusterBreakGlass, as under enforcement; it was admitted before."""
+    namespace = served_plain.namespace
+    core, apps = k8s.CoreV1Api(admin), k8s.AppsV1Api(admin)
+
+    def model_pods() -> list[dict[str, Any]]:
+        sets = owned_by([as_dict(rs) for rs in apps.list_namespaced_replica_set(namespace).items], served_plain.child)
+        return owned_by([as_dict(p) for p in core.list_namespaced_pod(namespace).items], sets[0]) if sets else []
+
+    target = eventually(model_pods, timeout=30, what="the model's own Pods")[0]
+    debugger = {"name": "debugger", "image": ROGUE, "volumeMounts": [{"name": "model", "mountPath": "/rewrite"}]}
+    patch = {"spec": {"ephemeralContainers": [debugger]}}
+    name = target["metadata"]["name"]
+    message = denied(k8s.CoreV1Api(mallory).patch_namespaced_pod_ephemeralcontainers, name, namespace, patch)
+    assert "ClusterBreakGlass" in message
+    stored = as_dict(core.read_namespaced_pod(name, namespace))
+    assert not stored["spec"].get("ephemeralContainers")
