@@ -12,6 +12,7 @@ there, are still admitted (they derive from the ModelDeployment and match its re
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,9 +34,11 @@ from tests.integration.attacks.conftest import (
     pod,
     pod_spec,
     policy_name,
+    refused_by_devmlops,
     serve,
     workload,
 )
+from tests.integration.attacks.test_scale import revoke
 from tests.integration.support import SignedModel, eventually, trusting
 
 
@@ -133,3 +136,30 @@ def test_outside_enforcement_no_ephemeral_container_joins_a_model_servers_pod(
     assert "ClusterBreakGlass" in message
     stored = as_dict(core.read_namespaced_pod(name, namespace))
     assert not stored["spec"].get("ephemeralContainers")
+
+
+def test_outside_enforcement_a_revoked_model_scaled_up_gets_no_new_pods(
+    admin: k8s.ApiClient, stack: DevmlopsStack, mallory: k8s.ApiClient, served_plain: Served, rogue_model: SignedModel
+) -> None:
+    """Property 1c outside enforcement: the scale subresource is not sent from a namespace without the enforce label,
+    so mallory could scale a revoked model's Deployment up and its controllers made new Pods of the revoked bytes.
+    Its ReplicaSet and Pods wear the model's routing labels, so they are reviewed now, and a revoked model's
+    ReplicaSet is not scaled up (the count of its Pods stays where it was)."""
+    namespace, name = served_plain.namespace, served_plain.child["metadata"]["name"]
+    core, apps = k8s.CoreV1Api(admin), k8s.AppsV1Api(admin)
+
+    def model_pods() -> list[dict[str, Any]]:
+        sets = [as_dict(rs) for rs in apps.list_namespaced_replica_set(namespace).items]
+        pods = [as_dict(p) for p in core.list_namespaced_pod(namespace).items]
+        return [p for rs in owned_by(sets, served_plain.child) for p in owned_by(pods, rs)]
+
+    before = len(eventually(model_pods, timeout=30, what="the model's own Pods"))
+    revoke(admin, stack, served_plain, rogue_model)
+    current = int(as_dict(apps.read_namespaced_deployment_scale(name, namespace))["spec"].get("replicas") or 0)
+    refused = refused_by_devmlops(
+        k8s.AppsV1Api(mallory).patch_namespaced_deployment_scale, name, namespace, {"spec": {"replicas": current + 3}}
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # bounded: long enough for the controllers to make Pods (they take < 1 s)
+        assert len(model_pods()) <= before, f"a revoked model got new Pods (scale {'refused' if refused else 'set'})"
+        time.sleep(0.5)

@@ -871,3 +871,23 @@ def test_outside_enforcement_an_update_that_drops_a_routing_label_is_reviewed_to
         request(new, resource="deployments", user="mallory", operation="UPDATE", old=old), evidence(), now=NOW
     )
     assert not decision.allowed
+
+
+def test_outside_enforcement_a_pod_or_cronjob_wearing_a_routing_label_is_decided_as_enforced() -> None:
+    """Pods are decided as enforced whatever the namespace's labels (the API server sends them from elsewhere only
+    with a routing label); a CronJob's labels are on its job template's pod template."""
+    impostor = {
+        "kind": "Pod",
+        "metadata": {"name": "p", "labels": {"app": "isvc.fraud-predictor"}},
+        "spec": {"containers": [{"name": "c", "image": PINNED}]},
+    }
+    assert not review_serving(request(impostor, resource="pods", user="mallory"), evidence(), now=NOW).allowed
+    template = {"metadata": {"labels": {"devmlops.io/canary-of": "fraud"}}, "spec": impostor["spec"]}
+    cron = {
+        "kind": "CronJob",
+        "metadata": {"name": "c"},
+        "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": template}}},
+    }
+    decision = review_serving(request(cron, resource="cronjobs", user="mallory"), evidence(), now=NOW)
+    assert not decision.allowed
+    assert "devmlops.io/canary-of" in decision.message
