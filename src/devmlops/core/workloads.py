@@ -32,6 +32,7 @@ from devmlops.core.render import (
     ANNOTATION_VERIFICATION,
     GUARD_PORT,
     KSERVE_GUARD_CONTAINER,
+    LABEL_CANARY_OF,
     LABEL_MODEL_DEPLOYMENT,
     LABEL_MODEL_SERVER,
     MODEL_DIR,
@@ -43,7 +44,9 @@ from devmlops.errors import InvalidInputError
 
 __all__ = [
     "ENFORCE_LABEL",
+    "KSERVE_APP_PREFIX",
     "RESERVED_LABEL_PREFIXES",
+    "ROUTING_LABEL_KEYS",
     "SERVICE_SUFFIXES",
     "SERVING_RESOURCES",
     "added_finalizers",
@@ -51,6 +54,8 @@ __all__ = [
     "is_model_server",
     "reserved_labels",
     "review_serving",
+    "routes_model_traffic",
+    "routing_labels",
     "runtime_images",
     "serves_models",
     "service_owner_candidates",
@@ -120,6 +125,9 @@ def serves_models(obj: Mapping[str, Any], evidence: Evidence) -> bool:
 
 
 _KSERVE_OWNER_LABEL = "serving.kserve.io/inferenceservice"
+# The labels a model's Service selects by (routing_labels); KServe's predictor selects ``app: isvc.<name>-predictor``.
+ROUTING_LABEL_KEYS = (LABEL_MODEL_DEPLOYMENT, LABEL_CANARY_OF, _KSERVE_OWNER_LABEL)
+KSERVE_APP_PREFIX = "isvc."
 
 
 # The Services that carry a model's address: the operator's Triton Service (the ModelDeployment's name) and KServe's
@@ -169,15 +177,45 @@ def _was_or_is_model_server(request: AdmissionRequest, evidence: Evidence) -> bo
     return is_model_server(request.object or {}, patterns) or (old is not None and is_model_server(old, patterns))
 
 
-# What the API server sends only from namespaces under enforcement (webhook/registration.py): enforced whatever the
-# webhook's namespace cache says (it may not have seen the label yet; failing closed, not open).
+# What the API server sends from namespaces under enforcement, and from the others only when it wears (or wore) a
+# model's routing labels (webhook/registration.py): enforced either way, whatever the webhook's namespace cache says
+# (it may not have seen the label yet; failing closed, not open).
 _ONLY_FROM_ENFORCED = frozenset({"pods", "replicasets", "daemonsets", "jobs", "cronjobs"})
 
 
 def _enforced(request: AdmissionRequest, evidence: Evidence) -> bool:
     if request.resource in _ONLY_FROM_ENFORCED or request.sub_resource:
         return True
+    if request.resource in WORKLOADS and routes_model_traffic(request):
+        return True  # a Deployment or StatefulSet whose Pods a model's Service would select, in any namespace
     return evidence.namespace_labels.get(ENFORCE_LABEL) == "true"
+
+
+def routing_labels(labels: Any) -> list[str]:
+    """The labels by which a model's Service selects its Pods (and a model's Deployment adopts a ReplicaSet): the
+    operator's Triton Services (``devmlops.io/model-deployment``, a rollout's ``devmlops.io/canary-of``) and KServe's
+    predictor (``app: isvc.<name>-predictor``, ``serving.kserve.io/inferenceservice``). ``webhook/registration.py``
+    sends, from every namespace, each Pod and workload that wears one of them (ROUTING_CONDITION)."""
+    if not isinstance(labels, Mapping):
+        return []
+    return sorted(
+        str(key)
+        for key, value in labels.items()
+        if key in ROUTING_LABEL_KEYS or (key == "app" and str(value).startswith(KSERVE_APP_PREFIX))
+    )
+
+
+def routes_model_traffic(request: AdmissionRequest) -> bool:
+    """The object, or what it was before this update, wears a model's routing labels, on itself or on the Pods it
+    makes: a model's Service would send that model's clients to its Pods, so it is reviewed as under enforcement in
+    every namespace (outside enforcement mallory's Pod of her own image, labelled as the model, was selected)."""
+    for obj in (request.object, request.old_object if request.operation == "UPDATE" else None):
+        if obj is None:
+            continue
+        holders = [obj] if request.resource == "pods" else [obj, _pod_template(obj)]
+        if any(routing_labels((holder.get("metadata") or {}).get("labels")) for holder in holders):
+            return True
+    return False
 
 
 def _name(request: AdmissionRequest) -> str:
@@ -340,7 +378,7 @@ def reserved_labels(labels: Any) -> list[str]:
     return sorted(
         str(key)
         for key, value in labels.items()
-        if str(key).startswith(RESERVED_LABEL_PREFIXES) or (key == "app" and str(value).startswith("isvc."))
+        if str(key).startswith(RESERVED_LABEL_PREFIXES) or (key == "app" and str(value).startswith(KSERVE_APP_PREFIX))
     )
 
 

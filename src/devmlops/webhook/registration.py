@@ -5,7 +5,10 @@ Helm chart renders (a test holds the two together).
   older or newer version of a kind is no way around the review.
 - In namespaces under enforcement (label ``devmlops.io/enforce: "true"``, set by cluster admins): every Pod, its
   ephemeral containers, exec, attach and port-forward, and every workload kind with its scale subresource.
-- Elsewhere, Deployments and StatefulSets that look like model servers (a courtesy, for early denials).
+- Elsewhere, Deployments and StatefulSets that look like model servers (a courtesy, for early denials); and every
+  Pod and workload that wears (or wore) a label by which a model's Service selects its Pods, on itself or its pod
+  template (``ROUTING_CONDITION``): the model's Service would send its clients there, so it must derive from the
+  model (an unlabelled namespace's Pod of mallory's own image, labelled as the model, took its traffic).
 - Services a ModelDeployment or an InferenceService owns (or owned before the update), wherever they are: they
   route a model server's traffic (a Triton model's Service is a child like its Deployment; KServe's predictor
   Service is KServe's to write); and, outside enforcement too, every Service named like a model's address
@@ -28,11 +31,12 @@ from typing import Any, Literal
 from devmlops.core.addresses import SERVICE_NAME_LABEL
 from devmlops.core.evidence import DEFAULT_SERVER_IMAGES, Identities
 from devmlops.core.render import LABEL_MODEL_DEPLOYMENT, LABEL_MODEL_SERVER
-from devmlops.core.workloads import ENFORCE_LABEL, SERVICE_SUFFIXES
+from devmlops.core.workloads import ENFORCE_LABEL, KSERVE_APP_PREFIX, ROUTING_LABEL_KEYS, SERVICE_SUFFIXES
 
 __all__ = [
     "EXCLUDED_NAMESPACES",
     "MUTATING_ENTRIES",
+    "ROUTING_CONDITION",
     "VALIDATING_ENTRIES",
     "Entry",
     "model_server_condition",
@@ -61,6 +65,7 @@ class Entry:
     where: Where = "all"
     model_servers_only: bool = False  # matchConditions: labelled as, or running, a model server image
     model_service: bool = False  # matchConditions: a model owns it (or did, before), or its name is a model's address
+    routing: bool = False  # matchConditions: it or its pod template wears (or wore) a model's routing labels
     orphaning_only: bool = False  # matchConditions: a DELETE with propagationPolicy Orphan
     service_slices: bool = False  # matchConditions: a Service's EndpointSlice, not written by its controller
 
@@ -122,6 +127,20 @@ VALIDATING_ENTRIES: tuple[Entry, ...] = (
         ),
         orphaning_only=True,
     ),
+    # Outside enforcement, what a model's Service would select (core/workloads.py: routing_labels).
+    # An ephemeral container may mount the Pod's volumes (the verified model's among them) and shares its loopback.
+    Entry(
+        "routed-pods",
+        (Rule("", ("pods",)), Rule("", ("pods/ephemeralcontainers",), operations=("UPDATE",))),
+        where="unenforced",
+        routing=True,
+    ),
+    Entry(
+        "routed-workloads",
+        (Rule("apps", _WORKLOADS), Rule("batch", ("jobs", "cronjobs"))),
+        where="unenforced",
+        routing=True,
+    ),
     Entry("deployments", (Rule("apps", ("deployments",)),), where="unenforced", model_servers_only=True),
     Entry("statefulsets", (Rule("apps", ("statefulsets",)),), where="unenforced", model_servers_only=True),
 )
@@ -149,6 +168,32 @@ def model_server_condition(image_patterns: Iterable[str] = DEFAULT_SERVER_IMAGES
 
     return f"{server('object')} || (oldObject != null && ({server('oldObject')})) || {OWNED_BY_MODEL}"
 
+
+def _routing_condition() -> str:
+    """CEL: the object or its old version wears a model's routing label on its own metadata, its pod template (a
+    Deployment's, ReplicaSet's, StatefulSet's, DaemonSet's or Job's) or its job template's pod template (a CronJob's).
+    Every step is guarded by has(): an error in a matchCondition would fail the request closed for every Pod."""
+    keys = ", ".join(f"'{key}'" for key in ROUTING_LABEL_KEYS)
+
+    def labels_at(obj: str, path: tuple[str, ...]) -> str:
+        steps = [obj]
+        guards = []
+        for field in (*path, "labels"):
+            steps.append(field)
+            guards.append(f"has({'.'.join(steps)})")
+        labels = ".".join(steps)
+        wears = (
+            f"({labels}.exists(k, k in [{keys}]) || "
+            f"('app' in {labels} && {labels}['app'].startsWith('{KSERVE_APP_PREFIX}')))"
+        )
+        return "(" + " && ".join([*guards, wears]) + ")"
+
+    paths = (("metadata",), ("spec", "template", "metadata"), ("spec", "jobTemplate", "spec", "template", "metadata"))
+    any_of = " || ".join(labels_at("OBJ", path) for path in paths)
+    return f"({any_of.replace('OBJ', 'object')}) || (oldObject != null && ({any_of.replace('OBJ', 'oldObject')}))"
+
+
+ROUTING_CONDITION = _routing_condition()
 
 # Only orphaning deletes reach the webhook: any other deletion is allowed, and must not wait on it.
 ORPHANING = (
@@ -229,6 +274,8 @@ def webhook_entry(entry: Entry, url: str, ca_pem: bytes, timeout_seconds: int, s
         webhook["matchConditions"] = [{"name": "a-models-service", "expression": MODEL_SERVICE}]
     if entry.service_slices:
         webhook["matchConditions"] = [{"name": "joins-a-service", "expression": service_slice_condition()}]
+    if entry.routing:
+        webhook["matchConditions"] = [{"name": "wears-a-models-routing-labels", "expression": ROUTING_CONDITION}]
     if entry.orphaning_only:
         webhook["matchConditions"] = [{"name": "orphans-its-dependents", "expression": ORPHANING}]
     return webhook

@@ -841,3 +841,53 @@ def test_a_child_whose_plan_carries_the_allowed_formats_passes_and_one_without_t
         holder[key] = dataclasses.replace(carried, formats=formats).to_json()
         denied = review_serving(request(edited, resource=resource), evidence(chain=chain), now=NOW)
         assert not denied.allowed, formats
+
+
+def _deployment(name: str, template_labels: dict[str, str], image: str = PINNED) -> dict[str, Any]:
+    template = {"metadata": {"labels": template_labels}, "spec": {"containers": [{"name": "c", "image": image}]}}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}, "spec": {"template": template}}
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [{"devmlops.io/model-deployment": "fraud"}, {"devmlops.io/canary-of": "fraud"}, {"app": "isvc.fraud-predictor"}],
+)
+def test_outside_enforcement_a_workload_whose_pods_a_models_service_selects_is_reviewed_as_enforced(
+    labels: dict[str, str],
+) -> None:
+    """The model's Service would send its clients to these Pods: only the model's own may wear the labels."""
+    body = _deployment("impostor", {"app": "x", **labels})
+    decision = review_serving(request(body, resource="deployments", user="mallory"), evidence(), now=NOW)
+    assert not decision.allowed
+    assert next(iter(labels)) in decision.message
+    plain = _deployment("tool", {"app": "x"})
+    assert review_serving(request(plain, resource="deployments", user="mallory"), evidence(), now=NOW).allowed
+
+
+def test_outside_enforcement_an_update_that_drops_a_routing_label_is_reviewed_too() -> None:
+    old = _deployment("impostor", {"devmlops.io/model-deployment": "fraud"})
+    new = _deployment("impostor", {"app": "x"}, image=PINNED.replace("1" * 64, "2" * 64))
+    decision = review_serving(
+        request(new, resource="deployments", user="mallory", operation="UPDATE", old=old), evidence(), now=NOW
+    )
+    assert not decision.allowed
+
+
+def test_outside_enforcement_a_pod_or_cronjob_wearing_a_routing_label_is_decided_as_enforced() -> None:
+    """Pods are decided as enforced whatever the namespace's labels (the API server sends them from elsewhere only
+    with a routing label); a CronJob's labels are on its job template's pod template."""
+    impostor = {
+        "kind": "Pod",
+        "metadata": {"name": "p", "labels": {"app": "isvc.fraud-predictor"}},
+        "spec": {"containers": [{"name": "c", "image": PINNED}]},
+    }
+    assert not review_serving(request(impostor, resource="pods", user="mallory"), evidence(), now=NOW).allowed
+    template = {"metadata": {"labels": {"devmlops.io/canary-of": "fraud"}}, "spec": impostor["spec"]}
+    cron = {
+        "kind": "CronJob",
+        "metadata": {"name": "c"},
+        "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": template}}},
+    }
+    decision = review_serving(request(cron, resource="cronjobs", user="mallory"), evidence(), now=NOW)
+    assert not decision.allowed
+    assert "devmlops.io/canary-of" in decision.message
