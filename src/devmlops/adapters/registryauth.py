@@ -204,7 +204,8 @@ class RegistryAuth:
 
     def header(self, host: str, scope: str) -> str | None:
         """The ``Authorization`` to send to ``host`` for ``scope`` before any challenge: a token still valid, or Basic
-        credentials for a host that asked for them before; None otherwise."""
+        credentials for a host that asked for them before; None otherwise. A rotated file is read first (a stat)."""
+        self._reload()
         now = self._clock()
         with self._lock:
             kept = self._tokens.get((host, scope))
@@ -214,7 +215,7 @@ class RegistryAuth:
                     return kept[1]
                 del self._tokens[(host, scope)]
             basic = host in self._basic
-        credential = self.credential(host) if basic else None
+        credential = self._credentials.get(registry_key(host)) if basic else None
         return credential.basic() if credential is not None and credential.username and credential.password else None
 
     def respond(self, host: str, scope: str, challenge: str, fetch: Fetch) -> str:
