@@ -3,7 +3,8 @@
 htpasswd (HTTP Basic), one with the token flow (``auth: token``, its tokens from a test token server,
 harness/registrytoken.py). Both serve the storage of an anonymous registry where the image was pushed and signed with
 real cosign. With credentials a tag resolves and the referrer bundle is fetched and verifies (admitted); without, and
-with wrong ones, each lookup fails naming the registry and what it answered (denied)."""
+with wrong ones, each lookup fails naming the registry and what it answered (denied). The storage initializer holds no
+credentials (by design: docs/policies.md, "Private registries"): its pull from a private registry fails saying so."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from devmlops.adapters.ociartifact import OciModel
 from devmlops.adapters.ocisig import ImageSignatureChecker, OciClient, OciError
 from devmlops.adapters.registryauth import RegistryAuth
+from devmlops.adapters.servingverify import fetch_model
 from devmlops.core.pinning import parse_reference
 from devmlops.core.policy import Authority
+from devmlops.errors import InvalidInputError
 from devmlops.harness.oci import cosign_key_pair, cosign_sign, oci_registry, push_image, registry_storage
 from devmlops.harness.registrytoken import TokenServer, token_server
 
@@ -37,6 +41,7 @@ class Private:
     token: str  # host:port of the token registry
     tokens: TokenServer
     digest: str  # of the image tagged "signed" (the same in both)
+    model: str  # the path of an OCI model artifact, repository@sha256:... (the same in both)
     release: Authority
     work: Path
 
@@ -49,6 +54,11 @@ def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private]:
         key, pub = cosign_key_pair(work, "release")
         image = push_image(public, "team/triton", "signed", b"a server in a private registry")
         cosign_sign(key, image)
+        (work / "model").mkdir()
+        (work / "model" / "weights.bin").write_bytes(b"private weights")
+        pusher = OciModel(plain_http=[public])
+        model = pusher.push(public, "team/fraud", "1", work / "model").removeprefix(f"oci://{public}/")
+        pusher.close()
         (work / "htpasswd").write_text(HTPASSWD)
         htpasswd = f"  htpasswd:\n    realm: devmlops-test\n    path: {work / 'htpasswd'}\n"
         storage = registry_storage(work / "public")
@@ -56,7 +66,7 @@ def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private]:
         tokens = stack.enter_context(token_server(work / "tokens", user=USER, password=PASSWORD))
         token = stack.enter_context(oci_registry(work / "token", storage=storage, auth=tokens.auth_yaml))
         release = Authority(name="release", kind="key", public_key=pub.read_text())
-        yield Private(basic, token, tokens, image.partition("@")[2], release, work)
+        yield Private(basic, token, tokens, image.partition("@")[2], model, release, work)
 
 
 def auth_file(private: Private, name: str, entries: dict[str, dict[str, str]]) -> RegistryAuth:
@@ -146,3 +156,14 @@ def test_a_token_is_asked_once_per_repository_and_reused_until_it_expires(privat
         assert private.tokens.issued[before:] == ["repository:team/triton:pull"]
     finally:
         checking.close()
+
+
+@pytest.mark.parametrize("registry", ["basic", "token"])
+def test_the_storage_initializer_pulling_from_a_private_registry_fails_saying_it_reads_anonymously(
+    private: Private, registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = getattr(private, registry)
+    monkeypatch.setenv("DEVMLOPS_OCI_PLAIN_HTTP", host)
+    with pytest.raises(InvalidInputError, match=rf"registry {host} requires credentials .* pulled and pushed anonym"):
+        fetch_model(f"devmlops+oci://{host}/{private.model}", tmp_path / "served")
+    assert not list((tmp_path / "served").rglob("*.bin"))
