@@ -237,15 +237,16 @@ class RegistryAuth:
         realm = params.get("realm", "")
         if not realm.startswith(("https://", "http://")):
             raise RegistryAuthError(f"registry {host}: Bearer challenge without an http(s) realm ({_shown(challenge)})")
-        scope = params.get("scope") or scope
+        asked_scope = params.get("scope") or scope  # what the registry wants; kept under what the caller asks by
+        key = (host, scope or asked_scope)
         asked = self._clock()
-        token, seconds = self._token(host, realm, params.get("service", ""), scope, credential, fetch)
+        token, seconds = self._token(host, realm, params.get("service", ""), asked_scope, credential, fetch)
         value = f"Bearer {token}"
         lifetime = min(seconds, MAX_TOKEN_SECONDS) - _EXPIRY_MARGIN_SECONDS
         if lifetime > 0:
             with self._lock:
-                self._tokens[(host, scope)] = (asked + lifetime, value)
-                self._tokens.move_to_end((host, scope))
+                self._tokens[key] = (asked + lifetime, value)
+                self._tokens.move_to_end(key)
                 while len(self._tokens) > MAX_TOKENS:
                     self._tokens.popitem(last=False)
         return value

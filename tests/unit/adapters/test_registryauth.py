@@ -131,6 +131,16 @@ def test_a_token_is_asked_with_the_registrys_credentials_and_kept_until_shortly_
     assert auth.header("registry.example", "repository:other:pull") is None  # a token is for its scope only
 
 
+def test_a_token_is_kept_under_the_scope_the_client_asks_by_even_when_the_challenge_names_another() -> None:
+    """A registry may challenge with a scope spelled otherwise than the client's; the token is found again by the
+    client's, and asked for the registry's."""
+    auth = RegistryAuth({}, clock=Clock())
+    tokens = TokenServer()
+    auth.respond("registry.example", "repository:team/m:pull", CHALLENGE.replace(":pull", ":pull,push"), tokens)
+    assert "scope=repository%3Ateam%2Fm%3Apull%2Cpush" in tokens.asked[0][1]
+    assert auth.header("registry.example", "repository:team/m:pull") == "Bearer t1"
+
+
 def test_a_token_is_kept_no_longer_than_the_cap_whatever_its_server_says() -> None:
     clock = Clock()
     auth = RegistryAuth({}, clock=clock)  # no credentials: an anonymous token (as Docker Hub gives for public images)
