@@ -46,6 +46,13 @@ def _registry_options(func: Callable[..., None]) -> Callable[..., None]:
             metavar="HOST[:PORT]",
             help="An OCI registry read over plain HTTP for image signatures (repeatable; others: HTTPS).",
         ),
+        click.option(
+            "--registry-auth-file",
+            default=None,
+            envvar="DEVMLOPS_REGISTRY_AUTH_FILE",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="Docker config JSON (.dockerconfigjson) of OCI registry credentials by host (none: anonymous reads).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -174,6 +181,7 @@ def webhook(
     registry_timeout: float,
     registry_cache_seconds: float,
     oci_plain_http: tuple[str, ...],
+    registry_auth_file: Path | None,
 ) -> None:
     """Serve the admission webhook over TLS (/validate, /healthz, /readyz, /metrics).
 
@@ -211,6 +219,7 @@ def webhook(
                 "registry_timeout_seconds": registry_timeout,
                 "registry_cache_seconds": registry_cache_seconds,
                 "oci_plain_http": oci_plain_http,
+                "registry_auth_file": registry_auth_file,
             }
         )
     )
@@ -331,6 +340,7 @@ def operator(
     registry_timeout: float,
     registry_cache_seconds: float,
     oci_plain_http: tuple[str, ...],
+    registry_auth_file: Path | None,
 ) -> None:
     """Reconcile ModelDeployments into model servers (uses KUBECONFIG or the in-cluster account).
 
@@ -381,6 +391,7 @@ def operator(
             registry_timeout_seconds=registry_timeout,
             registry_cache_seconds=registry_cache_seconds,
             oci_plain_http=oci_plain_http,
+            registry_auth_file=registry_auth_file,
         )
     )
 

@@ -243,6 +243,25 @@ def test_the_guards_pod_monitor_and_the_operators_prometheus_follow_the_values(t
     assert find(namespaced, "PodMonitor")["spec"]["namespaceSelector"] == {"matchNames": ["a", "b"]}
 
 
+def test_the_admins_registry_credentials_reach_the_webhook_and_the_operator_only_when_named(tools_dir: Path) -> None:
+    """registry.oci.authSecret: the dockerconfigjson Secret is mounted read-only into both and named by
+    --registry-auth-file; by default neither gets a mount or the flag (anonymous reads)."""
+    auth_file = "--registry-auth-file=/etc/devmlops/registry-auth/.dockerconfigjson"
+    for name in ("devmlops-webhook", "devmlops-operator"):
+        pod = find(render(tools_dir), "Deployment", name)["spec"]["template"]["spec"]
+        assert auth_file not in pod["containers"][0]["args"]
+        assert "registry-auth" not in [v["name"] for v in pod["volumes"]]
+        pod = find(render(tools_dir, "--set", "registry.oci.authSecret=private-registries"), "Deployment", name)
+        pod = pod["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        assert auth_file in container["args"]
+        mount = {"name": "registry-auth", "mountPath": "/etc/devmlops/registry-auth", "readOnly": True}
+        assert mount in container["volumeMounts"]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "registry-auth"]
+        items = [{"key": ".dockerconfigjson", "path": ".dockerconfigjson"}]
+        assert volume["secret"] == {"secretName": "private-registries", "items": items}
+
+
 def test_the_chart_and_the_local_stack_register_the_same_webhook_rules(tools_dir: Path) -> None:
     chart = find(render(tools_dir), "ValidatingWebhookConfiguration")
     local = validating_webhook_configuration("https://127.0.0.1:1/validate", b"ca")
@@ -284,6 +303,7 @@ def test_the_builtin_policies_ship_without_their_tests(tools_dir: Path) -> None:
         (["--set", "image.digest=sha256:abc"], "/image/digest"),
         (["--set", "operator.rollout.prometheusURL=prometheus:9090"], "/operator/rollout/prometheusURL"),
         (["--set", "metrics.podMonitor.namespaces={Team_A}"], "/metrics/podMonitor/namespaces/0"),
+        (["--set", "registry.oci.authSecret=Private_Registries"], "/registry/oci/authSecret"),
     ],
 )
 def test_bad_values_are_refused_with_the_key_that_is_wrong(tools_dir: Path, flags: list[str], message: str) -> None:

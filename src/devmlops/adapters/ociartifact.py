@@ -5,7 +5,9 @@ subject is the model's manifest, ``artifactType`` the Sigstore bundle type, anno
 ``dev.sigstore.bundle.predicateType: https://model_signing/signature/v1.0``, one layer holding the bundle (what
 ``devmlops sign --oci`` pushes and the webhook reads, ``adapters/ocisig.py``).
 
-Registries are reached over HTTPS, or plain HTTP for the hosts given (loopback in tests); anonymous access only.
+Registries are reached over HTTPS, or plain HTTP for the hosts given (loopback in tests); anonymous access only: the
+storage initializer runs in the model's namespace, where any credential it held would be its editors' (a registry that
+asks for credentials is an error saying so; docs/policies.md, "Private registries").
 """
 
 from __future__ import annotations
@@ -29,6 +31,17 @@ _EMPTY = b"{}"
 _TITLE = "org.opencontainers.image.title"
 
 
+def _anonymous_only(answer: httpx.Response, what: str) -> str:
+    """Why a registry's 401 stops this client: it holds no credentials, by design (the storage initializer runs in
+    the model's namespace, where a credential would be its editors'; docs/policies.md, "Private registries")."""
+    challenge = answer.headers.get("WWW-Authenticate", "") or "no WWW-Authenticate header"
+    return (
+        f"{what}: registry {answer.request.url.netloc.decode()} requires credentials (HTTP 401, {challenge[:200]}); "
+        "OCI models are pulled and pushed anonymously (the storage initializer never holds registry credentials): "
+        "serve this model from a registry the cluster reads anonymously"
+    )
+
+
 def parse_model_uri(uri: str) -> tuple[str, str, str]:
     """``(host, repository, sha256:digest)`` of ``oci://host/repository@sha256:...``."""
     rest = uri.removeprefix("devmlops+").removeprefix("oci://")
@@ -50,6 +63,8 @@ class OciModel:
         return f"{'http' if host in self._plain else 'https'}://{host}/v2/{path}"
 
     def _check(self, answer: httpx.Response, what: str) -> httpx.Response:
+        if answer.status_code == 401:
+            raise InvalidInputError(_anonymous_only(answer, what))
         if answer.status_code >= 300:
             raise InvalidInputError(f"{what}: HTTP {answer.status_code} {answer.text[:200]}")
         return answer
@@ -171,6 +186,8 @@ class OciModel:
     def _pull_blob(self, host: str, repository: str, digest: str, target: Path) -> None:
         hashing = hashlib.sha256()
         with self._http.stream("GET", self._url(host, f"{repository}/blobs/{digest}")) as answer:
+            if answer.status_code == 401:
+                raise InvalidInputError(_anonymous_only(answer, f"blob {digest}"))
             if answer.status_code != 200:
                 raise InvalidInputError(f"blob {digest}: HTTP {answer.status_code}")
             with target.open("wb") as out:

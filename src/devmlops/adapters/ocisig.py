@@ -18,8 +18,10 @@ Referrers are listed through the OCI 1.1 referrers API, or the referrers tag (``
 has no such API (distribution 3.1.2 answers 404 and cosign writes the tag).
 
 Registries are reached over HTTPS, or plain HTTP for the hosts the cluster admins list (``--oci-plain-http``,
-loopback registries in tests); anonymous pulls only (a registry that asks for credentials is a failure to check,
-which denies). Every read is bounded in size; each lookup has a deadline for all of it (every request and byte: a
+loopback registries in tests); with the credentials the admin gives for a registry (``--registry-auth-file``, Basic
+or the distribution token flow: adapters/registryauth.py), anonymously for the others (a registry that asks for
+credentials devmlops has not, or refuses them, is a failure to check, which denies, naming the registry). Every
+read is bounded in size; each lookup has a deadline for all of it (every request and byte, a token request too: a
 slow registry, whoever names it, holds a shared worker no longer); the bundles of an image digest are kept
 for a short time (a signature attached later is seen after it), and verifying them again (ECDSA) costs microseconds.
 """
@@ -34,7 +36,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -43,6 +45,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from devmlops.adapters.oms import OmsVerifier
+from devmlops.adapters.registryauth import Fetch, RegistryAuth, RegistryAuthError
 from devmlops.core.evidence import ImageSignatures
 from devmlops.core.pinning import Reference
 from devmlops.core.policy import Authority
@@ -108,19 +111,24 @@ def parse_image(image: str) -> tuple[str, str, str]:
 
 
 class OciClient:
-    """Anonymous reads of manifests and blobs; ``plain_http`` hosts over HTTP, every other one over HTTPS."""
+    """Reads of manifests and blobs; ``plain_http`` hosts over HTTP, every other one over HTTPS; with the
+    credentials of ``auth`` for the registries it names (Basic or the token flow), anonymously for the others."""
 
-    def __init__(self, *, plain_http: Sequence[str] = (), timeout: float = 2.0) -> None:
+    def __init__(
+        self, *, plain_http: Sequence[str] = (), timeout: float = 2.0, auth: RegistryAuth | None = None
+    ) -> None:
         self._plain = frozenset(plain_http)
         self._timeout = timeout
+        self._auth = auth if auth is not None else RegistryAuth()
         self._http = httpx.Client(timeout=timeout, follow_redirects=True)
         self._local = threading.local()  # the deadline of the lookup this thread runs
 
     @contextlib.contextmanager
     def _lookup(self) -> Iterator[None]:
-        """One lookup (every request it makes, every byte it reads) within ``timeout`` seconds. httpx's timeout
-        bounds each wait for the next bytes, not a read: a registry that sent a byte a second held the caller's
-        thread for days, and the host is whatever a ModelDeployment names (its workers are shared by every team)."""
+        """One lookup (every request it makes, every byte it reads, a token request too) within ``timeout`` seconds.
+        httpx's timeout bounds each wait for the next bytes, not a read: a registry that sent a byte a second held the
+        caller's thread for days, and the host is whatever a ModelDeployment names (its workers are shared by every
+        team)."""
         self._local.deadline = time.monotonic() + self._timeout
         try:
             yield
@@ -137,38 +145,80 @@ class OciClient:
             raise RegistryUnreachable(f"{host}: no complete answer within the lookup's deadline of {self._timeout:g}s")
         return remaining
 
-    def _get(self, host: str, path: str, accept: str) -> tuple[int, bytes]:
-        status, body, _digest = self._read(host, path, accept)
+    def _get(self, host: str, repository: str, path: str, accept: str) -> tuple[int, bytes]:
+        status, body, _digest = self._read(host, repository, path, accept)
         return status, body
 
-    def _read(self, host: str, path: str, accept: str) -> tuple[int, bytes, str]:
-        """Status, body (at most ``_MAX_BYTES``) and the ``Docker-Content-Digest`` header ("" when absent)."""
+    def _read(self, host: str, repository: str, path: str, accept: str) -> tuple[int, bytes, str]:
+        """Status, body (at most ``_MAX_BYTES``) and the ``Docker-Content-Digest`` header ("" when absent) of
+        ``/v2/<repository>/<path>``; a 401 is answered once with credentials (or a token) for pulling
+        ``repository``, and a registry that still refuses is ``RegistryUnreachable`` naming it and its answer."""
         scheme = "http" if host in self._plain else "https"
-        url, timeout = f"{scheme}://{host}/v2/{path}", httpx.Timeout(self._remaining(host))
+        url, scope = f"{scheme}://{host}/v2/{repository}/{path}", f"repository:{repository}:pull"
+        headers = {"Accept": accept}
         try:
-            with self._http.stream("GET", url, headers={"Accept": accept}, timeout=timeout) as answer:
+            sent = self._auth.header(host, scope)
+            if sent:
+                headers["Authorization"] = sent
+            status, body, answer = self._stream("GET", url, headers, b"", host)
+            if status == 401:
+                challenge = answer.get("WWW-Authenticate", "")
+                headers["Authorization"] = self._auth.respond(host, scope, challenge, self._token_fetch(host))
+                status, body, answer = self._stream("GET", url, headers, b"", host)
+            if status == 401 or (status == 403 and "Authorization" in headers):
+                raise self._auth.refused(host, scope, status, answer.get("WWW-Authenticate", ""))
+        except RegistryAuthError as exc:
+            raise RegistryUnreachable(str(exc)) from None
+        return status, body, answer.get("Docker-Content-Digest", "")
+
+    def _stream(
+        self, method: str, url: str, headers: Mapping[str, str], content: bytes, host: str
+    ) -> tuple[int, bytes, httpx.Headers]:
+        """One request within what is left of the lookup's deadline; at most ``_MAX_BYTES`` of answer."""
+        timeout = httpx.Timeout(self._remaining(host))
+        try:
+            with self._http.stream(method, url, headers=headers, content=content or None, timeout=timeout) as answer:
                 body = b""
                 for chunk in answer.iter_bytes():
                     self._remaining(host)
                     body += chunk
                     if len(body) > _MAX_BYTES:
-                        raise RegistryUnreachable(f"{host}/{path}: more than {_MAX_BYTES} bytes")
-                return answer.status_code, body, answer.headers.get("Docker-Content-Digest", "")
+                        raise RegistryUnreachable(f"{url}: more than {_MAX_BYTES} bytes")
+                return answer.status_code, body, answer.headers
         except httpx.HTTPError as exc:
             raise RegistryUnreachable(f"{host}: {type(exc).__name__}: {exc}") from exc
 
-    def _json(self, host: str, path: str, accept: str, *, missing_ok: bool = False) -> dict[str, Any] | None:
-        status, body = self._get(host, path, accept)
+    def _token_fetch(self, host: str) -> Fetch:
+        """The token request of ``host``'s challenge, bounded and within the lookup's deadline like every other; a
+        realm over plain HTTP only on a host read over plain HTTP anyway (credentials are never sent in clear text
+        elsewhere)."""
+
+        def fetch(method: str, url: str, headers: Mapping[str, str], content: bytes) -> tuple[int, bytes]:
+            realm = httpx.URL(url)
+            if realm.scheme != "https" and not (realm.scheme == "http" and realm.netloc.decode() in self._plain):
+                raise RegistryAuthError(
+                    f"registry {host}: token realm {url.split('?')[0]} is not HTTPS (only the registries of "
+                    "--oci-plain-http are read over HTTP)"
+                )
+            status, body, _headers = self._stream(method, url, headers, content, host)
+            return status, body
+
+        return fetch
+
+    def _json(
+        self, host: str, repository: str, path: str, accept: str, *, missing_ok: bool = False
+    ) -> dict[str, Any] | None:
+        status, body = self._get(host, repository, path, accept)
         if status == 404 and missing_ok:
             return None
         if status != 200:
-            raise RegistryUnreachable(f"{host}/v2/{path}: HTTP {status}")
+            raise RegistryUnreachable(f"{host}/v2/{repository}/{path}: HTTP {status}")
         try:
             value = json.loads(body)
         except ValueError as exc:
-            raise RegistryUnreachable(f"{host}/v2/{path}: not JSON") from exc
+            raise RegistryUnreachable(f"{host}/v2/{repository}/{path}: not JSON") from exc
         if not isinstance(value, dict):
-            raise RegistryUnreachable(f"{host}/v2/{path}: not a JSON object")
+            raise RegistryUnreachable(f"{host}/v2/{repository}/{path}: not a JSON object")
         return value
 
     def bundles(self, image: str, *, predicate_type: str = "") -> list[str]:
@@ -179,13 +229,13 @@ class OciClient:
 
     def _bundles(self, image: str, predicate_type: str) -> list[str]:
         host, repository, digest = parse_image(image)
-        index = self._json(host, f"{repository}/referrers/{digest}", _INDEX, missing_ok=True)
+        index = self._json(host, repository, f"referrers/{digest}", _INDEX, missing_ok=True)
         if index is None:
-            index = self._json(host, f"{repository}/manifests/{digest.replace(':', '-')}", _INDEX, missing_ok=True)
+            index = self._json(host, repository, f"manifests/{digest.replace(':', '-')}", _INDEX, missing_ok=True)
         entries = [m for m in (index or {}).get("manifests") or [] if isinstance(m, dict)]
         found = []
         for entry in [m for m in entries if m.get("artifactType") == BUNDLE_TYPE][:_MAX_REFERRERS]:
-            manifest = self._json(host, f"{repository}/manifests/{entry.get('digest')}", _MANIFEST) or {}
+            manifest = self._json(host, repository, f"manifests/{entry.get('digest')}", _MANIFEST) or {}
             annotations = manifest.get("annotations") or {}
             if predicate_type and annotations.get(PREDICATE_ANNOTATION) != predicate_type:
                 continue
@@ -199,7 +249,7 @@ class OciClient:
         which must agree with its ``Docker-Content-Digest`` where it gives one. ``OciError`` for a tag the registry
         does not have, ``RegistryUnreachable`` for everything else."""
         with self._lookup():
-            status, body, header = self._read(host, f"{repository}/manifests/{tag}", _ACCEPT_ANY_MANIFEST)
+            status, body, header = self._read(host, repository, f"manifests/{tag}", _ACCEPT_ANY_MANIFEST)
         if status == 404:
             raise OciError(f"{host} has no tag '{tag}' in {repository} (HTTP 404)")
         if status != 200:
@@ -210,7 +260,7 @@ class OciClient:
         return digest
 
     def _blob(self, host: str, repository: str, digest: str) -> str:
-        status, body = self._get(host, f"{repository}/blobs/{digest}", "application/octet-stream")
+        status, body = self._get(host, repository, f"blobs/{digest}", "application/octet-stream")
         if status != 200:
             raise RegistryUnreachable(f"{host}/v2/{repository}/blobs/{digest}: HTTP {status}")
         if "sha256:" + hashlib.sha256(body).hexdigest() != digest:

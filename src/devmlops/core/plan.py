@@ -6,7 +6,9 @@ the cluster policies and compares, so a plan is never trusted because an editabl
 
 A policy may require k of n authorities (``threshold``), and their signatures come in one bundle each
 (``spec.signature`` plus ``spec.additionalSignatures``): the plan carries every bundle needed to meet each admitting
-policy's threshold, at most ``MAX_BUNDLES``, in the order admission read them. A plan of one bundle keeps the JSON
+policy's threshold, at most ``MAX_BUNDLES``, ordered by content (the SHA-256 of each bundle's bytes), not by the
+order they were read in: an OCI registry lists a model's referrers in an order of its own, and the webhook and the
+operator each read them; a plan that differed only in order would refuse the child. A plan of one bundle keeps the JSON
 form it always had (``"bundle"``), so children rendered before k-of-n plans existed stay as they are; two or more
 are written as ``"bundles"``.
 
@@ -18,6 +20,7 @@ storage initializer maps the verified files to formats (core/modelformats.py).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -97,12 +100,13 @@ class VerificationPlan:
     def for_bundles(
         cls, bundles: Sequence[str], digest: str, policies: Sequence[Policy], verifier: SignatureVerifier
     ) -> VerificationPlan:
-        """The plan with the bundles, taken in the order given, that meet every admitting policy's threshold for
-        ``digest``: a bundle is taken when it signs ``digest`` for an authority that a group still needs. An OCI model
-        may carry several signatures as referrers, and whoever may push to its repository can add one before the
-        right ones; none of hers is taken unless a trusted authority signed it. When the bundles do not meet every
-        threshold, the plan holds the first (the serving pod then refuses to start: fail closed)."""
-        given = [bundle for bundle in bundles if bundle]
+        """The plan with the bundles that meet every admitting policy's threshold for ``digest``, taken in content
+        order (``_content_order``: whatever order the registry or the spec listed them in, the webhook and the
+        operator derive the same plan): a bundle is taken when it signs ``digest`` for an authority that a group still
+        needs. An OCI model may carry several signatures as referrers, and whoever may push to its repository can add
+        one; none of hers is taken unless a trusted authority signed it. When the bundles do not meet every
+        threshold, the plan holds the first in that order (the serving pod then refuses to start: fail closed)."""
+        given = _content_order(bundles)
         base = cls.for_policies((), digest, policies)
         met: list[set[int]] = [set() for _group in base.groups]  # per group: indexes of the authorities met
         chosen: list[str] = []
@@ -268,6 +272,11 @@ def _signs(verifier: SignatureVerifier, bundle: str, authority: Authority, diges
         return verifier.verify_model(bundle, authority).digest == digest
     except VerificationFailed:
         return False
+
+
+def _content_order(bundles: Sequence[str]) -> list[str]:
+    """The non-empty ``bundles`` sorted by the SHA-256 of their bytes (then the bytes, for the impossible tie)."""
+    return sorted((b for b in bundles if b), key=lambda b: (hashlib.sha256(b.encode()).hexdigest(), b))
 
 
 def _bundles(raw: Mapping[str, Any]) -> tuple[str, ...]:

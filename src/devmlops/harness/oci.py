@@ -14,12 +14,13 @@ import hashlib
 import json
 import os
 import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from devmlops.harness.processes import ManagedProcess, free_port, http_ok
+from devmlops.harness.processes import ManagedProcess, free_port
 from devmlops.harness.toolcache import cache_root, go_install
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "oci_registry",
     "oci_tools",
     "push_image",
+    "registry_storage",
 ]
 
 REGISTRY_VERSION = "v3.1.2"
@@ -53,27 +55,48 @@ def oci_tools(*needed: str, log: Callable[[str], None] = lambda _m: None) -> Pat
 
 
 @contextmanager
-def oci_registry(workdir: Path, log: Callable[[str], None] = lambda _m: None) -> Iterator[str]:
-    """A distribution registry on 127.0.0.1; yields its ``host:port``."""
+def oci_registry(
+    workdir: Path, log: Callable[[str], None] = lambda _m: None, *, storage: Path | None = None, auth: str = ""
+) -> Iterator[str]:
+    """A distribution registry on 127.0.0.1; yields its ``host:port``. ``storage``: the folder of another registry's
+    filesystem storage to serve too (a second registry over the same content, with other access rules); ``auth``:
+    the YAML of its ``auth:`` section, indented by two spaces (htpasswd, token), or anonymous access."""
     tools = oci_tools("registry", log=log)
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = workdir / "config.yml"
     config.write_text(
         "version: 0.1\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {workdir / 'data'}\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {storage or workdir / 'data'}\n"
         f"http:\n  addr: 127.0.0.1:{port}\n"
-        "log:\n  level: warn\n"
+        "log:\n  level: warn\n" + (f"auth:\n{auth}" if auth else "")
     )
     process = ManagedProcess(
         "registry", [str(tools / "registry"), "serve", str(config)], log_path=workdir / "registry.log"
     ).start()
     host = f"127.0.0.1:{port}"
     try:
-        process.wait_until(lambda: http_ok(f"http://{host}/v2/"), timeout=30, what="registry /v2/")
+        # /v2/ answers 401 to anonymous requests on a registry with auth: it is serving then.
+        process.wait_until(lambda: _answers(f"http://{host}/v2/"), timeout=30, what="registry /v2/")
         yield host
     finally:
         process.stop()
+
+
+def registry_storage(workdir: Path) -> Path:
+    """The storage folder of the registry ``oci_registry(workdir)`` runs (for a second one over the same content)."""
+    return workdir / "data"
+
+
+def _answers(url: str) -> bool:
+    """The server answered with 200 or 401."""
+    try:
+        with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback
+            return True
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401
+    except OSError:
+        return False
 
 
 def _request(url: str, *, method: str, data: bytes = b"", content_type: str = "") -> urllib.request.Request:

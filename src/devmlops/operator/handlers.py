@@ -14,6 +14,7 @@ from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.ocisig import ImageSignatureChecker, OciClient
 from devmlops.adapters.prometheus import PrometheusQuery
+from devmlops.adapters.registryauth import RegistryAuth
 from devmlops.adapters.registrycache import mlflow_resolver
 from devmlops.core.render import LABEL_MODEL_DEPLOYMENT
 from devmlops.operator.analysis import CanaryAnalysis
@@ -75,7 +76,11 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
                 ttl_seconds=settings.registry_cache_seconds,
             ),
             images=ImageSignatureChecker(
-                OciClient(plain_http=settings.oci_plain_http, timeout=settings.registry_timeout_seconds),
+                OciClient(
+                    plain_http=settings.oci_plain_http,
+                    timeout=settings.registry_timeout_seconds,
+                    auth=RegistryAuth.from_file(settings.registry_auth_file),
+                ),
                 timeout_seconds=settings.registry_timeout_seconds,
                 verifier=verifier,
             ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import kopf
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,6 +43,11 @@ class OperatorSettings(BaseModel):
     registry_timeout_seconds: float = Field(default=2.0, gt=0, description="Deadline of one registry lookup.")
     registry_cache_seconds: float = Field(default=30.0, ge=0, description="How long a resolved entry is reused.")
     oci_plain_http: tuple[str, ...] = Field(default=(), description="OCI registries read over plain HTTP.")
+    registry_auth_file: Path | None = Field(
+        default=None,
+        description="A Docker config JSON (.dockerconfigjson) of OCI registry credentials, by registry host; the "
+        "cluster admin's, never a ModelDeployment's. None: anonymous reads.",
+    )
     prometheus_url: str | None = Field(
         default=None,
         pattern=r"^https?://[^\s/]+(/\S*)?$",

@@ -16,6 +16,7 @@ from devmlops.adapters.ocisig import ImageSignatureChecker, OciClient
 from devmlops.adapters.oms import OmsVerifier
 from devmlops.adapters.opa import OpaEngine
 from devmlops.adapters.policystore import PolicyStore
+from devmlops.adapters.registryauth import RegistryAuth
 from devmlops.adapters.registrycache import mlflow_resolver
 from devmlops.adapters.verifycache import CachingVerifier, DeadlineVerifier
 from devmlops.webhook.app import WebhookDeps
@@ -117,7 +118,11 @@ def wire(settings: WebhookSettings) -> WebhookDeps:
             on_event=registry_event,
         ),
         images=ImageSignatureChecker(
-            OciClient(plain_http=settings.oci_plain_http, timeout=settings.registry_timeout_seconds),
+            OciClient(
+                plain_http=settings.oci_plain_http,
+                timeout=settings.registry_timeout_seconds,
+                auth=RegistryAuth.from_file(settings.registry_auth_file),
+            ),
             timeout_seconds=settings.registry_timeout_seconds,
             guard=_not_inline,
             verifier=verifier,  # certificate and keyless image signatures: cached, deadline, inline guard

@@ -52,6 +52,11 @@ class WebhookSettings(BaseModel):
     oci_plain_http: tuple[str, ...] = Field(
         default=(), description="OCI registries read over plain HTTP for image signatures (others over HTTPS)."
     )
+    registry_auth_file: Path | None = Field(
+        default=None,
+        description="A Docker config JSON (.dockerconfigjson) of OCI registry credentials, by registry host; the "
+        "cluster admin's, never a ModelDeployment's. None: anonymous reads.",
+    )
     cert_reload_seconds: float = Field(default=10.0, gt=0, description="How often the TLS files are checked.")
     max_body_bytes: int = Field(
         default=3 * 1024 * 1024, ge=1024, description="Larger AdmissionReviews are denied unread (413)."

@@ -3,6 +3,8 @@ meet every admitting policy's threshold; its JSON form keeps the one-bundle shap
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 from dataclasses import replace
 
@@ -37,7 +39,7 @@ def test_the_plan_takes_the_first_bundle_that_verifies_for_the_admitted_digest()
 def test_with_no_bundle_that_verifies_the_plan_holds_the_first_and_the_pod_refuses() -> None:
     policies = [compile_policy(policy())]
     plan = VerificationPlan.for_bundles([bundle("mallory"), bundle("eve")], DIGEST, policies, FakeVerifier())
-    assert plan.bundles == (bundle("mallory"),)
+    assert plan.bundles == (min(bundle("mallory"), bundle("eve"), key=_sha256),)  # the first in content order
     with pytest.raises(VerificationFailed, match="signature verified for 0 of 1 required authorities"):
         plan.verify_signature(FakeVerifier())
     assert VerificationPlan.for_bundles([], DIGEST, policies, FakeVerifier()).bundles == ()
@@ -48,28 +50,48 @@ def test_a_model_admitted_with_two_of_two_signers_gets_a_plan_its_storage_initia
     bundles = [bundle("release"), bundle("security")]
     assert decide(request(spec()), PolicySet(tuple(policies)), evidence(*bundles), FakeVerifier()).allowed
     plan = VerificationPlan.for_bundles(bundles, DIGEST, policies, FakeVerifier())
-    assert plan.bundles == tuple(bundles)
+    assert plan.bundles == tuple(sorted(bundles, key=_sha256))
     signed = plan.verify_signature(FakeVerifier())
-    assert (signed.digest, signed.signer) == (DIGEST, "release, security")
+    assert (signed.digest, sorted(signed.signer.split(", "))) == (DIGEST, ["release", "security"])
     assert VerificationPlan.from_json(plan.to_json()) == plan
 
 
-def test_the_plan_takes_only_the_bundles_a_threshold_needs_in_the_order_given() -> None:
-    """Her referrers and a second signature of the same authority add nothing; the operator and the webhook, given the
-    bundles in the same order, derive the same plan."""
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_the_plan_takes_only_the_bundles_a_threshold_needs_in_content_order() -> None:
+    """Her referrers and a second signature of the same authority add nothing."""
     policies = [compile_policy(policy(**TWO_OF_TWO))]
     given = [bundle("mallory"), bundle("security"), bundle("security"), bundle("release", OTHER), bundle("release")]
     plan = VerificationPlan.for_bundles(given, DIGEST, policies, FakeVerifier())
-    assert plan.bundles == (bundle("security"), bundle("release"))
+    assert plan.bundles == tuple(sorted([bundle("security"), bundle("release")], key=_sha256))
     assert plan.to_json() == VerificationPlan.for_bundles(given, DIGEST, policies[::-1], FakeVerifier()).to_json()
     assert plan.verify_signature(FakeVerifier()).digest == DIGEST
+
+
+def test_the_webhook_and_the_operator_derive_the_same_plan_whatever_order_the_registry_listed_the_referrers() -> None:
+    """An OCI registry lists a model's referrers in an order of its own, read twice (webhook, operator): each order of
+    the same bundles gives the same plan, its bundles sorted by the SHA-256 of their bytes."""
+    policies = [compile_policy(policy(**TWO_OF_TWO))]
+    given = [bundle("mallory"), bundle("security"), bundle("release"), bundle("security", model="other")]
+    plans = set()
+    for order in itertools.permutations(given):  # all 24
+        plans.add(VerificationPlan.for_bundles(order, DIGEST, policies, FakeVerifier()).to_json())
+    assert len(plans) == 1
+    plan = VerificationPlan.from_json(plans.pop())
+    assert [_sha256(b) for b in plan.bundles] == sorted(_sha256(b) for b in plan.bundles)
+    assert len(plan.bundles) == 2
+    assert sorted(plan.verify_signature(FakeVerifier()).signer.split(", ")) == ["release", "security"]
+    reversed_plan = VerificationPlan.for_bundles(given[::-1], DIGEST, policies, FakeVerifier())
+    assert reversed_plan.same_as(VerificationPlan.for_bundles(given, DIGEST, policies, FakeVerifier()))
 
 
 def test_two_of_two_with_one_signer_missing_holds_the_first_bundle_and_the_pod_refuses() -> None:
     policies = [compile_policy(policy(**TWO_OF_TWO))]
     plan = VerificationPlan.for_bundles([bundle("mallory"), bundle("release")], DIGEST, policies, FakeVerifier())
-    assert plan.bundles == (bundle("mallory"),)
-    with pytest.raises(VerificationFailed, match=r"verified for 0 of 2 required authorities \(release, security\)"):
+    assert plan.bundles == (min(bundle("mallory"), bundle("release"), key=_sha256),)
+    with pytest.raises(VerificationFailed, match=r"verified for \d of 2 required authorities \(release, security\)"):
         plan.verify_signature(FakeVerifier())
 
 
