@@ -47,9 +47,18 @@ def initializer_run_problems(container: Mapping[str, Any]) -> list[str]:
         problems.append("storage-initializer envFrom: present, expected none")
     env = [e for e in container.get("env") or [] if isinstance(e, Mapping)]
     for name, expected in initializer_env().items():
-        found = [dict(e) for e in env if e.get("name") == name]
+        found = [_defaulted(e) for e in env if e.get("name") == name]
         if name == REGISTRY_AUTH_ENV and not found:
             continue
-        if found != [expected]:
+        if found != [_defaulted(expected)]:
             problems.append(f"storage-initializer env {name}: {found or 'absent'}, expected exactly [{expected}]")
     return problems
+
+
+def _defaulted(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """An env entry as the API server stores it: a ``fieldRef`` gets ``apiVersion: v1`` when it has none."""
+    value = dict(entry)
+    source = value.get("valueFrom")
+    if isinstance(source, Mapping) and isinstance(source.get("fieldRef"), Mapping):
+        value["valueFrom"] = {**source, "fieldRef": {"apiVersion": "v1", **source["fieldRef"]}}
+    return value

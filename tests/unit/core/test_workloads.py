@@ -371,6 +371,15 @@ def initializer_changes() -> Iterator[dict[str, Any]]:
     yield kserve_pod(envFrom=[{"secretRef": {"name": "admins-registry-auth"}}])
     yield kserve_pod(command=["python", "-c", "print('no verification')"])
     yield kserve_pod(command=None)  # the image's entrypoint, whatever it is
+    other_field = copy.deepcopy(plan_entry)  # the plan from another annotation mallory's Pod carries
+    other_field["valueFrom"]["fieldRef"]["fieldPath"] = "metadata.annotations['mallory/plan']"
+    yield kserve_pod(env=[other_field, auth_entry])
+    yield kserve_pod(
+        env=[
+            {**other_field, "valueFrom": {"fieldRef": {**plan_entry["valueFrom"]["fieldRef"], "apiVersion": "v2"}}},
+            auth_entry,
+        ]
+    )
 
 
 def test_the_storage_container_config_carries_exactly_the_env_the_webhook_expects() -> None:
@@ -384,6 +393,18 @@ def test_the_storage_container_config_carries_exactly_the_env_the_webhook_expect
         "optional": True,
     }
     assert initializer_run_problems(INITIALIZER) == []
+
+
+def test_a_kserve_pod_as_the_api_server_stores_it_passes() -> None:
+    """The API server writes ``apiVersion: v1`` into a fieldRef that has none: the same plan source."""
+    env = copy.deepcopy(INITIALIZER["env"])
+    next(e for e in env if e["name"] == ENV_PLAN)["valueFrom"]["fieldRef"]["apiVersion"] = "v1"
+    decision = review_serving(
+        request(kserve_pod(env=env), resource="pods", user=IDS.controllers[1]),
+        evidence(chain=kserve_pod_chain(), labels=ENFORCED),
+        now=NOW,
+    )
+    assert decision.allowed, decision.message
 
 
 def test_a_kserve_pod_whose_initializer_has_no_registry_credentials_entry_passes() -> None:
