@@ -809,8 +809,10 @@ def _sign_oci(
 
     from devmlops.adapters.modelsign import sign_model
     from devmlops.adapters.ociartifact import OciModel
+    from devmlops.adapters.registryauth import RegistryAuth
 
-    client = OciModel(plain_http=plain_http)
+    anonymous = RegistryAuth(missing="devmlops sign --oci reads and pushes anonymously: sign where it needs none")
+    client = OciModel(plain_http=plain_http, auth=anonymous)
     try:
         with tempfile.TemporaryDirectory(prefix="devmlops-sign-") as tmp:
             files, bundle_path = Path(tmp) / "model", Path(tmp) / "model.sig"

@@ -288,6 +288,13 @@ def test_kserves_pod_mutator_injects_the_devmlops_storage_initializer_with_kserv
                 "name": "DEVMLOPS_VERIFICATION",
                 "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": f"metadata.annotations['{PLAN}']"}},
             },
+            # The team's own registry credentials, if its namespace has the Secret (optional; resolved here).
+            {
+                "name": "DEVMLOPS_REGISTRY_AUTH",
+                "valueFrom": {
+                    "secretKeyRef": {"name": "devmlops-registry-auth", "key": ".dockerconfigjson", "optional": True}
+                },
+            },
             # KServe adds these to every storage initializer, after the merge.
             {"name": "HF_HUB_ENABLE_HF_TRANSFER", "value": "1"},
             {"name": "HF_XET_HIGH_PERFORMANCE", "value": "1"},

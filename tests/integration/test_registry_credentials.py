@@ -3,13 +3,20 @@
 htpasswd (HTTP Basic), one with the token flow (``auth: token``, its tokens from a test token server,
 harness/registrytoken.py). Both serve the storage of an anonymous registry where the image was pushed and signed with
 real cosign. With credentials a tag resolves and the referrer bundle is fetched and verifies (admitted); without, and
-with wrong ones, each lookup fails naming the registry and what it answered (denied). The storage initializer holds no
-credentials (by design: docs/policies.md, "Private registries"): its pull from a private registry fails saying so."""
+with wrong ones, each lookup fails naming the registry and what it answered (denied). The storage initializer, run as
+the real `devmlops storage-initializer` command with the environment a Pod gives it, pulls a signed private model
+with the team's own credentials (the Secret devmlops-registry-auth of the model's namespace, as the optional
+DEVMLOPS_REGISTRY_AUTH) and verifies it; without them it fails saying which Secret to create, with wrong ones naming
+the registry that refused them, and a tampered blob still fails with them (docs/policies.md, "Private registries")."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -19,17 +26,20 @@ import pytest
 
 from devmlops.adapters.ociartifact import OciModel
 from devmlops.adapters.ocisig import ImageSignatureChecker, OciClient, OciError
+from devmlops.adapters.oms import OmsVerifier
 from devmlops.adapters.registryauth import RegistryAuth
-from devmlops.adapters.servingverify import fetch_model
 from devmlops.core.pinning import parse_reference
-from devmlops.core.policy import Authority
-from devmlops.errors import InvalidInputError
+from devmlops.core.plan import ENV_PLAN, VerificationPlan
+from devmlops.core.policy import Authority, compile_policy
+from devmlops.core.render import REGISTRY_AUTH_ENV
 from devmlops.harness.oci import cosign_key_pair, cosign_sign, oci_registry, push_image, registry_storage
 from devmlops.harness.registrytoken import TokenServer, token_server
+from tests.support.models import make_key, make_model, sign_with_key
 
 pytestmark = pytest.mark.timeout(900)
 
 USER, PASSWORD = "puller", "s3cret-pull"
+TAMPERED_WEIGHTS = b"weights someone will change in the registry's storage" * 16
 # bcrypt (cost 10) of PASSWORD, made once with Python 3.11's crypt module (METHOD_BLOWFISH): distribution's htpasswd
 # accepts bcrypt only, and the bcrypt package is not among this project's dependencies.
 HTPASSWD = f"{USER}:$2b$10$OV9ZGbc1rxR3ZyPPM9EMte7hmAal23dDAQPlvCUHN8m8KAwod5MMO\n"
@@ -44,6 +54,10 @@ class Private:
     model: str  # the path of an OCI model artifact, repository@sha256:... (the same in both)
     release: Authority
     work: Path
+    signed: str  # the path of a signed OCI model, repository@sha256:...
+    plan: str  # its verification plan (JSON), as the operator renders it into the Pod
+    tampered: str  # the path of another artifact of the same signed files, one of its blobs changed in the storage
+    tampered_plan: str
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +72,10 @@ def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private]:
         (work / "model" / "weights.bin").write_bytes(b"private weights")
         pusher = OciModel(plain_http=[public])
         model = pusher.push(public, "team/fraud", "1", work / "model").removeprefix(f"oci://{public}/")
+        signed, plan = signed_model(pusher, public, work, "team/scored")
+        tampered, tampered_plan = signed_model(pusher, public, work, "team/tampered", TAMPERED_WEIGHTS)
         pusher.close()
+        tamper_blob(registry_storage(work / "public"), TAMPERED_WEIGHTS)
         (work / "htpasswd").write_text(HTPASSWD)
         htpasswd = f"  htpasswd:\n    realm: devmlops-test\n    path: {work / 'htpasswd'}\n"
         storage = registry_storage(work / "public")
@@ -66,7 +83,39 @@ def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private]:
         tokens = stack.enter_context(token_server(work / "tokens", user=USER, password=PASSWORD))
         token = stack.enter_context(oci_registry(work / "token", storage=storage, auth=tokens.auth_yaml))
         release = Authority(name="release", kind="key", public_key=pub.read_text())
-        yield Private(basic, token, tokens, image.partition("@")[2], model, release, work)
+        yield Private(
+            basic, token, tokens, image.partition("@")[2], model, release, work, signed, plan, tampered, tampered_plan
+        )
+
+
+def signed_model(pusher: OciModel, host: str, work: Path, repository: str, weights: bytes = b"") -> tuple[str, str]:
+    """A model signed with a fresh key, pushed as an OCI artifact to ``repository``; its path (repository@digest)
+    and the verification plan the operator would render for a policy trusting that key."""
+    folder = work / repository.replace("/", "-")
+    folder.mkdir()
+    key = make_key(folder)
+    files = make_model(folder / "model", {"weights.bin": weights, "config.json": b"{}"} if weights else None)
+    bundle = sign_with_key(files, key, folder / "model.sig")
+    digest = OmsVerifier().verify_model(bundle, Authority(name="k", kind="key", public_key=key.public_pem)).digest
+    policy = compile_policy(
+        {
+            "metadata": {"name": "team"},
+            "spec": {"authorities": [{"name": "team", "key": {"publicKey": key.public_pem}}]},
+        }
+    )
+    uri = pusher.push(host, repository, "1", files)
+    return uri.removeprefix(f"oci://{host}/"), VerificationPlan.for_policies(bundle, digest, [policy]).to_json()
+
+
+def tamper_blob(storage: Path, content: bytes) -> None:
+    """Change one byte of the stored blob holding ``content`` (team/tampered's weights only), in place and at its
+    length: the registry serves the changed bytes under the digest they had (what a compromised registry, or its
+    storage, can do)."""
+    blob = storage / "docker/registry/v2/blobs/sha256" / hashlib.sha256(content).hexdigest()[:2]
+    data = blob / hashlib.sha256(content).hexdigest() / "data"
+    changed = bytearray(data.read_bytes())
+    changed[0] ^= 0xFF
+    data.write_bytes(bytes(changed))
 
 
 def auth_file(private: Private, name: str, entries: dict[str, dict[str, str]]) -> RegistryAuth:
@@ -158,12 +207,86 @@ def test_a_token_is_asked_once_per_repository_and_reused_until_it_expires(privat
         checking.close()
 
 
+def storage_initializer(
+    private: Private, host: str, path: str, plan: str, served: Path, credentials: dict[str, dict[str, str]] | None
+) -> subprocess.CompletedProcess[str]:
+    """The real `devmlops storage-initializer devmlops+oci://... /mnt/models` with what the Pod gives it: the plan,
+    the registries read over plain HTTP (loopback), and the team's Secret as DEVMLOPS_REGISTRY_AUTH when the
+    namespace has one (``credentials``: its .dockerconfigjson's auths), unset when not (the optional secretKeyRef)."""
+    realm_host = private.tokens.realm.split("/")[2]
+    env = {k: v for k, v in os.environ.items() if k not in (ENV_PLAN, REGISTRY_AUTH_ENV)}
+    env |= {ENV_PLAN: plan, "DEVMLOPS_OCI_PLAIN_HTTP": f"{host},{realm_host}"}
+    if credentials is not None:
+        env[REGISTRY_AUTH_ENV] = json.dumps({"auths": credentials})
+    return subprocess.run(
+        [sys.executable, "-m", "devmlops", "storage-initializer", f"devmlops+oci://{host}/{path}", str(served)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
 @pytest.mark.parametrize("registry", ["basic", "token"])
-def test_the_storage_initializer_pulling_from_a_private_registry_fails_saying_it_reads_anonymously(
-    private: Private, registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_storage_initializer_pulls_a_private_model_with_the_teams_credentials_and_verifies_it(
+    private: Private, registry: str, tmp_path: Path
 ) -> None:
     host = getattr(private, registry)
-    monkeypatch.setenv("DEVMLOPS_OCI_PLAIN_HTTP", host)
-    with pytest.raises(InvalidInputError, match=rf"registry {host} requires credentials .* pulled and pushed anonym"):
-        fetch_model(f"devmlops+oci://{host}/{private.model}", tmp_path / "served")
+    done = storage_initializer(
+        private, host, private.signed, private.plan, tmp_path / "served", {host: user_pass(USER, PASSWORD)}
+    )
+    assert done.returncode == 0, done.stderr
+    assert "devmlops: 2 files of model match sha256:" in done.stdout
+    assert sorted(p.name for p in (tmp_path / "served").iterdir()) == ["config.json", "weights.bin"]
+
+
+@pytest.mark.parametrize("registry", ["basic", "token"])
+def test_without_the_teams_secret_the_storage_initializer_fails_saying_which_secret_to_create(
+    private: Private, registry: str, tmp_path: Path
+) -> None:
+    host = getattr(private, registry)
+    done = storage_initializer(private, host, private.signed, private.plan, tmp_path / "served", None)
+    assert done.returncode != 0
+    assert f"registry {host} requires credentials (" in done.stderr
+    assert "the model's namespace has no Secret devmlops-registry-auth with a .dockerconfigjson for it" in done.stderr
     assert not list((tmp_path / "served").rglob("*.bin"))
+
+
+@pytest.mark.parametrize("registry", ["basic", "token"])
+def test_with_wrong_team_credentials_the_storage_initializer_fails_naming_the_registry_that_refused_them(
+    private: Private, registry: str, tmp_path: Path
+) -> None:
+    host = getattr(private, registry)
+    wrong = {host: user_pass(USER, "wrong")}
+    done = storage_initializer(private, host, private.signed, private.plan, tmp_path / "served", wrong)
+    assert done.returncode != 0
+    assert f"registry {host}" in done.stderr
+    assert "refused the credentials the Secret devmlops-registry-auth of the model's namespace" in done.stderr
+    assert not list((tmp_path / "served").rglob("*.bin"))
+
+
+def test_a_team_secret_for_another_registry_only_reads_nothing_here(private: Private, tmp_path: Path) -> None:
+    """Credentials are by registry host: an entry for another registry is no entry for this one."""
+    elsewhere = {"registry.example": user_pass(USER, PASSWORD)}
+    done = storage_initializer(private, private.basic, private.signed, private.plan, tmp_path / "served", elsewhere)
+    assert done.returncode != 0
+    assert f"registry {private.basic} requires credentials" in done.stderr
+    assert "the Secret devmlops-registry-auth of the model's namespace (DEVMLOPS_REGISTRY_AUTH) has no entry" in (
+        done.stderr
+    )
+
+
+@pytest.mark.parametrize("registry", ["basic", "token"])
+def test_with_the_teams_credentials_a_tampered_blob_still_fails_and_nothing_is_served(
+    private: Private, registry: str, tmp_path: Path
+) -> None:
+    """Credentials change who may read, never what is accepted: a blob whose bytes changed in the registry's storage
+    fails its digest check with the team's credentials as without."""
+    host = getattr(private, registry)
+    good = {host: user_pass(USER, PASSWORD)}
+    done = storage_initializer(private, host, private.tampered, private.tampered_plan, tmp_path / "served", good)
+    assert done.returncode != 0
+    weights = "sha256:" + hashlib.sha256(TAMPERED_WEIGHTS).hexdigest()
+    assert f"blob {weights}: the bytes received hash to sha256:" in done.stderr
+    assert not (tmp_path / "served" / "weights.bin").exists()

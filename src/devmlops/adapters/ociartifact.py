@@ -5,22 +5,26 @@ subject is the model's manifest, ``artifactType`` the Sigstore bundle type, anno
 ``dev.sigstore.bundle.predicateType: https://model_signing/signature/v1.0``, one layer holding the bundle (what
 ``devmlops sign --oci`` pushes and the webhook reads, ``adapters/ocisig.py``).
 
-Registries are reached over HTTPS, or plain HTTP for the hosts given (loopback in tests); anonymous access only: the
-storage initializer runs in the model's namespace, where any credential it held would be its editors' (a registry that
-asks for credentials is an error saying so; docs/policies.md, "Private registries").
+Registries are reached over HTTPS, or plain HTTP for the hosts given (loopback in tests). Pulls use the credentials
+of ``auth`` (Basic or the token flow, ``adapters/registryauth.py``): in the storage initializer, a team's own Secret
+in its model's namespace, never the admin's (docs/policies.md, "Private registries"); credentials change who may
+read, never what is accepted: the manifest must hash to the digest and every blob to its own. Pushes are anonymous
+(a registry that asks for credentials is an error saying so).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import httpx
 
 from devmlops.adapters.ocisig import BUNDLE_TYPE, OMS_PREDICATE, PREDICATE_ANNOTATION
+from devmlops.adapters.registryauth import RegistryAuth, RegistryAuthError, check_realm
 from devmlops.errors import InvalidInputError
 
 __all__ = ["MODEL_ARTIFACT_TYPE", "OciModel", "parse_model_uri"]
@@ -29,16 +33,15 @@ MODEL_ARTIFACT_TYPE = "application/vnd.devmlops.model.v1"
 _MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 _EMPTY = b"{}"
 _TITLE = "org.opencontainers.image.title"
+_MAX_TOKEN_ANSWER = 64 * 1024  # a token server's answer, read no further
 
 
 def _anonymous_only(answer: httpx.Response, what: str) -> str:
-    """Why a registry's 401 stops this client: it holds no credentials, by design (the storage initializer runs in
-    the model's namespace, where a credential would be its editors'; docs/policies.md, "Private registries")."""
+    """Why a registry's 401 stops a push: this client pushes anonymously."""
     challenge = answer.headers.get("WWW-Authenticate", "") or "no WWW-Authenticate header"
     return (
         f"{what}: registry {answer.request.url.netloc.decode()} requires credentials (HTTP 401, {challenge[:200]}); "
-        "OCI models are pulled and pushed anonymously (the storage initializer never holds registry credentials): "
-        "serve this model from a registry the cluster reads anonymously"
+        "devmlops pushes OCI models anonymously: push with your registry's own tooling"
     )
 
 
@@ -55,12 +58,48 @@ def parse_model_uri(uri: str) -> tuple[str, str, str]:
 class OciModel:
     """Push, pull and attach signatures to model artifacts in one registry."""
 
-    def __init__(self, *, plain_http: Sequence[str] = (), timeout: float = 30.0) -> None:
+    def __init__(
+        self, *, plain_http: Sequence[str] = (), timeout: float = 30.0, auth: RegistryAuth | None = None
+    ) -> None:
         self._plain = frozenset(plain_http)
+        self._auth = auth if auth is not None else RegistryAuth()
         self._http = httpx.Client(timeout=timeout, follow_redirects=True)
 
     def _url(self, host: str, path: str) -> str:
         return f"{'http' if host in self._plain else 'https'}://{host}/v2/{path}"
+
+    def _pull(self, host: str, repository: str, path: str, what: str, accept: str = "") -> httpx.Response:
+        """A streamed GET of ``/v2/<repository>/<path>`` with ``auth``'s credentials for pulling (a 401 answered once);
+        the caller closes it. ``InvalidInputError`` naming ``what`` and the registry when it still refuses."""
+
+        def ask(authorization: Mapping[str, str]) -> httpx.Response:
+            headers = {**({"Accept": accept} if accept else {}), **authorization}
+            request = self._http.build_request("GET", self._url(host, f"{repository}/{path}"), headers=headers)
+            return self._http.send(request, stream=True)
+
+        def fetch(method: str, url: str, headers: Mapping[str, str], content: bytes) -> tuple[int, bytes]:
+            check_realm(host, url, self._plain)
+            with self._http.stream(method, url, headers=dict(headers), content=content or None) as answer:
+                body = b""
+                for chunk in answer.iter_bytes():
+                    body += chunk
+                    if len(body) > _MAX_TOKEN_ANSWER:
+                        raise RegistryAuthError(
+                            f"registry {host}: its token server sent more than {_MAX_TOKEN_ANSWER} bytes"
+                        )
+                return answer.status_code, body
+
+        try:
+            return self._auth.send(
+                host,
+                f"repository:{repository}:pull",
+                ask,
+                lambda answer: (answer.status_code, answer.headers.get("WWW-Authenticate", "")),
+                fetch,
+                discard=lambda answer: answer.close(),
+            )
+        except RegistryAuthError as exc:
+            raise InvalidInputError(f"{what}: {exc}") from None
 
     def _check(self, answer: httpx.Response, what: str) -> httpx.Response:
         if answer.status_code == 401:
@@ -163,10 +202,12 @@ class OciModel:
         """Write the artifact's files under ``destination``, each blob checked against its digest; returns the
         relative paths written. Only a digest names what is pulled."""
         host, repository, digest = parse_model_uri(uri)
-        answer = self._check(
-            self._http.get(self._url(host, f"{repository}/manifests/{digest}"), headers={"Accept": _MANIFEST}),
-            f"model manifest {digest}",
-        )
+        answer = self._pull(host, repository, f"manifests/{digest}", f"model manifest {digest}", _MANIFEST)
+        try:
+            answer.read()
+        finally:
+            answer.close()
+        self._check(answer, f"model manifest {digest}")
         if "sha256:" + hashlib.sha256(answer.content).hexdigest() != digest:
             raise InvalidInputError(f"model source {uri}: the manifest does not hash to {digest}")
         written = []
@@ -185,9 +226,7 @@ class OciModel:
 
     def _pull_blob(self, host: str, repository: str, digest: str, target: Path) -> None:
         hashing = hashlib.sha256()
-        with self._http.stream("GET", self._url(host, f"{repository}/blobs/{digest}")) as answer:
-            if answer.status_code == 401:
-                raise InvalidInputError(_anonymous_only(answer, f"blob {digest}"))
+        with contextlib.closing(self._pull(host, repository, f"blobs/{digest}", f"blob {digest}")) as answer:
             if answer.status_code != 200:
                 raise InvalidInputError(f"blob {digest}: HTTP {answer.status_code}")
             with target.open("wb") as out:

@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from devmlops.adapters.oms import OmsVerifier
-from devmlops.adapters.registryauth import Fetch, RegistryAuth, RegistryAuthError
+from devmlops.adapters.registryauth import Fetch, RegistryAuth, RegistryAuthError, check_realm
 from devmlops.core.evidence import ImageSignatures
 from devmlops.core.pinning import Reference
 from devmlops.core.policy import Authority
@@ -155,18 +155,14 @@ class OciClient:
         ``repository``, and a registry that still refuses is ``RegistryUnreachable`` naming it and its answer."""
         scheme = "http" if host in self._plain else "https"
         url, scope = f"{scheme}://{host}/v2/{repository}/{path}", f"repository:{repository}:pull"
-        headers = {"Accept": accept}
         try:
-            sent = self._auth.header(host, scope)
-            if sent:
-                headers["Authorization"] = sent
-            status, body, answer = self._stream("GET", url, headers, b"", host)
-            if status == 401:
-                challenge = answer.get("WWW-Authenticate", "")
-                headers["Authorization"] = self._auth.respond(host, scope, challenge, self._token_fetch(host))
-                status, body, answer = self._stream("GET", url, headers, b"", host)
-            if status == 401 or (status == 403 and "Authorization" in headers):
-                raise self._auth.refused(host, scope, status, answer.get("WWW-Authenticate", ""))
+            status, body, answer = self._auth.send(
+                host,
+                scope,
+                lambda authorization: self._stream("GET", url, {"Accept": accept, **authorization}, b"", host),
+                lambda sent: (sent[0], sent[2].get("WWW-Authenticate", "")),
+                self._token_fetch(host),
+            )
         except RegistryAuthError as exc:
             raise RegistryUnreachable(str(exc)) from None
         return status, body, answer.get("Docker-Content-Digest", "")
@@ -194,12 +190,7 @@ class OciClient:
         elsewhere)."""
 
         def fetch(method: str, url: str, headers: Mapping[str, str], content: bytes) -> tuple[int, bytes]:
-            realm = httpx.URL(url)
-            if realm.scheme != "https" and not (realm.scheme == "http" and realm.netloc.decode() in self._plain):
-                raise RegistryAuthError(
-                    f"registry {host}: token realm {url.split('?')[0]} is not HTTPS (only the registries of "
-                    "--oci-plain-http are read over HTTP)"
-                )
+            check_realm(host, url, self._plain)
             status, body, _headers = self._stream(method, url, headers, content, host)
             return status, body
 

@@ -1,6 +1,8 @@
 """Credentials for private OCI registries: a Docker config JSON the cluster admin gives the webhook and the operator
 (``--registry-auth-file``, the ``.dockerconfigjson`` of a ``kubernetes.io/dockerconfigjson`` Secret in devmlops's own
-namespace), and the two ways a registry asks for them: HTTP Basic, and the distribution token flow
+namespace), or the one a team gives the storage initializer in its model's namespace (``from_env``: the Secret
+``devmlops-registry-auth`` there, through an optional ``secretKeyRef``; docs/policies.md, "Private registries"), and
+the two ways a registry asks for them: HTTP Basic, and the distribution token flow
 (``WWW-Authenticate: Bearer realm=...,service=...,scope=...``: ask the realm for a token, with the registry's
 credentials when there are some, and send it as ``Authorization: Bearer``).
 
@@ -12,6 +14,7 @@ Tokens are kept per (registry, scope) until shortly before they expire, at most 
 ``MAX_TOKENS`` of them; the file is read again when it changes (a rotated Secret), which drops every token. The
 caller does every request (``Fetch``), so the token request is bounded in size and counted in the caller's deadline.
 Every failure is a ``RegistryAuthError`` naming the registry and what it answered: never a verdict on an image.
+``send`` is the one 401 dance every client here runs (ask, answer the challenge once, give up naming the registry).
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ import threading
 import time
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from devmlops.errors import ConfigurationError, InvalidInputError
 
@@ -39,8 +42,10 @@ __all__ = [
     "Fetch",
     "RegistryAuth",
     "RegistryAuthError",
+    "check_realm",
     "load_docker_config",
     "parse_challenge",
+    "parse_docker_config",
     "registry_key",
 ]
 
@@ -57,6 +62,7 @@ _CHALLENGE_PARAM = re.compile(r'([A-Za-z][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([
 
 # (method, absolute URL, headers, body) -> (HTTP status, body): the caller's bounded, deadline-counted request.
 Fetch = Callable[[str, str, Mapping[str, str], bytes], tuple[int, bytes]]
+Answer = TypeVar("Answer")
 
 
 class RegistryAuthError(Exception):
@@ -85,8 +91,8 @@ def registry_key(name: str) -> str:
     return _DOCKER_HUB if host in _HUB_NAMES else host
 
 
-def _credential(path: Path, key: str, entry: Any) -> Credential:
-    where = f"{path}: auths.{key}"
+def _credential(source: str, key: str, entry: Any) -> Credential:
+    where = f"{source}: auths.{key}"
     if not isinstance(entry, dict):
         raise InvalidInputError(f"{where}: got {type(entry).__name__}, expected an object")
     strings = {k: v for k, v in entry.items() if k in ("auth", "username", "password", "identitytoken")}
@@ -110,26 +116,45 @@ def _credential(path: Path, key: str, entry: Any) -> Credential:
 
 
 def load_docker_config(path: Path) -> dict[str, Credential]:
-    """The credentials of a Docker config JSON (``{"auths": {host: {...}}}``) by registry host. Raises
-    ``InvalidInputError`` naming the file and the field for anything else (a credential helper, ``credsStore``,
-    is not run: devmlops runs no program a file names)."""
+    """The credentials of a Docker config JSON file (``parse_docker_config``); ``InvalidInputError`` naming the file
+    when it cannot be read or is larger than ``MAX_FILE_BYTES``."""
     try:
         with path.open("rb") as handle:
             data = handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise InvalidInputError(f"{AUTH_OPTION} {path}: cannot be read ({exc.strerror or exc})") from exc
+    return parse_docker_config(data, f"{AUTH_OPTION} {path}", short=str(path))
+
+
+def parse_docker_config(data: bytes, source: str, *, short: str = "") -> dict[str, Credential]:
+    """The credentials of a Docker config JSON (``{"auths": {host: {...}}}``) by registry host. Raises
+    ``InvalidInputError`` naming ``source`` (``short`` in the field errors, when given) and the field for anything
+    else (a credential helper, ``credsStore``, is not run: devmlops runs no program a file names)."""
     if len(data) > MAX_FILE_BYTES:
-        raise InvalidInputError(f"{AUTH_OPTION} {path}: more than {MAX_FILE_BYTES} bytes")
+        raise InvalidInputError(f"{source}: more than {MAX_FILE_BYTES} bytes")
     try:
         document = json.loads(data)
     except ValueError as exc:
-        raise InvalidInputError(f"{AUTH_OPTION} {path}: not JSON ({exc})") from None
+        raise InvalidInputError(f"{source}: not JSON ({exc})") from None
     auths = document.get("auths") if isinstance(document, dict) else None
+    where = short or source
     if not isinstance(auths, dict):
-        raise InvalidInputError(f"{path}: auths: expected an object of registry hosts (a .dockerconfigjson)")
-    credentials = {registry_key(key): _credential(path, key, entry) for key, entry in auths.items()}
+        raise InvalidInputError(f"{where}: auths: expected an object of registry hosts (a .dockerconfigjson)")
+    credentials = {registry_key(key): _credential(where, key, entry) for key, entry in auths.items()}
     credentials.pop("", None)
     return credentials
+
+
+def check_realm(host: str, url: str, plain_http: Collection[str]) -> None:
+    """A token realm over plain HTTP only on a host read over plain HTTP anyway (``plain_http``): credentials are
+    never sent in clear text elsewhere. ``RegistryAuthError`` naming the registry otherwise."""
+    scheme, _, rest = url.partition("://")
+    netloc = rest.split("/", 1)[0].split("?", 1)[0]
+    if scheme.lower() != "https" and not (scheme.lower() == "http" and netloc in plain_http):
+        raise RegistryAuthError(
+            f"registry {host}: token realm {url.split('?')[0]} is not HTTPS (only the registries of "
+            "--oci-plain-http are read over HTTP)"
+        )
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -157,9 +182,14 @@ class RegistryAuth:
         credentials: Mapping[str, Credential] | None = None,
         *,
         path: Path | None = None,
+        source: str = "",
+        missing: str = "",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._path = path
+        # Where the credentials come from, as errors name it: the admin's file, or a team's Secret (``from_env``).
+        self._source = source or AUTH_OPTION
+        self._missing = missing  # what to do when a registry asks and there are no credentials at all
         self._stamp: tuple[int, int] | None = None
         self._credentials: dict[str, Credential] = dict(credentials or {})
         self._clock = clock
@@ -177,6 +207,16 @@ class RegistryAuth:
             return cls(path=path)
         except RegistryAuthError as exc:
             raise ConfigurationError(str(exc)) from None
+
+    @classmethod
+    def from_env(cls, value: str | None, source: str, *, missing: str) -> RegistryAuth:
+        """The credentials of a Docker config JSON given as text (an environment variable filled from a Secret by an
+        optional ``secretKeyRef``: ``source`` says which, for errors); none (anonymous reads) when unset or empty,
+        and then a registry that asks for credentials is an error saying ``missing`` (what to do).
+        ``InvalidInputError`` naming ``source`` and the field when it is malformed."""
+        if not value:
+            return cls(source=source, missing=missing)
+        return cls(parse_docker_config(value.encode(), source), source=source)
 
     def _reload(self) -> None:
         """Read the file again when it changed (Kubernetes swaps a mounted Secret's files): tokens are dropped."""
@@ -273,7 +313,7 @@ class RegistryAuth:
             if credential is None:
                 raise self._needs_credentials(host, f"its token server {realm} answered HTTP {status}")
             raise RegistryAuthError(
-                f"registry {host}: its token server {realm} refused the credentials {AUTH_OPTION} gives for it "
+                f"registry {host}: its token server {realm} refused the credentials {self._source} gives for it "
                 f"(HTTP {status})"
             )
         if status != 200:
@@ -298,10 +338,47 @@ class RegistryAuth:
         if self.credential(host) is None:
             return self._needs_credentials(host, f"HTTP {status}, {_shown(challenge)}")
         return RegistryAuthError(
-            f"registry {host} refused the credentials {AUTH_OPTION} gives for it for {scope} "
+            f"registry {host} refused the credentials {self._source} gives for it for {scope} "
             f"(HTTP {status}, {_shown(challenge)})"
         )
 
     def _needs_credentials(self, host: str, answered: str) -> RegistryAuthError:
-        configured = f"{AUTH_OPTION} {self._path} has no entry for it" if self._path else f"configure {AUTH_OPTION}"
+        if self._missing and not self._credentials:
+            configured = self._missing
+        elif self._path is not None:
+            configured = f"{AUTH_OPTION} {self._path} has no entry for it"
+        elif self._source == AUTH_OPTION:
+            configured = f"configure {AUTH_OPTION}"
+        else:
+            configured = f"{self._source} has no entry for it"
         return RegistryAuthError(f"registry {host} requires credentials ({answered}); {configured}")
+
+    def send(
+        self,
+        host: str,
+        scope: str,
+        ask: Callable[[Mapping[str, str]], Answer],
+        answered: Callable[[Answer], tuple[int, str]],
+        fetch: Fetch,
+        *,
+        discard: Callable[[Answer], None] | None = None,
+    ) -> Answer:
+        """One request to ``host`` for ``scope`` with whatever this holds for it: ``ask(headers)`` sends it (with an
+        ``Authorization`` header, or none), ``answered(answer)`` is its (status, ``WWW-Authenticate``). A 401 is
+        answered once (``respond``: Basic, or a token asked through ``fetch``) and asked again; a registry that still
+        says 401, or 403 to credentials, is a ``RegistryAuthError`` naming it. ``discard`` releases an answer not
+        returned (a streamed body)."""
+        sent = self.header(host, scope)
+        answer = ask({"Authorization": sent} if sent else {})
+        status, challenge = answered(answer)
+        if status == 401:
+            if discard is not None:
+                discard(answer)
+            sent = self.respond(host, scope, challenge, fetch)
+            answer = ask({"Authorization": sent})
+            status, challenge = answered(answer)
+        if status == 401 or (status == 403 and sent):
+            if discard is not None:
+                discard(answer)
+            raise self.refused(host, scope, status, challenge)
+        return answer

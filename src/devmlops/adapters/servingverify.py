@@ -9,6 +9,8 @@ attested a scan. For a model MLServer serves behind the guard it refuses a ``set
 MLServer would take its listening host from there over ``MLSERVER_HOST`` (docs/guard.md). When a policy restricts
 ``allow.formats``, it reads what the verified files make the server load (each Triton model's ``config.pbtxt`` or
 model file names, MLServer's ``model-settings.json``: core/modelformats.py) and refuses a format none allows.
+An OCI model in a private registry is pulled with the team's own credentials from its namespace, when it gives some
+(``team_registry_auth``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import TextIO
 
 from devmlops.adapters.modelverify import ByteCheck, check_model_bytes
 from devmlops.adapters.oms import OmsVerifier
+from devmlops.adapters.registryauth import RegistryAuth
 from devmlops.adapters.scan import scan_model
 from devmlops.core.modelformats import (
     MAX_CONFIG_BYTES,
@@ -33,10 +36,19 @@ from devmlops.core.modelformats import (
 )
 from devmlops.core.plan import ENV_PLAN, VerificationPlan
 from devmlops.core.ports import VerificationFailed
+from devmlops.core.render import REGISTRY_AUTH_ENV, REGISTRY_AUTH_KEY, REGISTRY_SECRET
 from devmlops.core.render import VERIFY_URI_PREFIX as PREFIX
 from devmlops.errors import InvalidInputError
 
-__all__ = ["ENV_PLAN", "MLSERVER_SETTINGS", "PREFIX", "VerificationPlan", "fetch_model", "run_plan"]
+__all__ = [
+    "ENV_PLAN",
+    "MLSERVER_SETTINGS",
+    "PREFIX",
+    "VerificationPlan",
+    "fetch_model",
+    "run_plan",
+    "team_registry_auth",
+]
 
 # MLServer's server settings, read from the root of the folder it serves, over its environment (MLSERVER_HOST).
 MLSERVER_SETTINGS = "settings.json"
@@ -67,7 +79,7 @@ def fetch_model(uri: str, destination: Path) -> None:
         from devmlops.adapters.ociartifact import OciModel
 
         plain = [h for h in os.environ.get("DEVMLOPS_OCI_PLAIN_HTTP", "").split(",") if h]
-        client = OciModel(plain_http=plain)
+        client = OciModel(plain_http=plain, auth=team_registry_auth())
         try:
             client.pull(uri, destination)
         finally:
@@ -80,6 +92,19 @@ def fetch_model(uri: str, destination: Path) -> None:
             f"model source {uri}: downloading needs the kserve-storage package (pip install 'devmlops[kserve]')"
         ) from exc
     Storage.download(uri, str(destination))
+
+
+def team_registry_auth() -> RegistryAuth:
+    """The team's own registry credentials: the ``.dockerconfigjson`` of the Secret ``REGISTRY_SECRET`` in the model's
+    namespace, which the Pod gives this process as ``REGISTRY_AUTH_ENV`` when there is one (an optional secretKeyRef);
+    none otherwise (anonymous pulls). They change who may read, never what is accepted: every byte is still checked
+    against the digest and the signature."""
+    source = f"the Secret {REGISTRY_SECRET} of the model's namespace ({REGISTRY_AUTH_ENV})"
+    missing = (
+        f"the model's namespace has no Secret {REGISTRY_SECRET} with a {REGISTRY_AUTH_KEY} for it: create one of type "
+        'kubernetes.io/dockerconfigjson there with the team\'s credentials (docs/policies.md, "Private registries")'
+    )
+    return RegistryAuth.from_env(os.environ.get(REGISTRY_AUTH_ENV), source, missing=missing)
 
 
 def run_plan(uri: str, destination: Path, plan: VerificationPlan, *, out: TextIO = sys.stdout) -> ByteCheck:

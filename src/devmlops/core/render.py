@@ -32,12 +32,17 @@ __all__ = [
     "MANAGED_BY",
     "MLSERVER_LOOPBACK_ENV",
     "MODEL_DIR",
+    "REGISTRY_AUTH_ENV",
+    "REGISTRY_AUTH_KEY",
+    "REGISTRY_SECRET",
+    "STORAGE_INITIALIZER_COMMAND",
     "VERIFY_URI_PREFIX",
     "CanaryRendering",
     "build_inference_service",
     "build_triton",
     "canary_upstream",
     "owner_reference",
+    "registry_auth_env",
     "render_children",
 ]
 
@@ -61,6 +66,23 @@ KSERVE_DEPLOYMENT_MODE = "Standard"
 # devmlops serves a fixed number of replicas (spec.runtime.replicas) in any case.
 ANNOTATION_AUTOSCALER_CLASS = "serving.kserve.io/autoscalerClass"
 KSERVE_AUTOSCALER_CLASS = "none"
+# What KServe's storage initializer runs: the devmlops ClusterStorageContainer's command (config/kserve/), before the
+# args KServe gives it (the source URI and MODEL_DIR).
+STORAGE_INITIALIZER_COMMAND = ("devmlops", "storage-initializer")
+# A team's own registry credentials, for the storage initializer only: the ``.dockerconfigjson`` of the Secret of this
+# name in the model's namespace, if there is one (an optional secretKeyRef: without it the initializer pulls
+# anonymously). The name is fixed, never a ModelDeployment field: the namespace's editors own that Secret and the
+# bytes are verified against the signature whatever credentials read them (docs/policies.md, "Private registries").
+REGISTRY_SECRET = "devmlops-registry-auth"  # noqa: S105 - a Secret's name, no password
+REGISTRY_AUTH_KEY = ".dockerconfigjson"  # the key of a kubernetes.io/dockerconfigjson Secret
+REGISTRY_AUTH_ENV = "DEVMLOPS_REGISTRY_AUTH"
+
+
+def registry_auth_env() -> dict[str, Any]:
+    """The storage initializer's environment entry that reads the team's registry Secret, if there is one (for
+    Triton's init container and in config/kserve's ClusterStorageContainer alike)."""
+    reference = {"name": REGISTRY_SECRET, "key": REGISTRY_AUTH_KEY, "optional": True}
+    return {"name": REGISTRY_AUTH_ENV, "valueFrom": {"secretKeyRef": reference}}
 
 
 def build_inference_service(
@@ -251,8 +273,9 @@ def build_triton(
         "image": verifier_image,
         "args": ["storage-initializer", model.uri, MODEL_DIR],
         "env": [
-            {"name": ENV_PLAN, "value": served_plan(plan_json, runtime="triton")}
-        ],  # its formats checked as Triton's
+            {"name": ENV_PLAN, "value": served_plan(plan_json, runtime="triton")},  # its formats checked as Triton's
+            registry_auth_env(),  # the team's own registry credentials, when its namespace has them
+        ],
         "volumeMounts": [mount, {"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - a pod mount path
         "securityContext": _RESTRICTED,
     }

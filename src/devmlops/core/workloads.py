@@ -40,6 +40,7 @@ from devmlops.core.render import (
 )
 from devmlops.core.review import AdmissionRequest
 from devmlops.core.rollout import render_serving
+from devmlops.core.storageinit import initializer_run_problems
 from devmlops.errors import InvalidInputError
 
 __all__ = [
@@ -769,13 +770,14 @@ def _initializer_problems(
     *,
     plan_json: str,
 ) -> list[str]:
-    """KServe picks the storage container by URI pattern from an unordered list: check that it picked devmlops's, and
-    that the Pod carries the plan devmlops renders (``plan_json``: the rendered InferenceService's)."""
+    """KServe picks the storage container by URI pattern from an unordered list: check that it picked devmlops's, that
+    it runs and reads what the ClusterStorageContainer says (core/storageinit.py), and that the Pod carries the plan
+    devmlops renders (``plan_json``: the rendered InferenceService's)."""
     model = (chain.model or {}).get("spec", {}).get("model") or {}
     if len(initializers) != 1:
         return [f"spec.initContainers: {len(initializers)} storage-initializer(s), expected devmlops's one"]
     initializer = initializers[0]
-    problems: list[str] = []
+    problems = initializer_run_problems(initializer)
     if initializer.get("image") != evidence.verifier_image:
         problems.append(
             f"storage-initializer image {initializer.get('image')!r}, expected the devmlops verifier "

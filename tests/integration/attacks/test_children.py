@@ -6,6 +6,7 @@ missing verification plan) is denied whoever sends it."""
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
+from devmlops.core.render import registry_auth_env
 from devmlops.harness.controlplane import KSERVE_USER, OPERATOR_USER
 from tests.integration.attacks.conftest import (
     KSERVE_GROUP,
@@ -270,7 +272,30 @@ TRITON_PATCHES: dict[str, DeploymentPatch] = {
         volumes=[{"name": "model", "emptyDir": None, "hostPath": {"path": "/var/lib/models"}}]
     ),
     "another-digest-annotation": lambda d: {"metadata": {"annotations": {DIGEST: OTHER_DIGEST}}},
+    # The team's registry credentials: the Secret of the fixed name, optional, for the verifier only.
+    "another-registry-secret": lambda d: _template(
+        initContainers=[{"name": _verifier(d)["name"], "env": [_registry_env(name="admins-registry-auth")]}]
+    ),
+    "another-key-of-the-registry-secret": lambda d: _template(
+        initContainers=[{"name": _verifier(d)["name"], "env": [_registry_env(key="password")]}]
+    ),
+    "the-registry-secret-required": lambda d: _template(
+        initContainers=[{"name": _verifier(d)["name"], "env": [_registry_env(optional=False)]}]
+    ),
+    "the-verifier-reads-a-whole-secret": lambda d: _template(
+        initContainers=[{"name": _verifier(d)["name"], "envFrom": [{"secretRef": {"name": "admins-registry-auth"}}]}]
+    ),
+    "the-server-reads-the-registry-secret": lambda d: _template(
+        containers=[{"name": _server(d)["name"], "env": [_registry_env()]}]
+    ),
 }
+
+
+def _registry_env(**reference: Any) -> dict[str, Any]:
+    """The verifier's registry credentials entry as rendered (core/render.py), with ``reference`` changed."""
+    entry = copy.deepcopy(registry_auth_env())
+    entry["valueFrom"]["secretKeyRef"].update(reference)
+    return entry
 
 
 @pytest.mark.parametrize("change", list(TRITON_PATCHES))
@@ -346,6 +371,24 @@ def test_the_operators_triton_deployment_verifies_the_model_before_the_server_st
     assert deployment["metadata"]["ownerReferences"][0]["uid"] == served_triton.model_deployment["metadata"]["uid"]
     assert json.loads(_plan_env(deployment))["digest"] == attack_model.digest
     assert [c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]] == [TRITON]
+
+
+def test_the_operators_triton_deployment_reads_the_teams_registry_secret_in_its_verifier_only(
+    served_triton: Served,
+) -> None:
+    """As the API server stored it: the verifier's optional reference to the Secret of the fixed name in the model's
+    namespace (its .dockerconfigjson), and no Secret anywhere else in the Pod."""
+    spec = served_triton.child["spec"]["template"]["spec"]
+    assert [e for e in _verifier(served_triton.child)["env"] if e["name"] != ENV_PLAN] == [
+        {
+            "name": "DEVMLOPS_REGISTRY_AUTH",
+            "valueFrom": {
+                "secretKeyRef": {"name": "devmlops-registry-auth", "key": ".dockerconfigjson", "optional": True}
+            },
+        }
+    ]
+    assert [c.get("env") for c in spec["containers"]] == [None]
+    assert [v for v in spec["volumes"] if "secret" in v] == []
 
 
 def test_kserve_may_add_its_finalizer_to_the_child(

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
+from devmlops.core.render import registry_auth_env
 from devmlops.harness.stack import DevmlopsStack
 from tests.integration.attacks.conftest import (
     ALLOWED_IMAGES,
@@ -307,3 +308,16 @@ def test_the_predictor_pods_kserve_makes_for_an_admitted_model_are_admitted(kser
         images = [c["image"] for c in made["spec"]["containers"]]
         assert SKLEARN_SERVER in images
         assert ROGUE not in images
+
+
+def test_kserve_gives_the_predictor_pods_initializer_the_teams_registry_secret_reference(
+    kserve_pods: KServePods,
+) -> None:
+    """config/kserve's ClusterStorageContainer, copied by KServe into each predictor Pod (and admitted by the webhook
+    as the Pods above are): the optional reference to the Secret of the fixed name, resolved in the Pod's namespace,
+    in the storage initializer only."""
+    for made in kserve_pods.pods:
+        (initializer,) = [c for c in made["spec"]["initContainers"] if c["name"] == "storage-initializer"]
+        assert registry_auth_env() in initializer["env"]
+        assert initializer["command"] == ["devmlops", "storage-initializer"]
+        assert all(registry_auth_env() not in (c.get("env") or []) for c in made["spec"]["containers"])

@@ -7,22 +7,26 @@ import copy
 import dataclasses
 import datetime as dt
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from devmlops.core.decision import decide
 from devmlops.core.evidence import Chain, Evidence, Identities
 from devmlops.core.exemptions import compile_break_glass, compile_exemption, pod_images
 from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.model import Decision, GateResult
-from devmlops.core.plan import VerificationPlan, served_plan
+from devmlops.core.plan import ENV_PLAN, VerificationPlan, served_plan
 from devmlops.core.policy import Authority, PolicySet
-from devmlops.core.render import render_children
+from devmlops.core.render import REGISTRY_AUTH_ENV, render_children
 from devmlops.core.review import AdmissionRequest, GroupVersionKind
+from devmlops.core.storageinit import initializer_env, initializer_run_problems
 from devmlops.core.workloads import review_serving, service_owner_candidates
 from tests.unit.core.fakes import DIGEST, FakeVerifier
 
+ROOT = Path(__file__).resolve().parents[3]
 IDS = Identities()
 NOW = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
 PINNED = "registry.local/server@sha256:" + "1" * 64
@@ -284,9 +288,21 @@ def test_kserves_deployment_runs_only_pinned_allow_listed_images_and_only_kserve
     assert "only the KServe controller" in by_mallory.message
 
 
+# The storage initializer KServe makes from config/kserve's ClusterStorageContainer: its command and env, then
+# KServe's args (the source URI and the model folder).
+STORAGE_CONTAINER = yaml.safe_load((ROOT / "config" / "kserve" / "devmlops-storage-container.yaml").read_text())
+INITIALIZER = STORAGE_CONTAINER["spec"]["container"]
+
+
 def kserve_pod(
-    *, image: str = "devmlops@v1", plan: str = KSERVE_PLAN, uri: str = "devmlops+s3://models/fraud"
+    *,
+    image: str = "devmlops@v1",
+    plan: str = KSERVE_PLAN,
+    uri: str = "devmlops+s3://models/fraud",
+    **initializer: Any,
 ) -> dict[str, Any]:
+    made = {"name": "storage-initializer", "image": image, "args": [uri, "/mnt/models"]}
+    made.update({"command": INITIALIZER["command"], "env": copy.deepcopy(INITIALIZER["env"]), **initializer})
     return {
         "kind": "Pod",
         "metadata": {
@@ -295,7 +311,7 @@ def kserve_pod(
             "ownerReferences": [{"kind": "ReplicaSet", "name": "rs", "uid": "r1", "controller": True}],
         },
         "spec": {
-            "initContainers": [{"name": "storage-initializer", "image": image, "args": [uri, "/mnt/models"]}],
+            "initContainers": [{k: v for k, v in made.items() if v is not None}],
             "containers": [{"name": "kserve-container", "image": PINNED}],
         },
     }
@@ -323,6 +339,7 @@ def test_a_kserve_pod_passes_only_with_devmlops_storage_initializer_and_the_deri
         (kserve_pod(image="kserve/storage-initializer:v0.16"), "another ClusterStorageContainer"),
         (kserve_pod(plan=other_plan), "not the plan devmlops derives"),
         (kserve_pod(uri="s3://models/fraud"), "storage-initializer args"),
+        *((pod, "storage-initializer ") for pod in initializer_changes()),
     ):
         decision = review_serving(
             request(pod, resource="pods", user=controller), evidence(chain=kserve_pod_chain(), **enforced), now=NOW
@@ -333,6 +350,72 @@ def test_a_kserve_pod_passes_only_with_devmlops_storage_initializer_and_the_deri
         request(kserve_pod(), resource="pods", user="mallory"), evidence(chain=kserve_pod_chain(), **enforced), now=NOW
     )
     assert "only the cluster's workload controllers" in mallory.message
+
+
+def initializer_changes() -> Iterator[dict[str, Any]]:
+    """KServe Pods whose storage initializer differs from config/kserve's in what it runs or reads: each refused."""
+    plan_entry, auth_entry = (
+        next(e for e in INITIALIZER["env"] if e["name"] == n) for n in (ENV_PLAN, REGISTRY_AUTH_ENV)
+    )
+    other_secret = copy.deepcopy(auth_entry)
+    other_secret["valueFrom"]["secretKeyRef"]["name"] = "admins-registry-auth"
+    other_key = copy.deepcopy(auth_entry)
+    other_key["valueFrom"]["secretKeyRef"]["key"] = "password"
+    literal_plan = {"name": ENV_PLAN, "value": PLAN}
+    yield kserve_pod(env=[literal_plan, auth_entry])  # a plan of the Pod's own, trusting other keys
+    yield kserve_pod(env=[auth_entry])  # no plan at all
+    yield kserve_pod(env=[plan_entry, literal_plan, auth_entry])  # a second plan entry after devmlops's
+    yield kserve_pod(env=[plan_entry, other_secret])  # another Secret's credentials
+    yield kserve_pod(env=[plan_entry, other_key])  # another key of the same Secret
+    yield kserve_pod(env=[plan_entry, {"name": REGISTRY_AUTH_ENV, "value": '{"auths": {}}'}])  # literal credentials
+    yield kserve_pod(envFrom=[{"secretRef": {"name": "admins-registry-auth"}}])
+    yield kserve_pod(command=["python", "-c", "print('no verification')"])
+    yield kserve_pod(command=None)  # the image's entrypoint, whatever it is
+    other_field = copy.deepcopy(plan_entry)  # the plan from another annotation mallory's Pod carries
+    other_field["valueFrom"]["fieldRef"]["fieldPath"] = "metadata.annotations['mallory/plan']"
+    yield kserve_pod(env=[other_field, auth_entry])
+    yield kserve_pod(
+        env=[
+            {**other_field, "valueFrom": {"fieldRef": {**plan_entry["valueFrom"]["fieldRef"], "apiVersion": "v2"}}},
+            auth_entry,
+        ]
+    )
+
+
+def test_the_storage_container_config_carries_exactly_the_env_the_webhook_expects() -> None:
+    """config/kserve's ClusterStorageContainer and core/storageinit.py agree: the plan from the annotation, the
+    team's registry credentials from the optional Secret of the fixed name, the devmlops command."""
+    devmlops = {e["name"]: e for e in INITIALIZER["env"] if e["name"].startswith("DEVMLOPS_")}
+    assert devmlops == initializer_env()
+    assert devmlops[REGISTRY_AUTH_ENV]["valueFrom"]["secretKeyRef"] == {
+        "name": "devmlops-registry-auth",
+        "key": ".dockerconfigjson",
+        "optional": True,
+    }
+    assert initializer_run_problems(INITIALIZER) == []
+
+
+def test_a_kserve_pod_as_the_api_server_stores_it_passes() -> None:
+    """The API server writes ``apiVersion: v1`` into a fieldRef that has none: the same plan source."""
+    env = copy.deepcopy(INITIALIZER["env"])
+    next(e for e in env if e["name"] == ENV_PLAN)["valueFrom"]["fieldRef"]["apiVersion"] = "v1"
+    decision = review_serving(
+        request(kserve_pod(env=env), resource="pods", user=IDS.controllers[1]),
+        evidence(chain=kserve_pod_chain(), labels=ENFORCED),
+        now=NOW,
+    )
+    assert decision.allowed, decision.message
+
+
+def test_a_kserve_pod_whose_initializer_has_no_registry_credentials_entry_passes() -> None:
+    """An older ClusterStorageContainer (without the credentials entry) pulls anonymously: nothing to refuse."""
+    anonymous = kserve_pod(env=[e for e in INITIALIZER["env"] if e["name"] != REGISTRY_AUTH_ENV])
+    decision = review_serving(
+        request(anonymous, resource="pods", user=IDS.controllers[1]),
+        evidence(chain=kserve_pod_chain(), labels=ENFORCED),
+        now=NOW,
+    )
+    assert decision.allowed, decision.message
 
 
 EXEMPTION = compile_exemption(

@@ -31,7 +31,19 @@ def test_the_triton_pod_verifies_the_model_before_the_pinned_server_reads_it_rea
     (verify,) = pod["initContainers"]
     (server,) = pod["containers"]
     assert verify["args"] == ["storage-initializer", "s3://models/resnet", "/mnt/models"]
-    assert verify["env"] == [{"name": ENV_PLAN, "value": '{"plan": 1}'}]
+    # The plan, and the team's own registry credentials: the Secret of the fixed name in the model's namespace, if
+    # there is one (optional; only the storage initializer reads it: the server and the guard get no such entry).
+    assert verify["env"] == [
+        {"name": ENV_PLAN, "value": '{"plan": 1}'},
+        {
+            "name": "DEVMLOPS_REGISTRY_AUTH",
+            "valueFrom": {
+                "secretKeyRef": {"name": "devmlops-registry-auth", "key": ".dockerconfigjson", "optional": True}
+            },
+        },
+    ]
+    assert [k for k in ("env", "envFrom") if k in server] == []
+    assert "envFrom" not in verify
     assert server["image"] == IMAGE
     assert server["args"] == ["tritonserver", "--model-repository=/mnt/models", "--model-control-mode=none"]
     assert {p["containerPort"] for p in server["ports"]} == {8000, 8001, 8002}

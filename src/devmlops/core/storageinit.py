@@ -1,0 +1,64 @@
+"""What devmlops's storage initializer in a KServe Pod runs and reads, and the webhook's check of it.
+
+KServe makes the init container from devmlops's ClusterStorageContainer (config/kserve/) and gives it the model's
+URI as args; the webhook checks the image, the args and the plan annotation (core/workloads.py) and, here, what else
+decides what it verifies against and with whose credentials: the command (``devmlops storage-initializer``, not a
+program of someone's choosing), the plan only from the Pod's annotation (never a literal plan), the registry
+credentials only from the team's Secret of the fixed name (core/render.py: ``registry_auth_env``), and no
+``envFrom``. Other environment entries (KServe's own, for a bucket's credentials or a CA bundle) are left as they
+are: they change how bytes are read, never what is accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from devmlops.core.plan import ENV_PLAN
+from devmlops.core.render import (
+    ANNOTATION_VERIFICATION,
+    REGISTRY_AUTH_ENV,
+    STORAGE_INITIALIZER_COMMAND,
+    registry_auth_env,
+)
+
+__all__ = ["initializer_env", "initializer_run_problems"]
+
+
+def initializer_env() -> dict[str, dict[str, Any]]:
+    """The entries of the ClusterStorageContainer's ``env`` devmlops defines, by name: the plan from the Pod's
+    annotation (downward API) and the team's registry credentials (an optional secretKeyRef)."""
+    plan = {
+        "name": ENV_PLAN,
+        "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{ANNOTATION_VERIFICATION}']"}},
+    }
+    return {ENV_PLAN: plan, REGISTRY_AUTH_ENV: registry_auth_env()}
+
+
+def initializer_run_problems(container: Mapping[str, Any]) -> list[str]:
+    """Why ``container`` (a KServe Pod's storage-initializer) does not run devmlops's verification as the
+    ClusterStorageContainer says: its command, the plan's and the credentials' sources, ``envFrom``. The plan is
+    required; the credentials entry may be absent (an older ClusterStorageContainer: anonymous pulls), never other."""
+    problems = []
+    command = list(container.get("command") or [])
+    if command != list(STORAGE_INITIALIZER_COMMAND):
+        problems.append(f"storage-initializer command {command}, expected {list(STORAGE_INITIALIZER_COMMAND)}")
+    if container.get("envFrom"):
+        problems.append("storage-initializer envFrom: present, expected none")
+    env = [e for e in container.get("env") or [] if isinstance(e, Mapping)]
+    for name, expected in initializer_env().items():
+        found = [_defaulted(e) for e in env if e.get("name") == name]
+        if name == REGISTRY_AUTH_ENV and not found:
+            continue
+        if found != [_defaulted(expected)]:
+            problems.append(f"storage-initializer env {name}: {found or 'absent'}, expected exactly [{expected}]")
+    return problems
+
+
+def _defaulted(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """An env entry as the API server stores it: a ``fieldRef`` gets ``apiVersion: v1`` when it has none."""
+    value = dict(entry)
+    source = value.get("valueFrom")
+    if isinstance(source, Mapping) and isinstance(source.get("fieldRef"), Mapping):
+        value["valueFrom"] = {**source, "fieldRef": {"apiVersion": "v1", **source["fieldRef"]}}
+    return value
