@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from devmlops.core.addresses import ENDPOINT_SLICES, review_endpoint_slice
+from devmlops.core.addresses import ENDPOINT_SLICES, review_endpoint_slice, waiting_slice_result
 from devmlops.core.approvalreview import review_approval
 from devmlops.core.evidence import Evidence
 from devmlops.core.exemptions import compile_break_glass, compile_exemption
@@ -434,6 +434,7 @@ def _decide_model_deployment(
                 hint=f"delete or rename Service {taken} first",
             )
         )
+    results.extend(waiting_slice_result(request.namespace, name, service) for name, service in evidence.squatted_slices)
     if evidence.reserved_suffix:
         results.append(_reserved_name(deployment.metadata.name, evidence.reserved_suffix))
     unbound = _unsigned_name(deployment, verified, policies, request.namespace, evidence.namespace_labels)

@@ -157,6 +157,9 @@ class Evidence:
     squatted_services: tuple[
         str, ...
     ] = ()  # for a new ModelDeployment: Services under its children's names it does not own
+    # For a new ModelDeployment: (EndpointSlice, Service name) for each slice already labelled with one of its Services'
+    # names that the EndpointSlice controller does not keep for a model's Service (core/addresses.py: waiting_slices).
+    squatted_slices: tuple[tuple[str, str], ...] = ()
     # For a new ModelDeployment whose name ends with a suffix of another model's children (core/workloads.py
     # SERVICE_SUFFIXES: '-canary', '-predictor', ...): that suffix.
     reserved_suffix: str = ""
