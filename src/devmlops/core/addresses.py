@@ -15,6 +15,12 @@ endpoints (CVE-2020-8554): a Service in any namespace naming a model Service's C
 intercepts that address in the cluster. As Kubernetes' own DenyServiceExternalIPs admission plugin does, no Service
 the webhook sees may add an externalIP; those a Service already has may stay or go.
 
+A model's Service is deleted only by the operator, KServe or the garbage collector (``review_service_deletion``):
+a deleted Service's ClusterIP is anyone's to ask for (``spec.clusterIP``), and a namespace editor who deleted the
+model's Service and took its address at once received what the model's clients still sent there (the service
+environment variables of Pods started before, cached DNS answers), while the operator wrote the Service again under
+a new address.
+
 The shell (``webhook/service.py``) finds which model a Service name or an address belongs to
 (``Evidence.model_addresses``).
 """
@@ -34,6 +40,7 @@ __all__ = [
     "added_external_ips",
     "review_endpoint_slice",
     "review_external_ips",
+    "review_service_deletion",
     "sliced_services",
     "waiting_slice_result",
     "waiting_slices",
@@ -112,6 +119,35 @@ def waiting_slice_result(namespace: str, name: str, service: str) -> GateResult:
         f"EndpointSlice controller does not keep it for a model's Service: kube-proxy joins every slice so labelled, "
         f"whoever wrote it, to this model's Service {service}, so its endpoints would receive the model's traffic",
         hint=f"delete EndpointSlice {name} (or label it with a Service of its own) first",
+    )
+
+
+_MODEL_OWNERS = ("ModelDeployment", "InferenceService")
+
+
+def review_service_deletion(request: AdmissionRequest, evidence: Evidence) -> Decision | None:
+    """A Service a model owns is deleted only by the operator, KServe or the garbage collector and the namespace
+    controller (``Identities.service_deleters``). None: no model owns it (its deletion is anyone's)."""
+    old = request.old_object or {}
+    refs = (old.get("metadata") or {}).get("ownerReferences") or []
+    owner = next((r for r in refs if isinstance(r, Mapping) and r.get("kind") in _MODEL_OWNERS), None)
+    if owner is None:
+        return None
+    ids = evidence.identities
+    deleters = (ids.operator, ids.kserve, *ids.service_deleters)
+    what = f"Service {request.namespace}/{request.name or _name(old)}"
+    model = f"{owner.get('kind')} {request.namespace}/{owner.get('name')}"
+    if request.username in deleters:
+        return _decision("pass", f"{what}: the Service of {model}, deleted by '{request.username}'")
+    ip = str((old.get("spec") or {}).get("clusterIP") or "")
+    freed = f"its ClusterIP {ip}" if ip and ip != "None" else "its address"
+    return _decision(
+        "fail",
+        f"{what}: the Service of {model} (the model's address); deleting it frees {freed}, which any Service may then "
+        "ask for (spec.clusterIP) while the model's clients still dial it (the service environment variables of Pods "
+        f"started before, cached DNS answers); deleted by '{request.username}', expected only the operator, KServe "
+        f"or the garbage collector ({', '.join(deleters)})",
+        f"delete {model} (its children go with it); the operator repairs its Service",
     )
 
 

@@ -13,7 +13,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from devmlops.core.addresses import ENDPOINT_SLICES, review_endpoint_slice, waiting_slice_result
+from devmlops.core.addresses import (
+    ENDPOINT_SLICES,
+    review_endpoint_slice,
+    review_service_deletion,
+    waiting_slice_result,
+)
 from devmlops.core.approvalreview import review_approval
 from devmlops.core.evidence import Evidence
 from devmlops.core.exemptions import compile_break_glass, compile_exemption
@@ -130,6 +135,10 @@ def _decide(
             "(a model server) running where revocation and scale-to-zero no longer reach it",
             "delete with the default (background) or foreground propagation",
         )
+    if request.operation == "DELETE" and resource_of(request) == "services":
+        deletion = review_service_deletion(request, evidence)  # a model's address: core/addresses.py
+        if deletion is not None:
+            return deletion
     if request.operation == "DELETE":
         return _single("operation", "pass", "deletion is always allowed")
     if _finishing_deletion(request):

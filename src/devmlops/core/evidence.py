@@ -111,6 +111,14 @@ class Identities:
         "system:serviceaccount:kube-system:endpointslice-controller",
         "system:kube-controller-manager",
     )
+    # Who deletes a model's Service besides the operator and KServe (core/addresses.py): the garbage collector (the
+    # model's own deletion), the namespace controller (its namespace's), the controller manager's own name without
+    # --use-service-account-credentials.
+    service_deleters: tuple[str, ...] = (
+        "system:serviceaccount:kube-system:generic-garbage-collector",
+        "system:serviceaccount:kube-system:namespace-controller",
+        "system:kube-controller-manager",
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

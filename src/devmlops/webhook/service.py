@@ -161,8 +161,8 @@ class AdmissionService:
         now = dt.datetime.now(dt.UTC)
         stamp = _rfc3339(now)
         kind = (request.kind.group, request.kind.kind)
-        if request.operation == "DELETE":
-            return Evidence(now=stamp)
+        if request.operation == "DELETE":  # who may delete a model's Service (core/addresses.py)
+            return Evidence(identities=self._identities, now=stamp)
         if resource_of(request) in SERVING_RESOURCES:  # exec and attach may come without an object: still decided
             raw = request.object or {}
             obj = {**raw, "metadata": {**(raw.get("metadata") or {}), "namespace": request.namespace}}

@@ -141,3 +141,37 @@ def test_a_waiting_slices_refusal_names_the_slice_its_label_and_what_kube_proxy_
     assert "EndpointSlice ml/early labelled kubernetes.io/service-name=fraud-predictor already exists" in result.reason
     assert "kube-proxy" in result.reason
     assert "delete EndpointSlice early" in result.hint
+
+
+def service_deletion(owner_kind: str | None, user: str) -> Decision:
+    old = service()
+    old["metadata"] = {"name": "fraud", "namespace": "ml"}
+    old["spec"]["clusterIP"] = "10.0.0.207"
+    if owner_kind is not None:
+        old["metadata"]["ownerReferences"] = [{"kind": owner_kind, "name": "fraud", "uid": "u", "controller": True}]
+    req = AdmissionRequest(
+        uid="u",
+        kind=GroupVersionKind("", "v1", "Service"),
+        operation="DELETE",
+        namespace="ml",
+        name="fraud",
+        username=user,
+        groups=(),
+        object=None,
+        old_object=old,
+        resource="services",
+    )
+    return decide(req, PolicySet(), Evidence(identities=IDS), FakeVerifier())
+
+
+def test_a_models_service_is_deleted_only_by_the_operator_kserve_or_the_garbage_collector() -> None:
+    """Its ClusterIP, once free, is anyone's to ask for while the model's clients still dial it."""
+    denied = service_deletion("ModelDeployment", "mallory")
+    assert not denied.allowed
+    for named in ("Service ml/fraud", "ModelDeployment ml/fraud", "ClusterIP 10.0.0.207", "'mallory'", IDS.operator):
+        assert named in denied.message
+    assert not service_deletion("InferenceService", "alice").allowed
+    for user in (IDS.operator, IDS.kserve, *IDS.service_deleters):
+        assert service_deletion("ModelDeployment", user).allowed
+    assert service_deletion(None, "mallory").allowed  # no model's Service: anyone's to delete
+    assert service_deletion("Deployment", "mallory").allowed
