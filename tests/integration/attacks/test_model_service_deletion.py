@@ -33,6 +33,10 @@ def test_mallory_cannot_delete_a_models_service_to_free_its_cluster_ip(
     message = denied(core.delete_namespaced_service, "fraud", namespace)
     for named in (f"Service {namespace}/fraud", f"ModelDeployment {namespace}/fraud", cluster_ip, "'mallory'"):
         assert named in message
+    # A collection's deletion is decided Service by Service (mallory's role has no deletecollection; the built-in
+    # edit role has): the model's is refused in it too, a cluster admin's included (delete the ModelDeployment).
+    everything = k8s.CoreV1Api(admin).delete_collection_namespaced_service
+    assert f"Service {namespace}/fraud" in denied(everything, namespace)
     # The address is still the model's: her Service asking for it is refused by the API server (allocated).
     body: dict[str, Any] = {
         "apiVersion": "v1",
