@@ -206,17 +206,16 @@ ORPHANING = (
     "request.options.propagationPolicy == 'Orphan') || "
     "(has(request.options.orphanDependents) && request.options.orphanDependents == true))"
 )
-OWNED_BY_MODEL = (
-    "(has(object.metadata.ownerReferences) && "
-    "object.metadata.ownerReferences.exists(r, r.kind in ['ModelDeployment', 'InferenceService'])) || "
-    "(oldObject != null && has(oldObject.metadata.ownerReferences) && "
-    "oldObject.metadata.ownerReferences.exists(r, r.kind in ['ModelDeployment', 'InferenceService']))"
-)
-
-# A Service's deletion reaches the webhook only when a model owns it (core/addresses.py: review_service_deletion).
+# A model owned it before this request (a DELETE carries the stored object as oldObject, and object is null then):
+# alone, the condition on a Service's deletion (core/addresses.py: review_service_deletion).
 MODEL_SERVICE_DELETED = (
     "oldObject != null && has(oldObject.metadata.ownerReferences) && "
     "oldObject.metadata.ownerReferences.exists(r, r.kind in ['ModelDeployment', 'InferenceService'])"
+)
+OWNED_BY_MODEL = (
+    "(has(object.metadata.ownerReferences) && "
+    "object.metadata.ownerReferences.exists(r, r.kind in ['ModelDeployment', 'InferenceService'])) || "
+    f"({MODEL_SERVICE_DELETED})"
 )
 
 # A Service named like one of KServe's per component (or a rollout's new version): the name decides whose traffic
