@@ -495,8 +495,10 @@ WEBHOOK_NEEDS = [
     ("watch", "clusterworkloadexemptions.devmlops.io", ""),
     ("watch", "clusterbreakglasses.devmlops.io", ""),
     ("get", "ipaddresses.networking.k8s.io", ""),  # whose ClusterIP a refused externalIP is
+    ("list", "endpointslices.discovery.k8s.io", TEAM),  # slices waiting under a new model's Service names
 ]
 WEBHOOK_MUST_NOT = [
+    ("create", "endpointslices.discovery.k8s.io", TEAM),
     ("list", "ipaddresses.networking.k8s.io", ""),
     ("list", "services", ""),
     ("list", "configmaps", ""),  # evidence.configMapNamespaces names TEAM: no cluster-wide read of ConfigMaps

@@ -17,6 +17,7 @@ from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.evidence import decode_values
+from devmlops.core.addresses import SERVICE_NAME_LABEL
 from devmlops.core.exemptions import BreakGlass, Exemption, compile_break_glass, compile_exemption
 from devmlops.errors import EvidenceUnavailableError, InvalidInputError
 
@@ -261,6 +262,7 @@ class ClusterCaches:
         serialize = api_client.sanitize_for_serialization
         self._core = core
         self._networking = k8s.NetworkingV1Api(api_client)
+        self._discovery = k8s.DiscoveryV1Api(api_client)
         self._evidence_selector = evidence_selector
 
         def evidence_caches(
@@ -463,6 +465,19 @@ class ClusterCaches:
             raise EvidenceUnavailableError(f"IPAddress {ip} could not be read ({exc.status})") from exc
         found: Mapping[str, Any] = self._serialize(stored)
         return found
+
+    def endpoint_slices(self, namespace: str, service: str) -> list[Mapping[str, Any]]:
+        """One list of the EndpointSlices labelled as joining Service ``service`` (a new ModelDeployment's Service
+        names are checked once each; nothing watches slices). Unreadable: EvidenceUnavailableError (refused)."""
+        try:
+            stored: Any = self._discovery.list_namespaced_endpoint_slice(
+                namespace, label_selector=f"{SERVICE_NAME_LABEL}={service}", _request_timeout=2
+            )
+        except ApiException as exc:
+            raise EvidenceUnavailableError(
+                f"the EndpointSlices of Service {namespace}/{service} could not be listed ({exc.status})"
+            ) from exc
+        return [self._serialize(item) for item in stored.items or []]
 
     def inference_service(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         found: Mapping[str, Any] | None = self.inference_services.get(namespace, name)

@@ -5,12 +5,21 @@ kube-proxy sends a Service's traffic to the endpoints of every EndpointSlice lab
 says: a namespace editor's slice under a model's Service name (``<md>``, ``<md>-canary``, ``<md>-predictor``, ...)
 adds her address to the model's backends. Only the EndpointSlice controller writes a model's slices (it derives them
 from the Service's selector, which devmlops reviews); any other writer is refused, on a create, on an update of the
-controller's own slice, and on a relabel onto (or off) a model's Service.
+controller's own slice, and on a relabel onto (or off) a model's Service. A slice written before the model existed
+named no model's Service when it was admitted, and the EndpointSlice controller leaves alone the slices it does not
+manage: a new ModelDeployment whose Service names such a slice already carries is refused, naming the slice
+(``waiting_slices``, ``waiting_slice_result``).
 
 kube-proxy also sends traffic for any Service's ``spec.externalIPs`` address, on every node, to that Service's
 endpoints (CVE-2020-8554): a Service in any namespace naming a model Service's ClusterIP (or a Pod's, or a node's)
 intercepts that address in the cluster. As Kubernetes' own DenyServiceExternalIPs admission plugin does, no Service
 the webhook sees may add an externalIP; those a Service already has may stay or go.
+
+A model's Service is deleted only by the operator, KServe or the garbage collector (``review_service_deletion``):
+a deleted Service's ClusterIP is anyone's to ask for (``spec.clusterIP``), and a namespace editor who deleted the
+model's Service and took its address at once received what the model's clients still sent there (the service
+environment variables of Pods started before, cached DNS answers), while the operator wrote the Service again under
+a new address.
 
 The shell (``webhook/service.py``) finds which model a Service name or an address belongs to
 (``Evidence.model_addresses``).
@@ -18,7 +27,7 @@ The shell (``webhook/service.py``) finds which model a Service name or an addres
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from devmlops.core.evidence import Evidence
@@ -31,7 +40,10 @@ __all__ = [
     "added_external_ips",
     "review_endpoint_slice",
     "review_external_ips",
+    "review_service_deletion",
     "sliced_services",
+    "waiting_slice_result",
+    "waiting_slices",
 ]
 
 GATE = "address"
@@ -76,6 +88,66 @@ def review_endpoint_slice(request: AdmissionRequest, evidence: Evidence) -> Deci
         f"'{request.username}', expected only the EndpointSlice controller ({', '.join(writers)})",
         f"label the slice with a Service of your own (or none); the EndpointSlice controller writes {service}'s "
         "endpoints from the Pods its selector matches",
+    )
+
+
+def waiting_slices(slices: Iterable[Mapping[str, Any]], service: str, model_service_uid: str) -> tuple[str, ...]:
+    """The names of the EndpointSlices labelled as joining ``service`` that a new model whose Service ``service`` will
+    be must not find there: every one but those the EndpointSlice controller keeps for the stored Service of that
+    name when a model owns it (``model_service_uid``, '' when no model owns a Service so named): the controller names
+    the Service, by uid, as its slice's controlling owner (a model recreated while its old Service lingers)."""
+
+    def kept(obj: Mapping[str, Any]) -> bool:
+        refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+        return bool(model_service_uid) and any(
+            isinstance(ref, Mapping)
+            and ref.get("kind") == "Service"
+            and ref.get("controller") is True
+            and ref.get("uid") == model_service_uid
+            for ref in refs
+        )
+
+    return tuple(_name(obj) for obj in slices if _label(obj) == service and not kept(obj))
+
+
+def waiting_slice_result(namespace: str, name: str, service: str) -> GateResult:
+    """A new ModelDeployment's refusal: the EndpointSlice ``name`` already joins its Service ``service``."""
+    return GateResult(
+        gate=GATE,
+        outcome="fail",
+        reason=f"EndpointSlice {namespace}/{name} labelled {SERVICE_NAME_LABEL}={service} already exists and the "
+        f"EndpointSlice controller does not keep it for a model's Service: kube-proxy joins every slice so labelled, "
+        f"whoever wrote it, to this model's Service {service}, so its endpoints would receive the model's traffic",
+        hint=f"delete EndpointSlice {name} (or label it with a Service of its own) first",
+    )
+
+
+_MODEL_OWNERS = ("ModelDeployment", "InferenceService")
+
+
+def review_service_deletion(request: AdmissionRequest, evidence: Evidence) -> Decision | None:
+    """A Service a model owns is deleted only by the operator, KServe or the garbage collector and the namespace
+    controller (``Identities.service_deleters``). None: no model owns it (its deletion is anyone's)."""
+    old = request.old_object or {}
+    refs = (old.get("metadata") or {}).get("ownerReferences") or []
+    owner = next((r for r in refs if isinstance(r, Mapping) and r.get("kind") in _MODEL_OWNERS), None)
+    if owner is None:
+        return None
+    ids = evidence.identities
+    deleters = (ids.operator, ids.kserve, *ids.service_deleters)
+    what = f"Service {request.namespace}/{request.name or _name(old)}"
+    model = f"{owner.get('kind')} {request.namespace}/{owner.get('name')}"
+    if request.username in deleters:
+        return _decision("pass", f"{what}: the Service of {model}, deleted by '{request.username}'")
+    ip = str((old.get("spec") or {}).get("clusterIP") or "")
+    freed = f"its ClusterIP {ip}" if ip and ip != "None" else "its address"
+    return _decision(
+        "fail",
+        f"{what}: the Service of {model} (the model's address); deleting it frees {freed}, which any Service may then "
+        "ask for (spec.clusterIP) while the model's clients still dial it (the service environment variables of Pods "
+        f"started before, cached DNS answers); deleted by '{request.username}', expected only the operator, KServe "
+        f"or the garbage collector ({', '.join(deleters)})",
+        f"delete {model} (its children go with it); the operator repairs its Service",
     )
 
 

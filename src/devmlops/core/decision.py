@@ -13,7 +13,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from devmlops.core.addresses import ENDPOINT_SLICES, review_endpoint_slice
+from devmlops.core.addresses import (
+    ENDPOINT_SLICES,
+    review_endpoint_slice,
+    review_service_deletion,
+    waiting_slice_result,
+)
 from devmlops.core.approvalreview import review_approval
 from devmlops.core.evidence import Evidence
 from devmlops.core.exemptions import compile_break_glass, compile_exemption
@@ -130,6 +135,10 @@ def _decide(
             "(a model server) running where revocation and scale-to-zero no longer reach it",
             "delete with the default (background) or foreground propagation",
         )
+    if request.operation == "DELETE" and resource_of(request) == "services":
+        deletion = review_service_deletion(request, evidence)  # a model's address: core/addresses.py
+        if deletion is not None:
+            return deletion
     if request.operation == "DELETE":
         return _single("operation", "pass", "deletion is always allowed")
     if _finishing_deletion(request):
@@ -434,6 +443,7 @@ def _decide_model_deployment(
                 hint=f"delete or rename Service {taken} first",
             )
         )
+    results.extend(waiting_slice_result(request.namespace, name, service) for name, service in evidence.squatted_slices)
     if evidence.reserved_suffix:
         results.append(_reserved_name(deployment.metadata.name, evidence.reserved_suffix))
     unbound = _unsigned_name(deployment, verified, policies, request.namespace, evidence.namespace_labels)

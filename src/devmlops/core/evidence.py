@@ -111,6 +111,14 @@ class Identities:
         "system:serviceaccount:kube-system:endpointslice-controller",
         "system:kube-controller-manager",
     )
+    # Who deletes a model's Service besides the operator and KServe (core/addresses.py): the garbage collector (the
+    # model's own deletion), the namespace controller (its namespace's), the controller manager's own name without
+    # --use-service-account-credentials.
+    service_deleters: tuple[str, ...] = (
+        "system:serviceaccount:kube-system:generic-garbage-collector",
+        "system:serviceaccount:kube-system:namespace-controller",
+        "system:kube-controller-manager",
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,6 +165,9 @@ class Evidence:
     squatted_services: tuple[
         str, ...
     ] = ()  # for a new ModelDeployment: Services under its children's names it does not own
+    # For a new ModelDeployment: (EndpointSlice, Service name) for each slice already labelled with one of its Services'
+    # names that the EndpointSlice controller does not keep for a model's Service (core/addresses.py: waiting_slices).
+    squatted_slices: tuple[tuple[str, str], ...] = ()
     # For a new ModelDeployment whose name ends with a suffix of another model's children (core/workloads.py
     # SERVICE_SUFFIXES: '-canary', '-predictor', ...): that suffix.
     reserved_suffix: str = ""

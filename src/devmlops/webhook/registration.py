@@ -19,6 +19,9 @@ Helm chart renders (a test holds the two together).
   ``kubernetes.io/service-name`` and that anyone but the EndpointSlice controller writes: kube-proxy joins every
   slice so labelled to the Service it names, so a slice under a model's Service name takes the model's address. The
   controller's own writes (one per Pod readiness change, cluster-wide) never wait on the webhook.
+- The deletion of a Service a ModelDeployment or an InferenceService owns, wherever it is (a DELETE carries the
+  stored Service as ``oldObject``): its ClusterIP, once free, is anyone's to ask for, while the model's clients still
+  dial it. Any other deletion never waits on the webhook.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ class Entry:
     routing: bool = False  # matchConditions: it or its pod template wears (or wore) a model's routing labels
     orphaning_only: bool = False  # matchConditions: a DELETE with propagationPolicy Orphan
     service_slices: bool = False  # matchConditions: a Service's EndpointSlice, not written by its controller
+    model_service_deletes: bool = False  # matchConditions: the deletion of a Service a model owns
 
     @property
     def namespaced(self) -> bool:
@@ -118,6 +122,7 @@ VALIDATING_ENTRIES: tuple[Entry, ...] = (
     Entry("services-enforced", (Rule("", ("services",)),), where="enforced"),
     Entry("services", (Rule("", ("services",)),), where="unenforced", model_service=True),
     Entry("endpointslices", (Rule("discovery.k8s.io", ("endpointslices",)),), service_slices=True),
+    Entry("model-service-deletes", (Rule("", ("services",), operations=("DELETE",)),), model_service_deletes=True),
     Entry(
         "orphaning",
         (
@@ -201,11 +206,16 @@ ORPHANING = (
     "request.options.propagationPolicy == 'Orphan') || "
     "(has(request.options.orphanDependents) && request.options.orphanDependents == true))"
 )
+# A model owned it before this request (a DELETE carries the stored object as oldObject, and object is null then):
+# alone, the condition on a Service's deletion (core/addresses.py: review_service_deletion).
+MODEL_SERVICE_DELETED = (
+    "oldObject != null && has(oldObject.metadata.ownerReferences) && "
+    "oldObject.metadata.ownerReferences.exists(r, r.kind in ['ModelDeployment', 'InferenceService'])"
+)
 OWNED_BY_MODEL = (
     "(has(object.metadata.ownerReferences) && "
     "object.metadata.ownerReferences.exists(r, r.kind in ['ModelDeployment', 'InferenceService'])) || "
-    "(oldObject != null && has(oldObject.metadata.ownerReferences) && "
-    "oldObject.metadata.ownerReferences.exists(r, r.kind in ['ModelDeployment', 'InferenceService']))"
+    f"({MODEL_SERVICE_DELETED})"
 )
 
 # A Service named like one of KServe's per component (or a rollout's new version): the name decides whose traffic
@@ -274,6 +284,8 @@ def webhook_entry(entry: Entry, url: str, ca_pem: bytes, timeout_seconds: int, s
         webhook["matchConditions"] = [{"name": "a-models-service", "expression": MODEL_SERVICE}]
     if entry.service_slices:
         webhook["matchConditions"] = [{"name": "joins-a-service", "expression": service_slice_condition()}]
+    if entry.model_service_deletes:
+        webhook["matchConditions"] = [{"name": "deletes-a-models-service", "expression": MODEL_SERVICE_DELETED}]
     if entry.routing:
         webhook["matchConditions"] = [{"name": "wears-a-models-routing-labels", "expression": ROUTING_CONDITION}]
     if entry.orphaning_only:

@@ -12,7 +12,7 @@ from devmlops.adapters.approvals import find_approval
 from devmlops.adapters.evidence import DocumentLookup, resolve_evidence
 from devmlops.adapters.ocisig import ImageSignatureChecker, OciError
 from devmlops.adapters.registrycache import RegistryResolver
-from devmlops.core.addresses import ENDPOINT_SLICES, added_external_ips, sliced_services
+from devmlops.core.addresses import ENDPOINT_SLICES, added_external_ips, sliced_services, waiting_slices
 from devmlops.core.attestation import VerifiedAttestation
 from devmlops.core.baseline import evaluation_authorities, monitors_drift, signed_baseline
 from devmlops.core.decision import MODEL_APPROVAL, MODEL_DEPLOYMENT, decide, resource_of, select_policies
@@ -95,6 +95,8 @@ class ClusterLookup(DocumentLookup, Protocol):
 
     def ip_address(self, ip: str) -> Mapping[str, Any] | None: ...
 
+    def endpoint_slices(self, namespace: str, service: str) -> Sequence[Mapping[str, Any]]: ...
+
 
 # The owners a model server's chain may pass through, and where the webhook finds them: (group, kind) -> resource.
 _CHAIN_OWNERS = {
@@ -102,6 +104,7 @@ _CHAIN_OWNERS = {
     ("apps", "Deployment"): "deployments",
     ("serving.kserve.io", "InferenceService"): "inferenceservices",
 }
+_MAX_SERVICE_NAME = 63  # a Service's name is a DNS label
 _MAX_HOPS = 4  # Pod -> ReplicaSet -> Deployment -> InferenceService -> ModelDeployment
 # Kinds the API server sends from every namespace whose decision is stricter under enforcement.
 _ENFORCEMENT_MATTERS = frozenset({"deployments", "statefulsets", "servingruntimes", "inferencegraphs"})
@@ -158,8 +161,8 @@ class AdmissionService:
         now = dt.datetime.now(dt.UTC)
         stamp = _rfc3339(now)
         kind = (request.kind.group, request.kind.kind)
-        if request.operation == "DELETE":
-            return Evidence(now=stamp)
+        if request.operation == "DELETE":  # who may delete a model's Service (core/addresses.py)
+            return Evidence(identities=self._identities, now=stamp)
         if resource_of(request) in SERVING_RESOURCES:  # exec and attach may come without an object: still decided
             raw = request.object or {}
             obj = {**raw, "metadata": {**(raw.get("metadata") or {}), "namespace": request.namespace}}
@@ -170,11 +173,18 @@ class AdmissionService:
         if kind == MODEL_DEPLOYMENT:
             creating = request.operation == "CREATE"
             squatted = self._squatted_services(obj) if creating else ()
+            slices = self._squatted_slices(obj) if creating else ()
             # Names are immutable, so checked at create (a ModelDeployment named so before this rule keeps working).
             name = _name(obj)
             suffix = next((s for s in SERVICE_SUFFIXES if s and name.endswith(s) and name != s), "") if creating else ""
             return self._model_evidence(
-                obj, now, now=stamp, requester_stamped=True, squatted_services=squatted, reserved_suffix=suffix
+                obj,
+                now,
+                now=stamp,
+                requester_stamped=True,
+                squatted_services=squatted,
+                squatted_slices=slices,
+                reserved_suffix=suffix,
             )
         if resource_of(request) == ENDPOINT_SLICES:
             services = sliced_services(request)
@@ -273,18 +283,26 @@ class AdmissionService:
         namespace = str((model.get("metadata") or {}).get("namespace") or "")
         if self._lookup.namespace_labels(namespace).get(ENFORCE_LABEL) != "true":
             return ()
-        name = _name(model)
-        kind = str(((model.get("spec") or {}).get("runtime") or {}).get("kind") or "")
-        # Triton's Service, and its new version's during a gated rollout (core/render.py); KServe's by its suffixes.
-        names = [name, name + CANARY_SUFFIX] if kind == "triton" else [name + s for s in SERVICE_SUFFIXES if s]
         found = []
-        for candidate in names:
+        for candidate in _service_names(model):
             service = self._lookup.service(namespace, candidate)
-            owners = [] if service is None else (service.get("metadata") or {}).get("ownerReferences") or []
-            if service is not None and not any(
-                ref.get("kind") in ("ModelDeployment", "InferenceService") for ref in owners
-            ):
+            if service is not None and not _model_owned(service):
                 found.append(candidate)
+        return tuple(found)
+
+    def _squatted_slices(self, model: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+        """In every namespace: EndpointSlices already labelled with the names of the new model's Services that the
+        EndpointSlice controller does not keep for a model's Service (kube-proxy would join them to the model's
+        Service once it exists; core/addresses.py). One list per name, and a read of the Service where one is found."""
+        namespace = str((model.get("metadata") or {}).get("namespace") or "")
+        found: list[tuple[str, str]] = []
+        for candidate in _service_names(model):
+            slices = self._lookup.endpoint_slices(namespace, candidate)
+            if not slices:
+                continue
+            service = self._lookup.service(namespace, candidate)
+            uid = str((service.get("metadata") or {}).get("uid") or "") if service and _model_owned(service) else ""
+            found.extend((name, candidate) for name in waiting_slices(slices, candidate, uid))
         return tuple(found)
 
     def _model_of_service(self, namespace: str, service: str) -> str:
@@ -481,6 +499,20 @@ def _name(obj: Mapping[str, Any]) -> str:
 
 
 _STAMP: tuple[int, str] = (-1, "")
+
+
+def _service_names(model: Mapping[str, Any]) -> list[str]:
+    """A ModelDeployment's Service names: Triton's, and its new version's during a gated rollout (core/render.py);
+    KServe's by its suffixes. Only names a Service can carry (a DNS label, at most 63 characters)."""
+    name = _name(model)
+    kind = str(((model.get("spec") or {}).get("runtime") or {}).get("kind") or "")
+    names = [name, name + CANARY_SUFFIX] if kind == "triton" else [name + s for s in SERVICE_SUFFIXES if s]
+    return [candidate for candidate in names if len(candidate) <= _MAX_SERVICE_NAME]
+
+
+def _model_owned(obj: Mapping[str, Any]) -> bool:
+    owners = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("kind") in ("ModelDeployment", "InferenceService") for ref in owners)
 
 
 def _rfc3339(now: dt.datetime) -> str:

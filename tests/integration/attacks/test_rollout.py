@@ -106,9 +106,10 @@ def test_the_stable_guard_cannot_be_made_to_send_a_share_elsewhere(admin: k8s.Ap
 def test_no_service_but_the_canary_one_may_take_the_canary_address(admin: k8s.ApiClient, mallory: k8s.ApiClient,
                                                                    rolling_out: Served) -> None:  # fmt: skip
     """The stable guard forwards the share to http://fraud-canary.<namespace>.svc: whoever owned that name would get
-    the traffic. Deleting the operator's Service and putting an ExternalName one in its place is denied."""
+    the traffic. Deleting the operator's Service (which would free its ClusterIP too) and putting an ExternalName one in
+    its place are denied."""
     core = k8s.CoreV1Api(mallory)
-    core.delete_namespaced_service("fraud-canary", rolling_out.namespace)
+    assert "fraud-canary" in denied(core.delete_namespaced_service, "fraud-canary", rolling_out.namespace)
     impostor = {
         "metadata": {"name": "fraud-canary"},
         "spec": {"type": "ExternalName", "externalName": "mallory.example.com"},

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from devmlops.core.addresses import added_external_ips, sliced_services
+from devmlops.core.addresses import added_external_ips, sliced_services, waiting_slice_result, waiting_slices
 from devmlops.core.decision import decide
 from devmlops.core.evidence import Evidence, Identities
 from devmlops.core.model import Decision
@@ -112,3 +112,66 @@ def test_any_new_external_ip_is_refused_from_anyone_and_those_a_service_had_may_
     assert not service_decision(service("192.0.2.10", "192.0.2.11"), old=old).allowed
     assert service_decision(service()).allowed
     assert added_external_ips(request(service("192.0.2.11", "192.0.2.10"), old=old)) == ("192.0.2.11",)
+
+
+def owned_slice(name: str, service: str, uid: str, *, controller: bool = True) -> dict[str, Any]:
+    obj = endpoint_slice(service, "10.0.0.250")
+    ref = {"apiVersion": "v1", "kind": "Service", "name": service, "uid": uid, "controller": controller}
+    obj["metadata"] = {**obj["metadata"], "name": name, "ownerReferences": [ref]}
+    return obj
+
+
+def test_a_new_model_finds_no_slice_waiting_under_its_service_name_but_the_controllers_for_a_models_service() -> None:
+    """Only a slice whose controlling owner is the stored Service a model owns (by uid) may be there already."""
+    hers = endpoint_slice("fraud", "10.0.0.250")  # managed-by the controller, she says: a label anyone writes
+    labels = {**hers["metadata"]["labels"], "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}
+    hers["metadata"] = {"name": "early", "labels": labels}
+    kept = owned_slice("fraud-abc", "fraud", "uid-1")
+    forged = owned_slice("forged", "fraud", "uid-2")
+    owner_only = owned_slice("owner-only", "fraud", "uid-1", controller=False)
+    slices = [hers, kept, forged, owner_only, owned_slice("other", "decoy", "uid-1")]
+    assert waiting_slices(slices, "fraud", "uid-1") == ("early", "forged", "owner-only")
+    assert waiting_slices(slices, "fraud", "") == ("early", "fraud-abc", "forged", "owner-only")  # no model owns it
+    assert waiting_slices([], "fraud", "") == ()
+
+
+def test_a_waiting_slices_refusal_names_the_slice_its_label_and_what_kube_proxy_does() -> None:
+    result = waiting_slice_result("ml", "early", "fraud-predictor")
+    assert result.outcome == "fail"
+    assert "EndpointSlice ml/early labelled kubernetes.io/service-name=fraud-predictor already exists" in result.reason
+    assert "kube-proxy" in result.reason
+    assert "delete EndpointSlice early" in result.hint
+
+
+def service_deletion(owner_kind: str | None, user: str) -> Decision:
+    old = service()
+    old["metadata"] = {"name": "fraud", "namespace": "ml"}
+    old["spec"]["clusterIP"] = "10.0.0.207"
+    if owner_kind is not None:
+        old["metadata"]["ownerReferences"] = [{"kind": owner_kind, "name": "fraud", "uid": "u", "controller": True}]
+    req = AdmissionRequest(
+        uid="u",
+        kind=GroupVersionKind("", "v1", "Service"),
+        operation="DELETE",
+        namespace="ml",
+        name="fraud",
+        username=user,
+        groups=(),
+        object=None,
+        old_object=old,
+        resource="services",
+    )
+    return decide(req, PolicySet(), Evidence(identities=IDS), FakeVerifier())
+
+
+def test_a_models_service_is_deleted_only_by_the_operator_kserve_or_the_garbage_collector() -> None:
+    """Its ClusterIP, once free, is anyone's to ask for while the model's clients still dial it."""
+    denied = service_deletion("ModelDeployment", "mallory")
+    assert not denied.allowed
+    for named in ("Service ml/fraud", "ModelDeployment ml/fraud", "ClusterIP 10.0.0.207", "'mallory'", IDS.operator):
+        assert named in denied.message
+    assert not service_deletion("InferenceService", "alice").allowed
+    for user in (IDS.operator, IDS.kserve, *IDS.service_deleters):
+        assert service_deletion("ModelDeployment", user).allowed
+    assert service_deletion(None, "mallory").allowed  # no model's Service: anyone's to delete
+    assert service_deletion("Deployment", "mallory").allowed

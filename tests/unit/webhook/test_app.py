@@ -37,6 +37,9 @@ class Lookup:
     def approvals(self) -> list[dict[str, Any]]:
         return []
 
+    def endpoint_slices(self, namespace: str, service: str) -> list[dict[str, Any]]:
+        return []  # a new ModelDeployment's Service names: no slice waits under them
+
 
 SERVICE = AdmissionService(policies=lambda: PolicySet((POLICY,)), lookup=Lookup(), verifier=FakeVerifier())
 

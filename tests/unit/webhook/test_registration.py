@@ -5,6 +5,7 @@ from __future__ import annotations
 from devmlops.core.evidence import Identities
 from devmlops.core.workloads import ROUTING_LABEL_KEYS, SERVICE_SUFFIXES
 from devmlops.webhook.registration import (
+    MODEL_SERVICE_DELETED,
     OWNED_BY_MODEL,
     ROUTING_CONDITION,
     VALIDATING_ENTRIES,
@@ -49,6 +50,22 @@ def test_every_slice_joining_a_service_is_sent_unless_the_endpointslice_controll
     assert expression.startswith(f"!(request.userInfo.username in [{names}]) && (")
     for obj in ("object", "oldObject"):
         assert f"'kubernetes.io/service-name' in {obj}.metadata.labels" in expression
+
+
+def test_everywhere_the_deletion_of_a_service_a_model_owns_is_sent_and_no_other_deletion() -> None:
+    """A deleted model Service's ClusterIP was taken by mallory's Service at once (spec.clusterIP); a DELETE carries
+    the stored Service as oldObject (object is null), so the condition reads oldObject only."""
+    (entry,) = [e for e in VALIDATING_ENTRIES if e.name == "model-service-deletes"]
+    webhook = webhook_entry(entry, "https://x/validate", b"", 5, "validate")
+    assert entry.where == "all"
+    assert [(r["apiGroups"], r["resources"], r["operations"]) for r in webhook["rules"]] == [
+        ([""], ["services"], ["DELETE"])
+    ]
+    (condition,) = webhook["matchConditions"]
+    assert condition["expression"] == MODEL_SERVICE_DELETED
+    assert MODEL_SERVICE_DELETED.startswith("oldObject != null && has(oldObject.metadata.ownerReferences)")
+    assert "object.metadata" not in MODEL_SERVICE_DELETED.replace("oldObject.metadata", "")
+    assert "['ModelDeployment', 'InferenceService']" in MODEL_SERVICE_DELETED
 
 
 def test_outside_enforcement_every_pod_and_workload_wearing_a_models_routing_labels_is_sent() -> None:
