@@ -21,7 +21,8 @@ Helm chart renders (a test holds the two together).
   controller's own writes (one per Pod readiness change, cluster-wide) never wait on the webhook.
 - The deletion of a Service a ModelDeployment or an InferenceService owns, wherever it is (a DELETE carries the
   stored Service as ``oldObject``): its ClusterIP, once free, is anyone's to ask for, while the model's clients still
-  dial it. Any other deletion never waits on the webhook.
+  dial it. Any other deletion never waits on the webhook, nor does the garbage collector's, the namespace
+  controller's or the controller manager's (deleting a ModelDeployment or a namespace works with the webhook down).
 """
 
 from __future__ import annotations
@@ -212,6 +213,14 @@ MODEL_SERVICE_DELETED = (
     "oldObject != null && has(oldObject.metadata.ownerReferences) && "
     "oldObject.metadata.ownerReferences.exists(r, r.kind in ['ModelDeployment', 'InferenceService'])"
 )
+# Sent for any deleter but the garbage collector, the namespace controller and the controller manager: deleting a
+# ModelDeployment or a namespace never waits on the webhook (it may be down, or being uninstalled), and those
+# deletions are the model's own end (Identities.service_deleters; the webhook allows them too).
+MODEL_SERVICE_DELETION = (
+    "!(request.userInfo.username in ["
+    + ", ".join(f"'{user}'" for user in Identities().service_deleters)
+    + f"]) && {MODEL_SERVICE_DELETED}"
+)
 OWNED_BY_MODEL = (
     "(has(object.metadata.ownerReferences) && "
     "object.metadata.ownerReferences.exists(r, r.kind in ['ModelDeployment', 'InferenceService'])) || "
@@ -285,7 +294,7 @@ def webhook_entry(entry: Entry, url: str, ca_pem: bytes, timeout_seconds: int, s
     if entry.service_slices:
         webhook["matchConditions"] = [{"name": "joins-a-service", "expression": service_slice_condition()}]
     if entry.model_service_deletes:
-        webhook["matchConditions"] = [{"name": "deletes-a-models-service", "expression": MODEL_SERVICE_DELETED}]
+        webhook["matchConditions"] = [{"name": "deletes-a-models-service", "expression": MODEL_SERVICE_DELETION}]
     if entry.routing:
         webhook["matchConditions"] = [{"name": "wears-a-models-routing-labels", "expression": ROUTING_CONDITION}]
     if entry.orphaning_only:

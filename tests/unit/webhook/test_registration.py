@@ -6,6 +6,7 @@ from devmlops.core.evidence import Identities
 from devmlops.core.workloads import ROUTING_LABEL_KEYS, SERVICE_SUFFIXES
 from devmlops.webhook.registration import (
     MODEL_SERVICE_DELETED,
+    MODEL_SERVICE_DELETION,
     OWNED_BY_MODEL,
     ROUTING_CONDITION,
     VALIDATING_ENTRIES,
@@ -62,7 +63,11 @@ def test_everywhere_the_deletion_of_a_service_a_model_owns_is_sent_and_no_other_
         ([""], ["services"], ["DELETE"])
     ]
     (condition,) = webhook["matchConditions"]
-    assert condition["expression"] == MODEL_SERVICE_DELETED
+    assert condition["expression"] == MODEL_SERVICE_DELETION
+    # The garbage collector's and the namespace controller's deletions never wait on the webhook (it may be down).
+    for user in Identities().service_deleters:
+        assert f"'{user}'" in MODEL_SERVICE_DELETION.split("]) && ")[0]
+    assert MODEL_SERVICE_DELETION.endswith(f"]) && {MODEL_SERVICE_DELETED}")
     assert MODEL_SERVICE_DELETED.startswith("oldObject != null && has(oldObject.metadata.ownerReferences)")
     assert "object.metadata" not in MODEL_SERVICE_DELETED.replace("oldObject.metadata", "")
     assert "['ModelDeployment', 'InferenceService']" in MODEL_SERVICE_DELETED
