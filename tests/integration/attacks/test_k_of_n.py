@@ -85,14 +85,15 @@ def test_a_model_admitted_two_of_two_is_served_with_both_bundles_and_its_initial
 ) -> None:
     served = serve(admin, enforced_namespace, two_signers.model, two_of_two, **SECOND)
     plan = VerificationPlan.from_json(isvc_plan(served.child))  # the operator created it: the webhook admitted it
-    assert plan.bundles == (two_signers.model.bundle, two_signers.second)
+    # Both bundles, in content order (core/plan.py: the same plan whatever order they were read in).
+    assert sorted(plan.bundles) == sorted((two_signers.model.bundle, two_signers.second))
     assert (plan.digest, [t for t, _authorities in plan.groups]) == (two_signers.model.digest, [2])
 
     check = run_plan(f"file://{two_signers.folder}", tmp_path / "served", plan, out=io.StringIO())
     assert (check.ok, check.files) == (True, 2)
 
     operator = as_user(OPERATOR_USER)
-    for bundles in ((two_signers.second, two_signers.model.bundle), (two_signers.model.bundle,)):
+    for bundles in (tuple(reversed(plan.bundles)), (two_signers.model.bundle,)):
         edited = replace(plan, bundles=bundles).to_json()
         message = denied(patch_isvc, operator, served, {"spec": {"predictor": {"annotations": {VERIFICATION: edited}}}})
         assert "differs from what devmlops renders" in message, message
