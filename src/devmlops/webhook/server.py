@@ -126,6 +126,10 @@ class _Server(uvicorn.Server):
         asyncio.get_running_loop().call_later(_REFREEZE_SECONDS, gc.freeze)
 
 
+API_SERVER_IDLE_SECONDS = 90  # client-go's IdleConnTimeout: how long the API server keeps an idle connection
+KEEP_ALIVE_SECONDS = API_SERVER_IDLE_SECONDS + 30
+
+
 def server_options() -> dict[str, Any]:
     """uvicorn options of the webhook; the benchmark's ceiling apps use them too, so both run on the same stack.
     No proxy headers (nothing sits in front of the webhook but the API server) and no Server header."""
@@ -136,6 +140,11 @@ def server_options() -> dict[str, Any]:
         "server_header": False,
         "log_level": "warning",
         "access_log": False,
+        # The API server keeps an idle connection to a webhook for 90 s (client-go's transport) and does not retry a
+        # POST that meets a connection the server has just closed: with uvicorn's 5 s the webhook closed idle
+        # connections first, so a review sent on one in the same instant failed "EOF" (a denial; the likely cause
+        # of one seen in `make test`). The client closes first now.
+        "timeout_keep_alive": KEEP_ALIVE_SECONDS,
     }
 
 
