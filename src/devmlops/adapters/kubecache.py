@@ -431,40 +431,28 @@ class ClusterCaches:
         found: Mapping[str, Any] | None = self.model_deployments.get(namespace, name)
         if found is not None:
             return found
-        try:
-            stored: Any = self._custom.get_namespaced_custom_object(
+        return _read_one(
+            f"ModelDeployment {namespace}/{name}",
+            lambda: self._custom.get_namespaced_custom_object(
                 "devmlops.io", "v1alpha1", namespace, "modeldeployments", name, _request_timeout=2
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise EvidenceUnavailableError(
-                f"ModelDeployment {namespace}/{name} could not be read ({exc.status})"
-            ) from exc
-        return dict(stored)
+            ),
+            dict,
+        )
 
     def service(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """One read of a Service (a new ModelDeployment's names are checked once; nothing watches Services)."""
-        try:
-            stored: Any = self._core.read_namespaced_service(name, namespace, _request_timeout=2)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise EvidenceUnavailableError(f"Service {namespace}/{name} could not be read ({exc.status})") from exc
-        found: Mapping[str, Any] = self._serialize(stored)
-        return found
+        return _read_one(
+            f"Service {namespace}/{name}",
+            lambda: self._core.read_namespaced_service(name, namespace, _request_timeout=2),
+            self._serialize,
+        )
 
     def ip_address(self, ip: str) -> Mapping[str, Any] | None:
         """One read of the IPAddress object the API server keeps for an allocated ClusterIP (named by the address;
         its parentRef names the Service): only to say whose address a refused externalIP is."""
-        try:
-            stored: Any = self._networking.read_ip_address(ip, _request_timeout=2)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise EvidenceUnavailableError(f"IPAddress {ip} could not be read ({exc.status})") from exc
-        found: Mapping[str, Any] = self._serialize(stored)
-        return found
+        return _read_one(
+            f"IPAddress {ip}", lambda: self._networking.read_ip_address(ip, _request_timeout=2), self._serialize
+        )
 
     def endpoint_slices(self, namespace: str, service: str) -> list[Mapping[str, Any]]:
         """One list of the EndpointSlices labelled as joining Service ``service`` (a new ModelDeployment's Service
@@ -515,3 +503,16 @@ class ClusterCaches:
 
     def break_glass(self) -> tuple[BreakGlass, ...]:
         return tuple(b for b in self.break_glass_watch.values() if b is not None)
+
+
+def _read_one(what: str, read: Callable[[], Any], convert: Callable[[Any], Any]) -> Mapping[str, Any] | None:
+    """One read from the API server: the object as a mapping, None when it does not exist, and any other answer an
+    EvidenceUnavailableError naming ``what`` (the review is refused)."""
+    try:
+        stored = read()
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise EvidenceUnavailableError(f"{what} could not be read ({exc.status})") from exc
+    found: Mapping[str, Any] = convert(stored)
+    return found
