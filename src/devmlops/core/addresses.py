@@ -36,8 +36,10 @@ from devmlops.core.review import AdmissionRequest
 
 __all__ = [
     "ENDPOINT_SLICES",
+    "MODEL_OWNER_KINDS",
     "SERVICE_NAME_LABEL",
     "added_external_ips",
+    "model_owner",
     "review_endpoint_slice",
     "review_external_ips",
     "review_service_deletion",
@@ -122,15 +124,21 @@ def waiting_slice_result(namespace: str, name: str, service: str) -> GateResult:
     )
 
 
-_MODEL_OWNERS = ("ModelDeployment", "InferenceService")
+# The kinds whose owner reference makes a Service a model's (the Triton Service, KServe's predictor Service).
+MODEL_OWNER_KINDS = ("ModelDeployment", "InferenceService")
+
+
+def model_owner(obj: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The owner reference by which a model owns ``obj`` (a ModelDeployment or an InferenceService), or None."""
+    refs = ((obj or {}).get("metadata") or {}).get("ownerReferences") or []
+    return next((r for r in refs if isinstance(r, Mapping) and r.get("kind") in MODEL_OWNER_KINDS), None)
 
 
 def review_service_deletion(request: AdmissionRequest, evidence: Evidence) -> Decision | None:
     """A Service a model owns is deleted only by the operator, KServe or the garbage collector and the namespace
     controller (``Identities.service_deleters``). None: no model owns it (its deletion is anyone's)."""
     old = request.old_object or {}
-    refs = (old.get("metadata") or {}).get("ownerReferences") or []
-    owner = next((r for r in refs if isinstance(r, Mapping) and r.get("kind") in _MODEL_OWNERS), None)
+    owner = model_owner(old)
     if owner is None:
         return None
     ids = evidence.identities

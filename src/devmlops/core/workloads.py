@@ -16,7 +16,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from devmlops.core.addresses import review_external_ips
+from devmlops.core.addresses import MODEL_OWNER_KINDS, review_external_ips
 from devmlops.core.compare import differences, metadata_differences
 from devmlops.core.evidence import Chain, Evidence
 from devmlops.core.exemptions import pod_images
@@ -113,7 +113,7 @@ def is_model_server(obj: Mapping[str, Any], image_patterns: Sequence[str]) -> bo
     labels = (obj.get("metadata") or {}).get("labels") or {}
     if LABEL_MODEL_SERVER in labels or LABEL_MODEL_DEPLOYMENT in labels:
         return True
-    if (controller_of(obj) or {}).get("kind") in ("ModelDeployment", "InferenceService"):
+    if (controller_of(obj) or {}).get("kind") in MODEL_OWNER_KINDS:
         return True
     images = pod_images(_template_spec(obj))
     return any(p in image for p in image_patterns for image in images)
@@ -136,9 +136,6 @@ KSERVE_APP_PREFIX = "isvc."
 SERVICE_SUFFIXES = ("", "-predictor", "-transformer", "-explainer", "-canary")  # "-canary": core/render.py
 
 
-_MODEL_OWNERS = ("ModelDeployment", "InferenceService")
-
-
 def _owner_refs(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     refs = (obj.get("metadata") or {}).get("ownerReferences") or []
     return [ref for ref in refs if isinstance(ref, Mapping)] if isinstance(refs, list) else []
@@ -158,7 +155,7 @@ def _review_service(request: AdmissionRequest, evidence: Evidence, name: str) ->
     if intercepts is not None:
         return intercepts
     owners = [request.object or {}] + ([request.old_object] if request.old_object is not None else [])
-    claims = any(ref.get("kind") in _MODEL_OWNERS for obj in owners for ref in _owner_refs(obj))
+    claims = any(ref.get("kind") in MODEL_OWNER_KINDS for obj in owners for ref in _owner_refs(obj))
     if claims or (evidence.chain is not None and evidence.chain.model is not None):
         return _review_chain_member(request, evidence, name)
     if evidence.reserved_for:

@@ -12,7 +12,13 @@ from devmlops.adapters.approvals import find_approval
 from devmlops.adapters.evidence import DocumentLookup, resolve_evidence
 from devmlops.adapters.ocisig import ImageSignatureChecker, OciError
 from devmlops.adapters.registrycache import RegistryResolver
-from devmlops.core.addresses import ENDPOINT_SLICES, added_external_ips, sliced_services, waiting_slices
+from devmlops.core.addresses import (
+    ENDPOINT_SLICES,
+    added_external_ips,
+    model_owner,
+    sliced_services,
+    waiting_slices,
+)
 from devmlops.core.attestation import VerifiedAttestation
 from devmlops.core.baseline import evaluation_authorities, monitors_drift, signed_baseline
 from devmlops.core.decision import MODEL_APPROVAL, MODEL_DEPLOYMENT, decide, resource_of, select_policies
@@ -286,7 +292,7 @@ class AdmissionService:
         found = []
         for candidate in _service_names(model):
             service = self._lookup.service(namespace, candidate)
-            if service is not None and not _model_owned(service):
+            if service is not None and model_owner(service) is None:
                 found.append(candidate)
         return tuple(found)
 
@@ -301,7 +307,7 @@ class AdmissionService:
             if not slices:
                 continue
             service = self._lookup.service(namespace, candidate)
-            uid = str((service.get("metadata") or {}).get("uid") or "") if service and _model_owned(service) else ""
+            uid = str((service.get("metadata") or {}).get("uid") or "") if service and model_owner(service) else ""
             found.extend((name, candidate) for name in waiting_slices(slices, candidate, uid))
         return tuple(found)
 
@@ -311,9 +317,7 @@ class AdmissionService:
         model = next((n for n in service_owner_candidates(service) if self._lookup.model_deployment(namespace, n)), "")
         if model:
             return f"ModelDeployment {namespace}/{model}"
-        stored = self._lookup.service(namespace, service) if service else None
-        owners = [] if stored is None else (stored.get("metadata") or {}).get("ownerReferences") or []
-        owner = next((r for r in owners if r.get("kind") in ("ModelDeployment", "InferenceService")), None)
+        owner = model_owner(self._lookup.service(namespace, service) if service else None)
         return f"{owner.get('kind')} {namespace}/{owner.get('name')}" if owner else ""
 
     def _cluster_ip_models(self, ips: Sequence[str]) -> dict[str, str]:
@@ -508,11 +512,6 @@ def _service_names(model: Mapping[str, Any]) -> list[str]:
     kind = str(((model.get("spec") or {}).get("runtime") or {}).get("kind") or "")
     names = [name, name + CANARY_SUFFIX] if kind == "triton" else [name + s for s in SERVICE_SUFFIXES if s]
     return [candidate for candidate in names if len(candidate) <= _MAX_SERVICE_NAME]
-
-
-def _model_owned(obj: Mapping[str, Any]) -> bool:
-    owners = (obj.get("metadata") or {}).get("ownerReferences") or []
-    return any(ref.get("kind") in ("ModelDeployment", "InferenceService") for ref in owners)
 
 
 def _rfc3339(now: dt.datetime) -> str:
