@@ -19,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from devmlops.errors import DevmlopsError
-from devmlops.operator.metrics import metrics
+from devmlops.operator.metrics import ROLLOUT_EVENTS, metrics
 from devmlops.operator.reconcile import (
     DeleteChild,
     Plan,
@@ -44,7 +44,6 @@ class RetryRequested(DevmlopsError):
 
 
 RETRAIN_TIMEOUT_SECONDS = 5.0
-ROLLOUT_EVENTS = frozenset({"RolloutStarted", "RolloutStep", "Promoted", "RolledBack", "RetrainRequested"})
 
 
 class Executor:

@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-__all__ = ["OperatorMetrics", "metrics"]
+__all__ = ["ROLLOUT_EVENTS", "OperatorMetrics", "metrics"]
+
+# The Events of gated rollouts and retrain requests that devmlops_rollout_steps_total counts.
+ROLLOUT_EVENTS = ("RolloutStarted", "RolloutStep", "Promoted", "RolledBack", "RetrainRequested")
 
 
 @dataclass
@@ -49,6 +52,10 @@ class OperatorMetrics:
             ["event"],
             registry=self.registry,
         )
+        for event in ROLLOUT_EVENTS:
+            # Exported at 0 from the start: an alert on increase() sees the first RolledBack only if the series
+            # existed before it (a series born at 1 has no increase).
+            self.rollout_steps.labels(event)
         self._phases: dict[str, str] = {}
         self._lock = threading.Lock()
 
