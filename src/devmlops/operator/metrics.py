@@ -52,10 +52,11 @@ class OperatorMetrics:
             ["event"],
             registry=self.registry,
         )
+        # Exported at 0 from the start what alerts take a rate or an increase of: a series born at 1 has neither, so
+        # the first rollback (or reconcile error) of an operator's life would not alert.
         for event in ROLLOUT_EVENTS:
-            # Exported at 0 from the start: an alert on increase() sees the first RolledBack only if the series
-            # existed before it (a series born at 1 has no increase).
             self.rollout_steps.labels(event)
+        self.reconciles.labels("ModelDeployment", "error")
         self._phases: dict[str, str] = {}
         self._lock = threading.Lock()
 

@@ -74,6 +74,12 @@ class WebhookMetrics:
             ),
         )
 
+    def __post_init__(self) -> None:
+        # At 0 from the start: DevmlopsFailClosedDenials takes an increase(), which a series born at 1 does not have, so
+        # the webhook's first internal error would not alert. (Other gates' error series appear with their first
+        # result of any outcome.)
+        self.gate_results.labels("internal", "error")
+
     def observe(self, *, kind: str, operation: str, decision: Decision, seconds: float) -> None:
         mode = "warn" if decision.warnings else "enforce"
         self.requests.labels(kind, operation, str(decision.allowed).lower(), mode).inc()
