@@ -180,11 +180,10 @@ def bench_deps(workdir: str, cached: bool, inline: bool) -> Any:
     import logging
 
     from devmlops.adapters.oms import OmsVerifier
-    from devmlops.adapters.verifycache import CachingVerifier, DeadlineVerifier
+    from devmlops.adapters.verifycache import CachingVerifier
     from devmlops.core.policy import PolicySet, compile_policy
     from devmlops.webhook.app import WebhookDeps
-    from devmlops.webhook.inline import InlineGuardVerifier
-    from devmlops.webhook.main import lean_log_records
+    from devmlops.webhook.main import guarded_verifier, lean_log_records
     from devmlops.webhook.metrics import WebhookMetrics
     from devmlops.webhook.service import AdmissionService, TimedVerifier
     from tests.support.lookups import EmptyCluster
@@ -195,7 +194,7 @@ def bench_deps(workdir: str, cached: bool, inline: bool) -> Any:
     lean_log_records()
     policies = PolicySet((compile_policy(_bench_policy(folder)),))
     metrics = WebhookMetrics.create()
-    guarded = InlineGuardVerifier(DeadlineVerifier(TimedVerifier(OmsVerifier(), metrics), seconds=3.0))
+    guarded = guarded_verifier(TimedVerifier(OmsVerifier(), metrics), seconds=3.0)
     verifier: Any = CachingVerifier(guarded) if cached else guarded
     service = AdmissionService(policies=lambda: policies, lookup=EmptyCluster(), verifier=verifier)
     return WebhookDeps(decide=service.decide, metrics=metrics, inline_decisions=inline)

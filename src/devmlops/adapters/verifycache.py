@@ -18,6 +18,7 @@ from typing import TypeVar
 from devmlops.core.attestation import VerifiedAttestation
 from devmlops.core.policy import Authority
 from devmlops.core.ports import SignatureVerifier, SignedModel, VerificationFailed, VerificationUnavailable
+from devmlops.errors import DevmlopsError
 
 __all__ = ["CachingVerifier", "DeadlineVerifier"]
 
@@ -50,11 +51,16 @@ class CachingVerifier:
                 raise hit
             self._on_event("hit")
             return hit  # type: ignore[return-value]
-        self._on_event("miss")
         try:
             value: SignedModel | VerifiedAttestation | str | VerificationFailed = compute()  # type: ignore[assignment]
         except VerificationFailed as exc:
             value = exc
+        except DevmlopsError:
+            self._on_event("miss")  # the verifier ran and could not answer: a miss, not cached
+            raise
+        # A miss is counted once the verifier has run: a verifier that declines to run here (the webhook's inline
+        # guard, whose WouldBlock is no DevmlopsError) is asked again elsewhere, where the miss is counted.
+        self._on_event("miss")
         self._store(key, value)
         if isinstance(value, VerificationFailed):
             raise value

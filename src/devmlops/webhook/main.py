@@ -19,6 +19,7 @@ from devmlops.adapters.policystore import PolicyStore
 from devmlops.adapters.registryauth import RegistryAuth
 from devmlops.adapters.registrycache import mlflow_resolver
 from devmlops.adapters.verifycache import CachingVerifier, DeadlineVerifier
+from devmlops.core.ports import SignatureVerifier
 from devmlops.webhook.app import WebhookDeps
 from devmlops.webhook.inline import (
     InlineGuardEngine,
@@ -32,7 +33,7 @@ from devmlops.webhook.server import serve_workers
 from devmlops.webhook.service import AdmissionService, TimedVerifier
 from devmlops.webhook.settings import WebhookSettings
 
-__all__ = ["lean_log_records", "run", "wire"]
+__all__ = ["guarded_verifier", "lean_log_records", "run", "wire"]
 
 
 class _GuardedApiClient(k8s.ApiClient):
@@ -68,6 +69,12 @@ def _not_inline() -> None:
         raise WouldBlock("image signature lookup")
 
 
+def guarded_verifier(timed: SignatureVerifier, *, seconds: float) -> InlineGuardVerifier:
+    """What the verification cache sits on: a small key or certificate-chain bundle is verified on the event loop
+    while deciding inline, anything else in the verification pool under the deadline (webhook/inline.py)."""
+    return InlineGuardVerifier(DeadlineVerifier(timed, seconds=seconds), direct=timed)
+
+
 def run(settings: WebhookSettings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     serve_workers(settings, functools.partial(wire, settings))
@@ -89,12 +96,10 @@ def wire(settings: WebhookSettings) -> WebhookDeps:
     timed = TimedVerifier(OmsVerifier(), metrics)
 
     def cache_event(event: str) -> None:
-        if event != "miss" or not inline_only():  # an inline miss is tried again in the pool: count it there
-            metrics.cache_events.labels(event).inc()
+        metrics.cache_events.labels(event).inc()
 
     verifier = CachingVerifier(
-        InlineGuardVerifier(DeadlineVerifier(timed, seconds=settings.verification_timeout_seconds)),
-        on_event=cache_event,
+        guarded_verifier(timed, seconds=settings.verification_timeout_seconds), on_event=cache_event
     )
 
     def registry_event(event: str) -> None:

@@ -16,11 +16,18 @@ from fastapi.testclient import TestClient
 from devmlops.adapters.verifycache import CachingVerifier
 from devmlops.core.model import Decision, GateResult
 from devmlops.core.policy import Authority, PolicySet
-from devmlops.core.ports import RegoVerdict, SignedModel
+from devmlops.core.ports import RegoVerdict, SignedModel, VerificationFailed
 from devmlops.core.review import AdmissionRequest, build_response
 from devmlops.errors import EvidenceUnavailableError
 from devmlops.webhook import WebhookDeps, WebhookSettings, create_app
-from devmlops.webhook.inline import InlineGuardEngine, InlineGuardVerifier, WouldBlock, deciding_inline, inline_only
+from devmlops.webhook.inline import (
+    INLINE_VERIFY_MAX_BYTES,
+    InlineGuardEngine,
+    InlineGuardVerifier,
+    WouldBlock,
+    deciding_inline,
+    inline_only,
+)
 from devmlops.webhook.service import AdmissionService
 from tests.unit.core.fakes import FakeVerifier
 from tests.unit.webhook.test_app import POLICY, SIGNED, UNSIGNED, Lookup, review
@@ -90,6 +97,97 @@ def test_an_inline_decision_that_raises_fails_closed_as_a_pooled_one_does(error:
     assert answer["allowed"] is False
     assert message in answer["status"]["message"]
     assert "boom" not in answer["status"]["message"]
+
+
+class Threads(FakeVerifier):
+    """A verifier that notes the thread of every model verification."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def verify_model(self, bundle: str, authority: Authority) -> SignedModel:
+        self.threads.append(threading.current_thread().name)
+        return super().verify_model(bundle, authority)
+
+
+def test_a_small_key_bundle_missing_from_the_cache_is_verified_on_the_event_loop_once() -> None:
+    """A cold review is decided without a thread hop: the miss is verified inline, cached, counted once."""
+    direct, pooled, events = Threads(), Threads(), list[str]()
+    verifier = CachingVerifier(InlineGuardVerifier(pooled, direct=direct), on_event=events.append)
+    decide = Recorder(service(verifier).decide)
+    with client(decide) as http:
+        answers = [http.post("/validate", json=review(SIGNED)).json()["response"] for _ in range(3)]
+    assert [answer["allowed"] for answer in answers] == [True, True, True]
+    assert [inline for _thread, inline in decide.calls] == [True, True, True]
+    assert (direct.calls, pooled.calls) == (1, 0)
+    assert not direct.threads[0].startswith(("decide", "verify"))
+    assert events == ["miss", "hit", "hit"]
+
+
+class Rejecting(FakeVerifier):
+    def verify_model(self, bundle: str, authority: Authority) -> SignedModel:
+        self.calls += 1
+        raise VerificationFailed("the signature does not verify")
+
+
+def test_a_failing_verification_made_inline_denies_and_is_remembered_as_a_failure() -> None:
+    direct, events = Rejecting(), list[str]()
+    verifier = CachingVerifier(InlineGuardVerifier(Threads(), direct=direct), on_event=events.append)
+    decide = Recorder(service(verifier).decide)
+    with client(decide) as http:
+        answers = [http.post("/validate", json=review(SIGNED)).json()["response"] for _ in range(2)]
+    assert [answer["allowed"] for answer in answers] == [False, False]
+    assert all("the signature does not verify" in answer["status"]["message"] for answer in answers)
+    assert [inline for _thread, inline in decide.calls] == [True, True]
+    assert direct.calls == 1
+    assert events == ["miss", "negative_hit"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "size", "inline"),
+    [
+        ("key", 1_000, True),
+        ("certificateChain", INLINE_VERIFY_MAX_BYTES, True),
+        ("key", INLINE_VERIFY_MAX_BYTES + 1, False),
+        ("keyless", 1_000, False),  # its trust root may be read or fetched: never on the event loop
+    ],
+)
+def test_only_small_bundles_of_keys_and_certificate_chains_are_verified_inline(
+    kind: str, size: int, inline: bool
+) -> None:
+    from tests.unit.core.fakes import bundle
+
+    authority = Authority(name="release", kind=kind, public_key="-----BEGIN PUBLIC KEY-----")  # type: ignore[arg-type]
+    claim = bundle("release")
+    padded = claim[:-1] + ', "pad": "' + "x" * (size - len(claim) - 11) + '"}'
+    assert len(padded) == size
+    direct, pooled = Threads(), Threads()
+    verifier = InlineGuardVerifier(pooled, direct=direct)
+    with deciding_inline():
+        if inline:
+            assert verifier.verify_model(padded, authority).signer == "release"
+        else:
+            with pytest.raises(WouldBlock, match="signature verification"):
+                verifier.verify_model(padded, authority)
+    assert (direct.calls, pooled.calls) == (int(inline), 0)
+    assert verifier.verify_model(padded, authority).signer == "release"  # outside an inline decision: the pool
+    assert (direct.calls, pooled.calls) == (int(inline), 1)
+
+
+def test_an_sboms_artifact_counts_towards_the_inline_bound() -> None:
+    from tests.unit.core.fakes import bundle
+
+    authority = Authority(name="release", kind="key", public_key="-----BEGIN PUBLIC KEY-----")
+    verifier = InlineGuardVerifier(FakeVerifier(), direct=FakeVerifier())
+    small, large = b"x" * 100, b"x" * INLINE_VERIFY_MAX_BYTES
+    with deciding_inline():
+        signed = json.dumps({"authority": "release", "sha": len(small)})
+        assert verifier.verify_blob(small, signed, authority) == "release"
+        with pytest.raises(WouldBlock, match="SBOM signature verification"):
+            verifier.verify_blob(large, json.dumps({"authority": "release", "sha": len(large)}), authority)
+        with pytest.raises(WouldBlock, match="attestation verification"):
+            verifier.verify_attestation(bundle("release") + " " * INLINE_VERIFY_MAX_BYTES, authority)
 
 
 def test_a_decision_that_would_wait_is_decided_in_the_pool_under_the_deadline() -> None:
