@@ -95,6 +95,8 @@ def bundle_document(bundle: str, *, authority: str, kind: Kind) -> Mapping[str, 
         document = json.loads(bundle)
     except ValueError as exc:
         raise VerificationFailed(f"signature bundle is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # bad input, not a bug in devmlops: a failure like any malformed bundle
+        raise VerificationFailed("signature bundle is not valid JSON: nested too deeply") from exc
     material = document.get("verificationMaterial") if isinstance(document, dict) else None
     if not isinstance(material, dict):
         raise VerificationFailed("signature bundle has no verificationMaterial: expected a Sigstore bundle")
@@ -163,6 +165,8 @@ def signed_model_from_payload(payload: bytes, signer: str) -> SignedModel:
         statement = json.loads(payload)
     except ValueError as exc:  # UnicodeDecodeError too
         raise VerificationFailed(f"the DSSE payload is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise VerificationFailed("the DSSE payload is not JSON: nested too deeply") from exc
     if not isinstance(statement, dict) or statement.get("_type") != IN_TOTO_STATEMENT:
         found = statement.get("_type") if isinstance(statement, dict) else _kind_of(statement)
         raise VerificationFailed(f"payload type: got {found!r}, expected an in-toto statement ({IN_TOTO_STATEMENT})")

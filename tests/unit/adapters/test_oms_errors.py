@@ -322,3 +322,17 @@ def test_a_v01_statement_of_model_signing_0_2_is_read_with_a_boolean_symlink_set
 def test_a_malformed_statement_is_a_failure_naming_the_field(overrides: dict[str, Any], complaint: str) -> None:
     with pytest.raises(VerificationFailed, match=complaint):
         signed_model_from_payload(statement(**overrides), signer="s")
+
+
+def test_a_bundle_or_payload_nested_too_deeply_is_a_malformed_bundle_not_an_internal_error(
+    signed: tuple[str, Authority],
+) -> None:
+    """A namespace editor's crafted bundle: a failure (cached, no traceback in the log), like any malformed one."""
+    bundle, authority = signed
+    deep = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(VerificationFailed, match="signature bundle is not valid JSON: nested too deeply"):
+        OmsVerifier().verify_model(bundle[:-1] + ', "extra": ' + deep + "}", authority)
+    document = json.loads(bundle)
+    document["dsseEnvelope"]["payload"] = base64.b64encode(deep.encode()).decode()
+    with pytest.raises(VerificationFailed, match="the DSSE payload is not JSON: nested too deeply"):
+        OmsVerifier().verify_model(json.dumps(document), authority)
