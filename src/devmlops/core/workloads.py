@@ -103,6 +103,11 @@ def _pod_template(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return (spec.get("template") or {}) if isinstance(spec, Mapping) else {}
 
 
+def _template_path(obj: Mapping[str, Any]) -> str:
+    """The field path of ``_pod_template(obj)``, for messages."""
+    return "spec.jobTemplate.spec.template." if "jobTemplate" in (obj.get("spec") or {}) else "spec.template."
+
+
 def _template_spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return _pod_template(obj).get("spec") or {}
 
@@ -387,16 +392,16 @@ def _pod_labels(request: AdmissionRequest) -> Any:
 
 
 def _exempt_or_deny(request: AdmissionRequest, evidence: Evidence, name: str) -> Decision:
-    spec = (request.object or {}).get("spec") or {}
-    pod_spec = spec if request.resource == "pods" else _template_spec(request.object or {})
-    if not pod_images(pod_spec):
+    obj = request.object or {}
+    template, where = (obj, "") if request.resource == "pods" else (_pod_template(obj), _template_path(obj))
+    if not pod_images(template.get("spec") or {}):
         return _deny(f"{name}: no pod template or containers found; expected a Pod spec to review")
     worn = reserved_labels(_pod_labels(request))
     if request.resource != "pods":
         # A workload's own labels decide which controller adopts it: the Deployment controller adopts an orphan
         # ReplicaSet that wears its selector, and a refused adoption failed every sync of the model's Deployment (its
         # scale to zero never reached its ReplicaSet).
-        worn = sorted({*worn, *reserved_labels(((request.object or {}).get("metadata") or {}).get("labels"))})
+        worn = sorted({*worn, *reserved_labels((obj.get("metadata") or {}).get("labels"))})
     if worn:
         return _deny(
             f"{name}: labels {worn} (on it or its pod template) are a model server's: they route its traffic, and "
@@ -407,13 +412,13 @@ def _exempt_or_deny(request: AdmissionRequest, evidence: Evidence, name: str) ->
         )
     why: list[str] = []
     for exemption in evidence.exemptions:
-        problems = exemption.problems(request.namespace, pod_spec)
+        problems = exemption.problems(request.namespace, template, where)
         if not problems:
             return _decision(
                 "pass", f"{name}: exempt by ClusterWorkloadExemption {exemption.name} ({exemption.reason})"
             )
         why.append("; ".join(problems))
-    ref = controller_of(request.object or {})
+    ref = controller_of(obj)
     found = f"controlled by {ref.get('kind')} {ref.get('name')}" if ref else "controlled by nothing"
     if evidence.chain is not None and evidence.chain.broken:
         found += f" ({evidence.chain.broken})"
@@ -463,9 +468,8 @@ def _review_scale(request: AdmissionRequest, evidence: Evidence, name: str) -> D
     if chain.model is None and not chain.hops:
         if not _enforced(request, evidence):
             return _decision("pass", f"{name}: namespace {request.namespace} is not under enforcement")
-        pod_spec = _template_spec(target)
         for exemption in evidence.exemptions:
-            if not exemption.problems(request.namespace, pod_spec):
+            if not exemption.problems(request.namespace, _pod_template(target), _template_path(target)):
                 return _decision("pass", f"{name}: exempt by ClusterWorkloadExemption {exemption.name}")
         return _deny(f"{name}: scaling up a workload that neither derives from a ModelDeployment nor is exempt")
     if chain.model is None:

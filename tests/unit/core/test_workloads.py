@@ -453,10 +453,29 @@ def test_no_exemption_covers_a_privileged_pod_or_one_that_reaches_the_host() -> 
             request(obj, resource="pods", user="mallory"), evidence(labels=ENFORCED, exemptions=(EXEMPTION,)), now=NOW
         )
 
-    assert "spec.hostPID: true" in decide(hostPID=True).message
-    assert "is a hostPath" in decide(volumes=[{"name": "root", "hostPath": {"path": "/"}}]).message
+    assert "spec.hostPID: got True" in decide(hostPID=True).message
+    assert "spec.volumes[0].hostPath" in decide(volumes=[{"name": "root", "hostPath": {"path": "/"}}]).message
     privileged = [{"name": "c0", "image": PINNED, "securityContext": {"privileged": True}}]
-    assert "is privileged" in decide(containers=privileged).message
+    assert "spec.containers[0].securityContext.privileged" in decide(containers=privileged).message
+    host_port = [{"name": "c0", "image": PINNED, "ports": [{"containerPort": 80, "hostPort": 80}]}]
+    assert "spec.containers[0].ports[0].hostPort" in decide(containers=host_port).message
+    assert "seccompProfile.type" in decide(securityContext={"seccompProfile": {"type": "Unconfined"}}).message
+
+
+def test_no_exemption_covers_a_workload_or_a_scale_up_whose_pod_template_the_baseline_level_forbids() -> None:
+    template = pod(PINNED)
+    template["metadata"]["annotations"] = {"container.apparmor.security.beta.kubernetes.io/c0": "unconfined"}
+    job = {"kind": "CronJob", "metadata": {"name": "j"}, "spec": {"jobTemplate": {"spec": {"template": template}}}}
+    decision = review_serving(
+        request(job, resource="cronjobs", user="mallory"), evidence(labels=ENFORCED, exemptions=(EXEMPTION,)), now=NOW
+    )
+    assert "spec.jobTemplate.spec.template.metadata.annotations[container.apparmor" in decision.message
+    web = {"kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 0, "template": template}}
+    new, old = scale(0, 2)
+    up = request(new, resource="deployments", user="mallory", operation="UPDATE", old=old, sub="scale")
+    assert not review_serving(up, evidence(labels=ENFORCED, exemptions=(EXEMPTION,), scaled=web), now=NOW).allowed
+    template["metadata"]["annotations"] = {}
+    assert review_serving(up, evidence(labels=ENFORCED, exemptions=(EXEMPTION,), scaled=web), now=NOW).allowed
 
 
 def test_a_workload_in_an_enforced_namespace_is_judged_on_its_pod_template() -> None:
