@@ -24,6 +24,7 @@ from devmlops.core.gates.imagesig import unsigned_images
 from devmlops.core.globs import matching_glob
 from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.model import Decision, GateResult, Outcome
+from devmlops.core.namespacereads import namespace_reads
 from devmlops.core.plan import VerificationPlan
 from devmlops.core.render import (
     ANNOTATION_AUTOSCALER_CLASS,
@@ -486,11 +487,10 @@ def _served_or_deny(chain: Chain, name: str, what: str) -> Decision:
 
 
 def runtime_images(runtime: Mapping[str, Any]) -> list[str]:
-    """Every image a (Cluster)ServingRuntime runs: its containers, init containers and worker containers."""
+    """Every image a (Cluster)ServingRuntime runs or mounts: its containers, init containers, worker containers and
+    image volumes."""
     spec = runtime.get("spec") or {}
-    containers = [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
-    containers += (spec.get("workerSpec") or {}).get("containers") or []
-    return [str(c.get("image", "")) if isinstance(c, Mapping) else "" for c in containers]
+    return [*pod_images(spec), *pod_images(spec.get("workerSpec") or {})]
 
 
 def _review_runtime(request: AdmissionRequest, evidence: Evidence, name: str) -> Decision:
@@ -506,6 +506,8 @@ def _review_runtime(request: AdmissionRequest, evidence: Evidence, name: str) ->
         )
     images = runtime_images(request.object or {})
     problems = [f"image {image!r} is not pinned by digest" for image in images if "@sha256:" not in image]
+    spec = (request.object or {}).get("spec") or {}
+    problems += namespace_reads(spec, "spec") + namespace_reads(spec.get("workerSpec") or {}, "spec.workerSpec")
     if not evidence.image_allow_lists:
         problems.append("no ClusterModelPolicy selecting this namespace allow-lists images (spec.allow.images)")
     for policy, globs in evidence.image_allow_lists:
@@ -519,10 +521,11 @@ def _review_runtime(request: AdmissionRequest, evidence: Evidence, name: str) ->
         return _deny(
             f"{name}: {'; '.join(problems)}",
             "pin every serving runtime image by digest, allow-list it in the ClusterModelPolicy (spec.allow.images) "
-            "and sign it where the policy names imageSignatures",
+            "and sign it where the policy names imageSignatures; take no environment or files from ConfigMaps, "
+            "Secrets or claims (they resolve in each model's namespace, which its editors write)",
         )
     signed = " and signed" if evidence.signed_images.demands else ""
-    return _decision("pass", f"{name}: every image pinned by digest and allow-listed{signed}")
+    return _decision("pass", f"{name}: every image pinned by digest and allow-listed{signed}; reads nothing by name")
 
 
 # -- the chain -------------------------------------------------------------------------------------------------
@@ -699,6 +702,7 @@ def _member_problems(
             # The guard runs the devmlops image of this installation, checked above to be exactly the rendered one.
             images.remove(evidence.verifier_image)
         problems = [*guard, *_image_problems(images, chain), *unsigned_images(images, chain.signed_images)]
+        problems += namespace_reads(spec, "spec.template.spec")  # the runtime's, merged in by KServe
         return [f"{label} {p}" for p in problems]
     if kind == "Pod" and owner_kind == "ReplicaSet":
         template = (owner.get("spec") or {}).get("template") or {}

@@ -286,6 +286,15 @@ def test_kserves_deployment_runs_only_pinned_allow_listed_images_and_only_kserve
         request(kserve_deployment(), resource="deployments", user="mallory"), evidence(chain=chain), now=NOW
     )
     assert "only the KServe controller" in by_mallory.message
+    reads = kserve_deployment()
+    server = reads["spec"]["template"]["spec"]["containers"][0]
+    server["env"] = [
+        {"name": "MLSERVER_MODEL_IMPLEMENTATION", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}
+    ]
+    from_namespace = review_serving(
+        request(reads, resource="deployments", user=IDS.kserve), evidence(chain=chain), now=NOW
+    )
+    assert "spec.template.spec.containers[0].env[0].valueFrom.configMapKeyRef" in from_namespace.message
 
 
 # The storage initializer KServe makes from config/kserve's ClusterStorageContainer: its command and env, then
@@ -587,6 +596,14 @@ def test_kserve_kinds_devmlops_never_renders_are_denied_and_runtimes_must_be_pin
 
     assert decide(image_allow_lists=allow).allowed
     assert "allow-lists images" in decide().message
+    runtime["spec"]["volumes"] = [{"name": "plugins", "image": {"reference": "evil/plugins@sha256:" + "9" * 64}}]
+    assert "'evil/plugins@sha256:" in decide(image_allow_lists=allow).message  # an image volume is an image
+    runtime["spec"]["volumes"] = [{"name": "settings", "configMap": {"name": "mlserver-settings"}}]
+    assert "spec.volumes[0]: a configMap volume" in decide(image_allow_lists=allow).message
+    runtime["spec"]["volumes"] = []
+    runtime["spec"]["workerSpec"] = {"containers": [{"name": "w", "image": PINNED, "envFrom": [{"secretRef": {}}]}]}
+    assert "spec.workerSpec.containers[0].envFrom[0]" in decide(image_allow_lists=allow).message
+    runtime["spec"]["workerSpec"] = {}
     runtime["spec"]["containers"][0]["image"] = "evil/server:latest"
     assert "not pinned" in decide(image_allow_lists=allow).message
 
