@@ -10,7 +10,9 @@ did). Stricter than baseline in one point: no capability may be added at all.
 
 Every check is an allow-list of the values baseline permits, so a value this module does not know is refused; each
 finding names its field path (``where`` is the path of the pod template: "" for a Pod, "spec.template." for a
-Deployment).
+Deployment). A break-glass debug container is held to the same (core/workloads.py): a break-glass opens a Pod of
+its namespaces, not the node under it (a privileged debug container reaches every Pod there, other namespaces'
+model servers among them).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["baseline_problems"]
+__all__ = ["baseline_problems", "container_baseline_problems"]
 
 # Baseline's safe sysctls (the kubelet's default allow-list).
 _SAFE_SYSCTLS = frozenset(
@@ -76,7 +78,8 @@ def _context_problems(context: Mapping[str, Any], path: str) -> list[str]:
     return problems
 
 
-def _container_problems(container: Any, path: str) -> list[str]:
+def container_baseline_problems(container: Any, path: str) -> list[str]:
+    """What in one container (at field path ``path``) the baseline level forbids."""
     if not isinstance(container, Mapping):
         return [_got(path, container, "a container object")]
     context = _mapping(container.get("securityContext"))
@@ -119,7 +122,7 @@ def baseline_problems(template: Mapping[str, Any], where: str = "") -> list[str]
             problems.append(_got(f"{path}.securityContext.sysctls[{index}].name", name, "one of baseline's safe ones"))
     for part in _CONTAINER_PARTS:
         for index, container in enumerate(_items(spec.get(part))):
-            problems += _container_problems(container, f"{path}.{part}[{index}]")
+            problems += container_baseline_problems(container, f"{path}.{part}[{index}]")
     annotations = _mapping(_mapping(template.get("metadata")).get("annotations"))
     for key, value in annotations.items():
         if str(key).startswith(_APPARMOR_ANNOTATION) and not (

@@ -26,6 +26,7 @@ from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.model import Decision, GateResult, Outcome
 from devmlops.core.namespacereads import namespace_reads
 from devmlops.core.plan import VerificationPlan
+from devmlops.core.podbaseline import container_baseline_problems
 from devmlops.core.render import (
     ANNOTATION_AUTOSCALER_CLASS,
     ANNOTATION_DEPLOYMENT_MODE,
@@ -436,6 +437,15 @@ def _break_glass(request: AdmissionRequest, evidence: Evidence, name: str, now: 
         return _decision("pass", f"{name}: namespace {request.namespace} is not under enforcement", gate="breakglass")
     for glass in evidence.break_glass:
         if glass.covers(request.namespace, request.username, request.groups, now):
+            reaching = _added_debug_container_problems(request)
+            if reaching:
+                return _decision(
+                    "fail",
+                    f"{name}: break-glass {glass.name} opens the Pod, not the node under it: {'; '.join(reaching)}",
+                    "debug with a container that keeps to Pod Security baseline (kubectl debug --profile=baseline "
+                    "or general, not sysadmin or netadmin)",
+                    gate="breakglass",
+                )
             return _decision(
                 "pass",
                 f"{name}: break-glass {glass.name} used by {request.username} until {glass.expires.isoformat()} "
@@ -449,6 +459,24 @@ def _break_glass(request: AdmissionRequest, evidence: Evidence, name: str, now: 
         "ask a cluster admin for a ClusterBreakGlass naming you, the namespace and an expiry (every use is audited)",
         gate="breakglass",
     )
+
+
+def _added_debug_container_problems(request: AdmissionRequest) -> list[str]:
+    """What the ephemeral containers this request adds (they can be neither changed nor removed once there) would
+    reach past the Pod: Pod Security baseline, by field path."""
+    if request.sub_resource != "ephemeralcontainers":
+        return []
+
+    def containers(obj: Mapping[str, Any] | None) -> list[Any]:
+        found = ((obj or {}).get("spec") or {}).get("ephemeralContainers") or []
+        return list(found) if isinstance(found, list) else [found]
+
+    before = [c.get("name") for c in containers(request.old_object) if isinstance(c, Mapping)]
+    problems: list[str] = []
+    for index, container in enumerate(containers(request.object)):
+        if not (isinstance(container, Mapping) and container.get("name") in before):
+            problems += container_baseline_problems(container, f"spec.ephemeralContainers[{index}]")
+    return problems
 
 
 def _review_scale(request: AdmissionRequest, evidence: Evidence, name: str) -> Decision:

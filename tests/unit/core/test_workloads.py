@@ -517,6 +517,38 @@ def test_exec_attach_and_ephemeral_containers_need_an_unexpired_break_glass() ->
     assert not decide("mallory", NOW, "ephemeralcontainers").allowed
 
 
+def test_a_break_glass_debug_container_may_not_reach_past_the_pod() -> None:
+    glass = compile_break_glass(
+        {
+            "metadata": {"name": "incident-8"},
+            "spec": {"namespaces": ["ml"], "users": ["oncall"], "expires": "2026-12-01T00:00:00Z", "reason": "INC-8"},
+        }
+    )
+    before = pod(PINNED)
+    before["spec"]["ephemeralContainers"] = [{"name": "old", "image": PINNED}]
+
+    def decide(**context: Any) -> Decision:
+        after = copy.deepcopy(before)
+        debugger = {"name": "debugger", "image": PINNED, **({"securityContext": context} if context else {})}
+        after["spec"]["ephemeralContainers"].append(debugger)
+        req = request(after, resource="pods", user="oncall", operation="UPDATE", old=before, sub="ephemeralcontainers")
+        return review_serving(req, evidence(labels=ENFORCED, break_glass=(glass,)), now=NOW)
+
+    assert decide().allowed
+    assert decide(capabilities={"drop": ["ALL"]}, runAsNonRoot=True).allowed
+    privileged = decide(privileged=True)
+    assert not privileged.allowed
+    assert privileged.results[0].gate == "breakglass"
+    assert "spec.ephemeralContainers[1].securityContext.privileged" in privileged.message
+    assert (
+        "spec.ephemeralContainers[1].securityContext.capabilities.add"
+        in decide(capabilities={"add": ["SYS_PTRACE"]}).message
+    )
+    # one that was there before is not the requester's
+    before["spec"]["ephemeralContainers"][0]["securityContext"] = {"privileged": True}
+    assert decide().allowed
+
+
 def scale(old: int, new: int) -> tuple[dict[str, Any], dict[str, Any]]:
     return (
         {"kind": "Scale", "metadata": {"name": "fraud"}, "spec": {"replicas": new}},
