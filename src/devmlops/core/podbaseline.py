@@ -2,9 +2,10 @@
 
 A ``ClusterWorkloadExemption`` lists images and service accounts; it says nothing about how the Pod runs them. A Pod
 that reaches past its own containers (the node's namespaces, files or ports, the kernel's unconfined seccomp,
-AppArmor or SELinux domains, an unmasked /proc, unsafe sysctls, a Windows host process) could rewrite a model Pod's
-verified bytes after the storage initializer checked them, or take a model's traffic on the node: so an exempt Pod
-must keep to the baseline level (https://kubernetes.io/docs/concepts/security/pod-security-standards/), whatever the
+AppArmor or SELinux domains, an unmasked /proc, unsafe sysctls, a Windows host process, probes the kubelet sends to
+another host) could rewrite a model Pod's verified bytes after the storage initializer checked them, or take a
+model's traffic on the node: so an exempt Pod must keep to the baseline level
+(https://kubernetes.io/docs/concepts/security/pod-security-standards/, as of Kubernetes 1.34), whatever the
 namespace's own Pod Security label says (a namespace editor cannot set it, but nothing guarantees a cluster admin
 did). Stricter than baseline in one point: no capability may be added at all.
 
@@ -78,6 +79,21 @@ def _context_problems(context: Mapping[str, Any], path: str) -> list[str]:
     return problems
 
 
+def _probe_host_problems(container: Mapping[str, Any], path: str) -> list[str]:
+    """Probes and lifecycle hooks the kubelet sends from the node: to the Pod's own address only (baseline since
+    Kubernetes 1.34; a ``host`` has the kubelet send requests, from the node, to anything the node reaches)."""
+    handlers = [(name, container.get(name)) for name in ("livenessProbe", "readinessProbe", "startupProbe")]
+    lifecycle = _mapping(container.get("lifecycle"))
+    handlers += [(f"lifecycle.{name}", lifecycle.get(name)) for name in ("postStart", "preStop")]
+    return [
+        _got(f"{path}.{name}.{action}.host", _mapping(handler)[action].get("host"), "unset (the Pod's own address)")
+        for name, handler in handlers
+        for action in ("httpGet", "tcpSocket")
+        if isinstance(_mapping(handler).get(action), Mapping)
+        and _mapping(handler)[action].get("host") not in (None, "")
+    ]
+
+
 def container_baseline_problems(container: Any, path: str) -> list[str]:
     """What in one container (at field path ``path``) the baseline level forbids."""
     if not isinstance(container, Mapping):
@@ -92,6 +108,7 @@ def container_baseline_problems(container: Any, path: str) -> list[str]:
         problems.append(_got(f"{where}.capabilities.add", added, "none (an exempt Pod adds no capabilities)"))
     if context.get("procMount") not in (None, "Default"):
         problems.append(_got(f"{where}.procMount", context.get("procMount"), "Default or unset"))
+    problems += _probe_host_problems(container, path)
     for index, port in enumerate(_items(container.get("ports"))):
         host_port = _mapping(port).get("hostPort")
         if host_port not in (None, 0):

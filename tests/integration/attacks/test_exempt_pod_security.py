@@ -2,8 +2,8 @@
 they run. Mallory, holding an exempt image and account, asks for everything the Pod Security "baseline" level
 forbids besides privileged, host namespaces, hostPath and added capabilities (test_pods.py): a port on the node,
 unconfined seccomp, AppArmor (field and legacy annotation) and SELinux, an unmasked /proc, an unsafe sysctl, a
-Windows host process. Each is denied, naming the field; the same Pod without it, and one with the values baseline
-permits, is admitted."""
+probe the kubelet would send to another host, a Windows host process. Each is denied, naming the field; the same
+Pod without it, and one with the values baseline permits, is admitted."""
 
 from __future__ import annotations
 
@@ -47,6 +47,11 @@ def with_context(spec: dict[str, Any], part: str, context: dict[str, Any]) -> di
 
 def with_host_port(spec: dict[str, Any]) -> dict[str, Any]:
     spec["containers"][0]["ports"] = [{"containerPort": 8080, "hostPort": 8080}]
+    return spec
+
+
+def with_probe_host(spec: dict[str, Any]) -> dict[str, Any]:
+    spec["containers"][0]["livenessProbe"] = {"httpGet": {"host": "169.254.169.254", "path": "/", "port": 80}}
     return spec
 
 
@@ -107,6 +112,7 @@ CASES: dict[str, tuple[Any, dict[str, str], str]] = {
         {},
         "spec.securityContext.sysctls[0].name",
     ),
+    "probe-to-another-host": (with_probe_host, {}, "spec.containers[0].livenessProbe.httpGet.host"),
     "windows-host-process": (  # the API server accepts a host process only with the node's network (denied too)
         lambda s: with_context({**s, "hostNetwork": True}, "pod", {"windowsOptions": {"hostProcess": True}}),
         {},
@@ -144,6 +150,7 @@ def test_an_exempt_pod_with_the_values_baseline_permits_is_admitted(
         "sysctls": [{"name": "net.ipv4.ip_local_port_range", "value": "1024 65535"}],
     }
     spec["containers"][0]["ports"] = [{"containerPort": 8080, "hostPort": 0}]
+    spec["containers"][0]["livenessProbe"] = {"httpGet": {"path": "/", "port": 8080}}
     spec["containers"][0]["securityContext"] = {"procMount": "Default", "capabilities": {"drop": ["ALL"]}}
     annotations = {APPARMOR: "runtime/default"}
     with installed_exemption(admin, toolbox_exemption(enforced_namespace)):

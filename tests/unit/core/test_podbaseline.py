@@ -112,6 +112,31 @@ def test_host_namespaces_host_paths_and_host_ports_are_named_by_their_field() ->
     ]
 
 
+@pytest.mark.parametrize(
+    ("field", "handler"),
+    [
+        ("livenessProbe", {"httpGet": {"host": "10.0.0.1", "port": 80}}),
+        ("readinessProbe", {"tcpSocket": {"host": "kubernetes.default", "port": 443}}),
+        ("startupProbe", {"httpGet": {"host": "169.254.169.254", "port": 80}}),
+    ],
+)
+def test_probes_and_lifecycle_hooks_go_to_the_pods_own_address_only(field: str, handler: dict[str, Any]) -> None:
+    action = next(iter(handler))
+    obj = pod()
+    obj["spec"]["containers"][0][field] = handler
+    assert [p.split(": ")[0] for p in baseline_problems(obj)] == [f"spec.containers[0].{field}.{action}.host"]
+    obj["spec"]["containers"][0][field] = {action: {**handler[action], "host": ""}}
+    obj["spec"]["initContainers"][0]["lifecycle"] = {"preStop": {"tcpSocket": {"host": "10.0.0.2", "port": 1}}}
+    assert [p.split(": ")[0] for p in baseline_problems(obj)] == [
+        "spec.initContainers[0].lifecycle.preStop.tcpSocket.host"
+    ]
+    obj["spec"]["initContainers"][0]["lifecycle"] = {
+        "postStart": {"exec": {"command": ["true"]}},
+        "preStop": {"sleep": {"seconds": 1}},
+    }
+    assert baseline_problems(obj) == []
+
+
 def test_the_legacy_apparmor_annotation_may_not_say_unconfined() -> None:
     obj = pod()
     key = "container.apparmor.security.beta.kubernetes.io/c0"
