@@ -3,9 +3,10 @@ to running Pods. Both are cluster-scoped kinds, so a namespace editor can neithe
 
 A ``ClusterWorkloadExemption`` admits a Pod (or a workload's pod template) in an enforced namespace when every image
 is one of its digest-pinned images and the service account is one of its service accounts: an exact list, never a
-pattern, so a look-alike image name decides nothing; and never a privileged Pod or one that reaches the host
-(host namespaces, hostPath volumes, added capabilities). A ``ClusterBreakGlass`` lets named users exec into, attach to
-or add ephemeral containers to Pods of its namespaces until it expires; every use is audited.
+pattern, so a look-alike image name decides nothing; and never a Pod that the Pod Security "baseline" level forbids
+(privileged, host namespaces, ports or paths, added capabilities, unconfined seccomp/AppArmor/SELinux, unmasked
+/proc, unsafe sysctls, Windows host processes: core/podbaseline.py). A ``ClusterBreakGlass`` lets named users exec
+into, attach to or add ephemeral containers to Pods of its namespaces until it expires; every use is audited.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from devmlops.core.podbaseline import baseline_problems
 from devmlops.errors import InvalidInputError
 
 __all__ = [
@@ -23,7 +25,6 @@ __all__ = [
     "Exemption",
     "compile_break_glass",
     "compile_exemption",
-    "host_access",
     "pod_images",
     "pod_service_account",
 ]
@@ -39,8 +40,10 @@ class Exemption:
     service_accounts: frozenset[str]
     reason: str
 
-    def problems(self, namespace: str, pod_spec: Mapping[str, Any]) -> list[str]:
-        """Why this exemption does not cover a Pod spec in ``namespace`` (empty when it does)."""
+    def problems(self, namespace: str, template: Mapping[str, Any], where: str = "") -> list[str]:
+        """Why this exemption does not cover a Pod or pod template (``metadata`` and ``spec``, at field path
+        ``where``) in ``namespace`` (empty when it does)."""
+        pod_spec = template.get("spec") or {}
         if namespace not in self.namespaces:
             return [f"{self.name} does not cover namespace {namespace}"]
         problems = [
@@ -51,7 +54,7 @@ class Exemption:
         account = pod_service_account(pod_spec)
         if account not in self.service_accounts:
             problems.append(f"service account {account!r} is not one of {sorted(self.service_accounts)}")
-        return problems + host_access(pod_spec)
+        return problems + baseline_problems(template, where)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,26 +86,6 @@ def pod_images(pod_spec: Mapping[str, Any]) -> list[str]:
         if source is not None:
             images.append(str(source.get("reference", "")) if isinstance(source, Mapping) else "")
     return images
-
-
-def host_access(pod_spec: Mapping[str, Any]) -> list[str]:
-    """What would let a Pod reach past its own containers (the node, other Pods' volumes, a verified model's
-    bytes after they were checked): no exemption ever covers it."""
-    found = [f"spec.{key}: true" for key in ("hostNetwork", "hostPID", "hostIPC") if pod_spec.get(key) is True]
-    found += [
-        f"volume {v.get('name')!r} is a hostPath"
-        for v in pod_spec.get("volumes") or []
-        if isinstance(v, Mapping) and "hostPath" in v
-    ]
-    for part in ("initContainers", "containers", "ephemeralContainers"):
-        for container in pod_spec.get(part) or []:
-            context = (container.get("securityContext") or {}) if isinstance(container, Mapping) else {}
-            name = container.get("name") if isinstance(container, Mapping) else "?"
-            if context.get("privileged") is True:
-                found.append(f"container {name!r} is privileged")
-            if (context.get("capabilities") or {}).get("add"):
-                found.append(f"container {name!r} adds capabilities {context['capabilities']['add']}")
-    return found
 
 
 def pod_service_account(pod_spec: Mapping[str, Any]) -> str:

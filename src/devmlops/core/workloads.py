@@ -24,7 +24,9 @@ from devmlops.core.gates.imagesig import unsigned_images
 from devmlops.core.globs import matching_glob
 from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.model import Decision, GateResult, Outcome
+from devmlops.core.namespacereads import namespace_reads
 from devmlops.core.plan import VerificationPlan
+from devmlops.core.podbaseline import container_baseline_problems
 from devmlops.core.render import (
     ANNOTATION_AUTOSCALER_CLASS,
     ANNOTATION_DEPLOYMENT_MODE,
@@ -101,6 +103,11 @@ def _pod_template(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     if "jobTemplate" in spec:  # CronJob
         spec = ((spec.get("jobTemplate") or {}).get("spec")) or {}
     return (spec.get("template") or {}) if isinstance(spec, Mapping) else {}
+
+
+def _template_path(obj: Mapping[str, Any]) -> str:
+    """The field path of ``_pod_template(obj)``, for messages."""
+    return "spec.jobTemplate.spec.template." if "jobTemplate" in (obj.get("spec") or {}) else "spec.template."
 
 
 def _template_spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -387,16 +394,16 @@ def _pod_labels(request: AdmissionRequest) -> Any:
 
 
 def _exempt_or_deny(request: AdmissionRequest, evidence: Evidence, name: str) -> Decision:
-    spec = (request.object or {}).get("spec") or {}
-    pod_spec = spec if request.resource == "pods" else _template_spec(request.object or {})
-    if not pod_images(pod_spec):
+    obj = request.object or {}
+    template, where = (obj, "") if request.resource == "pods" else (_pod_template(obj), _template_path(obj))
+    if not pod_images(template.get("spec") or {}):
         return _deny(f"{name}: no pod template or containers found; expected a Pod spec to review")
     worn = reserved_labels(_pod_labels(request))
     if request.resource != "pods":
         # A workload's own labels decide which controller adopts it: the Deployment controller adopts an orphan
         # ReplicaSet that wears its selector, and a refused adoption failed every sync of the model's Deployment (its
         # scale to zero never reached its ReplicaSet).
-        worn = sorted({*worn, *reserved_labels(((request.object or {}).get("metadata") or {}).get("labels"))})
+        worn = sorted({*worn, *reserved_labels((obj.get("metadata") or {}).get("labels"))})
     if worn:
         return _deny(
             f"{name}: labels {worn} (on it or its pod template) are a model server's: they route its traffic, and "
@@ -407,13 +414,13 @@ def _exempt_or_deny(request: AdmissionRequest, evidence: Evidence, name: str) ->
         )
     why: list[str] = []
     for exemption in evidence.exemptions:
-        problems = exemption.problems(request.namespace, pod_spec)
+        problems = exemption.problems(request.namespace, template, where)
         if not problems:
             return _decision(
                 "pass", f"{name}: exempt by ClusterWorkloadExemption {exemption.name} ({exemption.reason})"
             )
         why.append("; ".join(problems))
-    ref = controller_of(request.object or {})
+    ref = controller_of(obj)
     found = f"controlled by {ref.get('kind')} {ref.get('name')}" if ref else "controlled by nothing"
     if evidence.chain is not None and evidence.chain.broken:
         found += f" ({evidence.chain.broken})"
@@ -430,6 +437,15 @@ def _break_glass(request: AdmissionRequest, evidence: Evidence, name: str, now: 
         return _decision("pass", f"{name}: namespace {request.namespace} is not under enforcement", gate="breakglass")
     for glass in evidence.break_glass:
         if glass.covers(request.namespace, request.username, request.groups, now):
+            reaching = _added_debug_container_problems(request)
+            if reaching:
+                return _decision(
+                    "fail",
+                    f"{name}: break-glass {glass.name} opens the Pod, not the node under it: {'; '.join(reaching)}",
+                    "debug with a container that keeps to Pod Security baseline (kubectl debug --profile=baseline "
+                    "or general, not sysadmin or netadmin)",
+                    gate="breakglass",
+                )
             return _decision(
                 "pass",
                 f"{name}: break-glass {glass.name} used by {request.username} until {glass.expires.isoformat()} "
@@ -443,6 +459,24 @@ def _break_glass(request: AdmissionRequest, evidence: Evidence, name: str, now: 
         "ask a cluster admin for a ClusterBreakGlass naming you, the namespace and an expiry (every use is audited)",
         gate="breakglass",
     )
+
+
+def _added_debug_container_problems(request: AdmissionRequest) -> list[str]:
+    """What the ephemeral containers this request adds (they can be neither changed nor removed once there) would
+    reach past the Pod: Pod Security baseline, by field path."""
+    if request.sub_resource != "ephemeralcontainers":
+        return []
+
+    def containers(obj: Mapping[str, Any] | None) -> list[Any]:
+        found = ((obj or {}).get("spec") or {}).get("ephemeralContainers") or []
+        return list(found) if isinstance(found, list) else [found]
+
+    before = [c.get("name") for c in containers(request.old_object) if isinstance(c, Mapping)]
+    problems: list[str] = []
+    for index, container in enumerate(containers(request.object)):
+        if not (isinstance(container, Mapping) and container.get("name") in before):
+            problems += container_baseline_problems(container, f"spec.ephemeralContainers[{index}]")
+    return problems
 
 
 def _review_scale(request: AdmissionRequest, evidence: Evidence, name: str) -> Decision:
@@ -463,9 +497,8 @@ def _review_scale(request: AdmissionRequest, evidence: Evidence, name: str) -> D
     if chain.model is None and not chain.hops:
         if not _enforced(request, evidence):
             return _decision("pass", f"{name}: namespace {request.namespace} is not under enforcement")
-        pod_spec = _template_spec(target)
         for exemption in evidence.exemptions:
-            if not exemption.problems(request.namespace, pod_spec):
+            if not exemption.problems(request.namespace, _pod_template(target), _template_path(target)):
                 return _decision("pass", f"{name}: exempt by ClusterWorkloadExemption {exemption.name}")
         return _deny(f"{name}: scaling up a workload that neither derives from a ModelDeployment nor is exempt")
     if chain.model is None:
@@ -482,11 +515,10 @@ def _served_or_deny(chain: Chain, name: str, what: str) -> Decision:
 
 
 def runtime_images(runtime: Mapping[str, Any]) -> list[str]:
-    """Every image a (Cluster)ServingRuntime runs: its containers, init containers and worker containers."""
+    """Every image a (Cluster)ServingRuntime runs or mounts: its containers, init containers, worker containers and
+    image volumes."""
     spec = runtime.get("spec") or {}
-    containers = [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
-    containers += (spec.get("workerSpec") or {}).get("containers") or []
-    return [str(c.get("image", "")) if isinstance(c, Mapping) else "" for c in containers]
+    return [*pod_images(spec), *pod_images(spec.get("workerSpec") or {})]
 
 
 def _review_runtime(request: AdmissionRequest, evidence: Evidence, name: str) -> Decision:
@@ -502,6 +534,8 @@ def _review_runtime(request: AdmissionRequest, evidence: Evidence, name: str) ->
         )
     images = runtime_images(request.object or {})
     problems = [f"image {image!r} is not pinned by digest" for image in images if "@sha256:" not in image]
+    spec = (request.object or {}).get("spec") or {}
+    problems += namespace_reads(spec, "spec") + namespace_reads(spec.get("workerSpec") or {}, "spec.workerSpec")
     if not evidence.image_allow_lists:
         problems.append("no ClusterModelPolicy selecting this namespace allow-lists images (spec.allow.images)")
     for policy, globs in evidence.image_allow_lists:
@@ -515,10 +549,11 @@ def _review_runtime(request: AdmissionRequest, evidence: Evidence, name: str) ->
         return _deny(
             f"{name}: {'; '.join(problems)}",
             "pin every serving runtime image by digest, allow-list it in the ClusterModelPolicy (spec.allow.images) "
-            "and sign it where the policy names imageSignatures",
+            "and sign it where the policy names imageSignatures; take no environment or files from ConfigMaps, "
+            "Secrets or claims (they resolve in each model's namespace, which its editors write)",
         )
     signed = " and signed" if evidence.signed_images.demands else ""
-    return _decision("pass", f"{name}: every image pinned by digest and allow-listed{signed}")
+    return _decision("pass", f"{name}: every image pinned by digest and allow-listed{signed}; reads nothing by name")
 
 
 # -- the chain -------------------------------------------------------------------------------------------------
@@ -695,6 +730,7 @@ def _member_problems(
             # The guard runs the devmlops image of this installation, checked above to be exactly the rendered one.
             images.remove(evidence.verifier_image)
         problems = [*guard, *_image_problems(images, chain), *unsigned_images(images, chain.signed_images)]
+        problems += namespace_reads(spec, "spec.template.spec")  # the runtime's, merged in by KServe
         return [f"{label} {p}" for p in problems]
     if kind == "Pod" and owner_kind == "ReplicaSet":
         template = (owner.get("spec") or {}).get("template") or {}

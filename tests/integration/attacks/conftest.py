@@ -131,18 +131,24 @@ def denied(call: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
     return message
 
 
-def refused_by_devmlops(call: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
-    """Run a call that devmlops may refuse (True) or let through (False); any other error fails the test."""
+def devmlops_denial(call: Callable[..., Any], *args: Any, **kwargs: Any) -> str | None:
+    """Run a call that devmlops may refuse (its denial message) or let through (None); any other error fails the
+    test. For tests that go through many cases and report every one that came out wrong."""
     error: ApiException | None = None
     try:
         call(*args, **kwargs)
     except ApiException as exc:
         error = exc
     if error is None:
-        return False
+        return None
     assert error.status == 403, f"expected a 403 from devmlops or success, got {error.status}: {denial_message(error)}"
     assert "devmlops" in (error.body or ""), f"a 403, but not from devmlops: {denial_message(error)}"
-    return True
+    return denial_message(error)
+
+
+def refused_by_devmlops(call: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
+    """Run a call that devmlops may refuse (True) or let through (False); any other error fails the test."""
+    return devmlops_denial(call, *args, **kwargs) is not None
 
 
 _WEBHOOKS: list[DevmlopsStack] = []  # the session's stack, so a failure can quote the webhook's audit line

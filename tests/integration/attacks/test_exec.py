@@ -1,6 +1,7 @@
 """Property 1 inside a running Pod: in a namespace under enforcement, ``pods/exec``, ``pods/attach`` and adding
 ephemeral containers change what runs, so they are denied unless an unexpired ClusterBreakGlass, which only a
-cluster admin can write, covers the namespace and the user (or one of their groups); every use is audited."""
+cluster admin can write, covers the namespace and the user (or one of their groups); every use is audited. A
+debug container added under a break-glass keeps to Pod Security baseline: it opens the Pod, not the node."""
 
 from __future__ import annotations
 
@@ -210,6 +211,33 @@ def test_a_break_glass_for_a_group_the_user_is_not_in_does_not_apply(
     with cluster_object(admin, "clusterbreakglasses", sre), cluster_object(admin, "clusterbreakglasses", valid):
         wait_until_allowed(lambda: connect(alice, enforced_namespace, exempt_pod), what="alice's break-glass exec")
         denied(connect, mallory, enforced_namespace, exempt_pod, how="attach")
+
+
+@pytest.mark.parametrize(
+    ("context", "field"),
+    [
+        ({"privileged": True}, "spec.ephemeralContainers[0].securityContext.privileged"),
+        ({"capabilities": {"add": ["SYS_ADMIN"]}}, "spec.ephemeralContainers[0].securityContext.capabilities.add"),
+    ],
+    ids=["privileged", "sys-admin"],
+)
+def test_a_break_glass_debug_container_that_would_reach_the_node_is_denied(
+    admin: k8s.ApiClient, mallory: k8s.ApiClient, enforced_namespace: str, exempt_pod: str, context: Any, field: str
+) -> None:
+    """A break-glass for this namespace opens its Pods, not the node under them: from a privileged debug container
+    (``kubectl debug --profile=sysadmin``) mallory would reach every Pod on the node, other namespaces' model
+    servers and their verified bytes among them. A plain debug container is still let in."""
+    body = break_glass(bg_name(enforced_namespace, "debug"), [enforced_namespace], users=[ATTACKER])
+    with cluster_object(admin, "clusterbreakglasses", body):
+        wait_until_allowed(lambda: connect(mallory, enforced_namespace, exempt_pod), what="exec under break-glass")
+        core = k8s.CoreV1Api(mallory)
+        reaching = debug_container(name="root")
+        reaching["spec"]["ephemeralContainers"][0]["securityContext"] = context
+        message = denied(core.patch_namespaced_pod_ephemeralcontainers, exempt_pod, enforced_namespace, reaching)
+        assert field in message
+        admitted(add_ephemeral, mallory, enforced_namespace, exempt_pod)
+        stored = as_dict(core.read_namespaced_pod(exempt_pod, enforced_namespace))
+        assert [c["name"] for c in stored["spec"]["ephemeralContainers"]] == ["debugger"]
 
 
 def test_a_namespace_editor_cannot_write_a_break_glass(mallory: k8s.ApiClient, enforced_namespace: str) -> None:

@@ -1,8 +1,9 @@
-"""Property 6, runtimes: every image of a ServingRuntime or ClusterServingRuntime (containers and workerSpec
-containers; KServe's schema has no initContainers) is pinned by digest and allow-listed by a ClusterModelPolicy
-that selects the namespace; a runtime a namespace editor made is never picked for a devmlops model; the KServe
-kinds devmlops renders none of (TrainedModel, LLMInferenceService, InferenceGraph) are denied under enforcement,
-since a TrainedModel loads bytes into a running server."""
+"""Property 6, runtimes: every image of a ServingRuntime or ClusterServingRuntime (containers, workerSpec
+containers and image volumes; KServe's schema has no initContainers) is pinned by digest and allow-listed by a
+ClusterModelPolicy that selects the namespace, and it reads nothing by name from the model's namespace (no
+ConfigMap, Secret or claim: that is the namespace editor's); a runtime a namespace editor made is never picked for
+a devmlops model; the KServe kinds devmlops renders none of (TrainedModel, LLMInferenceService, InferenceGraph) are
+denied under enforcement, since a TrainedModel loads bytes into a running server."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from tests.integration.attacks.conftest import (
     as_dict,
     cluster_serving_runtime,
     denied,
+    devmlops_denial,
     policy_name,
     refused_by_devmlops,
     serving_runtime,
@@ -290,6 +292,84 @@ def test_an_inference_graph_in_front_of_the_model_is_denied(mallory: k8s.ApiClie
     denied(api.create_namespaced_custom_object, *RUNTIMES, served_kserve.namespace, "inferencegraphs", body)
 
 
+# Each way a runtime's container reads an object of the model's namespace by name (KServe merges the runtime into the
+# predictor Deployment there, where mallory writes ConfigMaps and Secrets), and the field the denial must name.
+NAMESPACE_READS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
+    "env-from-config-map": (
+        {
+            "env": [
+                {"name": "MLSERVER_MODEL_IMPLEMENTATION", "valueFrom": {"configMapKeyRef": {"name": "s", "key": "k"}}}
+            ]
+        },
+        {},
+        "spec.containers[0].env[0].valueFrom.configMapKeyRef",
+    ),
+    "env-from-secret": (
+        {"env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k", "optional": True}}}]},
+        {},
+        "spec.containers[0].env[0].valueFrom.secretKeyRef",
+    ),
+    "env-from-whole-config-map": (
+        {"envFrom": [{"configMapRef": {"name": "settings"}}]},
+        {},
+        "spec.containers[0].envFrom[0]",
+    ),
+    "config-map-volume": (
+        {"volumeMounts": [{"name": "settings", "mountPath": "/opt/settings"}]},
+        {"volumes": [{"name": "settings", "configMap": {"name": "mlserver-settings"}}]},
+        "spec.volumes[0]",
+    ),
+    "claim-volume": (
+        {"volumeMounts": [{"name": "cache", "mountPath": "/cache"}]},
+        {"volumes": [{"name": "cache", "persistentVolumeClaim": {"claimName": "model-cache"}}]},
+        "spec.volumes[0]",
+    ),
+    "projected-secret": (
+        {"volumeMounts": [{"name": "p", "mountPath": "/p"}]},
+        {"volumes": [{"name": "p", "projected": {"sources": [{"secret": {"name": "s"}}]}}]},
+        "spec.volumes[0].projected.sources[0]",
+    ),
+    "worker-env-from": (
+        {},
+        {
+            "workerSpec": {
+                "containers": [{"name": "worker", "image": SKLEARN_SERVER, "envFrom": [{"secretRef": {"name": "s"}}]}]
+            }
+        },
+        "spec.workerSpec.containers[0].envFrom[0]",
+    ),
+}
+
+
+def test_a_cluster_serving_runtime_that_reads_configuration_from_the_models_namespace_is_denied_naming_the_field(
+    admin: k8s.ApiClient, trusted: dict[str, Any], request: pytest.FixtureRequest
+) -> None:
+    """A ClusterServingRuntime's references by name resolve in each model's namespace, where mallory writes ConfigMaps
+    and Secrets: her ConfigMap mounted into the model server (MLServer's settings, a module on its PYTHONPATH) or
+    her variable (MLSERVER_MODEL_IMPLEMENTATION picks the Python class that loads the model; ``$(VAR)`` expands into
+    the server's arguments) would decide what the verified model server runs. Refused even for the cluster admin, as
+    an unpinned image is."""
+    wrong: list[str] = []
+    for case, (server, extra, field) in NAMESPACE_READS.items():
+        body = serving_runtime(unique(request, f"atk-{case}"), SKLEARN_SERVER, kind="ClusterServingRuntime", **server)
+        body["spec"].update(extra)
+        message = devmlops_denial(create_cluster_runtime, admin, body)
+        if message is None:
+            wrong.append(f"{case}: admitted")
+        elif field not in message:
+            wrong.append(f"{case}: denied without naming {field}: {message}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_a_cluster_serving_runtime_that_mounts_an_image_no_policy_allows_is_denied(
+    admin: k8s.ApiClient, trusted: dict[str, Any], request: pytest.FixtureRequest
+) -> None:
+    """An image volume is bytes in the model server like its own image: pinned and allow-listed, or refused."""
+    body = serving_runtime(unique(request, "atk-image-volume"), SKLEARN_SERVER, kind="ClusterServingRuntime")
+    body["spec"]["volumes"] = [{"name": "plugins", "image": {"reference": ROGUE}}]
+    assert ROGUE in denied(create_cluster_runtime, admin, body)
+
+
 # -- positive controls -------------------------------------------------------------------------------------------
 
 
@@ -299,6 +379,26 @@ def test_a_cluster_serving_runtime_whose_images_are_pinned_and_allow_listed_is_a
     body = serving_runtime(unique(request, "atk-allowed"), SKLEARN_SERVER, kind="ClusterServingRuntime")
     created = admitted(create_cluster_runtime, admin, body)
     assert created["spec"]["containers"][0]["image"] == SKLEARN_SERVER
+    # what comes from the Pod itself, not from the namespace, is the runtime's to use
+    literal = [{"name": "MLSERVER_PARALLEL_WORKERS", "value": "0"}, {"name": "POD", "valueFrom": own_name()}]
+    mounts = [{"name": "scratch", "mountPath": "/scratch"}, {"name": "token", "mountPath": "/token"}]
+    body = serving_runtime(
+        unique(request, "atk-own-volumes"),
+        SKLEARN_SERVER,
+        kind="ClusterServingRuntime",
+        env=literal,
+        volumeMounts=mounts,
+    )
+    token = {"serviceAccountToken": {"path": "t", "audience": "registry"}}
+    body["spec"]["volumes"] = [
+        {"name": "scratch", "emptyDir": {}},
+        {"name": "token", "projected": {"sources": [token]}},
+    ]
+    admitted(create_cluster_runtime, admin, body)
+
+
+def own_name() -> dict[str, Any]:
+    return {"fieldRef": {"fieldPath": "metadata.name"}}
 
 
 def test_the_predictor_pods_kserve_makes_for_an_admitted_model_are_admitted(kserve_pods: KServePods) -> None:

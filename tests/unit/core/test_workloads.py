@@ -286,6 +286,15 @@ def test_kserves_deployment_runs_only_pinned_allow_listed_images_and_only_kserve
         request(kserve_deployment(), resource="deployments", user="mallory"), evidence(chain=chain), now=NOW
     )
     assert "only the KServe controller" in by_mallory.message
+    reads = kserve_deployment()
+    server = reads["spec"]["template"]["spec"]["containers"][0]
+    server["env"] = [
+        {"name": "MLSERVER_MODEL_IMPLEMENTATION", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}
+    ]
+    from_namespace = review_serving(
+        request(reads, resource="deployments", user=IDS.kserve), evidence(chain=chain), now=NOW
+    )
+    assert "spec.template.spec.containers[0].env[0].valueFrom.configMapKeyRef" in from_namespace.message
 
 
 # The storage initializer KServe makes from config/kserve's ClusterStorageContainer: its command and env, then
@@ -453,10 +462,29 @@ def test_no_exemption_covers_a_privileged_pod_or_one_that_reaches_the_host() -> 
             request(obj, resource="pods", user="mallory"), evidence(labels=ENFORCED, exemptions=(EXEMPTION,)), now=NOW
         )
 
-    assert "spec.hostPID: true" in decide(hostPID=True).message
-    assert "is a hostPath" in decide(volumes=[{"name": "root", "hostPath": {"path": "/"}}]).message
+    assert "spec.hostPID: got True" in decide(hostPID=True).message
+    assert "spec.volumes[0].hostPath" in decide(volumes=[{"name": "root", "hostPath": {"path": "/"}}]).message
     privileged = [{"name": "c0", "image": PINNED, "securityContext": {"privileged": True}}]
-    assert "is privileged" in decide(containers=privileged).message
+    assert "spec.containers[0].securityContext.privileged" in decide(containers=privileged).message
+    host_port = [{"name": "c0", "image": PINNED, "ports": [{"containerPort": 80, "hostPort": 80}]}]
+    assert "spec.containers[0].ports[0].hostPort" in decide(containers=host_port).message
+    assert "seccompProfile.type" in decide(securityContext={"seccompProfile": {"type": "Unconfined"}}).message
+
+
+def test_no_exemption_covers_a_workload_or_a_scale_up_whose_pod_template_the_baseline_level_forbids() -> None:
+    template = pod(PINNED)
+    template["metadata"]["annotations"] = {"container.apparmor.security.beta.kubernetes.io/c0": "unconfined"}
+    job = {"kind": "CronJob", "metadata": {"name": "j"}, "spec": {"jobTemplate": {"spec": {"template": template}}}}
+    decision = review_serving(
+        request(job, resource="cronjobs", user="mallory"), evidence(labels=ENFORCED, exemptions=(EXEMPTION,)), now=NOW
+    )
+    assert "spec.jobTemplate.spec.template.metadata.annotations[container.apparmor" in decision.message
+    web = {"kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 0, "template": template}}
+    new, old = scale(0, 2)
+    up = request(new, resource="deployments", user="mallory", operation="UPDATE", old=old, sub="scale")
+    assert not review_serving(up, evidence(labels=ENFORCED, exemptions=(EXEMPTION,), scaled=web), now=NOW).allowed
+    template["metadata"]["annotations"] = {}
+    assert review_serving(up, evidence(labels=ENFORCED, exemptions=(EXEMPTION,), scaled=web), now=NOW).allowed
 
 
 def test_a_workload_in_an_enforced_namespace_is_judged_on_its_pod_template() -> None:
@@ -487,6 +515,38 @@ def test_exec_attach_and_ephemeral_containers_need_an_unexpired_break_glass() ->
     assert not decide("mallory", NOW).allowed
     assert not decide("oncall", NOW + dt.timedelta(days=2)).allowed
     assert not decide("mallory", NOW, "ephemeralcontainers").allowed
+
+
+def test_a_break_glass_debug_container_may_not_reach_past_the_pod() -> None:
+    glass = compile_break_glass(
+        {
+            "metadata": {"name": "incident-8"},
+            "spec": {"namespaces": ["ml"], "users": ["oncall"], "expires": "2026-12-01T00:00:00Z", "reason": "INC-8"},
+        }
+    )
+    before = pod(PINNED)
+    before["spec"]["ephemeralContainers"] = [{"name": "old", "image": PINNED}]
+
+    def decide(**context: Any) -> Decision:
+        after = copy.deepcopy(before)
+        debugger = {"name": "debugger", "image": PINNED, **({"securityContext": context} if context else {})}
+        after["spec"]["ephemeralContainers"].append(debugger)
+        req = request(after, resource="pods", user="oncall", operation="UPDATE", old=before, sub="ephemeralcontainers")
+        return review_serving(req, evidence(labels=ENFORCED, break_glass=(glass,)), now=NOW)
+
+    assert decide().allowed
+    assert decide(capabilities={"drop": ["ALL"]}, runAsNonRoot=True).allowed
+    privileged = decide(privileged=True)
+    assert not privileged.allowed
+    assert privileged.results[0].gate == "breakglass"
+    assert "spec.ephemeralContainers[1].securityContext.privileged" in privileged.message
+    assert (
+        "spec.ephemeralContainers[1].securityContext.capabilities.add"
+        in decide(capabilities={"add": ["SYS_PTRACE"]}).message
+    )
+    # one that was there before is not the requester's
+    before["spec"]["ephemeralContainers"][0]["securityContext"] = {"privileged": True}
+    assert decide().allowed
 
 
 def scale(old: int, new: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -568,6 +628,14 @@ def test_kserve_kinds_devmlops_never_renders_are_denied_and_runtimes_must_be_pin
 
     assert decide(image_allow_lists=allow).allowed
     assert "allow-lists images" in decide().message
+    runtime["spec"]["volumes"] = [{"name": "plugins", "image": {"reference": "evil/plugins@sha256:" + "9" * 64}}]
+    assert "'evil/plugins@sha256:" in decide(image_allow_lists=allow).message  # an image volume is an image
+    runtime["spec"]["volumes"] = [{"name": "settings", "configMap": {"name": "mlserver-settings"}}]
+    assert "spec.volumes[0]: a configMap volume" in decide(image_allow_lists=allow).message
+    runtime["spec"]["volumes"] = []
+    runtime["spec"]["workerSpec"] = {"containers": [{"name": "w", "image": PINNED, "envFrom": [{"secretRef": {}}]}]}
+    assert "spec.workerSpec.containers[0].envFrom[0]" in decide(image_allow_lists=allow).message
+    runtime["spec"]["workerSpec"] = {}
     runtime["spec"]["containers"][0]["image"] = "evil/server:latest"
     assert "not pinned" in decide(image_allow_lists=allow).message
 
