@@ -94,6 +94,10 @@ class Observation:
     canary_ready: tuple[bool, str] = (False, "the new version's Deployment is not there yet")
     measured: Measured | None = None
     drift: Mapping[str, float] | None = None  # the serving version's PSI per feature (None: not measured)
+    # That stable version decided again (None: no stable version other than the spec's was decided) and its approval,
+    # which it needs as the spec's version does: it is what serves.
+    stable_decision: Decision | None = None
+    stable_approvals: Approvals = Approvals()
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,27 +267,36 @@ def plan(observed: Observation) -> Plan:
     model, decision = observed.model, observed.decision
     if going_away(model):
         return Plan("skipped")
-    blocking = [r for r in decision.results if r.blocking]
-    if blocking and all(r.outcome == "error" for r in blocking):
-        # Not a verdict on the model: keep the server as it is and try again instead of degrading it.
-        return Plan("error", actions=(Retry(f"could not re-decide, state kept and retried: {decision.message}"),))
+    undecided = _undecided(decision)
+    if undecided is not None:
+        return undecided
     status = _Status(model, observed.now)
     status.set("Admitted", "True", "AdmissionWebhook", "the devmlops admission webhook admitted this ModelDeployment")
     if not decision.allowed:
-        return _degraded(observed, status)
+        return _degraded(observed, status, decision)
     status.set("Degraded", "False", "PoliciesPass", "every selecting policy passes")
     approvals = observed.approvals
     if approvals.awaiting:
-        return _awaiting_approval(observed, status)
+        return _awaiting_approval(observed, status, approvals, str(model["spec"]["model"]["digest"]))
     if approvals.required_by:
         status.set("AwaitingApproval", "False", "Approved", f"approved by {approvals.approver} ({approvals.name})")
     return _admitted(observed, status)
 
 
-def _degraded(observed: Observation, status: _Status) -> Plan:
-    model, decision = observed.model, observed.decision
-    status.set("Degraded", "True", "PolicyViolation", decision.message)
-    if any(r.gate == "signature" and r.blocking for r in decision.results):
+def _undecided(decision: Decision) -> Plan | None:
+    """Not a verdict on the model (every blocking result an error: OPA down, a deadline): keep the server as it is
+    and try again instead of degrading it."""
+    blocking = [r for r in decision.results if r.blocking]
+    if blocking and all(r.outcome == "error" for r in blocking):
+        return Plan("error", actions=(Retry(f"could not re-decide, state kept and retried: {decision.message}"),))
+    return None
+
+
+def _degraded(observed: Observation, status: _Status, decision: Decision, about: str = "") -> Plan:
+    """``about`` names the version that failed when it is not the spec's (a rollout's stable version)."""
+    model = observed.model
+    status.set("Degraded", "True", "PolicyViolation", about + decision.message)
+    if not about and any(r.gate == "signature" and r.blocking for r in decision.results):
         status.set("SignatureVerified", "False", "VerificationFailed", decision.message)
     actions: list[Action] = []
     if observed.scale_to_zero:
@@ -296,14 +309,16 @@ def _degraded(observed: Observation, status: _Status) -> Plan:
     return Plan("violation", result, (*actions, *_phase_event(model, result)))
 
 
-def _awaiting_approval(observed: Observation, status: _Status) -> Plan:
-    model, approvals = observed.model, observed.approvals
-    digest = model["spec"]["model"]["digest"]
+def _awaiting_approval(
+    observed: Observation, status: _Status, approvals: Approvals, digest: str, about: str = ""
+) -> Plan:
+    """``approvals`` of the version ``digest`` that would serve; ``about`` names it when it is not the spec's."""
+    model = observed.model
     status.set(
         "AwaitingApproval",
         "True",
         "NoValidApproval",
-        f"risk tier requires a ModelApproval for {digest} by a second person "
+        f"{about}risk tier requires a ModelApproval for {digest} by a second person "
         f"({', '.join(approvals.required_by)}); not served until then",
     )
     child = _status_child(model)
@@ -337,6 +352,9 @@ def _admitted(observed: Observation, status: _Status) -> Plan:
     rollout = step.status if step is not None and step.status is not None else stored_rollout
     serves = what_serves(parsed, {"rollout": rollout}, parsed.metadata.generation)
     stable = observed.stable_serving
+    held = _stable_held(observed, status, serves.stable.spec.model.digest) if serves.stable is not None else None
+    if held is not None:
+        return held
     if serves.stable is not None and stable is None:
         why = "the stable version's signature did not verify again; children kept as they are, retried"
         return Plan("error", actions=(Retry(why),))
@@ -402,6 +420,28 @@ def _admitted(observed: Observation, status: _Status) -> Plan:
     )
     events = [PostEvent(kind, reason, message) for kind, reason, message in (step.events if step else ())]
     return Plan("allowed", result, (*actions, *events, *_phase_event(model, result)), status_first=moved)
+
+
+def _stable_held(observed: Observation, status: _Status, digest: str) -> Plan | None:
+    """A rollout's stable version serves (beside the new one, or alone after a rollback): it is held to its own
+    decision and approval as the spec's version is. Before, a stable version that no longer passed (a revoked key)
+    was only retried with its children kept, and its approval was never looked at, so it served on for as long as
+    the rollout's state lasted (a rollback lasts until the spec changes)."""
+    decision = observed.stable_decision
+    if decision is None:
+        return None
+    about = (
+        f"the stable version {digest}, which serves while the spec's version is tried or after its rollback (remove "
+        "spec.rollout to serve the spec's version alone): "
+    )
+    undecided = _undecided(decision)
+    if undecided is not None:
+        return undecided
+    if not decision.allowed:
+        return _degraded(observed, status, decision, about)
+    if observed.stable_approvals.awaiting:
+        return _awaiting_approval(observed, status, observed.stable_approvals, digest, about)
+    return None
 
 
 _ROLLOUT_CONDITION: dict[str, ConditionStatus] = {"Stable": "True", "Promoted": "True", "RolledBack": "False"}
