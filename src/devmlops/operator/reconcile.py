@@ -16,7 +16,7 @@ from typing import Any, Literal
 from devmlops.core.compare import differences, metadata_differences
 from devmlops.core.manifests import ModelDeployment, parse_model_deployment
 from devmlops.core.model import Decision
-from devmlops.core.render import ANNOTATION_POLICY_REVISION, CanaryRendering, render_children
+from devmlops.core.render import ANNOTATION_POLICY_REVISION, CANARY_SUFFIX, CanaryRendering, render_children
 from devmlops.core.rollout import render_serving, what_serves
 from devmlops.errors import InvalidInputError
 from devmlops.operator.conditions import ConditionStatus, set_condition
@@ -292,6 +292,21 @@ def _undecided(decision: Decision) -> Plan | None:
     return None
 
 
+def _servers(observed: Observation, *, stable_only: bool) -> list[ChildRef]:
+    """The model servers to scale to zero: the child the status names and, unless only the stable version is to
+    stop (``stable_only``), the spec's version where a rollout tries it beside the stable one (``<md>-canary``), which
+    its own Service lets anyone in the cluster call. Before, a revoked (or no longer approved) new version was left
+    running there while the stable version, which still passed, was scaled to zero."""
+    model = observed.model
+    child = _status_child(model)
+    servers = [child] if child is not None else []
+    name = f"{(model.get('metadata') or {}).get('name')}{CANARY_SUFFIX}"
+    canary = observed.children.get(("Deployment", name))
+    if not stable_only and canary is not None and _controlled_by(canary, model):
+        servers.append(ChildRef(str(canary.get("apiVersion") or "apps/v1"), "Deployment", name))
+    return servers
+
+
 def _degraded(observed: Observation, status: _Status, decision: Decision, about: str = "") -> Plan:
     """``about`` names the version that failed when it is not the spec's (a rollout's stable version)."""
     model = observed.model
@@ -300,11 +315,11 @@ def _degraded(observed: Observation, status: _Status, decision: Decision, about:
         status.set("SignatureVerified", "False", "VerificationFailed", decision.message)
     actions: list[Action] = []
     if observed.scale_to_zero:
-        child = _status_child(model)
         said = "policy onViolation: scaleToZero ({})"
-        scale = ScaleToZero(child, said) if child is not None else None
-        actions += [scale] if scale else []
-        status.set("ServingReady", "False", "ScaledToZero", scale.outcome() if scale else said.format("no child yet"))
+        scales = [ScaleToZero(server, said) for server in _servers(observed, stable_only=bool(about))]
+        actions += scales
+        outcome = scales[0].outcome() if scales else said.format("no child yet")
+        status.set("ServingReady", "False", "ScaledToZero", outcome)
     result = status.result("Degraded")
     return Plan("violation", result, (*actions, *_phase_event(model, result)))
 
@@ -321,13 +336,12 @@ def _awaiting_approval(
         f"{about}risk tier requires a ModelApproval for {digest} by a second person "
         f"({', '.join(approvals.required_by)}); not served until then",
     )
-    child = _status_child(model)
-    actions: list[Action] = []
-    serving = "no child until approved"
-    if child is not None:  # the approval expired, or a new digest awaits one
-        scale = ScaleToZero(child, "approval no longer valid: {}")
-        actions.append(scale)
-        serving = scale.outcome()
+    # The approval expired, or a new digest awaits one.
+    scales = [
+        ScaleToZero(server, "approval no longer valid: {}") for server in _servers(observed, stable_only=bool(about))
+    ]
+    actions: list[Action] = [*scales]
+    serving = scales[0].outcome() if scales else "no child until approved"
     status.set("ServingReady", "False", "AwaitingApproval", serving)
     result = status.result("AwaitingApproval")
     return Plan("allowed", result, (*actions, *_phase_event(model, result)))

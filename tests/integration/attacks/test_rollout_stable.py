@@ -108,6 +108,39 @@ def test_a_revoked_stable_version_does_not_serve_on_through_the_rollout(
     assert _deployment(admin, namespace, "fraud-canary") is not None  # version two passes: not the operator's to stop
 
 
+def test_a_revoked_new_version_does_not_serve_on_beside_the_stable_one(
+    admin: k8s.ApiClient,
+    stack: DevmlopsStack,
+    mallory: k8s.ApiClient,
+    enforced_namespace: str,
+    attack_model: SignedModel,
+    trusted: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """The other way round: version two (key two) is being tried as "fraud-canary" when the cluster admin revokes
+    key two. The model is degraded and scaled to zero, and that must include version two's own Deployment, whose
+    Service "fraud-canary" anyone in the cluster can call (before: only the child the status names, the stable
+    version's Deployment, was scaled; the revoked version ran on)."""
+    namespace, name = enforced_namespace, trusted["metadata"]["name"]
+    second_key = make_key(tmp_path, "release-2")
+    bundle, digest = _version_two(tmp_path, second_key)
+    key_one = {"name": "key-0", "key": {"publicKey": attack_model.key.public_pem}}
+    key_two = {"name": "key-1", "key": {"publicKey": second_key.public_pem}}
+    _set_policy(admin, stack, name, {"authorities": [key_one, key_two], "onViolation": "scaleToZero"})
+    serve(admin, namespace, attack_model, trusted, runtime={"kind": "triton", "image": TRITON}, guard=GUARD,
+          rollout=ROLLOUT)  # fmt: skip
+    _try_version_two(mallory, namespace, bundle, digest)
+    eventually(lambda: _replicas(admin, namespace, "fraud-canary") == 1, timeout=60, what="version two's Deployment")
+
+    _set_policy(admin, stack, name, {"authorities": [key_one]})  # key two revoked
+    eventually(
+        lambda: _replicas(admin, namespace, "fraud-canary") == 0,
+        timeout=60,
+        what=f"the revoked new version scaled to zero (status: {md_status(admin, namespace).get('conditions')})",
+    )
+    assert md_status(admin, namespace)["phase"] == "Degraded"
+
+
 @pytest.fixture
 def bob(admin: k8s.ApiClient, as_user: Callable[[str], k8s.ApiClient], enforced_namespace: str) -> k8s.ApiClient:
     """bob, an approver (devmlops:approvers) who edits the namespace too: the honest second person."""

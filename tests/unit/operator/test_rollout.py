@@ -333,6 +333,24 @@ def test_a_stable_version_whose_approval_is_gone_waits_for_one_and_is_scaled_to_
     assert not [a for a in again.actions if isinstance(a, ScaleToZero)]
 
 
+@pytest.mark.parametrize("why", ["revoked", "unapproved"])
+def test_a_new_version_that_no_longer_passes_is_scaled_to_zero_with_the_stable_one(
+    serving_old: Cluster, why: str
+) -> None:
+    """The spec's version runs as "fraud-canary" beside the stable one, behind a Service of its own: revoked, or its
+    approval gone, it is scaled to zero too (before, only the child the status names was, and the revoked version
+    ran on)."""
+    serving_old.step(T0)
+    assert ("Deployment", "fraud-canary") in serving_old.children
+    observed = serving_old.observe(T0 + dt.timedelta(seconds=5), scale_to_zero=True)
+    if why == "revoked":
+        observed = dataclasses.replace(observed, decision=REVOKED, serving=None)
+    else:
+        observed = dataclasses.replace(observed, approvals=Approvals(required_by=("high-risk",), approved=False))
+    planned = plan(observed)
+    assert sorted(a.child.name for a in planned.actions if isinstance(a, ScaleToZero)) == ["fraud", "fraud-canary"]
+
+
 def test_a_stable_version_that_cannot_be_decided_now_keeps_everything_and_retries(serving_old: Cluster) -> None:
     serving_old.step(T0)
     planned = plan(serving_old.observe(T0 + dt.timedelta(seconds=5), stable_decision=OPA_DOWN))
