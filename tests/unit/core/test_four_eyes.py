@@ -241,3 +241,25 @@ def test_unreadable_stamped_groups_are_no_groups() -> None:
     assert read_groups("a,b") == ()
     assert read_groups('{"a": 1}') == ()
     assert read_groups(None) == ()
+
+
+def test_a_service_account_of_the_models_namespace_is_no_second_person() -> None:
+    """Every editor of the namespace can act as its ServiceAccounts (the built-in edit role creates their tokens and
+    impersonates them), the requester among them: even where a policy names one as an approver, it cannot approve a
+    model of that namespace. A ServiceAccount of another namespace can."""
+    own = "system:serviceaccount:ml:release-approver"
+    other = "system:serviceaccount:approvals:release-approver"
+    names_both = compile_policy(
+        {
+            "metadata": {"name": "eu"},
+            "spec": {
+                "authorities": [{"name": "k", "key": {"publicKey": PEM}}],
+                "compliance": {"approvers": {"users": [own, other]}, "tiers": {"high": {"requireApproval": True}}},
+            },
+        }
+    )
+    refused = review_approval(stamped(approval_request(own, ()), model()), model(), [names_both], now=NOW)
+    assert not refused.allowed
+    assert f"the approver {own!r} is a ServiceAccount of namespace ml" in refused.message
+    assert "not a second person" in refused.message
+    assert review_approval(stamped(approval_request(other, ()), model()), model(), [names_both], now=NOW).allowed
