@@ -365,3 +365,19 @@ def test_a_service_account_of_the_models_namespace_is_no_second_person(
             message = denied(approve, as_bot, editors, approval("bot-approves", model.digest))
         assert f"the approver {bot!r} is a ServiceAccount of namespace {editors}" in message
         assert phase(admin, editors) == "AwaitingApproval"
+
+
+def test_a_withdrawn_approval_stops_the_model_within_seconds(
+    admin: k8s.ApiClient, alice: k8s.ApiClient, bob: k8s.ApiClient, editors: str, policy: str, model: SignedModel
+) -> None:
+    """bob withdraws (deletes) the approval a served high-risk model rests on: the model waits for another one and
+    its server is scaled to zero within seconds, not at the operator's next re-check round (five minutes here as by
+    default: before, nothing looked at a deleted approval sooner)."""
+    create_md(alice, editors, high_risk(model))
+    eventually(lambda: phase(admin, editors) == "AwaitingApproval", what="AwaitingApproval")
+    approve(bob, editors, approval("bob-approves", model.digest))
+    served_after_approval(admin, editors)
+    k8s.CustomObjectsApi(bob).delete_namespaced_custom_object(GROUP, VERSION, editors, "modelapprovals", "bob-approves")
+    eventually(lambda: phase(admin, editors) == "AwaitingApproval", timeout=30, what="the withdrawal taking effect")
+    serving = next(c for c in stored(admin, editors)["status"]["conditions"] if c["type"] == "ServingReady")
+    assert serving["message"].startswith("approval no longer valid"), serving
