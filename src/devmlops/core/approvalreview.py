@@ -149,6 +149,13 @@ def review_approval(
             f"spec.digest: got {spec.digest[:19]}..., but ModelDeployment {name} now serves {current[:19]}...",
             "approve the current digest",
         )
+    generation = ((target.get("metadata") or {}).get("generation")) or 0
+    if spec.generation is not None and spec.generation != generation:
+        return _fail(
+            f"spec.generation: got {spec.generation}, but ModelDeployment {name} is at generation {generation}: "
+            "it changed since the approver read it",
+            f"read ModelDeployment {name} again, review what changed, and approve its current generation",
+        )
     requester = str(_annotations(target).get(REQUESTED_BY) or "")
     if not requester:
         return _fail(f"ModelDeployment {name} has no {REQUESTED_BY} annotation, so four eyes cannot be checked")

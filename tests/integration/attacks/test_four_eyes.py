@@ -381,3 +381,29 @@ def test_a_withdrawn_approval_stops_the_model_within_seconds(
     eventually(lambda: phase(admin, editors) == "AwaitingApproval", timeout=30, what="the withdrawal taking effect")
     serving = next(c for c in stored(admin, editors)["status"]["conditions"] if c["type"] == "ServingReady")
     assert serving["message"].startswith("approval no longer valid"), serving
+
+
+def test_an_approval_naming_the_generation_it_read_does_not_cover_a_change_made_just_before_it(
+    admin: k8s.ApiClient,
+    mallory: k8s.ApiClient,
+    alice: k8s.ApiClient,
+    bob: k8s.ApiClient,
+    editors: str,
+    policy: str,
+    model: SignedModel,
+) -> None:
+    """bob reads alice's model (generation N) and approves its digest; just before, mallory changed where its bytes
+    come from (same digest). The approval binds what is served when it is created, so without more bob would
+    approve her change unseen: bob names the generation he read, and the approval is refused (before: the field was
+    pruned and the approval admitted, bound to mallory's change). Approving the generation he then reads passes."""
+    create_md(alice, editors, high_risk(model))
+    eventually(lambda: phase(admin, editors) == "AwaitingApproval", what="AwaitingApproval")
+    read = int(stored(admin, editors)["metadata"]["generation"])
+    patch_md(mallory, editors, {"spec": {"model": {"uri": "s3://mallory/fraud"}}})
+    body = approval("bob-approves", model.digest)
+    body["spec"]["generation"] = read
+    message = denied(approve, bob, editors, body)
+    assert f"spec.generation: got {read}, but ModelDeployment fraud is at generation {read + 1}" in message
+    body["spec"]["generation"] = int(stored(admin, editors)["metadata"]["generation"])
+    made = approve(bob, editors, body)
+    assert made["spec"]["generation"] == read + 1

@@ -263,3 +263,18 @@ def test_a_service_account_of_the_models_namespace_is_no_second_person() -> None
     assert f"the approver {own!r} is a ServiceAccount of namespace ml" in refused.message
     assert "not a second person" in refused.message
     assert review_approval(stamped(approval_request(other, ()), model()), model(), [names_both], now=NOW).allowed
+
+
+def test_an_approval_naming_the_generation_it_read_is_refused_once_the_model_changed() -> None:
+    """The approver may write the generation they reviewed: a change just before the approval (the same digest,
+    another runtime) is then not approved unseen."""
+    read = {**model(), "metadata": {**model()["metadata"], "generation": 3}}
+    changed = {**read, "metadata": {**read["metadata"], "generation": 4}}
+    request = stamped(approval_request(), changed)
+    assert request.object is not None
+    request.object["spec"]["generation"] = 3
+    refused = review_approval(request, changed, [POLICY], now=NOW)
+    assert not refused.allowed
+    assert "spec.generation: got 3, but ModelDeployment fraud is at generation 4" in refused.message
+    request.object["spec"]["generation"] = 4
+    assert review_approval(request, changed, [POLICY], now=NOW).allowed
