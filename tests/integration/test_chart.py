@@ -435,7 +435,14 @@ def service_account(name: str) -> tuple[str, list[str]]:
 
 def allowed(client: k8s.ApiClient, account: str, verb: str, resource: str, namespace: str = "", **extra: str) -> bool:
     """``resource`` as kubectl writes it: plural[.group][/subresource]."""
-    user, groups = service_account(account)
+    return user_allowed(client, service_account(account), verb, resource, namespace, **extra)
+
+
+def user_allowed(
+    client: k8s.ApiClient, subject: tuple[str, list[str]], verb: str, resource: str, namespace: str = "", **extra: str
+) -> bool:
+    """A SubjectAccessReview for ``subject`` (user, groups); ``resource`` as in ``allowed``."""
+    user, groups = subject
     resource, _, subresource = resource.partition("/")
     plural, _, group = resource.partition(".")
     attributes = {"verb": verb, "resource": plural, "group": group, "namespace": namespace, **extra}
@@ -533,6 +540,45 @@ def test_each_service_account_can_do_what_it_needs_and_no_more(
 ) -> None:
     wrong = [case for case in cases if allowed(admin_client, account, *case) is not expected]
     assert wrong == []
+
+
+EDITOR_NEEDS = [
+    ("create", "modeldeployments.devmlops.io"),
+    ("patch", "modeldeployments.devmlops.io"),
+    ("delete", "modelapprovals.devmlops.io"),
+    ("create", "modelpolicies.devmlops.io"),
+]
+EDITOR_MUST_NOT = [
+    ("patch", "modeldeployments.devmlops.io/status"),  # the rollout's stable version, the child scaled to zero
+    ("update", "modeldeployments.devmlops.io/status"),
+    ("patch", "modelapprovals.devmlops.io/status"),
+    ("create", "clustermodelpolicies.devmlops.io"),
+    ("create", "clusterworkloadexemptions.devmlops.io"),
+]
+
+
+def test_namespace_editors_get_the_devmlops_kinds_but_never_their_status(admin_client: k8s.ApiClient) -> None:
+    """The chart's ClusterRole aggregated into the built-in edit and admin roles (bound here directly: the local
+    control plane runs no aggregation controller) writes the namespaced devmlops kinds, never their status, which
+    only the operator writes; the view role reads them."""
+    binding: Any = {
+        "metadata": {"name": "chart-editor"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "devmlops-edit"},
+        "subjects": [{"kind": "User", "name": "chart-editor", "apiGroup": "rbac.authorization.k8s.io"}],
+    }
+    k8s.RbacAuthorizationV1Api(admin_client).create_namespaced_role_binding(TEAM, binding)
+    editor = ("chart-editor", ["system:authenticated"])
+    eventually(lambda: user_allowed(admin_client, editor, "create", "modeldeployments.devmlops.io", TEAM),
+               what="the editor's binding in force")  # fmt: skip
+    assert [c for c in EDITOR_NEEDS if not user_allowed(admin_client, editor, *c, TEAM)] == []
+    assert [c for c in EDITOR_MUST_NOT if user_allowed(admin_client, editor, *c, TEAM)] == []
+    roles = k8s.RbacAuthorizationV1Api(admin_client)
+    edit = roles.read_cluster_role("devmlops-edit").metadata.labels
+    view = roles.read_cluster_role("devmlops-view")
+    assert edit["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert edit["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    assert view.metadata.labels["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert {v for rule in view.rules for v in rule.verbs} == {"get", "list", "watch"}
 
 
 def test_the_operator_writes_model_servers_only_in_the_namespaces_it_watches_when_they_are_listed(

@@ -9,7 +9,14 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from devmlops.core.approvalreview import APPROVED_BY, APPROVED_SPEC, APPROVED_UID, APPROVER_GROUPS, read_groups
+from devmlops.core.approvalreview import (
+    APPROVED_BY,
+    APPROVED_SPEC,
+    APPROVED_UID,
+    APPROVER_GROUPS,
+    not_a_second_person,
+    read_groups,
+)
 from devmlops.core.evidence import ApprovalState
 from devmlops.core.gates.approval import refusing_approver
 from devmlops.core.gates.compliance import EffectiveTier
@@ -64,8 +71,8 @@ def find_approval(
             why = f"{label} approves {str(spec.get('digest'))[:19]}..., not {str(digest)[:19]}..."
         elif annotations.get(APPROVED_SPEC) != fingerprint:
             why = f"{label} was given before what is served changed (model, signature, SBOM, runtime or rollout)"
-        elif not approver or approver == requester:
-            why = f"{label}: the approver must be someone other than the requester {requester!r}"
+        elif second := not_a_second_person(approver, str(requester or ""), str(namespace or "")):
+            why = f"{label}: {second}"
         elif _expired(str(spec.get("expires") or ""), now):
             why = f"{label} expired at {spec.get('expires')}"
         elif refusing:

@@ -30,6 +30,7 @@ __all__ = [
     "APPROVER_GROUPS",
     "approval_stamps",
     "groups_value",
+    "not_a_second_person",
     "read_groups",
     "review_approval",
 ]
@@ -40,6 +41,22 @@ APPROVED_SPEC = "devmlops.io/approved-spec"  # served_fingerprint() of it when a
 APPROVER_GROUPS = "devmlops.io/approver-groups"  # the approver's groups when approving, a sorted JSON list
 APPROVAL_STAMPS = (APPROVED_BY, APPROVED_UID, APPROVED_SPEC, APPROVER_GROUPS)
 GATE = "approval"
+
+
+def not_a_second_person(approver: str, requester: str, namespace: str) -> str:
+    """Why ``approver`` cannot be the second person of four eyes for a model ``requester`` asked for in ``namespace``
+    ('' when they can): nobody, the requester, or a ServiceAccount of that namespace, which every editor there can
+    act as (the built-in edit role creates its tokens and impersonates it), the requester among them."""
+    if not approver:
+        return "no approver is stamped on it"
+    if approver == requester:
+        return f"approver {approver!r} requested this ModelDeployment"
+    if approver.startswith(f"system:serviceaccount:{namespace}:"):
+        return (
+            f"the approver {approver!r} is a ServiceAccount of namespace {namespace}, which every editor there (the "
+            f"requester {requester!r} among them) can act as: not a second person"
+        )
+    return ""
 
 
 def groups_value(groups: Sequence[str]) -> str:
@@ -132,11 +149,19 @@ def review_approval(
             f"spec.digest: got {spec.digest[:19]}..., but ModelDeployment {name} now serves {current[:19]}...",
             "approve the current digest",
         )
+    generation = ((target.get("metadata") or {}).get("generation")) or 0
+    if spec.generation is not None and spec.generation != generation:
+        return _fail(
+            f"spec.generation: got {spec.generation}, but ModelDeployment {name} is at generation {generation}: "
+            "it changed since the approver read it",
+            f"read ModelDeployment {name} again, review what changed, and approve its current generation",
+        )
     requester = str(_annotations(target).get(REQUESTED_BY) or "")
     if not requester:
         return _fail(f"ModelDeployment {name} has no {REQUESTED_BY} annotation, so four eyes cannot be checked")
-    if requester == approver:
-        return _fail(f"approver {approver!r} requested this ModelDeployment; a second person must approve (four eyes)")
+    second = not_a_second_person(approver, requester, request.namespace)
+    if second:
+        return _fail(f"{second}; a second person must approve (four eyes)", "ask an approver named by the policy")
     tier = effective_tier(target, policies, sbom)
     if not [p for p in policies if approval_required(p, tier)]:
         return _fail(

@@ -325,6 +325,7 @@ class ModelDeployment(BaseModel):
 class ModelApprovalSpec(_Spec):
     model_deployment: Annotated[StrictStr, Field(min_length=1, max_length=253)]
     digest: Annotated[StrictStr, Field(pattern=DIGEST_PATTERN)]
+    generation: Annotated[int, Strict(), Field(ge=1), Integral] | None = None  # as the approver read it
     expires: StrictStr | None = Field(default=None, json_schema_extra={"format": "date-time"})
     comment: Annotated[StrictStr, Field(max_length=2048)] | None = None
 

@@ -19,7 +19,6 @@ from devmlops.core.evidence import ApprovalState, Document
 from devmlops.core.gates.approval import approval_required
 from devmlops.core.gates.compliance import EffectiveTier, effective_tier
 from devmlops.core.policy import Policy, PolicySet
-from devmlops.errors import DevmlopsError
 
 __all__ = ["ModelContext", "load_context"]
 
@@ -70,8 +69,8 @@ def load_context(
     # The same resolution (and evidence label) as admission; reconcile re-decided with it just before.
     # spec.signature, or the bundle stored with the registered version when the spec names none.
     # Every readable bundle (an OCI model may carry several as referrers); the plan takes the first that verifies.
+    # None readable is no reason to stop here: the decision denies it, naming the field, and a model that may not be
+    # served is degraded (and scaled to zero where a policy says so). Raising here parked every reconcile of the model
+    # before its decision, so an editor who deleted the signature's ConfigMap kept a revoked model serving.
     bundles = tuple(document.text for document in evidence.signatures if document.text is not None)
-    if not bundles:
-        first = evidence.signatures[0] if evidence.signatures else Document("spec.signature", error="not set")
-        raise DevmlopsError(f"spec.signature cannot be read for the serving pod: {first.error}")
     return ModelContext(selecting, revision, required_by, approval, bundles, tier, evidence.attestations)

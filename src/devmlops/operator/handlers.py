@@ -165,6 +165,13 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
     def deployment_status(body: kopf.Body, namespace: str | None, **_: Any) -> None:
         child_changed(body, namespace)
 
+    @kopf.on.event(GROUP, VERSION, "modelapprovals", registry=registry)
+    def approval_gone(body: kopf.Body, namespace: str | None, type: str | None, **_: Any) -> None:
+        """An approval deleted (withdrawn): its ModelDeployment is decided again within seconds, so a served model
+        that rested on it waits for another one, scaled to zero (before, only the next re-check round noticed)."""
+        if type == "DELETED":
+            driver.retries.add((str(namespace), str((body.get("spec") or {}).get("modelDeployment") or "")))
+
     @kopf.on.resume(GROUP, VERSION, "modelapprovals", registry=registry)
     @kopf.on.create(GROUP, VERSION, "modelapprovals", registry=registry)
     def approved(spec: kopf.Spec, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:

@@ -78,12 +78,7 @@ class Observer:
         return Observation(
             model=model,
             decision=decision,
-            approvals=Approvals(
-                required_by=context.approval_required_by,
-                approved=context.approval.approved,
-                approver=context.approval.approver,
-                name=context.approval.name,
-            ),
+            approvals=_approvals(context),
             scale_to_zero=any(p.on_violation == "scaleToZero" for p in context.policies),
             serving=serving,
             children=children,
@@ -174,10 +169,14 @@ class Observer:
             return {}
         stable = {**model, "spec": stable_spec}
         policies = self._policies.snapshot()
-        stable_serving = None
-        if self._decide(stable, policies).allowed:
+        stable_serving, stable_approvals = None, Approvals()
+        # Decided again and its approval looked up as the spec's version is: it is what serves (reconcile.py holds
+        # it to both).
+        stable_decision = self._decide(stable, policies)
+        if stable_decision.allowed:
             context = load_context(self._api_client, stable, self._lookup, policies, self._registry, self._images)
             stable_serving = self._serving(stable, context)
+            stable_approvals = _approvals(context)
         name = parsed.metadata.name
         deployment = children.get(("Deployment", name + CANARY_SUFFIX))
         readiness = child_readiness(deployment, (), ()) if deployment is not None else None
@@ -190,7 +189,13 @@ class Observer:
             elapsed = (now - dt.datetime.fromisoformat(started.replace("Z", "+00:00"))).total_seconds()
             window = int(min(max(elapsed, 0), canary.step_seconds)) + 1
             measured = self._analysis.measure(parsed.metadata.namespace, name, digest, window)
-        return {"stable_serving": stable_serving, "canary_ready": ready, "measured": measured}
+        return {
+            "stable_serving": stable_serving,
+            "stable_decision": stable_decision,
+            "stable_approvals": stable_approvals,
+            "canary_ready": ready,
+            "measured": measured,
+        }
 
     def predictor_pods(self, child: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The Pods KServe's predictor runs for an InferenceService that KServe reports not Ready ([] otherwise, and
@@ -223,3 +228,13 @@ class Observer:
                 raise
             found[(ref.kind, ref.name)] = stored
         return found
+
+
+def _approvals(context: ModelContext) -> Approvals:
+    """The approval demands of a version's policies and the approval found for it."""
+    return Approvals(
+        required_by=context.approval_required_by,
+        approved=context.approval.approved,
+        approver=context.approval.approver,
+        name=context.approval.name,
+    )

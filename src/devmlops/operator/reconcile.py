@@ -16,7 +16,7 @@ from typing import Any, Literal
 from devmlops.core.compare import differences, metadata_differences
 from devmlops.core.manifests import ModelDeployment, parse_model_deployment
 from devmlops.core.model import Decision
-from devmlops.core.render import ANNOTATION_POLICY_REVISION, CanaryRendering, render_children
+from devmlops.core.render import ANNOTATION_POLICY_REVISION, CANARY_SUFFIX, CanaryRendering, render_children
 from devmlops.core.rollout import render_serving, what_serves
 from devmlops.errors import InvalidInputError
 from devmlops.operator.conditions import ConditionStatus, set_condition
@@ -94,6 +94,10 @@ class Observation:
     canary_ready: tuple[bool, str] = (False, "the new version's Deployment is not there yet")
     measured: Measured | None = None
     drift: Mapping[str, float] | None = None  # the serving version's PSI per feature (None: not measured)
+    # That stable version decided again (None: no stable version other than the spec's was decided) and its approval,
+    # which it needs as the spec's version does: it is what serves.
+    stable_decision: Decision | None = None
+    stable_approvals: Approvals = Approvals()
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,56 +267,81 @@ def plan(observed: Observation) -> Plan:
     model, decision = observed.model, observed.decision
     if going_away(model):
         return Plan("skipped")
-    blocking = [r for r in decision.results if r.blocking]
-    if blocking and all(r.outcome == "error" for r in blocking):
-        # Not a verdict on the model: keep the server as it is and try again instead of degrading it.
-        return Plan("error", actions=(Retry(f"could not re-decide, state kept and retried: {decision.message}"),))
+    undecided = _undecided(decision)
+    if undecided is not None:
+        return undecided
     status = _Status(model, observed.now)
     status.set("Admitted", "True", "AdmissionWebhook", "the devmlops admission webhook admitted this ModelDeployment")
     if not decision.allowed:
-        return _degraded(observed, status)
+        return _degraded(observed, status, decision)
     status.set("Degraded", "False", "PoliciesPass", "every selecting policy passes")
     approvals = observed.approvals
     if approvals.awaiting:
-        return _awaiting_approval(observed, status)
+        return _awaiting_approval(observed, status, approvals, str(model["spec"]["model"]["digest"]))
     if approvals.required_by:
         status.set("AwaitingApproval", "False", "Approved", f"approved by {approvals.approver} ({approvals.name})")
     return _admitted(observed, status)
 
 
-def _degraded(observed: Observation, status: _Status) -> Plan:
-    model, decision = observed.model, observed.decision
-    status.set("Degraded", "True", "PolicyViolation", decision.message)
-    if any(r.gate == "signature" and r.blocking for r in decision.results):
+def _undecided(decision: Decision) -> Plan | None:
+    """Not a verdict on the model (every blocking result an error: OPA down, a deadline): keep the server as it is
+    and try again instead of degrading it."""
+    blocking = [r for r in decision.results if r.blocking]
+    if blocking and all(r.outcome == "error" for r in blocking):
+        return Plan("error", actions=(Retry(f"could not re-decide, state kept and retried: {decision.message}"),))
+    return None
+
+
+def _servers(observed: Observation, *, stable_only: bool) -> list[ChildRef]:
+    """The model servers to scale to zero: the child the status names and, unless only the stable version is to
+    stop (``stable_only``), the spec's version where a rollout tries it beside the stable one (``<md>-canary``), which
+    its own Service lets anyone in the cluster call. Before, a revoked (or no longer approved) new version was left
+    running there while the stable version, which still passed, was scaled to zero."""
+    model = observed.model
+    child = _status_child(model)
+    servers = [child] if child is not None else []
+    name = f"{(model.get('metadata') or {}).get('name')}{CANARY_SUFFIX}"
+    canary = observed.children.get(("Deployment", name))
+    if not stable_only and canary is not None and _controlled_by(canary, model):
+        servers.append(ChildRef(str(canary.get("apiVersion") or "apps/v1"), "Deployment", name))
+    return servers
+
+
+def _degraded(observed: Observation, status: _Status, decision: Decision, about: str = "") -> Plan:
+    """``about`` names the version that failed when it is not the spec's (a rollout's stable version)."""
+    model = observed.model
+    status.set("Degraded", "True", "PolicyViolation", about + decision.message)
+    if not about and any(r.gate == "signature" and r.blocking for r in decision.results):
         status.set("SignatureVerified", "False", "VerificationFailed", decision.message)
     actions: list[Action] = []
     if observed.scale_to_zero:
-        child = _status_child(model)
         said = "policy onViolation: scaleToZero ({})"
-        scale = ScaleToZero(child, said) if child is not None else None
-        actions += [scale] if scale else []
-        status.set("ServingReady", "False", "ScaledToZero", scale.outcome() if scale else said.format("no child yet"))
+        scales = [ScaleToZero(server, said) for server in _servers(observed, stable_only=bool(about))]
+        actions += scales
+        outcome = scales[0].outcome() if scales else said.format("no child yet")
+        status.set("ServingReady", "False", "ScaledToZero", outcome)
     result = status.result("Degraded")
     return Plan("violation", result, (*actions, *_phase_event(model, result)))
 
 
-def _awaiting_approval(observed: Observation, status: _Status) -> Plan:
-    model, approvals = observed.model, observed.approvals
-    digest = model["spec"]["model"]["digest"]
+def _awaiting_approval(
+    observed: Observation, status: _Status, approvals: Approvals, digest: str, about: str = ""
+) -> Plan:
+    """``approvals`` of the version ``digest`` that would serve; ``about`` names it when it is not the spec's."""
+    model = observed.model
     status.set(
         "AwaitingApproval",
         "True",
         "NoValidApproval",
-        f"risk tier requires a ModelApproval for {digest} by a second person "
+        f"{about}risk tier requires a ModelApproval for {digest} by a second person "
         f"({', '.join(approvals.required_by)}); not served until then",
     )
-    child = _status_child(model)
-    actions: list[Action] = []
-    serving = "no child until approved"
-    if child is not None:  # the approval expired, or a new digest awaits one
-        scale = ScaleToZero(child, "approval no longer valid: {}")
-        actions.append(scale)
-        serving = scale.outcome()
+    # The approval expired, or a new digest awaits one.
+    scales = [
+        ScaleToZero(server, "approval no longer valid: {}") for server in _servers(observed, stable_only=bool(about))
+    ]
+    actions: list[Action] = [*scales]
+    serving = scales[0].outcome() if scales else "no child until approved"
     status.set("ServingReady", "False", "AwaitingApproval", serving)
     result = status.result("AwaitingApproval")
     return Plan("allowed", result, (*actions, *_phase_event(model, result)))
@@ -337,6 +366,9 @@ def _admitted(observed: Observation, status: _Status) -> Plan:
     rollout = step.status if step is not None and step.status is not None else stored_rollout
     serves = what_serves(parsed, {"rollout": rollout}, parsed.metadata.generation)
     stable = observed.stable_serving
+    held = _stable_held(observed, status, serves.stable.spec.model.digest) if serves.stable is not None else None
+    if held is not None:
+        return held
     if serves.stable is not None and stable is None:
         why = "the stable version's signature did not verify again; children kept as they are, retried"
         return Plan("error", actions=(Retry(why),))
@@ -402,6 +434,28 @@ def _admitted(observed: Observation, status: _Status) -> Plan:
     )
     events = [PostEvent(kind, reason, message) for kind, reason, message in (step.events if step else ())]
     return Plan("allowed", result, (*actions, *events, *_phase_event(model, result)), status_first=moved)
+
+
+def _stable_held(observed: Observation, status: _Status, digest: str) -> Plan | None:
+    """A rollout's stable version serves (beside the new one, or alone after a rollback): it is held to its own
+    decision and approval as the spec's version is. Before, a stable version that no longer passed (a revoked key)
+    was only retried with its children kept, and its approval was never looked at, so it served on for as long as
+    the rollout's state lasted (a rollback lasts until the spec changes)."""
+    decision = observed.stable_decision
+    if decision is None:
+        return None
+    about = (
+        f"the stable version {digest}, which serves while the spec's version is tried or after its rollback (remove "
+        "spec.rollout to serve the spec's version alone): "
+    )
+    undecided = _undecided(decision)
+    if undecided is not None:
+        return undecided
+    if not decision.allowed:
+        return _degraded(observed, status, decision, about)
+    if observed.stable_approvals.awaiting:
+        return _awaiting_approval(observed, status, observed.stable_approvals, digest, about)
+    return None
 
 
 _ROLLOUT_CONDITION: dict[str, ConditionStatus] = {"Stable": "True", "Promoted": "True", "RolledBack": "False"}

@@ -310,3 +310,100 @@ def test_an_approvals_bindings_cannot_be_edited_after_it_was_given(
         api.patch_namespaced_custom_object, GROUP, VERSION, editors, "modelapprovals", "mallory-approves", edit
     )
     assert f"annotation {annotation}" in message
+
+
+def _as_token(client: k8s.ApiClient, token: str) -> k8s.ApiClient:
+    """A client to the same API server that authenticates with ``token`` (and nothing of ``client``'s)."""
+    configuration = k8s.Configuration()
+    configuration.host = client.configuration.host
+    configuration.ssl_ca_cert = client.configuration.ssl_ca_cert
+    configuration.api_key = {"authorization": f"Bearer {token}"}
+    return k8s.ApiClient(configuration)
+
+
+def test_a_service_account_of_the_models_namespace_is_no_second_person(
+    admin: k8s.ApiClient, mallory: k8s.ApiClient, editors: str, model: SignedModel, stack: DevmlopsStack
+) -> None:
+    """A policy names a release bot, a ServiceAccount of the team's namespace, as an approver (the cluster admin
+    gave it the right to create ModelApprovals). The built-in edit role lets every editor there create tokens for
+    its ServiceAccounts (and impersonate them): mallory requests her model, mints a token for the bot and approves
+    it as the bot, one person with two names. Refused, naming the reason (before: admitted, and the model served)."""
+    rbac, core = k8s.RbacAuthorizationV1Api(admin), k8s.CoreV1Api(admin)
+    # The API server's bootstrap rules of the edit role (aggregated into "edit"; no aggregation controller runs here).
+    built_in = rbac.read_cluster_role("system:aggregate-to-edit").rules or []
+    assert any("serviceaccounts/token" in (r.resources or []) and "create" in r.verbs for r in built_in)
+    assert any("serviceaccounts" in (r.resources or []) and "impersonate" in r.verbs for r in built_in)
+    # What the built-in edit role grants her besides the attacker's Role: tokens for the namespace's accounts.
+    rbac.create_namespaced_role(editors, {"metadata": {"name": "sa-tokens"}, "rules": [
+        {"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]}]})  # fmt: skip
+    binding = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role"}
+    rbac.create_namespaced_role_binding(editors, {"metadata": {"name": "sa-tokens"}, "roleRef": {**binding,
+        "name": "sa-tokens"}, "subjects": [{"kind": "User", "name": "mallory",
+        "apiGroup": "rbac.authorization.k8s.io"}]})  # fmt: skip
+    # The cluster admin's release bot: an approver by policy, allowed to create ModelApprovals there.
+    bot = f"system:serviceaccount:{editors}:release-approver"
+    core.create_namespaced_service_account(editors, {"metadata": {"name": "release-approver"}})
+    rbac.create_namespaced_role_binding(editors, {"metadata": {"name": "release-approver"}, "roleRef": {**binding,
+        "name": EDITOR_ROLE}, "subjects": [{"kind": "ServiceAccount", "name": "release-approver",
+        "namespace": editors}]})  # fmt: skip
+    k8s.CoreV1Api(admin).create_namespaced_config_map(
+        editors, evidence_config_map("evidence", editors, {"model.sig": model.bundle})
+    )
+    compliance = {
+        "approvers": {"users": [bot], "groups": ["devmlops:approvers"]},
+        "tiers": {"high": {"requireApproval": True, "requiredEvidence": []}},
+    }
+    body = cluster_policy(f"bot-{editors}"[:63], editors, model.key.public_pem, compliance=compliance,
+                          allow={"images": ALLOWED_IMAGES})  # fmt: skip
+    with installed_policy(admin, stack, body):
+        create_md(mallory, editors, high_risk(model))
+        eventually(lambda: phase(admin, editors) == "AwaitingApproval", what="AwaitingApproval")
+        token = k8s.CoreV1Api(mallory).create_namespaced_service_account_token(
+            "release-approver", editors, {"spec": {"expirationSeconds": 600}}
+        )
+        with _as_token(mallory, token.status.token) as as_bot:
+            message = denied(approve, as_bot, editors, approval("bot-approves", model.digest))
+        assert f"the approver {bot!r} is a ServiceAccount of namespace {editors}" in message
+        assert phase(admin, editors) == "AwaitingApproval"
+
+
+def test_a_withdrawn_approval_stops_the_model_within_seconds(
+    admin: k8s.ApiClient, alice: k8s.ApiClient, bob: k8s.ApiClient, editors: str, policy: str, model: SignedModel
+) -> None:
+    """bob withdraws (deletes) the approval a served high-risk model rests on: the model waits for another one and
+    its server is scaled to zero within seconds, not at the operator's next re-check round (five minutes here as by
+    default: before, nothing looked at a deleted approval sooner)."""
+    create_md(alice, editors, high_risk(model))
+    eventually(lambda: phase(admin, editors) == "AwaitingApproval", what="AwaitingApproval")
+    approve(bob, editors, approval("bob-approves", model.digest))
+    served_after_approval(admin, editors)
+    k8s.CustomObjectsApi(bob).delete_namespaced_custom_object(GROUP, VERSION, editors, "modelapprovals", "bob-approves")
+    eventually(lambda: phase(admin, editors) == "AwaitingApproval", timeout=30, what="the withdrawal taking effect")
+    serving = next(c for c in stored(admin, editors)["status"]["conditions"] if c["type"] == "ServingReady")
+    assert serving["message"].startswith("approval no longer valid"), serving
+
+
+def test_an_approval_naming_the_generation_it_read_does_not_cover_a_change_made_just_before_it(
+    admin: k8s.ApiClient,
+    mallory: k8s.ApiClient,
+    alice: k8s.ApiClient,
+    bob: k8s.ApiClient,
+    editors: str,
+    policy: str,
+    model: SignedModel,
+) -> None:
+    """bob reads alice's model (generation N) and approves its digest; just before, mallory changed where its bytes
+    come from (same digest). The approval binds what is served when it is created, so without more bob would
+    approve her change unseen: bob names the generation he read, and the approval is refused (before: the field was
+    pruned and the approval admitted, bound to mallory's change). Approving the generation he then reads passes."""
+    create_md(alice, editors, high_risk(model))
+    eventually(lambda: phase(admin, editors) == "AwaitingApproval", what="AwaitingApproval")
+    read = int(stored(admin, editors)["metadata"]["generation"])
+    patch_md(mallory, editors, {"spec": {"model": {"uri": "s3://mallory/fraud"}}})
+    body = approval("bob-approves", model.digest)
+    body["spec"]["generation"] = read
+    message = denied(approve, bob, editors, body)
+    assert f"spec.generation: got {read}, but ModelDeployment fraud is at generation {read + 1}" in message
+    body["spec"]["generation"] = int(stored(admin, editors)["metadata"]["generation"])
+    made = approve(bob, editors, body)
+    assert made["spec"]["generation"] == read + 1

@@ -90,6 +90,28 @@ def test_the_rollout_status_is_not_the_editors_to_write(
     )  # fmt: skip
 
 
+def test_a_status_sent_with_a_create_or_an_update_is_not_stored(
+    mallory: k8s.ApiClient, rolling_out: Served, attack_model: SignedModel
+) -> None:
+    """Nor can the status come in through the main resource: the API server drops a status sent with a create and
+    ignores one sent with an update (the CRD has a status subresource), so the operator's record stands."""
+    namespace = rolling_out.namespace
+    forged = {"rollout": {"phase": "RolledBack", "stableSpec": {"model": {"digest": "sha256:" + "6" * 64}}}}
+    custom = k8s.CustomObjectsApi(mallory)
+    doc = signed_by_evidence("fraud-b", attack_model, runtime={"kind": "triton", "image": TRITON}, guard=GUARD,
+                             rollout=ROLLOUT)  # fmt: skip
+    doc["metadata"]["labels"] = {"devmlops.io/eu-ai-act-risk": "minimal"}
+    made = admitted(custom.create_namespaced_custom_object, GROUP, VERSION, namespace, "modeldeployments",
+                    {**doc, "status": forged}, dry_run="All")  # fmt: skip
+    assert "status" not in made
+    before = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", "fraud")["status"]
+    admitted(custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, "modeldeployments", "fraud",
+             {"status": forged})  # fmt: skip
+    after = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", "fraud")["status"]
+    assert after["rollout"]["stableDigest"] == before["rollout"]["stableDigest"]
+    assert after["rollout"].get("stableSpec", {}).get("model", {}).get("digest") != "sha256:" + "6" * 64
+
+
 def test_the_stable_guard_cannot_be_made_to_send_a_share_elsewhere(admin: k8s.ApiClient, mallory: k8s.ApiClient,
                                                                    rolling_out: Served) -> None:  # fmt: skip
     stable = _deployment(admin, rolling_out.namespace, "fraud")

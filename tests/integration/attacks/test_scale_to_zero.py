@@ -94,3 +94,22 @@ def test_a_decoy_replica_set_wearing_the_model_deployments_selector_does_not_sto
             what=f"the revoked model's Pods gone (decoy ReplicaSet {'refused' if refused else 'admitted'})",
         )
         assert refused, "a ReplicaSet that does not derive from a model may not wear a model's selector labels"
+
+
+def test_a_removed_signature_document_does_not_stop_a_revoked_models_scale_to_zero(
+    admin: k8s.ApiClient, stack: DevmlopsStack, mallory: k8s.ApiClient, served_triton: Served, rogue_model: SignedModel
+) -> None:
+    """Mallory deletes the ConfigMap that holds the signature bundle of the served model (ConfigMaps are hers to
+    write, and no review sees them). The cluster admin then revokes the model's key under onViolation scaleToZero:
+    the Deployment must reach zero replicas (before: the operator could read no bundle, gave up on each reconcile
+    before it decided anything and retried it for ever, so the revoked model served on)."""
+    namespace = served_triton.namespace
+    k8s.CoreV1Api(mallory).delete_namespaced_config_map("evidence", namespace)
+    revoke(admin, stack, served_triton, rogue_model, onViolation="scaleToZero")
+    apps = k8s.AppsV1Api(admin)
+    name = served_triton.child["metadata"]["name"]
+    eventually(
+        lambda: apps.read_namespaced_deployment(name, namespace).spec.replicas == 0,
+        timeout=60,
+        what="the revoked model's Deployment at zero replicas, its signature document gone",
+    )

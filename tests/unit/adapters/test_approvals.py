@@ -157,3 +157,14 @@ def test_an_expired_approval_does_not_count_and_a_later_valid_one_does() -> None
     assert not state.approved
     assert "expired at 2026-11-01T00:00:00Z" in state.problem
     assert find([old, approval("carol")], model()).approver == "carol"
+
+
+def test_an_approval_by_a_service_account_of_the_models_namespace_does_not_count() -> None:
+    """Any editor of namespace ml (the requester too) can act as its ServiceAccounts: not a second person, even
+    where the policy names one (an approval given before this rule is not counted where the model is served)."""
+    own = "system:serviceaccount:ml:release-approver"
+    found = find([approval(own, ())], model(), policy(users=[own]))
+    assert not found.approved
+    assert "is a ServiceAccount of namespace ml" in found.problem
+    other = "system:serviceaccount:approvals:release-approver"
+    assert find([approval(other, ())], model(), policy(users=[other])).approved

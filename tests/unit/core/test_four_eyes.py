@@ -241,3 +241,40 @@ def test_unreadable_stamped_groups_are_no_groups() -> None:
     assert read_groups("a,b") == ()
     assert read_groups('{"a": 1}') == ()
     assert read_groups(None) == ()
+
+
+def test_a_service_account_of_the_models_namespace_is_no_second_person() -> None:
+    """Every editor of the namespace can act as its ServiceAccounts (the built-in edit role creates their tokens and
+    impersonates them), the requester among them: even where a policy names one as an approver, it cannot approve a
+    model of that namespace. A ServiceAccount of another namespace can."""
+    own = "system:serviceaccount:ml:release-approver"
+    other = "system:serviceaccount:approvals:release-approver"
+    names_both = compile_policy(
+        {
+            "metadata": {"name": "eu"},
+            "spec": {
+                "authorities": [{"name": "k", "key": {"publicKey": PEM}}],
+                "compliance": {"approvers": {"users": [own, other]}, "tiers": {"high": {"requireApproval": True}}},
+            },
+        }
+    )
+    refused = review_approval(stamped(approval_request(own, ()), model()), model(), [names_both], now=NOW)
+    assert not refused.allowed
+    assert f"the approver {own!r} is a ServiceAccount of namespace ml" in refused.message
+    assert "not a second person" in refused.message
+    assert review_approval(stamped(approval_request(other, ()), model()), model(), [names_both], now=NOW).allowed
+
+
+def test_an_approval_naming_the_generation_it_read_is_refused_once_the_model_changed() -> None:
+    """The approver may write the generation they reviewed: a change just before the approval (the same digest,
+    another runtime) is then not approved unseen."""
+    read = {**model(), "metadata": {**model()["metadata"], "generation": 3}}
+    changed = {**read, "metadata": {**read["metadata"], "generation": 4}}
+    request = stamped(approval_request(), changed)
+    assert request.object is not None
+    request.object["spec"]["generation"] = 3
+    refused = review_approval(request, changed, [POLICY], now=NOW)
+    assert not refused.allowed
+    assert "spec.generation: got 3, but ModelDeployment fraud is at generation 4" in refused.message
+    request.object["spec"]["generation"] = 4
+    assert review_approval(request, changed, [POLICY], now=NOW).allowed

@@ -17,11 +17,13 @@ from devmlops.core.model import Decision, GateResult
 from devmlops.core.render import CANARY_SUFFIX, LABEL_CANARY_OF, LABEL_MODEL_DEPLOYMENT
 from devmlops.core.rollout import what_serves
 from devmlops.operator.reconcile import (
+    Approvals,
     DeleteChild,
     Observation,
     Plan,
     PostEvent,
     Retry,
+    ScaleToZero,
     Serving,
     WriteChild,
     child_keys,
@@ -79,11 +81,24 @@ class Cluster:
         self.children: dict[tuple[str, str], dict[str, Any]] = {}
         self.ready_canary = False
 
-    def observe(self, now: dt.datetime, measured: Measured | None = None, *, stable_ok: bool = True) -> Observation:
+    def observe(
+        self,
+        now: dt.datetime,
+        measured: Measured | None = None,
+        *,
+        stable_ok: bool = True,
+        stable_decision: Decision | None = None,
+        stable_approvals: Approvals | None = None,
+        scale_to_zero: bool = False,
+    ) -> Observation:
+        """``stable_decision``: the stable version's decision as the observer makes it (None: not decided, as when
+        no stable version differs from the spec's); ``stable_ok`` False: it passed but did not verify again."""
         rollout = (self.model.get("status") or {}).get("rollout") or {}
         stable_digest = rollout.get("stableDigest")
         digest = self.model["spec"]["model"]["digest"]
-        stable = serving(stable_digest) if stable_ok and stable_digest and stable_digest != digest else None
+        other = bool(stable_digest and stable_digest != digest)
+        passes = stable_decision is None or stable_decision.allowed
+        stable = serving(stable_digest) if stable_ok and other and passes else None
         return Observation(
             model=self.model,
             decision=PASS,
@@ -91,6 +106,9 @@ class Cluster:
             children=dict(self.children),
             now=now,
             stable_serving=stable,
+            stable_decision=stable_decision if other else None,
+            stable_approvals=stable_approvals or Approvals(),
+            scale_to_zero=scale_to_zero,
             canary_ready=(self.ready_canary, "0/1 replicas available"),
             measured=measured,
         )
@@ -258,6 +276,84 @@ def test_a_new_version_that_never_becomes_ready_never_gets_traffic(serving_old: 
 def test_a_stable_version_that_does_not_verify_again_keeps_everything_and_retries(serving_old: Cluster) -> None:
     serving_old.step(T0)
     planned = plan(serving_old.observe(T0 + dt.timedelta(seconds=5), stable_ok=False))
+    assert [type(a) for a in planned.actions] == [Retry]
+    assert planned.status is None
+
+
+REVOKED = Decision((GateResult(gate="signature", outcome="fail", reason="key revoked", policy="p"),))
+OPA_DOWN = Decision((GateResult(gate="rego", outcome="error", reason="OPA unreachable", policy="p"),))
+
+
+def _rolled_back(cluster: Cluster) -> None:
+    cluster.step(T0)
+    cluster.step(T0 + dt.timedelta(seconds=301))  # never ready: rolled back, the stable version serves alone
+    assert cluster.model["status"]["rollout"]["phase"] == "RolledBack"
+
+
+@pytest.mark.parametrize("rolled_back", [False, True])
+def test_a_revoked_stable_version_is_degraded_and_scaled_to_zero_not_kept_and_retried(
+    serving_old: Cluster, rolled_back: bool
+) -> None:
+    """The stable version serves while the new one is tried, and alone after a rollback (until the spec changes):
+    its key revoked, it is held to the policy as the spec's version would be (before: retried for ever, its
+    Deployment kept at full scale)."""
+    if rolled_back:
+        _rolled_back(serving_old)
+    else:
+        serving_old.step(T0)
+    planned = serving_old.apply(
+        plan(serving_old.observe(T0 + dt.timedelta(seconds=400), stable_decision=REVOKED, scale_to_zero=True))
+    )
+    assert [a.child.name for a in planned.actions if isinstance(a, ScaleToZero)] == ["fraud"]
+    assert planned.status is not None
+    assert planned.status["phase"] == "Degraded"
+    assert condition(serving_old, "Degraded") == ("True", "PolicyViolation")
+    degraded = next(c for c in planned.status["conditions"] if c["type"] == "Degraded")
+    assert f"the stable version {OLD}" in degraded["message"]
+    assert "key revoked" in degraded["message"]
+    assert condition(serving_old, "SignatureVerified")[0] == "True"  # the spec's version verifies
+
+
+def test_a_stable_version_whose_approval_is_gone_waits_for_one_and_is_scaled_to_zero(serving_old: Cluster) -> None:
+    """The spec's version is approved, the stable one no longer (expired, withdrawn, its approver no longer listed):
+    before, only the spec's approval was looked at, so a rollback kept the stable version serving without one."""
+    _rolled_back(serving_old)
+    gone = Approvals(required_by=("high-risk",), approved=False)
+    planned = plan(serving_old.observe(T0 + dt.timedelta(seconds=400), stable_decision=PASS, stable_approvals=gone))
+    assert [a.child.name for a in planned.actions if isinstance(a, ScaleToZero)] == ["fraud"]
+    assert planned.status is not None
+    assert planned.status["phase"] == "AwaitingApproval"
+    waiting = next(c for c in planned.status["conditions"] if c["type"] == "AwaitingApproval")
+    assert waiting["status"] == "True"
+    assert f"the stable version {OLD}" in waiting["message"]
+    approved = Approvals(required_by=("high-risk",), approved=True, approver="bob", name="ok")
+    again = plan(serving_old.observe(T0 + dt.timedelta(seconds=401), stable_decision=PASS, stable_approvals=approved))
+    assert again.status is not None
+    assert again.status["phase"] == "Admitted"
+    assert not [a for a in again.actions if isinstance(a, ScaleToZero)]
+
+
+@pytest.mark.parametrize("why", ["revoked", "unapproved"])
+def test_a_new_version_that_no_longer_passes_is_scaled_to_zero_with_the_stable_one(
+    serving_old: Cluster, why: str
+) -> None:
+    """The spec's version runs as "fraud-canary" beside the stable one, behind a Service of its own: revoked, or its
+    approval gone, it is scaled to zero too (before, only the child the status names was, and the revoked version
+    ran on)."""
+    serving_old.step(T0)
+    assert ("Deployment", "fraud-canary") in serving_old.children
+    observed = serving_old.observe(T0 + dt.timedelta(seconds=5), scale_to_zero=True)
+    if why == "revoked":
+        observed = dataclasses.replace(observed, decision=REVOKED, serving=None)
+    else:
+        observed = dataclasses.replace(observed, approvals=Approvals(required_by=("high-risk",), approved=False))
+    planned = plan(observed)
+    assert sorted(a.child.name for a in planned.actions if isinstance(a, ScaleToZero)) == ["fraud", "fraud-canary"]
+
+
+def test_a_stable_version_that_cannot_be_decided_now_keeps_everything_and_retries(serving_old: Cluster) -> None:
+    serving_old.step(T0)
+    planned = plan(serving_old.observe(T0 + dt.timedelta(seconds=5), stable_decision=OPA_DOWN))
     assert [type(a) for a in planned.actions] == [Retry]
     assert planned.status is None
 
