@@ -115,7 +115,9 @@ class LoopbackServer:
 
 class ChatServer(LoopbackServer):
     """An OpenAI-compatible /v1/chat/completions on 127.0.0.1 that answers ``reply`` (whole, or as server-sent
-    events word by word when the request asks to stream) and keeps every request body it received."""
+    events word by word when the request asks to stream) and keeps every request body it received. At Triton's
+    generate extension (``/v2/models/<m>/generate``, ``generate_stream``) it answers in Triton's shape instead:
+    ``{"model_name", "model_version", "text_output"}``, whole or one event per word."""
 
     def __init__(self) -> None:
         self.reply = "Hello there."
@@ -132,6 +134,9 @@ class ChatServer(LoopbackServer):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
                 with outer._lock:
                     outer.received.append(body)
+                if self.path.endswith(("/generate", "/generate_stream")):
+                    self._generate(self.path.endswith("_stream"))
+                    return
                 if body.get("stream"):
                     self.send_response(200)
                     self.send_header("Content-Type", "text/event-stream")
@@ -146,6 +151,21 @@ class ChatServer(LoopbackServer):
                 answer = {"object": "chat.completion", "choices": [{"index": 0, "message": {
                     "role": "assistant", "content": outer.reply}}]}  # fmt: skip
                 self._send(outer.status, json.dumps(answer).encode(), "application/json")
+
+            def _generate(self, stream: bool) -> None:
+                def answer(text: str) -> bytes:
+                    return json.dumps({"model_name": "m", "model_version": "1", "text_output": text}).encode()
+
+                if not stream:
+                    self._send(200, answer(outer.reply))
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for word in outer.reply.split(" "):
+                    self._chunk(b"data: " + answer(word + " ") + b"\n\n")
+                self._chunk(b"")
 
             def _chunk(self, data: bytes) -> None:
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))

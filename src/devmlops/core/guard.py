@@ -376,11 +376,29 @@ def _parts(content: Any) -> list[str]:
     return []
 
 
-def request_texts(body: Any) -> list[str]:
-    """The texts a request carries to a model: chat messages, completion prompts, generate's text_input, v2 BYTES
-    tensors."""
+def _strings(value: Any) -> list[str]:
+    """Every string in a JSON value, at any depth, in document order (keys aside)."""
+    found: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            found.append(item)
+        elif isinstance(item, dict):
+            stack.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+    return found
+
+
+def request_texts(body: Any, path: str = "") -> list[str]:
+    """The texts a request carries to a model: chat messages, completion prompts, v2 BYTES tensors; for Triton's
+    generate extension (``path``), every string in the body: Triton passes each property of the request object to
+    the model as the input tensor (or parameter) of that name, so a model's text input may be called anything."""
     if not isinstance(body, dict):
         return []
+    if _V2_GENERATE.match(path):
+        return _strings(body)
     texts: list[str] = []
     for message in body.get("messages") or []:
         if isinstance(message, dict):
@@ -394,10 +412,14 @@ def request_texts(body: Any) -> list[str]:
     return texts
 
 
-def response_texts(body: Any) -> list[str]:
-    """The texts a model answers with: chat and completion choices (whole or streamed deltas), v2 BYTES outputs."""
+def response_texts(body: Any, path: str = "") -> list[str]:
+    """The texts a model answers with: chat and completion choices (whole or streamed deltas), v2 BYTES outputs;
+    to a request at Triton's generate extension (``path``), every string of the answer (``text_output`` and every
+    further output tensor, each under its own name), whole or one server-sent event at a time."""
     if not isinstance(body, dict):
         return []
+    if _V2_GENERATE.match(path):
+        return _strings(body)
     texts: list[str] = []
     for choice in body.get("choices") or []:
         if isinstance(choice, dict):
@@ -466,7 +488,7 @@ def read_request(
         found = _check_openai(path, parsed)
     else:
         found = None
-    return found or inspect_text(request_texts(parsed), guard.input, secrets, "input"), parsed
+    return found or inspect_text(request_texts(parsed, path), guard.input, secrets, "input"), parsed
 
 
 def _readable_endpoint(path: str) -> bool:
