@@ -44,14 +44,41 @@ def mlserver_venv() -> Path:
     return venv
 
 
+# A custom MLServer model that reads its inputs the way MLServer's own runtimes do (self.decode: the codec the
+# request's or the model's content type names) and answers what it read: what a prompt becomes inside the server.
+ECHO_MODEL = {
+    "model-settings.json": json.dumps({"name": "echo", "implementation": "echo.Echo"}),
+    "echo.py": """
+from mlserver import MLModel
+from mlserver.codecs import StringCodec
+from mlserver.types import InferenceRequest, InferenceResponse
+
+
+class Echo(MLModel):
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        read = []
+        for request_input in payload.inputs:
+            for item in self.decode(request_input, default_codec=StringCodec):
+                read.append(item.decode() if isinstance(item, bytes) else str(item))
+        return InferenceResponse(model_name=self.name, outputs=[StringCodec.encode_output("read", read)])
+""",
+}
+
+
 @contextmanager
-def mlserver(workdir: Path, *, env: Mapping[str, str] | None = None) -> Iterator[str]:
-    """A running MLServer with the model "iris" on 127.0.0.1 (``env``: MLSERVER_* settings over the defaults here,
-    free ports on loopback); yields its base URL."""
+def mlserver(
+    workdir: Path, *, env: Mapping[str, str] | None = None, model: Mapping[str, str] | None = None
+) -> Iterator[str]:
+    """A running MLServer on 127.0.0.1 (``env``: MLSERVER_* settings over the defaults here, free ports on loopback)
+    with the model "iris", or with ``model``'s files (their model-settings.json names it); yields its base URL."""
     venv = mlserver_venv()
-    models = workdir / "models" / "iris"
+    name = json.loads(model["model-settings.json"])["name"] if model else "iris"
+    models = workdir / "models" / name
     models.mkdir(parents=True, exist_ok=True)
-    subprocess.run([str(venv / "bin" / "python"), "-c", _TRAIN, str(models)], check=True, timeout=300)
+    if model is None:
+        subprocess.run([str(venv / "bin" / "python"), "-c", _TRAIN, str(models)], check=True, timeout=300)
+    for file, text in (model or {}).items():
+        (models / file).write_text(text)
     settings = {
         "MLSERVER_HOST": "127.0.0.1",
         "MLSERVER_HTTP_PORT": str(free_port()),
@@ -69,7 +96,7 @@ def mlserver(workdir: Path, *, env: Mapping[str, str] | None = None) -> Iterator
     url = f"http://127.0.0.1:{settings['MLSERVER_HTTP_PORT']}"
     process.start()
     try:
-        process.wait_until(lambda: http_ok(url + "/v2/models/iris/ready"), timeout=120, what="model iris ready")
+        process.wait_until(lambda: http_ok(url + f"/v2/models/{name}/ready"), timeout=120, what=f"model {name} ready")
         yield url
     finally:
         process.stop()

@@ -7,6 +7,7 @@ admission. Nothing here reads a clock, a socket or the cluster: the caller passe
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import unicodedata
@@ -391,6 +392,38 @@ def _strings(value: Any) -> list[str]:
     return found
 
 
+def _tensor_texts(tensor: Any) -> list[str]:
+    """A v2 BYTES tensor's strings, and what a model server makes of them: MLServer decodes a tensor whose
+    ``parameters.content_type`` is ``base64`` (the request's word wins over the model's metadata), and its
+    HuggingFace codecs parse strings as JSON (``hg_json``), where ``\\u0049gnore`` reads "Ignore". Each string is
+    read as written, base64-decoded where so declared, and as the strings of the JSON it parses to."""
+    if not isinstance(tensor, dict) or tensor.get("datatype") != "BYTES":
+        return []
+    texts = [d for d in leaves(tensor.get("data")) if isinstance(d, str)]
+    parameters = tensor.get("parameters")
+    if isinstance(parameters, dict) and parameters.get("content_type") == "base64":
+        texts += [_base64_text(t) for t in texts]
+    return texts + [inner for text in texts for inner in _json_strings(text)]
+
+
+def _base64_text(text: str) -> str:
+    """``text`` as MLServer's base64 codec decodes it (as written when it is not valid base64)."""
+    try:
+        return base64.b64decode(text, validate=True).decode("utf-8", errors="replace")
+    except ValueError:  # binascii.Error is one
+        return text
+
+
+def _json_strings(text: str) -> list[str]:
+    """The strings of the JSON document ``text`` is, if it is one (an object, a list or a string)."""
+    if not text.lstrip().startswith(("{", "[", '"')):
+        return []
+    try:
+        return _strings(json.loads(text))
+    except (ValueError, RecursionError):
+        return []
+
+
 def request_texts(body: Any, path: str = "") -> list[str]:
     """The texts a request carries to a model: chat messages, completion prompts, v2 BYTES tensors; for Triton's
     generate extension (``path``), every string in the body: Triton passes each property of the request object to
@@ -407,8 +440,7 @@ def request_texts(body: Any, path: str = "") -> list[str]:
         value = body.get(key)
         texts += [value] if isinstance(value, str) else [p for p in value or [] if isinstance(p, str)]
     for tensor in body.get("inputs") or []:
-        if isinstance(tensor, dict) and tensor.get("datatype") == "BYTES":
-            texts += [d for d in leaves(tensor.get("data")) if isinstance(d, str)]
+        texts += _tensor_texts(tensor)
     return texts
 
 
@@ -430,8 +462,7 @@ def response_texts(body: Any, path: str = "") -> list[str]:
                 if isinstance(part, dict):
                     texts += _parts(part.get("content"))
     for tensor in body.get("outputs") or []:
-        if isinstance(tensor, dict) and tensor.get("datatype") == "BYTES":
-            texts += [d for d in leaves(tensor.get("data")) if isinstance(d, str)]
+        texts += _tensor_texts(tensor)
     return texts
 
 
