@@ -393,25 +393,26 @@ def _strings(value: Any) -> list[str]:
 
 
 def _tensor_texts(tensor: Any) -> list[str]:
-    """A v2 BYTES tensor's strings, and what a model server makes of them: MLServer decodes a tensor whose
-    ``parameters.content_type`` is ``base64`` (the request's word wins over the model's metadata), and its
-    HuggingFace codecs parse strings as JSON (``hg_json``), where ``\\u0049gnore`` reads "Ignore". Each string is
-    read as written, base64-decoded where so declared, and as the strings of the JSON it parses to."""
+    """A v2 BYTES tensor's strings, and what a model server makes of them: MLServer decodes a tensor whose content
+    type is ``base64`` (the request's ``parameters.content_type``, or, without one, the model's own metadata, which
+    the guard cannot see), and its HuggingFace codecs parse strings as JSON (``hg_json``), where ``\\u0049gnore``
+    reads "Ignore". Each string is read as written, as the text it is the base64 of (when it is one), and as the
+    strings of the JSON it parses to."""
     if not isinstance(tensor, dict) or tensor.get("datatype") != "BYTES":
         return []
     texts = [d for d in leaves(tensor.get("data")) if isinstance(d, str)]
-    parameters = tensor.get("parameters")
-    if isinstance(parameters, dict) and parameters.get("content_type") == "base64":
-        texts += [_base64_text(t) for t in texts]
+    texts += [decoded for decoded in map(_base64_text, texts) if decoded]
     return texts + [inner for text in texts for inner in _json_strings(text)]
 
 
 def _base64_text(text: str) -> str:
-    """``text`` as MLServer's base64 codec decodes it (as written when it is not valid base64)."""
+    """The UTF-8 text ``text`` is the base64 of, as MLServer's base64 codec decodes it; '' when it is none."""
+    if len(text) < 4 or len(text) % 4:
+        return ""
     try:
-        return base64.b64decode(text, validate=True).decode("utf-8", errors="replace")
-    except ValueError:  # binascii.Error is one
-        return text
+        return base64.b64decode(text, validate=True).decode("utf-8")
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return ""
 
 
 def _json_strings(text: str) -> list[str]:

@@ -133,3 +133,14 @@ def test_a_prompt_mlserver_decodes_from_base64_or_json_is_read_as_the_model_read
     answer = {"outputs": [{"name": "o", "datatype": "BYTES", "data": [base64.b64encode(b"x@example.com").decode()],
                            "parameters": {"content_type": "base64"}}]}  # fmt: skip
     assert "x@example.com" in response_texts(answer)
+
+
+def test_a_base64_prompt_is_read_decoded_even_without_a_declared_content_type() -> None:
+    """MLServer takes a tensor's content type from the model's metadata when the request names none
+    (model-settings.json, which the guard cannot see): a model declaring base64 inputs gets the decoded prompt from a
+    request that declares nothing. Plain words that happen to be base64 of no text are read as written only."""
+    guard = _guard(protocol="v2", input={"injection": True})
+    tensor = {"name": "t", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(INJECTION.encode()).decode()]}
+    assert inspect_request(guard, "POST", "/v2/models/m/infer", json.dumps({"inputs": [tensor]}).encode()) is not None
+    fine = {**tensor, "data": ["test", "abcd", "hello world"]}
+    assert inspect_request(guard, "POST", "/v2/models/m/infer", json.dumps({"inputs": [fine]}).encode()) is None
