@@ -425,14 +425,23 @@ def _json_strings(text: str) -> list[str]:
         return []
 
 
+# What an OpenAI-compatible request names rather than says: the model served and the end user's identifier (often
+# an e-mail address, which the personal-data check would refuse in every request); no model reads them as text.
+_OPENAI_IDENTIFIERS = frozenset({"model", "user"})
+
+
 def request_texts(body: Any, path: str = "") -> list[str]:
-    """The texts a request carries to a model: chat messages, completion prompts, v2 BYTES tensors; for Triton's
-    generate extension (``path``), every string in the body: Triton passes each property of the request object to
-    the model as the input tensor (or parameter) of that name, so a model's text input may be called anything."""
+    """The texts a request carries to a model: chat messages, completion prompts, v2 BYTES tensors. By ``path``:
+    for Triton's generate extension, every string in the body (Triton passes each property of the request object to
+    the model as the input tensor, or parameter, of that name, so a text input may be called anything); for the
+    OpenAI completions, every string but the model's and the user's names (tool descriptions, tool-call arguments,
+    response-format schemas: the server writes them into the prompt the model reads)."""
     if not isinstance(body, dict):
         return []
     if _V2_GENERATE.match(path):
         return _strings(body)
+    if path in _OPENAI:
+        return _strings({key: value for key, value in body.items() if key not in _OPENAI_IDENTIFIERS})
     texts: list[str] = []
     for message in body.get("messages") or []:
         if isinstance(message, dict):
