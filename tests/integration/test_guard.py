@@ -199,6 +199,20 @@ def test_a_secret_in_a_triton_generate_answer_is_refused_whole_and_cut_in_a_stre
     assert [(r["result"], r["reason"]) for r in guard.audit()] == [("blocked", "secret")] * 2
 
 
+def test_output_checks_refuse_an_endpoint_whose_answer_they_cannot_read(
+    chat: ChatServer, start_guard: Callable[..., Guard]
+) -> None:
+    """Attack review atk-d: an MLflow scoring answer ({"predictions": [...]}) is no shape the output checks read, so
+    the credential in it left the Pod; now only endpoints whose answers they read are forwarded."""
+    chat.reply = f"the key is {AWS_KEY}"
+    guard = start_guard(chat.url, {"output": {"secrets": True}})
+    answer = httpx.post(guard.url + "/invocations", json={"inputs": ["key?"]}, timeout=10)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["reason"] == "schema"
+    assert AWS_KEY not in answer.text
+    assert chat.received == []
+
+
 def test_a_body_over_the_limit_is_refused_before_the_model(chat: ChatServer, start_guard: Callable[..., Guard]) -> None:
     guard = start_guard(chat.url, {"maxRequestBytes": 1024})
     big = _chat("x" * 4096)

@@ -144,7 +144,8 @@ class ChatServer(LoopbackServer):
     """An OpenAI-compatible /v1/chat/completions on 127.0.0.1 that answers ``reply`` (whole, or as server-sent
     events word by word when the request asks to stream) and keeps every request body it received. At Triton's
     generate extension (``/v2/models/<m>/generate``, ``generate_stream``) it answers in Triton's shape instead:
-    ``{"model_name", "model_version", "text_output"}``, whole or one event per word."""
+    ``{"model_name", "model_version", "text_output"}``, whole or one event per word; at ``/invocations`` as an MLflow
+    scoring server, ``{"predictions": [reply]}``."""
 
     def __init__(self) -> None:
         self.reply = "Hello there."
@@ -163,6 +164,9 @@ class ChatServer(LoopbackServer):
                     outer.received.append(body)
                 if self.path.endswith(("/generate", "/generate_stream")):
                     self._generate(self.path.endswith("_stream"))
+                    return
+                if self.path == "/invocations":  # an MLflow scoring server's answer (MLServer's MLflow runtime)
+                    self._send(200, json.dumps({"predictions": [outer.reply]}).encode())
                     return
                 if body.get("stream"):
                     self.send_response(200)

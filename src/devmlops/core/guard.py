@@ -506,10 +506,12 @@ def read_request(
         return _schema("path", f"{method} {path} is not a v2 inference endpoint"), None
     if guard.protocol == "openai" and path not in _OPENAI:
         return _schema("path", f"{method} {path} is not an OpenAI-compatible completion endpoint"), None
-    if guard.protocol is None and guard.input is not None and not _readable_endpoint(path):
-        # The input checks read prompts where these endpoints carry them; elsewhere (Triton's logging, trace or
-        # shared-memory APIs, an extension added later) they would read nothing and pass everything.
-        return _schema("path", f"{method} {path} is not an endpoint whose input the checks can read"), None
+    checks = guard.input is not None or guard.output is not None
+    if guard.protocol is None and checks and not _readable_endpoint(path):
+        # The checks read prompts and answers where these endpoints carry them; elsewhere (Triton's logging, trace or
+        # shared-memory APIs, MLServer's /invocations or a model's own REST handler, an extension added later) they
+        # would read nothing and pass everything, a question or an answer.
+        return _schema("path", f"{method} {path} is not an endpoint whose texts the checks can read"), None
     if guard.output is not None and _binary_output(body):
         return _schema("parameters", "binary tensor data was asked for; the output checks read JSON answers only"), None
     parsed: Any = None
