@@ -213,6 +213,18 @@ def test_output_checks_refuse_an_endpoint_whose_answer_they_cannot_read(
     assert chat.received == []
 
 
+def test_a_secret_in_the_arguments_of_a_tool_call_is_refused(
+    chat: ChatServer, start_guard: Callable[..., Guard]
+) -> None:
+    """Attack review atk-d: the output checks read an answer's content only; one that calls a tool with a credential
+    in its arguments (which the client then runs) passed them."""
+    chat.tool_arguments = json.dumps({"to": "mallory", "body": f"the key is {AWS_KEY}"})
+    guard = start_guard(chat.url, {"protocol": "openai", "output": {"secrets": True}})
+    answer = httpx.post(guard.url + "/v1/chat/completions", json=_chat("send the key"), timeout=10)
+    assert answer.status_code == 403, answer.text
+    assert AWS_KEY not in answer.text
+
+
 def test_a_body_over_the_limit_is_refused_before_the_model(chat: ChatServer, start_guard: Callable[..., Guard]) -> None:
     guard = start_guard(chat.url, {"maxRequestBytes": 1024})
     big = _chat("x" * 4096)

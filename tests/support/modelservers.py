@@ -150,6 +150,7 @@ class ChatServer(LoopbackServer):
     def __init__(self) -> None:
         self.reply = "Hello there."
         self.status = 200  # the status of whole (not streamed) answers: 500 plays a failing model server
+        self.tool_arguments = ""  # set: whole chat answers call a tool with these arguments instead of saying reply
         self.received: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         outer = self
@@ -181,6 +182,13 @@ class ChatServer(LoopbackServer):
                     return
                 answer = {"object": "chat.completion", "choices": [{"index": 0, "message": {
                     "role": "assistant", "content": outer.reply}}]}  # fmt: skip
+                if outer.tool_arguments:
+                    call = {
+                        "id": "c",
+                        "type": "function",
+                        "function": {"name": "send", "arguments": outer.tool_arguments},
+                    }
+                    answer["choices"][0]["message"] = {"role": "assistant", "content": None, "tool_calls": [call]}
                 self._send(outer.status, json.dumps(answer).encode(), "application/json")
 
             def _generate(self, stream: bool) -> None:

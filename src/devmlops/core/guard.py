@@ -470,9 +470,21 @@ def response_texts(body: Any, path: str = "") -> list[str]:
             for key in ("message", "delta"):
                 part = choice.get(key)
                 if isinstance(part, dict):
-                    texts += _parts(part.get("content"))
+                    texts += _parts(part.get("content")) + _answer_extras(part)
     for tensor in body.get("outputs") or []:
         texts += _tensor_texts(tensor)
+    return texts
+
+
+def _answer_extras(message: dict[str, Any]) -> list[str]:
+    """What else an OpenAI-compatible answer says besides its content: a refusal, reasoning, and the arguments of
+    the tools it calls (the client runs them with what the model wrote there)."""
+    texts = [message[key] for key in ("refusal", "reasoning_content") if isinstance(message.get(key), str)]
+    calls = message.get("tool_calls")
+    for call in [*(calls if isinstance(calls, list) else []), message.get("function_call")]:
+        function = call.get("function", call) if isinstance(call, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+            texts.append(function["arguments"])
     return texts
 
 

@@ -176,3 +176,17 @@ def test_output_checks_without_a_protocol_refuse_an_endpoint_whose_answer_they_c
         assert finding.reason == "schema", path
     assert inspect_request(guard, "POST", "/v2/models/m/infer", b'{"inputs": []}') is None
     assert inspect_request(guard, "GET", "/v2/models/m", b"") is None  # reads and probes pass
+
+
+def test_the_output_checks_read_the_arguments_of_the_tools_an_answer_calls() -> None:
+    """Attack review atk-d: an OpenAI-compatible answer may say nothing in its content and everything in the
+    arguments of a tool call (the client runs the tool with them), a refusal or its reasoning; the output checks read
+    the content only, so a credential passed in a tool call's arguments."""
+    key = "AKIAIOSFODNN7EXAMPLE"
+    call = {"id": "c", "type": "function", "function": {"name": "send", "arguments": json.dumps({"body": key})}}
+    whole = {"choices": [{"message": {"role": "assistant", "content": None, "tool_calls": [call]}}]}
+    streamed = {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": key}}]}}]}
+    legacy = {"choices": [{"message": {"content": "", "function_call": {"name": "send", "arguments": key}}}]}
+    other = {"choices": [{"message": {"content": "", "refusal": key, "reasoning_content": key}}]}
+    for answer in (whole, streamed, legacy, other):
+        assert any(key in text for text in response_texts(answer)), answer
