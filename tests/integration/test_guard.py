@@ -199,6 +199,23 @@ def test_a_secret_in_a_triton_generate_answer_is_refused_whole_and_cut_in_a_stre
     assert [(r["result"], r["reason"]) for r in guard.audit()] == [("blocked", "secret")] * 2
 
 
+def test_a_secret_streamed_piece_by_piece_from_triton_generate_is_cut(
+    chat: ChatServer, start_guard: Callable[..., Guard]
+) -> None:
+    """Triton repeats model_name, model_version and the client's id in every generate_stream event: read as text
+    between two pieces of a credential, they kept the checks from seeing it whole."""
+    chat.pieces = ["Sure: ", AWS_KEY[:6], AWS_KEY[6:13], AWS_KEY[13:], " and more follows"]
+    guard = start_guard(chat.url, {"output": {"secrets": True}})
+    received = b""
+    body = {"id": "mallory", "text_input": "key?"}
+    with httpx.stream("POST", guard.url + "/v2/models/m/generate_stream", json=body, timeout=10) as answer:
+        for chunk in answer.iter_bytes():
+            received += chunk
+    assert AWS_KEY[13:] not in received.decode()
+    assert "follows" not in received.decode()
+    assert [(r["result"], r["reason"]) for r in guard.audit()] == [("blocked", "secret")]
+
+
 def test_output_checks_refuse_an_endpoint_whose_answer_they_cannot_read(
     chat: ChatServer, start_guard: Callable[..., Guard]
 ) -> None:

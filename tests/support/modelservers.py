@@ -150,6 +150,7 @@ class ChatServer(LoopbackServer):
     def __init__(self) -> None:
         self.reply = "Hello there."
         self.status = 200  # the status of whole (not streamed) answers: 500 plays a failing model server
+        self.pieces: list[str] = []  # set: a generate stream sends exactly these texts, one event each
         self.tool_arguments = ""  # set: whole chat answers call a tool with these arguments instead of saying reply
         self.received: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -164,7 +165,7 @@ class ChatServer(LoopbackServer):
                 with outer._lock:
                     outer.received.append(body)
                 if self.path.endswith(("/generate", "/generate_stream")):
-                    self._generate(self.path.endswith("_stream"))
+                    self._generate(self.path.endswith("_stream"), body.get("id"))
                     return
                 if self.path == "/invocations":  # an MLflow scoring server's answer (MLServer's MLflow runtime)
                     self._send(200, json.dumps({"predictions": [outer.reply]}).encode())
@@ -191,9 +192,10 @@ class ChatServer(LoopbackServer):
                     answer["choices"][0]["message"] = {"role": "assistant", "content": None, "tool_calls": [call]}
                 self._send(outer.status, json.dumps(answer).encode(), "application/json")
 
-            def _generate(self, stream: bool) -> None:
+            def _generate(self, stream: bool, request_id: Any) -> None:
                 def answer(text: str) -> bytes:
-                    return json.dumps({"model_name": "m", "model_version": "1", "text_output": text}).encode()
+                    fields = {"model_name": "m", "model_version": "1", "text_output": text}
+                    return json.dumps({**fields, **({"id": request_id} if request_id else {})}).encode()
 
                 if not stream:
                     self._send(200, answer(outer.reply))
@@ -202,8 +204,8 @@ class ChatServer(LoopbackServer):
                 self.send_header("Content-Type", "text/event-stream; charset=utf-8")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
-                for word in outer.reply.split(" "):
-                    self._chunk(b"data: " + answer(word + " ") + b"\n\n")
+                for piece in outer.pieces or [word + " " for word in outer.reply.split(" ")]:
+                    self._chunk(b"data: " + answer(piece) + b"\n\n")
                 self._chunk(b"")
 
             def _chunk(self, data: bytes) -> None:

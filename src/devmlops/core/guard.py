@@ -425,6 +425,8 @@ def _json_strings(text: str) -> list[str]:
         return []
 
 
+# What Triton's generate extension answers besides the model's output tensors.
+_GENERATE_METADATA = frozenset({"model_name", "model_version", "id"})
 # What an OpenAI-compatible request names rather than says: the model served and the end user's identifier (often
 # an e-mail address, which the personal-data check would refuse in every request); no model reads them as text.
 _OPENAI_IDENTIFIERS = frozenset({"model", "user"})
@@ -456,12 +458,14 @@ def request_texts(body: Any, path: str = "") -> list[str]:
 
 def response_texts(body: Any, path: str = "") -> list[str]:
     """The texts a model answers with: chat and completion choices (whole or streamed deltas), v2 BYTES outputs;
-    to a request at Triton's generate extension (``path``), every string of the answer (``text_output`` and every
-    further output tensor, each under its own name), whole or one server-sent event at a time."""
+    to a request at Triton's generate extension (``path``), every string of the answer's output tensors
+    (``text_output`` and every further one, each under its own name), whole or one server-sent event at a time."""
     if not isinstance(body, dict):
         return []
     if _V2_GENERATE.match(path):
-        return _strings(body)
+        # Triton's own fields, repeated in every event of a stream, stay out: between two events' text they would
+        # split a credential the model streams piece by piece (the request's "id" is the client's to choose).
+        return _strings({key: value for key, value in body.items() if key not in _GENERATE_METADATA})
     texts: list[str] = []
     for choice in body.get("choices") or []:
         if isinstance(choice, dict):

@@ -190,3 +190,11 @@ def test_the_output_checks_read_the_arguments_of_the_tools_an_answer_calls() -> 
     other = {"choices": [{"message": {"content": "", "refusal": key, "reasoning_content": key}}]}
     for answer in (whole, streamed, legacy, other):
         assert any(key in text for text in response_texts(answer)), answer
+
+
+def test_a_generate_streams_metadata_does_not_split_the_text_the_checks_join() -> None:
+    """The guard joins a stream's texts event by event to find a credential streamed piece by piece; Triton repeats
+    model_name, model_version and the client's id in every generate_stream event, which between two pieces would
+    split the credential for the checks."""
+    event = {"model_name": "m", "model_version": "1", "id": "mallory", "text_output": "AKIA"}
+    assert response_texts(event, "/v2/models/m/generate_stream") == ["AKIA"]
