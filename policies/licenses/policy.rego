@@ -26,3 +26,10 @@ deny contains msg if {
 	id in denied_upper
 	msg := sprintf("license %s of model component %q is denied by policy (from %q)", [id, model.name, expression])
 }
+
+# A list that is not a list (a string, a map) would deny nothing: a denial names it.
+deny contains msg if {
+	given := object.get(input, ["parameters", "denied_licenses"], [])
+	not is_array(given)
+	msg := sprintf("parameters.denied_licenses: got %v, expected a list of license ids", [given])
+}

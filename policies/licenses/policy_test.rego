@@ -23,3 +23,8 @@ test_the_denied_list_is_a_parameter if {
 test_no_sbom_means_nothing_to_deny if {
 	count(licenses.deny) == 0 with input as {}
 }
+
+test_a_denied_list_that_is_no_list_denies_instead_of_denying_nothing if {
+	msgs := licenses.deny with input as {"sbom": sbom("AGPL-3.0-only"), "parameters": {"denied_licenses": "AGPL-3.0-only"}}
+	msgs == {"parameters.denied_licenses: got AGPL-3.0-only, expected a list of license ids"}
+}

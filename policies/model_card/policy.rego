@@ -26,3 +26,10 @@ deny contains msg if {
 	not field in model.modelCardFields
 	msg := sprintf("model card of %q: field %s is missing (required for high risk)", [model.name, field])
 }
+
+# A list that is not a list (a string, a map) would require nothing: a denial names it.
+deny contains msg if {
+	given := object.get(input, ["parameters", "required_fields"], [])
+	not is_array(given)
+	msg := sprintf("parameters.required_fields: got %v, expected a list of model-card fields", [given])
+}

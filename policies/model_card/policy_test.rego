@@ -31,3 +31,9 @@ test_required_fields_are_a_parameter if {
 	doc := {"compliance": {"tier": "high"}, "parameters": {"required_fields": ["x"]}, "sbom": complete}
 	count(model_card.deny) == 1 with input as doc
 }
+
+test_required_fields_that_are_no_list_deny_instead_of_requiring_nothing if {
+	doc := {"compliance": {"tier": "high"}, "parameters": {"required_fields": "modelParameters.task"}, "sbom": {"models": [{"name": "fraud", "modelCardFields": []}]}}
+	msgs := model_card.deny with input as doc
+	msgs == {"parameters.required_fields: got modelParameters.task, expected a list of model-card fields"}
+}

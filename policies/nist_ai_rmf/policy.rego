@@ -26,3 +26,9 @@ deny contains msg if {
 }
 
 has_evidence(key) if input.object.metadata.annotations[key] != ""
+
+# A threshold that is no tier would never apply, and the package would pass everything: a denial names it.
+deny contains msg if {
+	not rank[from_tier]
+	msg := sprintf("parameters.nist_from_tier: got %v, expected one of %v", [from_tier, ["minimal", "limited", "high", "prohibited"]])
+}

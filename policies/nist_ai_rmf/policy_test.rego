@@ -27,3 +27,12 @@ test_the_threshold_is_a_parameter if {
 	}
 	count(msgs) == 3
 }
+
+test_a_threshold_that_is_no_tier_denies_instead_of_passing_everything if {
+	some bad in ["High", "", 2]
+	msgs := nist_ai_rmf.deny with input as {
+		"compliance": {"tier": "high"}, "parameters": {"nist_from_tier": bad},
+		"object": {"metadata": {"annotations": all_four}},
+	}
+	count(msgs) == 1
+}

@@ -44,14 +44,41 @@ def mlserver_venv() -> Path:
     return venv
 
 
+# A custom MLServer model that reads its inputs the way MLServer's own runtimes do (self.decode: the codec the
+# request's or the model's content type names) and answers what it read: what a prompt becomes inside the server.
+ECHO_MODEL = {
+    "model-settings.json": json.dumps({"name": "echo", "implementation": "echo.Echo"}),
+    "echo.py": """
+from mlserver import MLModel
+from mlserver.codecs import StringCodec
+from mlserver.types import InferenceRequest, InferenceResponse
+
+
+class Echo(MLModel):
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        read = []
+        for request_input in payload.inputs:
+            for item in self.decode(request_input, default_codec=StringCodec):
+                read.append(item.decode() if isinstance(item, bytes) else str(item))
+        return InferenceResponse(model_name=self.name, outputs=[StringCodec.encode_output("read", read)])
+""",
+}
+
+
 @contextmanager
-def mlserver(workdir: Path, *, env: Mapping[str, str] | None = None) -> Iterator[str]:
-    """A running MLServer with the model "iris" on 127.0.0.1 (``env``: MLSERVER_* settings over the defaults here,
-    free ports on loopback); yields its base URL."""
+def mlserver(
+    workdir: Path, *, env: Mapping[str, str] | None = None, model: Mapping[str, str] | None = None
+) -> Iterator[str]:
+    """A running MLServer on 127.0.0.1 (``env``: MLSERVER_* settings over the defaults here, free ports on loopback)
+    with the model "iris", or with ``model``'s files (their model-settings.json names it); yields its base URL."""
     venv = mlserver_venv()
-    models = workdir / "models" / "iris"
+    name = json.loads(model["model-settings.json"])["name"] if model else "iris"
+    models = workdir / "models" / name
     models.mkdir(parents=True, exist_ok=True)
-    subprocess.run([str(venv / "bin" / "python"), "-c", _TRAIN, str(models)], check=True, timeout=300)
+    if model is None:
+        subprocess.run([str(venv / "bin" / "python"), "-c", _TRAIN, str(models)], check=True, timeout=300)
+    for file, text in (model or {}).items():
+        (models / file).write_text(text)
     settings = {
         "MLSERVER_HOST": "127.0.0.1",
         "MLSERVER_HTTP_PORT": str(free_port()),
@@ -69,7 +96,7 @@ def mlserver(workdir: Path, *, env: Mapping[str, str] | None = None) -> Iterator
     url = f"http://127.0.0.1:{settings['MLSERVER_HTTP_PORT']}"
     process.start()
     try:
-        process.wait_until(lambda: http_ok(url + "/v2/models/iris/ready"), timeout=120, what="model iris ready")
+        process.wait_until(lambda: http_ok(url + f"/v2/models/{name}/ready"), timeout=120, what=f"model {name} ready")
         yield url
     finally:
         process.stop()
@@ -115,11 +142,16 @@ class LoopbackServer:
 
 class ChatServer(LoopbackServer):
     """An OpenAI-compatible /v1/chat/completions on 127.0.0.1 that answers ``reply`` (whole, or as server-sent
-    events word by word when the request asks to stream) and keeps every request body it received."""
+    events word by word when the request asks to stream) and keeps every request body it received. At Triton's
+    generate extension (``/v2/models/<m>/generate``, ``generate_stream``) it answers in Triton's shape instead:
+    ``{"model_name", "model_version", "text_output"}``, whole or one event per word; at ``/invocations`` as an MLflow
+    scoring server, ``{"predictions": [reply]}``."""
 
     def __init__(self) -> None:
         self.reply = "Hello there."
         self.status = 200  # the status of whole (not streamed) answers: 500 plays a failing model server
+        self.pieces: list[str] = []  # set: a generate stream sends exactly these texts, one event each
+        self.tool_arguments = ""  # set: whole chat answers call a tool with these arguments instead of saying reply
         self.received: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         outer = self
@@ -132,6 +164,12 @@ class ChatServer(LoopbackServer):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
                 with outer._lock:
                     outer.received.append(body)
+                if self.path.endswith(("/generate", "/generate_stream")):
+                    self._generate(self.path.endswith("_stream"), body.get("id"))
+                    return
+                if self.path == "/invocations":  # an MLflow scoring server's answer (MLServer's MLflow runtime)
+                    self._send(200, json.dumps({"predictions": [outer.reply]}).encode())
+                    return
                 if body.get("stream"):
                     self.send_response(200)
                     self.send_header("Content-Type", "text/event-stream")
@@ -145,7 +183,30 @@ class ChatServer(LoopbackServer):
                     return
                 answer = {"object": "chat.completion", "choices": [{"index": 0, "message": {
                     "role": "assistant", "content": outer.reply}}]}  # fmt: skip
+                if outer.tool_arguments:
+                    call = {
+                        "id": "c",
+                        "type": "function",
+                        "function": {"name": "send", "arguments": outer.tool_arguments},
+                    }
+                    answer["choices"][0]["message"] = {"role": "assistant", "content": None, "tool_calls": [call]}
                 self._send(outer.status, json.dumps(answer).encode(), "application/json")
+
+            def _generate(self, stream: bool, request_id: Any) -> None:
+                def answer(text: str) -> bytes:
+                    fields = {"model_name": "m", "model_version": "1", "text_output": text}
+                    return json.dumps({**fields, **({"id": request_id} if request_id else {})}).encode()
+
+                if not stream:
+                    self._send(200, answer(outer.reply))
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for piece in outer.pieces or [word + " " for word in outer.reply.split(" ")]:
+                    self._chunk(b"data: " + answer(piece) + b"\n\n")
+                self._chunk(b"")
 
             def _chunk(self, data: bytes) -> None:
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))

@@ -7,6 +7,7 @@ admission. Nothing here reads a clock, a socket or the cluster: the caller passe
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import unicodedata
@@ -376,11 +377,73 @@ def _parts(content: Any) -> list[str]:
     return []
 
 
-def request_texts(body: Any) -> list[str]:
-    """The texts a request carries to a model: chat messages, completion prompts, generate's text_input, v2 BYTES
-    tensors."""
+def _strings(value: Any) -> list[str]:
+    """Every string in a JSON value, at any depth, in document order (keys aside)."""
+    found: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            found.append(item)
+        elif isinstance(item, dict):
+            stack.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+    return found
+
+
+def _tensor_texts(tensor: Any) -> list[str]:
+    """A v2 BYTES tensor's strings, and what a model server makes of them: MLServer decodes a tensor whose content
+    type is ``base64`` (the request's ``parameters.content_type``, or, without one, the model's own metadata, which
+    the guard cannot see), and its HuggingFace codecs parse strings as JSON (``hg_json``), where ``\\u0049gnore``
+    reads "Ignore". Each string is read as written, as the text it is the base64 of (when it is one), and as the
+    strings of the JSON it parses to."""
+    if not isinstance(tensor, dict) or tensor.get("datatype") != "BYTES":
+        return []
+    texts = [d for d in leaves(tensor.get("data")) if isinstance(d, str)]
+    texts += [decoded for decoded in map(_base64_text, texts) if decoded]
+    return texts + [inner for text in texts for inner in _json_strings(text)]
+
+
+def _base64_text(text: str) -> str:
+    """The UTF-8 text ``text`` is the base64 of, as MLServer's base64 codec decodes it; '' when it is none."""
+    if len(text) < 4 or len(text) % 4:
+        return ""
+    try:
+        return base64.b64decode(text, validate=True).decode("utf-8")
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return ""
+
+
+def _json_strings(text: str) -> list[str]:
+    """The strings of the JSON document ``text`` is, if it is one (an object, a list or a string)."""
+    if not text.lstrip().startswith(("{", "[", '"')):
+        return []
+    try:
+        return _strings(json.loads(text))
+    except (ValueError, RecursionError):
+        return []
+
+
+# What Triton's generate extension answers besides the model's output tensors.
+_GENERATE_METADATA = frozenset({"model_name", "model_version", "id"})
+# What an OpenAI-compatible request names rather than says: the model served and the end user's identifier (often
+# an e-mail address, which the personal-data check would refuse in every request); no model reads them as text.
+_OPENAI_IDENTIFIERS = frozenset({"model", "user"})
+
+
+def request_texts(body: Any, path: str = "") -> list[str]:
+    """The texts a request carries to a model: chat messages, completion prompts, v2 BYTES tensors. By ``path``:
+    for Triton's generate extension, every string in the body (Triton passes each property of the request object to
+    the model as the input tensor, or parameter, of that name, so a text input may be called anything); for the
+    OpenAI completions, every string but the model's and the user's names (tool descriptions, tool-call arguments,
+    response-format schemas: the server writes them into the prompt the model reads)."""
     if not isinstance(body, dict):
         return []
+    if _V2_GENERATE.match(path):
+        return _strings(body)
+    if path in _OPENAI:
+        return _strings({key: value for key, value in body.items() if key not in _OPENAI_IDENTIFIERS})
     texts: list[str] = []
     for message in body.get("messages") or []:
         if isinstance(message, dict):
@@ -389,15 +452,20 @@ def request_texts(body: Any) -> list[str]:
         value = body.get(key)
         texts += [value] if isinstance(value, str) else [p for p in value or [] if isinstance(p, str)]
     for tensor in body.get("inputs") or []:
-        if isinstance(tensor, dict) and tensor.get("datatype") == "BYTES":
-            texts += [d for d in leaves(tensor.get("data")) if isinstance(d, str)]
+        texts += _tensor_texts(tensor)
     return texts
 
 
-def response_texts(body: Any) -> list[str]:
-    """The texts a model answers with: chat and completion choices (whole or streamed deltas), v2 BYTES outputs."""
+def response_texts(body: Any, path: str = "") -> list[str]:
+    """The texts a model answers with: chat and completion choices (whole or streamed deltas), v2 BYTES outputs;
+    to a request at Triton's generate extension (``path``), every string of the answer's output tensors
+    (``text_output`` and every further one, each under its own name), whole or one server-sent event at a time."""
     if not isinstance(body, dict):
         return []
+    if _V2_GENERATE.match(path):
+        # Triton's own fields, repeated in every event of a stream, stay out: between two events' text they would
+        # split a credential the model streams piece by piece (the request's "id" is the client's to choose).
+        return _strings({key: value for key, value in body.items() if key not in _GENERATE_METADATA})
     texts: list[str] = []
     for choice in body.get("choices") or []:
         if isinstance(choice, dict):
@@ -406,10 +474,21 @@ def response_texts(body: Any) -> list[str]:
             for key in ("message", "delta"):
                 part = choice.get(key)
                 if isinstance(part, dict):
-                    texts += _parts(part.get("content"))
+                    texts += _parts(part.get("content")) + _answer_extras(part)
     for tensor in body.get("outputs") or []:
-        if isinstance(tensor, dict) and tensor.get("datatype") == "BYTES":
-            texts += [d for d in leaves(tensor.get("data")) if isinstance(d, str)]
+        texts += _tensor_texts(tensor)
+    return texts
+
+
+def _answer_extras(message: dict[str, Any]) -> list[str]:
+    """What else an OpenAI-compatible answer says besides its content: a refusal, reasoning, and the arguments of
+    the tools it calls (the client runs them with what the model wrote there)."""
+    texts = [message[key] for key in ("refusal", "reasoning_content") if isinstance(message.get(key), str)]
+    calls = message.get("tool_calls")
+    for call in [*(calls if isinstance(calls, list) else []), message.get("function_call")]:
+        function = call.get("function", call) if isinstance(call, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+            texts.append(function["arguments"])
     return texts
 
 
@@ -443,10 +522,12 @@ def read_request(
         return _schema("path", f"{method} {path} is not a v2 inference endpoint"), None
     if guard.protocol == "openai" and path not in _OPENAI:
         return _schema("path", f"{method} {path} is not an OpenAI-compatible completion endpoint"), None
-    if guard.protocol is None and guard.input is not None and not _readable_endpoint(path):
-        # The input checks read prompts where these endpoints carry them; elsewhere (Triton's logging, trace or
-        # shared-memory APIs, an extension added later) they would read nothing and pass everything.
-        return _schema("path", f"{method} {path} is not an endpoint whose input the checks can read"), None
+    checks = guard.input is not None or guard.output is not None
+    if guard.protocol is None and checks and not _readable_endpoint(path):
+        # The checks read prompts and answers where these endpoints carry them; elsewhere (Triton's logging, trace or
+        # shared-memory APIs, MLServer's /invocations or a model's own REST handler, an extension added later) they
+        # would read nothing and pass everything, a question or an answer.
+        return _schema("path", f"{method} {path} is not an endpoint whose texts the checks can read"), None
     if guard.output is not None and _binary_output(body):
         return _schema("parameters", "binary tensor data was asked for; the output checks read JSON answers only"), None
     parsed: Any = None
@@ -466,7 +547,7 @@ def read_request(
         found = _check_openai(path, parsed)
     else:
         found = None
-    return found or inspect_text(request_texts(parsed), guard.input, secrets, "input"), parsed
+    return found or inspect_text(request_texts(parsed, path), guard.input, secrets, "input"), parsed
 
 
 def _readable_endpoint(path: str) -> bool:

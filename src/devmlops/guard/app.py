@@ -214,7 +214,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
             """Check one event (with the end of the earlier ones) and send it; False once a hit ended the stream."""
             nonlocal tail, finding
             if guard.output is not None:
-                joined = tail + "".join(_event_texts(event))
+                joined = tail + "".join(_event_texts(event, request.path))
                 found = output_finding([joined]) if joined else None
                 tail = joined[-_STREAM_TAIL:]
                 if found is not None and guard.action == "block":
@@ -308,7 +308,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
                     return refuse(
                         exchange, 502, Finding("unreadable", "output: the answer is not JSON the checks read")
                     )
-                found = output_finding(response_texts(parsed)) if guard.output else None
+                found = output_finding(response_texts(parsed, request.path)) if guard.output else None
                 if found is not None and guard.action == "block":
                     return refuse(exchange, 403, found)
                 if answer.status >= 500:  # passed on as it came; counted as the model server's error
@@ -358,14 +358,17 @@ def _json_or_none(content: bytes) -> Any:
         return None
 
 
-def _event_texts(events: bytes) -> list[str]:
-    """The texts of server-sent events' ``data:`` lines (OpenAI streams send one JSON chunk per event)."""
+def _event_texts(events: bytes, path: str) -> list[str]:
+    """The texts of server-sent events' ``data:`` lines (OpenAI streams send one JSON chunk per event, Triton's
+    generate_stream one answer object); ``path`` is the request's (``response_texts``)."""
     texts: list[str] = []
     for line in events.decode(errors="replace").splitlines():
         if line.startswith("data:"):
             data = line[5:].strip()
-            parsed = _json_or_none(data.encode()) if data and data != "[DONE]" else None
-            texts += response_texts(parsed) if parsed is not None else ([data] if data and data != "[DONE]" else [])
+            if not data or data == "[DONE]":
+                continue
+            parsed = _json_or_none(data.encode())
+            texts += response_texts(parsed, path) if parsed is not None else [data]
     return texts
 
 
