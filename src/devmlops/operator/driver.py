@@ -17,7 +17,7 @@ from devmlops.operator.guard import ReconcileGuard
 from devmlops.operator.metrics import metrics
 from devmlops.operator.observe import Observer
 from devmlops.operator.readiness import child_readiness
-from devmlops.operator.reconcile import going_away, plan, readiness_patch, status_write_needed
+from devmlops.operator.reconcile import RemoveSlice, going_away, plan, readiness_patch, status_write_needed
 from devmlops.operator.retries import Key, RetryQueue
 from devmlops.operator.rollout import rolling_out
 
@@ -61,7 +61,8 @@ class Driver:
         with self.guard.turn(key, generation) as current:
             if not current:
                 return None
-            planned = plan(self.observer.observe(model))
+            observed = self.observer.observe(model)
+            planned = plan(observed)
             if planned.status is None and not planned.actions:
                 return None
             write = always_write or (planned.status is not None and status_write_needed(model, planned.status))
@@ -69,6 +70,9 @@ class Driver:
             self.guard.reconciled(key, generation)
         self.retries.discard(key)
         if rolling_out(status):  # its next step and its analysis: looked at again within seconds
+            self.retries.add(key)
+        # Slices that could not be listed, or foreign ones just removed (gone? written again?): looked at again soon.
+        if observed.slices is None or any(isinstance(a, RemoveSlice) for a in planned.actions):
             self.retries.add(key)
         return status
 

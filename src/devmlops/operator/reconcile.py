@@ -1,8 +1,9 @@
 """What the operator must do for one ModelDeployment, decided from what it observed and the time (no I/O here).
 
 The shells (kopf's handlers, the retry and re-check loop, a child's report) observe (observe.py), ask ``plan`` and
-run its actions in order (execute.py): write or replace a child, scale the model server to zero, post an Event,
-write the status. The rules live here, in one function tested on fake observations (tests/unit/operator/
+run its actions in order (execute.py): remove an EndpointSlice under the model's Service names that its Service does
+not keep (core/addresses.py), write or replace a child, scale the model server to zero, post an Event, write the
+status. The rules live here, in one function tested on fake observations (tests/unit/operator/
 test_reconcile.py); the certificate keeper (certplan.py) is built the same way.
 """
 
@@ -10,14 +11,16 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from devmlops.core.addresses import ForeignSlice, foreign_slices
 from devmlops.core.compare import differences, metadata_differences
 from devmlops.core.manifests import ModelDeployment, parse_model_deployment
 from devmlops.core.model import Decision
 from devmlops.core.render import ANNOTATION_POLICY_REVISION, CanaryRendering, render_children
 from devmlops.core.rollout import render_serving, what_serves
+from devmlops.core.workloads import model_service_names
 from devmlops.errors import InvalidInputError
 from devmlops.operator.conditions import ConditionStatus, set_condition
 from devmlops.operator.readiness import Readiness, child_readiness, waiting_for
@@ -31,6 +34,7 @@ __all__ = [
     "Observation",
     "Plan",
     "PostEvent",
+    "RemoveSlice",
     "Retry",
     "ScaleToZero",
     "Serving",
@@ -42,6 +46,7 @@ __all__ = [
     "plan",
     "readiness_patch",
     "released_by_approval",
+    "slice_removals",
     "status_write_needed",
     "timestamp",
     "with_serving_message",
@@ -94,6 +99,10 @@ class Observation:
     canary_ready: tuple[bool, str] = (False, "the new version's Deployment is not there yet")
     measured: Measured | None = None
     drift: Mapping[str, float] | None = None  # the serving version's PSI per feature (None: not measured)
+    # The EndpointSlices labelled with the model's Service names (None: they could not be listed, looked at again
+    # soon), and the uid of each of those Services that exists (read after the slices).
+    slices: Sequence[Mapping[str, Any]] | None = ()
+    service_uids: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,13 +153,26 @@ class PostEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class RemoveSlice:
+    """Delete an EndpointSlice that joins the model's Service without being its Service's (kube-proxy routes to every
+    slice so labelled), and say so in a Warning Event on the model."""
+
+    slice: ForeignSlice
+    namespace: str
+
+    def message(self, error: str = "") -> str:
+        said = self.slice.describe(self.namespace)
+        return f"{said}; not removed ({error}), tried again" if error else f"{said}; removed"
+
+
+@dataclass(frozen=True, slots=True)
 class Retry:
     """Nothing can be decided now (OPA down, a deadline): keep state and server as they are, try again soon."""
 
     reason: str
 
 
-Action = WriteChild | DeleteChild | ScaleToZero | PostEvent | RequestRetrain | Retry
+Action = RemoveSlice | WriteChild | DeleteChild | ScaleToZero | PostEvent | RequestRetrain | Retry
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,10 +281,29 @@ def going_away(model: Mapping[str, Any]) -> bool:
 
 
 def plan(observed: Observation) -> Plan:
-    """The status and the actions for ``observed``; an empty plan for a model that is being deleted."""
-    model, decision = observed.model, observed.decision
-    if going_away(model):
+    """The status and the actions for ``observed``; an empty plan for a model that is being deleted. Whatever the
+    model's verdict, the EndpointSlices under its Service names that their Service does not keep go first."""
+    if going_away(observed.model):
         return Plan("skipped")
+    planned = _plan(observed)
+    removals = slice_removals(observed)
+    return replace(planned, actions=(*removals, *planned.actions)) if removals else planned
+
+
+def slice_removals(observed: Observation) -> tuple[RemoveSlice, ...]:
+    """One removal per EndpointSlice under the model's Service names that the Service of that name does not control
+    (none when the slices could not be listed)."""
+    if observed.slices is None:
+        return ()
+    namespace = str((observed.model.get("metadata") or {}).get("namespace") or "")
+    services = model_service_names(observed.model)
+    return tuple(
+        RemoveSlice(found, namespace) for found in foreign_slices(observed.slices, services, observed.service_uids)
+    )
+
+
+def _plan(observed: Observation) -> Plan:
+    model, decision = observed.model, observed.decision
     blocking = [r for r in decision.results if r.blocking]
     if blocking and all(r.outcome == "error" for r in blocking):
         # Not a verdict on the model: keep the server as it is and try again instead of degrading it.

@@ -19,6 +19,7 @@ from devmlops.operator.reconcile import (
     ChildRef,
     Observation,
     PostEvent,
+    RemoveSlice,
     Retry,
     ScaleToZero,
     Serving,
@@ -404,3 +405,38 @@ def test_only_the_child_the_status_names_is_mirrored_not_kserves_predictor_deplo
 def test_re_check_rounds_take_only_decided_models() -> None:
     assert not due_for_recheck(model())
     assert due_for_recheck(model(status={"phase": "Admitted"}))
+
+
+# -- EndpointSlices under the model's Service names ----------------------------------------------------------------
+
+
+def _slice(name: str, service: str, owner_uid: str = "") -> dict[str, Any]:
+    refs = [{"kind": "Service", "name": service, "uid": owner_uid, "controller": True}] if owner_uid else []
+    return {
+        "metadata": {"name": name, "labels": {"kubernetes.io/service-name": service}, "ownerReferences": refs},
+        "endpoints": [{"addresses": ["10.0.0.250"]}],
+    }
+
+
+@pytest.mark.parametrize("decision", [PASS, REVOKED, OPA_DOWN], ids=["admitted", "degraded", "undecided"])
+def test_a_slice_its_service_does_not_control_is_removed_first_whatever_the_models_verdict(decision: Decision) -> None:
+    md = model(kind="triton")
+    slices = [_slice("fraud-abc", "fraud", "svc-uid"), _slice("raced", "fraud"), _slice("early", "fraud-canary")]
+    result = plan(observed(md, decision, slices=slices, service_uids={"fraud": "svc-uid"}))
+    removals = [a for a in result.actions if isinstance(a, RemoveSlice)]
+    assert [(r.slice.name, r.slice.service, r.namespace) for r in removals] == [
+        ("raced", "fraud", "ml"),
+        ("early", "fraud-canary", "ml"),
+    ]
+    assert list(result.actions[: len(removals)]) == removals
+    assert removals[0].message().endswith("; removed")
+    assert "not removed (HTTP 403 Forbidden), tried again" in removals[0].message("HTTP 403 Forbidden")
+
+
+def test_unlisted_slices_or_a_model_being_deleted_remove_nothing() -> None:
+    md = model(kind="triton")
+    assert not [a for a in plan(observed(md, slices=None)).actions if isinstance(a, RemoveSlice)]
+    going = {**md, "metadata": {**md["metadata"], "deletionTimestamp": "2026-11-30T09:00:00Z"}}
+    assert plan(observed(going, slices=[_slice("raced", "fraud")])).actions == ()
+    kserve = plan(observed(model(), slices=[_slice("raced", "fraud"), _slice("p", "fraud-predictor")]))
+    assert [a.slice.name for a in kserve.actions if isinstance(a, RemoveSlice)] == ["p"]  # KServe's has no "fraud"
