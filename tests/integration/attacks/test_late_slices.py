@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.kube import api_client
 from devmlops.harness.controlplane import ControlPlane
-from tests.integration.attacks.conftest import Served, admitted
+from tests.integration.attacks.conftest import KServePods, Served, admitted
 from tests.integration.attacks.test_traffic import MALLORYS_HOST, _controllers_slice, _slice
 from tests.integration.support import eventually
 
@@ -39,15 +39,14 @@ def _exists(discovery: k8s.DiscoveryV1Api, namespace: str, name: str) -> bool:
     return True
 
 
-def test_a_slice_the_admission_checks_did_not_see_is_removed_from_a_served_models_service(
-    admin: k8s.ApiClient, control_plane: ControlPlane, served_triton: Served
-) -> None:
-    namespace = served_triton.namespace
+def _raced_slice_is_removed(admin: k8s.ApiClient, control_plane: ControlPlane, namespace: str, service: str) -> None:
+    """Write the slice the race leaves under ``service`` (as the EndpointSlice controller), then wait for the operator:
+    the slice removed, a Warning Event on ModelDeployment fraud naming it, the controller's own slice kept."""
     discovery = k8s.DiscoveryV1Api(admin)
-    theirs = _controllers_slice(admin, namespace, "fraud")  # the Service exists: the controller keeps its slice
+    theirs = _controllers_slice(admin, namespace, service)  # the Service exists: the controller keeps its slice
     with api_client(control_plane.kubeconfig("admin")) as client:
         client.set_default_header("Impersonate-User", ENDPOINT_SLICE_CONTROLLER)
-        admitted(k8s.DiscoveryV1Api(client).create_namespaced_endpoint_slice, namespace, _slice("raced", "fraud"))
+        admitted(k8s.DiscoveryV1Api(client).create_namespaced_endpoint_slice, namespace, _slice("raced", service))
     eventually(lambda: not _exists(discovery, namespace, "raced"), timeout=30, what="the foreign slice's removal")
 
     def event() -> Any:
@@ -57,7 +56,20 @@ def test_a_slice_the_admission_checks_did_not_see_is_removed_from_a_served_model
     found = eventually(event, timeout=15, what=f"a {REMOVED} Event on ModelDeployment fraud")
     assert found.type == "Warning"
     assert found.involved_object.kind == "ModelDeployment"
-    assert f"EndpointSlice {namespace}/raced labelled kubernetes.io/service-name=fraud" in found.message
+    assert f"EndpointSlice {namespace}/raced labelled kubernetes.io/service-name={service}" in found.message
     assert MALLORYS_HOST in found.message
     kept = discovery.read_namespaced_endpoint_slice(theirs["metadata"]["name"], namespace)
     assert kept.metadata.uid == theirs["metadata"]["uid"]  # the controller's own slice was left alone
+
+
+def test_a_slice_the_admission_checks_did_not_see_is_removed_from_a_triton_models_service(
+    admin: k8s.ApiClient, control_plane: ControlPlane, served_triton: Served
+) -> None:
+    _raced_slice_is_removed(admin, control_plane, served_triton.namespace, "fraud")
+
+
+def test_a_slice_the_admission_checks_did_not_see_is_removed_from_kserves_predictor_service(
+    admin: k8s.ApiClient, control_plane: ControlPlane, kserve_pods: KServePods
+) -> None:
+    """(KServe writes its predictor Service only for a runtime it finds: ``kserve_pods`` brings a cluster runtime.)"""
+    _raced_slice_is_removed(admin, control_plane, kserve_pods.served.namespace, "fraud-predictor")
