@@ -145,14 +145,21 @@ def foreign_slices(
 ) -> tuple[ForeignSlice, ...]:
     """The EndpointSlices labelled with one of a model's Service names (``services``) that the stored Service of that
     name does not control by uid (``service_uids``: the uid of each that exists). The EndpointSlice controller names
-    the Service, by uid, as the controlling owner of every slice it writes, and writes none for a Service that does
-    not exist: under a name with no Service every slice is foreign. A slice written before the Service existed cannot
-    know its uid; once the model exists the webhook refuses every other writer."""
+    the Service, by uid, as the controlling owner of every slice it writes; a slice written before the Service existed
+    cannot know its uid, and once the model exists the webhook refuses every other writer. Under a name with no
+    Service (yet, or any more: a finished rollout's ``-canary``) every slice is foreign but one that names a Service of
+    that name as its controller: a deleted Service's, which the garbage collector removes (as it removes a forged
+    one, whose owner does not exist); it is judged by uid once a Service of that name exists again."""
     names = set(services)
+
+    def foreign(obj: Mapping[str, Any]) -> bool:
+        uid = service_uids.get(_label(obj), "")
+        return not _controlled_by(obj, uid) if uid else not names_its_service(obj)
+
     return tuple(
         ForeignSlice(_name(obj), _label(obj), _addresses(obj))
         for obj in slices
-        if _label(obj) in names and not _controlled_by(obj, service_uids.get(_label(obj), ""))
+        if _label(obj) in names and foreign(obj)
     )
 
 

@@ -164,7 +164,15 @@ def test_every_slice_under_a_models_service_names_but_those_its_service_controls
         ForeignSlice("early-canary", "fraud-canary", ()),  # no Service fraud-canary: the controller wrote none
     )
     assert foreign_slices([kept], ("fraud",), {"fraud": "uid-1"}) == ()
-    assert foreign_slices([kept], ("fraud",), {}) == (ForeignSlice("fraud-abc", "fraud", ("10.0.0.250",)),)
+    # No Service fraud (deleted: its controller's slice lingers until the garbage collector removes it): only slices
+    # that do not name a Service fraud as their controller are foreign; by uid again once a Service fraud exists.
+    assert foreign_slices([kept, wrong_uid, no_owner, not_controller], ("fraud",), {}) == (
+        ForeignSlice("raced", "fraud", ("10.0.0.250", "10.0.0.251")),
+        ForeignSlice("owner-only", "fraud", ("10.0.0.250",)),
+    )
+    assert foreign_slices([kept], ("fraud",), {"fraud": "uid-new"}) == (
+        ForeignSlice("fraud-abc", "fraud", ("10.0.0.250",)),
+    )
     assert foreign_slices(slices, (), {"fraud": "uid-1"}) == ()  # names the model does not have are not its own
     message = found[2].describe("ml")
     assert "EndpointSlice ml/raced labelled kubernetes.io/service-name=fraud" in message
