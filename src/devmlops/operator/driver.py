@@ -17,7 +17,7 @@ from devmlops.operator.guard import ReconcileGuard
 from devmlops.operator.metrics import metrics
 from devmlops.operator.observe import Observer
 from devmlops.operator.readiness import child_readiness
-from devmlops.operator.reconcile import RemoveSlice, going_away, plan, readiness_patch, status_write_needed
+from devmlops.operator.reconcile import going_away, plan, readiness_patch, slice_removals, status_write_needed
 from devmlops.operator.retries import Key, RetryQueue
 from devmlops.operator.rollout import rolling_out
 
@@ -61,8 +61,11 @@ class Driver:
         with self.guard.turn(key, generation) as current:
             if not current:
                 return None
-            observed = self.observer.observe(model)
-            planned = plan(observed)
+            # The model's address first, whatever comes of the rest (its evidence unreadable, a retry).
+            slices, service_uids = self.observer.slices(model)
+            removals = slice_removals(model, slices, service_uids) if slices is not None else ()
+            self.executor.remove_slices(model, removals, post=post)
+            planned = plan(self.observer.observe(model))
             if planned.status is None and not planned.actions:
                 return None
             write = always_write or (planned.status is not None and status_write_needed(model, planned.status))
@@ -72,7 +75,7 @@ class Driver:
         if rolling_out(status):  # its next step and its analysis: looked at again within seconds
             self.retries.add(key)
         # Slices that could not be listed, or foreign ones just removed (gone? written again?): looked at again soon.
-        if observed.slices is None or any(isinstance(a, RemoveSlice) for a in planned.actions):
+        if slices is None or removals:
             self.retries.add(key)
         return status
 

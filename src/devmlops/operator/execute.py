@@ -1,6 +1,6 @@
-"""Run a reconcile plan's actions against the API server, in order: foreign EndpointSlices removed (even when the
-plan asks for a retry), children, then the status, then Events (the status first when the children are rendered from
-it: a rollout's step, which the webhook admits them against).
+"""Run a reconcile plan's actions against the API server, in order: children first, then the status, then Events
+(the status first when the children are rendered from it: a rollout's step, which the webhook admits them against).
+Foreign EndpointSlices (``reconcile.slice_removals``) are removed before any plan, each with a Warning Event.
 
 Nothing here decides: what to write, scale or say comes from ``reconcile.plan``. An action that fails raises (the
 caller parks the reconcile for a retry), except scaling to zero, a slice's removal and Events, whose failure is
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -63,11 +63,6 @@ class Executor:
     ) -> dict[str, Any] | None:
         """Children, scale, status (when ``write_status``), then Events (``post``: kopf's, inside a handler).
         Returns the status written (or planned), None when the plan has none."""
-        for action in plan.actions:  # whatever else the plan says: the model's address is its Service's alone
-            if isinstance(action, RemoveSlice):
-                error = self.remove_slice(action)
-                reason = SLICE_NOT_REMOVED if error else SLICE_REMOVED
-                (post or self.post_event)(model, PostEvent("Warning", reason, action.message(error)))
         for action in plan.actions:
             if isinstance(action, Retry):
                 raise RetryRequested(action.reason)
@@ -153,6 +148,15 @@ class Executor:
             return f"POST {self._retrain_url}: HTTP {response.status_code}"
         _log.info("retrain requested at %s for %s", self._retrain_url, action.payload["model"]["digest"])
         return ""
+
+    def remove_slices(
+        self, model: Mapping[str, Any], removals: Sequence[RemoveSlice], *, post: EventPoster | None = None
+    ) -> None:
+        """Delete each foreign EndpointSlice and say so in a Warning Event on the model (or that it was not)."""
+        for action in removals:
+            error = self.remove_slice(action)
+            reason = SLICE_NOT_REMOVED if error else SLICE_REMOVED
+            (post or self.post_event)(model, PostEvent("Warning", reason, action.message(error)))
 
     def remove_slice(self, action: RemoveSlice) -> str:
         """Delete a foreign EndpointSlice (already gone is fine); the error, if any. A failure is logged and returned,

@@ -1,6 +1,6 @@
 """Everything ``reconcile.plan`` decides from, read for one ModelDeployment: its policies and approval, the decision
-again (the same ``decide()`` as admission), the signature verified again, its children as stored, and the
-EndpointSlices under its Service names with the uids of those Services."""
+again (the same ``decide()`` as admission), the signature verified again, and its children as stored; and what
+``reconcile.slice_removals`` decides from: the EndpointSlices under its Service names, the uids of those Services."""
 
 from __future__ import annotations
 
@@ -80,7 +80,6 @@ class Observer:
         serving = self._serving(model, context) if decision.allowed else None
         children = self.children(model)
         first = next(iter(children.values()), None)
-        slices, service_uids = self.slices(model)
         now = dt.datetime.now(dt.UTC)
         return Observation(
             model=model,
@@ -98,8 +97,6 @@ class Observer:
             pods=self.predictor_pods(first) if first is not None else (),
             now=now,
             drift=self._drift(model) if serving is not None else None,
-            slices=slices,
-            service_uids=service_uids,
             **self._rollout(model, children, now),
         )
 

@@ -1,17 +1,17 @@
 """What the operator must do for one ModelDeployment, decided from what it observed and the time (no I/O here).
 
 The shells (kopf's handlers, the retry and re-check loop, a child's report) observe (observe.py), ask ``plan`` and
-run its actions in order (execute.py): remove an EndpointSlice under the model's Service names that its Service does
-not keep (core/addresses.py), write or replace a child, scale the model server to zero, post an Event, write the
-status. The rules live here, in one function tested on fake observations (tests/unit/operator/
-test_reconcile.py); the certificate keeper (certplan.py) is built the same way.
+run its actions in order (execute.py): write or replace a child, scale the model server to zero, post an Event,
+write the status. Before all that, and whatever comes of it, the EndpointSlices under the model's Service names that
+their Service does not keep are removed (``slice_removals``). The rules live here, in functions tested on fake
+observations (tests/unit/operator/test_reconcile.py); the certificate keeper (certplan.py) is built the same way.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from devmlops.core.addresses import ForeignSlice, foreign_slices
@@ -99,10 +99,6 @@ class Observation:
     canary_ready: tuple[bool, str] = (False, "the new version's Deployment is not there yet")
     measured: Measured | None = None
     drift: Mapping[str, float] | None = None  # the serving version's PSI per feature (None: not measured)
-    # The EndpointSlices labelled with the model's Service names (None: they could not be listed, looked at again
-    # soon), and the uid of each of those Services that exists (read after the slices).
-    slices: Sequence[Mapping[str, Any]] | None = ()
-    service_uids: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +168,7 @@ class Retry:
     reason: str
 
 
-Action = RemoveSlice | WriteChild | DeleteChild | ScaleToZero | PostEvent | RequestRetrain | Retry
+Action = WriteChild | DeleteChild | ScaleToZero | PostEvent | RequestRetrain | Retry
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,30 +276,24 @@ def going_away(model: Mapping[str, Any]) -> bool:
     return bool((model.get("metadata") or {}).get("deletionTimestamp"))
 
 
-def plan(observed: Observation) -> Plan:
-    """The status and the actions for ``observed``; an empty plan for a model that is being deleted. Whatever the
-    model's verdict, the EndpointSlices under its Service names that their Service does not keep go first."""
-    if going_away(observed.model):
-        return Plan("skipped")
-    planned = _plan(observed)
-    removals = slice_removals(observed)
-    return replace(planned, actions=(*removals, *planned.actions)) if removals else planned
-
-
-def slice_removals(observed: Observation) -> tuple[RemoveSlice, ...]:
-    """One removal per EndpointSlice under the model's Service names that the Service of that name does not control
-    (none when the slices could not be listed)."""
-    if observed.slices is None:
+def slice_removals(
+    model: Mapping[str, Any], slices: Sequence[Mapping[str, Any]], service_uids: Mapping[str, str]
+) -> tuple[RemoveSlice, ...]:
+    """One removal per EndpointSlice (``slices``: those labelled with the model's Service names) that the Service of
+    that name (``service_uids``: the uid of each that exists) does not control. Planned apart from ``plan``, before
+    it: whatever the model's verdict, and even when its evidence cannot be read, its address is its Service's alone."""
+    if going_away(model):
         return ()
-    namespace = str((observed.model.get("metadata") or {}).get("namespace") or "")
-    services = model_service_names(observed.model)
-    return tuple(
-        RemoveSlice(found, namespace) for found in foreign_slices(observed.slices, services, observed.service_uids)
-    )
+    namespace = str((model.get("metadata") or {}).get("namespace") or "")
+    services = model_service_names(model)
+    return tuple(RemoveSlice(found, namespace) for found in foreign_slices(slices, services, service_uids))
 
 
-def _plan(observed: Observation) -> Plan:
+def plan(observed: Observation) -> Plan:
+    """The status and the actions for ``observed``; an empty plan for a model that is being deleted."""
     model, decision = observed.model, observed.decision
+    if going_away(model):
+        return Plan("skipped")
     blocking = [r for r in decision.results if r.blocking]
     if blocking and all(r.outcome == "error" for r in blocking):
         # Not a verdict on the model: keep the server as it is and try again instead of degrading it.
