@@ -64,7 +64,7 @@ class Driver:
             # The model's address first, whatever comes of the rest (its evidence unreadable, a retry).
             slices, service_uids = self.observer.slices(model)
             removals = slice_removals(model, slices, service_uids) if slices is not None else ()
-            self.executor.remove_slices(model, removals, post=post)
+            removed = self.executor.remove_slices(model, removals, post=post)
             planned = plan(self.observer.observe(model))
             if planned.status is None and not planned.actions:
                 return None
@@ -74,8 +74,8 @@ class Driver:
         self.retries.discard(key)
         if rolling_out(status):  # its next step and its analysis: looked at again within seconds
             self.retries.add(key)
-        # Slices that could not be listed, or foreign ones just removed (gone? written again?): looked at again soon.
-        if slices is None or removals:
+        # Slices that could not be listed or removed: looked at again soon (a new one makes it look: handlers.py).
+        if slices is None or not removed:
             self.retries.add(key)
         return status
 

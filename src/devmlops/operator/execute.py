@@ -151,12 +151,16 @@ class Executor:
 
     def remove_slices(
         self, model: Mapping[str, Any], removals: Sequence[RemoveSlice], *, post: EventPoster | None = None
-    ) -> None:
-        """Delete each foreign EndpointSlice and say so in a Warning Event on the model (or that it was not)."""
+    ) -> bool:
+        """Delete each foreign EndpointSlice and say so in a Warning Event on the model (or that it was not); whether
+        all are gone."""
+        removed = True
         for action in removals:
             error = self.remove_slice(action)
+            removed = removed and not error
             reason = SLICE_NOT_REMOVED if error else SLICE_REMOVED
             (post or self.post_event)(model, PostEvent("Warning", reason, action.message(error)))
+        return removed
 
     def remove_slice(self, action: RemoveSlice) -> str:
         """Delete a foreign EndpointSlice (already gone is fine); the error, if any. A failure is logged and returned,

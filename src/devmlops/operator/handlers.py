@@ -169,11 +169,11 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
     def slice_written(body: kopf.Body, namespace: str | None, type: str | None, **_: Any) -> None:
         """An EndpointSlice that does not name its Service as its controller (none the EndpointSlice controller
         writes): the model whose Service name it carries, if any, is looked at within seconds (its reconcile removes
-        the slice unless the Service keeps it by uid), not at the next re-check round."""
+        the slice unless the Service keeps it by uid) in the loop's next tick, not at the next re-check round."""
         if type == "DELETED" or names_its_service(body):
             return
         for model in service_owner_candidates(str(body.metadata.labels[SERVICE_NAME_LABEL])):
-            driver.retries.add((str(namespace), model))
+            loop.slice_reported((str(namespace), model))
 
     @kopf.on.event("apps", "v1", "deployments", registry=registry, labels={LABEL_MODEL_DEPLOYMENT: kopf.PRESENT})
     def deployment_status(body: kopf.Body, namespace: str | None, **_: Any) -> None:

@@ -47,7 +47,7 @@ def _raced_slice_is_removed(admin: k8s.ApiClient, control_plane: ControlPlane, n
     with api_client(control_plane.kubeconfig("admin")) as client:
         client.set_default_header("Impersonate-User", ENDPOINT_SLICE_CONTROLLER)
         admitted(k8s.DiscoveryV1Api(client).create_namespaced_endpoint_slice, namespace, _slice("raced", service))
-    eventually(lambda: not _exists(discovery, namespace, "raced"), timeout=30, what="the foreign slice's removal")
+    eventually(lambda: not _exists(discovery, namespace, "raced"), timeout=15, what="the foreign slice's removal")
 
     def event() -> Any:
         events = k8s.CoreV1Api(admin).list_namespaced_event(namespace, field_selector=f"reason={REMOVED}").items
