@@ -466,12 +466,16 @@ OPERATOR_NEEDS = [
     ("create", "events", TEAM),
     ("watch", "events", ""),  # KServe's Warning Events on InferenceServices
     ("list", "pods", TEAM),  # a not-Ready model server's Pods: why its storage initializer refused the model
+    ("watch", "endpointslices.discovery.k8s.io", ""),  # slices under a model's Service names
+    ("delete", "endpointslices.discovery.k8s.io", TEAM),  # one its Service does not control (docs/operator.md)
     ("patch", "clusterkopfpeerings.kopf.dev", ""),
     ("list", "customresourcedefinitions.apiextensions.k8s.io", ""),
     ("create", "secrets", NAMESPACE),
     ("get", "secrets", TEAM),
 ]
 OPERATOR_MUST_NOT = [
+    ("create", "endpointslices.discovery.k8s.io", TEAM),
+    ("update", "endpointslices.discovery.k8s.io", TEAM),
     ("list", "configmaps", ""),
     ("get", "configmaps", "kube-system"),
     ("patch", "modeldeployments.devmlops.io", TEAM),

@@ -8,7 +8,11 @@ from the Service's selector, which devmlops reviews); any other writer is refuse
 controller's own slice, and on a relabel onto (or off) a model's Service. A slice written before the model existed
 named no model's Service when it was admitted, and the EndpointSlice controller leaves alone the slices it does not
 manage: a new ModelDeployment whose Service names such a slice already carries is refused, naming the slice
-(``waiting_slices``, ``waiting_slice_result``).
+(``waiting_slices``, ``waiting_slice_result``). Both checks read, neither locks: a slice written in the instant
+between a new ModelDeployment's admission and its storage is seen by neither, so the operator looks again at each
+reconcile (``foreign_slices``) and removes every slice under the model's Service names that its Service does not
+control by uid; a slice that does not even name its Service as its controller (``names_its_service``) makes it look
+at once.
 
 kube-proxy also sends traffic for any Service's ``spec.externalIPs`` address, on every node, to that Service's
 endpoints (CVE-2020-8554): a Service in any namespace naming a model Service's ClusterIP (or a Pod's, or a node's)
@@ -28,6 +32,7 @@ The shell (``webhook/service.py``) finds which model a Service name or an addres
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from devmlops.core.evidence import Evidence
@@ -38,8 +43,11 @@ __all__ = [
     "ENDPOINT_SLICES",
     "MODEL_OWNER_KINDS",
     "SERVICE_NAME_LABEL",
+    "ForeignSlice",
     "added_external_ips",
+    "foreign_slices",
     "model_owner",
+    "names_its_service",
     "review_endpoint_slice",
     "review_external_ips",
     "review_service_deletion",
@@ -99,17 +107,86 @@ def waiting_slices(slices: Iterable[Mapping[str, Any]], service: str, model_serv
     name when a model owns it (``model_service_uid``, '' when no model owns a Service so named): the controller names
     the Service, by uid, as its slice's controlling owner (a model recreated while its old Service lingers)."""
 
-    def kept(obj: Mapping[str, Any]) -> bool:
-        refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-        return bool(model_service_uid) and any(
-            isinstance(ref, Mapping)
-            and ref.get("kind") == "Service"
-            and ref.get("controller") is True
-            and ref.get("uid") == model_service_uid
-            for ref in refs
+    return tuple(_name(obj) for obj in slices if _label(obj) == service and not _controlled_by(obj, model_service_uid))
+
+
+def _controlled_by(obj: Mapping[str, Any], service_uid: str) -> bool:
+    """The slice's controlling owner is the Service of uid ``service_uid`` (never so for '')."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return bool(service_uid) and any(
+        isinstance(ref, Mapping)
+        and ref.get("kind") == "Service"
+        and ref.get("controller") is True
+        and ref.get("uid") == service_uid
+        for ref in refs
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignSlice:
+    """An EndpointSlice under a model's Service name that the Service of that name does not control: kube-proxy
+    sends part of the model's traffic to its endpoints (``addresses``)."""
+
+    name: str
+    service: str
+    addresses: tuple[str, ...]
+
+    def describe(self, namespace: str) -> str:
+        where = ", ".join(self.addresses) if self.addresses else "no address yet"
+        return (
+            f"EndpointSlice {namespace}/{self.name} labelled {SERVICE_NAME_LABEL}={self.service} has no controlling "
+            f"owner that is the model's Service {self.service} (by uid): kube-proxy would send part of the model's "
+            f"traffic to its endpoints ({where})"
         )
 
-    return tuple(_name(obj) for obj in slices if _label(obj) == service and not kept(obj))
+
+def foreign_slices(
+    slices: Iterable[Mapping[str, Any]], services: Sequence[str], service_uids: Mapping[str, str]
+) -> tuple[ForeignSlice, ...]:
+    """The EndpointSlices labelled with one of a model's Service names (``services``) that the stored Service of that
+    name does not control by uid (``service_uids``: the uid of each that exists). The EndpointSlice controller names
+    the Service, by uid, as the controlling owner of every slice it writes; a slice written before the Service existed
+    cannot know its uid, and once the model exists the webhook refuses every other writer. Under a name with no
+    Service (yet, or any more: a finished rollout's ``-canary``) every slice is foreign but one that names a Service of
+    that name as its controller: a deleted Service's, which the garbage collector removes (as it removes a forged
+    one, whose owner does not exist); it is judged by uid once a Service of that name exists again."""
+    names = set(services)
+
+    def foreign(obj: Mapping[str, Any]) -> bool:
+        uid = service_uids.get(_label(obj), "")
+        return not _controlled_by(obj, uid) if uid else not names_its_service(obj)
+
+    return tuple(
+        ForeignSlice(_name(obj), _label(obj), _addresses(obj))
+        for obj in slices
+        if _label(obj) in names and foreign(obj)
+    )
+
+
+def names_its_service(obj: Mapping[str, Any]) -> bool:
+    """The EndpointSlice names, as its controlling owner, a Service of the name its label joins it to (as every slice
+    the EndpointSlice controller writes does); whether it is that Service by uid is checked when the model's slices
+    are listed (``foreign_slices``). Any other slice under a model's Service name is looked at at once."""
+    service = _label(obj)
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return bool(service) and any(
+        isinstance(ref, Mapping)
+        and ref.get("kind") == "Service"
+        and ref.get("controller") is True
+        and ref.get("name") == service
+        for ref in refs
+    )
+
+
+def _addresses(obj: Mapping[str, Any]) -> tuple[str, ...]:
+    endpoints = obj.get("endpoints") or []
+    found = [
+        str(address)
+        for endpoint in (endpoints if isinstance(endpoints, list) else [])
+        if isinstance(endpoint, Mapping)
+        for address in (endpoint.get("addresses") or [])
+    ]
+    return tuple(dict.fromkeys(found))
 
 
 def waiting_slice_result(namespace: str, name: str, service: str) -> GateResult:

@@ -32,6 +32,7 @@ from devmlops.core.render import (
     ANNOTATION_DEPLOYMENT_MODE,
     ANNOTATION_POLICY_REVISION,
     ANNOTATION_VERIFICATION,
+    CANARY_SUFFIX,
     GUARD_PORT,
     KSERVE_GUARD_CONTAINER,
     LABEL_CANARY_OF,
@@ -48,6 +49,7 @@ from devmlops.errors import InvalidInputError
 __all__ = [
     "ENFORCE_LABEL",
     "KSERVE_APP_PREFIX",
+    "MAX_SERVICE_NAME",
     "RESERVED_LABEL_PREFIXES",
     "ROUTING_LABEL_KEYS",
     "SERVICE_SUFFIXES",
@@ -55,6 +57,7 @@ __all__ = [
     "added_finalizers",
     "controller_of",
     "is_model_server",
+    "model_service_names",
     "reserved_labels",
     "review_serving",
     "routes_model_traffic",
@@ -146,6 +149,19 @@ SERVICE_SUFFIXES = ("", "-predictor", "-transformer", "-explainer", "-canary")  
 def _owner_refs(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     refs = (obj.get("metadata") or {}).get("ownerReferences") or []
     return [ref for ref in refs if isinstance(ref, Mapping)] if isinstance(refs, list) else []
+
+
+MAX_SERVICE_NAME = 63  # a Service's name is a DNS label
+
+
+def model_service_names(model: Mapping[str, Any]) -> tuple[str, ...]:
+    """A ModelDeployment's Service names: Triton's, and its new version's during a gated rollout (core/render.py);
+    KServe's by its suffixes. Only names a Service can carry (a DNS label, at most 63 characters). The webhook keeps
+    these names for the model; the operator removes the EndpointSlices under them that their Service does not keep."""
+    name = str((model.get("metadata") or {}).get("name") or "")
+    kind = str(((model.get("spec") or {}).get("runtime") or {}).get("kind") or "")
+    names = [name, name + CANARY_SUFFIX] if kind == "triton" else [name + s for s in SERVICE_SUFFIXES if s]
+    return tuple(candidate for candidate in names if len(candidate) <= MAX_SERVICE_NAME)
 
 
 def service_owner_candidates(name: str) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ from devmlops.operator.guard import ReconcileGuard
 from devmlops.operator.metrics import metrics
 from devmlops.operator.observe import Observer
 from devmlops.operator.readiness import child_readiness
-from devmlops.operator.reconcile import going_away, plan, readiness_patch, status_write_needed
+from devmlops.operator.reconcile import going_away, plan, readiness_patch, slice_removals, status_write_needed
 from devmlops.operator.retries import Key, RetryQueue
 from devmlops.operator.rollout import rolling_out
 
@@ -61,6 +61,10 @@ class Driver:
         with self.guard.turn(key, generation) as current:
             if not current:
                 return None
+            # The model's address first, whatever comes of the rest (its evidence unreadable, a retry).
+            slices, service_uids = self.observer.slices(model)
+            removals = slice_removals(model, slices, service_uids) if slices is not None else ()
+            removed = self.executor.remove_slices(model, removals, post=post)
             planned = plan(self.observer.observe(model))
             if planned.status is None and not planned.actions:
                 return None
@@ -69,6 +73,9 @@ class Driver:
             self.guard.reconciled(key, generation)
         self.retries.discard(key)
         if rolling_out(status):  # its next step and its analysis: looked at again within seconds
+            self.retries.add(key)
+        # Slices that could not be listed or removed: looked at again soon (a new one makes it look: handlers.py).
+        if slices is None or not removed:
             self.retries.add(key)
         return status
 

@@ -1,16 +1,18 @@
 """Run a reconcile plan's actions against the API server, in order: children first, then the status, then Events
 (the status first when the children are rendered from it: a rollout's step, which the webhook admits them against).
+Foreign EndpointSlices (``reconcile.slice_removals``) are removed before any plan, each with a Warning Event.
 
 Nothing here decides: what to write, scale or say comes from ``reconcile.plan``. An action that fails raises (the
-caller parks the reconcile for a retry), except scaling to zero and Events, whose failure is reported, not retried
-(as before the plan: a re-check round scales again; an Event is a courtesy).
+caller parks the reconcile for a retry), except scaling to zero, a slice's removal and Events, whose failure is
+reported, not retried (as before the plan: a re-check round scales again; the driver looks at a model's slices again
+soon; an Event is a courtesy).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -24,6 +26,7 @@ from devmlops.operator.reconcile import (
     DeleteChild,
     Plan,
     PostEvent,
+    RemoveSlice,
     Retry,
     ScaleToZero,
     WriteChild,
@@ -44,6 +47,7 @@ class RetryRequested(DevmlopsError):
 
 
 RETRAIN_TIMEOUT_SECONDS = 5.0
+SLICE_REMOVED, SLICE_NOT_REMOVED = "ForeignEndpointSliceRemoved", "ForeignEndpointSliceNotRemoved"  # Event reasons
 
 
 class Executor:
@@ -51,6 +55,7 @@ class Executor:
         self._retrain_url = retrain_url  # where retrain requests are POSTed (None: Events only)
         self._custom = k8s.CustomObjectsApi(api_client)
         self._core = k8s.CoreV1Api(api_client)
+        self._discovery = k8s.DiscoveryV1Api(api_client)
         self._dynamic = dynamic
 
     def run(
@@ -142,6 +147,32 @@ class Executor:
         if response.status_code >= 300:
             return f"POST {self._retrain_url}: HTTP {response.status_code}"
         _log.info("retrain requested at %s for %s", self._retrain_url, action.payload["model"]["digest"])
+        return ""
+
+    def remove_slices(
+        self, model: Mapping[str, Any], removals: Sequence[RemoveSlice], *, post: EventPoster | None = None
+    ) -> bool:
+        """Delete each foreign EndpointSlice and say so in a Warning Event on the model (or that it was not); whether
+        all are gone."""
+        removed = True
+        for action in removals:
+            error = self.remove_slice(action)
+            removed = removed and not error
+            reason = SLICE_NOT_REMOVED if error else SLICE_REMOVED
+            (post or self.post_event)(model, PostEvent("Warning", reason, action.message(error)))
+        return removed
+
+    def remove_slice(self, action: RemoveSlice) -> str:
+        """Delete a foreign EndpointSlice (already gone is fine); the error, if any. A failure is logged and returned,
+        not raised: the driver looks at the model's slices again soon."""
+        try:
+            self._discovery.delete_namespaced_endpoint_slice(action.slice.name, action.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                error = f"HTTP {exc.status} {exc.reason}"
+                _log.warning("%s", action.message(error))
+                return error
+        _log.warning("%s", action.message())
         return ""
 
     def delete_child(self, namespace: str, action: DeleteChild) -> None:

@@ -16,7 +16,9 @@ from devmlops.adapters.ocisig import ImageSignatureChecker, OciClient
 from devmlops.adapters.prometheus import PrometheusQuery
 from devmlops.adapters.registryauth import RegistryAuth
 from devmlops.adapters.registrycache import mlflow_resolver
+from devmlops.core.addresses import SERVICE_NAME_LABEL, names_its_service
 from devmlops.core.render import LABEL_MODEL_DEPLOYMENT
+from devmlops.core.workloads import service_owner_candidates
 from devmlops.operator.analysis import CanaryAnalysis
 from devmlops.operator.driver import Driver
 from devmlops.operator.execute import GROUP, PLURAL, VERSION, Executor, dynamic_client
@@ -160,6 +162,18 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
         next re-check round."""
         if type == "DELETED":
             driver.retries.add((str(namespace), str(body.metadata.labels[LABEL_MODEL_DEPLOYMENT])))
+
+    @kopf.on.event(
+        "discovery.k8s.io", "v1", "endpointslices", registry=registry, labels={SERVICE_NAME_LABEL: kopf.PRESENT}
+    )
+    def slice_written(body: kopf.Body, namespace: str | None, type: str | None, **_: Any) -> None:
+        """An EndpointSlice that does not name its Service as its controller (none the EndpointSlice controller
+        writes): the model whose Service name it carries, if any, is looked at within seconds (its reconcile removes
+        the slice unless the Service keeps it by uid) in the loop's next tick, not at the next re-check round."""
+        if type == "DELETED" or names_its_service(body):
+            return
+        for model in service_owner_candidates(str(body.metadata.labels[SERVICE_NAME_LABEL])):
+            loop.slice_reported((str(namespace), model))
 
     @kopf.on.event("apps", "v1", "deployments", registry=registry, labels={LABEL_MODEL_DEPLOYMENT: kopf.PRESENT})
     def deployment_status(body: kopf.Body, namespace: str | None, **_: Any) -> None:

@@ -1,13 +1,16 @@
 """Everything ``reconcile.plan`` decides from, read for one ModelDeployment: its policies and approval, the decision
-again (the same ``decide()`` as admission), the signature verified again, and its children as stored."""
+again (the same ``decide()`` as admission), the signature verified again, and its children as stored; and what
+``reconcile.slice_removals`` decides from: the EndpointSlices under its Service names, the uids of those Services."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
+import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
@@ -15,6 +18,7 @@ from kubernetes.dynamic import DynamicClient
 from devmlops.adapters.ocisig import ImageSignatureChecker
 from devmlops.adapters.opa import OpaEngine
 from devmlops.adapters.registrycache import RegistryResolver
+from devmlops.core.addresses import SERVICE_NAME_LABEL
 from devmlops.core.baseline import evaluation_authorities, monitors_drift, signed_baseline
 from devmlops.core.exemptions import pod_images
 from devmlops.core.manifests import parse_model_deployment
@@ -24,6 +28,7 @@ from devmlops.core.policy import PolicySet, image_authorities
 from devmlops.core.ports import SignatureVerifier, VerificationFailed
 from devmlops.core.render import CANARY_SUFFIX
 from devmlops.core.rollout import PROGRESSING, what_serves
+from devmlops.core.workloads import model_service_names
 from devmlops.errors import InvalidInputError
 from devmlops.operator.analysis import CanaryAnalysis
 from devmlops.operator.context import ModelContext, load_context
@@ -37,6 +42,7 @@ from devmlops.operator.rollout import Measured
 __all__ = ["Observer"]
 
 PREDICTOR_LABEL = "serving.kserve.io/inferenceservice"  # on every Pod KServe's predictor Deployment makes
+_log = logging.getLogger("devmlops.operator")
 
 
 class Observer:
@@ -213,6 +219,42 @@ class Observer:
         )
         pods: list[dict[str, Any]] = json.loads(response.data).get("items") or []
         return pods
+
+    def slices(self, model: Mapping[str, Any]) -> tuple[list[dict[str, Any]] | None, dict[str, str]]:
+        """The EndpointSlices labelled with the model's Service names (one list), then the uid of each such Service
+        that exists (one read per name a slice carries; read after the slices, so that a slice the EndpointSlice
+        controller wrote for a Service is judged against that Service, never against none). (None, {}) when they
+        cannot be read: logged, and the driver looks again soon; the rest of the reconcile goes on."""
+        namespace = str(model["metadata"]["namespace"])
+        names = model_service_names(model)
+        if not names:
+            return [], {}
+        try:
+            response: Any = k8s.DiscoveryV1Api(self._api_client).list_namespaced_endpoint_slice(
+                namespace, label_selector=f"{SERVICE_NAME_LABEL} in ({','.join(names)})", _preload_content=False
+            )
+            slices: list[dict[str, Any]] = json.loads(response.data).get("items") or []
+            labelled = {((s.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL) for s in slices}
+            uids = {name: self._service_uid(namespace, name) for name in names if name in labelled}
+        except (ApiException, urllib3.exceptions.HTTPError) as exc:
+            _log.warning(
+                "the EndpointSlices under the Service names of %s/%s could not be read (%s), looked at again soon",
+                namespace,
+                model["metadata"]["name"],
+                getattr(exc, "status", None) or type(exc).__name__,
+            )
+            return None, {}
+        return slices, {name: uid for name, uid in uids.items() if uid}
+
+    def _service_uid(self, namespace: str, name: str) -> str:
+        """The uid of the Service ``name`` ('' when there is none)."""
+        try:
+            service: Any = k8s.CoreV1Api(self._api_client).read_namespaced_service(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return ""
+            raise
+        return str(service.metadata.uid or "")
 
     def children(self, model: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
         """The children the model renders into, as stored (absent ones left out), the first child first."""

@@ -2,8 +2,9 @@
 
 The shells (kopf's handlers, the retry and re-check loop, a child's report) observe (observe.py), ask ``plan`` and
 run its actions in order (execute.py): write or replace a child, scale the model server to zero, post an Event,
-write the status. The rules live here, in one function tested on fake observations (tests/unit/operator/
-test_reconcile.py); the certificate keeper (certplan.py) is built the same way.
+write the status. Before all that, and whatever comes of it, the EndpointSlices under the model's Service names that
+their Service does not keep are removed (``slice_removals``). The rules live here, in functions tested on fake
+observations (tests/unit/operator/test_reconcile.py); the certificate keeper (certplan.py) is built the same way.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from devmlops.core.addresses import ForeignSlice, foreign_slices
 from devmlops.core.compare import differences, metadata_differences
 from devmlops.core.manifests import ModelDeployment, parse_model_deployment
 from devmlops.core.model import Decision
 from devmlops.core.render import ANNOTATION_POLICY_REVISION, CANARY_SUFFIX, CanaryRendering, render_children
 from devmlops.core.rollout import render_serving, what_serves
+from devmlops.core.workloads import model_service_names
 from devmlops.errors import InvalidInputError
 from devmlops.operator.conditions import ConditionStatus, set_condition
 from devmlops.operator.readiness import Readiness, child_readiness, waiting_for
@@ -31,6 +34,7 @@ __all__ = [
     "Observation",
     "Plan",
     "PostEvent",
+    "RemoveSlice",
     "Retry",
     "ScaleToZero",
     "Serving",
@@ -42,6 +46,7 @@ __all__ = [
     "plan",
     "readiness_patch",
     "released_by_approval",
+    "slice_removals",
     "status_write_needed",
     "timestamp",
     "with_serving_message",
@@ -145,6 +150,19 @@ class PostEvent:
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveSlice:
+    """Delete an EndpointSlice that joins the model's Service without being its Service's (kube-proxy routes to every
+    slice so labelled), and say so in a Warning Event on the model."""
+
+    slice: ForeignSlice
+    namespace: str
+
+    def message(self, error: str = "") -> str:
+        said = self.slice.describe(self.namespace)
+        return f"{said}; not removed ({error}), tried again" if error else f"{said}; removed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +278,19 @@ def _phase_event(model: Mapping[str, Any], status: Mapping[str, Any]) -> tuple[P
 def going_away(model: Mapping[str, Any]) -> bool:
     """Being deleted: never served, re-checked or observed again (a shell asks before observing)."""
     return bool((model.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def slice_removals(
+    model: Mapping[str, Any], slices: Sequence[Mapping[str, Any]], service_uids: Mapping[str, str]
+) -> tuple[RemoveSlice, ...]:
+    """One removal per EndpointSlice (``slices``: those labelled with the model's Service names) that the Service of
+    that name (``service_uids``: the uid of each that exists) does not control. Planned apart from ``plan``, before
+    it: whatever the model's verdict, and even when its evidence cannot be read, its address is its Service's alone."""
+    if going_away(model):
+        return ()
+    namespace = str((model.get("metadata") or {}).get("namespace") or "")
+    services = model_service_names(model)
+    return tuple(RemoveSlice(found, namespace) for found in foreign_slices(slices, services, service_uids))
 
 
 def plan(observed: Observation) -> Plan:

@@ -33,7 +33,6 @@ from devmlops.core.pinning import tag_references
 from devmlops.core.plan import VerificationPlan
 from devmlops.core.policy import Authority, Policy, PolicySet, devmlops_image_demanded, image_authorities
 from devmlops.core.ports import PolicyEngine, SignatureVerifier, SignedModel
-from devmlops.core.render import CANARY_SUFFIX
 from devmlops.core.review import AdmissionRequest
 from devmlops.core.rollout import what_serves
 from devmlops.core.serving import may_serve, model_request
@@ -42,6 +41,7 @@ from devmlops.core.workloads import (
     SERVICE_SUFFIXES,
     SERVING_RESOURCES,
     controller_of,
+    model_service_names,
     runtime_images,
     service_owner_candidates,
 )
@@ -110,7 +110,6 @@ _CHAIN_OWNERS = {
     ("apps", "Deployment"): "deployments",
     ("serving.kserve.io", "InferenceService"): "inferenceservices",
 }
-_MAX_SERVICE_NAME = 63  # a Service's name is a DNS label
 _MAX_HOPS = 4  # Pod -> ReplicaSet -> Deployment -> InferenceService -> ModelDeployment
 # Kinds the API server sends from every namespace whose decision is stricter under enforcement.
 _ENFORCEMENT_MATTERS = frozenset({"deployments", "statefulsets", "servingruntimes", "inferencegraphs"})
@@ -290,7 +289,7 @@ class AdmissionService:
         if self._lookup.namespace_labels(namespace).get(ENFORCE_LABEL) != "true":
             return ()
         found = []
-        for candidate in _service_names(model):
+        for candidate in model_service_names(model):
             service = self._lookup.service(namespace, candidate)
             if service is not None and model_owner(service) is None:
                 found.append(candidate)
@@ -302,7 +301,7 @@ class AdmissionService:
         Service once it exists; core/addresses.py). One list per name, and a read of the Service where one is found."""
         namespace = str((model.get("metadata") or {}).get("namespace") or "")
         found: list[tuple[str, str]] = []
-        for candidate in _service_names(model):
+        for candidate in model_service_names(model):
             slices = self._lookup.endpoint_slices(namespace, candidate)
             if not slices:
                 continue
@@ -503,15 +502,6 @@ def _name(obj: Mapping[str, Any]) -> str:
 
 
 _STAMP: tuple[int, str] = (-1, "")
-
-
-def _service_names(model: Mapping[str, Any]) -> list[str]:
-    """A ModelDeployment's Service names: Triton's, and its new version's during a gated rollout (core/render.py);
-    KServe's by its suffixes. Only names a Service can carry (a DNS label, at most 63 characters)."""
-    name = _name(model)
-    kind = str(((model.get("spec") or {}).get("runtime") or {}).get("kind") or "")
-    names = [name, name + CANARY_SUFFIX] if kind == "triton" else [name + s for s in SERVICE_SUFFIXES if s]
-    return [candidate for candidate in names if len(candidate) <= _MAX_SERVICE_NAME]
 
 
 def _rfc3339(now: dt.datetime) -> str:

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from devmlops.core.addresses import added_external_ips, sliced_services, waiting_slice_result, waiting_slices
+from devmlops.core.addresses import (
+    ForeignSlice,
+    added_external_ips,
+    foreign_slices,
+    names_its_service,
+    sliced_services,
+    waiting_slice_result,
+    waiting_slices,
+)
 from devmlops.core.decision import decide
 from devmlops.core.evidence import Evidence, Identities
 from devmlops.core.model import Decision
@@ -133,6 +141,53 @@ def test_a_new_model_finds_no_slice_waiting_under_its_service_name_but_the_contr
     assert waiting_slices(slices, "fraud", "uid-1") == ("early", "forged", "owner-only")
     assert waiting_slices(slices, "fraud", "") == ("early", "fraud-abc", "forged", "owner-only")  # no model owns it
     assert waiting_slices([], "fraud", "") == ()
+
+
+def test_every_slice_under_a_models_service_names_but_those_its_service_controls_by_uid_is_foreign() -> None:
+    """After the model's create nothing but the operator looks again: a slice that the webhook's checks did not see
+    (written between the model's admission and its storage) has no controlling owner that is the Service, by uid."""
+    kept = owned_slice("fraud-abc", "fraud", "uid-1")
+    wrong_uid = owned_slice("forged", "fraud", "uid-2")
+    not_controller = owned_slice("owner-only", "fraud", "uid-1", controller=False)
+    no_owner = endpoint_slice("fraud", "10.0.0.250", "10.0.0.251")
+    no_owner["metadata"] = {**no_owner["metadata"], "name": "raced"}
+    other_service = owned_slice("other", "decoy", "uid-9")
+    no_owner_elsewhere = {**endpoint_slice("mine", "10.0.0.7"), "metadata": {"name": "mine", "labels": {}}}
+    canary = {**endpoint_slice("fraud-canary"), "metadata": {"name": "early-canary", "labels": {
+        "kubernetes.io/service-name": "fraud-canary"}}}  # fmt: skip
+    slices = [kept, wrong_uid, not_controller, no_owner, other_service, no_owner_elsewhere, canary]
+    found = foreign_slices(slices, ("fraud", "fraud-canary"), {"fraud": "uid-1"})
+    assert found == (
+        ForeignSlice("forged", "fraud", ("10.0.0.250",)),
+        ForeignSlice("owner-only", "fraud", ("10.0.0.250",)),
+        ForeignSlice("raced", "fraud", ("10.0.0.250", "10.0.0.251")),
+        ForeignSlice("early-canary", "fraud-canary", ()),  # no Service fraud-canary: the controller wrote none
+    )
+    assert foreign_slices([kept], ("fraud",), {"fraud": "uid-1"}) == ()
+    # No Service fraud (deleted: its controller's slice lingers until the garbage collector removes it): only slices
+    # that do not name a Service fraud as their controller are foreign; by uid again once a Service fraud exists.
+    assert foreign_slices([kept, wrong_uid, no_owner, not_controller], ("fraud",), {}) == (
+        ForeignSlice("raced", "fraud", ("10.0.0.250", "10.0.0.251")),
+        ForeignSlice("owner-only", "fraud", ("10.0.0.250",)),
+    )
+    assert foreign_slices([kept], ("fraud",), {"fraud": "uid-new"}) == (
+        ForeignSlice("fraud-abc", "fraud", ("10.0.0.250",)),
+    )
+    assert foreign_slices(slices, (), {"fraud": "uid-1"}) == ()  # names the model does not have are not its own
+    message = found[2].describe("ml")
+    assert "EndpointSlice ml/raced labelled kubernetes.io/service-name=fraud" in message
+    assert "10.0.0.250, 10.0.0.251" in message
+
+
+def test_a_slice_naming_its_service_as_controller_by_name_waits_for_the_reconcile_any_other_is_looked_at_now() -> None:
+    assert names_its_service(owned_slice("fraud-abc", "fraud", "uid-1"))
+    assert names_its_service(owned_slice("forged", "fraud", "any"))  # the uid is the reconcile's to check
+    assert not names_its_service(owned_slice("owner-only", "fraud", "uid-1", controller=False))
+    assert not names_its_service(endpoint_slice("fraud", "10.0.0.250"))
+    elsewhere = owned_slice("x", "decoy", "uid-1")
+    elsewhere["metadata"]["labels"] = {"kubernetes.io/service-name": "fraud"}
+    assert not names_its_service(elsewhere)  # controlled by Service decoy, labelled as joining fraud
+    assert not names_its_service(endpoint_slice(None))
 
 
 def test_a_waiting_slices_refusal_names_the_slice_its_label_and_what_kube_proxy_does() -> None:

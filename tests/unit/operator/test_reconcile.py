@@ -28,6 +28,7 @@ from devmlops.operator.reconcile import (
     plan,
     readiness_patch,
     released_by_approval,
+    slice_removals,
     status_write_needed,
     with_serving_message,
 )
@@ -404,3 +405,35 @@ def test_only_the_child_the_status_names_is_mirrored_not_kserves_predictor_deplo
 def test_re_check_rounds_take_only_decided_models() -> None:
     assert not due_for_recheck(model())
     assert due_for_recheck(model(status={"phase": "Admitted"}))
+
+
+# -- EndpointSlices under the model's Service names ----------------------------------------------------------------
+
+
+def _slice(name: str, service: str, owner_uid: str = "") -> dict[str, Any]:
+    refs = [{"kind": "Service", "name": service, "uid": owner_uid, "controller": True}] if owner_uid else []
+    return {
+        "metadata": {"name": name, "labels": {"kubernetes.io/service-name": service}, "ownerReferences": refs},
+        "endpoints": [{"addresses": ["10.0.0.250"]}],
+    }
+
+
+def test_the_slices_its_service_does_not_control_are_removed_each_named_with_its_label_and_namespace() -> None:
+    md = model(kind="triton")
+    slices = [_slice("fraud-abc", "fraud", "svc-uid"), _slice("raced", "fraud"), _slice("early", "fraud-canary")]
+    removals = slice_removals(md, slices, {"fraud": "svc-uid"})
+    assert [(r.slice.name, r.slice.service, r.namespace) for r in removals] == [
+        ("raced", "fraud", "ml"),
+        ("early", "fraud-canary", "ml"),
+    ]
+    assert removals[0].message().endswith("; removed")
+    assert "not removed (HTTP 403 Forbidden), tried again" in removals[0].message("HTTP 403 Forbidden")
+    # KServe's Service names carry suffixes only: a slice under "fraud" is not this model's to judge.
+    kserve = slice_removals(model(), [_slice("raced", "fraud"), _slice("p", "fraud-predictor")], {})
+    assert [r.slice.name for r in kserve] == ["p"]
+
+
+def test_a_model_being_deleted_removes_no_slice() -> None:
+    md = model(kind="triton")
+    going = {**md, "metadata": {**md["metadata"], "deletionTimestamp": "2026-11-30T09:00:00Z"}}
+    assert slice_removals(going, [_slice("raced", "fraud")], {}) == ()
