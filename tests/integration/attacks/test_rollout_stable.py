@@ -104,7 +104,8 @@ def test_a_revoked_stable_version_does_not_serve_on_through_the_rollout(
     )
     degraded = _condition(admin, namespace, "Degraded")
     assert f"the stable version {attack_model.digest}" in degraded
-    assert md_status(admin, namespace)["phase"] == "Degraded"
+    # The operator scales first and writes the status after: the phase is read once it is written.
+    eventually(lambda: md_status(admin, namespace).get("phase") == "Degraded", timeout=30, what="the status")
     assert _deployment(admin, namespace, "fraud-canary") is not None  # version two passes: not the operator's to stop
 
 
@@ -138,7 +139,8 @@ def test_a_revoked_new_version_does_not_serve_on_beside_the_stable_one(
         timeout=60,
         what=f"the revoked new version scaled to zero (status: {md_status(admin, namespace).get('conditions')})",
     )
-    assert md_status(admin, namespace)["phase"] == "Degraded"
+    # The operator scales first and writes the status after: the phase is read once it is written.
+    eventually(lambda: md_status(admin, namespace).get("phase") == "Degraded", timeout=30, what="the status")
 
 
 @pytest.fixture
@@ -233,5 +235,6 @@ def test_a_stable_version_whose_approval_was_withdrawn_does_not_serve_on_through
         timeout=60,
         what=f"the unapproved stable version scaled to zero (status: {md_status(admin, namespace).get('conditions')})",
     )
-    assert md_status(admin, namespace)["phase"] == "AwaitingApproval"
+    # The operator scales first and writes the status after: the phase is read once it is written.
+    eventually(lambda: md_status(admin, namespace).get("phase") == "AwaitingApproval", timeout=30, what="the status")
     assert f"the stable version {attack_model.digest}" in _condition(admin, namespace, "AwaitingApproval")
