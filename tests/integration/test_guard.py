@@ -125,18 +125,21 @@ def test_log_mode_forwards_and_records_what_it_found(chat: ChatServer, start_gua
     assert (line["result"], line["reason"]) == ("logged", "injection")
 
 
+def _streamed(url: str, body: dict[str, Any]) -> tuple[str, str]:
+    """POST ``body`` and read the streamed answer whole: its content type and text (asserting a 200)."""
+    received = b""
+    with httpx.stream("POST", url, json=body, timeout=10) as answer:
+        assert answer.status_code == 200
+        for chunk in answer.iter_bytes():
+            received += chunk
+    return answer.headers["content-type"], received.decode()
+
+
 def test_a_streamed_completion_is_cut_at_a_secret(chat: ChatServer, start_guard: Callable[..., Guard]) -> None:
     chat.reply = f"Sure, here it is: the key is {AWS_KEY} and the secret follows next"
     guard = start_guard(chat.url, {"protocol": "openai", "output": {"secrets": True}})
-    received = b""
-    with httpx.stream(
-        "POST", guard.url + "/v1/chat/completions", json=_chat("what is the key?", stream=True), timeout=10
-    ) as answer:
-        assert answer.status_code == 200
-        assert answer.headers["content-type"].startswith("text/event-stream")
-        for chunk in answer.iter_bytes():
-            received += chunk
-    text = received.decode()
+    content_type, text = _streamed(guard.url + "/v1/chat/completions", _chat("what is the key?", stream=True))
+    assert content_type.startswith("text/event-stream")
     assert "Sure," in text  # the events before the hit were streamed
     assert AWS_KEY not in text
     assert "follows" not in text
@@ -185,14 +188,7 @@ def test_a_secret_in_a_triton_generate_answer_is_refused_whole_and_cut_in_a_stre
     whole = httpx.post(guard.url + "/v2/models/m/generate", json={"text_input": "key?"}, timeout=10)
     assert whole.status_code == 403, whole.text
     assert AWS_KEY not in whole.text
-    received = b""
-    with httpx.stream(
-        "POST", guard.url + "/v2/models/m/generate_stream", json={"text_input": "key?"}, timeout=10
-    ) as answer:
-        assert answer.status_code == 200
-        for chunk in answer.iter_bytes():
-            received += chunk
-    text = received.decode()
+    _content_type, text = _streamed(guard.url + "/v2/models/m/generate_stream", {"text_input": "key?"})
     assert "Sure," in text  # the events before the hit were streamed
     assert AWS_KEY not in text
     assert "follows" not in text
@@ -206,20 +202,16 @@ def test_a_secret_streamed_piece_by_piece_from_triton_generate_is_cut(
     between two pieces of a credential, they kept the checks from seeing it whole."""
     chat.pieces = ["Sure: ", AWS_KEY[:6], AWS_KEY[6:13], AWS_KEY[13:], " and more follows"]
     guard = start_guard(chat.url, {"output": {"secrets": True}})
-    received = b""
-    body = {"id": "mallory", "text_input": "key?"}
-    with httpx.stream("POST", guard.url + "/v2/models/m/generate_stream", json=body, timeout=10) as answer:
-        for chunk in answer.iter_bytes():
-            received += chunk
-    assert AWS_KEY[13:] not in received.decode()
-    assert "follows" not in received.decode()
+    _content_type, text = _streamed(guard.url + "/v2/models/m/generate_stream", {"id": "mallory", "text_input": "key?"})
+    assert AWS_KEY[13:] not in text
+    assert "follows" not in text
     assert [(r["result"], r["reason"]) for r in guard.audit()] == [("blocked", "secret")]
 
 
 def test_output_checks_refuse_an_endpoint_whose_answer_they_cannot_read(
     chat: ChatServer, start_guard: Callable[..., Guard]
 ) -> None:
-    """Attack review atk-d: an MLflow scoring answer ({"predictions": [...]}) is no shape the output checks read, so
+    """An MLflow scoring answer ({"predictions": [...]}) is no shape the output checks read, so
     the credential in it left the Pod; now only endpoints whose answers they read are forwarded."""
     chat.reply = f"the key is {AWS_KEY}"
     guard = start_guard(chat.url, {"output": {"secrets": True}})

@@ -110,16 +110,21 @@ def waiting_slices(slices: Iterable[Mapping[str, Any]], service: str, model_serv
     return tuple(_name(obj) for obj in slices if _label(obj) == service and not _controlled_by(obj, model_service_uid))
 
 
-def _controlled_by(obj: Mapping[str, Any], service_uid: str) -> bool:
-    """The slice's controlling owner is the Service of uid ``service_uid`` (never so for '')."""
+def _controlling_service(obj: Mapping[str, Any], field: str, value: str) -> bool:
+    """The object's controlling owner is a Service whose ownerReference ``field`` is ``value`` (never so for '')."""
     refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-    return bool(service_uid) and any(
+    return bool(value) and any(
         isinstance(ref, Mapping)
         and ref.get("kind") == "Service"
         and ref.get("controller") is True
-        and ref.get("uid") == service_uid
+        and ref.get(field) == value
         for ref in refs
     )
+
+
+def _controlled_by(obj: Mapping[str, Any], service_uid: str) -> bool:
+    """The slice's controlling owner is the Service of uid ``service_uid`` (never so for '')."""
+    return _controlling_service(obj, "uid", service_uid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,15 +172,7 @@ def names_its_service(obj: Mapping[str, Any]) -> bool:
     """The EndpointSlice names, as its controlling owner, a Service of the name its label joins it to (as every slice
     the EndpointSlice controller writes does); whether it is that Service by uid is checked when the model's slices
     are listed (``foreign_slices``). Any other slice under a model's Service name is looked at at once."""
-    service = _label(obj)
-    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-    return bool(service) and any(
-        isinstance(ref, Mapping)
-        and ref.get("kind") == "Service"
-        and ref.get("controller") is True
-        and ref.get("name") == service
-        for ref in refs
-    )
+    return _controlling_service(obj, "name", _label(obj))
 
 
 def _addresses(obj: Mapping[str, Any]) -> tuple[str, ...]:

@@ -568,6 +568,18 @@ def as_user(control_plane: ControlPlane) -> Iterator[Callable[[str], k8s.ApiClie
         yield make
 
 
+@pytest.fixture
+def bob(admin: k8s.ApiClient, as_user: Callable[[str], k8s.ApiClient], enforced_namespace: str) -> k8s.ApiClient:
+    """bob, an approver (devmlops:approvers) who edits the enforced namespace too: the honest second person."""
+    binding: Any = {
+        "metadata": {"name": "bob-edits"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": EDITOR_ROLE},
+        "subjects": [{"kind": "User", "name": "bob", "apiGroup": "rbac.authorization.k8s.io"}],
+    }
+    k8s.RbacAuthorizationV1Api(admin).create_namespaced_role_binding(enforced_namespace, binding)
+    return as_user("bob")
+
+
 # -- a signed, admitted model to attack --------------------------------------------------------------------------
 
 

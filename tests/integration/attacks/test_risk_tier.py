@@ -10,7 +10,7 @@ operator decides whether to serve.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
@@ -18,7 +18,7 @@ from kubernetes import client as k8s
 
 from devmlops.adapters.blobsign import sign_blob_with_key
 from devmlops.harness.stack import DevmlopsStack
-from tests.integration.attacks.conftest import ALLOWED_IMAGES, EDITOR_ROLE, admitted, denied
+from tests.integration.attacks.conftest import ALLOWED_IMAGES, admitted, denied
 from tests.integration.support import (
     GROUP,
     VERSION,
@@ -57,18 +57,6 @@ def spdx3_sbom(name: str, digest: str, risk: str) -> str:
         },
     ]
     return json.dumps({"@context": "https://spdx.org/rdf/3.0.1/spdx-context.jsonld", "@graph": graph})
-
-
-@pytest.fixture
-def bob(admin: k8s.ApiClient, as_user: Callable[[str], k8s.ApiClient], enforced_namespace: str) -> k8s.ApiClient:
-    """The honest second person (devmlops:approvers), an editor of the namespace too."""
-    binding: Any = {
-        "metadata": {"name": "bob-edits"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": EDITOR_ROLE},
-        "subjects": [{"kind": "User", "name": "bob", "apiGroup": "rbac.authorization.k8s.io"}],
-    }
-    k8s.RbacAuthorizationV1Api(admin).create_namespaced_role_binding(enforced_namespace, binding)
-    return as_user("bob")
 
 
 @pytest.fixture

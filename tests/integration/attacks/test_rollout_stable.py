@@ -11,7 +11,7 @@ tests failed before the fix (the stable Deployment stayed at one replica); the d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,7 +21,7 @@ from kubernetes import client as k8s
 from devmlops.adapters.oms import OmsVerifier
 from devmlops.core.policy import Authority
 from devmlops.harness.stack import DevmlopsStack
-from tests.integration.attacks.conftest import ALLOWED_IMAGES, EDITOR_ROLE, TRITON, admitted, policy_name, serve
+from tests.integration.attacks.conftest import ALLOWED_IMAGES, TRITON, admitted, policy_name, serve
 from tests.integration.attacks.test_rollout import GUARD, ROLLOUT, _deployment
 from tests.integration.support import (
     GROUP,
@@ -71,6 +71,30 @@ def _condition(admin: k8s.ApiClient, namespace: str, kind: str) -> str:
     return next((str(c.get("message")) for c in status.get("conditions") or [] if c.get("type") == kind), "")
 
 
+def _two_versions(
+    admin: k8s.ApiClient,
+    stack: DevmlopsStack,
+    mallory: k8s.ApiClient,
+    namespace: str,
+    attack_model: SignedModel,
+    trusted: dict[str, Any],
+    tmp_path: Path,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The policy trusts two release keys and scales a model that no longer passes to zero; "fraud" serves version
+    one (key one) with a gated rollout and mallory starts version two (key two). Returns the two authorities."""
+    second_key = make_key(tmp_path, "release-2")
+    bundle, digest = _version_two(tmp_path, second_key)
+    key_one = {"name": "key-0", "key": {"publicKey": attack_model.key.public_pem}}
+    key_two = {"name": "key-1", "key": {"publicKey": second_key.public_pem}}
+    _set_policy(
+        admin, stack, trusted["metadata"]["name"], {"authorities": [key_one, key_two], "onViolation": "scaleToZero"}
+    )
+    serve(admin, namespace, attack_model, trusted, runtime={"kind": "triton", "image": TRITON}, guard=GUARD,
+          rollout=ROLLOUT)  # fmt: skip
+    _try_version_two(mallory, namespace, bundle, digest)
+    return key_one, key_two
+
+
 def test_a_revoked_stable_version_does_not_serve_on_through_the_rollout(
     admin: k8s.ApiClient,
     stack: DevmlopsStack,
@@ -85,14 +109,7 @@ def test_a_revoked_stable_version_does_not_serve_on_through_the_rollout(
     admin revokes key one: version one, still the stable version that takes all the traffic, must be scaled to zero
     (before: the operator retried for ever and kept its Deployment at full scale)."""
     namespace, name = enforced_namespace, trusted["metadata"]["name"]
-    second_key = make_key(tmp_path, "release-2")
-    bundle, digest = _version_two(tmp_path, second_key)
-    key_one = {"name": "key-0", "key": {"publicKey": attack_model.key.public_pem}}
-    key_two = {"name": "key-1", "key": {"publicKey": second_key.public_pem}}
-    _set_policy(admin, stack, name, {"authorities": [key_one, key_two], "onViolation": "scaleToZero"})
-    serve(admin, namespace, attack_model, trusted, runtime={"kind": "triton", "image": TRITON}, guard=GUARD,
-          rollout=ROLLOUT)  # fmt: skip
-    _try_version_two(mallory, namespace, bundle, digest)
+    _key_one, key_two = _two_versions(admin, stack, mallory, namespace, attack_model, trusted, tmp_path)
     eventually(lambda: _deployment(admin, namespace, "fraud-canary"), timeout=60, what="version two's Deployment")
     assert _replicas(admin, namespace) == 1, "version one serves as the stable version"
 
@@ -123,14 +140,7 @@ def test_a_revoked_new_version_does_not_serve_on_beside_the_stable_one(
     Service "fraud-canary" anyone in the cluster can call (before: only the child the status names, the stable
     version's Deployment, was scaled; the revoked version ran on)."""
     namespace, name = enforced_namespace, trusted["metadata"]["name"]
-    second_key = make_key(tmp_path, "release-2")
-    bundle, digest = _version_two(tmp_path, second_key)
-    key_one = {"name": "key-0", "key": {"publicKey": attack_model.key.public_pem}}
-    key_two = {"name": "key-1", "key": {"publicKey": second_key.public_pem}}
-    _set_policy(admin, stack, name, {"authorities": [key_one, key_two], "onViolation": "scaleToZero"})
-    serve(admin, namespace, attack_model, trusted, runtime={"kind": "triton", "image": TRITON}, guard=GUARD,
-          rollout=ROLLOUT)  # fmt: skip
-    _try_version_two(mallory, namespace, bundle, digest)
+    key_one, _key_two = _two_versions(admin, stack, mallory, namespace, attack_model, trusted, tmp_path)
     eventually(lambda: _replicas(admin, namespace, "fraud-canary") == 1, timeout=60, what="version two's Deployment")
 
     _set_policy(admin, stack, name, {"authorities": [key_one]})  # key two revoked
@@ -141,18 +151,6 @@ def test_a_revoked_new_version_does_not_serve_on_beside_the_stable_one(
     )
     # The operator scales first and writes the status after: the phase is read once it is written.
     eventually(lambda: md_status(admin, namespace).get("phase") == "Degraded", timeout=30, what="the status")
-
-
-@pytest.fixture
-def bob(admin: k8s.ApiClient, as_user: Callable[[str], k8s.ApiClient], enforced_namespace: str) -> k8s.ApiClient:
-    """bob, an approver (devmlops:approvers) who edits the namespace too: the honest second person."""
-    binding: Any = {
-        "metadata": {"name": "bob-edits"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": EDITOR_ROLE},
-        "subjects": [{"kind": "User", "name": "bob", "apiGroup": "rbac.authorization.k8s.io"}],
-    }
-    k8s.RbacAuthorizationV1Api(admin).create_namespaced_role_binding(enforced_namespace, binding)
-    return as_user("bob")
 
 
 @pytest.fixture
