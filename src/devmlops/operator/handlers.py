@@ -173,7 +173,7 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
         if type == "DELETED" or names_its_service(body):
             return
         for model in service_owner_candidates(str(body.metadata.labels[SERVICE_NAME_LABEL])):
-            loop.slice_reported((str(namespace), model))
+            loop.look_soon((str(namespace), model))
 
     @kopf.on.event("apps", "v1", "deployments", registry=registry, labels={LABEL_MODEL_DEPLOYMENT: kopf.PRESENT})
     def deployment_status(body: kopf.Body, namespace: str | None, **_: Any) -> None:
@@ -184,7 +184,7 @@ def build_registry(api_client: k8s.ApiClient, settings: OperatorSettings) -> kop
         """An approval deleted (withdrawn): its ModelDeployment is decided again within seconds, so a served model
         that rested on it waits for another one, scaled to zero (before, only the next re-check round noticed)."""
         if type == "DELETED":
-            driver.retries.add((str(namespace), str((body.get("spec") or {}).get("modelDeployment") or "")))
+            loop.look_soon((str(namespace), str((body.get("spec") or {}).get("modelDeployment") or "")))
 
     @kopf.on.resume(GROUP, VERSION, "modelapprovals", registry=registry)
     @kopf.on.create(GROUP, VERSION, "modelapprovals", registry=registry)

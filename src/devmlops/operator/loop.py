@@ -1,6 +1,7 @@
 """The operator's own background work, outside kopf's workers, in the replica that leads: parked retries, re-check
 rounds (on a timer and at once on a policy change), the children KServe posted a Warning Event about, and the models
-an EndpointSlice under whose Service name does not name its Service as controller (handlers.py).
+whose inputs changed where no reconcile watches (an EndpointSlice under a Service name of theirs that does not name
+its Service as controller, a withdrawn approval: handlers.py).
 
 Trust roots expire and keys are revoked: everything is decided again on a timer, not only on change. One loop for all
 ModelDeployments (a kopf timer per object would cost a task and its memory per object). A replica that no longer
@@ -44,7 +45,7 @@ class BackgroundLoop:
         self._policies = policy_watch
         self._settings = settings
         self._reported: set[Key] = set()
-        self._sliced: set[Key] = set()
+        self._soon: set[Key] = set()
         self._lock = threading.Lock()
 
     def child_reported(self, key: Key) -> None:
@@ -52,18 +53,19 @@ class BackgroundLoop:
         with self._lock:
             self._reported.add(key)
 
-    def slice_reported(self, key: Key) -> None:
-        """An EndpointSlice may join ModelDeployment ``key``'s Service without being its Service's: reconciled in the
-        next tick (not a retry: a reconcile that read the slices before the slice was written would discard it)."""
+    def look_soon(self, key: Key) -> None:
+        """Something ModelDeployment ``key``'s decision reads changed where no reconcile watches it (an EndpointSlice
+        under its Service name that is not its Service's, an approval withdrawn): reconciled in the next tick. Not a
+        retry: a reconcile that had read its inputs before the change would discard it when it finished."""
         with self._lock:
-            self._sliced.add(key)
+            self._soon.add(key)
 
     async def run(self, logger: Any) -> None:
         last = time.monotonic()
         while True:
             await asyncio.sleep(TICK_SECONDS)
             recheck = self._policies.changed.is_set() or time.monotonic() - last >= self._settings.recheck_seconds
-            if not recheck and not self._driver.retries.any_due() and not self._reported and not self._sliced:
+            if not recheck and not self._driver.retries.any_due() and not self._reported and not self._soon:
                 continue
             if recheck:
                 self._policies.changed.clear()
@@ -80,13 +82,13 @@ class BackgroundLoop:
                 retries.add(key)
             with self._lock:
                 self._reported.clear()  # the replica that leads follows the same Events
-                self._sliced.clear()  # and the same EndpointSlices
+                self._soon.clear()  # and the same EndpointSlices and approvals
             return
         self.mirror_reported(logger)
         with self._lock:
-            sliced = sorted(self._sliced)
-            self._sliced.clear()
-        for key in sliced:
+            soon = sorted(self._soon)
+            self._soon.clear()
+        for key in soon:
             self._driver.retry(key, logger)
         for key in retries.take_due():
             self._driver.retry(key, logger)
