@@ -58,6 +58,7 @@ class Driver:
         generation = int(metadata.get("generation") or 0)
         if going_away(model):
             return None
+        started = self.retries.mark()  # a retry asked for while this reconcile reads is kept (below)
         with self.guard.turn(key, generation) as current:
             if not current:
                 return None
@@ -71,7 +72,7 @@ class Driver:
             write = always_write or (planned.status is not None and status_write_needed(model, planned.status))
             status = self.executor.run(planned, model, write_status=write, post=post)
             self.guard.reconciled(key, generation)
-        self.retries.discard(key)
+        self.retries.discard(key, unless_added_since=started)
         if rolling_out(status):  # its next step and its analysis: looked at again within seconds
             self.retries.add(key)
         # Slices that could not be listed or removed: looked at again soon (a new one makes it look: handlers.py).

@@ -26,17 +26,29 @@ class RetryQueue:
         self.delay_seconds = delay_seconds
         self._clock = clock
         self._due: dict[Key, float] = {}
+        self._added: dict[Key, float] = {}  # when each was last added
         self._lock = threading.Lock()
 
     def add(self, key: Key) -> None:
-        due = self._clock() + self.delay_seconds
+        now = self._clock()
+        due = now + self.delay_seconds
         with self._lock:
             self._due[key] = min(due, self._due.get(key, due))
+            self._added[key] = now
 
-    def discard(self, key: Key) -> None:
-        """The object reconciled (or went away) by another path: no retry needed."""
+    def mark(self) -> float:
+        """Now, on this queue's clock: pass it to ``discard`` from a reconcile that starts reading now."""
+        return self._clock()
+
+    def discard(self, key: Key, *, unless_added_since: float | None = None) -> None:
+        """The object reconciled (or went away) by another path: no retry needed. With ``unless_added_since`` (a
+        ``mark()`` taken before the reconcile read anything), a retry added since is kept: it answers a change the
+        reconcile may not have seen (a child gone, an approval withdrawn while it read)."""
         with self._lock:
+            if unless_added_since is not None and self._added.get(key, float("-inf")) >= unless_added_since:
+                return
             self._due.pop(key, None)
+            self._added.pop(key, None)
 
     def any_due(self) -> bool:
         now = self._clock()
@@ -50,6 +62,7 @@ class RetryQueue:
             ready = sorted((due, key) for key, due in self._due.items() if due <= now)
             for _, key in ready:
                 del self._due[key]
+                self._added.pop(key, None)
         return [key for _, key in ready]
 
     def __len__(self) -> int:

@@ -55,6 +55,25 @@ def test_adding_an_object_again_keeps_its_earlier_time_and_discard_forgets_it() 
     assert queue.take_due() == []
 
 
+def test_a_retry_asked_for_while_a_reconcile_read_is_kept_when_it_finishes() -> None:
+    """A reconcile that read its inputs before a change (an approval withdrawn, a child gone) must not discard the
+    retry the change asked for: it did not see the change."""
+    clock = Clock()
+    queue = RetryQueue(5.0, clock)
+    queue.add(("team", "a"))  # an earlier failure
+    clock.now += 1
+    started = queue.mark()
+    clock.now += 0.1
+    queue.discard(("team", "a"), unless_added_since=started)  # the reconcile covered it
+    assert len(queue) == 0
+    started = queue.mark()
+    clock.now += 0.1
+    queue.add(("team", "a"))  # the change, while the reconcile reads
+    queue.discard(("team", "a"), unless_added_since=started)
+    clock.now += 5
+    assert queue.take_due() == [("team", "a")]
+
+
 def test_the_delay_must_be_positive() -> None:
     with pytest.raises(ValueError, match="delay_seconds"):
         RetryQueue(0)
