@@ -11,7 +11,7 @@ same ``decide()`` over the same inputs, only without the hop.
 A signature verification that cannot wait is made inline too: a key or a certificate chain (the trust material is
 in the policy: no file, no network) over a bundle of at most ``INLINE_VERIFY_MAX_BYTES``. It is CPU work bounded by
 the bundle's size (about 0.2 ms for a one-file model, 1.5 ms at the bound), less than the two thread hops it saves
-with the GIL contended (docs/benchmarks.md: a cold review's server CPU fell by about 40 %). Larger bundles and
+with the GIL contended (docs/benchmarks.md: a cold review's server CPU about halved). Larger bundles and
 keyless identities still go to the pool, under the verification deadline.
 
 A new adapter that can wait must be guarded the same way, or it would hold the event loop; the webhook logs a
