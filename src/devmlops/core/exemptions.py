@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from devmlops.core.podbaseline import baseline_problems
+from devmlops.core.podspec import CONTAINER_PARTS
 from devmlops.errors import InvalidInputError
 
 __all__ = [
@@ -78,7 +79,7 @@ def pod_images(pod_spec: Mapping[str, Any]) -> list[str]:
     """Every image a Pod spec runs or mounts: containers, init containers, ephemeral containers and image volumes
     (``volumes[].image.reference``: an OCI image's files mounted into the Pod are bytes like any other)."""
     images: list[str] = []
-    for part in ("initContainers", "containers", "ephemeralContainers"):
+    for part in CONTAINER_PARTS:
         for container in pod_spec.get(part) or []:
             images.append(str(container.get("image", "")) if isinstance(container, Mapping) else "")
     for volume in pod_spec.get("volumes") or []:

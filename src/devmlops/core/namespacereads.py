@@ -19,32 +19,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from devmlops.core.podspec import containers, items, mapping
+
 __all__ = ["namespace_reads"]
 
 _OWN_VOLUMES = frozenset({"emptyDir", "downwardAPI", "image"})
 _OWN_PROJECTIONS = frozenset({"serviceAccountToken", "downwardAPI", "clusterTrustBundle"})
-_CONTAINER_PARTS = ("initContainers", "containers", "ephemeralContainers")
 _EXPECTED = "expected nothing read from the model's namespace, which its editors write"
 
 
-def _items(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list) else []
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
 def _container_reads(container: Any, path: str) -> list[str]:
-    container = _mapping(container)
+    container = mapping(container)
     problems = [
         f"{path}.envFrom[{index}]: {dict(source)!r}, {_EXPECTED}"
-        for index, source in enumerate(_items(container.get("envFrom")))
+        for index, source in enumerate(items(container.get("envFrom")))
     ]
-    for index, variable in enumerate(_items(container.get("env"))):
-        source = _mapping(_mapping(variable).get("valueFrom"))
+    for index, variable in enumerate(items(container.get("env"))):
+        source = mapping(mapping(variable).get("valueFrom"))
         problems += [
-            f"{path}.env[{index}].valueFrom.{key}: {dict(_mapping(source[key]))!r}, {_EXPECTED}"
+            f"{path}.env[{index}].valueFrom.{key}: {dict(mapping(source[key]))!r}, {_EXPECTED}"
             for key in ("configMapKeyRef", "secretKeyRef")
             if key in source
         ]
@@ -52,15 +45,15 @@ def _container_reads(container: Any, path: str) -> list[str]:
 
 
 def _volume_reads(volume: Any, path: str) -> list[str]:
-    volume = _mapping(volume)
+    volume = mapping(volume)
     kinds = sorted(str(key) for key in volume if key != "name")
     if kinds == ["projected"]:
-        sources = _items(_mapping(volume["projected"]).get("sources"))
+        sources = items(mapping(volume["projected"]).get("sources"))
         return [
-            f"{path}.projected.sources[{index}]: {sorted(_mapping(source))}, expected only "
+            f"{path}.projected.sources[{index}]: {sorted(mapping(source))}, expected only "
             f"{sorted(_OWN_PROJECTIONS)} ({_EXPECTED})"
             for index, source in enumerate(sources)
-            if not set(_mapping(source)) or not set(_mapping(source)) <= _OWN_PROJECTIONS
+            if not set(mapping(source)) or not set(mapping(source)) <= _OWN_PROJECTIONS
         ]
     if len(kinds) == 1 and kinds[0] in _OWN_VOLUMES:
         return []
@@ -73,9 +66,8 @@ def _volume_reads(volume: Any, path: str) -> list[str]:
 def namespace_reads(pod_spec: Mapping[str, Any], where: str) -> list[str]:
     """The references by name in a pod spec (at field path ``where``) to objects of its namespace; empty if none."""
     problems: list[str] = []
-    for part in _CONTAINER_PARTS:
-        for index, container in enumerate(_items(pod_spec.get(part))):
-            problems += _container_reads(container, f"{where}.{part}[{index}]")
-    for index, volume in enumerate(_items(pod_spec.get("volumes"))):
+    for container, path in containers(pod_spec, where):
+        problems += _container_reads(container, path)
+    for index, volume in enumerate(items(pod_spec.get("volumes"))):
         problems += _volume_reads(volume, f"{where}.volumes[{index}]")
     return problems

@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from devmlops.core.podspec import containers, items, mapping
+
 __all__ = ["baseline_problems", "container_baseline_problems"]
 
 # Baseline's safe sysctls (the kubelet's default allow-list).
@@ -43,15 +45,6 @@ _SAFE_SYSCTLS = frozenset(
 _PROFILE_TYPES = (None, "RuntimeDefault", "Localhost")  # seccompProfile.type and appArmorProfile.type
 _SELINUX_TYPES = (None, "", "container_t", "container_init_t", "container_kvm_t", "container_engine_t")
 _APPARMOR_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"
-_CONTAINER_PARTS = ("initContainers", "containers", "ephemeralContainers")
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _items(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list) else []
 
 
 def _got(path: str, value: Any, expected: str) -> str:
@@ -62,10 +55,10 @@ def _context_problems(context: Mapping[str, Any], path: str) -> list[str]:
     """What a Pod's and a container's securityContext share: seccomp, AppArmor, SELinux, Windows host process."""
     problems: list[str] = []
     for key in ("seccompProfile", "appArmorProfile"):
-        kind = _mapping(context.get(key)).get("type")
+        kind = mapping(context.get(key)).get("type")
         if kind not in _PROFILE_TYPES:
             problems.append(_got(f"{path}.{key}.type", kind, "RuntimeDefault, Localhost or unset"))
-    selinux = _mapping(context.get("seLinuxOptions"))
+    selinux = mapping(context.get("seLinuxOptions"))
     if selinux.get("type") not in _SELINUX_TYPES:
         problems.append(_got(f"{path}.seLinuxOptions.type", selinux.get("type"), f"one of {list(_SELINUX_TYPES)}"))
     problems += [
@@ -73,7 +66,7 @@ def _context_problems(context: Mapping[str, Any], path: str) -> list[str]:
         for key in ("user", "role")
         if selinux.get(key) not in (None, "")
     ]
-    host_process = _mapping(context.get("windowsOptions")).get("hostProcess")
+    host_process = mapping(context.get("windowsOptions")).get("hostProcess")
     if host_process not in (None, False):
         problems.append(_got(f"{path}.windowsOptions.hostProcess", host_process, "false or unset"))
     return problems
@@ -83,14 +76,13 @@ def _probe_host_problems(container: Mapping[str, Any], path: str) -> list[str]:
     """Probes and lifecycle hooks the kubelet sends from the node: to the Pod's own address only (baseline since
     Kubernetes 1.34; a ``host`` has the kubelet send requests, from the node, to anything the node reaches)."""
     handlers = [(name, container.get(name)) for name in ("livenessProbe", "readinessProbe", "startupProbe")]
-    lifecycle = _mapping(container.get("lifecycle"))
+    lifecycle = mapping(container.get("lifecycle"))
     handlers += [(f"lifecycle.{name}", lifecycle.get(name)) for name in ("postStart", "preStop")]
     return [
-        _got(f"{path}.{name}.{action}.host", _mapping(handler)[action].get("host"), "unset (the Pod's own address)")
+        _got(f"{path}.{name}.{action}.host", mapping(handler)[action].get("host"), "unset (the Pod's own address)")
         for name, handler in handlers
         for action in ("httpGet", "tcpSocket")
-        if isinstance(_mapping(handler).get(action), Mapping)
-        and _mapping(handler)[action].get("host") not in (None, "")
+        if isinstance(mapping(handler).get(action), Mapping) and mapping(handler)[action].get("host") not in (None, "")
     ]
 
 
@@ -98,19 +90,19 @@ def container_baseline_problems(container: Any, path: str) -> list[str]:
     """What in one container (at field path ``path``) the baseline level forbids."""
     if not isinstance(container, Mapping):
         return [_got(path, container, "a container object")]
-    context = _mapping(container.get("securityContext"))
+    context = mapping(container.get("securityContext"))
     where = f"{path}.securityContext"
     problems = _context_problems(context, where)
     if context.get("privileged") not in (None, False):
         problems.append(_got(f"{where}.privileged", context.get("privileged"), "false or unset"))
-    added = _mapping(context.get("capabilities")).get("add")
+    added = mapping(context.get("capabilities")).get("add")
     if added:
         problems.append(_got(f"{where}.capabilities.add", added, "none (an exempt Pod adds no capabilities)"))
     if context.get("procMount") not in (None, "Default"):
         problems.append(_got(f"{where}.procMount", context.get("procMount"), "Default or unset"))
     problems += _probe_host_problems(container, path)
-    for index, port in enumerate(_items(container.get("ports"))):
-        host_port = _mapping(port).get("hostPort")
+    for index, port in enumerate(items(container.get("ports"))):
+        host_port = mapping(port).get("hostPort")
         if host_port not in (None, 0):
             problems.append(_got(f"{path}.ports[{index}].hostPort", host_port, "0 or unset (no port on the node)"))
     return problems
@@ -118,7 +110,7 @@ def container_baseline_problems(container: Any, path: str) -> list[str]:
 
 def baseline_problems(template: Mapping[str, Any], where: str = "") -> list[str]:
     """What in a Pod (or pod template: ``metadata`` and ``spec``) the baseline level forbids; empty when nothing."""
-    spec = _mapping(template.get("spec"))
+    spec = mapping(template.get("spec"))
     path = f"{where}spec"
     problems = [
         _got(f"{path}.{key}", spec[key], "false or unset (the Pod's own namespaces)")
@@ -126,21 +118,20 @@ def baseline_problems(template: Mapping[str, Any], where: str = "") -> list[str]
         if spec.get(key) not in (None, False)
     ]
     problems += [
-        f"{path}.volumes[{index}].hostPath: volume {_mapping(volume).get('name')!r} mounts the node's files, "
+        f"{path}.volumes[{index}].hostPath: volume {mapping(volume).get('name')!r} mounts the node's files, "
         "expected no hostPath volume"
-        for index, volume in enumerate(_items(spec.get("volumes")))
-        if "hostPath" in _mapping(volume)
+        for index, volume in enumerate(items(spec.get("volumes")))
+        if "hostPath" in mapping(volume)
     ]
-    context = _mapping(spec.get("securityContext"))
+    context = mapping(spec.get("securityContext"))
     problems += _context_problems(context, f"{path}.securityContext")
-    for index, sysctl in enumerate(_items(context.get("sysctls"))):
-        name = _mapping(sysctl).get("name")
+    for index, sysctl in enumerate(items(context.get("sysctls"))):
+        name = mapping(sysctl).get("name")
         if name not in _SAFE_SYSCTLS:
             problems.append(_got(f"{path}.securityContext.sysctls[{index}].name", name, "one of baseline's safe ones"))
-    for part in _CONTAINER_PARTS:
-        for index, container in enumerate(_items(spec.get(part))):
-            problems += container_baseline_problems(container, f"{path}.{part}[{index}]")
-    annotations = _mapping(_mapping(template.get("metadata")).get("annotations"))
+    for container, where_container in containers(spec, path):
+        problems += container_baseline_problems(container, where_container)
+    annotations = mapping(mapping(template.get("metadata")).get("annotations"))
     for key, value in annotations.items():
         if str(key).startswith(_APPARMOR_ANNOTATION) and not (
             value == "runtime/default" or str(value).startswith("localhost/")
