@@ -11,6 +11,7 @@ in the guard is an error answer, never a forwarded request. Forwarded v2 tensors
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -21,7 +22,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 
@@ -30,6 +30,7 @@ from devmlops.core.guard import Finding, Split, TokenBucket, inspect_text, is_in
 from devmlops.core.manifests import Guard
 from devmlops.core.probing import ProbeWindow, exact_hash, fingerprint
 from devmlops.guard.metrics import GuardMetrics
+from devmlops.guard.upstream import Answer, UpstreamClient, UpstreamError
 
 __all__ = ["GuardSettings", "create_server"]
 
@@ -53,6 +54,7 @@ _HOP = frozenset(
         "Content-Encoding",
     )
 )
+_NOT_FORWARDED = _HOP | {"accept-encoding"}
 _MAX_BODY = 64 * 1024 * 1024  # spec.guard.maxRequestBytes's own maximum: the bound when it is left out
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")  # server-sent events end with a blank line, in any of the three
 _UPSTREAM_STATUS = Finding("upstream_status", "the model server answered with an error status")
@@ -132,7 +134,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
     upstream = settings.upstream.rstrip("/")
     # A ModelDeployment may leave maxRequestBytes out; the guard still buffers no more than the field's maximum.
     limit = guard.max_request_bytes or _MAX_BODY
-    session: dict[str, aiohttp.ClientSession] = {}
+    clients: dict[str, UpstreamClient] = {}  # by base URL: the local model server, the split's upstream
     split = settings.split
     split_upstream = split.upstream.rstrip("/") if split is not None else ""
     inference_count = [0]  # inference requests that passed their checks: the split's turn counter
@@ -192,19 +194,17 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def headers_for_upstream(request: web.BaseRequest) -> dict[str, str]:
+    def headers_for_upstream(request: web.BaseRequest) -> list[tuple[str, str]]:
         # An answer is read for the output checks as sent: never let the client ask the model server to compress it
         # (the checks would read gzip bytes, find nothing, and pass them on).
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP and k.lower() != "accept-encoding"}
-        headers["Accept-Encoding"] = "identity"
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED]
+        headers.append(("Accept-Encoding", "identity"))
         return headers
 
     def output_finding(texts: list[str]) -> Finding | None:
         return inspect_text(texts, guard.output, settings.secrets, "output")
 
-    async def stream(
-        request: web.BaseRequest, answer: aiohttp.ClientResponse, exchange: _Exchange
-    ) -> web.StreamResponse:
+    async def stream(request: web.BaseRequest, answer: Answer, exchange: _Exchange) -> web.StreamResponse:
         """Pass server-sent events through one by one, each checked (with the end of the earlier ones) first."""
         response = web.StreamResponse(status=answer.status, headers=_answer_headers(answer))
         await response.prepare(request)
@@ -227,7 +227,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
             await response.write(event)
             return True
 
-        async for chunk in answer.content.iter_any():
+        async for chunk in answer.chunks():
             pending += chunk
             start = 0
             for end in _EVENT_END.finditer(pending):
@@ -286,17 +286,13 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
             logged = finding
             if inference and parsed is not None:
                 signals(exchange, parsed, body)
-            client = session.get("client")
-            if client is None:
-                timeout = aiohttp.ClientTimeout(total=settings.upstream_timeout_seconds)
-                client = session["client"] = aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
-            url = upstream_of(inference, exchange) + request.rel_url.raw_path_qs
-            async with client.request(
-                request.method, url, data=body, headers=headers_for_upstream(request), allow_redirects=False
-            ) as answer:
-                if answer.headers.get("Content-Type", "").startswith("text/event-stream"):
+            base = upstream_of(inference, exchange)
+            client = clients.get(base) or clients.setdefault(base, UpstreamClient(base))
+            call = client.request(request.method, request.rel_url.raw_path_qs, headers_for_upstream(request), body)
+            async with asyncio.timeout(settings.upstream_timeout_seconds), call as answer:
+                if answer.header("Content-Type").startswith("text/event-stream"):
                     return await stream(request, answer, exchange)
-                content = await answer.content.read(settings.max_response_bytes + 1)
+                content = await answer.read(settings.max_response_bytes)
                 if len(content) > settings.max_response_bytes:
                     finding = Finding("upstream", f"answer over {settings.max_response_bytes} bytes")
                     finish(exchange, 502, "error", finding)
@@ -317,7 +313,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
                     result = "logged" if (found or logged) else "allowed"
                     finish(exchange, answer.status, result, found or logged, content)
                 return web.Response(body=content, status=answer.status, headers=_answer_headers(answer))
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (UpstreamError, TimeoutError) as exc:
             finding = Finding("upstream", f"model server unavailable ({type(exc).__name__})")
             finish(exchange, 502, "error", finding)
             return _error(502, finding)
@@ -328,9 +324,9 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
             return _error(500, finding)
 
     async def close() -> None:
-        client = session.pop("client", None)
-        if client is not None:
-            await client.close()
+        for client in clients.values():
+            client.close()
+        clients.clear()
 
     # No access log: the audit line is the guard's own (aiohttp's took a tenth of the CPU).
     return web.Server(handle, access_log=None), close
@@ -347,8 +343,8 @@ def _now() -> str:
     return str(_STAMP[1])
 
 
-def _answer_headers(answer: aiohttp.ClientResponse) -> dict[str, str]:
-    return {k: v for k, v in answer.headers.items() if k.lower() not in _HOP}
+def _answer_headers(answer: Answer) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in answer.headers if k.lower() not in _HOP]
 
 
 def _json_or_none(content: bytes) -> Any:

@@ -1,0 +1,230 @@
+"""The guard's upstream client against a scripted server on loopback: what it reads as an answer, what it refuses,
+and when it reuses a connection."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from devmlops.guard.upstream import UpstreamClient, UpstreamError
+
+Script = Callable[[bytes], bytes]  # the request's bytes -> what the server writes back
+
+
+def synchronously(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+@asynccontextmanager
+async def server(answer: bytes | Script, *, close_after: bool = False) -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A server on loopback that writes ``answer`` once a request's head and body arrived; yields its URL and the
+    requests it read, one entry a connection (so that a test sees how many connections were opened). A connection
+    the client closed is marked by a final b"<closed>" in its entry."""
+    seen: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        index = len(seen)
+        seen.append(b"")
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    ),
+                    0,
+                )
+                request = head + await reader.readexactly(length)
+                seen[index] += request
+                writer.write(answer(request) if callable(answer) else answer)
+                await writer.drain()
+                if close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            seen[index] += b"<closed>"
+        finally:
+            writer.close()
+
+    listener = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", seen
+    finally:
+        listener.close()
+
+
+def ok(body: bytes, *headers: str) -> bytes:
+    extra = "".join(f"{h}\r\n" for h in headers)
+    return f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
+
+
+async def call(client: UpstreamClient, method: str = "POST", body: bytes = b"{}", limit: int = 1 << 20) -> bytes:
+    async with client.request(method, "/v2/models/m/infer?x=1", [("Content-Type", "application/json")], body) as a:
+        return await a.read(limit)
+
+
+@synchronously
+async def test_requests_go_over_one_kept_alive_connection_with_host_and_length_set() -> None:
+    async with server(ok(b'{"outputs": []}', "Content-Type: application/json")) as (url, seen):
+        client = UpstreamClient(url)
+        for _ in range(3):
+            assert await call(client) == b'{"outputs": []}'
+        client.close()
+    assert len(seen) == 1, "three requests, one connection"
+    first = seen[0].split(b"\r\n\r\n")[0].split(b"\r\n")
+    assert first[0] == b"POST /v2/models/m/infer?x=1 HTTP/1.1"
+    assert f"Host: {url[7:]}".encode() in first
+    assert b"Content-Length: 2" in first
+
+
+@synchronously
+async def test_headers_status_and_a_chunked_body_are_read_as_sent() -> None:
+    head = b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\nX-A: 2\r\n\r\n"
+    chunked = head + b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    async with server(chunked) as (url, _):
+        client = UpstreamClient(url)
+        async with client.request("POST", "/", [], b"") as answer:
+            assert (answer.status, answer.header("x-a")) == (201, "2")
+            assert [h for h in answer.headers if h[0] == "X-A"] == [("X-A", "1"), ("X-A", "2")]
+            assert await answer.read(100) == b"abcde"
+        client.close()
+
+
+@synchronously
+async def test_a_body_that_ends_with_the_connection_is_read_to_its_end() -> None:
+    async with server(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", close_after=True) as (url, seen):
+        client = UpstreamClient(url)
+        assert await call(client) == b"until the end"
+        assert await call(client) == b"until the end"  # the closed connection was not reused
+        client.close()
+    assert len(seen) == 2
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",  # cut short
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabc",  # a chunk cut short
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",  # two lengths: which one frames it?
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+        b"not HTTP at all\r\n\r\n",
+        b"",  # nothing before the connection closes
+    ],
+    ids=["short", "short-chunk", "two-lengths", "upgrade", "garbage", "nothing"],
+)
+@synchronously
+async def test_an_answer_that_is_cut_short_or_malformed_is_an_upstream_error(answer: bytes) -> None:
+    async with server(answer, close_after=True) as (url, _):
+        client = UpstreamClient(url)
+        with pytest.raises(UpstreamError):
+            async with asyncio.timeout(5):
+                await call(client)
+        client.close()
+
+
+@synchronously
+async def test_a_second_answer_to_one_request_is_never_read_as_the_next_requests() -> None:
+    async with server(ok(b"ok") + ok(b"no")) as (url, seen):
+        client = UpstreamClient(url)
+        assert await call(client) == b"ok"
+        assert await call(client) == b"ok"
+        client.close()
+    assert len(seen) == 2, "the connection that carried a second answer was closed, not reused"
+
+
+@synchronously
+async def test_an_interim_answer_is_skipped_and_the_final_one_read() -> None:
+    async with server(b"HTTP/1.1 100 Continue\r\nX-Early: 1\r\n\r\n" + ok(b"final", "X-Late: 1")) as (url, _):
+        client = UpstreamClient(url)
+        async with client.request("POST", "/", [], b"x") as answer:
+            assert answer.status == 200
+            assert answer.header("x-early") == ""
+            assert answer.header("x-late") == "1"
+            assert await answer.read(100) == b"final"
+        client.close()
+
+
+@synchronously
+async def test_an_answer_to_head_has_no_body_whatever_its_length_says() -> None:
+    async with server(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n") as (url, _):
+        client = UpstreamClient(url)
+        async with asyncio.timeout(5):
+            assert await call(client, "HEAD", b"") == b""
+        client.close()
+
+
+@synchronously
+async def test_read_stops_after_one_byte_over_the_limit_and_the_next_answer_is_its_own() -> None:
+    async with server(ok(b"x" * 5000)) as (url, _):
+        client = UpstreamClient(url)
+        assert await call(client, limit=100) == b"x" * 101
+        assert await call(client) == b"x" * 5000
+        client.close()
+
+
+@synchronously
+async def test_a_large_answer_streams_through_in_chunks() -> None:
+    body = bytes(range(256)) * 16384  # 4 MiB: above the buffer at which the connection stops reading
+    async with server(ok(body)) as (url, _):
+        client = UpstreamClient(url)
+        async with client.request("GET", "/", [], b"") as answer:
+            parts = [chunk async for chunk in answer.chunks()]
+        client.close()
+    assert b"".join(parts) == body
+    assert len(parts) > 1
+
+
+@pytest.mark.parametrize("where", ["value", "target"])
+@synchronously
+async def test_a_control_character_never_reaches_the_request_head(where: str) -> None:
+    async with server(ok(b"")) as (url, seen):
+        client = UpstreamClient(url)
+        headers = [("X-A", "a\r\nX-Injected: 1")] if where == "value" else []
+        target = "/\r\nX-Injected: 1" if where == "target" else "/"
+        with pytest.raises(UpstreamError, match="control character"):
+            async with client.request("POST", target, headers, b""):
+                pass
+        client.close()
+    assert seen == []
+
+
+@synchronously
+async def test_a_server_that_is_not_there_is_an_upstream_error() -> None:
+    async with server(b"") as (url, _):
+        pass  # closed again: nothing listens on its port now
+    with pytest.raises(UpstreamError, match="cannot connect"):
+        await call(UpstreamClient(url))
+
+
+@synchronously
+async def test_a_cancelled_request_closes_its_connection() -> None:
+    async with server(lambda _request: b"") as (url, seen):  # never answers
+        client = UpstreamClient(url)
+        task = asyncio.ensure_future(call(client))
+        await asyncio.sleep(0.2)
+        assert len(seen) == 1
+        assert seen[0].startswith(b"POST")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with asyncio.timeout(5):
+            while not seen[0].endswith(b"<closed>"):
+                await asyncio.sleep(0.02)
+        client.close()
+
+
+def test_only_http_and_https_upstreams_are_accepted() -> None:
+    for bad in ("ftp://h:1", "127.0.0.1:8080", "http://"):
+        with pytest.raises(ValueError, match="expected http"):
+            UpstreamClient(bad)
