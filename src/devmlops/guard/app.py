@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import re
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -35,7 +36,6 @@ from devmlops.guard.upstream import Answer, UpstreamClient, UpstreamError
 __all__ = ["GuardSettings", "create_server"]
 
 _log = logging.getLogger("devmlops.guard")
-_audit = logging.getLogger("devmlops.guard.audit")
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and those the proxy sets itself.
 _HOP = frozenset(
@@ -174,7 +174,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
         )
         if guard.audit_content and body:
             exchange.record["output"] = body.decode(errors="replace")[:65536]
-        _audit.info(orjson.dumps(exchange.record, option=orjson.OPT_SORT_KEYS).decode())
+        _audit(orjson.dumps(exchange.record, option=orjson.OPT_SORT_KEYS).decode())
         metrics.observe(settings.model, settings.digest, result, reason, elapsed)
 
     def refuse(exchange: _Exchange, status: int, finding: Finding) -> web.Response:
@@ -341,6 +341,13 @@ def _now() -> str:
     if _STAMP[0] != second:
         _STAMP[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))]
     return str(_STAMP[1])
+
+
+def _audit(line: str) -> None:
+    """One audit line on standard output, flushed before the answer leaves the guard. Written directly: through the
+    logging module a line cost five times as much (about 20 µs against 4)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def _answer_headers(answer: Answer) -> list[tuple[str, str]]:
