@@ -388,7 +388,8 @@ def _policy(
         authorities=authorities,
         threshold=threshold,
         sbom=SbomRequirements(
-            required=sbom.required if sbom else False,
+            # A signed SBOM is required only where an SBOM is: without this, dropping the SBOM dropped its stated tier.
+            required=(sbom.required or sbom.require_signature) if sbom else False,
             formats=_tuple(sbom.formats if sbom else None),
             bind_to_digest=sbom.bind_to_digest if sbom else True,
             allow_name_binding=sbom.allow_name_binding if sbom else False,

@@ -186,3 +186,15 @@ def test_a_label_cannot_lower_the_tier_the_signed_sbom_states(
         }
         admitted(create, mallory, evidence, labelled(model, tier, sbom=sbom))
         waits_for_approval_then_is_served(admin, bob, evidence, model.digest)
+
+
+def test_a_policy_that_requires_a_signed_sbom_requires_an_sbom(
+    admin: k8s.ApiClient, mallory: k8s.ApiClient, stack: DevmlopsStack, evidence: str, model: SignedModel
+) -> None:
+    # `required: false` beside `requireSignature: true`: before, mallory left the SBOM out, and with it the signed
+    # SBOM's stated tier, and her `minimal` label was the model's tier.
+    body = policy_body(evidence, model, requireRiskLabel=False)
+    body["spec"]["sbom"] = {"required": False, "requireSignature": True}
+    with installed_policy(admin, stack, body):
+        message = denied(create, mallory, evidence, labelled(model, "minimal"))
+    assert "spec.sbom is missing" in message

@@ -288,6 +288,12 @@ def test_a_required_sbom_signature_must_verify() -> None:
     assert "SBOM signature does not verify" in run(spec(), pset, forged).message
 
 
+def test_a_required_sbom_signature_requires_the_sbom_whatever_required_says() -> None:
+    pset = policies(policy(sbom={"required": False, "requireSignature": True}))
+    assert "spec.sbom is missing" in run(spec(), pset, evidence(bundle("release"))).message
+    assert run(spec(), policies(policy(sbom={"required": False})), evidence(bundle("release"))).allowed
+
+
 # -- operations ------------------------------------------------------------------------------------------
 
 
