@@ -41,6 +41,7 @@ def _at(name: str, model: SignedModel, uri: str) -> dict[str, Any]:
         "https://models.example.com/prod/./../staging/fraud.tar.gz",
         "https://models.example.com/prod/%2e%2e/staging/fraud.tar.gz",
         "https://models.example.com/prod/%2E./staging/fraud.tar.gz",
+        "https://models.example.com/prod/..%2fstaging/fraud.tar.gz",
         "https://models.example.com/prod/..",
     ],
 )

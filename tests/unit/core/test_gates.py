@@ -194,6 +194,7 @@ def test_double_star_globs_cross_path_segments() -> None:
         "https://models.example.com/prod/%2e%2E/staging/fraud.tgz",
         "https://models.example.com/prod/.%2e",
         "https://models.example.com/prod/..?x=1",
+        "https://models.example.com/prod/..%2Fstaging/fraud.tgz",
         "https://models.example.com/prod\\..\\staging/fraud.tgz",
         "s3://models-prod/fraud/../../other-bucket/fraud",
     ],

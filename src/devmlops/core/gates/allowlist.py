@@ -3,7 +3,8 @@
 A storage URI is matched as written, but fetched as its client reads it: requests, urllib3 and httpx remove dot
 segments (RFC 3986), and servers decode ``%2e`` before they resolve a path, so ``https://host/prod/../staging/m``
 matched ``https://host/prod/**`` and was fetched from ``/staging`` (bytes attack review). A URI with a ``.`` or
-``..`` segment, written or percent-encoded, or a backslash (a ``/`` to WHATWG parsers) matches no allow-list.
+``..`` segment, written or percent-encoded (its slashes too), or a backslash (a ``/`` to WHATWG parsers) matches
+no allow-list.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from devmlops.core.policy import Policy
 __all__ = ["GATE", "check_allowlist"]
 
 GATE = "allowlist"
-_DOT_SEGMENT = re.compile(r"(?:^|/)(?:\.|%2e){1,2}(?:[/?#]|$)", re.IGNORECASE)
+_DOT_SEGMENT = re.compile(r"(?:^|/|%2f)(?:\.|%2e){1,2}(?:/|%2f|[?#]|$)", re.IGNORECASE)  # "/" or "%2f" around
 
 
 def check_allowlist(deployment: ModelDeployment, policy: Policy) -> GateResult:
