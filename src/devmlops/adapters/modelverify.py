@@ -8,7 +8,9 @@ shards, sha256/blake2/blake3, ignore paths). Progress on a terminal is read from
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import sys
 import threading
 import time
@@ -117,6 +119,9 @@ def check_model_bytes(
     server loads what it finds (Triton takes any folder of its repository as a model, ``.github`` included)."""
     if not model_path.is_dir() and not model_path.is_file():
         raise InvalidInputError(f"MODEL_PATH: {model_path} does not exist")
+    present, unreadable = _served_entries(model_path) if strict and model_path.is_dir() else (set(), [])
+    if unreadable:  # the hashing would step over (or stop at) what the server may still read
+        return ByteCheck(files=0, bytes=0, seconds=0.0, problems=tuple(unreadable))
     ignore = [str(p) for p in signed.serialization.get("ignore_paths", [])] + [str(p) for p in ignore_paths]
     config = _hashing_config(signed.serialization, ignore, workers or os.cpu_count() or 1)
     total = (
@@ -135,7 +140,6 @@ def check_model_bytes(
     expected = dict(signed.files)
     problems = [f"unsigned file present: {name}" for name in sorted(set(found) - set(expected))]
     if strict and model_path.is_dir():
-        present = {p.relative_to(model_path).as_posix() for p in model_path.rglob("*") if not p.is_dir()}
         # A sharded manifest names shards ('path:start:end'): the file hashed is the path before the range.
         sharded = signed.serialization.get("method") == "shards"
         hashed = {name.rsplit(":", 2)[0] if sharded else name for name in found}
@@ -148,6 +152,44 @@ def check_model_bytes(
         if found[name] != expected[name]
     ]
     return ByteCheck(files=len(found), bytes=total, seconds=seconds, problems=tuple(problems))
+
+
+def _served_entries(root: Path) -> tuple[set[str], list[str]]:
+    """The files under ``root`` (relative names), and why the folder cannot be served as the verifier sees it: an
+    entry it may not read, a symlink, anything but regular files and directories. The verifier owns what it fetched
+    and the model server runs as another user, so a directory of mode 0o005 (no rights for its owner) is one the
+    server lists and the verifier does not: ``pathlib.glob``, which model_signing walks with, skips it without a word.
+    A symlink is resolved by the server in its own file system, not the one that was verified."""
+    files: set[str] = set()
+    problems: dict[str, str] = {}
+    expected = "expected regular files and directories the storage initializer can read"
+
+    def unreadable(relative: str, error: OSError) -> None:
+        reason = f"{relative}: cannot be read by the verifier ({error.strerror}), but the model server may; {expected}"
+        problems.setdefault(relative, reason)
+
+    def walk_error(error: OSError) -> None:
+        unreadable(Path(str(error.filename)).relative_to(root).as_posix(), error)
+
+    for folder, directories, names in os.walk(root, onerror=walk_error):
+        for name in sorted(directories + names):
+            path = Path(folder, name)
+            relative = path.relative_to(root).as_posix()
+            try:
+                mode = path.lstat().st_mode
+            except OSError as exc:
+                unreadable(relative, exc)
+                continue
+            wanted = os.R_OK | (os.X_OK if stat.S_ISDIR(mode) else 0)
+            if stat.S_ISLNK(mode):
+                problems[relative] = f"{relative}: a symlink (to {os.readlink(path)!r}); {expected}"
+            elif not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                problems[relative] = f"{relative}: neither a file nor a directory; {expected}"
+            elif not os.access(path, wanted):
+                unreadable(relative, PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path)))
+            elif stat.S_ISREG(mode):
+                files.add(relative)
+    return files, [problems[name] for name in sorted(problems)]
 
 
 class _nullcontext:

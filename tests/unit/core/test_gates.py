@@ -186,6 +186,31 @@ def test_double_star_globs_cross_path_segments() -> None:
     assert run(spec(), policies(allowed), evidence(bundle("release"))).allowed
 
 
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://models.example.com/prod/../staging/fraud.tgz",
+        "https://models.example.com/prod/./../staging/fraud.tgz",
+        "https://models.example.com/prod/%2e%2E/staging/fraud.tgz",
+        "https://models.example.com/prod/.%2e",
+        "https://models.example.com/prod/..?x=1",
+        "https://models.example.com/prod/..%2Fstaging/fraud.tgz",
+        "https://models.example.com/prod\\..\\staging/fraud.tgz",
+        "s3://models-prod/fraud/../../other-bucket/fraud",
+    ],
+)
+def test_a_dot_segment_walks_out_of_no_allowed_storage_location(uri: str) -> None:
+    """Bytes attack review: the glob matched the URI as written, its client fetched it with the dot segments removed
+    (``tests/integration/attacks/test_storage_uris.py``)."""
+    allow = {"storageUris": ["https://models.example.com/prod/**", "s3://models-prod/**"]}
+    model = {"name": "fraud", "uri": uri, "format": "sklearn", "digest": DIGEST}
+    decision = run(spec(model=model), policies(policy(allow=allow)), evidence(bundle("release")))
+    assert not decision.allowed
+    assert f"spec.model.uri: got '{uri}', expected a URI without '.' or '..' segments" in decision.message
+    plain = {**model, "uri": "https://models.example.com/prod/fraud..v2/model.tgz"}  # dots inside a name are fine
+    assert run(spec(model=plain), policies(policy(allow=allow)), evidence(bundle("release"))).allowed
+
+
 def test_an_empty_allow_list_allows_nothing() -> None:
     assert not run(spec(), policies(policy(allow={"storageUris": []})), evidence(bundle("release"))).allowed
 

@@ -1,6 +1,15 @@
-"""The allow-list gate: storage URI, runtime kind, serving image and model format are ones the policy allows."""
+"""The allow-list gate: storage URI, runtime kind, serving image and model format are ones the policy allows.
+
+A storage URI is matched as written, but fetched as its client reads it: requests, urllib3 and httpx remove dot
+segments (RFC 3986), and servers decode ``%2e`` before they resolve a path, so ``https://host/prod/../staging/m``
+matched ``https://host/prod/**`` and was fetched from ``/staging`` (bytes attack review). A URI with a ``.`` or
+``..`` segment, written or percent-encoded (its slashes too), or a backslash (a ``/`` to WHATWG parsers) matches
+no allow-list.
+"""
 
 from __future__ import annotations
+
+import re
 
 from devmlops.core.gates import policy_result
 from devmlops.core.globs import matching_glob
@@ -11,6 +20,7 @@ from devmlops.core.policy import Policy
 __all__ = ["GATE", "check_allowlist"]
 
 GATE = "allowlist"
+_DOT_SEGMENT = re.compile(r"(?:^|/|%2f)(?:\.|%2e){1,2}(?:/|%2f|[?#]|$)", re.IGNORECASE)  # "/" or "%2f" around
 
 
 def check_allowlist(deployment: ModelDeployment, policy: Policy) -> GateResult:
@@ -18,7 +28,17 @@ def check_allowlist(deployment: ModelDeployment, policy: Policy) -> GateResult:
     allow = policy.allow
     uri, kind, image, fmt = model.uri, runtime.kind, runtime.image or "", model.format or ""
     problems: list[tuple[str, str]] = []
-    if allow.storage_uris is not None and matching_glob(allow.storage_uris, uri) is None:
+    walks = _DOT_SEGMENT.search(uri.partition("://")[2]) is not None or "\\" in uri or "%5c" in uri.lower()
+    if allow.storage_uris is not None and walks:
+        problems.append(
+            (
+                f"spec.model.uri: got '{uri}', expected a URI without '.' or '..' segments (written or "
+                f"percent-encoded) or backslashes: its client would fetch another path than {list(allow.storage_uris)}"
+                " allow",
+                "write the storage location in its plain form",
+            )
+        )
+    elif allow.storage_uris is not None and matching_glob(allow.storage_uris, uri) is None:
         problems.append(
             (
                 f"spec.model.uri: got '{uri}', expected one of {list(allow.storage_uris)}",
