@@ -113,7 +113,13 @@ def build_inference_service(
         predictor_model["runtime"] = runtime.serving_runtime
     if runtime.resources:
         predictor_model["resources"] = copy.deepcopy(runtime.resources)
-    predictor: dict[str, Any] = {"model": predictor_model, "minReplicas": runtime.replicas}
+    # KServe's predictor Deployment replaces its Pods when the version changes (see build_triton: a rolling update
+    # kept the old version's Pods serving, undecided, until the new version's were ready).
+    predictor: dict[str, Any] = {
+        "model": predictor_model,
+        "minReplicas": runtime.replicas,
+        "deploymentStrategy": {"type": "Recreate"},
+    }
     if spec.guard is not None:
         # MLServer binds HTTP, gRPC and metrics to MLSERVER_HOST; the ports are stated too, so that none is the
         # guard's. The kubelet's readiness probe reaches MLServer through the guard (the only way in).
@@ -253,10 +259,17 @@ def build_triton(
     split: Split | None = None,
     canary: bool = False,
     baseline_json: str = "",
+    rolling: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The Deployment and the Service (``canary``: the new version's, named with CANARY_SUFFIX; ``split``: the share
     of requests this version's guard forwards to the new version). ``baseline_json`` is the signed drift baseline
-    (``core/baseline.py``), put into the guard's configuration when spec.guard.drift asks for drift monitoring."""
+    (``core/baseline.py``), put into the guard's configuration when spec.guard.drift asks for drift monitoring.
+
+    The Deployment replaces its Pods (``Recreate``): a rolling update keeps the old version's Pods until the new
+    version's are ready, and nothing decides that old version any more (the operator decides the version the spec
+    names), so a revoked version served on behind a new one that never became ready. Only a gated rollout's stable
+    Deployment rolls (``rolling``): every version it runs is decided at each tick (core/rollout.py), and its guard's
+    share changes at every step."""
     name, namespace = model_deployment.metadata.name, model_deployment.metadata.namespace
     model, runtime = model_deployment.spec.model, model_deployment.spec.runtime
     ports = GUARDED_PORTS if model_deployment.spec.guard else PORTS
@@ -318,6 +331,7 @@ def build_triton(
         "metadata": {"name": name, "namespace": namespace, "labels": labels, "annotations": annotations},
         "spec": {
             "replicas": runtime.replicas,
+            **({} if rolling else {"strategy": {"type": "Recreate"}}),
             "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {"labels": pod_labels, "annotations": {ANNOTATION_DIGEST: model.digest}},
@@ -384,6 +398,7 @@ def render_children(
                 policy_revision=policy_revision,
                 split=split,
                 baseline_json=canary.stable_baseline_json,
+                rolling=True,
             ),
             *build_triton(
                 model_deployment,
@@ -395,6 +410,7 @@ def render_children(
             ),
         ]
     elif model_deployment.spec.runtime.kind == "triton":
+        rollout = model_deployment.spec.rollout
         children = list(
             build_triton(
                 model_deployment,
@@ -402,6 +418,7 @@ def render_children(
                 verifier_image=verifier_image,
                 policy_revision=policy_revision,
                 baseline_json=baseline_json,
+                rolling=rollout is not None and rollout.strategy == "canary",  # the stable version, between rollouts
             )
         )
     else:

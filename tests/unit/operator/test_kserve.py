@@ -35,6 +35,9 @@ def test_the_inference_service_serves_the_model_uri_and_format_with_the_digest_s
     assert child["spec"]["predictor"] == {
         "model": {"storageUri": "devmlops+s3://models/fraud", "modelFormat": {"name": "sklearn"}},
         "minReplicas": 2,
+        # A version change replaces the predictor's Pods: a rolling update kept the old version serving, undecided
+        # (attacks/test_rolling_update.py).
+        "deploymentStrategy": {"type": "Recreate"},
     }
 
 

@@ -2,7 +2,13 @@ from __future__ import annotations
 
 from devmlops.core.manifests import ModelDeployment, parse_model_deployment
 from devmlops.core.plan import ENV_PLAN
-from devmlops.core.render import ANNOTATION_VERIFICATION, build_inference_service, build_triton
+from devmlops.core.render import (
+    ANNOTATION_VERIFICATION,
+    CanaryRendering,
+    build_inference_service,
+    build_triton,
+    render_children,
+)
 
 DIGEST = "sha256:" + "ab" * 32
 IMAGE = "nvcr.io/nvidia/tritonserver@sha256:" + "0" * 64
@@ -72,3 +78,30 @@ def test_kserve_children_route_through_the_verifying_storage_initializer() -> No
     assert predictor["model"]["storageUri"] == "devmlops+s3://models/resnet"
     assert predictor["annotations"] == {ANNOTATION_VERIFICATION: '{"plan": 1}'}
     assert isvc["metadata"]["annotations"]["devmlops.io/policy-revision"] == "r2"
+
+
+def test_a_triton_model_without_a_gated_rollout_replaces_its_pods_and_the_stable_version_of_one_rolls() -> None:
+    """A rolling update kept the old version's Pods serving, undecided, until the new version's were ready
+    (attacks/test_rolling_update.py): without a gated rollout every version change replaces the Pods. A gated
+    rollout's stable Deployment rolls (each version it runs is decided at every tick, and its guard's share changes
+    at each step); its new version's Deployment is replaced like any other."""
+    direct = render_children(md(), plan_json="{}", verifier_image="devmlops:1")
+    assert direct[0]["kind"] == "Deployment"
+    assert direct[0]["spec"]["strategy"] == {"type": "Recreate"}
+    gated = parse_model_deployment(
+        {
+            "metadata": {"name": "fraud", "namespace": "ml"},
+            "spec": {
+                "model": {"name": "fraud", "uri": "s3://models/fraud", "digest": DIGEST},
+                "runtime": {"kind": "triton", "image": IMAGE},
+                "guard": {"rateLimit": {"requestsPerSecond": 100, "burst": 10}},
+                "rollout": {"strategy": "canary", "canary": {"trafficPercent": 10}},
+            },
+        }
+    )
+    (stable, _service) = render_children(gated, plan_json="{}", verifier_image="devmlops:1")
+    assert "strategy" not in stable["spec"]
+    during = CanaryRendering(stable=gated, stable_plan_json="{}", weight=10)
+    trying = render_children(gated, plan_json="{}", verifier_image="devmlops:1", canary=during)
+    deployments = {c["metadata"]["name"]: c["spec"].get("strategy") for c in trying if c["kind"] == "Deployment"}
+    assert deployments == {"fraud": None, "fraud-canary": {"type": "Recreate"}}
