@@ -7,7 +7,8 @@ features x bins per scrape, nothing per request beyond binning the rows.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -63,6 +64,8 @@ class GuardMetrics:
     requests: Counter
     duration: Histogram
     probes: Counter
+    # The labelled series of each (model, digest, result, reason), looked up once: labels() took half of observe().
+    _series: dict[tuple[str, str, str, str], tuple[Any, Any]] = field(default_factory=dict)
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> GuardMetrics:
@@ -94,8 +97,12 @@ class GuardMetrics:
         )
 
     def observe(self, model: str, digest: str, result: str, reason: str, seconds: float) -> None:
-        self.requests.labels(model, digest, result, reason).inc()
-        self.duration.labels(model, digest).observe(seconds)
+        key = (model, digest, result, reason)
+        series = self._series.get(key)
+        if series is None:  # bounded: the guard's own model and digest, and its few results and reasons
+            series = self._series[key] = (self.requests.labels(*key), self.duration.labels(model, digest))
+        series[0].inc()
+        series[1].observe(seconds)
 
     def watch_drift(self, model: str, digest: str, sample: DriftSample, threshold: float) -> None:
         """Export the drift statistics of ``sample``, computed at each scrape."""
