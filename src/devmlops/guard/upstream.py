@@ -122,7 +122,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._answer: Answer | None = None
-        self._paused = False
+        self.paused = False  # reading stopped for a slow reader: never reused so (the next answer would not arrive)
         self.closed = False
         self.reusable = False  # the last answer was read whole and the server keeps the connection alive
         self.idle_since = 0.0
@@ -142,13 +142,13 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
 
     def pause(self) -> None:
-        if not self._paused and self._transport is not None:
-            self._paused = True
+        if not self.paused and self._transport is not None:
+            self.paused = True
             self._transport.pause_reading()
 
     def resume(self) -> None:
-        if self._paused and self._transport is not None and not self.closed:
-            self._paused = False
+        if self.paused and self._transport is not None and not self.closed:
+            self.paused = False
             self._transport.resume_reading()
 
     # asyncio.Protocol
@@ -252,7 +252,7 @@ class _Call:
         connection = self._connection
         if connection is None:
             return
-        if kind is None and connection.reusable and not connection.closed:
+        if kind is None and connection.reusable and not connection.closed and not connection.paused:
             self._client.release(connection)
         else:
             connection.close()

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from devmlops.guard import upstream
 from devmlops.guard.upstream import UpstreamClient, UpstreamError
 
 Script = Callable[[bytes], bytes]  # the request's bytes -> what the server writes back
@@ -170,6 +171,26 @@ async def test_read_stops_after_one_byte_over_the_limit_and_the_next_answer_is_i
         client = UpstreamClient(url)
         assert await call(client, limit=100) == b"x" * 101
         assert await call(client) == b"x" * 5000
+        client.close()
+
+
+@synchronously
+async def test_an_answer_left_unread_past_the_buffer_does_not_stall_the_next_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The whole answer arrives in one read, above the buffer at which the connection stops reading, and the reader
+    # takes 101 bytes: a connection pooled so would never deliver the next answer.
+    monkeypatch.setattr(upstream, "_HIGH_WATER", 1000)
+    chunk = b"3e8\r\n" + b"y" * 1000 + b"\r\n"  # five chunks of 1,000 bytes, each its own piece of the buffer
+    async with server(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 5 + b"0\r\n\r\n") as (url, _):
+        client = UpstreamClient(url)
+        async with client.request("GET", "/", [], b"") as answer:
+            async with asyncio.timeout(5):
+                while not answer.complete:
+                    await asyncio.sleep(0.01)
+            assert await answer.read(100) == b"y" * 101
+        async with asyncio.timeout(5):
+            assert await call(client) == b"y" * 5000
         client.close()
 
 
