@@ -29,6 +29,7 @@ _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")  # no control character (CR and LF abov
 _HIGH_WATER = 1 << 20  # bytes of an answer buffered before the connection stops reading (a slow reader)
 _IDLE_SECONDS = 2.0  # an idle connection older than this is closed, not reused: servers close idle ones (uvicorn: 5 s)
 _MAX_IDLE = 256  # idle connections kept per upstream
+_MAX_FRAMING = 65536  # bytes of heads, trailers and chunk lines in a row (no body between): llhttp bounds none
 
 
 class UpstreamError(Exception):
@@ -126,11 +127,14 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.reusable = False  # the last answer was read whole and the server keeps the connection alive
         self.idle_since = 0.0
+        self._framing = 0  # bytes read since the last body bytes (heads, trailers, chunk lines): at most _MAX_FRAMING
+        self._got_body = False
 
     def send(self, head: bytes, body: bytes, head_only: bool) -> Answer:
         assert self._transport is not None
         self.reusable = False
         self._answer = Answer(self, head_only)
+        self._framing = 0
         self._transport.write(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
             self._transport.write(body)
@@ -138,8 +142,8 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
-        if self._transport is not None:
-            self._transport.close()
+        if self._transport is not None:  # abort, not close: close waits to flush what the server may never read
+            self._transport.abort()
 
     def pause(self) -> None:
         if not self.paused and self._transport is not None:
@@ -160,12 +164,16 @@ class _Connection(asyncio.Protocol):
         if self._answer is None:  # bytes nobody asked for: the connection cannot be trusted to frame the next answer
             self.close()
             return
+        self._got_body = False
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._failed(UpstreamError("the server switched protocols"))
         except httptools.HttpParserError as exc:
             self._failed(UpstreamError(f"malformed answer ({exc})"))
+        self._framing = 0 if self._got_body else self._framing + len(data)
+        if self._framing > _MAX_FRAMING:  # an endless head or trailer, which httptools would gather whole
+            self._failed(UpstreamError(f"answer head, trailer or chunk line over {_MAX_FRAMING} bytes"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -186,6 +194,8 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self._answer is not None
+        if self._answer.status:  # a trailer field: never passed on as a header field
+            return
         key = name.decode("latin-1")
         if key.lower() in ("content-length", "transfer-encoding"):
             self._answer.delimited = True
@@ -195,6 +205,8 @@ class _Connection(asyncio.Protocol):
         answer = self._answer
         assert answer is not None
         status = self._parser.get_status_code()
+        if status < 100:  # llhttp reads any three digits; 0 would pass for an interim answer
+            raise UpstreamError(f"status {status}")
         if 100 <= status < 200:  # an interim answer (100 Continue, 103 Early Hints): the real one follows
             answer.headers.clear()
             answer.delimited = False
@@ -209,6 +221,9 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         assert self._answer is not None
+        self._got_body = True
+        if not self._answer.status:  # llhttp reads a body framed for an interim answer (other than 100-103)
+            raise UpstreamError("an interim answer with a body")
         if not self._answer.complete:  # an answer to HEAD ended with its headers
             self._answer._body(body)
 

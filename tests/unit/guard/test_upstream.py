@@ -249,3 +249,103 @@ def test_only_http_and_https_upstreams_are_accepted() -> None:
     for bad in ("ftp://h:1", "127.0.0.1:8080", "http://"):
         with pytest.raises(ValueError, match="expected http"):
             UpstreamClient(bad)
+
+
+# Review of 248903c..019fdf0 (the hand-written client): each test below fails on 019fdf0.
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 000 X\r\nContent-Length: 3\r\n\r\nabc" + ok(b"ok"),  # status 0: was read as an interim answer
+        b"HTTP/1.1 150 X\r\nContent-Length: 3\r\n\r\nabc" + ok(b"ok"),  # an interim answer with a body
+    ],
+    ids=["status-0", "interim-with-body"],
+)
+@synchronously
+async def test_no_bytes_of_an_interim_or_statusless_answer_are_read_as_the_final_answers_body(answer: bytes) -> None:
+    # On 019fdf0 both read as a 200 whose body is b"abcok": bytes the server framed as another message's.
+    async with server(answer) as (url, _):
+        client = UpstreamClient(url)
+        with pytest.raises(UpstreamError):
+            async with asyncio.timeout(5):
+                await call(client)
+        client.close()
+
+
+@synchronously
+async def test_an_endless_answer_head_is_an_upstream_error_not_unbounded_memory() -> None:
+    # llhttp sets no bound on a header; httptools gathers a value across reads. aiohttp's client refused a field over
+    # 8,190 bytes; on 019fdf0 the guard buffered 8 MiB of one header (and would go on until its timeout).
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Endless: ")
+        try:
+            for _ in range(128):
+                writer.write(b"a" * 65536)
+                await writer.drain()
+            await asyncio.sleep(10)
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    listener = await asyncio.start_server(endless, "127.0.0.1", 0)
+    client = UpstreamClient(f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}")
+    try:
+        with pytest.raises(UpstreamError, match="head"):
+            async with asyncio.timeout(5):
+                await call(client)
+    finally:
+        client.close()
+        listener.close()
+
+
+@synchronously
+async def test_trailer_fields_are_not_read_as_header_fields() -> None:
+    # aiohttp's client dropped trailers; on 019fdf0 they were appended to the headers the guard passes on.
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n"
+    async with server(chunked + b"2\r\n{}\r\n0\r\nContent-Type: text/html\r\nSet-Cookie: a=b\r\n\r\n") as (url, _):
+        client = UpstreamClient(url)
+        async with client.request("GET", "/", [], b"") as answer:
+            assert await answer.read(100) == b"{}"
+            assert answer.complete
+            assert answer.header("content-type") == "application/json"
+            assert answer.header("set-cookie") == ""
+        client.close()
+
+
+@synchronously
+async def test_a_connection_given_up_is_released_even_when_the_server_reads_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The request is written whole into the transport (no drain); transport.close() waits for that buffer to flush,
+    # so against a model server that stopped reading, a timed-out request kept its socket and up to 64 MiB of body
+    # forever (aiohttp's client drained as it wrote: at most its high-water mark was left).
+    lost: list[Exception | None] = []
+
+    class Recording(upstream._Connection):
+        def connection_lost(self, exc: Exception | None) -> None:
+            lost.append(exc)
+            super().connection_lost(exc)
+
+    monkeypatch.setattr(upstream, "_Connection", Recording)
+    stuck = asyncio.Event()
+
+    async def reads_nothing(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await stuck.wait()
+        writer.close()
+
+    listener = await asyncio.start_server(reads_nothing, "127.0.0.1", 0)
+    client = UpstreamClient(f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}")
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await call(client, body=b"x" * (32 << 20))
+        async with asyncio.timeout(5):
+            while not lost:
+                await asyncio.sleep(0.02)
+    finally:
+        stuck.set()
+        client.close()
+        listener.close()
