@@ -290,6 +290,15 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
             client = clients.get(base) or clients.setdefault(base, UpstreamClient(base))
             call = client.request(request.method, request.rel_url.raw_path_qs, headers_for_upstream(request), body)
             async with asyncio.timeout(settings.upstream_timeout_seconds), call as answer:
+                if any(
+                    k.lower() == "content-encoding" and v.strip().lower() not in ("", "identity")
+                    for k, v in answer.headers
+                ):
+                    # Asked for identity: compressed bytes would be checked unread and passed on without their
+                    # Content-Encoding (hop-by-hop here).
+                    finding = Finding("upstream", "the model server compressed its answer")
+                    finish(exchange, 502, "error", finding)
+                    return _error(502, finding)
                 if answer.header("Content-Type").startswith("text/event-stream"):
                     return await stream(request, answer, exchange)
                 content = await answer.read(settings.max_response_bytes)

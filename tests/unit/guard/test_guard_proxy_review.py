@@ -39,6 +39,10 @@ async def _triton_like(request: web.Request) -> web.StreamResponse:
             await response.write(b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n")
         await response.write_eof()
         return response
+    if request.path == "/gzip-stream":  # a model server that compresses although the guard asks for identity
+        event = b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": EMAIL}}]}).encode() + b"\n\n"
+        headers = {"Content-Type": "text/event-stream", "Content-Encoding": "gzip"}
+        return web.Response(body=gzip.compress(event), headers=headers)
     if request.path.startswith("/v1/"):
         size = 0
         while chunk := await request.content.read(1 << 20):
@@ -222,3 +226,19 @@ def test_a_guard_without_max_request_bytes_still_bounds_what_it_buffers() -> Non
             assert answer.status == 413
 
     _run({"protocol": "openai"}, check)
+
+
+def test_a_compressed_stream_does_not_pass_the_output_checks_unread() -> None:
+    """A model server that compresses its answer although the guard asks for ``identity`` (a misbehaving one, or one
+    that ignores Accept-Encoding): an event stream is split into events on the compressed bytes, none has a
+    ``data:`` line, nothing is checked, and the gzip bytes go to the client without their Content-Encoding (it is
+    hop-by-hop to the guard). Expected: an answer in any encoding but identity is a 502 (on 019fdf0: 200)."""
+
+    async def check(base: str) -> None:
+        async with aiohttp.ClientSession(auto_decompress=False) as client, client.get(base + "/gzip-stream") as answer:
+            raw = await answer.read()
+        leaked = answer.status == 200 and EMAIL.encode() in gzip.decompress(raw)
+        assert not leaked, "the streamed e-mail address left the guard gzip-compressed, unchecked"
+        assert answer.status == 502
+
+    _run({"output": {"pii": True}}, check)
