@@ -295,6 +295,8 @@ class UpstreamClient:
         fields = [f"{name}: {value}\r\n" for name, value in headers]
         if _UNSAFE.search(method + target) or any(_UNSAFE.search(field, 0, len(field) - 2) for field in fields):
             raise UpstreamError("a control character in the request line or a header")
+        if not target.startswith("/") and target != "*":  # CONNECT's authority form came through as ""
+            raise UpstreamError(f"request target {target!r}: only a path or *")
         start = f"{method} {target} HTTP/1.1\r\nHost: {self._host_header}\r\nContent-Length: {length}\r\n"
         return (start + "".join(fields) + "\r\n").encode("utf-8", "surrogateescape")
 

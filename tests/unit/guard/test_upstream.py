@@ -349,3 +349,20 @@ async def test_a_connection_given_up_is_released_even_when_the_server_reads_noth
         stuck.set()
         client.close()
         listener.close()
+
+
+@synchronously
+async def test_a_request_line_the_guard_did_not_parse_is_never_sent() -> None:
+    # aiohttp parses CONNECT's authority-form target ("CONNECT 127.0.0.1:22"); its rel_url.raw_path_qs is "", and
+    # 019fdf0 sent "CONNECT  HTTP/1.1", a request line nobody parsed, which a lenient server reads as it likes.
+    async with server(ok(b"")) as (url, seen):
+        client = UpstreamClient(url)
+        for target in ("", "127.0.0.1:22", "http://elsewhere/"):
+            with pytest.raises(UpstreamError, match="target"):
+                async with client.request("CONNECT", target, [], b""):
+                    pass
+        async with client.request("OPTIONS", "*", [], b"") as answer:  # the asterisk form stays
+            assert answer.status == 200
+        client.close()
+    assert len(seen) == 1
+    assert seen[0].startswith(b"OPTIONS * HTTP/1.1\r\n")
