@@ -29,6 +29,7 @@ _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")  # no control character (CR and LF abov
 _HIGH_WATER = 1 << 20  # bytes of an answer buffered before the connection stops reading (a slow reader)
 _IDLE_SECONDS = 2.0  # an idle connection older than this is closed, not reused: servers close idle ones (uvicorn: 5 s)
 _MAX_IDLE = 256  # idle connections kept per upstream
+_MAX_OPEN = 100  # requests in flight per upstream (aiohttp's connector's default); the rest wait their turn
 _MAX_FRAMING = 65536  # bytes of heads, trailers and chunk lines in a row (no body between): llhttp bounds none
 
 
@@ -252,13 +253,21 @@ class _Call:
 
     async def __aenter__(self) -> Answer:
         head = self._client.head(self._method, self._target, self._headers, len(self._body))
-        self._connection = connection = await self._client.connection()
+        slots = self._client.slots
+        await slots.acquire()
+        try:
+            connection = await self._client.connection()
+        except BaseException:
+            slots.release()
+            raise
         try:
             answer = connection.send(head, self._body, self._method == "HEAD")
             await answer._headers()
         except BaseException:  # __aexit__ does not run when __aenter__ fails: never leave the connection open
             connection.close()
+            slots.release()
             raise
+        self._connection = connection
         return answer
 
     async def __aexit__(
@@ -271,6 +280,7 @@ class _Call:
             self._client.release(connection)
         else:
             connection.close()
+        self._client.slots.release()
 
 
 class UpstreamClient:
@@ -286,6 +296,7 @@ class UpstreamClient:
         self._ssl = ssl.create_default_context() if secure else None
         self._host_header = parts.netloc.rpartition("@")[2]
         self._idle: deque[_Connection] = deque()
+        self.slots = asyncio.Semaphore(_MAX_OPEN)  # a slot for each request in flight
 
     def request(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> _Call:
         """``target`` is the request's path and query as received; ``headers`` go as given (no Host, no framing)."""

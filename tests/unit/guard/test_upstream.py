@@ -57,7 +57,7 @@ async def server(answer: bytes | Script, *, close_after: bool = False) -> AsyncI
         finally:
             writer.close()
 
-    listener = await asyncio.start_server(serve, "127.0.0.1", 0)
+    listener = await asyncio.start_server(serve, "127.0.0.1", 0, backlog=1024)
     port = listener.sockets[0].getsockname()[1]
     try:
         yield f"http://127.0.0.1:{port}", seen
@@ -366,3 +366,32 @@ async def test_a_request_line_the_guard_did_not_parse_is_never_sent() -> None:
         client.close()
     assert len(seen) == 1
     assert seen[0].startswith(b"OPTIONS * HTTP/1.1\r\n")
+
+
+@synchronously
+async def test_requests_in_flight_to_one_upstream_are_bounded() -> None:
+    # aiohttp's connector opened at most 100 connections and queued the rest; on 019fdf0 every request the guard
+    # admitted opened its own, so a model server that stopped answering was sent as many as clients had waiting.
+    async with server(lambda _request: b"") as (url, seen):  # never answers
+        client = UpstreamClient(url)
+        tasks = [asyncio.ensure_future(call(client)) for _ in range(upstream._MAX_OPEN + 20)]
+        await asyncio.sleep(1)
+        opened = len(seen)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        client.close()
+    assert opened == upstream._MAX_OPEN
+
+
+@synchronously
+async def test_every_request_gives_its_slot_back_whether_it_succeeded_or_failed() -> None:
+    async with server(ok(b"ok")) as (url, _), server(b"garbage\r\n\r\n", close_after=True) as (bad, _):
+        client, failing = UpstreamClient(url), UpstreamClient(bad)
+        async with asyncio.timeout(20):
+            for _ in range(upstream._MAX_OPEN + 1):
+                assert await call(client) == b"ok"
+                with pytest.raises(UpstreamError):
+                    await call(failing)
+        client.close()
+        failing.close()
