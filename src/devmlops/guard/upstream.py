@@ -234,7 +234,10 @@ class _Connection(asyncio.Protocol):
         if not answer.status:  # the end of an interim answer
             return
         answer.complete = True
-        self.reusable = self._parser.should_keep_alive() and not self.closed
+        # An answer that came before the request was written whole: the server did not read all of it, and the next
+        # request would go out behind the rest.
+        written = self._transport is not None and not self._transport.get_write_buffer_size()
+        self.reusable = self._parser.should_keep_alive() and not self.closed and written
         answer._wake()
 
     def _failed(self, error: UpstreamError) -> None:
