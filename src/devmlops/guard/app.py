@@ -174,7 +174,11 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
         )
         if guard.audit_content and body:
             exchange.record["output"] = body.decode(errors="replace")[:65536]
-        _audit(orjson.dumps(exchange.record, option=orjson.OPT_SORT_KEYS).decode())
+        try:
+            line = orjson.dumps(exchange.record, option=orjson.OPT_SORT_KEYS).decode()
+        except TypeError:  # a lone surrogate (a header's bytes that were not UTF-8, a JSON escape): escaped, not lost
+            line = json.dumps(exchange.record, sort_keys=True, separators=(",", ":"))
+        _audit(line)
         metrics.observe(settings.model, settings.digest, result, reason, elapsed)
 
     def refuse(exchange: _Exchange, status: int, finding: Finding) -> web.Response:

@@ -242,3 +242,27 @@ def test_a_compressed_stream_does_not_pass_the_output_checks_unread() -> None:
         assert answer.status == 502
 
     _run({"output": {"pii": True}}, check)
+
+
+def test_a_client_cannot_keep_its_request_out_of_the_audit(capsys: pytest.CaptureFixture[str]) -> None:
+    """aiohttp decodes a header's bytes that are not UTF-8 as lone surrogates, which orjson refuses to encode: with
+    a ``clientHeader``, a client naming itself ``\\xff`` made ``finish`` raise after its request was forwarded, again
+    in the error handler, and the guard answered 500 with no audit line for a request the model server served."""
+
+    async def check(base: str) -> None:
+        host, port = base[7:].split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        body = json.dumps(V2_TEXT).encode()
+        writer.write(
+            b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nX-Client: mallory\xff\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\nConnection: close\r\n\r\n"
+            + body
+        )
+        await writer.drain()
+        await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+
+    _run({"protocol": "v2", "clientHeader": "X-Client"}, check)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [line["path"] for line in lines] == ["/v2/models/m/infer"], "no audit line for a forwarded request"
