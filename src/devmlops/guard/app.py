@@ -232,13 +232,20 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
             return True
 
         async for chunk in answer.chunks():
+            seen = max(0, len(pending) - 3)  # pending holds no whole separator: scan from where one could start
             pending += chunk
             start = 0
-            for end in _EVENT_END.finditer(pending):
+            for end in _EVENT_END.finditer(pending, seen):
                 if not await passed(pending[start : end.end()]):
                     return response
                 start = end.end()
             pending = pending[start:]
+            if len(pending) > settings.max_response_bytes:  # an event read whole for the checks: bounded like one
+                found = Finding("upstream", f"an event over {settings.max_response_bytes} bytes")
+                await response.write(_sse_error(found))
+                finish(exchange, 502, "error", found)
+                await response.write_eof()
+                return response
         if pending and not await passed(pending):  # what came after the last blank line: checked the same way
             return response
         if answer.status >= 500:

@@ -43,6 +43,15 @@ async def _triton_like(request: web.Request) -> web.StreamResponse:
         event = b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": EMAIL}}]}).encode() + b"\n\n"
         headers = {"Content-Type": "text/event-stream", "Content-Encoding": "gzip"}
         return web.Response(body=gzip.compress(event), headers=headers)
+    if request.path == "/endless-event":  # an event that never ends: no blank line
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: ")
+        for _ in range(64):
+            await response.write(b"a" * 65536)
+        await response.write(b"\n\n")
+        await response.write_eof()
+        return response
     if request.path.startswith("/v1/"):
         size = 0
         while chunk := await request.content.read(1 << 20):
@@ -71,7 +80,7 @@ async def _triton_like(request: web.Request) -> web.StreamResponse:
     return web.Response(body=payload, content_type="application/json")
 
 
-async def _with_guard(guard: Guard, check: Callable[[str], Awaitable[None]]) -> None:
+async def _with_guard(guard: Guard, check: Callable[[str], Awaitable[None]], **settings: Any) -> None:
     upstream_app = web.Application()
     upstream_app.router.add_route("*", "/{tail:.*}", _triton_like)
     upstream = web.AppRunner(upstream_app)
@@ -80,7 +89,9 @@ async def _with_guard(guard: Guard, check: Callable[[str], Awaitable[None]]) -> 
     await site.start()
     up_port = upstream.addresses[0][1]
     server, close = create_server(
-        GuardSettings(upstream=f"http://127.0.0.1:{up_port}", guard=guard, model="m", digest="sha256:" + "0" * 64),
+        GuardSettings(
+            upstream=f"http://127.0.0.1:{up_port}", guard=guard, model="m", digest="sha256:" + "0" * 64, **settings
+        ),
         GuardMetrics.create(),
     )
     runner = web.ServerRunner(server)
@@ -94,8 +105,8 @@ async def _with_guard(guard: Guard, check: Callable[[str], Awaitable[None]]) -> 
         await upstream.cleanup()
 
 
-def _run(guard: dict[str, Any], check: Callable[[str], Awaitable[None]]) -> None:
-    asyncio.run(_with_guard(Guard.model_validate(guard), check))
+def _run(guard: dict[str, Any], check: Callable[[str], Awaitable[None]], **settings: Any) -> None:
+    asyncio.run(_with_guard(Guard.model_validate(guard), check, **settings))
 
 
 def test_sanity_a_plain_answer_with_an_email_is_refused() -> None:
@@ -266,3 +277,17 @@ def test_a_client_cannot_keep_its_request_out_of_the_audit(capsys: pytest.Captur
     _run({"protocol": "v2", "clientHeader": "X-Client"}, check)
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [line["path"] for line in lines] == ["/v2/models/m/infer"], "no audit line for a forwarded request"
+
+
+def test_an_event_that_never_ends_is_cut_off_at_the_answer_limit() -> None:
+    """A stream is checked event by event; an event is gathered whole first, with no bound (and scanned again from
+    its start with each piece: quadratic). A model server that never ends its event (4 MiB here, unbounded in
+    general) had the guard buffer all of it; expected: at ``max_response_bytes`` the stream ends with an error event."""
+
+    async def check(base: str) -> None:
+        async with aiohttp.ClientSession() as client, client.get(base + "/endless-event") as answer:
+            raw = await answer.read()
+        assert b"devmlops_guard" in raw
+        assert len(raw) < 1 << 20
+
+    _run({"output": {"pii": True}}, check, max_response_bytes=1 << 20)
