@@ -181,7 +181,8 @@ class _Connection(asyncio.Protocol):
         answer = self._answer
         if answer is None or answer.complete:
             return
-        if answer.status and not answer.delimited and exc is None:  # a body that ends with the connection: it has
+        # A body that ends with the connection has ended, unless an error (ours: we closed it) came first.
+        if answer.status and not answer.delimited and exc is None and answer._error is None:
             answer.complete = True
             answer._wake()
         else:
