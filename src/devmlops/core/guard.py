@@ -517,7 +517,11 @@ def read_request(
     """``inspect_request``'s finding and the body as parsed for it (None when the checks did not need it and
     ``parse`` is false, or it is not JSON), so that the drift and probing signals read it without a second parse."""
     if method in ("GET", "HEAD", "OPTIONS"):
-        return None, None
+        # Read without a look at the body: so none may go with them (a server that answered a GET with a body
+        # as it answers a POST would have taken input no check read).
+        return (
+            _schema("body", f"{method} with a body: only POST bodies are read by the checks") if body else None
+        ), None
     if guard.protocol == "v2" and not _V2_INFER.match(path):
         return _schema("path", f"{method} {path} is not a v2 inference endpoint"), None
     if guard.protocol == "openai" and path not in _OPENAI:

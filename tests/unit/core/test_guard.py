@@ -136,6 +136,16 @@ def test_v2_requests_are_checked_against_the_open_inference_protocol() -> None:
         assert found.detail.startswith(where), found.detail
 
 
+@pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS"])
+def test_a_read_with_a_body_is_refused_whatever_the_guard_checks(method: str) -> None:
+    for guard in (_guard(), _guard(protocol="v2"), _guard(input={"injection": True})):
+        assert inspect_request(guard, method, "/v2/models/m/ready", b"") is None
+        found = inspect_request(guard, method, "/v2/models/m/infer", _body(V2))
+        assert found is not None
+        assert found.reason == "schema"
+        assert found.detail.startswith("body: ")
+
+
 def test_openai_requests_are_checked_and_their_prompts_read() -> None:
     guard = _guard(protocol="openai", input={"injection": True})
     chat = {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "Hello"}]}]}
