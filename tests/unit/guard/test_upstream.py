@@ -126,7 +126,12 @@ async def test_a_body_that_ends_with_the_connection_is_read_to_its_end() -> None
 )
 @synchronously
 async def test_an_answer_that_is_cut_short_or_malformed_is_an_upstream_error(answer: bytes) -> None:
-    async with server(answer, close_after=True) as (url, _):
+    await refused(answer, close_after=True)
+
+
+async def refused(answer: bytes, *, close_after: bool) -> None:
+    """``answer`` is an UpstreamError within 5 s (not an answer, not a wait for the timeout)."""
+    async with server(answer, close_after=close_after) as (url, _):
         client = UpstreamClient(url)
         with pytest.raises(UpstreamError):
             async with asyncio.timeout(5):
@@ -265,12 +270,7 @@ def test_only_http_and_https_upstreams_are_accepted() -> None:
 @synchronously
 async def test_no_bytes_of_an_interim_or_statusless_answer_are_read_as_the_final_answers_body(answer: bytes) -> None:
     # On 019fdf0 both read as a 200 whose body is b"abcok": bytes the server framed as another message's.
-    async with server(answer) as (url, _):
-        client = UpstreamClient(url)
-        with pytest.raises(UpstreamError):
-            async with asyncio.timeout(5):
-                await call(client)
-        client.close()
+    await refused(answer, close_after=False)
 
 
 @synchronously
