@@ -26,6 +26,7 @@ import httptools
 __all__ = ["Answer", "UpstreamClient", "UpstreamError"]
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")  # no control character (CR and LF above all) may reach a request's head
+_UNSAFE_FIELD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # the same but a tab, which a field value may hold
 _HIGH_WATER = 1 << 20  # bytes of an answer buffered before the connection stops reading (a slow reader)
 _IDLE_SECONDS = 2.0  # an idle connection older than this is closed, not reused: servers close idle ones (uvicorn: 5 s)
 _MAX_IDLE = 256  # idle connections kept per upstream
@@ -308,7 +309,7 @@ class UpstreamClient:
 
     def head(self, method: str, target: str, headers: list[tuple[str, str]], length: int) -> bytes:
         fields = [f"{name}: {value}\r\n" for name, value in headers]
-        if _UNSAFE.search(method + target) or any(_UNSAFE.search(field, 0, len(field) - 2) for field in fields):
+        if _UNSAFE.search(method + target) or any(_UNSAFE_FIELD.search(field, 0, len(field) - 2) for field in fields):
             raise UpstreamError("a control character in the request line or a header")
         if not target.startswith("/") and target != "*":  # CONNECT's authority form came through as ""
             raise UpstreamError(f"request target {target!r}: only a path or *")

@@ -226,6 +226,16 @@ async def test_a_control_character_never_reaches_the_request_head(where: str) ->
 
 
 @synchronously
+async def test_a_tab_in_a_header_value_is_sent_as_written() -> None:
+    async with server(ok(b"")) as (url, seen):  # HTTP field values may hold tabs (RFC 9110 5.5); CR and LF never
+        client = UpstreamClient(url)
+        async with client.request("POST", "/", [("X-A", "a\tb")], b""):
+            pass
+        client.close()
+    assert b"\r\nX-A: a\tb\r\n" in seen[0]
+
+
+@synchronously
 async def test_a_server_that_is_not_there_is_an_upstream_error() -> None:
     async with server(b"") as (url, _):
         pass  # closed again: nothing listens on its port now
