@@ -134,9 +134,10 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
     upstream = settings.upstream.rstrip("/")
     # A ModelDeployment may leave maxRequestBytes out; the guard still buffers no more than the field's maximum.
     limit = guard.max_request_bytes or _MAX_BODY
-    clients: dict[str, UpstreamClient] = {}  # by base URL: the local model server, the split's upstream
     split = settings.split
     split_upstream = split.upstream.rstrip("/") if split is not None else ""
+    # By base URL: the local model server and the split's upstream (connections are opened when first needed).
+    clients = {base: UpstreamClient(base) for base in (upstream, split_upstream) if base}
     inference_count = [0]  # inference requests that passed their checks: the split's turn counter
     sample = None
     if settings.baseline is not None and guard.drift is not None:
@@ -298,8 +299,9 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
             if inference and parsed is not None:
                 signals(exchange, parsed, body)
             base = upstream_of(inference, exchange)
-            client = clients.get(base) or clients.setdefault(base, UpstreamClient(base))
-            call = client.request(request.method, request.rel_url.raw_path_qs, headers_for_upstream(request), body)
+            call = clients[base].request(
+                request.method, request.rel_url.raw_path_qs, headers_for_upstream(request), body
+            )
             async with asyncio.timeout(settings.upstream_timeout_seconds), call as answer:
                 if any(
                     k.lower() == "content-encoding" and v.strip().lower() not in ("", "identity")
@@ -346,7 +348,6 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
     async def close() -> None:
         for client in clients.values():
             client.close()
-        clients.clear()
 
     # No access log: the audit line is the guard's own (aiohttp's took a tenth of the CPU).
     return web.Server(handle, access_log=None), close

@@ -65,6 +65,21 @@ async def server(answer: bytes | Script, *, close_after: bool = False) -> AsyncI
         listener.close()
 
 
+@asynccontextmanager
+async def client_of(
+    handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[UpstreamClient]:
+    """A client of a server on loopback that runs ``handler`` on each connection (for what ``server`` cannot
+    script: endless heads, a server that reads nothing); both closed at the end."""
+    listener = await asyncio.start_server(handler, "127.0.0.1", 0)
+    client = UpstreamClient(f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}")
+    try:
+        yield client
+    finally:
+        client.close()
+        listener.close()
+
+
 def ok(body: bytes, *headers: str) -> bytes:
     extra = "".join(f"{h}\r\n" for h in headers)
     return f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
@@ -300,15 +315,10 @@ async def test_an_endless_answer_head_is_an_upstream_error_not_unbounded_memory(
         finally:
             writer.close()
 
-    listener = await asyncio.start_server(endless, "127.0.0.1", 0)
-    client = UpstreamClient(f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}")
-    try:
+    async with client_of(endless) as client:
         with pytest.raises(UpstreamError, match="head"):
             async with asyncio.timeout(5):
                 await call(client)
-    finally:
-        client.close()
-        listener.close()
 
 
 @synchronously
@@ -348,20 +358,17 @@ async def test_a_connection_given_up_is_released_even_when_the_server_reads_noth
         finally:
             writer.close()
 
-    listener = await asyncio.start_server(reads_nothing, "127.0.0.1", 0)
-    client = UpstreamClient(f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}")
-    try:
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.5):
-                await call(client, body=b"x" * (32 << 20))
-        async with asyncio.timeout(5):
-            while not lost:
-                await asyncio.sleep(0.02)
-    finally:
-        stuck.set()
-        client.close()
-        listener.close()
-        await asyncio.sleep(0.1)  # the handler closes its end
+    async with client_of(reads_nothing) as client:
+        try:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await call(client, body=b"x" * (32 << 20))
+            async with asyncio.timeout(5):
+                while not lost:
+                    await asyncio.sleep(0.02)
+        finally:
+            stuck.set()
+    await asyncio.sleep(0.1)  # the handler closes its end
 
 
 @synchronously
@@ -429,14 +436,8 @@ async def test_a_connection_whose_request_was_not_yet_sent_whole_is_not_reused()
         finally:
             writer.close()
 
-    listener = await asyncio.start_server(answers_early, "127.0.0.1", 0)
-    client = UpstreamClient(f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}")
-    try:
-        async with asyncio.timeout(5):
-            assert await call(client, body=b"x" * (32 << 20)) == b"early"
-            assert await call(client) == b"early"
-    finally:
-        client.close()
-        listener.close()
-        await asyncio.sleep(0.1)  # the handlers see the end and close theirs
+    async with client_of(answers_early) as client, asyncio.timeout(5):
+        assert await call(client, body=b"x" * (32 << 20)) == b"early"
+        assert await call(client) == b"early"
+    await asyncio.sleep(0.1)  # the handlers see the end and close theirs
     assert len(opened) == 2
