@@ -82,7 +82,7 @@ bench-apiserver: $(STAMP) ## admission latency from the API server's own metrics
 bench-pods: $(STAMP) ## Pod admissions at 100/s in an enforced namespace, from the API server's own metrics
 	DEVMLOPS_TOOLS_DIR="$(TOOLS_DIR)" $(PY) -m tests.bench.bench_pods
 
-bench-guard: $(STAMP) ## Latency the serving guard adds in front of MLServer at 1,000 requests/s (needs Go and PyPI)
+bench-guard: $(STAMP) ## Latency the serving guard adds at 1,000 requests/s on a core of its own, and in front of MLServer (needs Go and PyPI)
 	$(PY) -m tests.bench.bench_guard
 
 bench-registry: $(STAMP) ## Tag pinning and a certificate-chain image signature per admission, against a local registry
