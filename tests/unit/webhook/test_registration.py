@@ -94,3 +94,18 @@ def test_outside_enforcement_every_pod_and_workload_wearing_a_models_routing_lab
         assert where in ROUTING_CONDITION
     assert "oldObject != null" in ROUTING_CONDITION  # an update that drops the label is sent too
     assert "startsWith('isvc.')" in ROUTING_CONDITION
+
+
+def test_outside_enforcement_every_exec_attach_and_port_forward_is_sent() -> None:
+    """A CONNECT carries its options (PodExecOptions, ...), not the Pod, so no matchCondition can tell a model's Pod:
+    outside enforcement mallory's exec into a model's own Pod was never sent. Every one is sent now, from every
+    namespace but the excluded ones; the webhook reads the Pod (core/workloads.py: _enforced)."""
+    connects = {e.name: e for e in VALIDATING_ENTRIES if any("CONNECT" in r.operations for r in e.rules)}
+    assert sorted(connects) == ["connects", "pods-enforced"]
+    assert {e.where for e in connects.values()} == {"enforced", "unenforced"}
+    for entry in connects.values():
+        webhook = webhook_entry(entry, "https://x/validate", b"", 5, "validate")
+        rules = [(r["apiGroups"], r["resources"]) for r in webhook["rules"] if r["operations"] == ["CONNECT"]]
+        assert rules == [([""], ["pods/exec", "pods/attach", "pods/portforward"])]
+        assert "matchConditions" not in webhook
+        assert webhook["failurePolicy"] == "Fail"
