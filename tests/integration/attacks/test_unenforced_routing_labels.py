@@ -200,6 +200,25 @@ def _refused(client: k8s.ApiClient, namespace: str, name: str, how: str) -> bool
     return False
 
 
+def test_outside_enforcement_a_model_servers_own_pod_keeps_its_image(
+    admin: k8s.ApiClient, mallory: k8s.ApiClient, served_plain: Served
+) -> None:
+    """``kubectl set image pod/...`` on the model's own Pod in a namespace without the enforce label (a Pod's
+    containers[].image is mutable), alone and together with dropping the label that sends it to the webhook: both
+    are refused (the update is sent for the labels it has or had, and only the model's chain writes its Pods)."""
+    namespace = served_plain.namespace
+    target = _model_pod(admin, served_plain)
+    name, server = target["metadata"]["name"], target["spec"]["containers"][0]["name"]
+    core = k8s.CoreV1Api(mallory)
+    swap = {"spec": {"containers": [{"name": server, "image": ROGUE}]}}
+    denied(core.patch_namespaced_pod, name, namespace, swap)
+    unlabelled = {**swap, "metadata": {"labels": {"devmlops.io/model-deployment": None}}}
+    denied(core.patch_namespaced_pod, name, namespace, unlabelled)
+    stored = as_dict(k8s.CoreV1Api(admin).read_namespaced_pod(name, namespace))
+    assert stored["spec"]["containers"][0]["image"] == TRITON
+    assert stored["metadata"]["labels"]["devmlops.io/model-deployment"] == "fraud"
+
+
 def _model_pod(admin: k8s.ApiClient, served: Served) -> dict[str, Any]:
     """One of the Pods the ReplicaSet controller made for the model's Deployment."""
     namespace = served.namespace

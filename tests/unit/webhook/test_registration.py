@@ -7,6 +7,7 @@ from devmlops.core.workloads import ROUTING_LABEL_KEYS, SERVICE_SUFFIXES
 from devmlops.webhook.registration import (
     MODEL_SERVICE_DELETED,
     MODEL_SERVICE_DELETION,
+    MUTATING_ENTRIES,
     OWNED_BY_MODEL,
     ROUTING_CONDITION,
     VALIDATING_ENTRIES,
@@ -109,3 +110,13 @@ def test_outside_enforcement_every_exec_attach_and_port_forward_is_sent() -> Non
         assert rules == [([""], ["pods/exec", "pods/attach", "pods/portforward"])]
         assert "matchConditions" not in webhook
         assert webhook["failurePolicy"] == "Fail"
+
+
+def test_every_rule_matches_every_version_and_equivalent_group_of_its_resources() -> None:
+    """A kind served in another version (KServe's, or a devmlops CRD's next one), or a resource reachable through an
+    equivalent group, is no way around a rule: every rule names apiVersions "*" and no webhook narrows matchPolicy
+    from the API server's default, Equivalent."""
+    for entry in (*VALIDATING_ENTRIES, *MUTATING_ENTRIES):
+        webhook = webhook_entry(entry, "https://x/validate", b"", 5, "validate")
+        assert {tuple(rule["apiVersions"]) for rule in webhook["rules"]} == {("*",)}, entry.name
+        assert webhook.get("matchPolicy", "Equivalent") == "Equivalent", entry.name
