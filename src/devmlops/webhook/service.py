@@ -286,11 +286,11 @@ class AdmissionService:
         return replace(evidence, approval=approval, **fields)
 
     def _squatted_services(self, model: Mapping[str, Any]) -> tuple[str, ...]:
-        """In an enforced namespace: Services that already carry the names of the new model's Services and that no
-        ModelDeployment or InferenceService owns (KServe would keep such a Service as its own; one read each)."""
+        """In every namespace: Services that already carry the names of the new model's Services and that no
+        ModelDeployment or InferenceService owns (KServe would keep such a Service as its own; one read each). A
+        model's address is guaranteed everywhere: outside enforcement mallory's ExternalName fraud-predictor, written
+        before "fraud" existed with the ports and selector KServe renders, became the new model's address."""
         namespace = str((model.get("metadata") or {}).get("namespace") or "")
-        if self._lookup.namespace_labels(namespace).get(ENFORCE_LABEL) != "true":
-            return ()
         found = []
         for candidate in model_service_names(model):
             service = self._lookup.service(namespace, candidate)
