@@ -507,11 +507,13 @@ WEBHOOK_NEEDS = [
     ("watch", "clusterbreakglasses.devmlops.io", ""),
     ("get", "ipaddresses.networking.k8s.io", ""),  # whose ClusterIP a refused externalIP is
     ("list", "endpointslices.discovery.k8s.io", TEAM),  # slices waiting under a new model's Service names
+    ("get", "pods", TEAM),  # the Pod an exec outside enforcement opens: a model's needs a break-glass
 ]
 WEBHOOK_MUST_NOT = [
     ("create", "endpointslices.discovery.k8s.io", TEAM),
     ("list", "ipaddresses.networking.k8s.io", ""),
     ("list", "services", ""),
+    ("list", "pods", ""),
     ("list", "configmaps", ""),  # evidence.configMapNamespaces names TEAM: no cluster-wide read of ConfigMaps
     ("get", "configmaps", "kube-system"),
     ("get", "configmaps", NAMESPACE),

@@ -24,6 +24,9 @@ class EmptyCluster:
     def ip_address(self, ip: str) -> None:
         return None
 
+    def pod(self, namespace: str, name: str) -> None:
+        return None
+
     def endpoint_slices(self, namespace: str, service: str) -> list[dict[str, Any]]:
         return []
 

@@ -447,6 +447,14 @@ class ClusterCaches:
             self._serialize,
         )
 
+    def pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """One read of the Pod an exec, attach or port-forward outside enforcement opens (nothing watches Pods)."""
+        return _read_one(
+            f"Pod {namespace}/{name}",
+            lambda: self._core.read_namespaced_pod(name, namespace, _request_timeout=2),
+            self._serialize,
+        )
+
     def ip_address(self, ip: str) -> Mapping[str, Any] | None:
         """One read of the IPAddress object the API server keeps for an allocated ClusterIP (named by the address;
         its parentRef names the Service): only to say whose address a refused externalIP is."""

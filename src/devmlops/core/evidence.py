@@ -157,6 +157,9 @@ class Evidence:
     model_server_images: tuple[str, ...] = DEFAULT_SERVER_IMAGES
     chain: Chain | None = None  # for a Pod, workload, scale or InferenceService: its controller chain
     scaled: Mapping[str, Any] | None = None  # for a scale subresource: the stored workload being scaled
+    # For an exec, attach or port-forward from a namespace not under enforcement: the labels of the Pod it opens, as
+    # stored (None: not read, or no such Pod); one that wears a model's routing labels is opened only under break-glass.
+    connected_pod_labels: Mapping[str, str] | None = None
     reserved_for: str = ""  # for a Service: the ModelDeployment whose Service its name is (core/workloads.py)
     # For an EndpointSlice: each Service name it carries (or carried) that is a model's -> that model ("ModelDeployment
     # ns/name"); for a Service: each externalIP it adds that is a model Service's ClusterIP -> "Service ns/name of

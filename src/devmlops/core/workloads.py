@@ -47,6 +47,7 @@ from devmlops.core.storageinit import initializer_run_problems
 from devmlops.errors import InvalidInputError
 
 __all__ = [
+    "CONNECTS",
     "ENFORCE_LABEL",
     "KSERVE_APP_PREFIX",
     "MAX_SERVICE_NAME",
@@ -204,7 +205,16 @@ def _was_or_is_model_server(request: AdmissionRequest, evidence: Evidence) -> bo
 _ONLY_FROM_ENFORCED = frozenset({"pods", "replicasets", "daemonsets", "jobs", "cronjobs"})
 
 
+# The CONNECT subresources: sent from every namespace (webhook/registration.py), with no Pod for a condition to read.
+CONNECTS = frozenset({"exec", "attach", "portforward"})
+
+
 def _enforced(request: AdmissionRequest, evidence: Evidence) -> bool:
+    if request.sub_resource in CONNECTS:
+        # Under enforcement, or into a Pod that wears a model's routing labels (only a model's own Pods may wear them
+        # there: routes_model_traffic), whose loopback, processes and ports a shell in the Pod shares.
+        enforced = evidence.namespace_labels.get(ENFORCE_LABEL) == "true"
+        return enforced or bool(routing_labels(evidence.connected_pod_labels))
     if request.resource in _ONLY_FROM_ENFORCED or request.sub_resource:
         return True
     if request.resource in WORKLOADS and routes_model_traffic(request):
@@ -468,9 +478,15 @@ def _break_glass(request: AdmissionRequest, evidence: Evidence, name: str, now: 
                 f"({glass.reason})",
                 gate="breakglass",
             )
+    worn = routing_labels(evidence.connected_pod_labels)
+    where = (
+        f"a model server's Pod (it wears {worn}, which a model's Service selects) in namespace {request.namespace}"
+        if worn and evidence.namespace_labels.get(ENFORCE_LABEL) != "true"
+        else f"a Pod of enforced namespace {request.namespace}"
+    )
     return _decision(
         "fail",
-        f"{name}: {request.sub_resource} changes what runs in a Pod of enforced namespace {request.namespace}; "
+        f"{name}: {request.sub_resource} changes what runs in {where}; "
         f"{request.username} holds no unexpired ClusterBreakGlass for it",
         "ask a cluster admin for a ClusterBreakGlass naming you, the namespace and an expiry (every use is audited)",
         gate="breakglass",

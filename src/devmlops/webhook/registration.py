@@ -9,6 +9,10 @@ Helm chart renders (a test holds the two together).
   Pod and workload that wears (or wore) a label by which a model's Service selects its Pods, on itself or its pod
   template (``ROUTING_CONDITION``): the model's Service would send its clients there, so it must derive from the
   model (an unlabelled namespace's Pod of mallory's own image, labelled as the model, took its traffic).
+- Elsewhere too, every exec, attach and port-forward (a CONNECT names the Pod but carries none of its labels, so no
+  condition can narrow it): into a Pod that wears a model's routing labels it needs a ClusterBreakGlass (mallory's
+  exec into a model's own Pod there ran what she liked beside the signed server, and from its guard's container
+  took the loopback port the guard forwards the model's clients to); any other Pod's is let through.
 - Services a ModelDeployment or an InferenceService owns (or owned before the update), wherever they are: they
   route a model server's traffic (a Triton model's Service is a child like its Deployment; KServe's predictor
   Service is KServe's to write); and, outside enforcement too, every Service named like a model's address
@@ -140,6 +144,14 @@ VALIDATING_ENTRIES: tuple[Entry, ...] = (
         (Rule("", ("pods",)), Rule("", ("pods/ephemeralcontainers",), operations=("UPDATE",))),
         where="unenforced",
         routing=True,
+    ),
+    # Outside enforcement, exec, attach and port-forward: a CONNECT carries only its options (PodExecOptions, ...), no
+    # Pod whose labels a matchCondition could read, so every one is sent; the webhook reads the Pod, and one that
+    # wears a model's routing labels needs a ClusterBreakGlass as under enforcement (core/workloads.py: _enforced).
+    Entry(
+        "connects",
+        (Rule("", ("pods/exec", "pods/attach", "pods/portforward"), operations=("CONNECT",)),),
+        where="unenforced",
     ),
     Entry(
         "routed-workloads",

@@ -37,6 +37,7 @@ from devmlops.core.review import AdmissionRequest
 from devmlops.core.rollout import what_serves
 from devmlops.core.serving import may_serve, model_request
 from devmlops.core.workloads import (
+    CONNECTS,
     ENFORCE_LABEL,
     SERVICE_SUFFIXES,
     SERVING_RESOURCES,
@@ -102,6 +103,8 @@ class ClusterLookup(DocumentLookup, Protocol):
     def ip_address(self, ip: str) -> Mapping[str, Any] | None: ...
 
     def endpoint_slices(self, namespace: str, service: str) -> Sequence[Mapping[str, Any]]: ...
+
+    def pod(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
 
 
 # The owners a model server's chain may pass through, and where the webhook finds them: (group, kind) -> resource.
@@ -283,11 +286,11 @@ class AdmissionService:
         return replace(evidence, approval=approval, **fields)
 
     def _squatted_services(self, model: Mapping[str, Any]) -> tuple[str, ...]:
-        """In an enforced namespace: Services that already carry the names of the new model's Services and that no
-        ModelDeployment or InferenceService owns (KServe would keep such a Service as its own; one read each)."""
+        """In every namespace: Services that already carry the names of the new model's Services and that no
+        ModelDeployment or InferenceService owns (KServe would keep such a Service as its own; one read each). A
+        model's address is guaranteed everywhere: outside enforcement mallory's ExternalName fraud-predictor, written
+        before "fraud" existed with the ports and selector KServe renders, became the new model's address."""
         namespace = str((model.get("metadata") or {}).get("namespace") or "")
-        if self._lookup.namespace_labels(namespace).get(ENFORCE_LABEL) != "true":
-            return ()
         found = []
         for candidate in model_service_names(model):
             service = self._lookup.service(namespace, candidate)
@@ -340,8 +343,14 @@ class AdmissionService:
         namespace = request.namespace
         labels = dict(self._lookup.namespace_labels(namespace)) if namespace else {}
         resource = resource_of(request)
-        if namespace and resource in _ENFORCEMENT_MATTERS and labels.get(ENFORCE_LABEL) != "true":
+        connects = request.sub_resource in CONNECTS
+        if namespace and (resource in _ENFORCEMENT_MATTERS or connects) and labels.get(ENFORCE_LABEL) != "true":
             labels = dict(self._lookup.namespace_labels_now(namespace))  # the label may be newer than the cache
+        connected_pod_labels = None
+        if connects and namespace and labels.get(ENFORCE_LABEL) != "true":
+            # Sent from every namespace, with no Pod (registration.py): the Pod it opens decides, read once.
+            opened = self._lookup.pod(namespace, request.name)
+            connected_pod_labels = dict((opened.get("metadata") or {}).get("labels") or {}) if opened else None
         scaled = None
         subject: Mapping[str, Any] | None = obj
         if request.sub_resource == "scale":
@@ -367,6 +376,7 @@ class AdmissionService:
             now=stamp,
             chain=chain,
             scaled=scaled,
+            connected_pod_labels=connected_pod_labels,
             exemptions=self._lookup.exemptions(),
             break_glass=self._lookup.break_glass(),
             identities=self._identities,

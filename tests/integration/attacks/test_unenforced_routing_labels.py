@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 
 from devmlops.harness.stack import DevmlopsStack
 from tests.integration.attacks.conftest import (
@@ -28,8 +29,10 @@ from tests.integration.attacks.conftest import (
     Served,
     admitted,
     as_dict,
+    connect,
     create_workload,
     denied,
+    not_denied_by_devmlops,
     owned_by,
     pod,
     pod_spec,
@@ -163,3 +166,67 @@ def test_outside_enforcement_a_revoked_model_scaled_up_gets_no_new_pods(
     while time.monotonic() < deadline:  # bounded: long enough for the controllers to make Pods (they take < 1 s)
         assert len(model_pods()) <= before, f"a revoked model got new Pods (scale {'refused' if refused else 'set'})"
         time.sleep(0.5)
+
+
+def test_outside_enforcement_no_exec_attach_or_port_forward_reaches_a_model_servers_pod(
+    admin: k8s.ApiClient, mallory: k8s.ApiClient, served_plain: Served
+) -> None:
+    """``kubectl exec``, ``attach`` and ``port-forward`` into the model's own Pod in a namespace without the enforce
+    label. The API server sends a CONNECT with a PodExecOptions (no Pod, no labels), so no matchCondition could pick
+    the model's Pods out, and none of the three was sent from such a namespace: each was admitted (then failed only
+    for want of a kubelet). Inside the Pod mallory runs what she likes beside the signed server: from the guard's
+    container she binds the loopback port the guard forwards to once Triton stops, and the model's clients reach her
+    process through the guard (a port-forward alone reaches Triton's loopback around the guard). Every CONNECT from
+    such a namespace is sent now; the webhook reads the Pod, and one that wears a model's routing labels needs a
+    ClusterBreakGlass, as under enforcement. A Pod there that wears none is still anyone's to open."""
+    namespace = served_plain.namespace
+    name = _model_pod(admin, served_plain)["metadata"]["name"]
+    let_in = [how for how in ("exec", "attach", "portforward") if not _refused(mallory, namespace, name, how)]
+    assert let_in == [], f"admitted into the model's own Pod {name}: {let_in}"
+    message = denied(connect, mallory, namespace, name, how="exec")
+    assert "ClusterBreakGlass" in message
+    # A Pod that wears no model's label is none of devmlops's business here (not under enforcement).
+    admitted(k8s.CoreV1Api(mallory).create_namespaced_pod, namespace, pod("shell", pod_spec(BENIGN)))
+    for how in ("exec", "attach", "portforward"):
+        not_denied_by_devmlops(connect, mallory, namespace, "shell", how=how)
+
+
+def _refused(client: k8s.ApiClient, namespace: str, name: str, how: str) -> bool:
+    """devmlops refused the CONNECT (any other answer: admitted, then the API server looked for the Pod's kubelet)."""
+    try:
+        connect(client, namespace, name, how=how)
+    except ApiException as exc:
+        return exc.status == 403 and "devmlops" in (exc.body or "")
+    return False
+
+
+def test_outside_enforcement_a_model_servers_own_pod_keeps_its_image(
+    admin: k8s.ApiClient, mallory: k8s.ApiClient, served_plain: Served
+) -> None:
+    """``kubectl set image pod/...`` on the model's own Pod in a namespace without the enforce label (a Pod's
+    containers[].image is mutable), alone and together with dropping the label that sends it to the webhook: both
+    are refused (the update is sent for the labels it has or had, and only the model's chain writes its Pods)."""
+    namespace = served_plain.namespace
+    target = _model_pod(admin, served_plain)
+    name, server = target["metadata"]["name"], target["spec"]["containers"][0]["name"]
+    core = k8s.CoreV1Api(mallory)
+    swap = {"spec": {"containers": [{"name": server, "image": ROGUE}]}}
+    denied(core.patch_namespaced_pod, name, namespace, swap)
+    unlabelled = {**swap, "metadata": {"labels": {"devmlops.io/model-deployment": None}}}
+    denied(core.patch_namespaced_pod, name, namespace, unlabelled)
+    stored = as_dict(k8s.CoreV1Api(admin).read_namespaced_pod(name, namespace))
+    assert stored["spec"]["containers"][0]["image"] == TRITON
+    assert stored["metadata"]["labels"]["devmlops.io/model-deployment"] == "fraud"
+
+
+def _model_pod(admin: k8s.ApiClient, served: Served) -> dict[str, Any]:
+    """One of the Pods the ReplicaSet controller made for the model's Deployment."""
+    namespace = served.namespace
+    core, apps = k8s.CoreV1Api(admin), k8s.AppsV1Api(admin)
+
+    def model_pods() -> list[dict[str, Any]]:
+        sets = owned_by([as_dict(rs) for rs in apps.list_namespaced_replica_set(namespace).items], served.child)
+        return owned_by([as_dict(p) for p in core.list_namespaced_pod(namespace).items], sets[0]) if sets else []
+
+    pods: list[dict[str, Any]] = eventually(model_pods, timeout=30, what="the model's own Pods")
+    return pods[0]

@@ -517,6 +517,29 @@ def test_exec_attach_and_ephemeral_containers_need_an_unexpired_break_glass() ->
     assert not decide("mallory", NOW, "ephemeralcontainers").allowed
 
 
+@pytest.mark.parametrize("sub", ["exec", "attach", "portforward"])
+def test_outside_enforcement_a_connect_needs_a_break_glass_only_into_a_pod_that_wears_a_models_routing_labels(
+    sub: str,
+) -> None:
+    """A CONNECT is sent from every namespace (it carries no Pod to match on); the webhook reads the Pod it opens.
+    mallory's exec into a model's own Pod outside enforcement was never sent: she ran what she liked beside the
+    signed server, and from its guard's container took the loopback port the guard forwards to."""
+
+    def decide(pod_labels: dict[str, str] | None, labels: dict[str, str] | None = None) -> Decision:
+        req = request(None, resource="pods", user="mallory", operation="CONNECT", sub=sub, kind="PodExecOptions")
+        return review_serving(req, evidence(labels=labels, connected_pod_labels=pod_labels), now=NOW)
+
+    for worn in ({"devmlops.io/model-deployment": "fraud"}, {"app": "isvc.fraud-predictor"}):
+        refused = decide({**worn, "team": "x"})
+        assert not refused.allowed
+        assert refused.results[0].gate == "breakglass"
+        assert next(iter(worn)) in refused.message
+    assert decide({"app": "shell"}).allowed  # no model's Pod: none of devmlops's business there
+    assert decide(None).allowed  # no such Pod (the API server answers 404 after admission)
+    assert not decide(None, ENFORCED).allowed  # under enforcement every Pod, as before
+    assert not decide({"app": "shell"}, ENFORCED).allowed
+
+
 def test_a_break_glass_debug_container_may_not_reach_past_the_pod() -> None:
     glass = compile_break_glass(
         {

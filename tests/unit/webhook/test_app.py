@@ -40,6 +40,9 @@ class Lookup:
     def endpoint_slices(self, namespace: str, service: str) -> list[dict[str, Any]]:
         return []  # a new ModelDeployment's Service names: no slice waits under them
 
+    def service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return None  # nor does a Service take them
+
 
 SERVICE = AdmissionService(policies=lambda: PolicySet((POLICY,)), lookup=Lookup(), verifier=FakeVerifier())
 

@@ -7,6 +7,7 @@ from devmlops.core.workloads import ROUTING_LABEL_KEYS, SERVICE_SUFFIXES
 from devmlops.webhook.registration import (
     MODEL_SERVICE_DELETED,
     MODEL_SERVICE_DELETION,
+    MUTATING_ENTRIES,
     OWNED_BY_MODEL,
     ROUTING_CONDITION,
     VALIDATING_ENTRIES,
@@ -94,3 +95,28 @@ def test_outside_enforcement_every_pod_and_workload_wearing_a_models_routing_lab
         assert where in ROUTING_CONDITION
     assert "oldObject != null" in ROUTING_CONDITION  # an update that drops the label is sent too
     assert "startsWith('isvc.')" in ROUTING_CONDITION
+
+
+def test_outside_enforcement_every_exec_attach_and_port_forward_is_sent() -> None:
+    """A CONNECT carries its options (PodExecOptions, ...), not the Pod, so no matchCondition can tell a model's Pod:
+    outside enforcement mallory's exec into a model's own Pod was never sent. Every one is sent now, from every
+    namespace but the excluded ones; the webhook reads the Pod (core/workloads.py: _enforced)."""
+    connects = {e.name: e for e in VALIDATING_ENTRIES if any("CONNECT" in r.operations for r in e.rules)}
+    assert sorted(connects) == ["connects", "pods-enforced"]
+    assert {e.where for e in connects.values()} == {"enforced", "unenforced"}
+    for entry in connects.values():
+        webhook = webhook_entry(entry, "https://x/validate", b"", 5, "validate")
+        rules = [(r["apiGroups"], r["resources"]) for r in webhook["rules"] if r["operations"] == ["CONNECT"]]
+        assert rules == [([""], ["pods/exec", "pods/attach", "pods/portforward"])]
+        assert "matchConditions" not in webhook
+        assert webhook["failurePolicy"] == "Fail"
+
+
+def test_every_rule_matches_every_version_and_equivalent_group_of_its_resources() -> None:
+    """A kind served in another version (KServe's, or a devmlops CRD's next one), or a resource reachable through an
+    equivalent group, is no way around a rule: every rule names apiVersions "*" and no webhook narrows matchPolicy
+    from the API server's default, Equivalent."""
+    for entry in (*VALIDATING_ENTRIES, *MUTATING_ENTRIES):
+        webhook = webhook_entry(entry, "https://x/validate", b"", 5, "validate")
+        assert {tuple(rule["apiVersions"]) for rule in webhook["rules"]} == {("*",)}, entry.name
+        assert webhook.get("matchPolicy", "Equivalent") == "Equivalent", entry.name
