@@ -14,6 +14,13 @@ reconcile (``foreign_slices``) and removes every slice under the model's Service
 control by uid; a slice that does not even name its Service as its controller (``names_its_service``) makes it look
 at once.
 
+A Service is no different: the webhook refuses a Service under a model's Service name once the model exists, and a new
+ModelDeployment whose names a Service no model owns already carries; both read, neither locks. KServe keeps a Service
+it finds under its name when ports and selector match, whatever its type and owner, so a Service written in that same
+instant (an ExternalName to mallory's host, with the ports and selector KServe renders) became the new model's address.
+At each reconcile of a KServe model the operator removes every Service under the model's KServe names that the
+model's own InferenceService does not control by uid (``foreign_services``); KServe then writes its own.
+
 kube-proxy also sends traffic for any Service's ``spec.externalIPs`` address, on every node, to that Service's
 endpoints (CVE-2020-8554): a Service in any namespace naming a model Service's ClusterIP (or a Pod's, or a node's)
 intercepts that address in the cluster. As Kubernetes' own DenyServiceExternalIPs admission plugin does, no Service
@@ -43,8 +50,10 @@ __all__ = [
     "ENDPOINT_SLICES",
     "MODEL_OWNER_KINDS",
     "SERVICE_NAME_LABEL",
+    "ForeignService",
     "ForeignSlice",
     "added_external_ips",
+    "foreign_services",
     "foreign_slices",
     "model_owner",
     "names_its_service",
@@ -112,14 +121,7 @@ def waiting_slices(slices: Iterable[Mapping[str, Any]], service: str, model_serv
 
 def _controlling_service(obj: Mapping[str, Any], field: str, value: str) -> bool:
     """The object's controlling owner is a Service whose ownerReference ``field`` is ``value`` (never so for '')."""
-    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-    return bool(value) and any(
-        isinstance(ref, Mapping)
-        and ref.get("kind") == "Service"
-        and ref.get("controller") is True
-        and ref.get(field) == value
-        for ref in refs
-    )
+    return _controlling(obj, "Service", field, value)
 
 
 def _controlled_by(obj: Mapping[str, Any], service_uid: str) -> bool:
@@ -184,6 +186,75 @@ def _addresses(obj: Mapping[str, Any]) -> tuple[str, ...]:
         for address in (endpoint.get("addresses") or [])
     ]
     return tuple(dict.fromkeys(found))
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignService:
+    """A Service under one of a KServe model's Service names that the model's own InferenceService does not control:
+    KServe keeps it as the model's address when its ports and selector match (``points_to``: where it sends clients)."""
+
+    name: str
+    points_to: str
+    owner: str  # its controlling owner as written ('' when it has none)
+
+    def describe(self, namespace: str, inference_service: str) -> str:
+        owned = f"controlled by {self.owner}" if self.owner else "with no controlling owner"
+        return (
+            f"Service {namespace}/{self.name} ({self.points_to}), {owned}, is not the model's InferenceService "
+            f"{inference_service}'s (by uid): KServe keeps a Service it finds under its name when ports and selector "
+            "match, whatever its type, so the model's clients would reach whatever it points to"
+        )
+
+
+def foreign_services(
+    services: Iterable[Mapping[str, Any]], names: Sequence[str], *, inference_service: str, uid: str
+) -> tuple[ForeignService, ...]:
+    """The Services under a KServe model's Service names (``names``) that its InferenceService (named
+    ``inference_service``; ``uid`` '' while the model has none of its own yet) does not control by uid. KServe names
+    its InferenceService, by uid, as the controlling owner of every Service it writes; a Service written before the
+    InferenceService existed cannot know its uid, and once the model exists the webhook refuses every other Service
+    under those names. While the model has no InferenceService every Service there is foreign but one that names an
+    InferenceService of that name as its controller: a deleted one's, which the garbage collector removes."""
+    wanted = set(names)
+
+    def own(obj: Mapping[str, Any]) -> bool:
+        if uid:
+            return _controlling(obj, "InferenceService", "uid", uid)
+        return _controlling(obj, "InferenceService", "name", inference_service)
+
+    return tuple(
+        ForeignService(_name(obj), _points_to(obj), _controller(obj))
+        for obj in services
+        if _name(obj) in wanted and not own(obj)
+    )
+
+
+def _controlling(obj: Mapping[str, Any], kind: str, field: str, value: str) -> bool:
+    """The object's controlling owner is a ``kind`` whose ownerReference ``field`` is ``value`` (never so for '')."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return bool(value) and any(
+        isinstance(ref, Mapping)
+        and ref.get("kind") == kind
+        and ref.get("controller") is True
+        and ref.get(field) == value
+        for ref in refs
+    )
+
+
+def _controller(obj: Mapping[str, Any]) -> str:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    ref = next((r for r in refs if isinstance(r, Mapping) and r.get("controller") is True), None)
+    return f"{ref.get('kind')} {ref.get('name')} (uid {ref.get('uid')})" if ref is not None else ""
+
+
+def _points_to(obj: Mapping[str, Any]) -> str:
+    spec = obj.get("spec") or {}
+    kind = str(spec.get("type") or "ClusterIP")
+    if kind == "ExternalName":
+        return f"type ExternalName -> {spec.get('externalName') or ''}"
+    selector = spec.get("selector") or {}
+    chosen = ",".join(f"{k}={v}" for k, v in sorted(selector.items())) if isinstance(selector, Mapping) else ""
+    return f"type {kind}, selector {chosen or 'none'}"
 
 
 def waiting_slice_result(namespace: str, name: str, service: str) -> GateResult:

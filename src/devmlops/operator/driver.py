@@ -17,7 +17,14 @@ from devmlops.operator.guard import ReconcileGuard
 from devmlops.operator.metrics import metrics
 from devmlops.operator.observe import Observer
 from devmlops.operator.readiness import child_readiness
-from devmlops.operator.reconcile import going_away, plan, readiness_patch, slice_removals, status_write_needed
+from devmlops.operator.reconcile import (
+    going_away,
+    plan,
+    readiness_patch,
+    service_removals,
+    slice_removals,
+    status_write_needed,
+)
 from devmlops.operator.retries import Key, RetryQueue
 from devmlops.operator.rollout import rolling_out
 
@@ -66,6 +73,11 @@ class Driver:
             slices, service_uids = self.observer.slices(model)
             removals = slice_removals(model, slices, service_uids) if slices is not None else ()
             removed = self.executor.remove_slices(model, removals, post=post)
+            # A KServe model's Service names: a Service its InferenceService does not control is not its address.
+            services, isvc = self.observer.services(model)
+            removed_services = services is not None and self.executor.remove_services(
+                model, service_removals(model, services, isvc), post=post
+            )
             planned = plan(self.observer.observe(model))
             if planned.status is None and not planned.actions:
                 return None
@@ -75,8 +87,9 @@ class Driver:
         self.retries.discard(key, unless_added_since=started)
         if rolling_out(status):  # its next step and its analysis: looked at again within seconds
             self.retries.add(key)
-        # Slices that could not be listed or removed: looked at again soon (a new one makes it look: handlers.py).
-        if slices is None or not removed:
+        # Slices that could not be listed or removed: looked at again soon (a new one makes it look: handlers.py);
+        # Services likewise.
+        if slices is None or not removed or not removed_services:
             self.retries.add(key)
         return status
 

@@ -1,11 +1,12 @@
 """Run a reconcile plan's actions against the API server, in order: children first, then the status, then Events
 (the status first when the children are rendered from it: a rollout's step, which the webhook admits them against).
-Foreign EndpointSlices (``reconcile.slice_removals``) are removed before any plan, each with a Warning Event.
+Foreign EndpointSlices (``reconcile.slice_removals``) and Services (``reconcile.service_removals``) are removed before
+any plan, each with a Warning Event.
 
 Nothing here decides: what to write, scale or say comes from ``reconcile.plan``. An action that fails raises (the
-caller parks the reconcile for a retry), except scaling to zero, a slice's removal and Events, whose failure is
-reported, not retried (as before the plan: a re-check round scales again; the driver looks at a model's slices again
-soon; an Event is a courtesy).
+caller parks the reconcile for a retry), except scaling to zero, a slice's or a Service's removal and Events, whose
+failure is reported, not retried (as before the plan: a re-check round scales again; the driver looks at a model's
+slices and Services again soon; an Event is a courtesy).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from devmlops.operator.reconcile import (
     DeleteChild,
     Plan,
     PostEvent,
+    RemoveService,
     RemoveSlice,
     Retry,
     ScaleToZero,
@@ -48,6 +50,7 @@ class RetryRequested(DevmlopsError):
 
 RETRAIN_TIMEOUT_SECONDS = 5.0
 SLICE_REMOVED, SLICE_NOT_REMOVED = "ForeignEndpointSliceRemoved", "ForeignEndpointSliceNotRemoved"  # Event reasons
+SERVICE_REMOVED, SERVICE_NOT_REMOVED = "ForeignServiceRemoved", "ForeignServiceNotRemoved"
 
 
 class Executor:
@@ -167,6 +170,32 @@ class Executor:
         not raised: the driver looks at the model's slices again soon."""
         try:
             self._discovery.delete_namespaced_endpoint_slice(action.slice.name, action.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                error = f"HTTP {exc.status} {exc.reason}"
+                _log.warning("%s", action.message(error))
+                return error
+        _log.warning("%s", action.message())
+        return ""
+
+    def remove_services(
+        self, model: Mapping[str, Any], removals: Sequence[RemoveService], *, post: EventPoster | None = None
+    ) -> bool:
+        """Delete each foreign Service and say so in a Warning Event on the model (or that it was not); whether all
+        are gone."""
+        removed = True
+        for action in removals:
+            error = self.remove_service(action)
+            removed = removed and not error
+            reason = SERVICE_NOT_REMOVED if error else SERVICE_REMOVED
+            (post or self.post_event)(model, PostEvent("Warning", reason, action.message(error)))
+        return removed
+
+    def remove_service(self, action: RemoveService) -> str:
+        """Delete a foreign Service (already gone is fine); the error, if any, logged and returned, not raised: the
+        driver looks at the model's Services again soon. No model owns it, so the webhook does not review it."""
+        try:
+            self._core.delete_namespaced_service(action.service.name, action.namespace)
         except ApiException as exc:
             if exc.status != 404:
                 error = f"HTTP {exc.status} {exc.reason}"

@@ -1,6 +1,7 @@
 """Everything ``reconcile.plan`` decides from, read for one ModelDeployment: its policies and approval, the decision
 again (the same ``decide()`` as admission), the signature verified again, and its children as stored; and what
-``reconcile.slice_removals`` decides from: the EndpointSlices under its Service names, the uids of those Services."""
+``reconcile.slice_removals`` decides from: the EndpointSlices under its Service names, the uids of those Services; and
+what ``reconcile.service_removals`` decides from: a KServe model's InferenceService and the Services under its names."""
 
 from __future__ import annotations
 
@@ -245,6 +246,55 @@ class Observer:
             )
             return None, {}
         return slices, {name: uid for name, uid in uids.items() if uid}
+
+    def services(self, model: Mapping[str, Any]) -> tuple[list[dict[str, Any]] | None, dict[str, Any] | None]:
+        """A KServe model's InferenceService (the one under its name, None when there is none), then the Services
+        under its KServe Service names (one read each: nothing here lists a namespace's Services). (None, None) when
+        they cannot be read: logged, and the driver looks again soon; the rest of the reconcile goes on. A Triton
+        model reads nothing: its Services are its children (``children``)."""
+        if ((model.get("spec") or {}).get("runtime") or {}).get("kind") == "triton":
+            return [], None
+        namespace, name = str(model["metadata"]["namespace"]), str(model["metadata"]["name"])
+        core = k8s.CoreV1Api(self._api_client)
+        try:
+            isvc = self._read(
+                lambda: k8s.CustomObjectsApi(self._api_client).get_namespaced_custom_object(
+                    "serving.kserve.io", "v1beta1", namespace, "inferenceservices", name, _preload_content=False
+                )
+            )
+            found = [
+                service
+                for candidate in model_service_names(model)
+                if (
+                    service := self._read(
+                        lambda candidate=candidate: core.read_namespaced_service(
+                            candidate, namespace, _preload_content=False
+                        )
+                    )
+                )
+                is not None
+            ]
+        except (ApiException, urllib3.exceptions.HTTPError) as exc:
+            _log.warning(
+                "the Services under the names of %s/%s could not be read (%s), looked at again soon",
+                namespace,
+                name,
+                getattr(exc, "status", None) or type(exc).__name__,
+            )
+            return None, None
+        return found, isvc
+
+    @staticmethod
+    def _read(call: Any) -> dict[str, Any] | None:
+        """One read as the API server's JSON (None: not found)."""
+        try:
+            response: Any = call()
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        found: dict[str, Any] = json.loads(response.data)
+        return found
 
     def _service_uid(self, namespace: str, name: str) -> str:
         """The uid of the Service ``name`` ('' when there is none)."""

@@ -3,8 +3,9 @@
 The shells (kopf's handlers, the retry and re-check loop, a child's report) observe (observe.py), ask ``plan`` and
 run its actions in order (execute.py): write or replace a child, scale the model server to zero, post an Event,
 write the status. Before all that, and whatever comes of it, the EndpointSlices under the model's Service names that
-their Service does not keep are removed (``slice_removals``). The rules live here, in functions tested on fake
-observations (tests/unit/operator/test_reconcile.py); the certificate keeper (certplan.py) is built the same way.
+their Service does not keep are removed (``slice_removals``), and so are the Services under a KServe model's Service
+names that its InferenceService does not control (``service_removals``). The rules live here, in functions tested on
+fake observations (tests/unit/operator/test_reconcile.py); the certificate keeper (certplan.py) is built the same way.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from devmlops.core.addresses import ForeignSlice, foreign_slices
+from devmlops.core.addresses import ForeignService, ForeignSlice, foreign_services, foreign_slices
 from devmlops.core.compare import differences, metadata_differences
 from devmlops.core.manifests import ModelDeployment, parse_model_deployment
 from devmlops.core.model import Decision
@@ -34,6 +35,7 @@ __all__ = [
     "Observation",
     "Plan",
     "PostEvent",
+    "RemoveService",
     "RemoveSlice",
     "Retry",
     "ScaleToZero",
@@ -46,6 +48,7 @@ __all__ = [
     "plan",
     "readiness_patch",
     "released_by_approval",
+    "service_removals",
     "slice_removals",
     "status_write_needed",
     "timestamp",
@@ -162,6 +165,20 @@ class RemoveSlice:
 
     def message(self, error: str = "") -> str:
         said = self.slice.describe(self.namespace)
+        return f"{said}; not removed ({error}), tried again" if error else f"{said}; removed"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveService:
+    """Delete a Service under a KServe model's Service name that the model's InferenceService does not control (KServe
+    would keep it as the model's address; it writes its own once the name is free), and say so in a Warning Event."""
+
+    service: ForeignService
+    namespace: str
+    inference_service: str
+
+    def message(self, error: str = "") -> str:
+        said = self.service.describe(self.namespace, self.inference_service)
         return f"{said}; not removed ({error}), tried again" if error else f"{said}; removed"
 
 
@@ -291,6 +308,25 @@ def slice_removals(
     namespace = str((model.get("metadata") or {}).get("namespace") or "")
     services = model_service_names(model)
     return tuple(RemoveSlice(found, namespace) for found in foreign_slices(slices, services, service_uids))
+
+
+def service_removals(
+    model: Mapping[str, Any], services: Sequence[Mapping[str, Any]], inference_service: Mapping[str, Any] | None
+) -> tuple[RemoveService, ...]:
+    """One removal per Service under a KServe model's Service names (``services``: those stored under them) that the
+    model's own InferenceService (``inference_service``: the one stored under the model's name, its own only when
+    this ModelDeployment controls it by uid) does not control by uid. Triton's Services are the operator's children,
+    compared with their rendering and replaced whole (``plan``): nothing to remove there. Planned before ``plan``,
+    like the slices, whatever the model's verdict."""
+    if going_away(model) or ((model.get("spec") or {}).get("runtime") or {}).get("kind") == "triton":
+        return ()
+    metadata = model.get("metadata") or {}
+    name, namespace = str(metadata.get("name") or ""), str(metadata.get("namespace") or "")
+    uid = ""
+    if inference_service is not None and _controlled_by(inference_service, model):
+        uid = str((inference_service.get("metadata") or {}).get("uid") or "")
+    found = foreign_services(services, model_service_names(model), inference_service=name, uid=uid)
+    return tuple(RemoveService(service, namespace, name) for service in found)
 
 
 def plan(observed: Observation) -> Plan:

@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from devmlops.core.addresses import (
+    ForeignService,
     ForeignSlice,
     added_external_ips,
+    foreign_services,
     foreign_slices,
     names_its_service,
     sliced_services,
@@ -177,6 +179,51 @@ def test_every_slice_under_a_models_service_names_but_those_its_service_controls
     message = found[2].describe("ml")
     assert "EndpointSlice ml/raced labelled kubernetes.io/service-name=fraud" in message
     assert "10.0.0.250, 10.0.0.251" in message
+
+
+def named_service(name: str, *owners: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name, "ownerReferences": list(owners)}, "spec": spec}
+
+
+def isvc_ref(uid: str, name: str = "fraud", *, controller: bool = True) -> dict[str, Any]:
+    return {"kind": "InferenceService", "name": name, "uid": uid, "controller": controller}
+
+
+def test_every_service_under_a_kserve_models_names_but_those_its_inference_service_controls_by_uid_is_foreign() -> None:
+    """A Service written between the model's admission and its storage was seen by neither check; KServe keeps it when
+    its ports and selector match, so only the model's own InferenceService (by uid) may control one there."""
+    names = ("fraud-predictor", "fraud-transformer", "fraud-explainer", "fraud-canary")
+    kserves = named_service(
+        "fraud-predictor", isvc_ref("isvc-1"), type="ClusterIP", selector={"app": "isvc.fraud-predictor"}
+    )
+    hers = named_service("fraud-transformer", type="ExternalName", externalName="model.mallory.example.com")
+    forged = named_service("fraud-explainer", isvc_ref("isvc-2"))
+    owner_only = named_service("fraud-canary", isvc_ref("isvc-1", controller=False))
+    elsewhere = named_service("decoy", type="ExternalName", externalName="x.example.com")
+    services = [kserves, hers, forged, owner_only, elsewhere]
+    found = foreign_services(services, names, inference_service="fraud", uid="isvc-1")
+    assert found == (
+        ForeignService("fraud-transformer", "type ExternalName -> model.mallory.example.com", ""),
+        ForeignService("fraud-explainer", "type ClusterIP, selector none", "InferenceService fraud (uid isvc-2)"),
+        ForeignService("fraud-canary", "type ClusterIP, selector none", ""),
+    )
+    # No InferenceService of the model's yet (the race's moment): every Service there is foreign but one that names
+    # an InferenceService fraud as its controller (a deleted one's, which the garbage collector removes).
+    assert foreign_services(services, names, inference_service="fraud", uid="") == (found[0], found[2])
+    assert foreign_services([kserves], names, inference_service="fraud", uid="isvc-new") == (
+        ForeignService(
+            "fraud-predictor",
+            "type ClusterIP, selector app=isvc.fraud-predictor",
+            "InferenceService fraud (uid isvc-1)",
+        ),
+    )
+    assert foreign_services(services, (), inference_service="fraud", uid="isvc-1") == ()
+    message = found[0].describe("ml", "fraud")
+    assert (
+        "Service ml/fraud-transformer (type ExternalName -> model.mallory.example.com), with no controlling" in message
+    )
+    assert "is not the model's InferenceService fraud's (by uid)" in message
+    assert "KServe keeps a Service it finds under its name" in message
 
 
 def test_a_slice_naming_its_service_as_controller_by_name_waits_for_the_reconcile_any_other_is_looked_at_now() -> None:

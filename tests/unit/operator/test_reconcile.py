@@ -28,6 +28,7 @@ from devmlops.operator.reconcile import (
     plan,
     readiness_patch,
     released_by_approval,
+    service_removals,
     slice_removals,
     status_write_needed,
     with_serving_message,
@@ -437,3 +438,44 @@ def test_a_model_being_deleted_removes_no_slice() -> None:
     md = model(kind="triton")
     going = {**md, "metadata": {**md["metadata"], "deletionTimestamp": "2026-11-30T09:00:00Z"}}
     assert slice_removals(going, [_slice("raced", "fraud")], {}) == ()
+
+
+# -- Services under a KServe model's Service names -----------------------------------------------------------------
+
+
+def _service(name: str, owner_uid: str = "", **spec: Any) -> dict[str, Any]:
+    refs = [{"kind": "InferenceService", "name": "fraud", "uid": owner_uid, "controller": True}] if owner_uid else []
+    return {"metadata": {"name": name, "ownerReferences": refs}, "spec": spec}
+
+
+def _isvc(controller_uid: str = "md-uid") -> dict[str, Any]:
+    refs = [{"kind": "ModelDeployment", "name": "fraud", "uid": controller_uid, "controller": True}]
+    return {"kind": "InferenceService", "metadata": {"name": "fraud", "uid": "isvc-uid", "ownerReferences": refs}}
+
+
+def test_the_services_its_inference_service_does_not_control_are_removed_each_named_with_where_it_points() -> None:
+    hers = _service("fraud-predictor", type="ExternalName", externalName="model.mallory.example.com")
+    kserves = _service("fraud-predictor", "isvc-uid", type="ClusterIP")
+    removals = service_removals(model(), [hers], None)  # the race's moment: no InferenceService yet
+    assert [(r.service.name, r.namespace, r.inference_service) for r in removals] == [
+        ("fraud-predictor", "ml", "fraud")
+    ]
+    assert "Service ml/fraud-predictor (type ExternalName -> model.mallory.example.com)" in removals[0].message()
+    assert removals[0].message().endswith("; removed")
+    assert "not removed (HTTP 403 Forbidden), tried again" in removals[0].message("HTTP 403 Forbidden")
+    assert service_removals(model(), [kserves], _isvc()) == ()
+    assert [r.service.name for r in service_removals(model(), [hers, kserves], _isvc())] == ["fraud-predictor"]
+    # An InferenceService this ModelDeployment does not control (a deleted model's, going away) vouches for nothing:
+    # its Service is left to the garbage collector only while it names an InferenceService fraud as its controller.
+    assert service_removals(model(), [kserves], _isvc("old-md-uid")) == ()
+    assert [r.service.name for r in service_removals(model(), [hers], _isvc("old-md-uid"))] == ["fraud-predictor"]
+
+
+def test_a_triton_model_or_one_being_deleted_removes_no_service() -> None:
+    """Triton's Services are the operator's children: one under its names that it does not control is replaced
+    whole with the rendering (drift), never removed here."""
+    hers = _service("fraud-canary", type="ExternalName", externalName="model.mallory.example.com")
+    assert service_removals(model(kind="triton"), [hers], None) == ()
+    md = model()
+    going = {**md, "metadata": {**md["metadata"], "deletionTimestamp": "2026-11-30T09:00:00Z"}}
+    assert service_removals(going, [_service("fraud-predictor")], None) == ()
