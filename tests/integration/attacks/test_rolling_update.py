@@ -72,17 +72,20 @@ def _serving(admin: k8s.ApiClient, namespace: str, deployment: dict[str, Any], d
 def _report_ready(admin: k8s.ApiClient, namespace: str, deployment: dict[str, Any], digest: str) -> None:
     """Version one serves: its Pods report Ready, as the kubelet would once the verified server answered its probe
     (no kubelet runs here; nothing else is stood in for). The Deployment controller then counts them available, and
-    a rolling update keeps them until a new version's Pods are available in their place."""
+    a rolling update keeps them until a new version's Pods are available in their place. Pods the ReplicaSet
+    controller has not made yet are reported as they appear (on a loaded machine they came after the first look)."""
     core = k8s.CoreV1Api(admin)
-    pods = [as_dict(p) for p in core.list_namespaced_pod(namespace).items]
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
-    ready = [{"type": kind, "status": "True", "lastTransitionTime": now} for kind in ("ContainersReady", "Ready")]
-    for rs in _version_replica_sets(admin, namespace, deployment, digest):
-        for pod in owned_by(pods, rs):
-            body = {"status": {"phase": "Running", "conditions": ready}}
-            core.patch_namespaced_pod_status(pod["metadata"]["name"], namespace, body)
+    ready = [{"type": kind, "status": "True"} for kind in ("ContainersReady", "Ready")]
 
     def available() -> bool:
+        pods = [as_dict(p) for p in core.list_namespaced_pod(namespace).items]
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+        for rs in _version_replica_sets(admin, namespace, deployment, digest):
+            for pod in owned_by(pods, rs):
+                if (pod.get("status") or {}).get("phase") != "Running":
+                    conditions = [{**condition, "lastTransitionTime": now} for condition in ready]
+                    body = {"status": {"phase": "Running", "conditions": conditions}}
+                    core.patch_namespaced_pod_status(pod["metadata"]["name"], namespace, body)
         found = k8s.AppsV1Api(admin).read_namespaced_deployment(deployment["metadata"]["name"], namespace)
         return bool(found.status and found.status.available_replicas)
 

@@ -62,8 +62,13 @@ def served_plain(
 
 
 def _model_service_selector(admin: k8s.ApiClient, namespace: str) -> dict[str, str]:
+    """The selector of the model's Service, once the operator has written it (after the Deployment ``serve`` waits
+    for: not found until then)."""
+    services = k8s.CoreV1Api(admin)
     service = eventually(
-        lambda: k8s.CoreV1Api(admin).read_namespaced_service("fraud", namespace),
+        lambda: next(
+            iter(services.list_namespaced_service(namespace, field_selector="metadata.name=fraud").items), None
+        ),
         timeout=30,
         what="the model's Service",
     )
