@@ -51,6 +51,7 @@ class RetryRequested(DevmlopsError):
 RETRAIN_TIMEOUT_SECONDS = 5.0
 SLICE_REMOVED, SLICE_NOT_REMOVED = "ForeignEndpointSliceRemoved", "ForeignEndpointSliceNotRemoved"  # Event reasons
 SERVICE_REMOVED, SERVICE_NOT_REMOVED = "ForeignServiceRemoved", "ForeignServiceNotRemoved"
+_Removal = RemoveSlice | RemoveService
 
 
 class Executor:
@@ -155,54 +156,46 @@ class Executor:
     def remove_slices(
         self, model: Mapping[str, Any], removals: Sequence[RemoveSlice], *, post: EventPoster | None = None
     ) -> bool:
-        """Delete each foreign EndpointSlice and say so in a Warning Event on the model (or that it was not); whether
-        all are gone."""
-        removed = True
-        for action in removals:
-            error = self.remove_slice(action)
-            removed = removed and not error
-            reason = SLICE_NOT_REMOVED if error else SLICE_REMOVED
-            (post or self.post_event)(model, PostEvent("Warning", reason, action.message(error)))
-        return removed
+        """Delete each foreign EndpointSlice and say so in a Warning Event on the model; whether all are gone."""
 
-    def remove_slice(self, action: RemoveSlice) -> str:
-        """Delete a foreign EndpointSlice (already gone is fine); the error, if any. A failure is logged and returned,
-        not raised: the driver looks at the model's slices again soon."""
-        try:
+        def delete(action: RemoveSlice) -> None:
             self._discovery.delete_namespaced_endpoint_slice(action.slice.name, action.namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                error = f"HTTP {exc.status} {exc.reason}"
-                _log.warning("%s", action.message(error))
-                return error
-        _log.warning("%s", action.message())
-        return ""
+
+        return self._remove(model, removals, delete, (SLICE_REMOVED, SLICE_NOT_REMOVED), post)
 
     def remove_services(
         self, model: Mapping[str, Any], removals: Sequence[RemoveService], *, post: EventPoster | None = None
     ) -> bool:
-        """Delete each foreign Service and say so in a Warning Event on the model (or that it was not); whether all
-        are gone."""
+        """Delete each foreign Service and say so in a Warning Event on the model; whether all are gone. No model
+        owns such a Service, so the webhook does not review its deletion."""
+
+        def delete(action: RemoveService) -> None:
+            self._core.delete_namespaced_service(action.service.name, action.namespace)
+
+        return self._remove(model, removals, delete, (SERVICE_REMOVED, SERVICE_NOT_REMOVED), post)
+
+    def _remove(
+        self,
+        model: Mapping[str, Any],
+        removals: Sequence[_Removal],
+        delete: Callable[[Any], None],
+        reasons: tuple[str, str],
+        post: EventPoster | None,
+    ) -> bool:
+        """Delete each object (already gone is fine) with a Warning Event on the model saying it was removed, or that
+        it was not: a failure is logged and reported, not raised (the driver looks at the model again soon)."""
         removed = True
         for action in removals:
-            error = self.remove_service(action)
+            error = ""
+            try:
+                delete(action)
+            except ApiException as exc:
+                if exc.status != 404:
+                    error = f"HTTP {exc.status} {exc.reason}"
+            _log.warning("%s", action.message(error))
             removed = removed and not error
-            reason = SERVICE_NOT_REMOVED if error else SERVICE_REMOVED
-            (post or self.post_event)(model, PostEvent("Warning", reason, action.message(error)))
+            (post or self.post_event)(model, PostEvent("Warning", reasons[bool(error)], action.message(error)))
         return removed
-
-    def remove_service(self, action: RemoveService) -> str:
-        """Delete a foreign Service (already gone is fine); the error, if any, logged and returned, not raised: the
-        driver looks at the model's Services again soon. No model owns it, so the webhook does not review it."""
-        try:
-            self._core.delete_namespaced_service(action.service.name, action.namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                error = f"HTTP {exc.status} {exc.reason}"
-                _log.warning("%s", action.message(error))
-                return error
-        _log.warning("%s", action.message())
-        return ""
 
     def delete_child(self, namespace: str, action: DeleteChild) -> None:
         """Delete a child no longer rendered (already gone is fine; any other failure raises: retried)."""
