@@ -12,7 +12,9 @@ Each upstream is called directly and through `devmlops guard`, at a fixed arriva
 The guard is one process with one event loop. With two cores or more it is pinned to one core of its own and
 everything else (upstreams, load generator, this script) to the others, so "on one core" holds literally. Beside
 it, the guard's upstream client (guard/upstream.py) against aiohttp's, the client it replaced: CPU a request in this
-process against a server that answers at once. Run with `make bench-guard`."""
+process against a server that answers at once; and the guard's server (guard/server.py) against aiohttp's, the
+server it replaced: CPU a request of a process that serves one fixed answer each way, at the same fixed rate. Run
+with `make bench-guard`."""
 
 from __future__ import annotations
 
@@ -81,6 +83,33 @@ asyncio.run(main())
 """
 
 
+# One fixed v2 answer to every request, after its body was read, served by the guard's server or aiohttp's low-level
+# server (no application, no router, no access log: as the guard used it): argv[1] picks which, argv[2] the port.
+_SERVER_SIDE = """
+import asyncio, sys
+V2 = b'{"model_name":"iris","outputs":[{"name":"predict","shape":[1,1],"datatype":"INT64","data":[0]}]}'
+JSON = [("Content-Type", "application/json")]
+async def main(which, port):
+    if which == "devmlops":
+        from devmlops.guard.server import HttpServer, Response
+        async def handle(request):
+            await request.read()
+            return Response(200, JSON, V2)
+        await HttpServer(handle, 65536).listen("127.0.0.1", port)
+    else:
+        from aiohttp import web
+        async def handle(request):
+            await request.read()
+            return web.Response(body=V2, headers=JSON)
+        runner = web.ServerRunner(web.Server(handle, access_log=None))
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+    await asyncio.Event().wait()
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+SERVERS = ("devmlops", "aiohttp")
+
+
 @contextmanager
 def fixed_server() -> Iterator[str]:
     """``_FIXED_SERVER`` in a process of its own, at the URL yielded."""
@@ -138,6 +167,41 @@ def client_cpu(requests: int, rounds: int) -> dict[str, list[float]]:
 
     with fixed_server() as upstream:
         return asyncio.run(run(upstream))
+
+
+def server_cpu(loadgen: Path, work: Path, rate: float, seconds: float, rounds: int, core: set[int] | None
+               ) -> dict[str, list[float]]:  # fmt: skip
+    """CPU µs a request of ``_SERVER_SIDE`` served by the guard's server and by aiohttp's, each in a process pinned
+    to ``core``, at ``rate`` requests/s from the load generator, the two interleaved over ``rounds``."""
+    from devmlops.harness.processes import ManagedProcess, free_port
+    from tests.bench.bench_webhook import cpu_seconds
+
+    cpu: dict[str, list[float]] = {which: [] for which in SERVERS}
+    bodies = work / "server-side.jsonl"
+    bodies.write_text(json.dumps(IRIS) + "\n")
+    with ExitStack() as stack:
+        urls, processes = {}, {}
+        for which in SERVERS:
+            port = free_port()
+            inherited = os.sched_getaffinity(0)
+            if core is not None:
+                os.sched_setaffinity(0, core)
+            try:
+                argv = [sys.executable, "-c", _SERVER_SIDE, which, str(port)]
+                process = ManagedProcess(f"server-{which}", argv, log_path=work / f"server-{which}.log").start()
+            finally:
+                os.sched_setaffinity(0, inherited)
+            stack.callback(process.stop)
+            process.wait_until(lambda port=port: _listening(port), timeout=60, what=f"the {which} server listening")
+            urls[which], processes[which] = f"http://127.0.0.1:{port}/v2/models/iris/infer", process
+            _load(loadgen, urls[which], bodies, "-conns", "8", "-requests", "500")
+        for _ in range(rounds):
+            for which in SERVERS:
+                before = cpu_seconds(processes[which].pid or 0)
+                flags = ("-rate", f"{rate:g}", "-duration", f"{seconds:g}s", "-conns", "64")
+                result = _load(loadgen, urls[which], bodies, *flags)
+                cpu[which].append(1e6 * (cpu_seconds(processes[which].pid or 0) - before) / max(result["sent"], 1))
+    return cpu
 
 
 def _listening(port: int) -> bool:
@@ -252,9 +316,11 @@ def main() -> None:
                           f"p50 {result['p50_ms']:6.2f} p99 {result['p99_ms']:6.2f} ms "
                           f"{result['outcomes']}", flush=True)  # fmt: skip
         rss = {key: rss_mib(guard.pid or 0) for key, guard in guards.items()}
+        servers = server_cpu(loadgen, work, args.rate, args.seconds, args.rounds, guard_core)
+        print(f"server side CPU µs a request: {servers}", flush=True)
     clients = client_cpu(args.client_requests, args.rounds)
     print(f"upstream client CPU µs a request: {clients}", flush=True)
-    text = report(runs, guard_cpu, rss, args, clients, guard_core)
+    text = report(runs, guard_cpu, rss, args, clients, servers, guard_core)
     print(text)
     write_section(args.output, text)
 
@@ -265,6 +331,7 @@ def report(
     rss: dict[str, float],
     args: Any,
     clients: dict[str, list[float]],
+    servers: dict[str, list[float]],
     guard_core: set[int] | None,
 ) -> str:
     def added(key: str, field: str) -> list[float]:
@@ -300,6 +367,7 @@ def report(
     met = "yes" if largest < 80 else "**no**"
     goals.append(f"| guard RSS < 80 MiB (the largest of the three guards) | {largest:.0f} MiB | {met} |")
     ratios = [a / d for d, a in zip(clients["devmlops"], clients["aiohttp"], strict=True)]
+    server_ratios = [a / d for d, a in zip(servers["devmlops"], servers["aiohttp"], strict=True)]
     command = (
         f"`make bench-guard` (python -m tests.bench.bench_guard --rate {args.rate:g} --mlserver-rate "
         f"{args.mlserver_rate:g} --seconds {args.seconds:g} --rounds {args.rounds})"
@@ -344,6 +412,17 @@ def report(
             f"| guard/upstream.py | {median(clients['devmlops']):.0f} | {median(ratios):.2f} "
             f"({min(ratios):.2f}-{max(ratios):.2f}) |",
             f"| aiohttp {_aiohttp_version()} | {median(clients['aiohttp']):.0f} | 1.00 |",
+            "",
+            f"The guard's server (guard/server.py) against aiohttp's low-level server, which the guard used before: "
+            f"CPU a request of a process that reads each request's body and sends one fixed v2 answer, served each "
+            f"way at {args.rate:,.0f} requests/s from the load generator ({args.seconds:g} s, 64 connections), the "
+            f"process pinned as the guards were, the two interleaved over {args.rounds} rounds; medians.",
+            "",
+            "| server | CPU µs a request | aiohttp's / this (min-max over rounds) |",
+            "|---|---:|---:|",
+            f"| guard/server.py | {median(servers['devmlops']):.0f} | {median(server_ratios):.2f} "
+            f"({min(server_ratios):.2f}-{max(server_ratios):.2f}) |",
+            f"| aiohttp {_aiohttp_version()} web.Server | {median(servers['aiohttp']):.0f} | 1.00 |",
             "",
         ]
     )

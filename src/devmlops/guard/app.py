@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiohttp import web
 
 from devmlops.core.drift import Baseline, DriftSample, first_tensor_rows
 from devmlops.core.guard import Finding, Split, TokenBucket, inspect_text, is_inference, read_request, response_texts
 from devmlops.core.manifests import Guard
 from devmlops.core.probing import ProbeWindow, exact_hash, fingerprint
 from devmlops.guard.metrics import GuardMetrics
+from devmlops.guard.server import BadRequest, HttpServer, Request, Response, Stream
 from devmlops.guard.upstream import Answer, UpstreamClient, UpstreamError
 
 __all__ = ["GuardSettings", "create_server"]
@@ -106,15 +106,15 @@ class _Limiter:
         return None
 
 
-def _error(status: int, finding: Finding) -> web.Response:
+def _error(status: int, finding: Finding) -> Response:
     body = {"error": {"type": "devmlops_guard", "reason": finding.reason, "message": finding.detail}}
-    return web.json_response(body, status=status)
+    return Response(status, [("Content-Type", "application/json; charset=utf-8")], json.dumps(body).encode())
 
 
 class _Exchange:
     """One request's audit line, filled in as the request goes."""
 
-    def __init__(self, request: web.BaseRequest, client: str) -> None:
+    def __init__(self, request: Request, client: str) -> None:
         self.started = time.perf_counter()
         self.record: dict[str, Any] = {
             "time": _now(),
@@ -126,9 +126,9 @@ class _Exchange:
         self.output = hashlib.sha256()
 
 
-def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.Server, Callable[[], Awaitable[None]]]:
-    """aiohttp's low-level server (no application, no router: every path is the model's, and routing cost a tenth
-    of the guard's time) with the guard as its one handler, and what closes the upstream connections."""
+def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[HttpServer, Callable[[], Awaitable[None]]]:
+    """The guard's server (guard/server.py: no router, every path is the model's) with the guard as its one handler,
+    and what closes the upstream connections."""
     guard = settings.guard
     limiter = _Limiter(settings)
     upstream = settings.upstream.rstrip("/")
@@ -150,9 +150,9 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
     )
     probe_count = metrics.probes.labels(settings.model, settings.digest)  # exported from 0 on
 
-    def client_of(request: web.BaseRequest) -> str:
+    def client_of(request: Request) -> str:
         if guard.client_header:
-            named = request.headers.get(guard.client_header)
+            named = request.header(guard.client_header)
             if named:
                 return named[:256]
         return f"ip:{request.remote or '?'}"
@@ -182,37 +182,30 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
         _audit(line)
         metrics.observe(settings.model, settings.digest, result, reason, elapsed)
 
-    def refuse(exchange: _Exchange, status: int, finding: Finding) -> web.Response:
+    def refuse(exchange: _Exchange, status: int, finding: Finding) -> Response:
         finish(exchange, status, "blocked", finding)
         return _error(status, finding)
 
-    async def read_body(request: web.BaseRequest) -> bytes | None:
-        """The body, or None when it is larger than the limit (counted as it arrives)."""
+    async def read_body(request: Request) -> bytes | None:
+        """The body, or None when it is larger than the limit (the server counts it as it arrives)."""
         declared = request.content_length
         if declared is not None and declared > limit:
             return None
-        chunks, size = [], 0
-        async for chunk in request.content.iter_chunked(65536):
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await request.read()
 
-    def headers_for_upstream(request: web.BaseRequest) -> list[tuple[str, str]]:
+    def headers_for_upstream(request: Request) -> list[tuple[str, str]]:
         # An answer is read for the output checks as sent: never let the client ask the model server to compress it
         # (the checks would read gzip bytes, find nothing, and pass them on).
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED]
+        headers = [(k, v) for k, v in request.headers if k.lower() not in _NOT_FORWARDED]
         headers.append(("Accept-Encoding", "identity"))
         return headers
 
     def output_finding(texts: list[str]) -> Finding | None:
         return inspect_text(texts, guard.output, settings.secrets, "output")
 
-    async def stream(request: web.BaseRequest, answer: Answer, exchange: _Exchange) -> web.StreamResponse:
+    async def stream(request: Request, answer: Answer, exchange: _Exchange) -> Stream:
         """Pass server-sent events through one by one, each checked (with the end of the earlier ones) first."""
-        response = web.StreamResponse(status=answer.status, headers=_answer_headers(answer))
-        await response.prepare(request)
+        response = await request.stream(answer.status, _answer_headers(answer))
         tail, pending, finding = "", b"", None  # finding: the first one (log mode streams on)
 
         async def passed(event: bytes) -> bool:
@@ -225,7 +218,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
                 if found is not None and guard.action == "block":
                     await response.write(_sse_error(found))  # the event with the hit never leaves the Pod
                     finish(exchange, answer.status, "blocked", found)  # audited before the client sees the end
-                    await response.write_eof()
+                    await response.end()
                     return False
                 finding = finding or found
             exchange.output.update(event)
@@ -245,7 +238,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
                 found = Finding("upstream", f"an event over {settings.max_response_bytes} bytes")
                 await response.write(_sse_error(found))
                 finish(exchange, 502, "error", found)
-                await response.write_eof()
+                await response.end()
                 return response
         if pending and not await passed(pending):  # what came after the last blank line: checked the same way
             return response
@@ -253,7 +246,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
             finish(exchange, answer.status, "error", _UPSTREAM_STATUS)
         else:
             finish(exchange, answer.status, "logged" if finding else "allowed", finding)
-        await response.write_eof()
+        await response.end()
         return response
 
     def signals(exchange: _Exchange, parsed: Any, body: bytes) -> None:
@@ -279,7 +272,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
             exchange.record["upstream"] = "local"
         return upstream
 
-    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(request: Request) -> Response | Stream:
         exchange = _Exchange(request, client_of(request))
         try:
             finding = limiter.check(exchange.record["client"])
@@ -299,9 +292,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
             if inference and parsed is not None:
                 signals(exchange, parsed, body)
             base = upstream_of(inference, exchange)
-            call = clients[base].request(
-                request.method, request.rel_url.raw_path_qs, headers_for_upstream(request), body
-            )
+            call = clients[base].request(request.method, request.target, headers_for_upstream(request), body)
             async with asyncio.timeout(settings.upstream_timeout_seconds), call as answer:
                 if any(
                     k.lower() == "content-encoding" and v.strip().lower() not in ("", "identity")
@@ -320,7 +311,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
                     finish(exchange, 502, "error", finding)
                     return _error(502, finding)
                 exchange.output.update(content)
-                parsed = _json_or_none(content)
+                parsed = _json_or_none(content) if guard.output is not None else None  # read for the checks only
                 if guard.output is not None and parsed is None and content:
                     # An answer the output checks cannot read (binary tensors, another encoding): never passed unread.
                     return refuse(
@@ -334,7 +325,13 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
                 else:
                     result = "logged" if (found or logged) else "allowed"
                     finish(exchange, answer.status, result, found or logged, content)
-                return web.Response(body=content, status=answer.status, headers=_answer_headers(answer))
+                return Response(answer.status, _answer_headers(answer), content)
+        except BadRequest as exc:
+            return refuse(exchange, 400, Finding("bad_request", str(exc)))
+        except ConnectionResetError:  # the client went away: nothing to answer, but the request is audited
+            finding = Finding("client_closed", "the client closed the connection")
+            finish(exchange, 499, "error", finding)
+            return _error(499, finding)
         except (UpstreamError, TimeoutError) as exc:
             finding = Finding("upstream", f"model server unavailable ({type(exc).__name__})")
             finish(exchange, 502, "error", finding)
@@ -349,8 +346,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[web.S
         for client in clients.values():
             client.close()
 
-    # No access log: the audit line is the guard's own (aiohttp's took a tenth of the CPU).
-    return web.Server(handle, access_log=None), close
+    return HttpServer(handle, limit), close
 
 
 _STAMP: list[Any] = [-1, ""]

@@ -34,10 +34,10 @@ def _metrics_app(metrics: GuardMetrics) -> web.Application:
 async def serve(settings: GuardSettings, listen: tuple[str, int], metrics_listen: tuple[str, int]) -> None:
     metrics = GuardMetrics.create()
     server, close = create_server(settings, metrics)
-    runners: list[web.BaseRunner] = [web.ServerRunner(server), web.AppRunner(_metrics_app(metrics))]
-    for runner, (host, port) in zip(runners, (listen, metrics_listen), strict=True):
-        await runner.setup()
-        await web.TCPSite(runner, host, port).start()
+    listener = await server.listen(*listen)
+    runner = web.AppRunner(_metrics_app(metrics))
+    await runner.setup()
+    await web.TCPSite(runner, *metrics_listen).start()
     _log.info("guarding %s (model %s) on %s:%d, metrics on %s:%d", settings.upstream, settings.model, *listen,
               *metrics_listen)  # fmt: skip
     stop = asyncio.Event()
@@ -47,8 +47,8 @@ async def serve(settings: GuardSettings, listen: tuple[str, int], metrics_listen
     try:
         await stop.wait()
     finally:
-        for runner in runners:
-            await runner.cleanup()
+        await server.shutdown(listener)
+        await runner.cleanup()
         await close()
 
 

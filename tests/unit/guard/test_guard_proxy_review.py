@@ -94,13 +94,11 @@ async def _with_guard(guard: Guard, check: Callable[[str], Awaitable[None]], **s
         ),
         GuardMetrics.create(),
     )
-    runner = web.ServerRunner(server)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    listener = await server.listen("127.0.0.1", 0)
     try:
-        await check(f"http://127.0.0.1:{runner.addresses[0][1]}")
+        await check(f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}")
     finally:
-        await runner.cleanup()
+        await server.shutdown(listener, timeout=1)
         await close()
         await upstream.cleanup()
 
@@ -189,11 +187,9 @@ def test_a_client_cannot_write_lines_into_the_guards_stdout(caplog: pytest.LogCa
         server, close = create_server(
             GuardSettings(upstream="http://127.0.0.1:9", guard=guard, secrets=failing_scanner), GuardMetrics.create()
         )
-        runner = web.ServerRunner(server)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        listener = await server.listen("127.0.0.1", 0)
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", runner.addresses[0][1])
+            reader, writer = await asyncio.open_connection("127.0.0.1", listener.sockets[0].getsockname()[1])
             # The forged text sits in the model name, a path segment the v2 endpoint pattern accepts, so the request
             # reaches the (failing) input check and its error is logged with the client's path.
             body = json.dumps({"inputs": [{"name": "t", "datatype": "BYTES", "shape": [1], "data": ["hi"]}]}).encode()
@@ -210,7 +206,7 @@ def test_a_client_cannot_write_lines_into_the_guards_stdout(caplog: pytest.LogCa
             writer.close()
             assert b"500" in status
         finally:
-            await runner.cleanup()
+            await server.shutdown(listener, timeout=1)
             await close()
 
     with caplog.at_level(logging.INFO, logger="devmlops.guard"):
