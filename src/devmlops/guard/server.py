@@ -4,8 +4,9 @@ client use), handed to one handler in arrival order on each connection, answered
 Chosen on measurement over aiohttp's server, whose request and response objects, router-free as they were, took about
 two fifths of the guard's CPU a request (docs/benchmarks.md). The guard needs only what a reverse proxy in a Pod
 needs: keep-alive, pipelined requests answered in order, bodies bounded while they arrive, ``Expect: 100-continue``,
-and a streamed answer with backpressure. What it does not serve it refuses: a request the parser cannot read, or a
-head over ``_MAX_FRAMING`` bytes, is answered 400 or 431 and its connection closed. A connection whose request body was
+and a streamed answer with backpressure. What it does not serve it refuses: a request the parser cannot read, a
+head over ``_MAX_FRAMING`` bytes or ``_MAX_FIELDS`` fields, or more than ``_MAX_PIPELINED`` requests sent ahead of their
+answers, is answered 400, 431 or 429 and its connection closed. A connection whose request body was
 not read whole (over the limit, or refused before it was read) is closed after its answer, never read as the next
 request. The handler catches its own errors; one that escapes is a 500 and a closed connection.
 """
@@ -30,11 +31,24 @@ _IDLE_SECONDS = 75.0  # a connection with no request (or an unfinished head) thi
 _LINGER_SECONDS = 2.0  # after the last answer on a connection closed early, what the client still sends is read
 _LINGER_BYTES = 64 << 20  # and dropped, for at most this long or this much, so that its answer is not lost to a reset
 _QUEUED = 2  # requests read ahead of the one being answered (pipelining) before the connection stops reading
+# Reading stops between reads, but one read (up to 256 KiB) is parsed whole: within it, the bounds are kept as it is
+# parsed. A field is a (name, value) pair of strings, some 150 bytes for 4 on the wire, and a queued request some 400
+# for 18: aiohttp's own bounds (128 fields, 32 queued requests), which the guard served with before.
+_MAX_FIELDS = 128  # header fields of a head, or trailer fields of a body
+_MAX_PIPELINED = 32  # requests queued on a connection; the next one is refused 429 and the connection closed
 _NO_BODY = frozenset({204, 304})
 
 
 class BadRequest(Exception):
     """The request's body could not be read: its framing broke (``read`` raises this; the connection closes)."""
+
+
+class _Refused(Exception):
+    """Raised in a parser callback to stop the parser (llhttp cannot resume after it): what came is over a bound."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +69,7 @@ class Request:
         "_connection",
         "_continue",
         "_size",
+        "_stream",
         "_waiter",
         "complete",
         "error",
@@ -85,6 +100,7 @@ class Request:
         self.error = ""  # why the body's framing broke (``read`` raises BadRequest)
         self._continue = False  # the client waits for "100 Continue" before it sends the body
         self._waiter: asyncio.Future[None] | None = None
+        self._stream: Stream | None = None  # the answer, once it started as a stream: nothing else is written
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (any case), or None."""
@@ -124,7 +140,8 @@ class Request:
         self._connection.write(self._connection.head(self, status, headers + framing, close=not chunked))
         if not chunked:
             self.keep_alive = False
-        return Stream(self._connection, chunked, self.method == "HEAD")
+        self._stream = Stream(self._connection, chunked, self.method == "HEAD")
+        return self._stream
 
     def _body(self, data: bytes, limit: int) -> None:
         if self.overflow:
@@ -214,6 +231,8 @@ class _Connection(asyncio.Protocol):
         self._stopped = False  # the parser refused what came: nothing more is read
         self._lingering = -1  # bytes still dropped after the last answer (close_soon), or -1
         self._framing = 0
+        self._head_size = 0  # bytes of the head (or trailer) being parsed, counted as the parser hands them over
+        self._fields = 0
         self._in_head = False
         self._got_body = False
         self._paused = False
@@ -250,7 +269,11 @@ class _Connection(asyncio.Protocol):
             self._stopped = True
             self._pause()
         except httptools.HttpParserError as exc:
-            self._refuse(400, f"malformed request ({exc})")
+            refused = exc.__context__  # a callback's exception: a bound went over
+            if isinstance(refused, _Refused):
+                self._refuse(refused.status, str(refused))
+            else:
+                self._refuse(400, f"malformed request ({exc})")
             return
         # Heads, chunk lines and trailers in a row, which httptools would gather whole: bounded. Between requests
         # (the last one read whole, no head begun) nothing is pending.
@@ -280,14 +303,19 @@ class _Connection(asyncio.Protocol):
     # httptools' callbacks
 
     def on_message_begin(self) -> None:
+        if len(self._queue) >= _MAX_PIPELINED:
+            raise _Refused(429, f"over {_MAX_PIPELINED} requests sent ahead of their answers")
         self._in_head = True
         self._url = b""
         self._headers = []
+        self._head_size = self._fields = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._count(len(url), 0)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4, 1)
         if self._incoming is not None:  # a trailer field: not passed on
             return
         self._headers.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
@@ -300,7 +328,7 @@ class _Connection(asyncio.Protocol):
         request._continue = any(k.lower() == "expect" and v.lower() == "100-continue" for k, v in self._headers)
         self._incoming = request
         self._in_head = False
-        self._framing = 0
+        self._framing = self._head_size = self._fields = 0  # trailers, if any, are counted afresh
         self._queue.append(request)
         if len(self._queue) > _QUEUED:
             self._pause()
@@ -319,6 +347,12 @@ class _Connection(asyncio.Protocol):
             request._wake()
         self._incoming = None
 
+    def _count(self, size: int, fields: int) -> None:
+        self._head_size += size
+        self._fields += fields
+        if self._head_size > _MAX_FRAMING or self._fields > _MAX_FIELDS:
+            raise _Refused(431, f"request head or trailer over {_MAX_FRAMING} bytes or {_MAX_FIELDS} fields")
+
     # answering
 
     async def _serve(self) -> None:
@@ -331,7 +365,12 @@ class _Connection(asyncio.Protocol):
                 except Exception:
                     answer = Response(500, [("Content-Type", "text/plain")], b"internal error in the guard\n")
                     request.keep_alive = False
-                if isinstance(answer, Response):
+                if request._stream is not None:
+                    # Its answer went out as a stream: whatever the handler returned after (an error once the upstream
+                    # failed or timed out mid-stream) would be read by the client as the next request's answer.
+                    if not request._stream.ended:  # its end cannot be told to the client
+                        request.keep_alive = False
+                elif isinstance(answer, Response):
                     head = self.head(request, answer.status, answer.headers, body=answer.body)
                     if answer.body and request.method != "HEAD" and answer.status not in _NO_BODY:
                         self.write(head + answer.body if len(answer.body) < 65536 else head)  # one send when small
@@ -339,7 +378,7 @@ class _Connection(asyncio.Protocol):
                             self.write(answer.body)
                     else:
                         self.write(head)
-                elif not answer.ended:  # a stream the handler left open: its end cannot be told to the client
+                else:  # a Stream not started through request.stream(): never framed, nothing was written
                     request.keep_alive = False
                 self._queue.popleft()
                 if not (request.keep_alive and request.complete) or self.closed:

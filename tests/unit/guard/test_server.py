@@ -453,3 +453,78 @@ async def test_a_413_reaches_a_client_that_is_still_sending_its_body() -> None:
         raw = await asyncio.wait_for(reader.read(-1), 5)
         writer.close()
     assert answers(raw)[0][2] == b"POST /big /big over"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param(b"a:\r\n" * 20000, id="80-KiB-of-fields"),  # over _MAX_FRAMING bytes, in one read
+        pytest.param(b"a: 1\r\n" * 200, id="200-fields"),  # over _MAX_FIELDS: each field costs far more than its bytes
+    ],
+)
+@synchronously
+async def test_a_head_over_its_bounds_is_refused_431_even_when_it_arrives_in_one_read(fields: bytes) -> None:
+    """The bound was checked between reads only: a head that came in one read (up to 256 KiB) was parsed whole into
+    one (name, value) pair a field, 20,001 of them from 80 KiB, and handled."""
+    handled: list[int] = []
+
+    async def handler(request: Request) -> Response:
+        handled.append(len(request.headers))
+        return await echo(request)
+
+    async with serving(handler) as port:
+        raw = await exchange(port, b"GET / HTTP/1.1\r\n" + fields + b"Connection: close\r\n\r\n")
+    assert [status for status, _, _ in answers(raw)] == [431]
+    assert handled == []
+
+
+@synchronously
+async def test_requests_pipelined_in_one_read_are_queued_up_to_a_bound() -> None:
+    """Reading stops three requests ahead, but everything one read brought in was parsed: 18 bytes of request line
+    became a queued request (7,000 from 128 KiB), held for as long as the client does not read its answers."""
+    gate = asyncio.Event()
+    handled: list[str] = []
+
+    async def handler(request: Request) -> Response:
+        await gate.wait()
+        handled.append(request.target)
+        return Response(200, [], b"ok")
+
+    server = HttpServer(handler, 1024)
+    listener = await server.listen("127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.sockets[0].getsockname()[1])
+        writer.write(b"GET / HTTP/1.1\r\n\r\n" * 1000)  # 18 KB: one read
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        (connection,) = server.connections
+        assert len(connection._queue) <= 32  # aiohttp's bound on the messages it queued (guard/server.py)
+        gate.set()
+        raw = await asyncio.wait_for(reader.read(-1), 10)
+        writer.close()
+    finally:
+        await server.shutdown(listener, timeout=1)
+    got = answers(raw)
+    assert len(handled) == 32
+    assert [status for status, _, _ in got] == [200] * 32 + [429]
+
+
+@synchronously
+async def test_an_answer_returned_after_a_stream_went_out_is_not_written_as_another_answer() -> None:
+    """The guard returns an error answer when its upstream fails or times out mid-stream (a client that stops reading
+    holds the stream until the timeout): written after the stream, it was read as the answer to the next request."""
+
+    async def handler(request: Request) -> Response | Stream:
+        if request.target == "/stream":
+            stream = await request.stream(200, [("Content-Type", "text/event-stream")])
+            await stream.write(b"data: 1\n\n")
+            if request.header("x-end"):
+                await stream.end()
+            return Response(502, [], b"upstream gone")  # as app.py's except clauses do
+        return Response(200, [], b"second")
+
+    async with serving(handler) as port:
+        raw = await exchange(port, b"GET /stream HTTP/1.1\r\nX-End: 1\r\n\r\n" + CLOSE)
+        assert [(status, body) for status, _, body in answers(raw)] == [(200, b"data: 1\n\n"), (200, b"second")]
+        raw = await exchange(port, b"GET /stream HTTP/1.1\r\n\r\n" + CLOSE)
+        assert raw.endswith(b"\r\n\r\n9\r\ndata: 1\n\n\r\n")  # cut: no last chunk, nothing after it
