@@ -479,6 +479,16 @@ async def test_a_head_over_its_bounds_is_refused_431_even_when_it_arrives_in_one
 
 
 @synchronously
+async def test_trailers_over_their_bound_in_one_read_break_the_body() -> None:
+    async with serving() as port:
+        body = b"3\r\nabc\r\n0\r\n" + b"t: 1\r\n" * 200 + b"\r\n"
+        raw = await exchange(port, b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + body + CLOSE)
+    got = answers(raw)
+    assert [status for status, _, _ in got] == [400]
+    assert got[0][2] == b"bad: request head or trailer over 65536 bytes or 128 fields"
+
+
+@synchronously
 async def test_requests_pipelined_in_one_read_are_queued_up_to_a_bound() -> None:
     """Reading stops three requests ahead, but everything one read brought in was parsed: 18 bytes of request line
     became a queued request (7,000 from 128 KiB), held for as long as the client does not read its answers."""
