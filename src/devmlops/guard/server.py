@@ -325,7 +325,10 @@ class _Connection(asyncio.Protocol):
         request = Request(self, parser.get_method().decode("latin-1"), _target(self._url), self._headers)
         request.version = parser.get_http_version()
         request.keep_alive = parser.should_keep_alive()
-        request._continue = any(k.lower() == "expect" and v.lower() == "100-continue" for k, v in self._headers)
+        # An HTTP/1.0 client knows no interim answer: it would read the 100 as its answer (RFC 9110 10.1.1).
+        request._continue = request.version == "1.1" and any(
+            k.lower() == "expect" and v.lower() == "100-continue" for k, v in self._headers
+        )
         self._incoming = request
         self._in_head = False
         self._framing = self._head_size = self._fields = 0  # trailers, if any, are counted afresh

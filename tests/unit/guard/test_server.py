@@ -538,3 +538,19 @@ async def test_an_answer_returned_after_a_stream_went_out_is_not_written_as_anot
         assert [(status, body) for status, _, body in answers(raw)] == [(200, b"data: 1\n\n"), (200, b"second")]
         raw = await exchange(port, b"GET /stream HTTP/1.1\r\n\r\n" + CLOSE)
         assert raw.endswith(b"\r\n\r\n9\r\ndata: 1\n\n\r\n")  # cut: no last chunk, nothing after it
+
+
+@synchronously
+async def test_an_http_1_0_request_gets_no_100_continue() -> None:
+    """RFC 9110 10.1.1: a server MUST ignore a 100-continue expectation in an HTTP/1.0 request (aiohttp's router does;
+    its low-level server, the guard's before, sent no 100 at all). An HTTP/1.0 client knows no interim answers: it
+    reads the 100 as its answer, and on a kept-alive connection the real one as the answer to its next request."""
+    async with serving() as port:
+        raw = await exchange(
+            port,
+            b"POST /e HTTP/1.0\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+            then=b"hello",
+            wait=0.3,  # a client that does not wait for the 100 but sends its body a moment later
+        )
+    assert b"100 Continue" not in raw
+    assert answers(raw)[0][2] == b"POST /e /e 5"
