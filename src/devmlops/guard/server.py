@@ -27,7 +27,8 @@ import httptools
 __all__ = ["BadRequest", "HttpServer", "Request", "Response", "Stream"]
 
 _MAX_FRAMING = 65536  # bytes of heads, trailers and chunk lines in a row (no body between): llhttp bounds none
-_IDLE_SECONDS = 75.0  # a connection with no request (or an unfinished head) this long after its last answer closes
+_IDLE_SECONDS = 75.0  # a connection with no request (or an unfinished head) this long after its last answer closes,
+# and one whose client read none of an answer, or sent none of a body the guard waits for, this long
 _LINGER_SECONDS = 2.0  # after the last answer on a connection closed early, what the client still sends is read
 _LINGER_BYTES = 64 << 20  # and dropped, for at most this long or this much, so that its answer is not lost to a reset
 _QUEUED = 2  # requests read ahead of the one being answered (pipelining) before the connection stops reading
@@ -239,6 +240,7 @@ class _Connection(asyncio.Protocol):
         self._writable: asyncio.Future[None] | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_since = 0.0  # when the last answer went out (the loop's clock)
+        self._last_data = 0.0  # when the client last sent anything
 
     # asyncio.Protocol
 
@@ -251,6 +253,7 @@ class _Connection(asyncio.Protocol):
         self._arm_idle(_IDLE_SECONDS)
 
     def data_received(self, data: bytes) -> None:
+        self._last_data = asyncio.get_running_loop().time()
         if self._lingering >= 0:
             self._lingering -= len(data)
             if self._lingering < 0:
@@ -421,8 +424,14 @@ class _Connection(asyncio.Protocol):
             self._transport.write(data)
 
     async def drain(self) -> None:
+        """Wait while the client reads slower than answers come. One that reads nothing for ``_IDLE_SECONDS`` is
+        closed: it would hold what was written (a whole answer), and what it queued, for ever."""
         if self._writable is not None:
-            await self._writable
+            try:
+                async with asyncio.timeout(_IDLE_SECONDS):
+                    await asyncio.shield(self._writable)
+            except TimeoutError:
+                self.close()
 
     def idle(self) -> bool:
         return not self._queue and self._incoming is None
@@ -489,12 +498,19 @@ class _Connection(asyncio.Protocol):
 
     def _idle_out(self) -> None:
         """Close a connection with nothing to answer (idle, or a head that has not come whole) ``_IDLE_SECONDS``
-        after its last answer. One timer a connection, moved on when it fires early: a timer a request cost a
-        twentieth of the guard's CPU."""
+        after its last answer; refuse a body the handler waits for that stopped coming. One timer a connection, moved
+        on when it fires early: a timer a request cost a twentieth of the guard's CPU."""
         if self.closed:
             return
-        left = self._idle_since + _IDLE_SECONDS - asyncio.get_running_loop().time()
-        if not self.idle():
+        now = asyncio.get_running_loop().time()
+        left = self._idle_since + _IDLE_SECONDS - now
+        request = self._incoming
+        if request is not None and request._waiter is not None and now - self._last_data >= _IDLE_SECONDS:
+            # Its handler waits for a body the client stopped sending (not a body behind an unsent 100 Continue, nor
+            # one queued behind other requests: no handler waits for those).
+            self._refuse(400, f"no body bytes for {_IDLE_SECONDS:g} seconds")
+            self._arm_idle(_IDLE_SECONDS)
+        elif not self.idle():
             self._arm_idle(_IDLE_SECONDS)
         elif left <= 0:
             self.close()

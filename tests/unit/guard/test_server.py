@@ -554,3 +554,45 @@ async def test_an_http_1_0_request_gets_no_100_continue() -> None:
         )
     assert b"100 Continue" not in raw
     assert answers(raw)[0][2] == b"POST /e /e 5"
+
+
+@synchronously
+async def test_a_client_that_reads_no_answers_is_closed_not_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each answer is written whole, then waited on until the client reads it: one that never reads held the answer
+    (up to the guard's 64 MiB), its queued requests and the connection for ever. Pipelined requests kept the
+    connection from ever looking idle."""
+    monkeypatch.setattr(server_module, "_IDLE_SECONDS", 0.3)
+
+    async def big(request: Request) -> Response:
+        await request.read()
+        return Response(200, [], b"x" * (8 << 20))
+
+    server = HttpServer(big, 1024)
+    listener = await server.listen("127.0.0.1", 0)
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", listener.sockets[0].getsockname()[1])
+        writer.transport.pause_reading()  # type: ignore[attr-defined]
+        writer.write(GET * 3)
+        for _ in range(40):  # up to 2 s
+            await asyncio.sleep(0.05)
+            if not server.connections:
+                break
+        assert not server.connections
+        writer.close()
+    finally:
+        await server.shutdown(listener, timeout=1)
+
+
+@synchronously
+async def test_a_body_that_stops_coming_is_refused_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A head that never ends is closed after the idle time; a body that stopped (a Content-Length never sent whole)
+    was waited for as long as the client kept the connection."""
+    monkeypatch.setattr(server_module, "_IDLE_SECONDS", 0.3)
+    async with serving() as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /slow HTTP/1.1\r\nContent-Length: 100\r\n\r\nonly part")
+        raw = await asyncio.wait_for(reader.read(-1), 3)
+        writer.close()
+    got = answers(raw)
+    assert [status for status, _, _ in got] == [400]
+    assert got[0][2].startswith(b"bad: ")
