@@ -54,6 +54,6 @@ async def serve(settings: GuardSettings, listen: tuple[str, int], metrics_listen
 
 def run(settings: GuardSettings, listen: tuple[str, int], metrics_listen: tuple[str, int]) -> None:
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
-    # The standard event loop, chosen on measurement: under uvloop, aiohttp's response writes (transport.writelines)
-    # held the loop for a third of its time and the guard proxied 1,100 requests/s against 1,550 (docs/benchmarks.md).
+    # The standard event loop, chosen on measurement: with the guard's own server, uvloop saved at most a tenth of the
+    # CPU a request at 1,000 requests/s and nothing of the latency (docs/benchmarks.md), not worth a second loop.
     asyncio.run(serve(settings, listen, metrics_listen))
