@@ -37,9 +37,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -50,6 +49,9 @@ from devmlops.core.evidence import ImageSignatures
 from devmlops.core.pinning import Reference
 from devmlops.core.policy import Authority
 from devmlops.core.ports import SignatureVerifier, VerificationFailed
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "BUNDLE_TYPE",
@@ -120,8 +122,20 @@ class OciClient:
         self._plain = frozenset(plain_http)
         self._timeout = timeout
         self._auth = auth if auth is not None else RegistryAuth()
-        self._http = httpx.Client(timeout=timeout, follow_redirects=True)
+        self._client: httpx.Client | None = None
+        self._client_lock = threading.Lock()
         self._local = threading.local()  # the deadline of the lookup this thread runs
+
+    def _http(self) -> httpx.Client:
+        """The HTTP client, made with the first registry request. Importing httpx imports its command line's
+        libraries too (rich, pygments, click: about 10 MiB more in a webhook worker, measured), which a worker that
+        never reads a registry should not carry."""
+        with self._client_lock:
+            if self._client is None:
+                import httpx
+
+                self._client = httpx.Client(timeout=self._timeout, follow_redirects=True)
+            return self._client
 
     @contextlib.contextmanager
     def _lookup(self) -> Iterator[None]:
@@ -171,9 +185,12 @@ class OciClient:
         self, method: str, url: str, headers: Mapping[str, str], content: bytes, host: str
     ) -> tuple[int, bytes, httpx.Headers]:
         """One request within what is left of the lookup's deadline; at most ``_MAX_BYTES`` of answer."""
+        import httpx
+
         timeout = httpx.Timeout(self._remaining(host))
+        http = self._http()
         try:
-            with self._http.stream(method, url, headers=headers, content=content or None, timeout=timeout) as answer:
+            with http.stream(method, url, headers=headers, content=content or None, timeout=timeout) as answer:
                 body = b""
                 for chunk in answer.iter_bytes():
                     self._remaining(host)
@@ -259,7 +276,9 @@ class OciClient:
         return body.decode("utf-8", "replace")
 
     def close(self) -> None:
-        self._http.close()
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
 
 
 def _pae(payload_type: str, payload: bytes) -> bytes:
