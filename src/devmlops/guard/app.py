@@ -30,7 +30,7 @@ from devmlops.core.guard import Finding, Split, TokenBucket, inspect_text, is_in
 from devmlops.core.manifests import Guard
 from devmlops.core.probing import ProbeWindow, exact_hash, fingerprint
 from devmlops.guard.metrics import GuardMetrics
-from devmlops.guard.server import BadRequest, HttpServer, Request, Response, Stream
+from devmlops.guard.server import BadRequest, HttpServer, Request, Response, Stream, per_second
 from devmlops.guard.upstream import Answer, UpstreamClient, UpstreamError
 
 __all__ = ["GuardSettings", "create_server"]
@@ -349,15 +349,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[HttpS
     return HttpServer(handle, limit), close
 
 
-_STAMP: list[Any] = [-1, ""]
-
-
-def _now() -> str:
-    """The wall clock to the second, RFC 3339 UTC, formatted once a second."""
-    second = int(time.time())
-    if _STAMP[0] != second:
-        _STAMP[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))]
-    return str(_STAMP[1])
+_now = per_second("%Y-%m-%dT%H:%M:%SZ")  # the audit line's time, RFC 3339 UTC
 
 
 def _audit(line: str) -> None:

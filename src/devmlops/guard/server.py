@@ -19,12 +19,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import cast
+from typing import Any, cast
 from urllib.parse import unquote
 
 import httptools
 
-__all__ = ["BadRequest", "HttpServer", "Request", "Response", "Stream"]
+__all__ = ["BadRequest", "HttpServer", "Request", "Response", "Stream", "per_second"]
 
 _MAX_FRAMING = 65536  # bytes of heads, trailers and chunk lines in a row (no body between): llhttp bounds none
 _IDLE_SECONDS = 75.0  # a connection with no request (or an unfinished head) this long after its last answer closes,
@@ -542,12 +542,17 @@ def _reason(status: int) -> str:
     return _REASONS.get(status, "Unknown")
 
 
-_DATE: list[object] = [-1, ""]
+def per_second(layout: str) -> Callable[[], str]:
+    """The wall clock in UTC, to the second, in ``layout`` (strftime): formatted once a second, not on every call."""
+    last: list[Any] = [-1, ""]
+
+    def now() -> str:
+        second = int(time.time())
+        if last[0] != second:
+            last[:] = [second, time.strftime(layout, time.gmtime(second))]
+        return str(last[1])
+
+    return now
 
 
-def _date() -> str:
-    """The Date header's value (RFC 9110 5.6.7), formatted once a second."""
-    second = int(time.time())
-    if _DATE[0] != second:
-        _DATE[:] = [second, time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(second))]
-    return str(_DATE[1])
+_date = per_second("%a, %d %b %Y %H:%M:%S GMT")  # the Date header's value (RFC 9110 5.6.7)
