@@ -112,7 +112,8 @@ def _error(status: int, finding: Finding) -> Response:
 
 
 class _Exchange:
-    """One request's audit line, filled in as the request goes."""
+    """One request's audit line, filled in as the request goes, and written once: the first ``finish`` writes it (a
+    stream's line is written before its end is sent, and what fails after, a timeout or a client gone, adds none)."""
 
     def __init__(self, request: Request, client: str) -> None:
         self.started = time.perf_counter()
@@ -124,6 +125,10 @@ class _Exchange:
         }
         self.input = hashlib.sha256()
         self.output = hashlib.sha256()
+        self.done = False
+        # The first thing the input or output checks found, kept for the line whatever ends the request after (log
+        # mode forwards and streams on; a model server's error, a stream cut short or a client gone would drop it).
+        self.finding: Finding | None = None
 
 
 def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[HttpServer, Callable[[], Awaitable[None]]]:
@@ -158,6 +163,9 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[HttpS
         return f"ip:{request.remote or '?'}"
 
     def finish(exchange: _Exchange, status: int, result: str, finding: Finding | None, body: bytes = b"") -> None:
+        if exchange.done:
+            return
+        exchange.done = True
         elapsed = time.perf_counter() - exchange.started
         reason = finding.reason if finding else "none"
         exchange.record.update(
@@ -173,6 +181,9 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[HttpS
                 "outputSha256": exchange.output.hexdigest(),
             }
         )
+        seen = exchange.finding
+        if seen is not None and seen is not finding:
+            exchange.record["finding"] = {"reason": seen.reason, "detail": seen.detail}
         if guard.audit_content and body:
             exchange.record["output"] = body.decode(errors="replace")[:65536]
         try:
@@ -215,9 +226,11 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[HttpS
                 joined = tail + "".join(_event_texts(event, request.path))
                 found = output_finding([joined]) if joined else None
                 tail = joined[-_STREAM_TAIL:]
+                exchange.finding = exchange.finding or found
                 if found is not None and guard.action == "block":
+                    # Audited before the client sees the end, and before a write that fails when it went away.
+                    finish(exchange, answer.status, "blocked", found)
                     await response.write(_sse_error(found))  # the event with the hit never leaves the Pod
-                    finish(exchange, answer.status, "blocked", found)  # audited before the client sees the end
                     await response.end()
                     return False
                 finding = finding or found
@@ -288,7 +301,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[HttpS
             finding, parsed = read_request(guard, request.method, request.path, body, settings.secrets, parse=inference)
             if finding is not None and (finding.reason == "schema" or guard.action == "block"):
                 return refuse(exchange, 400 if finding.reason == "schema" else 403, finding)
-            logged = finding
+            logged = exchange.finding = finding
             if inference and parsed is not None:
                 signals(exchange, parsed, body)
             base = upstream_of(inference, exchange)
@@ -318,6 +331,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[HttpS
                         exchange, 502, Finding("unreadable", "output: the answer is not JSON the checks read")
                     )
                 found = output_finding(response_texts(parsed, request.path)) if guard.output else None
+                exchange.finding = exchange.finding or found
                 if found is not None and guard.action == "block":
                     return refuse(exchange, 403, found)
                 if answer.status >= 500:  # passed on as it came; counted as the model server's error
@@ -341,6 +355,9 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[HttpS
             finding = Finding("internal", "internal error in the guard (fail closed)")
             finish(exchange, 500, "error", finding)
             return _error(500, finding)
+        except asyncio.CancelledError:  # the guard stops (asyncio.run cancels what shutdown left): still audited
+            finish(exchange, 503, "error", Finding("cancelled", "the guard stopped before the answer was complete"))
+            raise
 
     async def close() -> None:
         for client in clients.values():

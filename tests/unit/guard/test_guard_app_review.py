@@ -1,0 +1,195 @@
+"""Review of the guard's request handler (guard/app.py) on its own server, as a client of the model: the real guard
+on loopback in front of a scripted model server (raw bytes, so an answer can break where a test needs it). Each test
+fails on 91c34e1 for the reason its docstring names."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from devmlops.core.manifests import Guard
+from devmlops.guard import server as guard_server
+from devmlops.guard.app import GuardSettings, create_server
+from devmlops.guard.metrics import GuardMetrics
+
+EMAIL = "alice.smith@example.com"
+V2 = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["who owns the account?"]}]}
+
+
+def _event(text: str) -> bytes:
+    return b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": text}}]}).encode() + b"\n\n"
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+async def _scripted(answer: bytes, *, close: bool) -> tuple[asyncio.Server, int, list[asyncio.StreamWriter]]:
+    """A model server that reads one request (head and Content-Length body), writes ``answer`` and, with ``close``,
+    closes the connection right after (an answer cut short when it declared more)."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")),
+            0,
+        )
+        await reader.readexactly(length)
+        writer.write(answer)
+        await writer.drain()
+        if close:
+            writer.close()
+        else:
+            await reader.read()  # keep the connection until the guard closes it
+
+    listener = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return listener, listener.sockets[0].getsockname()[1], writers
+
+
+async def _post(port: int, path: str, body: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return raw
+
+
+def _run(guard: dict[str, Any], answer: bytes, check: Callable[[int], Awaitable[None]], **settings: Any) -> None:
+    async def main() -> None:
+        upstream, up_port, writers = await _scripted(answer, close=settings.pop("close", False))
+        server, close = create_server(
+            GuardSettings(
+                upstream=f"http://127.0.0.1:{up_port}",
+                guard=Guard.model_validate(guard),
+                model="m",
+                digest="sha256:" + "0" * 64,
+                **settings,
+            ),
+            GuardMetrics.create(),
+        )
+        listener = await server.listen("127.0.0.1", 0)
+        try:
+            await check(listener.sockets[0].getsockname()[1])
+        finally:
+            await server.shutdown(listener, timeout=1)
+            await close()
+            upstream.close()
+            for writer in writers:
+                writer.close()
+            await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+
+
+def _audit(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+
+
+def test_log_mode_keeps_its_finding_when_the_model_server_answers_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """``action: log`` forwards and "writes the finding in the audit line" (docs/guard.md). An answer with a status
+    of 500 or more was audited ``reason: upstream_status`` and the finding dropped: a client whose request makes
+    the model server fail (here its answer carries an e-mail address, which log mode passes on) left no trace of
+    what the checks found, in the audit or anywhere."""
+    body = json.dumps(
+        {"outputs": [{"name": "o", "shape": [1], "datatype": "BYTES", "data": [f"owner {EMAIL}"]}]}
+    ).encode()
+    answer = b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%b" % (
+        len(body),
+        body,
+    )
+
+    async def check(port: int) -> None:
+        raw = await _post(port, "/v2/models/m/infer", json.dumps(V2).encode())
+        assert raw.startswith(b"HTTP/1.1 500")
+        assert EMAIL.encode() in raw  # log mode: passed on as it came
+
+    _run({"action": "log", "output": {"pii": True}}, answer, check)
+    [line] = _audit(capsys)
+    assert (line["result"], line["reason"]) == ("error", "upstream_status")
+    assert line.get("finding") == {"reason": "pii", "detail": "output: contains an e-mail address"}
+
+
+def test_log_mode_keeps_a_finding_streamed_before_the_stream_broke(capsys: pytest.CaptureFixture[str]) -> None:
+    """A stream in log mode sends an event with a hit on and remembers the finding for the end of the stream. When
+    the stream ended otherwise (the model server's connection broke here; a client that closes its connection or
+    reads slower than the upstream timeout does the same), the audit line said ``upstream`` (or ``client_closed``)
+    and nothing of the e-mail address the client was sent."""
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + _chunk(_event(f"mail {EMAIL}"))
+        + _chunk(_event(" and more"))
+    )  # no last chunk: the connection closes mid-answer
+
+    async def check(port: int) -> None:
+        raw = await _post(
+            port, "/v1/chat/completions", b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
+        )
+        assert EMAIL.encode() in raw  # log mode streams on
+
+    _run({"action": "log", "output": {"pii": True}}, answer, check, close=True)
+    [line] = _audit(capsys)
+    assert (line["result"], line["reason"]) == ("error", "upstream")
+    assert line.get("finding") == {"reason": "pii", "detail": "output: contains an e-mail address"}
+
+
+def test_a_stream_is_audited_once_when_its_end_waits_for_the_client(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream's audit line is written before its end is sent, and sending the end waits while the client reads
+    slowly (``Stream.end`` drains; here the wait is made longer than the upstream timeout). The upstream timeout
+    covers that wait: it fired after the line was written, ``handle`` caught the TimeoutError and wrote a second
+    line (``upstream``, 502) for the same request: two audit lines, two counts in the metrics."""
+    original = guard_server.Stream.end
+
+    async def slow_end(self: guard_server.Stream) -> None:
+        await asyncio.sleep(0.6)  # what a paused transport does while the client reads nothing
+        await original(self)
+
+    monkeypatch.setattr(guard_server.Stream, "end", slow_end)
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + _chunk(_event("hello"))
+        + b"0\r\n\r\n"
+    )
+
+    async def check(port: int) -> None:
+        await _post(port, "/v1/chat/completions", b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}')
+
+    _run({"output": {"pii": True}}, answer, check, upstream_timeout_seconds=0.3)
+    lines = _audit(capsys)
+    assert [(line["status"], line["result"]) for line in lines] == [(200, "allowed")]
+
+
+def test_a_forwarded_request_is_audited_when_the_guard_stops(capsys: pytest.CaptureFixture[str]) -> None:
+    """On SIGTERM the guard lets requests in flight finish for 10 s (``HttpServer.shutdown``), then ``asyncio.run``
+    cancels what is left: a request forwarded to a model server still answering (a long generation) ended in a
+    CancelledError, which ``handle``'s ``except Exception`` does not catch, and left no audit line although the
+    model server had it."""
+
+    async def check(port: int) -> None:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        body = json.dumps(V2).encode()
+        writer.write(b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+        await writer.drain()
+        await asyncio.sleep(0.3)  # forwarded; the model server never answers
+        # What asyncio.run does to the tasks that shutdown left when serve() returns: cancel them.
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.cancel()
+        await asyncio.sleep(0.1)
+        writer.close()
+
+    _run({"protocol": "v2"}, b"", check)
+    lines = _audit(capsys)
+    assert [(line["path"], line["result"]) for line in lines] == [("/v2/models/m/infer", "error")]
