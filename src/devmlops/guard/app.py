@@ -57,6 +57,9 @@ _HOP = frozenset(
 _NOT_FORWARDED = _HOP | {"accept-encoding"}
 _MAX_BODY = 64 * 1024 * 1024  # spec.guard.maxRequestBytes's own maximum: the bound when it is left out
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")  # server-sent events end with a blank line, in any of the three
+# A server-sent event's lines end at CR, LF or CRLF only (str.splitlines also breaks at U+2028, U+2029, NEL and
+# more, which JSON carries raw inside a string: the rest of a data line would go unread).
+_EVENT_LINE = re.compile(r"\r\n|\r|\n")
 _UPSTREAM_STATUS = Finding("upstream_status", "the model server answered with an error status")
 _STREAM_TAIL = 256  # characters of earlier events scanned again with each event: a secret split across events
 
@@ -399,7 +402,7 @@ def _event_texts(events: bytes, path: str) -> list[str]:
     """The texts of server-sent events' ``data:`` lines (OpenAI streams send one JSON chunk per event, Triton's
     generate_stream one answer object); ``path`` is the request's (``response_texts``)."""
     texts: list[str] = []
-    for line in events.decode(errors="replace").splitlines():
+    for line in _EVENT_LINE.split(events.decode(errors="replace")):
         if line.startswith("data:"):
             data = line[5:].strip()
             if not data or data == "[DONE]":

@@ -193,3 +193,33 @@ def test_a_forwarded_request_is_audited_when_the_guard_stops(capsys: pytest.Capt
     _run({"protocol": "v2"}, b"", check)
     lines = _audit(capsys)
     assert [(line["path"], line["result"]) for line in lines] == [("/v2/models/m/infer", "error")]
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85"])
+def test_a_line_separator_in_a_streamed_token_does_not_hide_what_follows(separator: str) -> None:
+    """``_event_texts`` split an event into lines with ``str.splitlines``, which also breaks at U+2028, U+2029 and
+    NEL (U+0085). A JSON serializer writes those raw (pydantic's, which vLLM's OpenAI server streams with, does),
+    and a server-sent events parser splits lines at CR and LF only: the client read the whole ``data:`` line, the
+    guard read the part before the separator (not JSON: taken as text) and dropped the rest, which no longer starts
+    with ``data:``. A model told to put a separator before an e-mail address streamed it past ``pii`` in block mode."""
+    event = (
+        b"data: "
+        + json.dumps(
+            {"choices": [{"index": 0, "delta": {"content": f"{separator}{EMAIL}"}}]}, ensure_ascii=False
+        ).encode()
+        + b"\n\n"
+    )
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + _chunk(event)
+        + b"0\r\n\r\n"
+    )
+
+    async def check(port: int) -> None:
+        raw = await _post(
+            port, "/v1/chat/completions", b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
+        )
+        assert b"devmlops_guard" in raw
+        assert EMAIL.encode() not in raw
+
+    _run({"output": {"pii": True}}, answer, check)
