@@ -522,11 +522,15 @@ def read_request(
         return (
             _schema("body", f"{method} with a body: only POST bodies are read by the checks") if body else None
         ), None
+    checks = guard.input is not None or guard.output is not None
+    if method != "POST" and (guard.protocol is not None or checks):
+        # Inference endpoints take POST; another method with a body is no inference request for the split and the
+        # signals (``is_inference``), yet a model server might answer it as one.
+        return _schema("method", f"{method} {path}: only POST requests carry a body the checks read"), None
     if guard.protocol == "v2" and not _V2_INFER.match(path):
         return _schema("path", f"{method} {path} is not a v2 inference endpoint"), None
     if guard.protocol == "openai" and path not in _OPENAI:
         return _schema("path", f"{method} {path} is not an OpenAI-compatible completion endpoint"), None
-    checks = guard.input is not None or guard.output is not None
     if guard.protocol is None and checks and not _readable_endpoint(path):
         # The checks read prompts and answers where these endpoints carry them; elsewhere (Triton's logging, trace or
         # shared-memory APIs, MLServer's /invocations or a model's own REST handler, an extension added later) they

@@ -223,3 +223,30 @@ def test_a_line_separator_in_a_streamed_token_does_not_hide_what_follows(separat
         assert EMAIL.encode() not in raw
 
     _run({"output": {"pii": True}}, answer, check)
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
+def test_a_protocol_takes_its_inference_requests_by_post_only(method: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/guard.md: ``protocol: v2`` admits "only ``POST /v2/models/<name>[/versions/<v>]/infer``". Any method
+    but GET, HEAD and OPTIONS went through with a body: forwarded to the model server, yet not an inference request
+    for the guard (``is_inference`` is POST only), so never split to the canary and never read by the drift and
+    probing signals. A model server that answers such a method as it answers POST would take input the signals miss."""
+    body = json.dumps({"outputs": [{"name": "o", "shape": [1], "datatype": "FP32", "data": [0.5]}]}).encode()
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+
+    async def check(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        sent = json.dumps(V2).encode()
+        writer.write(
+            f"{method} /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(sent)}\r\n"
+            "Connection: close\r\n\r\n".encode()
+            + sent
+        )
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert raw.startswith(b"HTTP/1.1 400")
+
+    _run({"protocol": "v2"}, answer, check)
+    [line] = _audit(capsys)
+    assert (line["result"], line["reason"]) == ("blocked", "schema")
