@@ -118,13 +118,13 @@ class _Exchange:
     """One request's audit line, filled in as the request goes, and written once: the first ``finish`` writes it (a
     stream's line is written before its end is sent, and what fails after, a timeout or a client gone, adds none)."""
 
-    def __init__(self, request: Request, client: str) -> None:
+    def __init__(self, client: str, method: str, path: str) -> None:
         self.started = time.perf_counter()
         self.record: dict[str, Any] = {
             "time": _now(),
             "client": client,
-            "method": request.method,
-            "path": request.path,
+            "method": method,
+            "path": path,
         }
         self.input = hashlib.sha256()
         self.output = hashlib.sha256()
@@ -289,7 +289,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[HttpS
         return upstream
 
     async def handle(request: Request) -> Response | Stream:
-        exchange = _Exchange(request, client_of(request))
+        exchange = _Exchange(client_of(request), request.method, request.path)
         try:
             finding = limiter.check(exchange.record["client"])
             if finding is not None:
@@ -362,11 +362,15 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[HttpS
             finish(exchange, 503, "error", Finding("cancelled", "the guard stopped before the answer was complete"))
             raise
 
+    def refused(remote: str, status: int, reason: str) -> None:
+        """A head the server answered itself (its parser refused it): audited like any refused request."""
+        finish(_Exchange(f"ip:{remote or '?'}", "", ""), status, "blocked", Finding("bad_request", reason))
+
     async def close() -> None:
         for client in clients.values():
             client.close()
 
-    return HttpServer(handle, limit), close
+    return HttpServer(handle, limit, refused), close
 
 
 _STAMP: list[Any] = [-1, ""]

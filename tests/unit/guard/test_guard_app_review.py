@@ -250,3 +250,32 @@ def test_a_protocol_takes_its_inference_requests_by_post_only(method: str, capsy
     _run({"protocol": "v2"}, answer, check)
     [line] = _audit(capsys)
     assert (line["result"], line["reason"]) == ("blocked", "schema")
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400),
+        (b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", 431),
+    ],
+)
+def test_a_request_the_server_refuses_is_audited(
+    request_bytes: bytes, status: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ "One audit line per request, refused ones too" (the module's promise, docs/guard.md). A head the server's
+    parser refused (two Content-Lengths, a head over 64 KiB, more than 32 requests sent ahead) was answered by the
+    server without the handler: no audit line, no count in devmlops_guard_requests_total. A client could try the
+    parser's edges, a smuggling attempt here, and leave no trace."""
+
+    async def check(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request_bytes)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert raw.startswith(b"HTTP/1.1 %d" % status)
+
+    _run({"protocol": "v2"}, b"", check)
+    [line] = _audit(capsys)
+    assert (line["status"], line["result"], line["reason"]) == (status, "blocked", "bad_request")
+    assert line["client"] == "ip:127.0.0.1"
