@@ -168,7 +168,6 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[HttpS
     def finish(exchange: _Exchange, status: int, result: str, finding: Finding | None, body: bytes = b"") -> None:
         if exchange.done:
             return
-        exchange.done = True
         elapsed = time.perf_counter() - exchange.started
         reason = finding.reason if finding else "none"
         exchange.record.update(
@@ -193,6 +192,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[HttpS
             line = orjson.dumps(exchange.record, option=orjson.OPT_SORT_KEYS).decode()
         except TypeError:  # a lone surrogate (a header's bytes that were not UTF-8, a JSON escape): escaped, not lost
             line = json.dumps(exchange.record, sort_keys=True, separators=(",", ":"))
+        exchange.done = True  # set once the line is made: a failure before it leaves the error handler its turn
         _audit(line)
         metrics.observe(settings.model, settings.digest, result, reason, elapsed)
 
