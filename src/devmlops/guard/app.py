@@ -61,6 +61,9 @@ _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")  # server-sent events end with a
 # more, which JSON carries raw inside a string: the rest of a data line would go unread).
 _EVENT_LINE = re.compile(r"\r\n|\r|\n")
 _UPSTREAM_STATUS = Finding("upstream_status", "the model server answered with an error status")
+# The kubelet's probes (core/render.py), which reach the model server through the guard's port: never rate limited,
+# or a client over the limit of all clients would have every Pod marked unready and its guard restarted.
+_HEALTH = frozenset({"/v2/health/live", "/v2/health/ready"})
 _STREAM_TAIL = 256  # characters of earlier events scanned again with each event: a secret split across events
 
 
@@ -291,7 +294,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[HttpS
     async def handle(request: Request) -> Response | Stream:
         exchange = _Exchange(client_of(request), request.method, request.path)
         try:
-            finding = limiter.check(exchange.record["client"])
+            finding = None if _health_probe(request) else limiter.check(exchange.record["client"])
             if finding is not None:
                 return refuse(exchange, 429, finding)
             body = await read_body(request)
@@ -389,6 +392,16 @@ def _audit(line: str) -> None:
     logging module a line cost five times as much (about 20 µs against 4)."""
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+def _health_probe(request: Request) -> bool:
+    """A kubelet's probe: GET or HEAD of a v2 health path as sent (not percent-encoded), with no body."""
+    return (
+        request.method in ("GET", "HEAD")
+        and request.target in _HEALTH
+        and request.header("content-length") is None
+        and request.header("transfer-encoding") is None
+    )
 
 
 def _answer_headers(answer: Answer) -> list[tuple[str, str]]:

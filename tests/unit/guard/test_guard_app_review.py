@@ -279,3 +279,36 @@ def test_a_request_the_server_refuses_is_audited(
     [line] = _audit(capsys)
     assert (line["status"], line["result"], line["reason"]) == (status, "blocked", "bad_request")
     assert line["client"] == "ip:127.0.0.1"
+
+
+@pytest.mark.parametrize("path", ["/v2/health/live", "/v2/health/ready"])
+def test_a_client_over_the_rate_limit_does_not_fail_the_kubelets_probes(path: str) -> None:
+    """The kubelet's readiness, liveness and startup probes reach the guard's port (core/render.py) and went through
+    the rate limits like any request: a client sending over ``rateLimit`` (the bucket of all clients) for some 15 s
+    had every Pod marked unready and, after 30 s, the guard container restarted by its liveness probe; with a
+    ``clientHeader``, a client naming itself ``ip:<node address>`` drained the kubelet's own ``perClient`` bucket. A
+    limit meant to shed load took the model off the network. Probes (GET or HEAD of the v2 health paths, no body)
+    are not rate limited; everything else is, as before."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+    async def send(port: int, head: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        return raw
+
+    async def check(port: int) -> None:
+        # The client's requests take the only token of both buckets (this one is then refused for its body).
+        spent = await send(
+            port, b"GET /v2/models/m HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"
+        )
+        assert spent.startswith(b"HTTP/1.1 400")
+        over = await send(port, b"GET /v2/models/m HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert over.startswith(b"HTTP/1.1 429")  # the limits still hold for everything else
+        probe = await send(port, f"GET {path} HTTP/1.1\r\nHost: 10.0.0.1:8000\r\nConnection: close\r\n\r\n".encode())
+        assert probe.startswith(b"HTTP/1.1 200")
+
+    limits = {"requestsPerSecond": 1, "burst": 1}
+    _run({"protocol": "v2", "rateLimit": limits, "perClient": limits}, answer, check, clock=lambda: 0.0)
