@@ -481,9 +481,11 @@ def response_texts(body: Any, path: str = "") -> list[str]:
 
 
 def _answer_extras(message: dict[str, Any]) -> list[str]:
-    """What else an OpenAI-compatible answer says besides its content: a refusal, reasoning, and the arguments of
-    the tools it calls (the client runs them with what the model wrote there)."""
-    texts = [message[key] for key in ("refusal", "reasoning_content") if isinstance(message.get(key), str)]
+    """What else an OpenAI-compatible answer says besides its content: a refusal, reasoning (``reasoning`` in vLLM
+    since late 2025, ``reasoning_content`` before and elsewhere), and the arguments of the tools it calls (the client
+    runs them with what the model wrote there)."""
+    keys = ("refusal", "reasoning", "reasoning_content")
+    texts = [message[key] for key in keys if isinstance(message.get(key), str)]
     calls = message.get("tool_calls")
     for call in [*(calls if isinstance(calls, list) else []), message.get("function_call")]:
         function = call.get("function", call) if isinstance(call, dict) else None

@@ -312,3 +312,35 @@ def test_a_client_over_the_rate_limit_does_not_fail_the_kubelets_probes(path: st
 
     limits = {"requestsPerSecond": 1, "burst": 1}
     _run({"protocol": "v2", "rateLimit": limits, "perClient": limits}, answer, check, clock=lambda: 0.0)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_vllms_reasoning_field_is_read_by_the_output_checks(stream: bool) -> None:
+    """The output checks read an answer's ``reasoning_content``, the chain of thought's field as vLLM first named
+    it; vLLM renamed it ``reasoning`` (vllm-project/vllm#27752, November 2025) and removed the old name (#33402,
+    January 2026). A reasoning model's thinking, which a prompt can steer, left the Pod unread in block mode, whole
+    and streamed."""
+    if stream:
+        event = b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"reasoning": EMAIL}}]}).encode() + b"\n\n"
+        answer = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + _chunk(event)
+            + b"0\r\n\r\n"
+        )
+    else:
+        body = json.dumps(
+            {"choices": [{"index": 0, "message": {"role": "assistant", "content": "done", "reasoning": EMAIL}}]}
+        ).encode()
+        answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%b" % (
+            len(body),
+            body,
+        )
+
+    async def check(port: int) -> None:
+        raw = await _post(
+            port, "/v1/chat/completions", b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
+        )
+        assert EMAIL.encode() not in raw
+        assert b"devmlops_guard" in raw
+
+    _run({"output": {"pii": True}}, answer, check)
