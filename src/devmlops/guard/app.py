@@ -161,12 +161,18 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[HttpS
     )
     probe_count = metrics.probes.labels(settings.model, settings.digest)  # exported from 0 on
 
-    def client_of(request: Request) -> str:
-        if guard.client_header:
-            named = request.header(guard.client_header)
-            if named:
-                return named[:256]
-        return f"ip:{request.remote or '?'}"
+    client_header = (guard.client_header or "").lower()
+
+    def client_of(request: Request) -> tuple[str, bool]:
+        """The client's name, and whether the request names it more than once: a proxy that adds its header leaves
+        the client's own before it, and which one the proxy wrote cannot be told (refused)."""
+        if client_header:
+            named = [value for key, value in request.headers if key.lower() == client_header]
+            if len(named) > 1:
+                return f"ip:{request.remote or '?'}", True
+            if named and named[0]:
+                return named[0][:256], False
+        return f"ip:{request.remote or '?'}", False
 
     def finish(exchange: _Exchange, status: int, result: str, finding: Finding | None, body: bytes = b"") -> None:
         if exchange.done:
@@ -292,8 +298,11 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[HttpS
         return upstream
 
     async def handle(request: Request) -> Response | Stream:
-        exchange = _Exchange(client_of(request), request.method, request.path)
+        client, ambiguous = client_of(request)
+        exchange = _Exchange(client, request.method, request.path)
         try:
+            if ambiguous:
+                return refuse(exchange, 400, Finding("bad_request", f"more than one {guard.client_header} header"))
             finding = None if _health_probe(request) else limiter.check(exchange.record["client"])
             if finding is not None:
                 return refuse(exchange, 429, finding)

@@ -344,3 +344,23 @@ def test_vllms_reasoning_field_is_read_by_the_output_checks(stream: bool) -> Non
         assert b"devmlops_guard" in raw
 
     _run({"output": {"pii": True}}, answer, check)
+
+
+def test_a_request_naming_its_client_twice_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """``clientHeader`` names the client "as a trusted proxy in front sets it" (docs/guard.md), and the guard took
+    the header's first value. A proxy that adds its header (Envoy's and Istio's ``add``) leaves the client's own
+    before it: mallory sending ``X-Client: alice`` was counted, rate limited, probed and audited as alice. With two
+    values the guard cannot tell which the proxy wrote: the request is refused."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+    async def check(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /v2/models/m HTTP/1.1\r\nHost: x\r\nX-Client: alice\r\nX-Client: mallory\r\n\r\n")
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(12), 10)
+        writer.close()
+        assert raw == b"HTTP/1.1 400"
+
+    _run({"protocol": "v2", "clientHeader": "X-Client"}, answer, check)
+    [line] = _audit(capsys)
+    assert (line["result"], line["reason"]) == ("blocked", "bad_request")
