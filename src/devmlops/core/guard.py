@@ -481,9 +481,11 @@ def response_texts(body: Any, path: str = "") -> list[str]:
 
 
 def _answer_extras(message: dict[str, Any]) -> list[str]:
-    """What else an OpenAI-compatible answer says besides its content: a refusal, reasoning, and the arguments of
-    the tools it calls (the client runs them with what the model wrote there)."""
-    texts = [message[key] for key in ("refusal", "reasoning_content") if isinstance(message.get(key), str)]
+    """What else an OpenAI-compatible answer says besides its content: a refusal, reasoning (``reasoning`` in vLLM
+    since late 2025, ``reasoning_content`` before and elsewhere), and the arguments of the tools it calls (the client
+    runs them with what the model wrote there)."""
+    keys = ("refusal", "reasoning", "reasoning_content")
+    texts = [message[key] for key in keys if isinstance(message.get(key), str)]
     calls = message.get("tool_calls")
     for call in [*(calls if isinstance(calls, list) else []), message.get("function_call")]:
         function = call.get("function", call) if isinstance(call, dict) else None
@@ -522,11 +524,15 @@ def read_request(
         return (
             _schema("body", f"{method} with a body: only POST bodies are read by the checks") if body else None
         ), None
+    checks = guard.input is not None or guard.output is not None
+    if method != "POST" and (guard.protocol is not None or checks):
+        # Inference endpoints take POST; another method with a body is no inference request for the split and the
+        # signals (``is_inference``), yet a model server might answer it as one.
+        return _schema("method", f"{method} {path}: only POST requests carry a body the checks read"), None
     if guard.protocol == "v2" and not _V2_INFER.match(path):
         return _schema("path", f"{method} {path} is not a v2 inference endpoint"), None
     if guard.protocol == "openai" and path not in _OPENAI:
         return _schema("path", f"{method} {path} is not an OpenAI-compatible completion endpoint"), None
-    checks = guard.input is not None or guard.output is not None
     if guard.protocol is None and checks and not _readable_endpoint(path):
         # The checks read prompts and answers where these endpoints carry them; elsewhere (Triton's logging, trace or
         # shared-memory APIs, MLServer's /invocations or a model's own REST handler, an extension added later) they

@@ -57,7 +57,13 @@ _HOP = frozenset(
 _NOT_FORWARDED = _HOP | {"accept-encoding"}
 _MAX_BODY = 64 * 1024 * 1024  # spec.guard.maxRequestBytes's own maximum: the bound when it is left out
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")  # server-sent events end with a blank line, in any of the three
+# A server-sent event's lines end at CR, LF or CRLF only (str.splitlines also breaks at U+2028, U+2029, NEL and
+# more, which JSON carries raw inside a string: the rest of a data line would go unread).
+_EVENT_LINE = re.compile(r"\r\n|\r|\n")
 _UPSTREAM_STATUS = Finding("upstream_status", "the model server answered with an error status")
+# The kubelet's probes (core/render.py), which reach the model server through the guard's port: never rate limited,
+# or a client over the limit of all clients would have every Pod marked unready and its guard restarted.
+_HEALTH = frozenset({"/v2/health/live", "/v2/health/ready"})
 _STREAM_TAIL = 256  # characters of earlier events scanned again with each event: a secret split across events
 
 
@@ -112,18 +118,23 @@ def _error(status: int, finding: Finding) -> Response:
 
 
 class _Exchange:
-    """One request's audit line, filled in as the request goes."""
+    """One request's audit line, filled in as the request goes, and written once: the first ``finish`` writes it (a
+    stream's line is written before its end is sent, and what fails after, a timeout or a client gone, adds none)."""
 
-    def __init__(self, request: Request, client: str) -> None:
+    def __init__(self, client: str, method: str, path: str) -> None:
         self.started = time.perf_counter()
         self.record: dict[str, Any] = {
             "time": _now(),
             "client": client,
-            "method": request.method,
-            "path": request.path,
+            "method": method,
+            "path": path,
         }
         self.input = hashlib.sha256()
         self.output = hashlib.sha256()
+        self.done = False
+        # The first thing the input or output checks found, kept for the line whatever ends the request after (log
+        # mode forwards and streams on; a model server's error, a stream cut short or a client gone would drop it).
+        self.finding: Finding | None = None
 
 
 def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[HttpServer, Callable[[], Awaitable[None]]]:
@@ -150,14 +161,22 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[HttpS
     )
     probe_count = metrics.probes.labels(settings.model, settings.digest)  # exported from 0 on
 
-    def client_of(request: Request) -> str:
-        if guard.client_header:
-            named = request.header(guard.client_header)
-            if named:
-                return named[:256]
-        return f"ip:{request.remote or '?'}"
+    client_header = (guard.client_header or "").lower()
+
+    def client_of(request: Request) -> tuple[str, bool]:
+        """The client's name, and whether the request names it more than once: a proxy that adds its header leaves
+        the client's own before it, and which one the proxy wrote cannot be told (refused)."""
+        if client_header:
+            named = [value for key, value in request.headers if key.lower() == client_header]
+            if len(named) > 1:
+                return f"ip:{request.remote or '?'}", True
+            if named and named[0]:
+                return named[0][:256], False
+        return f"ip:{request.remote or '?'}", False
 
     def finish(exchange: _Exchange, status: int, result: str, finding: Finding | None, body: bytes = b"") -> None:
+        if exchange.done:
+            return
         elapsed = time.perf_counter() - exchange.started
         reason = finding.reason if finding else "none"
         exchange.record.update(
@@ -173,12 +192,16 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[HttpS
                 "outputSha256": exchange.output.hexdigest(),
             }
         )
+        seen = exchange.finding
+        if seen is not None and seen is not finding:
+            exchange.record["finding"] = {"reason": seen.reason, "detail": seen.detail}
         if guard.audit_content and body:
             exchange.record["output"] = body.decode(errors="replace")[:65536]
         try:
             line = orjson.dumps(exchange.record, option=orjson.OPT_SORT_KEYS).decode()
         except TypeError:  # a lone surrogate (a header's bytes that were not UTF-8, a JSON escape): escaped, not lost
             line = json.dumps(exchange.record, sort_keys=True, separators=(",", ":"))
+        exchange.done = True  # set once the line is made: a failure before it leaves the error handler its turn
         _audit(line)
         metrics.observe(settings.model, settings.digest, result, reason, elapsed)
 
@@ -215,9 +238,11 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[HttpS
                 joined = tail + "".join(_event_texts(event, request.path))
                 found = output_finding([joined]) if joined else None
                 tail = joined[-_STREAM_TAIL:]
+                exchange.finding = exchange.finding or found
                 if found is not None and guard.action == "block":
+                    # Audited before the client sees the end, and before a write that fails when it went away.
+                    finish(exchange, answer.status, "blocked", found)
                     await response.write(_sse_error(found))  # the event with the hit never leaves the Pod
-                    finish(exchange, answer.status, "blocked", found)  # audited before the client sees the end
                     await response.end()
                     return False
                 finding = finding or found
@@ -273,9 +298,12 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[HttpS
         return upstream
 
     async def handle(request: Request) -> Response | Stream:
-        exchange = _Exchange(request, client_of(request))
+        client, ambiguous = client_of(request)
+        exchange = _Exchange(client, request.method, request.path)
         try:
-            finding = limiter.check(exchange.record["client"])
+            if ambiguous:
+                return refuse(exchange, 400, Finding("bad_request", f"more than one {guard.client_header} header"))
+            finding = None if _health_probe(request) else limiter.check(exchange.record["client"])
             if finding is not None:
                 return refuse(exchange, 429, finding)
             body = await read_body(request)
@@ -288,7 +316,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[HttpS
             finding, parsed = read_request(guard, request.method, request.path, body, settings.secrets, parse=inference)
             if finding is not None and (finding.reason == "schema" or guard.action == "block"):
                 return refuse(exchange, 400 if finding.reason == "schema" else 403, finding)
-            logged = finding
+            logged = exchange.finding = finding
             if inference and parsed is not None:
                 signals(exchange, parsed, body)
             base = upstream_of(inference, exchange)
@@ -318,6 +346,7 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[HttpS
                         exchange, 502, Finding("unreadable", "output: the answer is not JSON the checks read")
                     )
                 found = output_finding(response_texts(parsed, request.path)) if guard.output else None
+                exchange.finding = exchange.finding or found
                 if found is not None and guard.action == "block":
                     return refuse(exchange, 403, found)
                 if answer.status >= 500:  # passed on as it came; counted as the model server's error
@@ -341,12 +370,19 @@ def create_server(settings: GuardSettings, metrics: GuardMetrics) -> tuple[HttpS
             finding = Finding("internal", "internal error in the guard (fail closed)")
             finish(exchange, 500, "error", finding)
             return _error(500, finding)
+        except asyncio.CancelledError:  # the guard stops (asyncio.run cancels what shutdown left): still audited
+            finish(exchange, 503, "error", Finding("cancelled", "the guard stopped before the answer was complete"))
+            raise
+
+    def refused(remote: str, status: int, reason: str) -> None:
+        """A head the server answered itself (its parser refused it): audited like any refused request."""
+        finish(_Exchange(f"ip:{remote or '?'}", "", ""), status, "blocked", Finding("bad_request", reason))
 
     async def close() -> None:
         for client in clients.values():
             client.close()
 
-    return HttpServer(handle, limit), close
+    return HttpServer(handle, limit, refused), close
 
 
 _now = per_second("%Y-%m-%dT%H:%M:%SZ")  # the audit line's time, RFC 3339 UTC
@@ -357,6 +393,16 @@ def _audit(line: str) -> None:
     logging module a line cost five times as much (about 20 µs against 4)."""
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+def _health_probe(request: Request) -> bool:
+    """A kubelet's probe: GET or HEAD of a v2 health path as sent (not percent-encoded), with no body."""
+    return (
+        request.method in ("GET", "HEAD")
+        and request.target in _HEALTH
+        and request.header("content-length") is None
+        and request.header("transfer-encoding") is None
+    )
 
 
 def _answer_headers(answer: Answer) -> list[tuple[str, str]]:
@@ -374,7 +420,7 @@ def _event_texts(events: bytes, path: str) -> list[str]:
     """The texts of server-sent events' ``data:`` lines (OpenAI streams send one JSON chunk per event, Triton's
     generate_stream one answer object); ``path`` is the request's (``response_texts``)."""
     texts: list[str] = []
-    for line in events.decode(errors="replace").splitlines():
+    for line in _EVENT_LINE.split(events.decode(errors="replace")):
         if line.startswith("data:"):
             data = line[5:].strip()
             if not data or data == "[DONE]":

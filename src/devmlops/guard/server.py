@@ -185,16 +185,19 @@ class Stream:
 
 
 Handler = Callable[[Request], Awaitable[Response | Stream]]
+Refused = Callable[[str, int, str], None]  # (the client's address, status, why): a head answered without the handler
 
 
 class HttpServer:
     """``loop.create_server(server, host, port)``: one ``_Connection`` a client connection, every request handed to
     ``handler``. ``max_body``: the most body bytes buffered for a request (the rest is dropped and ``read`` answers
-    None)."""
+    None). ``refused`` hears of each head the server answers itself (the parser refused it), before its answer goes
+    out: the guard audits those too."""
 
-    def __init__(self, handler: Handler, max_body: int) -> None:
+    def __init__(self, handler: Handler, max_body: int, refused: Refused | None = None) -> None:
         self.handler = handler
         self.max_body = max_body
+        self.refused = refused
         self.connections: set[_Connection] = set()
 
     def __call__(self) -> _Connection:
@@ -396,6 +399,8 @@ class _Connection(asyncio.Protocol):
                     if self._transport is not None:
                         self._transport.resume_reading()
             if self._broken is not None and not self.closed:
+                if self._server.refused is not None:
+                    self._server.refused(self.remote, self._broken.status, self._broken.body.decode().strip())
                 self.write(self.head(None, self._broken.status, self._broken.headers, body=self._broken.body))
                 self.write(self._broken.body)
                 self.close_soon()
