@@ -52,10 +52,10 @@ async def _scripted(answer: bytes, *, close: bool) -> tuple[asyncio.Server, int,
     return listener, listener.sockets[0].getsockname()[1], writers
 
 
-async def _post(port: int, path: str, body: bytes) -> bytes:
+async def _post(port: int, path: str, body: bytes, method: str = "POST") -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
-        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n".encode()
         + body
     )
@@ -235,16 +235,7 @@ def test_a_protocol_takes_its_inference_requests_by_post_only(method: str, capsy
     answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
 
     async def check(port: int) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        sent = json.dumps(V2).encode()
-        writer.write(
-            f"{method} /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(sent)}\r\n"
-            "Connection: close\r\n\r\n".encode()
-            + sent
-        )
-        await writer.drain()
-        raw = await asyncio.wait_for(reader.read(), 10)
-        writer.close()
+        raw = await _post(port, "/v2/models/m/infer", json.dumps(V2).encode(), method=method)
         assert raw.startswith(b"HTTP/1.1 400")
 
     _run({"protocol": "v2"}, answer, check)
