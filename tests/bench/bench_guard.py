@@ -173,7 +173,7 @@ def server_cpu(loadgen: Path, work: Path, rate: float, seconds: float, rounds: i
                ) -> dict[str, list[float]]:  # fmt: skip
     """CPU µs a request of ``_SERVER_SIDE`` served by the guard's server and by aiohttp's, each in a process pinned
     to ``core``, at ``rate`` requests/s from the load generator, the two interleaved over ``rounds``."""
-    from devmlops.harness.processes import ManagedProcess, free_port
+    from devmlops.harness.processes import free_port
     from tests.bench.bench_webhook import cpu_seconds
 
     cpu: dict[str, list[float]] = {which: [] for which in SERVERS}
@@ -183,16 +183,8 @@ def server_cpu(loadgen: Path, work: Path, rate: float, seconds: float, rounds: i
         urls, processes = {}, {}
         for which in SERVERS:
             port = free_port()
-            inherited = os.sched_getaffinity(0)
-            if core is not None:
-                os.sched_setaffinity(0, core)
-            try:
-                argv = [sys.executable, "-c", _SERVER_SIDE, which, str(port)]
-                process = ManagedProcess(f"server-{which}", argv, log_path=work / f"server-{which}.log").start()
-            finally:
-                os.sched_setaffinity(0, inherited)
-            stack.callback(process.stop)
-            process.wait_until(lambda port=port: _listening(port), timeout=60, what=f"the {which} server listening")
+            argv = [sys.executable, "-c", _SERVER_SIDE, which, str(port)]
+            process = stack.enter_context(_pinned(f"server-{which}", argv, port, work, core))
             urls[which], processes[which] = f"http://127.0.0.1:{port}/v2/models/iris/infer", process
             _load(loadgen, urls[which], bodies, "-conns", "8", "-requests", "500")
         for _ in range(rounds):
@@ -244,23 +236,33 @@ PAIRS = (
 def guard_process(upstream: str, pair: Pair, work: Path, core: set[int] | None) -> Iterator[tuple[str, Any]]:
     """`devmlops guard` in front of ``upstream`` with ``pair``'s configuration, started on ``core`` (its threads
     inherit it); yields its URL for the pair's path and the process."""
-    from devmlops.harness.processes import ManagedProcess, free_port
+    from devmlops.harness.processes import free_port
 
     port, metrics = free_port(), free_port()
     argv = [sys.executable, "-m", "devmlops", "guard", f"--upstream={upstream}", f"--listen=127.0.0.1:{port}"]
     argv += [f"--metrics-listen=127.0.0.1:{metrics}", "--model=iris", "--config=" + json.dumps(pair.config)]
+    with _pinned(f"guard-{pair.key}", argv, port, work, core) as guard:
+        yield f"http://127.0.0.1:{port}{pair.path}", guard
+
+
+@contextmanager
+def _pinned(name: str, argv: list[str], port: int, work: Path, core: set[int] | None) -> Iterator[Any]:
+    """``argv`` started on ``core`` (its threads inherit it; this process keeps its own), logged to ``work``;
+    yields the process once it listens on ``port``, and stops it after."""
+    from devmlops.harness.processes import ManagedProcess
+
     inherited = os.sched_getaffinity(0)
     if core is not None:
         os.sched_setaffinity(0, core)
     try:
-        guard = ManagedProcess(f"guard-{pair.key}", argv, log_path=work / f"guard-{pair.key}.log").start()
+        process = ManagedProcess(name, argv, log_path=work / f"{name}.log").start()
     finally:
         os.sched_setaffinity(0, inherited)
     try:
-        guard.wait_until(lambda: _listening(port), timeout=60, what=f"the {pair.key} guard listening")
-        yield f"http://127.0.0.1:{port}{pair.path}", guard
+        process.wait_until(lambda: _listening(port), timeout=60, what=f"{name} listening")
+        yield process
     finally:
-        guard.stop()
+        process.stop()
 
 
 def main() -> None:
