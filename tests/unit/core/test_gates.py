@@ -211,6 +211,30 @@ def test_a_dot_segment_walks_out_of_no_allowed_storage_location(uri: str) -> Non
     assert run(spec(model=plain), policies(policy(allow=allow)), evidence(bundle("release"))).allowed
 
 
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://models.example.com/prod/$(DEVMLOPS_REGISTRY_AUTH)",
+        "https://models.example.com/prod/x/$(FRAUD_SERVICE_HOST)/fraud.tgz",
+        "https://models.example.com/prod/$$(DEVMLOPS_REGISTRY_AUTH)",
+        "s3://models-prod/fraud$$/model",
+    ],
+)
+def test_a_variable_reference_walks_out_of_no_allowed_storage_location(uri: str) -> None:
+    """Pods review: the URI is an argument of the storage initializer's container, where the kubelet expands
+    ``$(NAME)`` from its environment (a Secret the namespace's editors write among it) and ``$$`` to ``$``
+    (``tests/integration/attacks/test_pods_review.py``)."""
+    allow = {"storageUris": ["https://models.example.com/prod/**", "s3://models-prod/**"]}
+    model = {"name": "fraud", "uri": uri, "format": "sklearn", "digest": DIGEST}
+    decision = run(spec(model=model), policies(policy(allow=allow)), evidence(bundle("release")))
+    assert not decision.allowed
+    assert f"spec.model.uri: got '{uri}', expected a URI without '$(' or '$$'" in decision.message
+    plain = {**model, "uri": "https://models.example.com/prod/fraud$v2/%24(model).tgz"}  # a lone or encoded "$" is
+    assert run(spec(model=plain), policies(policy(allow=allow)), evidence(bundle("release"))).allowed  # kept as is
+    unlisted = policy(allow={"runtimes": ["kserve"]})  # without an allow-list of sources nothing is walked out of
+    assert run(spec(model=model), policies(unlisted), evidence(bundle("release"))).allowed
+
+
 def test_an_empty_allow_list_allows_nothing() -> None:
     assert not run(spec(), policies(policy(allow={"storageUris": []})), evidence(bundle("release"))).allowed
 

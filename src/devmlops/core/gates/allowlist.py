@@ -4,7 +4,11 @@ A storage URI is matched as written, but fetched as its client reads it: request
 segments (RFC 3986), and servers decode ``%2e`` before they resolve a path, so ``https://host/prod/../staging/m``
 matched ``https://host/prod/**`` and was fetched from ``/staging`` (bytes attack review). A URI with a ``.`` or
 ``..`` segment, written or percent-encoded (its slashes too), or a backslash (a ``/`` to WHATWG parsers) matches
-no allow-list.
+no allow-list. Nor does one with ``$(`` or ``$$``: the URI is an argument of the storage initializer's container, and
+the kubelet expands ``$(NAME)`` there from the container's environment (``$$`` to ``$``) before the initializer reads
+it; that environment holds ``DEVMLOPS_REGISTRY_AUTH`` from a Secret the namespace's editors write (core/render.py), so
+``https://host/prod/$(DEVMLOPS_REGISTRY_AUTH)`` matched ``https://host/prod/**`` and was fetched from wherever the
+Secret pointed (pods review).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ __all__ = ["GATE", "check_allowlist"]
 
 GATE = "allowlist"
 _DOT_SEGMENT = re.compile(r"(?:^|/|%2f)(?:\.|%2e){1,2}(?:/|%2f|[?#]|$)", re.IGNORECASE)  # "/" or "%2f" around
+_EXPANDED = ("$(", "$$")  # what the kubelet rewrites in a container's args (a variable reference, an escaped "$")
 
 
 def check_allowlist(deployment: ModelDeployment, policy: Policy) -> GateResult:
@@ -29,6 +34,7 @@ def check_allowlist(deployment: ModelDeployment, policy: Policy) -> GateResult:
     uri, kind, image, fmt = model.uri, runtime.kind, runtime.image or "", model.format or ""
     problems: list[tuple[str, str]] = []
     walks = _DOT_SEGMENT.search(uri.partition("://")[2]) is not None or "\\" in uri or "%5c" in uri.lower()
+    expands = any(mark in uri for mark in _EXPANDED)
     if allow.storage_uris is not None and walks:
         problems.append(
             (
@@ -36,6 +42,15 @@ def check_allowlist(deployment: ModelDeployment, policy: Policy) -> GateResult:
                 f"percent-encoded) or backslashes: its client would fetch another path than {list(allow.storage_uris)}"
                 " allow",
                 "write the storage location in its plain form",
+            )
+        )
+    elif allow.storage_uris is not None and expands:
+        problems.append(
+            (
+                f"spec.model.uri: got '{uri}', expected a URI without '$(' or '$$': the kubelet expands them in the "
+                f"storage initializer's arguments from its environment, so its client would fetch another location "
+                f"than {list(allow.storage_uris)} allow",
+                "write the storage location in its plain form (percent-encode a '$' it really contains: %24)",
             )
         )
     elif allow.storage_uris is not None and matching_glob(allow.storage_uris, uri) is None:
