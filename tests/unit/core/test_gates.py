@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from devmlops.core.decision import decide
 from devmlops.core.evidence import Document, Evidence
 from devmlops.core.policy import PolicySet, compile_policy
+from devmlops.core.ports import RegoVerdict
 from devmlops.core.review import AdmissionRequest, GroupVersionKind
 from devmlops.core.sbom import SbomComponent, SbomSummary
 from tests.unit.core.fakes import DIGEST, FILE_DIGEST, FakeVerifier, bundle
@@ -300,6 +302,40 @@ def test_an_sbom_format_the_policy_does_not_accept_is_denied() -> None:
 def test_spdx_2_documents_bind_through_any_component_because_spdx_2_has_no_ai_profile() -> None:
     file = SbomComponent(name="weights.bin", kind="file", hashes=(("sha256", FILE_DIGEST[7:]),))
     assert run(spec(), sbom_policy(), sbom_evidence(summary(file, fmt="spdx"))).allowed
+
+
+class RecordingEngine:
+    """An OPA that denies nothing and keeps the input documents it was given."""
+
+    def __init__(self) -> None:
+        self.inputs: list[Mapping[str, Any]] = []
+
+    def evaluate(self, package: str, document: Mapping[str, Any]) -> RegoVerdict:
+        self.inputs.append(document)
+        return RegoVerdict()
+
+
+@pytest.mark.parametrize("kind", ["package", "file"])
+def test_rego_sees_the_spdx_2_components_the_sbom_gate_binds_as_the_model(kind: str) -> None:
+    """SPDX 2 has no AI profile, so the sbom gate binds the model through any package or file: the Rego input lists
+    the same ones as sbom.models, licenses included (before: none, so a license rule in Rego never saw the SPDX 2
+    package the gate had bound, and admitted its denied license)."""
+    package = SbomComponent(name="fraud", kind=kind, hashes=(("sha256", DIGEST[7:]),), licenses=("AGPL-3.0-only",))
+    engine = RecordingEngine()
+    pset = policies(policy(sbom={"required": True}, rego={"packages": ["devmlops.licenses"]}))
+    decision = decide(request(spec()), pset, sbom_evidence(summary(package, fmt="spdx")), FakeVerifier(), engine)
+    assert decision.allowed, decision.message  # the recording engine denies nothing; the gate bound the package
+    (document,) = engine.inputs
+    assert [(m["name"], m["licenses"]) for m in document["sbom"]["models"]] == [("fraud", ["AGPL-3.0-only"])]
+
+
+def test_a_cyclonedx_sbom_gives_rego_its_model_components_only() -> None:
+    library = SbomComponent(name="numpy", kind="library", licenses=("BSD-3-Clause",))
+    engine = RecordingEngine()
+    pset = policies(policy(sbom={"required": True}, rego={"packages": ["devmlops.licenses"]}))
+    evidence_ = sbom_evidence(summary(model_component(licenses=("MIT",)), library))
+    assert decide(request(spec()), pset, evidence_, FakeVerifier(), engine).allowed
+    assert [m["name"] for m in engine.inputs[0]["sbom"]["models"]] == ["fraud"]
 
 
 def test_a_required_sbom_signature_must_verify() -> None:
