@@ -6,6 +6,7 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -211,6 +212,33 @@ def test_a_dot_segment_walks_out_of_no_allowed_storage_location(uri: str) -> Non
     assert f"spec.model.uri: got '{uri}', expected a URI without '.' or '..' segments" in decision.message
     plain = {**model, "uri": "https://models.example.com/prod/fraud..v2/model.tgz"}  # dots inside a name are fine
     assert run(spec(model=plain), policies(policy(allow=allow)), evidence(bundle("release"))).allowed
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://evil.example?.models.example.com/fraud.tgz",
+        "https://evil.example#.models.example.com/fraud.tgz",
+        "https://evil.example:443?.models.example.com/fraud.tgz",
+        "https://x@evil.example?.models.example.com/fraud.tgz",
+    ],
+)
+def test_a_host_that_ends_early_matches_no_glob_over_hosts(uri: str) -> None:
+    """Gates review: ``*`` spanned the ``?`` or ``#`` where every client ends the host, so the regional glob matched
+    and the client would have fetched from evil.example (``tests/integration/attacks/test_gates_review.py``)."""
+    assert urlsplit(uri).hostname == "evil.example"  # what a client fetches from
+    allow = {"storageUris": ["https://*.models.example.com/**"]}
+    model = {"name": "fraud", "uri": uri, "format": "sklearn", "digest": DIGEST}
+    decision = run(spec(model=model), policies(policy(allow=allow)), evidence(bundle("release")))
+    assert not decision.allowed
+    assert f"spec.model.uri: got '{uri}', expected a URI whose host part has no '?', '#' or '@'" in decision.message
+    regional = {**model, "uri": "https://eu.models.example.com/fraud.tgz?version=2#latest"}  # after the host: fine
+    assert run(spec(model=regional), policies(policy(allow=allow)), evidence(bundle("release"))).allowed
+    pinned = {**model, "uri": "oci://eu.models.example.com/fraud@" + DIGEST}  # an OCI digest is after the host
+    oci = policies(policy(allow={"storageUris": ["oci://*.models.example.com/**"]}))
+    assert "allowlist" not in {
+        r.gate for r in run(spec(model=pinned), oci, evidence(bundle("release"))).results if r.outcome == "fail"
+    }
 
 
 def test_an_empty_allow_list_allows_nothing() -> None:

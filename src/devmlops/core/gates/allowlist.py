@@ -4,7 +4,9 @@ A storage URI is matched as written, but fetched as its client reads it: request
 segments (RFC 3986), and servers decode ``%2e`` before they resolve a path, so ``https://host/prod/../staging/m``
 matched ``https://host/prod/**`` and was fetched from ``/staging`` (bytes attack review). A URI with a ``.`` or
 ``..`` segment, written or percent-encoded (its slashes too), or a backslash (a ``/`` to WHATWG parsers) matches
-no allow-list.
+no allow-list. Nor does one whose host part (up to the first ``/``) has a ``?``, ``#`` or ``@``: a client ends the host
+there (or takes what comes before ``@`` as a user), but ``*`` spans it, so ``https://*.models.example.com/**`` matched
+``https://evil.example?.models.example.com/m`` and its client would fetch from ``evil.example`` (gates review).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from devmlops.core.policy import Policy
 __all__ = ["GATE", "check_allowlist"]
 
 GATE = "allowlist"
+_HOST_ENDS = re.compile(r"[?#@]")  # in the host part: a client's host ends there (or is what follows "@")
 _DOT_SEGMENT = re.compile(r"(?:^|/|%2f)(?:\.|%2e){1,2}(?:/|%2f|[?#]|$)", re.IGNORECASE)  # "/" or "%2f" around
 
 
@@ -35,6 +38,14 @@ def check_allowlist(deployment: ModelDeployment, policy: Policy) -> GateResult:
                 f"spec.model.uri: got '{uri}', expected a URI without '.' or '..' segments (written or "
                 f"percent-encoded) or backslashes: its client would fetch another path than {list(allow.storage_uris)}"
                 " allow",
+                "write the storage location in its plain form",
+            )
+        )
+    elif allow.storage_uris is not None and _HOST_ENDS.search(uri.partition("://")[2].partition("/")[0]):
+        problems.append(
+            (
+                f"spec.model.uri: got '{uri}', expected a URI whose host part has no '?', '#' or '@': its client would "
+                f"fetch from another host than {list(allow.storage_uris)} allow",
                 "write the storage location in its plain form",
             )
         )
