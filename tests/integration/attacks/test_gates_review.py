@@ -173,10 +173,7 @@ def spdx2_sbom(name: str, digest: str, license_id: str) -> str:
 
 @pytest.fixture
 def licensed(admin: k8s.ApiClient, stack: DevmlopsStack, enforced_namespace: str, model: SignedModel) -> Iterator[str]:
-    """Signed models, signed SBOMs, and the security team's licence rule in Rego (devmlops.licenses)."""
-    k8s.CoreV1Api(admin).create_namespaced_config_map(
-        enforced_namespace, evidence_config_map("evidence", enforced_namespace, {"model.sig": model.bundle})
-    )
+    """Signed models, signed SBOMs, and the security team's license rule in Rego (devmlops.licenses)."""
     name = f"gates-lic-{enforced_namespace}"[:63]
     body = cluster_policy(
         name,
