@@ -508,6 +508,7 @@ WEBHOOK_NEEDS = [
     ("get", "ipaddresses.networking.k8s.io", ""),  # whose ClusterIP a refused externalIP is
     ("list", "endpointslices.discovery.k8s.io", TEAM),  # slices waiting under a new model's Service names
     ("get", "pods", TEAM),  # the Pod an exec outside enforcement opens: a model's needs a break-glass
+    ("create", "subjectaccessreviews.authorization.k8s.io", ""),  # may an approver act as the requesting account
 ]
 WEBHOOK_MUST_NOT = [
     ("create", "endpointslices.discovery.k8s.io", TEAM),

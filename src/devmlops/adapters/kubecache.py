@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from kubernetes import client as k8s
@@ -44,6 +44,18 @@ def trimmed(obj: dict[str, Any]) -> dict[str, Any]:
     if isinstance(annotations, dict):
         metadata["annotations"] = {k: v for k, v in annotations.items() if not k.startswith(_BOOKKEEPING)}
     return {**obj, "metadata": metadata}
+
+
+# The ways to act as a ServiceAccount of a namespace (group, resource, subresource, verb, for that account by name):
+# impersonate it, mint its token, or run a Pod (or a workload's) that mounts its token, or a token Secret for it.
+_ACTING_AS: tuple[tuple[str, str, str, str, bool], ...] = (
+    ("", "serviceaccounts", "", "impersonate", True),
+    ("", "serviceaccounts", "token", "create", True),
+    ("", "pods", "", "create", False),
+    ("", "secrets", "", "create", False),
+    ("apps", "deployments", "", "create", False),
+    ("batch", "jobs", "", "create", False),
+)
 
 
 class WatchCache:
@@ -263,6 +275,7 @@ class ClusterCaches:
         self._core = core
         self._networking = k8s.NetworkingV1Api(api_client)
         self._discovery = k8s.DiscoveryV1Api(api_client)
+        self._authorization = k8s.AuthorizationV1Api(api_client)
         self._evidence_selector = evidence_selector
 
         def evidence_caches(
@@ -454,6 +467,34 @@ class ClusterCaches:
             lambda: self._core.read_namespaced_pod(name, namespace, _request_timeout=2),
             self._serialize,
         )
+
+    def may_act_as(self, user: str, groups: Sequence[str], namespace: str, account: str) -> str:
+        """How ``user`` (in ``groups``) may act as the ServiceAccount ``account`` of ``namespace``, as the API
+        server's authorizer answers now: the first of ``_ACTING_AS`` it allows ('' for none). One SubjectAccessReview
+        each, only for a new approval of a model a ServiceAccount requested. Unanswered: EvidenceUnavailableError
+        (refused)."""
+        for group, resource, subresource, verb, named in _ACTING_AS:
+            attributes = k8s.V1ResourceAttributes(
+                namespace=namespace,
+                group=group,
+                resource=resource,
+                subresource=subresource or None,
+                verb=verb,
+                name=account if named else None,
+            )
+            spec = k8s.V1SubjectAccessReviewSpec(user=user, groups=list(groups), resource_attributes=attributes)
+            try:
+                answer: Any = self._authorization.create_subject_access_review(
+                    k8s.V1SubjectAccessReview(spec=spec), _request_timeout=2
+                )
+            except ApiException as exc:
+                raise EvidenceUnavailableError(
+                    f"whether {user} may act as ServiceAccount {namespace}/{account} could not be asked ({exc.status})"
+                ) from exc
+            if answer.status is not None and answer.status.allowed:
+                what = f"{resource}/{subresource}" if subresource else resource
+                return f"may {verb} {what}{' ' + account if named else ''} in namespace {namespace}"
+        return ""
 
     def ip_address(self, ip: str) -> Mapping[str, Any] | None:
         """One read of the IPAddress object the API server keeps for an allocated ClusterIP (named by the address;

@@ -32,6 +32,7 @@ __all__ = [
     "groups_value",
     "not_a_second_person",
     "read_groups",
+    "requester_account",
     "review_approval",
 ]
 
@@ -57,6 +58,18 @@ def not_a_second_person(approver: str, requester: str, namespace: str) -> str:
             f"requester {requester!r} among them) can act as: not a second person"
         )
     return ""
+
+
+def requester_account(requester: str) -> tuple[str, str] | None:
+    """The ServiceAccount (namespace, name) a requester is, or None for anyone else. Whoever may act as that account
+    (the built-in edit role of its namespace creates its tokens, impersonates it, and runs Pods and token Secrets as
+    it) may have asked for the model under its name: the webhook asks the API server whether the approver may
+    (``Evidence.approver_acts_as``)."""
+    prefix = "system:serviceaccount:"
+    namespace, _sep, name = requester.removeprefix(prefix).partition(":")
+    if not requester.startswith(prefix) or not namespace or not name or ":" in name:
+        return None
+    return namespace, name
 
 
 def groups_value(groups: Sequence[str]) -> str:
@@ -115,9 +128,11 @@ def review_approval(
     *,
     now: str,
     sbom: SbomSummary | None = None,
+    acts_as: str = "",
 ) -> Decision:
     """``target`` is the ModelDeployment named by the approval; ``policies`` those that select it; ``sbom`` its SBOM
-    (for its effective tier); ``now`` RFC 3339."""
+    (for its effective tier); ``now`` RFC 3339; ``acts_as`` how the approver may act as the ServiceAccount that
+    requested the target ('' when they may not, or no ServiceAccount did)."""
     approver = request.username
     if request.operation == "UPDATE":
         return _review_update(request)
@@ -162,6 +177,12 @@ def review_approval(
     second = not_a_second_person(approver, requester, request.namespace)
     if second:
         return _fail(f"{second}; a second person must approve (four eyes)", "ask an approver named by the policy")
+    if acts_as:
+        return _fail(
+            f"{approver!r} can act as the requester {requester!r} ({acts_as}), so may have asked for the model under "
+            "its name: not a second person; a second person must approve (four eyes)",
+            "ask an approver named by the policy who cannot act as that ServiceAccount",
+        )
     tier = effective_tier(target, policies, sbom)
     if not [p for p in policies if approval_required(p, tier)]:
         return _fail(

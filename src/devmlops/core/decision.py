@@ -161,7 +161,14 @@ def _decide(
         selecting = select_policies(
             policies, namespace=request.namespace, namespace_labels=evidence.namespace_labels, model_name=model_name
         )
-        return review_approval(request, evidence.target, selecting, now=evidence.now, sbom=evidence.sbom_summary)
+        return review_approval(
+            request,
+            evidence.target,
+            selecting,
+            now=evidence.now,
+            sbom=evidence.sbom_summary,
+            acts_as=evidence.approver_acts_as,
+        )
     if kind != MODEL_DEPLOYMENT:
         name = f"{request.kind.kind}.{request.kind.group or 'core'}"
         return _single(

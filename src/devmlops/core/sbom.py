@@ -57,3 +57,11 @@ class SbomSummary:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", tuple(c for c in self.components if c.is_model))
+
+    @property
+    def model_candidates(self) -> tuple[SbomComponent, ...]:
+        """The components that may describe the model: its machine-learning-model components, or, in an SPDX document
+        without any (SPDX 2 has no AI profile), every package and file. The sbom gate binds the signed model to one of
+        them, and the Rego input lists the same ones as ``sbom.models``: a package the gate bound but Rego never saw
+        carried a license the security team's package denies past it (gates review)."""
+        return self.models if self.models or self.format != "spdx" else self.components

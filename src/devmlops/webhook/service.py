@@ -19,12 +19,14 @@ from devmlops.core.addresses import (
     sliced_services,
     waiting_slices,
 )
+from devmlops.core.approvalreview import requester_account
 from devmlops.core.attestation import VerifiedAttestation
 from devmlops.core.baseline import evaluation_authorities, monitors_drift, signed_baseline
 from devmlops.core.decision import MODEL_APPROVAL, MODEL_DEPLOYMENT, decide, resource_of, select_policies
 from devmlops.core.evidence import DEFAULT_SERVER_IMAGES, ApprovalState, Chain, Evidence, Identities, SignedImages
 from devmlops.core.exemptions import BreakGlass, Exemption, pod_images
 from devmlops.core.gates.compliance import EffectiveTier, effective_tier
+from devmlops.core.gates.requester import REQUESTED_BY
 from devmlops.core.guard import tightest
 from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.model import Decision
@@ -105,6 +107,8 @@ class ClusterLookup(DocumentLookup, Protocol):
     def endpoint_slices(self, namespace: str, service: str) -> Sequence[Mapping[str, Any]]: ...
 
     def pod(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+    def may_act_as(self, user: str, groups: Sequence[str], namespace: str, account: str) -> str: ...
 
 
 # The owners a model server's chain may pass through, and where the webhook finds them: (group, kind) -> resource.
@@ -206,7 +210,13 @@ class AdmissionService:
                 resolve_evidence(target, self._lookup, self._registry, **self._images()) if target is not None else None
             )
             summary = found.sbom_summary if found is not None else None
-            return Evidence(target=target, sbom_summary=summary, namespace_labels=labels, now=stamp)
+            return Evidence(
+                target=target,
+                sbom_summary=summary,
+                namespace_labels=labels,
+                now=stamp,
+                approver_acts_as=self._acts_as_requester(request, target),
+            )
         return Evidence(namespace_labels=labels, now=stamp)
 
     def stamp(self, request: AdmissionRequest) -> list[dict[str, Any]]:
@@ -259,6 +269,15 @@ class AdmissionService:
         if target is None:
             return None
         return {**target, "metadata": {**(target.get("metadata") or {}), "namespace": request.namespace}}
+
+    def _acts_as_requester(self, request: AdmissionRequest, target: Mapping[str, Any] | None) -> str:
+        """For a new approval of a model a ServiceAccount requested: how the approver may act as that account, as the
+        API server's authorizer answers now ('' when they may not). Every editor of its namespace may (tokens,
+        impersonation, Pods and token Secrets), so such an editor may have asked for the model under its name."""
+        if request.operation != "CREATE" or target is None:
+            return ""
+        account = requester_account(str(((target.get("metadata") or {}).get("annotations") or {}).get(REQUESTED_BY)))
+        return self._lookup.may_act_as(request.username, request.groups, *account) if account else ""
 
     def _model_evidence(self, model: Mapping[str, Any], clock: dt.datetime, **fields: Any) -> Evidence:
         """A ModelDeployment's documents and its valid approval, for admission and for the serving stage: the

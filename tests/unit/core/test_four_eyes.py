@@ -17,6 +17,7 @@ from devmlops.core.approvalreview import (
     APPROVED_UID,
     APPROVER_GROUPS,
     read_groups,
+    requester_account,
     review_approval,
 )
 from devmlops.core.evidence import ApprovalState, Evidence
@@ -278,3 +279,36 @@ def test_an_approval_naming_the_generation_it_read_is_refused_once_the_model_cha
     assert "spec.generation: got 3, but ModelDeployment fraud is at generation 4" in refused.message
     request.object["spec"]["generation"] = 4
     assert review_approval(request, changed, [POLICY], now=NOW).allowed
+
+
+@pytest.mark.parametrize(
+    ("requester", "account"),
+    [
+        ("system:serviceaccount:ml:release-bot", ("ml", "release-bot")),
+        ("system:serviceaccount:ci:deployer", ("ci", "deployer")),
+        ("alice", None),
+        ("system:serviceaccount:ml", None),
+        ("system:serviceaccount::bot", None),
+        ("system:serviceaccounts:ml", None),  # a group's name, never a user's
+        ("", None),
+    ],
+)
+def test_the_requester_account_is_read_from_a_service_accounts_username_only(
+    requester: str, account: tuple[str, str] | None
+) -> None:
+    assert requester_account(requester) == account
+
+
+def test_an_approver_who_can_act_as_the_requesting_service_account_is_no_second_person() -> None:
+    """A model the release bot (a ServiceAccount) requested may have been asked for by anyone who can act as the bot:
+    the webhook asks the API server (``acts_as``) and the review refuses that approver, naming how; an approver who
+    cannot act as it approves as before."""
+    bot = "system:serviceaccount:ml:release-bot"
+    target = model(requester=bot)
+    request = stamped(approval_request("mallory", ("approvers",)), target)
+    how = "may create pods in namespace ml"
+    refused = review_approval(request, target, [POLICY], now=NOW, acts_as=how)
+    assert not refused.allowed
+    assert f"'mallory' can act as the requester {bot!r} ({how})" in refused.message
+    assert "not a second person" in refused.message
+    assert review_approval(request, target, [POLICY], now=NOW).allowed

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from devmlops.core.decision import decide
 from devmlops.core.evidence import Document, Evidence
 from devmlops.core.policy import PolicySet, compile_policy
+from devmlops.core.ports import RegoVerdict
 from devmlops.core.review import AdmissionRequest, GroupVersionKind
 from devmlops.core.sbom import SbomComponent, SbomSummary
 from tests.unit.core.fakes import DIGEST, FILE_DIGEST, FakeVerifier, bundle
@@ -235,6 +238,33 @@ def test_a_variable_reference_walks_out_of_no_allowed_storage_location(uri: str)
     assert run(spec(model=model), policies(unlisted), evidence(bundle("release"))).allowed
 
 
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://evil.example?.models.example.com/fraud.tgz",
+        "https://evil.example#.models.example.com/fraud.tgz",
+        "https://evil.example:443?.models.example.com/fraud.tgz",
+        "https://x@evil.example?.models.example.com/fraud.tgz",
+    ],
+)
+def test_a_host_that_ends_early_matches_no_glob_over_hosts(uri: str) -> None:
+    """Gates review: ``*`` spanned the ``?`` or ``#`` where every client ends the host, so the regional glob matched
+    and the client would have fetched from evil.example (``tests/integration/attacks/test_gates_review.py``)."""
+    assert urlsplit(uri).hostname == "evil.example"  # what a client fetches from
+    allow = {"storageUris": ["https://*.models.example.com/**"]}
+    model = {"name": "fraud", "uri": uri, "format": "sklearn", "digest": DIGEST}
+    decision = run(spec(model=model), policies(policy(allow=allow)), evidence(bundle("release")))
+    assert not decision.allowed
+    assert f"spec.model.uri: got '{uri}', expected a URI whose host part has no '?', '#' or '@'" in decision.message
+    regional = {**model, "uri": "https://eu.models.example.com/fraud.tgz?version=2#latest"}  # after the host: fine
+    assert run(spec(model=regional), policies(policy(allow=allow)), evidence(bundle("release"))).allowed
+    pinned = {**model, "uri": "oci://eu.models.example.com/fraud@" + DIGEST}  # an OCI digest is after the host
+    oci = policies(policy(allow={"storageUris": ["oci://*.models.example.com/**"]}))
+    assert "allowlist" not in {
+        r.gate for r in run(spec(model=pinned), oci, evidence(bundle("release"))).results if r.outcome == "fail"
+    }
+
+
 def test_an_empty_allow_list_allows_nothing() -> None:
     assert not run(spec(), policies(policy(allow={"storageUris": []})), evidence(bundle("release"))).allowed
 
@@ -324,6 +354,40 @@ def test_an_sbom_format_the_policy_does_not_accept_is_denied() -> None:
 def test_spdx_2_documents_bind_through_any_component_because_spdx_2_has_no_ai_profile() -> None:
     file = SbomComponent(name="weights.bin", kind="file", hashes=(("sha256", FILE_DIGEST[7:]),))
     assert run(spec(), sbom_policy(), sbom_evidence(summary(file, fmt="spdx"))).allowed
+
+
+class RecordingEngine:
+    """An OPA that denies nothing and keeps the input documents it was given."""
+
+    def __init__(self) -> None:
+        self.inputs: list[Mapping[str, Any]] = []
+
+    def evaluate(self, package: str, document: Mapping[str, Any]) -> RegoVerdict:
+        self.inputs.append(document)
+        return RegoVerdict()
+
+
+@pytest.mark.parametrize("kind", ["package", "file"])
+def test_rego_sees_the_spdx_2_components_the_sbom_gate_binds_as_the_model(kind: str) -> None:
+    """SPDX 2 has no AI profile, so the sbom gate binds the model through any package or file: the Rego input lists
+    the same ones as sbom.models, licenses included (before: none, so a license rule in Rego never saw the SPDX 2
+    package the gate had bound, and admitted its denied license)."""
+    package = SbomComponent(name="fraud", kind=kind, hashes=(("sha256", DIGEST[7:]),), licenses=("AGPL-3.0-only",))
+    engine = RecordingEngine()
+    pset = policies(policy(sbom={"required": True}, rego={"packages": ["devmlops.licenses"]}))
+    decision = decide(request(spec()), pset, sbom_evidence(summary(package, fmt="spdx")), FakeVerifier(), engine)
+    assert decision.allowed, decision.message  # the recording engine denies nothing; the gate bound the package
+    (document,) = engine.inputs
+    assert [(m["name"], m["licenses"]) for m in document["sbom"]["models"]] == [("fraud", ["AGPL-3.0-only"])]
+
+
+def test_a_cyclonedx_sbom_gives_rego_its_model_components_only() -> None:
+    library = SbomComponent(name="numpy", kind="library", licenses=("BSD-3-Clause",))
+    engine = RecordingEngine()
+    pset = policies(policy(sbom={"required": True}, rego={"packages": ["devmlops.licenses"]}))
+    evidence_ = sbom_evidence(summary(model_component(licenses=("MIT",)), library))
+    assert decide(request(spec()), pset, evidence_, FakeVerifier(), engine).allowed
+    assert [m["name"] for m in engine.inputs[0]["sbom"]["models"]] == ["fraud"]
 
 
 def test_a_required_sbom_signature_must_verify() -> None:

@@ -8,7 +8,10 @@ no allow-list. Nor does one with ``$(`` or ``$$``: the URI is an argument of the
 the kubelet expands ``$(NAME)`` there from the container's environment (``$$`` to ``$``) before the initializer reads
 it; that environment holds ``DEVMLOPS_REGISTRY_AUTH`` from a Secret the namespace's editors write (core/render.py), so
 ``https://host/prod/$(DEVMLOPS_REGISTRY_AUTH)`` matched ``https://host/prod/**`` and was fetched from wherever the
-Secret pointed (pods review).
+Secret pointed (pods review). Nor does one whose host part (up to the first ``/``) has a ``?``, ``#`` or ``@``: a
+client ends the host there (or takes what comes before ``@`` as a user), but ``*`` spans it, so
+``https://*.models.example.com/**`` matched ``https://evil.example?.models.example.com/m`` and its client would fetch
+from ``evil.example`` (gates review).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from devmlops.core.policy import Policy
 __all__ = ["GATE", "check_allowlist"]
 
 GATE = "allowlist"
+_HOST_ENDS = re.compile(r"[?#@]")  # in the host part: a client's host ends there (or is what follows "@")
 _DOT_SEGMENT = re.compile(r"(?:^|/|%2f)(?:\.|%2e){1,2}(?:/|%2f|[?#]|$)", re.IGNORECASE)  # "/" or "%2f" around
 _EXPANDED = ("$(", "$$")  # what the kubelet rewrites in a container's args (a variable reference, an escaped "$")
 
@@ -51,6 +55,14 @@ def check_allowlist(deployment: ModelDeployment, policy: Policy) -> GateResult:
                 f"storage initializer's arguments from its environment, so its client would fetch another location "
                 f"than {list(allow.storage_uris)} allow",
                 "write the storage location in its plain form (percent-encode a '$' it really contains: %24)",
+            )
+        )
+    elif allow.storage_uris is not None and _HOST_ENDS.search(uri.partition("://")[2].partition("/")[0]):
+        problems.append(
+            (
+                f"spec.model.uri: got '{uri}', expected a URI whose host part has no '?', '#' or '@': its client would "
+                f"fetch from another host than {list(allow.storage_uris)} allow",
+                "write the storage location in its plain form",
             )
         )
     elif allow.storage_uris is not None and matching_glob(allow.storage_uris, uri) is None:

@@ -79,7 +79,7 @@ def rego_input(
                         "modelCardFields": sorted(c.model_card_fields),
                         "risk": c.risk,
                     }
-                    for c in summary.models
+                    for c in summary.model_candidates  # as the sbom gate binds them (SPDX 2: packages and files)
                 ],
             }
             if summary

@@ -13,7 +13,7 @@ from devmlops.core.gates import policy_result
 from devmlops.core.model import GateResult
 from devmlops.core.policy import Policy
 from devmlops.core.ports import SignatureVerifier, SignedModel, VerificationFailed, VerificationUnavailable
-from devmlops.core.sbom import SbomComponent, SbomSummary
+from devmlops.core.sbom import SbomSummary
 
 __all__ = ["GATE", "check_sbom", "license_terms"]
 
@@ -60,15 +60,10 @@ def check_sbom(
     return result("pass", f"{summary.format} {summary.spec_version} SBOM valid ({models}){signature_note}")
 
 
-def _model_components(summary: SbomSummary) -> tuple[SbomComponent, ...]:
-    # SPDX 2.x has no AI profile: any package or file may be the model.
-    return summary.models if summary.models or summary.format != "spdx" else summary.components
-
-
 def _binding_failure(summary: SbomSummary, signed: SignedModel | None, policy: Policy) -> tuple[str, str] | None:
     if not policy.sbom.bind_to_digest:
         return None
-    candidates = _model_components(summary)
+    candidates = summary.model_candidates
     if not candidates:
         return "SBOM has no machine-learning-model component to bind to the signed model", "describe the model"
     if signed is None:
@@ -111,7 +106,7 @@ def _content_failure(summary: SbomSummary, policy: Policy) -> tuple[str, str] | 
                 )
     required = policy.sbom.required_model_card_fields
     if required:
-        for model in _model_components(summary) or (None,):
+        for model in summary.model_candidates or (None,):
             present = model.model_card_fields if model else frozenset()
             missing = [f for f in required if f not in present]
             if missing:
