@@ -379,6 +379,9 @@ def initializer_changes() -> Iterator[dict[str, Any]]:
     yield kserve_pod(env=[plan_entry, {"name": REGISTRY_AUTH_ENV, "value": '{"auths": {}}'}])  # literal credentials
     yield kserve_pod(envFrom=[{"secretRef": {"name": "admins-registry-auth"}}])
     yield kserve_pod(command=["python", "-c", "print('no verification')"])
+    # A ConfigMap mounted where a ServiceAccount's serving.kserve.io/s3-cabundle annotation says: the site-packages.
+    site_packages = {"name": "cabundle-cert", "mountPath": "/opt/devmlops/lib/python3.11/site-packages"}
+    yield kserve_pod(volumeMounts=[{"name": "kserve-provision-location", "mountPath": "/mnt/models"}, site_packages])
     yield kserve_pod(command=None)  # the image's entrypoint, whatever it is
     other_field = copy.deepcopy(plan_entry)  # the plan from another annotation mallory's Pod carries
     other_field["valueFrom"]["fieldRef"]["fieldPath"] = "metadata.annotations['mallory/plan']"

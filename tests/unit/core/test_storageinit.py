@@ -1,0 +1,57 @@
+"""Where a KServe predictor Pod's storage initializer may mount volumes: only where KServe and the API server put
+them (core/storageinit.py), never where a namespace editor's ServiceAccount or Secret annotation says."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from devmlops.core.storageinit import INITIALIZER_MOUNT_PATHS, initializer_run_problems
+
+ROOT = Path(__file__).resolve().parents[3]
+INITIALIZER = yaml.safe_load((ROOT / "config" / "kserve" / "devmlops-storage-container.yaml").read_text())["spec"][
+    "container"
+]
+
+
+def initializer(*mounts: dict[str, Any]) -> dict[str, Any]:
+    """config/kserve's storage initializer as KServe makes it, with ``mounts``."""
+    made = copy.deepcopy(INITIALIZER)
+    made["volumeMounts"] = list(mounts)
+    return made
+
+
+def test_the_mounts_kserve_and_the_api_server_make_pass() -> None:
+    """The model folder, the service account token, KServe's default CA bundle folder (e2e mounts the model store's
+    CA there), the GCS and HDFS credential folders."""
+    mounts = [{"name": f"v{i}", "mountPath": path} for i, path in enumerate(sorted(INITIALIZER_MOUNT_PATHS))]
+    assert initializer_run_problems(initializer(*mounts)) == []
+    assert initializer_run_problems(initializer()) == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/opt/devmlops/lib/python3.11/site-packages",  # a .pth file there runs at interpreter start
+        "/opt/devmlops/bin",  # the devmlops entrypoint's folder, first on sys.path
+        "/tmp/.aws",  # HOME=/tmp: a config with credential_process runs a program
+        "/etc/ssl/custom-certs/../../../opt/devmlops",
+        "/mnt/models/",  # not the path KServe writes
+    ],
+)
+def test_a_mount_anywhere_else_is_refused_naming_the_path(path: str) -> None:
+    problems = initializer_run_problems(
+        initializer({"name": "kserve-provision-location", "mountPath": "/mnt/models"}, {"name": "x", "mountPath": path})
+    )
+    assert len(problems) == 1
+    assert f"volumeMounts at [{path!r}]" in problems[0]
+
+
+def test_mounts_of_the_wrong_shape_are_refused() -> None:
+    """The API server has validated the types; a review that carries something else still fails closed."""
+    assert initializer_run_problems(initializer({"name": "x"}))  # no mountPath
+    assert initializer_run_problems(initializer("not a mount"))  # type: ignore[arg-type]
