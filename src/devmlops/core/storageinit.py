@@ -13,13 +13,19 @@ webhook mounts the CA bundle ConfigMap that a ServiceAccount's or Secret's ``ser
 names at the directory of its ``serving.kserve.io/s3-cabundle`` path, both the namespace editor's to write, and her
 ConfigMap over the initializer's site-packages is a ``.pth`` file that Python runs in the process that verifies the
 bytes, before it verifies anything (found in the KServe attack review).
+
+The same annotations (``serving.kserve.io/s3-endpoint``) choose the S3 endpoint that answers for an ``s3://``
+bucket, which ``allow.storageUris`` binds only by its name: an initializer may carry an endpoint (``S3_ENDPOINT``,
+``AWS_ENDPOINT_URL``) only where every ClusterModelPolicy that selects the model allows it (``allow.s3Endpoints``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from devmlops.core.globs import matching_glob
 from devmlops.core.plan import ENV_PLAN
 from devmlops.core.podspec import items, mapping
 from devmlops.core.render import (
@@ -30,7 +36,18 @@ from devmlops.core.render import (
     registry_auth_env,
 )
 
-__all__ = ["INITIALIZER_MOUNT_PATHS", "initializer_env", "initializer_run_problems"]
+__all__ = [
+    "ENDPOINT_ENV",
+    "INITIALIZER_MOUNT_PATHS",
+    "endpoint_problems",
+    "initializer_env",
+    "initializer_run_problems",
+]
+
+# What KServe's credential builder (v0.16) sets from a ServiceAccount's or Secret's serving.kserve.io/s3-endpoint:
+# the endpoint as written (host[:port]), and as a URL (with https://, or http:// under s3-usehttps "0").
+ENDPOINT_ENV = ("S3_ENDPOINT", "AWS_ENDPOINT_URL")
+_HOST_PORT = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?")
 
 # The paths KServe (v0.16) and the API server mount volumes at in a storage initializer, none chosen in the model's
 # namespace: the model folder, the service account token, KServe's default caBundleVolumeMountPath (a cluster that
@@ -85,6 +102,34 @@ def initializer_run_problems(container: Mapping[str, Any]) -> list[str]:
             "a ServiceAccount's or Secret's serving.kserve.io/s3-cabundle annotations choose where KServe mounts a "
             "ConfigMap, and over the initializer's own code it runs before the bytes are verified"
         )
+    return problems
+
+
+def endpoint_problems(container: Mapping[str, Any], allow_lists: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
+    """Why the S3 endpoint ``container`` (a KServe Pod's storage-initializer) is given is not one that every
+    ClusterModelPolicy selecting the model allows: ``allow_lists`` are (policy, ``allow.s3Endpoints``) for each. An
+    endpoint from anywhere but a literal value is refused: it cannot be judged."""
+    problems = []
+    for entry in items(container.get("env")):
+        name = mapping(entry).get("name")
+        if name not in ENDPOINT_ENV:
+            continue
+        value = mapping(entry).get("value")
+        if not isinstance(value, str) or mapping(entry).get("valueFrom") is not None:
+            problems.append(f"storage-initializer env {name}: {dict(mapping(entry))!r}, expected a literal endpoint")
+            continue
+        endpoint = value.removeprefix("https://").removeprefix("http://")
+        if not _HOST_PORT.fullmatch(endpoint):
+            # A glob cannot judge a URL's other parts: "minio.*" matched "minio.svc@mallory.example.com".
+            problems.append(f"storage-initializer env {name}: {value!r}, expected an S3 endpoint host[:port]")
+            continue
+        refusing = [policy for policy, globs in allow_lists if matching_glob(globs, endpoint) is None]
+        if refusing or not allow_lists:
+            problems.append(
+                f"storage-initializer env {name}: S3 endpoint {endpoint!r} is allowed by no spec.allow.s3Endpoints of "
+                f"{', '.join(refusing) or 'a ClusterModelPolicy selecting the model'} (a ServiceAccount's or Secret's "
+                "serving.kserve.io/s3-endpoint chooses who answers for the model's bucket)"
+            )
     return problems
 
 

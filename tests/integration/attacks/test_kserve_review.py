@@ -25,7 +25,17 @@ from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.kube import api_client
 from devmlops.harness.controlplane import ControlPlane
-from tests.integration.attacks.conftest import ATTACKER, KServePods, admitted, as_dict, denied, why_not
+from tests.integration.attacks.conftest import (
+    ATTACKER,
+    KServePods,
+    admitted,
+    as_dict,
+    denied,
+    policy_name,
+    wait_until_allowed,
+    why_not,
+)
+from tests.integration.support import GROUP, VERSION
 
 # Where the devmlops image's interpreter imports from (Dockerfile: a venv at /opt/devmlops on python:3.11): a
 # ConfigMap mounted here is the initializer's site-packages, and site.py runs every ``import`` line of its .pth files.
@@ -34,15 +44,34 @@ PAYLOAD = "import os; os.write(2, b'mallory runs here first\\n')\n"
 REPLICASET_CONTROLLER = "system:serviceaccount:kube-system:replicaset-controller"
 
 
-def _as_kserve_mounts_it(made: dict[str, Any], config_map: str, directory: str) -> dict[str, Any]:
-    """A stored predictor Pod as new, and as KServe's Pod webhook (v0.20.0) makes it for a ServiceAccount annotated
-    with ``s3-cabundle-configmap: <config_map>`` and ``s3-cabundle: <directory>/ca.pem``."""
+def _as_new(made: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A stored predictor Pod as the ReplicaSet controller would create it again, and its storage initializer."""
     metadata = {k: copy.deepcopy(made["metadata"][k]) for k in ("labels", "annotations", "ownerReferences")}
     metadata["name"] = made["metadata"]["name"] + "-again"
     spec = copy.deepcopy(made["spec"])
     spec.pop("nodeName", None)
-    spec["volumes"] = [*spec.get("volumes", []), {"name": "cabundle-cert", "configMap": {"name": config_map}}]
     (initializer,) = [c for c in spec["initContainers"] if c["name"] == "storage-initializer"]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}, initializer
+
+
+def _with_endpoint(made: dict[str, Any], endpoint: str) -> dict[str, Any]:
+    """A stored predictor Pod as new, and as KServe's Pod webhook (v0.20.0) makes it for a ServiceAccount annotated
+    with ``eks.amazonaws.com/role-arn`` and ``serving.kserve.io/s3-endpoint: <endpoint>``."""
+    pod, initializer = _as_new(made)
+    initializer["env"] = [
+        *initializer.get("env", []),
+        {"name": "S3_ENDPOINT", "value": endpoint},
+        {"name": "AWS_ENDPOINT_URL", "value": f"https://{endpoint}"},
+    ]
+    return pod
+
+
+def _as_kserve_mounts_it(made: dict[str, Any], config_map: str, directory: str) -> dict[str, Any]:
+    """A stored predictor Pod as new, and as KServe's Pod webhook (v0.20.0) makes it for a ServiceAccount annotated
+    with ``s3-cabundle-configmap: <config_map>`` and ``s3-cabundle: <directory>/ca.pem``."""
+    pod, initializer = _as_new(made)
+    spec = pod["spec"]
+    spec["volumes"] = [*spec.get("volumes", []), {"name": "cabundle-cert", "configMap": {"name": config_map}}]
     initializer["env"] = [
         *initializer.get("env", []),
         {"name": "AWS_CA_BUNDLE_CONFIGMAP", "value": config_map},
@@ -52,7 +81,7 @@ def _as_kserve_mounts_it(made: dict[str, Any], config_map: str, directory: str) 
     ]
     mount = {"name": "cabundle-cert", "mountPath": directory, "readOnly": True}
     initializer["volumeMounts"] = [*initializer.get("volumeMounts", []), mount]
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+    return pod
 
 
 def test_a_predictor_pod_whose_storage_initializer_mounts_a_config_map_over_its_code_is_denied(
@@ -73,6 +102,29 @@ def test_a_predictor_pod_whose_storage_initializer_mounts_a_config_map_over_its_
         admitted(core.create_namespaced_pod, namespace, control, dry_run="All")
         message = denied(core.create_namespaced_pod, namespace, again, dry_run="All")
     assert SITE_PACKAGES in message, message
+
+
+def test_an_s3_endpoint_is_given_to_the_storage_initializer_only_where_a_cluster_policy_allows_it(
+    admin: k8s.ApiClient, control_plane: ControlPlane, kserve_pods: KServePods
+) -> None:
+    """The residual of the bytes review: mallory's ``serving.kserve.io/s3-endpoint`` on the ServiceAccount chose who
+    answers for the model's ``s3://`` bucket (``allow.storageUris`` binds only its name). Her endpoint is refused; the
+    one the cluster admin then allows in the ClusterModelPolicy is admitted, and hers still is not."""
+    namespace = kserve_pods.served.namespace
+    made = kserve_pods.pods[0]
+    with api_client(control_plane.kubeconfig("admin")) as client:
+        client.set_default_header("Impersonate-User", REPLICASET_CONTROLLER)
+        create = k8s.CoreV1Api(client).create_namespaced_pod
+        message = denied(create, namespace, _with_endpoint(made, "mallory.example.com"), dry_run="All")
+        assert "mallory.example.com" in message, message
+        allowing = {"spec": {"allow": {"s3Endpoints": ["minio.models.svc:9000"]}}}
+        policies = k8s.CustomObjectsApi(admin)
+        policies.patch_cluster_custom_object(GROUP, VERSION, "clustermodelpolicies", policy_name(namespace), allowing)
+        wait_until_allowed(
+            lambda: create(namespace, _with_endpoint(made, "minio.models.svc:9000"), dry_run="All"),
+            what="a predictor Pod whose initializer is given the S3 endpoint the policy allows",
+        )
+        denied(create, namespace, _with_endpoint(made, "mallory.example.com"), dry_run="All")
 
 
 def _grant_service_accounts(admin: k8s.ApiClient, namespace: str) -> None:

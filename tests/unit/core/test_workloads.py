@@ -326,14 +326,14 @@ def kserve_pod(
     }
 
 
-def kserve_pod_chain() -> Chain:
+def kserve_pod_chain(**more: Any) -> Chain:
     deployment = kserve_deployment()
     replica_set = {
         "kind": "ReplicaSet",
         "metadata": {"name": "rs"},
         "spec": {"template": deployment["spec"]["template"]},
     }
-    return chain_of(model(), replica_set, deployment, isvc_hop())
+    return chain_of(model(), replica_set, deployment, isvc_hop(), **more)
 
 
 def test_a_kserve_pod_passes_only_with_devmlops_storage_initializer_and_the_derived_plan() -> None:
@@ -428,6 +428,33 @@ def test_a_kserve_pod_whose_initializer_has_no_registry_credentials_entry_passes
         now=NOW,
     )
     assert decision.allowed, decision.message
+
+
+def test_a_kserve_pods_initializer_is_given_an_s3_endpoint_only_where_every_cluster_policy_allows_it() -> None:
+    """KServe's Pod webhook sets the endpoint from a ServiceAccount's or Secret's serving.kserve.io/s3-endpoint,
+    which the namespace's editors write: it decides who answers for the model's bucket."""
+    endpoint = [{"name": "S3_ENDPOINT", "value": "minio.models.svc:9000"}]
+    env = [
+        *copy.deepcopy(INITIALIZER["env"]),
+        *endpoint,
+        {"name": "AWS_ENDPOINT_URL", "value": "http://minio.models.svc:9000"},
+    ]
+
+    def decided(**chain: Any) -> Decision:
+        return review_serving(
+            request(kserve_pod(env=env), resource="pods", user=IDS.controllers[1]),
+            evidence(chain=kserve_pod_chain(**chain), labels=ENFORCED),
+            now=NOW,
+        )
+
+    refused = decided()
+    assert not refused.allowed
+    assert "S3 endpoint 'minio.models.svc:9000' is allowed by no spec.allow.s3Endpoints" in refused.message
+    one_of_two = decided(s3_endpoint_allow_lists=(("eu", ("minio.models.svc:*",)), ("team-a", ("s3.example.com",))))
+    assert not one_of_two.allowed
+    assert "of team-a" in one_of_two.message
+    allowed = decided(s3_endpoint_allow_lists=(("eu", ("minio.models.svc:*",)),))
+    assert allowed.allowed, allowed.message
 
 
 EXEMPTION = compile_exemption(
