@@ -211,6 +211,28 @@ def test_a_dot_segment_walks_out_of_no_allowed_storage_location(uri: str) -> Non
     assert run(spec(model=plain), policies(policy(allow=allow)), evidence(bundle("release"))).allowed
 
 
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://models.example.com/prod/$(DEVMLOPS_REGISTRY_AUTH)",
+        "https://models.example.com/prod/$(S3_ENDPOINT)/fraud.tgz",
+        "https://models.example.com/prod/$$(HOME)/fraud.tgz",
+        "s3://models-prod/$(AWS_CA_BUNDLE)",
+    ],
+)
+def test_a_uri_the_kubelet_expands_matches_no_allowed_storage_location(uri: str) -> None:
+    """KServe attack review: the URI is the storage initializer's argument, and the kubelet expands $(VAR) there from
+    the container's environment (the team's registry Secret is in it), so the glob judged another path than the one
+    fetched (``tests/integration/attacks/test_kserve_review.py``)."""
+    allow = {"storageUris": ["https://models.example.com/prod/**", "s3://models-prod/**"]}
+    model = {"name": "fraud", "uri": uri, "format": "sklearn", "digest": DIGEST}
+    decision = run(spec(model=model), policies(policy(allow=allow)), evidence(bundle("release")))
+    assert not decision.allowed
+    assert f"spec.model.uri: got '{uri}', expected a URI without '$'" in decision.message
+    unbound = run(spec(model=model), policies(policy()), evidence(bundle("release")))
+    assert unbound.allowed, unbound.message  # no allow-list binds the location: nothing to walk out of
+
+
 def test_an_empty_allow_list_allows_nothing() -> None:
     assert not run(spec(), policies(policy(allow={"storageUris": []})), evidence(bundle("release"))).allowed
 

@@ -4,7 +4,10 @@ A storage URI is matched as written, but fetched as its client reads it: request
 segments (RFC 3986), and servers decode ``%2e`` before they resolve a path, so ``https://host/prod/../staging/m``
 matched ``https://host/prod/**`` and was fetched from ``/staging`` (bytes attack review). A URI with a ``.`` or
 ``..`` segment, written or percent-encoded (its slashes too), or a backslash (a ``/`` to WHATWG parsers) matches
-no allow-list.
+no allow-list. Nor does one with a ``$``: the URI is an argument of the storage initializer (KServe's, Triton's
+verifier), and the kubelet expands ``$(VAR)`` in arguments from the container's environment, the team's registry
+Secret among it (and ``$$`` to ``$``), so ``.../prod/$(DEVMLOPS_REGISTRY_AUTH)`` was fetched from wherever that Secret
+said (KServe attack review).
 """
 
 from __future__ import annotations
@@ -29,7 +32,16 @@ def check_allowlist(deployment: ModelDeployment, policy: Policy) -> GateResult:
     uri, kind, image, fmt = model.uri, runtime.kind, runtime.image or "", model.format or ""
     problems: list[tuple[str, str]] = []
     walks = _DOT_SEGMENT.search(uri.partition("://")[2]) is not None or "\\" in uri or "%5c" in uri.lower()
-    if allow.storage_uris is not None and walks:
+    if allow.storage_uris is not None and "$" in uri:
+        problems.append(
+            (
+                f"spec.model.uri: got '{uri}', expected a URI without '$': it is the storage initializer's argument, "
+                "where Kubernetes expands $(VAR) from the container's environment, so it would fetch another path "
+                f"than {list(allow.storage_uris)} allow",
+                "write the storage location in its plain form (percent-encode a '$' in it as %24)",
+            )
+        )
+    elif allow.storage_uris is not None and walks:
         problems.append(
             (
                 f"spec.model.uri: got '{uri}', expected a URI without '.' or '..' segments (written or "
