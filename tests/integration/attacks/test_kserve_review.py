@@ -9,8 +9,10 @@ is code that Python runs in the very process that verifies the model's bytes, be
 
 KServe v0.16.0 (the stack's) merges devmlops's ClusterStorageContainer into such an initializer wrongly (its issue
 #5516, fixed in v0.20.0): the merged environment entries carry both ``value`` and ``valueFrom``, and the API server
-refuses the Pod. So the first test writes the Pod as a later KServe makes it, as the trusted ReplicaSet controller
-(what devmlops admits is the question); the second goes through the real KServe, whichever refuses it.
+refuses the Pod. So the first two tests write the Pod as a later KServe makes it, as the trusted ReplicaSet controller
+(what devmlops admits is the question): the ConfigMap over site-packages, and the S3 endpoint (``s3-endpoint``), which
+answers for a bucket that ``allow.storageUris`` binds only by name. The third goes through the real KServe, whichever
+refuses it. The last is the model's URI itself: the storage initializer's argument, which the kubelet expands.
 """
 
 from __future__ import annotations
