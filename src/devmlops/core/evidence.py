@@ -138,6 +138,8 @@ class Chain:
     baseline_json: str = ""  # the signed drift baseline derived again (core/baseline.py): the guard's must be it
     stable_baseline_json: str = ""  # the same for a gated rollout's stable version
     image_allow_lists: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # The S3 endpoints each ClusterModelPolicy selecting the model allows its storage initializer (core/storageinit.py).
+    s3_endpoint_allow_lists: tuple[tuple[str, tuple[str, ...]], ...] = ()
     signed_images: SignedImages = field(default_factory=SignedImages)  # of KServe's predictor Deployment under review
 
 

@@ -407,6 +407,7 @@ class AllowSpec(_Spec):
     runtimes: list[Literal["kserve", "triton"]] | None = None
     images: list[StrictStr] | None = None
     formats: list[StrictStr] | None = None
+    s3_endpoints: list[StrictStr] | None = None
 
 
 class Approvers(_Spec):

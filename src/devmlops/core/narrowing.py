@@ -25,6 +25,10 @@ def widenings(team_spec: Mapping[str, Any], cluster: Sequence[Policy]) -> list[s
     allow = team_spec.get("allow") or {}
     sbom = team_spec.get("sbom") or {}
     compliance = team_spec.get("compliance") or {}
+    if "s3Endpoints" in allow:
+        # Only ClusterModelPolicies allow endpoints (core/storageinit.py); absent there means none, so a team's list
+        # could only look like a widening.
+        problems.append("spec.allow.s3Endpoints: only a ClusterModelPolicy allows S3 endpoints")
     for policy in cluster:
         where = f"ClusterModelPolicy {policy.name}"
         for key, attr in _GLOB_LISTS.items():

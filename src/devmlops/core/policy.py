@@ -123,12 +123,15 @@ class SbomRequirements:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AllowList:
-    """``None`` allows everything of its kind; an empty tuple allows nothing."""
+    """``None`` allows everything of its kind; an empty tuple allows nothing. ``s3_endpoints`` (globs over the S3
+    endpoint a KServe storage initializer is given, ``host[:port]``) is never ``None``: absent, it allows no endpoint
+    but the AWS default (core/storageinit.py)."""
 
     storage_uris: tuple[str, ...] | None = None
     runtimes: tuple[str, ...] | None = None
     images: tuple[str, ...] | None = None
     formats: tuple[str, ...] | None = None
+    s3_endpoints: tuple[str, ...] = ()
 
 
 RISK_TIERS = ("minimal", "limited", "high", "prohibited")  # lowest first: a tier's index is its rank
@@ -402,6 +405,7 @@ def _policy(
             runtimes=_optional(allow.runtimes),
             images=_optional(allow.images),
             formats=_optional(allow.formats),
+            s3_endpoints=_tuple(allow.s3_endpoints),
         ),
         rego_packages=_tuple(rego.packages),
         rego_parameters=dict(rego.parameters or {}),

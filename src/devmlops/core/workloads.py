@@ -43,7 +43,7 @@ from devmlops.core.render import (
 )
 from devmlops.core.review import AdmissionRequest
 from devmlops.core.rollout import render_serving
-from devmlops.core.storageinit import initializer_run_problems
+from devmlops.core.storageinit import endpoint_problems, initializer_run_problems
 from devmlops.errors import InvalidInputError
 
 __all__ = [
@@ -842,7 +842,7 @@ def _initializer_problems(
     if len(initializers) != 1:
         return [f"spec.initContainers: {len(initializers)} storage-initializer(s), expected devmlops's one"]
     initializer = initializers[0]
-    problems = initializer_run_problems(initializer)
+    problems = initializer_run_problems(initializer) + endpoint_problems(initializer, chain.s3_endpoint_allow_lists)
     if initializer.get("image") != evidence.verifier_image:
         problems.append(
             f"storage-initializer image {initializer.get('image')!r}, expected the devmlops verifier "

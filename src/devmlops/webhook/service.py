@@ -501,6 +501,7 @@ class AdmissionService:
             baseline_json=baseline_json,
             stable_baseline_json=stable_baseline_json,
             image_allow_lists=_image_allow_lists(selecting),
+            s3_endpoint_allow_lists=tuple((p.name, p.allow.s3_endpoints) for p in selecting if not p.namespace),
             signed_images=self._signed_images(_kserve_deployment_images(hops, child), selecting),
         )
 

@@ -181,6 +181,9 @@ def test_a_team_policy_that_widens_is_found_out() -> None:
         == "spec.allow.storageUris 'gs://other/**' is outside what ClusterModelPolicy eu allows ['s3://models/**']"
     )
     assert widenings({"allow": {"storageUris": ["s3://models/team/**"]}, "sbom": {"required": True}}, [POLICY]) == []
+    assert widenings({"allow": {"s3Endpoints": ["minio.team.svc"]}}, [POLICY]) == [
+        "spec.allow.s3Endpoints: only a ClusterModelPolicy allows S3 endpoints"
+    ]
 
 
 def test_an_approval_is_immutable_and_keeps_who_approved() -> None:

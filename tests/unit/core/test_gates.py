@@ -221,6 +221,9 @@ def test_a_dot_segment_walks_out_of_no_allowed_storage_location(uri: str) -> Non
         "https://models.example.com/prod/x/$(FRAUD_SERVICE_HOST)/fraud.tgz",
         "https://models.example.com/prod/$$(DEVMLOPS_REGISTRY_AUTH)",
         "s3://models-prod/fraud$$/model",
+        "https://models.example.com/prod/$(S3_ENDPOINT)/fraud.tgz",  # the KServe review's forms
+        "https://models.example.com/prod/$$(HOME)/fraud.tgz",
+        "s3://models-prod/$(AWS_CA_BUNDLE)",
     ],
 )
 def test_a_variable_reference_walks_out_of_no_allowed_storage_location(uri: str) -> None:

@@ -62,6 +62,9 @@ def test_a_compiled_policy_carries_its_revision_and_defaults() -> None:
     assert (policy.name, policy.revision, policy.mode, policy.threshold) == ("p", "3", "enforce", 1)
     assert policy.sbom.required is False
     assert policy.allow.storage_uris is None
+    assert policy.allow.s3_endpoints == ()  # absent: no S3 endpoint but the AWS default (core/storageinit.py)
+    allowing = compile_policy(cmp(allow={"s3Endpoints": ["minio.models.svc:9000"]}))
+    assert allowing.allow.s3_endpoints == ("minio.models.svc:9000",)
 
 
 def test_keyless_authorities_report_their_trust_root_version() -> None:

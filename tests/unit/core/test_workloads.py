@@ -326,14 +326,14 @@ def kserve_pod(
     }
 
 
-def kserve_pod_chain() -> Chain:
+def kserve_pod_chain(**more: Any) -> Chain:
     deployment = kserve_deployment()
     replica_set = {
         "kind": "ReplicaSet",
         "metadata": {"name": "rs"},
         "spec": {"template": deployment["spec"]["template"]},
     }
-    return chain_of(model(), replica_set, deployment, isvc_hop())
+    return chain_of(model(), replica_set, deployment, isvc_hop(), **more)
 
 
 def test_a_kserve_pod_passes_only_with_devmlops_storage_initializer_and_the_derived_plan() -> None:
@@ -379,6 +379,9 @@ def initializer_changes() -> Iterator[dict[str, Any]]:
     yield kserve_pod(env=[plan_entry, {"name": REGISTRY_AUTH_ENV, "value": '{"auths": {}}'}])  # literal credentials
     yield kserve_pod(envFrom=[{"secretRef": {"name": "admins-registry-auth"}}])
     yield kserve_pod(command=["python", "-c", "print('no verification')"])
+    # A ConfigMap mounted where a ServiceAccount's serving.kserve.io/s3-cabundle annotation says: the site-packages.
+    site_packages = {"name": "cabundle-cert", "mountPath": "/opt/devmlops/lib/python3.11/site-packages"}
+    yield kserve_pod(volumeMounts=[{"name": "kserve-provision-location", "mountPath": "/mnt/models"}, site_packages])
     yield kserve_pod(command=None)  # the image's entrypoint, whatever it is
     other_field = copy.deepcopy(plan_entry)  # the plan from another annotation mallory's Pod carries
     other_field["valueFrom"]["fieldRef"]["fieldPath"] = "metadata.annotations['mallory/plan']"
@@ -425,6 +428,33 @@ def test_a_kserve_pod_whose_initializer_has_no_registry_credentials_entry_passes
         now=NOW,
     )
     assert decision.allowed, decision.message
+
+
+def test_a_kserve_pods_initializer_is_given_an_s3_endpoint_only_where_every_cluster_policy_allows_it() -> None:
+    """KServe's Pod webhook sets the endpoint from a ServiceAccount's or Secret's serving.kserve.io/s3-endpoint,
+    which the namespace's editors write: it decides who answers for the model's bucket."""
+    endpoint = [{"name": "S3_ENDPOINT", "value": "minio.models.svc:9000"}]
+    env = [
+        *copy.deepcopy(INITIALIZER["env"]),
+        *endpoint,
+        {"name": "AWS_ENDPOINT_URL", "value": "http://minio.models.svc:9000"},
+    ]
+
+    def decided(**chain: Any) -> Decision:
+        return review_serving(
+            request(kserve_pod(env=env), resource="pods", user=IDS.controllers[1]),
+            evidence(chain=kserve_pod_chain(**chain), labels=ENFORCED),
+            now=NOW,
+        )
+
+    refused = decided()
+    assert not refused.allowed
+    assert "S3 endpoint 'minio.models.svc:9000' is allowed by no spec.allow.s3Endpoints" in refused.message
+    one_of_two = decided(s3_endpoint_allow_lists=(("eu", ("minio.models.svc:*",)), ("team-a", ("s3.example.com",))))
+    assert not one_of_two.allowed
+    assert "of team-a" in one_of_two.message
+    allowed = decided(s3_endpoint_allow_lists=(("eu", ("minio.models.svc:*",)),))
+    assert allowed.allowed, allowed.message
 
 
 EXEMPTION = compile_exemption(

@@ -8,8 +8,8 @@ no allow-list. Nor does one with ``$(`` or ``$$``: the URI is an argument of the
 the kubelet expands ``$(NAME)`` there from the container's environment (``$$`` to ``$``) before the initializer reads
 it; that environment holds ``DEVMLOPS_REGISTRY_AUTH`` from a Secret the namespace's editors write (core/render.py), so
 ``https://host/prod/$(DEVMLOPS_REGISTRY_AUTH)`` matched ``https://host/prod/**`` and was fetched from wherever the
-Secret pointed (pods review). Nor does one whose host part (up to the first ``/``) has a ``?``, ``#`` or ``@``: a
-client ends the host there (or takes what comes before ``@`` as a user), but ``*`` spans it, so
+Secret pointed (pods and KServe reviews). Nor does one whose host part (up to the first ``/``) has a ``?``, ``#``
+or ``@``: a client ends the host there (or takes what comes before ``@`` as a user), but ``*`` spans it, so
 ``https://*.models.example.com/**`` matched ``https://evil.example?.models.example.com/m`` and its client would fetch
 from ``evil.example`` (gates review).
 """
