@@ -7,10 +7,19 @@ allow-list's refused URI forms), each through the real API server as ``mallory``
    ``/staging/m``. ``https://models.example.com/prod/..;/staging/fraud.tar.gz`` matched
    ``https://models.example.com/prod/**`` and was admitted (the gates review listed it as a residual risk, not closed).
    Only the admission is shown here: no such server runs in the attack tests.
+2. Four eyes asks the API server whether an approver may act as the ServiceAccount that requested a model, but only
+   in six ways (impersonate it, mint its token, create Pods, Secrets, Deployments or Jobs in its namespace). The
+   others were not asked: create a StatefulSet, DaemonSet, ReplicaSet, CronJob or ReplicationController that runs
+   as it, patch a workload or a Pod to run your image as it, exec into (or attach to, or add an ephemeral container
+   to) a Pod that runs as it, read its token Secret. mallory, an approver, may create CronJobs (only that) in the CI
+   namespace where the release bot runs; her CronJob runs as the bot, which creates her high-risk model (the bot is
+   its requester), and she approves it herself: admitted.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,12 +28,25 @@ from kubernetes import client as k8s
 from devmlops.harness.stack import DevmlopsStack
 from tests.integration.attacks.conftest import (
     ALLOWED_IMAGES,
+    EDITOR_ROLE,
     admitted,
     create_model_deployment,
     denied,
     policy_name,
 )
-from tests.integration.support import SignedModel, signed_by_evidence, trusting
+from tests.integration.attacks.test_four_eyes import _as_token, approval, approve, high_risk, phase
+from tests.integration.support import (
+    GROUP,
+    VERSION,
+    SignedModel,
+    cluster_policy,
+    create_md,
+    eventually,
+    evidence_config_map,
+    installed_policy,
+    signed_by_evidence,
+    trusting,
+)
 
 ALLOWED = "https://models.example.com/prod/**"
 
@@ -59,3 +81,132 @@ def test_a_path_parameter_after_a_dot_segment_does_not_walk_out_of_an_allowed_lo
         admitted(create_model_deployment, mallory, namespace, _at("fraud", attack_model, ALLOWED[:-2] + "fraud.tgz"))
         message = denied(create_model_deployment, mallory, namespace, _at("fraud-staging", attack_model, uri))
         assert "spec.model.uri" in message, message
+
+
+# -- 2. four eyes: every way to act as the requesting ServiceAccount ---------------------------------------------------
+
+RBAC_API = "rbac.authorization.k8s.io"
+BOT = "release-bot"
+ALPINE = "registry.example.com/platform/toolbox@sha256:" + "4" * 64
+
+
+def _pod_template(account: str, restart: str) -> dict[str, Any]:
+    container = {"name": "c", "image": ALPINE}
+    return {"spec": {"serviceAccountName": account, "restartPolicy": restart, "containers": [container]}}
+
+
+# A narrow Role in the bot's namespace (no pods, deployments, jobs, secrets, tokens or impersonation), and what it
+# lets mallory do there as the bot.
+WAYS: dict[str, tuple[dict[str, Any], Any]] = {
+    "cronjobs": (
+        {"apiGroups": ["batch"], "resources": ["cronjobs"], "verbs": ["create"]},
+        lambda client, ns: k8s.BatchV1Api(client).create_namespaced_cron_job(
+            ns,
+            {
+                "metadata": {"name": "nightly"},
+                "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": _pod_template(BOT, "Never")}}},
+            },
+        ),
+    ),
+    "statefulsets": (
+        {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["create"]},
+        lambda client, ns: k8s.AppsV1Api(client).create_namespaced_stateful_set(
+            ns,
+            {
+                "metadata": {"name": "runner"},
+                "spec": {
+                    "selector": {"matchLabels": {"app": "runner"}},
+                    "serviceName": "runner",
+                    "template": {"metadata": {"labels": {"app": "runner"}}, **_pod_template(BOT, "Always")},
+                },
+            },
+        ),
+    ),
+}
+
+
+@pytest.fixture
+def ci_namespace(admin: k8s.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The CI namespace where the release bot (a ServiceAccount) lives, not under enforcement; the cluster admin lets
+    the bot deploy models to the team's namespace. mallory is no editor there."""
+    name = "ci-" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:10]
+    core = k8s.CoreV1Api(admin)
+    core.create_namespace({"metadata": {"name": name}})
+    try:
+        core.create_namespaced_service_account(name, {"metadata": {"name": BOT}})
+        yield name
+    finally:
+        core.delete_namespace(name)
+
+
+@pytest.fixture
+def approval_policy(
+    admin: k8s.ApiClient, stack: DevmlopsStack, enforced_namespace: str, attack_model: SignedModel
+) -> Iterator[str]:
+    """High risk needs a ModelApproval by a member of devmlops:approvers (mallory is one) other than the requester."""
+    k8s.CoreV1Api(admin).create_namespaced_config_map(
+        enforced_namespace, evidence_config_map("evidence", enforced_namespace, {"model.sig": attack_model.bundle})
+    )
+    compliance = {
+        "approvers": {"groups": ["devmlops:approvers"]},
+        "tiers": {"high": {"requireApproval": True, "requiredEvidence": []}},
+    }
+    name = f"r2-4e-{enforced_namespace}"[:63]
+    body = cluster_policy(
+        name, enforced_namespace, attack_model.key.public_pem, compliance=compliance, allow={"images": ALLOWED_IMAGES}
+    )
+    with installed_policy(admin, stack, body):
+        yield name
+
+
+@pytest.mark.parametrize("way", sorted(WAYS))
+def test_an_approver_who_runs_workloads_as_the_requesting_service_account_is_no_second_person(
+    admin: k8s.ApiClient,
+    mallory: k8s.ApiClient,
+    enforced_namespace: str,
+    ci_namespace: str,
+    approval_policy: str,
+    attack_model: SignedModel,
+    way: str,
+) -> None:
+    namespace, rule, act = enforced_namespace, *WAYS[way]
+    rbac, core = k8s.RbacAuthorizationV1Api(admin), k8s.CoreV1Api(admin)
+    bot = {"kind": "ServiceAccount", "name": BOT, "namespace": ci_namespace}
+    deploys: Any = {
+        "metadata": {"name": "release-bot-deploys"},
+        "roleRef": {"apiGroup": RBAC_API, "kind": "Role", "name": EDITOR_ROLE},
+        "subjects": [bot],
+    }
+    rbac.create_namespaced_role_binding(namespace, deploys)
+    rbac.create_namespaced_role(ci_namespace, {"metadata": {"name": f"narrow-{way}"}, "rules": [rule]})
+    narrow: Any = {
+        "metadata": {"name": f"mallory-{way}"},
+        "roleRef": {"apiGroup": RBAC_API, "kind": "Role", "name": f"narrow-{way}"},
+        "subjects": [{"kind": "User", "name": "mallory", "apiGroup": RBAC_API}],
+    }
+    rbac.create_namespaced_role_binding(ci_namespace, narrow)
+    # Her workload runs as the bot (the namespace is not enforced, and it serves no model: nothing stops it).
+    eventually(lambda: _tried(act, mallory, ci_namespace), what=f"mallory's {way} running as the bot")
+    # Inside it she holds the bot's token (no kubelet here: the cluster admin mints the same token for the test).
+    token = core.create_namespaced_service_account_token(BOT, ci_namespace, {"spec": {"expirationSeconds": 600}})
+    with _as_token(mallory, token.status.token) as as_bot:
+        create_md(as_bot, namespace, high_risk(attack_model))
+    stored = k8s.CustomObjectsApi(admin).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modeldeployments", "fraud"
+    )
+    requester = f"system:serviceaccount:{ci_namespace}:{BOT}"
+    assert stored["metadata"]["annotations"]["devmlops.io/requested-by"] == requester
+    eventually(lambda: phase(admin, namespace) == "AwaitingApproval", what="AwaitingApproval")
+    message = denied(approve, mallory, namespace, approval("mallory-approves", attack_model.digest))
+    assert f"'mallory' can act as the requester {requester!r}" in message, message
+
+
+def _tried(act: Any, client: k8s.ApiClient, namespace: str) -> bool:
+    """Whether ``act`` went through (RBAC bindings take a moment to reach the authorizer)."""
+    try:
+        act(client, namespace)
+    except k8s.ApiException as exc:
+        if exc.status == 403:
+            return False
+        raise
+    return True
