@@ -14,11 +14,19 @@ allow-list's refused URI forms), each through the real API server as ``mallory``
    to) a Pod that runs as it, read its token Secret. mallory, an approver, may create CronJobs (only that) in the CI
    namespace where the release bot runs; her CronJob runs as the bot, which creates her high-risk model (the bot is
    its requester), and she approves it herself: admitted.
+3. A team's glob is mallory's to write, and it was matched as a backtracking regular expression: the ModelPolicy
+   ``allow.storageUris: ["https://models.example.com/prod/**a**a**a**a**b"]`` narrows the cluster's
+   ``https://models.example.com/prod/**`` (admitted), and a ModelDeployment whose URI is that folder and a few
+   hundred ``a`` took the webhook seconds to hours of CPU (each ``**`` multiplies the work by the URI's length) while
+   holding Python's interpreter lock: every other admission review in the cluster waited, and the API server denied
+   them on its timeout (failurePolicy Fail). The operator, which decides the same policies, would stall likewise.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,9 +40,13 @@ from tests.integration.attacks.conftest import (
     admitted,
     create_model_deployment,
     denied,
+    devmlops_denial,
+    pod,
+    pod_spec,
     policy_name,
 )
 from tests.integration.attacks.test_four_eyes import _as_token, approval, approve, high_risk, phase
+from tests.integration.attacks.test_team_policies import plant, team_policy
 from tests.integration.support import (
     GROUP,
     VERSION,
@@ -210,3 +222,45 @@ def _tried(act: Any, client: k8s.ApiClient, namespace: str) -> bool:
             return False
         raise
     return True
+
+
+# -- 3. a team's glob against a long URI ------------------------------------------------------------------------------
+
+SLOW_GLOB = "https://models.example.com/prod/" + "**a" * 4 + "**b"  # inside the cluster's glob: a team may narrow
+LONG_URI = "https://models.example.com/prod/" + "a" * 340  # some 20 s of backtracking before the fix (the limit: 10)
+
+
+def test_a_team_glob_does_not_stall_the_webhook(
+    admin: k8s.ApiClient,
+    mallory: k8s.ApiClient,
+    stack: DevmlopsStack,
+    enforced_namespace: str,
+    attack_model: SignedModel,
+) -> None:
+    namespace = enforced_namespace
+    allow = {"images": list(ALLOWED_IMAGES), "storageUris": [ALLOWED]}
+    with trusting(admin, stack, namespace, attack_model, policy=policy_name(namespace), allow=allow):
+        plant(mallory, stack, namespace, team_policy("narrower", allow={"storageUris": [SLOW_GLOB]}))
+        answers: dict[str, Any] = {}
+
+        def attack() -> None:
+            try:
+                create_model_deployment(mallory, namespace, _at("fraud", attack_model, LONG_URI))
+            except k8s.ApiException as exc:
+                answers["attack"] = exc
+
+        started = time.monotonic()
+        attacking = threading.Thread(target=attack)
+        attacking.start()
+        time.sleep(1)
+        # Meanwhile, any other review (here a bare Pod in the enforced namespace, a plain denial) is answered.
+        probe: Any = pod("bystander", pod_spec(ALPINE))
+        message = devmlops_denial(k8s.CoreV1Api(mallory).create_namespaced_pod, namespace, probe, dry_run="All")
+        assert message, "a bare Pod in an enforced namespace is denied"
+        attacking.join(timeout=60)
+        elapsed = time.monotonic() - started
+        error = answers.get("attack")
+        assert error is not None, "admitted, but the URI is outside the team's glob"
+        assert error.status == 403, f"expected devmlops's denial, got {error.status}: {error.body}"
+        assert "spec.model.uri" in (error.body or ""), error.body
+        assert elapsed < 8, f"the attack's own review took {elapsed:.1f}s"
