@@ -20,6 +20,10 @@ allow-list's refused URI forms), each through the real API server as ``mallory``
    hundred ``a`` took the webhook seconds to hours of CPU (each ``**`` multiplies the work by the URI's length) while
    holding Python's interpreter lock: every other admission review in the cluster waited, and the API server denied
    them on its timeout (failurePolicy Fail). The operator, which decides the same policies, would stall likewise.
+
+Tried and held (a test that passed before this round): a model requested by impersonating the release bot
+(Impersonate-User) is the bot's, its impersonator is no second person, and RBAC refuses her an approvers' group on
+the bot's identity (Impersonate-Group).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
+from devmlops.adapters.kube import api_client
+from devmlops.harness.controlplane import ControlPlane
 from devmlops.harness.stack import DevmlopsStack
 from tests.integration.attacks.conftest import (
     ALLOWED_IMAGES,
@@ -41,6 +47,7 @@ from tests.integration.attacks.conftest import (
     create_model_deployment,
     denied,
     devmlops_denial,
+    forbidden_by_rbac,
     pod,
     pod_spec,
     policy_name,
@@ -211,6 +218,56 @@ def test_an_approver_who_runs_workloads_as_the_requesting_service_account_is_no_
     eventually(lambda: phase(admin, namespace) == "AwaitingApproval", what="AwaitingApproval")
     message = denied(approve, mallory, namespace, approval("mallory-approves", attack_model.digest))
     assert f"'mallory' can act as the requester {requester!r}" in message, message
+
+
+def test_a_request_made_by_impersonating_the_bot_is_the_bots_and_its_impersonator_no_second_person(
+    admin: k8s.ApiClient,
+    mallory: k8s.ApiClient,
+    control_plane: ControlPlane,
+    enforced_namespace: str,
+    approval_policy: str,
+    attack_model: SignedModel,
+) -> None:
+    """Not a hole (it passed before the fixes of this round): what the API server stamps when mallory impersonates the
+    release bot (Impersonate-User, as the built-in edit role lets her), and what she cannot add to it. The requester is
+    the bot; she may impersonate it, so her approval is refused; approving as the bot is refused (the
+    bot requested it); and RBAC refuses her an approvers' group on the bot's identity (Impersonate-Group)."""
+    namespace = enforced_namespace
+    rbac, core = k8s.RbacAuthorizationV1Api(admin), k8s.CoreV1Api(admin)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": BOT}})
+    bot = {"kind": "ServiceAccount", "name": BOT, "namespace": namespace}
+    deploys: Any = {
+        "metadata": {"name": "release-bot-deploys"},
+        "roleRef": {"apiGroup": RBAC_API, "kind": "Role", "name": EDITOR_ROLE},
+        "subjects": [bot],
+    }
+    rbac.create_namespaced_role_binding(namespace, deploys)
+    rules = [{"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["impersonate"]}]
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": "impersonate-sas"}, "rules": rules})
+    binding: Any = {
+        "metadata": {"name": "mallory-impersonates"},
+        "roleRef": {"apiGroup": RBAC_API, "kind": "Role", "name": "impersonate-sas"},
+        "subjects": [{"kind": "User", "name": "mallory", "apiGroup": RBAC_API}],
+    }
+    rbac.create_namespaced_role_binding(namespace, binding)
+    requester = f"system:serviceaccount:{namespace}:{BOT}"
+    with api_client(control_plane.kubeconfig("mallory")) as as_bot:
+        as_bot.set_default_header("Impersonate-User", requester)
+        eventually(
+            lambda: _tried(lambda c, ns: create_md(c, ns, high_risk(attack_model)), as_bot, namespace),
+            what="impersonation",
+        )
+        stored = k8s.CustomObjectsApi(admin).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "modeldeployments", "fraud"
+        )
+        assert stored["metadata"]["annotations"]["devmlops.io/requested-by"] == requester
+        eventually(lambda: phase(admin, namespace) == "AwaitingApproval", what="AwaitingApproval")
+        message = denied(approve, mallory, namespace, approval("mallory-approves", attack_model.digest))
+        assert f"'mallory' can act as the requester {requester!r} (may impersonate serviceaccounts" in message, message
+        message = denied(approve, as_bot, namespace, approval("bot-approves", attack_model.digest))
+        assert f"approver {requester!r} requested this ModelDeployment" in message, message
+        as_bot.set_default_header("Impersonate-Group", "devmlops:approvers")
+        forbidden_by_rbac(approve, as_bot, namespace, approval("bot-in-approvers", attack_model.digest))
 
 
 def _tried(act: Any, client: k8s.ApiClient, namespace: str) -> bool:
