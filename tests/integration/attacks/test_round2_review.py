@@ -20,6 +20,11 @@ allow-list's refused URI forms), each through the real API server as ``mallory``
    hundred ``a`` took the webhook seconds to hours of CPU (each ``**`` multiplies the work by the URI's length) while
    holding Python's interpreter lock: every other admission review in the cluster waited, and the API server denied
    them on its timeout (failurePolicy Fail). The operator, which decides the same policies, would stall likewise.
+4. Two ServiceAccounts of one namespace are one person to whoever edits it: the release bot of the CI namespace
+   requested mallory's model (with a token she minted there), and a policy names the CI namespace's approver bot
+   (another ServiceAccount there) as an approver. The webhook asked whether the approver bot may act as the release
+   bot (it may not: it has no rights there), never whether someone may act as both: mallory's approval with a token
+   she minted for the approver bot was admitted.
 
 Tried and held (a test that passed before this round): a model requested by impersonating the release bot
 (Impersonate-User) is the bot's, its impersonator is no second person, and RBAC refuses her an approvers' group on
@@ -31,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -268,6 +273,84 @@ def test_a_request_made_by_impersonating_the_bot_is_the_bots_and_its_impersonato
         assert f"approver {requester!r} requested this ModelDeployment" in message, message
         as_bot.set_default_header("Impersonate-Group", "devmlops:approvers")
         forbidden_by_rbac(approve, as_bot, namespace, approval("bot-in-approvers", attack_model.digest))
+
+
+@pytest.fixture
+def ci_bots(
+    admin: k8s.ApiClient, mallory: k8s.ApiClient, new_namespace: Callable[..., str], enforced_namespace: str
+) -> Iterator[tuple[str, k8s.ApiClient, k8s.ApiClient]]:
+    """A CI namespace mallory edits (with the token rights of the built-in edit role), its release bot (which deploys
+    to the team's namespace) and its approver bot; yields the namespace and clients with tokens she minted for both."""
+    ci = new_namespace("ci", enforced=False)
+    rbac, core = k8s.RbacAuthorizationV1Api(admin), k8s.CoreV1Api(admin)
+    rules = [{"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]}]
+    rbac.create_namespaced_role(ci, {"metadata": {"name": "sa-tokens"}, "rules": rules})
+    tokens: Any = {
+        "metadata": {"name": "mallory-tokens"},
+        "roleRef": {"apiGroup": RBAC_API, "kind": "Role", "name": "sa-tokens"},
+        "subjects": [{"kind": "User", "name": "mallory", "apiGroup": RBAC_API}],
+    }
+    rbac.create_namespaced_role_binding(ci, tokens)
+    deploys: Any = {
+        "metadata": {"name": "release-bot-deploys"},
+        "roleRef": {"apiGroup": RBAC_API, "kind": "Role", "name": EDITOR_ROLE},
+        "subjects": [{"kind": "ServiceAccount", "name": BOT, "namespace": ci}],
+    }
+    rbac.create_namespaced_role_binding(enforced_namespace, deploys)
+    approves: Any = {
+        "metadata": {"name": "approver-bot-approves"},
+        "roleRef": {"apiGroup": RBAC_API, "kind": "Role", "name": EDITOR_ROLE},
+        "subjects": [{"kind": "ServiceAccount", "name": "approver-bot", "namespace": ci}],
+    }
+    rbac.create_namespaced_role_binding(enforced_namespace, approves)
+    clients = []
+    for account in (BOT, "approver-bot"):
+        core.create_namespaced_service_account(ci, {"metadata": {"name": account}})
+        minted = eventually(
+            lambda account=account: _minted(k8s.CoreV1Api(mallory), ci, account), what=f"a token for {account}"
+        )
+        clients.append(_as_token(mallory, minted))
+    with clients[0] as release_bot, clients[1] as approver_bot:
+        yield ci, release_bot, approver_bot
+
+
+def _minted(core: k8s.CoreV1Api, namespace: str, account: str) -> str | None:
+    try:
+        return str(core.create_namespaced_service_account_token(account, namespace, {"spec": {}}).status.token)
+    except k8s.ApiException as exc:
+        if exc.status == 403:
+            return None
+        raise
+
+
+def test_two_service_accounts_of_one_namespace_are_no_four_eyes(
+    admin: k8s.ApiClient,
+    stack: DevmlopsStack,
+    enforced_namespace: str,
+    ci_bots: tuple[str, k8s.ApiClient, k8s.ApiClient],
+    attack_model: SignedModel,
+) -> None:
+    namespace, (ci, release_bot, approver_bot) = enforced_namespace, ci_bots
+    approver = f"system:serviceaccount:{ci}:approver-bot"
+    k8s.CoreV1Api(admin).create_namespaced_config_map(
+        namespace, evidence_config_map("evidence", namespace, {"model.sig": attack_model.bundle})
+    )
+    compliance = {
+        "approvers": {"users": [approver]},
+        "tiers": {"high": {"requireApproval": True, "requiredEvidence": []}},
+    }
+    body = cluster_policy(
+        f"r2-bots-{namespace}"[:63],
+        namespace,
+        attack_model.key.public_pem,
+        compliance=compliance,
+        allow={"images": ALLOWED_IMAGES},
+    )
+    with installed_policy(admin, stack, body):
+        create_md(release_bot, namespace, high_risk(attack_model))
+        eventually(lambda: phase(admin, namespace) == "AwaitingApproval", what="AwaitingApproval")
+        message = denied(approve, approver_bot, namespace, approval("bots-approve", attack_model.digest))
+        assert f"ServiceAccounts of namespace {ci}" in message, message
 
 
 def _tried(act: Any, client: k8s.ApiClient, namespace: str) -> bool:
