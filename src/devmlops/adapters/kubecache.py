@@ -46,15 +46,33 @@ def trimmed(obj: dict[str, Any]) -> dict[str, Any]:
     return {**obj, "metadata": metadata}
 
 
+# What runs Pods in a namespace: whoever may create one, or change one's Pod template (or a Pod's image), may run
+# their code under any ServiceAccount of that namespace.
+_RUNS_PODS = (
+    ("", "pods"),
+    ("", "replicationcontrollers"),
+    ("apps", "deployments"),
+    ("apps", "statefulsets"),
+    ("apps", "daemonsets"),
+    ("apps", "replicasets"),
+    ("batch", "jobs"),
+    ("batch", "cronjobs"),
+)
 # The ways to act as a ServiceAccount of a namespace (group, resource, subresource, verb, for that account by name):
-# impersonate it, mint its token, or run a Pod (or a workload's) that mounts its token, or a token Secret for it.
+# impersonate it, mint its token, run a Pod or a workload as it, get into a Pod that runs as it (its token is mounted
+# there), or create or read a token Secret for it. The first six alone let an approver who may create CronJobs (only
+# that) where the requesting bot lives approve what her CronJob requested as the bot (second attack round).
 _ACTING_AS: tuple[tuple[str, str, str, str, bool], ...] = (
     ("", "serviceaccounts", "", "impersonate", True),
     ("", "serviceaccounts", "token", "create", True),
-    ("", "pods", "", "create", False),
+    *((group, resource, "", verb, False) for group, resource in _RUNS_PODS for verb in ("create", "update", "patch")),
+    ("", "pods", "exec", "create", False),
+    ("", "pods", "attach", "create", False),
+    ("", "pods", "ephemeralcontainers", "patch", False),
+    ("", "pods", "ephemeralcontainers", "update", False),
     ("", "secrets", "", "create", False),
-    ("apps", "deployments", "", "create", False),
-    ("batch", "jobs", "", "create", False),
+    ("", "secrets", "", "get", False),
+    ("", "secrets", "", "list", False),
 )
 
 

@@ -46,8 +46,9 @@ GATE = "approval"
 
 def not_a_second_person(approver: str, requester: str, namespace: str) -> str:
     """Why ``approver`` cannot be the second person of four eyes for a model ``requester`` asked for in ``namespace``
-    ('' when they can): nobody, the requester, or a ServiceAccount of that namespace, which every editor there can
-    act as (the built-in edit role creates its tokens and impersonates it), the requester among them."""
+    ('' when they can): nobody, the requester, a ServiceAccount of that namespace, which every editor there can act
+    as (the built-in edit role creates its tokens and impersonates it), the requester among them, or a ServiceAccount
+    of the namespace whose ServiceAccount requested it."""
     if not approver:
         return "no approver is stamped on it"
     if approver == requester:
@@ -56,6 +57,14 @@ def not_a_second_person(approver: str, requester: str, namespace: str) -> str:
         return (
             f"the approver {approver!r} is a ServiceAccount of namespace {namespace}, which every editor there (the "
             f"requester {requester!r} among them) can act as: not a second person"
+        )
+    theirs, ours = requester_account(requester), requester_account(approver)
+    if theirs and ours and theirs[0] == ours[0]:
+        # Whoever edits that namespace acts as both (tokens, impersonation, Pods): asking whether the approver may act
+        # as the requester (the webhook does) says nothing about that editor (second attack round).
+        return (
+            f"the approver {approver!r} and the requester {requester!r} are ServiceAccounts of namespace "
+            f"{ours[0]}, which every editor there can act as both: not a second person"
         )
     return ""
 

@@ -61,14 +61,46 @@ def test_an_approver_with_no_way_to_act_as_it_is_told_apart() -> None:
     authorizer = Authorizer(set())
     assert caches(authorizer).may_act_as("carol", ("approvers",), "ml", "release-bot") == ""
     asked = {(a.verb, a.group, a.resource, a.subresource) for _u, _g, a in authorizer.asked}
+    runs_pods = [
+        ("", "pods"),
+        ("", "replicationcontrollers"),
+        ("apps", "deployments"),
+        ("apps", "statefulsets"),
+        ("apps", "daemonsets"),
+        ("apps", "replicasets"),
+        ("batch", "jobs"),
+        ("batch", "cronjobs"),
+    ]
     assert asked == {
         ("impersonate", "", "serviceaccounts", None),
         ("create", "", "serviceaccounts", "token"),
-        ("create", "", "pods", None),
+        *((verb, group, resource, None) for group, resource in runs_pods for verb in ("create", "update", "patch")),
+        ("create", "", "pods", "exec"),
+        ("create", "", "pods", "attach"),
+        ("patch", "", "pods", "ephemeralcontainers"),
+        ("update", "", "pods", "ephemeralcontainers"),
         ("create", "", "secrets", None),
-        ("create", "apps", "deployments", None),
-        ("create", "batch", "jobs", None),
+        ("get", "", "secrets", None),
+        ("list", "", "secrets", None),
     }
+
+
+@pytest.mark.parametrize(
+    ("allowed", "how"),
+    [
+        (("create", "cronjobs", ""), "may create cronjobs in namespace ml"),
+        (("patch", "statefulsets", ""), "may patch statefulsets in namespace ml"),
+        (("update", "pods", ""), "may update pods in namespace ml"),
+        (("create", "pods", "exec"), "may create pods/exec in namespace ml"),
+        (("patch", "pods", "ephemeralcontainers"), "may patch pods/ephemeralcontainers in namespace ml"),
+        (("list", "secrets", ""), "may list secrets in namespace ml"),
+    ],
+)
+def test_every_way_to_run_as_the_account_is_asked(allowed: tuple[str, str, str], how: str) -> None:
+    """Second attack round: an approver who may only create CronJobs where the requesting bot lives ran one as the bot,
+    which requested her model, and her approval was admitted (six ways were asked; a CronJob, a StatefulSet, a
+    patched Pod or workload, exec, attach, an ephemeral container and a read token Secret were not)."""
+    assert caches(Authorizer({allowed})).may_act_as("mallory", ("approvers",), "ml", "release-bot") == how
 
 
 def test_an_authorizer_that_does_not_answer_refuses() -> None:

@@ -168,3 +168,15 @@ def test_an_approval_by_a_service_account_of_the_models_namespace_does_not_count
     assert "is a ServiceAccount of namespace ml" in found.problem
     other = "system:serviceaccount:approvals:release-approver"
     assert find([approval(other, ())], model(), policy(users=[other])).approved
+
+
+def test_an_approval_by_a_service_account_of_the_requesting_service_accounts_namespace_does_not_count() -> None:
+    """Second attack round: whoever edits namespace ci acts as both its release bot (the requester) and its approver
+    bot: one person, where the model is served too (an approval given before the rule is not counted)."""
+    bot, approver_bot = "system:serviceaccount:ci:release-bot", "system:serviceaccount:ci:approver-bot"
+    requested = model(requester=bot)
+    found = find([approval(approver_bot, (), given_for=requested)], requested, policy(users=[approver_bot]))
+    assert not found.approved
+    assert "are ServiceAccounts of namespace ci" in found.problem
+    elsewhere = "system:serviceaccount:approvals:approver-bot"
+    assert find([approval(elsewhere, (), given_for=requested)], requested, policy(users=[elsewhere])).approved

@@ -266,6 +266,35 @@ def test_a_service_account_of_the_models_namespace_is_no_second_person() -> None
     assert review_approval(stamped(approval_request(other, ()), model()), model(), [names_both], now=NOW).allowed
 
 
+def test_two_service_accounts_of_one_namespace_are_no_four_eyes() -> None:
+    """Second attack round: a release bot of the CI namespace requested the model and that namespace's approver bot
+    approved it; whoever edits the CI namespace acts as both, though neither bot may act as the other (what the
+    webhook asks the API server). Refused when approving and where the model is served; a person, or a ServiceAccount
+    of another namespace, still approves."""
+    bot, approver_bot = "system:serviceaccount:ci:release-bot", "system:serviceaccount:ci:approver-bot"
+    elsewhere = "system:serviceaccount:approvals:approver-bot"
+    names_them = compile_policy(
+        {
+            "metadata": {"name": "eu"},
+            "spec": {
+                "authorities": [{"name": "k", "key": {"publicKey": PEM}}],
+                "compliance": {
+                    "approvers": {"users": [approver_bot, elsewhere, "bob"]},
+                    "tiers": {"high": {"requireApproval": True}},
+                },
+            },
+        }
+    )
+    target = model(bot)
+    refused = review_approval(stamped(approval_request(approver_bot, ()), target), target, [names_them], now=NOW)
+    assert not refused.allowed
+    assert f"the approver {approver_bot!r} and the requester {bot!r} are ServiceAccounts of namespace ci" in (
+        refused.message
+    )
+    for second in (elsewhere, "bob"):
+        assert review_approval(stamped(approval_request(second, ()), target), target, [names_them], now=NOW).allowed
+
+
 def test_an_approval_naming_the_generation_it_read_is_refused_once_the_model_changed() -> None:
     """The approver may write the generation they reviewed: a change just before the approval (the same digest,
     another runtime) is then not approved unseen."""

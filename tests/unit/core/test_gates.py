@@ -217,6 +217,30 @@ def test_a_dot_segment_walks_out_of_no_allowed_storage_location(uri: str) -> Non
 @pytest.mark.parametrize(
     "uri",
     [
+        "https://models.example.com/prod/..;/staging/fraud.tgz",
+        "https://models.example.com/prod/..;jsessionid=1/staging/fraud.tgz",
+        "https://models.example.com/prod/%2E%2e;/staging/fraud.tgz",
+        "https://models.example.com/prod/..%3B/staging/fraud.tgz",
+        "https://models.example.com/prod/x/.;/..;/..;/staging/fraud.tgz",
+    ],
+)
+def test_a_path_parameter_after_a_dot_segment_walks_out_of_no_allowed_storage_location(uri: str) -> None:
+    """Second attack round: Tomcat (and Spring and Jetty behind it) take a segment's ``;`` parameters off before
+    resolving it, so ``..;`` is ``..`` there (``tests/integration/attacks/test_round2_review.py``)."""
+    allow = {"storageUris": ["https://models.example.com/prod/**"]}
+    model = {"name": "fraud", "uri": uri, "format": "sklearn", "digest": DIGEST}
+    decision = run(spec(model=model), policies(policy(allow=allow)), evidence(bundle("release")))
+    assert not decision.allowed
+    assert f"spec.model.uri: got '{uri}', expected a URI without '.' or '..' segments" in decision.message
+    for plain in ("https://models.example.com/prod/fraud;v=2/model.tgz", "https://models.example.com/prod/..v2;x/m"):
+        assert run(
+            spec(model={**model, "uri": plain}), policies(policy(allow=allow)), evidence(bundle("release"))
+        ).allowed
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
         "https://models.example.com/prod/$(DEVMLOPS_REGISTRY_AUTH)",
         "https://models.example.com/prod/x/$(FRAUD_SERVICE_HOST)/fraud.tgz",
         "https://models.example.com/prod/$$(DEVMLOPS_REGISTRY_AUTH)",

@@ -3,8 +3,9 @@
 A storage URI is matched as written, but fetched as its client reads it: requests, urllib3 and httpx remove dot
 segments (RFC 3986), and servers decode ``%2e`` before they resolve a path, so ``https://host/prod/../staging/m``
 matched ``https://host/prod/**`` and was fetched from ``/staging`` (bytes attack review). A URI with a ``.`` or
-``..`` segment, written or percent-encoded (its slashes too), or a backslash (a ``/`` to WHATWG parsers) matches
-no allow-list. Nor does one with ``$(`` or ``$$``: the URI is an argument of the storage initializer's container, and
+``..`` segment, written or percent-encoded (its slashes too) or with a path parameter (``..;``: Tomcat resolves it as
+``..``; second attack round), or a backslash (a ``/`` to WHATWG parsers) matches no allow-list. Nor does one
+with ``$(`` or ``$$``: the URI is an argument of the storage initializer's container, and
 the kubelet expands ``$(NAME)`` there from the container's environment (``$$`` to ``$``) before the initializer reads
 it; that environment holds ``DEVMLOPS_REGISTRY_AUTH`` from a Secret the namespace's editors write (core/render.py), so
 ``https://host/prod/$(DEVMLOPS_REGISTRY_AUTH)`` matched ``https://host/prod/**`` and was fetched from wherever the
@@ -28,7 +29,9 @@ __all__ = ["GATE", "check_allowlist"]
 
 GATE = "allowlist"
 _HOST_ENDS = re.compile(r"[?#@]")  # in the host part: a client's host ends there (or is what follows "@")
-_DOT_SEGMENT = re.compile(r"(?:^|/|%2f)(?:\.|%2e){1,2}(?:/|%2f|[?#]|$)", re.IGNORECASE)  # "/" or "%2f" around
+# "/" or "%2f" before, and after it the end, a "/", "?" or "#", or a path parameter (";", "%3b": "..;" is ".." to
+# Tomcat, and to Spring and Jetty behind it, which take a segment's parameters off before they resolve it)
+_DOT_SEGMENT = re.compile(r"(?:^|/|%2f)(?:\.|%2e){1,2}(?:/|%2f|;|%3b|[?#]|$)", re.IGNORECASE)
 _EXPANDED = ("$(", "$$")  # what the kubelet rewrites in a container's args (a variable reference, an escaped "$")
 
 
