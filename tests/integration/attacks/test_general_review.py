@@ -6,8 +6,8 @@ of a fix). A collection's deletion with ``propagationPolicy: Orphan`` is refused
 a model server's Pod keeps its controller reference; and ReplicationControllers, which the API server never sends
 to the webhook, get no Pod from their controller that copies a model server's or wears a model's Service selector
 (the harness now runs the replicationcontroller controller, so the claim of docs/threat-model.md is exercised).
-The built-in ``edit`` role grants ``deletecollection`` and ReplicationControllers, the attack Role does not: each
-test grants what it needs as that role would.
+The attack Role now grants ``deletecollection`` and ReplicationControllers, as the built-in ``edit`` role does
+(docs/threat-model.md counts both among the attacker's rights; the Role had neither).
 """
 
 from __future__ import annotations
@@ -31,26 +31,6 @@ from tests.integration.attacks.test_unenforced_routing_labels import (  # the fi
 from tests.integration.support import GROUP, VERSION, eventually
 
 
-def _grant_deletecollection(admin: k8s.ApiClient, namespace: str) -> None:
-    """``deletecollection`` where the built-in ``edit`` role grants it, for mallory in ``namespace``."""
-    role: Any = {
-        "metadata": {"name": "editor-deletecollection"},
-        "rules": [
-            {"apiGroups": [GROUP], "resources": ["modeldeployments"], "verbs": ["deletecollection"]},
-            {"apiGroups": ["apps"], "resources": ["deployments", "replicasets"], "verbs": ["deletecollection"]},
-            {"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"], "verbs": ["deletecollection"]},
-        ],
-    }
-    binding: Any = {
-        "metadata": {"name": "mallory-deletecollection"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "editor-deletecollection"},
-        "subjects": [{"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"}],
-    }
-    rbac = k8s.RbacAuthorizationV1Api(admin)
-    rbac.create_namespaced_role(namespace, role)
-    rbac.create_namespaced_role_binding(namespace, binding)
-
-
 def test_a_delete_collection_does_not_orphan_a_model_server(
     admin: k8s.ApiClient, mallory: k8s.ApiClient, triton_pods: ModelPods, served_triton: Served
 ) -> None:
@@ -58,7 +38,6 @@ def test_a_delete_collection_does_not_orphan_a_model_server(
     or a model server's workload. ``deletecollection`` is the same deletion, item by item, with one DeleteOptions:
     mallory sends it for every ModelDeployment, Deployment and ReplicaSet of her namespace at once."""
     namespace = served_triton.namespace
-    _grant_deletecollection(admin, namespace)
     apps, custom = k8s.AppsV1Api(mallory), k8s.CustomObjectsApi(mallory)
     message = denied(
         custom.delete_collection_namespaced_custom_object,
@@ -89,22 +68,6 @@ def test_a_model_servers_pod_cannot_be_released_by_its_controller_flag(
         pod["metadata"]["namespace"],
         [{"op": "replace", "path": "/metadata/ownerReferences/0/controller", "value": False}],
     )
-
-
-def _grant_replication_controllers(admin: k8s.ApiClient, namespace: str) -> None:
-    """ReplicationControllers, which docs/threat-model.md lists among the attacker's rights, for mallory."""
-    role: Any = {
-        "metadata": {"name": "editor-replicationcontrollers"},
-        "rules": [{"apiGroups": [""], "resources": ["replicationcontrollers"], "verbs": ["create", "delete", "get"]}],
-    }
-    binding: Any = {
-        "metadata": {"name": "mallory-replicationcontrollers"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]},
-        "subjects": [{"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"}],
-    }
-    rbac = k8s.RbacAuthorizationV1Api(admin)
-    rbac.create_namespaced_role(namespace, role)
-    rbac.create_namespaced_role_binding(namespace, binding)
 
 
 def _replication_controller(name: str, template: dict[str, Any]) -> dict[str, Any]:
@@ -140,7 +103,6 @@ def test_a_replication_controller_copying_the_model_servers_pod_makes_no_pod(
     its controller (a trusted identity) would make the Pod for her."""
     model_pod = triton_pods.pods[0]
     namespace = model_pod["metadata"]["namespace"]
-    _grant_replication_controllers(admin, namespace)
     spec = {k: v for k, v in model_pod["spec"].items() if k not in ("nodeName",)}
     spec["containers"] = [
         {**c, "image": ROGUE} if c["name"] == spec["containers"][0]["name"] else c for c in spec["containers"]
@@ -169,7 +131,6 @@ def test_outside_enforcement_a_replication_controller_wearing_a_models_selector_
     ReplicationController (not sent) has a template that wears the model Service's selector and runs her image:
     the Pod its controller makes would be selected by the model's Service."""
     namespace = served_plain.namespace
-    _grant_replication_controllers(admin, namespace)
     selector = _model_service_selector(admin, namespace)
     template = {"metadata": {"labels": selector}, "spec": pod_spec(ROGUE)}
     rc = k8s.CoreV1Api(mallory).create_namespaced_replication_controller(
@@ -180,3 +141,21 @@ def test_outside_enforcement_a_replication_controller_wearing_a_models_selector_
     )
     assert "devmlops.io/model-deployment" in message, message
     assert _pods_of(admin, namespace, rc) == [], "the replication controller made a Pod the model's Service selects"
+
+
+def test_server_side_apply_relabels_no_model_server(mallory: k8s.ApiClient, triton_pods: ModelPods) -> None:
+    """Relabelling a model server's Pod (its ReplicaSet would release it) and annotating its Deployment are refused
+    as updates and patches; ``kubectl apply --server-side --force-conflicts`` with a field manager of her own is the
+    same change by another route."""
+    pod = triton_pods.pods[0]
+    name, namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
+    applied = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"pod-template-hash": "x"}}}
+    apply = {"field_manager": "mallory", "force": True, "_content_type": "application/apply-patch+yaml"}
+    denied(k8s.CoreV1Api(mallory).patch_namespaced_pod, name, namespace, applied, **apply)
+    deployment = triton_pods.replica_set["metadata"]["ownerReferences"][0]["name"]
+    annotated = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": deployment, "annotations": {"mallory": "was here"}},
+    }
+    denied(k8s.AppsV1Api(mallory).patch_namespaced_deployment, deployment, namespace, annotated, **apply)
