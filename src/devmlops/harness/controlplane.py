@@ -65,6 +65,8 @@ CONTROLLERS = (
     "garbage-collector-controller",
     "deployment-controller",
     "replicaset-controller",
+    # ReplicationControllers are never sent to the webhook; their Pods are (the attack tests make some).
+    "replicationcontroller-controller",
     "statefulset-controller",
     "daemonset-controller",
     "job-controller",

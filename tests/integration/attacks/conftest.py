@@ -60,7 +60,7 @@ ROGUE = "registry.example.com/mallory/server@sha256:" + "6" * 64  # pinned, allo
 VERIFIER = "devmlops:0.1.0"  # the operator's default verifier image (DEVMLOPS_VERIFIER_IMAGE)
 ALLOWED_IMAGES = [TRITON, SKLEARN_SERVER, VERIFIER]
 
-EDITOR_VERBS = ["create", "update", "patch", "delete", "get", "list", "watch"]
+EDITOR_VERBS = ["create", "update", "patch", "delete", "deletecollection", "get", "list", "watch"]  # as `edit`
 EDITOR_RULES: list[dict[str, Any]] = [
     {"apiGroups": [GROUP], "resources": ["modeldeployments", "modelpolicies", "modelapprovals"], "verbs": EDITOR_VERBS},
     {
@@ -75,6 +75,8 @@ EDITOR_RULES: list[dict[str, Any]] = [
             "secrets",
             "services",
             "endpoints",  # a namespace editor may point a Service of their own anywhere (docs/threat-model.md)
+            "replicationcontrollers",  # never sent to the webhook; the Pods their controller makes are
+            "replicationcontrollers/scale",
         ],
         "verbs": EDITOR_VERBS,
     },
