@@ -1,4 +1,4 @@
-"""The late attack review (properties 10, 12 and 15): what a namespace editor (mallory) can still try with signed
+"""The late attack review (properties 10, 12, 14 and 15): what a namespace editor (mallory) can still try with signed
 evidence she collected, with the shared model registry and with a rollout in progress, through the real API server,
 webhook, operator, OPA and MLflow.
 
@@ -7,7 +7,8 @@ genuine attestation whose timestamp is written in another time zone, so that its
 webhook's UTC clock while the instant is in the future, or a timestamp at the end of time (the newest attestation
 that counts is the one judged in Rego, so a future stamp would win that choice for as long as it lasts), is denied
 as in the future. Changing ``spec.rollout`` in the middle of a rollout to ask for nearly all of the traffic at once
-never gives a share to a version that is not ready: the new generation starts the rollout again at no share.
+never gives a share to a version that is not ready: the new generation starts the rollout again at no share. An
+image written with a tag beside its digest is checked by the digest, which is what the kubelet pulls.
 
 Registry: a residual risk, shown as it behaves (admitted) so that docs/threat-model.md stays true: a policy's
 ``requiredAliases`` bind only against people who cannot write the registry.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +26,21 @@ import pytest
 from kubernetes import client as k8s
 
 from devmlops.adapters.mlflowsign import RegisteredVersion, store_signature
-from tests.integration.attacks.conftest import Served, admitted, denied
+from devmlops.harness.stack import DevmlopsStack
+from tests.integration.attacks.conftest import Served, admitted, denied, policy_name
 from tests.integration.attacks.conftest import create_model_deployment as create
 from tests.integration.attacks.test_evidence import deployment, good, keys, model, policy, signed
+from tests.integration.attacks.test_image_signatures import Images, images, triton
 from tests.integration.attacks.test_registry import Registry, champion_policy, registered, registry
 from tests.integration.attacks.test_rollout import _deployment, _guard_config, _second_version, rolling_out
-from tests.integration.support import GROUP, VERSION, SignedModel, eventually
+from tests.integration.support import GROUP, VERSION, SignedModel, eventually, trusting
 from tests.support.models import KeyFiles
 
 # MLflow and the registries are built on a cold cache first (`make registries` does it before `make test`).
 pytestmark = pytest.mark.timeout(900)
 
 # Fixtures of the modules they come from, used here under the same names.
-__all__ = ["champion_policy", "keys", "model", "policy", "registry", "rolling_out"]
+__all__ = ["champion_policy", "images", "keys", "model", "policy", "registry", "rolling_out"]
 
 
 def _in_another_zone(instant: dt.datetime, hours: int) -> str:
@@ -120,3 +124,37 @@ def test_moving_the_alias_to_an_older_signed_version_is_admitted_residual(
         admitted(create, mallory, enforced_namespace, registered("older", digest, uri, alias="champion"))
     finally:
         registry.client.set_registered_model_alias("fraud", "champion", "1")
+
+
+@pytest.fixture
+def tag_glob_policy(
+    admin: k8s.ApiClient, stack: DevmlopsStack, enforced_namespace: str, attack_model: SignedModel, images: Images
+) -> Iterator[dict[str, Any]]:
+    """Image signatures demanded, and an allow-list glob that also takes a tag written beside the digest."""
+    with trusting(
+        admin,
+        stack,
+        enforced_namespace,
+        attack_model,
+        policy=policy_name(enforced_namespace),
+        allow={"images": [f"{images.host}/nvidia/tritonserver*", "devmlops:0.1.0"]},
+        imageSignatures={"authorities": [{"name": "platform-images", "key": {"publicKey": images.platform_key}}]},
+    ) as body:
+        yield body
+
+
+def test_a_signed_tag_written_beside_an_unsigned_digest_signs_nothing(
+    images: Images, tag_glob_policy: dict[str, Any], mallory: k8s.ApiClient, enforced_namespace: str,
+    attack_model: SignedModel,
+) -> None:  # fmt: skip
+    """Property 14: ``repo:24.08@sha256:<unsigned>``, where tag 24.08 names the platform's signed image. The kubelet
+    pulls the digest and ignores the tag, so the digest must be what is checked: denied for want of a signature on
+    it, and the same tag beside the signed digest is admitted (the control). The mutating webhook leaves a reference
+    with a digest as written (nothing to pin)."""
+    repository = images.signed.partition("@")[0]
+    unsigned = f"{repository}:24.08@{images.unsigned.partition('@')[2]}"
+    message = denied(create, mallory, enforced_namespace, triton("tagged", attack_model, unsigned))
+    assert f"spec.runtime.image '{unsigned}': got no signature attached" in message
+    signed = f"{repository}:24.08@{images.signed.partition('@')[2]}"
+    made = admitted(create, mallory, enforced_namespace, triton("tagged", attack_model, signed))
+    assert made["spec"]["runtime"]["image"] == signed
