@@ -12,7 +12,8 @@ KServe v0.16.0 (the stack's) merges devmlops's ClusterStorageContainer into such
 refuses the Pod. So the first two tests write the Pod as a later KServe makes it, as the trusted ReplicaSet controller
 (what devmlops admits is the question): the ConfigMap over site-packages, and the S3 endpoint (``s3-endpoint``), which
 answers for a bucket that ``allow.storageUris`` binds only by name. The third goes through the real KServe, whichever
-refuses it. The last is the model's URI itself: the storage initializer's argument, which the kubelet expands.
+refuses it. The review also found the model's URI itself expanded by the kubelet as the storage initializer's
+argument (its cases are in ``test_storage_uris.py``).
 """
 
 from __future__ import annotations
@@ -27,20 +28,17 @@ from kubernetes.client.exceptions import ApiException
 
 from devmlops.adapters.kube import api_client
 from devmlops.harness.controlplane import ControlPlane
-from devmlops.harness.stack import DevmlopsStack
 from tests.integration.attacks.conftest import (
-    ALLOWED_IMAGES,
     ATTACKER,
     KServePods,
     admitted,
     as_dict,
-    create_model_deployment,
     denied,
     policy_name,
     wait_until_allowed,
     why_not,
 )
-from tests.integration.support import GROUP, VERSION, SignedModel, signed_by_evidence, trusting
+from tests.integration.support import GROUP, VERSION
 
 # Where the devmlops image's interpreter imports from (Dockerfile: a venv at /opt/devmlops on python:3.11): a
 # ConfigMap mounted here is the initializer's site-packages, and site.py runs every ``import`` line of its .pth files.
@@ -215,39 +213,3 @@ def test_a_config_map_of_the_editors_never_reaches_the_storage_initializer_throu
         f"admitted, but devmlops must deny it: predictor Pods whose storage initializer mounts mallory's ConfigMap "
         f"'ca' at {mounted} (her .pth file runs in the verifying process)"
     )
-
-
-ALLOWED_LOCATION = "https://models.example.com/prod/**"
-
-
-@pytest.mark.parametrize(
-    "uri",
-    [
-        # The team's registry Secret (devmlops-registry-auth, key .dockerconfigjson): mallory writes "../staging/m.tgz".
-        "https://models.example.com/prod/$(DEVMLOPS_REGISTRY_AUTH)",
-        "https://models.example.com/prod/$(S3_ENDPOINT)/fraud.tgz",
-        "https://models.example.com/prod/$$(HOME)/fraud.tgz",  # "$$" is a "$" once expanded: another path still
-    ],
-)
-def test_a_storage_uri_the_kubelet_would_expand_matches_no_allowed_location(
-    admin: k8s.ApiClient,
-    mallory: k8s.ApiClient,
-    stack: DevmlopsStack,
-    enforced_namespace: str,
-    attack_model: SignedModel,
-    uri: str,
-) -> None:
-    """The model's URI is an argument of the storage initializer (KServe's args, the Triton verifier's), and the
-    kubelet expands ``$(VAR)`` in a container's arguments from its environment, where the team's registry Secret is:
-    the glob judged ``.../prod/$(DEVMLOPS_REGISTRY_AUTH)``, the initializer would fetch ``.../prod/../staging/m.tgz``
-    (dot segments removed by its client: property 1d)."""
-    namespace = enforced_namespace
-    allow = {"images": list(ALLOWED_IMAGES), "storageUris": [ALLOWED_LOCATION]}
-    with trusting(admin, stack, namespace, attack_model, policy=policy_name(namespace), allow=allow):
-        plain = signed_by_evidence("fraud", attack_model)
-        plain["spec"]["model"]["uri"] = ALLOWED_LOCATION[:-2] + "fraud.tgz"
-        admitted(create_model_deployment, mallory, namespace, plain)  # control: the allowed location itself
-        expanding = signed_by_evidence("fraud-expanded", attack_model)
-        expanding["spec"]["model"]["uri"] = uri
-        message = denied(create_model_deployment, mallory, namespace, expanding)
-        assert "spec.model.uri" in message, message

@@ -226,7 +226,7 @@ def test_a_dot_segment_walks_out_of_no_allowed_storage_location(uri: str) -> Non
 )
 def test_a_path_parameter_after_a_dot_segment_walks_out_of_no_allowed_storage_location(uri: str) -> None:
     """Second attack round: Tomcat (and Spring and Jetty behind it) take a segment's ``;`` parameters off before
-    resolving it, so ``..;`` is ``..`` there (``tests/integration/attacks/test_round2_review.py``)."""
+    resolving it, so ``..;`` is ``..`` there (``tests/integration/attacks/test_storage_uris.py``)."""
     allow = {"storageUris": ["https://models.example.com/prod/**"]}
     model = {"name": "fraud", "uri": uri, "format": "sklearn", "digest": DIGEST}
     decision = run(spec(model=model), policies(policy(allow=allow)), evidence(bundle("release")))
@@ -253,7 +253,7 @@ def test_a_path_parameter_after_a_dot_segment_walks_out_of_no_allowed_storage_lo
 def test_a_variable_reference_walks_out_of_no_allowed_storage_location(uri: str) -> None:
     """Pods review: the URI is an argument of the storage initializer's container, where the kubelet expands
     ``$(NAME)`` from its environment (a Secret the namespace's editors write among it) and ``$$`` to ``$``
-    (``tests/integration/attacks/test_pods_review.py``)."""
+    (``tests/integration/attacks/test_storage_uris.py``)."""
     allow = {"storageUris": ["https://models.example.com/prod/**", "s3://models-prod/**"]}
     model = {"name": "fraud", "uri": uri, "format": "sklearn", "digest": DIGEST}
     decision = run(spec(model=model), policies(policy(allow=allow)), evidence(bundle("release")))
@@ -276,7 +276,7 @@ def test_a_variable_reference_walks_out_of_no_allowed_storage_location(uri: str)
 )
 def test_a_host_that_ends_early_matches_no_glob_over_hosts(uri: str) -> None:
     """Gates review: ``*`` spanned the ``?`` or ``#`` where every client ends the host, so the regional glob matched
-    and the client would have fetched from evil.example (``tests/integration/attacks/test_gates_review.py``)."""
+    and the client would have fetched from evil.example (``tests/integration/attacks/test_storage_uris.py``)."""
     assert urlsplit(uri).hostname == "evil.example"  # what a client fetches from
     allow = {"storageUris": ["https://*.models.example.com/**"]}
     model = {"name": "fraud", "uri": uri, "format": "sklearn", "digest": DIGEST}
