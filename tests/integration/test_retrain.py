@@ -142,7 +142,10 @@ def test_drift_over_the_threshold_asks_for_retraining_once_with_its_evidence(
         assert receiver.received == []
         assert not (md_status(admin, namespace).get("retrain") or {}).get("active")
 
-        _send(url, x[y == 0][:300])  # malignant cases only: a shifted population
+        # Malignant cases only, a shifted population, in one request: the guard adds a request's rows to its sample at
+        # once, so no re-check reads a window half shifted (in batches of 20, one did under load and asked with the two
+        # features that had crossed the threshold by then).
+        _send(url, x[y == 0][:300], batch=300)
         eventually(lambda: receiver.received, timeout=60, what="the retrain request")
         request = receiver.received[0]
         assert request["kind"] == "RetrainRequest"
