@@ -48,6 +48,7 @@ from tests.support.models import make_key, make_model, sign_with_key
 ATTACKER = "mallory"
 ENFORCE_LABEL = "devmlops.io/enforce"
 EDITOR_ROLE = "namespace-editor"
+RBAC_API = "rbac.authorization.k8s.io"
 KSERVE_GROUP = "serving.kserve.io"
 
 # Images. Pinned references are what an exemption or an allow-list can name; the registry is never contacted.
@@ -459,6 +460,16 @@ def _namespace_name(request: pytest.FixtureRequest, suffix: str = "") -> str:
     return f"atk-{readable}-{tag}"
 
 
+def user_subject(name: str) -> dict[str, str]:
+    return {"kind": "User", "name": name, "apiGroup": RBAC_API}
+
+
+def bind_role(rbac: k8s.RbacAuthorizationV1Api, namespace: str, name: str, role: str, subject: dict[str, Any]) -> None:
+    """A RoleBinding ``name`` of the Role ``role`` to one subject (a user_subject, a ServiceAccount)."""
+    body: Any = {"metadata": {"name": name}, "roleRef": {"apiGroup": RBAC_API, "kind": "Role", "name": role}}
+    rbac.create_namespaced_role_binding(namespace, {**body, "subjects": [subject]})
+
+
 def grant_namespace_editor(
     admin: k8s.ApiClient, control_plane: ControlPlane, namespace: str, user: str = ATTACKER
 ) -> None:
@@ -466,17 +477,14 @@ def grant_namespace_editor(
     honours it."""
     rbac = k8s.RbacAuthorizationV1Api(admin)
     role: Any = {"metadata": {"name": EDITOR_ROLE}, "rules": EDITOR_RULES}
-    binding: Any = {
-        "metadata": {"name": EDITOR_ROLE if user == ATTACKER else f"{EDITOR_ROLE}-{user}"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": EDITOR_ROLE},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-    }
     try:
         rbac.create_namespaced_role(namespace, role)
     except ApiException as exc:
         if exc.status != 409:
             raise
-    rbac.create_namespaced_role_binding(namespace, binding)
+    bind_role(
+        rbac, namespace, EDITOR_ROLE if user == ATTACKER else f"{EDITOR_ROLE}-{user}", EDITOR_ROLE, user_subject(user)
+    )
     review: Any = {"spec": {"resourceAttributes": {"namespace": namespace, "verb": "create", "resource": "pods"}}}
     with api_client(control_plane.kubeconfig(user)) as client:
         auth = k8s.AuthorizationV1Api(client)

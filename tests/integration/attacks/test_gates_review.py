@@ -28,7 +28,9 @@ from tests.integration.attacks.conftest import (
     ALLOWED_IMAGES,
     EDITOR_ROLE,
     admitted,
+    bind_role,
     denied,
+    user_subject,
 )
 from tests.integration.attacks.test_four_eyes import _as_token, approval, approve, high_risk, phase
 from tests.integration.support import (
@@ -46,25 +48,11 @@ from tests.integration.support import (
 )
 
 REQUESTED_BY = "devmlops.io/requested-by"
-RBAC_API = "rbac.authorization.k8s.io"
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> SignedModel:
     return signed_model(tmp_path_factory.mktemp("gates-review"), "fraud")
-
-
-def _bind(rbac: k8s.RbacAuthorizationV1Api, namespace: str, name: str, role: str, subject: dict[str, Any]) -> None:
-    body: Any = {
-        "metadata": {"name": name},
-        "roleRef": {"apiGroup": RBAC_API, "kind": "Role", "name": role},
-        "subjects": [subject],
-    }
-    rbac.create_namespaced_role_binding(namespace, body)
-
-
-def _user(name: str) -> dict[str, str]:
-    return {"kind": "User", "name": name, "apiGroup": RBAC_API}
 
 
 @pytest.fixture
@@ -75,10 +63,10 @@ def release_bot(admin: k8s.ApiClient, mallory: k8s.ApiClient, enforced_namespace
     rbac, core = k8s.RbacAuthorizationV1Api(admin), k8s.CoreV1Api(admin)
     rules = [{"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]}]
     rbac.create_namespaced_role(enforced_namespace, {"metadata": {"name": "sa-tokens"}, "rules": rules})
-    _bind(rbac, enforced_namespace, "sa-tokens", "sa-tokens", _user("mallory"))
+    bind_role(rbac, enforced_namespace, "sa-tokens", "sa-tokens", user_subject("mallory"))
     core.create_namespaced_service_account(enforced_namespace, {"metadata": {"name": "release-bot"}})
     bot = {"kind": "ServiceAccount", "name": "release-bot", "namespace": enforced_namespace}
-    _bind(rbac, enforced_namespace, "release-bot", EDITOR_ROLE, bot)
+    bind_role(rbac, enforced_namespace, "release-bot", EDITOR_ROLE, bot)
     token = core.create_namespaced_service_account_token(
         "release-bot", enforced_namespace, {"spec": {"expirationSeconds": 600}}
     )
@@ -133,7 +121,7 @@ def test_an_editor_who_can_act_as_the_requesting_service_account_is_no_second_pe
     rbac = k8s.RbacAuthorizationV1Api(admin)
     rules = [{"apiGroups": [GROUP], "resources": ["modelapprovals"], "verbs": ["create", "get", "list"]}]
     rbac.create_namespaced_role(namespace, {"metadata": {"name": "approve-only"}, "rules": rules})
-    _bind(rbac, namespace, "carol-approves", "approve-only", _user("carol"))
+    bind_role(rbac, namespace, "carol-approves", "approve-only", user_subject("carol"))
     admitted(approve, as_user("carol"), namespace, approval("carol-approves", model.digest))
     eventually(lambda: phase(admin, namespace) == "Admitted", what="the model approved by carol being served")
 

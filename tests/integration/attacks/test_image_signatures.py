@@ -116,19 +116,32 @@ def images(
             stack.restart_with([])
 
 
+def images_policy(
+    admin: k8s.ApiClient,
+    stack: DevmlopsStack,
+    namespace: str,
+    model: SignedModel,
+    images: Images,
+    *,
+    triton_glob: str = "@*",
+) -> contextlib.AbstractContextManager[dict[str, Any]]:
+    """Image signatures by the platform key demanded; Triton allowed as ``<host>/nvidia/tritonserver<triton_glob>``."""
+    return trusting(
+        admin,
+        stack,
+        namespace,
+        model,
+        policy=policy_name(namespace),
+        allow={"images": [f"{images.host}/nvidia/tritonserver{triton_glob}", "devmlops:0.1.0"]},
+        imageSignatures={"authorities": [{"name": "platform-images", "key": {"publicKey": images.platform_key}}]},
+    )
+
+
 @pytest.fixture
 def signed_images_policy(
     admin: k8s.ApiClient, stack: DevmlopsStack, enforced_namespace: str, attack_model: SignedModel, images: Images
 ) -> Iterator[dict[str, Any]]:
-    with trusting(
-        admin,
-        stack,
-        enforced_namespace,
-        attack_model,
-        policy=policy_name(enforced_namespace),
-        allow={"images": [f"{images.host}/nvidia/tritonserver@*", "devmlops:0.1.0"]},
-        imageSignatures={"authorities": [{"name": "platform-images", "key": {"publicKey": images.platform_key}}]},
-    ) as body:
+    with images_policy(admin, stack, enforced_namespace, attack_model, images) as body:
         yield body
 
 

@@ -27,13 +27,13 @@ from kubernetes import client as k8s
 
 from devmlops.adapters.mlflowsign import RegisteredVersion, store_signature
 from devmlops.harness.stack import DevmlopsStack
-from tests.integration.attacks.conftest import Served, admitted, denied, policy_name
+from tests.integration.attacks.conftest import Served, admitted, denied
 from tests.integration.attacks.conftest import create_model_deployment as create
 from tests.integration.attacks.test_evidence import deployment, good, keys, model, policy, signed
-from tests.integration.attacks.test_image_signatures import Images, images, triton
+from tests.integration.attacks.test_image_signatures import Images, images, images_policy, triton
 from tests.integration.attacks.test_registry import Registry, champion_policy, registered, registry
 from tests.integration.attacks.test_rollout import _deployment, _guard_config, _second_version, rolling_out
-from tests.integration.support import GROUP, VERSION, SignedModel, eventually, trusting
+from tests.integration.support import GROUP, VERSION, SignedModel, eventually
 from tests.support.models import KeyFiles
 
 # MLflow and the registries are built on a cold cache first (`make registries` does it before `make test`).
@@ -131,15 +131,7 @@ def tag_glob_policy(
     admin: k8s.ApiClient, stack: DevmlopsStack, enforced_namespace: str, attack_model: SignedModel, images: Images
 ) -> Iterator[dict[str, Any]]:
     """Image signatures demanded, and an allow-list glob that also takes a tag written beside the digest."""
-    with trusting(
-        admin,
-        stack,
-        enforced_namespace,
-        attack_model,
-        policy=policy_name(enforced_namespace),
-        allow={"images": [f"{images.host}/nvidia/tritonserver*", "devmlops:0.1.0"]},
-        imageSignatures={"authorities": [{"name": "platform-images", "key": {"publicKey": images.platform_key}}]},
-    ) as body:
+    with images_policy(admin, stack, enforced_namespace, attack_model, images, triton_glob="*") as body:
         yield body
 
 

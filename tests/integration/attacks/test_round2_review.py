@@ -48,6 +48,7 @@ from devmlops.harness.stack import DevmlopsStack
 from tests.integration.attacks.conftest import (
     ALLOWED_IMAGES,
     EDITOR_ROLE,
+    bind_role,
     create_model_deployment,
     denied,
     devmlops_denial,
@@ -55,6 +56,7 @@ from tests.integration.attacks.conftest import (
     pod,
     pod_spec,
     policy_name,
+    user_subject,
 )
 from tests.integration.attacks.test_four_eyes import _as_token, approval, approve, high_risk, phase
 from tests.integration.attacks.test_storage_uris import KSERVE, PROD, _at
@@ -73,7 +75,6 @@ from tests.integration.support import (
 
 # -- 2. four eyes: every way to act as the requesting ServiceAccount ---------------------------------------------------
 
-RBAC_API = "rbac.authorization.k8s.io"
 BOT = "release-bot"
 ALPINE = "registry.example.com/platform/toolbox@sha256:" + "4" * 64
 
@@ -160,19 +161,9 @@ def test_an_approver_who_runs_workloads_as_the_requesting_service_account_is_no_
     namespace, rule, act = enforced_namespace, *WAYS[way]
     rbac, core = k8s.RbacAuthorizationV1Api(admin), k8s.CoreV1Api(admin)
     bot = {"kind": "ServiceAccount", "name": BOT, "namespace": ci_namespace}
-    deploys: Any = {
-        "metadata": {"name": "release-bot-deploys"},
-        "roleRef": {"apiGroup": RBAC_API, "kind": "Role", "name": EDITOR_ROLE},
-        "subjects": [bot],
-    }
-    rbac.create_namespaced_role_binding(namespace, deploys)
+    bind_role(rbac, namespace, "release-bot-deploys", EDITOR_ROLE, bot)
     rbac.create_namespaced_role(ci_namespace, {"metadata": {"name": f"narrow-{way}"}, "rules": [rule]})
-    narrow: Any = {
-        "metadata": {"name": f"mallory-{way}"},
-        "roleRef": {"apiGroup": RBAC_API, "kind": "Role", "name": f"narrow-{way}"},
-        "subjects": [{"kind": "User", "name": "mallory", "apiGroup": RBAC_API}],
-    }
-    rbac.create_namespaced_role_binding(ci_namespace, narrow)
+    bind_role(rbac, ci_namespace, f"mallory-{way}", f"narrow-{way}", user_subject("mallory"))
     # Her workload runs as the bot (the namespace is not enforced, and it serves no model: nothing stops it).
     eventually(lambda: _tried(act, mallory, ci_namespace), what=f"mallory's {way} running as the bot")
     # Inside it she holds the bot's token (no kubelet here: the cluster admin mints the same token for the test).
@@ -205,20 +196,10 @@ def test_a_request_made_by_impersonating_the_bot_is_the_bots_and_its_impersonato
     rbac, core = k8s.RbacAuthorizationV1Api(admin), k8s.CoreV1Api(admin)
     core.create_namespaced_service_account(namespace, {"metadata": {"name": BOT}})
     bot = {"kind": "ServiceAccount", "name": BOT, "namespace": namespace}
-    deploys: Any = {
-        "metadata": {"name": "release-bot-deploys"},
-        "roleRef": {"apiGroup": RBAC_API, "kind": "Role", "name": EDITOR_ROLE},
-        "subjects": [bot],
-    }
-    rbac.create_namespaced_role_binding(namespace, deploys)
+    bind_role(rbac, namespace, "release-bot-deploys", EDITOR_ROLE, bot)
     rules = [{"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["impersonate"]}]
     rbac.create_namespaced_role(namespace, {"metadata": {"name": "impersonate-sas"}, "rules": rules})
-    binding: Any = {
-        "metadata": {"name": "mallory-impersonates"},
-        "roleRef": {"apiGroup": RBAC_API, "kind": "Role", "name": "impersonate-sas"},
-        "subjects": [{"kind": "User", "name": "mallory", "apiGroup": RBAC_API}],
-    }
-    rbac.create_namespaced_role_binding(namespace, binding)
+    bind_role(rbac, namespace, "mallory-impersonates", "impersonate-sas", user_subject("mallory"))
     requester = f"system:serviceaccount:{namespace}:{BOT}"
     with api_client(control_plane.kubeconfig("mallory")) as as_bot:
         as_bot.set_default_header("Impersonate-User", requester)
@@ -249,24 +230,11 @@ def ci_bots(
     rbac, core = k8s.RbacAuthorizationV1Api(admin), k8s.CoreV1Api(admin)
     rules = [{"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]}]
     rbac.create_namespaced_role(ci, {"metadata": {"name": "sa-tokens"}, "rules": rules})
-    tokens: Any = {
-        "metadata": {"name": "mallory-tokens"},
-        "roleRef": {"apiGroup": RBAC_API, "kind": "Role", "name": "sa-tokens"},
-        "subjects": [{"kind": "User", "name": "mallory", "apiGroup": RBAC_API}],
-    }
-    rbac.create_namespaced_role_binding(ci, tokens)
-    deploys: Any = {
-        "metadata": {"name": "release-bot-deploys"},
-        "roleRef": {"apiGroup": RBAC_API, "kind": "Role", "name": EDITOR_ROLE},
-        "subjects": [{"kind": "ServiceAccount", "name": BOT, "namespace": ci}],
-    }
-    rbac.create_namespaced_role_binding(enforced_namespace, deploys)
-    approves: Any = {
-        "metadata": {"name": "approver-bot-approves"},
-        "roleRef": {"apiGroup": RBAC_API, "kind": "Role", "name": EDITOR_ROLE},
-        "subjects": [{"kind": "ServiceAccount", "name": "approver-bot", "namespace": ci}],
-    }
-    rbac.create_namespaced_role_binding(enforced_namespace, approves)
+    bind_role(rbac, ci, "mallory-tokens", "sa-tokens", user_subject("mallory"))
+    for binding, account in (("release-bot-deploys", BOT), ("approver-bot-approves", "approver-bot")):
+        bind_role(
+            rbac, enforced_namespace, binding, EDITOR_ROLE, {"kind": "ServiceAccount", "name": account, "namespace": ci}
+        )
     clients = []
     for account in (BOT, "approver-bot"):
         core.create_namespaced_service_account(ci, {"metadata": {"name": account}})
