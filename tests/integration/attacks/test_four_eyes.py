@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 import pytest
@@ -64,19 +65,36 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> SignedModel:
     return signed_model(tmp_path_factory.mktemp("four-eyes"), "fraud")
 
 
+@contextmanager
+def approval_required(
+    admin: k8s.ApiClient,
+    stack: DevmlopsStack,
+    namespace: str,
+    model: SignedModel,
+    name: str,
+    approvers: dict[str, list[str]] | None = None,
+) -> Iterator[str]:
+    """``model``'s bundle in the ConfigMap "evidence" and the installed ClusterModelPolicy ``name``: high risk needs a
+    ModelApproval by one of ``approvers`` (default: a member of devmlops:approvers) other than the requester."""
+    k8s.CoreV1Api(admin).create_namespaced_config_map(
+        namespace, evidence_config_map("evidence", namespace, {"model.sig": model.bundle})
+    )
+    compliance = {
+        "approvers": approvers or {"groups": ["devmlops:approvers"]},
+        "tiers": {"high": {"requireApproval": True, "requiredEvidence": []}},
+    }
+    policy_name = name[:63]
+    body = cluster_policy(
+        policy_name, namespace, model.key.public_pem, compliance=compliance, allow={"images": ALLOWED_IMAGES}
+    )
+    with installed_policy(admin, stack, body):
+        yield policy_name
+
+
 @pytest.fixture
 def policy(admin: k8s.ApiClient, stack: DevmlopsStack, editors: str, model: SignedModel) -> Iterator[str]:
     """High risk needs a ModelApproval by a member of devmlops:approvers other than the requester."""
-    k8s.CoreV1Api(admin).create_namespaced_config_map(
-        editors, evidence_config_map("evidence", editors, {"model.sig": model.bundle})
-    )
-    name = f"four-eyes-{editors}"[:63]
-    compliance = {
-        "approvers": {"groups": ["devmlops:approvers"]},
-        "tiers": {"high": {"requireApproval": True, "requiredEvidence": []}},
-    }
-    body = cluster_policy(name, editors, model.key.public_pem, compliance=compliance, allow={"images": ALLOWED_IMAGES})
-    with installed_policy(admin, stack, body):
+    with approval_required(admin, stack, editors, model, f"four-eyes-{editors}") as name:
         yield name
 
 
@@ -346,16 +364,8 @@ def test_a_service_account_of_the_models_namespace_is_no_second_person(
     rbac.create_namespaced_role_binding(editors, {"metadata": {"name": "release-approver"}, "roleRef": {**binding,
         "name": EDITOR_ROLE}, "subjects": [{"kind": "ServiceAccount", "name": "release-approver",
         "namespace": editors}]})  # fmt: skip
-    k8s.CoreV1Api(admin).create_namespaced_config_map(
-        editors, evidence_config_map("evidence", editors, {"model.sig": model.bundle})
-    )
-    compliance = {
-        "approvers": {"users": [bot], "groups": ["devmlops:approvers"]},
-        "tiers": {"high": {"requireApproval": True, "requiredEvidence": []}},
-    }
-    body = cluster_policy(f"bot-{editors}"[:63], editors, model.key.public_pem, compliance=compliance,
-                          allow={"images": ALLOWED_IMAGES})  # fmt: skip
-    with installed_policy(admin, stack, body):
+    approvers = {"users": [bot], "groups": ["devmlops:approvers"]}
+    with approval_required(admin, stack, editors, model, f"bot-{editors}", approvers):
         create_md(mallory, editors, high_risk(model))
         eventually(lambda: phase(admin, editors) == "AwaitingApproval", what="AwaitingApproval")
         token = k8s.CoreV1Api(mallory).create_namespaced_service_account_token(

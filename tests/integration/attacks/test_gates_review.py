@@ -32,7 +32,14 @@ from tests.integration.attacks.conftest import (
     denied,
     user_subject,
 )
-from tests.integration.attacks.test_four_eyes import _as_token, approval, approve, high_risk, phase
+from tests.integration.attacks.test_four_eyes import (
+    _as_token,
+    approval,
+    approval_required,
+    approve,
+    high_risk,
+    phase,
+)
 from tests.integration.support import (
     GROUP,
     VERSION,
@@ -41,7 +48,6 @@ from tests.integration.support import (
     create_md,
     cyclonedx_sbom,
     eventually,
-    evidence_config_map,
     installed_policy,
     model_deployment,
     signed_model,
@@ -77,18 +83,7 @@ def release_bot(admin: k8s.ApiClient, mallory: k8s.ApiClient, enforced_namespace
 @pytest.fixture
 def four_eyes(admin: k8s.ApiClient, stack: DevmlopsStack, enforced_namespace: str, model: SignedModel) -> Iterator[str]:
     """High risk needs a ModelApproval by a member of devmlops:approvers other than the requester."""
-    k8s.CoreV1Api(admin).create_namespaced_config_map(
-        enforced_namespace, evidence_config_map("evidence", enforced_namespace, {"model.sig": model.bundle})
-    )
-    compliance = {
-        "approvers": {"groups": ["devmlops:approvers"]},
-        "tiers": {"high": {"requireApproval": True, "requiredEvidence": []}},
-    }
-    name = f"gates-4e-{enforced_namespace}"[:63]
-    body = cluster_policy(
-        name, enforced_namespace, model.key.public_pem, compliance=compliance, allow={"images": ALLOWED_IMAGES}
-    )
-    with installed_policy(admin, stack, body):
+    with approval_required(admin, stack, enforced_namespace, model, f"gates-4e-{enforced_namespace}") as name:
         yield name
 
 

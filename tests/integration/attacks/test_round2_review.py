@@ -58,18 +58,22 @@ from tests.integration.attacks.conftest import (
     policy_name,
     user_subject,
 )
-from tests.integration.attacks.test_four_eyes import _as_token, approval, approve, high_risk, phase
+from tests.integration.attacks.test_four_eyes import (
+    _as_token,
+    approval,
+    approval_required,
+    approve,
+    high_risk,
+    phase,
+)
 from tests.integration.attacks.test_storage_uris import KSERVE, PROD, _at
 from tests.integration.attacks.test_team_policies import plant, team_policy
 from tests.integration.support import (
     GROUP,
     VERSION,
     SignedModel,
-    cluster_policy,
     create_md,
     eventually,
-    evidence_config_map,
-    installed_policy,
     trusting,
 )
 
@@ -133,18 +137,7 @@ def approval_policy(
     admin: k8s.ApiClient, stack: DevmlopsStack, enforced_namespace: str, attack_model: SignedModel
 ) -> Iterator[str]:
     """High risk needs a ModelApproval by a member of devmlops:approvers (mallory is one) other than the requester."""
-    k8s.CoreV1Api(admin).create_namespaced_config_map(
-        enforced_namespace, evidence_config_map("evidence", enforced_namespace, {"model.sig": attack_model.bundle})
-    )
-    compliance = {
-        "approvers": {"groups": ["devmlops:approvers"]},
-        "tiers": {"high": {"requireApproval": True, "requiredEvidence": []}},
-    }
-    name = f"r2-4e-{enforced_namespace}"[:63]
-    body = cluster_policy(
-        name, enforced_namespace, attack_model.key.public_pem, compliance=compliance, allow={"images": ALLOWED_IMAGES}
-    )
-    with installed_policy(admin, stack, body):
+    with approval_required(admin, stack, enforced_namespace, attack_model, f"r2-4e-{enforced_namespace}") as name:
         yield name
 
 
@@ -264,21 +257,7 @@ def test_two_service_accounts_of_one_namespace_are_no_four_eyes(
 ) -> None:
     namespace, (ci, release_bot, approver_bot) = enforced_namespace, ci_bots
     approver = f"system:serviceaccount:{ci}:approver-bot"
-    k8s.CoreV1Api(admin).create_namespaced_config_map(
-        namespace, evidence_config_map("evidence", namespace, {"model.sig": attack_model.bundle})
-    )
-    compliance = {
-        "approvers": {"users": [approver]},
-        "tiers": {"high": {"requireApproval": True, "requiredEvidence": []}},
-    }
-    body = cluster_policy(
-        f"r2-bots-{namespace}"[:63],
-        namespace,
-        attack_model.key.public_pem,
-        compliance=compliance,
-        allow={"images": ALLOWED_IMAGES},
-    )
-    with installed_policy(admin, stack, body):
+    with approval_required(admin, stack, namespace, attack_model, f"r2-bots-{namespace}", {"users": [approver]}):
         create_md(release_bot, namespace, high_risk(attack_model))
         eventually(lambda: phase(admin, namespace) == "AwaitingApproval", what="AwaitingApproval")
         message = denied(approve, approver_bot, namespace, approval("bots-approve", attack_model.digest))
