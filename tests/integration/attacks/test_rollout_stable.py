@@ -119,10 +119,9 @@ def test_a_revoked_stable_version_does_not_serve_on_through_the_rollout(
         timeout=60,
         what=f"the revoked stable version scaled to zero (status: {md_status(admin, namespace).get('conditions')})",
     )
-    degraded = _condition(admin, namespace, "Degraded")
-    assert f"the stable version {attack_model.digest}" in degraded
-    # The operator scales first and writes the status after: the phase is read once it is written.
+    # The operator scales first and writes the status after: the phase and its reason are read once it is written.
     eventually(lambda: md_status(admin, namespace).get("phase") == "Degraded", timeout=30, what="the status")
+    assert f"the stable version {attack_model.digest}" in _condition(admin, namespace, "Degraded")
     assert _deployment(admin, namespace, "fraud-canary") is not None  # version two passes: not the operator's to stop
 
 
