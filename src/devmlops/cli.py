@@ -1026,6 +1026,7 @@ def guard(upstream: str, listen: str, metrics_listen: str, model: str, digest: s
     one audit line per request (stdout), Prometheus metrics. Nothing reaches the model server past a failed check."""
     from devmlops.core.guard import parse_guard_config
     from devmlops.guard.app import GuardSettings
+    from devmlops.guard.clusterdns import absolute_split
     from devmlops.guard.main import run
 
     try:
@@ -1044,10 +1045,18 @@ def guard(upstream: str, listen: str, metrics_listen: str, model: str, digest: s
         model=model,
         digest=digest,
         secrets=secrets,
-        split=config.split,
+        split=absolute_split(config.split, _resolv_conf()),
         baseline=config.baseline,
     )
     run(settings, _address(listen, "--listen"), _address(metrics_listen, "--metrics-listen"))
+
+
+def _resolv_conf() -> str:
+    """The Pod's resolver configuration (where the kubelet writes the cluster's DNS domain); none read is empty."""
+    try:
+        return Path("/etc/resolv.conf").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
 
 
 def _kubebuilder_assets() -> Path | None:
