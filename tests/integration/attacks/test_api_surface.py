@@ -130,11 +130,11 @@ def served_writable(api: k8s.ApiClient) -> dict[tuple[str, str], set[str]]:
     return found
 
 
-def editor_writes(api: k8s.ApiClient) -> set[tuple[str, str]]:
-    """What a namespace editor may write: the rules Kubernetes aggregates into ``edit`` and the attack Role's."""
+def editor_writes(api: k8s.ApiClient, *, attack_role: bool = True) -> set[tuple[str, str]]:
+    """What a namespace editor may write: the rules Kubernetes aggregates into ``edit``, and the attack Role's."""
     role = k8s.RbacAuthorizationV1Api(api).read_cluster_role("system:aggregate-to-edit")
     rules = [(r.api_groups or [], r.resources or [], r.verbs or []) for r in role.rules or []]
-    rules += [(r["apiGroups"], r["resources"], r["verbs"]) for r in EDITOR_RULES]
+    rules += [(r["apiGroups"], r["resources"], r["verbs"]) for r in EDITOR_RULES] if attack_role else []
     return {(g, res) for groups, resources, verbs in rules if WRITES & set(verbs) for g in groups for res in resources}
 
 
@@ -175,6 +175,10 @@ def test_every_namespaced_write_the_api_server_serves_is_decided(admin: k8s.ApiC
     assert not granted, f"decided as no editor's, but an editor may write them: {granted}; decide them again"
     gone = sorted(k for k in (REVIEWED.keys() | INERT.keys()) if k not in served)
     assert not gone, f"decided here but no longer served: {gone}"
+    # What docs/threat-model.md says of Kubernetes's own `edit` (the attack Role grants ephemeral containers anyway).
+    built_in = editor_writes(admin, attack_role=False)
+    assert ("", "pods/ephemeralcontainers") not in built_in, "edit grants ephemeral containers now: say so"
+    assert ("", "pods/resize") not in built_in, "edit grants pods/resize now: say so in property 4"
 
 
 def test_every_reviewed_kind_is_sent_from_enforced_namespaces_in_every_version(admin: k8s.ApiClient) -> None:
