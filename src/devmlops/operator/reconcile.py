@@ -360,13 +360,22 @@ def _undecided(decision: Decision) -> Plan | None:
 
 
 def _servers(observed: Observation, *, stable_only: bool) -> list[ChildRef]:
-    """The model servers to scale to zero: the child the status names and, unless only the stable version is to
+    """The model servers to scale to zero: the child the status names, the model server stored under the name the
+    rendering gives it (``<md>``) when this ModelDeployment controls it, and, unless only the stable version is to
     stop (``stable_only``), the spec's version where a rollout tries it beside the stable one (``<md>-canary``), which
     its own Service lets anyone in the cluster call. Before, a revoked (or no longer approved) new version was left
-    running there while the stable version, which still passed, was scaled to zero."""
+    running there while the stable version, which still passed, was scaled to zero. The status names the child only
+    once a reconcile got as far as writing it, after every child: a Triton model whose Service could never be written
+    (named "fraud.v2", a DNS subdomain but no DNS label; a Service quota full) ran its Deployment, and its key revoked,
+    was "scaled to zero (no child yet)" while it served on (operator deputy review)."""
     model = observed.model
     child = _status_child(model)
     servers = [child] if child is not None else []
+    for ref in child_keys(model)[:1]:  # the model server itself: the first child the rendering names
+        stored = observed.children.get((ref.kind, ref.name))
+        named = any((s.kind, s.name) == (ref.kind, ref.name) for s in servers)
+        if stored is not None and not named and _controlled_by(stored, model):
+            servers.append(ref)
     name = f"{(model.get('metadata') or {}).get('name')}{CANARY_SUFFIX}"
     canary = observed.children.get(("Deployment", name))
     if not stable_only and canary is not None and _controlled_by(canary, model):

@@ -246,6 +246,44 @@ def test_a_degraded_model_without_a_child_has_nothing_to_scale() -> None:
     assert condition(result.status, "ServingReady")["message"] == "policy onViolation: scaleToZero (no child yet)"
 
 
+TRITON_DEPLOYMENT = ChildRef("apps/v1", "Deployment", "fraud")
+
+
+def _stored_triton(md: dict[str, Any], controller_uid: str = "md-uid") -> dict[tuple[str, str], dict[str, Any]]:
+    """The Triton Deployment as the operator wrote it (controlled by ``controller_uid``), and no Service: it could not
+    be written, so no reconcile got as far as the status."""
+    deployment = copy.deepcopy(rendered(md)[0])
+    deployment["metadata"]["ownerReferences"][0]["uid"] = controller_uid
+    return {("Deployment", "fraud"): deployment}
+
+
+def test_a_revoked_model_server_is_scaled_to_zero_although_no_status_names_it_yet() -> None:
+    """Operator deputy review: a Triton model named "fraud.v2" has a Deployment but never a Service (not a DNS label),
+    so every reconcile failed before the status; revoked, it was "scaled to zero (no child yet)" and served on."""
+    md = model(kind="triton")
+    result = plan(observed(md, REVOKED, scale_to_zero=True, children=_stored_triton(md), now=T1))
+    scales = [a for a in result.actions if isinstance(a, ScaleToZero)]
+    assert scales == [ScaleToZero(TRITON_DEPLOYMENT, "policy onViolation: scaleToZero ({})")]
+    assert result.status is not None
+    assert condition(result.status, "ServingReady")["message"] == (
+        "policy onViolation: scaleToZero (Deployment/fraud scaled to zero)"
+    )
+
+
+def test_a_model_server_no_status_names_is_scaled_to_zero_when_its_approval_is_missing() -> None:
+    md = model(kind="triton")
+    result = plan(observed(md, approvals=REQUIRED, children=_stored_triton(md), now=T1))
+    assert [a for a in result.actions if isinstance(a, ScaleToZero)] == [
+        ScaleToZero(TRITON_DEPLOYMENT, "approval no longer valid: {}")
+    ]
+
+
+def test_an_object_under_the_model_servers_name_that_another_owner_controls_is_not_scaled() -> None:
+    md = model(kind="triton")
+    result = plan(observed(md, REVOKED, scale_to_zero=True, children=_stored_triton(md, "another-uid"), now=T1))
+    assert not [a for a in result.actions if isinstance(a, ScaleToZero)]
+
+
 def test_a_scale_to_zero_that_failed_says_so_in_serving_ready() -> None:
     md, _ = served(model())
     result = plan(observed(md, REVOKED, scale_to_zero=True))
