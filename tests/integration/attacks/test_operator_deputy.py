@@ -19,7 +19,7 @@ from typing import Any
 from kubernetes import client as k8s
 
 from devmlops.harness.stack import DevmlopsStack
-from tests.integration.attacks.conftest import TRITON, as_dict, serve
+from tests.integration.attacks.conftest import TRITON, admitted, as_dict, serve
 from tests.integration.attacks.test_scale import revoke
 from tests.integration.support import GROUP, VERSION, SignedModel, eventually
 
@@ -45,6 +45,59 @@ def test_a_model_whose_service_cannot_be_written_is_still_scaled_to_zero_when_re
         return [str(as_dict(p)["metadata"]["name"]) for p in pods]
 
     eventually(model_pods, timeout=30, what="the model server's Pods")
+    revoke(admin, stack, served, rogue_model, onViolation="scaleToZero")
+    deadline = time.monotonic() + 60
+    while model_pods() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    md = k8s.CustomObjectsApi(admin).get_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", name)
+    status = md.get("status") or {}
+    said = [c.get("message") for c in status.get("conditions") or [] if c.get("type") == "ServingReady"]
+    left = model_pods()
+    assert not left, (
+        f"the revoked model's Pods {left} still run 60 s after revocation (phase {status.get('phase')!r}, "
+        f"child {status.get('child')!r}, ServingReady {said})"
+    )
+
+
+def test_a_model_whose_service_is_over_the_namespaces_quota_is_still_scaled_to_zero_when_revoked(
+    admin: k8s.ApiClient,
+    stack: DevmlopsStack,
+    mallory: k8s.ApiClient,
+    enforced_namespace: str,
+    attack_model: SignedModel,
+    rogue_model: SignedModel,
+    trusted: dict[str, Any],
+) -> None:
+    """The cluster admin bounds the namespace's Services with a ResourceQuota; mallory fills it with a Service of her
+    own (a name that is no model's address: admitted). The team's Triton model "fraud" gets its Deployment, never its
+    Service (quota exceeded), so no reconcile gets as far as its status. Its key revoked (scaleToZero): its Pods must
+    go."""
+    namespace, name = enforced_namespace, "fraud"
+    core_admin = k8s.CoreV1Api(admin)
+    quota: Any = {"metadata": {"name": "services"}, "spec": {"hard": {"services": "1"}}}
+    core_admin.create_namespaced_resource_quota(namespace, quota)
+
+    def used() -> dict[str, str] | None:
+        return core_admin.read_namespaced_resource_quota("services", namespace).status.used
+
+    # The stack runs no quota controller: the cluster admin writes its first count (none used), and the API server's
+    # ResourceQuota admission counts each new Service from there.
+    counted: Any = {"status": {"hard": {"services": "1"}, "used": {"services": "0"}}}
+    core_admin.patch_namespaced_resource_quota_status("services", namespace, counted)
+    hers: Any = {
+        "metadata": {"name": "mallory-web"},
+        "spec": {"selector": {"app": "mallory-web"}, "ports": [{"name": "http", "port": 80}]},
+    }
+    admitted(k8s.CoreV1Api(mallory).create_namespaced_service, namespace, hers)
+    eventually(lambda: (used() or {}).get("services") == "1", timeout=30, what="mallory's Service in the quota")
+    served = serve(admin, namespace, attack_model, trusted, name=name, runtime={"kind": "triton", "image": TRITON})
+
+    def model_pods() -> list[str]:
+        pods = k8s.CoreV1Api(admin).list_namespaced_pod(namespace, label_selector=f"{MODEL_LABEL}={name}").items
+        return [str(as_dict(p)["metadata"]["name"]) for p in pods]
+
+    eventually(model_pods, timeout=30, what="the model server's Pods")
+    assert name not in [s.metadata.name for s in core_admin.list_namespaced_service(namespace).items]
     revoke(admin, stack, served, rogue_model, onViolation="scaleToZero")
     deadline = time.monotonic() + 60
     while model_pods() and time.monotonic() < deadline:
