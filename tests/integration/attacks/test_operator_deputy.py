@@ -19,7 +19,7 @@ from typing import Any
 from kubernetes import client as k8s
 
 from devmlops.harness.stack import DevmlopsStack
-from tests.integration.attacks.conftest import TRITON, admitted, as_dict, serve
+from tests.integration.attacks.conftest import TRITON, ModelPods, Served, _get_isvc, admitted, as_dict, owned_by, serve
 from tests.integration.attacks.test_scale import revoke
 from tests.integration.support import GROUP, VERSION, SignedModel, eventually
 
@@ -110,3 +110,40 @@ def test_a_model_whose_service_is_over_the_namespaces_quota_is_still_scaled_to_z
         f"the revoked model's Pods {left} still run 60 s after revocation (phase {status.get('phase')!r}, "
         f"child {status.get('child')!r}, ServingReady {said})"
     )
+
+
+def test_a_switch_of_runtime_kind_leaves_no_model_server_of_the_old_kind_running(
+    admin: k8s.ApiClient,
+    stack: DevmlopsStack,
+    mallory: k8s.ApiClient,
+    served_triton: Served,
+    triton_pods: ModelPods,
+    rogue_model: SignedModel,
+) -> None:
+    """Mallory switches the served Triton model "fraud" to KServe (spec.runtime.kind, the same signed model: admitted).
+    The operator renders an InferenceService "fraud" and observed, deleted or scaled only the children of the kind
+    the spec names now: the Triton Deployment "fraud", still controlled by the ModelDeployment, served on, decided by
+    nobody. The cluster admin revokes the key (scaleToZero): the Triton Deployment's Pods must go too."""
+    namespace = served_triton.namespace
+    switch = {"spec": {"runtime": {"kind": "kserve", "image": None}}}
+    admitted(
+        k8s.CustomObjectsApi(mallory).patch_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        namespace,
+        "modeldeployments",
+        "fraud",
+        switch,
+    )
+    eventually(lambda: _get_isvc(admin, namespace, "fraud"), timeout=30, what="the operator's InferenceService fraud")
+    revoke(admin, stack, served_triton, rogue_model, onViolation="scaleToZero")
+
+    def pods() -> list[str]:
+        items = [as_dict(p) for p in k8s.CoreV1Api(admin).list_namespaced_pod(namespace).items]
+        return [str(p["metadata"]["name"]) for p in owned_by(items, triton_pods.replica_set)]
+
+    deadline = time.monotonic() + 60
+    while pods() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = pods()
+    assert not left, f"the Triton model server's Pods {left} still run 60 s after the key was revoked"
