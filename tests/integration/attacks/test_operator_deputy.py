@@ -2,13 +2,13 @@
 deputy review).
 
 The operator writes a Triton model's children in order (the Deployment, then its Service) and its status last, and
-scaled a revoked model's server to zero by the child its status names. A ModelDeployment's name is any DNS
-subdomain (the CRD does not narrow it), so "fraud.v2" is admitted and its Deployment "fraud.v2" is valid, but a
-Service may not carry a dot (a DNS label): every reconcile created or kept the Deployment and failed on the Service,
-so no status naming the child was ever written. Revoked, the model was decided Degraded with "no child yet" and its
-server ran on at full scale (this test failed: the Pods stayed). Any failure between the first child and the status
-did the same (a Service quota that mallory fills with Services of her own, say). Docstrings say what the attack was;
-the assertions, what holds.
+scaled a revoked model's server to zero by the child its status names. Whatever made the Service unwritable left a
+running Deployment that no status named: a ModelDeployment name that is a DNS subdomain but no DNS label
+("fraud.v2", admitted before this review), or a Service quota that mallory fills with a Service of her own. Revoked,
+the model was decided Degraded, "scaled to zero (no child yet)", and served on at full scale. And the operator looked
+only under the names of the runtime kind the spec names now: switched from Triton to KServe, a model kept its Triton
+Deployment serving, decided by nobody. Each test here failed before its fix. Docstrings say what the attack was; the
+assertions, what holds.
 """
 
 from __future__ import annotations
@@ -19,43 +19,42 @@ from typing import Any
 from kubernetes import client as k8s
 
 from devmlops.harness.stack import DevmlopsStack
-from tests.integration.attacks.conftest import TRITON, ModelPods, Served, _get_isvc, admitted, as_dict, owned_by, serve
+from tests.integration.attacks.conftest import (
+    TRITON,
+    ModelPods,
+    Served,
+    _get_isvc,
+    admitted,
+    as_dict,
+    denied,
+    owned_by,
+    serve,
+    wait_until_allowed,
+)
 from tests.integration.attacks.test_scale import revoke
-from tests.integration.support import GROUP, VERSION, SignedModel, eventually
+from tests.integration.support import GROUP, VERSION, SignedModel, eventually, signed_by_evidence
 
 MODEL_LABEL = "devmlops.io/model-deployment"
 
 
-def test_a_model_whose_service_cannot_be_written_is_still_scaled_to_zero_when_revoked(
-    admin: k8s.ApiClient,
-    stack: DevmlopsStack,
-    enforced_namespace: str,
-    attack_model: SignedModel,
-    rogue_model: SignedModel,
-    trusted: dict[str, Any],
+def test_a_model_deployment_whose_name_no_service_may_carry_is_refused(
+    mallory: k8s.ApiClient, enforced_namespace: str, attack_model: SignedModel, trusted: dict[str, Any]
 ) -> None:
-    """A signed Triton model named "fraud.v2" (mallory may create ModelDeployments; the name is valid for one): the
-    operator writes its Deployment, and its Service never (not a DNS label). The cluster admin revokes the key with
-    onViolation scaleToZero: the model server's Pods must go."""
-    namespace, name = enforced_namespace, "fraud.v2"
-    served = serve(admin, namespace, attack_model, trusted, name=name, runtime={"kind": "triton", "image": TRITON})
-
-    def model_pods() -> list[str]:
-        pods = k8s.CoreV1Api(admin).list_namespaced_pod(namespace, label_selector=f"{MODEL_LABEL}={name}").items
-        return [str(as_dict(p)["metadata"]["name"]) for p in pods]
-
-    eventually(model_pods, timeout=30, what="the model server's Pods")
-    revoke(admin, stack, served, rogue_model, onViolation="scaleToZero")
-    deadline = time.monotonic() + 60
-    while model_pods() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    md = k8s.CustomObjectsApi(admin).get_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", name)
-    status = md.get("status") or {}
-    said = [c.get("message") for c in status.get("conditions") or [] if c.get("type") == "ServingReady"]
-    left = model_pods()
-    assert not left, (
-        f"the revoked model's Pods {left} still run 60 s after revocation (phase {status.get('phase')!r}, "
-        f"child {status.get('child')!r}, ServingReady {said})"
+    """Mallory's signed Triton model "fraud.v2" (a valid ModelDeployment and Deployment name, no valid Service name):
+    before, it was admitted, the operator wrote its Deployment and never its Service nor its status, and revoked (key
+    replaced, scaleToZero) it served on at full scale, "scaled to zero (no child yet)" (this test asserted that and
+    failed). The name is refused now, naming the field; the operator's side is the quota test below."""
+    doc = signed_by_evidence("fraud.v2", attack_model, runtime={"kind": "triton", "image": TRITON})
+    doc["metadata"]["labels"] = {"devmlops.io/eu-ai-act-risk": "minimal"}
+    custom = k8s.CustomObjectsApi(mallory)
+    md = (GROUP, VERSION, enforced_namespace, "modeldeployments")
+    message = denied(custom.create_namespaced_custom_object, *md, doc)
+    assert "metadata.name" in message
+    assert "no DNS label" in message
+    doc["metadata"]["name"] = "fraud-v2"
+    wait_until_allowed(
+        lambda: custom.create_namespaced_custom_object(*md, doc, dry_run="All"),
+        what="the same model as fraud-v2",
     )
 
 
