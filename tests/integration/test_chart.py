@@ -174,6 +174,10 @@ def rendered_pods() -> list[Pod]:
         deployment, _service = build_triton(triton, plan_json="{}", verifier_image="v", policy_revision="")
         template = deployment["spec"]["template"]
         pods.append((f"triton {suffix}", template["metadata"]["labels"], template["spec"]["containers"]))
+        if guarded:  # a gated rollout's new version: its guard's figures are what the analysis reads
+            canary, _service = build_triton(triton, plan_json="{}", verifier_image="v", policy_revision="", canary=True)
+            template = canary["spec"]["template"]
+            pods.append(("triton canary", template["metadata"]["labels"], template["spec"]["containers"]))
         kserve = parse_model_deployment(
             {
                 "metadata": {"name": "m", "namespace": "ml", "uid": "u1"},
@@ -205,10 +209,15 @@ def scraped(monitor: dict[str, Any], pods: list[Pod]) -> list[tuple[str, str]]:
         for container in containers:
             if not any(port.get("name") == endpoint["port"] for port in container.get("ports") or []):
                 continue
+            meta = {"__meta_kubernetes_pod_container_name": container["name"]}
+            for label in labels:  # Prometheus's Kubernetes discovery: every other character becomes "_"
+                meta["__meta_kubernetes_pod_labelpresent_" + re.sub(r"[^a-zA-Z0-9_]", "_", label)] = "true"
             for rule in endpoint["relabelings"]:
-                assert rule["sourceLabels"] == ["__meta_kubernetes_pod_container_name"], rule
                 assert rule["action"] == "keep", rule
-            if all(re.fullmatch(rule["regex"], container["name"]) for rule in endpoint["relabelings"]):
+            if all(
+                re.fullmatch(rule["regex"], ";".join(meta.get(source, "") for source in rule["sourceLabels"]))
+                for rule in endpoint["relabelings"]
+            ):
                 kept.append((what, container["name"]))
     return sorted(kept)
 
@@ -229,8 +238,15 @@ def test_the_guards_pod_monitor_and_the_operators_prometheus_follow_the_values(t
     # What it scrapes of the Pods devmlops renders: the guard of a Triton Pod and of a KServe predictor Pod, never a
     # guardless Triton's own metrics port, nor the chart's own Pods.
     webhook = find(docs, "Deployment", "devmlops-webhook")["spec"]["template"]
-    assert scraped(monitor, [*rendered_pods(), ("chart webhook", webhook["metadata"]["labels"], [])]) == [
+    # A namespace editor's Pod dressed as a guard (the managed-by label, a container devmlops-guard with a port
+    # "metrics"): no label routes a model's traffic to it, so nothing but its labels would tell it from one. Before the
+    # operator deputy review it was scraped, and its figures for a model's digest counted in the rollout analysis.
+    mallorys = {**MANAGED_BY, "devmlops.io/model-server": "triton"}
+    impostor = {"name": GUARD_CONTAINER, "ports": [{"name": "metrics", "containerPort": GUARD_METRICS_PORT}]}
+    pods = [*rendered_pods(), ("chart webhook", webhook["metadata"]["labels"], []), ("mallory", mallorys, [impostor])]
+    assert scraped(monitor, pods) == [
         ("kserve guarded", KSERVE_GUARD_CONTAINER),
+        ("triton canary", GUARD_CONTAINER),
         ("triton guarded", GUARD_CONTAINER),
     ]
     operator = find(docs, "Deployment", "devmlops-operator")["spec"]["template"]["spec"]["containers"][0]

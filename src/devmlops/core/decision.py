@@ -43,6 +43,7 @@ from devmlops.core.ports import PolicyEngine, SignatureVerifier, SignedModel
 from devmlops.core.render import CANARY_SUFFIX
 from devmlops.core.review import AdmissionRequest
 from devmlops.core.workloads import (
+    MAX_SERVICE_NAME,
     SERVICE_SUFFIXES,
     SERVING_RESOURCES,
     added_finalizers,
@@ -453,6 +454,9 @@ def _decide_model_deployment(
     results.extend(waiting_slice_result(request.namespace, name, service) for name, service in evidence.squatted_slices)
     if evidence.reserved_suffix:
         results.append(_reserved_name(deployment.metadata.name, evidence.reserved_suffix))
+    unrenderable = _unrenderable_name(deployment.metadata.name)
+    if unrenderable is not None:
+        results.append(unrenderable)
     unbound = _unsigned_name(deployment, verified, policies, request.namespace, evidence.namespace_labels)
     if unbound is not None:
         results.append(unbound)
@@ -475,6 +479,34 @@ def _reserved_name(name: str, suffix: str) -> GateResult:
         reason=f"the name {name} is where {what} runs: a ModelDeployment under it would take those objects and the "
         "traffic to them, or lose its own",
         hint=f"choose a name that ends with none of {', '.join(s for s in SERVICE_SUFFIXES if s)}",
+    )
+
+
+_LABEL_HEAD = frozenset("abcdefghijklmnopqrstuvwxyz")
+_LABEL_BODY = _LABEL_HEAD | frozenset("0123456789-")
+
+
+def _unrenderable_name(name: str) -> GateResult | None:
+    """A ModelDeployment's name is any DNS subdomain (the CRD does not narrow it), but the children take it: a Service
+    (Triton's, KServe's predictor) and an InferenceService need a DNS label (RFC 1035: at most 63 lowercase letters,
+    digits and '-', a letter first, no '-' last). Under another name the operator could write the Deployment and
+    never its Service, so no reconcile got as far as the status (operator deputy review: mallory's "fraud.v2")."""
+    if not name:  # no name to judge (a mutating review of a generateName create; the validating one sees it)
+        return None
+    if (
+        len(name) <= MAX_SERVICE_NAME
+        and name[0] in _LABEL_HEAD
+        and name[-1] != "-"
+        and all(c in _LABEL_BODY for c in name)
+    ):
+        return None
+    return GateResult(
+        gate="address",
+        outcome="fail",
+        reason=f"metadata.name: {name!r} is no DNS label (at most {MAX_SERVICE_NAME} lowercase letters, digits and "
+        "'-', starting with a letter and not ending with '-'): the Service and the InferenceService devmlops renders "
+        "under the ModelDeployment's name could never be written",
+        hint="name the ModelDeployment as a Service may be named (fraud-v2 rather than fraud.v2)",
     )
 
 

@@ -15,6 +15,7 @@ import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from devmlops.adapters.ocisig import ImageSignatureChecker
 from devmlops.adapters.opa import OpaEngine
@@ -307,11 +308,16 @@ class Observer:
         return str(service.metadata.uid or "")
 
     def children(self, model: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
-        """The children the model renders into, as stored (absent ones left out), the first child first."""
+        """The children the model renders into, as stored (absent ones left out), the first child first; then those
+        of the other runtime kind under its names (``child_keys``). A kind the cluster does not serve (KServe not
+        installed where only Triton models run) has no such object."""
         namespace = str(model["metadata"]["namespace"])
         found: dict[tuple[str, str], dict[str, Any]] = {}
         for ref in child_keys(model):
-            resource = self._dynamic.resources.get(api_version=ref.api_version, kind=ref.kind)
+            try:
+                resource = self._dynamic.resources.get(api_version=ref.api_version, kind=ref.kind)
+            except ResourceNotFoundError:
+                continue
             try:
                 stored: dict[str, Any] = resource.get(name=ref.name, namespace=namespace).to_dict()
             except ApiException as exc:

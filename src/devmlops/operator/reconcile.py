@@ -205,20 +205,44 @@ def timestamp(now: dt.datetime) -> str:
 
 
 def child_keys(model: Mapping[str, Any]) -> list[ChildRef]:
-    """The children the model renders into (to observe them before planning), from the renderer itself; none for a
-    ModelDeployment that does not parse (decide() denies it, naming the field)."""
+    """The children the model renders into (to observe them before planning), from the renderer itself, first; then
+    every other child a ModelDeployment of this name renders under any runtime kind. Only the former for a
+    ModelDeployment that does not parse (decide() denies it, naming the field) would leave a server it had running
+    unobserved; and so did a change of ``spec.runtime.kind``: mallory switched a served Triton model to KServe, the
+    operator looked only for the InferenceService, and the Triton Deployment, still the model's, served on after its
+    key was revoked, decided by nobody (operator deputy review). What is observed and controlled by the model but not
+    rendered is deleted once the model passes, and scaled to zero with it when it does not (``plan``)."""
+    rendered: list[ChildRef] = []
     try:
         parsed = parse_model_deployment(model)
     except InvalidInputError:
+        parsed = None
+    if parsed is not None:
+        # A gated rollout may have the new version's children too: observed, so that a finished rollout removes
+        # them; and so does a rollout the spec no longer asks for (spec.rollout removed mid-rollout: the status still
+        # records it), or a model server nothing renders would run on beyond revocation.
+        rolled_out = parsed.spec.gated_rollout is not None or bool((model.get("status") or {}).get("rollout"))
+        canary = CanaryRendering(parsed, "", 0) if rolled_out else None
+        rendered = [
+            ChildRef(child["apiVersion"], child["kind"], child["metadata"]["name"])
+            for child in render_children(parsed, plan_json="", verifier_image="", canary=canary)
+        ]
+    seen = {(ref.kind, ref.name) for ref in rendered}
+    return rendered + [ref for ref in _any_kind(model) if (ref.kind, ref.name) not in seen]
+
+
+def _any_kind(model: Mapping[str, Any]) -> list[ChildRef]:
+    """Every child core/render.py writes for a ModelDeployment of this name, whatever its runtime kind and rollout."""
+    name = str((model.get("metadata") or {}).get("name") or "")
+    if not name:
         return []
-    # A gated rollout may have the new version's children too: observed, so that a finished rollout removes them; and
-    # so does a rollout the spec no longer asks for (spec.rollout removed mid-rollout: the status still records it),
-    # or a model server nothing renders would run on beyond revocation.
-    rolled_out = parsed.spec.gated_rollout is not None or bool((model.get("status") or {}).get("rollout"))
-    canary = CanaryRendering(parsed, "", 0) if rolled_out else None
+    canary = f"{name}{CANARY_SUFFIX}"
     return [
-        ChildRef(child["apiVersion"], child["kind"], child["metadata"]["name"])
-        for child in render_children(parsed, plan_json="", verifier_image="", canary=canary)
+        ChildRef("apps/v1", "Deployment", name),
+        ChildRef("v1", "Service", name),
+        ChildRef("apps/v1", "Deployment", canary),
+        ChildRef("v1", "Service", canary),
+        ChildRef("serving.kserve.io/v1beta1", "InferenceService", name),
     ]
 
 
@@ -359,18 +383,28 @@ def _undecided(decision: Decision) -> Plan | None:
     return None
 
 
+_SERVER_KINDS = {"Deployment": "apps/v1", "InferenceService": "serving.kserve.io/v1beta1"}
+
+
 def _servers(observed: Observation, *, stable_only: bool) -> list[ChildRef]:
-    """The model servers to scale to zero: the child the status names and, unless only the stable version is to
-    stop (``stable_only``), the spec's version where a rollout tries it beside the stable one (``<md>-canary``), which
-    its own Service lets anyone in the cluster call. Before, a revoked (or no longer approved) new version was left
-    running there while the stable version, which still passed, was scaled to zero."""
+    """The model servers to scale to zero: the child the status names and every model server observed under a
+    child's name (``child_keys``) that this ModelDeployment controls, but, where only the stable version is to stop
+    (``stable_only``), the spec's version that a rollout tries beside it (``<md>-canary``). Before, a revoked (or no
+    longer approved) new version was left running there, whose own Service lets anyone in the cluster call it, while
+    the stable version, which still passed, was scaled to zero. The status names the child only once a reconcile got
+    as far as writing it, after every child: a Triton model whose Service could never be written (named "fraud.v2",
+    a DNS subdomain but no DNS label; a Service quota full) ran its Deployment and, its key revoked, was "scaled to
+    zero (no child yet)" while it served on; and a server of the runtime kind the spec named before was never looked
+    at (operator deputy review)."""
     model = observed.model
     child = _status_child(model)
     servers = [child] if child is not None else []
-    name = f"{(model.get('metadata') or {}).get('name')}{CANARY_SUFFIX}"
-    canary = observed.children.get(("Deployment", name))
-    if not stable_only and canary is not None and _controlled_by(canary, model):
-        servers.append(ChildRef(str(canary.get("apiVersion") or "apps/v1"), "Deployment", name))
+    canary = f"{(model.get('metadata') or {}).get('name')}{CANARY_SUFFIX}"
+    for (kind, name), stored in observed.children.items():
+        if kind not in _SERVER_KINDS or (stable_only and name == canary) or not _controlled_by(stored, model):
+            continue
+        if not any((s.kind, s.name) == (kind, name) for s in servers):
+            servers.append(ChildRef(str(stored.get("apiVersion") or _SERVER_KINDS[kind]), kind, name))
     return servers
 
 

@@ -531,6 +531,24 @@ def test_a_new_model_deployment_named_as_another_ones_kserve_predictor_is_denied
     assert "KServe's predictor of ModelDeployment fraud" in clash.reason
 
 
+@pytest.mark.parametrize("name", ["fraud.v2", "1fraud", "fraud-", "Fraud", "f" * 64])
+def test_a_model_deployment_whose_name_no_service_may_carry_is_denied(name: str) -> None:
+    """Operator deputy review: "fraud.v2" is a valid ModelDeployment name and a valid Deployment name, but no
+    Service's: the operator wrote the Deployment, never the Service, and so never the status naming the child."""
+    named = dataclasses.replace(request(spec()), object={"metadata": {"name": name}, "spec": spec()})
+    decision = decide(named, policies(policy()), evidence(bundle("release")), FakeVerifier())
+    assert not decision.allowed
+    clash = next(r for r in decision.results if r.gate == "address")
+    assert "metadata.name" in clash.reason
+    assert "no DNS label" in clash.reason
+
+
+@pytest.mark.parametrize("name", ["fraud", "fraud-v2", "f" * 63, "a1"])
+def test_a_model_deployment_named_as_a_service_may_be_is_not_denied_for_its_name(name: str) -> None:
+    named = dataclasses.replace(request(spec()), object={"metadata": {"name": name}, "spec": spec()})
+    assert decide(named, policies(policy()), evidence(bundle("release")), FakeVerifier()).allowed
+
+
 def _spdx2(model: Any, license_id: str, *, only: tuple[str, ...] = (), checksums: bool = True) -> str:
     """An SPDX 2.3 SBOM listing the files of the folder ``model`` (or ``only`` those), with their SHA-256."""
     import hashlib

@@ -17,6 +17,7 @@ from devmlops.operator.readiness import Readiness
 from devmlops.operator.reconcile import (
     Approvals,
     ChildRef,
+    DeleteChild,
     Observation,
     PostEvent,
     Retry,
@@ -132,7 +133,48 @@ def test_a_triton_model_gets_its_deployment_and_service_and_the_deployment_is_th
     assert [(w.wanted["kind"], w.current) for w in writes] == [("Deployment", None), ("Service", None)]
     assert result.status is not None
     assert result.status["child"]["kind"] == "Deployment"
-    assert [(r.kind, r.name) for r in child_keys(md)] == [("Deployment", "fraud"), ("Service", "fraud")]
+    assert [(r.kind, r.name) for r in child_keys(md)][:2] == [("Deployment", "fraud"), ("Service", "fraud")]
+
+
+def test_the_children_of_every_runtime_kind_are_observed_after_the_rendered_ones() -> None:
+    """Operator deputy review: a spec switched from Triton to KServe (or back) leaves the other kind's children."""
+    kserve = [(r.kind, r.name) for r in child_keys(model())]
+    assert kserve[0] == ("InferenceService", "fraud")
+    assert {("Deployment", "fraud"), ("Service", "fraud"), ("Deployment", "fraud-canary")} <= set(kserve[1:])
+    triton = [(r.kind, r.name) for r in child_keys(model(kind="triton"))]
+    assert ("InferenceService", "fraud") in triton[2:]
+    assert len(triton) == len(set(triton))
+    unparsed = model()
+    unparsed["spec"] = {"runtime": "nonsense"}
+    assert ("Deployment", "fraud") in [(r.kind, r.name) for r in child_keys(unparsed)]
+
+
+def _left_by_triton(controller_uid: str = "md-uid") -> dict[tuple[str, str], dict[str, Any]]:
+    """The Triton Deployment and Service of a model since switched to KServe (controlled by ``controller_uid``)."""
+    left = {}
+    for child in rendered(model(kind="triton")):
+        stored = copy.deepcopy(child)
+        stored["metadata"]["ownerReferences"][0]["uid"] = controller_uid
+        left[(child["kind"], child["metadata"]["name"])] = stored
+    return left
+
+
+def test_a_model_switched_to_another_runtime_kind_has_the_old_kinds_children_deleted() -> None:
+    md, isvc = served(model())
+    children = {("InferenceService", "fraud"): isvc, **_left_by_triton()}
+    result = plan(observed(md, children=children, now=T1))
+    deleted = {(a.child.kind, a.child.name) for a in result.actions if isinstance(a, DeleteChild)}
+    assert deleted == {("Deployment", "fraud"), ("Service", "fraud")}
+    foreign = plan(observed(md, children={("InferenceService", "fraud"): isvc, **_left_by_triton("another")}))
+    assert not [a for a in foreign.actions if isinstance(a, DeleteChild)]
+
+
+def test_a_revoked_model_switched_to_another_runtime_kind_has_the_old_kinds_server_scaled_to_zero_too() -> None:
+    md, isvc = served(model())
+    children = {("InferenceService", "fraud"): isvc, **_left_by_triton()}
+    result = plan(observed(md, REVOKED, scale_to_zero=True, children=children, now=T1))
+    scaled = [a.child for a in result.actions if isinstance(a, ScaleToZero)]
+    assert scaled == [ISVC, ChildRef("apps/v1", "Deployment", "fraud")]
 
 
 def test_the_signed_baseline_of_serving_goes_into_the_guards_config_only_where_drift_is_monitored() -> None:
@@ -244,6 +286,44 @@ def test_a_degraded_model_without_a_child_has_nothing_to_scale() -> None:
     assert not [a for a in result.actions if isinstance(a, ScaleToZero)]
     assert result.status is not None
     assert condition(result.status, "ServingReady")["message"] == "policy onViolation: scaleToZero (no child yet)"
+
+
+TRITON_DEPLOYMENT = ChildRef("apps/v1", "Deployment", "fraud")
+
+
+def _stored_triton(md: dict[str, Any], controller_uid: str = "md-uid") -> dict[tuple[str, str], dict[str, Any]]:
+    """The Triton Deployment as the operator wrote it (controlled by ``controller_uid``), and no Service: it could not
+    be written, so no reconcile got as far as the status."""
+    deployment = copy.deepcopy(rendered(md)[0])
+    deployment["metadata"]["ownerReferences"][0]["uid"] = controller_uid
+    return {("Deployment", "fraud"): deployment}
+
+
+def test_a_revoked_model_server_is_scaled_to_zero_although_no_status_names_it_yet() -> None:
+    """Operator deputy review: a Triton model named "fraud.v2" has a Deployment but never a Service (not a DNS label),
+    so every reconcile failed before the status; revoked, it was "scaled to zero (no child yet)" and served on."""
+    md = model(kind="triton")
+    result = plan(observed(md, REVOKED, scale_to_zero=True, children=_stored_triton(md), now=T1))
+    scales = [a for a in result.actions if isinstance(a, ScaleToZero)]
+    assert scales == [ScaleToZero(TRITON_DEPLOYMENT, "policy onViolation: scaleToZero ({})")]
+    assert result.status is not None
+    assert condition(result.status, "ServingReady")["message"] == (
+        "policy onViolation: scaleToZero (Deployment/fraud scaled to zero)"
+    )
+
+
+def test_a_model_server_no_status_names_is_scaled_to_zero_when_its_approval_is_missing() -> None:
+    md = model(kind="triton")
+    result = plan(observed(md, approvals=REQUIRED, children=_stored_triton(md), now=T1))
+    assert [a for a in result.actions if isinstance(a, ScaleToZero)] == [
+        ScaleToZero(TRITON_DEPLOYMENT, "approval no longer valid: {}")
+    ]
+
+
+def test_an_object_under_the_model_servers_name_that_another_owner_controls_is_not_scaled() -> None:
+    md = model(kind="triton")
+    result = plan(observed(md, REVOKED, scale_to_zero=True, children=_stored_triton(md, "another-uid"), now=T1))
+    assert not [a for a in result.actions if isinstance(a, ScaleToZero)]
 
 
 def test_a_scale_to_zero_that_failed_says_so_in_serving_ready() -> None:
