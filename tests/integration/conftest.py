@@ -141,6 +141,30 @@ def kserve(running_cluster: tuple[ControlPlane, KServe]) -> KServe:
     return running_cluster[1]
 
 
+_LOG_LINES = 60  # of each of the operator's and the webhook's logs, in a failed test's report
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that ran on the stack gets the operator's and the webhook's last log lines about its namespaces
+    in its report. CI prints only the report, and what the operator did under a loaded machine (a flake seen once)
+    is otherwise gone with the run's temporary folders."""
+    outcome: Any = yield
+    report = outcome.get_result()
+    funcargs: dict[str, Any] = getattr(item, "funcargs", {})
+    stack = funcargs.get("stack")
+    if not report.failed or not isinstance(stack, DevmlopsStack):
+        return
+    namespaces = {v for k, v in funcargs.items() if isinstance(v, str) and ("namespace" in k or k == "team")}
+    for process in (stack.operator, stack.webhook):
+        if process is None:
+            continue
+        lines = process.log_text().splitlines()
+        about = [line for line in lines if any(n in line for n in namespaces)] if namespaces else lines
+        shown = "\n".join(about[-_LOG_LINES:]) or "\n".join(["(none names them; its last lines)", *lines[-20:]])
+        report.sections.append((f"{process.name} log, the last lines about {sorted(namespaces)}", shown))
+
+
 @pytest.fixture(scope="session")
 def policies_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of policies/ that OPA watches, so tests may edit Rego live without touching the checkout."""
