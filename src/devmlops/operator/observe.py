@@ -8,7 +8,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import urllib3
@@ -67,7 +68,7 @@ class Observer:
         self._images = images  # runtime image signatures (OCI referrers), or None
         self._registry = registry  # spec.model.registry's resolver (cached, with a deadline), or None
         self._api_client = api_client
-        self._dynamic = dynamic
+        self._children = StoredChildren(dynamic)
         self._policies = policy_watch
         self.warnings = warnings
         self._lookup = ApiLookup(api_client)
@@ -308,15 +309,36 @@ class Observer:
         return str(service.metadata.uid or "")
 
     def children(self, model: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
-        """The children the model renders into, as stored (absent ones left out), the first child first; then those
-        of the other runtime kind under its names (``child_keys``). A kind the cluster does not serve (KServe not
-        installed where only Triton models run) has no such object."""
+        """The children the model renders into, as stored (``StoredChildren.read``)."""
+        return self._children.read(model)
+
+
+_UNSERVED_SECONDS = 60.0  # a kind the cluster did not serve is asked for again after this (KServe installed later)
+
+
+class StoredChildren:
+    """A model's children as stored: those it renders into, absent ones left out, the first child first; then those
+    of the other runtime kind under its names (``child_keys``). A kind the cluster does not serve (KServe not
+    installed where only Triton models run) has no such object, and is not asked for again for a minute: the dynamic
+    client answers a kind it does not know by reloading the cluster's whole discovery, which every reconcile of a
+    Triton model would otherwise pay, now that each also looks for an InferenceService under its name."""
+
+    def __init__(self, dynamic: DynamicClient, clock: Callable[[], float] = time.monotonic) -> None:
+        self._dynamic = dynamic
+        self._clock = clock
+        self._unserved: dict[tuple[str, str], float] = {}  # (apiVersion, kind) -> until when it is not asked for
+
+    def read(self, model: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
         namespace = str(model["metadata"]["namespace"])
         found: dict[tuple[str, str], dict[str, Any]] = {}
         for ref in child_keys(model):
+            kind = (ref.api_version, ref.kind)
+            if self._unserved.get(kind, float("-inf")) > self._clock():
+                continue
             try:
                 resource = self._dynamic.resources.get(api_version=ref.api_version, kind=ref.kind)
             except ResourceNotFoundError:
+                self._unserved[kind] = self._clock() + _UNSERVED_SECONDS
                 continue
             try:
                 stored: dict[str, Any] = resource.get(name=ref.name, namespace=namespace).to_dict()
