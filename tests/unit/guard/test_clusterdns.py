@@ -74,3 +74,5 @@ def test_in_a_namespace_named_svc_the_domain_is_not_taken_from_the_namespaces_ow
     assert cluster_domain("search ml.svc.corp.example svc.svc.example svc.corp.example\n", namespace="ml") == (
         "corp.example"
     )
+    # No kubelet triple in the namespace "svc": its one "svc." entry may be its own; the name is left as written.
+    assert cluster_domain("search svc.svc.cluster.local\n", namespace="svc") is None
