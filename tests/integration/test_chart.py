@@ -35,6 +35,7 @@ from devmlops.core.render import (
     build_triton,
     render_children,
 )
+from devmlops.core.workloads import routing_labels
 from devmlops.harness.controlplane import ControlPlane
 from devmlops.harness.kserve import install_kserve_crds
 from devmlops.harness.processes import ManagedProcess, free_port
@@ -249,6 +250,13 @@ def test_the_guards_pod_monitor_and_the_operators_prometheus_follow_the_values(t
         ("triton canary", GUARD_CONTAINER),
         ("triton guarded", GUARD_CONTAINER),
     ]
+    # Prometheus reads a key by its sanitized name, so a lookalike key is kept as the model's own: only the webhook
+    # tells them apart, and it takes such a key for a routing label, which only a model's chain may wear, in every
+    # namespace (round 3 review, attacks/test_round3.py).
+    for key in ("devmlops-io/model-deployment", "devmlops_io_model_deployment", "devmlops.io/canary.of"):
+        lookalike = {**mallorys, key: "fraud"}
+        assert scraped(monitor, [("mallory", lookalike, [impostor])]) == [("mallory", GUARD_CONTAINER)]
+        assert routing_labels(lookalike) == [key]
     operator = find(docs, "Deployment", "devmlops-operator")["spec"]["template"]["spec"]["containers"][0]
     url = {"name": "DEVMLOPS_PROMETHEUS_URL", "value": "http://prometheus-operated.monitoring.svc:9090"}
     assert url in operator["env"]

@@ -53,12 +53,15 @@ __all__ = [
     "MAX_SERVICE_NAME",
     "RESERVED_LABEL_PREFIXES",
     "ROUTING_LABEL_KEYS",
+    "SCRAPED_LABEL_KEYS",
     "SERVICE_SUFFIXES",
     "SERVING_RESOURCES",
     "added_finalizers",
     "controller_of",
     "is_model_server",
+    "lookalike_pattern",
     "model_service_names",
+    "prometheus_name",
     "reserved_labels",
     "review_serving",
     "routes_model_traffic",
@@ -140,6 +143,32 @@ _KSERVE_OWNER_LABEL = "serving.kserve.io/inferenceservice"
 # The labels a model's Service selects by (routing_labels); KServe's predictor selects ``app: isvc.<name>-predictor``.
 ROUTING_LABEL_KEYS = (LABEL_MODEL_DEPLOYMENT, LABEL_CANARY_OF, _KSERVE_OWNER_LABEL)
 KSERVE_APP_PREFIX = "isvc."
+# The keys the guards' PodMonitor keeps a Pod by (charts/.../monitoring/podmonitor.yaml). Prometheus never sees a key
+# as written: its Kubernetes discovery names it __meta_kubernetes_pod_labelpresent_<key> with every character that is
+# no ASCII letter, digit or '_' made '_', so devmlops-io/model-deployment or devmlops_io_model_deployment read exactly
+# as devmlops.io/model-deployment. Such a key is a routing label here too (round 3 review: mallory's Pod dressed as a
+# guard, outside enforcement, wore one, was never sent to the webhook, and was scraped as a model's).
+SCRAPED_LABEL_KEYS = (LABEL_MODEL_DEPLOYMENT, LABEL_CANARY_OF)
+
+
+def prometheus_name(key: str) -> str:
+    """A label key as Prometheus's Kubernetes discovery writes it into a meta label's name."""
+    return "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in key)
+
+
+def lookalike_pattern(key: str) -> str:
+    """An RE2 (and Python) pattern, to match whole, for every key ``prometheus_name`` makes the same as ``key``'s (for a
+    key of ASCII letters, digits and the punctuation a label key may hold, ``-._/``)."""
+    return "^" + "".join(c if c.isascii() and c.isalnum() else "[^a-zA-Z0-9]" for c in key) + "$"
+
+
+_SCRAPED_NAMES = frozenset(prometheus_name(key) for key in SCRAPED_LABEL_KEYS)
+
+
+def _routing_key(key: str, value: Any) -> bool:
+    if key in ROUTING_LABEL_KEYS or prometheus_name(key) in _SCRAPED_NAMES:
+        return True
+    return key == "app" and str(value).startswith(KSERVE_APP_PREFIX)
 
 
 # The Services that carry a model's address: the operator's Triton Service (the ModelDeployment's name) and KServe's
@@ -229,11 +258,7 @@ def routing_labels(labels: Any) -> list[str]:
     sends, from every namespace, each Pod and workload that wears one of them (ROUTING_CONDITION)."""
     if not isinstance(labels, Mapping):
         return []
-    return sorted(
-        str(key)
-        for key, value in labels.items()
-        if key in ROUTING_LABEL_KEYS or (key == "app" and str(value).startswith(KSERVE_APP_PREFIX))
-    )
+    return sorted(str(key) for key, value in labels.items() if _routing_key(str(key), value))
 
 
 def routes_model_traffic(request: AdmissionRequest) -> bool:
@@ -403,13 +428,14 @@ def _scaled_down_only(request: AdmissionRequest, field: tuple[str, ...]) -> bool
 
 
 def reserved_labels(labels: Any) -> list[str]:
-    """Labels that route a model server's traffic (its Service selects them): only a model server may wear them."""
+    """Labels that route a model server's traffic (its Service selects them), or that Prometheus reads as such (the
+    guards' PodMonitor keeps a Pod by them): only a model server may wear them."""
     if not isinstance(labels, Mapping):
         return []
     return sorted(
         str(key)
         for key, value in labels.items()
-        if str(key).startswith(RESERVED_LABEL_PREFIXES) or (key == "app" and str(value).startswith(KSERVE_APP_PREFIX))
+        if str(key).startswith(RESERVED_LABEL_PREFIXES) or _routing_key(str(key), value)
     )
 
 

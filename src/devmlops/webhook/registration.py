@@ -39,7 +39,14 @@ from typing import Any, Literal
 from devmlops.core.addresses import SERVICE_NAME_LABEL
 from devmlops.core.evidence import DEFAULT_SERVER_IMAGES, Identities
 from devmlops.core.render import LABEL_MODEL_DEPLOYMENT, LABEL_MODEL_SERVER
-from devmlops.core.workloads import ENFORCE_LABEL, KSERVE_APP_PREFIX, ROUTING_LABEL_KEYS, SERVICE_SUFFIXES
+from devmlops.core.workloads import (
+    ENFORCE_LABEL,
+    KSERVE_APP_PREFIX,
+    ROUTING_LABEL_KEYS,
+    SCRAPED_LABEL_KEYS,
+    SERVICE_SUFFIXES,
+    lookalike_pattern,
+)
 
 __all__ = [
     "EXCLUDED_NAMESPACES",
@@ -190,8 +197,10 @@ def model_server_condition(image_patterns: Iterable[str] = DEFAULT_SERVER_IMAGES
 def _routing_condition() -> str:
     """CEL: the object or its old version wears a model's routing label on its own metadata, its pod template (a
     Deployment's, ReplicaSet's, StatefulSet's, DaemonSet's or Job's) or its job template's pod template (a CronJob's).
-    Every step is guarded by has(): an error in a matchCondition would fail the request closed for every Pod."""
+    Every step is guarded by has(): an error in a matchCondition would fail the request closed for every Pod. A key
+    Prometheus reads as one the guards' PodMonitor keeps a Pod by is one too (core/workloads.py: prometheus_name)."""
     keys = ", ".join(f"'{key}'" for key in ROUTING_LABEL_KEYS)
+    lookalike = " || ".join(f"k.matches('{lookalike_pattern(key)}')" for key in SCRAPED_LABEL_KEYS)
 
     def labels_at(obj: str, path: tuple[str, ...]) -> str:
         steps = [obj]
@@ -201,7 +210,7 @@ def _routing_condition() -> str:
             guards.append(f"has({'.'.join(steps)})")
         labels = ".".join(steps)
         wears = (
-            f"({labels}.exists(k, k in [{keys}]) || "
+            f"({labels}.exists(k, k in [{keys}] || {lookalike}) || "
             f"('app' in {labels} && {labels}['app'].startsWith('{KSERVE_APP_PREFIX}')))"
         )
         return "(" + " && ".join([*guards, wears]) + ")"

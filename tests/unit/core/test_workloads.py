@@ -23,7 +23,15 @@ from devmlops.core.policy import Authority, PolicySet
 from devmlops.core.render import REGISTRY_AUTH_ENV, render_children
 from devmlops.core.review import AdmissionRequest, GroupVersionKind
 from devmlops.core.storageinit import initializer_env, initializer_run_problems
-from devmlops.core.workloads import review_serving, service_owner_candidates
+from devmlops.core.workloads import (
+    SCRAPED_LABEL_KEYS,
+    lookalike_pattern,
+    prometheus_name,
+    reserved_labels,
+    review_serving,
+    routing_labels,
+    service_owner_candidates,
+)
 from tests.unit.core.fakes import DIGEST, FakeVerifier
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -1095,3 +1103,48 @@ def test_outside_enforcement_a_pod_or_cronjob_wearing_a_routing_label_is_decided
     decision = review_serving(request(cron, resource="cronjobs", user="mallory"), evidence(), now=NOW)
     assert not decision.allowed
     assert "devmlops.io/canary-of" in decision.message
+
+
+def test_a_label_key_prometheus_reads_as_a_routing_label_is_one_and_no_exemption_covers_a_pod_wearing_it() -> None:
+    """The guards' PodMonitor keeps a Pod by __meta_kubernetes_pod_labelpresent_devmlops_io_model_deployment (or
+    ..._canary_of), which Prometheus writes for any key whose characters other than letters, digits and '_' are
+    elsewhere: mallory's Pod dressed as a guard wore devmlops-io/model-deployment, outside enforcement was never sent,
+    and inside it an exemption covered it (round 3 review)."""
+    lookalikes = ("devmlops-io/model-deployment", "devmlops_io_model_deployment", "devmlops.io/canary.of")
+    for key in lookalikes:
+        assert routing_labels({key: "fraud", "app": "web"}) == [key]
+        assert reserved_labels({key: "fraud"}) == [key]
+        assert prometheus_name(key) in {prometheus_name(k) for k in SCRAPED_LABEL_KEYS}
+    # Prometheus keeps the case: a key of capitals reads as another name.
+    assert routing_labels({"Devmlops.io/model-deployment": "x", "devmlops.io/model-deployments": "x"}) == []
+    for key in lookalikes:
+        obj = pod(PINNED)
+        obj["metadata"]["labels"] = {key: "fraud"}
+        decision = review_serving(
+            request(obj, resource="pods", user="mallory"), evidence(labels=ENFORCED, exemptions=(EXEMPTION,)), now=NOW
+        )
+        assert not decision.allowed
+        assert key in decision.message
+        outside = review_serving(request(obj, resource="pods", user="mallory"), evidence(), now=NOW)
+        assert not outside.allowed
+
+
+def test_the_lookalike_pattern_matches_what_prometheus_reads_as_the_key() -> None:
+    """The CEL matchCondition's pattern (RE2) and the webhook's own test agree (``prometheus_name``)."""
+    import re
+
+    keys = [
+        "devmlops.io/model-deployment",
+        "devmlops-io/model-deployment",
+        "devmlops_io_model_deployment",
+        "devmlops.io/model-deploymentx",
+        "xdevmlops.io/model-deployment",
+        "Devmlops.io/model-deployment",
+        "devmlops.io/canary-of",
+        "devmlops.io/canary_of",
+        "devmlops.iocanary-of",
+    ]
+    for key in keys:
+        by_pattern = any(re.fullmatch(lookalike_pattern(k), key) for k in SCRAPED_LABEL_KEYS)
+        by_name = prometheus_name(key) in {prometheus_name(k) for k in SCRAPED_LABEL_KEYS}
+        assert by_pattern == by_name, key

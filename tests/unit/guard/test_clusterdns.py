@@ -58,3 +58,21 @@ def test_without_a_cluster_domain_or_a_split_nothing_changes() -> None:
     assert absolute_split(split, "nameserver 1.1.1.1\n") is split
     assert absolute_split(None, KUBELET) is None
     assert absolute_split(split, KUBELET) == Split("https://fraud-canary.ml.svc.cluster.local.", 5)
+
+
+def test_in_a_namespace_named_svc_the_domain_is_not_taken_from_the_namespaces_own_search_entry() -> None:
+    """The kubelet writes ``svc.svc.cluster.local svc.cluster.local cluster.local`` for a Pod of the namespace "svc",
+    whose first entry also starts with "svc.": the domain was read as "svc.cluster.local", and the canary asked for
+    as ``fraud-canary.svc.svc.svc.cluster.local.``, which CoreDNS answers as the endpoint "fraud-canary" of a headless
+    Service "svc" in the namespace "svc": a Service and an EndpointSlice (her address, hostname fraud-canary) that
+    the model's namespace editor writes, no model's address, so the rollout's share went to her (round 3 review)."""
+    resolv = "search svc.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
+    split = Split(upstream="http://fraud-canary.svc.svc:8000", weight=10)
+    assert absolute_split(split, resolv) == Split("http://fraud-canary.svc.svc.cluster.local.:8000", 10)
+    assert cluster_domain(resolv, namespace="svc") == "cluster.local"
+    # Any namespace: the domain is the one whose <namespace>.svc.<domain> entry the kubelet wrote beside svc.<domain>.
+    assert cluster_domain("search ml.svc.corp.example svc.svc.example svc.corp.example\n", namespace="ml") == (
+        "corp.example"
+    )
+    # No kubelet triple in the namespace "svc": its one "svc." entry may be its own; the name is left as written.
+    assert cluster_domain("search svc.svc.cluster.local\n", namespace="svc") is None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from devmlops.core.evidence import Identities
-from devmlops.core.workloads import ROUTING_LABEL_KEYS, SERVICE_SUFFIXES
+from devmlops.core.workloads import ROUTING_LABEL_KEYS, SCRAPED_LABEL_KEYS, SERVICE_SUFFIXES, lookalike_pattern
 from devmlops.webhook.registration import (
     MODEL_SERVICE_DELETED,
     MODEL_SERVICE_DELETION,
@@ -91,6 +91,9 @@ def test_outside_enforcement_every_pod_and_workload_wearing_a_models_routing_lab
         assert condition["expression"] == ROUTING_CONDITION
     for key in ROUTING_LABEL_KEYS:
         assert f"'{key}'" in ROUTING_CONDITION
+    # And a key Prometheus reads as one the guards' PodMonitor keeps a Pod by (round 3 review).
+    for key in SCRAPED_LABEL_KEYS:
+        assert f"k.matches('{lookalike_pattern(key)}')" in ROUTING_CONDITION
     for where in ("object.metadata.labels", "spec.template.metadata.labels", "spec.jobTemplate.spec.template"):
         assert where in ROUTING_CONDITION
     assert "oldObject != null" in ROUTING_CONDITION  # an update that drops the label is sent too
