@@ -21,7 +21,7 @@ from devmlops.core.manifests import ModelDeployment, parse_model_deployment
 from devmlops.core.model import Decision
 from devmlops.core.render import ANNOTATION_POLICY_REVISION, CANARY_SUFFIX, CanaryRendering, render_children
 from devmlops.core.rollout import render_serving, what_serves
-from devmlops.core.workloads import model_service_names
+from devmlops.core.workloads import controller_of, model_service_names
 from devmlops.errors import InvalidInputError
 from devmlops.operator.conditions import ConditionStatus, set_condition
 from devmlops.operator.readiness import Readiness, child_readiness, waiting_for
@@ -247,10 +247,16 @@ def _any_kind(model: Mapping[str, Any]) -> list[ChildRef]:
 
 
 def _controlled_by(child: Mapping[str, Any], model: Mapping[str, Any]) -> bool:
-    """The child's controller reference names this ModelDeployment's uid."""
-    refs = (child.get("metadata") or {}).get("ownerReferences") or []
-    uid = (model.get("metadata") or {}).get("uid")
-    return any(isinstance(r, Mapping) and r.get("controller") is True and r.get("uid") == uid for r in refs)
+    """The child's controller reference names this ModelDeployment: its kind, its group and its uid. The uid alone
+    was not enough: an editor may write a controller reference of another kind (a ConfigMap's, say) with the model's
+    uid on an object of her own, which the webhook reviews as a reference to a ConfigMap (round 3 review)."""
+    ref = controller_of(child)  # the API server allows one controller reference at most
+    return (
+        ref is not None
+        and ref.get("uid") == (model.get("metadata") or {}).get("uid")
+        and ref.get("kind") == "ModelDeployment"
+        and str(ref.get("apiVersion") or "").startswith("devmlops.io/")
+    )
 
 
 def drift_of(wanted: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:

@@ -326,6 +326,26 @@ def test_an_object_under_the_model_servers_name_that_another_owner_controls_is_n
     assert not [a for a in result.actions if isinstance(a, ScaleToZero)]
 
 
+@pytest.mark.parametrize(
+    ("api_version", "kind"),
+    [("v1", "ConfigMap"), ("other.example/v1", "ModelDeployment"), ("devmlops.io/v1alpha1", "ModelPolicy")],
+)
+def test_a_controller_reference_of_another_kind_with_the_models_uid_is_another_owner(
+    api_version: str, kind: str
+) -> None:
+    """Round 3 review: the uid alone made mallory's own object, under a child's name with a reference to "a ConfigMap"
+    that carries the model's uid (the webhook reviews it as a ConfigMap's), the model's to delete or scale."""
+    md = model(kind="triton")
+    stored = _stored_triton(md)
+    stored[("Deployment", "fraud")]["metadata"]["ownerReferences"][0].update(apiVersion=api_version, kind=kind)
+    revoked = plan(observed(md, REVOKED, scale_to_zero=True, children=stored, now=T1))
+    assert not [a for a in revoked.actions if isinstance(a, ScaleToZero)]
+    md_kserve, isvc = served(model())
+    left = {("InferenceService", "fraud"): isvc, **stored}
+    passing = plan(observed(md_kserve, children=left, now=T1))
+    assert not [a for a in passing.actions if isinstance(a, DeleteChild)]
+
+
 def test_a_scale_to_zero_that_failed_says_so_in_serving_ready() -> None:
     md, _ = served(model())
     result = plan(observed(md, REVOKED, scale_to_zero=True))
