@@ -11,6 +11,7 @@ served, scaled or promoted on it (reconcile.py reads no gate from ServingReady).
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +24,7 @@ from tests.integration.attacks.conftest import ALLOWED_IMAGES as IMAGES
 from tests.integration.attacks.conftest import (
     ATTACKER,
     Served,
+    _namespace_name,
     attack_namespace,
     bind_role,
     policy_name,
@@ -40,11 +42,16 @@ def serving_ready(admin: k8s.ApiClient, namespace: str) -> dict[str, Any]:
 
 @pytest.fixture
 def unrendered(
-    admin: k8s.ApiClient, control_plane: ControlPlane, stack: DevmlopsStack, attack_model: SignedModel
+    admin: k8s.ApiClient,
+    control_plane: ControlPlane,
+    stack: DevmlopsStack,
+    attack_model: SignedModel,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Served]:
     """Team A's KServe model in a namespace long enough that KServe cannot render its InferenceService (predictor
     host name over 63 characters): ServingReady then reads KServe's Warning Events."""
-    name = "atk-foreign-events-team-a-with-a-very-long-name-x1"
+    name = _namespace_name(request, "team-a") + "-unrendered-kserve"  # 59 characters: over 47 is enough
+    assert len(name) > 47, name
     with (
         attack_namespace(admin, control_plane, name) as namespace,
         trusting(
@@ -59,15 +66,25 @@ def unrendered(
         yield served
 
 
+@pytest.mark.parametrize("api", ["core", "events.k8s.io"])
 def test_an_event_in_her_namespace_naming_another_teams_inference_service_is_not_its_report(
-    admin: k8s.ApiClient, mallory: k8s.ApiClient, plain_namespace: str, unrendered: Served
+    admin: k8s.ApiClient, mallory: k8s.ApiClient, plain_namespace: str, unrendered: Served, api: str
 ) -> None:
     rbac = k8s.RbacAuthorizationV1Api(admin)
-    # What `edit` grants beside the threat model's Role (Kubernetes 1.36 bootstrap policy): Events.
-    rules = [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
+    # What `edit` grants beside the threat model's Role (Kubernetes 1.36 bootstrap policy): Events, in both groups.
+    rules = [{"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create"]}]
     role: Any = {"metadata": {"name": "events"}, "rules": rules}
     rbac.create_namespaced_role(plain_namespace, role)
     bind_role(rbac, plain_namespace, "events", "events", user_subject(ATTACKER))
+    auth = k8s.AuthorizationV1Api(mallory)
+    for group in ("", "events.k8s.io"):  # the authorizer follows RoleBindings asynchronously
+        attributes = {"namespace": plain_namespace, "verb": "create", "group": group, "resource": "events"}
+        review: Any = {"spec": {"resourceAttributes": attributes}}
+        eventually(
+            lambda review=review: getattr(auth.create_self_subject_access_review(review).status, "allowed", False),
+            timeout=15,
+            what=f"mallory's Role for Events ({group or 'core'}) in {plain_namespace}",
+        )
     uid = unrendered.child["metadata"]["uid"]
     forged: Any = {
         "metadata": {"generateName": "fraud."},
@@ -86,8 +103,23 @@ def test_an_event_in_her_namespace_naming_another_teams_inference_service_is_not
         "lastTimestamp": "2099-01-01T00:00:00Z",
         "count": 1,
     }
-    core = k8s.CoreV1Api(mallory)
-    eventually(lambda: core.create_namespaced_event(plain_namespace, forged), timeout=10, what="mallory's Event")
+    if api == "core":
+        core = k8s.CoreV1Api(mallory)
+        core.create_namespaced_event(plain_namespace, forged)
+    else:
+        modern: Any = {
+            "metadata": {"generateName": "fraud-"},
+            "regarding": forged["involvedObject"],
+            "type": "Warning",
+            "reason": "Forged",
+            "action": "Reconcile",
+            "note": MARK,
+            "eventTime": dt.datetime(2099, 1, 1, microsecond=1, tzinfo=dt.UTC),  # a MicroTime: microseconds
+            "reportingController": "v1beta1Controllers",
+            "reportingInstance": "kserve-controller-manager",
+        }
+        events = k8s.EventsV1Api(mallory)
+        events.create_namespaced_event(plain_namespace, modern)
     # A Warning on team A's own InferenceService makes the operator look again (kserveevents.py): its reconcile
     # after hers has read every Event there is.
     kserve: Any = {**forged, "metadata": {"generateName": "fraud."}}
