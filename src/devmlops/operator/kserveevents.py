@@ -10,7 +10,7 @@ KServe does not look at the Pods again then, so the operator looks at the Infere
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from kubernetes import client as k8s
@@ -18,7 +18,7 @@ from kubernetes import client as k8s
 from devmlops.adapters.kubecache import WatchCache
 from devmlops.operator.retries import Key
 
-__all__ = ["KServeWarnings", "inference_service_of_pod"]
+__all__ = ["KServeWarnings", "events_about", "inference_service_of_pod"]
 
 FIELD_SELECTOR = "involvedObject.kind=InferenceService,type=Warning"
 POD_FIELD_SELECTOR = "involvedObject.kind=Pod,type=Warning,reason=BackOff"
@@ -92,12 +92,23 @@ class KServeWarnings:
             cache.stop()
 
     def about(self, child: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """The Warning Events about this very InferenceService (its uid: not a deleted one of the same name)."""
-        metadata = child.get("metadata") or {}
-        uid = metadata.get("uid")
-        return [
-            event
-            for cache in self._caches
-            for event in cache.values()
-            if (event.get("involvedObject") or {}).get("uid") == uid and uid
-        ]
+        """The Warning Events about this very InferenceService (``events_about``)."""
+        return events_about((event for cache in self._caches for event in cache.values()), child)
+
+
+def events_about(events: Iterable[Mapping[str, Any]], child: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The Events stored in ``child``'s own namespace that name it by namespace, name and uid (its uid: not a deleted
+    one of the same name). Anyone who may write Events in a namespace writes any involvedObject there, and every uid
+    is readable: matched by uid alone, an editor's Warning in her own namespace, naming another team's
+    InferenceService by its uid, became that model's ServingReady message (threat model, Events)."""
+    metadata = child.get("metadata") or {}
+    uid, namespace, name = metadata.get("uid"), metadata.get("namespace"), metadata.get("name")
+    if not (uid and namespace and name):
+        return []
+    return [
+        dict(event)
+        for event in events
+        if (event.get("metadata") or {}).get("namespace") == namespace
+        and {k: (event.get("involvedObject") or {}).get(k) for k in ("namespace", "name", "uid")}
+        == {"namespace": namespace, "name": name, "uid": uid}
+    ]
