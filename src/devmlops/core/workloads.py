@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -61,7 +62,6 @@ __all__ = [
     "is_model_server",
     "lookalike_pattern",
     "model_service_names",
-    "prometheus_name",
     "reserved_labels",
     "review_serving",
     "routes_model_traffic",
@@ -151,22 +151,19 @@ KSERVE_APP_PREFIX = "isvc."
 SCRAPED_LABEL_KEYS = (LABEL_MODEL_DEPLOYMENT, LABEL_CANARY_OF)
 
 
-def prometheus_name(key: str) -> str:
-    """A label key as Prometheus's Kubernetes discovery writes it into a meta label's name."""
-    return "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in key)
-
-
 def lookalike_pattern(key: str) -> str:
-    """An RE2 (and Python) pattern, to match whole, for every key ``prometheus_name`` makes the same as ``key``'s (for a
-    key of ASCII letters, digits and the punctuation a label key may hold, ``-._/``)."""
+    """An RE2 (and Python) pattern, to match whole, for every key Prometheus's Kubernetes discovery writes into the
+    same meta label name as ``key`` (it makes every character but ASCII letters, digits and '_' a '_'), for a key of
+    ASCII letters, digits and the punctuation a label key may hold, ``-._/``. The webhook matches label keys with it,
+    and so does the CEL matchCondition (webhook/registration.py)."""
     return "^" + "".join(c if c.isascii() and c.isalnum() else "[^a-zA-Z0-9]" for c in key) + "$"
 
 
-_SCRAPED_NAMES = frozenset(prometheus_name(key) for key in SCRAPED_LABEL_KEYS)
+_LOOKALIKE = re.compile("|".join(f"(?:{lookalike_pattern(key)})" for key in SCRAPED_LABEL_KEYS))
 
 
 def _routing_key(key: str, value: Any) -> bool:
-    if key in ROUTING_LABEL_KEYS or prometheus_name(key) in _SCRAPED_NAMES:
+    if key in ROUTING_LABEL_KEYS or _LOOKALIKE.fullmatch(key):
         return True
     return key == "app" and str(value).startswith(KSERVE_APP_PREFIX)
 

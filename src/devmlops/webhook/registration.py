@@ -198,7 +198,7 @@ def _routing_condition() -> str:
     """CEL: the object or its old version wears a model's routing label on its own metadata, its pod template (a
     Deployment's, ReplicaSet's, StatefulSet's, DaemonSet's or Job's) or its job template's pod template (a CronJob's).
     Every step is guarded by has(): an error in a matchCondition would fail the request closed for every Pod. A key
-    Prometheus reads as one the guards' PodMonitor keeps a Pod by is one too (core/workloads.py: prometheus_name)."""
+    Prometheus reads as one the guards' PodMonitor keeps a Pod by is one too (core/workloads.py: lookalike_pattern)."""
     keys = ", ".join(f"'{key}'" for key in ROUTING_LABEL_KEYS)
     lookalike = " || ".join(f"k.matches('{lookalike_pattern(key)}')" for key in SCRAPED_LABEL_KEYS)
 
