@@ -124,8 +124,11 @@ def images_policy(
     images: Images,
     *,
     triton_glob: str = "@*",
+    authority: dict[str, Any] | None = None,
 ) -> contextlib.AbstractContextManager[dict[str, Any]]:
-    """Image signatures by the platform key demanded; Triton allowed as ``<host>/nvidia/tritonserver<triton_glob>``."""
+    """Image signatures by ``authority`` (the platform key when None) demanded; Triton allowed as
+    ``<host>/nvidia/tritonserver<triton_glob>``."""
+    platform_key = {"name": "platform-images", "key": {"publicKey": images.platform_key}}
     return trusting(
         admin,
         stack,
@@ -133,7 +136,7 @@ def images_policy(
         model,
         policy=policy_name(namespace),
         allow={"images": [f"{images.host}/nvidia/tritonserver{triton_glob}", "devmlops:0.1.0"]},
-        imageSignatures={"authorities": [{"name": "platform-images", "key": {"publicKey": images.platform_key}}]},
+        imageSignatures={"authorities": [authority or platform_key]},
     )
 
 
@@ -151,17 +154,8 @@ def certificate_images_policy(
 ) -> Iterator[dict[str, Any]]:
     """The platform signs its images with certificates from its own CA (cosign --certificate): the policy names
     the CA, not a key."""
-    with trusting(
-        admin,
-        stack,
-        enforced_namespace,
-        attack_model,
-        policy=policy_name(enforced_namespace),
-        allow={"images": [f"{images.host}/nvidia/tritonserver@*", "devmlops:0.1.0"]},
-        imageSignatures={
-            "authorities": [{"name": "platform-ca", "certificateChain": {"certificates": images.platform_ca}}]
-        },
-    ) as body:
+    authority = {"name": "platform-ca", "certificateChain": {"certificates": images.platform_ca}}
+    with images_policy(admin, stack, enforced_namespace, attack_model, images, authority=authority) as body:
         yield body
 
 
