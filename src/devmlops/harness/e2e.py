@@ -173,6 +173,11 @@ class Report:
     def failed(self) -> bool:
         return any(not row.ok for row in self.rows)
 
+    def first_failure(self) -> str:
+        """The step that stopped the run, for the last line (a CI log is often read from its end)."""
+        row = next((r for r in self.rows if not r.ok), None)
+        return f": {row.step}: {' '.join(row.outcome.split())[:500]}" if row else ""
+
     def format(self, width: int = 110) -> str:
         def cut(text: str) -> str:
             text = " ".join(text.split())
@@ -274,8 +279,8 @@ class E2E:
     def deployment(self, name: str, namespace: str) -> dict[str, Any]:
         return self.raw(self.apps.read_namespaced_deployment, name, namespace)
 
-    def log(self, pod: str, namespace: str, container: str, *, previous: bool = False) -> str:
-        text: str = self.core.read_namespaced_pod_log(pod, namespace, container=container, previous=previous)
+    def log(self, pod: str, namespace: str, container: str) -> str:
+        text: str = self.core.read_namespaced_pod_log(pod, namespace, container=container)
         return text
 
     # -- phases ------------------------------------------------------------------------------------------------------
@@ -731,27 +736,26 @@ class E2E:
         except ApiException as exc:
             raise E2EFailure(f"the model was refused at admission: {denial_message(exc)}") from exc
 
-        def refused() -> tuple[str, int, bool] | None:
-            """(Pod, exit code, whether the failure is the previous run) once the initializer failed."""
+        def refused() -> tuple[str, int, str] | None:
+            """(Pod, exit code, termination message) of the initializer's failed run, now or the run before. The
+            message comes with the same status (KServe sets FallbackToLogsOnError: its last log lines); the log
+            itself may already be the next run's, as the kubelet restarts a failed init container at once."""
             for pod in self.pods(SERVING_NS, f"{ISVC_LABEL}={name}"):
                 for status in pod["status"].get("initContainerStatuses") or []:
                     if status["name"] != "storage-initializer":
                         continue
-                    current = (status.get("state") or {}).get("terminated")
-                    previous = (status.get("lastState") or {}).get("terminated")
-                    if current and current.get("exitCode"):
-                        return pod["metadata"]["name"], int(current["exitCode"]), False
-                    if previous and previous.get("exitCode"):
-                        return pod["metadata"]["name"], int(previous["exitCode"]), True
+                    for state in (status.get("state"), status.get("lastState")):
+                        terminated = (state or {}).get("terminated") or {}
+                        if terminated.get("exitCode"):
+                            return pod["metadata"]["name"], int(terminated["exitCode"]), terminated.get("message") or ""
             return None
 
-        pod, exit_code, previous = wait_for(refused, timeout=180, what="the tampered model's initializer failing")
-        log = self.log(pod, SERVING_NS, "storage-initializer", previous=previous)
-        said = next((line for line in log.splitlines() if "NOT serving" in line), log.strip()[-300:])
+        pod, exit_code, message = wait_for(refused, timeout=180, what="the tampered model's initializer failing")
+        said = next((line for line in message.splitlines() if "NOT serving" in line), message.strip()[-300:])
         self.report.check(
             "one byte changed: storage initializer",
             "exits non-zero: bytes differ from the signature",
-            f"exit {exit_code}: {said}",
+            f"{pod} exit {exit_code}: {said}",
             "differs from its signature" in said,
         )
 
@@ -1021,7 +1025,7 @@ def run_e2e(*, tools_dir: Path, project_dir: Path, keep: bool = False, cluster: 
     print("\n" + report.format(), flush=True)
     if code == 0 and report.failed:
         code = 1
-    say("every step went as expected" if code == 0 else f"exit {code}")
+    say("every step went as expected" if code == 0 else f"exit {code}{report.first_failure()}")
     return code
 
 

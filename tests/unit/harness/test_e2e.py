@@ -33,12 +33,14 @@ def _clusters(tmp_path: Path) -> dict[str, Cluster]:
 def test_a_failed_check_is_recorded_and_stops_the_run() -> None:
     report = Report()
     report.check("helm test", "Succeeded", "Succeeded", True)
+    assert report.first_failure() == ""
     with pytest.raises(E2EFailure, match="expected Succeeded; Failed"):
         report.check("helm test again", "Succeeded", "Failed", False)
     assert report.failed
     table = report.format()
     assert table.splitlines()[0].split() == ["STEP", "EXPECTED", "VERDICT", "OUTCOME"]
     assert "FAILED" in table.splitlines()[2]
+    assert report.first_failure() == ": helm test again: Failed"  # the run's last line names it
 
 
 def test_one_byte_changed_changes_exactly_one_byte() -> None:
