@@ -7,6 +7,17 @@ Ingresses, ResourceClaims).
    the ServiceAccount that requested a model, never the other way round: mallory, who edits the CI namespace too
    (``edit`` lets her mint tokens for its ServiceAccounts), created her high-risk model as herself and approved it
    with a token she minted for the CI namespace's approver bot, which a policy names: admitted.
+
+Tried with throwaway probes through the real stack and held (no test kept): her HorizontalPodAutoscalers (minimum
+and maximum 3 and 4) on a served Triton model's Deployment and ReplicaSet, with the HPA controller running, and a
+PodDisruptionBudget over its Pods: the HPA scaled the served model (allowed), and after the key was revoked the
+Deployment, the ReplicaSet and the Pods went to zero and stayed there (the HPA controller leaves a target at zero
+alone, and a scale up is reviewed whoever sends it); a ServiceAccount of her namespace named ``devmlops-operator``,
+by token and by impersonation, may not write the model's Deployment (writers are compared by whole username). Her
+Ingresses (to the model's Service, to an ExternalName of her own), NetworkPolicies and Leases are admitted: an
+Ingress is a stated residual risk (traffic steering outside what devmlops owns), a NetworkPolicy can only cut traffic
+(a canary nobody's metrics reach is never promoted; an initializer that cannot download leaves no Pod), and nothing
+of devmlops, KServe or the cluster leads on a team's Leases.
 """
 
 from __future__ import annotations
