@@ -138,10 +138,12 @@ def review_approval(
     now: str,
     sbom: SbomSummary | None = None,
     acts_as: str = "",
+    requester_acts_as: str = "",
 ) -> Decision:
     """``target`` is the ModelDeployment named by the approval; ``policies`` those that select it; ``sbom`` its SBOM
     (for its effective tier); ``now`` RFC 3339; ``acts_as`` how the approver may act as the ServiceAccount that
-    requested the target ('' when they may not, or no ServiceAccount did)."""
+    requested the target ('' when they may not, or no ServiceAccount did); ``requester_acts_as`` how the requester
+    may act as the approver, a ServiceAccount ('' when they may not, or the approver is none)."""
     approver = request.username
     if request.operation == "UPDATE":
         return _review_update(request)
@@ -191,6 +193,12 @@ def review_approval(
             f"{approver!r} can act as the requester {requester!r} ({acts_as}), so may have asked for the model under "
             "its name: not a second person; a second person must approve (four eyes)",
             "ask an approver named by the policy who cannot act as that ServiceAccount",
+        )
+    if requester_acts_as:
+        return _fail(
+            f"the requester {requester!r} can act as the approver {approver!r} ({requester_acts_as}), so may have "
+            "approved under its name: not a second person; a second person must approve (four eyes)",
+            "ask an approver named by the policy whom the requester cannot act as",
         )
     tier = effective_tier(target, policies, sbom)
     if not [p for p in policies if approval_required(p, tier)]:

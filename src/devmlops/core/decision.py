@@ -169,6 +169,7 @@ def _decide(
             now=evidence.now,
             sbom=evidence.sbom_summary,
             acts_as=evidence.approver_acts_as,
+            requester_acts_as=evidence.requester_acts_as,
         )
     if kind != MODEL_DEPLOYMENT:
         name = f"{request.kind.kind}.{request.kind.group or 'core'}"

@@ -157,6 +157,8 @@ class Evidence:
     # For a new ModelApproval whose target a ServiceAccount requested: how the approver may act as that account ('' when
     # they may not; core/approvalreview.py requester_account).
     approver_acts_as: str = ""
+    # For a new ModelApproval by a ServiceAccount: how the requester may act as that account ('' when they may not).
+    requester_acts_as: str = ""
     now: str = ""  # RFC 3339, from the shell's clock (the core has none)
     requester_stamped: bool = False  # the mutating webhook stamps devmlops.io/requested-by
     model_server_images: tuple[str, ...] = DEFAULT_SERVER_IMAGES

@@ -79,6 +79,9 @@ CONTROLLERS = (
     "pod-garbage-collector-controller",
     # Every namespace's kube-root-ca.crt ConfigMap, which a Pod's service account token volume projects.
     "root-ca-certificate-publisher-controller",
+    # The rules of the built-in edit, admin and view roles (aggregated from system:aggregate-to-*), which the attack
+    # tests bind their namespace editor to.
+    "clusterrole-aggregation-controller",
 )
 
 

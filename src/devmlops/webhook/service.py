@@ -117,6 +117,7 @@ _CHAIN_OWNERS = {
     ("apps", "Deployment"): "deployments",
     ("serving.kserve.io", "InferenceService"): "inferenceservices",
 }
+AUTHENTICATED = "system:authenticated"  # the group of every authenticated user (a requester's only known group)
 _MAX_HOPS = 4  # Pod -> ReplicaSet -> Deployment -> InferenceService -> ModelDeployment
 # Kinds the API server sends from every namespace whose decision is stricter under enforcement.
 _ENFORCEMENT_MATTERS = frozenset({"deployments", "statefulsets", "servingruntimes", "inferencegraphs"})
@@ -216,6 +217,7 @@ class AdmissionService:
                 namespace_labels=labels,
                 now=stamp,
                 approver_acts_as=self._acts_as_requester(request, target),
+                requester_acts_as=self._requester_acts_as_approver(request, target),
             )
         return Evidence(namespace_labels=labels, now=stamp)
 
@@ -278,6 +280,20 @@ class AdmissionService:
             return ""
         account = requester_account(str(((target.get("metadata") or {}).get("annotations") or {}).get(REQUESTED_BY)))
         return self._lookup.may_act_as(request.username, request.groups, *account) if account else ""
+
+    def _requester_acts_as_approver(self, request: AdmissionRequest, target: Mapping[str, Any] | None) -> str:
+        """For a new approval by a ServiceAccount: how the model's requester may act as it, as the API server's
+        authorizer answers now ('' when they may not). An editor of that account's namespace may (the built-in edit
+        role mints its tokens and impersonates it): mallory approved her own model with a token she minted for the CI
+        namespace's approver bot. The requester's groups are not recorded, so the question is asked for the user as
+        any authenticated user (rights granted to a group of theirs go unseen)."""
+        approver = requester_account(request.username)
+        if request.operation != "CREATE" or target is None or approver is None:
+            return ""
+        requester = str(((target.get("metadata") or {}).get("annotations") or {}).get(REQUESTED_BY) or "")
+        if not requester or requester == request.username:
+            return ""
+        return self._lookup.may_act_as(requester, (AUTHENTICATED,), *approver)
 
     def _model_evidence(self, model: Mapping[str, Any], clock: dt.datetime, **fields: Any) -> Evidence:
         """A ModelDeployment's documents and its valid approval, for admission and for the serving stage: the

@@ -1,8 +1,12 @@
 """The attacker of docs/threat-model.md and the stage they attack on.
 
 Every test here runs through the registered webhook (the ``stack`` session fixture) in a fresh namespace that a
-cluster admin put under enforcement (label ``devmlops.io/enforce: "true"``), where ``mallory`` holds exactly the
-rights of a namespace editor (the Role "namespace-editor"). The helpers at the top are plain functions so that
+cluster admin put under enforcement (label ``devmlops.io/enforce: "true"``), where ``mallory`` holds the rights of a
+namespace editor: Kubernetes's own ``edit`` ClusterRole, bound there as ``kubectl create rolebinding
+--clusterrole=edit`` binds it, plus the Role "namespace-editor" for what ``edit`` lacks (ephemeral containers,
+Endpoints and EndpointSlices, the devmlops and KServe kinds, reading everything). The other users the tests make
+editors (bob, alice, bots, ServiceAccounts) hold the Role alone: no ServiceAccounts, tokens or impersonation unless a
+test grants them. The helpers at the top are plain functions so that
 test modules import them (``from tests.integration.attacks.conftest import denied, ...``); the fixtures below build
 on them.
 
@@ -48,6 +52,7 @@ from tests.support.models import make_key, make_model, sign_with_key
 ATTACKER = "mallory"
 ENFORCE_LABEL = "devmlops.io/enforce"
 EDITOR_ROLE = "namespace-editor"
+BUILT_IN_EDIT = "edit"  # Kubernetes's own ClusterRole (aggregated from system:aggregate-to-edit), bound to mallory
 RBAC_API = "rbac.authorization.k8s.io"
 KSERVE_GROUP = "serving.kserve.io"
 
@@ -464,17 +469,28 @@ def user_subject(name: str) -> dict[str, str]:
     return {"kind": "User", "name": name, "apiGroup": RBAC_API}
 
 
-def bind_role(rbac: k8s.RbacAuthorizationV1Api, namespace: str, name: str, role: str, subject: dict[str, Any]) -> None:
-    """A RoleBinding ``name`` of the Role ``role`` to one subject (a user_subject, a ServiceAccount)."""
-    body: Any = {"metadata": {"name": name}, "roleRef": {"apiGroup": RBAC_API, "kind": "Role", "name": role}}
+def bind_role(
+    rbac: k8s.RbacAuthorizationV1Api,
+    namespace: str,
+    name: str,
+    role: str,
+    subject: dict[str, Any],
+    *,
+    kind: str = "Role",
+) -> None:
+    """A RoleBinding ``name`` of the Role (or ClusterRole) ``role`` to one subject (a user_subject, a
+    ServiceAccount)."""
+    body: Any = {"metadata": {"name": name}, "roleRef": {"apiGroup": RBAC_API, "kind": kind, "name": role}}
     rbac.create_namespaced_role_binding(namespace, {**body, "subjects": [subject]})
 
 
 def grant_namespace_editor(
     admin: k8s.ApiClient, control_plane: ControlPlane, namespace: str, user: str = ATTACKER
 ) -> None:
-    """The Role of the threat model (created once per namespace), bound to ``user``; returns once the authorizer
-    honours it."""
+    """The Role "namespace-editor" (created once per namespace), bound to ``user``; the attacker is bound to
+    Kubernetes's own ``edit`` ClusterRole too, as ``kubectl create rolebinding --clusterrole=edit`` binds a namespace
+    editor (the Role adds what ``edit`` lacks: ephemeral containers, Endpoints and EndpointSlices, the devmlops and
+    KServe kinds, reading everything). Returns once the authorizer honours both."""
     rbac = k8s.RbacAuthorizationV1Api(admin)
     role: Any = {"metadata": {"name": EDITOR_ROLE}, "rules": EDITOR_RULES}
     try:
@@ -485,14 +501,20 @@ def grant_namespace_editor(
     bind_role(
         rbac, namespace, EDITOR_ROLE if user == ATTACKER else f"{EDITOR_ROLE}-{user}", EDITOR_ROLE, user_subject(user)
     )
-    review: Any = {"spec": {"resourceAttributes": {"namespace": namespace, "verb": "create", "resource": "pods"}}}
+    checks = [("", "pods")]
+    if user == ATTACKER:
+        bind_role(rbac, namespace, f"{BUILT_IN_EDIT}-{user}", BUILT_IN_EDIT, user_subject(user), kind="ClusterRole")
+        checks.append(("autoscaling", "horizontalpodautoscalers"))  # `edit`'s alone, once aggregation filled it
     with api_client(control_plane.kubeconfig(user)) as client:
         auth = k8s.AuthorizationV1Api(client)
-        eventually(
-            lambda: getattr(auth.create_self_subject_access_review(review).status, "allowed", False),
-            timeout=10,
-            what=f"the namespace-editor Role for {user} in {namespace}",
-        )
+        for group, resource in checks:
+            attributes = {"namespace": namespace, "verb": "create", "group": group, "resource": resource}
+            review: Any = {"spec": {"resourceAttributes": attributes}}
+            eventually(
+                lambda review=review: getattr(auth.create_self_subject_access_review(review).status, "allowed", False),
+                timeout=30,
+                what=f"{user}'s right to create {resource} in {namespace}",
+            )
 
 
 @contextmanager
@@ -562,7 +584,8 @@ def new_namespace(
 
 @pytest.fixture
 def mallory(control_plane: ControlPlane) -> Iterator[k8s.ApiClient]:
-    """The attacker's client: a namespace editor (in the namespaces the fixtures above make), nothing more."""
+    """The attacker's client: a namespace editor (``edit`` and the Role, in the namespaces the fixtures above make),
+    nothing more."""
     with api_client(control_plane.kubeconfig(ATTACKER)) as client:
         yield client
 

@@ -6,8 +6,8 @@ arguments, environment, volumes, mounted bytes), or where a model server's bytes
 every Pod, its ephemeral containers and every workload reach the webhook, so a write matters only where something
 reaches a container without a Pod write: the objects a Pod spec names (read by the kubelet at each start, or live),
 and subresources the API server does not send. The table below is the sweep's record, read against the API server's
-own discovery, the built-in ``edit`` role's rules (``system:aggregate-to-edit``, what Kubernetes aggregates into
-``edit``: the harness runs no aggregation controller) and the attack Role, and the registered webhook configuration.
+own discovery, the rules of the built-in ``edit`` ClusterRole that mallory is bound to (as the aggregation controller
+filled it) and of the attack Role beside it, and the registered webhook configuration.
 
 None of this found a hole: it passed on the code it was written against. It is a regression test for the next
 Kubernetes or KServe: a newly served resource that an editor may write fails here until someone decides it, and a
@@ -21,8 +21,8 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from tests.integration.attacks.conftest import EDITOR_RULES, KSERVE_GROUP, admitted, container, pod
-from tests.integration.support import GROUP
+from tests.integration.attacks.conftest import BUILT_IN_EDIT, EDITOR_RULES, KSERVE_GROUP, admitted, container, pod
+from tests.integration.support import GROUP, eventually
 
 WRITES = frozenset({"create", "update", "patch"})
 ENFORCE_KEY = "devmlops.io/enforce"
@@ -131,9 +131,10 @@ def served_writable(api: k8s.ApiClient) -> dict[tuple[str, str], set[str]]:
 
 
 def editor_writes(api: k8s.ApiClient, *, attack_role: bool = True) -> set[tuple[str, str]]:
-    """What a namespace editor may write: the rules Kubernetes aggregates into ``edit``, and the attack Role's."""
-    role = k8s.RbacAuthorizationV1Api(api).read_cluster_role("system:aggregate-to-edit")
-    rules = [(r.api_groups or [], r.resources or [], r.verbs or []) for r in role.rules or []]
+    """What mallory may write: the rules of the ``edit`` ClusterRole she is bound to, and the attack Role's."""
+    rbac = k8s.RbacAuthorizationV1Api(api)
+    role = eventually(lambda: rbac.read_cluster_role(BUILT_IN_EDIT).rules, timeout=30, what="edit, aggregated")
+    rules = [(r.api_groups or [], r.resources or [], r.verbs or []) for r in role]
     rules += [(r["apiGroups"], r["resources"], r["verbs"]) for r in EDITOR_RULES] if attack_role else []
     return {(g, res) for groups, resources, verbs in rules if WRITES & set(verbs) for g in groups for res in resources}
 

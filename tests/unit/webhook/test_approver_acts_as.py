@@ -1,5 +1,6 @@
-"""The webhook asks whether a new approval's approver may act as the ServiceAccount that requested the model, and only
-then: a model a person requested, or an approval's update, asks nothing (four eyes, gates review)."""
+"""The webhook asks whether a new approval's approver may act as the ServiceAccount that requested the model, and
+whether the requester may act as the ServiceAccount that approves it, and only then: a person's approval of a model a
+person requested, or an approval's update, asks nothing (four eyes, gates review, edit-role review)."""
 
 from __future__ import annotations
 
@@ -66,14 +67,14 @@ class Lookup:
         return self.ways
 
 
-def approval(lookup: Lookup, operation: str = "CREATE") -> AdmissionRequest:
+def approval(lookup: Lookup, operation: str = "CREATE", approver: str = "mallory") -> AdmissionRequest:
     request = AdmissionRequest(
         uid="r",
         kind=GroupVersionKind("devmlops.io", "v1alpha1", "ModelApproval"),
         operation=operation,
         namespace="ml",
         name="a",
-        username="mallory",
+        username=approver,
         groups=("approvers",),
         object={"metadata": {"name": "a"}, "spec": {"modelDeployment": "fraud", "digest": DIGEST}},
         old_object=None,
@@ -110,3 +111,20 @@ def test_an_approvals_update_asks_nothing() -> None:
     lookup = Lookup(BOT, "may create pods in namespace ml")
     assert service(lookup).decide(approval(lookup, "UPDATE")).allowed
     assert lookup.asked == []
+
+
+APPROVER_BOT = "system:serviceaccount:ci:approver-bot"
+
+
+def test_a_service_account_the_requester_may_act_as_is_refused() -> None:
+    lookup = Lookup("mallory", "may create serviceaccounts/token approver-bot in namespace ci")
+    decision = service(lookup).decide(approval(lookup, approver=APPROVER_BOT))
+    assert lookup.asked == [("mallory", ("system:authenticated",), "ci", "approver-bot")]
+    assert not decision.allowed
+    assert f"the requester 'mallory' can act as the approver {APPROVER_BOT!r} (may create" in decision.message
+
+
+def test_a_service_account_the_requester_may_not_act_as_is_a_second_person() -> None:
+    lookup = Lookup("alice", "")
+    assert service(lookup).decide(approval(lookup, approver=APPROVER_BOT)).allowed
+    assert lookup.asked == [("alice", ("system:authenticated",), "ci", "approver-bot")]
