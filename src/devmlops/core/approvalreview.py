@@ -47,8 +47,8 @@ GATE = "approval"
 def not_a_second_person(approver: str, requester: str, namespace: str) -> str:
     """Why ``approver`` cannot be the second person of four eyes for a model ``requester`` asked for in ``namespace``
     ('' when they can): nobody, the requester, a ServiceAccount of that namespace, which every editor there can act
-    as (the built-in edit role creates its tokens and impersonates it), the requester among them, or a ServiceAccount
-    of the namespace whose ServiceAccount requested it."""
+    as (the built-in edit role creates its tokens and impersonates it), the requester among them, or any
+    ServiceAccount when a ServiceAccount requested it."""
     if not approver:
         return "no approver is stamped on it"
     if approver == requester:
@@ -59,12 +59,14 @@ def not_a_second_person(approver: str, requester: str, namespace: str) -> str:
             f"requester {requester!r} among them) can act as: not a second person"
         )
     theirs, ours = requester_account(requester), requester_account(approver)
-    if theirs and ours and theirs[0] == ours[0]:
-        # Whoever edits that namespace acts as both (tokens, impersonation, Pods): asking whether the approver may act
-        # as the requester (the webhook does) says nothing about that editor (second attack round).
+    if theirs and ours:
+        # Whoever edits their namespaces acts as both (tokens, impersonation, Pods), and no access review can ask who
+        # that is: asking whether either account may act as the other says nothing about that editor (second attack
+        # round, one namespace; edit-role review, two namespaces that one person edits).
+        where = f"namespace {ours[0]}" if theirs[0] == ours[0] else f"namespaces {theirs[0]} and {ours[0]}"
         return (
-            f"the approver {approver!r} and the requester {requester!r} are ServiceAccounts of namespace "
-            f"{ours[0]}, which every editor there can act as both: not a second person"
+            f"the approver {approver!r} and the requester {requester!r} are both ServiceAccounts, and whoever edits "
+            f"{where} can act as both: not a second person (a person must approve what a ServiceAccount requested)"
         )
     return ""
 

@@ -7,6 +7,10 @@ Ingresses, ResourceClaims).
    the ServiceAccount that requested a model, never the other way round: mallory, who edits the CI namespace too
    (``edit`` lets her mint tokens for its ServiceAccounts), created her high-risk model as herself and approved it
    with a token she minted for the CI namespace's approver bot, which a policy names: admitted.
+2. A ServiceAccount is no second person to a ServiceAccount's request, whatever their namespaces. Four eyes refused
+   two ServiceAccounts of one namespace only: mallory, who edits the CI namespace and the approvals namespace,
+   requested her model with a token minted for CI's release bot and approved it with one minted for the approvals
+   namespace's bot: admitted (neither bot may act as the other, which is all the API server can be asked).
 
 Tried with throwaway probes through the real stack and held (no test kept): her HorizontalPodAutoscalers (minimum
 and maximum 3 and 4) on a served Triton model's Deployment and ReplicaSet, with the HPA controller running, and a
@@ -22,12 +26,14 @@ of devmlops, KServe or the cluster leads on a team's Leases.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from kubernetes import client as k8s
 
 from devmlops.harness.stack import DevmlopsStack
-from tests.integration.attacks.conftest import denied
-from tests.integration.attacks.test_four_eyes import approval, approval_required, approve, high_risk, phase
-from tests.integration.attacks.test_round2_review import ci_bots  # noqa: F401
+from tests.integration.attacks.conftest import EDITOR_ROLE, bind_role, denied
+from tests.integration.attacks.test_four_eyes import _as_token, approval, approval_required, approve, high_risk, phase
+from tests.integration.attacks.test_round2_review import _minted, ci_bots  # noqa: F401
 from tests.integration.support import SignedModel, create_md, eventually
 
 
@@ -46,3 +52,46 @@ def test_a_service_account_the_requester_can_act_as_is_no_second_person(
         eventually(lambda: phase(admin, namespace) == "AwaitingApproval", what="AwaitingApproval")
         message = denied(approve, approver_bot, namespace, approval("bot-approves", attack_model.digest))
         assert f"the requester 'mallory' can act as the approver {approver!r}" in message, message
+
+
+def test_a_service_account_is_no_second_person_to_another_namespaces_service_account(
+    admin: k8s.ApiClient,
+    mallory: k8s.ApiClient,
+    stack: DevmlopsStack,
+    enforced_namespace: str,
+    new_namespace: Callable[..., str],
+    attack_model: SignedModel,
+) -> None:
+    namespace = enforced_namespace
+    ci, approvals = new_namespace("ci", enforced=False), new_namespace("ok", enforced=False)  # mallory edits both
+    rbac, core = k8s.RbacAuthorizationV1Api(admin), k8s.CoreV1Api(admin)
+    tokens: dict[str, str] = {}
+    for home, account in ((ci, "release-bot"), (approvals, "approver-bot")):
+        core.create_namespaced_service_account(home, {"metadata": {"name": account}})
+        subject = {"kind": "ServiceAccount", "name": account, "namespace": home}
+        bind_role(rbac, namespace, f"{account}-edits", EDITOR_ROLE, subject)  # deploys, or approves, in the team's
+        tokens[account] = eventually(  # edit lets her mint tokens in both namespaces
+            lambda home=home, account=account: _minted(k8s.CoreV1Api(mallory), home, account), what=f"{account} token"
+        )
+    approver = f"system:serviceaccount:{approvals}:approver-bot"
+    with (
+        approval_required(admin, stack, namespace, attack_model, f"edit-sa2-{namespace}", {"users": [approver]}),
+        _as_token(mallory, tokens["release-bot"]) as release_bot,
+        _as_token(mallory, tokens["approver-bot"]) as approver_bot,
+    ):
+        eventually(lambda: _created(release_bot, namespace, attack_model), what="the release bot's model")
+        eventually(lambda: phase(admin, namespace) == "AwaitingApproval", what="AwaitingApproval")
+        message = denied(approve, approver_bot, namespace, approval("bot-approves", attack_model.digest))
+        assert f"whoever edits namespaces {ci} and {approvals} can act as both" in message, message
+        assert phase(admin, namespace) == "AwaitingApproval"
+
+
+def _created(client: k8s.ApiClient, namespace: str, model: SignedModel) -> bool:
+    """Whether the model was created (a new RoleBinding takes a moment to reach the authorizer: 403 until then)."""
+    try:
+        create_md(client, namespace, high_risk(model))
+    except k8s.ApiException as exc:
+        if exc.status == 403 and "devmlops" not in str(exc.body):
+            return False
+        raise
+    return True

@@ -261,7 +261,7 @@ def test_two_service_accounts_of_one_namespace_are_no_four_eyes(
         create_md(release_bot, namespace, high_risk(attack_model))
         eventually(lambda: phase(admin, namespace) == "AwaitingApproval", what="AwaitingApproval")
         message = denied(approve, approver_bot, namespace, approval("bots-approve", attack_model.digest))
-        assert f"ServiceAccounts of namespace {ci}" in message, message
+        assert f"whoever edits namespace {ci} can act as both" in message, message
 
 
 def _tried(act: Any, client: k8s.ApiClient, namespace: str) -> bool:

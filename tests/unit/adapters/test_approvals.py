@@ -170,13 +170,17 @@ def test_an_approval_by_a_service_account_of_the_models_namespace_does_not_count
     assert find([approval(other, ())], model(), policy(users=[other])).approved
 
 
-def test_an_approval_by_a_service_account_of_the_requesting_service_accounts_namespace_does_not_count() -> None:
+def test_an_approval_by_a_service_account_of_a_service_accounts_request_does_not_count() -> None:
     """Second attack round: whoever edits namespace ci acts as both its release bot (the requester) and its approver
-    bot: one person, where the model is served too (an approval given before the rule is not counted)."""
+    bot: one person, where the model is served too (an approval given before the rule is not counted). The edit-role
+    review: so does whoever edits ci and the approver bot's own namespace. A person's approval counts."""
     bot, approver_bot = "system:serviceaccount:ci:release-bot", "system:serviceaccount:ci:approver-bot"
     requested = model(requester=bot)
     found = find([approval(approver_bot, (), given_for=requested)], requested, policy(users=[approver_bot]))
     assert not found.approved
-    assert "are ServiceAccounts of namespace ci" in found.problem
+    assert "whoever edits namespace ci can act as both" in found.problem
     elsewhere = "system:serviceaccount:approvals:approver-bot"
-    assert find([approval(elsewhere, (), given_for=requested)], requested, policy(users=[elsewhere])).approved
+    found = find([approval(elsewhere, (), given_for=requested)], requested, policy(users=[elsewhere]))
+    assert not found.approved
+    assert "whoever edits namespaces ci and approvals can act as both" in found.problem
+    assert find([approval("bob", (), given_for=requested)], requested, policy(users=["bob"])).approved

@@ -269,8 +269,9 @@ def test_a_service_account_of_the_models_namespace_is_no_second_person() -> None
 def test_two_service_accounts_of_one_namespace_are_no_four_eyes() -> None:
     """Second attack round: a release bot of the CI namespace requested the model and that namespace's approver bot
     approved it; whoever edits the CI namespace acts as both, though neither bot may act as the other (what the
-    webhook asks the API server). Refused when approving and where the model is served; a person, or a ServiceAccount
-    of another namespace, still approves."""
+    webhook asks the API server). Refused when approving and where the model is served. So is a ServiceAccount of
+    another namespace (edit-role review): one person who edits both namespaces acts as both, and no access review can
+    ask that. A person still approves."""
     bot, approver_bot = "system:serviceaccount:ci:release-bot", "system:serviceaccount:ci:approver-bot"
     elsewhere = "system:serviceaccount:approvals:approver-bot"
     names_them = compile_policy(
@@ -288,11 +289,12 @@ def test_two_service_accounts_of_one_namespace_are_no_four_eyes() -> None:
     target = model(bot)
     refused = review_approval(stamped(approval_request(approver_bot, ()), target), target, [names_them], now=NOW)
     assert not refused.allowed
-    assert f"the approver {approver_bot!r} and the requester {bot!r} are ServiceAccounts of namespace ci" in (
-        refused.message
-    )
-    for second in (elsewhere, "bob"):
-        assert review_approval(stamped(approval_request(second, ()), target), target, [names_them], now=NOW).allowed
+    assert f"the approver {approver_bot!r} and the requester {bot!r} are both ServiceAccounts" in refused.message
+    assert "whoever edits namespace ci can act as both" in refused.message
+    other = review_approval(stamped(approval_request(elsewhere, ()), target), target, [names_them], now=NOW)
+    assert not other.allowed
+    assert "whoever edits namespaces ci and approvals can act as both" in other.message
+    assert review_approval(stamped(approval_request("bob", ()), target), target, [names_them], now=NOW).allowed
 
 
 def test_an_approval_naming_the_generation_it_read_is_refused_once_the_model_changed() -> None:
