@@ -110,6 +110,7 @@ def _review(bundle: str, digest: str, sbom: str, *, object_uid: str) -> dict[str
                     "labels": {"devmlops.io/eu-ai-act-risk": "limited"},
                     "annotations": {
                         "devmlops.io/requested-by": "bench",
+                        "devmlops.io/requester-groups": '["system:authenticated","team-fraud"]',
                         "kubectl.kubernetes.io/last-applied-configuration": json.dumps(manifest) + "\n",
                     },
                     "managedFields": [

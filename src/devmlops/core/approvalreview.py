@@ -8,13 +8,12 @@ fingerprint and checks the approver against the policies of that moment."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from devmlops.core.gates.approval import approval_required, refusing_approver
 from devmlops.core.gates.compliance import effective_tier
-from devmlops.core.gates.requester import REQUESTED_BY, served_fingerprint
+from devmlops.core.gates.requester import REQUESTED_BY, groups_value, read_groups, served_fingerprint
 from devmlops.core.manifests import parse_model_approval, parse_model_deployment
 from devmlops.core.model import Decision, GateResult
 from devmlops.core.policy import Policy
@@ -81,19 +80,6 @@ def requester_account(requester: str) -> tuple[str, str] | None:
     if not requester.startswith(prefix) or not namespace or not name or ":" in name:
         return None
     return namespace, name
-
-
-def groups_value(groups: Sequence[str]) -> str:
-    return json.dumps(sorted(set(groups)), separators=(",", ":"))
-
-
-def read_groups(value: Any) -> tuple[str, ...]:
-    """The stamped groups; anything unreadable is no groups at all (it never widens who approved)."""
-    try:
-        parsed = json.loads(str(value or ""))
-    except ValueError:
-        return ()
-    return tuple(g for g in parsed if isinstance(g, str)) if isinstance(parsed, list) else ()
 
 
 def approval_stamps(request: AdmissionRequest, target: Mapping[str, Any] | None) -> dict[str, str]:

@@ -1,9 +1,9 @@
-"""The small mutating webhook: stamp who asked (``requested-by``) on a ModelDeployment, and on a new ModelApproval
-who approved, in which groups, and exactly what (the target's uid and served fingerprint), all from the request's
-userInfo and the target as the webhook's caches hold it, as a JSONPatch; a ModelDeployment's tags are replaced by the
-digests the registry gave for them (``core.pinning``). A new ModelDeployment that declares no
-serving guard where its policies demand one gets their limits as its ``spec.guard`` (a default it may then only
-tighten). Pure, like the rest of the core: the shell looks the target and the policies up and passes them in."""
+"""The small mutating webhook: stamp who asked (``requested-by``) and in which groups on a ModelDeployment, and on a
+new ModelApproval who approved, in which groups, and exactly what (the target's uid and served fingerprint), all from
+the request's userInfo and the target as the webhook's caches hold it, as a JSONPatch; a ModelDeployment's tags are
+replaced by the digests the registry gave for them (``core.pinning``). A new ModelDeployment that declares no serving
+guard where its policies demand one gets their limits as its ``spec.guard`` (a default it may then only tighten).
+Pure, like the rest of the core: the shell looks the target and the policies up and passes them in."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from devmlops.core.approvalreview import approval_stamps
-from devmlops.core.gates.requester import REQUESTED_BY, expected_requester
+from devmlops.core.gates.requester import requester_stamps
 from devmlops.core.guard import guard_config_json
 from devmlops.core.manifests import Guard
 from devmlops.core.pinning import pin_patch, pinned_object
@@ -45,7 +45,8 @@ def stamp_patch(
     if kind == ("devmlops.io", "ModelDeployment"):
         pinned, pinned_from = pin_patch(request.object, pins or {})
         as_stored = dataclasses.replace(request, object=pinned_object(request.object, pins or {}))
-        stamps = {REQUESTED_BY: expected_requester(as_stored), **pinned_from}
+        # A kept requester of a model stamped before groups were recorded keeps none: nothing to write for it.
+        stamps = {key: value for key, value in {**requester_stamps(as_stored), **pinned_from}.items() if value}
     elif kind == ("devmlops.io", "ModelApproval") and request.operation == "CREATE":
         stamps = approval_stamps(request, target)
     else:

@@ -26,7 +26,7 @@ from devmlops.core.decision import MODEL_APPROVAL, MODEL_DEPLOYMENT, decide, res
 from devmlops.core.evidence import DEFAULT_SERVER_IMAGES, ApprovalState, Chain, Evidence, Identities, SignedImages
 from devmlops.core.exemptions import BreakGlass, Exemption, pod_images
 from devmlops.core.gates.compliance import EffectiveTier, effective_tier
-from devmlops.core.gates.requester import REQUESTED_BY
+from devmlops.core.gates.requester import REQUESTED_BY, REQUESTER_GROUPS, read_groups
 from devmlops.core.guard import tightest
 from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.model import Decision
@@ -117,7 +117,7 @@ _CHAIN_OWNERS = {
     ("apps", "Deployment"): "deployments",
     ("serving.kserve.io", "InferenceService"): "inferenceservices",
 }
-AUTHENTICATED = "system:authenticated"  # the group of every authenticated user (a requester's only known group)
+AUTHENTICATED = "system:authenticated"  # the group of every authenticated user
 _MAX_HOPS = 4  # Pod -> ReplicaSet -> Deployment -> InferenceService -> ModelDeployment
 # Kinds the API server sends from every namespace whose decision is stricter under enforcement.
 _ENFORCEMENT_MATTERS = frozenset({"deployments", "statefulsets", "servingruntimes", "inferencegraphs"})
@@ -282,18 +282,20 @@ class AdmissionService:
         return self._lookup.may_act_as(request.username, request.groups, *account) if account else ""
 
     def _requester_acts_as_approver(self, request: AdmissionRequest, target: Mapping[str, Any] | None) -> str:
-        """For a new approval by a ServiceAccount: how the model's requester may act as it, as the API server's
-        authorizer answers now ('' when they may not). An editor of that account's namespace may (the built-in edit
-        role mints its tokens and impersonates it): mallory approved her own model with a token she minted for the CI
-        namespace's approver bot. The requester's groups are not recorded, so the question is asked for the user as
-        any authenticated user (rights granted to a group of theirs go unseen)."""
+        """For a new approval by a ServiceAccount: how the model's requester, in the groups stamped with them, may act
+        as it, as the API server's authorizer answers now ('' when they may not). An editor of that account's
+        namespace may (the built-in edit role mints its tokens and impersonates it): mallory approved her own model
+        with a token she minted for the CI namespace's approver bot. A model stamped before the groups were recorded
+        is asked about as any authenticated user."""
         approver = requester_account(request.username)
         if request.operation != "CREATE" or target is None or approver is None:
             return ""
-        requester = str(((target.get("metadata") or {}).get("annotations") or {}).get(REQUESTED_BY) or "")
+        annotations = (target.get("metadata") or {}).get("annotations") or {}
+        requester = str(annotations.get(REQUESTED_BY) or "")
         if not requester or requester == request.username:
             return ""
-        return self._lookup.may_act_as(requester, (AUTHENTICATED,), *approver)
+        groups = tuple(dict.fromkeys((*read_groups(annotations.get(REQUESTER_GROUPS)), AUTHENTICATED)))
+        return self._lookup.may_act_as(requester, groups, *approver)
 
     def _model_evidence(self, model: Mapping[str, Any], clock: dt.datetime, **fields: Any) -> Evidence:
         """A ModelDeployment's documents and its valid approval, for admission and for the serving stage: the

@@ -11,6 +11,10 @@ Ingresses, ResourceClaims).
    two ServiceAccounts of one namespace only: mallory, who edits the CI namespace and the approvals namespace,
    requested her model with a token minted for CI's release bot and approved it with one minted for the approvals
    namespace's bot: admitted (neither bot may act as the other, which is all the API server can be asked).
+3. The requester is asked about in their groups. mallory edits the approvals namespace through a group of hers
+   (the cluster admin let ML engineers edit it), and the question of 1 was asked of her as any authenticated user:
+   her model, approved with a token she minted for that namespace's bot, was admitted. Her groups are now stamped
+   with her (``devmlops.io/requester-groups``, from the request, as ``requested-by``).
 
 Tried with throwaway probes through the real stack and held (no test kept): her HorizontalPodAutoscalers (minimum
 and maximum 3 and 4) on a served Triton model's Deployment and ReplicaSet, with the HPA controller running, and a
@@ -26,12 +30,14 @@ of devmlops, KServe or the cluster leads on a team's Leases.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 
+import pytest
 from kubernetes import client as k8s
 
 from devmlops.harness.stack import DevmlopsStack
-from tests.integration.attacks.conftest import EDITOR_ROLE, bind_role, denied
+from tests.integration.attacks.conftest import ATTACKER, EDITOR_ROLE, RBAC_API, bind_role, denied
 from tests.integration.attacks.test_four_eyes import _as_token, approval, approval_required, approve, high_risk, phase
 from tests.integration.attacks.test_round2_review import _minted, ci_bots  # noqa: F401
 from tests.integration.support import SignedModel, create_md, eventually
@@ -95,3 +101,52 @@ def _created(client: k8s.ApiClient, namespace: str, model: SignedModel) -> bool:
             return False
         raise
     return True
+
+
+ENGINEERS = "devmlops:ml-engineers"  # a group mallory is in (harness/controlplane.py DEFAULT_USERS)
+
+
+@pytest.fixture
+def engineers_namespace(admin: k8s.ApiClient) -> Iterator[str]:
+    """A namespace the ML engineers' group edits (``edit`` bound to the group, not to mallory by name)."""
+    name = f"atk-engineers-{uuid.uuid4().hex[:6]}"
+    core = k8s.CoreV1Api(admin)
+    core.create_namespace({"metadata": {"name": name}})
+    try:
+        group = {"kind": "Group", "name": ENGINEERS, "apiGroup": RBAC_API}
+        bind_role(k8s.RbacAuthorizationV1Api(admin), name, "engineers-edit", "edit", group, kind="ClusterRole")
+        yield name
+    finally:
+        core.delete_namespace(name)
+
+
+def test_the_requester_is_asked_about_in_their_groups(
+    admin: k8s.ApiClient,
+    mallory: k8s.ApiClient,
+    stack: DevmlopsStack,
+    enforced_namespace: str,
+    engineers_namespace: str,
+    attack_model: SignedModel,
+) -> None:
+    namespace, approvals = enforced_namespace, engineers_namespace
+    k8s.CoreV1Api(admin).create_namespaced_service_account(approvals, {"metadata": {"name": "approver-bot"}})
+    subject = {"kind": "ServiceAccount", "name": "approver-bot", "namespace": approvals}
+    bind_role(k8s.RbacAuthorizationV1Api(admin), namespace, "approver-bot-approves", EDITOR_ROLE, subject)
+    token = eventually(lambda: _minted(k8s.CoreV1Api(mallory), approvals, "approver-bot"), what="a token, by group")
+    approver = f"system:serviceaccount:{approvals}:approver-bot"
+    with (
+        approval_required(admin, stack, namespace, attack_model, f"edit-grp-{namespace}", {"users": [approver]}),
+        _as_token(mallory, token) as approver_bot,
+    ):
+        stored, _warnings = create_md(mallory, namespace, high_risk(attack_model))
+        eventually(lambda: phase(admin, namespace) == "AwaitingApproval", what="AwaitingApproval")
+        eventually(lambda: _may_approve(approver_bot, namespace), what="the bot's RoleBinding in the authorizer")
+        message = denied(approve, approver_bot, namespace, approval("bot-approves", attack_model.digest))
+        assert f"the requester {ATTACKER!r} can act as the approver {approver!r}" in message, message
+        assert ENGINEERS in stored["metadata"]["annotations"]["devmlops.io/requester-groups"]
+
+
+def _may_approve(client: k8s.ApiClient, namespace: str) -> bool:
+    attributes = {"namespace": namespace, "verb": "create", "group": "devmlops.io", "resource": "modelapprovals"}
+    body = {"spec": {"resourceAttributes": attributes}}
+    return bool(k8s.AuthorizationV1Api(client).create_self_subject_access_review(body).status.allowed)

@@ -347,7 +347,7 @@ def test_a_service_account_of_the_models_namespace_is_no_second_person(
     its ServiceAccounts (and impersonate them): mallory requests her model, mints a token for the bot and approves
     it as the bot, one person with two names. Refused, naming the reason (before: admitted, and the model served)."""
     rbac, core = k8s.RbacAuthorizationV1Api(admin), k8s.CoreV1Api(admin)
-    # The API server's bootstrap rules of the edit role (aggregated into "edit"; no aggregation controller runs here).
+    # The API server's bootstrap rules of the edit role (what the aggregation controller writes into "edit").
     built_in = rbac.read_cluster_role("system:aggregate-to-edit").rules or []
     assert any("serviceaccounts/token" in (r.resources or []) and "create" in r.verbs for r in built_in)
     assert any("serviceaccounts" in (r.resources or []) and "impersonate" in r.verbs for r in built_in)

@@ -154,11 +154,16 @@ def md_request(
 def test_the_requester_is_stamped_from_the_request_and_kept_on_metadata_only_updates() -> None:
     bare = {"metadata": {"name": "fraud"}, "spec": {"model": {"digest": DIGEST}}}
     assert stamp_patch(md_request("CREATE", bare)) == [
-        {"op": "add", "path": "/metadata/annotations", "value": {"devmlops.io/requested-by": "alice"}}
+        {
+            "op": "add",
+            "path": "/metadata/annotations",
+            "value": {"devmlops.io/requested-by": "alice", "devmlops.io/requester-groups": "[]"},
+        }
     ]
     forged = md("high", requester="bob")
     assert stamp_patch(md_request("CREATE", forged)) == [
-        {"op": "add", "path": "/metadata/annotations/devmlops.io~1requested-by", "value": "alice"}
+        {"op": "add", "path": "/metadata/annotations/devmlops.io~1requested-by", "value": "alice"},
+        {"op": "add", "path": "/metadata/annotations/devmlops.io~1requester-groups", "value": "[]"},
     ]
     assert check_requester(md_request("CREATE", forged)).blocking
     relabel = md_request("UPDATE", md("high", {"x": "1"}, requester="alice"), old=md("high"), user="operator")

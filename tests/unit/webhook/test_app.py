@@ -47,6 +47,9 @@ class Lookup:
 SERVICE = AdmissionService(policies=lambda: PolicySet((POLICY,)), lookup=Lookup(), verifier=FakeVerifier())
 
 
+STAMPED = {"devmlops.io/requested-by": "alice", "devmlops.io/requester-groups": "[]"}  # by the mutating webhook
+
+
 def review(obj: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "admission.k8s.io/v1",
@@ -58,7 +61,7 @@ def review(obj: dict[str, Any]) -> dict[str, Any]:
             "namespace": "ns",
             "name": "m",
             "userInfo": {"username": "alice"},
-            "object": {"metadata": {"annotations": {"devmlops.io/requested-by": "alice"}}, **obj},
+            "object": {"metadata": {"annotations": STAMPED}, **obj},
         },
     }
 

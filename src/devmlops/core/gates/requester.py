@@ -1,29 +1,57 @@
-"""Who asked for a ModelDeployment: ``devmlops.io/requested-by`` comes from the API request, never from the user.
+"""Who asked for a ModelDeployment: ``devmlops.io/requested-by`` and ``devmlops.io/requester-groups`` come from the
+API request, never from the user.
 
 The requester is whoever set what is served: the spec, all of it but the replica count (the model, its signature
-and SBOM, the runtime, the rollout). The mutating webhook stamps it on create and on a change of what is served;
+and SBOM, the runtime, the rollout). The mutating webhook stamps them on create and on a change of what is served;
 scaling, relabelling or annotating keeps the recorded requester, so nobody becomes "the other person" of four eyes
-by touching a model someone else asked for. This gate refuses any other value.
+by touching a model someone else asked for. The groups are what four eyes asks the API server about the requester
+with (may they act as the approving ServiceAccount?): rights held through a group count. This gate refuses any other
+value of either.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from devmlops.core.model import GateResult
 from devmlops.core.review import AdmissionRequest
 
-__all__ = ["GATE", "REQUESTED_BY", "check_requester", "expected_requester", "served_fingerprint", "served_spec"]
+__all__ = [
+    "GATE",
+    "REQUESTED_BY",
+    "REQUESTER_GROUPS",
+    "check_requester",
+    "expected_requester",
+    "groups_value",
+    "read_groups",
+    "requester_stamps",
+    "served_fingerprint",
+    "served_spec",
+]
 
 GATE = "requester"
 REQUESTED_BY = "devmlops.io/requested-by"
+REQUESTER_GROUPS = "devmlops.io/requester-groups"  # the requester's groups then, a sorted JSON list
 
 
-def _annotation(obj: Mapping[str, Any] | None) -> str:
-    return str((((obj or {}).get("metadata") or {}).get("annotations") or {}).get(REQUESTED_BY) or "")
+def _annotation(obj: Mapping[str, Any] | None, key: str = REQUESTED_BY) -> str:
+    return str((((obj or {}).get("metadata") or {}).get("annotations") or {}).get(key) or "")
+
+
+def groups_value(groups: Sequence[str]) -> str:
+    return json.dumps(sorted(set(groups)), separators=(",", ":"))
+
+
+def read_groups(value: Any) -> tuple[str, ...]:
+    """The stamped groups; anything unreadable is no groups at all."""
+    try:
+        parsed = json.loads(str(value or ""))
+    except ValueError:
+        return ()
+    return tuple(g for g in parsed if isinstance(g, str)) if isinstance(parsed, list) else ()
 
 
 def served_spec(obj: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -41,25 +69,30 @@ def served_fingerprint(obj: Mapping[str, Any] | None) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
+def requester_stamps(request: AdmissionRequest) -> dict[str, str]:
+    """The requester and their groups that a create or a change of what is served records (the request's); other
+    updates keep the recorded ones (a model stamped before groups were recorded keeps none: '')."""
+    old = request.old_object
+    kept = request.operation == "UPDATE" and old is not None and served_spec(old) == served_spec(request.object)
+    if kept and _annotation(old):
+        return {REQUESTED_BY: _annotation(old), REQUESTER_GROUPS: _annotation(old, REQUESTER_GROUPS)}
+    return {REQUESTED_BY: request.username, REQUESTER_GROUPS: groups_value(request.groups)}
+
+
 def expected_requester(request: AdmissionRequest) -> str:
     """The requester a create or a change of what is served records; other updates keep the recorded one."""
-    if (
-        request.operation == "UPDATE"
-        and request.old_object is not None
-        and served_spec(request.old_object) == served_spec(request.object)
-    ):
-        return _annotation(request.old_object) or request.username
-    return request.username
+    return requester_stamps(request)[REQUESTED_BY]
 
 
 def check_requester(request: AdmissionRequest) -> GateResult:
-    found, expected = _annotation(request.object), expected_requester(request)
-    if found != expected:
-        return GateResult(
-            gate=GATE,
-            outcome="fail",
-            reason=f"annotation {REQUESTED_BY}: got {found or 'nothing'!r}, expected {expected!r} "
-            "(taken from the request)",
-            hint=f"do not set {REQUESTED_BY} yourself; the devmlops mutating webhook stamps it",
-        )
-    return GateResult(gate=GATE, outcome="pass", reason=f"requested by {expected}")
+    expected = requester_stamps(request)
+    for key, value in expected.items():
+        found = _annotation(request.object, key)
+        if found != value:
+            return GateResult(
+                gate=GATE,
+                outcome="fail",
+                reason=f"annotation {key}: got {found or 'nothing'!r}, expected {value!r} (taken from the request)",
+                hint=f"do not set {key} yourself; the devmlops mutating webhook stamps it",
+            )
+    return GateResult(gate=GATE, outcome="pass", reason=f"requested by {expected[REQUESTED_BY]}")
