@@ -23,7 +23,14 @@ from devmlops.core.approvalreview import (
 from devmlops.core.evidence import ApprovalState, Evidence
 from devmlops.core.gates.approval import check_approval
 from devmlops.core.gates.compliance import effective_tier
-from devmlops.core.gates.requester import REQUESTED_BY, expected_requester, served_fingerprint
+from devmlops.core.gates.requester import (
+    REQUESTED_BY,
+    REQUESTER_GROUPS,
+    check_requester,
+    expected_requester,
+    requester_stamps,
+    served_fingerprint,
+)
 from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.mutation import stamp_patch
 from devmlops.core.policy import compile_policy
@@ -343,3 +350,31 @@ def test_an_approver_who_can_act_as_the_requesting_service_account_is_no_second_
     assert f"'mallory' can act as the requester {bot!r} ({how})" in refused.message
     assert "not a second person" in refused.message
     assert review_approval(request, target, [POLICY], now=NOW).allowed
+
+
+def test_the_requesters_groups_are_stamped_kept_and_checked_like_the_requester() -> None:
+    """From the request that set what is served; kept by a relabel; any other value refused. A model stamped before
+    groups were recorded keeps none, and none may be added to it but by a change of what is served."""
+    created = dataclasses.replace(md_update(model(), model()), operation="CREATE", old_object=None)
+    created = dataclasses.replace(created, groups=("team", "system:authenticated", "team"))
+    assert requester_stamps(created) == {REQUESTED_BY: "mallory", REQUESTER_GROUPS: '["system:authenticated","team"]'}
+
+    def relabelled(base: dict[str, Any], groups: str | None) -> dict[str, Any]:
+        new = copy.deepcopy(base)
+        new["metadata"]["labels"] = {"x": "1"}
+        if groups is not None:
+            new["metadata"]["annotations"][REQUESTER_GROUPS] = groups
+        return new
+
+    stamped = relabelled(model(), '["a"]')
+    assert requester_stamps(md_update(stamped, relabelled(stamped, None))) == {
+        REQUESTED_BY: "alice",
+        REQUESTER_GROUPS: '["a"]',
+    }
+    refused = check_requester(md_update(stamped, relabelled(stamped, "[]")))
+    assert refused.blocking
+    assert f"annotation {REQUESTER_GROUPS}: got '[]', expected '[\"a\"]'" in refused.reason
+    unstamped = model()  # requested-by only, as before the groups were recorded
+    assert requester_stamps(md_update(unstamped, relabelled(unstamped, None)))[REQUESTER_GROUPS] == ""
+    assert check_requester(md_update(unstamped, relabelled(unstamped, None))).outcome == "pass"
+    assert check_requester(md_update(unstamped, relabelled(unstamped, '["system:masters"]'))).blocking

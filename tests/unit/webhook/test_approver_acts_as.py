@@ -25,7 +25,10 @@ POLICY = compile_policy(
 )
 
 
-def target(requester: str) -> dict[str, Any]:
+def target(requester: str, groups: str | None = None) -> dict[str, Any]:
+    stamps = {"devmlops.io/requested-by": requester}
+    if groups is not None:
+        stamps["devmlops.io/requester-groups"] = groups
     return {
         "metadata": {
             "name": "fraud",
@@ -33,7 +36,7 @@ def target(requester: str) -> dict[str, Any]:
             "uid": "u-1",
             "generation": 1,
             "labels": {"devmlops.io/eu-ai-act-risk": "high"},
-            "annotations": {"devmlops.io/requested-by": requester},
+            "annotations": stamps,
         },
         "spec": {
             "model": {"name": "fraud", "uri": "s3://m/fraud", "digest": DIGEST},
@@ -128,3 +131,16 @@ def test_a_service_account_the_requester_may_not_act_as_is_a_second_person() -> 
     lookup = Lookup("alice", "")
     assert service(lookup).decide(approval(lookup, approver=APPROVER_BOT)).allowed
     assert lookup.asked == [("alice", ("system:authenticated",), "ci", "approver-bot")]
+
+
+def test_the_requester_is_asked_about_in_the_groups_stamped_with_them() -> None:
+    """Rights held through a group count (mallory edits the approvals namespace as an ML engineer); a model stamped
+    before groups were recorded is asked about as any authenticated user."""
+    lookup = Lookup("mallory", "may impersonate serviceaccounts approver-bot in namespace ci")
+    lookup.target = target("mallory", '["ml-engineers","system:authenticated"]')
+    assert not service(lookup).decide(approval(lookup, approver=APPROVER_BOT)).allowed
+    assert lookup.asked == [("mallory", ("ml-engineers", "system:authenticated"), "ci", "approver-bot")]
+    lookup = Lookup("mallory", "")
+    lookup.target = target("mallory", "not json")  # unreadable: no groups, never fewer rights than any user's
+    service(lookup).decide(approval(lookup, approver=APPROVER_BOT))
+    assert lookup.asked == [("mallory", ("system:authenticated",), "ci", "approver-bot")]
