@@ -21,7 +21,7 @@ from devmlops.core.addresses import (
 )
 from devmlops.core.approvalreview import review_approval
 from devmlops.core.evidence import Evidence
-from devmlops.core.exemptions import compile_break_glass, compile_exemption
+from devmlops.core.exemptions import BreakGlass, compile_break_glass, compile_exemption
 from devmlops.core.gates.allowlist import check_allowlist
 from devmlops.core.gates.approval import check_approval
 from devmlops.core.gates.compliance import RISK_LABEL, check_compliance, effective_tier, risk_tier
@@ -205,12 +205,26 @@ _GRANTS = {
 
 
 def _decide_grant(request: AdmissionRequest, compile_: Callable[[Mapping[str, Any]], object]) -> Decision:
-    """An exemption or break-glass grant must compile, or it is refused with the field that is wrong."""
+    """An exemption or break-glass grant must compile, or it is refused with the field that is wrong. A break-glass
+    grant that names ServiceAccounts is admitted with a warning: it is every editor's of their namespaces."""
     try:
-        compile_(request.object or {})
+        grant = compile_(request.object or {})
     except InvalidInputError as exc:
         return _single("policy", "fail", exc.user_message, f"fix the {request.kind.kind} field named above")
-    return _single("policy", "pass", f"{request.kind.kind} {request.name} compiles")
+    passed = GateResult(gate="policy", outcome="pass", reason=f"{request.kind.kind} {request.name} compiles")
+    named = grant.account_holders() if isinstance(grant, BreakGlass) else []
+    warnings = tuple(
+        GateResult(
+            gate="policy",
+            outcome="fail",
+            mode="warn",
+            reason=f"spec.{holder} is a ServiceAccount: every editor of its namespace can act as it (tokens, "
+            "impersonation, Pods), so this break-glass is theirs too",
+            hint="name the people who may break the glass",
+        )
+        for holder in named
+    )
+    return Decision((passed, *warnings))
 
 
 def _decide_policy(request: AdmissionRequest) -> Decision:

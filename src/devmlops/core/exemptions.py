@@ -74,6 +74,13 @@ class BreakGlass:
             and now < self.expires
         )
 
+    def account_holders(self) -> list[str]:
+        """Why this grant is wider than it reads: each ServiceAccount (or ServiceAccount group) it names, which every
+        editor of that namespace acts as (the built-in edit role mints its tokens and impersonates it)."""
+        named = [f"users {u}" for u in sorted(self.users) if u.startswith("system:serviceaccount:")]
+        named += [f"groups {g}" for g in sorted(self.groups) if g.startswith("system:serviceaccounts")]
+        return named
+
 
 def pod_images(pod_spec: Mapping[str, Any]) -> list[str]:
     """Every image a Pod spec runs or mounts: containers, init containers, ephemeral containers and image volumes

@@ -554,6 +554,33 @@ def test_exec_attach_and_ephemeral_containers_need_an_unexpired_break_glass() ->
     assert not decide("mallory", NOW, "ephemeralcontainers").allowed
 
 
+def test_a_break_glass_that_names_service_accounts_is_admitted_with_a_warning_for_each() -> None:
+    """Every editor of a ServiceAccount's namespace acts as it (tokens, impersonation), so a grant to one, or to a
+    namespace's ServiceAccount group, is theirs too: the cluster admin writing it is told, per account."""
+
+    def admit(**names: list[str]) -> Decision:
+        spec = {"namespaces": ["ml"], "expires": "2026-12-01T00:00:00Z", "reason": "INC-7", **names}
+        glass = {"apiVersion": "devmlops.io/v1alpha1", "kind": "ClusterBreakGlass", "metadata": {"name": "i7"}}
+        req = dataclasses.replace(
+            request({**glass, "spec": spec}, resource="clusterbreakglasses", user="admin"),
+            kind=GroupVersionKind("devmlops.io", "v1alpha1", "ClusterBreakGlass"),
+            namespace="",
+        )
+        return decide(req, PolicySet(()), evidence(), FakeVerifier())
+
+    people = admit(users=["oncall"], groups=["sre"])
+    assert people.allowed
+    assert people.warnings == ()
+    accounts = admit(users=["oncall", "system:serviceaccount:ci:deployer"], groups=["system:serviceaccounts:ci"])
+    assert accounts.allowed
+    assert len(accounts.warnings) == 2
+    assert accounts.warnings[0].startswith(
+        "policy gate: spec.users system:serviceaccount:ci:deployer is a ServiceAccount"
+    )
+    assert "spec.groups system:serviceaccounts:ci is a ServiceAccount" in accounts.warnings[1]
+    assert "fix: name the people who may break the glass" in accounts.warnings[1]
+
+
 @pytest.mark.parametrize("sub", ["exec", "attach", "portforward"])
 def test_outside_enforcement_a_connect_needs_a_break_glass_only_into_a_pod_that_wears_a_models_routing_labels(
     sub: str,
