@@ -256,12 +256,26 @@ def test_two_service_accounts_of_one_namespace_are_no_four_eyes(
     attack_model: SignedModel,
 ) -> None:
     namespace, (ci, release_bot, approver_bot) = enforced_namespace, ci_bots
+    message = bot_approval_refused(admin, stack, namespace, ci, release_bot, approver_bot, attack_model)
+    assert f"whoever edits namespace {ci} can act as both" in message, message
+
+
+def bot_approval_refused(
+    admin: k8s.ApiClient,
+    stack: DevmlopsStack,
+    namespace: str,
+    ci: str,
+    requester: k8s.ApiClient,
+    approver_bot: k8s.ApiClient,
+    model: SignedModel,
+) -> str:
+    """``requester`` creates the high-risk model in ``namespace``, where a policy names the approver bot of ``ci`` as
+    its approver, and the bot approves it: devmlops's denial (the test fails if it was admitted)."""
     approver = f"system:serviceaccount:{ci}:approver-bot"
-    with approval_required(admin, stack, namespace, attack_model, f"r2-bots-{namespace}", {"users": [approver]}):
-        create_md(release_bot, namespace, high_risk(attack_model))
+    with approval_required(admin, stack, namespace, model, f"bots-{namespace}", {"users": [approver]}):
+        create_md(requester, namespace, high_risk(model))
         eventually(lambda: phase(admin, namespace) == "AwaitingApproval", what="AwaitingApproval")
-        message = denied(approve, approver_bot, namespace, approval("bots-approve", attack_model.digest))
-        assert f"whoever edits namespace {ci} can act as both" in message, message
+        return denied(approve, approver_bot, namespace, approval("bot-approves", model.digest))
 
 
 def _tried(act: Any, client: k8s.ApiClient, namespace: str) -> bool:
