@@ -27,7 +27,11 @@ by token and by impersonation, may not write the model's Deployment (writers are
 Ingresses (to the model's Service, to an ExternalName of her own), NetworkPolicies and Leases are admitted: an
 Ingress is a stated residual risk (traffic steering outside what devmlops owns), a NetworkPolicy can only cut traffic
 (a canary nobody's metrics reach is never promoted; an initializer that cannot download leaves no Pod), and nothing
-of devmlops, KServe or the cluster leads on a team's Leases.
+of devmlops, KServe or the cluster leads on a team's Leases. The requester stamps of another's model, on updates that
+keep what is served (a merge patch setting or removing them, or removing every annotation; server-side apply with a
+stamp of hers, then without it; a replace with an unreadable groups stamp): each admitted, both stamps stored as the
+mutating webhook wrote them first. A ClusterBreakGlass naming a ServiceAccount and system:authenticated: kubectl's
+writer is shown one warning for each.
 """
 
 from __future__ import annotations
