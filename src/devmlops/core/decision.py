@@ -218,7 +218,7 @@ def _decide_grant(request: AdmissionRequest, compile_: Callable[[Mapping[str, An
             gate="policy",
             outcome="fail",
             mode="warn",
-            reason=f"spec.{holder} is a ServiceAccount: every editor of its namespace can act as it (tokens, "
+            reason=f"spec.{holder}, and every editor of a ServiceAccount's namespace can act as it (tokens, "
             "impersonation, Pods), so this break-glass is theirs too",
             hint="name the people who may break the glass",
         )

@@ -75,10 +75,19 @@ class BreakGlass:
         )
 
     def account_holders(self) -> list[str]:
-        """Why this grant is wider than it reads: each ServiceAccount (or ServiceAccount group) it names, which every
-        editor of that namespace acts as (the built-in edit role mints its tokens and impersonates it)."""
-        named = [f"users {u}" for u in sorted(self.users) if u.startswith("system:serviceaccount:")]
-        named += [f"groups {g}" for g in sorted(self.groups) if g.startswith("system:serviceaccounts")]
+        """Why this grant is wider than it reads: each ServiceAccount it names, and each group that holds
+        ServiceAccounts (a namespace's, every namespace's, every authenticated identity's), which every editor of their
+        namespace acts as (the built-in edit role mints their tokens and impersonates them)."""
+        named = [
+            f"users {u} is a ServiceAccount of namespace {u.split(':')[2]}"
+            for u in sorted(self.users)
+            if u.startswith("system:serviceaccount:") and u.count(":") == 3
+        ]
+        for group in sorted(self.groups):
+            if group.startswith("system:serviceaccounts:"):
+                named.append(f"groups {group} holds every ServiceAccount of namespace {group.split(':', 2)[2]}")
+            elif group in ("system:serviceaccounts", "system:authenticated"):
+                named.append(f"groups {group} holds every ServiceAccount of every namespace")
         return named
 
 

@@ -26,7 +26,7 @@ from devmlops.core.decision import MODEL_APPROVAL, MODEL_DEPLOYMENT, decide, res
 from devmlops.core.evidence import DEFAULT_SERVER_IMAGES, ApprovalState, Chain, Evidence, Identities, SignedImages
 from devmlops.core.exemptions import BreakGlass, Exemption, pod_images
 from devmlops.core.gates.compliance import EffectiveTier, effective_tier
-from devmlops.core.gates.requester import REQUESTED_BY, REQUESTER_GROUPS, read_groups
+from devmlops.core.gates.requester import REQUESTED_BY, REQUESTER_GROUPS, recorded_groups
 from devmlops.core.guard import tightest
 from devmlops.core.manifests import parse_model_deployment
 from devmlops.core.model import Decision
@@ -285,8 +285,9 @@ class AdmissionService:
         """For a new approval by a ServiceAccount: how the model's requester, in the groups stamped with them, may act
         as it, as the API server's authorizer answers now ('' when they may not). An editor of that account's
         namespace may (the built-in edit role mints its tokens and impersonates it): mallory approved her own model
-        with a token she minted for the CI namespace's approver bot. A model stamped before the groups were recorded
-        is asked about as any authenticated user."""
+        with a token she minted for the CI namespace's approver bot. A model whose requester's groups are not
+        recorded (stamped before they were, or an unreadable stamp) is refused: asked about as any authenticated user,
+        mallory's rights through her ML engineers' group went unseen and her bot's approval was admitted."""
         approver = requester_account(request.username)
         if request.operation != "CREATE" or target is None or approver is None:
             return ""
@@ -294,7 +295,13 @@ class AdmissionService:
         requester = str(annotations.get(REQUESTED_BY) or "")
         if not requester or requester == request.username:
             return ""
-        groups = tuple(dict.fromkeys((*read_groups(annotations.get(REQUESTER_GROUPS)), AUTHENTICATED)))
+        stamped = recorded_groups(annotations.get(REQUESTER_GROUPS))
+        if stamped is None:
+            return (
+                f"their groups are unknown: annotation {REQUESTER_GROUPS} of the ModelDeployment is missing or "
+                "unreadable, and rights held through a group cannot be asked about; a change of its spec stamps them"
+            )
+        groups = tuple(dict.fromkeys((*stamped, AUTHENTICATED)))
         return self._lookup.may_act_as(requester, groups, *approver)
 
     def _model_evidence(self, model: Mapping[str, Any], clock: dt.datetime, **fields: Any) -> Evidence:

@@ -15,6 +15,8 @@ Ingresses, ResourceClaims).
    (the cluster admin let ML engineers edit it), and the question of 1 was asked of her as any authenticated user:
    her model, approved with a token she minted for that namespace's bot, was admitted. Her groups are now stamped
    with her (``devmlops.io/requester-groups``, from the request, as ``requested-by``).
+4. A model whose requester's groups are not recorded (stamped before they were) was asked about as any authenticated
+   user, and her bot's approval of it admitted as in 3 (rereading of the change): a ServiceAccount may not approve it.
 
 Tried with throwaway probes through the real stack and held (no test kept): her HorizontalPodAutoscalers (minimum
 and maximum 3 and 4) on a served Triton model's Deployment and ReplicaSet, with the HPA controller running, and a
@@ -25,7 +27,11 @@ by token and by impersonation, may not write the model's Deployment (writers are
 Ingresses (to the model's Service, to an ExternalName of her own), NetworkPolicies and Leases are admitted: an
 Ingress is a stated residual risk (traffic steering outside what devmlops owns), a NetworkPolicy can only cut traffic
 (a canary nobody's metrics reach is never promoted; an initializer that cannot download leaves no Pod), and nothing
-of devmlops, KServe or the cluster leads on a team's Leases.
+of devmlops, KServe or the cluster leads on a team's Leases. The requester stamps of another's model, on updates that
+keep what is served (a merge patch setting or removing them, or removing every annotation; server-side apply with a
+stamp of hers, then without it; a replace with an unreadable groups stamp): each admitted, both stamps stored as the
+mutating webhook wrote them first. A ClusterBreakGlass naming a ServiceAccount and system:authenticated: kubectl's
+writer is shown one warning for each.
 """
 
 from __future__ import annotations
@@ -141,6 +147,40 @@ def test_the_requester_is_asked_about_in_their_groups(
         message = denied(approve, approver_bot, namespace, approval("bot-approves", attack_model.digest))
         assert f"the requester {ATTACKER!r} can act as the approver {approver!r}" in message, message
         assert ENGINEERS in stored["metadata"]["annotations"]["devmlops.io/requester-groups"]
+
+
+def test_a_model_whose_requesters_groups_are_not_recorded_is_approved_by_no_service_account(
+    admin: k8s.ApiClient,
+    mallory: k8s.ApiClient,
+    stack: DevmlopsStack,
+    enforced_namespace: str,
+    engineers_namespace: str,
+    attack_model: SignedModel,
+) -> None:
+    """The model is made as an upgrade leaves it: the groups stamp removed while no webhook is registered."""
+    namespace, approvals = enforced_namespace, engineers_namespace
+    k8s.CoreV1Api(admin).create_namespaced_service_account(approvals, {"metadata": {"name": "approver-bot"}})
+    subject = {"kind": "ServiceAccount", "name": "approver-bot", "namespace": approvals}
+    bind_role(k8s.RbacAuthorizationV1Api(admin), namespace, "approver-bot-approves", EDITOR_ROLE, subject)
+    token = eventually(lambda: _minted(k8s.CoreV1Api(mallory), approvals, "approver-bot"), what="a token, by group")
+    approver = f"system:serviceaccount:{approvals}:approver-bot"
+    with (
+        approval_required(admin, stack, namespace, attack_model, f"edit-old-{namespace}", {"users": [approver]}),
+        _as_token(mallory, token) as approver_bot,
+    ):
+        stored, _warnings = create_md(mallory, namespace, high_risk(attack_model))
+        eventually(lambda: phase(admin, namespace) == "AwaitingApproval", what="AwaitingApproval")
+        stack.unregister_webhook()  # as a version that did not stamp the groups left it
+        try:
+            unstamp = {"metadata": {"annotations": {"devmlops.io/requester-groups": None}}}
+            k8s.CustomObjectsApi(admin).patch_namespaced_custom_object(
+                "devmlops.io", "v1alpha1", namespace, "modeldeployments", stored["metadata"]["name"], unstamp
+            )
+        finally:
+            stack.register_webhook()
+        eventually(lambda: _may_approve(approver_bot, namespace), what="the bot's RoleBinding in the authorizer")
+        message = denied(approve, approver_bot, namespace, approval("bot-approves", attack_model.digest))
+        assert "annotation devmlops.io/requester-groups of the ModelDeployment is missing" in message, message
 
 
 def _may_approve(client: k8s.ApiClient, namespace: str) -> bool:

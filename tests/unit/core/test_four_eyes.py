@@ -28,6 +28,7 @@ from devmlops.core.gates.requester import (
     REQUESTER_GROUPS,
     check_requester,
     expected_requester,
+    recorded_groups,
     requester_stamps,
     served_fingerprint,
 )
@@ -249,6 +250,15 @@ def test_unreadable_stamped_groups_are_no_groups() -> None:
     assert read_groups("a,b") == ()
     assert read_groups('{"a": 1}') == ()
     assert read_groups(None) == ()
+    assert read_groups('["a", 1]') == ()
+
+
+def test_groups_are_recorded_only_as_a_json_list_of_strings() -> None:
+    """None (not recorded) is what four eyes refuses a ServiceAccount approver on; [] is a requester without groups."""
+    assert recorded_groups('["a","b"]') == ("a", "b")
+    assert recorded_groups("[]") == ()
+    for unrecorded in (None, "", "a,b", '{"a": 1}', '["a", 1]', "null"):
+        assert recorded_groups(unrecorded) is None, unrecorded
 
 
 def test_a_service_account_of_the_models_namespace_is_no_second_person() -> None:

@@ -575,10 +575,19 @@ def test_a_break_glass_that_names_service_accounts_is_admitted_with_a_warning_fo
     assert accounts.allowed
     assert len(accounts.warnings) == 2
     assert accounts.warnings[0].startswith(
-        "policy gate: spec.users system:serviceaccount:ci:deployer is a ServiceAccount"
+        "policy gate: spec.users system:serviceaccount:ci:deployer is a ServiceAccount of namespace ci, and every "
+        "editor of a ServiceAccount's namespace can act as it"
     )
-    assert "spec.groups system:serviceaccounts:ci is a ServiceAccount" in accounts.warnings[1]
+    assert "spec.groups system:serviceaccounts:ci holds every ServiceAccount of namespace ci," in accounts.warnings[1]
     assert "fix: name the people who may break the glass" in accounts.warnings[1]
+    # Groups that hold every namespace's ServiceAccounts: every namespace's editors (the warning called a group "a
+    # ServiceAccount" of "its namespace", and said nothing of system:authenticated, which every ServiceAccount is in).
+    everyone = admit(groups=["system:authenticated", "system:serviceaccounts"])
+    assert everyone.allowed
+    assert [w.split(",")[0] for w in everyone.warnings] == [
+        "policy gate: spec.groups system:authenticated holds every ServiceAccount of every namespace",
+        "policy gate: spec.groups system:serviceaccounts holds every ServiceAccount of every namespace",
+    ]
 
 
 @pytest.mark.parametrize("sub", ["exec", "attach", "portforward"])

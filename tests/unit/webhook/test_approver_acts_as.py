@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import pytest
+
 from devmlops.core.approvalreview import approval_stamps
 from devmlops.core.policy import PolicySet, compile_policy
 from devmlops.core.review import AdmissionRequest, GroupVersionKind
@@ -25,7 +27,7 @@ POLICY = compile_policy(
 )
 
 
-def target(requester: str, groups: str | None = None) -> dict[str, Any]:
+def target(requester: str, groups: str | None = "[]") -> dict[str, Any]:
     stamps = {"devmlops.io/requested-by": requester}
     if groups is not None:
         stamps["devmlops.io/requester-groups"] = groups
@@ -134,13 +136,29 @@ def test_a_service_account_the_requester_may_not_act_as_is_a_second_person() -> 
 
 
 def test_the_requester_is_asked_about_in_the_groups_stamped_with_them() -> None:
-    """Rights held through a group count (mallory edits the approvals namespace as an ML engineer); a model stamped
-    before groups were recorded is asked about as any authenticated user."""
+    """Rights held through a group count (mallory edits the approvals namespace as an ML engineer)."""
     lookup = Lookup("mallory", "may impersonate serviceaccounts approver-bot in namespace ci")
     lookup.target = target("mallory", '["ml-engineers","system:authenticated"]')
     assert not service(lookup).decide(approval(lookup, approver=APPROVER_BOT)).allowed
     assert lookup.asked == [("mallory", ("ml-engineers", "system:authenticated"), "ci", "approver-bot")]
+
+
+@pytest.mark.parametrize("groups", [None, "not json", '{"a": 1}', '["ml-engineers", 7]'])
+def test_a_model_whose_requesters_groups_are_not_recorded_is_approved_by_no_service_account(
+    groups: str | None,
+) -> None:
+    """Stamped before groups were recorded (None), or unreadable: asked about as any authenticated user, mallory's
+    rights through a group went unseen and her bot's approval was admitted; now refused, asking nothing."""
     lookup = Lookup("mallory", "")
-    lookup.target = target("mallory", "not json")  # unreadable: no groups, never fewer rights than any user's
-    service(lookup).decide(approval(lookup, approver=APPROVER_BOT))
-    assert lookup.asked == [("mallory", ("system:authenticated",), "ci", "approver-bot")]
+    lookup.target = target("mallory", groups)
+    decision = service(lookup).decide(approval(lookup, approver=APPROVER_BOT))
+    assert not decision.allowed
+    assert "annotation devmlops.io/requester-groups of the ModelDeployment is missing or unreadable" in decision.message
+    assert lookup.asked == []
+
+
+def test_a_model_whose_requester_had_no_groups_is_asked_about() -> None:
+    lookup = Lookup("alice", "")
+    lookup.target = target("alice", "[]")
+    assert service(lookup).decide(approval(lookup, approver=APPROVER_BOT)).allowed
+    assert lookup.asked == [("alice", ("system:authenticated",), "ci", "approver-bot")]

@@ -27,6 +27,7 @@ __all__ = [
     "expected_requester",
     "groups_value",
     "read_groups",
+    "recorded_groups",
     "requester_stamps",
     "served_fingerprint",
     "served_spec",
@@ -45,13 +46,20 @@ def groups_value(groups: Sequence[str]) -> str:
     return json.dumps(sorted(set(groups)), separators=(",", ":"))
 
 
-def read_groups(value: Any) -> tuple[str, ...]:
-    """The stamped groups; anything unreadable is no groups at all."""
+def recorded_groups(value: Any) -> tuple[str, ...] | None:
+    """The stamped groups, or None when none are recorded: no stamp, or one that is no JSON list of strings."""
     try:
         parsed = json.loads(str(value or ""))
     except ValueError:
-        return ()
-    return tuple(g for g in parsed if isinstance(g, str)) if isinstance(parsed, list) else ()
+        return None
+    if not isinstance(parsed, list) or not all(isinstance(g, str) for g in parsed):
+        return None
+    return tuple(parsed)
+
+
+def read_groups(value: Any) -> tuple[str, ...]:
+    """The stamped groups; anything unreadable is no groups at all."""
+    return recorded_groups(value) or ()
 
 
 def served_spec(obj: Mapping[str, Any] | None) -> dict[str, Any]:
