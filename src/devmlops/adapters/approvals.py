@@ -15,12 +15,11 @@ from devmlops.core.approvalreview import (
     APPROVED_UID,
     APPROVER_GROUPS,
     not_a_second_person,
-    read_groups,
 )
 from devmlops.core.evidence import ApprovalState
 from devmlops.core.gates.approval import refusing_approver
 from devmlops.core.gates.compliance import EffectiveTier
-from devmlops.core.gates.requester import REQUESTED_BY, served_fingerprint
+from devmlops.core.gates.requester import REQUESTED_BY, read_groups, served_fingerprint
 from devmlops.core.policy import Policy
 
 __all__ = ["find_approval"]

@@ -13,7 +13,7 @@ from typing import Any
 
 from devmlops.core.gates.approval import approval_required, refusing_approver
 from devmlops.core.gates.compliance import effective_tier
-from devmlops.core.gates.requester import REQUESTED_BY, groups_value, read_groups, served_fingerprint
+from devmlops.core.gates.requester import REQUESTED_BY, groups_value, served_fingerprint
 from devmlops.core.manifests import parse_model_approval, parse_model_deployment
 from devmlops.core.model import Decision, GateResult
 from devmlops.core.policy import Policy
@@ -28,9 +28,7 @@ __all__ = [
     "APPROVED_UID",
     "APPROVER_GROUPS",
     "approval_stamps",
-    "groups_value",
     "not_a_second_person",
-    "read_groups",
     "requester_account",
     "review_approval",
 ]
@@ -184,7 +182,7 @@ def review_approval(
         )
     if requester_acts_as:
         return _fail(
-            f"the requester {requester!r} can act as the approver {approver!r} ({requester_acts_as}), so may have "
+            f"the requester {requester!r} may act as the approver {approver!r} ({requester_acts_as}), so may have "
             "approved under its name: not a second person; a second person must approve (four eyes)",
             "ask an approver named by the policy whom the requester cannot act as",
         )

@@ -60,7 +60,7 @@ def test_a_service_account_the_requester_can_act_as_is_no_second_person(
     namespace, (ci, _release_bot, approver_bot) = enforced_namespace, ci_bots
     message = bot_approval_refused(admin, stack, namespace, ci, mallory, approver_bot, attack_model)
     approver = f"system:serviceaccount:{ci}:approver-bot"
-    assert f"the requester 'mallory' can act as the approver {approver!r}" in message, message
+    assert f"the requester 'mallory' may act as the approver {approver!r}" in message, message
 
 
 def test_a_service_account_is_no_second_person_to_another_namespaces_service_account(
@@ -145,7 +145,7 @@ def test_the_requester_is_asked_about_in_their_groups(
         eventually(lambda: phase(admin, namespace) == "AwaitingApproval", what="AwaitingApproval")
         eventually(lambda: _may_approve(approver_bot, namespace), what="the bot's RoleBinding in the authorizer")
         message = denied(approve, approver_bot, namespace, approval("bot-approves", attack_model.digest))
-        assert f"the requester {ATTACKER!r} can act as the approver {approver!r}" in message, message
+        assert f"the requester {ATTACKER!r} may act as the approver {approver!r}" in message, message
         assert ENGINEERS in stored["metadata"]["annotations"]["devmlops.io/requester-groups"]
 
 

@@ -126,7 +126,7 @@ def test_a_service_account_the_requester_may_act_as_is_refused() -> None:
     decision = service(lookup).decide(approval(lookup, approver=APPROVER_BOT))
     assert lookup.asked == [("mallory", ("system:authenticated",), "ci", "approver-bot")]
     assert not decision.allowed
-    assert f"the requester 'mallory' can act as the approver {APPROVER_BOT!r} (may create" in decision.message
+    assert f"the requester 'mallory' may act as the approver {APPROVER_BOT!r} (may create" in decision.message
 
 
 def test_a_service_account_the_requester_may_not_act_as_is_a_second_person() -> None:

@@ -24,7 +24,6 @@ __all__ = [
     "REQUESTED_BY",
     "REQUESTER_GROUPS",
     "check_requester",
-    "expected_requester",
     "groups_value",
     "read_groups",
     "recorded_groups",
@@ -85,11 +84,6 @@ def requester_stamps(request: AdmissionRequest) -> dict[str, str]:
     if kept and _annotation(old):
         return {REQUESTED_BY: _annotation(old), REQUESTER_GROUPS: _annotation(old, REQUESTER_GROUPS)}
     return {REQUESTED_BY: request.username, REQUESTER_GROUPS: groups_value(request.groups)}
-
-
-def expected_requester(request: AdmissionRequest) -> str:
-    """The requester a create or a change of what is served records; other updates keep the recorded one."""
-    return requester_stamps(request)[REQUESTED_BY]
 
 
 def check_requester(request: AdmissionRequest) -> GateResult:
