@@ -123,6 +123,7 @@ def engineers_namespace(admin: k8s.ApiClient) -> Iterator[str]:
         core.delete_namespace(name)
 
 
+@pytest.mark.parametrize("recorded", [True, False], ids=["groups-recorded", "groups-not-recorded"])
 def test_the_requester_is_asked_about_in_their_groups(
     admin: k8s.ApiClient,
     mallory: k8s.ApiClient,
@@ -130,57 +131,42 @@ def test_the_requester_is_asked_about_in_their_groups(
     enforced_namespace: str,
     engineers_namespace: str,
     attack_model: SignedModel,
+    recorded: bool,
 ) -> None:
+    """Not recorded: the model as an upgrade leaves it, its groups stamp removed while no webhook is registered."""
     namespace, approvals = enforced_namespace, engineers_namespace
-    k8s.CoreV1Api(admin).create_namespaced_service_account(approvals, {"metadata": {"name": "approver-bot"}})
-    subject = {"kind": "ServiceAccount", "name": "approver-bot", "namespace": approvals}
-    bind_role(k8s.RbacAuthorizationV1Api(admin), namespace, "approver-bot-approves", EDITOR_ROLE, subject)
-    token = eventually(lambda: _minted(k8s.CoreV1Api(mallory), approvals, "approver-bot"), what="a token, by group")
-    approver = f"system:serviceaccount:{approvals}:approver-bot"
+    approver, token = _engineers_bot(admin, mallory, namespace, approvals)
     with (
         approval_required(admin, stack, namespace, attack_model, f"edit-grp-{namespace}", {"users": [approver]}),
         _as_token(mallory, token) as approver_bot,
     ):
         stored, _warnings = create_md(mallory, namespace, high_risk(attack_model))
+        assert ENGINEERS in stored["metadata"]["annotations"]["devmlops.io/requester-groups"]
         eventually(lambda: phase(admin, namespace) == "AwaitingApproval", what="AwaitingApproval")
+        if not recorded:
+            stack.unregister_webhook()  # as a version that did not stamp the groups left it
+            try:
+                unstamp = {"metadata": {"annotations": {"devmlops.io/requester-groups": None}}}
+                k8s.CustomObjectsApi(admin).patch_namespaced_custom_object(
+                    "devmlops.io", "v1alpha1", namespace, "modeldeployments", stored["metadata"]["name"], unstamp
+                )
+            finally:
+                stack.register_webhook()
         eventually(lambda: _may_approve(approver_bot, namespace), what="the bot's RoleBinding in the authorizer")
         message = denied(approve, approver_bot, namespace, approval("bot-approves", attack_model.digest))
         assert f"the requester {ATTACKER!r} may act as the approver {approver!r}" in message, message
-        assert ENGINEERS in stored["metadata"]["annotations"]["devmlops.io/requester-groups"]
+        if not recorded:
+            assert "annotation devmlops.io/requester-groups of the ModelDeployment is missing" in message, message
 
 
-def test_a_model_whose_requesters_groups_are_not_recorded_is_approved_by_no_service_account(
-    admin: k8s.ApiClient,
-    mallory: k8s.ApiClient,
-    stack: DevmlopsStack,
-    enforced_namespace: str,
-    engineers_namespace: str,
-    attack_model: SignedModel,
-) -> None:
-    """The model is made as an upgrade leaves it: the groups stamp removed while no webhook is registered."""
-    namespace, approvals = enforced_namespace, engineers_namespace
+def _engineers_bot(admin: k8s.ApiClient, mallory: k8s.ApiClient, namespace: str, approvals: str) -> tuple[str, str]:
+    """The approvals namespace's approver bot, which may approve in ``namespace``: its username, and a token mallory
+    minted for it with the rights of her ML engineers' group."""
     k8s.CoreV1Api(admin).create_namespaced_service_account(approvals, {"metadata": {"name": "approver-bot"}})
     subject = {"kind": "ServiceAccount", "name": "approver-bot", "namespace": approvals}
     bind_role(k8s.RbacAuthorizationV1Api(admin), namespace, "approver-bot-approves", EDITOR_ROLE, subject)
     token = eventually(lambda: _minted(k8s.CoreV1Api(mallory), approvals, "approver-bot"), what="a token, by group")
-    approver = f"system:serviceaccount:{approvals}:approver-bot"
-    with (
-        approval_required(admin, stack, namespace, attack_model, f"edit-old-{namespace}", {"users": [approver]}),
-        _as_token(mallory, token) as approver_bot,
-    ):
-        stored, _warnings = create_md(mallory, namespace, high_risk(attack_model))
-        eventually(lambda: phase(admin, namespace) == "AwaitingApproval", what="AwaitingApproval")
-        stack.unregister_webhook()  # as a version that did not stamp the groups left it
-        try:
-            unstamp = {"metadata": {"annotations": {"devmlops.io/requester-groups": None}}}
-            k8s.CustomObjectsApi(admin).patch_namespaced_custom_object(
-                "devmlops.io", "v1alpha1", namespace, "modeldeployments", stored["metadata"]["name"], unstamp
-            )
-        finally:
-            stack.register_webhook()
-        eventually(lambda: _may_approve(approver_bot, namespace), what="the bot's RoleBinding in the authorizer")
-        message = denied(approve, approver_bot, namespace, approval("bot-approves", attack_model.digest))
-        assert "annotation devmlops.io/requester-groups of the ModelDeployment is missing" in message, message
+    return f"system:serviceaccount:{approvals}:approver-bot", token
 
 
 def _may_approve(client: k8s.ApiClient, namespace: str) -> bool:
