@@ -19,7 +19,7 @@ from devmlops.core.addresses import (
     sliced_services,
     waiting_slices,
 )
-from devmlops.core.approvalreview import requester_account
+from devmlops.core.approvalreview import not_a_second_person, requester_account
 from devmlops.core.attestation import VerifiedAttestation
 from devmlops.core.baseline import evaluation_authorities, monitors_drift, signed_baseline
 from devmlops.core.decision import MODEL_APPROVAL, MODEL_DEPLOYMENT, decide, resource_of, select_policies
@@ -211,13 +211,22 @@ class AdmissionService:
                 resolve_evidence(target, self._lookup, self._registry, **self._images()) if target is not None else None
             )
             summary = found.sbom_summary if found is not None else None
+            annotations = ((target or {}).get("metadata") or {}).get("annotations") or {}
+            requester = str(annotations.get(REQUESTED_BY) or "")
+            # The access reviews (dozens for a ServiceAccount) are asked only where the review reads them: for a new
+            # approval of a model that exists, by someone not_a_second_person already refuses for who they are.
+            asks = (
+                request.operation == "CREATE"
+                and target is not None
+                and not not_a_second_person(request.username, requester, request.namespace)
+            )
             return Evidence(
                 target=target,
                 sbom_summary=summary,
                 namespace_labels=labels,
                 now=stamp,
-                approver_acts_as=self._acts_as_requester(request, target),
-                requester_acts_as=self._requester_acts_as_approver(request, target),
+                approver_acts_as=self._acts_as_requester(request, requester) if asks else "",
+                requester_acts_as=self._requester_acts_as_approver(request, requester, annotations) if asks else "",
             )
         return Evidence(namespace_labels=labels, now=stamp)
 
@@ -272,28 +281,25 @@ class AdmissionService:
             return None
         return {**target, "metadata": {**(target.get("metadata") or {}), "namespace": request.namespace}}
 
-    def _acts_as_requester(self, request: AdmissionRequest, target: Mapping[str, Any] | None) -> str:
+    def _acts_as_requester(self, request: AdmissionRequest, requester: str) -> str:
         """For a new approval of a model a ServiceAccount requested: how the approver may act as that account, as the
         API server's authorizer answers now ('' when they may not). Every editor of its namespace may (tokens,
         impersonation, Pods and token Secrets), so such an editor may have asked for the model under its name."""
-        if request.operation != "CREATE" or target is None:
-            return ""
-        account = requester_account(str(((target.get("metadata") or {}).get("annotations") or {}).get(REQUESTED_BY)))
+        account = requester_account(requester)
         return self._lookup.may_act_as(request.username, request.groups, *account) if account else ""
 
-    def _requester_acts_as_approver(self, request: AdmissionRequest, target: Mapping[str, Any] | None) -> str:
-        """For a new approval by a ServiceAccount: how the model's requester, in the groups stamped with them, may act
-        as it, as the API server's authorizer answers now ('' when they may not). An editor of that account's
-        namespace may (the built-in edit role mints its tokens and impersonates it): mallory approved her own model
-        with a token she minted for the CI namespace's approver bot. A model whose requester's groups are not
-        recorded (stamped before they were, or an unreadable stamp) is refused: asked about as any authenticated user,
-        mallory's rights through her ML engineers' group went unseen and her bot's approval was admitted."""
+    def _requester_acts_as_approver(
+        self, request: AdmissionRequest, requester: str, annotations: Mapping[str, Any]
+    ) -> str:
+        """For a new approval by a ServiceAccount: how the model's requester, in the groups stamped with them
+        (``annotations``, the model's), may act as it, as the API server's authorizer answers now ('' when they may
+        not). An editor of that account's namespace may (the built-in edit role mints its tokens and impersonates
+        it): mallory approved her own model with a token she minted for the CI namespace's approver bot. A model
+        whose requester's groups are not recorded (stamped before they were, or an unreadable stamp) is refused:
+        asked about as any authenticated user, mallory's rights through her ML engineers' group went unseen and her
+        bot's approval was admitted."""
         approver = requester_account(request.username)
-        if request.operation != "CREATE" or target is None or approver is None:
-            return ""
-        annotations = (target.get("metadata") or {}).get("annotations") or {}
-        requester = str(annotations.get(REQUESTED_BY) or "")
-        if not requester or requester == request.username:
+        if approver is None or not requester:
             return ""
         stamped = recorded_groups(annotations.get(REQUESTER_GROUPS))
         if stamped is None:

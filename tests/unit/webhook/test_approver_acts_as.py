@@ -162,3 +162,18 @@ def test_a_model_whose_requester_had_no_groups_is_asked_about() -> None:
     lookup.target = target("alice", "[]")
     assert service(lookup).decide(approval(lookup, approver=APPROVER_BOT)).allowed
     assert lookup.asked == [("alice", ("system:authenticated",), "ci", "approver-bot")]
+
+
+def test_an_approver_refused_for_who_they_are_asks_nothing() -> None:
+    """A ServiceAccount approving a ServiceAccount's request, or the requester approving, is refused whatever the API
+    server would say: none of the access reviews (dozens for a ServiceAccount) is asked."""
+    lookup = Lookup(BOT, "may create pods in namespace ml")
+    decision = service(lookup).decide(approval(lookup, approver=APPROVER_BOT))
+    assert not decision.allowed
+    assert "are both ServiceAccounts" in decision.message
+    assert lookup.asked == []
+    lookup = Lookup("mallory", "may impersonate serviceaccounts approver-bot in namespace ci")
+    decision = service(lookup).decide(approval(lookup, approver="mallory"))
+    assert not decision.allowed
+    assert "approver 'mallory' requested this ModelDeployment" in decision.message
+    assert lookup.asked == []
