@@ -82,6 +82,7 @@ from devmlops.harness.pyimages import (
     devmlops_image,
     model_server_image,
 )
+from devmlops.operator.readiness import initializer_failure
 
 __all__ = ["E2E", "E2EFailure", "Phase", "Report", "main", "run_e2e", "story"]
 
@@ -736,27 +737,18 @@ class E2E:
         except ApiException as exc:
             raise E2EFailure(f"the model was refused at admission: {denial_message(exc)}") from exc
 
-        def refused() -> tuple[str, int, str] | None:
-            """(Pod, exit code, termination message) of the initializer's failed run, now or the run before. The
-            message comes with the same status (KServe sets FallbackToLogsOnError: its last log lines); the log
-            itself may already be the next run's, as the kubelet restarts a failed init container at once."""
-            for pod in self.pods(SERVING_NS, f"{ISVC_LABEL}={name}"):
-                for status in pod["status"].get("initContainerStatuses") or []:
-                    if status["name"] != "storage-initializer":
-                        continue
-                    for state in (status.get("state"), status.get("lastState")):
-                        terminated = (state or {}).get("terminated") or {}
-                        if terminated.get("exitCode"):
-                            return pod["metadata"]["name"], int(terminated["exitCode"]), terminated.get("message") or ""
-            return None
-
-        pod, exit_code, message = wait_for(refused, timeout=180, what="the tampered model's initializer failing")
-        said = next((line for line in message.splitlines() if "NOT serving" in line), message.strip()[-300:])
+        # Read from the failed run's termination message in the Pod's status (as the operator reads it): the log may
+        # already be the next run's, as the kubelet restarts a failed init container at once.
+        refusal = wait_for(
+            lambda: initializer_failure(self.pods(SERVING_NS, f"{ISVC_LABEL}={name}")),
+            timeout=180,
+            what="the tampered model's initializer failing",
+        )
         self.report.check(
             "one byte changed: storage initializer",
             "exits non-zero: bytes differ from the signature",
-            f"{pod} exit {exit_code}: {said}",
-            "differs from its signature" in said,
+            refusal.message,
+            "differs from its signature" in refusal.message,
         )
 
         last: dict[str, Any] = {}
